@@ -1,0 +1,75 @@
+package topology
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+func parse(t *testing.T, raw string) *sip.Request {
+	t.Helper()
+	m, err := sip.NewParser().ParseSIP([]byte(strings.ReplaceAll(raw, "\n", "\r\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.(*sip.Request)
+}
+
+func TestHeaderFilterCopy(t *testing.T) {
+	src := parse(t, `INVITE sip:bob@10.0.0.1 SIP/2.0
+Via: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK1
+Record-Route: <sip:10.9.9.9;lr>
+From: <sip:alice@carrier.example>;tag=1
+To: <sip:bob@10.0.0.1>
+Call-ID: secret@10.9.9.9
+CSeq: 1 INVITE
+Contact: <sip:alice@10.9.9.9>
+Max-Forwards: 70
+User-Agent: CarrierSwitch 1.0
+k: 100rel
+X-Internal: leak
+Allow: INVITE, ACK
+P-Asserted-Identity: <sip:+4420@carrier.example>
+c: application/sdp
+Content-Length: 0
+
+`)
+	f := NewHeaderFilter([]string{"Supported", "allow", "P-Asserted-Identity", "Via", "Contact", "Content-Type"})
+	dst := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", Host: "192.0.2.1"})
+	f.Copy(dst, src)
+	var got []string
+	for _, h := range dst.Headers() {
+		got = append(got, CanonicalName(h.Name()))
+	}
+	want := "supported,allow,p-asserted-identity,content-type"
+	if strings.Join(got, ",") != want {
+		t.Fatalf("copied %v, want %s", got, want)
+	}
+	for _, n := range []string{"via", "contact", "record-route", "user-agent", "x-internal", "call-id"} {
+		if f.Allowed(n) {
+			t.Errorf("%s must never be allowed", n)
+		}
+	}
+	if !f.Allowed("k") || !f.Allowed("SUPPORTED") {
+		t.Error("compact/upper-case forms of an allowed header must match")
+	}
+}
+
+func TestFace(t *testing.T) {
+	f := Face{Realm: "internal", Transport: "tcp", Host: "10.0.0.5", Port: 5062}
+	if got := f.Contact("sbc").Value(); got != "<sip:sbc@10.0.0.5:5062;transport=tcp>" {
+		t.Fatalf("contact %q", got)
+	}
+	v := f.Via()
+	if v.Transport != "TCP" || v.Host != "10.0.0.5" || v.Port != 5062 {
+		t.Fatalf("via %s", v.Value())
+	}
+	if b, _ := v.Params.Get("branch"); !strings.HasPrefix(b, "z9hG4bK") {
+		t.Fatalf("branch %q", b)
+	}
+	u := Face{Transport: "udp", Host: "h", Port: 1}.URI("")
+	if u.String() != "sip:h:1" {
+		t.Fatalf("uri %s", u.String())
+	}
+}
