@@ -25,26 +25,35 @@ type Policy struct {
 	// Source is the file name the policy was read from ("<embedded>" for
 	// the built-in default); used in error messages and logs.
 	Source string `toml:"-"`
+
+	// look holds the lookup tables built by validation (name maps, the
+	// route table, the header allow set). Nil for a Policy that was not
+	// produced by Parse/Load; the lookup methods then fall back to scans.
+	look *lookup
 }
 
 // Server holds process-wide settings.
 type Server struct {
-	// Name is the SBC's identity: used in the User-Agent/Server header
+	// UserAgent is the SBC's identity: used in the User-Agent/Server header
 	// that replaces the peers' own, and in OPTIONS answers. Default "sbc".
+	// Printable ASCII only, at most 128 bytes.
 	UserAgent string `toml:"user_agent"`
 	// LogLevel: "debug", "info", "warn", "error". Default "info".
 	LogLevel string `toml:"log_level"`
 	// UDPReadBuffer / UDPWriteBuffer: SO_RCVBUF/SO_SNDBUF in bytes for UDP
-	// listeners. Default 4 MiB each (0 in the file means default).
+	// listeners. Default 4 MiB each (0 in the file means default); at most
+	// 1 GiB.
 	UDPReadBuffer  int `toml:"udp_read_buffer"`
 	UDPWriteBuffer int `toml:"udp_write_buffer"`
-	// TCPIdleTimeout closes TCP connections idle that long. Default "10m".
+	// TCPIdleTimeout closes TCP connections idle that long. Default "10m";
+	// must be positive (idle connections are always closed eventually).
 	TCPIdleTimeout Duration `toml:"tcp_idle_timeout"`
 }
 
 // Admin is the admin/metrics HTTP listener.
 type Admin struct {
-	// Listen is "host:port"; empty disables the admin listener.
+	// Listen is "ip:port" (IP literal; port 0 lets the kernel choose);
+	// empty disables the admin listener.
 	Listen string `toml:"listen"`
 	// Addr is Listen parsed (zero when disabled).
 	Addr netip.AddrPort `toml:"-"`
@@ -53,55 +62,71 @@ type Admin struct {
 // Realm is one network the SBC faces (e.g. "external" towards carriers,
 // "internal" towards the PBXs), with its listeners.
 type Realm struct {
-	Name      string     `toml:"name"`
+	// Name is unique among realms: letters, digits, '_', '-', '.'.
+	Name string `toml:"name"`
+	// Listeners: at least one.
 	Listeners []Listener `toml:"listener"`
 }
 
 // Listener is one SIP socket of a realm.
 type Listener struct {
-	// Transport: "udp" or "tcp" (lower case; "tls"/"wss" come later).
+	// Transport: "udp" (default) or "tcp" (lower case; "tls"/"wss" come
+	// later). The same transport+bind may appear only once in the policy.
 	Transport string `toml:"transport"`
-	// Bind is "ip:port" to listen on.
+	// Bind is "ip:port" to listen on (IP literal). Port 0 lets the kernel
+	// choose (useful in tests); the listener's actual port is then the one
+	// to advertise.
 	Bind string `toml:"bind"`
 	// Advertise is "host[:port]" put into Via/Contact/SDP-facing headers of
-	// messages sent from this listener. Default: Bind.
+	// messages sent from this listener: an IP literal (IPv6 in brackets when
+	// a port follows) or a DNS name. Default: Bind. Required when Bind is an
+	// unspecified address (0.0.0.0 or ::).
 	Advertise string `toml:"advertise"`
 
-	BindAddr      netip.AddrPort `toml:"-"`
-	AdvertiseHost string         `toml:"-"` // host part of Advertise (default Bind's IP)
-	AdvertisePort int            `toml:"-"` // port part of Advertise (default Bind's port)
+	BindAddr      netip.AddrPort `toml:"-"` // Bind parsed (an IPv4-mapped address unmapped)
+	AdvertiseHost string         `toml:"-"` // host part of Advertise, no brackets (default Bind's IP)
+	AdvertisePort int            `toml:"-"` // port part of Advertise (default Bind's port; 0 if that is 0)
 }
 
 // Trunk is a known peer (carrier), identified by its source addresses.
 type Trunk struct {
+	// Name is unique among trunks: letters, digits, '_', '-', '.'.
 	Name string `toml:"name"`
 	// Realm is the realm the trunk arrives on. Required; must exist.
 	Realm string `toml:"realm"`
-	// Sources are the CIDRs (or bare addresses) the trunk sends from.
+	// Sources are the CIDRs (or bare addresses, meaning /32 or /128) the
+	// trunk sends from. At least one. A prefix may not be listed twice,
+	// neither in one trunk nor in two trunks (overlapping prefixes of
+	// different lengths are fine: the longest match wins).
 	Sources []string `toml:"sources"`
 
-	Prefixes []netip.Prefix `toml:"-"` // Sources parsed, masked
+	// Sources parsed and masked, in file order; IPv4-mapped IPv6 prefixes
+	// (::ffff:a.b.c.d/n, n >= 96) are stored as IPv4 prefixes.
+	Prefixes []netip.Prefix `toml:"-"`
 }
 
 // Pool is a group of backend targets (PBXs) reached from one realm.
 type Pool struct {
+	// Name is unique among pools: letters, digits, '_', '-', '.'.
 	Name string `toml:"name"`
 	// Realm whose listener is used to reach the targets. Required; must exist.
 	Realm string `toml:"realm"`
 	// Transport towards the targets: "udp" (default) or "tcp". The realm
 	// must have a listener of that transport.
-	Transport string   `toml:"transport"`
-	Targets   []Target `toml:"target"`
+	Transport string `toml:"transport"`
+	// Targets: at least one; not all of weight 0; no address twice.
+	Targets []Target `toml:"target"`
 	// Health is the OPTIONS health check.
 	Health Health `toml:"health"`
 }
 
 // Target is one backend.
 type Target struct {
-	// Address is "ip:port" (or "host:port"; hosts are resolved at load).
+	// Address is "ip:port" with an IP literal (IPv6 in brackets) and a
+	// non-zero port. Host names are not accepted: a policy load does no DNS.
 	Address string `toml:"address"`
 	// Weight for weighted random choice among healthy targets; default 1,
-	// 0 means "never chosen" (drained).
+	// 0 means "never chosen" (drained); at most 1000000.
 	Weight *int `toml:"weight"`
 
 	Addr netip.AddrPort `toml:"-"`
@@ -111,22 +136,30 @@ type Target struct {
 // Health configures OPTIONS pings to each target of a pool.
 type Health struct {
 	// Interval between pings. Default "5s"; "0s" disables health checks
-	// (targets are then always considered up).
+	// (targets are then always considered up). Otherwise at least "10ms".
 	Interval Duration `toml:"interval"`
-	// Timeout for one ping. Default "2s" (must be < Interval).
+	// Timeout for one ping. Must be positive and < Interval. Default "2s",
+	// or half the Interval when the Interval is 2s or less.
 	Timeout Duration `toml:"timeout"`
-	// Up: consecutive successes to mark a down target up. Default 2.
+	// Up: consecutive successes to mark a down target up. Default 2;
+	// when given, 1..1000.
 	Up int `toml:"up"`
-	// Down: consecutive failures to mark an up target down. Default 3.
+	// Down: consecutive failures to mark an up target down. Default 3;
+	// when given, 1..1000.
 	Down int `toml:"down"`
 }
+
+// Enabled reports whether health checks run (Interval > 0).
+func (h Health) Enabled() bool { return h.Interval.Duration > 0 }
 
 // Route maps (trunk, request-URI user prefix) to a pool. The most specific
 // match wins: longest prefix; a route naming the trunk beats one that does not.
 type Route struct {
-	// Trunk name; empty matches any trunk.
+	// Trunk name; empty matches any trunk. Must exist when given.
 	Trunk string `toml:"trunk"`
-	// Prefix of the request-URI user part; empty matches any.
+	// Prefix of the request-URI user part (compared byte-wise, case
+	// sensitive); empty matches any. Visible ASCII, at most 128 bytes.
+	// The same trunk+prefix may appear only once.
 	Prefix string `toml:"prefix"`
 	// Pool name; must exist.
 	Pool string `toml:"pool"`
@@ -135,18 +168,19 @@ type Route struct {
 // Routing holds routing defaults.
 type Routing struct {
 	// DefaultPool is used when no route matches; empty means "no default"
-	// (unmatched calls get 404).
+	// (unmatched calls get 404). Must exist when given.
 	DefaultPool string `toml:"default_pool"`
 	// FollowRedirects: if true a 3xx from a backend is followed (to a
 	// target of the same pool only); otherwise it is relayed. Default false.
 	FollowRedirects bool `toml:"follow_redirects"`
 	// TargetTimeout: how long to wait for any response from one target
-	// before failing over to the next. Default "2s".
+	// before failing over to the next. Default "2s"; must be positive.
 	TargetTimeout Duration `toml:"target_timeout"`
-	// MaxAttempts: targets tried per call (failover). Default 3.
+	// MaxAttempts: targets tried per call (failover). Default 3; when
+	// given, 1..100.
 	MaxAttempts int `toml:"max_attempts"`
 	// RetryAfter: seconds in Retry-After of the 503 sent when no target
-	// is available. Default 30.
+	// is available. Default 30; when given, 1..86400.
 	RetryAfter int `toml:"retry_after"`
 }
 
@@ -160,7 +194,7 @@ type Calls struct {
 	// set it when peers use session timers or OPTIONS keepalives.
 	InactivityTimeout Duration `toml:"inactivity_timeout"`
 	// RingTimeout: an unanswered call is cancelled after this long.
-	// Default "3m".
+	// Default "3m"; must be positive.
 	RingTimeout Duration `toml:"ring_timeout"`
 }
 
@@ -170,7 +204,9 @@ type Calls struct {
 // Max-Forwards, Content-Length, Route, Record-Route) are never copied.
 type Headers struct {
 	// Allow lists header names (case-insensitive, long form) copied
-	// between legs. Default: DefaultAllowedHeaders.
+	// between legs. Absent: DefaultAllowedHeaders; an explicit empty list
+	// allows nothing. Compact forms, duplicates and the headers the B2BUA
+	// generates are rejected. Query it with Policy.AllowedHeader.
 	Allow []string `toml:"allow"`
 	// UnknownSourceAction: "drop" (default, silent) or "reject" (403).
 	UnknownSourceAction string `toml:"unknown_source_action"`
@@ -190,6 +226,8 @@ var DefaultAllowedHeaders = []string{
 // Duration is a time.Duration written as a Go duration string ("5s", "4h").
 // It remembers whether the file set it, so that an explicit "0s" (disable)
 // differs from an absent key (default).
+// Defaults applied by validation leave IsSet false. Negative durations are
+// rejected by validation.
 type Duration struct {
 	time.Duration
 	set bool

@@ -1,0 +1,748 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// minimal is the smallest valid policy; tests append to it.
+const minimal = `
+[[realm]]
+name = "r"
+[[realm.listener]]
+bind = "127.0.0.1:5060"
+`
+
+func mustParse(t *testing.T, src string) *Policy {
+	t.Helper()
+	p, err := Parse("test.toml", []byte(src))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	return p
+}
+
+func TestDefaultParses(t *testing.T) {
+	p := Default()
+	if p.Source != EmbeddedSource {
+		t.Errorf("Source = %q", p.Source)
+	}
+	if got, want := string(DefaultTOML()), string(exampleTOML); got != want {
+		t.Error("DefaultTOML differs from the embedded file")
+	}
+	onDisk, err := os.ReadFile("sbc.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(onDisk, DefaultTOML()) {
+		t.Error("DefaultTOML differs from sbc.example.toml")
+	}
+	b := DefaultTOML()
+	b[0] = 'X'
+	if DefaultTOML()[0] == 'X' {
+		t.Error("DefaultTOML returns the embedded slice itself")
+	}
+
+	// What the example must describe (see the task this file answers).
+	ext, in := p.Realm("external"), p.Realm("internal")
+	if ext == nil || in == nil {
+		t.Fatalf("realms: %+v", p.Realms)
+	}
+	wantListeners := func(r *Realm, bind string, transports ...string) {
+		t.Helper()
+		var got []string
+		for _, l := range r.Listeners {
+			if l.BindAddr != netip.MustParseAddrPort(bind) {
+				t.Errorf("realm %s: listener %s on %s", r.Name, l.Transport, l.BindAddr)
+			}
+			got = append(got, l.Transport)
+		}
+		if !slices.Equal(got, transports) {
+			t.Errorf("realm %s: transports %v, want %v", r.Name, got, transports)
+		}
+	}
+	wantListeners(ext, "127.0.0.1:5060", "udp", "tcp")
+	wantListeners(in, "127.0.0.1:5062", "udp", "tcp")
+	tr := p.Trunk("local")
+	if tr == nil || tr.Realm != "external" || !slices.Equal(tr.Prefixes, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}) {
+		t.Errorf("trunk local: %+v", tr)
+	}
+	pbx := p.Pool("pbx")
+	if pbx == nil || pbx.Realm != "internal" || len(pbx.Targets) != 1 ||
+		pbx.Targets[0].Addr != netip.MustParseAddrPort("127.0.0.1:5080") || pbx.Targets[0].W != 1 {
+		t.Fatalf("pool pbx: %+v", pbx)
+	}
+	if h := pbx.Health; !h.Enabled() || h.Interval.Duration != DefaultHealthInterval ||
+		h.Timeout.Duration != DefaultHealthTimeout || h.Up != DefaultHealthUp || h.Down != DefaultHealthDown {
+		t.Errorf("pool pbx health: %+v", h)
+	}
+	if p.Routing.DefaultPool != "pbx" || len(p.Routes) != 1 || p.RouteFor("", "x") != pbx {
+		t.Errorf("routing: %+v %+v", p.Routing, p.Routes)
+	}
+	if p.Admin.Addr != netip.MustParseAddrPort("127.0.0.1:9090") {
+		t.Errorf("admin: %+v", p.Admin)
+	}
+	if p.Headers.UnknownSourceAction != "drop" || !slices.Equal(p.Headers.Allow, DefaultAllowedHeaders) {
+		t.Errorf("headers: %+v", p.Headers)
+	}
+	if p.Calls.MaxDuration.Duration != DefaultMaxDuration || p.Calls.RingTimeout.Duration != DefaultRingTimeout {
+		t.Errorf("calls: %+v", p.Calls)
+	}
+	// Runs without root: no port below 1024.
+	for _, r := range p.Realms {
+		for _, l := range r.Listeners {
+			if l.BindAddr.Port() < 1024 {
+				t.Errorf("listener %s needs root", l.BindAddr)
+			}
+		}
+	}
+}
+
+// TestExampleDocumentsEveryKey checks that every key of the schema is
+// mentioned in the example file, so a new field cannot go undocumented.
+func TestExampleDocumentsEveryKey(t *testing.T) {
+	text := string(exampleTOML)
+	var walk func(prefix string, typ reflect.Type)
+	walk = func(prefix string, typ reflect.Type) {
+		for _, name := range fieldNames(typ) {
+			ft, _ := fieldType(typ, name)
+			path := joinPath(prefix, name)
+			if !regexp.MustCompile(`(?m)^[#\s]*` + regexp.QuoteMeta(name) + `\b|\[+` + regexp.QuoteMeta(path) + `\]`).MatchString(text) {
+				t.Errorf("key %s is not documented in sbc.example.toml", path)
+			}
+			switch {
+			case isTable(ft):
+				walk(path, ft)
+			case isTableArray(ft):
+				walk(path, ft.Elem())
+			}
+		}
+	}
+	walk("", policyType)
+}
+
+func TestDefaultsApplied(t *testing.T) {
+	p := mustParse(t, minimal+`
+[[pool]]
+name = "p"
+realm = "r"
+[[pool.target]]
+address = "127.0.0.1:5080"
+`)
+	s := p.Server
+	if s.UserAgent != "sbc" || s.LogLevel != "info" || s.UDPReadBuffer != 4<<20 || s.UDPWriteBuffer != 4<<20 ||
+		s.TCPIdleTimeout.Duration != 10*time.Minute || s.TCPIdleTimeout.IsSet() {
+		t.Errorf("server defaults: %+v", s)
+	}
+	if p.Admin.Listen != "" || p.Admin.Addr.IsValid() {
+		t.Errorf("admin: %+v", p.Admin)
+	}
+	l := p.Realms[0].Listeners[0]
+	if l.Transport != "udp" || l.AdvertiseHost != "127.0.0.1" || l.AdvertisePort != 5060 {
+		t.Errorf("listener defaults: %+v", l)
+	}
+	pl := p.Pools[0]
+	if pl.Transport != "udp" || pl.Targets[0].W != 1 || pl.Targets[0].Weight != nil {
+		t.Errorf("pool defaults: %+v", pl)
+	}
+	h := pl.Health
+	if h.Interval.Duration != 5*time.Second || h.Timeout.Duration != 2*time.Second || h.Up != 2 || h.Down != 3 ||
+		h.Interval.IsSet() || h.Timeout.IsSet() || !h.Enabled() {
+		t.Errorf("health defaults: %+v", h)
+	}
+	r := p.Routing
+	if r.DefaultPool != "" || r.FollowRedirects || r.TargetTimeout.Duration != 2*time.Second || r.MaxAttempts != 3 || r.RetryAfter != 30 {
+		t.Errorf("routing defaults: %+v", r)
+	}
+	c := p.Calls
+	if c.MaxDuration.Duration != 4*time.Hour || c.InactivityTimeout.Duration != 0 || c.RingTimeout.Duration != 3*time.Minute {
+		t.Errorf("calls defaults: %+v", c)
+	}
+	if !slices.Equal(p.Headers.Allow, DefaultAllowedHeaders) || p.Headers.UnknownSourceAction != "drop" {
+		t.Errorf("headers defaults: %+v", p.Headers)
+	}
+	if &p.Headers.Allow[0] == &DefaultAllowedHeaders[0] {
+		t.Error("Headers.Allow shares DefaultAllowedHeaders' array")
+	}
+	if p.RouteFor("", "123") != nil {
+		t.Error("RouteFor without routes or default pool must be nil")
+	}
+}
+
+func TestDurationZeroVersusAbsent(t *testing.T) {
+	p := mustParse(t, minimal+`
+[calls]
+max_duration = "0s"
+[[pool]]
+name = "off"
+realm = "r"
+health.interval = "0s"
+[[pool.target]]
+address = "127.0.0.1:5080"
+[[pool]]
+name = "fast"
+realm = "r"
+health.interval = "1s"
+[[pool.target]]
+address = "127.0.0.1:5080"
+`)
+	if d := p.Calls.MaxDuration; d.Duration != 0 || !d.IsSet() {
+		t.Errorf("max_duration \"0s\": %v set=%v, want 0 set", d.Duration, d.IsSet())
+	}
+	if d := p.Calls.RingTimeout; d.Duration != DefaultRingTimeout || d.IsSet() {
+		t.Errorf("ring_timeout absent: %v set=%v, want default, not set", d.Duration, d.IsSet())
+	}
+	off := p.Pool("off").Health
+	if off.Enabled() || !off.Interval.IsSet() {
+		t.Errorf("interval \"0s\" must disable health checks: %+v", off)
+	}
+	fast := p.Pool("fast").Health
+	if fast.Timeout.Duration != 500*time.Millisecond || fast.Timeout.IsSet() {
+		t.Errorf("timeout default with a 1s interval: %v, want 500ms", fast.Timeout.Duration)
+	}
+}
+
+func TestParseGood(t *testing.T) {
+	p := mustParse(t, `
+[server]
+user_agent = "Edge SBC 1.0"
+udp_read_buffer = 0x100000
+[admin]
+listen = "[::1]:0"
+[[realm]]
+name = "ext"
+listener = [
+  { transport = "udp", bind = "0.0.0.0:5060", advertise = "sbc.example.com" },
+  { transport = "tcp", bind = "[::1]:5061", advertise = "[2001:db8::1]:5070" },
+  { transport = "udp", bind = "[::ffff:127.0.0.2]:5062", advertise = "192.0.2.1:5064" },
+  { transport = "tcp", bind = "127.0.0.1:0" },
+  { transport = "tcp", bind = "127.0.0.2:0" },
+]
+[[realm]]
+name = "int.1"
+[[realm.listener]]
+bind = "[::1]:5070"
+advertise = "2001:db8::2"
+[[trunk]]
+name = "carrier-a"
+realm = "ext"
+sources = ["192.0.2.77/24", "198.51.100.1", "2001:db8:1::1/48", "2001:db8:2::1", "::ffff:203.0.113.0/120"]
+[[trunk]]
+name = "carrier-b"
+realm = "ext"
+sources = ["192.0.2.0/25"]
+[[pool]]
+name = "pbx_1"
+realm = "int.1"
+target = [{ address = "[::1]:5080", weight = 0 }, { address = "[::1]:5081", weight = 5 }]
+[pool.health]
+interval = "1s"
+timeout = "100ms"
+up = 1
+down = 1000
+[headers]
+allow = ["content-type", "X-Custom"]
+unknown_source_action = "reject"
+`)
+	ls := p.Realm("ext").Listeners
+	type adv struct {
+		host string
+		port int
+	}
+	want := []adv{{"sbc.example.com", 5060}, {"2001:db8::1", 5070}, {"192.0.2.1", 5064}, {"127.0.0.1", 0}, {"127.0.0.2", 0}}
+	for i, l := range ls {
+		if (adv{l.AdvertiseHost, l.AdvertisePort}) != want[i] {
+			t.Errorf("listener %d advertise = %s %d, want %v", i, l.AdvertiseHost, l.AdvertisePort, want[i])
+		}
+	}
+	if ls[2].BindAddr != netip.MustParseAddrPort("127.0.0.2:5062") {
+		t.Errorf("v4-mapped bind not unmapped: %v", ls[2].BindAddr)
+	}
+	if l := p.Realm("int.1").Listeners[0]; l.AdvertiseHost != "2001:db8::2" || l.AdvertisePort != 5070 {
+		t.Errorf("advertise without port: %+v", l)
+	}
+	wantPfx := []string{"192.0.2.0/24", "198.51.100.1/32", "2001:db8:1::/48", "2001:db8:2::1/128", "203.0.113.0/24"}
+	var gotPfx []string
+	for _, pf := range p.Trunk("carrier-a").Prefixes {
+		gotPfx = append(gotPfx, pf.String())
+	}
+	if !slices.Equal(gotPfx, wantPfx) {
+		t.Errorf("prefixes = %v, want %v", gotPfx, wantPfx)
+	}
+	pl := p.Pool("pbx_1")
+	if pl.Targets[0].W != 0 || pl.Targets[1].W != 5 || *pl.Targets[0].Weight != 0 {
+		t.Errorf("weights: %+v", pl.Targets)
+	}
+	if h := pl.Health; h.Timeout.Duration != 100*time.Millisecond || h.Up != 1 || h.Down != 1000 {
+		t.Errorf("health: %+v", h)
+	}
+	if p.Server.UDPReadBuffer != 1<<20 || p.Server.UDPWriteBuffer != DefaultUDPBuffer {
+		t.Errorf("buffers: %+v", p.Server)
+	}
+	if p.Admin.Addr != netip.MustParseAddrPort("[::1]:0") {
+		t.Errorf("admin: %v", p.Admin.Addr)
+	}
+	if !p.AllowedHeader("Content-Type") || !p.AllowedHeader("x-custom") || p.AllowedHeader("Subject") {
+		t.Error("explicit allow list not applied")
+	}
+}
+
+func TestEmptyAllowList(t *testing.T) {
+	p := mustParse(t, minimal+"[headers]\nallow = []\n")
+	if p.Headers.Allow == nil || len(p.Headers.Allow) != 0 {
+		t.Errorf("allow = %#v", p.Headers.Allow)
+	}
+	for _, h := range DefaultAllowedHeaders {
+		if p.AllowedHeader(h) {
+			t.Errorf("%s allowed by an empty allow list", h)
+		}
+	}
+}
+
+// TestParseErrors checks the exact error lines of bad policies; each case
+// has several problems that must all be reported.
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		src  string
+		want []string
+	}{
+		{"empty", "", []string{
+			"t.toml:1:1: no realm: define at least one [[realm]] with a [[realm.listener]]",
+		}},
+		{"comments only", "# nothing\n\n", []string{
+			"t.toml:1:1: no realm: define at least one [[realm]] with a [[realm.listener]]",
+		}},
+		{"syntax", minimal + "[server\n", []string{
+			"t.toml:6:8: syntax error: expected ']' to close table name",
+		}},
+		{"unknown keys and tables", minimal + `
+[server]
+log_levl = "debug"
+Log_Level = "debug"
+[realm.x]
+[[bogus]]
+a = 1
+b = 2
+[[realm.listener]]
+bind = "127.0.0.1:6000"
+nope = 1
+[pool.health]
+`, []string{
+			`t.toml:8:1: server.log_levl: unknown key (did you mean "log_level"?)`,
+			`t.toml:9:1: server.Log_Level: unknown key (did you mean "log_level"?)`,
+			`t.toml:10:8: realm[0].x: unknown table (known here: name, listener)`,
+			`t.toml:11:3: bogus: unknown table (known here: server, admin, realm, trunk, pool, route, routing, calls, headers)`,
+			`t.toml:16:1: realm[0].listener[1].nope: unknown key (known here: transport, bind, advertise)`,
+			`t.toml:17:2: pool: [pool.health] needs a [[pool]] before it`,
+		}},
+		{"table shapes", minimal + `
+[route]
+pool = "x"
+[[server]]
+log_level = "x"
+[server.log_level]
+[admin]
+listen.port = 1
+realm = []
+`, []string{
+			"t.toml:7:2: route: is an array of tables: write [[route]]",
+			"t.toml:9:3: server: is a table, not an array of tables: write [server]",
+			"t.toml:11:9: server.log_level: is a string, not a table",
+			"t.toml:13:1: admin.listen: is a string, not a table",
+			"t.toml:14:1: admin.realm: unknown key (known here: listen)",
+		}},
+		{"wrong types", `
+[server]
+user_agent = 1
+udp_read_buffer = "4M"
+tcp_idle_timeout = 10
+[admin]
+listen = ["127.0.0.1:9090"]
+[[realm]]
+name = "r"
+listener = { bind = "127.0.0.1:5060" }
+[[realm]]
+name = "s"
+[[realm.listener]]
+bind = "127.0.0.1:5070"
+[[pool]]
+name = "p"
+realm = "s"
+health = "on"
+[[pool.target]]
+address = "127.0.0.1:1"
+weight = 1.5
+[calls]
+ring_timeout = "3 minutes"
+max_duration = 2024-01-01
+[routing]
+follow_redirects = "yes"
+max_attempts = 99999999999999999999
+`, []string{
+			`t.toml:3:14: server.user_agent: expected string, got integer`,
+			`t.toml:4:19: server.udp_read_buffer: expected integer, got string`,
+			`t.toml:5:20: server.tcp_idle_timeout: expected duration string, got integer`,
+			`t.toml:7:10: admin.listen: expected string, got array`,
+			`t.toml:10:12: realm[0].listener: expected array of tables, got table`,
+			`t.toml:18:10: pool[0].health: expected table, got string`,
+			`t.toml:21:10: pool[0].target[0].weight: expected integer, got float`,
+			`t.toml:23:16: calls.ring_timeout: invalid duration "3 minutes" (write a number and a unit: "500ms", "5s", "10m", "4h")`,
+			`t.toml:24:16: calls.max_duration: expected duration string, got date`,
+			`t.toml:26:20: routing.follow_redirects: expected boolean, got string`,
+			`t.toml:27:16: routing.max_attempts: integer "99999999999999999999" is out of range`,
+		}},
+		{"structural and semantic together", minimal + `
+[server]
+log_level = 3
+[[trunk]]
+name = "t"
+realm = "nowhere"
+sources = ["10.0.0.0/8"]
+`, []string{
+			`t.toml:8:13: server.log_level: expected string, got integer`,
+			`t.toml:11:9: trunk[0].realm: unknown realm "nowhere" (defined: "r")`,
+		}},
+		{"duplicate key reported by go-toml", minimal + `
+[server]
+log_level = "info"
+log_level = "debug"
+`, []string{
+			`t.toml:9:1: log_level: key log_level is already defined`,
+		}},
+		{"server values", minimal + `
+[server]
+user_agent = "bad\r\nInjected: yes"
+log_level = "verbose"
+udp_read_buffer = -1
+udp_write_buffer = 2000000000
+tcp_idle_timeout = "0s"
+`, []string{
+			`t.toml:8:14: server.user_agent: must be printable ASCII, at most 128 bytes`,
+			`t.toml:9:13: server.log_level: unknown log level "verbose" (want "debug", "info", "warn" or "error")`,
+			`t.toml:10:19: server.udp_read_buffer: must be between 0 (default, 4194304) and 1073741824 bytes (got -1)`,
+			`t.toml:11:20: server.udp_write_buffer: must be between 0 (default, 4194304) and 1073741824 bytes (got 2000000000)`,
+			`t.toml:12:20: server.tcp_idle_timeout: must be positive`,
+		}},
+		{"realms and listeners", `
+[admin]
+listen = "localhost:9090"
+[[realm]]
+name = "a"
+[[realm.listener]]
+transport = "UDP"
+bind = "127.0.0.1:5060"
+[[realm.listener]]
+transport = "tls"
+bind = "127.0.0.1:5061"
+[[realm.listener]]
+bind = "127.0.0.1"
+[[realm.listener]]
+bind = "0.0.0.0:5062"
+[[realm.listener]]
+transport = "udp"
+bind = "127.0.0.1:5063"
+advertise = "[127.0.0.1]:5063"
+[[realm]]
+name = "a"
+[[realm.listener]]
+bind = "127.0.0.1:5063"
+[[realm.listener]]
+bind = "[::]:5063"
+advertise = "sbc-.example.com"
+[[realm.listener]]
+transport = "tcp"
+[[realm]]
+name = "bad name"
+[[realm]]
+`, []string{
+			`t.toml:3:10: admin.listen: invalid address "localhost:9090": want ip:port with an IP literal, e.g. "127.0.0.1:9090"`,
+			`t.toml:7:13: realm[0].listener[0].transport: unknown transport "UDP" (want "udp" or "tcp")`,
+			`t.toml:10:13: realm[0].listener[1].transport: transport "tls" is not supported yet (want "udp" or "tcp")`,
+			`t.toml:13:8: realm[0].listener[2].bind: invalid address "127.0.0.1": want ip:port with an IP literal, e.g. "127.0.0.1:5060" or "[::1]:5060"`,
+			`t.toml:15:8: realm[0].listener[3].bind: advertise is required when bind is the unspecified address 0.0.0.0`,
+			`t.toml:19:13: realm[0].listener[4].advertise: invalid advertise "[127.0.0.1]:5063": IPv6 addresses, and only they, are written in brackets`,
+			`t.toml:21:8: realm[1].name: duplicate realm name "a" (first at 5:8)`,
+			`t.toml:23:8: realm[1].listener[0].bind: duplicate listener udp 127.0.0.1:5063 (first at 18:8)`,
+			`t.toml:25:8: realm[1].listener[1].bind: listener udp [::]:5063 overlaps the listener at 18:8 (a wildcard address covers the other)`,
+			`t.toml:26:13: realm[1].listener[1].advertise: invalid advertise "sbc-.example.com": want host[:port] with an IP address or a DNS name`,
+			`t.toml:27:9: realm[1].listener[2].bind: bind is required (e.g. bind = "127.0.0.1:5060")`,
+			`t.toml:29:3: realm[2].listener: realm "bad name" has no listener (add a [[realm.listener]])`,
+			`t.toml:30:8: realm[2].name: invalid realm name "bad name": use letters, digits, '_', '-' and '.', at most 64`,
+			`t.toml:31:3: realm[3].name: realm without a name (add name = "...")`,
+			`t.toml:31:3: realm[3].listener: realm "" has no listener (add a [[realm.listener]])`,
+		}},
+		{"trunks", minimal + `
+[[trunk]]
+name = "a"
+realm = "r"
+sources = ["10.0.0.0/8", "10.1.2.3/8", "10.0.0.300", "fe80::1%eth0", "192.0.2.1", ""]
+[[trunk]]
+name = "b"
+sources = ["192.0.2.1/32", "::ffff:10.0.0.0/104", "2001:db8::/32"]
+[[trunk]]
+name = "c"
+realm = "r"
+sources = []
+[[trunk]]
+realm = "elsewhere"
+`, []string{
+			`t.toml:10:26: trunk[0].sources[1]: 10.0.0.0/8 is listed twice (first at 10:12)`,
+			`t.toml:10:40: trunk[0].sources[2]: invalid source "10.0.0.300": want a CIDR ("192.0.2.0/24") or an address ("192.0.2.1")`,
+			`t.toml:10:54: trunk[0].sources[3]: invalid source "fe80::1%eth0": want a CIDR ("192.0.2.0/24") or an address ("192.0.2.1")`,
+			`t.toml:10:83: trunk[0].sources[5]: invalid source "": want a CIDR ("192.0.2.0/24") or an address ("192.0.2.1")`,
+			`t.toml:11:3: trunk[1].realm: realm is required`,
+			`t.toml:13:12: trunk[1].sources[0]: 192.0.2.1/32 is also a source of trunk "a" (at 10:70): a prefix may belong to one trunk only`,
+			`t.toml:13:28: trunk[1].sources[1]: 10.0.0.0/8 is also a source of trunk "a" (at 10:12): a prefix may belong to one trunk only`,
+			`t.toml:17:11: trunk[2].sources: trunk "c" has no sources (e.g. sources = ["192.0.2.0/24"])`,
+			`t.toml:18:3: trunk[3].name: trunk without a name (add name = "...")`,
+			`t.toml:18:3: trunk[3].sources: trunk "" has no sources (e.g. sources = ["192.0.2.0/24"])`,
+			`t.toml:19:9: trunk[3].realm: unknown realm "elsewhere" (defined: "r")`,
+		}},
+		{"pools", minimal + `
+[[pool]]
+name = "p"
+realm = "r"
+transport = "tcp"
+[[pool.target]]
+address = "pbx.example.com:5060"
+[[pool.target]]
+address = "127.0.0.1:0"
+weight = -1
+[[pool.target]]
+address = "0.0.0.0:5060"
+[[pool.target]]
+weight = 2
+[pool.health]
+interval = "5ms"
+timeout = "-1s"
+up = 0
+down = 1001
+[[pool]]
+name = "p"
+realm = "r"
+[[pool.target]]
+address = "127.0.0.1:5080"
+weight = 0
+[[pool.target]]
+address = "127.0.0.1:5080"
+weight = 0
+[pool.health]
+interval = "1s"
+timeout = "1s"
+[[pool]]
+name = "q"
+[[pool]]
+name = "z"
+realm = "r"
+transport = "sctp"
+[[pool.target]]
+address = "[::1]:5080"
+weight = 1000001
+`, []string{
+			`t.toml:10:13: pool[0].transport: realm "r" has no tcp listener to reach the targets from`,
+			`t.toml:12:11: pool[0].target[0].address: invalid address "pbx.example.com:5060": want ip:port with an IP literal, e.g. "127.0.0.1:5080" or "[::1]:5080" (host names are not resolved)`,
+			`t.toml:14:11: pool[0].target[1].address: port must not be 0`,
+			`t.toml:15:10: pool[0].target[1].weight: must be between 0 and 1000000 (got -1)`,
+			`t.toml:17:11: pool[0].target[2].address: 0.0.0.0 is not a unicast address`,
+			`t.toml:18:8: pool[0].target[3].address: address is required (e.g. address = "127.0.0.1:5080")`,
+			`t.toml:21:12: pool[0].health.interval: must be 0s (disabled) or at least 10ms (got 5ms)`,
+			`t.toml:22:11: pool[0].health.timeout: must not be negative (got -1s)`,
+			`t.toml:23:6: pool[0].health.up: must be between 1 and 1000 (got 0)`,
+			`t.toml:24:8: pool[0].health.down: must be between 1 and 1000 (got 1001)`,
+			`t.toml:26:8: pool[1].name: duplicate pool name "p" (first at 8:8)`,
+			`t.toml:28:8: pool[1].target: all targets of pool "p" have weight 0: none can be chosen`,
+			`t.toml:32:11: pool[1].target[1].address: target 127.0.0.1:5080 is listed twice (first at 29:11)`,
+			`t.toml:36:11: pool[1].health.timeout: timeout 1s must be shorter than the interval 1s`,
+			`t.toml:37:3: pool[2].realm: realm is required`,
+			`t.toml:37:3: pool[2].target: pool "q" has no target (add a [[pool.target]])`,
+			`t.toml:42:13: pool[3].transport: transport "sctp" is not supported yet (want "udp" or "tcp")`,
+			`t.toml:45:10: pool[3].target[0].weight: must be between 0 and 1000000 (got 1000001)`,
+		}},
+		{"routes and routing", minimal + `
+[[trunk]]
+name = "t"
+realm = "r"
+sources = ["10.0.0.0/8"]
+[[pool]]
+name = "p"
+realm = "r"
+target = [{ address = "127.0.0.1:5080" }]
+[[route]]
+prefix = "1"
+pool = "p"
+[[route]]
+trunk = "t"
+prefix = "1"
+pool = "p"
+[[route]]
+prefix = "1"
+pool = "q"
+[[route]]
+trunk = "u"
+prefix = "has space"
+[routing]
+default_pool = "nope"
+target_timeout = "0s"
+max_attempts = 0
+retry_after = 0
+[calls]
+max_duration = "-1h"
+inactivity_timeout = "-1s"
+ring_timeout = "0s"
+[headers]
+unknown_source_action = "ignore"
+allow = ["Subject", "subject", "CSeq", "k", "X Bad", "Content-Type"]
+`, []string{
+			`t.toml:22:3: route[2]: duplicate route for trunk "" and prefix "1" (first at 15:3)`,
+			`t.toml:24:8: route[2].pool: unknown pool "q" (defined: "p")`,
+			`t.toml:25:3: route[3].pool: pool is required`,
+			`t.toml:26:9: route[3].trunk: unknown trunk "u" (defined: "t")`,
+			`t.toml:27:10: route[3].prefix: invalid prefix "has space": visible ASCII characters only, at most 128`,
+			`t.toml:29:16: routing.default_pool: unknown pool "nope" (defined: "p")`,
+			`t.toml:30:18: routing.target_timeout: must be positive`,
+			`t.toml:31:16: routing.max_attempts: must be between 1 and 100 (got 0)`,
+			`t.toml:32:15: routing.retry_after: must be between 1 and 86400 (got 0)`,
+			`t.toml:34:16: calls.max_duration: must not be negative (got -1h0m0s)`,
+			`t.toml:35:22: calls.inactivity_timeout: must not be negative (got -1s)`,
+			`t.toml:36:16: calls.ring_timeout: must be positive`,
+			`t.toml:38:25: headers.unknown_source_action: unknown action "ignore" (want "drop" or "reject")`,
+			`t.toml:39:21: headers.allow[1]: header subject is listed twice (first at 39:10)`,
+			`t.toml:39:32: headers.allow[2]: CSeq is generated by the SBC and never copied between legs`,
+			`t.toml:39:40: headers.allow[3]: "k" is the compact form of Supported: write the long form`,
+			`t.toml:39:45: headers.allow[4]: invalid header name "X Bad"`,
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := Parse("t.toml", []byte(tc.src))
+			if err == nil {
+				t.Fatalf("Parse succeeded: %+v", p)
+			}
+			if p != nil {
+				t.Error("Parse returned a policy with an error")
+			}
+			var errs Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("error is %T, not Errors: %v", err, err)
+			}
+			got := strings.Split(err.Error(), "\n")
+			if len(got) != len(errs) {
+				t.Errorf("Errors.Error() has %d lines for %d errors", len(got), len(errs))
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestErrorFormat(t *testing.T) {
+	es := Errors{{File: "a.toml", Line: 3, Col: 7, Msg: "x"}, {File: "a.toml", Line: 4, Col: 1, Msg: "y"}}
+	if got, want := es.Error(), "a.toml:3:7: x\na.toml:4:1: y"; got != want {
+		t.Errorf("Errors.Error() = %q, want %q", got, want)
+	}
+	if got := es[0].Error(); got != "a.toml:3:7: x" {
+		t.Errorf("Error.Error() = %q", got)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.toml")
+	if err := os.WriteFile(good, DefaultTOML(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Load(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Source != good {
+		t.Errorf("Source = %q, want %q", p.Source, good)
+	}
+
+	bad := filepath.Join(dir, "bad.toml")
+	if err := os.WriteFile(bad, []byte(minimal+"[calls]\nring_timeout = \"0s\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(bad)
+	if want := bad + ":7:16: calls.ring_timeout: must be positive"; err == nil || err.Error() != want {
+		t.Errorf("Load(bad) = %v, want %s", err, want)
+	}
+
+	if _, err := Load(filepath.Join(dir, "missing.toml")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load(missing) = %v, want not-exist", err)
+	}
+
+	big := filepath.Join(dir, "big.toml")
+	if err := os.WriteFile(big, make([]byte, MaxFileSize+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(big)
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) != 1 || !strings.Contains(errs[0].Msg, "larger than") {
+		t.Errorf("Load(big) = %v", err)
+	}
+}
+
+func TestParseName(t *testing.T) {
+	_, err := Parse("", nil)
+	if err == nil || !strings.HasPrefix(err.Error(), "<policy>:1:1: ") {
+		t.Errorf("Parse with empty name: %v", err)
+	}
+}
+
+// TestHostileInputs feeds inputs meant to exhaust the stack or the CPU;
+// they must be rejected (or accepted) without crashing.
+func TestHostileInputs(t *testing.T) {
+	deep := "x = " + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + "\n"
+	deepSources := minimal + "[[trunk]]\nname = \"t\"\nrealm = \"r\"\nsources = " + strings.Repeat("[", 5000) + strings.Repeat("]", 5000) + "\n"
+	var many strings.Builder
+	many.WriteString(minimal + "[[trunk]]\nname = \"t\"\nrealm = \"r\"\nsources = [")
+	for i := 0; i < 60000; i++ {
+		fmt.Fprintf(&many, "\"10.%d.%d.0/24\",", i>>8&255, i&255)
+	}
+	many.WriteString("]\n")
+	longKey := minimal + "[server]\n" + strings.Repeat("k", 100000) + " = 1\n" + strings.Repeat("k", 100000) + " = 1\n"
+	for name, src := range map[string]string{
+		"deep nesting":        deep,
+		"deep nesting typed":  deepSources,
+		"long key":            longKey,
+		"NUL bytes":           "\x00\x00\x00",
+		"invalid UTF-8":       minimal + "[server]\nuser_agent = \"\xff\xfe\"\n",
+		"CRLF":                strings.ReplaceAll(minimal, "\n", "\r\n") + "[server]\r\nlog_level = 1\r\n",
+		"many duplicate srcs": strings.Replace(many.String(), "sources = [", "sources = [\"10.0.0.0/24\",", 1),
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse("h.toml", []byte(src))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if len(err.Error()) > 2000 {
+				t.Errorf("error text of %d bytes", len(err.Error()))
+			}
+		})
+	}
+	_, err := Parse("h.toml", []byte(strings.ReplaceAll(many.String(), "/24", "/33")))
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) != MaxErrors || errs[MaxErrors-1].Msg != "too many errors: 59901 more not shown" {
+		t.Errorf("60000 errors reported as %d, last %v", len(errs), errs[len(errs)-1])
+	}
+	_, err = Parse("h.toml", []byte(strings.ReplaceAll(minimal, "\n", "\r\n")+"[server]\r\nlog_level = 1\r\n"))
+	if want := "h.toml:7:13: server.log_level: expected string, got integer"; err == nil || err.Error() != want {
+		t.Errorf("CRLF file: %v, want %s", err, want)
+	}
+	p := mustParse(t, many.String())
+	if n := len(p.Trunk("t").Prefixes); n != 60000 {
+		t.Errorf("%d prefixes, want 60000", n)
+	}
+}

@@ -1,0 +1,701 @@
+package policy
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults applied by validation (see the doc comments in types.go).
+const (
+	DefaultUserAgent           = "sbc"
+	DefaultLogLevel            = "info"
+	DefaultUDPBuffer           = 4 << 20
+	DefaultTCPIdleTimeout      = 10 * time.Minute
+	DefaultTransport           = "udp"
+	DefaultHealthInterval      = 5 * time.Second
+	DefaultHealthTimeout       = 2 * time.Second
+	DefaultHealthUp            = 2
+	DefaultHealthDown          = 3
+	DefaultTargetTimeout       = 2 * time.Second
+	DefaultMaxAttempts         = 3
+	DefaultRetryAfter          = 30
+	DefaultMaxDuration         = 4 * time.Hour
+	DefaultRingTimeout         = 3 * time.Minute
+	DefaultUnknownSourceAction = "drop"
+)
+
+const (
+	maxUDPBuffer      = 1 << 30
+	maxWeight         = 1000000
+	maxNameLen        = 64
+	maxUserAgentLen   = 128
+	maxPrefixLen      = 128
+	minHealthInterval = 10 * time.Millisecond
+)
+
+// generatedHeaders are written by the B2BUA itself and never copied.
+var generatedHeaders = map[string]string{
+	"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq",
+	"contact": "Contact", "max-forwards": "Max-Forwards", "content-length": "Content-Length",
+	"route": "Route", "record-route": "Record-Route",
+}
+
+// compactHeaders maps the compact header forms (RFC 3261 7.3.3 and later
+// RFCs) to their long forms.
+var compactHeaders = map[byte]string{
+	'a': "Accept-Contact", 'b': "Referred-By", 'c': "Content-Type", 'd': "Request-Disposition",
+	'e': "Content-Encoding", 'f': "From", 'i': "Call-ID", 'j': "Reject-Contact",
+	'k': "Supported", 'l': "Content-Length", 'm': "Contact", 'n': "Identity-Info",
+	'o': "Event", 'r': "Refer-To", 's': "Subject", 't': "To", 'u': "Allow-Events",
+	'v': "Via", 'x': "Session-Expires", 'y': "Identity",
+}
+
+type validator struct {
+	p  *Policy
+	ix *index
+
+	realms map[string]int // name -> index in p.Realms
+	trunks map[string]int
+	pools  map[string]int
+
+	// badNames[kind]: a name of that kind was blanked out for a structural
+	// error, so references to unknown names of that kind are not reported.
+	badNames map[string]bool
+}
+
+func validate(p *Policy, ix *index) {
+	v := &validator{p: p, ix: ix, badNames: map[string]bool{}}
+	v.server()
+	v.realms = v.names("realm", len(p.Realms), func(i int) string { return p.Realms[i].Name })
+	v.trunks = v.names("trunk", len(p.Trunks), func(i int) string { return p.Trunks[i].Name })
+	v.pools = v.names("pool", len(p.Pools), func(i int) string { return p.Pools[i].Name })
+	v.listeners()
+	v.admin()
+	v.trunkList()
+	v.poolList()
+	v.routes()
+	v.routing()
+	v.calls()
+	v.headers()
+	if len(ix.errs) == 0 {
+		p.look = buildLookup(p)
+	}
+}
+
+// errf reports a problem at the value of path (or its closest ancestor),
+// unless path was blanked out for a structural error already reported.
+func (v *validator) errf(path, format string, args ...any) {
+	if v.ix.isBad(path) {
+		return
+	}
+	v.ix.add(v.ix.at(path, true), "%s: %s", path, fmt.Sprintf(format, args...))
+}
+
+// where formats the position of path for "also at" remarks.
+func (v *validator) where(path string) string {
+	p := v.ix.at(path, true)
+	return fmt.Sprintf("%d:%d", p.line, p.col)
+}
+
+// duration applies a default to an absent duration and checks a given one.
+func (v *validator) duration(path string, d *Duration, def time.Duration, positive bool) {
+	if !d.IsSet() {
+		d.Duration = def
+		return
+	}
+	switch {
+	case d.Duration < 0:
+		v.errf(path, "must not be negative (got %s)", d.Duration)
+	case positive && d.Duration == 0:
+		v.errf(path, "must be positive")
+	}
+}
+
+// intField applies a default to an absent integer and range-checks a given one.
+func (v *validator) intField(path string, x *int, def, lo, hi int) {
+	if !v.ix.has(path) {
+		*x = def
+		return
+	}
+	if *x < lo || *x > hi {
+		v.errf(path, "must be between %d and %d (got %d)", lo, hi, *x)
+	}
+}
+
+func (v *validator) server() {
+	s := &v.p.Server
+	switch {
+	case s.UserAgent == "":
+		s.UserAgent = DefaultUserAgent
+	case len(s.UserAgent) > maxUserAgentLen || !printableASCII(s.UserAgent, true):
+		v.errf("server.user_agent", "must be printable ASCII, at most %d bytes", maxUserAgentLen)
+	}
+	switch s.LogLevel {
+	case "":
+		s.LogLevel = DefaultLogLevel
+	case "debug", "info", "warn", "error":
+	default:
+		v.errf("server.log_level", "unknown log level %s (want \"debug\", \"info\", \"warn\" or \"error\")", quote(s.LogLevel))
+	}
+	for _, b := range []struct {
+		path string
+		x    *int
+	}{{"server.udp_read_buffer", &s.UDPReadBuffer}, {"server.udp_write_buffer", &s.UDPWriteBuffer}} {
+		switch {
+		case *b.x == 0:
+			*b.x = DefaultUDPBuffer
+		case *b.x < 0 || *b.x > maxUDPBuffer:
+			v.errf(b.path, "must be between 0 (default, %d) and %d bytes (got %d)", DefaultUDPBuffer, maxUDPBuffer, *b.x)
+		}
+	}
+	v.duration("server.tcp_idle_timeout", &s.TCPIdleTimeout, DefaultTCPIdleTimeout, true)
+}
+
+// names checks the names of the realms, trunks or pools and returns the
+// name -> index map (first definition wins).
+func (v *validator) names(kind string, n int, name func(int) string) map[string]int {
+	m := make(map[string]int, n)
+	for i := 0; i < n; i++ {
+		path := elemPath(kind, i)
+		nm := name(i)
+		if v.ix.isBad(path + ".name") {
+			v.badNames[kind] = true
+		}
+		switch {
+		case nm == "":
+			v.errf(path+".name", "%s without a name (add name = \"...\")", kind)
+			continue
+		case !validName(nm):
+			v.errf(path+".name", "invalid %s name %s: use letters, digits, '_', '-' and '.', at most %d", kind, quote(nm), maxNameLen)
+		}
+		if j, dup := m[nm]; dup {
+			v.errf(path+".name", "duplicate %s name %q (first at %s)", kind, nm, v.where(elemPath(kind, j)+".name"))
+			continue
+		}
+		m[nm] = i
+	}
+	if kind == "realm" && n == 0 {
+		v.ix.add(pos{1, 1}, "no realm: define at least one [[realm]] with a [[realm.listener]]")
+	}
+	return m
+}
+
+// ref checks a reference to a realm, trunk or pool by name.
+func (v *validator) ref(path, kind, name string, required bool, known map[string]int) bool {
+	if name == "" {
+		if required {
+			v.errf(path, "%s is required", kind)
+		}
+		return false
+	}
+	if _, ok := known[name]; ok {
+		return true
+	}
+	if v.badNames[kind] {
+		return false
+	}
+	defined := make([]string, 0, len(known))
+	for n := range known {
+		defined = append(defined, strconv.Quote(n))
+	}
+	slices.Sort(defined)
+	list := "none is defined"
+	switch {
+	case len(defined) > 10:
+		list = "defined: " + strings.Join(defined[:10], ", ") + ", ..."
+	case len(defined) > 0:
+		list = "defined: " + strings.Join(defined, ", ")
+	}
+	v.errf(path, "unknown %s %s (%s)", kind, quote(name), list)
+	return false
+}
+
+// listenerKey identifies a socket for duplicate detection.
+type listenerKey struct {
+	transport string
+	port      uint16
+}
+
+func (v *validator) listeners() {
+	exact := map[string]string{}          // "udp 1.2.3.4:5" -> path
+	wild4 := map[listenerKey]string{}     // 0.0.0.0:port
+	wild6 := map[listenerKey]string{}     // [::]:port (dual stack)
+	specific4 := map[listenerKey]string{} // first specific IPv4 address on port
+	specific6 := map[listenerKey]string{}
+	for i := range v.p.Realms {
+		r := &v.p.Realms[i]
+		rp := elemPath("realm", i)
+		if len(r.Listeners) == 0 {
+			v.errf(rp+".listener", "realm %s has no listener (add a [[realm.listener]])", quote(r.Name))
+		}
+		for j := range r.Listeners {
+			l := &r.Listeners[j]
+			lp := elemPath(rp+".listener", j)
+			transportOK := v.transport(lp+".transport", &l.Transport)
+			if l.Bind == "" {
+				v.errf(lp+".bind", "bind is required (e.g. bind = \"127.0.0.1:5060\")")
+				continue
+			}
+			ap, err := netip.ParseAddrPort(l.Bind)
+			if err != nil {
+				v.errf(lp+".bind", "invalid address %s: want ip:port with an IP literal, e.g. \"127.0.0.1:5060\" or \"[::1]:5060\"", quote(l.Bind))
+				continue
+			}
+			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+			l.BindAddr = ap
+			v.advertise(lp, l)
+			if !transportOK || ap.Port() == 0 {
+				continue
+			}
+			// Sockets that cannot both be bound: the same address, or an
+			// address and a wildcard covering it ([::] is dual stack).
+			a := ap.Addr().WithZone("")
+			k := listenerKey{l.Transport, ap.Port()}
+			desc := l.Transport + " " + ap.String()
+			if prev, dup := exact[desc]; dup {
+				v.errf(lp+".bind", "duplicate listener %s (first at %s)", desc, v.where(prev+".bind"))
+				continue
+			}
+			exact[desc] = lp
+			var clash string
+			switch {
+			case a == netip.IPv4Unspecified():
+				clash = first(wild6[k], specific4[k])
+			case a == netip.IPv6Unspecified():
+				clash = first(wild4[k], specific4[k], specific6[k])
+			case a.Is4():
+				clash = first(wild4[k], wild6[k])
+			default:
+				clash = wild6[k]
+			}
+			if clash != "" {
+				v.errf(lp+".bind", "listener %s overlaps the listener at %s (a wildcard address covers the other)", desc, v.where(clash+".bind"))
+			}
+			switch {
+			case a == netip.IPv4Unspecified():
+				setFirst(wild4, k, lp)
+			case a == netip.IPv6Unspecified():
+				setFirst(wild6, k, lp)
+			case a.Is4():
+				setFirst(specific4, k, lp)
+			default:
+				setFirst(specific6, k, lp)
+			}
+		}
+	}
+}
+
+func first(s ...string) string {
+	for _, x := range s {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
+}
+
+func setFirst(m map[listenerKey]string, k listenerKey, path string) {
+	if _, ok := m[k]; !ok {
+		m[k] = path
+	}
+}
+
+// transport defaults and checks a transport value.
+func (v *validator) transport(path string, t *string) bool {
+	switch *t {
+	case "":
+		*t = DefaultTransport
+		return true
+	case "udp", "tcp":
+		return true
+	case "tls", "ws", "wss", "sctp":
+		v.errf(path, "transport %q is not supported yet (want \"udp\" or \"tcp\")", *t)
+	default:
+		v.errf(path, "unknown transport %s (want \"udp\" or \"tcp\")", quote(*t))
+	}
+	return false
+}
+
+// advertise derives AdvertiseHost/AdvertisePort of a listener whose
+// BindAddr is set.
+func (v *validator) advertise(lp string, l *Listener) {
+	bind := l.BindAddr
+	if l.Advertise == "" {
+		if bind.Addr().IsUnspecified() {
+			v.errf(lp+".bind", "advertise is required when bind is the unspecified address %s", bind.Addr())
+			return
+		}
+		l.AdvertiseHost = bind.Addr().WithZone("").String()
+		l.AdvertisePort = int(bind.Port())
+		return
+	}
+	host, port, err := parseAdvertise(l.Advertise)
+	if err != nil {
+		v.errf(lp+".advertise", "invalid advertise %s: %v", quote(l.Advertise), err)
+		return
+	}
+	if port == 0 {
+		port = int(bind.Port())
+	}
+	l.AdvertiseHost, l.AdvertisePort = host, port
+}
+
+// parseAdvertise splits "host[:port]"; port is 0 when absent.
+func parseAdvertise(s string) (host string, port int, err error) {
+	checkIP := func(a netip.Addr) (string, error) {
+		switch {
+		case a.Zone() != "":
+			return "", fmt.Errorf("an address with a zone cannot be advertised")
+		case a.IsUnspecified():
+			return "", fmt.Errorf("the unspecified address cannot be advertised")
+		}
+		return a.Unmap().String(), nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil { // bare IPv4 or IPv6
+		h, err := checkIP(a)
+		return h, 0, err
+	}
+	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") { // [v6]
+		a, err := netip.ParseAddr(s[1 : len(s)-1])
+		if err != nil || !a.Is6() {
+			return "", 0, fmt.Errorf("want an IPv6 address in brackets")
+		}
+		h, err := checkIP(a)
+		return h, 0, err
+	}
+	h, p, splitErr := net.SplitHostPort(s)
+	if splitErr != nil {
+		h, p = s, "" // a name without port, or garbage
+	}
+	if p != "" || splitErr == nil {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return "", 0, fmt.Errorf("want a port between 1 and 65535")
+		}
+		port = n
+	}
+	if a, err := netip.ParseAddr(h); err == nil {
+		if strings.HasPrefix(s, "[") != a.Is6() {
+			return "", 0, fmt.Errorf("IPv6 addresses, and only they, are written in brackets")
+		}
+		h, err := checkIP(a)
+		return h, port, err
+	}
+	if !validHostname(h) {
+		return "", 0, fmt.Errorf("want host[:port] with an IP address or a DNS name")
+	}
+	return h, port, nil
+}
+
+func (v *validator) admin() {
+	a := &v.p.Admin
+	if a.Listen == "" {
+		return
+	}
+	ap, err := netip.ParseAddrPort(a.Listen)
+	if err != nil {
+		v.errf("admin.listen", "invalid address %s: want ip:port with an IP literal, e.g. \"127.0.0.1:9090\"", quote(a.Listen))
+		return
+	}
+	a.Addr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if a.Addr.Port() == 0 {
+		return
+	}
+	for i := range v.p.Realms {
+		for j, l := range v.p.Realms[i].Listeners {
+			if l.Transport == "tcp" && l.BindAddr == a.Addr {
+				v.errf("admin.listen", "%s is also the bind of a tcp listener (at %s)", a.Addr, v.where(elemPath(elemPath("realm", i)+".listener", j)+".bind"))
+			}
+		}
+	}
+}
+
+func (v *validator) trunkList() {
+	type seen struct {
+		trunk int
+		path  string
+	}
+	prefixes := map[netip.Prefix]seen{}
+	for i := range v.p.Trunks {
+		t := &v.p.Trunks[i]
+		tp := elemPath("trunk", i)
+		v.ref(tp+".realm", "realm", t.Realm, true, v.realms)
+		if len(t.Sources) == 0 {
+			v.errf(tp+".sources", "trunk %s has no sources (e.g. sources = [\"192.0.2.0/24\"])", quote(t.Name))
+		}
+		t.Prefixes = make([]netip.Prefix, 0, len(t.Sources))
+		for j, s := range t.Sources {
+			sp := elemPath(tp+".sources", j)
+			pfx, err := parseSource(s)
+			if err != nil {
+				v.errf(sp, "invalid source %s: want a CIDR (\"192.0.2.0/24\") or an address (\"192.0.2.1\")", quote(s))
+				continue
+			}
+			if prev, dup := prefixes[pfx]; dup {
+				if prev.trunk == i {
+					v.errf(sp, "%s is listed twice (first at %s)", pfx, v.where(prev.path))
+				} else {
+					v.errf(sp, "%s is also a source of trunk %s (at %s): a prefix may belong to one trunk only", pfx, quote(v.p.Trunks[prev.trunk].Name), v.where(prev.path))
+				}
+				continue
+			}
+			prefixes[pfx] = seen{i, sp}
+			t.Prefixes = append(t.Prefixes, pfx)
+		}
+	}
+}
+
+// parseSource parses a CIDR or a bare address (a /32 or /128) into a masked
+// prefix; IPv4-mapped IPv6 prefixes become IPv4 prefixes.
+func parseSource(s string) (netip.Prefix, error) {
+	var pfx netip.Prefix
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		pfx = p
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("zone not allowed")
+		}
+		pfx = netip.PrefixFrom(a, a.BitLen())
+	}
+	if a := pfx.Addr(); a.Is4In6() && pfx.Bits() >= 96 {
+		pfx = netip.PrefixFrom(a.Unmap(), pfx.Bits()-96)
+	}
+	return pfx.Masked(), nil
+}
+
+func (v *validator) poolList() {
+	for i := range v.p.Pools {
+		pl := &v.p.Pools[i]
+		pp := elemPath("pool", i)
+		realmOK := v.ref(pp+".realm", "realm", pl.Realm, true, v.realms)
+		if v.transport(pp+".transport", &pl.Transport) && realmOK {
+			r := &v.p.Realms[v.realms[pl.Realm]]
+			if !slices.ContainsFunc(r.Listeners, func(l Listener) bool { return l.Transport == pl.Transport }) {
+				at := pp + ".transport"
+				if !v.ix.has(at) {
+					at = pp + ".realm"
+				}
+				v.errf(at, "realm %s has no %s listener to reach the targets from", quote(pl.Realm), pl.Transport)
+			}
+		}
+		v.targets(pp, pl)
+		v.health(pp+".health", &pl.Health)
+	}
+}
+
+func (v *validator) targets(pp string, pl *Pool) {
+	if len(pl.Targets) == 0 {
+		v.errf(pp+".target", "pool %s has no target (add a [[pool.target]])", quote(pl.Name))
+		return
+	}
+	addrs := map[netip.AddrPort]string{}
+	anyWeight, weightErr := false, false
+	for j := range pl.Targets {
+		t := &pl.Targets[j]
+		tp := elemPath(pp+".target", j)
+		switch {
+		case t.Weight == nil:
+			t.W = 1
+		case *t.Weight < 0 || *t.Weight > maxWeight:
+			v.errf(tp+".weight", "must be between 0 and %d (got %d)", maxWeight, *t.Weight)
+			weightErr = true
+		default:
+			t.W = *t.Weight
+		}
+		anyWeight = anyWeight || t.W > 0
+		if t.Address == "" {
+			v.errf(tp+".address", "address is required (e.g. address = \"127.0.0.1:5080\")")
+			continue
+		}
+		ap, err := netip.ParseAddrPort(t.Address)
+		if err != nil {
+			v.errf(tp+".address", "invalid address %s: want ip:port with an IP literal, e.g. \"127.0.0.1:5080\" or \"[::1]:5080\" (host names are not resolved)", quote(t.Address))
+			continue
+		}
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		switch {
+		case ap.Port() == 0:
+			v.errf(tp+".address", "port must not be 0")
+			continue
+		case ap.Addr().IsUnspecified() || ap.Addr().IsMulticast():
+			v.errf(tp+".address", "%s is not a unicast address", ap.Addr())
+			continue
+		}
+		if prev, dup := addrs[ap]; dup {
+			v.errf(tp+".address", "target %s is listed twice (first at %s)", ap, v.where(prev+".address"))
+			continue
+		}
+		addrs[ap] = tp
+		t.Addr = ap
+	}
+	if !anyWeight && !weightErr {
+		v.errf(pp+".target", "all targets of pool %s have weight 0: none can be chosen", quote(pl.Name))
+	}
+}
+
+func (v *validator) health(hp string, h *Health) {
+	v.duration(hp+".interval", &h.Interval, DefaultHealthInterval, false)
+	if h.Interval.Duration > 0 && h.Interval.Duration < minHealthInterval {
+		v.errf(hp+".interval", "must be 0s (disabled) or at least %s (got %s)", minHealthInterval, h.Interval.Duration)
+	}
+	if !h.Timeout.IsSet() {
+		h.Timeout.Duration = DefaultHealthTimeout
+		if h.Enabled() && h.Interval.Duration <= DefaultHealthTimeout {
+			h.Timeout.Duration = h.Interval.Duration / 2
+		}
+	} else {
+		v.duration(hp+".timeout", &h.Timeout, DefaultHealthTimeout, true)
+		if h.Enabled() && h.Timeout.Duration >= h.Interval.Duration {
+			v.errf(hp+".timeout", "timeout %s must be shorter than the interval %s", h.Timeout.Duration, h.Interval.Duration)
+		}
+	}
+	v.intField(hp+".up", &h.Up, DefaultHealthUp, 1, 1000)
+	v.intField(hp+".down", &h.Down, DefaultHealthDown, 1, 1000)
+}
+
+func (v *validator) routes() {
+	type key struct{ trunk, prefix string }
+	seen := map[key]string{}
+	for i := range v.p.Routes {
+		r := &v.p.Routes[i]
+		rp := elemPath("route", i)
+		v.ref(rp+".pool", "pool", r.Pool, true, v.pools)
+		v.ref(rp+".trunk", "trunk", r.Trunk, false, v.trunks)
+		if len(r.Prefix) > maxPrefixLen || !printableASCII(r.Prefix, false) {
+			v.errf(rp+".prefix", "invalid prefix %s: visible ASCII characters only, at most %d", quote(r.Prefix), maxPrefixLen)
+		}
+		k := key{r.Trunk, r.Prefix}
+		if prev, dup := seen[k]; dup {
+			v.errf(rp, "duplicate route for trunk %q and prefix %q (first at %s)", r.Trunk, r.Prefix, v.where(prev))
+			continue
+		}
+		seen[k] = rp
+	}
+}
+
+func (v *validator) routing() {
+	r := &v.p.Routing
+	v.ref("routing.default_pool", "pool", r.DefaultPool, false, v.pools)
+	v.duration("routing.target_timeout", &r.TargetTimeout, DefaultTargetTimeout, true)
+	v.intField("routing.max_attempts", &r.MaxAttempts, DefaultMaxAttempts, 1, 100)
+	v.intField("routing.retry_after", &r.RetryAfter, DefaultRetryAfter, 1, 86400)
+}
+
+func (v *validator) calls() {
+	c := &v.p.Calls
+	v.duration("calls.max_duration", &c.MaxDuration, DefaultMaxDuration, false)
+	v.duration("calls.inactivity_timeout", &c.InactivityTimeout, 0, false)
+	v.duration("calls.ring_timeout", &c.RingTimeout, DefaultRingTimeout, true)
+}
+
+func (v *validator) headers() {
+	h := &v.p.Headers
+	switch h.UnknownSourceAction {
+	case "":
+		h.UnknownSourceAction = DefaultUnknownSourceAction
+	case "drop", "reject":
+	default:
+		v.errf("headers.unknown_source_action", "unknown action %s (want \"drop\" or \"reject\")", quote(h.UnknownSourceAction))
+	}
+	if !v.ix.has("headers.allow") {
+		h.Allow = slices.Clone(DefaultAllowedHeaders)
+		return
+	}
+	if h.Allow == nil {
+		h.Allow = []string{}
+	}
+	seen := map[string]string{}
+	for i, name := range h.Allow {
+		hp := elemPath("headers.allow", i)
+		lower := strings.ToLower(name)
+		if !validToken(name) {
+			v.errf(hp, "invalid header name %s", quote(name))
+			continue
+		}
+		if long, ok := compactHeaders[lower[0]]; ok && len(lower) == 1 {
+			v.errf(hp, "%q is the compact form of %s: write the long form", name, long)
+			continue
+		}
+		if g, ok := generatedHeaders[lower]; ok {
+			v.errf(hp, "%s is generated by the SBC and never copied between legs", g)
+			continue
+		}
+		if prev, dup := seen[lower]; dup {
+			v.errf(hp, "header %s is listed twice (first at %s)", name, v.where(prev))
+			continue
+		}
+		seen[lower] = hp
+	}
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > maxNameLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// printableASCII reports whether s has only 0x21..0x7e (and spaces if
+// spaceOK).
+func printableASCII(s string, spaceOK bool) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < 0x21 || c > 0x7e) && !(spaceOK && c == ' ') {
+			return false
+		}
+	}
+	return true
+}
+
+// validToken reports whether s is an RFC 3261 token (a header name).
+func validToken(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-.!%*_+`'~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// validHostname reports whether s is a DNS name (letters, digits, hyphens;
+// labels of 1..63, 253 in all, no trailing dot).
+func validHostname(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
