@@ -1,0 +1,309 @@
+package sbc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/sbc-project/sbc/policy"
+	"github.com/sbc-project/sbc/topology"
+)
+
+// endpoint is one realm: its own sipgo user agent (transport and
+// transaction layers), server and client, and the sockets of its listeners.
+// Keeping realms apart means a message received on the external face is
+// answered from it, and a request towards a backend always leaves from the
+// internal face.
+type endpoint struct {
+	name  string
+	sbc   *SBC
+	ua    *sipgo.UserAgent
+	srv   *sipgo.Server
+	cli   *sipgo.Client
+	faces map[string]topology.Face  // by transport ("udp", "tcp")
+	laddr map[string]netip.AddrPort // bound address by transport
+	udp   []net.PacketConn
+	tcp   []net.Listener
+	cfg   policy.Realm
+	wg    sync.WaitGroup
+}
+
+func (s *SBC) newEndpoint(r policy.Realm, pol *policy.Policy) (*endpoint, error) {
+	ep := &endpoint{name: r.Name, sbc: s, cfg: r, faces: map[string]topology.Face{}, laddr: map[string]netip.AddrPort{}}
+	ua, err := sipgo.NewUA(
+		sipgo.WithUserAgent(pol.Server.UserAgent),
+		sipgo.WithUserAgentTransportLayerOptions(
+			sip.WithTransportLayerLogger(s.sipLog),
+			sip.WithTransportLayerReadFilter(s.readFilter(r.Name)),
+			// TCP peers that send nothing for this long are disconnected;
+			// sipgo's default is to wait forever.
+			sip.WithTransportLayerTransports(sip.TransportsConfig{TCP: &sip.TransportTCP{
+				ReadTimeout:  pol.Server.TCPIdleTimeout.Duration,
+				WriteTimeout: 10 * time.Second,
+			}}),
+		),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(s.sipLog)),
+	)
+	if err != nil {
+		return nil, err
+	}
+	ep.ua = ua
+	ep.srv, err = sipgo.NewServer(ua, sipgo.WithServerLogger(s.sipLog))
+	if err != nil {
+		return nil, err
+	}
+	ep.cli, err = sipgo.NewClient(ua, sipgo.WithClientLogger(s.sipLog))
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range r.Listeners {
+		t := strings.ToLower(l.Transport)
+		if _, dup := ep.faces[t]; !dup {
+			ep.faces[t] = topology.Face{Realm: r.Name, Transport: t, Host: l.AdvertiseHost, Port: l.AdvertisePort}
+			ep.laddr[t] = l.BindAddr
+		}
+	}
+	s.registerHandlers(ep)
+	return ep, nil
+}
+
+// listen opens every listener socket of the realm. Errors name the
+// listener; nothing is left open on failure.
+func (ep *endpoint) listen(pol *policy.Policy) error {
+	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		if !strings.HasPrefix(network, "udp") {
+			return nil
+		}
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			if pol.Server.UDPReadBuffer > 0 {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, pol.Server.UDPReadBuffer)
+			}
+			if serr == nil && pol.Server.UDPWriteBuffer > 0 {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, pol.Server.UDPWriteBuffer)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	for _, l := range ep.cfg.Listeners {
+		t := strings.ToLower(l.Transport)
+		switch t {
+		case "udp":
+			c, err := lc.ListenPacket(context.Background(), "udp", l.BindAddr.String())
+			if err != nil {
+				ep.closeSockets()
+				return fmt.Errorf("realm %s: listen udp %s: %w", ep.name, l.BindAddr, err)
+			}
+			ep.udp = append(ep.udp, c)
+			if l.BindAddr.Port() == 0 {
+				ep.rebindPort(t, c.LocalAddr())
+			}
+		case "tcp":
+			ln, err := lc.Listen(context.Background(), "tcp", l.BindAddr.String())
+			if err != nil {
+				ep.closeSockets()
+				return fmt.Errorf("realm %s: listen tcp %s: %w", ep.name, l.BindAddr, err)
+			}
+			ep.tcp = append(ep.tcp, &acceptFilter{Listener: ln, sbc: ep.sbc, realm: ep.name})
+			if l.BindAddr.Port() == 0 {
+				ep.rebindPort(t, ln.Addr())
+			}
+		default:
+			ep.closeSockets()
+			return fmt.Errorf("realm %s: transport %q not supported", ep.name, l.Transport)
+		}
+	}
+	return nil
+}
+
+// rebindPort fixes the advertised port of a listener bound to port 0
+// (tests).
+func (ep *endpoint) rebindPort(t string, a net.Addr) {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return
+	}
+	f := ep.faces[t]
+	f.Port = int(ap.Port())
+	ep.faces[t] = f
+	ep.laddr[t] = ap
+}
+
+// serve runs the transport loops until the sockets are closed. A TCP
+// Accept error other than closing (EMFILE, ECONNABORTED) does not stop the
+// listener: sipgo's loop returns on any error, so it is restarted after a
+// short pause.
+func (ep *endpoint) serve(ctx context.Context) {
+	for _, c := range ep.udp {
+		ep.wg.Add(1)
+		go func(c net.PacketConn) {
+			defer ep.wg.Done()
+			if err := ep.srv.ServeUDP(c); err != nil && ctx.Err() == nil {
+				ep.sbc.log.Error("udp listener stopped", "realm", ep.name, "error", err)
+			}
+		}(c)
+	}
+	// sipgo registers a UDP listener in its connection pool from inside
+	// the serve goroutine; a request sent before that would make sipgo
+	// bind a second socket on the listener's address (EADDRINUSE). Wait
+	// until every listener is registered.
+	for _, c := range ep.udp {
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if conn, err := ep.ua.TransportLayer().GetConnection("udp", c.LocalAddr().String()); err == nil {
+				conn.TryClose() // drop the reference Get took
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for _, ln := range ep.tcp {
+		ep.wg.Add(1)
+		go func(ln net.Listener) {
+			defer ep.wg.Done()
+			for {
+				err := ep.srv.ServeTCP(ln)
+				if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+					return
+				}
+				ep.sbc.log.Warn("tcp accept loop restarted", "realm", ep.name, "error", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		}(ln)
+	}
+}
+
+func (ep *endpoint) closeSockets() {
+	for _, c := range ep.udp {
+		c.Close()
+	}
+	for _, l := range ep.tcp {
+		l.Close()
+	}
+}
+
+func (ep *endpoint) close() {
+	ep.closeSockets()
+	ep.ua.Close()
+	ep.wg.Wait()
+}
+
+// face returns what the SBC advertises on this realm for a transport,
+// falling back to any listener's face.
+func (ep *endpoint) face(transport string) topology.Face {
+	t := strings.ToLower(transport)
+	if t == "" {
+		t = "udp"
+	}
+	if f, ok := ep.faces[t]; ok {
+		return f
+	}
+	for _, f := range ep.faces {
+		return f
+	}
+	return topology.Face{}
+}
+
+// prepare fixes transport, destination and local socket of a request the
+// SBC built itself.
+func (ep *endpoint) prepare(req *sip.Request, transport string, dst netip.AddrPort) {
+	t := strings.ToLower(transport)
+	if t == "" {
+		t = "udp"
+	}
+	req.SetTransport(strings.ToUpper(t))
+	req.SetDestination(dst.String())
+	if t == "udp" {
+		if la, ok := ep.laddr["udp"]; ok {
+			req.Laddr = sip.Addr{IP: la.Addr().AsSlice(), Port: int(la.Port())}
+		}
+	}
+}
+
+// noBuild tells sipgo the request is complete: add nothing.
+func noBuild(*sipgo.Client, *sip.Request) error { return nil }
+
+// request starts a client transaction for a request the SBC built.
+func (ep *endpoint) request(ctx context.Context, req *sip.Request, transport string, dst netip.AddrPort) (sip.ClientTransaction, error) {
+	ep.prepare(req, transport, dst)
+	return ep.cli.TransactionRequest(ctx, req, noBuild)
+}
+
+// write sends a request outside any transaction (ACK for 2xx).
+func (ep *endpoint) write(req *sip.Request, transport string, dst netip.AddrPort) error {
+	ep.prepare(req, transport, dst)
+	return ep.cli.WriteRequest(req, noBuild)
+}
+
+// do runs a non-INVITE transaction to its final response.
+func (ep *endpoint) do(ctx context.Context, req *sip.Request, transport string, dst netip.AddrPort) (*sip.Response, error) {
+	tx, err := ep.request(ctx, req, transport, dst)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Terminate()
+	for {
+		select {
+		case res := <-tx.Responses():
+			ep.sbc.countResponse(ep.name, res)
+			if res.IsProvisional() {
+				continue
+			}
+			return res, nil
+		case <-tx.Done():
+			if err := tx.Err(); err != nil {
+				return nil, err
+			}
+			return nil, errors.New("transaction ended without response")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// acceptFilter wraps a TCP listener so connections from blocked or unknown
+// sources are closed before sipgo reads a byte from them.
+type acceptFilter struct {
+	net.Listener
+	sbc   *SBC
+	realm string
+}
+
+func (a *acceptFilter) Accept() (net.Conn, error) {
+	for {
+		c, err := a.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+			if reason := a.sbc.preParse(a.realm, ap.Addr()); reason != "" {
+				a.sbc.drop("accept", reason)
+				c.Close()
+				continue
+			}
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetKeepAlive(true)
+		}
+		return c, nil
+	}
+}
+
+// logger for one realm.
+func (ep *endpoint) logger() *slog.Logger { return ep.sbc.log.With("realm", ep.name) }

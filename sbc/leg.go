@@ -1,0 +1,177 @@
+package sbc
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/sbc-project/sbc/topology"
+)
+
+// leg is one of a call's two dialogs, seen from the SBC: the A-leg with
+// the carrier (the SBC is its UAS) and the B-leg with the backend (the SBC
+// is its UAC). Everything the SBC sends on a leg is built from this state,
+// never copied from the other leg.
+type leg struct {
+	name      string // "a" or "b"
+	ep        *endpoint
+	transport string         // "udp" or "tcp"
+	dst       netip.AddrPort // where requests on this leg are sent
+	callID    string
+	localTag  string
+
+	localURI   sip.Uri // our identity on this leg (From of our requests)
+	localName  string
+	remoteURI  sip.Uri // the peer's identity (To of our requests)
+	remoteName string
+
+	inviteCSeq uint32 // CSeq number of the dialog-creating INVITE on this leg
+
+	mu         sync.Mutex
+	remoteTag  string
+	target     sip.Uri   // remote target (peer's Contact)
+	routes     []sip.Uri // route set for our requests
+	remoteCSeq uint32    // highest CSeq seen from the peer
+	// acks routes an ACK received on this leg (by its CSeq) to the INVITE
+	// relay it completes.
+	acks map[uint32]*inviteRelay
+
+	cseq atomic.Uint32 // last CSeq number we used on this leg
+}
+
+func (l *leg) face() topology.Face { return l.ep.face(l.transport) }
+
+func (l *leg) setRemote(tag string, target *sip.ContactHeader, routes []sip.Uri) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if tag != "" {
+		l.remoteTag = tag
+	}
+	if target != nil {
+		l.target = *target.Address.Clone()
+	}
+	if routes != nil {
+		l.routes = routes
+	}
+}
+
+// refreshTarget updates the remote target from a target-refresh request or
+// its 2xx (RFC 3261 12.2).
+func (l *leg) refreshTarget(c *sip.ContactHeader) {
+	if c == nil {
+		return
+	}
+	l.mu.Lock()
+	l.target = *c.Address.Clone()
+	l.mu.Unlock()
+}
+
+// checkCSeq enforces increasing CSeq numbers from the peer (RFC 3261
+// 12.2.2): false means the request is out of order (answer 500).
+func (l *leg) checkCSeq(n uint32, method sip.RequestMethod) bool {
+	if method == sip.ACK || method == sip.CANCEL {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n <= l.remoteCSeq && l.remoteCSeq != 0 {
+		return false
+	}
+	l.remoteCSeq = n
+	return true
+}
+
+// newRequest builds an in-dialog request on this leg. cseq 0 takes the
+// next number; ACK passes the number of the INVITE it acknowledges.
+func (l *leg) newRequest(method sip.RequestMethod, cseq uint32, ua string) *sip.Request {
+	l.mu.Lock()
+	target := *l.target.Clone()
+	routes := l.routes
+	remoteTag := l.remoteTag
+	l.mu.Unlock()
+
+	req := sip.NewRequest(method, target)
+	req.AppendHeader(l.face().Via())
+	for _, r := range routes {
+		req.AppendHeader(&sip.RouteHeader{Address: *r.Clone()})
+	}
+	mf := sip.MaxForwardsHeader(70)
+	req.AppendHeader(&mf)
+	from := &sip.FromHeader{DisplayName: l.localName, Address: *l.localURI.Clone(), Params: sip.NewParams()}
+	from.Params.Add("tag", l.localTag)
+	req.AppendHeader(from)
+	to := &sip.ToHeader{DisplayName: l.remoteName, Address: *l.remoteURI.Clone(), Params: sip.NewParams()}
+	if remoteTag != "" {
+		to.Params.Add("tag", remoteTag)
+	}
+	req.AppendHeader(to)
+	cid := sip.CallIDHeader(l.callID)
+	req.AppendHeader(&cid)
+	if cseq == 0 {
+		cseq = l.cseq.Add(1)
+	}
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: cseq, MethodName: method})
+	if method != sip.ACK && method != sip.CANCEL && method != sip.BYE {
+		req.AppendHeader(l.face().Contact(""))
+	}
+	if ua != "" {
+		req.AppendHeader(sip.NewHeader("User-Agent", ua))
+	}
+	return req
+}
+
+// recordRoutes returns the Record-Route URIs of a message, in order, or
+// reversed (a UAC's route set is the reverse of the 2xx's Record-Route).
+func recordRoutes(m interface{ GetHeaders(string) []sip.Header }, reverse bool) []sip.Uri {
+	hs := m.GetHeaders("Record-Route")
+	if len(hs) == 0 {
+		return []sip.Uri{}
+	}
+	out := make([]sip.Uri, 0, len(hs))
+	for _, h := range hs {
+		if rr, ok := h.(*sip.RecordRouteHeader); ok {
+			out = append(out, *rr.Address.Clone())
+		}
+	}
+	if reverse {
+		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+			out[i], out[j] = out[j], out[i]
+		}
+	}
+	return out
+}
+
+func tagOf(params sip.HeaderParams) string {
+	v, _ := params.Get("tag")
+	return v
+}
+
+// copyBody puts src's body (and its Content-Type) on dst.
+func copyBody(dst, src interface {
+	Body() []byte
+	ContentType() *sip.ContentTypeHeader
+	AppendHeader(sip.Header)
+	SetBody([]byte)
+}) {
+	body := src.Body()
+	if len(body) > 0 {
+		if ct := src.ContentType(); ct != nil {
+			v := sip.ContentTypeHeader(ct.Value())
+			dst.AppendHeader(&v)
+		}
+	}
+	dst.SetBody(body)
+}
+
+// rewriteRAck maps an RAck header (RFC 3262: "rseq cseq method") from one
+// leg's INVITE CSeq to the other's.
+func rewriteRAck(v string, cseq uint32) string {
+	f := strings.Fields(v)
+	if len(f) != 3 {
+		return v
+	}
+	return f[0] + " " + strconv.FormatUint(uint64(cseq), 10) + " " + f[2]
+}

@@ -1,0 +1,88 @@
+package sbc
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the SBC's Prometheus instruments. Labels never carry a source
+// address or a call identifier: cardinality stays bounded whatever the
+// traffic.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	CallsActive  prometheus.Gauge
+	Calls        *prometheus.CounterVec // result
+	Requests     *prometheus.CounterVec // realm, method (known methods only)
+	Responses    *prometheus.CounterVec // realm, class (1xx..6xx)
+	Dropped      *prometheus.CounterVec // stage, reason
+	TargetUp     *prometheus.GaugeVec   // pool, target
+	Failovers    *prometheus.CounterVec // pool
+	ReloadsTotal *prometheus.CounterVec // result
+}
+
+func newMetrics() *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: r,
+		CallsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sbc_calls_active", Help: "Calls in progress (set up or answered).",
+		}),
+		Calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sbc_calls_total", Help: "Finished calls by result (answered, busy, cancelled, failed, rejected, no_target, timeout, ...).",
+		}, []string{"result"}),
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sbc_requests_total", Help: "SIP requests received, by realm and method.",
+		}, []string{"realm", "method"}),
+		Responses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sbc_responses_total", Help: "SIP responses received, by realm and status class.",
+		}, []string{"realm", "class"}),
+		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sbc_dropped_total", Help: "Messages dropped or rejected, by pipeline stage and reason code.",
+		}, []string{"stage", "reason"}),
+		TargetUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sbc_backend_target_up", Help: "1 if the backend target passes its health check, else 0.",
+		}, []string{"pool", "target"}),
+		Failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sbc_backend_failovers_total", Help: "INVITEs retried on another target after a timeout or 503.",
+		}, []string{"pool"}),
+		ReloadsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sbc_policy_reloads_total", Help: "Policy reloads by result (ok, error).",
+		}, []string{"result"}),
+	}
+	r.MustRegister(m.CallsActive, m.Calls, m.Requests, m.Responses, m.Dropped,
+		m.TargetUp, m.Failovers, m.ReloadsTotal,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// knownMethods bounds the method label: anything else counts as "other".
+var knownMethods = map[string]bool{
+	"INVITE": true, "ACK": true, "BYE": true, "CANCEL": true, "OPTIONS": true,
+	"REGISTER": true, "PRACK": true, "SUBSCRIBE": true, "NOTIFY": true,
+	"PUBLISH": true, "INFO": true, "REFER": true, "MESSAGE": true, "UPDATE": true,
+}
+
+func methodLabel(m string) string {
+	if knownMethods[m] {
+		return m
+	}
+	return "other"
+}
+
+func classLabel(code int) string {
+	switch {
+	case code < 200:
+		return "1xx"
+	case code < 300:
+		return "2xx"
+	case code < 400:
+		return "3xx"
+	case code < 500:
+		return "4xx"
+	case code < 600:
+		return "5xx"
+	default:
+		return "6xx"
+	}
+}

@@ -1,0 +1,141 @@
+package sbc
+
+import (
+	"net/netip"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// The pipeline: every request that survived the read filter and sipgo's
+// parser enters handle, and goes through the stages in order:
+//
+//	1 classify (classify.go)  which trunk or backend sent it; unknown → drop/403
+//	2 validate                RFC 3261 sanity the parser lacks (issue: edge defence)
+//	3 admit                   rate limits and call caps (issue: edge defence)
+//	4 route (route.go)        trunk + request-URI → pool → target
+//	5 bridge (call.go, dialog.go)  the two legs of the call
+//	6 watch                   metrics, logs, failure tracking
+
+func (s *SBC) registerHandlers(ep *endpoint) {
+	h := func(req *sip.Request, tx sip.ServerTransaction) { s.handle(ep, req, tx) }
+	for _, m := range []sip.RequestMethod{sip.INVITE, sip.BYE, sip.CANCEL, sip.OPTIONS,
+		sip.INFO, sip.MESSAGE, sip.NOTIFY, sip.REFER, sip.PRACK, sip.UPDATE,
+		sip.SUBSCRIBE, sip.REGISTER, sip.PUBLISH} {
+		ep.srv.OnRequest(m, h)
+	}
+	ep.srv.OnNoRoute(h)
+	ep.srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {
+		s.metrics.Requests.WithLabelValues(ep.name, "ACK").Inc()
+		src, err := netip.ParseAddrPort(req.Source())
+		if err != nil {
+			s.drop("classify", "bad_source")
+			return
+		}
+		st := s.state.Load()
+		if p := s.classify(st, ep, src); p.trunk == nil && !p.backend {
+			s.drop("classify", "unknown_source")
+			return
+		}
+		s.onAck(ep, req)
+	})
+}
+
+// handle is the entry of every request except ACK.
+func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
+	s.metrics.Requests.WithLabelValues(ep.name, methodLabel(string(req.Method))).Inc()
+	st := s.state.Load()
+
+	// 1 classify
+	src, err := netip.ParseAddrPort(req.Source())
+	if err != nil {
+		s.drop("classify", "bad_source")
+		tx.Terminate()
+		return
+	}
+	p := s.classify(st, ep, src)
+	if p.trunk == nil && !p.backend {
+		s.drop("classify", "unknown_source")
+		if st.pol.Headers.UnknownSourceAction == "reject" {
+			s.reject(ep, req, tx, 403, "Forbidden", nil)
+		} else {
+			// Silent: not even the automatic 100 Trying goes out.
+			tx.Terminate()
+		}
+		return
+	}
+
+	// 2 validate: minimal structural checks the B2BUA relies on.
+	if req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil {
+		s.drop("validate", "missing_header")
+		s.reject(ep, req, tx, 400, "Bad Request", nil)
+		return
+	}
+	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 && req.Method != sip.OPTIONS {
+		s.drop("validate", "max_forwards_zero")
+		s.reject(ep, req, tx, 483, "Too Many Hops", nil)
+		return
+	}
+
+	// In-dialog requests go to their call.
+	if tagOf(req.To().Params) != "" {
+		s.inDialog(ep, req, tx)
+		return
+	}
+
+	switch req.Method {
+	case sip.INVITE:
+		if p.trunk == nil {
+			// Calls from the backends to carriers are not routed (yet).
+			s.drop("route", "no_outbound_route")
+			s.reject(ep, req, tx, 403, "Forbidden", nil)
+			return
+		}
+		// 4 route + 5 bridge
+		s.newCall(ep, st, p, req, tx)
+	case sip.OPTIONS:
+		s.answerOptions(ep, req, tx)
+	case sip.CANCEL:
+		// A CANCEL matching a transaction never reaches here.
+		s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist", nil)
+	case sip.BYE, sip.PRACK, sip.UPDATE, sip.INFO, sip.NOTIFY:
+		s.drop("dialog", "no_dialog")
+		s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist", nil)
+	default:
+		s.drop("route", "method_not_allowed")
+		s.reject(ep, req, tx, 405, "Method Not Allowed", nil, sip.NewHeader("Allow", allowMethods))
+	}
+}
+
+const allowMethods = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO, REFER, NOTIFY, MESSAGE"
+
+// answerOptions answers an out-of-dialog OPTIONS addressed to the SBC
+// (keepalives and capability queries) itself.
+func (s *SBC) answerOptions(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
+	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	res.AppendHeader(sip.NewHeader("Allow", allowMethods))
+	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
+	res.AppendHeader(sip.NewHeader("Supported", "100rel, timer, replaces"))
+	res.AppendHeader(sip.NewHeader("Server", s.state.Load().pol.Server.UserAgent))
+	res.SetBody(nil)
+	_ = tx.Respond(res)
+}
+
+// reject answers a request with an SBC-generated final response.
+func (s *SBC) reject(ep *endpoint, req *sip.Request, tx sip.ServerTransaction, code int, reason string, body []byte, hdrs ...sip.Header) {
+	res := sip.NewResponseFromRequest(req, code, reason, body)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	res.AppendHeader(sip.NewHeader("Server", s.state.Load().pol.Server.UserAgent))
+	if body == nil {
+		res.SetBody(nil)
+	}
+	if err := tx.Respond(res); err != nil {
+		s.log.Debug("reject failed", "realm", ep.name, "code", code, "error", err)
+	}
+}
+
+func isLoopback(a netip.Addr) bool { return a.IsLoopback() }
+
+var _ = strings.ToLower
