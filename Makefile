@@ -1,0 +1,35 @@
+# sbc — edge SIP security proxy / session border controller.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: build run demo test test-short bench lint generate clean
+
+build: ## build bin/sbc
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sbc ./cmd/sbc
+
+run: build ## run the SBC on the shipped example policy
+	./bin/sbc run -config sbc.example.toml
+
+demo: build ## place a few calls through the SBC on loopback and print what happened
+	./bin/sbc demo
+
+test: ## every test, with the race detector (root-only tests skip unless run as root)
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-short: ## unit tests only
+	$(GO) test -short -count=1 ./...
+
+bench: build ## micro-benchmarks, then the SIPp max-CPS bisection (see BENCHMARKS.md)
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) run ./bench/cmd/maxcps -sbc ./bin/sbc -duration 20s
+
+lint: ## gofmt + go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+generate: ## rebuild the XDP object and its Go bindings (needs clang, llvm, libbpf-dev)
+	$(GO) generate ./ebpf
+
+clean:
+	rm -rf bin

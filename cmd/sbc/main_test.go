@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCheckReportsEveryProblem(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte(`[[realm]]
+name = "external"
+  [[realm.listener]]
+  transport = "udp"
+  bind = "127.0.0.1:5060"
+  colour = "blue"
+
+[[trunk]]
+name = "t"
+realm = "external"
+sources = ["10.0.0.0/33"]
+
+[routing]
+default_pool = "nope"
+`), 0o644)
+	var out, errb bytes.Buffer
+	if code := runMain([]string{"check", "-config", bad}, &out, &errb); code != 1 {
+		t.Fatalf("exit %d, want 1; out=%s err=%s", code, out.String(), errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) < 3 {
+		t.Fatalf("want at least 3 problems (unknown key, bad CIDR, unknown pool), got:\n%s", out.String())
+	}
+	for _, want := range []string{bad + ":6:3:", bad + ":11:", bad + ":14:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no problem reported at %s in:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestCheckShippedExample(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := runMain([]string{"check", "-config", "../../sbc.example.toml"}, &out, &errb); code != 0 {
+		t.Fatalf("shipped example policy invalid (exit %d): %s%s", code, out.String(), errb.String())
+	}
+}
+
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("places real calls on loopback")
+	}
+	var out, errb bytes.Buffer
+	if code := runMain([]string{"demo"}, &out, &errb); code != 0 {
+		t.Fatalf("demo exit %d:\n%s\n%s", code, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "of the callers it saw: nothing") {
+		t.Fatalf("demo output:\n%s", out.String())
+	}
+}
+
+func TestUsage(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := runMain(nil, &out, &errb); code != 2 {
+		t.Fatalf("no args: exit %d", code)
+	}
+	if code := runMain([]string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "sbc ") {
+		t.Fatalf("version: %d %q", code, out.String())
+	}
+}
