@@ -1,0 +1,511 @@
+//go:build linux && (386 || amd64 || arm || arm64 || loong64 || mips64le || mipsle || ppc64le || riscv64)
+
+package ebpf
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// vethPair is a veth link between two network namespaces made by the test:
+// A (the senders, 10.213.0.2-3, fd00:213::2-3) and B (the SBC side with
+// XDP, 10.213.0.1, fd00:213::1). Neighbours are static so that no ARP or
+// NDP traffic depends on the addresses the tests block.
+type vethPair struct {
+	nsA, nsB   string
+	ifA, ifB   string
+	macA, macB string
+}
+
+var (
+	addrB       = netip.MustParseAddr("10.213.0.1")
+	addrClean   = netip.MustParseAddr("10.213.0.2")
+	addrBlocked = netip.MustParseAddr("10.213.0.3")
+	addrB6      = netip.MustParseAddr("fd00:213::1")
+	addrClean6  = netip.MustParseAddr("fd00:213::2")
+	addrBlock6  = netip.MustParseAddr("fd00:213::3")
+	netnsSeq    atomic.Int32
+)
+
+func ipCmd(t testing.TB, args ...string) {
+	t.Helper()
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func ipOut(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func newVethPair(t testing.TB) *vethPair {
+	t.Helper()
+	requirePriv(t)
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Fatalf("iproute2 (ip) is needed: %v", err)
+	}
+	n := netnsSeq.Add(1)
+	pid := os.Getpid()
+	p := &vethPair{
+		nsA:  fmt.Sprintf("sbc-ebpf-%d-%d-a", pid, n),
+		nsB:  fmt.Sprintf("sbc-ebpf-%d-%d-b", pid, n),
+		ifA:  fmt.Sprintf("sxa%d_%d", pid%1000000, n),
+		ifB:  fmt.Sprintf("sxb%d_%d", pid%1000000, n),
+		macA: fmt.Sprintf("02:5b:c0:%02x:%02x:0a", n&0xff, pid&0xff),
+		macB: fmt.Sprintf("02:5b:c0:%02x:%02x:0b", n&0xff, pid&0xff),
+	}
+	ipCmd(t, "netns", "add", p.nsA)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", p.nsA).Run() })
+	ipCmd(t, "netns", "add", p.nsB)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", p.nsB).Run() })
+	ipCmd(t, "link", "add", p.ifA, "address", p.macA, "netns", p.nsA, "type", "veth",
+		"peer", "name", p.ifB, "address", p.macB, "netns", p.nsB)
+	for _, c := range [][]string{
+		{"-n", p.nsA, "link", "set", "lo", "up"},
+		{"-n", p.nsB, "link", "set", "lo", "up"},
+		{"-n", p.nsA, "addr", "add", addrClean.String() + "/24", "dev", p.ifA},
+		{"-n", p.nsA, "addr", "add", addrBlocked.String() + "/24", "dev", p.ifA},
+		{"-n", p.nsA, "addr", "add", addrClean6.String() + "/64", "dev", p.ifA, "nodad"},
+		{"-n", p.nsA, "addr", "add", addrBlock6.String() + "/64", "dev", p.ifA, "nodad"},
+		{"-n", p.nsB, "addr", "add", addrB.String() + "/24", "dev", p.ifB},
+		{"-n", p.nsB, "addr", "add", addrB6.String() + "/64", "dev", p.ifB, "nodad"},
+		{"-n", p.nsA, "neigh", "replace", addrB.String(), "lladdr", p.macB, "dev", p.ifA, "nud", "permanent"},
+		{"-n", p.nsA, "neigh", "replace", addrB6.String(), "lladdr", p.macB, "dev", p.ifA, "nud", "permanent"},
+		{"-n", p.nsB, "neigh", "replace", addrClean.String(), "lladdr", p.macA, "dev", p.ifB, "nud", "permanent"},
+		{"-n", p.nsB, "neigh", "replace", addrBlocked.String(), "lladdr", p.macA, "dev", p.ifB, "nud", "permanent"},
+		{"-n", p.nsB, "neigh", "replace", addrClean6.String(), "lladdr", p.macA, "dev", p.ifB, "nud", "permanent"},
+		{"-n", p.nsB, "neigh", "replace", addrBlock6.String(), "lladdr", p.macA, "dev", p.ifB, "nud", "permanent"},
+		{"-n", p.nsA, "link", "set", p.ifA, "up"},
+		{"-n", p.nsB, "link", "set", p.ifB, "up"},
+	} {
+		ipCmd(t, c...)
+	}
+	p.waitReady(t)
+	return p
+}
+
+// waitReady returns once a datagram from A reaches B over IPv4 and IPv6:
+// link activation (qdisc attach) is asynchronous and drops what is sent
+// before it happens.
+func (p *vethPair) waitReady(t testing.TB) {
+	t.Helper()
+	const port = 9
+	var rc *net.UDPConn
+	if err := inNetns(p.nsB, func() error {
+		var err error
+		rc, err = net.ListenUDP("udp", &net.UDPAddr{Port: port})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	s4 := sender(t, p.nsA, addrClean, addrB, port)
+	s6 := sender(t, p.nsA, addrClean6, addrB6, port)
+	seen := map[bool]bool{}
+	buf := make([]byte, 64)
+	deadline := time.Now().Add(10 * time.Second)
+	for !(seen[true] && seen[false]) {
+		if time.Now().After(deadline) {
+			p.dump(t, nil)
+			t.Fatalf("veth path not ready after 10s (v4 %v, v6 %v)", seen[true], seen[false])
+		}
+		_, _ = s4.Write([]byte("probe"))
+		_, _ = s6.Write([]byte("probe"))
+		_ = rc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		for {
+			_, from, err := rc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				break
+			}
+			seen[from.Addr().Unmap().Is4()] = true
+		}
+	}
+}
+
+// inNetns runs fn on an OS thread switched into the named network
+// namespace. Sockets and interface lookups made by fn belong to that
+// namespace; sockets stay there after fn returns. If the thread cannot be
+// switched back it is left locked and dies with its goroutine.
+func inNetns(ns string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		target, err := os.Open(filepath.Join("/run/netns", ns))
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
+			return
+		}
+		err = fn()
+		if e := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); e != nil {
+			errc <- errors.Join(err, fmt.Errorf("setns back: %w", e)) // thread stays locked: discarded
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- err
+	}()
+	return <-errc
+}
+
+func loadIn(t testing.TB, ns string, opts Options) (*XDP, error) {
+	t.Helper()
+	var x *XDP
+	err := inNetns(ns, func() error {
+		var err error
+		x, err = Load(opts)
+		return err
+	})
+	return x, err
+}
+
+// receiver counts UDP datagrams per source address.
+type receiver struct {
+	conn   *net.UDPConn
+	mu     sync.Mutex
+	got    map[netip.Addr]int
+	notify chan struct{}
+}
+
+func newReceiver(t testing.TB, ns string, port int) *receiver {
+	t.Helper()
+	r := &receiver{got: map[netip.Addr]int{}, notify: make(chan struct{}, 1)}
+	err := inNetns(ns, func() error {
+		var err error
+		r.conn, err = net.ListenUDP("udp", &net.UDPAddr{Port: port}) // dual stack
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.conn.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			_, from, err := r.conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			r.mu.Lock()
+			r.got[from.Addr().Unmap()]++
+			r.mu.Unlock()
+			select {
+			case r.notify <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return r
+}
+
+func (r *receiver) count(a netip.Addr) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.got[a]
+}
+
+// waitUntil polls cond, woken by received datagrams or every 20ms, for at
+// most d. It reports whether cond became true.
+func (r *receiver) waitUntil(d time.Duration, cond func() bool) bool {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-r.notify:
+		case <-tick.C:
+		case <-deadline.C:
+			return cond()
+		}
+	}
+	return true
+}
+
+// sender is a UDP socket in namespace A bound to one source address.
+func sender(t testing.TB, ns string, src, dst netip.Addr, port int) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	err := inNetns(ns, func() error {
+		var err error
+		c, err = net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)),
+			net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, uint16(port))))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// dump logs interface statistics and counters to explain a failure.
+func (p *vethPair) dump(t testing.TB, x *XDP) {
+	t.Helper()
+	for _, ns := range []string{p.nsA, p.nsB} {
+		out, _ := exec.Command("ip", "-n", ns, "-s", "-d", "link").CombinedOutput()
+		t.Logf("%s:\n%s", ns, out)
+		out, _ = exec.Command("ip", "-n", ns, "addr").CombinedOutput()
+		t.Logf("%s:\n%s", ns, out)
+	}
+	if x != nil {
+		c, err := x.Counters()
+		t.Logf("counters: %v %v", c, err)
+	}
+}
+
+func sendN(t testing.TB, c *net.UDPConn, n int) {
+	t.Helper()
+	msg := []byte("OPTIONS sip:probe@sbc SIP/2.0\r\n\r\n")
+	for i := range n {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+}
+
+// TestEndToEnd attaches the program to a veth in a namespace, in generic and
+// native mode, and checks that blocked senders are dropped (and counted)
+// while clean ones arrive; then restarts (Close with pins kept, Load again)
+// and checks the block holds throughout.
+func TestEndToEnd(t *testing.T) {
+	for _, mode := range []Mode{ModeGeneric, ModeNative} {
+		t.Run(string(mode), func(t *testing.T) { testEndToEnd(t, mode) })
+	}
+}
+
+func testEndToEnd(t *testing.T, mode Mode) {
+	const port, n = 5060, 50
+	pinDir := bpffsDir(t)
+	p := newVethPair(t)
+	opts := Options{Interfaces: []string{p.ifB}, Mode: mode, PinDir: pinDir, SIPPorts: []uint16{port}}
+	x, err := loadIn(t, p.nsB, opts)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			_ = x.Remove()
+		}
+	})
+	if att := x.Attachments(); len(att) != 1 || att[0].Mode != mode || att[0].Reused || att[0].Interface != p.ifB {
+		t.Fatalf("attachments %+v", att)
+	}
+	if err := x.SyncDeny([]netip.Prefix{netip.PrefixFrom(addrBlocked, 32), netip.PrefixFrom(addrBlock6, 128)}); err != nil {
+		t.Fatal(err)
+	}
+
+	recv := newReceiver(t, p.nsB, port)
+	blocked4 := sender(t, p.nsA, addrBlocked, addrB, port)
+	blocked6 := sender(t, p.nsA, addrBlock6, addrB6, port)
+	clean4 := sender(t, p.nsA, addrClean, addrB, port)
+	clean6 := sender(t, p.nsA, addrClean6, addrB6, port)
+
+	round := func(t *testing.T, x *XDP, wantDeny uint64) {
+		t.Helper()
+		cleanBefore4, cleanBefore6 := recv.count(addrClean), recv.count(addrClean6)
+		sendN(t, blocked4, n)
+		sendN(t, blocked6, n)
+		sendN(t, clean4, n)
+		sendN(t, clean6, n)
+		ok := recv.waitUntil(10*time.Second, func() bool {
+			return recv.count(addrClean) == cleanBefore4+n && recv.count(addrClean6) == cleanBefore6+n
+		})
+		if !ok {
+			p.dump(t, x)
+			t.Fatalf("clean senders: got %d and %d more datagrams, want %d each",
+				recv.count(addrClean)-cleanBefore4, recv.count(addrClean6)-cleanBefore6, n)
+		}
+		if x != nil {
+			var c Counters
+			ok = recv.waitUntil(10*time.Second, func() bool {
+				c, err = x.Counters()
+				return err == nil && c.DroppedDeny >= wantDeny
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.DroppedDeny != wantDeny {
+				t.Fatalf("deny counter %d, want %d (%v)", c.DroppedDeny, wantDeny, c)
+			}
+		}
+		if b4, b6 := recv.count(addrBlocked), recv.count(addrBlock6); b4 != 0 || b6 != 0 {
+			t.Fatalf("receiver got %d + %d datagrams from blocked sources", b4, b6)
+		}
+	}
+
+	round(t, x, 2*n)
+	c, err := x.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Passed < 2*n {
+		t.Fatalf("passed counter %d < %d clean datagrams", c.Passed, 2*n)
+	}
+
+	// Restart: the SBC stops (pins kept) — the block holds while it is down…
+	if err := x.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closed = true
+	round(t, nil, 0)
+
+	// …and after it comes back, over the same pinned link.
+	x, err = loadIn(t, p.nsB, opts)
+	if err != nil {
+		t.Fatalf("Load after restart: %v", err)
+	}
+	closed = false
+	if att := x.Attachments(); len(att) != 1 || att[0].Mode != mode || !att[0].Reused {
+		t.Fatalf("attachments after restart %+v, want the pinned link reused", att)
+	}
+	denied, err := x.Denied()
+	if err != nil || len(denied) != 2 {
+		t.Fatalf("deny list after restart: %v %v", denied, err)
+	}
+	round(t, x, 6*n) // counters are pinned too: 2 rounds before, 1 while down, this one
+
+	// Unblock: the formerly blocked source now arrives.
+	if err := x.Undeny(netip.PrefixFrom(addrBlocked, 32)); err != nil {
+		t.Fatal(err)
+	}
+	sendN(t, blocked4, n)
+	if !recv.waitUntil(10*time.Second, func() bool { return recv.count(addrBlocked) == n }) {
+		t.Fatalf("after Undeny: got %d of %d", recv.count(addrBlocked), n)
+	}
+
+	// Remove detaches: nothing is dropped any more and the pins are gone.
+	if err := x.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	closed = true
+	if _, err := os.Stat(pinDir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("pin dir after Remove: %v", err)
+	}
+	sendN(t, blocked6, n)
+	if !recv.waitUntil(10*time.Second, func() bool { return recv.count(addrBlock6) == n }) {
+		t.Fatalf("after Remove: got %d of %d", recv.count(addrBlock6), n)
+	}
+}
+
+// TestAttachLifecycle covers mode changes across restarts, stale links of
+// interfaces no longer configured, a second loader on a busy interface and a
+// missing interface.
+func TestAttachLifecycle(t *testing.T) {
+	pinDir := bpffsDir(t)
+	p := newVethPair(t)
+	// A second interface in B (a veth pair local to B; no dummy module needed).
+	ipCmd(t, "-n", p.nsB, "link", "add", "sbcextra0", "type", "veth", "peer", "name", "sbcextra1")
+	ipCmd(t, "-n", p.nsB, "link", "set", "sbcextra0", "up")
+
+	x, err := loadIn(t, p.nsB, Options{Interfaces: []string{p.ifB, "sbcextra0"}, Mode: ModeGeneric, PinDir: pinDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = x.Remove() })
+	for _, name := range []string{"link_generic_" + p.ifB, "link_generic_sbcextra0"} {
+		if _, err := os.Stat(filepath.Join(pinDir, name)); err != nil {
+			t.Fatalf("pin %s: %v", name, err)
+		}
+	}
+	_ = x.Close()
+
+	// Auto mode on restart: keeps the pinned generic link of the veth and
+	// detaches the dummy, which is no longer configured.
+	x, err = loadIn(t, p.nsB, Options{Interfaces: []string{p.ifB}, PinDir: pinDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if att := x.Attachments(); len(att) != 1 || att[0].Mode != ModeGeneric || !att[0].Reused {
+		t.Fatalf("auto restart: %+v", att)
+	}
+	if _, err := os.Stat(filepath.Join(pinDir, "link_generic_sbcextra0")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stale link pin still there: %v", err)
+	}
+	_ = x.Close()
+
+	// Explicit native mode: the generic link is replaced.
+	x, err = loadIn(t, p.nsB, Options{Interfaces: []string{p.ifB}, Mode: ModeNative, PinDir: pinDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if att := x.Attachments(); len(att) != 1 || att[0].Mode != ModeNative || att[0].Reused {
+		t.Fatalf("native restart: %+v", att)
+	}
+	if _, err := os.Stat(filepath.Join(pinDir, "link_generic_"+p.ifB)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("old generic pin still there: %v", err)
+	}
+
+	// A second SBC with its own pin directory finds the interface busy.
+	other := bpffsDir(t)
+	if y, err := loadIn(t, p.nsB, Options{Interfaces: []string{p.ifB}, PinDir: other}); !errors.Is(err, ErrAttach) {
+		if y != nil {
+			_ = y.Remove()
+		}
+		t.Fatalf("second loader: %v, want ErrAttach", err)
+	} else {
+		t.Log(err)
+	}
+	// The failed load left the first attachment alone.
+	if att := x.Attachments(); len(att) != 1 {
+		t.Fatalf("attachments %+v", att)
+	}
+	if _, err := os.Stat(filepath.Join(pinDir, "link_native_"+p.ifB)); err != nil {
+		t.Fatalf("native pin: %v", err)
+	}
+
+	// XDP turned off: RemovePinned detaches what the closed handle left.
+	_ = x.Close()
+	if !strings.Contains(ipOut(t, "-n", p.nsB, "link", "show", "dev", p.ifB), "prog/xdp") {
+		t.Fatal("program not attached after Close")
+	}
+	if err := RemovePinned(pinDir); err != nil {
+		t.Fatal(err)
+	}
+	if out := ipOut(t, "-n", p.nsB, "link", "show", "dev", p.ifB); strings.Contains(out, "prog/xdp") {
+		t.Fatalf("program still attached after RemovePinned:\n%s", out)
+	}
+	if _, err := os.Stat(pinDir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("pin dir after RemovePinned: %v", err)
+	}
+	if err := RemovePinned(pinDir); err != nil {
+		t.Fatalf("second RemovePinned: %v", err)
+	}
+
+	// Missing interface.
+	if _, err := loadIn(t, p.nsB, Options{Interfaces: []string{"sbc-nope0"}, PinDir: other}); !errors.Is(err, ErrNoInterface) {
+		t.Fatalf("missing interface: %v", err)
+	}
+}
