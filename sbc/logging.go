@@ -4,7 +4,62 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync/atomic"
+
+	"github.com/emiago/sipgo/sip"
 )
+
+// sipgo reads its package-level default logger from many goroutines
+// without synchronisation, so it is set exactly once, before any goroutine
+// runs, to a handler that forwards to whatever the newest SBC installed
+// (sipgoTarget); with none installed, records are discarded.
+var sipgoTarget atomic.Pointer[handlerBox]
+
+type handlerBox struct{ h slog.Handler }
+
+func init() {
+	sip.SetDefaultLogger(slog.New(forwardHandler{}))
+}
+
+type forwardHandler struct {
+	attrs []slog.Attr
+	group string
+}
+
+func (f forwardHandler) handler() slog.Handler {
+	b := sipgoTarget.Load()
+	if b == nil {
+		return nil
+	}
+	h := b.h
+	if f.group != "" {
+		h = h.WithGroup(f.group)
+	}
+	if len(f.attrs) > 0 {
+		h = h.WithAttrs(f.attrs)
+	}
+	return h
+}
+
+func (f forwardHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	h := f.handler()
+	return h != nil && h.Enabled(ctx, l)
+}
+
+func (f forwardHandler) Handle(ctx context.Context, r slog.Record) error {
+	if h := f.handler(); h != nil {
+		return h.Handle(ctx, r)
+	}
+	return nil
+}
+
+func (f forwardHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return forwardHandler{attrs: append(append([]slog.Attr{}, f.attrs...), as...), group: f.group}
+}
+
+func (f forwardHandler) WithGroup(name string) slog.Handler {
+	return forwardHandler{attrs: f.attrs, group: name}
+}
 
 // sipgoLogHandler wraps the SBC's handler for sipgo's own log lines. sipgo
 // logs whole packets (attribute "data") at Error level when it fails to

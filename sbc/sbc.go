@@ -78,9 +78,9 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	}
 	s.calls = newCallTable()
 	s.sipLog = slog.New(&sipgoLogHandler{next: s.log.Handler(), onParse: func() { s.drop("parse", "malformed") }})
-	// sipgo creates some loggers from its global default; make that one
-	// the filtered one too.
-	sip.SetDefaultLogger(s.sipLog)
+	// sipgo creates some loggers from its global default (set once, in
+	// init, to avoid racing with its readers); point it at this SBC.
+	sipgoTarget.Store(&handlerBox{s.sipLog.Handler()})
 	s.state.Store(s.buildSnapshot(p))
 	for _, r := range p.Realms {
 		ep, err := s.newEndpoint(r, p)
