@@ -21,6 +21,15 @@ type Policy struct {
 	Routing Routing `toml:"routing"`
 	Calls   Calls   `toml:"calls"`
 	Headers Headers `toml:"headers"`
+	// Limits are the per-source rate limits (edge defence, stage admit and
+	// the read filter).
+	Limits Limits `toml:"limits"`
+	// AutoBlock is failure tracking and automatic blocking (stage watch).
+	AutoBlock AutoBlock `toml:"autoblock"`
+	// XDP is the kernel fast path: blocked sources dropped in the driver.
+	XDP XDP `toml:"xdp"`
+	// Nftables mirrors the blocklist into an nftables table.
+	Nftables Nftables `toml:"nftables"`
 
 	// Source is the file name the policy was read from ("<embedded>" for
 	// the built-in default); used in error messages and logs.
@@ -48,6 +57,10 @@ type Server struct {
 	// TCPIdleTimeout closes TCP connections idle that long. Default "10m";
 	// must be positive (idle connections are always closed eventually).
 	TCPIdleTimeout Duration `toml:"tcp_idle_timeout"`
+	// StateDir is where the SBC keeps state that must survive a restart
+	// (the blocklist). Empty (default): nothing is persisted. Created if
+	// missing.
+	StateDir string `toml:"state_dir"`
 }
 
 // Admin is the admin/metrics HTTP listener.
@@ -103,6 +116,18 @@ type Trunk struct {
 	// Sources parsed and masked, in file order; IPv4-mapped IPv6 prefixes
 	// (::ffff:a.b.c.d/n, n >= 96) are stored as IPv4 prefixes.
 	Prefixes []netip.Prefix `toml:"-"`
+
+	// MaxCalls caps the trunk's concurrent calls; 0 (default) = no cap.
+	MaxCalls int `toml:"max_calls"`
+	// CPS caps the trunk's new calls (INVITEs) per second, all sources
+	// together; 0 (default) = no cap.
+	CPS int `toml:"cps"`
+	// AllowRegister lets the trunk send REGISTER (relayed to the pool its
+	// routes give); default false: REGISTER is refused with 403.
+	AllowRegister bool `toml:"allow_register"`
+	// RegisterDomains are the domains (request-URI host) a REGISTER may
+	// name; required when allow_register is true ("no public extensions").
+	RegisterDomains []string `toml:"register_domains"`
 }
 
 // Pool is a group of backend targets (PBXs) reached from one realm.
@@ -212,15 +237,103 @@ type Headers struct {
 	UnknownSourceAction string `toml:"unknown_source_action"`
 }
 
+// Limits are per-source rate limits. A source is one IPv4 address or one
+// IPv6 /64. Over a limit, a request is answered 503 with Retry-After (or
+// dropped, per OverLimitAction); a packet over the packet budget is dropped
+// before the SIP parser.
+type Limits struct {
+	// SourcePPS: datagrams per second one source may send, checked before
+	// parsing; default 200; 0 disables. SourcePPSBurst defaults to 2x.
+	SourcePPS      int `toml:"source_pps"`
+	SourcePPSBurst int     `toml:"source_pps_burst"`
+	// SourceCPS: new calls (INVITE) per second per source; default 10; 0
+	// disables. Trusted sources (that completed calls) get TrustFactor
+	// times more, failing ones less.
+	SourceCPS int `toml:"source_cps"`
+	// RegisterRate: REGISTER per second per source; default 2; 0 disables.
+	RegisterRate int `toml:"register_rate"`
+	// MaxSources bounds the per-source state (LRU); default 100000.
+	MaxSources int `toml:"max_sources"`
+	// OverLimitAction: "reject" (default: 503 + Retry-After) or "drop".
+	OverLimitAction string `toml:"over_limit_action"`
+}
+
+// AutoBlock configures failure tracking: a source with more than Threshold
+// failures within Window is blocked for BlockFor; each repeat offence
+// multiplies the duration by Escalation, up to MaxBlock.
+type AutoBlock struct {
+	// Enabled: default true.
+	Enabled bool `toml:"enabled"`
+	// Observe: log "would block" instead of blocking (tuning on live
+	// traffic). Default false.
+	Observe bool `toml:"observe"`
+	// Threshold: failures within Window that trigger a block. Default 10.
+	Threshold int `toml:"threshold"`
+	// Window: sliding window of the failure count. Default "60s".
+	Window Duration `toml:"window"`
+	// BlockFor: first block's duration. Default "10m".
+	BlockFor Duration `toml:"block_for"`
+	// Escalation: multiplier for each repeat offence. Default 4.
+	Escalation int `toml:"escalation"`
+	// MaxBlock: longest block. Default "24h".
+	MaxBlock Duration `toml:"max_block"`
+	// ForgetAfter: offences older than this no longer escalate. Default "24h".
+	ForgetAfter Duration `toml:"forget_after"`
+	// BlockTrunks: may trunk sources be blocked? Default false (they are
+	// only rate-limited and demoted).
+	BlockTrunks bool `toml:"block_trunks"`
+	// NeverBlock: prefixes never blocked, manually or automatically. Pool
+	// targets are always added.
+	NeverBlock []string `toml:"never_block"`
+	// ScannerUserAgents: User-Agent substrings (case-insensitive) that mark
+	// a request as a scanner's (a failure; the request is dropped). Absent:
+	// a built-in list (friendly-scanner, sipvicious, ...).
+	ScannerUserAgents []string `toml:"scanner_user_agents"`
+
+	NeverBlockPrefixes []netip.Prefix `toml:"-"`
+}
+
+// XDP configures the XDP/eBPF fast path.
+type XDP struct {
+	// Enabled: attach the XDP program. Default false. When it cannot run
+	// (no privilege, no bpffs, kernel refuses) the SBC logs why and falls
+	// back to nftables (if enabled) and the user-space filter.
+	Enabled bool `toml:"enabled"`
+	// Interfaces to attach to (required when enabled).
+	Interfaces []string `toml:"interfaces"`
+	// Mode: "auto" (default: native, else generic), "native", "generic".
+	Mode string `toml:"mode"`
+	// PinDir: bpffs directory for pinned maps and links. Default
+	// "/sys/fs/bpf/sbc".
+	PinDir string `toml:"pin_dir"`
+	// RatePPS / Burst: per-source packet rate limit for UDP to the SIP
+	// ports, in the program itself. 0 (default) = off.
+	RatePPS int `toml:"rate_pps"`
+	Burst   int `toml:"burst"`
+}
+
+// Nftables configures the nftables mirror of the blocklist.
+type Nftables struct {
+	// Enabled: default false.
+	Enabled bool `toml:"enabled"`
+	// Table: name of the inet table the SBC owns. Default "sbc".
+	Table string `toml:"table"`
+	// MediaPorts: [low, high] UDP/TCP port range also guarded; optional.
+	MediaPorts []int `toml:"media_ports"`
+	// TrunksOnly: drop SIP from any source outside the trunks. Default false.
+	TrunksOnly bool `toml:"trunks_only"`
+}
+
 // DefaultAllowedHeaders is the safe default header allow-list.
 var DefaultAllowedHeaders = []string{
 	"Content-Type", "Content-Disposition", "Content-Encoding", "Content-Language",
 	"Allow", "Supported", "Require", "Accept", "Accept-Encoding", "Accept-Language",
 	"Session-Expires", "Min-SE", "Event", "Subscription-State", "Refer-To",
-	"Referred-By", "Replaces", "RSeq", "RAck", "Reason", "Retry-After", "Expires",
+	"Replaces", "RSeq", "RAck", "Reason", "Retry-After", "Expires",
 	"Min-Expires", "Unsupported", "Date", "Timestamp", "Priority", "Subject",
-	"Warning", "P-Asserted-Identity", "Privacy", "Allow-Events", "Info-Package",
-	"Recv-Info",
+	"P-Asserted-Identity", "Privacy", "Allow-Events", "Info-Package",
+	"Recv-Info", "Authorization", "Proxy-Authorization", "WWW-Authenticate",
+	"Proxy-Authenticate", "Authentication-Info",
 }
 
 // Duration is a time.Duration written as a Go duration string ("5s", "4h").

@@ -27,6 +27,20 @@ const (
 	DefaultMaxDuration         = 4 * time.Hour
 	DefaultRingTimeout         = 3 * time.Minute
 	DefaultUnknownSourceAction = "drop"
+	DefaultSourcePPS           = 200
+	DefaultSourceCPS           = 10
+	DefaultRegisterRate        = 2
+	DefaultMaxSources          = 100000
+	DefaultOverLimitAction     = "reject"
+	DefaultBlockThreshold      = 10
+	DefaultBlockWindow         = time.Minute
+	DefaultBlockFor            = 10 * time.Minute
+	DefaultBlockEscalation     = 4
+	DefaultMaxBlock            = 24 * time.Hour
+	DefaultForgetAfter         = 24 * time.Hour
+	DefaultXDPMode             = "auto"
+	DefaultXDPPinDir           = "/sys/fs/bpf/sbc"
+	DefaultNftTable            = "sbc"
 )
 
 const (
@@ -82,6 +96,10 @@ func validate(p *Policy, ix *index) {
 	v.routing()
 	v.calls()
 	v.headers()
+	v.limits()
+	v.autoBlock()
+	v.xdp()
+	v.nftables()
 	if len(ix.errs) == 0 {
 		p.look = buildLookup(p)
 	}
@@ -447,6 +465,22 @@ func (v *validator) trunkList() {
 			prefixes[pfx] = seen{i, sp}
 			t.Prefixes = append(t.Prefixes, pfx)
 		}
+		if t.MaxCalls < 0 {
+			v.errf(tp+".max_calls", "must not be negative (0 = no cap)")
+		}
+		if t.CPS < 0 {
+			v.errf(tp+".cps", "must not be negative (0 = no cap)")
+		}
+		if t.AllowRegister && len(t.RegisterDomains) == 0 {
+			v.errf(tp+".allow_register", "allow_register needs register_domains (the domains extensions may register in)")
+		}
+		for j, d := range t.RegisterDomains {
+			if !validHostname(d) {
+				if _, err := netip.ParseAddr(d); err != nil {
+					v.errf(elemPath(tp+".register_domains", j), "invalid domain %s", quote(d))
+				}
+			}
+		}
 	}
 }
 
@@ -638,6 +672,97 @@ func (v *validator) headers() {
 			continue
 		}
 		seen[lower] = hp
+	}
+}
+
+func (v *validator) limits() {
+	l := &v.p.Limits
+	v.intField("limits.source_pps", &l.SourcePPS, DefaultSourcePPS, 0, 1e7)
+	v.intField("limits.source_cps", &l.SourceCPS, DefaultSourceCPS, 0, 1e7)
+	v.intField("limits.register_rate", &l.RegisterRate, DefaultRegisterRate, 0, 1e7)
+	v.intField("limits.source_pps_burst", &l.SourcePPSBurst, 2*l.SourcePPS, 0, 1e8)
+	if l.SourcePPSBurst == 0 && l.SourcePPS > 0 {
+		l.SourcePPSBurst = max(1, 2*l.SourcePPS)
+	}
+	v.intField("limits.max_sources", &l.MaxSources, DefaultMaxSources, 16, 1e8)
+	switch l.OverLimitAction {
+	case "":
+		l.OverLimitAction = DefaultOverLimitAction
+	case "reject", "drop":
+	default:
+		v.errf("limits.over_limit_action", "unknown action %s (want \"reject\" or \"drop\")", quote(l.OverLimitAction))
+	}
+}
+
+func (v *validator) autoBlock() {
+	a := &v.p.AutoBlock
+	if !v.ix.has("autoblock.enabled") {
+		a.Enabled = true
+	}
+	v.intField("autoblock.threshold", &a.Threshold, DefaultBlockThreshold, 1, 1e6)
+	v.duration("autoblock.window", &a.Window, DefaultBlockWindow, true)
+	v.duration("autoblock.block_for", &a.BlockFor, DefaultBlockFor, true)
+	v.duration("autoblock.max_block", &a.MaxBlock, DefaultMaxBlock, true)
+	v.duration("autoblock.forget_after", &a.ForgetAfter, DefaultForgetAfter, true)
+	v.intField("autoblock.escalation", &a.Escalation, DefaultBlockEscalation, 1, 1000)
+	if a.MaxBlock.Duration < a.BlockFor.Duration {
+		v.errf("autoblock.max_block", "must be at least block_for (%s)", a.BlockFor.Duration)
+	}
+	a.NeverBlockPrefixes = nil
+	for i, s := range a.NeverBlock {
+		pfx, err := parseSource(s)
+		if err != nil {
+			v.errf(elemPath("autoblock.never_block", i), "invalid prefix %s: want a CIDR or an address", quote(s))
+			continue
+		}
+		a.NeverBlockPrefixes = append(a.NeverBlockPrefixes, pfx)
+	}
+	for i, ua := range a.ScannerUserAgents {
+		if ua == "" || !printableASCII(ua, true) {
+			v.errf(elemPath("autoblock.scanner_user_agents", i), "must be non-empty printable ASCII")
+		}
+	}
+}
+
+func (v *validator) xdp() {
+	x := &v.p.XDP
+	switch x.Mode {
+	case "":
+		x.Mode = DefaultXDPMode
+	case "auto", "native", "generic":
+	default:
+		v.errf("xdp.mode", "unknown mode %s (want \"auto\", \"native\" or \"generic\")", quote(x.Mode))
+	}
+	if x.PinDir == "" {
+		x.PinDir = DefaultXDPPinDir
+	}
+	v.intField("xdp.rate_pps", &x.RatePPS, 0, 0, 1e8)
+	v.intField("xdp.burst", &x.Burst, 0, 0, 1e8)
+	if x.Enabled && len(x.Interfaces) == 0 {
+		v.errf("xdp.enabled", "xdp needs interfaces = [\"eth0\", ...]")
+	}
+	for i, n := range x.Interfaces {
+		if n == "" || len(n) > 15 || strings.ContainsAny(n, "/ \t") {
+			v.errf(elemPath("xdp.interfaces", i), "invalid interface name %s", quote(n))
+		}
+	}
+}
+
+func (v *validator) nftables() {
+	n := &v.p.Nftables
+	if n.Table == "" {
+		n.Table = DefaultNftTable
+	} else if !validName(n.Table) {
+		v.errf("nftables.table", "invalid table name %s", quote(n.Table))
+	}
+	switch len(n.MediaPorts) {
+	case 0:
+	case 2:
+		if n.MediaPorts[0] < 1 || n.MediaPorts[1] > 65535 || n.MediaPorts[0] > n.MediaPorts[1] {
+			v.errf("nftables.media_ports", "want [low, high] with 1 <= low <= high <= 65535")
+		}
+	default:
+		v.errf("nftables.media_ports", "want [low, high]")
 	}
 }
 

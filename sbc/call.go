@@ -3,6 +3,7 @@ package sbc
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -42,8 +43,11 @@ type call struct {
 	setupRelay atomic.Pointer[inviteRelay]
 	// ending is set when a BYE from a peer is being handled.
 	ending atomic.Bool
-	aReq   *sip.Request // A's INVITE with our To tag: template of every response to it
-	aTx    sip.ServerTransaction
+	// release frees the trunk's concurrent-call slot.
+	release func()
+	src     netip.AddrPort // the caller's source
+	aReq    *sip.Request   // A's INVITE with our To tag: template of every response to it
+	aTx     sip.ServerTransaction
 
 	ctx    context.Context // ends when the call ends or A cancels
 	cancel context.CancelFunc
@@ -76,12 +80,13 @@ const maxRedirects = 3
 
 // newCall runs the setup of an inbound call from a trunk. It returns when A
 // has a final answer and, for a 2xx, when A's ACK came (or never did).
-func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx sip.ServerTransaction) {
+func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx sip.ServerTransaction, release func()) {
 	// 100 Trying at once: the carrier must stop retransmitting while we route.
 	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
 
 	pc := st.pol.RouteFor(p.trunk.Name, req.Recipient.User)
 	if pc == nil {
+		release()
 		s.drop("route", "no_route")
 		s.reject(ep, req, tx, 404, "Not Found", nil)
 		s.metrics.Calls.WithLabelValues("no_route").Inc()
@@ -89,7 +94,7 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 	}
 	c := &call{
 		s: s, id: newID(), st: st, pool: st.pools[pc.Name], trunk: p.trunk, aTx: tx,
-		created: time.Now(), ended: make(chan struct{}),
+		created: time.Now(), ended: make(chan struct{}), release: release, src: p.src,
 	}
 	c.log = s.log.With("call", c.id, "trunk", p.trunk.Name, "pool", pc.Name)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -261,6 +266,12 @@ func (c *call) attempt(ctx context.Context, t *target) attemptOutcome {
 		select {
 		case res := <-tx.Responses():
 			c.s.countResponse(b.ep.name, res)
+			if !c.s.validResponse(b.ep.name, res) {
+				continue
+			}
+			if !res.IsProvisional() {
+				c.s.watchResponse(c.src, true, c.aReq, res)
+			}
 			if !heard {
 				heard = true
 				noAnswer.Stop()
@@ -646,6 +657,7 @@ func (c *call) end(result, by string) {
 		c.mu.Unlock()
 		c.cancel()
 		close(c.ended)
+		c.release()
 		c.s.calls.del(c.a)
 		if b := c.b.Load(); b != nil {
 			c.s.calls.del(b)

@@ -232,6 +232,9 @@ func (c *call) relay(from *leg, req *sip.Request, tx sip.ServerTransaction) {
 		select {
 		case res := <-otx.Responses():
 			c.s.countResponse(to.ep.name, res)
+			if !c.s.validResponse(to.ep.name, res) {
+				continue
+			}
 			if res.StatusCode == 100 {
 				continue
 			}

@@ -19,6 +19,8 @@ type Metrics struct {
 	TargetUp     *prometheus.GaugeVec   // pool, target
 	Failovers    *prometheus.CounterVec // pool
 	ReloadsTotal *prometheus.CounterVec // result
+	Blocks       *prometheus.CounterVec // origin (auto, manual, observe), reason
+	Blocklisted  prometheus.GaugeFunc
 }
 
 func newMetrics() *Metrics {
@@ -50,6 +52,10 @@ func newMetrics() *Metrics {
 			Name: "sbc_policy_reloads_total", Help: "Policy reloads by result (ok, error).",
 		}, []string{"result"}),
 	}
+	m.Blocks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_blocks_total", Help: "Sources put on the blocklist (origin=observe: would have been, in observe mode), by reason.",
+	}, []string{"origin", "reason"})
+	r.MustRegister(m.Blocks)
 	r.MustRegister(m.CallsActive, m.Calls, m.Requests, m.Responses, m.Dropped,
 		m.TargetUp, m.Failovers, m.ReloadsTotal,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

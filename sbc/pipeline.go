@@ -1,8 +1,8 @@
 package sbc
 
 import (
+	"github.com/sbc-project/sbc/ratelimit"
 	"net/netip"
-	"strings"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -54,8 +54,18 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	p := s.classify(st, ep, src)
+	if pattern, scan := s.scanner(req); scan && !p.backend {
+		// Known scanner: never answered, whoever it claims to be.
+		s.drop("classify", "scanner_ua")
+		s.dropLog("classify", "scanner_ua", src, "pattern", pattern)
+		s.fail(src.Addr(), ratelimit.ReasonScannerUA, p.trunk != nil)
+		tx.Terminate()
+		return
+	}
 	if p.trunk == nil && !p.backend {
 		s.drop("classify", "unknown_source")
+		s.dropLog("classify", "unknown_source", src, "method", string(req.Method))
+		s.fail(src.Addr(), ratelimit.ReasonUnknownSource, false)
 		if st.pol.Headers.UnknownSourceAction == "reject" {
 			s.reject(ep, req, tx, 403, "Forbidden", nil)
 		} else {
@@ -65,15 +75,8 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 
-	// 2 validate: minimal structural checks the B2BUA relies on.
-	if req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil {
-		s.drop("validate", "missing_header")
-		s.reject(ep, req, tx, 400, "Bad Request", nil)
-		return
-	}
-	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 && req.Method != sip.OPTIONS {
-		s.drop("validate", "max_forwards_zero")
-		s.reject(ep, req, tx, 483, "Too Many Hops", nil)
+	// 2 validate
+	if !s.validateRequest(ep, p, req, tx) {
 		return
 	}
 
@@ -91,10 +94,27 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 			s.reject(ep, req, tx, 403, "Forbidden", nil)
 			return
 		}
+		// 3 admit
+		release, ok := s.admitInvite(ep, st, p, req, tx)
+		if !ok {
+			return
+		}
 		// 4 route + 5 bridge
-		s.newCall(ep, st, p, req, tx)
+		s.newCall(ep, st, p, req, tx, release)
 	case sip.OPTIONS:
 		s.answerOptions(ep, req, tx)
+	case sip.REGISTER:
+		if !registerAllowed(p.trunk, req) {
+			s.drop("route", "register_not_allowed")
+			s.dropLog("route", "register_not_allowed", src, "domain", req.Recipient.Host)
+			s.fail(src.Addr(), "register_not_allowed", p.trunk != nil)
+			s.reject(ep, req, tx, 403, "Forbidden", nil)
+			return
+		}
+		if !s.admitRegister(ep, st, p, req, tx) {
+			return
+		}
+		s.relayRegister(ep, st, p, req, tx)
 	case sip.CANCEL:
 		// A CANCEL matching a transaction never reaches here.
 		s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist", nil)
@@ -136,6 +156,4 @@ func (s *SBC) reject(ep *endpoint, req *sip.Request, tx sip.ServerTransaction, c
 	}
 }
 
-func isLoopback(a netip.Addr) bool { return a.IsLoopback() }
 
-var _ = strings.ToLower

@@ -16,7 +16,10 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/sbc-project/sbc/acl"
 	"github.com/sbc-project/sbc/policy"
+	"github.com/sbc-project/sbc/ratelimit"
+	"github.com/sbc-project/sbc/sbc/validate"
 	"github.com/sbc-project/sbc/topology"
 )
 
@@ -36,6 +39,7 @@ type SBC struct {
 
 	state   atomic.Pointer[snapshot]
 	targets targetSet
+	def     *defence
 	realms  map[string]*endpoint // fixed at New: listeners change only with a restart
 
 	calls *callTable
@@ -52,19 +56,27 @@ type SBC struct {
 type snapshot struct {
 	pol     *policy.Policy
 	pools   map[string]*pool
-	trunks  trunkTable
+	trunks  *acl.TrunkTable
 	headers *topology.HeaderFilter
 	limits  policy.Calls
 }
 
-func (s *SBC) buildSnapshot(p *policy.Policy) *snapshot {
+func (s *SBC) buildSnapshot(p *policy.Policy) (*snapshot, error) {
+	entries := make([]acl.TrunkEntry, 0, len(p.Trunks))
+	for _, t := range p.Trunks {
+		entries = append(entries, acl.TrunkEntry{Name: t.Name, Prefixes: t.Prefixes})
+	}
+	trunks, err := acl.NewTrunkTable(entries)
+	if err != nil {
+		return nil, err
+	}
 	return &snapshot{
 		pol:     p,
 		pools:   buildPools(p, &s.targets),
-		trunks:  newTrunkTable(p),
+		trunks:  trunks,
 		headers: topology.NewHeaderFilter(p.Headers.Allow),
 		limits:  p.Calls,
-	}
+	}, nil
 }
 
 // New builds an SBC from a validated policy. It opens no socket: call Start.
@@ -81,7 +93,14 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	// sipgo creates some loggers from its global default (set once, in
 	// init, to avoid racing with its readers); point it at this SBC.
 	sipgoTarget.Store(&handlerBox{s.sipLog.Handler()})
-	s.state.Store(s.buildSnapshot(p))
+	snap, err := s.buildSnapshot(p)
+	if err != nil {
+		return nil, err
+	}
+	s.state.Store(snap)
+	if s.def, err = newDefence(p, s.log); err != nil {
+		return nil, err
+	}
 	for _, r := range p.Realms {
 		ep, err := s.newEndpoint(r, p)
 		if err != nil {
@@ -132,8 +151,9 @@ func (s *SBC) Start(ctx context.Context) error {
 	for _, ep := range s.realms {
 		ep.serve(ctx)
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.healthLoop(ctx) }()
+	go func() { defer s.wg.Done(); s.def.blocklist.Run(ctx) }()
 	if p.Admin.Listen != "" {
 		a, err := s.startAdmin(p.Admin.Listen)
 		if err != nil {
@@ -177,6 +197,9 @@ func (s *SBC) Close() error {
 		ep.close()
 	}
 	s.wg.Wait()
+	if err := s.def.blocklist.Close(); err != nil {
+		s.log.Error("blocklist: last save failed", "error", err.Error())
+	}
 	return nil
 }
 
@@ -207,7 +230,15 @@ func (s *SBC) Reload(p *policy.Policy) error {
 		s.metrics.ReloadsTotal.WithLabelValues("error").Inc()
 		return err
 	}
-	s.state.Store(s.buildSnapshot(p))
+	snap, err := s.buildSnapshot(p)
+	if err == nil {
+		err = s.def.update(p)
+	}
+	if err != nil {
+		s.metrics.ReloadsTotal.WithLabelValues("error").Inc()
+		return fmt.Errorf("reload: %w", err)
+	}
+	s.state.Store(snap)
 	s.metrics.ReloadsTotal.WithLabelValues("ok").Inc()
 	s.log.Info("policy reloaded", "policy", p.Source)
 	return nil
@@ -230,6 +261,12 @@ func sameListeners(a, b *policy.Policy) error {
 	if a.Admin.Listen != b.Admin.Listen {
 		return errors.New("reload: admin listener changed; restart the SBC to apply it")
 	}
+	if a.Server.StateDir != b.Server.StateDir {
+		return errors.New("reload: server.state_dir changed; restart the SBC to apply it")
+	}
+	if !reflect.DeepEqual(a.XDP, b.XDP) || !reflect.DeepEqual(a.Nftables, b.Nftables) {
+		return errors.New("reload: [xdp] or [nftables] changed; restart the SBC to apply them")
+	}
 	return nil
 }
 
@@ -247,29 +284,27 @@ func (s *SBC) countResponse(realm string, res *sip.Response) {
 // sipgo's UDP read loop).
 func (s *SBC) readFilter(realm string) sip.TransportReadFilter {
 	return func(info sip.TransportReadProps, data []byte) ([]byte, error) {
-		if ua, ok := info.RemoteAddr.(*net.UDPAddr); ok {
-			ip, _ := netip.AddrFromSlice(ua.IP)
-			if reason := s.preParse(realm, ip.Unmap()); reason != "" {
-				s.drop("filter", reason)
-				return nil, nil
-			}
+		ua, ok := info.RemoteAddr.(*net.UDPAddr)
+		if !ok {
+			// TCP: chunks of a stream, not messages. Sources were
+			// filtered when the connection was accepted.
+			return data, nil
 		}
-		if len(data) > maxMessageSize {
-			s.drop("filter", "too_large")
+		ip, _ := netip.AddrFromSlice(ua.IP)
+		ip = ip.Unmap()
+		if reason := s.preParse(realm, ip); reason != "" {
+			s.drop("filter", reason)
+			return nil, nil
+		}
+		if r := validate.Raw(data, s.def.valOpt); r != nil {
+			s.drop("validate", r.Why)
+			s.dropLog("validate", r.Why, netip.AddrPortFrom(ip, uint16(ua.Port)))
+			_, trunk := s.state.Load().trunks.Lookup(ip)
+			s.fail(ip, ratelimit.ReasonMalformed, trunk)
 			return nil, nil
 		}
 		return data, nil
 	}
-}
-
-// maxMessageSize bounds what is handed to the parser.
-const maxMessageSize = 64 * 1024
-
-// preParse decides on a source before any parsing: "" to pass, else the
-// reason code of the drop. The blocklist and per-source packet budgets
-// plug in here.
-func (s *SBC) preParse(realm string, src netip.Addr) string {
-	return ""
 }
 
 func newID() string {

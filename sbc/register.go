@@ -1,0 +1,92 @@
+package sbc
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// relayRegister relays a REGISTER of a trunk that may register (stage 4/5
+// for registrations) to a target of the pool its routes give for the To
+// user. The registrar sees the SBC's internal face as the contact and a
+// Call-ID of the SBC's own; the carrier sees its own contacts echoed. The
+// address-of-record (To/From) and the request-URI domain are kept: they
+// are what the registrar registers.
+//
+// Calls towards registered contacts (from the backends outwards) are not
+// routed yet; the registration reaches the registrar so that it can
+// authenticate and account for it.
+func (s *SBC) relayRegister(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx sip.ServerTransaction) {
+	pc := st.pol.RouteFor(p.trunk.Name, req.To().Address.User)
+	if pc == nil {
+		s.drop("route", "no_route")
+		s.reject(ep, req, tx, 404, "Not Found", nil)
+		return
+	}
+	pl := st.pools[pc.Name]
+	t := pl.pick(nil)
+	if t == nil {
+		s.drop("route", "no_target")
+		s.reject(ep, req, tx, 503, "Service Unavailable", nil, sip.NewHeader("Retry-After", strconv.Itoa(st.pol.Routing.RetryAfter)))
+		return
+	}
+	bep := s.realms[pc.Realm]
+	face := bep.face(pc.Transport)
+
+	out := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: req.Recipient.Host, Port: req.Recipient.Port})
+	out.AppendHeader(face.Via())
+	mf := sip.MaxForwardsHeader(70)
+	out.AppendHeader(&mf)
+	from := &sip.FromHeader{DisplayName: req.From().DisplayName, Address: *req.From().Address.Clone(), Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(16))
+	out.AppendHeader(from)
+	out.AppendHeader(&sip.ToHeader{DisplayName: req.To().DisplayName, Address: *req.To().Address.Clone(), Params: sip.NewParams()})
+	// The same carrier registration keeps the same Call-ID towards the
+	// registrar (refreshes are matched by Call-ID), without revealing it.
+	sum := sha256.Sum256([]byte(req.CallID().Value() + "\x00" + p.src.Addr().String()))
+	cid := sip.CallIDHeader(hex.EncodeToString(sum[:12]))
+	out.AppendHeader(&cid)
+	out.AppendHeader(&sip.CSeqHeader{SeqNo: req.CSeq().SeqNo, MethodName: sip.REGISTER})
+	for _, h := range req.GetHeaders("Contact") {
+		ct, ok := h.(*sip.ContactHeader)
+		if !ok {
+			continue
+		}
+		if ct.Address.Wildcard {
+			out.AppendHeader(sip.NewHeader("Contact", "*"))
+			continue
+		}
+		c := face.Contact(ct.Address.User)
+		if v, ok := ct.Params.Get("expires"); ok {
+			c.Params = sip.NewParams()
+			c.Params.Add("expires", v)
+		}
+		out.AppendHeader(c)
+	}
+	st.headers.Copy(out, req, "content-type")
+	out.AppendHeader(sip.NewHeader("User-Agent", st.pol.Server.UserAgent))
+	copyBody(out, req)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 64*sip.T1)
+	defer cancel()
+	res, err := bep.do(ctx, out, pc.Transport, t.addr)
+	if err != nil || !s.validResponse(bep.name, res) {
+		s.reject(ep, req, tx, 408, "Request Timeout", nil)
+		return
+	}
+	back := sip.NewResponseFromRequest(req, res.StatusCode, res.Reason, nil)
+	st.headers.Copy(back, res, "content-type")
+	if res.IsSuccess() {
+		for _, h := range req.GetHeaders("Contact") {
+			back.AppendHeader(sip.HeaderClone(h))
+		}
+	}
+	back.AppendHeader(sip.NewHeader("Server", st.pol.Server.UserAgent))
+	copyBody(back, res)
+	_ = tx.Respond(back)
+	s.watchResponse(p.src, p.trunk != nil, req, res)
+}
+
