@@ -245,7 +245,7 @@ type Limits struct {
 	// SourcePPS: datagrams per second one source may send, checked before
 	// parsing; default 200; 0 disables. SourcePPSBurst defaults to 2x.
 	SourcePPS      int `toml:"source_pps"`
-	SourcePPSBurst int     `toml:"source_pps_burst"`
+	SourcePPSBurst int `toml:"source_pps_burst"`
 	// SourceCPS: new calls (INVITE) per second per source; default 10; 0
 	// disables. Trusted sources (that completed calls) get TrustFactor
 	// times more, failing ones less.

@@ -155,5 +155,3 @@ func (s *SBC) reject(ep *endpoint, req *sip.Request, tx sip.ServerTransaction, c
 		s.log.Debug("reject failed", "realm", ep.name, "code", code, "error", err)
 	}
 }
-
-

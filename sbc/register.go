@@ -89,4 +89,3 @@ func (s *SBC) relayRegister(ep *endpoint, st *snapshot, p peer, req *sip.Request
 	_ = tx.Respond(back)
 	s.watchResponse(p.src, p.trunk != nil, req, res)
 }
-
