@@ -4,9 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
+
+	"github.com/sbc-project/sbc/acl"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -34,6 +39,7 @@ func (s *SBC) startAdmin(addr string) (*adminServer, error) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{"calls": n, "policy": s.Policy().Source})
 	})
+	mux.HandleFunc("/v1/blocklist", s.handleBlocklist)
 	a := &adminServer{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
 	go func() {
 		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -47,4 +53,90 @@ func (a *adminServer) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = a.srv.Shutdown(ctx)
+}
+
+// BlockRequest is the body of POST /v1/blocklist.
+type BlockRequest struct {
+	Prefix string `json:"prefix"`
+	Reason string `json:"reason"`
+	TTL    string `json:"ttl"` // Go duration; empty: until removed
+}
+
+// handleBlocklist serves the blocklist: GET lists the entries, POST adds
+// one (manual), DELETE ?prefix= removes one. Changes are accepted from
+// loopback clients only, until the authenticated admin API exists.
+func (s *SBC) handleBlocklist(w http.ResponseWriter, r *http.Request) {
+	bl := s.def.blocklist
+	switch r.Method {
+	case http.MethodGet:
+		w.Header().Set("Content-Type", "application/json")
+		list := bl.List()
+		if list == nil {
+			list = []acl.Entry{}
+		}
+		json.NewEncoder(w).Encode(list)
+		return
+	case http.MethodPost, http.MethodDelete:
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err != nil || !ap.Addr().Unmap().IsLoopback() {
+		http.Error(w, "blocklist changes are accepted from loopback only", http.StatusForbidden)
+		return
+	}
+	if r.Method == http.MethodDelete {
+		pfx, err := acl.ParsePrefix(r.URL.Query().Get("prefix"))
+		if err != nil {
+			http.Error(w, "prefix: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if !bl.Remove(pfx) {
+			http.Error(w, "no entry for "+pfx.String(), http.StatusNotFound)
+			return
+		}
+		s.log.Info("blocklist entry removed", "prefix", pfx.String(), "by", "admin")
+		fmt.Fprintf(w, "removed %s\n", pfx)
+		return
+	}
+	var req BlockRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		http.Error(w, "body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	pfx, err := acl.ParsePrefix(req.Prefix)
+	if err != nil {
+		http.Error(w, "prefix: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	now := time.Now()
+	e := acl.Entry{Prefix: pfx, Reason: req.Reason, Origin: acl.OriginManual, Created: now}
+	if e.Reason == "" {
+		e.Reason = "manual"
+	}
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 {
+			http.Error(w, "ttl: want a positive duration such as \"10m\"", http.StatusBadRequest)
+			return
+		}
+		e.Expires = now.Add(d)
+	}
+	if err := bl.Add(e); err != nil {
+		code := http.StatusBadRequest
+		if errors.Is(err, acl.ErrFull) {
+			code = http.StatusInsufficientStorage
+		}
+		http.Error(w, err.Error(), code)
+		return
+	}
+	s.metrics.Blocks.WithLabelValues("manual", e.Reason).Inc()
+	s.log.Info("blocklist entry added", "prefix", pfx.String(), "reason", e.Reason, "expires", e.Expires, "by", "admin")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusCreated)
+	got, _ := bl.Get(pfx)
+	json.NewEncoder(w).Encode(got)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sbc-project/sbc/internal/sipua"
 	"github.com/sbc-project/sbc/policy"
@@ -34,6 +35,9 @@ type envOpts struct {
 	health    string                 // replaces [pool.health]
 	headers   string                 // replaces [headers]
 	transport string                 // pool transport (default udp)
+	trunk     string                 // extra keys of the [[trunk]] table
+	admin     bool                   // start the admin listener on a free port
+	stateDir  string                 // [server] state_dir
 }
 
 type env struct {
@@ -99,9 +103,10 @@ func newEnv(t *testing.T, o envOpts) *env {
 [server]
 user_agent = "TestSBC"
 log_level = "debug"
+state_dir = %[11]q
 
 [admin]
-listen = ""
+listen = %[12]q
 
 [[realm]]
 name = "external"
@@ -125,6 +130,7 @@ name = "internal"
 name = "carrier"
 realm = "external"
 sources = ["%[3]s/32"]
+%[13]s
 
 [[pool]]
 name = "pbx"
@@ -146,7 +152,7 @@ transport = %[4]q
 		orDefault(o.routing, "[routing]\ndefault_pool = \"pbx\"\ntarget_timeout = \"300ms\"\nmax_attempts = 3\nretry_after = 7"),
 		orDefault(o.calls, "[calls]\nring_timeout = \"10s\""),
 		orDefault(o.headers, ""),
-		o.policy)
+		o.policy, o.stateDir, adminListen(o.admin), o.trunk)
 	p, err := policy.Parse("test.toml", []byte(toml))
 	if err != nil {
 		t.Fatalf("policy: %v\n%s", err, toml)
@@ -166,6 +172,13 @@ transport = %[4]q
 	e.ext = ext.String()
 	e.caller = e.newCaller(callerIP + ":0")
 	return e
+}
+
+func adminListen(on bool) string {
+	if on {
+		return "127.0.0.1:0"
+	}
+	return ""
 }
 
 func (e *env) newCaller(addr string) *sipua.Caller {
@@ -235,4 +248,11 @@ func assertHidden(t *testing.T, side string, msgs []sipua.Msg, secrets ...string
 			}
 		}
 	}
+}
+
+func testutilValue(c interface{ Desc() *prometheus.Desc }) float64 {
+	if cc, ok := c.(prometheus.Collector); ok {
+		return testutil.ToFloat64(cc)
+	}
+	return 0
 }

@@ -20,7 +20,7 @@ type Metrics struct {
 	Failovers    *prometheus.CounterVec // pool
 	ReloadsTotal *prometheus.CounterVec // result
 	Blocks       *prometheus.CounterVec // origin (auto, manual, observe), reason
-	Blocklisted  prometheus.GaugeFunc
+	FastPath     *prometheus.GaugeVec   // path
 }
 
 func newMetrics() *Metrics {
@@ -55,7 +55,10 @@ func newMetrics() *Metrics {
 	m.Blocks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sbc_blocks_total", Help: "Sources put on the blocklist (origin=observe: would have been, in observe mode), by reason.",
 	}, []string{"origin", "reason"})
-	r.MustRegister(m.Blocks)
+	m.FastPath = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sbc_fastpath_info", Help: "1 for the path that drops blocked sources first: xdp, nftables or userspace.",
+	}, []string{"path"})
+	r.MustRegister(m.Blocks, m.FastPath)
 	r.MustRegister(m.CallsActive, m.Calls, m.Requests, m.Responses, m.Dropped,
 		m.TargetUp, m.Failovers, m.ReloadsTotal,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sbc-project/sbc/acl"
 	"github.com/sbc-project/sbc/policy"
 	"github.com/sbc-project/sbc/ratelimit"
@@ -49,6 +50,7 @@ type SBC struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	admin   *adminServer
+	fast    *fastPath
 }
 
 // snapshot is everything derived from one policy. Calls keep the snapshot
@@ -151,6 +153,10 @@ func (s *SBC) Start(ctx context.Context) error {
 	for _, ep := range s.realms {
 		ep.serve(ctx)
 	}
+	s.fast = s.startFastPath(ctx, p)
+	s.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sbc_blocklist_entries", Help: "Entries on the blocklist.",
+	}, func() float64 { return float64(s.def.blocklist.Len()) }))
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.healthLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.def.blocklist.Run(ctx) }()
@@ -197,6 +203,7 @@ func (s *SBC) Close() error {
 		ep.close()
 	}
 	s.wg.Wait()
+	s.fast.close()
 	if err := s.def.blocklist.Close(); err != nil {
 		s.log.Error("blocklist: last save failed", "error", err.Error())
 	}
@@ -239,6 +246,11 @@ func (s *SBC) Reload(p *policy.Policy) error {
 		return fmt.Errorf("reload: %w", err)
 	}
 	s.state.Store(snap)
+	if s.fast != nil {
+		if err := s.fast.setTrunks(p); err != nil {
+			s.log.Error("kernel trunk allow-list not updated", "error", err.Error())
+		}
+	}
 	s.metrics.ReloadsTotal.WithLabelValues("ok").Inc()
 	s.log.Info("policy reloaded", "policy", p.Source)
 	return nil

@@ -3,6 +3,7 @@
 //	sbc run   [-config FILE]   run the SBC (default: the embedded example policy)
 //	sbc check  -config FILE    validate a policy file; exit 1 with FILE:LINE:COL errors
 //	sbc demo                   show the SBC carrying calls on loopback, then exit
+//	sbc block list|add|del     manage the blocklist of a running SBC
 //	sbc version                print the version
 package main
 
@@ -28,6 +29,7 @@ commands:
   run     [-config FILE]   run the SBC (without -config: the embedded example policy)
   check   -config FILE     validate a policy file (exit 0 valid, 1 invalid)
   demo                     place a few calls through an SBC on loopback and print what happened
+  block list|add|del       show or change the blocklist of a running SBC (see "sbc block")
   version                  print the version
 `)
 }
@@ -44,6 +46,8 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
+	case "block":
+		return cmdBlock(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "sbc", version)
 		return 0

@@ -2,10 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sbc-project/sbc/policy"
+	"github.com/sbc-project/sbc/sbc"
 )
 
 func TestCheckReportsEveryProblem(t *testing.T) {
@@ -68,5 +74,60 @@ func TestUsage(t *testing.T) {
 	}
 	if code := runMain([]string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "sbc ") {
 		t.Fatalf("version: %d %q", code, out.String())
+	}
+}
+
+func TestBlockCommandAgainstRunningSBC(t *testing.T) {
+	p, err := policy.Parse("t.toml", []byte(`
+[admin]
+listen = "127.0.0.1:0"
+[[realm]]
+name = "external"
+  [[realm.listener]]
+  bind = "127.0.0.1:0"
+[[trunk]]
+name = "t"
+realm = "external"
+sources = ["127.0.0.1"]
+[[pool]]
+name = "p"
+realm = "external"
+  [[pool.target]]
+  address = "127.0.0.1:9"
+  [pool.health]
+  interval = "0s"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sbc.New(p, sbc.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	admin := s.AdminAddr().String()
+	run := func(args ...string) (int, string) {
+		var out, errb bytes.Buffer
+		code := runMain(append([]string{"block"}, args...), &out, &errb)
+		return code, out.String() + errb.String()
+	}
+	if code, out := run("add", "-admin", admin, "-reason", "fraud", "-ttl", "1h", "198.51.100.0/24"); code != 0 {
+		t.Fatalf("add: %d %s", code, out)
+	}
+	code, out := run("list", "-admin", admin)
+	if code != 0 || !strings.Contains(out, "198.51.100.0/24") || !strings.Contains(out, "fraud") || !strings.Contains(out, "manual") {
+		t.Fatalf("list: %d\n%s", code, out)
+	}
+	if code, out := run("add", "-admin", admin, "not-an-ip"); code != 2 {
+		t.Fatalf("bad prefix: exit %d, want 2: %s", code, out)
+	}
+	if code, out := run("del", "-admin", admin, "198.51.100.0/24"); code != 0 {
+		t.Fatalf("del: %d %s", code, out)
+	}
+	if code, out := run("del", "-admin", admin, "198.51.100.0/24"); code != 1 || !strings.Contains(out, "404") {
+		t.Fatalf("del of a missing entry: %d %s", code, out)
 	}
 }

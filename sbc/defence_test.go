@@ -1,0 +1,283 @@
+package sbc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/sbc-project/sbc/acl"
+	"github.com/sbc-project/sbc/internal/sipua"
+	"github.com/sbc-project/sbc/policy"
+)
+
+// rawOptions is an OPTIONS request from the given address.
+func rawOptions(from, to, ua string, n int) []byte {
+	return []byte(fmt.Sprintf("OPTIONS sip:%[5]d@%[2]s SIP/2.0\r\n"+
+		"Via: SIP/2.0/UDP %[1]s;branch=z9hG4bK-scan%[5]d\r\n"+
+		"Max-Forwards: 70\r\n"+
+		"From: <sip:scan@%[1]s>;tag=s%[5]d\r\n"+
+		"To: <sip:%[5]d@%[2]s>\r\n"+
+		"Call-ID: scan-%[5]d@%[1]s\r\n"+
+		"CSeq: 1 OPTIONS\r\n"+
+		"User-Agent: %[3]s\r\n"+
+		"Contact: <sip:scan@%[1]s>\r\n"+
+		"Content-Length: 0\r\n\r\n", from, to, ua, 0, n))
+}
+
+func (e *env) blocked(a string) (acl.Entry, bool) {
+	return e.sbc.def.blocklist.Match(netip.MustParseAddr(a))
+}
+
+func TestScannerAutoBlockedTrunkCallsContinue(t *testing.T) {
+	e := newEnv(t, envOpts{policy: "[autoblock]\nthreshold = 3\nwindow = \"60s\"\nblock_for = \"10m\""})
+	scanner := e.newCaller(strangerIP + ":0")
+	for i := 0; i < 10; i++ {
+		if err := scanner.Send(e.ctx, rawOptions(scanner.Addr(), e.ext, "friendly-scanner", 100+i), e.ext); err != nil {
+			t.Fatal(err)
+		}
+		// A trunk call in the middle of the scan still completes.
+		if i == 5 {
+			call, res := e.dial(sipua.DialOptions{})
+			if res.StatusCode != 200 {
+				t.Fatalf("trunk call during scan: %d", res.StatusCode)
+			}
+			call.Bye(e.ctx)
+		}
+	}
+	e.eventually("scanner blocked", func() bool { _, ok := e.blocked(strangerIP); return ok })
+	ent, _ := e.blocked(strangerIP)
+	if ent.Reason != "scanner_ua" || ent.Origin != acl.OriginAuto || ent.Expires.IsZero() {
+		t.Fatalf("entry %+v: want an auto block for scanner_ua with an expiry", ent)
+	}
+	e.eventually("later packets dropped before the parser", func() bool { return e.dropped("filter", "blocked") > 0 })
+	for _, m := range scanner.Received() {
+		t.Errorf("scanner got an answer: %s", m.StartLine)
+	}
+	for _, m := range e.backends[0].Received() {
+		if strings.Contains(m.Head(), strangerIP) || m.Method == "OPTIONS" {
+			t.Errorf("backend saw the scanner: %s", m.StartLine)
+		}
+	}
+}
+
+func TestUnknownSourceAutoBlocked(t *testing.T) {
+	e := newEnv(t, envOpts{policy: "[autoblock]\nthreshold = 2"})
+	stranger := e.newCaller(strangerIP + ":0")
+	for i := 0; i < 4; i++ {
+		stranger.Send(e.ctx, rawOptions(stranger.Addr(), e.ext, "Softphone/1.0", i), e.ext)
+	}
+	e.eventually("unknown source blocked", func() bool { ent, ok := e.blocked(strangerIP); return ok && ent.Reason == "unknown_source" })
+}
+
+func TestObserveModeOnlyCounts(t *testing.T) {
+	e := newEnv(t, envOpts{policy: "[autoblock]\nthreshold = 2\nobserve = true"})
+	stranger := e.newCaller(strangerIP + ":0")
+	for i := 0; i < 6; i++ {
+		stranger.Send(e.ctx, rawOptions(stranger.Addr(), e.ext, "friendly-scanner", i), e.ext)
+	}
+	e.eventually("would-block counted", func() bool {
+		return testutilValue(e.sbc.metrics.Blocks.WithLabelValues("observe", "scanner_ua")) >= 1
+	})
+	if _, ok := e.blocked(strangerIP); ok {
+		t.Fatal("observe mode blocked the source")
+	}
+}
+
+func TestManualBlockViaAdminAPIAndPersistence(t *testing.T) {
+	dir := t.TempDir()
+	e := newEnv(t, envOpts{admin: true, stateDir: dir})
+	base := "http://" + e.sbc.AdminAddr().String() + "/v1/blocklist"
+	body, _ := json.Marshal(BlockRequest{Prefix: strangerIP, Reason: "abuse desk", TTL: "1h"})
+	res, err := http.Post(base, "application/json", bytes.NewReader(body))
+	if err != nil || res.StatusCode != http.StatusCreated {
+		t.Fatalf("POST: %v %v", res, err)
+	}
+	res.Body.Close()
+	// Dropped before the parser: no answer, counted.
+	stranger := e.newCaller(strangerIP + ":0")
+	stranger.Send(e.ctx, rawOptions(stranger.Addr(), e.ext, "x", 1), e.ext)
+	e.eventually("drop counted", func() bool { return e.dropped("filter", "blocked") >= 1 })
+	// Bad input gets a clear error.
+	for _, bad := range []string{`{"prefix":"300.1.1.1"}`, `{"prefix":"10.0.0.0/8","ttl":"-1m"}`, `{"prefx":"1.2.3.4"}`} {
+		res, err := http.Post(base, "application/json", strings.NewReader(bad))
+		if err != nil || res.StatusCode != http.StatusBadRequest {
+			t.Errorf("POST %s: %v %v, want 400", bad, res.StatusCode, err)
+		}
+		res.Body.Close()
+	}
+	// Persisted: a new SBC on the same state dir starts with the block.
+	e.sbc.Close()
+	if _, err := os.Stat(filepath.Join(dir, "blocklist.json")); err != nil {
+		t.Fatalf("state not written: %v", err)
+	}
+	p, err := policy.Parse("again.toml", []byte(e.toml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := New(p, Options{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.def.blocklist.Close()
+	ent, ok := s2.def.blocklist.Match(netip.MustParseAddr(strangerIP))
+	if !ok || ent.Reason != "abuse desk" || ent.Origin != acl.OriginManual {
+		t.Fatalf("after restart: %+v %v", ent, ok)
+	}
+}
+
+func TestInviteRateAndCallCap(t *testing.T) {
+	e := newEnv(t, envOpts{
+		trunk:  "max_calls = 1",
+		policy: "[limits]\nsource_cps = 1000",
+	})
+	first, res := e.dial(sipua.DialOptions{})
+	if res.StatusCode != 200 {
+		t.Fatalf("first call %d", res.StatusCode)
+	}
+	_, res = e.dial(sipua.DialOptions{})
+	if res.StatusCode != 503 || res.GetHeader("Retry-After") == nil {
+		t.Fatalf("second concurrent call: %d, want 503 with Retry-After", res.StatusCode)
+	}
+	first.Bye(e.ctx)
+	e.eventually("slot released", func() bool { return e.sbc.calls.len() == 0 })
+	again, res := e.dial(sipua.DialOptions{})
+	if res.StatusCode != 200 {
+		t.Fatalf("after the first ended: %d", res.StatusCode)
+	}
+	again.Bye(e.ctx)
+}
+
+func TestSourceCPSLimit(t *testing.T) {
+	e := newEnv(t, envOpts{policy: "[limits]\nsource_cps = 1"})
+	got503 := 0
+	for i := 0; i < 4; i++ {
+		call, res := e.dial(sipua.DialOptions{})
+		switch res.StatusCode {
+		case 200:
+			call.Bye(e.ctx)
+		case 503:
+			got503++
+			if res.GetHeader("Retry-After") == nil {
+				t.Fatal("503 without Retry-After")
+			}
+		default:
+			t.Fatalf("final %d", res.StatusCode)
+		}
+	}
+	if got503 == 0 || e.dropped("admit", "source_cps") == 0 {
+		t.Fatalf("4 calls at once with source_cps=1 were all admitted")
+	}
+}
+
+func TestRegisterOnlyWhereAllowed(t *testing.T) {
+	reg := func(e *env, domain string) *sip.Response {
+		t.Helper()
+		c := e.caller
+		raw := fmt.Sprintf("REGISTER sip:%[2]s SIP/2.0\r\n"+
+			"Via: SIP/2.0/UDP %[1]s;branch=z9hG4bK-reg%[3]d\r\n"+
+			"Max-Forwards: 70\r\n"+
+			"From: <sip:1001@%[2]s>;tag=r1\r\n"+
+			"To: <sip:1001@%[2]s>\r\n"+
+			"Call-ID: reg-%[3]d@x\r\n"+
+			"CSeq: 1 REGISTER\r\n"+
+			"Contact: <sip:1001@%[1]s>;expires=60\r\n"+
+			"Content-Length: 0\r\n\r\n", c.Addr(), domain, time.Now().UnixNano())
+		if err := c.Send(e.ctx, []byte(raw), e.ext); err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.WaitFor(e.ctx, func(m sipua.Msg) bool {
+			return m.CSeqMethod() == "REGISTER" && m.Status >= 200 && strings.Contains(m.Header("To"), domain)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := sip.NewParser().ParseSIP(m.Raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg.(*sip.Response)
+	}
+	closed := newEnv(t, envOpts{})
+	if res := reg(closed, "pbx.example.com"); res.StatusCode != 403 {
+		t.Fatalf("REGISTER from a trunk without allow_register: %d, want 403", res.StatusCode)
+	}
+	open := newEnv(t, envOpts{trunk: "allow_register = true\nregister_domains = [\"pbx.example.com\"]"})
+	if res := reg(open, "other.example.com"); res.StatusCode != 403 {
+		t.Fatalf("REGISTER for a domain not configured: %d, want 403", res.StatusCode)
+	}
+	// The test backend is no registrar: whatever it answers is relayed.
+	if res := reg(open, "pbx.example.com"); res.StatusCode == 403 {
+		t.Fatalf("allowed REGISTER refused")
+	}
+	m, err := open.backends[0].WaitFor(open.ctx, isReq("REGISTER"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct := m.Header("Contact"); !strings.Contains(ct, sbcIntIP) || strings.Contains(m.Head(), callerIP+":") {
+		t.Fatalf("registrar saw the caller: Contact %q\n%s", ct, m.Head())
+	}
+}
+
+func TestTortureCorpusNeverReachesBackend(t *testing.T) {
+	dir := filepath.Join("..", "..", "shared", "corpora", "rfc4475")
+	index, err := os.ReadFile(filepath.Join(dir, "INDEX.tsv"))
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("corpus missing: %v", err)
+		}
+		t.Skipf("corpus missing: %v", err)
+	}
+	e := newEnv(t, envOpts{})
+	sent := 0
+	for _, line := range strings.Split(string(index), "\n")[1:] {
+		// Every message the index says must be rejected or dropped
+		// (baddate.dat may be tolerated and forwarded: not sent here).
+		f := strings.Split(line, "\t")
+		if len(f) < 5 || f[2] != "invalid" || !(strings.HasPrefix(f[4], "Reject") || strings.HasPrefix(f[4], "Drop")) {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, f[0]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.caller.Send(e.ctx, data, e.ext); err != nil {
+			t.Fatal(err)
+		}
+		sent++
+	}
+	if sent < 17 {
+		t.Fatalf("only %d invalid messages in the corpus index", sent)
+	}
+	// The SBC is alive and still routes calls; by then every datagram
+	// sent before the call has been handled.
+	call, res := e.dial(sipua.DialOptions{})
+	if res.StatusCode != 200 {
+		t.Fatalf("call after the torture run: %d", res.StatusCode)
+	}
+	call.Bye(e.ctx)
+	e.eventually("call ended", func() bool { return e.sbc.calls.len() == 0 })
+	for _, m := range e.backends[0].Received() {
+		if m.CallID() != "" && m.Method != "" && m.Method != "INVITE" && m.Method != "ACK" && m.Method != "BYE" {
+			t.Errorf("backend received %s", m.StartLine)
+		}
+	}
+	if n := len(e.backends[0].Calls()); n != 1 {
+		for _, m := range e.backends[0].Received() {
+			if m.Method == "INVITE" {
+				t.Logf("backend INVITE:\n%s", m.Raw)
+			}
+		}
+		t.Fatalf("backend saw %d calls, want only the test call", n)
+	}
+}
+
+var _ = context.Background
