@@ -334,7 +334,7 @@ type slot struct {
 
 // table is the snapshot type. bart.Fast over bart.Table: lookups measured
 // 1.5-3x faster at 1k-100k entries, for about 50% more memory (22 MiB instead
-// of 15 MiB for 100k IPv4 entries, Entry values included); see BENCH-acl.md.
+// of 15 MiB for 100k IPv4 entries, Entry values included); see BENCHMARKS.md (acl).
 type table = bart.Fast[slot]
 
 func newSlot(e *Entry) slot {

@@ -166,7 +166,7 @@ func BenchmarkScannerMatch(b *testing.B) {
 	}
 }
 
-// --- Alternatives measured for the design choice (BENCH-ratelimit.md) ---
+// --- Alternatives measured for the design choice (BENCHMARKS.md (ratelimit)) ---
 
 // GCRA step alone vs x/time/rate's AllowN on a stored limiter.
 func BenchmarkAltGCRATake(b *testing.B) {

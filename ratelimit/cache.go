@@ -14,7 +14,7 @@ import (
 // allocates a list element per new key; its 2Q cache promotes a key to the
 // protected ("frequent") list on a second access (or a ghost hit), so a
 // spoofed flood that sends each source twice flushes the established
-// entries (see TestCacheFloodCompare and BENCH-ratelimit.md). Here:
+// entries (see TestCacheFloodCompare and BENCHMARKS.md (ratelimit)). Here:
 //
 //   - Slots live in a per-shard slice that grows up to the shard's capacity
 //     and is then reused in place, indexed by an open-addressing hash

@@ -335,7 +335,7 @@ func TestCacheFlood(t *testing.T) {
 
 // TestCacheFloodCompare measures how many established keys survive the
 // same flood in golang-lru's LRU and 2Q caches and in ours; the numbers go
-// to BENCH-ratelimit.md. Only our result is asserted.
+// to BENCHMARKS.md (ratelimit). Only our result is asserted.
 func TestCacheFloodCompare(t *testing.T) {
 	const capacity, established, flood = 10_000, 1_000, 100_000
 	for _, hits := range []int{1, 2} {

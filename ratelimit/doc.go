@@ -48,7 +48,7 @@
 // the established sources in the protected segment stay. (Plain LRU loses
 // them all; golang-lru's 2Q promotes on a second hit or a ghost hit, so a
 // flood that sends each forged source twice flushes them too: see
-// BENCH-ratelimit.md.) Trunk buckets are not in this table at all.
+// BENCHMARKS.md (ratelimit).) Trunk buckets are not in this table at all.
 //
 // Eviction costs an attacker nothing if the evicted key's replacement
 // starts with a full burst: every eviction would mint a fresh burst. So a
@@ -65,7 +65,7 @@
 // time at which the bucket would be full again. Measured against
 // golang.org/x/time/rate it is smaller (8 bytes per key against 80 for a
 // rate.Limiter with its mutex) and cheaper, scales by a per-call budget without touching state,
-// and gives the Retry-After wait directly (BENCH-ratelimit.md). Trunk
+// and gives the Retry-After wait directly (BENCHMARKS.md (ratelimit)). Trunk
 // buckets are updated with a compare-and-swap, without a lock.
 //
 // # Times
