@@ -267,7 +267,8 @@ type AutoBlock struct {
 	// Observe: log "would block" instead of blocking (tuning on live
 	// traffic). Default false.
 	Observe bool `toml:"observe"`
-	// Threshold: failures within Window that trigger a block. Default 10.
+	// Threshold: more than Threshold failures within Window block the
+	// source. Default 10.
 	Threshold int `toml:"threshold"`
 	// Window: sliding window of the failure count. Default "60s".
 	Window Duration `toml:"window"`

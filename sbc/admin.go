@@ -134,7 +134,11 @@ func (s *SBC) handleBlocklist(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.metrics.Blocks.WithLabelValues("manual", e.Reason).Inc()
-	s.log.Info("blocklist entry added", "prefix", pfx.String(), "reason", e.Reason, "expires", e.Expires, "by", "admin")
+	expires := "never"
+	if !e.Expires.IsZero() {
+		expires = e.Expires.UTC().Format(time.RFC3339)
+	}
+	s.log.Info("blocklist entry added", "prefix", pfx.String(), "reason", e.Reason, "expires", expires, "by", "admin")
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
 	got, _ := bl.Get(pfx)

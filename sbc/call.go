@@ -658,10 +658,15 @@ func (c *call) end(result, by string) {
 		c.cancel()
 		close(c.ended)
 		c.release()
-		c.s.calls.del(c.a)
-		if b := c.b.Load(); b != nil {
-			c.s.calls.del(b)
-		}
+		// The dialogs stay findable for 64*T1, so that a late ACK (a BYE
+		// can overtake it: one goroutine per message) or a retransmission
+		// is absorbed quietly instead of counted as a stray.
+		time.AfterFunc(64*sip.T1, func() {
+			c.s.calls.del(c.a)
+			if b := c.b.Load(); b != nil {
+				c.s.calls.del(b)
+			}
+		})
 		c.s.metrics.CallsActive.Dec()
 		if !c.answered.IsZero() {
 			result = "answered"

@@ -93,6 +93,11 @@ func (s *SBC) inDialog(ep *endpoint, req *sip.Request, tx sip.ServerTransaction)
 		s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist", nil)
 		return
 	}
+	if c.stateNow() == stEnded {
+		// Lingering dialog of an ended call: not a stray, just late.
+		s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist", nil)
+		return
+	}
 	if !from.checkCSeq(req.CSeq().SeqNo, req.Method) {
 		s.drop("dialog", "cseq_out_of_order")
 		s.reject(ep, req, tx, 500, "Server Internal Error", nil, sip.NewHeader("Retry-After", "1"))
@@ -117,6 +122,9 @@ func (s *SBC) onAck(ep *endpoint, req *sip.Request) {
 	if c == nil || from.ep != ep {
 		s.drop("dialog", "stray_ack")
 		return
+	}
+	if c.stateNow() == stEnded {
+		return // late ACK of a call that just ended: absorbed
 	}
 	c.touch()
 	from.mu.Lock()
@@ -344,13 +352,13 @@ func (t *callTable) len() int {
 	return n
 }
 
-// each calls f once for every distinct call.
+// each calls f once for every distinct call not yet ended.
 func (t *callTable) each(f func(*call)) {
 	t.mu.RLock()
 	seen := map[*call]bool{}
 	var list []*call
 	for _, r := range t.m {
-		if !seen[r.c] {
+		if !seen[r.c] && r.c.stateNow() != stEnded {
 			seen[r.c] = true
 			list = append(list, r.c)
 		}

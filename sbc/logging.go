@@ -72,8 +72,9 @@ type sipgoLogHandler struct {
 }
 
 func (h *sipgoLogHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	// Parse failures must be counted even when they are not logged.
-	return true
+	// Parse failures (logged by sipgo at Error) must be counted even when
+	// they are not logged; below Error, only what the SBC's level shows.
+	return l >= slog.LevelError || h.next.Enabled(ctx, l)
 }
 
 func (h *sipgoLogHandler) Handle(ctx context.Context, r slog.Record) error {

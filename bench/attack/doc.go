@@ -1,0 +1,99 @@
+// Package attack owns the attack generators of the SBC's edge-defence
+// tests and benchmarks: an extension scan, a digest brute force, an
+// INVITE flood, a malformed-message storm and a flood from many
+// (spoofed) source addresses, plus a Sink that counts what arrives.
+//
+// The generators are plain sockets and raw SIP text; sipgo's parser only
+// reads the responses. Each one is a function taking a context and a
+// config struct and returning a Report (sent, responses by status code,
+// errors, elapsed, why it stopped). They share these rules:
+//
+//   - They send only to cfg.Target (one unicast address; multicast,
+//     broadcast and unspecified targets are refused), from cfg.Local when
+//     set (e.g. 127.0.0.66: Linux lets any 127/8 address be bound without
+//     setup, so a test can tell the attacker's source from others).
+//     SpoofedFlood sends from the addresses of cfg.Sources instead.
+//   - Each run is bounded in count (Count, the extension range, the
+//     password list) and in time (Duration, with defaults), and ends
+//     early when its context ends (Report.Stop == StopCanceled). The
+//     returned error is non-nil only when a run could not start.
+//   - Floods are paced on a schedule fixed at the start (send n at
+//     n/Rate), so scheduling delays are caught up, not accumulated.
+//
+// Extension scan (SIPVicious svwar style: "friendly-scanner", one
+// transaction per extension and method, no retransmissions by default):
+//
+//	rep, err := attack.ExtensionScan(ctx, attack.ExtensionScanConfig{
+//		Target:  sbcAddr,                                  // netip.AddrPort
+//		Local:   netip.MustParseAddrPort("127.0.0.66:0"),
+//		First:   100, Last: 199,
+//		Methods: []string{"OPTIONS", "REGISTER"},
+//		Timeout: 200 * time.Millisecond,
+//	})
+//	// rep.Results: one ScanResult{Extension, Method, Status} per request;
+//	// rep.Existing(): those answered with something other than 404.
+//
+// Digest brute force (REGISTER, then one password per 401/407 challenge;
+// MD5, MD5-sess, SHA-256, qop auth/auth-int/none):
+//
+//	rep, err := attack.DigestBruteForce(ctx, attack.DigestBruteForceConfig{
+//		Target: sbcAddr, Local: attacker,
+//		Extension: "100",
+//		Passwords: []string{"100", "1234", "password", "secret"},
+//	})
+//	// rep.Found, rep.Password, rep.Attempts, rep.Challenges, rep.Stop
+//	// (StopFound, StopCount when the list ran out, StopUnanswered when the
+//	// target went silent: blocked).
+//
+// INVITE flood (new Call-ID per INVITE, never ACK/BYE/CANCEL):
+//
+//	rep, err := attack.InviteFlood(ctx, attack.InviteFloodConfig{
+//		Target: sbcAddr, Local: attacker,
+//		Rate: 500, Count: 5000, Duration: 10 * time.Second,
+//		SDP: true, Linger: time.Second,
+//	})
+//	// rep.Responses[503], rep.Rate() ...
+//
+// Malformed storm (the RFC 4475 messages of the chosen INDEX.tsv classes,
+// alternating with generated garbage: random bytes, truncated headers,
+// huge headers, NULs, bad Content-Length, broken start lines, bare LF,
+// binary headers, missing colons, deep folding, empty datagrams),
+// deterministic from Seed:
+//
+//	rep, err := attack.MalformedStorm(ctx, attack.MalformedStormConfig{
+//		Target: sbcAddr, Local: attacker,
+//		CorpusDir: "/work/shared/corpora/rfc4475", // Classes default {"invalid"}
+//		Seed: 1, Count: 2000, Rate: 1000,
+//	})
+//	// Without a network: g, _ := attack.NewMalformedGenerator(cfg); m := g.Next()
+//
+// Spoofed flood (many source addresses). SpoofRaw builds IPv4+UDP headers
+// on a raw socket (root / CAP_NET_RAW) and may use any prefix; run it in
+// a network namespace (NetNS) so that spoofed packets never reach a real
+// network. SpoofLoopback binds one socket per address of a 127/8 prefix
+// and needs no privilege; SpoofAuto picks raw when it can:
+//
+//	rep, err := attack.SpoofedFlood(ctx, attack.SpoofedFloodConfig{
+//		Target:  netip.MustParseAddrPort("10.99.0.2:5060"),
+//		Sources: netip.MustParsePrefix("10.66.0.0/16"),
+//		Mode:    attack.SpoofRaw, NetNS: "attackerns",
+//		Count:   10000, Rate: 5000,
+//	})
+//	// or, unprivileged: Sources 127.66.0.0/16, Mode attack.SpoofLoopback,
+//	// MaxSources 256, Target the SBC's loopback listener.
+//	// rep.Sources distinct addresses were used; responses are not read.
+//
+// Sink counts datagrams by source address (and keeps the first Keep
+// payloads), in the current namespace or in NetNS:
+//
+//	sink, _ := attack.NewSink(attack.SinkConfig{Addr: netip.MustParseAddrPort("127.0.0.1:0"), Keep: 10})
+//	defer sink.Close()
+//	// … run a generator against sink.Addr() …
+//	_ = sink.Wait(ctx, rep.Sent) // condition wait, no sleeping
+//	n := sink.DistinctSources()
+//
+// InNetNS runs a function with its sockets opened inside a named network
+// namespace; Sink and SpoofedFlood use it for their NetNS fields.
+//
+// Benchmarks of the emission rates are in BENCHMARKS.md (bench/attack).
+package attack
