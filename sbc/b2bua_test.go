@@ -504,3 +504,40 @@ func TestReloadKeepsCallsAndChangesRouting(t *testing.T) {
 }
 
 var _ = netip.Addr{}
+
+func TestReloadChangesTrunkACL(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	other := e.newCaller("127.0.0.9:0")
+	ctx, cancel := context.WithTimeout(e.ctx, time.Second)
+	defer cancel()
+	call, err := other.Dial(ctx, e.ext, sipua.DialOptions{SDP: sipua.SDP("192.0.2.9", 4000, 1, "sendrecv")})
+	if err == nil {
+		if res, err := call.WaitFinal(ctx); err == nil {
+			t.Fatalf("source outside every trunk answered %d", res.StatusCode)
+		}
+	}
+	// Reload with the source added to the trunk: admitted, no restart,
+	// and the call in flight from the first source is untouched.
+	first, res := e.dial(sipua.DialOptions{})
+	if res.StatusCode != 200 {
+		t.Fatalf("first call %d", res.StatusCode)
+	}
+	p2, err := policy.Parse("acl.toml", []byte(strings.Replace(e.toml, `sources = ["`+callerIP+`/32"]`, `sources = ["`+callerIP+`/32", "127.0.0.9"]`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sbc.Reload(p2); err != nil {
+		t.Fatal(err)
+	}
+	call, err = other.Dial(e.ctx, e.ext, sipua.DialOptions{SDP: sipua.SDP("192.0.2.9", 4000, 1, "sendrecv")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := call.WaitFinal(e.ctx); err != nil || res.StatusCode != 200 {
+		t.Fatalf("after the ACL reload: %v %v", res, err)
+	}
+	call.Bye(e.ctx)
+	if err := first.Bye(e.ctx); err != nil {
+		t.Fatalf("call from before the reload: %v", err)
+	}
+}

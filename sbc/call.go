@@ -120,7 +120,7 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 	c.aReq.To().Params.Add("tag", c.a.localTag)
 	s.calls.put(c.a, c)
 	s.metrics.CallsActive.Inc()
-	c.log.Info("call setup", "from", p.src.String(), "ruri_user", req.Recipient.User)
+	c.log.Debug("call setup", "from", p.src.String(), "ruri_user", req.Recipient.User)
 
 	if !tx.OnCancel(func(*sip.Request) { c.onCancel() }) {
 		c.onCancel()
@@ -515,7 +515,7 @@ func (c *call) answer(rel *inviteRelay, res *sip.Response) {
 	out := c.responseToA(res)
 	c.mu.Unlock()
 	c.setupRelay.Store(rel)
-	c.log.Info("call answered")
+	c.log.Debug("call answered")
 
 	ack, ok := c.retransmitUntilAck(rel, func() error { return c.aTx.Respond(out) })
 	if !ok {
