@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/sbc-project/sbc/internal/netns"
+	"github.com/sbc-project/sbc/internal/netns/netnstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,13 +55,7 @@ const (
 // privileged tests (SBC_REQUIRE_PRIV=1).
 func requirePriv(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("SBC_REQUIRE_PRIV") == "1" {
-		t.Fatal("test needs root and SBC_REQUIRE_PRIV=1")
-	}
-	t.Skip("test needs root (set SBC_REQUIRE_PRIV=1 to make this a failure)")
+	netnstest.RequirePriv(t)
 }
 
 // requireTools skips the test when a needed program is missing (Debian:
@@ -143,41 +139,23 @@ func newTestNet(t testing.TB) *testNet {
 	t.Helper()
 	requirePriv(t)
 	requireTools(t, "ip", "nsenter")
-	n := netSeq.Add(1)
-	pid := os.Getpid()
+	netSeq.Add(1) // numbers the nftables table names of the tests
 	tn := &testNet{
-		sbcNS:  fmt.Sprintf("sbc-e2e-%d-%d-sbc", pid, n),
-		peerNS: fmt.Sprintf("sbc-e2e-%d-%d-peer", pid, n),
-		sbcIf:  fmt.Sprintf("e2s%d_%d", pid%1000000, n),
-		peerIf: fmt.Sprintf("e2p%d_%d", pid%1000000, n),
+		sbcNS:  netnstest.New(t, "sbc-e2e"),
+		peerNS: netnstest.New(t, "sbc-e2e"),
+		sbcIf:  "sbc0",
+		peerIf: "peer0",
 	}
-	sbcMAC := fmt.Sprintf("02:e2:e0:%02x:%02x:01", n&0xff, pid&0xff)
-	peerMAC := fmt.Sprintf("02:e2:e0:%02x:%02x:02", n&0xff, pid&0xff)
-	for _, ns := range []string{tn.sbcNS, tn.peerNS} {
-		ipCmd(t, "netns", "add", ns)
-		t.Cleanup(func() {
-			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-				t.Errorf("ip netns del %s: %v: %s", ns, err, out)
-			}
-		})
-	}
-	ipCmd(t, "link", "add", tn.peerIf, "address", peerMAC, "netns", tn.peerNS, "type", "veth",
-		"peer", "name", tn.sbcIf, "address", sbcMAC, "netns", tn.sbcNS)
-	for _, c := range [][]string{
-		{"-n", tn.sbcNS, "link", "set", "lo", "up"},
-		{"-n", tn.peerNS, "link", "set", "lo", "up"},
-		{"-n", tn.sbcNS, "addr", "add", sbcIP + "/24", "dev", tn.sbcIf},
-		{"-n", tn.peerNS, "addr", "add", attackIP + "/24", "dev", tn.peerIf},
-		{"-n", tn.peerNS, "addr", "add", trunkIP + "/24", "dev", tn.peerIf},
-		{"-n", tn.peerNS, "neigh", "replace", sbcIP, "lladdr", sbcMAC, "dev", tn.peerIf, "nud", "permanent"},
-		{"-n", tn.sbcNS, "neigh", "replace", attackIP, "lladdr", peerMAC, "dev", tn.sbcIf, "nud", "permanent"},
-		{"-n", tn.sbcNS, "neigh", "replace", trunkIP, "lladdr", peerMAC, "dev", tn.sbcIf, "nud", "permanent"},
-		{"-n", tn.sbcNS, "link", "set", tn.sbcIf, "up"},
-		{"-n", tn.peerNS, "link", "set", tn.peerIf, "up"},
-	} {
-		ipCmd(t, c...)
-	}
-	tn.waitReady(t)
+	// Returns once a datagram from the trunk reaches the sbc namespace:
+	// link activation is asynchronous and drops what is sent before.
+	netnstest.Veth(t, netns.Veth{
+		A: netns.End{NS: tn.peerNS, Name: tn.peerIf,
+			Addrs: []netip.Prefix{netip.MustParsePrefix(attackIP + "/24"), netip.MustParsePrefix(trunkIP + "/24")}},
+		B:                netns.End{NS: tn.sbcNS, Name: tn.sbcIf, Addrs: []netip.Prefix{netip.MustParsePrefix(sbcIP + "/24")}},
+		StaticNeighbours: true,
+		Probes:           []netns.Probe{{Src: netip.MustParseAddr(trunkIP), Dst: netip.MustParseAddr(sbcIP)}},
+		ProbeTimeout:     waitTimeout,
+	})
 	tn.admin = &http.Client{
 		Timeout: 5 * time.Second,
 		Transport: &http.Transport{
@@ -185,7 +163,7 @@ func newTestNet(t testing.TB) *testNet {
 			// from a socket made in that namespace.
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 				var c net.Conn
-				err := inNetns(tn.sbcNS, func() error {
+				err := netns.Do(tn.sbcNS, func() error {
 					var err error
 					c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
 					return err
@@ -199,49 +177,12 @@ func newTestNet(t testing.TB) *testNet {
 	return tn
 }
 
-func ipCmd(t testing.TB, args ...string) {
-	t.Helper()
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-// waitReady returns once a datagram from the peer reaches the sbc
-// namespace: link activation is asynchronous and drops what is sent before.
-func (tn *testNet) waitReady(t testing.TB) {
-	t.Helper()
-	var rc *net.UDPConn
-	if err := inNetns(tn.sbcNS, func() error {
-		var err error
-		rc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(sbcIP), Port: 9})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	s := tn.udpFrom(t, trunkIP, 9)
-	defer s.Close()
-	buf := make([]byte, 64)
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		if time.Now().After(deadline) {
-			t.Fatalf("veth path %s -> %s not ready after %s", tn.peerIf, tn.sbcIf, waitTimeout)
-		}
-		_, _ = s.Write([]byte("probe"))
-		_ = rc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-		if _, _, err := rc.ReadFromUDPAddrPort(buf); err == nil {
-			return
-		}
-	}
-}
-
 // udpFrom returns a UDP socket in the peer namespace bound to src and
 // connected to the SBC's address and port.
 func (tn *testNet) udpFrom(t testing.TB, src string, port int) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
-	err := inNetns(tn.peerNS, func() error {
+	err := netns.Do(tn.peerNS, func() error {
 		var err error
 		c, err = net.DialUDP("udp4", &net.UDPAddr{IP: net.ParseIP(src)}, &net.UDPAddr{IP: net.ParseIP(sbcIP), Port: port})
 		return err
@@ -252,49 +193,11 @@ func (tn *testNet) udpFrom(t testing.TB, src string, port int) *net.UDPConn {
 	return c
 }
 
-// inNetns runs fn on an OS thread switched into the named network
-// namespace. Sockets made by fn belong to that namespace for good. If the
-// thread cannot be switched back it stays locked and dies with its
-// goroutine.
-func inNetns(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(filepath.Join("/run/netns", ns))
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		err = fn()
-		if e := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); e != nil {
-			errc <- errors.Join(err, fmt.Errorf("setns back: %w", e))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
-}
-
 // nsCommand runs a program in a namespace's network only (nsenter --net),
 // keeping the test's mount namespace: the private bpffs stays visible.
 // The process is killed if the test process dies.
 func nsCommand(ctx context.Context, ns string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + filepath.Join("/run/netns", ns), "--"}, args...)...)
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + netns.Path(ns), "--"}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 2 * time.Second
 	return cmd

@@ -6,10 +6,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/sbc-project/sbc/internal/netns/netnstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -17,13 +17,7 @@ import (
 // privileged tests (SBC_REQUIRE_PRIV=1).
 func requirePriv(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("SBC_REQUIRE_PRIV") == "1" {
-		t.Fatal("test needs root and SBC_REQUIRE_PRIV=1")
-	}
-	t.Skip("test needs root (set SBC_REQUIRE_PRIV=1 to make this a failure)")
+	netnstest.RequirePriv(t)
 }
 
 // bpffsDir mounts a private bpf filesystem on a temporary directory and

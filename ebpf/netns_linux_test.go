@@ -4,20 +4,17 @@ package ebpf
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/sbc-project/sbc/internal/netns"
+	"github.com/sbc-project/sbc/internal/netns/netnstest"
 )
 
 // vethPair is a veth link between two network namespaces made by the test:
@@ -37,147 +34,53 @@ var (
 	addrB6      = netip.MustParseAddr("fd00:213::1")
 	addrClean6  = netip.MustParseAddr("fd00:213::2")
 	addrBlock6  = netip.MustParseAddr("fd00:213::3")
-	netnsSeq    atomic.Int32
 )
 
 func ipCmd(t testing.TB, args ...string) {
 	t.Helper()
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
+	ipOut(t, args...)
 }
 
 func ipOut(t testing.TB, args ...string) string {
 	t.Helper()
-	out, err := exec.Command("ip", args...).CombinedOutput()
+	out, err := netns.IP(args...)
 	if err != nil {
-		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatal(err)
 	}
-	return string(out)
+	return out
 }
 
+// newVethPair makes the two namespaces and the veth between them, and
+// returns once a datagram from A reaches B over IPv4 and IPv6 (link
+// activation is asynchronous and drops what is sent before it is done).
 func newVethPair(t testing.TB) *vethPair {
 	t.Helper()
-	requirePriv(t)
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Fatalf("iproute2 (ip) is needed: %v", err)
-	}
-	n := netnsSeq.Add(1)
-	pid := os.Getpid()
+	// Names and MACs need only be unique inside the pair's own namespaces.
 	p := &vethPair{
-		nsA:  fmt.Sprintf("sbc-ebpf-%d-%d-a", pid, n),
-		nsB:  fmt.Sprintf("sbc-ebpf-%d-%d-b", pid, n),
-		ifA:  fmt.Sprintf("sxa%d_%d", pid%1000000, n),
-		ifB:  fmt.Sprintf("sxb%d_%d", pid%1000000, n),
-		macA: fmt.Sprintf("02:5b:c0:%02x:%02x:0a", n&0xff, pid&0xff),
-		macB: fmt.Sprintf("02:5b:c0:%02x:%02x:0b", n&0xff, pid&0xff),
+		nsA:  netnstest.New(t, "sbc-ebpf"),
+		nsB:  netnstest.New(t, "sbc-ebpf"),
+		ifA:  "xsnd0",
+		ifB:  "xdp0",
+		macA: "02:5b:c0:00:00:0a",
+		macB: "02:5b:c0:00:00:0b",
 	}
-	ipCmd(t, "netns", "add", p.nsA)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", p.nsA).Run() })
-	ipCmd(t, "netns", "add", p.nsB)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", p.nsB).Run() })
-	ipCmd(t, "link", "add", p.ifA, "address", p.macA, "netns", p.nsA, "type", "veth",
-		"peer", "name", p.ifB, "address", p.macB, "netns", p.nsB)
-	for _, c := range [][]string{
-		{"-n", p.nsA, "link", "set", "lo", "up"},
-		{"-n", p.nsB, "link", "set", "lo", "up"},
-		{"-n", p.nsA, "addr", "add", addrClean.String() + "/24", "dev", p.ifA},
-		{"-n", p.nsA, "addr", "add", addrBlocked.String() + "/24", "dev", p.ifA},
-		{"-n", p.nsA, "addr", "add", addrClean6.String() + "/64", "dev", p.ifA, "nodad"},
-		{"-n", p.nsA, "addr", "add", addrBlock6.String() + "/64", "dev", p.ifA, "nodad"},
-		{"-n", p.nsB, "addr", "add", addrB.String() + "/24", "dev", p.ifB},
-		{"-n", p.nsB, "addr", "add", addrB6.String() + "/64", "dev", p.ifB, "nodad"},
-		{"-n", p.nsA, "neigh", "replace", addrB.String(), "lladdr", p.macB, "dev", p.ifA, "nud", "permanent"},
-		{"-n", p.nsA, "neigh", "replace", addrB6.String(), "lladdr", p.macB, "dev", p.ifA, "nud", "permanent"},
-		{"-n", p.nsB, "neigh", "replace", addrClean.String(), "lladdr", p.macA, "dev", p.ifB, "nud", "permanent"},
-		{"-n", p.nsB, "neigh", "replace", addrBlocked.String(), "lladdr", p.macA, "dev", p.ifB, "nud", "permanent"},
-		{"-n", p.nsB, "neigh", "replace", addrClean6.String(), "lladdr", p.macA, "dev", p.ifB, "nud", "permanent"},
-		{"-n", p.nsB, "neigh", "replace", addrBlock6.String(), "lladdr", p.macA, "dev", p.ifB, "nud", "permanent"},
-		{"-n", p.nsA, "link", "set", p.ifA, "up"},
-		{"-n", p.nsB, "link", "set", p.ifB, "up"},
-	} {
-		ipCmd(t, c...)
-	}
-	p.waitReady(t)
+	netnstest.Veth(t, netns.Veth{
+		A: netns.End{NS: p.nsA, Name: p.ifA, MAC: p.macA, Addrs: []netip.Prefix{
+			netip.PrefixFrom(addrClean, 24), netip.PrefixFrom(addrBlocked, 24),
+			netip.PrefixFrom(addrClean6, 64), netip.PrefixFrom(addrBlock6, 64),
+		}},
+		B: netns.End{NS: p.nsB, Name: p.ifB, MAC: p.macB, Addrs: []netip.Prefix{
+			netip.PrefixFrom(addrB, 24), netip.PrefixFrom(addrB6, 64),
+		}},
+		StaticNeighbours: true,
+		Probes:           []netns.Probe{{Src: addrClean, Dst: addrB}, {Src: addrClean6, Dst: addrB6}},
+	})
 	return p
 }
 
-// waitReady returns once a datagram from A reaches B over IPv4 and IPv6:
-// link activation (qdisc attach) is asynchronous and drops what is sent
-// before it happens.
-func (p *vethPair) waitReady(t testing.TB) {
-	t.Helper()
-	const port = 9
-	var rc *net.UDPConn
-	if err := inNetns(p.nsB, func() error {
-		var err error
-		rc, err = net.ListenUDP("udp", &net.UDPAddr{Port: port})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	s4 := sender(t, p.nsA, addrClean, addrB, port)
-	s6 := sender(t, p.nsA, addrClean6, addrB6, port)
-	seen := map[bool]bool{}
-	buf := make([]byte, 64)
-	deadline := time.Now().Add(10 * time.Second)
-	for !(seen[true] && seen[false]) {
-		if time.Now().After(deadline) {
-			p.dump(t, nil)
-			t.Fatalf("veth path not ready after 10s (v4 %v, v6 %v)", seen[true], seen[false])
-		}
-		_, _ = s4.Write([]byte("probe"))
-		_, _ = s6.Write([]byte("probe"))
-		_ = rc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-		for {
-			_, from, err := rc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				break
-			}
-			seen[from.Addr().Unmap().Is4()] = true
-		}
-	}
-}
-
 // inNetns runs fn on an OS thread switched into the named network
-// namespace. Sockets and interface lookups made by fn belong to that
-// namespace; sockets stay there after fn returns. If the thread cannot be
-// switched back it is left locked and dies with its goroutine.
-func inNetns(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(filepath.Join("/run/netns", ns))
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		err = fn()
-		if e := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); e != nil {
-			errc <- errors.Join(err, fmt.Errorf("setns back: %w", e)) // thread stays locked: discarded
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
-}
+// namespace (see netns.Do).
+var inNetns = netns.Do
 
 func loadIn(t testing.TB, ns string, opts Options) (*XDP, error) {
 	t.Helper()
@@ -273,12 +176,7 @@ func sender(t testing.TB, ns string, src, dst netip.Addr, port int) *net.UDPConn
 // dump logs interface statistics and counters to explain a failure.
 func (p *vethPair) dump(t testing.TB, x *XDP) {
 	t.Helper()
-	for _, ns := range []string{p.nsA, p.nsB} {
-		out, _ := exec.Command("ip", "-n", ns, "-s", "-d", "link").CombinedOutput()
-		t.Logf("%s:\n%s", ns, out)
-		out, _ = exec.Command("ip", "-n", ns, "addr").CombinedOutput()
-		t.Logf("%s:\n%s", ns, out)
-	}
+	t.Log(netns.Dump(p.nsA, p.nsB))
 	if x != nil {
 		c, err := x.Counters()
 		t.Logf("counters: %v %v", c, err)

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sbc-project/sbc/internal/netns"
+	"github.com/sbc-project/sbc/internal/netns/netnstest"
 )
 
 // lab is two namespaces joined by a veth pair: "sbc" runs the firewall and
@@ -29,18 +32,12 @@ const (
 
 func newLab(t *testing.T) *lab {
 	l := &lab{sbc: newNS(t), peers: newNS(t)}
-	l.sbc.sh(t, "ip", "link", "add", "sbc0", "type", "veth", "peer", "name", "peer0", "netns", l.peers.name)
-	l.sbc.sh(t, "ip", "addr", "add", labSBC4+"/24", "dev", "sbc0")
-	l.sbc.sh(t, "ip", "addr", "add", labSBC6+"/64", "dev", "sbc0", "nodad")
-	l.sbc.sh(t, "ip", "link", "set", "sbc0", "up")
-	for _, a := range []string{labGood4 + "/24", labBad4 + "/24", labGood6 + "/64", labBad6 + "/64"} {
-		args := []string{"ip", "addr", "add", a, "dev", "peer0"}
-		if strings.Contains(a, ":") {
-			args = append(args, "nodad")
-		}
-		l.peers.sh(t, args...)
-	}
-	l.peers.sh(t, "ip", "link", "set", "peer0", "up")
+	pfx := netip.MustParsePrefix
+	netnstest.Veth(t, netns.Veth{
+		A: netns.End{NS: l.sbc.name, Name: "sbc0", Addrs: []netip.Prefix{pfx(labSBC4 + "/24"), pfx(labSBC6 + "/64")}},
+		B: netns.End{NS: l.peers.name, Name: "peer0", Addrs: []netip.Prefix{
+			pfx(labGood4 + "/24"), pfx(labBad4 + "/24"), pfx(labGood6 + "/64"), pfx(labBad6 + "/64")}},
+	})
 	return l
 }
 

@@ -2,42 +2,22 @@ package nft
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
-	"sync/atomic"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/sbc-project/sbc/internal/netns"
+	"github.com/sbc-project/sbc/internal/netns/netnstest"
 )
 
 // requirePriv skips a test that needs root, or fails it when CI demands
 // privileged tests (SBC_REQUIRE_PRIV=1).
 func requirePriv(t testing.TB) {
 	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root"
-	} else {
-		for _, bin := range []string{"ip", "nft"} {
-			if _, err := exec.LookPath(bin); err != nil {
-				why = "needs the " + bin + " command"
-			}
-		}
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("SBC_REQUIRE_PRIV") == "1" {
-		t.Fatalf("%s (SBC_REQUIRE_PRIV=1)", why)
-	}
-	t.Skip(why)
+	netnstest.RequirePriv(t, "ip", "nft")
 }
-
-var nsSeq atomic.Int64
 
 // testNS is a network namespace made for one test and removed after it.
 type testNS struct {
@@ -48,21 +28,13 @@ type testNS struct {
 func newNS(t testing.TB) *testNS {
 	t.Helper()
 	requirePriv(t)
-	name := fmt.Sprintf("sbcnft-%d-%d", os.Getpid(), nsSeq.Add(1))
-	sh(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	f, err := os.Open("/run/netns/" + name)
+	name := netnstest.New(t, "sbcnft") // loopback up
+	f, err := os.Open(netns.Path(name))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	ns := &testNS{name: name, fd: int(f.Fd())}
-	ns.sh(t, "ip", "link", "set", "lo", "up")
-	return ns
+	return &testNS{name: name, fd: int(f.Fd())}
 }
 
 // sh runs a command and fails the test when it fails.
@@ -84,31 +56,7 @@ func (ns *testNS) sh(t testing.TB, args ...string) string {
 // do runs fn on an OS thread switched into the namespace; sockets created
 // by fn belong to it.
 func (ns *testNS) do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(ns.fd, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			// The thread stays locked and dies with the goroutine.
-			errc <- errors.Join(ferr, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return netns.Do(ns.name, fn)
 }
 
 // nftJSON is `nft -j list table inet NAME` decoded.

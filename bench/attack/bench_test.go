@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/sbc-project/sbc/internal/netns/netnstest"
 )
 
 // reportFlood reports the achieved send rate and the share the sink got
@@ -70,11 +70,7 @@ func BenchmarkSpoofedFloodLoopback(b *testing.B) {
 // over 10.66.0.0/16) inside namespaces the benchmark makes: over the
 // namespace's own loopback, and over a veth pair.
 func BenchmarkSpoofedFloodRaw(b *testing.B) {
-	requirePriv(b)
-	lo := fmt.Sprintf("sbcatk-%d-bench", os.Getpid())
-	sh(b, "ip", "netns", "add", lo)
-	b.Cleanup(func() { _ = exec.Command("ip", "netns", "del", lo).Run() })
-	sh(b, "ip", "-n", lo, "link", "set", "lo", "up")
+	lo := netnstest.New(b, "sbcatk") // loopback up
 	nsA, nsB := vethPair(b)
 	for _, tc := range []struct {
 		name, sendNS, sinkNS, addr string

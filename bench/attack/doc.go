@@ -92,8 +92,8 @@
 //	_ = sink.Wait(ctx, rep.Sent) // condition wait, no sleeping
 //	n := sink.DistinctSources()
 //
-// InNetNS runs a function with its sockets opened inside a named network
-// namespace; Sink and SpoofedFlood use it for their NetNS fields.
+// Sink and SpoofedFlood open their sockets inside the network namespace
+// their NetNS field names (internal/netns.Do).
 //
 // Benchmarks of the emission rates are in BENCHMARKS.md (bench/attack).
 package attack

@@ -3,18 +3,16 @@ package attack
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/sbc-project/sbc/internal/netns"
+	"github.com/sbc-project/sbc/internal/netns/netnstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -123,29 +121,8 @@ var local66 = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.66"), 0)
 // it when CI demands privileged tests (SBC_REQUIRE_PRIV=1).
 func requirePriv(t testing.TB) {
 	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root"
-	} else if _, err := exec.LookPath("ip"); err != nil {
-		why = "needs the ip command"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("SBC_REQUIRE_PRIV") == "1" {
-		t.Fatalf("%s (SBC_REQUIRE_PRIV=1)", why)
-	}
-	t.Skip(why)
+	netnstest.RequirePriv(t, "ip")
 }
-
-func sh(t testing.TB, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-	}
-}
-
-var nsSeq atomic.Int64
 
 // vethPair makes two network namespaces joined by a veth pair,
 // 10.99.0.1/24 (va, in the first) and 10.99.0.2/24 (vb, in the second),
@@ -154,27 +131,15 @@ var nsSeq atomic.Int64
 // namespace.
 func vethPair(t testing.TB) (nsA, nsB string) {
 	t.Helper()
-	requirePriv(t)
-	seq := nsSeq.Add(1)
-	nsA = fmt.Sprintf("sbcatk-%d-%d-a", os.Getpid(), seq)
-	nsB = fmt.Sprintf("sbcatk-%d-%d-b", os.Getpid(), seq)
-	for _, ns := range []string{nsA, nsB} {
-		sh(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() {
-			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-				t.Errorf("ip netns del %s: %v: %s", ns, err, out)
-			}
-		})
+	nsA, nsB = netnstest.New(t, "sbcatk"), netnstest.New(t, "sbcatk")
+	netnstest.Veth(t, netns.Veth{
+		A: netns.End{NS: nsA, Name: "va", Addrs: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/24")}},
+		B: netns.End{NS: nsB, Name: "vb", Addrs: []netip.Prefix{netip.MustParsePrefix("10.99.0.2/24")}},
+	})
+	if _, err := netns.IP("netns", "exec", nsB, "sysctl", "-qw",
+		"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.vb.rp_filter=0"); err != nil {
+		t.Fatal(err)
 	}
-	sh(t, "ip", "-n", nsA, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", nsB)
-	sh(t, "ip", "-n", nsA, "addr", "add", "10.99.0.1/24", "dev", "va")
-	sh(t, "ip", "-n", nsB, "addr", "add", "10.99.0.2/24", "dev", "vb")
-	for _, ns := range []string{nsA, nsB} {
-		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
-	}
-	sh(t, "ip", "-n", nsA, "link", "set", "va", "up")
-	sh(t, "ip", "-n", nsB, "link", "set", "vb", "up")
-	sh(t, "ip", "netns", "exec", nsB, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.vb.rp_filter=0")
 	return nsA, nsB
 }
 

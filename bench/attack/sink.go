@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/sbc-project/sbc/internal/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -64,7 +65,7 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 		cfg.ReadBuffer = socketBuffer
 	}
 	var conn *net.UDPConn
-	err := InNetNS(cfg.NetNS, func() error {
+	err := netns.Do(cfg.NetNS, func() error {
 		var err error
 		conn, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(cfg.Addr))
 		return err

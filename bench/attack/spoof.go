@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sbc-project/sbc/internal/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -272,7 +273,7 @@ type rawSender struct {
 func newRawSender(ns string, dst netip.AddrPort, sport uint16) (*rawSender, error) {
 	s := &rawSender{fd: -1, dst: dst, sport: sport}
 	s.sa.Addr = dst.Addr().As4()
-	err := InNetNS(ns, func() error {
+	err := netns.Do(ns, func() error {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 		if err != nil {
 			return os.NewSyscallError("socket", err)
@@ -373,7 +374,7 @@ type loopbackSender struct {
 
 func newLoopbackSender(ns string, dst netip.AddrPort, first netip.Addr, n int, port uint16) (*loopbackSender, error) {
 	s := &loopbackSender{}
-	err := InNetNS(ns, func() error {
+	err := netns.Do(ns, func() error {
 		a := first
 		raddr := net.UDPAddrFromAddrPort(dst)
 		for range n {
