@@ -541,3 +541,24 @@ func TestReloadChangesTrunkACL(t *testing.T) {
 		t.Fatalf("call from before the reload: %v", err)
 	}
 }
+
+func TestDigestChallengeRelayed(t *testing.T) {
+	e := newEnv(t, envOpts{backends: []sipua.BackendOptions{{Answer: func(r *sip.Request) sipua.Plan {
+		if r.GetHeader("Authorization") == nil {
+			return sipua.Plan{Final: 401, Headers: []sip.Header{sip.NewHeader("WWW-Authenticate", `Digest realm="pbx", nonce="n1", algorithm=MD5`)}}
+		}
+		return sipua.Plan{}
+	}}}})
+	_, res := e.dial(sipua.DialOptions{})
+	if res.StatusCode != 401 {
+		t.Fatalf("final %d, want the backend's 401", res.StatusCode)
+	}
+	if h := res.GetHeader("WWW-Authenticate"); h == nil || !strings.Contains(h.Value(), `nonce="n1"`) {
+		t.Fatalf("challenge not relayed: %v", h)
+	}
+	call, res := e.dial(sipua.DialOptions{Headers: []sip.Header{sip.NewHeader("Authorization", `Digest username="1001", realm="pbx", nonce="n1", uri="sip:100@x", response="0123"`)}})
+	if res.StatusCode != 200 {
+		t.Fatalf("with credentials: %d", res.StatusCode)
+	}
+	call.Bye(e.ctx)
+}
