@@ -132,7 +132,7 @@ func TestNftablesBlock(t *testing.T) {
 		t.Errorf("while down: nftables counter rose by %d, want exactly %d", downAfter-downBefore, blockedBurst)
 	}
 
-	s = startSBC(t, tn, cfg)
+	startSBC(t, tn, cfg)
 	if _, ok := findEntry(tn.blocklist(t), attackPrefix); !ok {
 		t.Fatalf("blocklist after restart: %s missing", attackPrefix)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -304,6 +303,3 @@ func (a *acceptFilter) Accept() (net.Conn, error) {
 		return c, nil
 	}
 }
-
-// logger for one realm.
-func (ep *endpoint) logger() *slog.Logger { return ep.sbc.log.With("realm", ep.name) }

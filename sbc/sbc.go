@@ -324,6 +324,3 @@ func newID() string {
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
-
-// nowFunc is the clock (tests may not change it; kept for clarity).
-var nowFunc = time.Now

@@ -117,13 +117,6 @@ func toUser(req *sip.Request) string {
 
 var local66 = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.66"), 0)
 
-// requirePriv skips a test that needs root and the ip command, or fails
-// it when CI demands privileged tests (SBC_REQUIRE_PRIV=1).
-func requirePriv(t testing.TB) {
-	t.Helper()
-	netnstest.RequirePriv(t, "ip")
-}
-
 // vethPair makes two network namespaces joined by a veth pair,
 // 10.99.0.1/24 (va, in the first) and 10.99.0.2/24 (vb, in the second),
 // with reverse-path filtering off in the second so that it accepts

@@ -135,7 +135,7 @@ func SpoofedFlood(ctx context.Context, cfg SpoofedFloodConfig) (SpoofReport, err
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = defaultUserAgent
 	}
-	if cfg.Payload != nil && len(cfg.Payload) > 65000 {
+	if len(cfg.Payload) > 65000 {
 		return rep, errors.New("attack: SpoofedFlood: payload too large")
 	}
 

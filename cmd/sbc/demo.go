@@ -49,7 +49,7 @@ ring_timeout = "5s"
 `
 
 type demoRow struct {
-	scenario, from, got, want, backendSaw string
+	scenario, from, got, want string
 }
 
 func cmdDemo(args []string, stdout, stderr io.Writer) int {
