@@ -193,8 +193,8 @@ func (s *SBC) preParse(realm string, src netip.Addr) string {
 		return "blocked"
 	}
 	st := s.state.Load()
-	if _, trunk := st.trunks.Lookup(src); trunk {
-		return "" // trunks are limited per call, not per packet
+	if _, trunk := st.trunks.Lookup(src); trunk || st.backends[src] {
+		return "" // trunks and backends are limited per call, not per packet
 	}
 	if ok, _ := d.pps.Check(acl.SourceKey(src), time.Now(), 1, 1); !ok {
 		return "source_pps"

@@ -281,3 +281,24 @@ func TestTortureCorpusNeverReachesBackend(t *testing.T) {
 }
 
 var _ = context.Background
+
+// Backends are exempt from the per-source packet budget: a PBX answering
+// many calls sends far more datagrams than any single caller.
+func TestBackendNotPacketLimited(t *testing.T) {
+	e := newEnv(t, envOpts{
+		backends: []sipua.BackendOptions{{Answer: sipua.Always(sipua.Plan{Provisional: []sipua.Provisional{{Code: 180}, {Code: 183, SDP: true}}})}},
+		policy:   "[limits]\nsource_pps = 1\nsource_pps_burst = 1\nsource_cps = 1000",
+	})
+	for i := 0; i < 3; i++ {
+		call, res := e.dial(sipua.DialOptions{})
+		if res.StatusCode != 200 {
+			t.Fatalf("call %d: %d", i, res.StatusCode)
+		}
+		if err := call.Bye(e.ctx); err != nil {
+			t.Fatalf("call %d BYE: %v", i, err)
+		}
+	}
+	if n := e.dropped("filter", "source_pps"); n != 0 {
+		t.Fatalf("%v datagrams of the backend or trunk dropped by the packet budget", n)
+	}
+}

@@ -56,11 +56,14 @@ type SBC struct {
 // snapshot is everything derived from one policy. Calls keep the snapshot
 // they started with; a reload swaps in a new one atomically.
 type snapshot struct {
-	pol     *policy.Policy
-	pools   map[string]*pool
-	trunks  *acl.TrunkTable
-	headers *topology.HeaderFilter
-	limits  policy.Calls
+	pol    *policy.Policy
+	pools  map[string]*pool
+	trunks *acl.TrunkTable
+	// backends are the pool targets' addresses: like trunks, they are
+	// limited per call, never per packet.
+	backends map[netip.Addr]bool
+	headers  *topology.HeaderFilter
+	limits   policy.Calls
 }
 
 func (s *SBC) buildSnapshot(p *policy.Policy) (*snapshot, error) {
@@ -72,12 +75,19 @@ func (s *SBC) buildSnapshot(p *policy.Policy) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
+	backends := map[netip.Addr]bool{}
+	for _, pl := range p.Pools {
+		for _, t := range pl.Targets {
+			backends[t.Addr.Addr().Unmap()] = true
+		}
+	}
 	return &snapshot{
-		pol:     p,
-		pools:   buildPools(p, &s.targets),
-		trunks:  trunks,
-		headers: topology.NewHeaderFilter(p.Headers.Allow),
-		limits:  p.Calls,
+		backends: backends,
+		pol:      p,
+		pools:    buildPools(p, &s.targets),
+		trunks:   trunks,
+		headers:  topology.NewHeaderFilter(p.Headers.Allow),
+		limits:   p.Calls,
 	}, nil
 }
 
