@@ -163,7 +163,9 @@ func (ph phase) droppedPPS() float64 { return float64(ph.dropped) / ph.dur.Secon
 // mode on the receiving veth) and by a user-space read filter (a Go UDP
 // socket that reads every datagram, looks the source up and discards it).
 // Run with -benchtime=1x; each phase is bounded by benchMaxPackets and
-// benchMaxDuration.
+// benchMaxDuration. Its socket sender is the bottleneck on a small machine;
+// BenchmarkDropPathLiveFrames measures the same comparison with a
+// kernel-side sender that is not.
 func BenchmarkDropPath(b *testing.B) {
 	requirePriv(b)
 	p := newVethPair(b)
