@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -301,4 +302,44 @@ func TestBackendNotPacketLimited(t *testing.T) {
 	if n := e.dropped("filter", "source_pps"); n != 0 {
 		t.Fatalf("%v datagrams of the backend or trunk dropped by the packet budget", n)
 	}
+}
+
+func TestTCPBlockedSourceClosedAtAccept(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	tcpAddr, ok := e.sbc.ListenAddr("external", "tcp")
+	if !ok {
+		t.Fatal("no tcp listener")
+	}
+	if err := e.sbc.def.blocklist.Add(acl.Entry{Prefix: netip.MustParsePrefix(strangerIP + "/32"), Reason: "test", Origin: acl.OriginManual}); err != nil {
+		t.Fatal(err)
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(strangerIP)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", tcpAddr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write(rawOptions(c.LocalAddr().String(), tcpAddr.String(), "x", 1))
+	buf := make([]byte, 512)
+	n, err := c.Read(buf)
+	if err == nil {
+		t.Fatalf("blocked TCP source got %q", buf[:n])
+	}
+	e.eventually("accept drop counted", func() bool { return e.dropped("accept", "blocked") >= 1 })
+
+	// Garbage over TCP from the trunk: no crash, no answer that echoes it,
+	// and calls still work.
+	d2 := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(callerIP)}, Timeout: 5 * time.Second}
+	g, err := d2.Dial("tcp", tcpAddr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Write([]byte("INVITE sip:x SIP/2.0\r\nContent-Length: 99999999\r\n\r\n" + strings.Repeat("\x00garbage", 1000)))
+	g.Close()
+	call, res := e.dial(sipua.DialOptions{})
+	if res.StatusCode != 200 {
+		t.Fatalf("call after TCP garbage: %d", res.StatusCode)
+	}
+	call.Bye(e.ctx)
 }
