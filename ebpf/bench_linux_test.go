@@ -173,30 +173,7 @@ func BenchmarkDropPath(b *testing.B) {
 	tx := newRawSender(b, p, frame)
 
 	// The user-space path: read, look up the source, discard.
-	var rc *net.UDPConn
-	if err := inNetns(p.nsB, func() error {
-		var err error
-		rc, err = net.ListenUDP("udp", &net.UDPAddr{Port: 5060})
-		return err
-	}); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = rc.Close() })
-	_ = rc.SetReadBuffer(4 << 20)
-	blocked := map[netip.Addr]struct{}{addrBlocked: {}}
-	var discarded atomic.Uint64
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			_, from, err := rc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			if _, bad := blocked[from.Addr().Unmap()]; bad {
-				discarded.Add(1)
-			}
-		}
-	}()
+	discarded := userDropPath(b, p)
 
 	userPhase := func() phase {
 		before, errBefore := discarded.Load(), udpRcvbufErrors(p.nsB)
@@ -284,4 +261,37 @@ func BenchmarkProgRun(b *testing.B) {
 			b.ReportMetric(float64(per.Nanoseconds()), "kernel-ns/pkt")
 		})
 	}
+}
+
+// userDropPath starts the user-space drop path in B's namespace: a Go UDP
+// socket on the SIP port that reads every datagram, looks its source up
+// and discards it, as the SBC's read filter does. It returns the count of
+// discarded datagrams.
+func userDropPath(b *testing.B, p *vethPair) *atomic.Uint64 {
+	b.Helper()
+	var rc *net.UDPConn
+	if err := inNetns(p.nsB, func() error {
+		var err error
+		rc, err = net.ListenUDP("udp", &net.UDPAddr{Port: 5060})
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = rc.Close() })
+	_ = rc.SetReadBuffer(4 << 20)
+	blocked := map[netip.Addr]struct{}{addrBlocked: {}}
+	discarded := new(atomic.Uint64)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			_, from, err := rc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if _, bad := blocked[from.Addr().Unmap()]; bad {
+				discarded.Add(1)
+			}
+		}
+	}()
+	return discarded
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -194,30 +193,7 @@ func BenchmarkDropPathLiveFrames(b *testing.B) {
 	frame := benchFrame(p, addrBlocked)
 	tx := newLiveSender(b, p, frame)
 
-	var rc *net.UDPConn
-	if err := inNetns(p.nsB, func() error {
-		var err error
-		rc, err = net.ListenUDP("udp", &net.UDPAddr{Port: 5060})
-		return err
-	}); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = rc.Close() })
-	_ = rc.SetReadBuffer(4 << 20)
-	blocked := map[netip.Addr]struct{}{addrBlocked: {}}
-	var discarded atomic.Uint64
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			_, from, err := rc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			if _, bad := blocked[from.Addr().Unmap()]; bad {
-				discarded.Add(1)
-			}
-		}
-	}()
+	discarded := userDropPath(b, p)
 
 	// attachCounting attaches a counting program returning action to B's
 	// veth in native mode: XDP_PASS for the user-space phase (it also turns
