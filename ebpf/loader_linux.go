@@ -592,6 +592,12 @@ func keyV6(p netip.Prefix) xdpLpmV6Key {
 }
 
 func (x *XDP) put(p netip.Prefix, m4, m6 *ebpf.Map) error {
+	return x.onPrefix(p, m4, m6, putPrefix)
+}
+
+// onPrefix normalizes p and applies f to the maps under the lock, unless
+// the XDP handle is closed.
+func (x *XDP) onPrefix(p netip.Prefix, m4, m6 *ebpf.Map, f func(netip.Prefix, *ebpf.Map, *ebpf.Map) error) error {
 	p, err := normalizePrefix(p)
 	if err != nil {
 		return err
@@ -601,7 +607,7 @@ func (x *XDP) put(p netip.Prefix, m4, m6 *ebpf.Map) error {
 	if x.closed {
 		return ErrClosed
 	}
-	return putPrefix(p, m4, m6)
+	return f(p, m4, m6)
 }
 
 func putPrefix(p netip.Prefix, m4, m6 *ebpf.Map) error {
@@ -621,16 +627,7 @@ func putPrefix(p netip.Prefix, m4, m6 *ebpf.Map) error {
 }
 
 func (x *XDP) del(p netip.Prefix, m4, m6 *ebpf.Map) error {
-	p, err := normalizePrefix(p)
-	if err != nil {
-		return err
-	}
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.closed {
-		return ErrClosed
-	}
-	return delPrefix(p, m4, m6)
+	return x.onPrefix(p, m4, m6, delPrefix)
 }
 
 func delPrefix(p netip.Prefix, m4, m6 *ebpf.Map) error {
