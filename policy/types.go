@@ -254,6 +254,9 @@ type Limits struct {
 	RegisterRate int `toml:"register_rate"`
 	// MaxSources bounds the per-source state (LRU); default 100000.
 	MaxSources int `toml:"max_sources"`
+	// TCPConnectionsPerSource caps the open TCP connections of one source
+	// (trunks and pool targets exempt); default 16; 0 = no cap.
+	TCPConnectionsPerSource int `toml:"tcp_connections_per_source"`
 	// OverLimitAction: "reject" (default: 503 + Retry-After) or "drop".
 	OverLimitAction string `toml:"over_limit_action"`
 }

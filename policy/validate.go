@@ -31,6 +31,7 @@ const (
 	DefaultSourceCPS           = 10
 	DefaultRegisterRate        = 2
 	DefaultMaxSources          = 100000
+	DefaultTCPConnsPerSource   = 16
 	DefaultOverLimitAction     = "reject"
 	DefaultBlockThreshold      = 10
 	DefaultBlockWindow         = time.Minute
@@ -685,6 +686,7 @@ func (v *validator) limits() {
 		l.SourcePPSBurst = max(1, 2*l.SourcePPS)
 	}
 	v.intField("limits.max_sources", &l.MaxSources, DefaultMaxSources, 16, 1e8)
+	v.intField("limits.tcp_connections_per_source", &l.TCPConnectionsPerSource, DefaultTCPConnsPerSource, 0, 1e6)
 	switch l.OverLimitAction {
 	case "":
 		l.OverLimitAction = DefaultOverLimitAction

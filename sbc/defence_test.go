@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -342,4 +343,54 @@ func TestTCPBlockedSourceClosedAtAccept(t *testing.T) {
 		t.Fatalf("call after TCP garbage: %d", res.StatusCode)
 	}
 	call.Bye(e.ctx)
+}
+
+// A source that is not a trunk cannot hold more TCP connections than its
+// cap: a slow connection flood would otherwise exhaust file descriptors.
+func TestTCPConnectionsPerSourceCapped(t *testing.T) {
+	e := newEnv(t, envOpts{policy: "[limits]\ntcp_connections_per_source = 3"})
+	tcpAddr, _ := e.sbc.ListenAddr("external", "tcp")
+	dial := func() net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(strangerIP)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", tcpAddr.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// closedByServer reports whether the server closed c (read gets EOF)
+	// rather than keeping it open (the read times out after wait).
+	closedByServer := func(c net.Conn, wait time.Duration) bool {
+		c.SetReadDeadline(time.Now().Add(wait))
+		_, err := c.Read(make([]byte, 1))
+		var ne net.Error
+		return !(errors.As(err, &ne) && ne.Timeout())
+	}
+	var kept []net.Conn
+	for i := 0; i < 3; i++ {
+		kept = append(kept, dial())
+	}
+	extra := dial()
+	if !closedByServer(extra, 10*time.Second) {
+		t.Fatal("4th connection from one source kept open with a cap of 3")
+	}
+	for i, c := range kept {
+		if closedByServer(c, 100*time.Millisecond) {
+			t.Fatalf("connection %d within the cap was closed", i)
+		}
+	}
+	if e.dropped("accept", "source_connections") < 1 {
+		t.Fatal("refused connection not counted")
+	}
+	// Closing one frees a slot.
+	kept[0].Close()
+	e.eventually("slot freed", func() bool {
+		e.sbc.conns.mu.Lock()
+		defer e.sbc.conns.mu.Unlock()
+		return e.sbc.conns.per[netip.MustParseAddr(strangerIP)] == 2
+	})
+	if closedByServer(dial(), 100*time.Millisecond) {
+		t.Fatal("a new connection after one closed was refused")
+	}
 }

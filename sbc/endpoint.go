@@ -276,8 +276,9 @@ func (ep *endpoint) do(ctx context.Context, req *sip.Request, transport string, 
 	}
 }
 
-// acceptFilter wraps a TCP listener so connections from blocked or unknown
-// sources are closed before sipgo reads a byte from them.
+// acceptFilter wraps a TCP listener so connections from blocked sources,
+// sources over their packet budget and sources holding too many
+// connections are closed before sipgo reads a byte from them.
 type acceptFilter struct {
 	net.Listener
 	sbc   *SBC
@@ -290,16 +291,71 @@ func (a *acceptFilter) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-			if reason := a.sbc.preParse(a.realm, ap.Addr()); reason != "" {
-				a.sbc.drop("accept", reason)
-				c.Close()
-				continue
-			}
+		ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+		if err != nil {
+			return c, nil
+		}
+		src := ap.Addr().Unmap()
+		if reason := a.sbc.preParse(a.realm, src); reason != "" {
+			a.sbc.drop("accept", reason)
+			c.Close()
+			continue
 		}
 		if tc, ok := c.(*net.TCPConn); ok {
 			_ = tc.SetKeepAlive(true)
 		}
-		return c, nil
+		st := a.sbc.state.Load()
+		if _, trunk := st.trunks.Lookup(src); trunk || st.backends[src] {
+			return c, nil
+		}
+		if !a.sbc.conns.acquire(src, st.pol.Limits.TCPConnectionsPerSource) {
+			a.sbc.drop("accept", "source_connections")
+			c.Close()
+			continue
+		}
+		return &countedConn{Conn: c, release: func() { a.sbc.conns.release(src) }}, nil
 	}
+}
+
+// connCounter counts the open TCP connections of each source.
+type connCounter struct {
+	mu  sync.Mutex
+	per map[netip.Addr]int
+}
+
+// acquire takes a connection slot of src; limit 0 means no cap.
+func (cc *connCounter) acquire(src netip.Addr, limit int) bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.per == nil {
+		cc.per = map[netip.Addr]int{}
+	}
+	if limit > 0 && cc.per[src] >= limit {
+		return false
+	}
+	cc.per[src]++
+	return true
+}
+
+func (cc *connCounter) release(src netip.Addr) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.per[src] <= 1 {
+		delete(cc.per, src)
+		return
+	}
+	cc.per[src]--
+}
+
+// countedConn gives its source's slot back once, when closed.
+type countedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }

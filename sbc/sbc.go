@@ -51,6 +51,7 @@ type SBC struct {
 	wg      sync.WaitGroup
 	admin   *adminServer
 	fast    *fastPath
+	conns   connCounter // open TCP connections per source
 }
 
 // snapshot is everything derived from one policy. Calls keep the snapshot
