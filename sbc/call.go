@@ -57,7 +57,6 @@ type call struct {
 	final    bool // a final response to A's INVITE was sent (or A cancelled)
 	canceled bool
 	result   string
-	endedBy  string
 
 	created  time.Time
 	answered time.Time
@@ -256,7 +255,6 @@ func (c *call) attempt(ctx context.Context, t *target) attemptOutcome {
 		c.s.calls.del(b)
 		return outcomeFailover
 	}
-	rel.toTx = tx
 	tx.OnRetransmission(rel.onRetransmission)
 
 	noAnswer := time.NewTimer(c.st.pol.Routing.TargetTimeout.Duration)
@@ -653,7 +651,6 @@ func (c *call) end(result, by string) {
 		c.mu.Lock()
 		c.state = stEnded
 		c.result = result
-		c.endedBy = by
 		c.mu.Unlock()
 		c.cancel()
 		close(c.ended)

@@ -20,7 +20,6 @@ type inviteRelay struct {
 	c                *call
 	from, to         *leg
 	fromCSeq, toCSeq uint32
-	toTx             sip.ClientTransaction
 	ackCh            chan *sip.Request
 
 	ackOnce sync.Once
@@ -233,7 +232,6 @@ func (c *call) relay(from *leg, req *sip.Request, tx sip.ServerTransaction) {
 	}
 	defer otx.Terminate()
 	if rel != nil {
-		rel.toTx = otx
 		otx.OnRetransmission(rel.onRetransmission)
 	}
 	for {

@@ -63,7 +63,7 @@ func ttlOf(e acl.Entry) time.Duration {
 }
 
 // sipPorts are the ports of every listener, for the kernel rules.
-func sipPorts(p *policy.Policy, realms map[string]*endpoint) []uint16 {
+func sipPorts(realms map[string]*endpoint) []uint16 {
 	seen := map[uint16]bool{}
 	var out []uint16
 	for _, ep := range realms {
@@ -89,7 +89,7 @@ func trunkPrefixes(p *policy.Policy) []netip.Prefix {
 // line that says why, and starts mirroring the blocklist.
 func (s *SBC) startFastPath(ctx context.Context, p *policy.Policy) *fastPath {
 	fp := &fastPath{path: "userspace"}
-	ports := sipPorts(p, s.realms)
+	ports := sipPorts(s.realms)
 	if p.XDP.Enabled {
 		x, err := ebpf.Load(ebpf.Options{
 			Interfaces: p.XDP.Interfaces, Mode: ebpf.Mode(p.XDP.Mode), PinDir: p.XDP.PinDir,

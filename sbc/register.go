@@ -73,8 +73,13 @@ func (s *SBC) relayRegister(ep *endpoint, st *snapshot, p peer, req *sip.Request
 	ctx, cancel := context.WithTimeout(context.Background(), 64*sip.T1)
 	defer cancel()
 	res, err := bep.do(ctx, out, pc.Transport, t.addr)
-	if err != nil || !s.validResponse(bep.name, res) {
+	if err != nil {
+		s.log.Warn("REGISTER relay failed", "pool", pc.Name, "target", t.addr.String(), "error", err.Error())
 		s.reject(ep, req, tx, 408, "Request Timeout", nil)
+		return
+	}
+	if !s.validResponse(bep.name, res) {
+		s.reject(ep, req, tx, 502, "Bad Gateway", nil)
 		return
 	}
 	back := sip.NewResponseFromRequest(req, res.StatusCode, res.Reason, nil)

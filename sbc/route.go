@@ -155,17 +155,24 @@ func (s *SBC) healthLoop(ctx context.Context) {
 	for {
 		now := time.Now()
 		st := s.state.Load()
+		live := map[*target]bool{}
 		for _, pl := range st.pools {
 			h := pl.cfg.Health
 			if h.Interval.Duration <= 0 {
 				continue
 			}
 			for _, tg := range pl.targets {
+				live[tg] = true
 				if now.Before(next[tg]) {
 					continue
 				}
 				next[tg] = now.Add(h.Interval.Duration)
 				go s.ping(ctx, pl, tg)
+			}
+		}
+		for tg := range next {
+			if !live[tg] {
+				delete(next, tg) // removed by a reload
 			}
 		}
 		select {
