@@ -143,7 +143,14 @@ type Pool struct {
 	Targets []Target `toml:"target"`
 	// Health is the OPTIONS health check.
 	Health Health `toml:"health"`
+	// TCPForLarge: with transport "udp", an INVITE larger than 1300 bytes
+	// goes to the target over TCP instead (RFC 3261 18.1.1); the target
+	// must listen on TCP at the same address. Default true.
+	TCPForLarge *bool `toml:"tcp_for_large"`
 }
+
+// LargeOverTCP reports whether large requests go to this pool over TCP.
+func (p *Pool) LargeOverTCP() bool { return p.TCPForLarge == nil || *p.TCPForLarge }
 
 // Target is one backend.
 type Target struct {

@@ -1,10 +1,10 @@
 package sbc
 
 import (
-	"context"
 	"log/slog"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,118 +14,210 @@ import (
 )
 
 // Stage 5, bridge: a call is an A-leg (carrier, SBC as UAS) and a B-leg
-// (backend, SBC as UAC). This file holds the setup of a call: the INVITE
-// towards a chosen target with failover, relaying of provisional and final
-// responses, CANCEL, and the 2xx/ACK handshake on both legs.
+// (backend, SBC as UAC). Before the answer the B side is a list of
+// branches: one INVITE per target tried (failover, redirects), each of
+// which may fork into several early dialogs. The call is an explicit state
+// machine (call_fsm.go): every input is an event, a transition changes the
+// state under c.mu and queues actions, and the actions (call_exec.go) run
+// after the lock is released. Nothing here calls into sipgo while holding
+// c.mu.
 
-type callState int32
+// phase is where the call stands as a whole.
+type phase uint8
 
 const (
-	stSetup     callState = iota // INVITE sent to a target, no final yet
-	stAnswered                   // 2xx relayed to A, waiting for A's ACK
-	stConfirmed                  // both legs confirmed
-	stEnded
+	phSetup     phase = iota // A's INVITE has no final answer yet
+	phAccepted               // 2xx sent to A, waiting for A's ACK
+	phConfirmed              // both legs confirmed
+	phEnded                  // the call is over; only clean-up of stray dialogs remains
 )
 
-type call struct {
-	s    *SBC
-	id   string
-	st   *snapshot
-	log  *slog.Logger
-	pool *pool
+var phaseNames = [...]string{"setup", "accepted", "confirmed", "ended"}
 
-	trunk     *policy.Trunk
-	user      string // request-URI user towards the backend (changes on a followed 3xx)
-	redirects int
-	a         *leg
-	b         atomic.Pointer[leg] // current B attempt
-	// setupRelay is the initial INVITE's relay once B answered.
-	setupRelay atomic.Pointer[inviteRelay]
-	// ending is set when a BYE from a peer is being handled.
-	ending atomic.Bool
-	// release frees the trunk's concurrent-call slot.
-	release func()
-	src     netip.AddrPort // the caller's source
-	aReq    *sip.Request   // A's INVITE with our To tag: template of every response to it
-	aTx     sip.ServerTransaction
+func (p phase) String() string { return phaseNames[p] }
 
-	ctx    context.Context // ends when the call ends or A cancels
-	cancel context.CancelFunc
+// brState is where one branch (one INVITE towards one target) stands.
+type brState uint8
 
-	mu       sync.Mutex
-	state    callState
-	final    bool // a final response to A's INVITE was sent (or A cancelled)
-	canceled bool
-	result   string
+const (
+	brCalling   brState = iota // INVITE sent, nothing heard
+	brEarly                    // a provisional response came
+	brAnswered                 // a 2xx came (the first 2xx of the branch)
+	brFailed                   // a final non-2xx came
+	brGone                     // the transaction ended without a final
+)
 
-	created  time.Time
-	answered time.Time
-	activity atomic.Int64 // unix nanos of the last in-dialog request
-	ended    chan struct{}
-	endOnce  sync.Once
+// branch is one INVITE sent to one target.
+type branch struct {
+	n     int
+	tgt   *target
+	leg   *leg         // the B-leg dialog of this attempt (its first 2xx's dialog)
+	inv   *sip.Request // the INVITE as sent (template of the CANCEL)
+	state brState
+	// abandoned: the call no longer wants this branch (target timeout, A
+	// cancelled, ring timeout, another outcome). A 1xx is then answered
+	// with CANCEL and a 2xx with ACK + BYE.
+	abandoned  bool
+	cancelSent bool
+	// acks holds the ACK sent for each 2xx dialog of the branch (by To
+	// tag), resent when the 2xx is retransmitted. byed marks the dialogs
+	// the SBC does not keep and has hung up.
+	acks map[string]*sip.Request
+	byed map[string]bool
+	tx   sip.ClientTransaction // set by the executor once sent
 }
 
-// attemptOutcome says how one INVITE attempt towards a target finished.
-type attemptOutcome int
+// call is one call through the SBC. Fields above mu are set at creation
+// and read-only afterwards; the rest belongs to the state machine.
+type call struct {
+	s     *SBC
+	id    string
+	st    *snapshot
+	log   *slog.Logger
+	pool  *pool
+	trunk *policy.Trunk
+	src   netip.AddrPort // the caller's source
+	a     *leg
+	aReq  *sip.Request // A's INVITE with our To tag: template of every response to it
+	aTx   sip.ServerTransaction
+	// release frees the trunk's concurrent-call slot.
+	release func()
+	created time.Time
+	// after starts a timer; tests replace it to fire timers by hand.
+	after func(time.Duration, func()) stopper
 
-const (
-	outcomeDone     attemptOutcome = iota // the call is answered or finally failed
-	outcomeFailover                       // try the next target
-	outcomeRedirect                       // a 3xx to follow (policy follow_redirects)
-)
+	done     atomic.Bool   // set when the call ended (lock-free reads)
+	// finalSent is closed once A's INVITE has its final response on the
+	// wire (or sipgo answered a CANCEL with 487): sipgo ends the server
+	// transaction when the INVITE handler returns, so newCall waits for it.
+	finalSent     chan struct{}
+	finalSentOnce sync.Once
+	ended    chan struct{} // closed when the call ended
+	activity atomic.Int64  // unix nanos of the last in-dialog request
+
+	mu       sync.Mutex
+	phase    phase
+	aFinal   int // status of the final response to A's INVITE (0: none yet)
+	user     string
+	tried    map[*target]bool
+	attempts int // branches created
+	// attemptBase is attempts when the last redirect was followed: each
+	// redirect gets max_attempts targets of its own.
+	attemptBase int
+	redirect    int
+	timerSeq    uint64
+	branches []*branch
+	cur      *branch // the branch being tried
+	kept     *branch // the branch whose 2xx was accepted
+	ok2xx    *sip.Response
+	interval time.Duration // 2xx retransmission interval towards A
+	relays   map[int]*relay
+	relayN   int
+	timers   map[timerKey]*timerEntry
+	result   string
+	endedBy  string
+	answered time.Time
+	sessExp  time.Duration // negotiated session interval (RFC 4028), 0 if none
+	queue    []action
+	draining bool
+}
+
+// b is the B-leg in-dialog requests from A go to: the accepted dialog,
+// or the early dialog of the branch being tried.
+func (c *call) b() *leg {
+	if c.kept != nil {
+		return c.kept.leg
+	}
+	if c.cur != nil {
+		return c.cur.leg
+	}
+	return nil
+}
+
+// other is the leg facing the other side of l.
+func (c *call) other(l *leg) *leg {
+	if l == c.a {
+		return c.b()
+	}
+	return c.a
+}
 
 // maxRedirects bounds how many 3xx one call follows.
 const maxRedirects = 3
 
-// newCall runs the setup of an inbound call from a trunk. It returns when A
-// has a final answer and, for a 2xx, when A's ACK came (or never did).
-func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx sip.ServerTransaction, release func()) {
-	// 100 Trying at once: the carrier must stop retransmitting while we route.
-	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
+// lingerFor is how long an ended call's dialogs stay findable, so that a
+// late ACK (a BYE can overtake it), a retransmission or a crossing BYE is
+// absorbed quietly instead of counted as a stray. Tests shorten it.
+var lingerFor = 64 * sip.T1
 
+// newCall starts an inbound call from a trunk. It answers 100 Trying,
+// routes, and hands the call to its state machine; it never blocks on the
+// network.
+func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx sip.ServerTransaction, release func()) {
 	pc := st.pol.RouteFor(p.trunk.Name, req.Recipient.User)
 	if pc == nil {
 		release()
 		s.drop("route", "no_route")
+		s.dropLog("route", "no_route", p.src, "ruri_user", req.Recipient.User)
 		s.reject(ep, req, tx, 404, "Not Found", nil)
 		s.metrics.Calls.WithLabelValues("no_route").Inc()
 		return
 	}
+	replaces := ""
+	if h := req.GetHeader("Replaces"); h != nil {
+		v, ok := s.mapReplaces(h.Value())
+		if !ok {
+			release()
+			s.drop("dialog", "replaces_no_dialog")
+			s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist", nil)
+			s.metrics.Calls.WithLabelValues("rejected").Inc()
+			return
+		}
+		replaces = v
+	}
+	// 100 Trying at once: the carrier must stop retransmitting while we route.
+	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
+
 	c := &call{
 		s: s, id: newID(), st: st, pool: st.pools[pc.Name], trunk: p.trunk, aTx: tx,
-		created: time.Now(), ended: make(chan struct{}), release: release, src: p.src,
+		created: time.Now(), ended: make(chan struct{}), finalSent: make(chan struct{}), release: release, src: p.src,
+		after: realAfter, tried: map[*target]bool{}, user: req.Recipient.User,
 	}
 	c.log = s.log.With("call", c.id, "trunk", p.trunk.Name, "pool", pc.Name)
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.touch()
-
 	from, to := req.From(), req.To()
 	c.a = &leg{
-		name: "a", ep: ep, transport: transportOf(req), dst: p.src,
+		name: "a", ep: ep, transport: transportOf(req), peer: p.src,
 		callID: req.CallID().Value(), localTag: sip.GenerateTagN(16),
 		localURI: *to.Address.Clone(), localName: to.DisplayName,
 		remoteURI: *from.Address.Clone(), remoteName: from.DisplayName,
 		inviteCSeq: req.CSeq().SeqNo, remoteTag: tagOf(from.Params),
 		remoteCSeq: req.CSeq().SeqNo, routes: recordRoutes(req, false),
-		acks: map[uint32]*inviteRelay{},
 	}
 	if ct := req.Contact(); ct != nil {
 		c.a.target = *ct.Address.Clone()
 	} else {
 		c.a.target = *from.Address.Clone()
 	}
-	c.user = req.Recipient.User
 	c.aReq = req.Clone()
 	c.aReq.To().Params.Add("tag", c.a.localTag)
+	if replaces != "" {
+		c.aReq.RemoveHeader("Replaces")
+		c.aReq.AppendHeader(sip.NewHeader("Replaces", replaces))
+	}
 	s.calls.put(c.a, c)
 	s.metrics.CallsActive.Inc()
-	c.log.Debug("call setup", "from", p.src.String(), "ruri_user", req.Recipient.User)
+	c.log.Debug("call setup", "from", p.src.String(), "ruri_user", req.Recipient.User, "a_call_id", c.a.callID)
 
-	if !tx.OnCancel(func(*sip.Request) { c.onCancel() }) {
-		c.onCancel()
+	if !tx.OnCancel(func(*sip.Request) { c.postAsync(event{kind: evCancel}) }) {
+		c.post(event{kind: evCancel})
+	} else {
+		c.post(event{kind: evStart})
 	}
-	c.setup()
+	<-c.finalSent
 }
+
+func (c *call) markFinalSent() { c.finalSentOnce.Do(func() { close(c.finalSent) }) }
 
 func transportOf(m interface{ Transport() string }) string {
 	switch m.Transport() {
@@ -137,90 +229,22 @@ func transportOf(m interface{ Transport() string }) string {
 
 func (c *call) touch() { c.activity.Store(time.Now().UnixNano()) }
 
-// onCancel runs when A cancels its INVITE. sipgo has already answered the
-// CANCEL with 200 and the INVITE with 487; the B-leg is cancelled by the
-// attempt loop watching c.ctx.
-func (c *call) onCancel() {
-	c.mu.Lock()
-	if c.final {
-		c.mu.Unlock()
-		return
-	}
-	c.final = true
-	c.canceled = true
-	c.mu.Unlock()
-	c.log.Info("call cancelled by caller")
-	c.cancel()
-}
-
-// setup tries targets of the pool until one gives a final answer.
-func (c *call) setup() {
-	lim := c.st.pol.Routing
-	ringCtx, cancel := context.WithTimeout(c.ctx, c.st.limits.RingTimeout.Duration)
-	defer cancel()
-	tried := map[*target]bool{}
-	for attempt := 0; attempt < lim.MaxAttempts; attempt++ {
-		t := c.pool.pick(tried)
-		if t == nil {
-			break
-		}
-		tried[t] = true
-		if attempt > 0 {
-			c.s.metrics.Failovers.WithLabelValues(c.pool.cfg.Name).Inc()
-			c.log.Info("failover", "target", t.addr.String(), "attempt", attempt+1)
-		}
-		switch c.attempt(ringCtx, t) {
-		case outcomeDone:
-			return
-		case outcomeRedirect:
-			// Follow within the same pool: every target may be tried again
-			// for the new user.
-			tried = map[*target]bool{}
-			attempt = -1
-		}
-		if ringCtx.Err() != nil {
-			break
-		}
-	}
-	switch {
-	case c.isCanceled():
-		c.end("cancelled", "caller")
-	case ringCtx.Err() != nil:
-		c.finalToA(408, "Request Timeout", nil)
-		c.end("timeout", "sbc")
-	default:
-		c.s.drop("route", "no_target")
-		h := sip.NewHeader("Retry-After", strconv.Itoa(c.st.pol.Routing.RetryAfter))
-		c.finalToA(503, "Service Unavailable", nil, h)
-		c.end("no_target", "sbc")
-	}
-}
-
-func (c *call) isCanceled() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.canceled
-}
-
 // newBLeg builds the B-leg for one attempt: fresh Call-ID and tag, the
 // caller's user parts with the SBC's host, the target as request-URI.
-func (c *call) newBLeg(t *target) *leg {
+func (c *call) newBLeg(t *target, tr string) *leg {
 	ep := c.s.realms[c.pool.cfg.Realm]
-	tr := c.pool.cfg.Transport
 	face := ep.face(tr)
 	aFrom, aTo := c.aReq.From(), c.aReq.To()
-	user := c.user
 	host := t.addr.Addr().String()
 	b := &leg{
-		name: "b", ep: ep, transport: tr, dst: t.addr,
+		name: "b", ep: ep, transport: tr, peer: t.addr,
 		callID: newID(), localTag: sip.GenerateTagN(16),
 		localURI:   sip.Uri{Scheme: "sip", User: aFrom.Address.User, Host: face.Host},
 		localName:  aFrom.DisplayName,
 		remoteURI:  sip.Uri{Scheme: "sip", User: aTo.Address.User, Host: host},
 		remoteName: aTo.DisplayName,
-		target:     sip.Uri{Scheme: "sip", User: user, Host: host, Port: int(t.addr.Port())},
+		target:     sip.Uri{Scheme: "sip", User: c.user, Host: host, Port: int(t.addr.Port())},
 		routes:     []sip.Uri{},
-		acks:       map[uint32]*inviteRelay{},
 	}
 	if tr == "tcp" {
 		b.target.UriParams = sip.NewParams()
@@ -230,186 +254,54 @@ func (c *call) newBLeg(t *target) *leg {
 	return b
 }
 
-// attempt sends the INVITE to one target and follows it to a final answer.
-func (c *call) attempt(ctx context.Context, t *target) attemptOutcome {
-	b := c.newBLeg(t)
+// largeUDP is the size above which a request must not go over UDP when a
+// congestion-controlled transport can be used (RFC 3261 18.1.1).
+const largeUDP = 1300
+
+// newBranch builds the INVITE for target t. A request too large for UDP
+// goes over TCP when the pool allows it.
+func (c *call) newBranch(t *target) *branch {
+	tr := c.pool.cfg.Transport
+	b := c.newBLeg(t, tr)
+	inv := c.buildInvite(b)
+	if tr == "udp" && c.pool.cfg.LargeOverTCP() && len(inv.String()) > largeUDP {
+		b = c.newBLeg(t, "tcp")
+		inv = c.buildInvite(b)
+	}
+	c.attempts++
+	return &branch{n: c.attempts, tgt: t, leg: b, inv: inv, acks: map[string]*sip.Request{}, byed: map[string]bool{}}
+}
+
+func (c *call) buildInvite(b *leg) *sip.Request {
 	inv := b.newRequest(sip.INVITE, 0, c.st.pol.Server.UserAgent)
 	b.inviteCSeq = inv.CSeq().SeqNo
-	c.st.headers.Copy(inv, c.aReq, "content-type")
+	c.st.headers.Copy(inv, c.aReq, "content-type", "replaces")
+	if h := c.aReq.GetHeader("Replaces"); h != nil {
+		inv.AppendHeader(sip.NewHeader("Replaces", h.Value()))
+	}
 	if mf := c.aReq.MaxForwards(); mf != nil && mf.Val() > 1 && mf.Val() <= 70 {
 		v := sip.MaxForwardsHeader(mf.Val() - 1)
 		inv.ReplaceHeader(&v)
 	}
 	copyBody(inv, c.aReq)
-	c.b.Store(b)
-	c.s.calls.put(b, c)
-
-	rel := &inviteRelay{c: c, from: c.a, to: b, fromCSeq: c.a.inviteCSeq, toCSeq: b.inviteCSeq, ackCh: make(chan *sip.Request, 1)}
-	c.a.mu.Lock()
-	c.a.acks[c.a.inviteCSeq] = rel
-	c.a.mu.Unlock()
-
-	tx, err := b.ep.request(context.Background(), inv, b.transport, b.dst)
-	if err != nil {
-		c.log.Warn("invite to target failed", "target", t.addr.String(), "error", err)
-		c.s.calls.del(b)
-		return outcomeFailover
-	}
-	tx.OnRetransmission(rel.onRetransmission)
-
-	noAnswer := time.NewTimer(c.st.pol.Routing.TargetTimeout.Duration)
-	defer noAnswer.Stop()
-	heard := false
-	for {
-		select {
-		case res := <-tx.Responses():
-			c.s.countResponse(b.ep.name, res)
-			if !c.s.validResponse(b.ep.name, res) {
-				continue
-			}
-			if !res.IsProvisional() {
-				c.s.watchResponse(c.src, true, c.aReq, res)
-			}
-			if !heard {
-				heard = true
-				noAnswer.Stop()
-			}
-			switch {
-			case res.StatusCode == 100:
-				continue
-			case res.IsProvisional():
-				if tag := tagOf(res.To().Params); tag != "" {
-					b.setRemote(tag, res.Contact(), recordRoutes(res, true))
-				}
-				c.provisionalToA(res)
-			case res.IsSuccess():
-				b.setRemote(tagOf(res.To().Params), res.Contact(), recordRoutes(res, true))
-				c.answer(rel, res)
-				return outcomeDone
-			case res.IsRedirection() && c.st.pol.Routing.FollowRedirects && c.redirects < maxRedirects:
-				if ct := res.Contact(); ct != nil && ct.Address.User != "" {
-					c.redirects++
-					c.log.Info("following redirect", "status", res.StatusCode, "user", ct.Address.User)
-					c.user = ct.Address.User
-					c.s.calls.del(b)
-					return outcomeRedirect
-				}
-				c.failFromB(res)
-				return outcomeDone
-			case res.StatusCode == 503 || res.StatusCode == 500 || res.StatusCode == 408:
-				// The target is unwell, not the call: try another one.
-				c.log.Info("target refused call", "target", t.addr.String(), "status", res.StatusCode)
-				c.s.calls.del(b)
-				return outcomeFailover
-			default:
-				c.failFromB(res)
-				return outcomeDone
-			}
-		case <-noAnswer.C:
-			c.log.Warn("target did not answer INVITE", "target", t.addr.String(), "timeout", c.st.pol.Routing.TargetTimeout.Duration.String())
-			tx.Terminate()
-			c.s.calls.del(b)
-			return outcomeFailover
-		case <-tx.Done():
-			c.log.Warn("invite transaction to target failed", "target", t.addr.String(), "error", errString(tx.Err()))
-			c.s.calls.del(b)
-			return outcomeFailover
-		case <-ctx.Done():
-			// A cancelled, or the ring timeout expired: cancel B in the
-			// background (it may still answer: that gets ACK + BYE).
-			go c.cancelB(rel, tx, inv, heard)
-			if c.isCanceled() {
-				c.end("cancelled", "caller")
-			} else {
-				c.finalToA(408, "Request Timeout", nil)
-				c.end("timeout", "sbc")
-			}
-			return outcomeDone
-		}
-	}
+	return inv
 }
 
-func errString(err error) string {
-	if err == nil {
-		return ""
+// buildCancel builds the CANCEL of a branch's INVITE (RFC 3261 9.1).
+func buildCancel(inv *sip.Request) *sip.Request {
+	creq := sip.NewRequest(sip.CANCEL, *inv.Recipient.Clone())
+	creq.AppendHeader(inv.Via().Clone())
+	for _, h := range inv.GetHeaders("Route") {
+		creq.AppendHeader(sip.HeaderClone(h))
 	}
-	return err.Error()
-}
-
-// cancelB sends CANCEL for an INVITE to the backend and drains the INVITE
-// transaction. RFC 3261 9.1: CANCEL only after a provisional response; a
-// 2xx that crosses the CANCEL is ACKed and the dialog ended with BYE.
-func (c *call) cancelB(rel *inviteRelay, tx sip.ClientTransaction, inv *sip.Request, heard bool) {
-	b := rel.to
-	defer c.s.calls.del(b)
-	wait := time.NewTimer(c.st.pol.Routing.TargetTimeout.Duration)
-	defer wait.Stop()
-	sent := false
-	sendCancel := func() {
-		sent = true
-		creq := sip.NewRequest(sip.CANCEL, *inv.Recipient.Clone())
-		creq.AppendHeader(inv.Via().Clone())
-		for _, h := range inv.GetHeaders("Route") {
-			creq.AppendHeader(sip.HeaderClone(h))
-		}
-		mf := sip.MaxForwardsHeader(70)
-		creq.AppendHeader(&mf)
-		creq.AppendHeader(sip.HeaderClone(inv.From()))
-		creq.AppendHeader(sip.HeaderClone(inv.To()))
-		creq.AppendHeader(sip.HeaderClone(inv.CallID()))
-		creq.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
-		creq.SetBody(nil)
-		ctx, cancel := context.WithTimeout(context.Background(), 32*time.Second)
-		defer cancel()
-		if _, err := b.ep.do(ctx, creq, b.transport, b.dst); err != nil {
-			c.log.Warn("CANCEL to backend failed", "error", err)
-		}
-	}
-	if heard {
-		go sendCancel()
-	}
-	for {
-		select {
-		case res := <-tx.Responses():
-			switch {
-			case res.IsProvisional():
-				if !sent && res.StatusCode >= 100 {
-					go sendCancel()
-				}
-			case res.IsSuccess():
-				// The backend answered anyway: confirm and hang up.
-				b.setRemote(tagOf(res.To().Params), res.Contact(), recordRoutes(res, true))
-				ack := b.newRequest(sip.ACK, b.inviteCSeq, c.st.pol.Server.UserAgent)
-				ack.SetBody(nil)
-				_ = b.ep.write(ack, b.transport, b.dst)
-				c.byeLeg(context.Background(), b, "cancelled")
-				return
-			default:
-				return
-			}
-		case <-wait.C:
-			if !sent {
-				tx.Terminate()
-				return
-			}
-		case <-tx.Done():
-			return
-		}
-	}
-}
-
-// provisionalToA relays a 1xx (>100) to A unless a final was already sent:
-// sipgo may deliver a 180 after the 200 (one goroutine per message).
-func (c *call) provisionalToA(res *sip.Response) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.final {
-		return
-	}
-	out := c.responseToA(res)
-	if err := c.aTx.Respond(out); err != nil {
-		c.log.Debug("provisional to caller failed", "error", err)
-	}
+	mf := sip.MaxForwardsHeader(70)
+	creq.AppendHeader(&mf)
+	creq.AppendHeader(sip.HeaderClone(inv.From()))
+	creq.AppendHeader(sip.HeaderClone(inv.To()))
+	creq.AppendHeader(sip.HeaderClone(inv.CallID()))
+	creq.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
+	creq.SetBody(nil)
+	return creq
 }
 
 // responseToA builds A's copy of a B response to the initial INVITE.
@@ -427,6 +319,17 @@ func (c *call) responseToA(res *sip.Response) *sip.Response {
 	return out
 }
 
+// localResponseToA builds a final response of the SBC's own to A's INVITE.
+func (c *call) localResponseToA(code int, reason string, hdrs ...sip.Header) *sip.Response {
+	out := sip.NewResponseFromRequest(c.aReq, code, reason, nil)
+	for _, h := range hdrs {
+		out.AppendHeader(h)
+	}
+	out.AppendHeader(sip.NewHeader("Server", c.st.pol.Server.UserAgent))
+	out.SetBody(nil)
+	return out
+}
+
 // redirectContacts relays a 3xx's Contacts with the backend's host
 // replaced by the SBC's face: the carrier retries through the SBC.
 func (c *call) redirectContacts(out, res *sip.Response) {
@@ -439,38 +342,6 @@ func (c *call) redirectContacts(out, res *sip.Response) {
 		u := f.URI(ct.Address.User)
 		out.AppendHeader(&sip.ContactHeader{Address: u})
 	}
-}
-
-// finalToA sends a final response of the SBC's own to A's INVITE.
-func (c *call) finalToA(code int, reason string, body []byte, hdrs ...sip.Header) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.final {
-		return
-	}
-	c.final = true
-	out := sip.NewResponseFromRequest(c.aReq, code, reason, body)
-	for _, h := range hdrs {
-		out.AppendHeader(h)
-	}
-	out.AppendHeader(sip.NewHeader("Server", c.st.pol.Server.UserAgent))
-	if err := c.aTx.Respond(out); err != nil {
-		c.log.Debug("final to caller failed", "error", err)
-	}
-}
-
-// failFromB relays a final non-2xx answer of the backend to A.
-func (c *call) failFromB(res *sip.Response) {
-	c.s.calls.del(c.b.Load())
-	c.mu.Lock()
-	if !c.final {
-		c.final = true
-		if err := c.aTx.Respond(c.responseToA(res)); err != nil {
-			c.log.Debug("final to caller failed", "error", err)
-		}
-	}
-	c.mu.Unlock()
-	c.end(resultOf(res.StatusCode), "callee")
 }
 
 func resultOf(code int) string {
@@ -494,188 +365,36 @@ func resultOf(code int) string {
 	}
 }
 
-// answer relays B's 2xx to A and completes the three-way handshake: the
-// 2xx is retransmitted to A until A's ACK, which is then relayed to B
-// (carrying the SDP answer in a delayed-offer call).
-func (c *call) answer(rel *inviteRelay, res *sip.Response) {
-	c.mu.Lock()
-	if c.final {
-		// A cancelled while B answered: confirm B and hang it up.
-		c.mu.Unlock()
-		rel.ackTo(nil)
-		c.byeLeg(context.Background(), rel.to, "cancelled")
-		c.end("cancelled", "caller")
-		return
+func errString(err error) string {
+	if err == nil {
+		return ""
 	}
-	c.final = true
-	c.state = stAnswered
-	c.answered = time.Now()
-	out := c.responseToA(res)
-	c.mu.Unlock()
-	c.setupRelay.Store(rel)
-	c.log.Debug("call answered")
-
-	ack, ok := c.retransmitUntilAck(rel, func() error { return c.aTx.Respond(out) })
-	if !ok {
-		rel.ackTo(nil) // B's 2xx is acknowledged whatever happens next
-		if c.stateNow() == stEnded {
-			return // a BYE crossed the ACK and ended the call
-		}
-		c.log.Warn("caller never acknowledged 2xx; ending call")
-		c.byeLeg(context.Background(), rel.to, "ack_timeout")
-		c.end("ack_timeout", "sbc")
-		return
-	}
-	rel.ackTo(ack)
-	c.mu.Lock()
-	if c.state == stAnswered {
-		c.state = stConfirmed
-	}
-	c.mu.Unlock()
-	go c.watch()
+	return err.Error()
 }
 
-// retransmitUntilAck sends a 2xx, repeating it at T1, 2T1 … T2 (RFC 3261
-// 13.3.1.4) until the matching ACK arrives or 64*T1 passes.
-func (c *call) retransmitUntilAck(rel *inviteRelay, send func() error) (*sip.Request, bool) {
-	if err := send(); err != nil {
-		c.log.Debug("2xx send failed", "error", err)
+// sessionInterval reads the Session-Expires of a 2xx (RFC 4028), 0 if
+// none or invalid.
+func sessionInterval(m interface{ GetHeader(string) sip.Header }) time.Duration {
+	h := m.GetHeader("Session-Expires")
+	if h == nil {
+		h = m.GetHeader("x")
 	}
-	interval := sip.T1
-	timer := time.NewTimer(interval)
-	defer timer.Stop()
-	deadline := time.NewTimer(64 * sip.T1)
-	defer deadline.Stop()
-	for {
-		select {
-		case ack := <-rel.ackCh:
-			return ack, true
-		case <-timer.C:
-			if rel.from.transport == "udp" {
-				_ = send()
-			}
-			interval = min(2*interval, sip.T2)
-			timer.Reset(interval)
-		case <-deadline.C:
-			return nil, false
-		case <-c.ended:
-			return nil, false
-		}
+	if h == nil {
+		return 0
 	}
+	v := h.Value()
+	if i := strings.IndexByte(v, ';'); i >= 0 {
+		v = v[:i]
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Second
 }
 
-// byeLeg ends one leg with a BYE (best effort, bounded by ctx and 64*T1).
-func (c *call) byeLeg(ctx context.Context, l *leg, reason string) {
-	if l == nil {
-		return
-	}
-	bye := l.newRequest(sip.BYE, 0, c.st.pol.Server.UserAgent)
-	if reason != "" {
-		bye.AppendHeader(sip.NewHeader("Reason", `SIP;cause=200;text="`+reason+`"`))
-	}
-	bye.SetBody(nil)
-	ctx, cancel := context.WithTimeout(ctx, 64*sip.T1)
-	defer cancel()
-	res, err := l.ep.do(ctx, bye, l.transport, l.dst)
-	if err != nil {
-		c.log.Debug("BYE failed", "leg", l.name, "error", err)
-		return
-	}
-	if res.StatusCode >= 300 {
-		c.log.Debug("BYE refused", "leg", l.name, "status", res.StatusCode)
-	}
-}
-
-// terminate ends an established call from the SBC's side (limits,
-// shutdown): BYE on both legs, waiting for their answers at most until ctx
-// ends.
-func (c *call) terminate(ctx context.Context, reason string) {
-	c.mu.Lock()
-	st := c.state
-	final := c.final
-	c.mu.Unlock()
-	if st == stEnded || c.ending.Load() {
-		return
-	}
-	if !final {
-		// Still ringing: cancel B (the attempt loop does it) and answer A.
-		c.finalToA(503, "Service Unavailable", nil)
-		c.cancel()
-		c.end(reason, "sbc")
-		return
-	}
-	c.log.Info("call terminated by sbc", "reason", reason)
-	var wg sync.WaitGroup
-	for _, l := range []*leg{c.a, c.b.Load()} {
-		wg.Add(1)
-		go func(l *leg) { defer wg.Done(); c.byeLeg(ctx, l, reason) }(l)
-	}
-	c.end(reason, "sbc")
-	wg.Wait()
-}
-
-// watch enforces the call's duration and inactivity limits.
-func (c *call) watch() {
-	lim := c.st.limits
-	var maxC <-chan time.Time
-	if d := lim.MaxDuration.Duration; d > 0 {
-		t := time.NewTimer(d - time.Since(c.answered))
-		defer t.Stop()
-		maxC = t.C
-	}
-	var idleC <-chan time.Time
-	if d := lim.InactivityTimeout.Duration; d > 0 {
-		t := time.NewTicker(max(d/8, 10*time.Millisecond))
-		defer t.Stop()
-		idleC = t.C
-	}
-	for {
-		select {
-		case <-c.ended:
-			return
-		case <-maxC:
-			c.terminate(context.Background(), "max_duration")
-			return
-		case <-idleC:
-			if time.Since(time.Unix(0, c.activity.Load())) >= lim.InactivityTimeout.Duration {
-				c.terminate(context.Background(), "inactivity")
-				return
-			}
-		}
-	}
-}
-
-// end records the call's result once and removes it from the table.
-func (c *call) end(result, by string) {
-	c.endOnce.Do(func() {
-		c.mu.Lock()
-		c.state = stEnded
-		c.result = result
-		c.mu.Unlock()
-		c.cancel()
-		close(c.ended)
-		c.release()
-		// The dialogs stay findable for 64*T1, so that a late ACK (a BYE
-		// can overtake it: one goroutine per message) or a retransmission
-		// is absorbed quietly instead of counted as a stray.
-		time.AfterFunc(64*sip.T1, func() {
-			c.s.calls.del(c.a)
-			if b := c.b.Load(); b != nil {
-				c.s.calls.del(b)
-			}
-		})
-		c.s.metrics.CallsActive.Dec()
-		if !c.answered.IsZero() {
-			result = "answered"
-		}
-		c.s.metrics.Calls.WithLabelValues(result).Inc()
-		attrs := []any{"result", result, "ended_by", by}
-		if !c.answered.IsZero() {
-			attrs = append(attrs, "setup_ms", c.answered.Sub(c.created).Milliseconds(),
-				"duration_ms", time.Since(c.answered).Milliseconds(), "reason", c.result)
-		} else {
-			attrs = append(attrs, "setup_ms", time.Since(c.created).Milliseconds())
-		}
-		c.log.Info("call ended", attrs...)
-	})
+// sessionDeadline is when a session not refreshed is torn down (RFC 4028
+// 10: the interval minus the smaller of 32 s and a third of it).
+func sessionDeadline(d time.Duration) time.Duration {
+	return d - min(32*time.Second, d/3)
 }

@@ -359,3 +359,14 @@ func (c *countedConn) Close() error {
 	c.once.Do(c.release)
 	return err
 }
+
+// connUp reports whether the transport layer holds an open connection to
+// addr (a TCP peer's connection, reused for requests towards it).
+func (ep *endpoint) connUp(network string, addr netip.AddrPort) bool {
+	c, err := ep.ua.TransportLayer().GetConnection(network, addr.String())
+	if err != nil || c == nil {
+		return false
+	}
+	c.TryClose() // drop the reference Get took
+	return true
+}

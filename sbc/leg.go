@@ -19,7 +19,7 @@ type leg struct {
 	name      string // "a" or "b"
 	ep        *endpoint
 	transport string         // "udp" or "tcp"
-	dst       netip.AddrPort // where requests on this leg are sent
+	peer      netip.AddrPort // the peer's address: A's source, B's target
 	callID    string
 	localTag  string
 
@@ -35,11 +35,42 @@ type leg struct {
 	target     sip.Uri   // remote target (peer's Contact)
 	routes     []sip.Uri // route set for our requests
 	remoteCSeq uint32    // highest CSeq seen from the peer
-	// acks routes an ACK received on this leg (by its CSeq) to the INVITE
-	// relay it completes.
-	acks map[uint32]*inviteRelay
 
 	cseq atomic.Uint32 // last CSeq number we used on this leg
+}
+
+// dest is where a request on this leg goes (RFC 3261 12.2.1.1, 8.1.2):
+// over TCP, the connection the peer opened (or we opened to it) while it
+// is still up; otherwise the first route, else the remote target, when
+// they name an IP address; else the peer's address.
+func (l *leg) dest() netip.AddrPort {
+	if l.transport == "tcp" && l.ep != nil && l.ep.connUp("tcp", l.peer) {
+		return l.peer
+	}
+	l.mu.Lock()
+	u := l.target
+	if len(l.routes) > 0 {
+		u = l.routes[0]
+	}
+	l.mu.Unlock()
+	if ap, ok := uriAddr(u); ok {
+		return ap
+	}
+	return l.peer
+}
+
+// uriAddr is the address of a SIP URI whose host is an IP literal (port
+// 5060 when absent).
+func uriAddr(u sip.Uri) (netip.AddrPort, bool) {
+	a, err := netip.ParseAddr(strings.Trim(u.Host, "[]"))
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	port := u.Port
+	if port == 0 {
+		port = 5060
+	}
+	return netip.AddrPortFrom(a.Unmap(), uint16(port)), true
 }
 
 func (l *leg) face() topology.Face { return l.ep.face(l.transport) }
@@ -174,4 +205,42 @@ func rewriteRAck(v string, cseq uint32) string {
 		return v
 	}
 	return f[0] + " " + strconv.FormatUint(uint64(cseq), 10) + " " + f[2]
+}
+
+func (l *leg) hasRemote() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.remoteTag != ""
+}
+
+func (l *leg) getRemoteTag() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.remoteTag
+}
+
+func (l *leg) remoteTagIs(tag string) bool { return l.getRemoteTag() == tag }
+
+// fork is the dialog that a 2xx with To tag `tag` created from this leg's
+// INVITE (a forking proxy's other answer): same Call-ID and local tag, its
+// own remote tag, target and route set.
+func (l *leg) fork(tag string, res *sip.Response) *leg {
+	d := &leg{
+		name: l.name, ep: l.ep, transport: l.transport, peer: l.peer,
+		callID: l.callID, localTag: l.localTag,
+		localURI: l.localURI, localName: l.localName,
+		remoteURI: l.remoteURI, remoteName: l.remoteName,
+		inviteCSeq: l.inviteCSeq, remoteTag: tag, routes: []sip.Uri{},
+	}
+	l.mu.Lock()
+	d.target = l.target
+	l.mu.Unlock()
+	d.cseq.Store(l.cseq.Load())
+	if ct := res.Contact(); ct != nil {
+		d.target = *ct.Address.Clone()
+	}
+	if rr := recordRoutes(res, true); len(rr) > 0 {
+		d.routes = rr
+	}
+	return d
 }

@@ -32,12 +32,18 @@ func (s *SBC) registerHandlers(ep *endpoint) {
 			s.drop("classify", "bad_source")
 			return
 		}
+		// An ACK belongs to a call: classified with the call's snapshot.
+		c, from := s.findDialog(req)
 		st := s.state.Load()
+		if c != nil {
+			st = c.st
+		}
 		if p := s.classify(st, ep, src); p.trunk == nil && !p.backend {
 			s.drop("classify", "unknown_source")
+			s.dropLog("classify", "unknown_source", src, "method", "ACK")
 			return
 		}
-		s.onAck(ep, req)
+		s.onAck(ep, c, from, req)
 	})
 }
 
@@ -45,6 +51,18 @@ func (s *SBC) registerHandlers(ep *endpoint) {
 func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 	s.metrics.Requests.WithLabelValues(ep.name, methodLabel(string(req.Method))).Inc()
 	st := s.state.Load()
+
+	// In-dialog requests are matched to their call first and classified
+	// with the snapshot the call started with: a reload that changes a
+	// trunk's sources does not orphan its calls.
+	var c *call
+	var from *leg
+	inDialog := req.To() != nil && tagOf(req.To().Params) != ""
+	if inDialog {
+		if c, from = s.findDialog(req); c != nil {
+			st = c.st
+		}
+	}
 
 	// 1 classify
 	src, err := netip.ParseAddrPort(req.Source())
@@ -81,8 +99,8 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 	}
 
 	// In-dialog requests go to their call.
-	if tagOf(req.To().Params) != "" {
-		s.inDialog(ep, req, tx)
+	if inDialog {
+		s.inDialog(ep, c, from, req, tx)
 		return
 	}
 
@@ -91,6 +109,7 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 		if p.trunk == nil {
 			// Calls from the backends to carriers are not routed (yet).
 			s.drop("route", "no_outbound_route")
+			s.dropLog("route", "no_outbound_route", src, "ruri_user", req.Recipient.User)
 			s.reject(ep, req, tx, 403, "Forbidden", nil)
 			return
 		}
@@ -117,6 +136,7 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 		s.relayRegister(ep, st, p, req, tx)
 	case sip.CANCEL:
 		// A CANCEL matching a transaction never reaches here.
+		s.drop("dialog", "no_transaction")
 		s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist", nil)
 	case sip.BYE, sip.PRACK, sip.UPDATE, sip.INFO, sip.NOTIFY:
 		s.drop("dialog", "no_dialog")

@@ -59,6 +59,15 @@ func (t *target) observe(ok bool, h policy.Health) (changed, up bool) {
 	return false, t.up
 }
 
+// passive records what a call learned of a target: any response to an
+// INVITE means alive; no response at all counts as a failed check.
+func (t *target) passive(ok bool, h policy.Health) {
+	if h.Interval.Duration <= 0 {
+		return
+	}
+	t.observe(ok, h)
+}
+
 // pool is the runtime form of a policy pool.
 type pool struct {
 	cfg     *policy.Pool

@@ -44,6 +44,9 @@ type SBC struct {
 	realms  map[string]*endpoint // fixed at New: listeners change only with a restart
 
 	calls *callTable
+	// hangups counts the BYE and CANCEL transactions in flight, which
+	// Close waits for (bounded).
+	hangups atomic.Int64
 
 	mu      sync.Mutex
 	started bool
@@ -196,16 +199,12 @@ func (s *SBC) Close() error {
 		return nil
 	}
 	s.started = false
-	// Calls in progress get a BYE on both legs; the answers are awaited
-	// for a bounded time only.
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	var wg sync.WaitGroup
-	s.calls.each(func(c *call) {
-		wg.Add(1)
-		go func() { defer wg.Done(); c.terminate(ctx, "shutdown") }()
-	})
-	wg.Wait()
-	cancel()
+	// Calls in progress get a BYE on both legs (a CANCEL and a 503 when
+	// not answered yet); the answers are awaited for a bounded time only.
+	s.calls.each(func(c *call) { c.post(event{kind: evTerminate, reason: "shutdown"}) })
+	for deadline := time.Now().Add(3 * time.Second); s.hangups.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	s.cancel()
 	if s.admin != nil {
 		s.admin.close()

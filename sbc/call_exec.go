@@ -1,0 +1,298 @@
+package sbc
+
+import (
+	"context"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// The executor: events enter through post, the transition runs under the
+// call's lock, and the queued actions run after it, one at a time and in
+// order, by whichever goroutine found the queue idle. Actions only send:
+// anything that waits for an answer runs in a goroutine of its own that
+// posts what it hears back as an event.
+
+// post feeds an event to the call and runs the resulting actions in the
+// calling goroutine. Never call it from inside a sipgo hook that holds a
+// transaction lock (use postAsync).
+func (c *call) post(ev event) {
+	if c.enqueue(ev) {
+		c.drain()
+	}
+}
+
+// postAsync is post for sipgo hooks that run under sipgo's own locks
+// (OnCancel): the actions run in a new goroutine.
+func (c *call) postAsync(ev event) {
+	if c.enqueue(ev) {
+		go c.drain()
+	}
+}
+
+// enqueue runs the transition and reports whether the caller must drain
+// the action queue.
+func (c *call) enqueue(ev event) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.step(ev)
+	if c.draining || len(c.queue) == 0 {
+		return false
+	}
+	c.draining = true
+	return true
+}
+
+func (c *call) drain() {
+	for {
+		c.mu.Lock()
+		if len(c.queue) == 0 {
+			c.draining = false
+			c.queue = nil
+			c.mu.Unlock()
+			return
+		}
+		a := c.queue[0]
+		c.queue[0] = action{}
+		c.queue = c.queue[1:]
+		c.mu.Unlock()
+		c.exec(a)
+	}
+}
+
+// exec performs one action. It never holds c.mu.
+func (c *call) exec(a action) {
+	switch a.kind {
+	case actRespondA:
+		err := c.aTx.Respond(a.res)
+		if !a.res.IsProvisional() {
+			c.markFinalSent()
+		}
+		if err != nil {
+			c.log.Warn("response to caller not sent", "status", a.res.StatusCode, "error", err.Error())
+			c.s.drop("bridge", "send_failed")
+			c.post(event{kind: evADeliveryFailed, res: a.res, err: err})
+		}
+	case actRespond:
+		err := a.tx.Respond(a.res)
+		if a.sent != nil && !a.res.IsProvisional() {
+			select {
+			case <-a.sent:
+			default:
+				close(a.sent) // actions run one at a time: no double close
+			}
+		}
+		if err != nil {
+			c.log.Warn("in-dialog response not sent", "status", a.res.StatusCode, "error", err.Error())
+			c.s.drop("bridge", "send_failed")
+		}
+	case actInvite:
+		c.sendInvite(a.br)
+	case actCancel:
+		c.sendCancel2(a.br)
+	case actWrite:
+		if err := a.leg.ep.write(a.req, a.leg.transport, a.leg.dest()); err != nil {
+			c.log.Warn("request not sent", "method", string(a.req.Method), "leg", a.leg.name, "error", err.Error())
+			c.s.drop("bridge", "send_failed")
+		}
+	case actBye:
+		c.s.hangups.Add(1)
+		go func() {
+			defer c.s.hangups.Add(-1)
+			ctx, cancel := context.WithTimeout(context.Background(), 64*sip.T1)
+			defer cancel()
+			res, err := a.leg.ep.do(ctx, a.req, a.leg.transport, a.leg.dest())
+			switch {
+			case err != nil:
+				c.log.Warn("BYE not answered", "leg", a.leg.name, "error", err.Error())
+			case res.StatusCode >= 300:
+				c.log.Debug("BYE refused", "leg", a.leg.name, "status", res.StatusCode)
+			}
+		}()
+	case actRelay:
+		c.sendRelay(a.rel)
+	case actTerminateTx:
+		c.mu.Lock()
+		tx := a.br.tx
+		c.mu.Unlock()
+		if tx != nil {
+			tx.Terminate()
+		}
+	case actLog:
+		c.log.Info(a.msg, a.attrs...)
+	case actEnd:
+		c.finish()
+	}
+}
+
+// sendInvite starts a branch's INVITE transaction and reads its responses
+// until the final one (or the transaction's end) in a goroutine.
+func (c *call) sendInvite(br *branch) {
+	b := br.leg
+	c.s.calls.put(b, c)
+	tx, err := b.ep.request(context.Background(), br.inv, b.transport, b.peer)
+	if err != nil && b.transport == "tcp" && c.pool.cfg.Transport == "udp" {
+		// A large INVITE could not go over TCP: send it over UDP anyway.
+		c.log.Warn("large INVITE: TCP to target failed, sending over UDP", "target", b.peer.String(), "error", err.Error())
+		c.mu.Lock()
+		nb := c.newBLeg(br.tgt, "udp")
+		nb.callID, nb.localTag = b.callID, b.localTag
+		inv := c.buildInvite(nb)
+		br.leg, br.inv = nb, inv
+		c.mu.Unlock()
+		b = nb
+		tx, err = b.ep.request(context.Background(), inv, b.transport, b.peer)
+	}
+	if err != nil {
+		c.log.Warn("invite to target failed", "target", b.peer.String(), "error", err.Error())
+		c.post(event{kind: evBDone, br: br, err: err})
+		return
+	}
+	c.mu.Lock()
+	br.tx = tx
+	c.mu.Unlock()
+	// sipgo hands every 2xx after the first one (retransmissions, other
+	// forks) to this hook, with no lock of its own held.
+	tx.OnRetransmission(func(res *sip.Response) {
+		c.post(event{kind: evBResponse, br: br, res: res})
+	})
+	go func() {
+		for {
+			select {
+			case res := <-tx.Responses():
+				c.s.countResponse(b.ep.name, res)
+				if !c.s.validResponse(b.ep.name, res) {
+					continue
+				}
+				if !res.IsProvisional() {
+					c.s.watchResponse(c.src, true, c.aReq, res)
+				}
+				br.tgt.passive(true, c.pool.cfg.Health)
+				c.post(event{kind: evBResponse, br: br, res: res})
+				if !res.IsProvisional() {
+					return // later 2xx come through OnRetransmission
+				}
+			case <-tx.Done():
+				c.post(event{kind: evBDone, br: br, err: tx.Err()})
+				return
+			}
+		}
+	}()
+}
+
+// sendCancel2 sends the CANCEL of a branch's INVITE; its answer is only
+// logged (the INVITE's own final response is what counts).
+func (c *call) sendCancel2(br *branch) {
+	c.mu.Lock()
+	b, inv := br.leg, br.inv
+	c.mu.Unlock()
+	creq := buildCancel(inv)
+	c.s.hangups.Add(1)
+	go func() {
+		defer c.s.hangups.Add(-1)
+		ctx, cancel := context.WithTimeout(context.Background(), 64*sip.T1)
+		defer cancel()
+		if _, err := b.ep.do(ctx, creq, b.transport, b.peer); err != nil {
+			c.log.Warn("CANCEL to backend not answered", "target", b.peer.String(), "error", err.Error())
+		}
+	}()
+}
+
+// sendRelay sends a relayed in-dialog request on the other leg and reads
+// its responses in a goroutine.
+func (c *call) sendRelay(rel *relay) {
+	to := rel.to
+	ctx, cancel := context.WithTimeout(context.Background(), 64*sip.T1)
+	tx, err := to.ep.request(ctx, rel.out, to.transport, to.dest())
+	if err != nil {
+		cancel()
+		c.log.Warn("in-dialog relay failed", "method", string(rel.req.Method), "error", err.Error())
+		c.post(event{kind: evRelayDone, rel: rel, err: err})
+		return
+	}
+	if rel.req.Method == sip.INVITE {
+		tx.OnRetransmission(func(res *sip.Response) {
+			c.post(event{kind: evRelayResponse, rel: rel, res: res})
+		})
+	}
+	go func() {
+		defer cancel()
+		for {
+			select {
+			case res := <-tx.Responses():
+				c.s.countResponse(to.ep.name, res)
+				if !c.s.validResponse(to.ep.name, res) {
+					continue
+				}
+				c.post(event{kind: evRelayResponse, rel: rel, res: res})
+				if !res.IsProvisional() {
+					if rel.req.Method != sip.INVITE {
+						tx.Terminate()
+					}
+					return
+				}
+			case <-tx.Done():
+				c.post(event{kind: evRelayDone, rel: rel, err: tx.Err()})
+				return
+			case <-ctx.Done():
+				tx.Terminate()
+				c.post(event{kind: evRelayDone, rel: rel, err: ctx.Err()})
+				return
+			}
+		}
+	}()
+}
+
+// finish is the end of a call's life as the operator sees it: the trunk's
+// slot is freed, the result counted and logged; the dialogs stay findable
+// for lingerFor.
+func (c *call) finish() {
+	c.mu.Lock()
+	result, by := c.result, c.endedBy
+	answered := c.answered
+	legs := []*leg{c.a}
+	for _, br := range c.branches {
+		legs = append(legs, br.leg)
+	}
+	var b *leg
+	if c.kept != nil {
+		b = c.kept.leg
+	}
+	c.mu.Unlock()
+	if !c.done.CompareAndSwap(false, true) {
+		return
+	}
+	close(c.ended)
+	c.markFinalSent()
+	c.release()
+	time.AfterFunc(lingerFor, func() {
+		for _, l := range legs {
+			c.s.calls.del(l)
+		}
+	})
+	c.s.metrics.CallsActive.Dec()
+	label := result
+	if !answered.IsZero() {
+		label = "answered"
+	}
+	c.s.metrics.Calls.WithLabelValues(label).Inc()
+	attrs := []any{"result", label, "ended_by", by, "source", c.src.String(),
+		"a_call_id", c.a.callID}
+	if b != nil {
+		attrs = append(attrs, "b_call_id", b.callID, "target", b.peer.String())
+	}
+	if !answered.IsZero() {
+		attrs = append(attrs, "setup_ms", answered.Sub(c.created).Milliseconds(),
+			"duration_ms", time.Since(answered).Milliseconds(), "reason", result)
+	} else {
+		attrs = append(attrs, "setup_ms", time.Since(c.created).Milliseconds())
+	}
+	c.log.Info("call ended", attrs...)
+}
+
+// stateNow is the call's phase (for the admin API and tests).
+func (c *call) stateNow() phase {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.phase
+}

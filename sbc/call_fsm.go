@@ -1,0 +1,869 @@
+package sbc
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// The call's transition function. step runs under c.mu: it reads and
+// changes the call's state, starts and stops timers, and queues actions;
+// it never touches a socket, never calls into sipgo's transaction or
+// transport layers, and never blocks. The actions run after the lock is
+// released, in the order they were queued (call_exec.go).
+
+type evKind uint8
+
+const (
+	evStart         evKind = iota // the call was created: try the first target
+	evCancel                      // A cancelled its INVITE (sipgo answered 200 and 487)
+	evBResponse                   // a response to a branch's INVITE
+	evBDone                       // a branch's INVITE transaction ended (timeout, transport error)
+	evTimer                       // a timer fired
+	evAck                         // an ACK from a leg (for a 2xx)
+	evBye                         // a BYE from a leg
+	evRequest                     // another in-dialog request from a leg
+	evRelayResponse               // a response to a relayed in-dialog request
+	evRelayDone                   // a relayed request's transaction ended
+	evADeliveryFailed             // a final response could not be sent to A
+	evTerminate                   // the SBC ends the call (limits, admin, shutdown)
+)
+
+var evNames = [...]string{"start", "cancel", "b_response", "b_done", "timer", "ack", "bye",
+	"request", "relay_response", "relay_done", "a_delivery_failed", "terminate"}
+
+func (k evKind) String() string { return evNames[k] }
+
+// event is one input of the state machine.
+type event struct {
+	kind   evKind
+	br     *branch
+	res    *sip.Response
+	req    *sip.Request
+	tx     sip.ServerTransaction
+	leg    *leg
+	rel    *relay
+	timer  timerKey
+	gen    uint64
+	reason string
+	err    error
+	// sent is closed once the request's (tx's) final response was sent:
+	// sipgo ends a server transaction when its handler returns, so the
+	// handler waits for it.
+	sent chan struct{}
+}
+
+type actKind uint8
+
+const (
+	actRespondA  actKind = iota // respond res on A's INVITE transaction
+	actRespond                  // respond res on tx (in-dialog requests)
+	actInvite                   // send br's INVITE (client transaction)
+	actCancel                   // send CANCEL for br's INVITE
+	actWrite                    // send req on leg outside a transaction (ACK)
+	actBye                      // send req (a BYE) on leg as a transaction
+	actRelay                    // send rel's request on rel.to
+	actTerminateTx              // give up br's INVITE transaction
+	actLog                      // log msg with attrs (logging is I/O: not under the lock)
+	actEnd                      // count and log the call's end, free its slot
+)
+
+var actNames = [...]string{"respond_a", "respond", "invite", "cancel", "write", "bye", "relay",
+	"terminate_tx", "log", "end"}
+
+func (k actKind) String() string { return actNames[k] }
+
+// action is one thing the call does after a transition.
+type action struct {
+	kind  actKind
+	br    *branch
+	leg   *leg
+	rel   *relay
+	res   *sip.Response
+	req   *sip.Request
+	tx    sip.ServerTransaction
+	msg   string
+	attrs []any
+	sent  chan struct{} // closed after a final response was sent (actRespond)
+}
+
+type timerKind uint8
+
+const (
+	tmRing        timerKind = iota // the call is not answered in time
+	tmTarget                       // a target has not answered at all (id: branch)
+	tmCancel                       // a CANCELled branch never sent its final (id: branch)
+	tmRetransmit                   // resend a 2xx until its ACK (id: relay, 0 for A's INVITE)
+	tmAckWait                      // a 2xx got no ACK (id: relay, 0 for A's INVITE)
+	tmMaxDuration                  // the call lasted too long
+	tmInactivity                   // no in-dialog request for too long
+	tmSession                      // the session was not refreshed (RFC 4028)
+)
+
+type timerKey struct {
+	kind timerKind
+	id   int
+}
+
+type stopper interface{ Stop() bool }
+
+func realAfter(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) }
+
+type timerEntry struct {
+	gen uint64
+	t   stopper
+}
+
+// relay is an in-dialog request received on one leg and re-originated on
+// the other.
+type relay struct {
+	id       int
+	from, to *leg
+	req      *sip.Request          // as received on from
+	tx       sip.ServerTransaction // on from
+	out      *sip.Request          // as sent on to
+	otx      sip.ClientTransaction // set by the executor
+	final    *sip.Response         // the final response sent back (a 2xx to re-INVITE is resent until ACK)
+	interval time.Duration
+	ack      *sip.Request // the ACK sent on to, resent when to's 2xx is retransmitted
+	sent     chan struct{}
+	answered bool         // a final came back from to
+	acked    bool
+}
+
+func (c *call) queueAct(a action) { c.queue = append(c.queue, a) }
+
+func (c *call) logf(msg string, attrs ...any) {
+	c.queueAct(action{kind: actLog, msg: msg, attrs: attrs})
+}
+
+// startTimer (re)arms a timer; a stale firing of the previous one is
+// recognised by its generation and ignored.
+func (c *call) startTimer(k timerKey, d time.Duration) {
+	if c.timers == nil {
+		c.timers = map[timerKey]*timerEntry{}
+	}
+	if e := c.timers[k]; e != nil {
+		e.t.Stop()
+	}
+	c.timerSeq++
+	gen := c.timerSeq
+	e := &timerEntry{gen: gen}
+	c.timers[k] = e
+	e.t = c.after(d, func() { c.post(event{kind: evTimer, timer: k, gen: gen}) })
+}
+
+func (c *call) stopTimer(k timerKey) {
+	if e := c.timers[k]; e != nil {
+		e.t.Stop()
+		delete(c.timers, k)
+	}
+}
+
+// timerLive reports whether a firing is the current one of its timer, and
+// disarms it.
+func (c *call) timerLive(k timerKey, gen uint64) bool {
+	e := c.timers[k]
+	if e == nil || e.gen != gen {
+		return false
+	}
+	delete(c.timers, k)
+	return true
+}
+
+// step is the transition function.
+func (c *call) step(ev event) {
+	switch ev.kind {
+	case evStart:
+		if c.phase == phSetup && c.aFinal == 0 {
+			c.startTimer(timerKey{kind: tmRing}, c.st.limits.RingTimeout.Duration)
+			c.tryNext()
+		}
+	case evCancel:
+		c.onCancel()
+	case evBResponse:
+		c.onBResponse(ev.br, ev.res)
+	case evBDone:
+		c.onBDone(ev.br, ev.err)
+	case evTimer:
+		if c.timerLive(ev.timer, ev.gen) {
+			c.onTimer(ev.timer)
+		}
+	case evAck:
+		c.onAck(ev.leg, ev.req)
+	case evBye:
+		c.onBye(ev.leg, ev.req, ev.tx, ev.sent)
+	case evRequest:
+		c.onRequest(ev.leg, ev.req, ev.tx, ev.sent)
+	case evRelayResponse:
+		c.onRelayResponse(ev.rel, ev.res)
+	case evRelayDone:
+		c.onRelayDone(ev.rel, ev.err)
+	case evADeliveryFailed:
+		c.onADeliveryFailed(ev.res, ev.err)
+	case evTerminate:
+		c.terminate(ev.reason)
+	}
+}
+
+// tryNext sends the INVITE to the next target, or answers A when none is
+// left.
+func (c *call) tryNext() {
+	c.cur = nil
+	lim := c.st.pol.Routing
+	if c.attempts-c.attemptBase < lim.MaxAttempts {
+		if t := c.pool.pick(c.tried); t != nil {
+			c.tried[t] = true
+			br := c.newBranch(t)
+			c.branches = append(c.branches, br)
+			c.cur = br
+			if len(c.tried) > 1 {
+				c.s.metrics.Failovers.WithLabelValues(c.pool.cfg.Name).Inc()
+				c.logf("failover", "target", t.addr.String(), "attempt", len(c.tried))
+			}
+			c.queueAct(action{kind: actInvite, br: br})
+			c.startTimer(timerKey{kind: tmTarget, id: br.n}, lim.TargetTimeout.Duration)
+			return
+		}
+	}
+	c.s.drop("route", "no_target")
+	c.logf("no target left", "tried", len(c.tried))
+	c.finalToA(c.localResponseToA(503, "Service Unavailable", sip.NewHeader("Retry-After", strconv.Itoa(lim.RetryAfter))))
+	c.end("no_target", "sbc")
+}
+
+// finalToA queues a final response to A's INVITE, once.
+func (c *call) finalToA(res *sip.Response) {
+	if c.aFinal != 0 {
+		return
+	}
+	c.aFinal = res.StatusCode
+	c.queueAct(action{kind: actRespondA, res: res})
+}
+
+// abandon gives up a branch: CANCEL it if it is early; if nothing was
+// heard yet, the first provisional will be answered with CANCEL.
+func (c *call) abandon(br *branch) {
+	if br == nil || br.abandoned {
+		return
+	}
+	br.abandoned = true
+	c.stopTimer(timerKey{kind: tmTarget, id: br.n})
+	if br.state == brEarly {
+		c.sendCancel(br)
+	}
+}
+
+func (c *call) sendCancel(br *branch) {
+	if br.cancelSent {
+		return
+	}
+	br.cancelSent = true
+	c.queueAct(action{kind: actCancel, br: br})
+	// Give up 64*T1 after the CANCEL if the INVITE never gets its final.
+	c.startTimer(timerKey{kind: tmCancel, id: br.n}, 64*sip.T1)
+}
+
+func (c *call) onCancel() {
+	switch c.phase {
+	case phSetup:
+		if c.aFinal != 0 {
+			return
+		}
+		c.aFinal = 487 // sipgo answered the INVITE with 487 itself
+		c.logf("call cancelled by caller")
+		c.abandon(c.cur)
+		c.end("cancelled", "caller")
+	case phAccepted:
+		// The CANCEL won the race against our 2xx inside sipgo's
+		// transaction: A got 487, and B's answer reached nobody.
+		c.logf("caller cancelled as the call was answered; hanging up the callee")
+		c.stopTimer(timerKey{kind: tmRetransmit})
+		c.stopTimer(timerKey{kind: tmAckWait})
+		c.ackKept(nil)
+		c.byeLeg(c.kept.leg, "cancelled")
+		c.answered = time.Time{}
+		c.end("cancelled", "caller")
+	}
+}
+
+func (c *call) onBResponse(br *branch, res *sip.Response) {
+	tag := tagOf(res.To().Params)
+	if res.IsSuccess() {
+		c.onB2xx(br, res, tag)
+		return
+	}
+	if res.IsProvisional() {
+		if br.state == brCalling {
+			br.state = brEarly
+		}
+		c.stopTimer(timerKey{kind: tmTarget, id: br.n})
+		if br.abandoned {
+			if res.StatusCode > 100 || !br.cancelSent {
+				c.sendCancel(br)
+			}
+			return
+		}
+		if res.StatusCode == 100 || br != c.cur || c.phase != phSetup || c.aFinal != 0 {
+			return
+		}
+		if tag != "" {
+			br.leg.setRemote(tag, res.Contact(), recordRoutes(res, true))
+		}
+		c.queueAct(action{kind: actRespondA, res: c.responseToA(res)})
+		return
+	}
+	// A final non-2xx: sipgo ACKs it.
+	if br.state == brAnswered || br.state == brFailed || br.state == brGone {
+		return
+	}
+	br.state = brFailed
+	c.stopTimer(timerKey{kind: tmTarget, id: br.n})
+	c.stopTimer(timerKey{kind: tmCancel, id: br.n})
+	if br.abandoned || br != c.cur || c.phase != phSetup || c.aFinal != 0 {
+		return
+	}
+	pol := c.st.pol.Routing
+	switch {
+	case res.IsRedirection() && pol.FollowRedirects && c.redirect < maxRedirects:
+		if ct := res.Contact(); ct != nil && ct.Address.User != "" {
+			c.redirect++
+			c.logf("following redirect", "status", res.StatusCode, "user", ct.Address.User)
+			c.user = ct.Address.User
+			// Within the same pool: every target may be tried again for
+			// the new user.
+			c.tried = map[*target]bool{}
+			c.attemptBase = c.attempts
+			c.tryNext()
+			return
+		}
+	case res.StatusCode == 503 || res.StatusCode == 500 || res.StatusCode == 408:
+		// The target is unwell, not the call: try another one.
+		c.logf("target refused call", "target", br.tgt.addr.String(), "status", res.StatusCode)
+		c.tryNext()
+		return
+	}
+	c.finalToA(c.responseToA(res))
+	c.end(resultOf(res.StatusCode), "callee")
+}
+
+// onB2xx handles a 2xx to a branch's INVITE: the first one of the call
+// is relayed to A; every other dialog (a fork, a branch given up, a 2xx
+// that crossed a CANCEL) is acknowledged and hung up; a retransmission is
+// answered with the same ACK again.
+func (c *call) onB2xx(br *branch, res *sip.Response, tag string) {
+	c.stopTimer(timerKey{kind: tmTarget, id: br.n})
+	c.stopTimer(timerKey{kind: tmCancel, id: br.n})
+	if ack := br.acks[tag]; ack != nil {
+		c.queueAct(action{kind: actWrite, leg: br.leg, req: ack.Clone()})
+		return
+	}
+	keep := c.kept == nil && br == c.cur && !br.abandoned && c.phase == phSetup && c.aFinal == 0
+	if !keep {
+		if c.kept == br && br.leg.remoteTagIs(tag) {
+			return // the kept 2xx again, before its ACK exists: absorbed
+		}
+		// A dialog the call does not keep: confirm it and hang it up.
+		d := br.leg.fork(tag, res)
+		ack := d.newRequest(sip.ACK, d.inviteCSeq, c.st.pol.Server.UserAgent)
+		ack.SetBody(nil)
+		br.acks[tag] = ack
+		br.byed[tag] = true
+		if br.state < brAnswered {
+			br.state = brAnswered
+		}
+		c.logf("hanging up a dialog the call does not keep", "branch", br.n, "kept", c.kept != nil)
+		c.queueAct(action{kind: actWrite, leg: d, req: ack.Clone()})
+		c.byeLeg(d, "")
+		return
+	}
+	br.state = brAnswered
+	c.kept = br
+	br.leg.setRemote(tag, res.Contact(), recordRoutes(res, true))
+	c.stopTimer(timerKey{kind: tmRing})
+	c.phase = phAccepted
+	c.answered = time.Now()
+	c.sessExp = sessionInterval(res)
+	out := c.responseToA(res)
+	c.aFinal = out.StatusCode
+	c.ok2xx = out
+	c.queueAct(action{kind: actRespondA, res: out})
+	c.interval = sip.T1
+	if c.a.transport == "udp" {
+		c.startTimer(timerKey{kind: tmRetransmit}, c.interval)
+	}
+	c.startTimer(timerKey{kind: tmAckWait}, 64*sip.T1)
+}
+
+// ackKept sends the ACK for the kept branch's 2xx once (with the body of
+// A's ACK in a delayed-offer call).
+func (c *call) ackKept(fromAck *sip.Request) {
+	br := c.kept
+	if br == nil {
+		return
+	}
+	tag := br.leg.getRemoteTag()
+	if br.acks[tag] != nil {
+		return
+	}
+	ack := br.leg.newRequest(sip.ACK, br.leg.inviteCSeq, c.st.pol.Server.UserAgent)
+	if fromAck != nil && len(fromAck.Body()) > 0 {
+		copyBody(ack, fromAck)
+	} else {
+		ack.SetBody(nil)
+	}
+	br.acks[tag] = ack
+	c.queueAct(action{kind: actWrite, leg: br.leg, req: ack.Clone()})
+}
+
+func (c *call) onBDone(br *branch, err error) {
+	if br.state == brCalling || br.state == brEarly {
+		br.state = brGone
+	}
+	c.stopTimer(timerKey{kind: tmTarget, id: br.n})
+	c.stopTimer(timerKey{kind: tmCancel, id: br.n})
+	if br != c.cur || br.abandoned || c.phase != phSetup || c.aFinal != 0 || br.state != brGone {
+		return
+	}
+	c.logf("invite transaction to target failed", "target", br.tgt.addr.String(), "error", errString(err))
+	br.tgt.passive(false, c.pool.cfg.Health)
+	c.tryNext()
+}
+
+func (c *call) onTimer(k timerKey) {
+	switch k.kind {
+	case tmRing:
+		if c.phase == phSetup && c.aFinal == 0 {
+			c.logf("ring timeout")
+			c.abandon(c.cur)
+			c.finalToA(c.localResponseToA(408, "Request Timeout"))
+			c.end("timeout", "sbc")
+		}
+	case tmTarget:
+		br := c.branch(k.id)
+		if br == nil || br != c.cur || br.state != brCalling || c.phase != phSetup || c.aFinal != 0 {
+			return
+		}
+		c.logf("target did not answer INVITE", "target", br.tgt.addr.String(), "timeout", c.st.pol.Routing.TargetTimeout.Duration.String())
+		br.tgt.passive(false, c.pool.cfg.Health)
+		// Keep its transaction: a late provisional gets a CANCEL, a late
+		// 2xx an ACK and a BYE.
+		c.abandon(br)
+		c.tryNext()
+	case tmCancel:
+		if br := c.branch(k.id); br != nil && (br.state == brCalling || br.state == brEarly) {
+			c.logf("cancelled branch never answered; giving up", "branch", br.n)
+			br.state = brGone
+			c.queueAct(action{kind: actTerminateTx, br: br})
+		}
+	case tmRetransmit:
+		if k.id == 0 {
+			if c.phase == phAccepted && c.ok2xx != nil {
+				c.queueAct(action{kind: actRespondA, res: c.ok2xx})
+				c.interval = min(2*c.interval, sip.T2)
+				c.startTimer(k, c.interval)
+			}
+			return
+		}
+		if rel := c.relays[k.id]; rel != nil && !rel.acked && rel.final != nil {
+			c.queueAct(action{kind: actRespond, tx: rel.tx, res: rel.final, sent: rel.sent})
+			rel.interval = min(2*rel.interval, sip.T2)
+			c.startTimer(k, rel.interval)
+		}
+	case tmAckWait:
+		if k.id == 0 {
+			if c.phase == phAccepted {
+				c.logf("caller never acknowledged 2xx; ending call")
+				c.stopTimer(timerKey{kind: tmRetransmit})
+				c.ackKept(nil)
+				c.answered = time.Time{}
+				c.byeLeg(c.kept.leg, "ack_timeout")
+				c.byeLeg(c.a, "ack_timeout")
+				c.end("ack_timeout", "sbc")
+			}
+			return
+		}
+		if rel := c.relays[k.id]; rel != nil && !rel.acked {
+			c.logf("re-INVITE 2xx never acknowledged", "leg", rel.from.name)
+			c.stopTimer(timerKey{kind: tmRetransmit, id: rel.id})
+			c.ackRelay(rel, nil)
+		}
+	case tmMaxDuration:
+		c.terminate("max_duration")
+	case tmInactivity:
+		d := c.st.limits.InactivityTimeout.Duration
+		idle := time.Since(time.Unix(0, c.activity.Load()))
+		if idle < d {
+			c.startTimer(k, d-idle)
+			return
+		}
+		c.terminate("inactivity")
+	case tmSession:
+		c.terminate("session_expired")
+	}
+}
+
+func (c *call) branch(n int) *branch {
+	if n >= 1 && n <= len(c.branches) && c.branches[n-1].n == n {
+		return c.branches[n-1]
+	}
+	for _, br := range c.branches {
+		if br.n == n {
+			return br
+		}
+	}
+	return nil
+}
+
+func (c *call) onAck(from *leg, ack *sip.Request) {
+	cseq := ack.CSeq().SeqNo
+	if from == c.a && cseq == c.a.inviteCSeq {
+		if c.phase != phAccepted {
+			return // a retransmitted ACK, or one that a BYE overtook
+		}
+		c.stopTimer(timerKey{kind: tmRetransmit})
+		c.stopTimer(timerKey{kind: tmAckWait})
+		c.ackKept(ack)
+		c.confirm()
+		return
+	}
+	for _, rel := range c.relays {
+		if rel.from == from && rel.req.Method == sip.INVITE && rel.req.CSeq().SeqNo == cseq {
+			if !rel.acked && rel.final != nil {
+				c.stopTimer(timerKey{kind: tmRetransmit, id: rel.id})
+				c.stopTimer(timerKey{kind: tmAckWait, id: rel.id})
+				c.ackRelay(rel, ack)
+			}
+			return
+		}
+	}
+}
+
+// confirm: both legs are confirmed; the call's limits start.
+func (c *call) confirm() {
+	c.phase = phConfirmed
+	lim := c.st.limits
+	if d := lim.MaxDuration.Duration; d > 0 {
+		c.startTimer(timerKey{kind: tmMaxDuration}, d-time.Since(c.answered))
+	}
+	if d := lim.InactivityTimeout.Duration; d > 0 {
+		c.startTimer(timerKey{kind: tmInactivity}, d)
+	}
+	if c.sessExp > 0 {
+		c.startTimer(timerKey{kind: tmSession}, sessionDeadline(c.sessExp))
+	}
+}
+
+func (c *call) onBye(from *leg, req *sip.Request, tx sip.ServerTransaction, sent chan struct{}) {
+	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	res.AppendHeader(sip.NewHeader("Server", c.st.pol.Server.UserAgent))
+	res.SetBody(nil)
+	c.queueAct(action{kind: actRespond, tx: tx, res: res, sent: sent})
+	by := "caller"
+	if from != c.a {
+		by = "callee"
+	}
+	switch c.phase {
+	case phEnded:
+		return // BYEs crossed, or a late one: the dialog is over anyway
+	case phSetup:
+		if from == c.a {
+			// BYE in an early dialog: like a CANCEL (RFC 3261 15).
+			c.logf("caller ended the early dialog")
+			c.abandon(c.cur)
+			c.finalToA(c.localResponseToA(487, "Request Terminated"))
+			c.end("cancelled", "caller")
+			return
+		}
+		// The callee may not BYE an early dialog (RFC 3261 15); treat it
+		// as the end of that attempt: cancel it and tell the caller.
+		c.logf("callee sent BYE in an early dialog")
+		c.abandon(c.cur)
+		c.finalToA(c.localResponseToA(480, "Temporarily Unavailable"))
+		c.end("no_answer", "callee")
+		return
+	case phAccepted:
+		// A BYE that overtook A's ACK (or the callee's, before it got
+		// ours): B's 2xx still needs its ACK before B gets a BYE.
+		c.stopTimer(timerKey{kind: tmRetransmit})
+		c.stopTimer(timerKey{kind: tmAckWait})
+		c.ackKept(nil)
+	}
+	reason := ""
+	if h := req.GetHeader("Reason"); h != nil && c.st.headers.Allowed("Reason") {
+		reason = h.Value()
+	}
+	c.byeLegRaw(c.other(from), reason)
+	c.end("answered", by)
+}
+
+// byeLeg queues a BYE of the SBC's own on leg l.
+func (c *call) byeLeg(l *leg, reason string) {
+	if reason != "" {
+		reason = `SIP;cause=200;text="` + reason + `"`
+	}
+	c.byeLegRaw(l, reason)
+}
+
+func (c *call) byeLegRaw(l *leg, reason string) {
+	if l == nil {
+		return
+	}
+	bye := l.newRequest(sip.BYE, 0, c.st.pol.Server.UserAgent)
+	if reason != "" {
+		bye.AppendHeader(sip.NewHeader("Reason", reason))
+	}
+	bye.SetBody(nil)
+	c.queueAct(action{kind: actBye, leg: l, req: bye})
+}
+
+// terminate ends the call from the SBC's side.
+func (c *call) terminate(reason string) {
+	switch c.phase {
+	case phEnded:
+		return
+	case phSetup:
+		c.logf("call terminated by sbc", "reason", reason)
+		c.abandon(c.cur)
+		c.finalToA(c.localResponseToA(503, "Service Unavailable"))
+		c.end(reason, "sbc")
+		return
+	case phAccepted:
+		c.stopTimer(timerKey{kind: tmRetransmit})
+		c.stopTimer(timerKey{kind: tmAckWait})
+		c.ackKept(nil)
+	}
+	c.logf("call terminated by sbc", "reason", reason)
+	c.byeLeg(c.a, reason)
+	c.byeLeg(c.kept.leg, reason)
+	c.end(reason, "sbc")
+}
+
+func (c *call) onADeliveryFailed(res *sip.Response, err error) {
+	if res == nil || !res.IsSuccess() || c.phase != phAccepted {
+		return
+	}
+	c.logf("2xx could not be sent to the caller; ending call", "error", errString(err))
+	c.s.drop("bridge", "send_failed")
+	c.stopTimer(timerKey{kind: tmRetransmit})
+	c.stopTimer(timerKey{kind: tmAckWait})
+	c.ackKept(nil)
+	c.byeLeg(c.kept.leg, "undeliverable")
+	c.answered = time.Time{}
+	c.end("undeliverable", "sbc")
+}
+
+// end records the call's result once; what it still has to do after
+// (ACK/BYE stray dialogs, CANCEL branches) goes on.
+func (c *call) end(result, by string) {
+	if c.phase == phEnded {
+		return
+	}
+	c.phase = phEnded
+	c.result, c.endedBy = result, by
+	for k, e := range c.timers {
+		if k.kind != tmCancel && k.kind != tmTarget {
+			e.t.Stop()
+			delete(c.timers, k)
+		}
+	}
+	for _, rel := range c.relays {
+		if rel.final == nil {
+			// Nothing more will be relayed: answer what is pending.
+			rel.final = sip.NewResponseFromRequest(rel.req, 481, "Call/Transaction Does Not Exist", nil)
+			c.queueAct(action{kind: actRespond, tx: rel.tx, res: rel.final, sent: rel.sent})
+		}
+	}
+	c.queueAct(action{kind: actEnd})
+}
+
+// onRequest relays an in-dialog request (not ACK, not BYE) to the other
+// leg.
+func (c *call) onRequest(from *leg, req *sip.Request, tx sip.ServerTransaction, sent chan struct{}) {
+	reject := func(code int, reason string, hdrs ...sip.Header) {
+		res := sip.NewResponseFromRequest(req, code, reason, nil)
+		for _, h := range hdrs {
+			res.AppendHeader(h)
+		}
+		res.AppendHeader(sip.NewHeader("Server", c.st.pol.Server.UserAgent))
+		res.SetBody(nil)
+		c.queueAct(action{kind: actRespond, tx: tx, res: res, sent: sent})
+	}
+	if c.phase == phEnded {
+		reject(481, "Call/Transaction Does Not Exist")
+		return
+	}
+	if from != c.a && from != c.b() {
+		reject(481, "Call/Transaction Does Not Exist") // an abandoned branch's dialog
+		return
+	}
+	to := c.other(from)
+	if to == nil || !to.hasRemote() {
+		// The other side's dialog does not exist yet (no tagged response).
+		reject(491, "Request Pending", sip.NewHeader("Retry-After", "1"))
+		return
+	}
+	if req.Method == sip.INVITE {
+		// RFC 3261 14.2: one INVITE at a time per dialog, either way.
+		for _, rel := range c.relays {
+			if rel.req.Method == sip.INVITE && !rel.acked && (rel.from == from || rel.to == from) {
+				if rel.from == from {
+					reject(500, "Server Internal Error", sip.NewHeader("Retry-After", "1"))
+				} else {
+					reject(491, "Request Pending")
+				}
+				return
+			}
+		}
+		if c.phase != phConfirmed {
+			reject(491, "Request Pending")
+			return
+		}
+	}
+	ua := c.st.pol.Server.UserAgent
+	out := to.newRequest(req.Method, 0, ua)
+	c.st.headers.Copy(out, req, "content-type", "rack", "refer-to")
+	if mf := req.MaxForwards(); mf != nil && mf.Val() > 1 && mf.Val() <= 70 {
+		v := sip.MaxForwardsHeader(mf.Val() - 1)
+		out.ReplaceHeader(&v)
+	}
+	if h := req.GetHeader("RAck"); h != nil && c.st.headers.Allowed("RAck") {
+		out.AppendHeader(sip.NewHeader("RAck", rewriteRAck(h.Value(), to.inviteCSeq)))
+	}
+	if h := req.ReferTo(); h != nil && c.st.headers.Allowed("Refer-To") {
+		// The transfer target is re-homed on the SBC's face of the
+		// receiving leg: whoever follows it comes back through the SBC.
+		// An embedded Replaces names the other leg's dialog.
+		u := to.face().URI(h.Address.User)
+		if hdrs, ok := c.s.mapReferHeaders(h.Address.Headers); ok {
+			u.Headers = hdrs
+		} else {
+			reject(481, "Call/Transaction Does Not Exist")
+			return
+		}
+		out.AppendHeader(&sip.ReferToHeader{Address: u})
+	}
+	copyBody(out, req)
+	if isTargetRefresh(req.Method) {
+		from.refreshTarget(req.Contact())
+	}
+	c.relayN++
+	rel := &relay{id: c.relayN, from: from, to: to, req: req, tx: tx, out: out, sent: sent}
+	if c.relays == nil {
+		c.relays = map[int]*relay{}
+	}
+	c.relays[rel.id] = rel
+	c.queueAct(action{kind: actRelay, rel: rel})
+}
+
+func (c *call) onRelayResponse(rel *relay, res *sip.Response) {
+	if rel.answered {
+		if res.IsSuccess() && rel.req.Method == sip.INVITE && rel.ack != nil {
+			// The other side retransmits its 2xx: our ACK was lost.
+			c.queueAct(action{kind: actWrite, leg: rel.to, req: rel.ack.Clone()})
+		}
+		return
+	}
+	if res.StatusCode == 100 {
+		return
+	}
+	back := c.inDialogResponse(rel.from, rel.req, res)
+	if res.IsProvisional() {
+		if rel.final == nil {
+			c.queueAct(action{kind: actRespond, tx: rel.tx, res: back})
+		}
+		return
+	}
+	rel.answered = true
+	if rel.final != nil {
+		// The call ended meanwhile and the request was answered; a 2xx
+		// to a re-INVITE still needs its ACK.
+		if res.IsSuccess() && rel.req.Method == sip.INVITE {
+			c.ackRelay(rel, nil)
+		}
+		delete(c.relays, rel.id)
+		return
+	}
+	rel.final = back
+	c.queueAct(action{kind: actRespond, tx: rel.tx, res: back, sent: rel.sent})
+	if res.IsSuccess() {
+		if isTargetRefresh(rel.req.Method) {
+			rel.to.refreshTarget(res.Contact())
+		}
+		if (rel.req.Method == sip.INVITE || rel.req.Method == sip.UPDATE) && c.phase == phConfirmed {
+			c.touch()
+			if d := sessionInterval(res); d > 0 {
+				c.sessExp = d
+				c.startTimer(timerKey{kind: tmSession}, sessionDeadline(d))
+			}
+		}
+	}
+	if rel.req.Method == sip.INVITE && res.IsSuccess() {
+		// Resent until the ACK comes, like the initial 2xx.
+		rel.interval = sip.T1
+		if rel.from.transport == "udp" {
+			c.startTimer(timerKey{kind: tmRetransmit, id: rel.id}, rel.interval)
+		}
+		c.startTimer(timerKey{kind: tmAckWait, id: rel.id}, 64*sip.T1)
+	} else {
+		delete(c.relays, rel.id)
+	}
+	if res.StatusCode == 481 || res.StatusCode == 408 {
+		// RFC 5057: the other side's dialog is gone.
+		c.logf("in-dialog request answered; ending call", "method", string(rel.req.Method), "status", res.StatusCode)
+		c.terminate("dialog_gone")
+	}
+}
+
+func (c *call) onRelayDone(rel *relay, err error) {
+	if rel.answered {
+		return
+	}
+	rel.answered = true
+	delete(c.relays, rel.id)
+	if rel.final != nil {
+		return
+	}
+	c.logf("in-dialog relay failed; ending call", "method", string(rel.req.Method), "leg", rel.to.name, "error", errString(err))
+	rel.final = sip.NewResponseFromRequest(rel.req, 408, "Request Timeout", nil)
+	rel.final.SetBody(nil)
+	c.queueAct(action{kind: actRespond, tx: rel.tx, res: rel.final, sent: rel.sent})
+	c.terminate("dialog_gone")
+}
+
+// ackRelay sends the ACK for a relayed re-INVITE's 2xx on the other leg,
+// with the body of the ACK received (delayed offer), once.
+func (c *call) ackRelay(rel *relay, fromAck *sip.Request) {
+	if rel.acked {
+		return
+	}
+	rel.acked = true
+	ack := rel.to.newRequest(sip.ACK, rel.out.CSeq().SeqNo, c.st.pol.Server.UserAgent)
+	if fromAck != nil && len(fromAck.Body()) > 0 {
+		copyBody(ack, fromAck)
+	} else {
+		ack.SetBody(nil)
+	}
+	rel.ack = ack
+	c.queueAct(action{kind: actWrite, leg: rel.to, req: ack.Clone()})
+	// Kept until the other side's transaction ends, so that a
+	// retransmitted 2xx is answered with this ACK again.
+}
+
+func isTargetRefresh(m sip.RequestMethod) bool {
+	return m == sip.INVITE || m == sip.UPDATE || m == sip.SUBSCRIBE || m == sip.NOTIFY || m == sip.REFER
+}
+
+// inDialogResponse builds the response to req (received on `from`) out of
+// the other leg's response res.
+func (c *call) inDialogResponse(from *leg, req *sip.Request, res *sip.Response) *sip.Response {
+	out := sip.NewResponseFromRequest(req, res.StatusCode, res.Reason, nil)
+	c.st.headers.Copy(out, res, "content-type")
+	if res.StatusCode < 300 && isTargetRefresh(req.Method) {
+		out.AppendHeader(from.face().Contact(""))
+	}
+	out.AppendHeader(sip.NewHeader("Server", c.st.pol.Server.UserAgent))
+	copyBody(out, res)
+	return out
+}
