@@ -40,11 +40,11 @@ func (p phase) String() string { return phaseNames[p] }
 type brState uint8
 
 const (
-	brCalling   brState = iota // INVITE sent, nothing heard
-	brEarly                    // a provisional response came
-	brAnswered                 // a 2xx came (the first 2xx of the branch)
-	brFailed                   // a final non-2xx came
-	brGone                     // the transaction ended without a final
+	brCalling  brState = iota // INVITE sent, nothing heard
+	brEarly                   // a provisional response came
+	brAnswered                // a 2xx came (the first 2xx of the branch)
+	brFailed                  // a final non-2xx came
+	brGone                    // the transaction ended without a final
 )
 
 // branch is one INVITE sent to one target.
@@ -86,14 +86,14 @@ type call struct {
 	// after starts a timer; tests replace it to fire timers by hand.
 	after func(time.Duration, func()) stopper
 
-	done     atomic.Bool   // set when the call ended (lock-free reads)
+	done atomic.Bool // set when the call ended (lock-free reads)
 	// finalSent is closed once A's INVITE has its final response on the
 	// wire (or sipgo answered a CANCEL with 487): sipgo ends the server
 	// transaction when the INVITE handler returns, so newCall waits for it.
 	finalSent     chan struct{}
 	finalSentOnce sync.Once
-	ended    chan struct{} // closed when the call ended
-	activity atomic.Int64  // unix nanos of the last in-dialog request
+	ended         chan struct{} // closed when the call ended
+	activity      atomic.Int64  // unix nanos of the last in-dialog request
 
 	mu       sync.Mutex
 	phase    phase
@@ -106,20 +106,20 @@ type call struct {
 	attemptBase int
 	redirect    int
 	timerSeq    uint64
-	branches []*branch
-	cur      *branch // the branch being tried
-	kept     *branch // the branch whose 2xx was accepted
-	ok2xx    *sip.Response
-	interval time.Duration // 2xx retransmission interval towards A
-	relays   map[int]*relay
-	relayN   int
-	timers   map[timerKey]*timerEntry
-	result   string
-	endedBy  string
-	answered time.Time
-	sessExp  time.Duration // negotiated session interval (RFC 4028), 0 if none
-	queue    []action
-	draining bool
+	branches    []*branch
+	cur         *branch // the branch being tried
+	kept        *branch // the branch whose 2xx was accepted
+	ok2xx       *sip.Response
+	interval    time.Duration // 2xx retransmission interval towards A
+	relays      map[int]*relay
+	relayN      int
+	timers      map[timerKey]*timerEntry
+	result      string
+	endedBy     string
+	answered    time.Time
+	sessExp     time.Duration // negotiated session interval (RFC 4028), 0 if none
+	queue       []action
+	draining    bool
 }
 
 // b is the B-leg in-dialog requests from A go to: the accepted dialog,

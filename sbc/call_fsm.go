@@ -16,18 +16,18 @@ import (
 type evKind uint8
 
 const (
-	evStart         evKind = iota // the call was created: try the first target
-	evCancel                      // A cancelled its INVITE (sipgo answered 200 and 487)
-	evBResponse                   // a response to a branch's INVITE
-	evBDone                       // a branch's INVITE transaction ended (timeout, transport error)
-	evTimer                       // a timer fired
-	evAck                         // an ACK from a leg (for a 2xx)
-	evBye                         // a BYE from a leg
-	evRequest                     // another in-dialog request from a leg
-	evRelayResponse               // a response to a relayed in-dialog request
-	evRelayDone                   // a relayed request's transaction ended
-	evADeliveryFailed             // a final response could not be sent to A
-	evTerminate                   // the SBC ends the call (limits, admin, shutdown)
+	evStart           evKind = iota // the call was created: try the first target
+	evCancel                        // A cancelled its INVITE (sipgo answered 200 and 487)
+	evBResponse                     // a response to a branch's INVITE
+	evBDone                         // a branch's INVITE transaction ended (timeout, transport error)
+	evTimer                         // a timer fired
+	evAck                           // an ACK from a leg (for a 2xx)
+	evBye                           // a BYE from a leg
+	evRequest                       // another in-dialog request from a leg
+	evRelayResponse                 // a response to a relayed in-dialog request
+	evRelayDone                     // a relayed request's transaction ended
+	evADeliveryFailed               // a final response could not be sent to A
+	evTerminate                     // the SBC ends the call (limits, admin, shutdown)
 )
 
 var evNames = [...]string{"start", "cancel", "b_response", "b_done", "timer", "ack", "bye",
@@ -57,16 +57,16 @@ type event struct {
 type actKind uint8
 
 const (
-	actRespondA  actKind = iota // respond res on A's INVITE transaction
-	actRespond                  // respond res on tx (in-dialog requests)
-	actInvite                   // send br's INVITE (client transaction)
-	actCancel                   // send CANCEL for br's INVITE
-	actWrite                    // send req on leg outside a transaction (ACK)
-	actBye                      // send req (a BYE) on leg as a transaction
-	actRelay                    // send rel's request on rel.to
-	actTerminateTx              // give up br's INVITE transaction
-	actLog                      // log msg with attrs (logging is I/O: not under the lock)
-	actEnd                      // count and log the call's end, free its slot
+	actRespondA    actKind = iota // respond res on A's INVITE transaction
+	actRespond                    // respond res on tx (in-dialog requests)
+	actInvite                     // send br's INVITE (client transaction)
+	actCancel                     // send CANCEL for br's INVITE
+	actWrite                      // send req on leg outside a transaction (ACK)
+	actBye                        // send req (a BYE) on leg as a transaction
+	actRelay                      // send rel's request on rel.to
+	actTerminateTx                // give up br's INVITE transaction
+	actLog                        // log msg with attrs (logging is I/O: not under the lock)
+	actEnd                        // count and log the call's end, free its slot
 )
 
 var actNames = [...]string{"respond_a", "respond", "invite", "cancel", "write", "bye", "relay",
@@ -128,7 +128,7 @@ type relay struct {
 	interval time.Duration
 	ack      *sip.Request // the ACK sent on to, resent when to's 2xx is retransmitted
 	sent     chan struct{}
-	answered bool         // a final came back from to
+	answered bool // a final came back from to
 	acked    bool
 }
 
