@@ -397,7 +397,7 @@ func (ix *index) value(path string, t reflect.Type, n *unstable.Node, vp pos) {
 		if n.Kind != unstable.String {
 			mismatch()
 		}
-	case t.Kind() == reflect.Bool:
+	case t.Kind() == reflect.Bool || (t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Bool):
 		if n.Kind != unstable.Bool {
 			mismatch()
 		}
@@ -504,7 +504,7 @@ func typeName(t reflect.Type) string {
 		return "duration string"
 	case t.Kind() == reflect.String:
 		return "string"
-	case t.Kind() == reflect.Bool:
+	case t.Kind() == reflect.Bool, t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Bool:
 		return "boolean"
 	case t.Kind() == reflect.Int, t.Kind() == reflect.Pointer:
 		return "integer"
