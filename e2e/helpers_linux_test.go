@@ -26,6 +26,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/sbc-project/sbc/internal/netns"
 	"github.com/sbc-project/sbc/internal/netns/netnstest"
+	"github.com/sbc-project/sbc/internal/testpolicy"
+	"github.com/sbc-project/sbc/policy"
 	"golang.org/x/sys/unix"
 )
 
@@ -268,72 +270,28 @@ func writePolicy(t testing.TB, o policyOpts) string {
 	if o.threshold == 0 {
 		o.threshold = 10
 	}
-	ifaces, _ := json.Marshal(o.xdpIfaces)
-	if o.xdpIfaces == nil {
-		ifaces = []byte("[]")
+	lo := func(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
+	pol := &testpolicy.Policy{
+		Comment: "written by the e2e tests",
+		Server:  testpolicy.Server{LogLevel: "info", StateDir: o.stateDir},
+		Admin:   adminAddr,
+		Realms: []testpolicy.Realm{
+			{Name: "external", Listeners: []testpolicy.Listener{{Transport: "udp", Bind: fmt.Sprintf("%s:%d", sbcIP, sipPort)}}},
+			{Name: "internal", Listeners: []testpolicy.Listener{{Transport: "udp", Bind: lo(5062)}}},
+		},
+		Trunks: []testpolicy.Trunk{{Name: "carrier", Realm: "external", Sources: []string{trunkIP + "/32"}}},
+		Pools: []testpolicy.Pool{{Name: "uas", Realm: "internal", Targets: testpolicy.Targets(lo(uasPort)),
+			Health: &testpolicy.Health{Interval: policy.D(0)}}},
+		Routing: &testpolicy.Routing{DefaultPool: "uas"},
+		Headers: &testpolicy.Headers{UnknownSourceAction: "drop"},
+		Limits:  &testpolicy.Limits{SourcePPS: new(100000), SourcePPSBurst: 100000, SourceCPS: new(1000)},
+		AutoBlock: &testpolicy.AutoBlock{Enabled: new(o.autoblock), Threshold: o.threshold,
+			Window: policy.D(60 * time.Second), BlockFor: policy.D(10 * time.Minute),
+			ScannerUserAgents: []string{"friendly-scanner"}},
+		XDP:      &testpolicy.XDP{Enabled: o.xdp, Interfaces: o.xdpIfaces, Mode: o.xdpMode, PinDir: o.pinDir},
+		Nftables: &testpolicy.Nftables{Enabled: o.nft, Table: o.nftTable},
 	}
-	text := fmt.Sprintf(`# written by the e2e tests
-[server]
-log_level = "info"
-state_dir = %q
-
-[admin]
-listen = %q
-
-[[realm]]
-name = "external"
-  [[realm.listener]]
-  transport = "udp"
-  bind = "%s:%d"
-
-[[realm]]
-name = "internal"
-  [[realm.listener]]
-  transport = "udp"
-  bind = "127.0.0.1:5062"
-
-[[trunk]]
-name = "carrier"
-realm = "external"
-sources = ["%s/32"]
-
-[[pool]]
-name = "uas"
-realm = "internal"
-  [[pool.target]]
-  address = "127.0.0.1:%d"
-  [pool.health]
-  interval = "0s"
-
-[routing]
-default_pool = "uas"
-
-[headers]
-unknown_source_action = "drop"
-
-[limits]
-source_pps = 100000
-source_pps_burst = 100000
-source_cps = 1000
-
-[autoblock]
-enabled = %t
-threshold = %d
-window = "60s"
-block_for = "10m"
-scanner_user_agents = ["friendly-scanner"]
-
-[xdp]
-enabled = %t
-interfaces = %s
-mode = %q
-pin_dir = %q
-
-[nftables]
-enabled = %t
-table = %q
-`, o.stateDir, adminAddr, sbcIP, sipPort, trunkIP, uasPort,
-		o.autoblock, o.threshold, o.xdp, ifaces, o.xdpMode, o.pinDir, o.nft, o.nftTable)
+	text := pol.TOML()
 	path := filepath.Join(t.TempDir(), "policy.toml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,8 @@ import (
 
 	"github.com/sbc-project/sbc/bench/attack"
 	"github.com/sbc-project/sbc/internal/sipua"
+	"github.com/sbc-project/sbc/internal/testpolicy"
+	"github.com/sbc-project/sbc/policy"
 )
 
 // The attack generators of bench/attack against a running SBC, from
@@ -65,7 +67,7 @@ func (e *env) assertBackendNeverSaw(addr string) {
 func TestAttackExtensionScan(t *testing.T) {
 	for _, ua := range []string{"friendly-scanner", "Linphone/5.0"} {
 		t.Run(ua, func(t *testing.T) {
-			e := newEnv(t, envOpts{policy: "[autoblock]\nthreshold = 5\n[limits]\nsource_cps = 1000"})
+			e := newEnv(t, envOpts{autoBlock: &testpolicy.AutoBlock{Threshold: 5}, limits: &testpolicy.Limits{SourceCPS: new(1000)}})
 			stop := make(chan struct{})
 			ok, failed, done := e.trunkCallsDuring(stop)
 			rep, err := attack.ExtensionScan(e.ctx, attack.ExtensionScanConfig{
@@ -143,33 +145,21 @@ func registrar(t *testing.T) (addr string, authorized *atomic.Int32) {
 
 func TestAttackDigestBruteForceBlocked(t *testing.T) {
 	reg, authorized := registrar(t)
-	e := newEnv(t, envOpts{policy: fmt.Sprintf(`
-[autoblock]
-threshold = 4
-block_trunks = true
-
-[limits]
-register_rate = 1000
-
-[[trunk]]
-name = "customers"
-realm = "external"
-sources = ["%s/32"]
-allow_register = true
-register_domains = ["pbx.example.com"]
-
-[[pool]]
-name = "reg"
-realm = "internal"
-  [[pool.target]]
-  address = %q
-  [pool.health]
-  interval = "0s"
-
-[[route]]
-trunk = "customers"
-pool = "reg"
-`, strangerIP, reg)})
+	e := newEnv(t, envOpts{
+		autoBlock: &testpolicy.AutoBlock{Threshold: 4, BlockTrunks: true},
+		limits:    &testpolicy.Limits{RegisterRate: new(1000)},
+		edit: func(p *testpolicy.Policy) {
+			p.Trunks = append(p.Trunks, testpolicy.Trunk{
+				Name: "customers", Realm: "external", Sources: []string{strangerIP + "/32"},
+				AllowRegister: true, RegisterDomains: []string{"pbx.example.com"},
+			})
+			p.Pools = append(p.Pools, testpolicy.Pool{
+				Name: "reg", Realm: "internal", Targets: testpolicy.Targets(reg),
+				Health: &testpolicy.Health{Interval: policy.D(0)},
+			})
+			p.Routes = append(p.Routes, testpolicy.Route{Trunk: "customers", Pool: "reg"})
+		},
+	})
 	var passwords []string
 	for i := 0; i < 40; i++ {
 		passwords = append(passwords, fmt.Sprintf("guess%d", i))
@@ -200,7 +190,7 @@ pool = "reg"
 func TestAttackInviteFloodFromTrunkLimited(t *testing.T) {
 	e := newEnv(t, envOpts{
 		backends: []sipua.BackendOptions{{Answer: sipua.Always(sipua.Plan{Final: 486})}},
-		policy:   "[limits]\nsource_cps = 20",
+		limits:   &testpolicy.Limits{SourceCPS: new(20)},
 	})
 	rep, err := attack.InviteFlood(e.ctx, attack.InviteFloodConfig{
 		Target: e.extAddr(), Local: netip.MustParseAddrPort(callerIP + ":0"),
@@ -227,7 +217,7 @@ func TestAttackInviteFloodFromTrunkLimited(t *testing.T) {
 }
 
 func TestAttackMalformedStorm(t *testing.T) {
-	e := newEnv(t, envOpts{policy: "[autoblock]\nthreshold = 10\n[limits]\nsource_cps = 1000"})
+	e := newEnv(t, envOpts{autoBlock: &testpolicy.AutoBlock{Threshold: 10}, limits: &testpolicy.Limits{SourceCPS: new(1000)}})
 	stop := make(chan struct{})
 	ok, failed, done := e.trunkCallsDuring(stop)
 	rep, err := attack.MalformedStorm(e.ctx, attack.MalformedStormConfig{
@@ -250,7 +240,7 @@ func TestAttackMalformedStorm(t *testing.T) {
 }
 
 func TestAttackSpoofedSourcesBoundedState(t *testing.T) {
-	e := newEnv(t, envOpts{policy: "[limits]\nmax_sources = 256\nsource_cps = 1000\n[autoblock]\nthreshold = 1000"})
+	e := newEnv(t, envOpts{limits: &testpolicy.Limits{MaxSources: 256, SourceCPS: new(1000)}, autoBlock: &testpolicy.AutoBlock{Threshold: 1000}})
 	stop := make(chan struct{})
 	ok, failed, done := e.trunkCallsDuring(stop)
 	rep, err := attack.SpoofedFlood(e.ctx, attack.SpoofedFloodConfig{

@@ -9,6 +9,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/sbc-project/sbc/internal/sipua"
+	"github.com/sbc-project/sbc/internal/testpolicy"
 	"github.com/sbc-project/sbc/policy"
 )
 
@@ -274,7 +275,7 @@ func TestFailoverOnTimeoutAnd503(t *testing.T) {
 			{Answer: sipua.Always(sipua.Plan{Final: 503})},
 			{},
 		},
-		routing: "[routing]\ndefault_pool = \"pbx\"\ntarget_timeout = \"200ms\"\nmax_attempts = 3\nretry_after = 7",
+		edit: func(p *testpolicy.Policy) { p.Routing.TargetTimeout = policy.D(200 * time.Millisecond) },
 	})
 	// Weighted random order: whatever the order, the call must end up on
 	// the healthy third backend.
@@ -306,7 +307,9 @@ func TestAllTargetsDown503RetryAfter(t *testing.T) {
 }
 
 func TestHealthCheckMarksTargetDownAndUp(t *testing.T) {
-	e := newEnv(t, envOpts{health: "  interval = \"50ms\"\n  timeout = \"40ms\"\n  up = 1\n  down = 1"})
+	e := newEnv(t, envOpts{edit: func(p *testpolicy.Policy) {
+		p.Pool("pbx").Health = &testpolicy.Health{Interval: policy.D(50 * time.Millisecond), Timeout: policy.D(40 * time.Millisecond), Up: 1, Down: 1}
+	}})
 	b := e.backends[0]
 	tg := e.sbc.state.Load().pools["pbx"].targets[0]
 	b.SetOptionsReply(0) // silent: pings time out
@@ -366,7 +369,7 @@ func TestUnknownSourceDroppedSilently(t *testing.T) {
 }
 
 func TestUnknownSourceRejectedByPolicy(t *testing.T) {
-	e := newEnv(t, envOpts{headers: "[headers]\nunknown_source_action = \"reject\""})
+	e := newEnv(t, envOpts{edit: func(p *testpolicy.Policy) { p.Headers = &testpolicy.Headers{UnknownSourceAction: "reject"} }})
 	stranger := e.newCaller(strangerIP + ":0")
 	call, err := stranger.Dial(e.ctx, e.ext, sipua.DialOptions{SDP: sipua.SDP(strangerIP, 4000, 1, "sendrecv")})
 	if err != nil {
@@ -379,7 +382,7 @@ func TestUnknownSourceRejectedByPolicy(t *testing.T) {
 }
 
 func TestMaxDurationEndsBothLegs(t *testing.T) {
-	e := newEnv(t, envOpts{calls: "[calls]\nmax_duration = \"300ms\"\nring_timeout = \"10s\""})
+	e := newEnv(t, envOpts{edit: func(p *testpolicy.Policy) { p.Calls.MaxDuration = policy.D(300 * time.Millisecond) }})
 	call, res := e.dial(sipua.DialOptions{})
 	if res.StatusCode != 200 {
 		t.Fatalf("final %d", res.StatusCode)
@@ -396,7 +399,7 @@ func TestMaxDurationEndsBothLegs(t *testing.T) {
 }
 
 func TestInactivityTimeout(t *testing.T) {
-	e := newEnv(t, envOpts{calls: "[calls]\ninactivity_timeout = \"200ms\"\nring_timeout = \"10s\""})
+	e := newEnv(t, envOpts{edit: func(p *testpolicy.Policy) { p.Calls.InactivityTimeout = policy.D(200 * time.Millisecond) }})
 	call, res := e.dial(sipua.DialOptions{})
 	if res.StatusCode != 200 {
 		t.Fatalf("final %d", res.StatusCode)
@@ -411,7 +414,7 @@ func TestInactivityTimeout(t *testing.T) {
 func TestRingTimeout(t *testing.T) {
 	e := newEnv(t, envOpts{
 		backends: []sipua.BackendOptions{{Answer: sipua.Always(sipua.Plan{Provisional: []sipua.Provisional{{Code: 180}}, Delay: 30 * time.Second})}},
-		calls:    "[calls]\nring_timeout = \"300ms\"",
+		edit:     func(p *testpolicy.Policy) { p.Calls.RingTimeout = policy.D(300 * time.Millisecond) },
 	})
 	_, res := e.dial(sipua.DialOptions{})
 	if res.StatusCode != 408 {
@@ -444,7 +447,9 @@ func TestRedirectFollowedByPolicy(t *testing.T) {
 			}
 			return sipua.Plan{Final: 302, Headers: []sip.Header{sip.NewHeader("Contact", "<sip:2002@"+backendIP+">")}}
 		}}},
-		routing: "[routing]\ndefault_pool = \"pbx\"\nfollow_redirects = true\ntarget_timeout = \"300ms\"",
+		edit: func(p *testpolicy.Policy) {
+			p.Routing = &testpolicy.Routing{DefaultPool: "pbx", FollowRedirects: true, TargetTimeout: policy.D(300 * time.Millisecond)}
+		},
 	})
 	call, res := e.dial(sipua.DialOptions{User: "1000"})
 	if res.StatusCode != 200 {
@@ -475,11 +480,9 @@ func TestReloadKeepsCallsAndChangesRouting(t *testing.T) {
 		t.Fatalf("final %d", res.StatusCode)
 	}
 	// New policy: same listeners, no default pool any more.
-	p2, err := policy.Parse("reload.toml", []byte(strings.Replace(e.toml, `default_pool = "pbx"`, "", 1)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.sbc.Reload(p2); err != nil {
+	pb2 := e.pb.Clone()
+	pb2.Routing.DefaultPool = ""
+	if err := e.sbc.Reload(pb2.Parse(t)); err != nil {
 		t.Fatal(err)
 	}
 	_, res2 := e.dial(sipua.DialOptions{})
@@ -494,11 +497,9 @@ func TestReloadKeepsCallsAndChangesRouting(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Listener changes are refused.
-	p3, err := policy.Parse("reload3.toml", []byte(strings.Replace(e.toml, "transport = \"tcp\"\n  bind = \""+sbcExtIP+":0\"", "transport = \"tcp\"\n  bind = \""+sbcExtIP+":5999\"", 1)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.sbc.Reload(p3); err == nil {
+	pb3 := e.pb.Clone()
+	pb3.Realm("external").Listeners[1].Bind = sbcExtIP + ":5999" // [1] is the TCP listener
+	if err := e.sbc.Reload(pb3.Parse(t)); err == nil {
 		t.Fatal("reload with a changed listener accepted")
 	}
 }
@@ -522,11 +523,9 @@ func TestReloadChangesTrunkACL(t *testing.T) {
 	if res.StatusCode != 200 {
 		t.Fatalf("first call %d", res.StatusCode)
 	}
-	p2, err := policy.Parse("acl.toml", []byte(strings.Replace(e.toml, `sources = ["`+callerIP+`/32"]`, `sources = ["`+callerIP+`/32", "127.0.0.9"]`, 1)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.sbc.Reload(p2); err != nil {
+	pb2 := e.pb.Clone()
+	pb2.Trunk("carrier").Sources = []string{callerIP + "/32", "127.0.0.9"}
+	if err := e.sbc.Reload(pb2.Parse(t)); err != nil {
 		t.Fatal(err)
 	}
 	call, err = other.Dial(e.ctx, e.ext, sipua.DialOptions{SDP: sipua.SDP("192.0.2.9", 4000, 1, "sendrecv")})

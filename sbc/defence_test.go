@@ -18,6 +18,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/sbc-project/sbc/acl"
 	"github.com/sbc-project/sbc/internal/sipua"
+	"github.com/sbc-project/sbc/internal/testpolicy"
 	"github.com/sbc-project/sbc/policy"
 )
 
@@ -40,7 +41,7 @@ func (e *env) blocked(a string) (acl.Entry, bool) {
 }
 
 func TestScannerAutoBlockedTrunkCallsContinue(t *testing.T) {
-	e := newEnv(t, envOpts{policy: "[autoblock]\nthreshold = 3\nwindow = \"60s\"\nblock_for = \"10m\""})
+	e := newEnv(t, envOpts{autoBlock: &testpolicy.AutoBlock{Threshold: 3, Window: policy.D(60 * time.Second), BlockFor: policy.D(10 * time.Minute)}})
 	scanner := e.newCaller(strangerIP + ":0")
 	for i := 0; i < 10; i++ {
 		if err := scanner.Send(e.ctx, rawOptions(scanner.Addr(), e.ext, "friendly-scanner", 100+i), e.ext); err != nil {
@@ -78,7 +79,7 @@ func TestScannerAutoBlockedTrunkCallsContinue(t *testing.T) {
 }
 
 func TestUnknownSourceAutoBlocked(t *testing.T) {
-	e := newEnv(t, envOpts{policy: "[autoblock]\nthreshold = 2"})
+	e := newEnv(t, envOpts{autoBlock: &testpolicy.AutoBlock{Threshold: 2}})
 	stranger := e.newCaller(strangerIP + ":0")
 	for i := 0; i < 4; i++ {
 		stranger.Send(e.ctx, rawOptions(stranger.Addr(), e.ext, "Softphone/1.0", i), e.ext)
@@ -87,7 +88,7 @@ func TestUnknownSourceAutoBlocked(t *testing.T) {
 }
 
 func TestObserveModeOnlyCounts(t *testing.T) {
-	e := newEnv(t, envOpts{policy: "[autoblock]\nthreshold = 2\nobserve = true"})
+	e := newEnv(t, envOpts{autoBlock: &testpolicy.AutoBlock{Threshold: 2, Observe: true}})
 	stranger := e.newCaller(strangerIP + ":0")
 	for i := 0; i < 6; i++ {
 		stranger.Send(e.ctx, rawOptions(stranger.Addr(), e.ext, "friendly-scanner", i), e.ext)
@@ -127,11 +128,7 @@ func TestManualBlockViaAdminAPIAndPersistence(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "blocklist.json")); err != nil {
 		t.Fatalf("state not written: %v", err)
 	}
-	p, err := policy.Parse("again.toml", []byte(e.toml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s2, err := New(p, Options{Logger: testLogger()})
+	s2, err := New(e.pb.Parse(t), Options{Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,8 +141,8 @@ func TestManualBlockViaAdminAPIAndPersistence(t *testing.T) {
 
 func TestInviteRateAndCallCap(t *testing.T) {
 	e := newEnv(t, envOpts{
-		trunk:  "max_calls = 1",
-		policy: "[limits]\nsource_cps = 1000",
+		edit:   func(p *testpolicy.Policy) { p.Trunk("carrier").MaxCalls = 1 },
+		limits: &testpolicy.Limits{SourceCPS: new(1000)},
 	})
 	first, res := e.dial(sipua.DialOptions{})
 	if res.StatusCode != 200 {
@@ -165,7 +162,7 @@ func TestInviteRateAndCallCap(t *testing.T) {
 }
 
 func TestSourceCPSLimit(t *testing.T) {
-	e := newEnv(t, envOpts{policy: "[limits]\nsource_cps = 1"})
+	e := newEnv(t, envOpts{limits: &testpolicy.Limits{SourceCPS: new(1)}})
 	got503 := 0
 	for i := 0; i < 4; i++ {
 		call, res := e.dial(sipua.DialOptions{})
@@ -218,7 +215,10 @@ func TestRegisterOnlyWhereAllowed(t *testing.T) {
 	if res := reg(closed, "pbx.example.com"); res.StatusCode != 403 {
 		t.Fatalf("REGISTER from a trunk without allow_register: %d, want 403", res.StatusCode)
 	}
-	open := newEnv(t, envOpts{trunk: "allow_register = true\nregister_domains = [\"pbx.example.com\"]"})
+	open := newEnv(t, envOpts{edit: func(p *testpolicy.Policy) {
+		p.Trunk("carrier").AllowRegister = true
+		p.Trunk("carrier").RegisterDomains = []string{"pbx.example.com"}
+	}})
 	if res := reg(open, "other.example.com"); res.StatusCode != 403 {
 		t.Fatalf("REGISTER for a domain not configured: %d, want 403", res.StatusCode)
 	}
@@ -295,7 +295,7 @@ var _ = context.Background
 func TestBackendNotPacketLimited(t *testing.T) {
 	e := newEnv(t, envOpts{
 		backends: []sipua.BackendOptions{{Answer: sipua.Always(sipua.Plan{Provisional: []sipua.Provisional{{Code: 180}, {Code: 183, SDP: true}}})}},
-		policy:   "[limits]\nsource_pps = 1\nsource_pps_burst = 1\nsource_cps = 1000",
+		limits:   &testpolicy.Limits{SourcePPS: new(1), SourcePPSBurst: 1, SourceCPS: new(1000)},
 	})
 	for i := 0; i < 3; i++ {
 		call, res := e.dial(sipua.DialOptions{})
@@ -354,7 +354,7 @@ func TestTCPBlockedSourceClosedAtAccept(t *testing.T) {
 // A source that is not a trunk cannot hold more TCP connections than its
 // cap: a slow connection flood would otherwise exhaust file descriptors.
 func TestTCPConnectionsPerSourceCapped(t *testing.T) {
-	e := newEnv(t, envOpts{policy: "[limits]\ntcp_connections_per_source = 3"})
+	e := newEnv(t, envOpts{limits: &testpolicy.Limits{TCPConnectionsPerSource: new(3)}})
 	tcpAddr, _ := e.sbc.ListenAddr("external", "tcp")
 	dial := func() net.Conn {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(strangerIP)}, Timeout: 5 * time.Second}

@@ -8,29 +8,16 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/sbc-project/sbc/acl"
-	"github.com/sbc-project/sbc/policy"
+	"github.com/sbc-project/sbc/internal/testpolicy"
 )
 
 func benchSBC(b *testing.B) *SBC {
 	b.Helper()
-	p, err := policy.Parse("bench.toml", []byte(`
-[[realm]]
-name = "external"
-  [[realm.listener]]
-  bind = "127.0.0.1:0"
-[[trunk]]
-name = "carrier"
-realm = "external"
-sources = ["192.0.2.0/24", "2001:db8:1::/48"]
-[[pool]]
-name = "p"
-realm = "external"
-  [[pool.target]]
-  address = "127.0.0.1:9"
-`))
-	if err != nil {
-		b.Fatal(err)
-	}
+	p := (&testpolicy.Policy{
+		Realms: []testpolicy.Realm{{Name: "external", Listeners: []testpolicy.Listener{{Bind: "127.0.0.1:0"}}}},
+		Trunks: []testpolicy.Trunk{{Name: "carrier", Realm: "external", Sources: []string{"192.0.2.0/24", "2001:db8:1::/48"}}},
+		Pools:  []testpolicy.Pool{{Name: "p", Realm: "external", Targets: testpolicy.Targets("127.0.0.1:9")}},
+	}).Parse(b)
 	s, err := New(p, Options{Logger: testLogger()})
 	if err != nil {
 		b.Fatal(err)

@@ -2,10 +2,10 @@ package sbc
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sbc-project/sbc/internal/sipua"
+	"github.com/sbc-project/sbc/internal/testpolicy"
 	"github.com/sbc-project/sbc/policy"
 )
 
@@ -27,24 +28,35 @@ const (
 	strangerIP = "127.0.0.66" // not a trunk
 )
 
+// envOpts varies the test policy, which newEnv builds with
+// internal/testpolicy (testpolicy.New with the addresses above). The typed
+// fields and edit are the way to change it; the string fields are raw TOML
+// escape hatches, kept for tests written before the builder.
 type envOpts struct {
 	backends  []sipua.BackendOptions // default: one answering backend
-	policy    string                 // extra TOML appended to the generated policy
-	routing   string                 // replaces the [routing] table
-	calls     string                 // replaces the [calls] table
-	health    string                 // replaces [pool.health]
-	headers   string                 // replaces [headers]
 	transport string                 // pool transport (default udp)
-	trunk     string                 // extra keys of the [[trunk]] table
 	admin     bool                   // start the admin listener on a free port
 	stateDir  string                 // [server] state_dir
+	limits    *testpolicy.Limits     // [limits]
+	autoBlock *testpolicy.AutoBlock  // [autoblock]
+	// edit changes the built policy last (after the fields above and the
+	// raw TOML below), e.g. p.Routing.TargetTimeout or extra trunks.
+	edit func(p *testpolicy.Policy)
+
+	policy  string // extra TOML appended to the generated policy
+	routing string // replaces the [routing] table
+	calls   string // replaces the [calls] table
+	health  string // replaces [pool.health]
+	headers string // replaces [headers]
+	trunk   string // extra keys of the [[trunk]] table
 }
 
 type env struct {
 	t        *testing.T
 	sbc      *SBC
 	pol      *policy.Policy
-	toml     string // the policy text, for reload tests
+	pb       *testpolicy.Policy // the policy's builder: reload tests change a Clone
+	toml     string             // the policy text
 	caller   *sipua.Caller
 	backends []*sipua.Backend
 	ext      string // SBC external UDP address
@@ -70,7 +82,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if transport == "" {
 		transport = "udp"
 	}
-	var targets strings.Builder
+	var targets []string
 	for i, bo := range o.backends {
 		if bo.UDP == "" {
 			bo.UDP = backendIP + ":0"
@@ -91,74 +103,13 @@ func newEnv(t *testing.T, o envOpts) *env {
 		if transport == "tcp" {
 			addr = b.TCPAddr()
 		}
-		fmt.Fprintf(&targets, "  [[pool.target]]\n  address = %q\n", addr)
+		targets = append(targets, addr)
 	}
-	orDefault := func(v, d string) string {
-		if v == "" {
-			return d
-		}
-		return v
-	}
-	toml := fmt.Sprintf(`
-[server]
-user_agent = "TestSBC"
-log_level = "debug"
-state_dir = %[11]q
-
-[admin]
-listen = %[12]q
-
-[[realm]]
-name = "external"
-  [[realm.listener]]
-  transport = "udp"
-  bind = "%[1]s:0"
-  [[realm.listener]]
-  transport = "tcp"
-  bind = "%[1]s:0"
-
-[[realm]]
-name = "internal"
-  [[realm.listener]]
-  transport = "udp"
-  bind = "%[2]s:0"
-  [[realm.listener]]
-  transport = "tcp"
-  bind = "%[2]s:0"
-
-[[trunk]]
-name = "carrier"
-realm = "external"
-sources = ["%[3]s/32"]
-%[13]s
-
-[[pool]]
-name = "pbx"
-realm = "internal"
-transport = %[4]q
-%[5]s
-  [pool.health]
-%[6]s
-
-%[7]s
-
-%[8]s
-
-%[9]s
-
-%[10]s
-`, sbcExtIP, sbcIntIP, callerIP, transport, targets.String(),
-		orDefault(o.health, `  interval = "0s"`),
-		orDefault(o.routing, "[routing]\ndefault_pool = \"pbx\"\ntarget_timeout = \"300ms\"\nmax_attempts = 3\nretry_after = 7"),
-		orDefault(o.calls, "[calls]\nring_timeout = \"10s\""),
-		orDefault(o.headers, ""),
-		o.policy, o.stateDir, adminListen(o.admin), o.trunk)
-	p, err := policy.Parse("test.toml", []byte(toml))
-	if err != nil {
-		t.Fatalf("policy: %v\n%s", err, toml)
-	}
+	pb := envPolicy(o, transport, targets)
+	p := pb.Parse(t)
+	e.pb = pb
+	e.toml = pb.TOML()
 	e.pol = p
-	e.toml = toml
 	s, err := New(p, Options{Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +123,38 @@ transport = %[4]q
 	e.ext = ext.String()
 	e.caller = e.newCaller(callerIP + ":0")
 	return e
+}
+
+// envPolicy builds newEnv's policy for the backends at targets.
+func envPolicy(o envOpts, transport string, targets []string) *testpolicy.Policy {
+	pb := testpolicy.New(sbcExtIP, sbcIntIP, targets...)
+	pb.Server = testpolicy.Server{UserAgent: "TestSBC", LogLevel: "debug", StateDir: o.stateDir}
+	pb.Admin = adminListen(o.admin)
+	carrier := pb.Trunk("carrier")
+	carrier.Sources = []string{callerIP + "/32"}
+	carrier.Extra = o.trunk
+	pbx := pb.Pool("pbx")
+	pbx.Transport = transport
+	if o.health != "" {
+		pbx.Health = nil
+		pbx.Extra = "  [pool.health]\n" + o.health
+	}
+	pb.Routing = &testpolicy.Routing{DefaultPool: "pbx", TargetTimeout: policy.D(300 * time.Millisecond), MaxAttempts: 3, RetryAfter: 7}
+	pb.Calls = &testpolicy.Calls{RingTimeout: policy.D(10 * time.Second)}
+	pb.Limits = o.limits
+	pb.AutoBlock = o.autoBlock
+	if o.routing != "" {
+		pb.Routing = nil
+	}
+	if o.calls != "" {
+		pb.Calls = nil
+	}
+	pb.Extra = strings.Join(slices.DeleteFunc([]string{o.routing, o.calls, o.headers, o.policy},
+		func(s string) bool { return s == "" }), "\n\n")
+	if o.edit != nil {
+		o.edit(pb)
+	}
+	return pb
 }
 
 func adminListen(on bool) string {

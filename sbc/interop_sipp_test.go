@@ -25,7 +25,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sbc-project/sbc/policy"
+	"github.com/sbc-project/sbc/internal/testpolicy"
 	"github.com/sbc-project/sbc/sbc"
 )
 
@@ -291,48 +291,15 @@ func runSIPpFlow(t *testing.T, sipp string, f sippFlow) {
 // out of the way.
 func startInteropSBC(t *testing.T, uasPort int, logs io.Writer, closeOnCleanup bool) *sbc.SBC {
 	t.Helper()
-	toml := fmt.Sprintf(`
-[server]
-log_level = "debug"
-
-[[realm]]
-name = "external"
-  [[realm.listener]]
-  transport = "udp"
-  bind = "127.0.0.1:0"
-
-[[realm]]
-name = "internal"
-  [[realm.listener]]
-  transport = "udp"
-  bind = "127.0.0.1:0"
-
-[[trunk]]
-name = "sipp"
-realm = "external"
-sources = ["127.0.0.1/32"]
-
-[[pool]]
-name = "uas"
-realm = "internal"
-  [[pool.target]]
-  address = "127.0.0.1:%d"
-  [pool.health]
-  interval = "0s"
-
-[routing]
-default_pool = "uas"
-
-# The call flows are under test here, not the per-source limits (both
-# SIPps share 127.0.0.1).
-[limits]
-source_pps = 1000000
-source_cps = 1000000
-`, uasPort)
-	p, err := policy.Parse("interop.toml", []byte(toml))
-	if err != nil {
-		t.Fatalf("policy: %v", err)
-	}
+	pb := testpolicy.New("127.0.0.1", "127.0.0.1", fmt.Sprintf("127.0.0.1:%d", uasPort)).UDPOnly()
+	pb.Server.LogLevel = "debug"
+	pb.Trunk("carrier").Name = "sipp"
+	pb.Pool("pbx").Name = "uas"
+	pb.Routing.DefaultPool = "uas"
+	// The call flows are under test here, not the per-source limits (both
+	// SIPps share 127.0.0.1).
+	pb.Limits = &testpolicy.Limits{SourcePPS: new(1000000), SourceCPS: new(1000000)}
+	p := pb.Parse(t)
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := sbc.New(p, sbc.Options{Logger: log})
 	if err != nil {

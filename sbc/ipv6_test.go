@@ -2,12 +2,11 @@ package sbc
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/sbc-project/sbc/internal/sipua"
-	"github.com/sbc-project/sbc/policy"
+	"github.com/sbc-project/sbc/internal/testpolicy"
 )
 
 func TestIPv6Call(t *testing.T) {
@@ -18,32 +17,11 @@ func TestIPv6Call(t *testing.T) {
 		t.Skipf("no IPv6 loopback: %v", err)
 	}
 	defer b.Close()
-	p, err := policy.Parse("v6.toml", []byte(fmt.Sprintf(`
-[[realm]]
-name = "external"
-  [[realm.listener]]
-  bind = "[::1]:0"
-[[realm]]
-name = "internal"
-  [[realm.listener]]
-  bind = "[::1]:0"
-[[trunk]]
-name = "v6"
-realm = "external"
-sources = ["::1/128"]
-[[pool]]
-name = "pbx"
-realm = "internal"
-  [[pool.target]]
-  address = %q
-  [pool.health]
-  interval = "0s"
-[routing]
-default_pool = "pbx"
-`, b.Addr())))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pb := testpolicy.New("::1", "::1", b.Addr()).UDPOnly()
+	v6 := pb.Trunk("carrier")
+	v6.Name = "v6"
+	v6.Sources = []string{"::1/128"}
+	p := pb.Parse(t)
 	s, err := New(p, Options{Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sbc-project/sbc/internal/testpolicy"
 	"github.com/sbc-project/sbc/policy"
 	"github.com/sbc-project/sbc/sbc"
 )
@@ -78,28 +79,13 @@ func TestUsage(t *testing.T) {
 }
 
 func TestBlockCommandAgainstRunningSBC(t *testing.T) {
-	p, err := policy.Parse("t.toml", []byte(`
-[admin]
-listen = "127.0.0.1:0"
-[[realm]]
-name = "external"
-  [[realm.listener]]
-  bind = "127.0.0.1:0"
-[[trunk]]
-name = "t"
-realm = "external"
-sources = ["127.0.0.1"]
-[[pool]]
-name = "p"
-realm = "external"
-  [[pool.target]]
-  address = "127.0.0.1:9"
-  [pool.health]
-  interval = "0s"
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := (&testpolicy.Policy{
+		Admin:  "127.0.0.1:0",
+		Realms: []testpolicy.Realm{{Name: "external", Listeners: []testpolicy.Listener{{Bind: "127.0.0.1:0"}}}},
+		Trunks: []testpolicy.Trunk{{Name: "t", Realm: "external", Sources: []string{"127.0.0.1"}}},
+		Pools: []testpolicy.Pool{{Name: "p", Realm: "external", Targets: testpolicy.Targets("127.0.0.1:9"),
+			Health: &testpolicy.Health{Interval: policy.D(0)}}},
+	}).Parse(t)
 	s, err := sbc.New(p, sbc.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

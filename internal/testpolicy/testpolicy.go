@@ -1,0 +1,586 @@
+package testpolicy
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/sbc-project/sbc/policy"
+)
+
+// Policy is a policy file to be written. The fields are the file's tables;
+// a nil table pointer writes no table.
+type Policy struct {
+	// Comment lines written at the top of the file, each prefixed "# ".
+	Comment string
+
+	Server Server
+	// Admin is [admin] listen; "" writes no [admin] table (no admin
+	// listener).
+	Admin string
+
+	Realms []Realm
+	Trunks []Trunk
+	Pools  []Pool
+	Routes []Route
+
+	Routing   *Routing
+	Calls     *Calls
+	Headers   *Headers
+	Limits    *Limits
+	AutoBlock *AutoBlock
+	XDP       *XDP
+	Nftables  *Nftables
+
+	// Extra is raw TOML appended at the end of the file: tables or
+	// array-of-tables entries the fields do not cover. It must not repeat
+	// a table the fields already write.
+	Extra string
+}
+
+// Server is [server].
+type Server struct {
+	UserAgent      string
+	LogLevel       string
+	UDPReadBuffer  int
+	UDPWriteBuffer int
+	TCPIdleTimeout policy.Duration
+	StateDir       string
+}
+
+// Realm is one [[realm]].
+type Realm struct {
+	Name      string
+	Listeners []Listener
+}
+
+// Listener is one [[realm.listener]].
+type Listener struct {
+	Transport string // "udp", "tcp"; "" writes no key (udp)
+	Bind      string
+	Advertise string
+}
+
+// Trunk is one [[trunk]].
+type Trunk struct {
+	Name            string
+	Realm           string
+	Sources         []string
+	MaxCalls        int
+	CPS             int
+	AllowRegister   bool
+	RegisterDomains []string
+	// Extra is raw TOML written at the end of the trunk's table (keys).
+	Extra string
+}
+
+// Pool is one [[pool]].
+type Pool struct {
+	Name      string
+	Realm     string
+	Transport string
+	Targets   []Target
+	Health    *Health
+	// Extra is raw TOML written after the pool's targets and health
+	// table: sub-tables such as "[pool.health]" (with Health nil), not
+	// plain keys (they would belong to the last sub-table).
+	Extra string
+}
+
+// Target is one [[pool.target]].
+type Target struct {
+	Address string
+	Weight  *int // nil: default (1); new(0) drains the target
+}
+
+// Health is [pool.health].
+type Health struct {
+	Interval policy.Duration // policy.D(0) turns health checks off
+	Timeout  policy.Duration
+	Up       int
+	Down     int
+}
+
+// Route is one [[route]].
+type Route struct {
+	Trunk  string
+	Prefix string
+	Pool   string
+}
+
+// Routing is [routing].
+type Routing struct {
+	DefaultPool     string
+	FollowRedirects bool
+	TargetTimeout   policy.Duration
+	MaxAttempts     int
+	RetryAfter      int
+}
+
+// Calls is [calls].
+type Calls struct {
+	MaxDuration       policy.Duration
+	InactivityTimeout policy.Duration
+	RingTimeout       policy.Duration
+}
+
+// Headers is [headers].
+type Headers struct {
+	Allow               []string // nil: default list; []string{}: none
+	UnknownSourceAction string
+}
+
+// Limits is [limits]. The pointers are the limits that 0 disables.
+type Limits struct {
+	SourcePPS               *int
+	SourcePPSBurst          int
+	SourceCPS               *int
+	RegisterRate            *int
+	MaxSources              int
+	TCPConnectionsPerSource *int
+	OverLimitAction         string
+}
+
+// AutoBlock is [autoblock].
+type AutoBlock struct {
+	Enabled           *bool // nil: default (true)
+	Observe           bool
+	Threshold         int
+	Window            policy.Duration
+	BlockFor          policy.Duration
+	Escalation        int
+	MaxBlock          policy.Duration
+	ForgetAfter       policy.Duration
+	BlockTrunks       bool
+	NeverBlock        []string
+	ScannerUserAgents []string // nil: built-in list; []string{}: none
+}
+
+// XDP is [xdp].
+type XDP struct {
+	Enabled    bool
+	Interfaces []string
+	Mode       string
+	PinDir     string
+	RatePPS    int
+	Burst      int
+}
+
+// Nftables is [nftables].
+type Nftables struct {
+	Enabled    bool
+	Table      string
+	MediaPorts []int
+	TrunksOnly bool
+}
+
+// New returns the usual test policy: realms "external" on extIP and
+// "internal" on intIP (IP literals, IPv6 without brackets), each with a
+// UDP and a TCP listener on port 0; trunk "carrier" on "external" from
+// 127.0.0.1/32; pool "pbx" on "internal" with the given target addresses
+// ("ip:port") and health checks off; default_pool "pbx".
+func New(extIP, intIP string, targets ...string) *Policy {
+	return &Policy{
+		Realms: []Realm{
+			{Name: "external", Listeners: UDPTCP(net.JoinHostPort(extIP, "0"))},
+			{Name: "internal", Listeners: UDPTCP(net.JoinHostPort(intIP, "0"))},
+		},
+		Trunks: []Trunk{{Name: "carrier", Realm: "external", Sources: []string{"127.0.0.1/32"}}},
+		Pools: []Pool{{
+			Name: "pbx", Realm: "internal", Targets: Targets(targets...),
+			Health: &Health{Interval: policy.D(0)},
+		}},
+		Routing: &Routing{DefaultPool: "pbx"},
+	}
+}
+
+// UDPTCP returns a UDP and a TCP listener on bind ("ip:port").
+func UDPTCP(bind string) []Listener {
+	return []Listener{{Transport: "udp", Bind: bind}, {Transport: "tcp", Bind: bind}}
+}
+
+// Targets returns targets of default weight at the given addresses.
+func Targets(addrs ...string) []Target {
+	ts := make([]Target, len(addrs))
+	for i, a := range addrs {
+		ts[i] = Target{Address: a}
+	}
+	return ts
+}
+
+// UDPOnly removes every listener that is not UDP and returns p.
+func (p *Policy) UDPOnly() *Policy {
+	for i := range p.Realms {
+		p.Realms[i].Listeners = slices.DeleteFunc(p.Realms[i].Listeners, func(l Listener) bool {
+			return l.Transport != "" && l.Transport != "udp"
+		})
+	}
+	return p
+}
+
+// Realm returns the realm named name; it panics if there is none.
+func (p *Policy) Realm(name string) *Realm {
+	for i := range p.Realms {
+		if p.Realms[i].Name == name {
+			return &p.Realms[i]
+		}
+	}
+	panic("testpolicy: no realm " + strconv.Quote(name))
+}
+
+// Trunk returns the trunk named name; it panics if there is none.
+func (p *Policy) Trunk(name string) *Trunk {
+	for i := range p.Trunks {
+		if p.Trunks[i].Name == name {
+			return &p.Trunks[i]
+		}
+	}
+	panic("testpolicy: no trunk " + strconv.Quote(name))
+}
+
+// Pool returns the pool named name; it panics if there is none.
+func (p *Policy) Pool(name string) *Pool {
+	for i := range p.Pools {
+		if p.Pools[i].Name == name {
+			return &p.Pools[i]
+		}
+	}
+	panic("testpolicy: no pool " + strconv.Quote(name))
+}
+
+// Clone returns a deep copy of p: changing the copy leaves p as it was.
+func (p *Policy) Clone() *Policy {
+	c := *p
+	c.Realms = slices.Clone(p.Realms)
+	for i := range c.Realms {
+		c.Realms[i].Listeners = slices.Clone(c.Realms[i].Listeners)
+	}
+	c.Trunks = slices.Clone(p.Trunks)
+	for i := range c.Trunks {
+		t := &c.Trunks[i]
+		t.Sources = slices.Clone(t.Sources)
+		t.RegisterDomains = slices.Clone(t.RegisterDomains)
+	}
+	c.Pools = slices.Clone(p.Pools)
+	for i := range c.Pools {
+		pl := &c.Pools[i]
+		pl.Targets = slices.Clone(pl.Targets)
+		for j := range pl.Targets {
+			pl.Targets[j].Weight = clonePtr(pl.Targets[j].Weight)
+		}
+		pl.Health = clonePtr(pl.Health)
+	}
+	c.Routes = slices.Clone(p.Routes)
+	c.Routing = clonePtr(p.Routing)
+	c.Calls = clonePtr(p.Calls)
+	if c.Headers = clonePtr(p.Headers); c.Headers != nil {
+		c.Headers.Allow = slices.Clone(c.Headers.Allow)
+	}
+	if c.Limits = clonePtr(p.Limits); c.Limits != nil {
+		l := c.Limits
+		l.SourcePPS = clonePtr(l.SourcePPS)
+		l.SourceCPS = clonePtr(l.SourceCPS)
+		l.RegisterRate = clonePtr(l.RegisterRate)
+		l.TCPConnectionsPerSource = clonePtr(l.TCPConnectionsPerSource)
+	}
+	if c.AutoBlock = clonePtr(p.AutoBlock); c.AutoBlock != nil {
+		a := c.AutoBlock
+		a.Enabled = clonePtr(a.Enabled)
+		a.NeverBlock = slices.Clone(a.NeverBlock)
+		a.ScannerUserAgents = slices.Clone(a.ScannerUserAgents)
+	}
+	if c.XDP = clonePtr(p.XDP); c.XDP != nil {
+		c.XDP.Interfaces = slices.Clone(c.XDP.Interfaces)
+	}
+	if c.Nftables = clonePtr(p.Nftables); c.Nftables != nil {
+		c.Nftables.MediaPorts = slices.Clone(c.Nftables.MediaPorts)
+	}
+	return &c
+}
+
+func clonePtr[T any](v *T) *T {
+	if v == nil {
+		return nil
+	}
+	c := *v
+	return &c
+}
+
+// TB is the part of testing.TB that Parse uses.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
+// Parse parses p.TOML() with policy.Parse and returns the policy; on an
+// error it fails the test with the numbered text.
+func (p *Policy) Parse(tb TB) *policy.Policy {
+	tb.Helper()
+	text := p.TOML()
+	pol, err := policy.Parse("testpolicy.toml", []byte(text))
+	if err != nil {
+		tb.Fatalf("testpolicy: %v\n%s", err, Numbered(text))
+	}
+	return pol
+}
+
+// Numbered returns text with line numbers, to read a policy error's
+// FILE:LINE:COL against.
+func Numbered(text string) string {
+	var b strings.Builder
+	for i, l := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		fmt.Fprintf(&b, "%4d  %s\n", i+1, l)
+	}
+	return b.String()
+}
+
+// TOML returns the policy file.
+func (p *Policy) TOML() string {
+	w := &writer{}
+	if p.Comment != "" {
+		for _, l := range strings.Split(strings.TrimSuffix(p.Comment, "\n"), "\n") {
+			w.line("# " + l)
+		}
+	}
+
+	if p.Server != (Server{}) {
+		s := p.Server
+		w.table("[server]")
+		w.str("user_agent", s.UserAgent)
+		w.str("log_level", s.LogLevel)
+		w.int("udp_read_buffer", s.UDPReadBuffer)
+		w.int("udp_write_buffer", s.UDPWriteBuffer)
+		w.dur("tcp_idle_timeout", s.TCPIdleTimeout)
+		w.str("state_dir", s.StateDir)
+	}
+	if p.Admin != "" {
+		w.table("[admin]")
+		w.str("listen", p.Admin)
+	}
+
+	for _, r := range p.Realms {
+		w.table("[[realm]]")
+		w.str("name", r.Name)
+		w.ind = "  "
+		for _, l := range r.Listeners {
+			w.line("[[realm.listener]]")
+			w.str("transport", l.Transport)
+			w.str("bind", l.Bind)
+			w.str("advertise", l.Advertise)
+		}
+		w.ind = ""
+	}
+
+	for _, t := range p.Trunks {
+		w.table("[[trunk]]")
+		w.str("name", t.Name)
+		w.str("realm", t.Realm)
+		w.strs("sources", t.Sources)
+		w.int("max_calls", t.MaxCalls)
+		w.int("cps", t.CPS)
+		w.bool("allow_register", t.AllowRegister)
+		w.strs("register_domains", t.RegisterDomains)
+		w.raw(t.Extra)
+	}
+
+	for _, pl := range p.Pools {
+		w.table("[[pool]]")
+		w.str("name", pl.Name)
+		w.str("realm", pl.Realm)
+		w.str("transport", pl.Transport)
+		w.ind = "  "
+		for _, t := range pl.Targets {
+			w.line("[[pool.target]]")
+			w.str("address", t.Address)
+			w.intp("weight", t.Weight)
+		}
+		if h := pl.Health; h != nil {
+			w.line("[pool.health]")
+			w.dur("interval", h.Interval)
+			w.dur("timeout", h.Timeout)
+			w.int("up", h.Up)
+			w.int("down", h.Down)
+		}
+		w.ind = ""
+		w.raw(pl.Extra)
+	}
+
+	for _, r := range p.Routes {
+		w.table("[[route]]")
+		w.str("trunk", r.Trunk)
+		w.str("prefix", r.Prefix)
+		w.str("pool", r.Pool)
+	}
+
+	if r := p.Routing; r != nil {
+		w.table("[routing]")
+		w.str("default_pool", r.DefaultPool)
+		w.bool("follow_redirects", r.FollowRedirects)
+		w.dur("target_timeout", r.TargetTimeout)
+		w.int("max_attempts", r.MaxAttempts)
+		w.int("retry_after", r.RetryAfter)
+	}
+	if c := p.Calls; c != nil {
+		w.table("[calls]")
+		w.dur("max_duration", c.MaxDuration)
+		w.dur("inactivity_timeout", c.InactivityTimeout)
+		w.dur("ring_timeout", c.RingTimeout)
+	}
+	if h := p.Headers; h != nil {
+		w.table("[headers]")
+		w.strs("allow", h.Allow)
+		w.str("unknown_source_action", h.UnknownSourceAction)
+	}
+	if l := p.Limits; l != nil {
+		w.table("[limits]")
+		w.intp("source_pps", l.SourcePPS)
+		w.int("source_pps_burst", l.SourcePPSBurst)
+		w.intp("source_cps", l.SourceCPS)
+		w.intp("register_rate", l.RegisterRate)
+		w.int("max_sources", l.MaxSources)
+		w.intp("tcp_connections_per_source", l.TCPConnectionsPerSource)
+		w.str("over_limit_action", l.OverLimitAction)
+	}
+	if a := p.AutoBlock; a != nil {
+		w.table("[autoblock]")
+		if a.Enabled != nil {
+			w.kv("enabled", strconv.FormatBool(*a.Enabled))
+		}
+		w.bool("observe", a.Observe)
+		w.int("threshold", a.Threshold)
+		w.dur("window", a.Window)
+		w.dur("block_for", a.BlockFor)
+		w.int("escalation", a.Escalation)
+		w.dur("max_block", a.MaxBlock)
+		w.dur("forget_after", a.ForgetAfter)
+		w.bool("block_trunks", a.BlockTrunks)
+		w.strs("never_block", a.NeverBlock)
+		w.strs("scanner_user_agents", a.ScannerUserAgents)
+	}
+	if x := p.XDP; x != nil {
+		w.table("[xdp]")
+		w.bool("enabled", x.Enabled)
+		w.strs("interfaces", x.Interfaces)
+		w.str("mode", x.Mode)
+		w.str("pin_dir", x.PinDir)
+		w.int("rate_pps", x.RatePPS)
+		w.int("burst", x.Burst)
+	}
+	if n := p.Nftables; n != nil {
+		w.table("[nftables]")
+		w.bool("enabled", n.Enabled)
+		w.str("table", n.Table)
+		if n.MediaPorts != nil {
+			ports := make([]string, len(n.MediaPorts))
+			for i, v := range n.MediaPorts {
+				ports[i] = strconv.Itoa(v)
+			}
+			w.kv("media_ports", "["+strings.Join(ports, ", ")+"]")
+		}
+		w.bool("trunks_only", n.TrunksOnly)
+	}
+
+	if p.Extra != "" {
+		w.line("")
+		w.raw(p.Extra)
+	}
+	return w.b.String()
+}
+
+// writer writes TOML lines; ind indents sub-tables and their keys.
+type writer struct {
+	b   strings.Builder
+	ind string
+}
+
+func (w *writer) line(s string) {
+	if s != "" {
+		w.b.WriteString(w.ind)
+	}
+	w.b.WriteString(s)
+	w.b.WriteByte('\n')
+}
+
+// table starts a top-level table after a blank line.
+func (w *writer) table(header string) {
+	if w.b.Len() > 0 {
+		w.b.WriteByte('\n')
+	}
+	w.line(header)
+}
+
+func (w *writer) kv(k, v string) { w.line(k + " = " + v) }
+
+func (w *writer) str(k, v string) {
+	if v != "" {
+		w.kv(k, quote(v))
+	}
+}
+
+func (w *writer) int(k string, v int) {
+	if v != 0 {
+		w.kv(k, strconv.Itoa(v))
+	}
+}
+
+func (w *writer) intp(k string, v *int) {
+	if v != nil {
+		w.kv(k, strconv.Itoa(*v))
+	}
+}
+
+func (w *writer) bool(k string, v bool) {
+	if v {
+		w.kv(k, "true")
+	}
+}
+
+func (w *writer) dur(k string, d policy.Duration) {
+	if d.IsSet() {
+		w.kv(k, quote(d.Duration.String()))
+	}
+}
+
+func (w *writer) strs(k string, v []string) {
+	if v == nil {
+		return
+	}
+	q := make([]string, len(v))
+	for i, s := range v {
+		q[i] = quote(s)
+	}
+	w.kv(k, "["+strings.Join(q, ", ")+"]")
+}
+
+// raw writes s verbatim, ending it with a newline.
+func (w *writer) raw(s string) {
+	if s == "" {
+		return
+	}
+	w.b.WriteString(s)
+	if !strings.HasSuffix(s, "\n") {
+		w.b.WriteByte('\n')
+	}
+}
+
+// quote returns s as a TOML basic string.
+func quote(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"':
+			b.WriteString(`\"`)
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\u%04X`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}

@@ -1,0 +1,360 @@
+package testpolicy
+
+import (
+	"fmt"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sbc-project/sbc/policy"
+)
+
+// full sets every field of the builder to a value other than the policy
+// default, so that parsing it checks each key the builder writes.
+func full() *Policy {
+	return &Policy{
+		Comment: "written by a test\nsecond line",
+		Server: Server{
+			UserAgent: `Test "SBC" \ 1`, LogLevel: "warn",
+			UDPReadBuffer: 1 << 20, UDPWriteBuffer: 2 << 20,
+			TCPIdleTimeout: policy.D(90 * time.Second), StateDir: "/tmp/sbc-state",
+		},
+		Admin: "127.0.0.1:0",
+		Realms: []Realm{
+			{Name: "external", Listeners: []Listener{
+				{Transport: "udp", Bind: "127.0.0.3:0", Advertise: "203.0.113.1:5060"},
+				{Transport: "tcp", Bind: "127.0.0.3:0"},
+			}},
+			{Name: "internal", Listeners: []Listener{{Bind: "[::1]:0"}, {Transport: "tcp", Bind: "[::1]:0"}}},
+		},
+		Trunks: []Trunk{
+			{Name: "carrier", Realm: "external", Sources: []string{"127.0.0.1/32", "2001:db8::/48"},
+				MaxCalls: 5, CPS: 7, AllowRegister: true, RegisterDomains: []string{"pbx.example.com"},
+				Extra: "# a comment in the trunk"},
+			{Name: "other", Realm: "external", Sources: []string{"192.0.2.1"}},
+		},
+		Pools: []Pool{
+			{Name: "pbx", Realm: "internal", Transport: "tcp",
+				Targets: []Target{{Address: "[::1]:5080", Weight: new(3)}, {Address: "[::1]:5081", Weight: new(0)}},
+				Health:  &Health{Interval: policy.D(50 * time.Millisecond), Timeout: policy.D(40 * time.Millisecond), Up: 4, Down: 5},
+				Extra:   "# a comment after the pool"},
+			{Name: "reg", Realm: "internal", Targets: Targets("[::1]:5090")},
+		},
+		Routes: []Route{{Trunk: "carrier", Prefix: "100", Pool: "reg"}},
+		Routing: &Routing{DefaultPool: "pbx", FollowRedirects: true,
+			TargetTimeout: policy.D(300 * time.Millisecond), MaxAttempts: 4, RetryAfter: 7},
+		Calls: &Calls{MaxDuration: policy.D(time.Hour), InactivityTimeout: policy.D(time.Minute),
+			RingTimeout: policy.D(10 * time.Second)},
+		Headers: &Headers{Allow: []string{"Content-Type", "X-Custom"}, UnknownSourceAction: "reject"},
+		Limits: &Limits{SourcePPS: new(300), SourcePPSBurst: 301, SourceCPS: new(20), RegisterRate: new(3),
+			MaxSources: 256, TCPConnectionsPerSource: new(4), OverLimitAction: "drop"},
+		AutoBlock: &AutoBlock{Enabled: new(false), Observe: true, Threshold: 4,
+			Window: policy.D(30 * time.Second), BlockFor: policy.D(time.Minute), Escalation: 2,
+			MaxBlock: policy.D(time.Hour), ForgetAfter: policy.D(2 * time.Hour), BlockTrunks: true,
+			NeverBlock: []string{"10.0.0.0/8"}, ScannerUserAgents: []string{"evil-scanner"}},
+		XDP: &XDP{Enabled: true, Interfaces: []string{"veth0"}, Mode: "generic", PinDir: "/sys/fs/bpf/test",
+			RatePPS: 1000, Burst: 2000},
+		Nftables: &Nftables{Enabled: true, Table: "sbctest", MediaPorts: []int{10000, 20000}, TrunksOnly: true},
+		Extra:    "[[route]]\ntrunk = \"other\"\npool = \"pbx\"\n",
+	}
+}
+
+// TestFullSetsEveryField keeps full() complete: a field added to the
+// builder must be set there (in at least one element of a list), and so
+// be checked by TestEveryOptionParses.
+func TestFullSetsEveryField(t *testing.T) {
+	durType := reflect.TypeFor[policy.Duration]()
+	// leaf: a field full() must set; pointers to scalars are set when
+	// non-nil (new(0) is a setting).
+	var paths func(prefix string, ty reflect.Type, out map[string]bool)
+	paths = func(prefix string, ty reflect.Type, out map[string]bool) {
+		switch {
+		case ty.Kind() == reflect.Pointer && ty.Elem().Kind() == reflect.Struct:
+			paths(prefix, ty.Elem(), out)
+		case ty.Kind() == reflect.Slice && ty.Elem().Kind() == reflect.Struct:
+			paths(prefix, ty.Elem(), out)
+		case ty.Kind() == reflect.Struct && ty != durType:
+			for i := 0; i < ty.NumField(); i++ {
+				paths(prefix+"."+ty.Field(i).Name, ty.Field(i).Type, out)
+			}
+		default:
+			out[prefix] = false
+		}
+	}
+	var set func(prefix string, v reflect.Value, out map[string]bool)
+	set = func(prefix string, v reflect.Value, out map[string]bool) {
+		ty := v.Type()
+		switch {
+		case ty.Kind() == reflect.Pointer && ty.Elem().Kind() == reflect.Struct:
+			if !v.IsNil() {
+				set(prefix, v.Elem(), out)
+			}
+		case ty.Kind() == reflect.Slice && ty.Elem().Kind() == reflect.Struct:
+			for i := 0; i < v.Len(); i++ {
+				set(prefix, v.Index(i), out)
+			}
+		case ty == durType:
+			out[prefix] = out[prefix] || v.Interface().(policy.Duration).IsSet()
+		case ty.Kind() == reflect.Struct:
+			for i := 0; i < ty.NumField(); i++ {
+				set(prefix+"."+ty.Field(i).Name, v.Field(i), out)
+			}
+		case ty.Kind() == reflect.Slice:
+			out[prefix] = out[prefix] || v.Len() > 0
+		default:
+			out[prefix] = out[prefix] || !v.IsZero()
+		}
+	}
+	covered := map[string]bool{}
+	paths("Policy", reflect.TypeFor[Policy](), covered)
+	set("Policy", reflect.ValueOf(*full()), covered)
+	for path, ok := range covered {
+		if !ok {
+			t.Errorf("%s is not set in full()", path)
+		}
+	}
+}
+
+func TestEveryOptionParses(t *testing.T) {
+	b := full()
+	text := b.TOML()
+	p := b.Parse(t)
+
+	if !strings.HasPrefix(text, "# written by a test\n# second line\n") {
+		t.Errorf("comment not at the top:\n%s", text)
+	}
+	check := func(what string, got, want any) {
+		t.Helper()
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s = %#v, want %#v", what, got, want)
+		}
+	}
+	s := p.Server
+	check("server.user_agent", s.UserAgent, `Test "SBC" \ 1`)
+	check("server.log_level", s.LogLevel, "warn")
+	check("server.udp_read_buffer", s.UDPReadBuffer, 1<<20)
+	check("server.udp_write_buffer", s.UDPWriteBuffer, 2<<20)
+	check("server.tcp_idle_timeout", s.TCPIdleTimeout.Duration, 90*time.Second)
+	check("server.state_dir", s.StateDir, "/tmp/sbc-state")
+	check("admin.listen", p.Admin.Listen, "127.0.0.1:0")
+
+	check("realms", len(p.Realms), 2)
+	ext := p.Realms[0]
+	check("realm[0].name", ext.Name, "external")
+	check("realm[0].listeners", len(ext.Listeners), 2)
+	check("listener[0].transport", ext.Listeners[0].Transport, "udp")
+	check("listener[0].bind", ext.Listeners[0].BindAddr, netip.MustParseAddrPort("127.0.0.3:0"))
+	check("listener[0].advertise", ext.Listeners[0].Advertise, "203.0.113.1:5060")
+	check("listener[1].transport", ext.Listeners[1].Transport, "tcp")
+	check("realm[1].bind", p.Realms[1].Listeners[0].BindAddr, netip.MustParseAddrPort("[::1]:0"))
+
+	check("trunks", len(p.Trunks), 2)
+	tr := p.Trunks[0]
+	check("trunk.name", tr.Name, "carrier")
+	check("trunk.realm", tr.Realm, "external")
+	check("trunk.sources", tr.Sources, []string{"127.0.0.1/32", "2001:db8::/48"})
+	check("trunk.max_calls", tr.MaxCalls, 5)
+	check("trunk.cps", tr.CPS, 7)
+	check("trunk.allow_register", tr.AllowRegister, true)
+	check("trunk.register_domains", tr.RegisterDomains, []string{"pbx.example.com"})
+
+	check("pools", len(p.Pools), 2)
+	pl := p.Pools[0]
+	check("pool.name", pl.Name, "pbx")
+	check("pool.realm", pl.Realm, "internal")
+	check("pool.transport", pl.Transport, "tcp")
+	check("pool.targets", len(pl.Targets), 2)
+	check("target[0].address", pl.Targets[0].Addr, netip.MustParseAddrPort("[::1]:5080"))
+	check("target[0].weight", pl.Targets[0].W, 3)
+	check("target[1].weight", pl.Targets[1].W, 0)
+	check("health.interval", pl.Health.Interval.Duration, 50*time.Millisecond)
+	check("health.timeout", pl.Health.Timeout.Duration, 40*time.Millisecond)
+	check("health.up", pl.Health.Up, 4)
+	check("health.down", pl.Health.Down, 5)
+	check("pool[1].target weight", p.Pools[1].Targets[0].W, 1)
+
+	check("routes", p.Routes, []policy.Route{{Trunk: "carrier", Prefix: "100", Pool: "reg"}, {Trunk: "other", Pool: "pbx"}})
+	r := p.Routing
+	check("routing.default_pool", r.DefaultPool, "pbx")
+	check("routing.follow_redirects", r.FollowRedirects, true)
+	check("routing.target_timeout", r.TargetTimeout.Duration, 300*time.Millisecond)
+	check("routing.max_attempts", r.MaxAttempts, 4)
+	check("routing.retry_after", r.RetryAfter, 7)
+
+	check("calls.max_duration", p.Calls.MaxDuration.Duration, time.Hour)
+	check("calls.inactivity_timeout", p.Calls.InactivityTimeout.Duration, time.Minute)
+	check("calls.ring_timeout", p.Calls.RingTimeout.Duration, 10*time.Second)
+
+	check("headers.allow", p.Headers.Allow, []string{"Content-Type", "X-Custom"})
+	check("headers.unknown_source_action", p.Headers.UnknownSourceAction, "reject")
+
+	l := p.Limits
+	check("limits.source_pps", l.SourcePPS, 300)
+	check("limits.source_pps_burst", l.SourcePPSBurst, 301)
+	check("limits.source_cps", l.SourceCPS, 20)
+	check("limits.register_rate", l.RegisterRate, 3)
+	check("limits.max_sources", l.MaxSources, 256)
+	check("limits.tcp_connections_per_source", l.TCPConnectionsPerSource, 4)
+	check("limits.over_limit_action", l.OverLimitAction, "drop")
+
+	a := p.AutoBlock
+	check("autoblock.enabled", a.Enabled, false)
+	check("autoblock.observe", a.Observe, true)
+	check("autoblock.threshold", a.Threshold, 4)
+	check("autoblock.window", a.Window.Duration, 30*time.Second)
+	check("autoblock.block_for", a.BlockFor.Duration, time.Minute)
+	check("autoblock.escalation", a.Escalation, 2)
+	check("autoblock.max_block", a.MaxBlock.Duration, time.Hour)
+	check("autoblock.forget_after", a.ForgetAfter.Duration, 2*time.Hour)
+	check("autoblock.block_trunks", a.BlockTrunks, true)
+	check("autoblock.never_block", a.NeverBlock, []string{"10.0.0.0/8"})
+	check("autoblock.scanner_user_agents", a.ScannerUserAgents, []string{"evil-scanner"})
+
+	x := p.XDP
+	check("xdp.enabled", x.Enabled, true)
+	check("xdp.interfaces", x.Interfaces, []string{"veth0"})
+	check("xdp.mode", x.Mode, "generic")
+	check("xdp.pin_dir", x.PinDir, "/sys/fs/bpf/test")
+	check("xdp.rate_pps", x.RatePPS, 1000)
+	check("xdp.burst", x.Burst, 2000)
+
+	n := p.Nftables
+	check("nftables.enabled", n.Enabled, true)
+	check("nftables.table", n.Table, "sbctest")
+	check("nftables.media_ports", n.MediaPorts, []int{10000, 20000})
+	check("nftables.trunks_only", n.TrunksOnly, true)
+}
+
+// TestExplicitZeros: the pointer fields, policy.D(0) and empty lists write
+// a zero that differs from the default.
+func TestExplicitZeros(t *testing.T) {
+	b := New("127.0.0.3", "127.0.0.4", "127.0.0.2:5080")
+	b.Limits = &Limits{SourcePPS: new(0), SourceCPS: new(0), RegisterRate: new(0), TCPConnectionsPerSource: new(0)}
+	b.AutoBlock = &AutoBlock{Enabled: new(false), ScannerUserAgents: []string{}}
+	b.Headers = &Headers{Allow: []string{}}
+	b.Calls = &Calls{MaxDuration: policy.D(0)}
+	b.Pool("pbx").Targets = append(b.Pool("pbx").Targets, Target{Address: "127.0.0.2:5081", Weight: new(0)})
+	p := b.Parse(t)
+	if l := p.Limits; l.SourcePPS != 0 || l.SourceCPS != 0 || l.RegisterRate != 0 || l.TCPConnectionsPerSource != 0 {
+		t.Errorf("limits %+v: want the zeros written", l)
+	}
+	if p.AutoBlock.Enabled || p.AutoBlock.ScannerUserAgents == nil || len(p.AutoBlock.ScannerUserAgents) != 0 {
+		t.Errorf("autoblock %+v: want disabled, no scanner list", p.AutoBlock)
+	}
+	if len(p.Headers.Allow) != 0 {
+		t.Errorf("headers.allow %v: want empty", p.Headers.Allow)
+	}
+	if p.Calls.MaxDuration.Duration != 0 || !p.Calls.MaxDuration.IsSet() {
+		t.Errorf("calls.max_duration %v: want 0s", p.Calls.MaxDuration)
+	}
+	if p.Pools[0].Health.Enabled() {
+		t.Error("health checks on: New turns them off")
+	}
+	if w := p.Pools[0].Targets[1].W; w != 0 {
+		t.Errorf("drained target weight %d", w)
+	}
+
+	// Unset fields keep the policy defaults.
+	d := New("127.0.0.3", "127.0.0.4", "127.0.0.2:5080")
+	d.Limits, d.AutoBlock, d.Headers, d.Calls = &Limits{}, &AutoBlock{}, &Headers{}, &Calls{}
+	dp := d.Parse(t)
+	if l := dp.Limits; l.SourcePPS != policy.DefaultSourcePPS || l.SourceCPS != policy.DefaultSourceCPS {
+		t.Errorf("empty [limits]: %+v, want the defaults", l)
+	}
+	if !dp.AutoBlock.Enabled || !slices.Equal(dp.Headers.Allow, policy.DefaultAllowedHeaders) {
+		t.Errorf("empty [autoblock]/[headers]: enabled=%v allow=%v", dp.AutoBlock.Enabled, dp.Headers.Allow)
+	}
+}
+
+func TestNew(t *testing.T) {
+	b := New("127.0.0.3", "::1", "127.0.0.2:5080", "127.0.0.2:5081")
+	p := b.Parse(t)
+	if len(p.Realms) != 2 || p.Realms[0].Name != "external" || p.Realms[1].Name != "internal" {
+		t.Fatalf("realms %+v", p.Realms)
+	}
+	for _, r := range p.Realms {
+		if len(r.Listeners) != 2 || r.Listeners[0].Transport != "udp" || r.Listeners[1].Transport != "tcp" {
+			t.Errorf("realm %s listeners %+v", r.Name, r.Listeners)
+		}
+	}
+	if got := p.Realms[1].Listeners[0].BindAddr; got != netip.MustParseAddrPort("[::1]:0") {
+		t.Errorf("internal bind %v", got)
+	}
+	if tr := p.Trunk("carrier"); tr == nil || tr.Realm != "external" || !slices.Equal(tr.Sources, []string{"127.0.0.1/32"}) {
+		t.Errorf("trunk %+v", tr)
+	}
+	if pl := p.RouteFor("carrier", "100"); pl == nil || pl.Name != "pbx" || len(pl.Targets) != 2 || pl.Realm != "internal" {
+		t.Errorf("default route to %+v", pl)
+	}
+
+	b.UDPOnly()
+	for _, r := range b.Parse(t).Realms {
+		if len(r.Listeners) != 1 || r.Listeners[0].Transport != "udp" {
+			t.Errorf("UDPOnly: realm %s listeners %+v", r.Name, r.Listeners)
+		}
+	}
+}
+
+func TestExtraHatches(t *testing.T) {
+	b := New("127.0.0.3", "127.0.0.4", "127.0.0.2:5080")
+	b.Trunk("carrier").Extra = "max_calls = 9"
+	b.Pool("pbx").Health = nil
+	b.Pool("pbx").Extra = "  [pool.health]\n  interval = \"1s\""
+	b.Routing = nil
+	b.Extra = "[routing]\ndefault_pool = \"pbx\"\nretry_after = 9\n[limits]\nsource_cps = 11"
+	p := b.Parse(t)
+	if p.Trunks[0].MaxCalls != 9 || p.Pools[0].Health.Interval.Duration != time.Second ||
+		p.Routing.RetryAfter != 9 || p.Limits.SourceCPS != 11 {
+		t.Errorf("raw TOML not applied: trunk %+v health %+v routing %+v limits %+v",
+			p.Trunks[0], p.Pools[0].Health, p.Routing, p.Limits)
+	}
+}
+
+func TestParseFailsWithNumberedText(t *testing.T) {
+	b := New("127.0.0.3", "127.0.0.4") // no target: invalid
+	ft := &fakeTB{}
+	b.Parse(ft)
+	if !strings.Contains(ft.msg, "pool") || !strings.Contains(ft.msg, "   1  ") {
+		t.Errorf("failure message:\n%s", ft.msg)
+	}
+}
+
+type fakeTB struct{ msg string }
+
+func (f *fakeTB) Helper() {}
+func (f *fakeTB) Fatalf(format string, args ...any) {
+	if f.msg == "" {
+		f.msg = fmt.Sprintf(format, args...)
+	}
+}
+
+func TestClone(t *testing.T) {
+	a := full()
+	before := a.TOML()
+	c := a.Clone()
+	c.Realms[0].Listeners[0].Bind = "127.0.0.9:0"
+	c.Trunks[0].Sources[0] = "10.0.0.1/32"
+	c.Trunks[0].RegisterDomains[0] = "x"
+	*c.Pools[0].Targets[0].Weight = 9
+	c.Pools[0].Health.Up = 9
+	c.Pools[0].Targets[0].Address = "[::1]:1"
+	c.Routes[0].Prefix = "9"
+	c.Routing.RetryAfter = 9
+	c.Calls.RingTimeout = policy.D(time.Second)
+	c.Headers.Allow[0] = "Subject"
+	*c.Limits.SourcePPS = 9
+	*c.Limits.SourceCPS = 9
+	*c.Limits.RegisterRate = 9
+	*c.Limits.TCPConnectionsPerSource = 9
+	*c.AutoBlock.Enabled = true
+	c.AutoBlock.NeverBlock[0] = "x"
+	c.AutoBlock.ScannerUserAgents[0] = "x"
+	c.XDP.Interfaces[0] = "x"
+	c.Nftables.MediaPorts[0] = 1
+	if after := a.TOML(); after != before {
+		t.Errorf("changing the clone changed the original:\n%s\nvs\n%s", before, after)
+	}
+}
