@@ -16,15 +16,23 @@ import (
 	"github.com/sbc-project/sbc/sbc"
 )
 
+// defaultPolicy is the policy "sbc run" runs without a file: the embedded
+// example. Tests replace it (the example binds fixed ports).
+var defaultPolicy = policy.Default
+
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("run", stderr)
-	cfg := fs.String("config", "", "policy file (TOML); empty: the embedded example policy")
-	if code, ok := parseFlags(fs, args); !ok {
+	cfg := fs.String("config", "", "policy file (TOML); same as FILE; neither: the embedded example policy")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: sbc run [FILE | -config FILE]")
+		fs.PrintDefaults()
+	}
+	if code, ok := parseConfigArgs(fs, args, cfg, stderr); !ok {
 		return code
 	}
 	var p *policy.Policy
 	if *cfg == "" {
-		p = policy.Default()
+		p = defaultPolicy()
 	} else {
 		var err error
 		if p, err = policy.Load(*cfg); err != nil {
@@ -33,6 +41,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: levelOf(p.Server.LogLevel)}))
+	if *cfg == "" {
+		log.Warn("no policy file given: running the embedded example policy (loopback only); pass FILE or -config FILE", "policy", p.Source)
+	}
 	s, err := sbc.New(p, sbc.Options{Logger: log})
 	if err != nil {
 		log.Error("cannot build sbc", "error", err.Error())
