@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -126,6 +128,23 @@ func (c *child) waitLog(substr string) map[string]any {
 	}
 }
 
+// next returns the next log line (failing if the process ends first).
+func (c *child) next() map[string]any {
+	c.t.Helper()
+	select {
+	case m, ok := <-c.lines:
+		if !ok {
+			err := c.cmd.Wait()
+			c.t.Fatalf("process ended (%v); log:\n%s", err, c.dump())
+		}
+		c.seen = append(c.seen, m)
+		return m
+	case <-time.After(time.Minute):
+		c.t.Fatalf("no log line; log:\n%s", c.dump())
+	}
+	return nil
+}
+
 func (c *child) dump() string {
 	var b strings.Builder
 	for _, m := range c.seen {
@@ -167,6 +186,35 @@ func TestRunWithoutFileSurvivesSIGHUP(t *testing.T) {
 	}
 	c.signal(syscall.SIGHUP)
 	c.waitLog("no policy file to reload")
+	c.stop()
+}
+
+// The startup log names every listener with its bound address (the
+// kernel's port, not the policy's 0) and what it advertises, and the admin
+// listener.
+func TestRunLogsListeners(t *testing.T) {
+	c := startChild(t, "run")
+	c.waitLog("sbc started")
+	want := []struct{ transport, advertise string }{{"udp", "127.0.0.1:"}, {"tcp", "sbc.example.net:"}}
+	for _, w := range want {
+		m := c.next()
+		if m["msg"] != "listening" || m["realm"] != "external" || m["transport"] != w.transport {
+			t.Fatalf("want a listening line for external/%s, got %v; log:\n%s", w.transport, m, c.dump())
+		}
+		bind, _ := m["bind"].(string)
+		ap, err := netip.ParseAddrPort(bind)
+		if err != nil || ap.Addr() != netip.MustParseAddr("127.0.0.1") || ap.Port() == 0 {
+			t.Errorf("external/%s: bind %q, want 127.0.0.1 and the bound port", w.transport, bind)
+		}
+		if adv, _ := m["advertise"].(string); adv != w.advertise+strconv.Itoa(int(ap.Port())) {
+			t.Errorf("external/%s: advertise %q, want %s%d", w.transport, adv, w.advertise, ap.Port())
+		}
+	}
+	m := c.next()
+	bind, _ := m["bind"].(string)
+	if ap, err := netip.ParseAddrPort(bind); m["msg"] != "admin listening" || err != nil || ap.Port() == 0 {
+		t.Fatalf("want the admin listener with its bound port, got %v", m)
+	}
 	c.stop()
 }
 

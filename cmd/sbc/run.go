@@ -65,6 +65,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot start sbc", "error", err.Error())
 		return 1
 	}
+	logListeners(log, s)
 	var changed <-chan struct{}
 	if *cfg != "" {
 		changed = watchPolicy(ctx, *cfg, log)
@@ -85,6 +86,19 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		case <-changed:
 			reloadPolicy(*cfg, "file_change", s, log)
 		}
+	}
+}
+
+// logListeners writes one line per SIP listener and one for the admin
+// listener, with the addresses actually bound.
+func logListeners(log *slog.Logger, s *sbc.SBC) {
+	for _, l := range s.Listeners() {
+		log.Info("listening", "realm", l.Realm, "transport", l.Transport, "bind", l.Bind.String(), "advertise", l.Advertise)
+	}
+	if a := s.AdminAddr(); a != nil {
+		log.Info("admin listening", "bind", a.String())
+	} else {
+		log.Info("admin listener disabled")
 	}
 }
 
