@@ -16,9 +16,6 @@ import (
 	"strings"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
 func main() {
 	os.Exit(runMain(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -50,7 +47,7 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	case "block":
 		return cmdBlock(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
-		fmt.Fprintln(stdout, "sbc", version)
+		fmt.Fprintln(stdout, "sbc", versionString())
 		return 0
 	case "help", "-h", "--help":
 		usage(stdout)
