@@ -97,6 +97,11 @@ func (s *SBC) handleBlocklist(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.log.Info("blocklist entry removed", "prefix", pfx.String(), "by", "admin")
+		if err := bl.Persist(); err != nil {
+			s.log.Error("blocklist not saved after a manual removal", "prefix", pfx.String(), "error", err.Error())
+			http.Error(w, fmt.Sprintf("removed %s, but the blocklist could not be saved (the entry comes back after a restart): %v", pfx, err), http.StatusInternalServerError)
+			return
+		}
 		fmt.Fprintf(w, "removed %s\n", pfx)
 		return
 	}
@@ -139,6 +144,11 @@ func (s *SBC) handleBlocklist(w http.ResponseWriter, r *http.Request) {
 		expires = e.Expires.UTC().Format(time.RFC3339)
 	}
 	s.log.Info("blocklist entry added", "prefix", pfx.String(), "reason", e.Reason, "expires", expires, "by", "admin")
+	if err := bl.Persist(); err != nil {
+		s.log.Error("blocklist not saved after a manual block", "prefix", pfx.String(), "error", err.Error())
+		http.Error(w, fmt.Sprintf("blocked %s, but the blocklist could not be saved (the block is lost at a restart): %v", pfx, err), http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
 	got, _ := bl.Get(pfx)
