@@ -38,6 +38,36 @@ func (b *Blocklist) Save(path string) error {
 	return writeState(path, b.tbl.Load(), b.now())
 }
 
+// Persist writes the state file (Options.StatePath) now if the entries
+// changed since it was last written, and returns the error of that write:
+// the synchronous path for a change whose requester must learn that it was
+// not saved (a manual block), where the background saver can only log.
+// Without a StatePath it does nothing. A failed write is still retried by
+// the background saver.
+func (b *Blocklist) Persist() error {
+	if b.statePath == "" {
+		return nil
+	}
+	return b.flush()
+}
+
+// ProbeDir checks that state files can be written in dir, by creating
+// and removing a temporary file there: a directory on a read-only file
+// system, or one the process may not write, fails here instead of at the
+// first save.
+func ProbeDir(dir string) error {
+	f, err := os.CreateTemp(dir, ".sbc-write-probe-*")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	if err := f.Close(); err != nil {
+		os.Remove(name)
+		return err
+	}
+	return os.Remove(name)
+}
+
 // Load reads a state file written by Save (or by the automatic persistence)
 // and adds its entries as Add would (refreshing prefixes already held,
 // sending add Changes). Entries already expired are skipped, and so are

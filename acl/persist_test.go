@@ -230,3 +230,74 @@ func TestAutoSaveError(t *testing.T) {
 		t.Error("Close did not report the failed save")
 	}
 }
+
+// Persist writes at once and reports a failed write to its caller; the
+// background saver (an hour away here) could only log it.
+func TestPersistReportsFailedSave(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "bl.json")
+	b := NewBlocklist(Options{StatePath: path, SaveDelay: time.Hour})
+	defer b.Close()
+	mustAdd(t, b, manual("192.0.2.1/32", "x"))
+	if err := b.Persist(); err != nil {
+		t.Fatal(err)
+	}
+	b2 := NewBlocklist(Options{})
+	if n, err := b2.Load(path); err != nil || n != 1 {
+		t.Fatalf("state after Persist: Load = %d, %v", n, err)
+	}
+	b2.Close()
+
+	// The directory becomes a file: no state file can be written in it,
+	// even as root.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustAdd(t, b, manual("192.0.2.2/32", "y"))
+	if err := b.Persist(); err == nil {
+		t.Fatal("Persist did not report the failed write")
+	}
+	if err := b.Persist(); err == nil {
+		t.Fatal("a second Persist forgot the unsaved change")
+	}
+
+	os.Remove(dir)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Persist(); err != nil {
+		t.Fatalf("Persist once writable again: %v", err)
+	}
+	b3 := NewBlocklist(Options{})
+	defer b3.Close()
+	if n, err := b3.Load(path); err != nil || n != 2 {
+		t.Fatalf("state after the retry: Load = %d, %v", n, err)
+	}
+	if err := NewBlocklist(Options{}).Persist(); err != nil {
+		t.Fatalf("Persist without a StatePath: %v", err)
+	}
+}
+
+func TestProbeDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := ProbeDir(dir); err != nil {
+		t.Fatalf("writable directory: %v", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("the probe left %d files behind", len(ents))
+	}
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, nil, 0o644)
+	if err := ProbeDir(file); err == nil {
+		t.Error("a regular file probed as a writable directory")
+	}
+	if err := ProbeDir(filepath.Join(dir, "missing")); err == nil {
+		t.Error("a missing directory probed as writable")
+	}
+}

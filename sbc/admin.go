@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/sbc-project/sbc/acl"
@@ -17,7 +18,7 @@ import (
 )
 
 // adminServer is the admin/metrics HTTP listener: /metrics (Prometheus),
-// /healthz, /v1/status.
+// /healthz (liveness), /readyz (readiness), /v1/status, /v1/blocklist.
 type adminServer struct {
 	ln  net.Listener
 	srv *http.Server
@@ -30,9 +31,11 @@ func (s *SBC) startAdmin(addr string) (*adminServer, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	// Liveness: 200 whenever the process serves HTTP.
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
+	mux.HandleFunc("/readyz", s.handleReady)
 	mux.HandleFunc("/v1/status", func(w http.ResponseWriter, r *http.Request) {
 		n := 0
 		s.calls.each(func(*call) { n++ })
@@ -53,6 +56,48 @@ func (a *adminServer) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = a.srv.Shutdown(ctx)
+}
+
+// PoolReadiness is one pool in the answer of /readyz.
+type PoolReadiness struct {
+	Targets int `json:"targets"`
+	Up      int `json:"up"` // targets up and not drained (weight > 0)
+}
+
+// Readiness is the body of /readyz.
+type Readiness struct {
+	Ready bool                     `json:"ready"`
+	Down  []string                 `json:"pools_down,omitempty"` // pools with no target up, sorted
+	Pools map[string]PoolReadiness `json:"pools"`
+}
+
+// handleReady is readiness: 200 when every pool has at least one target
+// that can take calls (up by its health checks, weight > 0), else 503
+// naming the pools that have none. Targets count as up until their health
+// checks say otherwise.
+func (s *SBC) handleReady(w http.ResponseWriter, r *http.Request) {
+	st := s.state.Load()
+	rd := Readiness{Pools: make(map[string]PoolReadiness, len(st.pools))}
+	for name, pl := range st.pools {
+		pr := PoolReadiness{Targets: len(pl.targets)}
+		for i, t := range pl.targets {
+			if pl.weights[i] > 0 && t.isUp() {
+				pr.Up++
+			}
+		}
+		rd.Pools[name] = pr
+		if pr.Up == 0 {
+			rd.Down = append(rd.Down, name)
+		}
+	}
+	slices.Sort(rd.Down)
+	rd.Ready = len(rd.Down) == 0
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if !rd.Ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	json.NewEncoder(w).Encode(rd)
 }
 
 // BlockRequest is the body of POST /v1/blocklist.
@@ -97,6 +142,11 @@ func (s *SBC) handleBlocklist(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.log.Info("blocklist entry removed", "prefix", pfx.String(), "by", "admin")
+		if err := bl.Persist(); err != nil {
+			s.log.Error("blocklist not saved after a manual removal", "prefix", pfx.String(), "error", err.Error())
+			http.Error(w, fmt.Sprintf("removed %s, but the blocklist could not be saved (the entry comes back after a restart): %v", pfx, err), http.StatusInternalServerError)
+			return
+		}
 		fmt.Fprintf(w, "removed %s\n", pfx)
 		return
 	}
@@ -139,6 +189,11 @@ func (s *SBC) handleBlocklist(w http.ResponseWriter, r *http.Request) {
 		expires = e.Expires.UTC().Format(time.RFC3339)
 	}
 	s.log.Info("blocklist entry added", "prefix", pfx.String(), "reason", e.Reason, "expires", expires, "by", "admin")
+	if err := bl.Persist(); err != nil {
+		s.log.Error("blocklist not saved after a manual block", "prefix", pfx.String(), "error", err.Error())
+		http.Error(w, fmt.Sprintf("blocked %s, but the blocklist could not be saved (the block is lost at a restart): %v", pfx, err), http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
 	got, _ := bl.Get(pfx)

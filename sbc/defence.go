@@ -47,6 +47,9 @@ func newDefence(p *policy.Policy, log *slog.Logger) (*defence, error) {
 		if err := os.MkdirAll(p.Server.StateDir, 0o750); err != nil {
 			return nil, fmt.Errorf("state_dir: %w", err)
 		}
+		if err := acl.ProbeDir(p.Server.StateDir); err != nil {
+			return nil, fmt.Errorf("state_dir %s is not writable (the blocklist is saved there): %w", p.Server.StateDir, err)
+		}
 		d.statePath = filepath.Join(p.Server.StateDir, "blocklist.json")
 	}
 	d.blocklist = acl.NewBlocklist(acl.Options{StatePath: d.statePath, Logger: log})

@@ -9,12 +9,17 @@ import (
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check", stderr)
-	cfg := fs.String("config", "", "policy file (TOML) to validate")
-	if code, ok := parseFlags(fs, args); !ok {
+	cfg := fs.String("config", "", "policy file (TOML) to validate; same as FILE")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: sbc check FILE | -config FILE")
+		fs.PrintDefaults()
+	}
+	if code, ok := parseConfigArgs(fs, args, cfg, stderr); !ok {
 		return code
 	}
 	if *cfg == "" {
-		fmt.Fprintln(stderr, "sbc check: -config FILE is required")
+		fmt.Fprintln(stderr, "sbc check: a policy file is required")
+		fs.Usage()
 		return 2
 	}
 	if _, err := policy.Load(*cfg); err != nil {

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -52,6 +55,92 @@ type demoRow struct {
 	scenario, from, got, want string
 }
 
+// dropCounts reads sbc_dropped_total, keyed "stage/reason".
+func dropCounts(m *sbc.Metrics) map[string]float64 {
+	out := map[string]float64{}
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "sbc_dropped_total" {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			var stage, reason string
+			for _, lp := range mt.GetLabel() {
+				switch lp.GetName() {
+				case "stage":
+					stage = lp.GetValue()
+				case "reason":
+					reason = lp.GetValue()
+				}
+			}
+			out[stage+"/"+reason] = mt.GetCounter().GetValue()
+		}
+	}
+	return out
+}
+
+// dropWatch passes log records on and remembers the SBC's "dropped" lines
+// (stage, reason, source): the demo reports why each dropped request was
+// dropped, by its source address, whatever else is dropped meanwhile
+// (retransmissions of an earlier caller).
+type dropWatch struct {
+	next slog.Handler
+	mu   *sync.Mutex
+	by   map[string][]string // source "ip:port" → "stage/reason", first first
+}
+
+func newDropWatch(next slog.Handler) *dropWatch {
+	return &dropWatch{next: next, mu: new(sync.Mutex), by: map[string][]string{}}
+}
+
+func (d *dropWatch) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelInfo || d.next.Enabled(ctx, l)
+}
+
+func (d *dropWatch) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "dropped" {
+		var stage, reason, src string
+		r.Attrs(func(a slog.Attr) bool {
+			switch a.Key {
+			case "stage":
+				stage = a.Value.String()
+			case "reason":
+				reason = a.Value.String()
+			case "source":
+				src = a.Value.String()
+			}
+			return true
+		})
+		d.mu.Lock()
+		if why := stage + "/" + reason; !slices.Contains(d.by[src], why) {
+			d.by[src] = append(d.by[src], why)
+		}
+		d.mu.Unlock()
+	}
+	if !d.next.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return d.next.Handle(ctx, r)
+}
+
+func (d *dropWatch) WithAttrs(as []slog.Attr) slog.Handler {
+	return &dropWatch{next: d.next.WithAttrs(as), mu: d.mu, by: d.by}
+}
+
+func (d *dropWatch) WithGroup(name string) slog.Handler {
+	return &dropWatch{next: d.next.WithGroup(name), mu: d.mu, by: d.by}
+}
+
+// reasons returns the drop reasons logged for a source, in order.
+func (d *dropWatch) reasons(src string) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.by[src])
+}
+
 func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("demo", stderr)
 	verbose := fs.Bool("v", false, "print the SBC's log lines")
@@ -62,7 +151,8 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	if *verbose {
 		logOut = stderr
 	}
-	log := slog.New(slog.NewJSONHandler(logOut, nil))
+	drops := newDropWatch(slog.NewJSONHandler(logOut, nil))
+	log := slog.New(drops)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -112,6 +202,12 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer stranger.Close()
+	unknown, err := sipua.NewCaller(sipua.CallerOptions{Addr: "127.0.0.67:0", UserAgent: "CarrierSwitch/2.1", Logger: log})
+	if err != nil {
+		fmt.Fprintln(stderr, "demo: unknown caller:", err)
+		return 1
+	}
+	defer unknown.Close()
 
 	var rows []demoRow
 	var callIDs []string
@@ -166,21 +262,32 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		}
 		return fmt.Sprint(res.StatusCode)
 	})
-	place(stranger, "unknown source (not a trunk)", "1000", "no answer (dropped)", func(call *sipua.Call) string {
-		wctx, wcancel := context.WithTimeout(ctx, time.Second)
-		defer wcancel()
-		if res, err := call.WaitFinal(wctx); err == nil {
-			return fmt.Sprint(res.StatusCode)
+	// A dropped request gets no answer; why it was dropped is in the
+	// SBC's "dropped" log line for its source (stage and reason, the
+	// labels of sbc_dropped_total).
+	dropped := func(c *sipua.Caller) func(*sipua.Call) string {
+		return func(call *sipua.Call) string {
+			wctx, wcancel := context.WithTimeout(ctx, time.Second)
+			defer wcancel()
+			if res, err := call.WaitFinal(wctx); err == nil {
+				return fmt.Sprint(res.StatusCode)
+			}
+			why := drops.reasons(c.Addr())
+			if len(why) == 0 {
+				return "no answer (no drop logged)"
+			}
+			return "dropped: " + strings.Join(why, ", ")
 		}
-		return "no answer (dropped)"
-	})
+	}
+	place(stranger, "scanner User-Agent, not a trunk", "1000", "dropped: classify/scanner_ua", dropped(stranger))
+	place(unknown, "unknown source (not a trunk)", "1000", "dropped: classify/unknown_source", dropped(unknown))
 
 	// What the backend saw of the callers: their Call-IDs, addresses and
 	// user agents must be nowhere in what it received.
 	var leaks []string
 	for _, m := range backend.Received() {
 		head := m.Head()
-		for _, secret := range append([]string{caller.Addr(), stranger.Addr(), "127.0.0.66", "CarrierSwitch", "friendly-scanner"}, callIDs...) {
+		for _, secret := range append([]string{caller.Addr(), stranger.Addr(), unknown.Addr(), "127.0.0.66", "127.0.0.67", "CarrierSwitch", "friendly-scanner"}, callIDs...) {
 			if strings.Contains(head, secret) {
 				leaks = append(leaks, fmt.Sprintf("%q in %s", secret, m.StartLine))
 			}
@@ -204,9 +311,18 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	tw.Flush()
 	m := s.Metrics()
 	fmt.Fprintf(stdout, "\nbackend received %d messages; of the callers it saw: %s\n", len(backend.Received()), saw)
-	fmt.Fprintf(stdout, "sbc_calls_total: answered=%v busy=%v cancelled=%v; sbc_dropped_total{classify,unknown_source}=%v\n",
+	fmt.Fprintf(stdout, "sbc_calls_total: answered=%v busy=%v cancelled=%v\n",
 		testutil.ToFloat64(m.Calls.WithLabelValues("answered")), testutil.ToFloat64(m.Calls.WithLabelValues("busy")),
-		testutil.ToFloat64(m.Calls.WithLabelValues("cancelled")), testutil.ToFloat64(m.Dropped.WithLabelValues("classify", "unknown_source")))
+		testutil.ToFloat64(m.Calls.WithLabelValues("cancelled")))
+	var dropLine []string
+	counts := dropCounts(m)
+	for _, k := range slices.Sorted(maps.Keys(counts)) {
+		dropLine = append(dropLine, fmt.Sprintf("%s=%v", k, counts[k]))
+	}
+	if len(dropLine) == 0 {
+		dropLine = []string{"none"}
+	}
+	fmt.Fprintf(stdout, "sbc_dropped_total{stage/reason}: %s\n", strings.Join(dropLine, " "))
 	if !ok || len(leaks) > 0 {
 		fmt.Fprintln(stdout, "\ndemo: something did not go as expected")
 		return 1

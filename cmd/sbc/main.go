@@ -1,7 +1,7 @@
 // Command sbc is the edge SIP security proxy / session border controller.
 //
-//	sbc run   [-config FILE]   run the SBC (default: the embedded example policy)
-//	sbc check  -config FILE    validate a policy file; exit 1 with FILE:LINE:COL errors
+//	sbc run   [-config] [FILE] run the SBC (default: the embedded example policy)
+//	sbc check [-config] FILE   validate a policy file; exit 1 with FILE:LINE:COL errors
 //	sbc demo                   show the SBC carrying calls on loopback, then exit
 //	sbc block list|add|del     manage the blocklist of a running SBC
 //	sbc version                print the version
@@ -13,10 +13,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
 
 func main() {
 	os.Exit(runMain(os.Args[1:], os.Stdout, os.Stderr))
@@ -26,8 +24,8 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: sbc <command> [flags]
 
 commands:
-  run     [-config FILE]   run the SBC (without -config: the embedded example policy)
-  check   -config FILE     validate a policy file (exit 0 valid, 1 invalid)
+  run     [[-config] FILE] run the SBC on a policy file (without one: the embedded example policy)
+  check   [-config] FILE   validate a policy file (exit 0 valid, 1 invalid)
   demo                     place a few calls through an SBC on loopback and print what happened
   block list|add|del       show or change the blocklist of a running SBC (see "sbc block")
   version                  print the version
@@ -49,7 +47,7 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	case "block":
 		return cmdBlock(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
-		fmt.Fprintln(stdout, "sbc", version)
+		fmt.Fprintln(stdout, "sbc", versionString())
 		return 0
 	case "help", "-h", "--help":
 		usage(stdout)
@@ -74,4 +72,39 @@ func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
 		return 2, false
 	}
 	return 0, true
+}
+
+// parseConfigArgs parses the flags of a command that takes one policy
+// file, given as -config FILE or as a single positional FILE (after the
+// flags). Anything else left over is an error: a file name that was
+// silently ignored would run the wrong policy. It returns the exit code
+// and false when the command must stop.
+func parseConfigArgs(fs *flag.FlagSet, args []string, cfg *string, stderr io.Writer) (int, bool) {
+	if code, ok := parseFlags(fs, args); !ok {
+		return code, false
+	}
+	rest := fs.Args()
+	switch {
+	case len(rest) == 0:
+		return 0, true
+	case len(rest) == 1 && *cfg == "":
+		*cfg = rest[0]
+		return 0, true
+	case len(rest) == 1 && *cfg == rest[0]:
+		return 0, true
+	case len(rest) == 1:
+		fmt.Fprintf(stderr, "%s: two policy files given (-config %s and %s)\n", fs.Name(), *cfg, rest[0])
+	default:
+		stray := rest[1:]
+		if *cfg != "" {
+			stray = rest
+		}
+		hint := ""
+		if strings.HasPrefix(stray[0], "-") {
+			hint = " (flags go before FILE)"
+		}
+		fmt.Fprintf(stderr, "%s: unexpected argument %q%s\n", fs.Name(), stray[0], hint)
+	}
+	fs.Usage()
+	return 2, false
 }

@@ -16,15 +16,33 @@ import (
 	"github.com/sbc-project/sbc/sbc"
 )
 
+// defaultPolicy is the policy "sbc run" runs without a file: the embedded
+// example. Tests replace it (the example binds fixed ports).
+var defaultPolicy = policy.Default
+
 func cmdRun(args []string, stdout, stderr io.Writer) int {
+	// Catch the signals before anything else: until signal.Notify, SIGHUP
+	// (and SIGTERM, SIGINT) kill the process. Signals that arrive while the
+	// SBC starts wait in the channels and are handled once it runs.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(term)
+
 	fs := newFlags("run", stderr)
-	cfg := fs.String("config", "", "policy file (TOML); empty: the embedded example policy")
-	if code, ok := parseFlags(fs, args); !ok {
+	cfg := fs.String("config", "", "policy file (TOML); same as FILE; neither: the embedded example policy")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: sbc run [FILE | -config FILE]")
+		fs.PrintDefaults()
+	}
+	if code, ok := parseConfigArgs(fs, args, cfg, stderr); !ok {
 		return code
 	}
 	var p *policy.Policy
 	if *cfg == "" {
-		p = policy.Default()
+		p = defaultPolicy()
 	} else {
 		var err error
 		if p, err = policy.Load(*cfg); err != nil {
@@ -33,24 +51,55 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: levelOf(p.Server.LogLevel)}))
+	if *cfg == "" {
+		log.Warn("no policy file given: running the embedded example policy (loopback only); pass FILE or -config FILE", "policy", p.Source)
+	}
 	s, err := sbc.New(p, sbc.Options{Logger: log})
 	if err != nil {
 		log.Error("cannot build sbc", "error", err.Error())
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	if err := s.Start(ctx); err != nil {
 		log.Error("cannot start sbc", "error", err.Error())
 		return 1
 	}
+	logListeners(log, s)
+	var changed <-chan struct{}
 	if *cfg != "" {
-		go watchPolicy(ctx, *cfg, s, log)
+		changed = watchPolicy(ctx, *cfg, log)
 	}
-	<-ctx.Done()
-	log.Info("shutting down")
-	s.Close()
-	return 0
+	for {
+		select {
+		case sig := <-term:
+			log.Info("shutting down", "signal", sig.String())
+			cancel()
+			s.Close()
+			return 0
+		case <-hup:
+			if *cfg == "" {
+				log.Info("SIGHUP: no policy file to reload (running the embedded example policy); the policy in force stays")
+				continue
+			}
+			reloadPolicy(*cfg, "sighup", s, log)
+		case <-changed:
+			reloadPolicy(*cfg, "file_change", s, log)
+		}
+	}
+}
+
+// logListeners writes one line per SIP listener and one for the admin
+// listener, with the addresses actually bound.
+func logListeners(log *slog.Logger, s *sbc.SBC) {
+	for _, l := range s.Listeners() {
+		log.Info("listening", "realm", l.Realm, "transport", l.Transport, "bind", l.Bind.String(), "advertise", l.Advertise)
+	}
+	if a := s.AdminAddr(); a != nil {
+		log.Info("admin listening", "bind", a.String())
+	} else {
+		log.Info("admin listener disabled")
+	}
 }
 
 func levelOf(s string) slog.Level {
@@ -61,49 +110,62 @@ func levelOf(s string) slog.Level {
 	return l
 }
 
-// watchPolicy reloads the policy on SIGHUP and when the file changes. The
-// directory is watched, not the file: editors and config management
-// replace files by rename. An invalid policy is logged and ignored: the
-// one in force stays.
-func watchPolicy(ctx context.Context, path string, s *sbc.SBC, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	var events <-chan fsnotify.Event
-	if w, err := fsnotify.NewWatcher(); err != nil {
+// reloadPolicy loads path and swaps it in. An invalid policy is logged and
+// ignored: the one in force stays.
+func reloadPolicy(path, why string, s *sbc.SBC, log *slog.Logger) {
+	p, err := policy.Load(path)
+	if err != nil {
+		log.Error("policy reload rejected; keeping the policy in force", "trigger", why, "error", err.Error())
+		return
+	}
+	if err := s.Reload(p); err != nil {
+		log.Error("policy reload rejected; keeping the policy in force", "trigger", why, "error", err.Error())
+	}
+}
+
+// watchPolicy reports changes of the policy file (debounced) until ctx
+// ends. The directory is watched, not the file: editors and config
+// management replace files by rename. Without a watch, SIGHUP still
+// reloads.
+func watchPolicy(ctx context.Context, path string, log *slog.Logger) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
 		log.Warn("policy file watch unavailable; reload with SIGHUP", "error", err.Error())
-	} else {
-		defer w.Close()
-		if err := w.Add(filepath.Dir(path)); err != nil {
-			log.Warn("policy file watch unavailable; reload with SIGHUP", "error", err.Error())
-		} else {
-			events = w.Events
-		}
+		return out
+	}
+	if err := w.Add(filepath.Dir(path)); err != nil {
+		w.Close()
+		log.Warn("policy file watch unavailable; reload with SIGHUP", "error", err.Error())
+		return out
 	}
 	abs, _ := filepath.Abs(path)
-	var debounce <-chan time.Time
-	reload := func(why string) {
-		p, err := policy.Load(path)
-		if err != nil {
-			log.Error("policy reload rejected; keeping the policy in force", "trigger", why, "error", err.Error())
-			return
-		}
-		if err := s.Reload(p); err != nil {
-			log.Error("policy reload rejected; keeping the policy in force", "trigger", why, "error", err.Error())
-		}
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			reload("sighup")
-		case ev := <-events:
-			if a, _ := filepath.Abs(ev.Name); a == abs && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
-				debounce = time.After(200 * time.Millisecond)
+	go func() {
+		defer w.Close()
+		var debounce <-chan time.Time
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				log.Warn("policy file watch", "error", err.Error())
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if a, _ := filepath.Abs(ev.Name); a == abs && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
+					debounce = time.After(200 * time.Millisecond)
+				}
+			case <-debounce:
+				select {
+				case out <- struct{}{}:
+				default: // a reload is already pending
+				}
 			}
-		case <-debounce:
-			reload("file_change")
 		}
-	}
+	}()
+	return out
 }
