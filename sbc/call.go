@@ -112,6 +112,7 @@ type call struct {
 	ok2xx       *sip.Response
 	interval    time.Duration // 2xx retransmission interval towards A
 	relays      map[int]*relay
+	deferred    []event // re-INVITEs from A that overtook its ACK
 	relayN      int
 	timers      map[timerKey]*timerEntry
 	result      string

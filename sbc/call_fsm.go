@@ -526,6 +526,11 @@ func (c *call) onAck(from *leg, ack *sip.Request) {
 		c.stopTimer(timerKey{kind: tmAckWait})
 		c.ackKept(ack)
 		c.confirm()
+		deferred := c.deferred
+		c.deferred = nil
+		for _, ev := range deferred {
+			c.step(ev)
+		}
 		return
 	}
 	for _, rel := range c.relays {
@@ -668,6 +673,12 @@ func (c *call) end(result, by string) {
 			delete(c.timers, k)
 		}
 	}
+	for _, ev := range c.deferred {
+		res := sip.NewResponseFromRequest(ev.req, 481, "Call/Transaction Does Not Exist", nil)
+		res.SetBody(nil)
+		c.queueAct(action{kind: actRespond, tx: ev.tx, res: res, sent: ev.sent})
+	}
+	c.deferred = nil
 	for _, rel := range c.relays {
 		if rel.final == nil {
 			// Nothing more will be relayed: answer what is pending.
@@ -716,7 +727,13 @@ func (c *call) onRequest(from *leg, req *sip.Request, tx sip.ServerTransaction, 
 				return
 			}
 		}
-		if c.phase != phConfirmed {
+		switch c.phase {
+		case phAccepted:
+			// Sent after A's ACK, but handled first (one goroutine per
+			// message): relay it once the ACK is in.
+			c.deferred = append(c.deferred, event{kind: evRequest, leg: from, req: req, tx: tx, sent: sent})
+			return
+		case phSetup:
 			reject(491, "Request Pending")
 			return
 		}

@@ -370,3 +370,13 @@ func (ep *endpoint) connUp(network string, addr netip.AddrPort) bool {
 	c.TryClose() // drop the reference Get took
 	return true
 }
+
+func init() {
+	// sipgo refuses to send a UDP message over 1300 bytes. A request that
+	// large goes to the backends over TCP where the pool allows it
+	// (tcp_for_large), but responses must go back over the transport the
+	// request came on, and a UDP-only carrier must get its 200 OK even if
+	// the network fragments it (RFC 3261 18.2.2): lift the limit to what
+	// a UDP datagram can carry.
+	sip.UDPMTUSize = 65507 + 200
+}
