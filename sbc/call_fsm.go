@@ -526,11 +526,7 @@ func (c *call) onAck(from *leg, ack *sip.Request) {
 		c.stopTimer(timerKey{kind: tmAckWait})
 		c.ackKept(ack)
 		c.confirm()
-		deferred := c.deferred
-		c.deferred = nil
-		for _, ev := range deferred {
-			c.step(ev)
-		}
+		c.runDeferred()
 		return
 	}
 	for _, rel := range c.relays {
@@ -716,16 +712,22 @@ func (c *call) onRequest(from *leg, req *sip.Request, tx sip.ServerTransaction, 
 		return
 	}
 	if req.Method == sip.INVITE {
-		// RFC 3261 14.2: one INVITE at a time per dialog, either way.
+		// RFC 3261 14.1/14.2: one INVITE at a time per dialog, either way.
 		for _, rel := range c.relays {
-			if rel.req.Method == sip.INVITE && !rel.acked && (rel.from == from || rel.to == from) {
-				if rel.from == from {
-					reject(500, "Server Internal Error", sip.NewHeader("Retry-After", "1"))
-				} else {
-					reject(491, "Request Pending")
-				}
-				return
+			if rel.req.Method != sip.INVITE || rel.acked || (rel.from != from && rel.to != from) {
+				continue
 			}
+			switch {
+			case rel.answered || rel.final != nil:
+				// Answered, its ACK not in yet (this INVITE overtook it):
+				// relay it after the ACK.
+				c.deferred = append(c.deferred, event{kind: evRequest, leg: from, req: req, tx: tx, sent: sent})
+			case rel.from == from:
+				reject(500, "Server Internal Error", sip.NewHeader("Retry-After", "1"))
+			default:
+				reject(491, "Request Pending") // glare
+			}
+			return
 		}
 		switch c.phase {
 		case phAccepted:
@@ -849,6 +851,15 @@ func (c *call) onRelayDone(rel *relay, err error) {
 	c.terminate("dialog_gone")
 }
 
+// runDeferred handles the re-INVITEs that waited for an ACK.
+func (c *call) runDeferred() {
+	deferred := c.deferred
+	c.deferred = nil
+	for _, ev := range deferred {
+		c.step(ev)
+	}
+}
+
 // ackRelay sends the ACK for a relayed re-INVITE's 2xx on the other leg,
 // with the body of the ACK received (delayed offer), once.
 func (c *call) ackRelay(rel *relay, fromAck *sip.Request) {
@@ -864,6 +875,7 @@ func (c *call) ackRelay(rel *relay, fromAck *sip.Request) {
 	}
 	rel.ack = ack
 	c.queueAct(action{kind: actWrite, leg: rel.to, req: ack.Clone()})
+	c.runDeferred()
 	// Kept until the other side's transaction ends, so that a
 	// retransmitted 2xx is answered with this ACK again.
 }
