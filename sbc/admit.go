@@ -13,27 +13,43 @@ import (
 // caps and the REGISTER rate. Over a limit: 503 + Retry-After (or a drop,
 // per policy), never an unbounded queue.
 
-// admitInvite is stage 3 for a new call: per-source and per-trunk call
-// rates, then the trunk's concurrent-call cap. It returns the release of
-// the call slot, or ok=false when the request was answered or dropped.
+// admitInvite is stage 3 for a new call (see admitCall). It returns the
+// release of the call slot, or ok=false when the request was answered or
+// dropped.
 func (s *SBC) admitInvite(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx sip.ServerTransaction) (release func(), ok bool) {
-	now := time.Now()
-	key := acl.SourceKey(p.src.Addr())
-	budget := s.def.tracker.Budget(key, now)
-	if ok, wait := s.def.invites.Check(key, now, 1, budget); !ok {
-		s.overLimit(ep, st, p, req, tx, "source_cps", wait)
-		return nil, false
-	}
-	if ok, wait := s.def.invites.CheckTrunk(p.trunk.Name, now, 1); !ok {
-		s.overLimit(ep, st, p, req, tx, "trunk_cps", wait)
-		return nil, false
-	}
-	release, ok = s.def.calls.Acquire(p.trunk.Name)
-	if !ok {
-		s.overLimit(ep, st, p, req, tx, "trunk_calls", time.Second)
+	release, reason, wait := s.admitCall(p, time.Now())
+	if reason != "" {
+		s.overLimit(ep, st, p, req, tx, reason, wait)
 		return nil, false
 	}
 	return release, true
+}
+
+// admitCall decides on a new call: the release of its call slot, or the
+// reason code of the refusal and how long the caller should wait.
+//
+// A trunk's calls are limited by the trunk's own cps and max_calls only. A
+// trunk is many callers behind one or a few addresses (a carrier's
+// switches, a PBX), so a per-source rate would cap a busy trunk at
+// source_cps calls per second whatever its cps says. The per-source rate
+// (source_cps, scaled by the source's trust) is for sources that are not
+// trunks.
+func (s *SBC) admitCall(p peer, now time.Time) (release func(), reason string, wait time.Duration) {
+	if p.trunk == nil {
+		key := acl.SourceKey(p.src.Addr())
+		if ok, wait := s.def.invites.Check(key, now, 1, s.def.tracker.Budget(key, now)); !ok {
+			return nil, "source_cps", wait
+		}
+		return func() {}, "", 0
+	}
+	if ok, wait := s.def.invites.CheckTrunk(p.trunk.Name, now, 1); !ok {
+		return nil, "trunk_cps", wait
+	}
+	release, ok := s.def.calls.Acquire(p.trunk.Name)
+	if !ok {
+		return nil, "trunk_calls", time.Second
+	}
+	return release, "", 0
 }
 
 // admitRegister is stage 3 for REGISTER.
