@@ -3,6 +3,7 @@ package sbc
 import (
 	"context"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -96,7 +97,10 @@ func (s *SBC) healthLoop(ctx context.Context) {
 }
 
 // ping sends one OPTIONS to a target and records the outcome. Any final
-// response counts as alive except 503 (RFC 3261 21.5.4: overloaded).
+// response means alive, whatever its code: a backend that handles calls
+// but answers OPTIONS 404, 405 or 503 (RFC 3261 21.5.4: overloaded, which
+// a call to it would tell anyway, and then fail over) is up. Only no
+// answer within the timeout, or a transport error, counts as a failure.
 func (s *SBC) ping(ctx context.Context, pl *pool, tg *target) {
 	ep := s.realms[pl.cfg.Realm]
 	if ep == nil {
@@ -119,23 +123,19 @@ func (s *SBC) ping(ctx context.Context, pl *pool, tg *target) {
 	req.AppendHeader(&mf)
 	req.AppendHeader(sip.NewHeader("User-Agent", s.state.Load().pol.Server.UserAgent))
 	req.SetBody(nil)
-	ok := false
 	res, err := ep.do(ctx, req, pl.cfg.Transport, tg.addr)
-	if err == nil && res.StatusCode != 503 {
-		ok = true
-	}
-	changed, up := tg.observe(ok, pl.cfg.Health)
+	changed, up := tg.observe(err == nil, pl.cfg.Health)
 	v := 0.0
 	if up {
 		v = 1
 	}
 	s.metrics.TargetUp.WithLabelValues(pl.cfg.Name, tg.addr.String()).Set(v)
 	if changed {
-		reason := "options ok"
+		reason := ""
 		if err != nil {
 			reason = err.Error()
-		} else if !ok {
-			reason = "503"
+		} else {
+			reason = "options answered " + strconv.Itoa(res.StatusCode)
 		}
 		s.log.Warn("backend target health changed", "pool", pl.cfg.Name, "target", tg.addr.String(), "up", up, "reason", reason)
 	}
