@@ -169,7 +169,8 @@ type Health struct {
 	// Up: consecutive successes to mark a down target up. Default 2;
 	// when given, 1..1000.
 	Up int `toml:"up"`
-	// Down: consecutive failures to mark an up target down. Default 3;
+	// Down: consecutive failures (unanswered pings, INVITEs unanswered
+	// within routing.target_timeout) to mark an up target down. Default 3;
 	// when given, 1..1000.
 	Down int `toml:"down"`
 }

@@ -264,6 +264,7 @@ func (c *call) attempt(ctx context.Context, t *target) attemptOutcome {
 		select {
 		case res := <-tx.Responses():
 			c.s.countResponse(b.ep.name, res)
+			c.s.passiveHealth(c.pool, t, true) // any response: the target is alive
 			if !c.s.validResponse(b.ep.name, res) {
 				continue
 			}
@@ -307,6 +308,7 @@ func (c *call) attempt(ctx context.Context, t *target) attemptOutcome {
 			}
 		case <-noAnswer.C:
 			c.log.Warn("target did not answer INVITE", "target", t.addr.String(), "timeout", c.st.pol.Routing.TargetTimeout.Duration.String())
+			c.s.passiveHealth(c.pool, t, false) // no response within target_timeout
 			tx.Terminate()
 			c.s.calls.del(b)
 			return outcomeFailover

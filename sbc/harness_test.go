@@ -29,6 +29,7 @@ const (
 
 type envOpts struct {
 	backends  []sipua.BackendOptions // default: one answering backend
+	targets   []string               // pool targets of peers the test drives itself (no default backend then)
 	policy    string                 // extra TOML appended to the generated policy
 	routing   string                 // replaces the [routing] table
 	calls     string                 // replaces the [calls] table
@@ -63,7 +64,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	e := &env{t: t, ctx: ctx}
-	if o.backends == nil {
+	if o.backends == nil && o.targets == nil {
 		o.backends = []sipua.BackendOptions{{}}
 	}
 	transport := o.transport
@@ -91,6 +92,9 @@ func newEnv(t *testing.T, o envOpts) *env {
 		if transport == "tcp" {
 			addr = b.TCPAddr()
 		}
+		fmt.Fprintf(&targets, "  [[pool.target]]\n  address = %q\n", addr)
+	}
+	for _, addr := range o.targets {
 		fmt.Fprintf(&targets, "  [[pool.target]]\n  address = %q\n", addr)
 	}
 	orDefault := func(v, d string) string {

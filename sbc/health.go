@@ -57,6 +57,57 @@ func (t *target) observe(ok bool, h policy.Health) (changed, up bool) {
 	return false, t.up
 }
 
+// passive records what a call learned about a target. ok: the target
+// answered an INVITE with some response, any response: it is alive, and a
+// target marked down is up again at once (without waiting for h.Up
+// answered pings). !ok: an INVITE got no response within the routing
+// target_timeout; that is one failure like an unanswered ping, and h.Down
+// failures in a row, pings and calls together, take the target down. With
+// health checks off (interval 0) targets are always up and a failure is
+// not recorded: no ping would ever bring the target back.
+func (t *target) passive(ok bool, h policy.Health) (changed, up bool) {
+	if !ok {
+		if h.Interval.Duration <= 0 {
+			return false, t.isUp()
+		}
+		return t.observe(false, h)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.okRun++
+	t.failRun = 0
+	t.lastSeen = time.Now()
+	if !t.up {
+		t.up = true
+		return true, true
+	}
+	return false, true
+}
+
+// passiveHealth is the call core's hook into target health: ok when a
+// target answered an INVITE (any response), !ok when it gave none within
+// target_timeout (see target.passive). A change of state is logged and
+// shown in sbc_target_up like one a ping made.
+func (s *SBC) passiveHealth(pl *pool, tg *target, ok bool) {
+	changed, up := tg.passive(ok, pl.cfg.Health)
+	if !changed {
+		return
+	}
+	s.metrics.TargetUp.WithLabelValues(pl.cfg.Name, tg.addr.String()).Set(boolGauge(up))
+	reason := "answered a call"
+	if !ok {
+		reason = "no answer to INVITE"
+	}
+	s.log.Warn("backend target health changed", "pool", pl.cfg.Name, "target", tg.addr.String(), "up", up, "reason", reason)
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // healthLoop pings every target of every pool with OPTIONS at the pool's
 // interval until ctx ends. It re-reads the pools on every round so reloads
 // take effect.
@@ -125,11 +176,7 @@ func (s *SBC) ping(ctx context.Context, pl *pool, tg *target) {
 	req.SetBody(nil)
 	res, err := ep.do(ctx, req, pl.cfg.Transport, tg.addr)
 	changed, up := tg.observe(err == nil, pl.cfg.Health)
-	v := 0.0
-	if up {
-		v = 1
-	}
-	s.metrics.TargetUp.WithLabelValues(pl.cfg.Name, tg.addr.String()).Set(v)
+	s.metrics.TargetUp.WithLabelValues(pl.cfg.Name, tg.addr.String()).Set(boolGauge(up))
 	if changed {
 		reason := ""
 		if err != nil {
