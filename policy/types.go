@@ -176,7 +176,8 @@ type Health struct {
 	// Up: consecutive successes to mark a down target up. Default 2;
 	// when given, 1..1000.
 	Up int `toml:"up"`
-	// Down: consecutive failures to mark an up target down. Default 3;
+	// Down: consecutive failures (unanswered pings, INVITEs unanswered
+	// within routing.target_timeout) to mark an up target down. Default 3;
 	// when given, 1..1000.
 	Down int `toml:"down"`
 }
@@ -253,11 +254,13 @@ type Limits struct {
 	// parsing; default 200; 0 disables. SourcePPSBurst defaults to 2x.
 	SourcePPS      int `toml:"source_pps"`
 	SourcePPSBurst int `toml:"source_pps_burst"`
-	// SourceCPS: new calls (INVITE) per second per source; default 10; 0
-	// disables. Trusted sources (that completed calls) get TrustFactor
-	// times more, failing ones less.
+	// SourceCPS: new calls (INVITE) per second per source that is not a
+	// trunk (a trunk's calls are limited by its own CPS and MaxCalls);
+	// default 10; 0 disables. Trusted sources (that completed calls) get
+	// more (4x), failing ones less.
 	SourceCPS int `toml:"source_cps"`
-	// RegisterRate: REGISTER per second per source; default 2; 0 disables.
+	// RegisterRate: REGISTER per second per source, trunk sources
+	// included (REGISTER has no per-trunk cap); default 2; 0 disables.
 	RegisterRate int `toml:"register_rate"`
 	// MaxSources bounds the per-source state (LRU); default 100000.
 	MaxSources int `toml:"max_sources"`
@@ -291,7 +294,7 @@ type AutoBlock struct {
 	// ForgetAfter: offences older than this no longer escalate. Default "24h".
 	ForgetAfter Duration `toml:"forget_after"`
 	// BlockTrunks: may trunk sources be blocked? Default false (they are
-	// only rate-limited and demoted).
+	// only demoted: a smaller register_rate budget).
 	BlockTrunks bool `toml:"block_trunks"`
 	// NeverBlock: prefixes never blocked, manually or automatically. Pool
 	// targets are always added.

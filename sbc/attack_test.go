@@ -190,7 +190,7 @@ func TestAttackDigestBruteForceBlocked(t *testing.T) {
 func TestAttackInviteFloodFromTrunkLimited(t *testing.T) {
 	e := newEnv(t, envOpts{
 		backends: []sipua.BackendOptions{{Answer: sipua.Always(sipua.Plan{Final: 486})}},
-		limits:   &testpolicy.Limits{SourceCPS: new(20)},
+		edit:     func(p *testpolicy.Policy) { p.Trunk("carrier").CPS = 20 },
 	})
 	rep, err := attack.InviteFlood(e.ctx, attack.InviteFloodConfig{
 		Target: e.extAddr(), Local: netip.MustParseAddrPort(callerIP + ":0"),
@@ -199,7 +199,7 @@ func TestAttackInviteFloodFromTrunkLimited(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Responses[503] == 0 || e.dropped("admit", "source_cps") == 0 {
+	if rep.Responses[503] == 0 || e.dropped("admit", "trunk_cps") == 0 {
 		t.Fatalf("flood of %d INVITEs got no 503: %v", rep.Sent, rep.Responses)
 	}
 	got := len(e.backends[0].Calls())

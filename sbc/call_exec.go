@@ -120,6 +120,8 @@ func (c *call) exec(a action) {
 		}
 	case actLog:
 		c.log.Info(a.msg, a.attrs...)
+	case actTargetFailed:
+		c.s.passiveHealth(c.pool, a.br.tgt, false)
 	case actEnd:
 		c.finish()
 	}
@@ -167,7 +169,7 @@ func (c *call) sendInvite(br *branch) {
 				if !res.IsProvisional() {
 					c.s.watchResponse(c.src, true, c.aReq, res)
 				}
-				br.tgt.passive(true, c.pool.cfg.Health)
+				c.s.passiveHealth(c.pool, br.tgt, true) // any response: alive
 				c.post(event{kind: evBResponse, br: br, res: res})
 				if !res.IsProvisional() {
 					return // later 2xx come through OnRetransmission

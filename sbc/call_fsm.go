@@ -57,20 +57,21 @@ type event struct {
 type actKind uint8
 
 const (
-	actRespondA    actKind = iota // respond res on A's INVITE transaction
-	actRespond                    // respond res on tx (in-dialog requests)
-	actInvite                     // send br's INVITE (client transaction)
-	actCancel                     // send CANCEL for br's INVITE
-	actWrite                      // send req on leg outside a transaction (ACK)
-	actBye                        // send req (a BYE) on leg as a transaction
-	actRelay                      // send rel's request on rel.to
-	actTerminateTx                // give up br's INVITE transaction
-	actLog                        // log msg with attrs (logging is I/O: not under the lock)
-	actEnd                        // count and log the call's end, free its slot
+	actRespondA     actKind = iota // respond res on A's INVITE transaction
+	actRespond                     // respond res on tx (in-dialog requests)
+	actInvite                      // send br's INVITE (client transaction)
+	actCancel                      // send CANCEL for br's INVITE
+	actWrite                       // send req on leg outside a transaction (ACK)
+	actBye                         // send req (a BYE) on leg as a transaction
+	actRelay                       // send rel's request on rel.to
+	actTerminateTx                 // give up br's INVITE transaction
+	actLog                         // log msg with attrs (logging is I/O: not under the lock)
+	actTargetFailed                // br's target gave no answer (passive health)
+	actEnd                         // count and log the call's end, free its slot
 )
 
 var actNames = [...]string{"respond_a", "respond", "invite", "cancel", "write", "bye", "relay",
-	"terminate_tx", "log", "end"}
+	"terminate_tx", "log", "target_failed", "end"}
 
 func (k actKind) String() string { return actNames[k] }
 
@@ -427,7 +428,7 @@ func (c *call) onBDone(br *branch, err error) {
 		return
 	}
 	c.logf("invite transaction to target failed", "target", br.tgt.addr.String(), "error", errString(err))
-	br.tgt.passive(false, c.pool.cfg.Health)
+	c.queueAct(action{kind: actTargetFailed, br: br})
 	c.tryNext()
 }
 
@@ -446,7 +447,7 @@ func (c *call) onTimer(k timerKey) {
 			return
 		}
 		c.logf("target did not answer INVITE", "target", br.tgt.addr.String(), "timeout", c.st.pol.Routing.TargetTimeout.Duration.String())
-		br.tgt.passive(false, c.pool.cfg.Health)
+		c.queueAct(action{kind: actTargetFailed, br: br})
 		// Keep its transaction: a late provisional gets a CANCEL, a late
 		// 2xx an ACK and a BYE.
 		c.abandon(br)

@@ -3,6 +3,7 @@ package sbc
 import (
 	"net/netip"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/sbc-project/sbc/policy"
 )
 
@@ -39,4 +40,13 @@ func (s *SBC) classify(st *snapshot, ep *endpoint, src netip.AddrPort) peer {
 		}
 	}
 	return p
+}
+
+// scanner reports whether the request's User-Agent is a known scanner's.
+func (s *SBC) scanner(req *sip.Request) (string, bool) {
+	h := req.GetHeader("User-Agent")
+	if h == nil {
+		return "", false
+	}
+	return s.def.scanner.Load().Match(h.Value())
 }

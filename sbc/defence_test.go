@@ -161,28 +161,6 @@ func TestInviteRateAndCallCap(t *testing.T) {
 	again.Bye(e.ctx)
 }
 
-func TestSourceCPSLimit(t *testing.T) {
-	e := newEnv(t, envOpts{limits: &testpolicy.Limits{SourceCPS: new(1)}})
-	got503 := 0
-	for i := 0; i < 4; i++ {
-		call, res := e.dial(sipua.DialOptions{})
-		switch res.StatusCode {
-		case 200:
-			call.Bye(e.ctx)
-		case 503:
-			got503++
-			if res.GetHeader("Retry-After") == nil {
-				t.Fatal("503 without Retry-After")
-			}
-		default:
-			t.Fatalf("final %d", res.StatusCode)
-		}
-	}
-	if got503 == 0 || e.dropped("admit", "source_cps") == 0 {
-		t.Fatalf("4 calls at once with source_cps=1 were all admitted")
-	}
-}
-
 func TestRegisterOnlyWhereAllowed(t *testing.T) {
 	reg := func(e *env, domain string) *sip.Response {
 		t.Helper()

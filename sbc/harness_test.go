@@ -34,6 +34,7 @@ const (
 // escape hatches, kept for tests written before the builder.
 type envOpts struct {
 	backends  []sipua.BackendOptions // default: one answering backend
+	targets   []string               // pool targets of peers the test drives itself (no default backend then)
 	transport string                 // pool transport (default udp)
 	admin     bool                   // start the admin listener on a free port
 	stateDir  string                 // [server] state_dir
@@ -75,7 +76,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	e := &env{t: t, ctx: ctx}
-	if o.backends == nil {
+	if o.backends == nil && o.targets == nil {
 		o.backends = []sipua.BackendOptions{{}}
 	}
 	transport := o.transport
@@ -105,6 +106,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 		}
 		targets = append(targets, addr)
 	}
+	targets = append(targets, o.targets...)
 	pb := envPolicy(o, transport, targets)
 	p := pb.Parse(t)
 	e.pb = pb

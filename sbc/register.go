@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"strconv"
+	"strings"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/sbc-project/sbc/policy"
 )
 
 // relayRegister relays a REGISTER of a trunk that may register (stage 4/5
@@ -93,4 +95,19 @@ func (s *SBC) relayRegister(ep *endpoint, st *snapshot, p peer, req *sip.Request
 	copyBody(back, res)
 	_ = tx.Respond(back)
 	s.watchResponse(p.src, p.trunk != nil, req, res)
+}
+
+// registerAllowed checks "no public extensions": REGISTER only from trunks
+// that allow it and only for their configured domains.
+func registerAllowed(t *policy.Trunk, req *sip.Request) bool {
+	if t == nil || !t.AllowRegister {
+		return false
+	}
+	host := strings.Trim(req.Recipient.Host, "[]")
+	for _, d := range t.RegisterDomains {
+		if strings.EqualFold(d, host) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,72 +1,17 @@
 package sbc
 
 import (
-	"context"
 	"math/rand/v2"
 	"net/netip"
 	"sync"
-	"time"
 
-	"github.com/emiago/sipgo/sip"
 	"github.com/sbc-project/sbc/policy"
 )
 
 // Stage 4, route: the policy maps (trunk, request-URI user) to a backend
-// pool; the pool picks a healthy target by weight. Health comes from OPTIONS
-// pings (healthLoop) and from INVITE outcomes (a target that times out is
-// skipped for the rest of that call).
-
-// target is one backend with its health. It outlives policy snapshots: a
-// reload that keeps the same pool+address keeps its health state.
-type target struct {
-	pool string
-	addr netip.AddrPort
-
-	mu       sync.Mutex
-	up       bool
-	okRun    int // consecutive successes
-	failRun  int // consecutive failures
-	lastSeen time.Time
-}
-
-func (t *target) isUp() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.up
-}
-
-// observe records one health-check outcome and reports whether the up/down
-// state changed.
-func (t *target) observe(ok bool, h policy.Health) (changed, up bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if ok {
-		t.okRun++
-		t.failRun = 0
-		t.lastSeen = time.Now()
-		if !t.up && t.okRun >= h.Up {
-			t.up = true
-			return true, true
-		}
-	} else {
-		t.failRun++
-		t.okRun = 0
-		if t.up && t.failRun >= h.Down {
-			t.up = false
-			return true, false
-		}
-	}
-	return false, t.up
-}
-
-// passive records what a call learned of a target: any response to an
-// INVITE means alive; no response at all counts as a failed check.
-func (t *target) passive(ok bool, h policy.Health) {
-	if h.Interval.Duration <= 0 {
-		return
-	}
-	t.observe(ok, h)
-}
+// pool; the pool picks a healthy target by weight. Health (health.go) comes
+// from OPTIONS pings (healthLoop) and from INVITE outcomes (a target that
+// times out is skipped for the rest of that call).
 
 // pool is the runtime form of a policy pool.
 type pool struct {
@@ -151,89 +96,4 @@ func (p *pool) pick(tried map[*target]bool) *target {
 		n -= p.weights[i]
 	}
 	return nil
-}
-
-// healthLoop pings every target of every pool with OPTIONS at the pool's
-// interval until ctx ends. It re-reads the pools on every round so reloads
-// take effect.
-func (s *SBC) healthLoop(ctx context.Context) {
-	const tick = 250 * time.Millisecond
-	next := map[*target]time.Time{}
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	for {
-		now := time.Now()
-		st := s.state.Load()
-		live := map[*target]bool{}
-		for _, pl := range st.pools {
-			h := pl.cfg.Health
-			if h.Interval.Duration <= 0 {
-				continue
-			}
-			for _, tg := range pl.targets {
-				live[tg] = true
-				if now.Before(next[tg]) {
-					continue
-				}
-				next[tg] = now.Add(h.Interval.Duration)
-				go s.ping(ctx, pl, tg)
-			}
-		}
-		for tg := range next {
-			if !live[tg] {
-				delete(next, tg) // removed by a reload
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// ping sends one OPTIONS to a target and records the outcome. Any final
-// response counts as alive except 503 (RFC 3261 21.5.4: overloaded).
-func (s *SBC) ping(ctx context.Context, pl *pool, tg *target) {
-	ep := s.realms[pl.cfg.Realm]
-	if ep == nil {
-		return
-	}
-	face := ep.face(pl.cfg.Transport)
-	ctx, cancel := context.WithTimeout(ctx, pl.cfg.Health.Timeout.Duration)
-	defer cancel()
-	uri := sip.Uri{Scheme: "sip", Host: tg.addr.Addr().String(), Port: int(tg.addr.Port())}
-	req := sip.NewRequest(sip.OPTIONS, uri)
-	req.AppendHeader(face.Via())
-	from := &sip.FromHeader{Address: face.URI("sbc"), Params: sip.NewParams()}
-	from.Params.Add("tag", sip.GenerateTagN(10))
-	req.AppendHeader(from)
-	req.AppendHeader(&sip.ToHeader{Address: uri, Params: sip.NewParams()})
-	cid := sip.CallIDHeader(newID())
-	req.AppendHeader(&cid)
-	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.OPTIONS})
-	mf := sip.MaxForwardsHeader(70)
-	req.AppendHeader(&mf)
-	req.AppendHeader(sip.NewHeader("User-Agent", s.state.Load().pol.Server.UserAgent))
-	req.SetBody(nil)
-	ok := false
-	res, err := ep.do(ctx, req, pl.cfg.Transport, tg.addr)
-	if err == nil && res.StatusCode != 503 {
-		ok = true
-	}
-	changed, up := tg.observe(ok, pl.cfg.Health)
-	v := 0.0
-	if up {
-		v = 1
-	}
-	s.metrics.TargetUp.WithLabelValues(pl.cfg.Name, tg.addr.String()).Set(v)
-	if changed {
-		reason := "options ok"
-		if err != nil {
-			reason = err.Error()
-		} else if !ok {
-			reason = "503"
-		}
-		s.log.Warn("backend target health changed", "pool", pl.cfg.Name, "target", tg.addr.String(), "up", up, "reason", reason)
-	}
 }

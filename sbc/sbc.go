@@ -19,8 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sbc-project/sbc/acl"
 	"github.com/sbc-project/sbc/policy"
-	"github.com/sbc-project/sbc/ratelimit"
-	"github.com/sbc-project/sbc/sbc/validate"
 	"github.com/sbc-project/sbc/topology"
 )
 
@@ -299,34 +297,6 @@ func (s *SBC) drop(stage, reason string) {
 
 func (s *SBC) countResponse(realm string, res *sip.Response) {
 	s.metrics.Responses.WithLabelValues(realm, classLabel(res.StatusCode)).Inc()
-}
-
-// readFilter runs on every datagram before sipgo parses it. It must not
-// allocate on the drop path and must never return an error (an error stops
-// sipgo's UDP read loop).
-func (s *SBC) readFilter(realm string) sip.TransportReadFilter {
-	return func(info sip.TransportReadProps, data []byte) ([]byte, error) {
-		ua, ok := info.RemoteAddr.(*net.UDPAddr)
-		if !ok {
-			// TCP: chunks of a stream, not messages. Sources were
-			// filtered when the connection was accepted.
-			return data, nil
-		}
-		ip, _ := netip.AddrFromSlice(ua.IP)
-		ip = ip.Unmap()
-		if reason := s.preParse(realm, ip); reason != "" {
-			s.drop("filter", reason)
-			return nil, nil
-		}
-		if r := validate.Raw(data, s.def.valOpt); r != nil {
-			s.drop("validate", r.Why)
-			s.dropLog("validate", r.Why, netip.AddrPortFrom(ip, uint16(ua.Port)))
-			_, trunk := s.state.Load().trunks.Lookup(ip)
-			s.fail(ip, ratelimit.ReasonMalformed, trunk)
-			return nil, nil
-		}
-		return data, nil
-	}
 }
 
 func newID() string {
