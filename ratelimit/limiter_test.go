@@ -112,8 +112,8 @@ func TestLimiterSource(t *testing.T) {
 func TestLimiterAllowWrappers(t *testing.T) {
 	l := mustLimiter(t, LimiterConfig{Source: Limit{Rate: 1, Burst: 2}, Trunks: map[string]Limit{"a": {Rate: 1, Burst: 2}}})
 	src := netip.MustParsePrefix("2001:db8::/64")
-	if !l.Allow(src, t0) || !l.Allow(src, t0) || l.Allow(src, t0) {
-		t.Fatal("Allow: want true, true, false")
+	if a, b, c := l.Allow(src, t0), l.Allow(src, t0), l.Allow(src, t0); !a || !b || c {
+		t.Fatalf("Allow: got %v, %v, %v; want true, true, false", a, b, c)
 	}
 	if l.AllowN(src, at(time.Second), 2) || !l.AllowN(src, at(2*time.Second), 2) {
 		t.Fatal("AllowN: want false then true")
