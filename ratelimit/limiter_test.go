@@ -222,6 +222,30 @@ func TestLimiterUpdateKeepsState(t *testing.T) {
 	}
 }
 
+// TestLimiterPrepareApply: Prepare reports every error and changes
+// nothing; the limits change at Apply.
+func TestLimiterPrepareApply(t *testing.T) {
+	src := netip.MustParsePrefix("198.51.100.9/32")
+	l := mustLimiter(t, LimiterConfig{Source: Limit{Rate: 1, Burst: 1}})
+	if _, err := l.Prepare(LimiterConfig{Source: Limit{Rate: math.NaN()}}); err == nil {
+		t.Fatal("Prepare accepted a NaN rate")
+	}
+	if _, err := l.Prepare(LimiterConfig{MaxSources: -1}); err == nil {
+		t.Fatal("Prepare accepted a negative MaxSources")
+	}
+	u, err := l.Prepare(LimiterConfig{Source: Limit{Rate: 1, Burst: 3}, Trunks: map[string]Limit{"a": {Rate: 1, Burst: 1}}, MaxSources: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.AllowN(src, t0, 2) || !l.AllowTrunkN("a", t0, 2) || l.Stats().Capacity == 50 {
+		t.Fatal("Prepare changed the limits")
+	}
+	u.Apply()
+	if !l.AllowN(src, at(10*time.Second), 3) || l.AllowTrunkN("a", t0, 2) || l.Stats().Capacity != 50 {
+		t.Fatal("Apply did not install the prepared limits")
+	}
+}
+
 // TestLimiterUpdateLowerRate: lowering the rate must not hand an empty
 // bucket tokens back, and a half-spent bucket keeps its missing tokens.
 func TestLimiterUpdateLowerRate(t *testing.T) {
