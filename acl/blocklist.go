@@ -628,7 +628,27 @@ func (b *Blocklist) Run(ctx context.Context) {
 // with ErrNeverBlock; entries already held that overlap are removed (remove
 // Change with CauseNeverBlock) and returned. An invalid prefix fails the
 // whole call and changes nothing.
+//
+// SetNeverBlock is NewNeverBlockList followed by SetNeverBlockList.
 func (b *Blocklist) SetNeverBlock(prefixes []netip.Prefix) (removed []Entry, err error) {
+	n, err := NewNeverBlockList(prefixes)
+	if err != nil {
+		return nil, err
+	}
+	return b.SetNeverBlockList(n)
+}
+
+// NeverBlockList is a never-block list checked and canonicalized by
+// NewNeverBlockList, ready for Blocklist.SetNeverBlockList. It is
+// immutable and may be installed more than once.
+type NeverBlockList struct {
+	never *bart.Lite
+	list  []netip.Prefix // canonical, sorted, no duplicates
+}
+
+// NewNeverBlockList checks and canonicalizes prefixes (see SetNeverBlock).
+// Every error SetNeverBlock can return for its argument comes from here.
+func NewNeverBlockList(prefixes []netip.Prefix) (*NeverBlockList, error) {
 	never := new(bart.Lite)
 	list := make([]netip.Prefix, 0, len(prefixes))
 	for _, p := range prefixes {
@@ -642,17 +662,25 @@ func (b *Blocklist) SetNeverBlock(prefixes []netip.Prefix) (removed []Entry, err
 		}
 	}
 	slices.SortFunc(list, comparePrefix)
+	return &NeverBlockList{never: never, list: list}, nil
+}
 
+// Prefixes returns the list's canonical prefixes, sorted.
+func (n *NeverBlockList) Prefixes() []netip.Prefix { return slices.Clone(n.list) }
+
+// SetNeverBlockList installs a prepared never-block list, as SetNeverBlock
+// does. Its only error is ErrClosed, and then nothing changed.
+func (b *Blocklist) SetNeverBlockList(n *NeverBlockList) (removed []Entry, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return nil, ErrClosed
 	}
-	b.never, b.neverList = never, list
+	b.never, b.neverList = n.never, n.list
 	t := b.tbl.Load()
 	seen := make(map[netip.Prefix]bool)
 	var dead []*Entry
-	for _, nb := range list {
+	for _, nb := range n.list {
 		for p, s := range t.Supernets(nb) {
 			if !seen[p] {
 				seen[p] = true

@@ -401,6 +401,34 @@ func TestBlocklistNeverBlock(t *testing.T) {
 	mustAdd(t, b, manual("10.1.2.3/32", "allowed again"))
 }
 
+// TestNeverBlockListPrepared: building the list is where every error is;
+// building it changes no blocklist; installing it fails only once closed.
+func TestNeverBlockListPrepared(t *testing.T) {
+	b := newTestBlocklist(t, newClock())
+	mustAdd(t, b, manual("10.5.0.0/16", "x"))
+	if _, err := NewNeverBlockList([]netip.Prefix{{}}); err == nil {
+		t.Fatal("NewNeverBlockList(invalid) succeeded")
+	}
+	n, err := NewNeverBlockList(pfxs("10.0.0.0/8", "::ffff:198.51.100.0/120", "10.0.0.0/8"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := n.Prefixes(); len(got) != 2 || got[1] != netip.MustParsePrefix("198.51.100.0/24") {
+		t.Fatalf("Prefixes = %v", got)
+	}
+	if len(b.NeverBlock()) != 0 || b.Len() != 1 {
+		t.Fatal("preparing a list changed the blocklist")
+	}
+	removed, err := b.SetNeverBlockList(n)
+	if err != nil || len(removed) != 1 || len(b.NeverBlock()) != 2 {
+		t.Fatalf("SetNeverBlockList: removed %v, err %v, list %v", removed, err, b.NeverBlock())
+	}
+	b.Close()
+	if _, err := b.SetNeverBlockList(n); !errors.Is(err, ErrClosed) {
+		t.Fatalf("SetNeverBlockList after Close: %v, want ErrClosed", err)
+	}
+}
+
 func TestBlocklistMaxEntries(t *testing.T) {
 	b := NewBlocklist(Options{MaxEntries: 3})
 	defer b.Close()

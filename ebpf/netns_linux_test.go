@@ -248,7 +248,8 @@ func testEndToEnd(t *testing.T, mode Mode) {
 		}
 		if x != nil {
 			var c Counters
-			ok = recv.waitUntil(10*time.Second, func() bool {
+			// A timeout shows in the checks below (err or the count).
+			recv.waitUntil(10*time.Second, func() bool {
 				c, err = x.Counters()
 				return err == nil && c.DroppedDeny >= wantDeny
 			})

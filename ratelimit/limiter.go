@@ -91,10 +91,12 @@ type Limiter struct {
 // NewLimiter builds a Limiter from cfg (zero fields take defaults).
 func NewLimiter(cfg LimiterConfig) (*Limiter, error) {
 	cfg = cfg.withDefaults()
-	l := &Limiter{}
-	if err := l.apply(cfg); err != nil {
+	c, err := compileLimiter(cfg)
+	if err != nil {
 		return nil, err
 	}
+	l := &Limiter{}
+	l.install(c)
 	l.tab = newTable[int64](cfg.MaxSources, cfg.Shards)
 	for i := range l.tab.shards {
 		l.tab.shards[i].aux = l.src.Load()
@@ -110,46 +112,94 @@ func NewLimiter(cfg LimiterConfig) (*Limiter, error) {
 // dropped; trunks present in both keep their bucket. A changed MaxSources
 // resizes the source table keeping the most valuable entries (protected,
 // then most recently used); Shards is ignored. On error nothing changes.
+//
+// Update is Prepare followed by Apply. A caller that updates several
+// limiters together and wants all or none to change prepares them all
+// first.
 func (l *Limiter) Update(cfg LimiterConfig) error {
-	cfg = cfg.withDefaults()
-	l.upd.Lock()
-	defer l.upd.Unlock()
-	if err := l.apply(cfg); err != nil {
+	u, err := l.Prepare(cfg)
+	if err != nil {
 		return err
 	}
-	if cfg.MaxSources != l.tab.capacity() {
-		l.tab.resize(cfg.MaxSources)
-	}
+	u.Apply()
 	return nil
 }
 
-func (l *Limiter) apply(cfg LimiterConfig) error {
+// LimiterUpdate is a configuration checked and compiled by
+// Limiter.Prepare. Apply installs it and cannot fail.
+type LimiterUpdate struct {
+	l *Limiter
+	c compiledLimiter
+}
+
+// Prepare checks and compiles cfg for l without changing l. Every error
+// Update can return comes from here.
+func (l *Limiter) Prepare(cfg LimiterConfig) (*LimiterUpdate, error) {
+	c, err := compileLimiter(cfg.withDefaults())
+	if err != nil {
+		return nil, err
+	}
+	return &LimiterUpdate{l: l, c: c}, nil
+}
+
+// Apply installs the prepared configuration, as Update does. Bucket state
+// is carried over from what is in force when Apply runs, so a prepared
+// update may be applied later; applying it again re-installs the same
+// limits.
+func (u *LimiterUpdate) Apply() {
+	l := u.l
+	l.upd.Lock()
+	defer l.upd.Unlock()
+	l.install(u.c)
+	if u.c.maxSources != l.tab.capacity() {
+		l.tab.resize(u.c.maxSources)
+	}
+}
+
+// compiledLimiter is a checked LimiterConfig.
+type compiledLimiter struct {
+	src        srcParams
+	trunks     map[string]gcra
+	maxSources int
+}
+
+func compileLimiter(cfg LimiterConfig) (compiledLimiter, error) {
 	switch {
 	case cfg.PromoteAge < 0:
-		return fmt.Errorf("ratelimit: negative PromoteAge %v", cfg.PromoteAge)
+		return compiledLimiter{}, fmt.Errorf("ratelimit: negative PromoteAge %v", cfg.PromoteAge)
 	case cfg.MaxSources < 0:
-		return fmt.Errorf("ratelimit: negative MaxSources %d", cfg.MaxSources)
+		return compiledLimiter{}, fmt.Errorf("ratelimit: negative MaxSources %d", cfg.MaxSources)
 	case cfg.PressureBurst < 0:
-		return fmt.Errorf("ratelimit: negative PressureBurst %d", cfg.PressureBurst)
+		return compiledLimiter{}, fmt.Errorf("ratelimit: negative PressureBurst %d", cfg.PressureBurst)
 	}
 	g, err := compile(cfg.Source)
 	if err != nil {
-		return fmt.Errorf("ratelimit: source limit: %w", err)
+		return compiledLimiter{}, fmt.Errorf("ratelimit: source limit: %w", err)
 	}
 	comp := make(map[string]gcra, len(cfg.Trunks))
 	for name, lim := range cfg.Trunks {
 		tg, err := compile(lim)
 		if err != nil {
-			return fmt.Errorf("ratelimit: trunk %q limit: %w", name, err)
+			return compiledLimiter{}, fmt.Errorf("ratelimit: trunk %q limit: %w", name, err)
 		}
 		comp[name] = tg
 	}
+	return compiledLimiter{
+		src:        srcParams{g: g, pressureBurst: cfg.PressureBurst, promoteAge: int64(cfg.PromoteAge)},
+		trunks:     comp,
+		maxSources: cfg.MaxSources,
+	}, nil
+}
+
+// install publishes c, keeping the buckets of trunks that stay. The
+// caller holds upd (or owns l exclusively).
+func (l *Limiter) install(c compiledLimiter) {
 	var old map[string]*trunkBucket
 	if p := l.trunks.Load(); p != nil {
 		old = *p
 	}
-	m := make(map[string]*trunkBucket, len(comp))
-	for name, tg := range comp {
+	m := make(map[string]*trunkBucket, len(c.trunks))
+	for name, tg := range c.trunks {
 		b := old[name]
 		if b == nil {
 			b = &trunkBucket{g: &tg}
@@ -157,9 +207,9 @@ func (l *Limiter) apply(cfg LimiterConfig) error {
 		b.want.Store(&tg)
 		m[name] = b
 	}
-	l.src.Store(&srcParams{g: g, pressureBurst: cfg.PressureBurst, promoteAge: int64(cfg.PromoteAge)})
+	src := c.src // a fresh pointer per install: shards rescale when it changes
+	l.src.Store(&src)
 	l.trunks.Store(&m)
-	return nil
 }
 
 // rescaleShard converts the shard's buckets to p after a reload, keeping

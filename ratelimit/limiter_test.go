@@ -112,8 +112,8 @@ func TestLimiterSource(t *testing.T) {
 func TestLimiterAllowWrappers(t *testing.T) {
 	l := mustLimiter(t, LimiterConfig{Source: Limit{Rate: 1, Burst: 2}, Trunks: map[string]Limit{"a": {Rate: 1, Burst: 2}}})
 	src := netip.MustParsePrefix("2001:db8::/64")
-	if !l.Allow(src, t0) || !l.Allow(src, t0) || l.Allow(src, t0) {
-		t.Fatal("Allow: want true, true, false")
+	if a, b, c := l.Allow(src, t0), l.Allow(src, t0), l.Allow(src, t0); !a || !b || c {
+		t.Fatalf("Allow: got %v, %v, %v; want true, true, false", a, b, c)
 	}
 	if l.AllowN(src, at(time.Second), 2) || !l.AllowN(src, at(2*time.Second), 2) {
 		t.Fatal("AllowN: want false then true")
@@ -219,6 +219,30 @@ func TestLimiterUpdateKeepsState(t *testing.T) {
 	}
 	if l.Allow(src, at(500*time.Millisecond)) {
 		t.Fatal("resize lost the source's state")
+	}
+}
+
+// TestLimiterPrepareApply: Prepare reports every error and changes
+// nothing; the limits change at Apply.
+func TestLimiterPrepareApply(t *testing.T) {
+	src := netip.MustParsePrefix("198.51.100.9/32")
+	l := mustLimiter(t, LimiterConfig{Source: Limit{Rate: 1, Burst: 1}})
+	if _, err := l.Prepare(LimiterConfig{Source: Limit{Rate: math.NaN()}}); err == nil {
+		t.Fatal("Prepare accepted a NaN rate")
+	}
+	if _, err := l.Prepare(LimiterConfig{MaxSources: -1}); err == nil {
+		t.Fatal("Prepare accepted a negative MaxSources")
+	}
+	u, err := l.Prepare(LimiterConfig{Source: Limit{Rate: 1, Burst: 3}, Trunks: map[string]Limit{"a": {Rate: 1, Burst: 1}}, MaxSources: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.AllowN(src, t0, 2) || !l.AllowTrunkN("a", t0, 2) || l.Stats().Capacity == 50 {
+		t.Fatal("Prepare changed the limits")
+	}
+	u.Apply()
+	if !l.AllowN(src, at(10*time.Second), 3) || l.AllowTrunkN("a", t0, 2) || l.Stats().Capacity != 50 {
+		t.Fatal("Apply did not install the prepared limits")
 	}
 }
 

@@ -369,20 +369,46 @@ func NewTracker(cfg TrackerConfig) (*Tracker, error) {
 // source's record (failures, offence level, blocks in progress, trust).
 // New thresholds apply from the next call; durations of blocks already
 // decided are not changed. If Window changes, the failures a source has in
-// the old window carry over and expire one new Window later. A changed MaxSources resizes the table keeping
-// the most valuable entries; Shards is ignored. On error nothing changes.
+// the old window carry over and expire one new Window later. A changed
+// MaxSources resizes the table keeping the most valuable entries; Shards
+// is ignored. On error nothing changes.
+//
+// Update is Prepare followed by Apply.
 func (t *Tracker) Update(cfg TrackerConfig) error {
-	p, err := cfg.withDefaults().compile()
+	u, err := t.Prepare(cfg)
 	if err != nil {
 		return err
 	}
+	u.Apply()
+	return nil
+}
+
+// TrackerUpdate is a configuration checked and compiled by
+// Tracker.Prepare. Apply installs it and cannot fail.
+type TrackerUpdate struct {
+	t *Tracker
+	p *trackerParams
+}
+
+// Prepare checks and compiles cfg for t without changing t. Every error
+// Update can return comes from here.
+func (t *Tracker) Prepare(cfg TrackerConfig) (*TrackerUpdate, error) {
+	p, err := cfg.withDefaults().compile()
+	if err != nil {
+		return nil, err
+	}
+	return &TrackerUpdate{t: t, p: p}, nil
+}
+
+// Apply installs the prepared configuration, as Update does.
+func (u *TrackerUpdate) Apply() {
+	t, p := u.t, u.p
 	t.upd.Lock()
 	defer t.upd.Unlock()
 	t.p.Store(p)
 	if p.MaxSources != t.tab.capacity() {
 		t.tab.resize(p.MaxSources)
 	}
-	return nil
 }
 
 // Config returns the configuration in force, with defaults filled in.

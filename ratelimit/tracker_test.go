@@ -395,6 +395,26 @@ func TestTrackerConfigErrors(t *testing.T) {
 	}
 }
 
+// TestTrackerPrepareApply: Prepare reports every error and changes
+// nothing; the configuration changes at Apply.
+func TestTrackerPrepareApply(t *testing.T) {
+	tr := mustTracker(t, TrackerConfig{})
+	if _, err := tr.Prepare(TrackerConfig{Threshold: -1}); err == nil {
+		t.Fatal("Prepare accepted a negative Threshold")
+	}
+	u, err := tr.Prepare(TrackerConfig{Threshold: 3, MaxSources: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Config().Threshold != 10 || tr.Stats().Capacity == 64 {
+		t.Fatal("Prepare changed the config")
+	}
+	u.Apply()
+	if tr.Config().Threshold != 3 || tr.Stats().Capacity != 64 {
+		t.Fatalf("Apply: %+v %+v", tr.Config(), tr.Stats())
+	}
+}
+
 // TestTrackerFlood: 1e6 spoofed sources with one failure each against a
 // table of 10 000. The table stays bounded; blocked, trusted and
 // established sources keep their records.

@@ -90,24 +90,6 @@ func newDefence(p *policy.Policy, log *slog.Logger) (*defence, error) {
 	return d, nil
 }
 
-// update applies a reloaded policy without losing state.
-func (d *defence) update(p *policy.Policy) error {
-	if _, err := d.blocklist.SetNeverBlock(neverBlock(p)); err != nil {
-		return err
-	}
-	for _, e := range []error{
-		d.pps.Update(ppsConfig(p)), d.invites.Update(inviteConfig(p)),
-		d.registers.Update(registerConfig(p)), d.tracker.Update(trackerConfig(p)),
-		d.setScanner(p),
-	} {
-		if e != nil {
-			return e
-		}
-	}
-	d.calls.SetLimits(callCaps(p))
-	return nil
-}
-
 func (d *defence) setScanner(p *policy.Policy) error {
 	pats := p.AutoBlock.ScannerUserAgents
 	if pats == nil {

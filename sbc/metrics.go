@@ -18,7 +18,7 @@ type Metrics struct {
 	Dropped      *prometheus.CounterVec // stage, reason
 	TargetUp     *prometheus.GaugeVec   // pool, target
 	Failovers    *prometheus.CounterVec // pool
-	ReloadsTotal *prometheus.CounterVec // result
+	ReloadsTotal *prometheus.CounterVec // result: ok, rejected, partial (sbc_reload_total)
 	Blocks       *prometheus.CounterVec // origin (auto, manual, observe), reason
 	FastPath     *prometheus.GaugeVec   // path
 }
@@ -49,8 +49,12 @@ func newMetrics() *Metrics {
 			Name: "sbc_backend_failovers_total", Help: "INVITEs retried on another target after a timeout or 503.",
 		}, []string{"pool"}),
 		ReloadsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sbc_policy_reloads_total", Help: "Policy reloads by result (ok, error).",
+			Name: "sbc_reload_total",
+			Help: "Policy reloads by result: ok (in force), rejected (nothing changed, the previous policy stays), partial (in force, but the kernel fast path keeps the previous trunk allow-list or XDP rate limit).",
 		}, []string{"result"}),
+	}
+	for _, r := range []string{ReloadOK, ReloadRejected, ReloadPartial} {
+		m.ReloadsTotal.WithLabelValues(r) // every result present from the start, at 0
 	}
 	m.Blocks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sbc_blocks_total", Help: "Sources put on the blocklist (origin=observe: would have been, in observe mode), by reason.",

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,8 +24,15 @@ import (
 // Options configure an SBC beyond its policy.
 type Options struct {
 	// Logger for the SBC's own lines (JSON recommended). Default: JSON on
-	// stderr at the policy's log level.
+	// stderr at the policy's log_level, which follows log_level on every
+	// reload. A Logger given here is used as it is: log_level does not
+	// apply to it, unless its handler's level is LogLevel (below).
 	Logger *slog.Logger
+	// LogLevel, if not nil, is set to the policy's log_level by New and
+	// by every reload. Give it as the Level of your Logger's handler to
+	// have log_level apply to that Logger; without a Logger, the default
+	// one uses it.
+	LogLevel *slog.LevelVar
 }
 
 // SBC is the session border controller: one endpoint per realm, the call
@@ -53,6 +59,8 @@ type SBC struct {
 	admin   *adminServer
 	fast    *fastPath
 	conns   connCounter // open TCP connections per source
+
+	reload reloadState // see reload.go
 }
 
 // snapshot is everything derived from one policy. Calls keep the snapshot
@@ -68,7 +76,9 @@ type snapshot struct {
 	limits   policy.Calls
 }
 
-func (s *SBC) buildSnapshot(p *policy.Policy) (*snapshot, error) {
+// buildSnapshot derives a snapshot from p. Pool targets come from ts (a
+// target kept across a reload keeps its health state), which it updates.
+func (s *SBC) buildSnapshot(p *policy.Policy, ts *targetSet) (*snapshot, error) {
 	entries := make([]acl.TrunkEntry, 0, len(p.Trunks))
 	for _, t := range p.Trunks {
 		entries = append(entries, acl.TrunkEntry{Name: t.Name, Prefixes: t.Prefixes})
@@ -86,7 +96,7 @@ func (s *SBC) buildSnapshot(p *policy.Policy) (*snapshot, error) {
 	return &snapshot{
 		backends: backends,
 		pol:      p,
-		pools:    buildPools(p, &s.targets),
+		pools:    buildPools(p, ts),
 		trunks:   trunks,
 		headers:  topology.NewHeaderFilter(p.Headers.Allow),
 		limits:   p.Calls,
@@ -99,15 +109,20 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 		return nil, errors.New("sbc: nil policy")
 	}
 	s := &SBC{log: opt.Logger, metrics: newMetrics(), realms: map[string]*endpoint{}}
+	s.reload.level = opt.LogLevel
+	if s.reload.level == nil {
+		s.reload.level = new(slog.LevelVar)
+	}
+	s.reload.level.Set(logLevel(p.Server.LogLevel))
 	if s.log == nil {
-		s.log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel(p.Server.LogLevel)}))
+		s.log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: s.reload.level}))
 	}
 	s.calls = newCallTable()
 	s.sipLog = slog.New(&sipgoLogHandler{next: s.log.Handler(), onParse: func() { s.drop("parse", "malformed") }})
 	// sipgo creates some loggers from its global default (set once, in
 	// init, to avoid racing with its readers); point it at this SBC.
 	sipgoTarget.Store(&handlerBox{s.sipLog.Handler()})
-	snap, err := s.buildSnapshot(p)
+	snap, err := s.buildSnapshot(p, &s.targets)
 	if err != nil {
 		return nil, err
 	}
@@ -235,59 +250,6 @@ func (s *SBC) AdminAddr() net.Addr {
 		return nil
 	}
 	return s.admin.ln.Addr()
-}
-
-// Reload swaps in a new policy. Calls in flight keep the snapshot they
-// started with. Listener changes need a restart and are refused.
-func (s *SBC) Reload(p *policy.Policy) error {
-	old := s.state.Load().pol
-	if err := sameListeners(old, p); err != nil {
-		s.metrics.ReloadsTotal.WithLabelValues("error").Inc()
-		return err
-	}
-	snap, err := s.buildSnapshot(p)
-	if err == nil {
-		err = s.def.update(p)
-	}
-	if err != nil {
-		s.metrics.ReloadsTotal.WithLabelValues("error").Inc()
-		return fmt.Errorf("reload: %w", err)
-	}
-	s.state.Store(snap)
-	if s.fast != nil {
-		if err := s.fast.setTrunks(p); err != nil {
-			s.log.Error("kernel trunk allow-list not updated", "error", err.Error())
-		}
-	}
-	s.metrics.ReloadsTotal.WithLabelValues("ok").Inc()
-	s.log.Info("policy reloaded", "policy", p.Source)
-	return nil
-}
-
-func sameListeners(a, b *policy.Policy) error {
-	type key struct{ realm, t, bind, adv string }
-	set := func(p *policy.Policy) map[key]bool {
-		m := map[key]bool{}
-		for _, r := range p.Realms {
-			for _, l := range r.Listeners {
-				m[key{r.Name, l.Transport, l.BindAddr.String(), fmt.Sprintf("%s:%d", l.AdvertiseHost, l.AdvertisePort)}] = true
-			}
-		}
-		return m
-	}
-	if !reflect.DeepEqual(set(a), set(b)) {
-		return errors.New("reload: realms or listeners changed; restart the SBC to apply them")
-	}
-	if a.Admin.Listen != b.Admin.Listen {
-		return errors.New("reload: admin listener changed; restart the SBC to apply it")
-	}
-	if a.Server.StateDir != b.Server.StateDir {
-		return errors.New("reload: server.state_dir changed; restart the SBC to apply it")
-	}
-	if !reflect.DeepEqual(a.XDP, b.XDP) || !reflect.DeepEqual(a.Nftables, b.Nftables) {
-		return errors.New("reload: [xdp] or [nftables] changed; restart the SBC to apply them")
-	}
-	return nil
 }
 
 // drop counts a dropped or rejected message under its stage and reason.

@@ -1,0 +1,529 @@
+package sbc
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/sbc-project/sbc/acl"
+	"github.com/sbc-project/sbc/policy"
+	"github.com/sbc-project/sbc/ratelimit"
+)
+
+// Policy reload (SIGHUP, the file watcher, or a caller of Reload).
+//
+// The rule: a reload is all or nothing, and every setting either applies
+// on reload or makes the reload be refused.
+//
+//  1. Serialised: one reload at a time (reloadState.mu), so SIGHUP and
+//     the file watcher cannot interleave two policies.
+//  2. Refused, with every offending key named and "restart to apply", when
+//     the new policy changes a setting only a restart applies (listeners,
+//     admin listener, state_dir, socket options, XDP/nftables set-up; see
+//     reloadFields). Nothing changes; the policy in force stays.
+//  3. Prepared: everything derived from the policy is built and checked
+//     without touching live state: the snapshot (trunk table, pools,
+//     header filter), the never-block list, the three limiters, the
+//     failure tracker, the scanner matcher, the call caps. Any error here
+//     rejects the reload; nothing changed.
+//  4. Committed: the prepared pieces are installed. The never-block list
+//     goes first: its only failure (the SBC is closed) leaves everything
+//     else untouched; every later step cannot fail. Then the snapshot is
+//     swapped and log_level set.
+//  5. Kernel: the fast path's trunk allow-list (XDP or nftables) and the
+//     XDP rate limit are rewritten. This is the one step after the commit
+//     point that can fail (netlink, bpf); it cannot be undone safely, so a
+//     failure leaves the new policy in force in user space and is reported
+//     as result="partial" (WARN, ErrReloadPartial). Both are rewritten in
+//     full on every reload, so the next successful reload repairs them.
+//
+// Every reload is counted once in sbc_reload_total{result}: ok, rejected
+// (nothing changed, the previous policy stays in force) or partial.
+
+// Results of a reload: the values of sbc_reload_total's result label.
+const (
+	ReloadOK       = "ok"
+	ReloadRejected = "rejected"
+	ReloadPartial  = "partial"
+)
+
+// ErrReloadPartial is wrapped by Reload's error when the new policy is in
+// force but the kernel fast path could not be updated (it still holds the
+// previous trunk allow-list or XDP rate limit). Reloading again retries.
+var ErrReloadPartial = errors.New("reload partly applied: the new policy is in force, but the kernel fast path was not updated")
+
+// RestartError is Reload's error when the new policy changes settings
+// that only a restart applies. The reload was refused: nothing changed.
+type RestartError struct {
+	// Changes lists each such setting as "key: old → new".
+	Changes []string
+}
+
+func (e *RestartError) Error() string {
+	return "reload refused, restart to apply: " + strings.Join(e.Changes, "; ")
+}
+
+// Keys returns the policy keys of the changes.
+func (e *RestartError) Keys() []string {
+	out := make([]string, len(e.Changes))
+	for i, c := range e.Changes {
+		out[i], _, _ = strings.Cut(c, ":")
+	}
+	return out
+}
+
+// reloadState is the SBC's reload machinery.
+type reloadState struct {
+	mu    sync.Mutex     // serialises Reload
+	level *slog.LevelVar // the level of the SBC's default logger (log_level)
+	// kernel, when set (tests), replaces the kernel step.
+	kernel func(*policy.Policy) error
+}
+
+// Reload swaps in a new policy, all or nothing (see the rule above).
+// Calls in flight keep the snapshot they started with. It returns nil when
+// the policy is in force; a *RestartError or another error when it was
+// refused and the previous policy stays; an error wrapping
+// ErrReloadPartial when the policy is in force but the kernel fast path
+// was not updated. Reload logs the outcome itself (INFO, or WARN with the
+// reason) and counts it in sbc_reload_total.
+func (s *SBC) Reload(p *policy.Policy) error {
+	s.reload.mu.Lock()
+	defer s.reload.mu.Unlock()
+	old := s.state.Load().pol
+	if p == nil {
+		return s.reloadRejected(old, "<nil>", errors.New("nil policy"))
+	}
+	if changes := restartChanges(old, p); len(changes) > 0 {
+		return s.reloadRejected(old, p.Source, &RestartError{Changes: changes})
+	}
+	// Prepare: nothing live changes until every piece is built.
+	targets := cloneTargets(&s.targets)
+	snap, err := s.buildSnapshot(p, targets)
+	if err != nil {
+		return s.reloadRejected(old, p.Source, err)
+	}
+	du, err := s.def.prepare(p)
+	if err != nil {
+		return s.reloadRejected(old, p.Source, err)
+	}
+
+	// Commit, excluding Start and Close.
+	s.mu.Lock()
+	if err := du.apply(); err != nil {
+		s.mu.Unlock()
+		return s.reloadRejected(old, p.Source, err)
+	}
+	s.targets.mu.Lock()
+	s.targets.m = targets.m
+	s.targets.mu.Unlock()
+	s.state.Store(snap)
+	s.reload.level.Set(logLevel(p.Server.LogLevel))
+	kerr := s.reloadKernel(p)
+	s.mu.Unlock()
+
+	if kerr != nil {
+		s.metrics.ReloadsTotal.WithLabelValues(ReloadPartial).Inc()
+		s.log.Warn("policy reloaded, but the kernel fast path was not updated: it keeps the previous trunk allow-list or XDP rate limit until a reload succeeds",
+			"result", ReloadPartial, "policy", p.Source, "error", kerr.Error())
+		return fmt.Errorf("%w: %w", ErrReloadPartial, kerr)
+	}
+	s.metrics.ReloadsTotal.WithLabelValues(ReloadOK).Inc()
+	s.log.Info("policy reloaded", "result", ReloadOK, "policy", p.Source)
+	return nil
+}
+
+// ReloadFile loads, validates and reloads the policy file at path. A file
+// that does not load is a rejected reload like any other: counted, logged
+// at WARN, the policy in force kept.
+func (s *SBC) ReloadFile(path string) error {
+	p, err := policy.Load(path)
+	if err != nil {
+		s.reload.mu.Lock()
+		defer s.reload.mu.Unlock()
+		return s.reloadRejected(s.state.Load().pol, path, err)
+	}
+	return s.Reload(p)
+}
+
+func (s *SBC) reloadRejected(old *policy.Policy, source string, err error) error {
+	s.metrics.ReloadsTotal.WithLabelValues(ReloadRejected).Inc()
+	attrs := []any{"result", ReloadRejected, "policy", source, "in_force", old.Source, "error", err.Error()}
+	var re *RestartError
+	if errors.As(err, &re) {
+		attrs = append(attrs, "restart_required", re.Keys())
+	}
+	s.log.Warn("policy reload rejected; keeping the policy in force", attrs...)
+	if re != nil {
+		return err
+	}
+	return fmt.Errorf("reload rejected: %w", err)
+}
+
+// reloadKernel rewrites what the kernel fast path takes from the policy:
+// the trunk allow-list and the XDP rate limit. The caller holds s.mu.
+func (s *SBC) reloadKernel(p *policy.Policy) error {
+	if s.reload.kernel != nil {
+		return s.reload.kernel(p)
+	}
+	fp := s.fast
+	if fp == nil {
+		return nil // not started: Start reads the policy in force
+	}
+	var errs []error
+	if err := fp.setTrunks(p); err != nil {
+		errs = append(errs, fmt.Errorf("%s trunk allow-list: %w", fp.path, err))
+	}
+	if fp.xdp != nil {
+		if err := fp.xdp.SetRateLimit(uint32(p.XDP.RatePPS), uint32(p.XDP.Burst)); err != nil {
+			errs = append(errs, fmt.Errorf("xdp rate limit: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// cloneTargets copies the health-state registry, so that building a
+// snapshot (which adds new targets and forgets removed ones) changes
+// nothing live until the reload commits.
+func cloneTargets(ts *targetSet) *targetSet {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	c := &targetSet{m: make(map[string]*target, len(ts.m))}
+	maps.Copy(c.m, ts.m)
+	return c
+}
+
+// defenceUpdate is a policy's edge-defence settings, checked and compiled
+// by defence.prepare; apply installs them.
+type defenceUpdate struct {
+	d                       *defence
+	never                   *acl.NeverBlockList
+	pps, invites, registers *ratelimit.LimiterUpdate
+	tracker                 *ratelimit.TrackerUpdate
+	scanner                 *ratelimit.ScannerMatcher
+	caps                    map[string]int
+}
+
+// prepare builds and checks everything a reload changes in d, without
+// changing d. Blocklist entries, buckets, failure counts and calls in
+// progress survive the reload.
+func (d *defence) prepare(p *policy.Policy) (*defenceUpdate, error) {
+	u := &defenceUpdate{d: d, caps: callCaps(p)}
+	var err error
+	if u.never, err = acl.NewNeverBlockList(neverBlock(p)); err != nil {
+		return nil, fmt.Errorf("never_block: %w", err)
+	}
+	if u.pps, err = d.pps.Prepare(ppsConfig(p)); err != nil {
+		return nil, fmt.Errorf("limits.source_pps: %w", err)
+	}
+	if u.invites, err = d.invites.Prepare(inviteConfig(p)); err != nil {
+		return nil, fmt.Errorf("limits.source_cps / trunk cps: %w", err)
+	}
+	if u.registers, err = d.registers.Prepare(registerConfig(p)); err != nil {
+		return nil, fmt.Errorf("limits.register_rate: %w", err)
+	}
+	if u.tracker, err = d.tracker.Prepare(trackerConfig(p)); err != nil {
+		return nil, fmt.Errorf("autoblock: %w", err)
+	}
+	pats := p.AutoBlock.ScannerUserAgents
+	if pats == nil {
+		pats = ratelimit.DefaultScannerPatterns
+	}
+	if u.scanner, err = ratelimit.NewScannerMatcher(pats); err != nil {
+		return nil, fmt.Errorf("scanner_user_agents: %w", err)
+	}
+	return u, nil
+}
+
+// apply installs u. Only the first step can fail (the blocklist is
+// closed), and then nothing changed.
+func (u *defenceUpdate) apply() error {
+	d := u.d
+	if _, err := d.blocklist.SetNeverBlockList(u.never); err != nil {
+		return err
+	}
+	u.pps.Apply()
+	u.invites.Apply()
+	u.registers.Apply()
+	u.tracker.Apply()
+	d.scanner.Store(u.scanner)
+	d.calls.SetLimits(u.caps)
+	return nil
+}
+
+// How a policy setting reaches the running SBC.
+type reloadClass int
+
+const (
+	// applyLive: a reload applies it (calls in flight keep the snapshot
+	// they started with).
+	applyLive reloadClass = iota + 1
+	// needsRestart: a reload that changes it is refused.
+	needsRestart
+	// derived: computed by validation from the raw key next to it, which
+	// carries the class.
+	derived
+	// notASetting: information about the file, not a setting.
+	notASetting
+)
+
+// reloadRule classifies one field of policy.Policy.
+type reloadRule struct {
+	class reloadClass
+	// check is the restartChecks entry that guards a needsRestart field.
+	check string
+}
+
+var (
+	ruleLive    = reloadRule{class: applyLive}
+	ruleDerived = reloadRule{class: derived}
+)
+
+func ruleRestart(check string) reloadRule { return reloadRule{class: needsRestart, check: check} }
+
+// reloadFields classifies every field of policy.Policy by its key (TOML
+// path; fields that are not in the file, toml:"-", by their Go name). A
+// test walks the struct and fails on a field missing here: a new policy
+// field must be classified, and README's reload table updated with it.
+var reloadFields = map[string]reloadRule{
+	"server.user_agent":       ruleLive, // read per request from the snapshot (sipgo's own UA name is unused: the SBC builds every request)
+	"server.log_level":        ruleLive, // the default logger's LevelVar, or Options.LogLevel
+	"server.udp_read_buffer":  ruleRestart("server.udp_read_buffer"),
+	"server.udp_write_buffer": ruleRestart("server.udp_write_buffer"),
+	"server.tcp_idle_timeout": ruleRestart("server.tcp_idle_timeout"), // sipgo's TCP transport reads it at construction
+	"server.state_dir":        ruleRestart("server.state_dir"),
+
+	"admin.listen": ruleRestart("admin.listen"),
+	"admin.Addr":   ruleDerived,
+
+	"realm.name":                   ruleRestart("realm"),
+	"realm.listener.transport":     ruleRestart("realm"),
+	"realm.listener.bind":          ruleRestart("realm"),
+	"realm.listener.advertise":     ruleRestart("realm"),
+	"realm.listener.BindAddr":      ruleDerived,
+	"realm.listener.AdvertiseHost": ruleDerived,
+	"realm.listener.AdvertisePort": ruleDerived,
+
+	"trunk.name":             ruleLive,
+	"trunk.realm":            ruleLive,
+	"trunk.sources":          ruleLive, // user-space trunk table; kernel allow-list after the commit
+	"trunk.Prefixes":         ruleDerived,
+	"trunk.max_calls":        ruleLive, // calls in progress are counted against the new cap, none is ended
+	"trunk.cps":              ruleLive,
+	"trunk.allow_register":   ruleLive,
+	"trunk.register_domains": ruleLive,
+
+	"pool.name":            ruleLive,
+	"pool.realm":           ruleLive,
+	"pool.transport":       ruleLive,
+	"pool.tcp_for_large":   ruleLive,
+	"pool.target.address":  ruleLive, // a target kept by pool+address keeps its health state
+	"pool.target.weight":   ruleLive,
+	"pool.target.Addr":     ruleDerived,
+	"pool.target.W":        ruleDerived,
+	"pool.health.interval": ruleLive,
+	"pool.health.timeout":  ruleLive,
+	"pool.health.up":       ruleLive,
+	"pool.health.down":     ruleLive,
+
+	"route.trunk":  ruleLive,
+	"route.prefix": ruleLive,
+	"route.pool":   ruleLive,
+
+	"routing.default_pool":     ruleLive,
+	"routing.follow_redirects": ruleLive,
+	"routing.target_timeout":   ruleLive,
+	"routing.max_attempts":     ruleLive,
+	"routing.retry_after":      ruleLive,
+
+	"calls.max_duration":       ruleLive, // new calls
+	"calls.inactivity_timeout": ruleLive, // new calls
+	"calls.ring_timeout":       ruleLive, // new calls
+
+	"headers.allow":                 ruleLive,
+	"headers.unknown_source_action": ruleLive,
+
+	"limits.source_pps":                 ruleLive,
+	"limits.source_pps_burst":           ruleLive,
+	"limits.source_cps":                 ruleLive,
+	"limits.register_rate":              ruleLive,
+	"limits.max_sources":                ruleLive, // tables are resized keeping the most valuable entries
+	"limits.tcp_connections_per_source": ruleLive, // new connections; open ones are not closed
+	"limits.over_limit_action":          ruleLive,
+
+	"autoblock.enabled":             ruleLive,
+	"autoblock.observe":             ruleLive,
+	"autoblock.threshold":           ruleLive,
+	"autoblock.window":              ruleLive,
+	"autoblock.block_for":           ruleLive, // blocks already decided keep their expiry
+	"autoblock.escalation":          ruleLive,
+	"autoblock.max_block":           ruleLive,
+	"autoblock.forget_after":        ruleLive,
+	"autoblock.block_trunks":        ruleLive,
+	"autoblock.never_block":         ruleLive, // entries overlapping the new list are removed
+	"autoblock.scanner_user_agents": ruleLive,
+	"autoblock.NeverBlockPrefixes":  ruleDerived,
+
+	"xdp.enabled":    ruleRestart("xdp.enabled"),
+	"xdp.interfaces": ruleRestart("xdp.interfaces"),
+	"xdp.mode":       ruleRestart("xdp.mode"),
+	"xdp.pin_dir":    ruleRestart("xdp.pin_dir"),
+	"xdp.rate_pps":   ruleLive, // written to the running XDP program, if any
+	"xdp.burst":      ruleLive,
+
+	"nftables.enabled":     ruleRestart("nftables.enabled"),
+	"nftables.table":       ruleRestart("nftables.table"),
+	"nftables.media_ports": ruleRestart("nftables.media_ports"),
+	"nftables.trunks_only": ruleRestart("nftables.trunks_only"),
+
+	"Source": {class: notASetting},
+}
+
+// restartCheck compares one restart-only setting of the policy in force
+// (a) and a new one (b): "" when a reload may proceed, else what changed.
+type restartCheck struct {
+	key  string
+	diff func(a, b *policy.Policy) string
+}
+
+func changed[T comparable](x, y T) string {
+	if x == y {
+		return ""
+	}
+	return fmt.Sprintf("%v → %v", x, y)
+}
+
+func quoted(x, y string) string {
+	if x == y {
+		return ""
+	}
+	return fmt.Sprintf("%q → %q", x, y)
+}
+
+func listChanged[T any](x, y []T) string {
+	if len(x) == len(y) && fmt.Sprint(x) == fmt.Sprint(y) {
+		return ""
+	}
+	return fmt.Sprintf("%v → %v", x, y)
+}
+
+// xdpInert: XDP is off before and after, so its other keys are unused
+// until a restart that enables it (and reads them then).
+func xdpInert(a, b *policy.Policy) bool { return !a.XDP.Enabled && !b.XDP.Enabled }
+
+func nftInert(a, b *policy.Policy) bool { return !a.Nftables.Enabled && !b.Nftables.Enabled }
+
+var restartChecks = []restartCheck{
+	{"server.udp_read_buffer", func(a, b *policy.Policy) string {
+		return changed(a.Server.UDPReadBuffer, b.Server.UDPReadBuffer)
+	}},
+	{"server.udp_write_buffer", func(a, b *policy.Policy) string {
+		return changed(a.Server.UDPWriteBuffer, b.Server.UDPWriteBuffer)
+	}},
+	{"server.tcp_idle_timeout", func(a, b *policy.Policy) string {
+		return changed(a.Server.TCPIdleTimeout.Duration, b.Server.TCPIdleTimeout.Duration)
+	}},
+	{"server.state_dir", func(a, b *policy.Policy) string { return quoted(a.Server.StateDir, b.Server.StateDir) }},
+	{"admin.listen", func(a, b *policy.Policy) string { return quoted(a.Admin.Listen, b.Admin.Listen) }},
+	{"realm", listenersChanged},
+	{"xdp.enabled", func(a, b *policy.Policy) string { return changed(a.XDP.Enabled, b.XDP.Enabled) }},
+	{"xdp.interfaces", func(a, b *policy.Policy) string {
+		if xdpInert(a, b) {
+			return ""
+		}
+		return listChanged(a.XDP.Interfaces, b.XDP.Interfaces)
+	}},
+	{"xdp.mode", func(a, b *policy.Policy) string {
+		if xdpInert(a, b) {
+			return ""
+		}
+		return quoted(a.XDP.Mode, b.XDP.Mode)
+	}},
+	{"xdp.pin_dir", func(a, b *policy.Policy) string {
+		if xdpInert(a, b) {
+			return ""
+		}
+		return quoted(a.XDP.PinDir, b.XDP.PinDir)
+	}},
+	{"nftables.enabled", func(a, b *policy.Policy) string { return changed(a.Nftables.Enabled, b.Nftables.Enabled) }},
+	{"nftables.table", func(a, b *policy.Policy) string {
+		if nftInert(a, b) {
+			return ""
+		}
+		return quoted(a.Nftables.Table, b.Nftables.Table)
+	}},
+	{"nftables.media_ports", func(a, b *policy.Policy) string {
+		if nftInert(a, b) {
+			return ""
+		}
+		return listChanged(a.Nftables.MediaPorts, b.Nftables.MediaPorts)
+	}},
+	{"nftables.trunks_only", func(a, b *policy.Policy) string {
+		if nftInert(a, b) {
+			return ""
+		}
+		return changed(a.Nftables.TrunksOnly, b.Nftables.TrunksOnly)
+	}},
+}
+
+// listenersChanged compares the realms and their listeners as sets (order
+// in the file does not matter).
+func listenersChanged(a, b *policy.Policy) string {
+	set := func(p *policy.Policy) []string {
+		var out []string
+		for _, r := range p.Realms {
+			if len(r.Listeners) == 0 {
+				out = append(out, fmt.Sprintf("realm %q", r.Name))
+			}
+			for _, l := range r.Listeners {
+				out = append(out, fmt.Sprintf("realm %q %s %s advertise %s",
+					r.Name, strings.ToLower(l.Transport), l.BindAddr, advertised(l)))
+			}
+		}
+		slices.Sort(out)
+		return slices.Compact(out)
+	}
+	sa, sb := set(a), set(b)
+	var added, removed []string
+	for _, x := range sb {
+		if _, found := slices.BinarySearch(sa, x); !found {
+			added = append(added, x)
+		}
+	}
+	for _, x := range sa {
+		if _, found := slices.BinarySearch(sb, x); !found {
+			removed = append(removed, x)
+		}
+	}
+	var parts []string
+	if len(removed) > 0 {
+		parts = append(parts, "removed "+strings.Join(removed, ", "))
+	}
+	if len(added) > 0 {
+		parts = append(parts, "added "+strings.Join(added, ", "))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func advertised(l policy.Listener) string {
+	if strings.Contains(l.AdvertiseHost, ":") {
+		return fmt.Sprintf("[%s]:%d", l.AdvertiseHost, l.AdvertisePort)
+	}
+	return fmt.Sprintf("%s:%d", l.AdvertiseHost, l.AdvertisePort)
+}
+
+// restartChanges lists every restart-only setting that differs between
+// the policy in force and p, as "key: what changed".
+func restartChanges(old, p *policy.Policy) []string {
+	var out []string
+	for _, c := range restartChecks {
+		if d := c.diff(old, p); d != "" {
+			out = append(out, c.key+": "+d)
+		}
+	}
+	return out
+}
