@@ -75,5 +75,5 @@ func (s *SBC) overLimit(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 	if secs < 1 {
 		secs = 1
 	}
-	s.reject(ep, req, tx, 503, "Service Unavailable", nil, sip.NewHeader("Retry-After", strconv.Itoa(secs)))
+	s.reject(ep, req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", strconv.Itoa(secs)))
 }

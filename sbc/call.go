@@ -160,7 +160,7 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 		release()
 		s.drop("route", "no_route")
 		s.dropLog("route", "no_route", p.src, "ruri_user", req.Recipient.User)
-		s.reject(ep, req, tx, 404, "Not Found", nil)
+		s.reject(ep, req, tx, 404, "Not Found")
 		s.metrics.Calls.WithLabelValues("no_route").Inc()
 		return
 	}
@@ -170,7 +170,7 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 		if !ok {
 			release()
 			s.drop("dialog", "replaces_no_dialog")
-			s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist", nil)
+			s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist")
 			s.metrics.Calls.WithLabelValues("rejected").Inc()
 			return
 		}

@@ -163,7 +163,7 @@ func (c *call) sendInvite(br *branch) {
 			select {
 			case res := <-tx.Responses():
 				c.s.countResponse(b.ep.name, res)
-				if !c.s.validResponse(b.ep.name, res) {
+				if !c.s.validResponse(res) {
 					continue
 				}
 				if !res.IsProvisional() {
@@ -223,7 +223,7 @@ func (c *call) sendRelay(rel *relay) {
 			select {
 			case res := <-tx.Responses():
 				c.s.countResponse(to.ep.name, res)
-				if !c.s.validResponse(to.ep.name, res) {
+				if !c.s.validResponse(res) {
 					continue
 				}
 				c.post(event{kind: evRelayResponse, rel: rel, res: res})
@@ -290,11 +290,4 @@ func (c *call) finish() {
 		attrs = append(attrs, "setup_ms", time.Since(c.created).Milliseconds())
 	}
 	c.log.Info("call ended", attrs...)
-}
-
-// stateNow is the call's phase (for the admin API and tests).
-func (c *call) stateNow() phase {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.phase
 }

@@ -124,7 +124,6 @@ type relay struct {
 	req      *sip.Request          // as received on from
 	tx       sip.ServerTransaction // on from
 	out      *sip.Request          // as sent on to
-	otx      sip.ClientTransaction // set by the executor
 	final    *sip.Response         // the final response sent back (a 2xx to re-INVITE is resent until ACK)
 	interval time.Duration
 	ack      *sip.Request // the ACK sent on to, resent when to's 2xx is retransmitted

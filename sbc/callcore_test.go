@@ -104,20 +104,6 @@ func (p *rawPeer) wait(ctx context.Context, method sip.RequestMethod, match func
 	}
 }
 
-// none asserts that no request of the method arrives before the others
-// in flight were seen; it drains what is queued now.
-func (p *rawPeer) drain() []*sip.Request {
-	var out []*sip.Request
-	for {
-		select {
-		case r := <-p.in:
-			out = append(out, r)
-		default:
-			return out
-		}
-	}
-}
-
 // send answers req with a response the test shapes.
 func (p *rawPeer) respond(req *sip.Request, code int, tag string, body []byte, hdrs ...sip.Header) *sip.Response {
 	p.t.Helper()

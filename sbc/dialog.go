@@ -29,17 +29,17 @@ func (s *SBC) findDialog(req *sip.Request) (*call, *leg) {
 func (s *SBC) inDialog(ep *endpoint, c *call, from *leg, req *sip.Request, tx sip.ServerTransaction) {
 	if c == nil || from.ep != ep {
 		s.drop("dialog", "no_dialog")
-		s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist", nil)
+		s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist")
 		return
 	}
 	if c.done.Load() && req.Method != sip.BYE {
 		// Lingering dialog of an ended call: not a stray, just late.
-		s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist", nil)
+		s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist")
 		return
 	}
 	if !from.checkCSeq(req.CSeq().SeqNo, req.Method) {
 		s.drop("dialog", "cseq_out_of_order")
-		s.reject(ep, req, tx, 500, "Server Internal Error", nil, sip.NewHeader("Retry-After", "1"))
+		s.reject(ep, req, tx, 500, "Server Internal Error", sip.NewHeader("Retry-After", "1"))
 		return
 	}
 	c.touch()

@@ -42,7 +42,7 @@ func (s *SBC) newEndpoint(r policy.Realm, pol *policy.Policy) (*endpoint, error)
 		sipgo.WithUserAgent(pol.Server.UserAgent),
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerLogger(s.sipLog),
-			sip.WithTransportLayerReadFilter(s.readFilter(r.Name)),
+			sip.WithTransportLayerReadFilter(s.readFilter()),
 			// TCP peers that send nothing for this long are disconnected;
 			// sipgo's default is to wait forever.
 			sip.WithTransportLayerTransports(sip.TransportsConfig{TCP: &sip.TransportTCP{
@@ -115,7 +115,7 @@ func (ep *endpoint) listen(pol *policy.Policy) error {
 				ep.closeSockets()
 				return fmt.Errorf("realm %s: listen tcp %s: %w", ep.name, l.BindAddr, err)
 			}
-			ep.tcp = append(ep.tcp, &acceptFilter{Listener: ln, sbc: ep.sbc, realm: ep.name})
+			ep.tcp = append(ep.tcp, &acceptFilter{Listener: ln, sbc: ep.sbc})
 			if l.BindAddr.Port() == 0 {
 				ep.rebindPort(t, ln.Addr())
 			}
@@ -281,8 +281,7 @@ func (ep *endpoint) do(ctx context.Context, req *sip.Request, transport string, 
 // connections are closed before sipgo reads a byte from them.
 type acceptFilter struct {
 	net.Listener
-	sbc   *SBC
-	realm string
+	sbc *SBC
 }
 
 func (a *acceptFilter) Accept() (net.Conn, error) {
@@ -296,7 +295,7 @@ func (a *acceptFilter) Accept() (net.Conn, error) {
 			return c, nil
 		}
 		src := ap.Addr().Unmap()
-		if reason := a.sbc.preParse(a.realm, src); reason != "" {
+		if reason := a.sbc.preParse(src); reason != "" {
 			a.sbc.drop("accept", reason)
 			c.Close()
 			continue

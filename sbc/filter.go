@@ -19,7 +19,7 @@ import (
 // readFilter runs on every datagram before sipgo parses it. It must not
 // allocate on the drop path and must never return an error (an error stops
 // sipgo's UDP read loop).
-func (s *SBC) readFilter(realm string) sip.TransportReadFilter {
+func (s *SBC) readFilter() sip.TransportReadFilter {
 	return func(info sip.TransportReadProps, data []byte) ([]byte, error) {
 		ua, ok := info.RemoteAddr.(*net.UDPAddr)
 		if !ok {
@@ -29,7 +29,7 @@ func (s *SBC) readFilter(realm string) sip.TransportReadFilter {
 		}
 		ip, _ := netip.AddrFromSlice(ua.IP)
 		ip = ip.Unmap()
-		if reason := s.preParse(realm, ip); reason != "" {
+		if reason := s.preParse(ip); reason != "" {
 			s.drop("filter", reason)
 			return nil, nil
 		}
@@ -47,7 +47,7 @@ func (s *SBC) readFilter(realm string) sip.TransportReadFilter {
 // preParse decides on a source before any parsing: "" to pass, else the
 // reason code of the drop. It runs for every datagram and every accepted
 // TCP connection, so it must not allocate.
-func (s *SBC) preParse(realm string, src netip.Addr) string {
+func (s *SBC) preParse(src netip.Addr) string {
 	d := s.def
 	if d.blocklist.Blocked(src) {
 		return "blocked"

@@ -85,7 +85,7 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 		s.dropLog("classify", "unknown_source", src, "method", string(req.Method))
 		s.fail(src.Addr(), ratelimit.ReasonUnknownSource, false)
 		if st.pol.Headers.UnknownSourceAction == "reject" {
-			s.reject(ep, req, tx, 403, "Forbidden", nil)
+			s.reject(ep, req, tx, 403, "Forbidden")
 		} else {
 			// Silent: not even the automatic 100 Trying goes out.
 			tx.Terminate()
@@ -110,7 +110,7 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 			// Calls from the backends to carriers are not routed (yet).
 			s.drop("route", "no_outbound_route")
 			s.dropLog("route", "no_outbound_route", src, "ruri_user", req.Recipient.User)
-			s.reject(ep, req, tx, 403, "Forbidden", nil)
+			s.reject(ep, req, tx, 403, "Forbidden")
 			return
 		}
 		// 3 admit
@@ -121,13 +121,13 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 		// 4 route + 5 bridge
 		s.newCall(ep, st, p, req, tx, release)
 	case sip.OPTIONS:
-		s.answerOptions(ep, req, tx)
+		s.answerOptions(req, tx)
 	case sip.REGISTER:
 		if !registerAllowed(p.trunk, req) {
 			s.drop("route", "register_not_allowed")
 			s.dropLog("route", "register_not_allowed", src, "domain", req.Recipient.Host)
 			s.fail(src.Addr(), "register_not_allowed", p.trunk != nil)
-			s.reject(ep, req, tx, 403, "Forbidden", nil)
+			s.reject(ep, req, tx, 403, "Forbidden")
 			return
 		}
 		if !s.admitRegister(ep, st, p, req, tx) {
@@ -137,13 +137,13 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 	case sip.CANCEL:
 		// A CANCEL matching a transaction never reaches here.
 		s.drop("dialog", "no_transaction")
-		s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist", nil)
+		s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist")
 	case sip.BYE, sip.PRACK, sip.UPDATE, sip.INFO, sip.NOTIFY:
 		s.drop("dialog", "no_dialog")
-		s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist", nil)
+		s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist")
 	default:
 		s.drop("route", "method_not_allowed")
-		s.reject(ep, req, tx, 405, "Method Not Allowed", nil, sip.NewHeader("Allow", allowMethods))
+		s.reject(ep, req, tx, 405, "Method Not Allowed", sip.NewHeader("Allow", allowMethods))
 	}
 }
 
@@ -151,7 +151,7 @@ const allowMethods = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO, RE
 
 // answerOptions answers an out-of-dialog OPTIONS addressed to the SBC
 // (keepalives and capability queries) itself.
-func (s *SBC) answerOptions(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
+func (s *SBC) answerOptions(req *sip.Request, tx sip.ServerTransaction) {
 	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
 	res.AppendHeader(sip.NewHeader("Allow", allowMethods))
 	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
@@ -162,16 +162,15 @@ func (s *SBC) answerOptions(ep *endpoint, req *sip.Request, tx sip.ServerTransac
 }
 
 // reject answers a request with an SBC-generated final response.
-func (s *SBC) reject(ep *endpoint, req *sip.Request, tx sip.ServerTransaction, code int, reason string, body []byte, hdrs ...sip.Header) {
-	res := sip.NewResponseFromRequest(req, code, reason, body)
+func (s *SBC) reject(ep *endpoint, req *sip.Request, tx sip.ServerTransaction, code int, reason string, hdrs ...sip.Header) {
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
 	for _, h := range hdrs {
 		res.AppendHeader(h)
 	}
 	res.AppendHeader(sip.NewHeader("Server", s.state.Load().pol.Server.UserAgent))
-	if body == nil {
-		res.SetBody(nil)
-	}
+	res.SetBody(nil)
 	if err := tx.Respond(res); err != nil {
-		s.log.Debug("reject failed", "realm", ep.name, "code", code, "error", err)
+		s.log.Warn("response not sent", "realm", ep.name, "code", code, "error", err.Error())
+		s.drop("bridge", "send_failed")
 	}
 }

@@ -25,14 +25,14 @@ func (s *SBC) relayRegister(ep *endpoint, st *snapshot, p peer, req *sip.Request
 	pc := st.pol.RouteFor(p.trunk.Name, req.To().Address.User)
 	if pc == nil {
 		s.drop("route", "no_route")
-		s.reject(ep, req, tx, 404, "Not Found", nil)
+		s.reject(ep, req, tx, 404, "Not Found")
 		return
 	}
 	pl := st.pools[pc.Name]
 	t := pl.pick(nil)
 	if t == nil {
 		s.drop("route", "no_target")
-		s.reject(ep, req, tx, 503, "Service Unavailable", nil, sip.NewHeader("Retry-After", strconv.Itoa(st.pol.Routing.RetryAfter)))
+		s.reject(ep, req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", strconv.Itoa(st.pol.Routing.RetryAfter)))
 		return
 	}
 	bep := s.realms[pc.Realm]
@@ -77,11 +77,11 @@ func (s *SBC) relayRegister(ep *endpoint, st *snapshot, p peer, req *sip.Request
 	res, err := bep.do(ctx, out, pc.Transport, t.addr)
 	if err != nil {
 		s.log.Warn("REGISTER relay failed", "pool", pc.Name, "target", t.addr.String(), "error", err.Error())
-		s.reject(ep, req, tx, 408, "Request Timeout", nil)
+		s.reject(ep, req, tx, 408, "Request Timeout")
 		return
 	}
-	if !s.validResponse(bep.name, res) {
-		s.reject(ep, req, tx, 502, "Bad Gateway", nil)
+	if !s.validResponse(res) {
+		s.reject(ep, req, tx, 502, "Bad Gateway")
 		return
 	}
 	back := sip.NewResponseFromRequest(req, res.StatusCode, res.Reason, nil)

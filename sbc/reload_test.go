@@ -538,7 +538,7 @@ func TestReloadConcurrent(t *testing.T) {
 				return
 			default:
 			}
-			_ = s.preParse("external", src)
+			_ = s.preParse(src)
 			_ = s.Policy().Limits.SourceCPS
 			_, _ = s.def.scanner.Load().Match("sipvicious")
 			if release, ok := s.def.calls.Acquire("carrier"); ok {

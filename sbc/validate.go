@@ -28,13 +28,13 @@ func (s *SBC) validateRequest(ep *endpoint, p peer, req *sip.Request, tx sip.Ser
 	if r.Header != nil {
 		hdrs = append(hdrs, r.Header)
 	}
-	s.reject(ep, req, tx, r.Code, r.Reason, nil, hdrs...)
+	s.reject(ep, req, tx, r.Code, r.Reason, hdrs...)
 	return false
 }
 
 // validResponse drops invalid responses (from either side) before they
 // are relayed.
-func (s *SBC) validResponse(realm string, res *sip.Response) bool {
+func (s *SBC) validResponse(res *sip.Response) bool {
 	if r := validate.Response(res, s.def.valOpt); r != nil {
 		s.drop("validate", r.Why)
 		return false

@@ -20,7 +20,7 @@ import (
 // example. Tests replace it (the example binds fixed ports).
 var defaultPolicy = policy.Default
 
-func cmdRun(args []string, stdout, stderr io.Writer) int {
+func cmdRun(args []string, stderr io.Writer) int {
 	// Catch the signals before anything else: until signal.Notify, SIGHUP
 	// (and SIGTERM, SIGINT) kill the process. Signals that arrive while the
 	// SBC starts wait in the channels and are handled once it runs.
