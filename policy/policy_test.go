@@ -164,7 +164,7 @@ address = "127.0.0.1:5080"
 		t.Errorf("routing defaults: %+v", r)
 	}
 	c := p.Calls
-	if c.MaxDuration.Duration != 4*time.Hour || c.InactivityTimeout.Duration != 0 || c.RingTimeout.Duration != 3*time.Minute {
+	if c.MaxDuration.Duration != 4*time.Hour || c.InactivityTimeout.Duration != 2*time.Hour || c.RingTimeout.Duration != 3*time.Minute {
 		t.Errorf("calls defaults: %+v", c)
 	}
 	if !slices.Equal(p.Headers.Allow, DefaultAllowedHeaders) || p.Headers.UnknownSourceAction != "drop" {

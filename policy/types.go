@@ -223,8 +223,10 @@ type Calls struct {
 	// this long. Default "4h"; "0s" disables.
 	MaxDuration Duration `toml:"max_duration"`
 	// InactivityTimeout: an answered call with no in-dialog request from
-	// either side for this long is torn down. Default "0s" (disabled);
-	// set it when peers use session timers or OPTIONS keepalives.
+	// either side for this long is torn down (BYE both legs): it ends calls
+	// whose peer vanished without a BYE long before max_duration. Calls
+	// with session timers (RFC 4028) are also ended when a refresh is
+	// missed. Default "2h"; "0s" disables.
 	InactivityTimeout Duration `toml:"inactivity_timeout"`
 	// RingTimeout: an unanswered call is cancelled after this long.
 	// Default "3m"; must be positive.

@@ -25,6 +25,7 @@ const (
 	DefaultMaxAttempts         = 3
 	DefaultRetryAfter          = 30
 	DefaultMaxDuration         = 4 * time.Hour
+	DefaultInactivityTimeout   = 2 * time.Hour
 	DefaultRingTimeout         = 3 * time.Minute
 	DefaultUnknownSourceAction = "drop"
 	DefaultSourcePPS           = 200
@@ -632,7 +633,7 @@ func (v *validator) routing() {
 func (v *validator) calls() {
 	c := &v.p.Calls
 	v.duration("calls.max_duration", &c.MaxDuration, DefaultMaxDuration, false)
-	v.duration("calls.inactivity_timeout", &c.InactivityTimeout, 0, false)
+	v.duration("calls.inactivity_timeout", &c.InactivityTimeout, DefaultInactivityTimeout, false)
 	v.duration("calls.ring_timeout", &c.RingTimeout, DefaultRingTimeout, true)
 }
 
