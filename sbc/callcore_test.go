@@ -434,3 +434,78 @@ func TestCallRacesStress(t *testing.T) {
 	// latest; their readers stop at the final. Allow sipgo's timers.
 	e.eventually("goroutines back near the start", func() bool { return runtime.NumGoroutine() <= base+20 })
 }
+
+// A request the SBC sends towards the caller follows the caller's route
+// set (Record-Route of its INVITE), not the INVITE's source address.
+func TestRequestsTowardsCallerFollowRouteSet(t *testing.T) {
+	proxy := newRawPeer(t, callerIP+":0")
+	e := newEnv(t, envOpts{backends: []sipua.BackendOptions{{Answer: sipua.Always(sipua.Plan{HangupAfter: 10 * time.Millisecond})}}})
+	host, port, _ := net.SplitHostPort(proxy.addr())
+	var pn int
+	fmt.Sscan(port, &pn)
+	rr := &sip.RecordRouteHeader{Address: sip.Uri{Scheme: "sip", Host: host, Port: pn, UriParams: params("lr", "")}}
+	call, res := e.dial(sipua.DialOptions{Headers: []sip.Header{rr}})
+	if res.StatusCode != 200 {
+		t.Fatalf("final %d", res.StatusCode)
+	}
+	// The caller's ACK follows the route set too: the proxy passes it on.
+	ack := proxy.wait(e.ctx, sip.ACK, nil)
+	dst, _ := net.ResolveUDPAddr("udp", e.ext)
+	if _, err := proxy.conn.WriteTo([]byte(ack.String()), dst); err != nil {
+		t.Fatal(err)
+	}
+	// The backend hangs up: the SBC's BYE to the caller goes to the
+	// proxy that record-routed, with a Route header naming it.
+	bye := proxy.wait(e.ctx, sip.BYE, nil)
+	if bye.CallID().Value() != call.CallID() {
+		t.Fatalf("BYE for call %q, want the caller's %q", bye.CallID().Value(), call.CallID())
+	}
+	route := bye.GetHeader("Route")
+	if route == nil || !strings.Contains(route.Value(), proxy.addr()) {
+		t.Fatalf("BYE Route %v, want the record-routed proxy %s", route, proxy.addr())
+	}
+	proxy.respond(bye, 200, "", nil)
+	e.eventually("call ended", func() bool { return e.sbc.calls.len() == 0 })
+	if e.calls("answered") != 1 {
+		t.Fatal("the call was not counted answered: the ACK did not reach it")
+	}
+}
+
+// Over TCP, a request towards the caller reuses the connection the caller
+// opened while it is up (its Contact names a different port).
+func TestRequestsTowardsTCPCallerReuseItsConnection(t *testing.T) {
+	e := newEnv(t, envOpts{backends: []sipua.BackendOptions{{Answer: sipua.Always(sipua.Plan{HangupAfter: 10 * time.Millisecond})}}})
+	c, err := sipua.NewCaller(sipua.CallerOptions{Addr: callerIP + ":0", Transport: "tcp", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	tcp, _ := e.sbc.ListenAddr("external", "tcp")
+	call, err := c.Dial(e.ctx, tcp.String(), sipua.DialOptions{SDP: sipua.SDP("192.0.2.10", 40000, 1, "sendrecv")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := call.WaitFinal(e.ctx); err != nil || res.StatusCode != 200 {
+		t.Fatalf("final %v %v", res, err)
+	}
+	select {
+	case <-call.Ended():
+	case <-e.ctx.Done():
+		t.Fatal("the caller never got the BYE")
+	}
+	var final, bye sipua.Msg
+	for _, m := range c.Received() {
+		switch {
+		case m.Status == 200 && final.Raw == nil:
+			final = m
+		case m.Method == "BYE":
+			bye = m
+		}
+	}
+	if bye.Local != final.Local || bye.Source != final.Source {
+		t.Fatalf("BYE arrived on %s from %s, the 200 on %s from %s: the caller's connection was not reused", bye.Local, bye.Source, final.Local, final.Source)
+	}
+	if bye.Local == c.Addr() {
+		t.Fatalf("BYE arrived on the caller's listening address %s", bye.Local)
+	}
+}

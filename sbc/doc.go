@@ -1,0 +1,107 @@
+// Package sbc is the B2BUA: one sipgo user agent per realm, the pipeline
+// every request goes through, the calls, the admin listener and metrics.
+//
+// # Vocabulary
+//
+//   - realm / endpoint: a network the SBC faces (policy [[realm]]) and its
+//     runtime form (endpoint.go): one sipgo UA with its listeners, so that
+//     a request towards a backend always leaves from the internal face.
+//   - face: what the SBC advertises on a realm for a transport (Via,
+//     Contact host and port; topology.Face).
+//   - trunk: a known carrier or peer, recognised by source prefix.
+//   - pool / target: a group of backends and one backend (route.go).
+//   - A-leg / B-leg: the dialog with the caller (the SBC is its UAS) and the
+//     dialog with the backend (the SBC is its UAC). leg.go.
+//   - branch: one INVITE sent to one target while the call is set up
+//     (failover and followed redirects make several; a forking backend may
+//     answer one branch from several dialogs).
+//   - snapshot: everything built from one policy (sbc.go). A reload builds
+//     a new one and swaps it atomically; a call keeps the snapshot it
+//     started with, and its in-dialog requests are classified with it.
+//
+// # The pipeline, in order
+//
+//	stage        file                   entry
+//	0 filter     filter.go              readFilter (UDP datagrams, before sipgo parses),
+//	                                    acceptFilter.Accept in endpoint.go (TCP connections)
+//	1 classify   classify.go            SBC.classify: trunk by source prefix, backend, or unknown
+//	2 validate   validate.go, validate/ SBC.validateRequest: RFC 3261 checks the parser lacks
+//	3 admit      admit.go               SBC.admitInvite, SBC.admitRegister: rates and call caps
+//	4 route      route.go, health.go    policy RouteFor → pool.pick (health: healthLoop, passive)
+//	5 bridge     call*.go, dialog.go    SBC.newCall (new INVITE), SBC.inDialog / SBC.onAck
+//	6 watch      watch.go               SBC.watchResponse, SBC.fail: failures, trust, auto-block
+//
+// pipeline.go wires them: SBC.handle is the entry of every request but ACK.
+// An in-dialog request is matched to its call before stage 1, so that it
+// is classified with the call's snapshot.
+//
+// What survives a reload: the blocklist, rate-limit buckets and failure
+// counts (defence.go), target health (kept per pool and address), the
+// calls in progress with their snapshots. What a reload applies and what
+// needs a restart is the table in reload.go.
+//
+// # The call state machine
+//
+// A call (call.go) is changed only by its transition function, step
+// (call_fsm.go), which runs under the call's lock, touches no socket and
+// queues actions; the actions run after the lock is released, one at a
+// time and in order (call_exec.go). Nothing calls into sipgo while holding
+// a call's lock; sipgo's OnCancel hook (which runs under sipgo's own
+// transaction lock) only posts an event and returns. Anything that waits
+// for an answer (an INVITE's responses, a relayed request's, a BYE or
+// CANCEL transaction) runs in a goroutine of its own that posts what it
+// hears as an event.
+//
+// Phases of the call:
+//
+//	          evStart: INVITE to the first target
+//	setup ───────────────────────────────────────────────┐
+//	  │ 1xx: relayed to A (never after A's final)        │ non-2xx final, no target left,
+//	  │ 503/500/408, no answer in target_timeout,        │ CANCEL, ring timeout, early BYE,
+//	  │   transport error: next target (failover)        │ terminate
+//	  │ 3xx: relayed, or followed (follow_redirects)     ▼
+//	  │ 2xx of the branch being tried              ended (result recorded once;
+//	  ▼                                              stray dialogs still ACKed/BYEd,
+//	accepted ── CANCEL won inside sipgo, 2xx           branches still CANCELled)
+//	  │         undeliverable, no ACK in 64*T1 ──────────▲
+//	  │ A's ACK: B's 2xx ACKed (with A's body)           │
+//	  ▼                                                  │
+//	confirmed ── BYE from either leg, terminate (admin, shutdown, max_duration,
+//	             inactivity, session timer), 481/408 to a relayed request ──┘
+//
+// Events (evKind): start, cancel, b_response (any response to a branch's
+// INVITE; 2xx retransmissions and other forks' 2xx come through sipgo's
+// OnRetransmission hook as the same event), b_done (the INVITE transaction
+// ended without a final), timer, ack, bye, request (other in-dialog
+// requests), relay_response, relay_done, a_delivery_failed, terminate.
+//
+// Actions (actKind): respond_a, respond, invite, cancel, write (ACK), bye,
+// relay, terminate_tx, log, target_failed, end.
+//
+// Timers (timerKind), each numbered so that a stale firing is ignored:
+// ring, target (per branch), cancel (give up 64*T1 after a CANCEL),
+// retransmit (a 2xx to A or a relayed re-INVITE's 2xx, T1 doubling to T2,
+// UDP only), ack_wait (64*T1), max_duration, inactivity, session.
+//
+// Invariants, checked by the table tests in call_fsm_test.go over every
+// order of a set of events: A's INVITE gets exactly one final response; no
+// provisional after it; the call ends exactly once and nothing is sent to
+// A, and no INVITE or relay starts, after the end; every 2xx dialog of
+// every branch is ACKed, and every dialog the call does not keep is BYEd
+// exactly once; the kept B dialog and the A dialog each end exactly once;
+// a branch that rang and never answered is CANCELled exactly once, and
+// never before a provisional.
+//
+// Branch rules: a branch abandoned (target timeout, CANCEL, ring timeout,
+// terminate) keeps its transaction: a later provisional is answered with
+// CANCEL, a later 2xx with ACK and BYE. Only the first 2xx of the branch
+// being tried becomes the call.
+//
+// In-dialog rules: one INVITE at a time per dialog (a re-INVITE that
+// overtook the ACK of the previous INVITE waits for it; one that crosses a
+// pending INVITE the other way gets 491); a relayed re-INVITE's 2xx is
+// resent until its ACK and the ACK is resent when the 2xx is; a 481 or
+// 408 (or no answer) to a relayed request ends both legs (RFC 5057).
+// Requests towards a leg go to its route set or remote target, or over
+// the TCP connection the peer opened while it is up (leg.dest).
+package sbc
