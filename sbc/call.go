@@ -1,6 +1,7 @@
 package sbc
 
 import (
+	"io"
 	"log/slog"
 	"net/netip"
 	"strconv"
@@ -265,12 +266,27 @@ func (c *call) newBranch(t *target) *branch {
 	tr := c.pool.cfg.Transport
 	b := c.newBLeg(t, tr)
 	inv := c.buildInvite(b)
-	if tr == "udp" && c.pool.cfg.LargeOverTCP() && len(inv.String()) > largeUDP {
+	if tr == "udp" && c.pool.cfg.LargeOverTCP() && wireSize(inv) > largeUDP {
 		b = c.newBLeg(t, "tcp")
 		inv = c.buildInvite(b)
 	}
 	c.attempts++
 	return &branch{n: c.attempts, tgt: t, leg: b, inv: inv, acks: map[string]*sip.Request{}, byed: map[string]bool{}}
+}
+
+// wireSize is the size of a message on the wire, counted without building
+// it.
+func wireSize(m interface{ StringWrite(io.StringWriter) }) int {
+	var n byteCounter
+	m.StringWrite(&n)
+	return int(n)
+}
+
+type byteCounter int
+
+func (n *byteCounter) WriteString(s string) (int, error) {
+	*n += byteCounter(len(s))
+	return len(s), nil
 }
 
 func (c *call) buildInvite(b *leg) *sip.Request {
