@@ -50,7 +50,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 			return 1
 		}
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: levelOf(p.Server.LogLevel)}))
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: policy.SlogLevel(p.Server.LogLevel)}))
 	if *cfg == "" {
 		log.Warn("no policy file given: running the embedded example policy (loopback only); pass FILE or -config FILE", "policy", p.Source)
 	}
@@ -100,14 +100,6 @@ func logListeners(log *slog.Logger, s *sbc.SBC) {
 	} else {
 		log.Info("admin listener disabled")
 	}
-}
-
-func levelOf(s string) slog.Level {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return slog.LevelInfo
-	}
-	return l
 }
 
 // reloadPolicy loads path and swaps it in. An invalid policy is logged and
