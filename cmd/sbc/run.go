@@ -132,6 +132,7 @@ func watchPolicy(ctx context.Context, path string, log *slog.Logger) <-chan stru
 		return out
 	}
 	abs, _ := filepath.Abs(path)
+	log.Info("watching the policy file: a change reloads it", "policy", path)
 	go func() {
 		defer w.Close()
 		var debounce <-chan time.Time
