@@ -50,11 +50,16 @@ func cmdRun(args []string, stderr io.Writer) int {
 			return 1
 		}
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: policy.SlogLevel(p.Server.LogLevel)}))
+	// The handler's level is a LevelVar the SBC sets to log_level on every
+	// reload (Options.LogLevel): a fixed level would ignore log_level
+	// changes until a restart.
+	level := new(slog.LevelVar)
+	level.Set(policy.SlogLevel(p.Server.LogLevel))
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if *cfg == "" {
 		log.Warn("no policy file given: running the embedded example policy (loopback only); pass FILE or -config FILE", "policy", p.Source)
 	}
-	s, err := sbc.New(p, sbc.Options{Logger: log})
+	s, err := sbc.New(p, sbc.Options{Logger: log, LogLevel: level})
 	if err != nil {
 		log.Error("cannot build sbc", "error", err.Error())
 		return 1
