@@ -3,10 +3,14 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -137,4 +141,97 @@ func TestRunReloadAppliesLogLevel(t *testing.T) {
 	if _, after := debugLines(c.seen, "z9hG4bK-after"); len(after) == 0 {
 		t.Fatalf("no DEBUG line for the OPTIONS handled after the reload to log_level debug; log:\n%s", c.dump())
 	}
+}
+
+// waitReload reads log lines until the SBC's line for the outcome of a
+// reload (it carries result), and fails if that is not result.
+func (c *child) waitReload(result string) map[string]any {
+	c.t.Helper()
+	for {
+		m := c.waitLog("policy reload")
+		if r, ok := m["result"]; ok {
+			if r != result {
+				c.t.Fatalf("reload result %v, want %s; log:\n%s", r, result, c.dump())
+			}
+			return m
+		}
+	}
+}
+
+// reloads returns sbc_reload_total{result} from the admin listener.
+func reloads(t *testing.T, admin, result string) float64 {
+	t.Helper()
+	res, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := `sbc_reload_total{result="` + result + `"} `
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no %s in /metrics:\n%s", prefix, b)
+	return 0
+}
+
+// waitReloads waits (a few seconds at most) until sbc_reload_total{result}
+// is want, and fails if it does not get there.
+func waitReloads(t *testing.T, admin, result string, want float64) {
+	t.Helper()
+	var n float64
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if n = reloads(t, admin, result); n == want {
+			return
+		}
+	}
+	t.Fatalf("sbc_reload_total{result=%q} %v, want %v", result, n, want)
+}
+
+// A policy file that does not load, changed on disk or reloaded with
+// SIGHUP, is a rejected reload: counted in sbc_reload_total{result=
+// "rejected"} and logged by the SBC, and the policy in force stays.
+// Before, "sbc run" loaded the file itself and such a reload was logged
+// by cmd/sbc but never counted.
+func TestRunCountsUnloadableFileAsRejected(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "sbc.toml")
+	writePolicy(t, file, loopbackPolicy)
+	c := startChild(t, "run", file)
+	c.waitLog("sbc started")
+	admin := c.binds()["admin"]
+	c.waitLog("watching the policy file")
+	if n := reloads(t, admin, "rejected"); n != 0 {
+		t.Fatalf("rejected reloads at start: %v", n)
+	}
+
+	writePolicy(t, file, loopbackPolicy+"[server]\ncolour = \"blue\"\n")
+	waitReloads(t, admin, "rejected", 1)
+	if m := c.waitReload("rejected"); m["in_force"] != file || !strings.Contains(fmt.Sprint(m["error"]), "colour") {
+		t.Fatalf("file change: %v, want the unknown key named and %s in force", m, file)
+	}
+
+	c.signal(syscall.SIGHUP)
+	waitReloads(t, admin, "rejected", 2)
+	c.waitReload("rejected")
+	if n := reloads(t, admin, "ok"); n != 0 {
+		t.Errorf("sbc_reload_total{result=\"ok\"} %v, want 0", n)
+	}
+
+	// Fixed: the next reload is counted ok.
+	writePolicy(t, file, loopbackPolicy)
+	waitReloads(t, admin, "ok", 1)
+	c.waitReload("ok")
+	if n := reloads(t, admin, "rejected"); n != 2 {
+		t.Errorf("sbc_reload_total{result=\"rejected\"} %v after the fix, want still 2", n)
+	}
+	c.stop()
 }

@@ -107,15 +107,11 @@ func logListeners(log *slog.Logger, s *sbc.SBC) {
 	}
 }
 
-// reloadPolicy loads path and swaps it in. An invalid policy is logged and
-// ignored: the one in force stays.
+// reloadPolicy reloads the policy file at path. A file that does not load
+// is a rejected reload like any other (ReloadFile counts it in
+// sbc_reload_total): the policy in force stays.
 func reloadPolicy(path, why string, s *sbc.SBC, log *slog.Logger) {
-	p, err := policy.Load(path)
-	if err != nil {
-		log.Error("policy reload rejected; keeping the policy in force", "trigger", why, "error", err.Error())
-		return
-	}
-	if err := s.Reload(p); err != nil {
+	if err := s.ReloadFile(path); err != nil {
 		log.Error("policy reload rejected; keeping the policy in force", "trigger", why, "error", err.Error())
 	}
 }
