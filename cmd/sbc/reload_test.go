@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sbc-project/sbc/policy"
+	"github.com/sbc-project/sbc/sbc"
 )
 
 // writePolicy replaces file with text the way editors and config
@@ -234,4 +240,103 @@ func TestRunCountsUnloadableFileAsRejected(t *testing.T) {
 		t.Errorf("sbc_reload_total{result=\"rejected\"} %v after the fix, want still 2", n)
 	}
 	c.stop()
+}
+
+// logLines decodes JSON log lines.
+func logLines(t *testing.T, b []byte) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// A reload in "sbc run" logs one line saying what triggered it, then the
+// SBC's own line for the outcome, at the level that fits it (INFO in
+// force, WARN rejected), and nothing at ERROR. Before, every rejected
+// reload was logged twice: by the SBC at WARN and by cmd/sbc at ERROR.
+func TestReloadPolicyLogsTheOutcomeOnce(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "sbc.toml")
+	writePolicy(t, file, loopbackPolicy)
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	p, err := policy.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sbc.New(p, sbc.Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	for _, tc := range []struct {
+		name, policy, result, level string
+	}{
+		{"in force", "[server]\nuser_agent = \"b\"\n" + loopbackPolicy, sbc.ReloadOK, "INFO"},
+		{"file that does not load", loopbackPolicy + "[server]\ncolour = \"blue\"\n", sbc.ReloadRejected, "WARN"},
+		{"restart-only change", strings.Replace(loopbackPolicy, `listen = "127.0.0.1:0"`, `listen = "127.0.0.1:1"`, 1), sbc.ReloadRejected, "WARN"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			writePolicy(t, file, tc.policy)
+			buf.Reset()
+			reloadPolicy(file, "sighup", s, log)
+			lines := logLines(t, buf.Bytes())
+			var outcome, trigger []map[string]any
+			for _, m := range lines {
+				if m["level"] == "ERROR" {
+					t.Errorf("ERROR line: %v", m)
+				}
+				msg, _ := m["msg"].(string)
+				switch {
+				case m["result"] != nil:
+					outcome = append(outcome, m)
+				case m["trigger"] != nil:
+					trigger = append(trigger, m)
+				case strings.Contains(msg, "reload"):
+					t.Errorf("a second line about the reload: %v", m)
+				}
+			}
+			if len(outcome) != 1 || outcome[0]["result"] != tc.result || outcome[0]["level"] != tc.level {
+				t.Errorf("outcome lines %v, want one with result %s at %s", outcome, tc.result, tc.level)
+			}
+			if len(trigger) != 1 || trigger[0]["trigger"] != "sighup" || trigger[0]["policy"] != file || trigger[0]["level"] != "INFO" {
+				t.Errorf("trigger lines %v, want one INFO line with trigger sighup and policy %s", trigger, file)
+			}
+		})
+	}
+}
+
+// fakeReloader returns err from ReloadFile.
+type fakeReloader struct{ err error }
+
+func (f fakeReloader) ReloadFile(string) error { return f.err }
+
+// Whatever ReloadFile returns, cmd/sbc adds no line about the outcome: the
+// SBC logged it. In particular a partial reload (the new policy IS in
+// force, the kernel fast path was not updated) is not reported as
+// "rejected; keeping the policy in force" at ERROR, as it was before.
+func TestReloadPolicyAddsNoOutcomeLine(t *testing.T) {
+	for _, err := range []error{
+		nil,
+		fmt.Errorf("%w: %w", sbc.ErrReloadPartial, errors.New("nftables: netlink: operation not permitted")),
+		&sbc.RestartError{Changes: []string{`admin.listen: "a" → "b"`}},
+		fmt.Errorf("reload rejected: %w", errors.New("t.toml:1:1: bad")),
+	} {
+		var buf bytes.Buffer
+		reloadPolicy("sbc.toml", "file_change", fakeReloader{err}, slog.New(slog.NewJSONHandler(&buf, nil)))
+		lines := logLines(t, buf.Bytes())
+		if len(lines) != 1 || lines[0]["level"] != "INFO" || lines[0]["trigger"] != "file_change" || lines[0]["error"] != nil {
+			t.Errorf("ReloadFile returned %v: cmd/sbc logged %v, want only its INFO trigger line", err, lines)
+		}
+	}
 }

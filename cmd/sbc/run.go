@@ -107,13 +107,20 @@ func logListeners(log *slog.Logger, s *sbc.SBC) {
 	}
 }
 
-// reloadPolicy reloads the policy file at path. A file that does not load
-// is a rejected reload like any other (ReloadFile counts it in
-// sbc_reload_total): the policy in force stays.
-func reloadPolicy(path, why string, s *sbc.SBC, log *slog.Logger) {
-	if err := s.ReloadFile(path); err != nil {
-		log.Error("policy reload rejected; keeping the policy in force", "trigger", why, "error", err.Error())
-	}
+// reloader is what reloadPolicy needs of the SBC.
+type reloader interface {
+	ReloadFile(path string) error
+}
+
+// reloadPolicy reloads the policy file at path, and logs what triggered
+// the reload. Its outcome is the SBC's to log and count: ReloadFile logs
+// every result itself (INFO in force; WARN rejected, the policy in force
+// kept; WARN partial, the new policy in force) and counts it in
+// sbc_reload_total, a file that does not load included. A line here would
+// repeat it, and could not say the right thing for every result.
+func reloadPolicy(path, why string, s reloader, log *slog.Logger) {
+	log.Info("reloading the policy file", "trigger", why, "policy", path)
+	_ = s.ReloadFile(path) // logged and counted by the SBC
 }
 
 // watchPolicy reports changes of the policy file (debounced) until ctx
