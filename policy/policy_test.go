@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -128,6 +129,31 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 		}
 	}
 	walk("", policyType)
+}
+
+// SlogLevel is the one mapping of server.log_level to slog (the SBC and
+// "sbc run" both use it): every value validation accepts has its own
+// level, the default is Info, and a value validation refuses has none.
+func TestSlogLevel(t *testing.T) {
+	for name, want := range map[string]slog.Level{
+		"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError,
+	} {
+		p := mustParse(t, minimal+"[server]\nlog_level = \""+name+"\"\n")
+		if got := SlogLevel(p.Server.LogLevel); got != want {
+			t.Errorf("log_level %q: %v, want %v", name, got, want)
+		}
+	}
+	if got := SlogLevel(mustParse(t, minimal).Server.LogLevel); got != slog.LevelInfo {
+		t.Errorf("default log_level: %v, want INFO", got)
+	}
+	for _, name := range []string{"DEBUG", "warning", "debug+2", "trace"} {
+		if _, err := Parse("t.toml", []byte(minimal+"[server]\nlog_level = \""+name+"\"\n")); err == nil {
+			t.Errorf("log_level %q accepted", name)
+		}
+		if got := SlogLevel(name); got != slog.LevelInfo {
+			t.Errorf("SlogLevel(%q) = %v, want INFO (not a log_level)", name, got)
+		}
+	}
 }
 
 func TestDefaultsApplied(t *testing.T) {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -147,6 +148,25 @@ func (v *validator) intField(path string, x *int, def, lo, hi int) {
 	}
 }
 
+// logLevels are the values server.log_level accepts, with their levels.
+var logLevels = map[string]slog.Level{
+	"debug": slog.LevelDebug,
+	"info":  slog.LevelInfo,
+	"warn":  slog.LevelWarn,
+	"error": slog.LevelError,
+}
+
+// SlogLevel returns the slog level of a server.log_level value: "debug",
+// "info", "warn" or "error", the values validation accepts. Anything else
+// (the field of a Policy that was not validated) is slog.LevelInfo, the
+// default.
+func SlogLevel(logLevel string) slog.Level {
+	if l, ok := logLevels[logLevel]; ok {
+		return l
+	}
+	return slog.LevelInfo
+}
+
 func (v *validator) server() {
 	s := &v.p.Server
 	switch {
@@ -155,11 +175,9 @@ func (v *validator) server() {
 	case len(s.UserAgent) > maxUserAgentLen || !printableASCII(s.UserAgent, true):
 		v.errf("server.user_agent", "must be printable ASCII, at most %d bytes", maxUserAgentLen)
 	}
-	switch s.LogLevel {
-	case "":
+	if s.LogLevel == "" {
 		s.LogLevel = DefaultLogLevel
-	case "debug", "info", "warn", "error":
-	default:
+	} else if _, ok := logLevels[s.LogLevel]; !ok {
 		v.errf("server.log_level", "unknown log level %s (want \"debug\", \"info\", \"warn\" or \"error\")", quote(s.LogLevel))
 	}
 	for _, b := range []struct {

@@ -122,7 +122,7 @@ func (s *SBC) Reload(p *policy.Policy) error {
 	s.targets.m = targets.m
 	s.targets.mu.Unlock()
 	s.state.Store(snap)
-	s.reload.level.Set(logLevel(p.Server.LogLevel))
+	s.reload.level.Set(policy.SlogLevel(p.Server.LogLevel))
 	kerr := s.reloadKernel(p)
 	s.mu.Unlock()
 

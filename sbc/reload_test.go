@@ -572,7 +572,7 @@ func TestReloadConcurrent(t *testing.T) {
 		what      string
 		got, want any
 	}{
-		{"log level", got.level, logLevel(in.Server.LogLevel)},
+		{"log level", got.level, policy.SlogLevel(in.Server.LogLevel)},
 		{"tracker threshold", got.tracker.Threshold, in.AutoBlock.Threshold},
 		{"call cap", got.maxCalls, in.Trunks[0].MaxCalls},
 		{"source_pps burst", got.pps, ppsConfig(in).Source.Burst},

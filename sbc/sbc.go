@@ -113,7 +113,7 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	if s.reload.level == nil {
 		s.reload.level = new(slog.LevelVar)
 	}
-	s.reload.level.Set(logLevel(p.Server.LogLevel))
+	s.reload.level.Set(policy.SlogLevel(p.Server.LogLevel))
 	if s.log == nil {
 		s.log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: s.reload.level}))
 	}
@@ -138,18 +138,6 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 		s.realms[r.Name] = ep
 	}
 	return s, nil
-}
-
-func logLevel(s string) slog.Level {
-	switch s {
-	case "debug":
-		return slog.LevelDebug
-	case "warn":
-		return slog.LevelWarn
-	case "error":
-		return slog.LevelError
-	}
-	return slog.LevelInfo
 }
 
 // Metrics returns the SBC's Prometheus instruments.

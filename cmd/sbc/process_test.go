@@ -162,12 +162,14 @@ func (c *child) signal(sig os.Signal) {
 	}
 }
 
-// stop sends SIGTERM and expects a clean exit.
+// stop sends SIGTERM and expects a clean exit. Every line the process
+// logged is in c.seen afterwards.
 func (c *child) stop() {
 	c.t.Helper()
 	c.signal(syscall.SIGTERM)
 	c.waitLog("shutting down")
-	for range c.lines {
+	for m := range c.lines {
+		c.seen = append(c.seen, m)
 	}
 	if err := c.cmd.Wait(); err != nil {
 		c.t.Fatalf("exit after SIGTERM: %v; log:\n%s", err, c.dump())

@@ -50,11 +50,16 @@ func cmdRun(args []string, stderr io.Writer) int {
 			return 1
 		}
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: levelOf(p.Server.LogLevel)}))
+	// The handler's level is a LevelVar the SBC sets to log_level on every
+	// reload (Options.LogLevel): a fixed level would ignore log_level
+	// changes until a restart.
+	level := new(slog.LevelVar)
+	level.Set(policy.SlogLevel(p.Server.LogLevel))
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if *cfg == "" {
 		log.Warn("no policy file given: running the embedded example policy (loopback only); pass FILE or -config FILE", "policy", p.Source)
 	}
-	s, err := sbc.New(p, sbc.Options{Logger: log})
+	s, err := sbc.New(p, sbc.Options{Logger: log, LogLevel: level})
 	if err != nil {
 		log.Error("cannot build sbc", "error", err.Error())
 		return 1
@@ -102,25 +107,20 @@ func logListeners(log *slog.Logger, s *sbc.SBC) {
 	}
 }
 
-func levelOf(s string) slog.Level {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return slog.LevelInfo
-	}
-	return l
+// reloader is what reloadPolicy needs of the SBC.
+type reloader interface {
+	ReloadFile(path string) error
 }
 
-// reloadPolicy loads path and swaps it in. An invalid policy is logged and
-// ignored: the one in force stays.
-func reloadPolicy(path, why string, s *sbc.SBC, log *slog.Logger) {
-	p, err := policy.Load(path)
-	if err != nil {
-		log.Error("policy reload rejected; keeping the policy in force", "trigger", why, "error", err.Error())
-		return
-	}
-	if err := s.Reload(p); err != nil {
-		log.Error("policy reload rejected; keeping the policy in force", "trigger", why, "error", err.Error())
-	}
+// reloadPolicy reloads the policy file at path, and logs what triggered
+// the reload. Its outcome is the SBC's to log and count: ReloadFile logs
+// every result itself (INFO in force; WARN rejected, the policy in force
+// kept; WARN partial, the new policy in force) and counts it in
+// sbc_reload_total, a file that does not load included. A line here would
+// repeat it, and could not say the right thing for every result.
+func reloadPolicy(path, why string, s reloader, log *slog.Logger) {
+	log.Info("reloading the policy file", "trigger", why, "policy", path)
+	_ = s.ReloadFile(path) // logged and counted by the SBC
 }
 
 // watchPolicy reports changes of the policy file (debounced) until ctx
@@ -140,6 +140,7 @@ func watchPolicy(ctx context.Context, path string, log *slog.Logger) <-chan stru
 		return out
 	}
 	abs, _ := filepath.Abs(path)
+	log.Info("watching the policy file: a change reloads it", "policy", path)
 	go func() {
 		defer w.Close()
 		var debounce <-chan time.Time
