@@ -1,63 +1,31 @@
 package sbc
 
 import (
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"testing"
 
+	"github.com/sbc-project/sbc/internal/testpolicy"
 	"github.com/sbc-project/sbc/policy"
 )
 
 // /readyz is 200 while every pool has a target that can take calls, and
 // 503 naming the pools that have none; /healthz (liveness) stays 200.
 func TestReadyzNamesPoolsWithoutTargetUp(t *testing.T) {
-	p, err := policy.Parse("readyz.toml", []byte(`
-[admin]
-listen = "127.0.0.1:0"
-[[realm]]
-name = "external"
-  [[realm.listener]]
-  bind = "127.0.0.1:0"
-[[trunk]]
-name = "t"
-realm = "external"
-sources = ["127.0.0.1"]
-[[pool]]
-name = "a"
-realm = "external"
-  [[pool.target]]
-  address = "127.0.0.1:9"
-  [[pool.target]]
-  address = "127.0.0.1:10"
-  [pool.health]
-  interval = "0s"
-[[pool]]
-name = "b"
-realm = "external"
-  [[pool.target]]
-  address = "127.0.0.1:11"
-  [[pool.target]]
-  address = "127.0.0.1:12"
-  weight = 0
-  [pool.health]
-  interval = "0s"
-[routing]
-default_pool = "a"
-`))
-	if err != nil {
-		t.Fatal(err)
+	// Pool a has two targets; pool b has one and a drained one (weight 0).
+	pb := &testpolicy.Policy{
+		Admin:  "127.0.0.1:0",
+		Realms: []testpolicy.Realm{{Name: "external", Listeners: []testpolicy.Listener{{Bind: "127.0.0.1:0"}}}},
+		Trunks: []testpolicy.Trunk{{Name: "t", Realm: "external", Sources: []string{"127.0.0.1"}}},
+		Pools: []testpolicy.Pool{
+			{Name: "a", Realm: "external", Targets: testpolicy.Targets("127.0.0.1:9", "127.0.0.1:10"),
+				Health: &testpolicy.Health{Interval: policy.D(0)}},
+			{Name: "b", Realm: "external", Targets: []testpolicy.Target{{Address: "127.0.0.1:11"}, {Address: "127.0.0.1:12", Weight: new(0)}},
+				Health: &testpolicy.Health{Interval: policy.D(0)}},
+		},
+		Routing: &testpolicy.Routing{DefaultPool: "a"},
 	}
-	s, err := New(p, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := startSBC(t, pb.Parse(t), Options{Logger: testLogger()})
 	base := "http://" + s.AdminAddr().String()
 	get := func(path string) (int, Readiness) {
 		t.Helper()

@@ -112,7 +112,20 @@ func newEnv(t *testing.T, o envOpts) *env {
 	e.pb = pb
 	e.toml = pb.TOML()
 	e.pol = p
-	s, err := New(p, Options{Logger: testLogger()})
+	s := startSBC(t, p, Options{Logger: testLogger()})
+	e.sbc = s
+	ext, _ := s.ListenAddr("external", "udp")
+	e.ext = ext.String()
+	e.caller = e.newCaller(callerIP + ":0")
+	return e
+}
+
+// startSBC builds an SBC on p and starts it: its listeners are open (port
+// 0 in p: the kernel's choice, see ListenAddr and AdminAddr). The test's
+// cleanup closes it.
+func startSBC(t *testing.T, p *policy.Policy, opt Options) *SBC {
+	t.Helper()
+	s, err := New(p, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,11 +133,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	e.sbc = s
-	ext, _ := s.ListenAddr("external", "udp")
-	e.ext = ext.String()
-	e.caller = e.newCaller(callerIP + ":0")
-	return e
+	return s
 }
 
 // envPolicy builds newEnv's policy for the backends at targets.

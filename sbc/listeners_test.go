@@ -1,60 +1,31 @@
 package sbc
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"strconv"
 	"testing"
 
+	"github.com/sbc-project/sbc/internal/testpolicy"
 	"github.com/sbc-project/sbc/policy"
 )
 
 // Listeners reports every listener with the port the kernel chose and the
 // address advertised on it.
 func TestListenersReportBoundAndAdvertisedAddresses(t *testing.T) {
-	p, err := policy.Parse("listeners.toml", []byte(`
-[admin]
-listen = ""
-[[realm]]
-name = "external"
-  [[realm.listener]]
-  transport = "udp"
-  bind = "127.0.0.1:0"
-  advertise = "sbc.example.net"
-  [[realm.listener]]
-  transport = "tcp"
-  bind = "127.0.0.1:0"
-  advertise = "sbc.example.net"
-[[realm]]
-name = "internal"
-  [[realm.listener]]
-  transport = "udp"
-  bind = "127.0.0.1:0"
-  advertise = "[2001:db8::10]"
-[[trunk]]
-name = "t"
-realm = "external"
-sources = ["127.0.0.1"]
-[[pool]]
-name = "p"
-realm = "internal"
-  [[pool.target]]
-  address = "127.0.0.1:9"
-  [pool.health]
-  interval = "0s"
-`))
-	if err != nil {
-		t.Fatal(err)
+	pb := &testpolicy.Policy{
+		Realms: []testpolicy.Realm{
+			{Name: "external", Listeners: []testpolicy.Listener{
+				{Transport: "udp", Bind: "127.0.0.1:0", Advertise: "sbc.example.net"},
+				{Transport: "tcp", Bind: "127.0.0.1:0", Advertise: "sbc.example.net"},
+			}},
+			{Name: "internal", Listeners: []testpolicy.Listener{
+				{Transport: "udp", Bind: "127.0.0.1:0", Advertise: "[2001:db8::10]"},
+			}},
+		},
+		Trunks: []testpolicy.Trunk{{Name: "t", Realm: "external", Sources: []string{"127.0.0.1"}}},
+		Pools: []testpolicy.Pool{{Name: "p", Realm: "internal", Targets: testpolicy.Targets("127.0.0.1:9"),
+			Health: &testpolicy.Health{Interval: policy.D(0)}}},
 	}
-	s, err := New(p, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := startSBC(t, pb.Parse(t), Options{Logger: testLogger()})
 	got := s.Listeners()
 	if len(got) != 3 {
 		t.Fatalf("%d listeners, want 3: %+v", len(got), got)
