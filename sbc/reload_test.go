@@ -19,101 +19,52 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sbc-project/sbc/acl"
+	"github.com/sbc-project/sbc/internal/testpolicy"
 	"github.com/sbc-project/sbc/policy"
 	"github.com/sbc-project/sbc/ratelimit"
 )
 
-// reloadBase is the policy in force in the reload tests: loopback only,
-// no admin listener, no kernel fast path.
-const reloadBase = `
-[server]
-user_agent = "ReloadSBC"
-log_level = "warn"
-
-[admin]
-listen = ""
-
-[[realm]]
-name = "external"
-  [[realm.listener]]
-  transport = "udp"
-  bind = "127.0.0.3:0"
-
-[[realm]]
-name = "internal"
-  [[realm.listener]]
-  transport = "udp"
-  bind = "127.0.0.4:0"
-
-[[trunk]]
-name = "carrier"
-realm = "external"
-sources = ["127.0.0.1/32"]
-cps = 5
-max_calls = 7
-
-[[pool]]
-name = "pbx"
-realm = "internal"
-  [[pool.target]]
-  address = "127.0.0.2:5080"
-  [pool.health]
-  interval = "0s"
-
-[routing]
-default_pool = "pbx"
-
-[limits]
-source_pps = 50
-source_cps = 3
-register_rate = 2
-
-[autoblock]
-threshold = 10
-never_block = ["192.0.2.0/24"]
-scanner_user_agents = ["sipvicious"]
-
-[xdp]
-enabled = false
-interfaces = ["lo"]
-
-[nftables]
-enabled = false
-`
-
-// reloadChanged changes every live setting the live-state probe sees.
-var reloadChanged = []string{
-	`log_level = "warn"`, `log_level = "error"`,
-	`source_pps = 50`, `source_pps = 80`,
-	`source_cps = 3`, `source_cps = 6`,
-	`register_rate = 2`, `register_rate = 4`,
-	`cps = 5`, `cps = 9`,
-	`max_calls = 7`, `max_calls = 11`,
-	`threshold = 10`, `threshold = 20`,
-	`never_block = ["192.0.2.0/24"]`, `never_block = ["192.0.2.0/24", "198.51.100.0/24"]`,
-	`scanner_user_agents = ["sipvicious"]`, `scanner_user_agents = ["sipvicious", "evilscan"]`,
-	`address = "127.0.0.2:5080"`, `address = "127.0.0.2:5090"`,
+// reloadBase returns the policy in force in the reload tests: loopback
+// UDP only (the realms on sbcExtIP and sbcIntIP), no admin listener, no
+// kernel fast path (xdp and nftables off), and a value of its own for
+// every live setting that changeLive changes.
+func reloadBase() *testpolicy.Policy {
+	pb := testpolicy.New(sbcExtIP, sbcIntIP, backendIP+":5080").UDPOnly()
+	pb.Server = testpolicy.Server{UserAgent: "ReloadSBC", LogLevel: "warn"}
+	carrier := pb.Trunk("carrier")
+	carrier.CPS, carrier.MaxCalls = 5, 7
+	pb.Limits = &testpolicy.Limits{SourcePPS: new(50), SourceCPS: new(3), RegisterRate: new(2)}
+	pb.AutoBlock = &testpolicy.AutoBlock{Threshold: 10, NeverBlock: []string{"192.0.2.0/24"}, ScannerUserAgents: []string{"sipvicious"}}
+	pb.XDP = &testpolicy.XDP{Interfaces: []string{"lo"}}
+	pb.Nftables = &testpolicy.Nftables{}
+	return pb
 }
 
-// edit replaces each old text of pairs (old, new, old, new, ...) once.
-func edit(t testing.TB, text string, pairs ...string) string {
+// changeLive changes every live setting the live-state probe sees.
+func changeLive(p *testpolicy.Policy) {
+	p.Server.LogLevel = "error"
+	p.Limits.SourcePPS = new(80)
+	p.Limits.SourceCPS = new(6)
+	p.Limits.RegisterRate = new(4)
+	carrier := p.Trunk("carrier")
+	carrier.CPS, carrier.MaxCalls = 9, 11
+	p.AutoBlock.Threshold = 20
+	p.AutoBlock.NeverBlock = []string{"192.0.2.0/24", "198.51.100.0/24"}
+	p.AutoBlock.ScannerUserAgents = []string{"sipvicious", "evilscan"}
+	p.Pool("pbx").Targets[0].Address = backendIP + ":5090"
+}
+
+// basePolicy parses reloadBase changed by edits, in order (nil: no
+// change).
+func basePolicy(t testing.TB, edits ...func(p *testpolicy.Policy)) *policy.Policy {
 	t.Helper()
-	for i := 0; i+1 < len(pairs); i += 2 {
-		if !strings.Contains(text, pairs[i]) {
-			t.Fatalf("edit: %q not in the policy", pairs[i])
+	pb := reloadBase()
+	for _, e := range edits {
+		if e != nil {
+			e(pb)
 		}
-		text = strings.Replace(text, pairs[i], pairs[i+1], 1)
 	}
-	return text
-}
-
-func parsePolicy(t testing.TB, name, text string) *policy.Policy {
-	t.Helper()
-	p, err := policy.Parse(name, []byte(text))
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	return p
+	return pb.Parse(t)
 }
 
 // newReloadSBC builds an SBC on reloadBase; started: its listeners are
@@ -123,15 +74,12 @@ func newReloadSBC(t *testing.T, opt Options, started bool) *SBC {
 	if opt.Logger == nil && opt.LogLevel == nil {
 		opt.Logger = testLogger()
 	}
-	s, err := New(parsePolicy(t, "base.toml", reloadBase), opt)
+	if started {
+		return startSBC(t, basePolicy(t), opt)
+	}
+	s, err := New(basePolicy(t), opt)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if started {
-		if err := s.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
 	}
 	return s
 }
@@ -306,26 +254,28 @@ func TestReloadFieldsClassified(t *testing.T) {
 // TestRestartChecks changes each restart-only setting alone and expects
 // exactly that key reported. Every check must have a case here.
 func TestRestartChecks(t *testing.T) {
-	xdpOn := "[xdp]\nenabled = true\ninterfaces = [\"lo\"]"
-	nftOn := "[nftables]\nenabled = true"
+	xdpOn := func(p *testpolicy.Policy) { p.XDP.Enabled = true } // on lo
+	nftOn := func(p *testpolicy.Policy) { p.Nftables.Enabled = true }
 	cases := map[string]struct {
-		at       string // text of reloadBase to replace
-		old, new string // its replacement in the policy in force, in the new one
+		old, new func(p *testpolicy.Policy) // reloadBase's change in the policy in force (nil: none), in the new one
 	}{
-		"server.udp_read_buffer":  {`log_level = "warn"`, `log_level = "warn"`, "log_level = \"warn\"\nudp_read_buffer = 8388608"},
-		"server.udp_write_buffer": {`log_level = "warn"`, "log_level = \"warn\"\nudp_write_buffer = 4194304", "log_level = \"warn\"\nudp_write_buffer = 1048576"},
-		"server.tcp_idle_timeout": {`log_level = "warn"`, `log_level = "warn"`, "log_level = \"warn\"\ntcp_idle_timeout = \"2m\""},
-		"server.state_dir":        {`log_level = "warn"`, `log_level = "warn"`, "log_level = \"warn\"\nstate_dir = \"/nonexistent/sbc\""},
-		"admin.listen":            {`listen = ""`, `listen = ""`, `listen = "127.0.0.1:9999"`},
-		"realm":                   {`bind = "127.0.0.3:0"`, `bind = "127.0.0.3:0"`, `bind = "127.0.0.3:5999"`},
-		"xdp.enabled":             {"[xdp]\nenabled = false", "[xdp]\nenabled = false", "[xdp]\nenabled = true"},
-		"xdp.interfaces":          {"[xdp]\nenabled = false\ninterfaces = [\"lo\"]", xdpOn, "[xdp]\nenabled = true\ninterfaces = [\"lo\", \"eth9\"]"},
-		"xdp.mode":                {"[xdp]\nenabled = false\ninterfaces = [\"lo\"]", xdpOn, xdpOn + "\nmode = \"generic\""},
-		"xdp.pin_dir":             {"[xdp]\nenabled = false\ninterfaces = [\"lo\"]", xdpOn, xdpOn + "\npin_dir = \"/sys/fs/bpf/other\""},
-		"nftables.enabled":        {"[nftables]\nenabled = false", "[nftables]\nenabled = false", nftOn},
-		"nftables.table":          {"[nftables]\nenabled = false", nftOn, nftOn + "\ntable = \"edge\""},
-		"nftables.media_ports":    {"[nftables]\nenabled = false", nftOn, nftOn + "\nmedia_ports = [30000, 40000]"},
-		"nftables.trunks_only":    {"[nftables]\nenabled = false", nftOn, nftOn + "\ntrunks_only = true"},
+		"server.udp_read_buffer": {nil, func(p *testpolicy.Policy) { p.Server.UDPReadBuffer = 8388608 }},
+		"server.udp_write_buffer": {
+			func(p *testpolicy.Policy) { p.Server.UDPWriteBuffer = 4194304 },
+			func(p *testpolicy.Policy) { p.Server.UDPWriteBuffer = 1048576 },
+		},
+		"server.tcp_idle_timeout": {nil, func(p *testpolicy.Policy) { p.Server.TCPIdleTimeout = policy.D(2 * time.Minute) }},
+		"server.state_dir":        {nil, func(p *testpolicy.Policy) { p.Server.StateDir = "/nonexistent/sbc" }},
+		"admin.listen":            {nil, func(p *testpolicy.Policy) { p.Admin = "127.0.0.1:9999" }},
+		"realm":                   {nil, func(p *testpolicy.Policy) { p.Realm("external").Listeners[0].Bind = sbcExtIP + ":5999" }},
+		"xdp.enabled":             {nil, xdpOn},
+		"xdp.interfaces":          {xdpOn, func(p *testpolicy.Policy) { xdpOn(p); p.XDP.Interfaces = []string{"lo", "eth9"} }},
+		"xdp.mode":                {xdpOn, func(p *testpolicy.Policy) { xdpOn(p); p.XDP.Mode = "generic" }},
+		"xdp.pin_dir":             {xdpOn, func(p *testpolicy.Policy) { xdpOn(p); p.XDP.PinDir = "/sys/fs/bpf/other" }},
+		"nftables.enabled":        {nil, nftOn},
+		"nftables.table":          {nftOn, func(p *testpolicy.Policy) { nftOn(p); p.Nftables.Table = "edge" }},
+		"nftables.media_ports":    {nftOn, func(p *testpolicy.Policy) { nftOn(p); p.Nftables.MediaPorts = []int{30000, 40000} }},
+		"nftables.trunks_only":    {nftOn, func(p *testpolicy.Policy) { nftOn(p); p.Nftables.TrunksOnly = true }},
 	}
 	for _, c := range restartChecks {
 		if _, ok := cases[c.key]; !ok {
@@ -333,30 +283,37 @@ func TestRestartChecks(t *testing.T) {
 		}
 	}
 	for key, c := range cases {
-		a := parsePolicy(t, "old.toml", edit(t, reloadBase, c.at, c.old))
-		b := parsePolicy(t, "new.toml", edit(t, reloadBase, c.at, c.new))
+		a := basePolicy(t, c.old)
+		b := basePolicy(t, c.new)
 		got := restartChanges(a, b)
 		if len(got) != 1 || !strings.HasPrefix(got[0], key+": ") {
 			t.Errorf("%s changed: restartChanges = %q, want that key alone", key, got)
 		}
-		if same := restartChanges(a, parsePolicy(t, "again.toml", edit(t, reloadBase, c.at, c.old))); len(same) != 0 {
+		if same := restartChanges(a, basePolicy(t, c.old)); len(same) != 0 {
 			t.Errorf("%s: the same policy reported as changed: %q", key, same)
 		}
 	}
 	// Keys of a disabled XDP or nftables are not in use: changing them
 	// while it stays off is accepted (the restart that enables it reads
 	// them). Live settings and the order of listeners never count.
-	a := parsePolicy(t, "a.toml", reloadBase)
-	b := parsePolicy(t, "b.toml", edit(t, reloadBase,
-		"[xdp]\nenabled = false\ninterfaces = [\"lo\"]", "[xdp]\nenabled = false\ninterfaces = [\"eth9\"]\nmode = \"native\"\nrate_pps = 1000",
-		"[nftables]\nenabled = false", "[nftables]\nenabled = false\ntable = \"edge\"\ntrunks_only = true",
-		`source_cps = 3`, `source_cps = 30`))
+	a := basePolicy(t)
+	b := basePolicy(t, func(p *testpolicy.Policy) {
+		p.XDP = &testpolicy.XDP{Interfaces: []string{"eth9"}, Mode: "native", RatePPS: 1000}
+		p.Nftables = &testpolicy.Nftables{Table: "edge", TrunksOnly: true}
+		p.Limits.SourceCPS = new(30)
+	})
 	if got := restartChanges(a, b); len(got) != 0 {
 		t.Errorf("inert or live changes reported: %q", got)
 	}
-	twoListeners := strings.Replace(reloadBase, "  bind = \"127.0.0.4:0\"\n", "  bind = \"127.0.0.4:0\"\n  [[realm.listener]]\n  transport = \"tcp\"\n  bind = \"127.0.0.4:0\"\n", 1)
-	swapped := strings.Replace(reloadBase, "  transport = \"udp\"\n  bind = \"127.0.0.4:0\"\n", "  transport = \"tcp\"\n  bind = \"127.0.0.4:0\"\n  [[realm.listener]]\n  transport = \"udp\"\n  bind = \"127.0.0.4:0\"\n", 1)
-	if got := restartChanges(parsePolicy(t, "two.toml", twoListeners), parsePolicy(t, "swapped.toml", swapped)); len(got) != 0 {
+	internal := func(first, second string) func(p *testpolicy.Policy) {
+		return func(p *testpolicy.Policy) {
+			p.Realm("internal").Listeners = []testpolicy.Listener{
+				{Transport: first, Bind: sbcIntIP + ":0"}, {Transport: second, Bind: sbcIntIP + ":0"},
+			}
+		}
+	}
+	twoListeners, swapped := basePolicy(t, internal("udp", "tcp")), basePolicy(t, internal("tcp", "udp"))
+	if got := restartChanges(twoListeners, swapped); len(got) != 0 {
 		t.Errorf("listeners in another order reported: %q", got)
 	}
 }
@@ -370,12 +327,11 @@ func TestReloadRestartOnlyRefused(t *testing.T) {
 	s := newReloadSBC(t, Options{Logger: slog.New(slog.NewJSONHandler(&buf, nil))}, true)
 	before := captureLive(s)
 	inForce := s.Policy()
-	text := edit(t, reloadBase, reloadChanged...)
-	text = edit(t, text,
-		`log_level = "error"`, "log_level = \"error\"\nudp_read_buffer = 8388608",
-		`listen = ""`, `listen = "127.0.0.1:9999"`,
-		`bind = "127.0.0.3:0"`, `bind = "127.0.0.3:5999"`)
-	err := s.Reload(parsePolicy(t, "restart.toml", text))
+	err := s.Reload(basePolicy(t, changeLive, func(p *testpolicy.Policy) {
+		p.Server.UDPReadBuffer = 8388608
+		p.Admin = "127.0.0.1:9999"
+		p.Realm("external").Listeners[0].Bind = sbcExtIP + ":5999"
+	}))
 	var re *RestartError
 	if !errors.As(err, &re) {
 		t.Fatalf("Reload = %v, want a *RestartError", err)
@@ -425,12 +381,11 @@ func TestReloadFailsLateChangesNothing(t *testing.T) {
 		"scanner matcher":    func(p *policy.Policy) { p.AutoBlock.ScannerUserAgents = []string{"evilscan", ""} },
 	}
 	s := newReloadSBC(t, Options{}, true)
-	text := edit(t, reloadBase, reloadChanged...)
 	before := captureLive(s)
 	inForce := s.Policy()
 	n := 0.0
 	for name, fault := range faults {
-		p := parsePolicy(t, "late.toml", text)
+		p := basePolicy(t, changeLive)
 		fault(p)
 		err := s.Reload(p)
 		n++
@@ -451,7 +406,7 @@ func TestReloadFailsLateChangesNothing(t *testing.T) {
 			t.Errorf("%s: rejected = %v, want %v", name, reloads(s, ReloadRejected), n)
 		}
 	}
-	if err := s.Reload(parsePolicy(t, "late.toml", text)); err != nil {
+	if err := s.Reload(basePolicy(t, changeLive)); err != nil {
 		t.Fatal(err)
 	}
 	after := captureLive(s)
@@ -468,7 +423,7 @@ func TestReloadAfterClose(t *testing.T) {
 	s := newReloadSBC(t, Options{}, true)
 	inForce := s.Policy()
 	s.Close()
-	err := s.Reload(parsePolicy(t, "late.toml", edit(t, reloadBase, reloadChanged...)))
+	err := s.Reload(basePolicy(t, changeLive))
 	if !errors.Is(err, acl.ErrClosed) {
 		t.Fatalf("Reload after Close = %v, want ErrClosed", err)
 	}
@@ -489,7 +444,7 @@ func TestReloadKernelFailurePartial(t *testing.T) {
 		got = append(got, p)
 		return errors.New("netlink: injected failure")
 	}
-	p := parsePolicy(t, "partial.toml", edit(t, reloadBase, reloadChanged...))
+	p := basePolicy(t, changeLive)
 	err := s.Reload(p)
 	if !errors.Is(err, ErrReloadPartial) || !strings.Contains(err.Error(), "injected failure") {
 		t.Fatalf("Reload = %v, want ErrReloadPartial with the cause", err)
@@ -518,10 +473,10 @@ func TestReloadKernelFailurePartial(t *testing.T) {
 // the same policy, the one in force, and every reload was counted once.
 func TestReloadConcurrent(t *testing.T) {
 	s := newReloadSBC(t, Options{}, true)
-	a := parsePolicy(t, "a.toml", reloadBase)
-	b := parsePolicy(t, "b.toml", edit(t, reloadBase, reloadChanged...))
-	refused := parsePolicy(t, "refused.toml", edit(t, reloadBase, `listen = ""`, `listen = "127.0.0.1:9999"`))
-	faulty := parsePolicy(t, "faulty.toml", edit(t, reloadBase, reloadChanged...))
+	a := basePolicy(t)
+	b := basePolicy(t, changeLive)
+	refused := basePolicy(t, func(p *testpolicy.Policy) { p.Admin = "127.0.0.1:9999" })
+	faulty := basePolicy(t, changeLive)
 	faulty.AutoBlock.Threshold = -1
 	pols := []*policy.Policy{a, b, refused, b, faulty, a}
 	const workers, rounds = 4, 15
@@ -564,8 +519,9 @@ func TestReloadConcurrent(t *testing.T) {
 		t.Errorf("counted %v reloads (%v partial), want %d", total, reloads(s, ReloadPartial), workers*rounds)
 	}
 	in := s.Policy()
+	name := map[*policy.Policy]string{a: "base", b: "changed", refused: "refused", faulty: "faulty"}[in]
 	if in != a && in != b {
-		t.Fatalf("policy in force is %s", in.Source)
+		t.Fatalf("policy in force is %q", name)
 	}
 	got := captureLive(s)
 	want := []struct {
@@ -585,7 +541,7 @@ func TestReloadConcurrent(t *testing.T) {
 	}
 	for _, w := range want {
 		if !reflect.DeepEqual(w.got, w.want) {
-			t.Errorf("%s: %v, but the policy in force (%s) says %v", w.what, w.got, in.Source, w.want)
+			t.Errorf("%s: %v, but the policy in force (%s) says %v", w.what, w.got, name, w.want)
 		}
 	}
 	for _, tg := range got.snap.pools["pbx"].targets {
@@ -600,13 +556,13 @@ func TestReloadConcurrent(t *testing.T) {
 // Logger with a fixed level is left alone (documented).
 func TestReloadLogLevel(t *testing.T) {
 	ctx := context.Background()
-	toError := parsePolicy(t, "error.toml", edit(t, reloadBase, `log_level = "warn"`, `log_level = "error"`))
-	toDebug := parsePolicy(t, "debug.toml", edit(t, reloadBase, `log_level = "warn"`, `log_level = "debug"`))
+	toError := basePolicy(t, func(p *testpolicy.Policy) { p.Server.LogLevel = "error" })
+	toDebug := basePolicy(t, func(p *testpolicy.Policy) { p.Server.LogLevel = "debug" })
 
 	t.Run("default logger", func(t *testing.T) {
 		// Without a Logger the SBC logs JSON to stderr; warn → error
 		// keeps this test quiet.
-		s, err := New(parsePolicy(t, "base.toml", reloadBase), Options{})
+		s, err := New(basePolicy(t), Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -640,7 +596,10 @@ func TestReloadLogLevel(t *testing.T) {
 			t.Errorf("level %v, log:\n%s", lv.Level(), out)
 		}
 		// A refused reload does not change the level either.
-		refused := parsePolicy(t, "refused.toml", edit(t, reloadBase, `log_level = "warn"`, "log_level = \"error\"\nstate_dir = \"/nonexistent/sbc\""))
+		refused := basePolicy(t, func(p *testpolicy.Policy) {
+			p.Server.LogLevel = "error"
+			p.Server.StateDir = "/nonexistent/sbc"
+		})
 		if err := s.Reload(refused); err == nil || lv.Level() != slog.LevelDebug {
 			t.Errorf("refused reload: %v, level %v", err, lv.Level())
 		}
@@ -683,13 +642,17 @@ func TestReloadMetric(t *testing.T) {
 	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "sbc.toml")
-	if err := os.WriteFile(path, []byte(reloadBase+"\nno_such_key = 1\n"), 0o600); err != nil {
+	invalid := reloadBase()
+	invalid.Extra = "no_such_key = 1" // raw TOML: a key there only to be refused
+	if err := os.WriteFile(path, []byte(invalid.TOML()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.ReloadFile(path); err == nil || !strings.Contains(err.Error(), "no_such_key") {
 		t.Errorf("ReloadFile(invalid) = %v", err)
 	}
-	if err := os.WriteFile(path, []byte(edit(t, reloadBase, reloadChanged...)), 0o600); err != nil {
+	changed := reloadBase()
+	changeLive(changed)
+	if err := os.WriteFile(path, []byte(changed.TOML()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.ReloadFile(path); err != nil {
