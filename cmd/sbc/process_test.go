@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sbc-project/sbc/internal/testpolicy"
 	"github.com/sbc-project/sbc/policy"
 )
 
@@ -23,36 +24,29 @@ import (
 const childEnv = "SBC_CMD_TEST_CHILD"
 
 // loopbackPolicy binds port 0 everywhere: it stands in for the embedded
-// example policy (fixed ports) in child processes.
-const loopbackPolicy = `
-[admin]
-listen = "127.0.0.1:0"
-[[realm]]
-name = "external"
-  [[realm.listener]]
-  transport = "udp"
-  bind = "127.0.0.1:0"
-  [[realm.listener]]
-  transport = "tcp"
-  bind = "127.0.0.1:0"
-  advertise = "sbc.example.net"
-[[trunk]]
-name = "t"
-realm = "external"
-sources = ["127.0.0.1"]
-[[pool]]
-name = "p"
-realm = "external"
-  [[pool.target]]
-  address = "127.0.0.1:9"
-  [pool.health]
-  interval = "0s"
-`
+// example policy (fixed ports) in child processes, and is the policy the
+// tests write or run, changed by edits (in order).
+func loopbackPolicy(edits ...func(p *testpolicy.Policy)) *testpolicy.Policy {
+	p := &testpolicy.Policy{
+		Admin: "127.0.0.1:0",
+		Realms: []testpolicy.Realm{{Name: "external", Listeners: []testpolicy.Listener{
+			{Transport: "udp", Bind: "127.0.0.1:0"},
+			{Transport: "tcp", Bind: "127.0.0.1:0", Advertise: "sbc.example.net"},
+		}}},
+		Trunks: []testpolicy.Trunk{{Name: "t", Realm: "external", Sources: []string{"127.0.0.1"}}},
+		Pools: []testpolicy.Pool{{Name: "p", Realm: "external", Targets: testpolicy.Targets("127.0.0.1:9"),
+			Health: &testpolicy.Health{Interval: policy.D(0)}}},
+	}
+	for _, e := range edits {
+		e(p)
+	}
+	return p
+}
 
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
 		defaultPolicy = func() *policy.Policy {
-			p, err := policy.Parse(policy.EmbeddedSource, []byte(loopbackPolicy))
+			p, err := policy.Parse(policy.EmbeddedSource, []byte(loopbackPolicy().TOML()))
 			if err != nil {
 				panic(err)
 			}
@@ -223,9 +217,7 @@ func TestRunLogsListeners(t *testing.T) {
 // SIGHUP to "sbc run FILE" reloads FILE.
 func TestRunWithFileReloadsOnSIGHUP(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "sbc.toml")
-	if err := os.WriteFile(file, []byte(loopbackPolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writePolicy(t, file, loopbackPolicy())
 	c := startChild(t, "run", file)
 	if m := c.waitLog("sbc started"); m["policy"] != file {
 		t.Fatalf("started with policy %v, want %s", m["policy"], file)

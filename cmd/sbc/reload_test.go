@@ -17,16 +17,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sbc-project/sbc/internal/testpolicy"
 	"github.com/sbc-project/sbc/policy"
 	"github.com/sbc-project/sbc/sbc"
 )
 
-// writePolicy replaces file with text the way editors and config
-// management do: a new file renamed over it (one event for the watcher).
-func writePolicy(t *testing.T, file, text string) {
+// writePolicy replaces file with p the way editors and config management
+// do: a new file renamed over it (one event for the watcher).
+func writePolicy(t *testing.T, file string, p *testpolicy.Policy) {
 	t.Helper()
 	tmp := file + ".tmp"
-	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+	if err := os.WriteFile(tmp, []byte(p.TOML()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Rename(tmp, file); err != nil {
@@ -38,16 +39,24 @@ func writePolicy(t *testing.T, file, text string) {
 // in place, so that a change made after that line is never missed.
 func TestRunWithFileReloadsOnChange(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "sbc.toml")
-	writePolicy(t, file, loopbackPolicy)
+	writePolicy(t, file, loopbackPolicy())
 	c := startChild(t, "run", file)
 	if m := c.waitLog("watching the policy file"); m["policy"] != file || m["level"] != "INFO" {
 		t.Fatalf("watch line %v, want INFO with policy %s", m, file)
 	}
-	writePolicy(t, file, "[server]\nuser_agent = \"changed\"\n"+loopbackPolicy)
+	writePolicy(t, file, loopbackPolicy(func(p *testpolicy.Policy) { p.Server.UserAgent = "changed" }))
 	if m := c.waitLog("policy reloaded"); m["policy"] != file {
 		t.Fatalf("reloaded policy %v, want %s", m["policy"], file)
 	}
 	c.stop()
+}
+
+// unloadablePolicy is loopbackPolicy with an unknown key: a file that
+// does not load.
+func unloadablePolicy() *testpolicy.Policy {
+	return loopbackPolicy(func(p *testpolicy.Policy) {
+		p.Extra = "[server]\ncolour = \"blue\"" // raw TOML: a key there only to be refused
+	})
 }
 
 // binds reads the startup lines up to the admin listener's and returns
@@ -127,7 +136,7 @@ func debugLines(lines []map[string]any, s string) (all, mentioning []string) {
 // for a restart.
 func TestRunReloadAppliesLogLevel(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "sbc.toml")
-	writePolicy(t, file, "[server]\nlog_level = \"info\"\n"+loopbackPolicy)
+	writePolicy(t, file, loopbackPolicy(func(p *testpolicy.Policy) { p.Server.LogLevel = "info" }))
 	c := startChild(t, "run", file)
 	c.waitLog("sbc started")
 	udp := c.binds()["udp"]
@@ -136,7 +145,7 @@ func TestRunReloadAppliesLogLevel(t *testing.T) {
 	// At info, handling an OPTIONS logs nothing at DEBUG (at debug, sipgo
 	// logs its server transaction, tagged with the branch).
 	options(t, udp, "z9hG4bK-before")
-	writePolicy(t, file, "[server]\nlog_level = \"debug\"\n"+loopbackPolicy)
+	writePolicy(t, file, loopbackPolicy(func(p *testpolicy.Policy) { p.Server.LogLevel = "debug" }))
 	c.waitLog("policy reloaded")
 	if all, _ := debugLines(c.seen, ""); len(all) > 0 {
 		t.Fatalf("DEBUG lines at log_level info, before the reload:\n%s", strings.Join(all, "\n"))
@@ -210,7 +219,7 @@ func waitReloads(t *testing.T, admin, result string, want float64) {
 // by cmd/sbc but never counted.
 func TestRunCountsUnloadableFileAsRejected(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "sbc.toml")
-	writePolicy(t, file, loopbackPolicy)
+	writePolicy(t, file, loopbackPolicy())
 	c := startChild(t, "run", file)
 	c.waitLog("sbc started")
 	admin := c.binds()["admin"]
@@ -219,7 +228,7 @@ func TestRunCountsUnloadableFileAsRejected(t *testing.T) {
 		t.Fatalf("rejected reloads at start: %v", n)
 	}
 
-	writePolicy(t, file, loopbackPolicy+"[server]\ncolour = \"blue\"\n")
+	writePolicy(t, file, unloadablePolicy())
 	waitReloads(t, admin, "rejected", 1)
 	if m := c.waitReload("rejected"); m["in_force"] != file || !strings.Contains(fmt.Sprint(m["error"]), "colour") {
 		t.Fatalf("file change: %v, want the unknown key named and %s in force", m, file)
@@ -233,7 +242,7 @@ func TestRunCountsUnloadableFileAsRejected(t *testing.T) {
 	}
 
 	// Fixed: the next reload is counted ok.
-	writePolicy(t, file, loopbackPolicy)
+	writePolicy(t, file, loopbackPolicy())
 	waitReloads(t, admin, "ok", 1)
 	c.waitReload("ok")
 	if n := reloads(t, admin, "rejected"); n != 2 {
@@ -266,7 +275,7 @@ func logLines(t *testing.T, b []byte) []map[string]any {
 func TestReloadPolicyLogsTheOutcomeOnce(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "sbc.toml")
-	writePolicy(t, file, loopbackPolicy)
+	writePolicy(t, file, loopbackPolicy())
 	var buf bytes.Buffer
 	log := slog.New(slog.NewJSONHandler(&buf, nil))
 	p, err := policy.Load(file)
@@ -280,11 +289,13 @@ func TestReloadPolicyLogsTheOutcomeOnce(t *testing.T) {
 	defer s.Close()
 
 	for _, tc := range []struct {
-		name, policy, result, level string
+		name          string
+		policy        *testpolicy.Policy
+		result, level string
 	}{
-		{"in force", "[server]\nuser_agent = \"b\"\n" + loopbackPolicy, sbc.ReloadOK, "INFO"},
-		{"file that does not load", loopbackPolicy + "[server]\ncolour = \"blue\"\n", sbc.ReloadRejected, "WARN"},
-		{"restart-only change", strings.Replace(loopbackPolicy, `listen = "127.0.0.1:0"`, `listen = "127.0.0.1:1"`, 1), sbc.ReloadRejected, "WARN"},
+		{"in force", loopbackPolicy(func(p *testpolicy.Policy) { p.Server.UserAgent = "b" }), sbc.ReloadOK, "INFO"},
+		{"file that does not load", unloadablePolicy(), sbc.ReloadRejected, "WARN"},
+		{"restart-only change", loopbackPolicy(func(p *testpolicy.Policy) { p.Admin = "127.0.0.1:1" }), sbc.ReloadRejected, "WARN"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			writePolicy(t, file, tc.policy)

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -12,7 +11,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/sbc-project/sbc/policy"
+	"github.com/sbc-project/sbc/internal/testpolicy"
 	"github.com/sbc-project/sbc/sbc"
 )
 
@@ -51,10 +50,7 @@ func readOnlyDir(t *testing.T) string {
 func TestRunRefusesUnwritableStateDir(t *testing.T) {
 	ro := readOnlyDir(t)
 	file := filepath.Join(t.TempDir(), "sbc.toml")
-	pol := fmt.Sprintf("[server]\nstate_dir = %q\n", ro) + loopbackPolicy
-	if err := os.WriteFile(file, []byte(pol), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writePolicy(t, file, loopbackPolicy(func(p *testpolicy.Policy) { p.Server.StateDir = ro }))
 	c := startChild(t, "run", file)
 	for {
 		m := c.next()
@@ -81,10 +77,7 @@ func TestRunRefusesUnwritableStateDir(t *testing.T) {
 // not be saved, and a change that succeeded is on disk when they return.
 func TestBlockCommandReportsFailedSave(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state")
-	p, err := policy.Parse("t.toml", []byte(fmt.Sprintf("[server]\nstate_dir = %q\n", state)+loopbackPolicy))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := loopbackPolicy(func(p *testpolicy.Policy) { p.Server.StateDir = state }).Parse(t)
 	s, err := sbc.New(p, sbc.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
