@@ -100,42 +100,52 @@ func TestUsage(t *testing.T) {
 	}
 }
 
-func TestBlockCommandAgainstRunningSBC(t *testing.T) {
-	p := (&testpolicy.Policy{
-		Admin:  "127.0.0.1:0",
-		Realms: []testpolicy.Realm{{Name: "external", Listeners: []testpolicy.Listener{{Bind: "127.0.0.1:0"}}}},
-		Trunks: []testpolicy.Trunk{{Name: "t", Realm: "external", Sources: []string{"127.0.0.1"}}},
-		Pools: []testpolicy.Pool{{Name: "p", Realm: "external", Targets: testpolicy.Targets("127.0.0.1:9"),
-			Health: &testpolicy.Health{Interval: policy.D(0)}}},
-	}).Parse(t)
-	s, err := sbc.New(p, sbc.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+// startSBC builds an SBC in this process on pb and starts it (ports 0:
+// the kernel's choice); the test's cleanup closes it.
+func startSBC(t *testing.T, pb *testpolicy.Policy) *sbc.SBC {
+	t.Helper()
+	s, err := sbc.New(pb.Parse(t), sbc.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// runBlock runs "sbc block ARGS..." and returns its exit code and output
+// (stdout then stderr).
+func runBlock(args ...string) (int, string) {
+	var out, errb bytes.Buffer
+	code := runMain(append([]string{"block"}, args...), &out, &errb)
+	return code, out.String() + errb.String()
+}
+
+func TestBlockCommandAgainstRunningSBC(t *testing.T) {
+	s := startSBC(t, &testpolicy.Policy{
+		Admin:  "127.0.0.1:0",
+		Realms: []testpolicy.Realm{{Name: "external", Listeners: []testpolicy.Listener{{Bind: "127.0.0.1:0"}}}},
+		Trunks: []testpolicy.Trunk{{Name: "t", Realm: "external", Sources: []string{"127.0.0.1"}}},
+		Pools: []testpolicy.Pool{{Name: "p", Realm: "external", Targets: testpolicy.Targets("127.0.0.1:9"),
+			Health: &testpolicy.Health{Interval: policy.D(0)}}},
+	})
 	admin := s.AdminAddr().String()
-	run := func(args ...string) (int, string) {
-		var out, errb bytes.Buffer
-		code := runMain(append([]string{"block"}, args...), &out, &errb)
-		return code, out.String() + errb.String()
-	}
-	if code, out := run("add", "-admin", admin, "-reason", "fraud", "-ttl", "1h", "198.51.100.0/24"); code != 0 {
+	if code, out := runBlock("add", "-admin", admin, "-reason", "fraud", "-ttl", "1h", "198.51.100.0/24"); code != 0 {
 		t.Fatalf("add: %d %s", code, out)
 	}
-	code, out := run("list", "-admin", admin)
+	code, out := runBlock("list", "-admin", admin)
 	if code != 0 || !strings.Contains(out, "198.51.100.0/24") || !strings.Contains(out, "fraud") || !strings.Contains(out, "manual") {
 		t.Fatalf("list: %d\n%s", code, out)
 	}
-	if code, out := run("add", "-admin", admin, "not-an-ip"); code != 2 {
+	if code, out := runBlock("add", "-admin", admin, "not-an-ip"); code != 2 {
 		t.Fatalf("bad prefix: exit %d, want 2: %s", code, out)
 	}
-	if code, out := run("del", "-admin", admin, "198.51.100.0/24"); code != 0 {
+	if code, out := runBlock("del", "-admin", admin, "198.51.100.0/24"); code != 0 {
 		t.Fatalf("del: %d %s", code, out)
 	}
-	if code, out := run("del", "-admin", admin, "198.51.100.0/24"); code != 1 || !strings.Contains(out, "404") {
+	if code, out := runBlock("del", "-admin", admin, "198.51.100.0/24"); code != 1 || !strings.Contains(out, "404") {
 		t.Fatalf("del of a missing entry: %d %s", code, out)
 	}
 }

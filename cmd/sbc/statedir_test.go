@@ -1,10 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/sbc-project/sbc/internal/testpolicy"
-	"github.com/sbc-project/sbc/sbc"
 )
 
 // readOnlyDir returns a directory in which no file can be created: as
@@ -77,27 +72,14 @@ func TestRunRefusesUnwritableStateDir(t *testing.T) {
 // not be saved, and a change that succeeded is on disk when they return.
 func TestBlockCommandReportsFailedSave(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state")
-	p := loopbackPolicy(func(p *testpolicy.Policy) { p.Server.StateDir = state }).Parse(t)
-	s, err := sbc.New(p, sbc.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := startSBC(t, loopbackPolicy(func(p *testpolicy.Policy) { p.Server.StateDir = state }))
 	admin := s.AdminAddr().String()
-	run := func(args ...string) (int, string) {
-		var out, errb bytes.Buffer
-		code := runMain(append([]string{"block"}, args...), &out, &errb)
-		return code, out.String() + errb.String()
-	}
 	saved := func() string {
 		b, _ := os.ReadFile(filepath.Join(state, "blocklist.json"))
 		return string(b)
 	}
 
-	if code, out := run("add", "-admin", admin, "198.51.100.0/24"); code != 0 {
+	if code, out := runBlock("add", "-admin", admin, "198.51.100.0/24"); code != 0 {
 		t.Fatalf("add: %d %s", code, out)
 	}
 	if !strings.Contains(saved(), "198.51.100.0/24") {
@@ -112,11 +94,11 @@ func TestBlockCommandReportsFailedSave(t *testing.T) {
 	if err := os.WriteFile(state, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	code, out := run("add", "-admin", admin, "203.0.113.0/24")
+	code, out := runBlock("add", "-admin", admin, "203.0.113.0/24")
 	if code != 1 || !strings.Contains(out, "500") || !strings.Contains(out, "could not be saved") || !strings.Contains(out, "not a directory") {
 		t.Fatalf("add with an unwritable state_dir: exit %d, want 1 with the reason:\n%s", code, out)
 	}
-	code, out = run("del", "-admin", admin, "198.51.100.0/24")
+	code, out = runBlock("del", "-admin", admin, "198.51.100.0/24")
 	if code != 1 || !strings.Contains(out, "500") || !strings.Contains(out, "could not be saved") {
 		t.Fatalf("del with an unwritable state_dir: exit %d, want 1 with the reason:\n%s", code, out)
 	}
@@ -126,7 +108,7 @@ func TestBlockCommandReportsFailedSave(t *testing.T) {
 	if err := os.Mkdir(state, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if code, out := run("add", "-admin", admin, "192.0.2.0/24"); code != 0 {
+	if code, out := runBlock("add", "-admin", admin, "192.0.2.0/24"); code != 0 {
 		t.Fatalf("add once writable again: %d %s", code, out)
 	}
 	if got := saved(); !strings.Contains(got, "192.0.2.0/24") || !strings.Contains(got, "203.0.113.0/24") || strings.Contains(got, "198.51.100.0/24") {
