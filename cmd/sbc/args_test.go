@@ -21,6 +21,8 @@ func TestRunTakesPolicyFileAsArgument(t *testing.T) {
 		return nil
 	}
 	bad := filepath.Join(t.TempDir(), "bad.toml")
+	// Hand-written, not internal/testpolicy: deliberately invalid, and
+	// the test checks the line of the problem.
 	if err := os.WriteFile(bad, []byte("[server]\ncolour = \"blue\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,8 @@ import (
 func TestCheckReportsEveryProblem(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.toml")
+	// Hand-written, not internal/testpolicy: the text is deliberately
+	// invalid and the test checks the FILE:LINE:COL of each problem.
 	os.WriteFile(bad, []byte(`[[realm]]
 name = "external"
   [[realm.listener]]
