@@ -7,15 +7,15 @@ import (
 
 // Metrics are the SBC's Prometheus instruments. Labels never carry a source
 // address or a call identifier: cardinality stays bounded whatever the
-// traffic.
+// traffic. The stage and reason of Dropped are the catalogue of reasons.go.
 type Metrics struct {
 	Registry *prometheus.Registry
 
 	CallsActive  prometheus.Gauge
-	Calls        *prometheus.CounterVec // result
+	Calls        *prometheus.CounterVec // result (callResults)
 	Requests     *prometheus.CounterVec // realm, method (known methods only)
 	Responses    *prometheus.CounterVec // realm, class (1xx..6xx)
-	Dropped      *prometheus.CounterVec // stage, reason
+	Dropped      *prometheus.CounterVec // stage, reason (dropReasons)
 	TargetUp     *prometheus.GaugeVec   // pool, target
 	Failovers    *prometheus.CounterVec // pool
 	ReloadsTotal *prometheus.CounterVec // result: ok, rejected, partial (sbc_reload_total)
@@ -31,7 +31,7 @@ func newMetrics() *Metrics {
 			Name: "sbc_calls_active", Help: "Calls in progress (set up or answered).",
 		}),
 		Calls: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sbc_calls_total", Help: "Finished calls by result (answered, busy, cancelled, failed, rejected, no_target, timeout, ...).",
+			Name: "sbc_calls_total", Help: "Finished calls by result: answered, or why the call was not (busy, cancelled, no_route, no_target, timeout, ...).",
 		}, []string{"result"}),
 		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sbc_requests_total", Help: "SIP requests received, by realm and method.",

@@ -118,7 +118,9 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 		s.log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: s.reload.level}))
 	}
 	s.calls = newCallTable()
-	s.sipLog = slog.New(&sipgoLogHandler{next: s.log.Handler(), onParse: func() { s.drop("parse", "malformed") }})
+	s.sipLog = slog.New(&sipgoLogHandler{next: s.log.Handler(), onParse: func(err string) {
+		s.act(nil, peer{}, nil, nil, silent(stageParse, reasonMalformed).with("error", err))
+	}})
 	// sipgo creates some loggers from its global default (set once, in
 	// init, to avoid racing with its readers); point it at this SBC.
 	sipgoTarget.Store(&handlerBox{s.sipLog.Handler()})
@@ -250,11 +252,6 @@ func (s *SBC) AdminAddr() net.Addr {
 		return nil
 	}
 	return s.admin.ln.Addr()
-}
-
-// drop counts a dropped or rejected message under its stage and reason.
-func (s *SBC) drop(stage, reason string) {
-	s.metrics.Dropped.WithLabelValues(stage, reason).Inc()
 }
 
 func (s *SBC) countResponse(realm string, res *sip.Response) {
