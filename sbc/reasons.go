@@ -108,10 +108,14 @@ const (
 var failures = []failure{failUnknownSource, failMalformed, failScannerUA, failAuth,
 	failRegisterBrute, failBackend403, failBackend404, failRegisterDenied}
 
-// The origins of sbc_blocks_total.
+// The labels of sbc_blocks_total: origin, and the reason of a manual
+// block. An operator's block carries a free-text reason on its blocklist
+// entry; the metric says only "manual".
 const (
 	blockOriginAuto    = "auto"    // blocked by the failure tracker; reason: its failure
 	blockOriginObserve = "observe" // would have been blocked (autoblock.observe); reason: its failure
+	blockOriginManual  = "manual"  // added through the admin API (sbc block add); reason: blockReasonManual
+	blockReasonManual  = "manual"
 )
 
 // Results of calls: the result label of sbc_calls_total. An answered call
