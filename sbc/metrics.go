@@ -3,11 +3,15 @@ package sbc
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sbc-project/sbc/acl"
 )
 
 // Metrics are the SBC's Prometheus instruments. Labels never carry a source
-// address or a call identifier: cardinality stays bounded whatever the
-// traffic. The stage and reason of Dropped are the catalogue of reasons.go.
+// address, a call identifier or free text: every label has a closed set of
+// values (the catalogue in reasons.go, the lists below, or names from the
+// policy), so cardinality stays bounded whatever the traffic.
+// docs/METRICS.md lists every family and value; metrics_doc_test.go checks
+// it against this code.
 type Metrics struct {
 	Registry *prometheus.Registry
 
@@ -19,8 +23,8 @@ type Metrics struct {
 	TargetUp     *prometheus.GaugeVec   // pool, target
 	Failovers    *prometheus.CounterVec // pool
 	ReloadsTotal *prometheus.CounterVec // result: ok, rejected, partial (sbc_reload_total)
-	Blocks       *prometheus.CounterVec // origin (auto, manual, observe), reason
-	FastPath     *prometheus.GaugeVec   // path
+	Blocks       *prometheus.CounterVec // origin (auto, observe: reason is a failure; manual: reason "manual")
+	FastPath     *prometheus.GaugeVec   // path (fastPaths)
 }
 
 func newMetrics() *Metrics {
@@ -53,7 +57,7 @@ func newMetrics() *Metrics {
 			Help: "Policy reloads by result: ok (in force), rejected (nothing changed, the previous policy stays), partial (in force, but the kernel fast path keeps the previous trunk allow-list or XDP rate limit).",
 		}, []string{"result"}),
 	}
-	for _, r := range []string{ReloadOK, ReloadRejected, ReloadPartial} {
+	for _, r := range reloadResults {
 		m.ReloadsTotal.WithLabelValues(r) // every result present from the start, at 0
 	}
 	m.Blocks = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -67,6 +71,16 @@ func newMetrics() *Metrics {
 		m.TargetUp, m.Failovers, m.ReloadsTotal,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// reloadResults is every value of sbc_reload_total's result label.
+var reloadResults = []string{ReloadOK, ReloadRejected, ReloadPartial}
+
+// blocklistCollector is sbc_blocklist_entries (registered at Start).
+func blocklistCollector(bl *acl.Blocklist) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sbc_blocklist_entries", Help: "Entries on the blocklist.",
+	}, func() float64 { return float64(bl.Len()) })
 }
 
 // knownMethods bounds the method label: anything else counts as "other".

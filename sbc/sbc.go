@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sbc-project/sbc/acl"
 	"github.com/sbc-project/sbc/policy"
 	"github.com/sbc-project/sbc/topology"
@@ -183,9 +182,7 @@ func (s *SBC) Start(ctx context.Context) error {
 		ep.serve(ctx)
 	}
 	s.fast = s.startFastPath(ctx, p)
-	s.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "sbc_blocklist_entries", Help: "Entries on the blocklist.",
-	}, func() float64 { return float64(s.def.blocklist.Len()) }))
+	s.metrics.Registry.MustRegister(blocklistCollector(s.def.blocklist))
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.healthLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.def.blocklist.Run(ctx) }()
