@@ -99,10 +99,10 @@ func (s *SBC) logAllowed(st stage) bool {
 	return s.def.logLimit.Allow()
 }
 
-// logVerdict writes the line of a verdict: "dropped" when nothing was
-// answered, "rejected" with the code when it was.
+// logVerdict writes the line of a verdict: "dropped", like the counter,
+// with the code of the answer when there was one.
 func (s *SBC) logVerdict(ep *endpoint, p peer, req *sip.Request, v verdict, answered bool) {
-	attrs := make([]any, 0, 14+len(v.attrs))
+	attrs := make([]any, 0, 16+len(v.attrs))
 	attrs = append(attrs, "stage", string(v.stage), "reason", string(v.reason))
 	if p.src.IsValid() {
 		attrs = append(attrs, "source", p.src.String())
@@ -116,12 +116,10 @@ func (s *SBC) logVerdict(ep *endpoint, p peer, req *sip.Request, v verdict, answ
 	if v.fail != failNone {
 		attrs = append(attrs, "failure", string(v.fail))
 	}
-	attrs = append(attrs, v.attrs...)
 	if answered {
-		s.log.Info("rejected", append(attrs, "code", v.code)...)
-		return
+		attrs = append(attrs, "code", v.code)
 	}
-	s.log.Info("dropped", attrs...)
+	s.log.Info("dropped", append(attrs, v.attrs...)...)
 }
 
 // monoEpoch is the origin of the seconds logGate counts.
