@@ -1,6 +1,8 @@
 package sbc
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sbc-project/sbc/acl"
@@ -25,6 +27,8 @@ type Metrics struct {
 	ReloadsTotal *prometheus.CounterVec // result: ok, rejected, partial (sbc_reload_total)
 	Blocks       *prometheus.CounterVec // origin (auto, observe: reason is a failure; manual: reason "manual")
 	FastPath     *prometheus.GaugeVec   // path (fastPaths)
+
+	flood [floodCounters]atomic.Pointer[prometheus.Counter] // see floodCounter
 }
 
 func newMetrics() *Metrics {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Verdicts: a stage that does not pass a request on says why and what to
@@ -81,7 +82,49 @@ func (s *SBC) act(ep *endpoint, p peer, req *sip.Request, tx sip.ServerTransacti
 // Use act, which also logs; the call core counts with drop alone (its own
 // log lines say more).
 func (s *SBC) drop(st stage, r reason) {
+	if i := floodIndex(st, r); i >= 0 {
+		s.metrics.floodCounter(i, st, r).Inc()
+		return
+	}
 	s.metrics.Dropped.WithLabelValues(string(st), string(r)).Inc()
+}
+
+// floodIndex numbers the drops of the read and accept filters, which
+// come once per packet in a flood: their counters are looked up once
+// (floodCounter), not hashed by label on every packet. -1 for the others.
+func floodIndex(st stage, r reason) int {
+	switch st {
+	case stageFilter:
+		switch r {
+		case reasonBlocked:
+			return 0
+		case reasonSourcePPS:
+			return 1
+		}
+	case stageAccept:
+		switch r {
+		case reasonBlocked:
+			return 2
+		case reasonSourcePPS:
+			return 3
+		case reasonSourceConnections:
+			return 4
+		}
+	}
+	return -1
+}
+
+const floodCounters = 5
+
+// floodCounter is the child of Dropped for floodIndex i, made on first
+// use (a series appears only once it counts, like the others).
+func (m *Metrics) floodCounter(i int, st stage, r reason) prometheus.Counter {
+	if c := m.flood[i].Load(); c != nil {
+		return *c
+	}
+	c := m.Dropped.WithLabelValues(string(st), string(r))
+	m.flood[i].Store(&c)
+	return c
 }
 
 // floodLogPerSecond bounds the log lines of the drops before the parser
