@@ -28,6 +28,9 @@ const (
 	pathUserspace = "userspace"
 )
 
+// fastPaths is every value of sbc_fastpath_info's path label.
+var fastPaths = []string{pathXDP, pathNftables, pathUserspace}
+
 type fastPath struct {
 	path string // pathXDP, pathNftables or pathUserspace
 	xdp  *ebpf.XDP

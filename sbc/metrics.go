@@ -54,7 +54,7 @@ func newMetrics() *Metrics {
 			Name: "sbc_backend_target_up", Help: "1 if the backend target passes its health check, else 0.",
 		}, []string{"pool", "target"}),
 		Failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sbc_backend_failovers_total", Help: "INVITEs retried on another target after a timeout or 503.",
+			Name: "sbc_backend_failovers_total", Help: "INVITEs retried on another target after a timeout or a 500, 503 or 408.",
 		}, []string{"pool"}),
 		ReloadsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sbc_reload_total",
@@ -65,7 +65,7 @@ func newMetrics() *Metrics {
 		m.ReloadsTotal.WithLabelValues(r) // every result present from the start, at 0
 	}
 	m.Blocks = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sbc_blocks_total", Help: "Sources put on the blocklist (origin=observe: would have been, in observe mode), by reason.",
+		Name: "sbc_blocks_total", Help: "Sources put on the blocklist, by origin (auto, manual; observe: would have been, in observe mode) and reason (the failure that crossed the threshold; manual for an operator's block).",
 	}, []string{"origin", "reason"})
 	m.FastPath = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sbc_fastpath_info", Help: "1 for the path that drops blocked sources first: xdp, nftables or userspace.",
