@@ -24,6 +24,10 @@ const (
 	ReasonRegisterBruteforce = "register_bruteforce" // REGISTER storm with failing credentials
 )
 
+// ReasonRegisterNotAllowed: a REGISTER from a source that may not register,
+// or for a domain that is not its own.
+const ReasonRegisterNotAllowed = "register_not_allowed"
+
 // Trust is a source's standing, from which its rate budget follows.
 type Trust int8
 

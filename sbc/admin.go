@@ -183,7 +183,9 @@ func (s *SBC) handleBlocklist(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), code)
 		return
 	}
-	s.metrics.Blocks.WithLabelValues("manual", e.Reason).Inc()
+	// The entry keeps the operator's free text; the metric's label is
+	// a closed set, so every manual block counts as reason "manual".
+	s.metrics.Blocks.WithLabelValues(blockOriginManual, blockReasonManual).Inc()
 	expires := "never"
 	if !e.Expires.IsZero() {
 		expires = e.Expires.UTC().Format(time.RFC3339)

@@ -156,13 +156,11 @@ var lingerFor = 64 * sip.T1
 // routes, and hands the call to its state machine; it never blocks on the
 // network.
 func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx sip.ServerTransaction, release func()) {
-	pc := st.pol.RouteFor(p.trunk.Name, req.Recipient.User)
-	if pc == nil {
+	pc, v := routeCall(st, p, req)
+	if !v.pass() {
 		release()
-		s.drop("route", "no_route")
-		s.dropLog("route", "no_route", p.src, "ruri_user", req.Recipient.User)
-		s.reject(ep, req, tx, 404, "Not Found")
-		s.metrics.Calls.WithLabelValues("no_route").Inc()
+		s.act(ep, p, req, tx, v)
+		s.metrics.Calls.WithLabelValues(resultNoRoute).Inc()
 		return
 	}
 	replaces := ""
@@ -170,9 +168,8 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 		v, ok := s.mapReplaces(h.Value())
 		if !ok {
 			release()
-			s.drop("dialog", "replaces_no_dialog")
-			s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist")
-			s.metrics.Calls.WithLabelValues("rejected").Inc()
+			s.act(ep, p, req, tx, answer(stageDialog, reasonReplacesNoDialog, 481, "Call/Transaction Does Not Exist"))
+			s.metrics.Calls.WithLabelValues(resultRejected).Inc()
 			return
 		}
 		replaces = v
@@ -364,21 +361,21 @@ func (c *call) redirectContacts(out, res *sip.Response) {
 func resultOf(code int) string {
 	switch {
 	case code == 486 || code == 600:
-		return "busy"
+		return resultBusy
 	case code == 487:
-		return "cancelled"
+		return resultCancelled
 	case code >= 300 && code < 400:
-		return "redirected"
+		return resultRedirected
 	case code == 404 || code == 604:
-		return "not_found"
+		return resultNotFound
 	case code == 480 || code == 408:
-		return "no_answer"
+		return resultNoAnswer
 	case code >= 400 && code < 500:
-		return "rejected"
+		return resultRejected
 	case code >= 500 && code < 600:
-		return "failed"
+		return resultFailed
 	default:
-		return "declined"
+		return resultDeclined
 	}
 }
 

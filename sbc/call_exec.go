@@ -70,7 +70,7 @@ func (c *call) exec(a action) {
 		}
 		if err != nil {
 			c.log.Warn("response to caller not sent", "status", a.res.StatusCode, "error", err.Error())
-			c.s.drop("bridge", "send_failed")
+			c.s.drop(stageBridge, reasonSendFailed)
 			c.post(event{kind: evADeliveryFailed, res: a.res, err: err})
 		}
 	case actRespond:
@@ -84,7 +84,7 @@ func (c *call) exec(a action) {
 		}
 		if err != nil {
 			c.log.Warn("in-dialog response not sent", "status", a.res.StatusCode, "error", err.Error())
-			c.s.drop("bridge", "send_failed")
+			c.s.drop(stageBridge, reasonSendFailed)
 		}
 	case actInvite:
 		c.sendInvite(a.br)
@@ -93,7 +93,7 @@ func (c *call) exec(a action) {
 	case actWrite:
 		if err := a.leg.ep.write(a.req, a.leg.transport, a.leg.dest()); err != nil {
 			c.log.Warn("request not sent", "method", string(a.req.Method), "leg", a.leg.name, "error", err.Error())
-			c.s.drop("bridge", "send_failed")
+			c.s.drop(stageBridge, reasonSendFailed)
 		}
 	case actBye:
 		c.s.hangups.Add(1)

@@ -227,7 +227,7 @@ func (c *call) tryNext() {
 			return
 		}
 	}
-	c.s.drop("route", "no_target")
+	c.s.drop(stageRoute, reasonNoTarget)
 	c.logf("no target left", "tried", len(c.tried))
 	c.finalToA(c.localResponseToA(503, "Service Unavailable", sip.NewHeader("Retry-After", strconv.Itoa(lim.RetryAfter))))
 	c.end("no_target", "sbc")
@@ -646,7 +646,7 @@ func (c *call) onADeliveryFailed(res *sip.Response, err error) {
 		return
 	}
 	c.logf("2xx could not be sent to the caller; ending call", "error", errString(err))
-	c.s.drop("bridge", "send_failed")
+	c.s.drop(stageBridge, reasonSendFailed)
 	c.stopTimer(timerKey{kind: tmRetransmit})
 	c.stopTimer(timerKey{kind: tmAckWait})
 	c.ackKept(nil)

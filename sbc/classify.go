@@ -42,6 +42,43 @@ func (s *SBC) classify(st *snapshot, ep *endpoint, src netip.AddrPort) peer {
 	return p
 }
 
+// classifyRequest is stage 1 for a request other than ACK: its sender,
+// and the verdict on a sender that may not send it (the zero verdict when
+// it may). Known scanners are dropped whoever they claim to be; unknown
+// sources are dropped or answered 403 per policy, and charged either way.
+func (s *SBC) classifyRequest(st *snapshot, ep *endpoint, req *sip.Request) (peer, verdict) {
+	src, err := netip.ParseAddrPort(req.Source())
+	if err != nil {
+		return peer{}, silent(stageClassify, reasonBadSource).with("source_raw", req.Source())
+	}
+	p := s.classify(st, ep, src)
+	if pattern, scan := s.scanner(req); scan && !p.backend {
+		// Never answered: a scanner learns nothing, not even 100 Trying.
+		return p, silent(stageClassify, reasonScannerUA).charge(failScannerUA).with("pattern", pattern)
+	}
+	if p.trunk == nil && !p.backend {
+		v := silent(stageClassify, reasonUnknownSource)
+		if st.pol.Headers.UnknownSourceAction == "reject" {
+			v = answer(stageClassify, reasonUnknownSource, 403, "Forbidden")
+		}
+		return p, v.charge(failUnknownSource)
+	}
+	return p, verdict{}
+}
+
+// sourcePeer is what the read filter knows of a datagram's sender before
+// any realm applies: its address, and its trunk if a trunk's prefix holds
+// it (only whether it is a trunk's matters there: trunks are spared blocks
+// unless the policy says otherwise).
+func (s *SBC) sourcePeer(src netip.AddrPort) peer {
+	st := s.state.Load()
+	p := peer{src: src}
+	if name, ok := st.trunks.Lookup(src.Addr()); ok {
+		p.trunk = st.pol.Trunk(name)
+	}
+	return p
+}
+
 // scanner reports whether the request's User-Agent is a known scanner's.
 func (s *SBC) scanner(req *sip.Request) (string, bool) {
 	h := req.GetHeader("User-Agent")

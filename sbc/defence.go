@@ -39,6 +39,7 @@ type defence struct {
 	valOpt    validate.Options
 	statePath string
 	logLimit  *rate.Limiter // drop log lines: a flood cannot fill the disk
+	floodLog  logGate       // drop log lines of the read and accept filters (see logAllowed)
 }
 
 func newDefence(p *policy.Policy, log *slog.Logger) (*defence, error) {

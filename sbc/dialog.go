@@ -26,20 +26,20 @@ func (s *SBC) findDialog(req *sip.Request) (*call, *leg) {
 
 // inDialog dispatches a request carrying a To tag, already matched to its
 // call (c may be nil: no such dialog).
-func (s *SBC) inDialog(ep *endpoint, c *call, from *leg, req *sip.Request, tx sip.ServerTransaction) {
+func (s *SBC) inDialog(ep *endpoint, p peer, c *call, from *leg, req *sip.Request, tx sip.ServerTransaction) {
 	if c == nil || from.ep != ep {
-		s.drop("dialog", "no_dialog")
-		s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist")
+		s.act(ep, p, req, tx, answer(stageDialog, reasonNoDialog, 481, "Call/Transaction Does Not Exist"))
 		return
 	}
 	if c.done.Load() && req.Method != sip.BYE {
-		// Lingering dialog of an ended call: not a stray, just late.
+		// Lingering dialog of an ended call: not a stray, just late. An
+		// answer, not a drop.
 		s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist")
 		return
 	}
 	if !from.checkCSeq(req.CSeq().SeqNo, req.Method) {
-		s.drop("dialog", "cseq_out_of_order")
-		s.reject(ep, req, tx, 500, "Server Internal Error", sip.NewHeader("Retry-After", "1"))
+		s.act(ep, p, req, tx, answer(stageDialog, reasonCSeqOutOfOrder, 500, "Server Internal Error",
+			sip.NewHeader("Retry-After", "1")))
 		return
 	}
 	c.touch()
@@ -54,14 +54,14 @@ func (s *SBC) inDialog(ep *endpoint, c *call, from *leg, req *sip.Request, tx si
 	<-sent
 }
 
-// onAck routes an ACK for a 2xx to its call.
-func (s *SBC) onAck(ep *endpoint, c *call, from *leg, req *sip.Request) {
+// onAck routes an ACK for a 2xx from p to its call.
+func (s *SBC) onAck(ep *endpoint, p peer, c *call, from *leg, req *sip.Request) {
 	if req.CSeq() == nil {
-		s.drop("dialog", "bad_ack")
+		s.act(ep, p, req, nil, silent(stageDialog, reasonBadACK))
 		return
 	}
 	if c == nil || from.ep != ep {
-		s.drop("dialog", "stray_ack")
+		s.act(ep, p, req, nil, silent(stageDialog, reasonStrayACK))
 		return
 	}
 	c.touch()

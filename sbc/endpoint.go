@@ -295,8 +295,8 @@ func (a *acceptFilter) Accept() (net.Conn, error) {
 			return c, nil
 		}
 		src := ap.Addr().Unmap()
-		if reason := a.sbc.preParse(src); reason != "" {
-			a.sbc.drop("accept", reason)
+		if r := a.sbc.preParse(src); r != "" {
+			a.sbc.act(nil, peer{src: ap}, nil, nil, silent(stageAccept, r))
 			c.Close()
 			continue
 		}
@@ -308,7 +308,7 @@ func (a *acceptFilter) Accept() (net.Conn, error) {
 			return c, nil
 		}
 		if !a.sbc.conns.acquire(src, st.pol.Limits.TCPConnectionsPerSource) {
-			a.sbc.drop("accept", "source_connections")
+			a.sbc.act(nil, peer{src: ap}, nil, nil, silent(stageAccept, reasonSourceConnections))
 			c.Close()
 			continue
 		}

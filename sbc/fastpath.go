@@ -21,8 +21,18 @@ import (
 // nftables set; the user-space filter before the parser is always there.
 // Order of preference: xdp → nftables → userspace.
 
+// The paths: the values of sbc_fastpath_info's path label.
+const (
+	pathXDP       = "xdp"
+	pathNftables  = "nftables"
+	pathUserspace = "userspace"
+)
+
+// fastPaths is every value of sbc_fastpath_info's path label.
+var fastPaths = []string{pathXDP, pathNftables, pathUserspace}
+
 type fastPath struct {
-	path string // "xdp", "nftables" or "userspace"
+	path string // pathXDP, pathNftables or pathUserspace
 	xdp  *ebpf.XDP
 	nft  *nft.Firewall
 }
@@ -88,7 +98,7 @@ func trunkPrefixes(p *policy.Policy) []netip.Prefix {
 // startFastPath loads what the policy asks for, falling back with a log
 // line that says why, and starts mirroring the blocklist.
 func (s *SBC) startFastPath(ctx context.Context, p *policy.Policy) *fastPath {
-	fp := &fastPath{path: "userspace"}
+	fp := &fastPath{path: pathUserspace}
 	ports := sipPorts(s.realms)
 	if p.XDP.Enabled {
 		x, err := ebpf.Load(ebpf.Options{
@@ -104,14 +114,14 @@ func (s *SBC) startFastPath(ctx context.Context, p *policy.Policy) *fastPath {
 		if err != nil {
 			s.log.Error("xdp fast path unavailable; falling back", "error", err.Error(), "next", fallbackName(p))
 		} else {
-			fp.path, fp.xdp = "xdp", x
+			fp.path, fp.xdp = pathXDP, x
 			var modes []string
 			for _, a := range x.Attachments() {
 				modes = append(modes, a.Interface+":"+string(a.Mode))
 			}
 			s.log.Info("xdp fast path attached", "attachments", strings.Join(modes, ","), "pin_dir", x.PinDir())
-			s.registerXDPMetrics(x)
-			s.mirror(ctx, "xdp", xdpSink{x})
+			s.metrics.Registry.MustRegister(xdpCollectors(x.Counters)...)
+			s.mirror(ctx, pathXDP, xdpSink{x})
 		}
 	} else if _, err := os.Stat(p.XDP.PinDir); err == nil {
 		// XDP turned off: a previous run's program must not keep dropping
@@ -134,13 +144,13 @@ func (s *SBC) startFastPath(ctx context.Context, p *policy.Policy) *fastPath {
 		if err != nil {
 			s.log.Error("nftables fast path unavailable; falling back to the user-space filter", "error", err.Error())
 		} else {
-			fp.path, fp.nft = "nftables", f
+			fp.path, fp.nft = pathNftables, f
 			s.log.Info("nftables fast path installed", "table", "inet "+p.Nftables.Table)
-			s.registerNftMetrics(f)
-			s.mirror(ctx, "nftables", nftSink{f})
+			s.metrics.Registry.MustRegister(nftCollectors(f.Counters)...)
+			s.mirror(ctx, pathNftables, nftSink{f})
 		}
 	}
-	if fp.path == "userspace" {
+	if fp.path == pathUserspace {
 		s.log.Info("blocked sources are dropped by the user-space filter before the SIP parser")
 	}
 	s.metrics.FastPath.WithLabelValues(fp.path).Set(1)
@@ -160,9 +170,9 @@ func (s *SBC) mirror(ctx context.Context, name string, sink acl.Sink) {
 
 func fallbackName(p *policy.Policy) string {
 	if p.Nftables.Enabled {
-		return "nftables"
+		return pathNftables
 	}
-	return "userspace"
+	return pathUserspace
 }
 
 // setTrunks updates the kernel allow-lists on reload.
@@ -187,45 +197,56 @@ func (fp *fastPath) close() {
 	}
 }
 
-func (s *SBC) registerXDPMetrics(x *ebpf.XDP) {
-	read := func(f func(ebpf.Counters) uint64) func() float64 {
-		return func() float64 {
-			c, err := x.Counters()
+// xdpActions are the values of sbc_xdp_packets_total's action label,
+// each read from the XDP program's counters.
+var xdpActions = []struct {
+	action string
+	get    func(ebpf.Counters) uint64
+}{
+	{"pass", func(c ebpf.Counters) uint64 { return c.Passed }},
+	{"drop_deny", func(c ebpf.Counters) uint64 { return c.DroppedDeny }},
+	{"drop_ratelimit", func(c ebpf.Counters) uint64 { return c.DroppedRateLimit }},
+	{"malformed", func(c ebpf.Counters) uint64 { return c.Malformed }},
+	{"non_ip", func(c ebpf.Counters) uint64 { return c.NonIP }},
+	{"fragment", func(c ebpf.Counters) uint64 { return c.Fragments }},
+	{"allowed", func(c ebpf.Counters) uint64 { return c.Allowed }},
+}
+
+// xdpCollectors are the metrics of the XDP program whose counters read
+// returns (registered only when XDP is the fast path).
+func xdpCollectors(read func() (ebpf.Counters, error)) []prometheus.Collector {
+	var out []prometheus.Collector
+	for _, a := range xdpActions {
+		get := a.get
+		out = append(out, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sbc_xdp_packets_total", Help: "Packets seen by the XDP program, by action.",
+			ConstLabels: prometheus.Labels{"action": a.action},
+		}, func() float64 {
+			c, err := read()
 			if err != nil {
 				return 0
 			}
-			return float64(f(c))
-		}
+			return float64(get(c))
+		}))
 	}
-	for action, f := range map[string]func(ebpf.Counters) uint64{
-		"pass":           func(c ebpf.Counters) uint64 { return c.Passed },
-		"drop_deny":      func(c ebpf.Counters) uint64 { return c.DroppedDeny },
-		"drop_ratelimit": func(c ebpf.Counters) uint64 { return c.DroppedRateLimit },
-		"malformed":      func(c ebpf.Counters) uint64 { return c.Malformed },
-		"non_ip":         func(c ebpf.Counters) uint64 { return c.NonIP },
-		"fragment":       func(c ebpf.Counters) uint64 { return c.Fragments },
-		"allowed":        func(c ebpf.Counters) uint64 { return c.Allowed },
-	} {
-		s.metrics.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "sbc_xdp_packets_total", Help: "Packets seen by the XDP program, by action.",
-			ConstLabels: prometheus.Labels{"action": action},
-		}, read(f)))
-	}
+	return out
 }
 
-func (s *SBC) registerNftMetrics(f *nft.Firewall) {
-	read := func(get func(nft.Counters) uint64) func() float64 {
+// nftCollectors are the metrics of the nftables rules whose counters read
+// returns (registered only when nftables is the fast path).
+func nftCollectors(read func() (nft.Counters, error)) []prometheus.Collector {
+	counter := func(get func(nft.Counters) uint64) func() float64 {
 		return func() float64 {
-			c, err := f.Counters()
+			c, err := read()
 			if err != nil {
 				return 0
 			}
 			return float64(get(c))
 		}
 	}
-	s.metrics.Registry.MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sbc_nft_dropped_packets_total", Help: "Packets from blocked sources dropped by the nftables rule."}, read(func(c nft.Counters) uint64 { return c.BlockedPackets })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sbc_nft_dropped_bytes_total", Help: "Bytes from blocked sources dropped by the nftables rule."}, read(func(c nft.Counters) uint64 { return c.BlockedBytes })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sbc_nft_not_trunk_packets_total", Help: "SIP packets from non-trunk sources dropped (trunks_only)."}, read(func(c nft.Counters) uint64 { return c.NotTrunkPackets })),
-	)
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sbc_nft_dropped_packets_total", Help: "Packets from blocked sources dropped by the nftables rule."}, counter(func(c nft.Counters) uint64 { return c.BlockedPackets })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sbc_nft_dropped_bytes_total", Help: "Bytes from blocked sources dropped by the nftables rule."}, counter(func(c nft.Counters) uint64 { return c.BlockedBytes })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sbc_nft_not_trunk_packets_total", Help: "SIP packets from non-trunk sources dropped (trunks_only)."}, counter(func(c nft.Counters) uint64 { return c.NotTrunkPackets })),
+	}
 }

@@ -7,7 +7,6 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/sbc-project/sbc/acl"
-	"github.com/sbc-project/sbc/ratelimit"
 	"github.com/sbc-project/sbc/sbc/validate"
 )
 
@@ -29,15 +28,15 @@ func (s *SBC) readFilter() sip.TransportReadFilter {
 		}
 		ip, _ := netip.AddrFromSlice(ua.IP)
 		ip = ip.Unmap()
-		if reason := s.preParse(ip); reason != "" {
-			s.drop("filter", reason)
+		if r := s.preParse(ip); r != "" {
+			// Per packet, maybe a flood: act allocates nothing here
+			// unless its rate-limited log line goes out.
+			s.act(nil, peer{src: netip.AddrPortFrom(ip, uint16(ua.Port))}, nil, nil, silent(stageFilter, r))
 			return nil, nil
 		}
 		if r := validate.Raw(data, s.def.valOpt); r != nil {
-			s.drop("validate", r.Why)
-			s.dropLog("validate", r.Why, netip.AddrPortFrom(ip, uint16(ua.Port)))
-			_, trunk := s.state.Load().trunks.Lookup(ip)
-			s.fail(ip, ratelimit.ReasonMalformed, trunk)
+			src := netip.AddrPortFrom(ip, uint16(ua.Port))
+			s.act(nil, s.sourcePeer(src), nil, nil, validateVerdict(r))
 			return nil, nil
 		}
 		return data, nil
@@ -45,19 +44,19 @@ func (s *SBC) readFilter() sip.TransportReadFilter {
 }
 
 // preParse decides on a source before any parsing: "" to pass, else the
-// reason code of the drop. It runs for every datagram and every accepted
-// TCP connection, so it must not allocate.
-func (s *SBC) preParse(src netip.Addr) string {
+// reason of the drop. It runs for every datagram and every accepted TCP
+// connection, so it must not allocate.
+func (s *SBC) preParse(src netip.Addr) reason {
 	d := s.def
 	if d.blocklist.Blocked(src) {
-		return "blocked"
+		return reasonBlocked
 	}
 	st := s.state.Load()
 	if _, trunk := st.trunks.Lookup(src); trunk || st.backends[src] {
 		return "" // trunks and backends are limited per call, not per packet
 	}
 	if ok, _ := d.pps.Check(acl.SourceKey(src), time.Now(), 1, 1); !ok {
-		return "source_pps"
+		return reasonSourcePPS
 	}
 	return ""
 }

@@ -68,7 +68,7 @@ func (f forwardHandler) WithGroup(name string) slog.Handler {
 // sipgo's per-message errors to Debug, and counts parse failures as drops.
 type sipgoLogHandler struct {
 	next    slog.Handler
-	onParse func() // called once per "failed to parse" record
+	onParse func(err string) // called once per "failed to parse" record, with its error (truncated)
 }
 
 func (h *sipgoLogHandler) Enabled(ctx context.Context, l slog.Level) bool {
@@ -81,7 +81,7 @@ func (h *sipgoLogHandler) Handle(ctx context.Context, r slog.Record) error {
 	level := r.Level
 	if strings.HasPrefix(r.Message, "failed to parse") {
 		if h.onParse != nil {
-			h.onParse()
+			h.onParse(parseError(r))
 		}
 		level = slog.LevelDebug
 	} else if level >= slog.LevelError {
@@ -107,6 +107,23 @@ func (h *sipgoLogHandler) Handle(ctx context.Context, r slog.Record) error {
 	})
 	out.AddAttrs(slog.String("component", "sipgo"))
 	return h.next.Handle(ctx, out)
+}
+
+// parseError is the error of a "failed to parse" record, at most 200
+// bytes: it may quote the peer's bytes.
+func parseError(r slog.Record) string {
+	var e string
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "error" {
+			e = a.Value.String()
+			return false
+		}
+		return true
+	})
+	if len(e) > 200 {
+		e = strings.ToValidUTF8(e[:200], "") + "…"
+	}
+	return e
 }
 
 func (h *sipgoLogHandler) WithAttrs(as []slog.Attr) slog.Handler {

@@ -1,26 +1,34 @@
 package sbc
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sbc-project/sbc/acl"
 )
 
 // Metrics are the SBC's Prometheus instruments. Labels never carry a source
-// address or a call identifier: cardinality stays bounded whatever the
-// traffic.
+// address, a call identifier or free text: every label has a closed set of
+// values (the catalogue in reasons.go, the lists below, or names from the
+// policy), so cardinality stays bounded whatever the traffic.
+// docs/METRICS.md lists every family and value; metrics_doc_test.go checks
+// it against this code.
 type Metrics struct {
 	Registry *prometheus.Registry
 
 	CallsActive  prometheus.Gauge
-	Calls        *prometheus.CounterVec // result
+	Calls        *prometheus.CounterVec // result (callResults)
 	Requests     *prometheus.CounterVec // realm, method (known methods only)
 	Responses    *prometheus.CounterVec // realm, class (1xx..6xx)
-	Dropped      *prometheus.CounterVec // stage, reason
+	Dropped      *prometheus.CounterVec // stage, reason (dropReasons)
 	TargetUp     *prometheus.GaugeVec   // pool, target
 	Failovers    *prometheus.CounterVec // pool
 	ReloadsTotal *prometheus.CounterVec // result: ok, rejected, partial (sbc_reload_total)
-	Blocks       *prometheus.CounterVec // origin (auto, manual, observe), reason
-	FastPath     *prometheus.GaugeVec   // path
+	Blocks       *prometheus.CounterVec // origin (auto, observe: reason is a failure; manual: reason "manual")
+	FastPath     *prometheus.GaugeVec   // path (fastPaths)
+
+	flood [floodCounters]atomic.Pointer[prometheus.Counter] // see floodCounter
 }
 
 func newMetrics() *Metrics {
@@ -31,7 +39,7 @@ func newMetrics() *Metrics {
 			Name: "sbc_calls_active", Help: "Calls in progress (set up or answered).",
 		}),
 		Calls: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sbc_calls_total", Help: "Finished calls by result (answered, busy, cancelled, failed, rejected, no_target, timeout, ...).",
+			Name: "sbc_calls_total", Help: "Finished calls by result: answered, or why the call was not (busy, cancelled, no_route, no_target, timeout, ...).",
 		}, []string{"result"}),
 		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sbc_requests_total", Help: "SIP requests received, by realm and method.",
@@ -46,18 +54,18 @@ func newMetrics() *Metrics {
 			Name: "sbc_backend_target_up", Help: "1 if the backend target passes its health check, else 0.",
 		}, []string{"pool", "target"}),
 		Failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sbc_backend_failovers_total", Help: "INVITEs retried on another target after a timeout or 503.",
+			Name: "sbc_backend_failovers_total", Help: "INVITEs retried on another target after a timeout or a 500, 503 or 408.",
 		}, []string{"pool"}),
 		ReloadsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sbc_reload_total",
 			Help: "Policy reloads by result: ok (in force), rejected (nothing changed, the previous policy stays), partial (in force, but the kernel fast path keeps the previous trunk allow-list or XDP rate limit).",
 		}, []string{"result"}),
 	}
-	for _, r := range []string{ReloadOK, ReloadRejected, ReloadPartial} {
+	for _, r := range reloadResults {
 		m.ReloadsTotal.WithLabelValues(r) // every result present from the start, at 0
 	}
 	m.Blocks = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sbc_blocks_total", Help: "Sources put on the blocklist (origin=observe: would have been, in observe mode), by reason.",
+		Name: "sbc_blocks_total", Help: "Sources put on the blocklist, by origin (auto, manual; observe: would have been, in observe mode) and reason (the failure that crossed the threshold; manual for an operator's block).",
 	}, []string{"origin", "reason"})
 	m.FastPath = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sbc_fastpath_info", Help: "1 for the path that drops blocked sources first: xdp, nftables or userspace.",
@@ -67,6 +75,16 @@ func newMetrics() *Metrics {
 		m.TargetUp, m.Failovers, m.ReloadsTotal,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// reloadResults is every value of sbc_reload_total's result label.
+var reloadResults = []string{ReloadOK, ReloadRejected, ReloadPartial}
+
+// blocklistCollector is sbc_blocklist_entries (registered at Start).
+func blocklistCollector(bl *acl.Blocklist) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sbc_blocklist_entries", Help: "Entries on the blocklist.",
+	}, func() float64 { return float64(bl.Len()) })
 }
 
 // knownMethods bounds the method label: anything else counts as "other".

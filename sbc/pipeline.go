@@ -1,7 +1,6 @@
 package sbc
 
 import (
-	"github.com/sbc-project/sbc/ratelimit"
 	"net/netip"
 
 	"github.com/emiago/sipgo/sip"
@@ -29,7 +28,7 @@ func (s *SBC) registerHandlers(ep *endpoint) {
 		s.metrics.Requests.WithLabelValues(ep.name, "ACK").Inc()
 		src, err := netip.ParseAddrPort(req.Source())
 		if err != nil {
-			s.drop("classify", "bad_source")
+			s.act(ep, peer{}, req, nil, silent(stageClassify, reasonBadSource).with("source_raw", req.Source()))
 			return
 		}
 		// An ACK belongs to a call: classified with the call's snapshot.
@@ -38,16 +37,18 @@ func (s *SBC) registerHandlers(ep *endpoint) {
 		if c != nil {
 			st = c.st
 		}
-		if p := s.classify(st, ep, src); p.trunk == nil && !p.backend {
-			s.drop("classify", "unknown_source")
-			s.dropLog("classify", "unknown_source", src, "method", "ACK")
+		p := s.classify(st, ep, src)
+		if p.trunk == nil && !p.backend {
+			// Counted and logged, not charged: an ACK is never answered.
+			s.act(ep, p, req, nil, silent(stageClassify, reasonUnknownSource))
 			return
 		}
-		s.onAck(ep, c, from, req)
+		s.onAck(ep, p, c, from, req)
 	})
 }
 
-// handle is the entry of every request except ACK.
+// handle is the entry of every request except ACK. Each stage returns a
+// verdict; act carries out the first that stops the request.
 func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 	s.metrics.Requests.WithLabelValues(ep.name, methodLabel(string(req.Method))).Inc()
 	st := s.state.Load()
@@ -65,42 +66,21 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 	}
 
 	// 1 classify
-	src, err := netip.ParseAddrPort(req.Source())
-	if err != nil {
-		s.drop("classify", "bad_source")
-		tx.Terminate()
-		return
-	}
-	p := s.classify(st, ep, src)
-	if pattern, scan := s.scanner(req); scan && !p.backend {
-		// Known scanner: never answered, whoever it claims to be.
-		s.drop("classify", "scanner_ua")
-		s.dropLog("classify", "scanner_ua", src, "pattern", pattern)
-		s.fail(src.Addr(), ratelimit.ReasonScannerUA, p.trunk != nil)
-		tx.Terminate()
-		return
-	}
-	if p.trunk == nil && !p.backend {
-		s.drop("classify", "unknown_source")
-		s.dropLog("classify", "unknown_source", src, "method", string(req.Method))
-		s.fail(src.Addr(), ratelimit.ReasonUnknownSource, false)
-		if st.pol.Headers.UnknownSourceAction == "reject" {
-			s.reject(ep, req, tx, 403, "Forbidden")
-		} else {
-			// Silent: not even the automatic 100 Trying goes out.
-			tx.Terminate()
-		}
+	p, v := s.classifyRequest(st, ep, req)
+	if !v.pass() {
+		s.act(ep, p, req, tx, v)
 		return
 	}
 
 	// 2 validate
-	if !s.validateRequest(ep, p, req, tx) {
+	if v := s.validateRequest(req); !v.pass() {
+		s.act(ep, p, req, tx, v)
 		return
 	}
 
 	// In-dialog requests go to their call.
 	if inDialog {
-		s.inDialog(ep, c, from, req, tx)
+		s.inDialog(ep, p, c, from, req, tx)
 		return
 	}
 
@@ -108,14 +88,14 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 	case sip.INVITE:
 		if p.trunk == nil {
 			// Calls from the backends to carriers are not routed (yet).
-			s.drop("route", "no_outbound_route")
-			s.dropLog("route", "no_outbound_route", src, "ruri_user", req.Recipient.User)
-			s.reject(ep, req, tx, 403, "Forbidden")
+			s.act(ep, p, req, tx, answer(stageRoute, reasonNoOutboundRoute, 403, "Forbidden").
+				with("ruri_user", req.Recipient.User))
 			return
 		}
 		// 3 admit
-		release, ok := s.admitInvite(ep, st, p, req, tx)
-		if !ok {
+		release, v := s.admitInvite(st, p)
+		if !v.pass() {
+			s.act(ep, p, req, tx, v)
 			return
 		}
 		// 4 route + 5 bridge
@@ -124,26 +104,23 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 		s.answerOptions(req, tx)
 	case sip.REGISTER:
 		if !registerAllowed(p.trunk, req) {
-			s.drop("route", "register_not_allowed")
-			s.dropLog("route", "register_not_allowed", src, "domain", req.Recipient.Host)
-			s.fail(src.Addr(), "register_not_allowed", p.trunk != nil)
-			s.reject(ep, req, tx, 403, "Forbidden")
+			s.act(ep, p, req, tx, answer(stageRoute, reasonRegisterDenied, 403, "Forbidden").
+				charge(failRegisterDenied).with("domain", req.Recipient.Host))
 			return
 		}
-		if !s.admitRegister(ep, st, p, req, tx) {
+		if v := s.admitRegister(st, p); !v.pass() {
+			s.act(ep, p, req, tx, v)
 			return
 		}
 		s.relayRegister(ep, st, p, req, tx)
 	case sip.CANCEL:
 		// A CANCEL matching a transaction never reaches here.
-		s.drop("dialog", "no_transaction")
-		s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist")
+		s.act(ep, p, req, tx, answer(stageDialog, reasonNoTransaction, 481, "Call/Transaction Does Not Exist"))
 	case sip.BYE, sip.PRACK, sip.UPDATE, sip.INFO, sip.NOTIFY:
-		s.drop("dialog", "no_dialog")
-		s.reject(ep, req, tx, 481, "Call/Transaction Does Not Exist")
+		s.act(ep, p, req, tx, answer(stageDialog, reasonNoDialog, 481, "Call/Transaction Does Not Exist"))
 	default:
-		s.drop("route", "method_not_allowed")
-		s.reject(ep, req, tx, 405, "Method Not Allowed", sip.NewHeader("Allow", allowMethods))
+		s.act(ep, p, req, tx, answer(stageRoute, reasonMethodNotAllowed, 405, "Method Not Allowed",
+			sip.NewHeader("Allow", allowMethods)))
 	}
 }
 
@@ -159,18 +136,4 @@ func (s *SBC) answerOptions(req *sip.Request, tx sip.ServerTransaction) {
 	res.AppendHeader(sip.NewHeader("Server", s.state.Load().pol.Server.UserAgent))
 	res.SetBody(nil)
 	_ = tx.Respond(res)
-}
-
-// reject answers a request with an SBC-generated final response.
-func (s *SBC) reject(ep *endpoint, req *sip.Request, tx sip.ServerTransaction, code int, reason string, hdrs ...sip.Header) {
-	res := sip.NewResponseFromRequest(req, code, reason, nil)
-	for _, h := range hdrs {
-		res.AppendHeader(h)
-	}
-	res.AppendHeader(sip.NewHeader("Server", s.state.Load().pol.Server.UserAgent))
-	res.SetBody(nil)
-	if err := tx.Respond(res); err != nil {
-		s.log.Warn("response not sent", "realm", ep.name, "code", code, "error", err.Error())
-		s.drop("bridge", "send_failed")
-	}
 }

@@ -22,17 +22,9 @@ import (
 // routed yet; the registration reaches the registrar so that it can
 // authenticate and account for it.
 func (s *SBC) relayRegister(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx sip.ServerTransaction) {
-	pc := st.pol.RouteFor(p.trunk.Name, req.To().Address.User)
-	if pc == nil {
-		s.drop("route", "no_route")
-		s.reject(ep, req, tx, 404, "Not Found")
-		return
-	}
-	pl := st.pools[pc.Name]
-	t := pl.pick(nil)
-	if t == nil {
-		s.drop("route", "no_target")
-		s.reject(ep, req, tx, 503, "Service Unavailable", sip.NewHeader("Retry-After", strconv.Itoa(st.pol.Routing.RetryAfter)))
+	pc, t, v := routeRegister(st, p, req)
+	if !v.pass() {
+		s.act(ep, p, req, tx, v)
 		return
 	}
 	bep := s.realms[pc.Realm]
@@ -76,11 +68,13 @@ func (s *SBC) relayRegister(ep *endpoint, st *snapshot, p peer, req *sip.Request
 	defer cancel()
 	res, err := bep.do(ctx, out, pc.Transport, t.addr)
 	if err != nil {
+		// Not a drop: the registrar did not answer.
 		s.log.Warn("REGISTER relay failed", "pool", pc.Name, "target", t.addr.String(), "error", err.Error())
 		s.reject(ep, req, tx, 408, "Request Timeout")
 		return
 	}
 	if !s.validResponse(res) {
+		// The invalid response is the drop (stage validate).
 		s.reject(ep, req, tx, 502, "Bad Gateway")
 		return
 	}
@@ -95,6 +89,21 @@ func (s *SBC) relayRegister(ep *endpoint, st *snapshot, p peer, req *sip.Request
 	copyBody(back, res)
 	_ = tx.Respond(back)
 	s.watchResponse(p.src, p.trunk != nil, req, res)
+}
+
+// routeRegister is stage 4 for a REGISTER: the pool its routes give for
+// the To user, and a target of it; or the verdict when there is none.
+func routeRegister(st *snapshot, p peer, req *sip.Request) (*policy.Pool, *target, verdict) {
+	pc := st.pol.RouteFor(p.trunk.Name, req.To().Address.User)
+	if pc == nil {
+		return nil, nil, answer(stageRoute, reasonNoRoute, 404, "Not Found").with("to_user", req.To().Address.User)
+	}
+	t := st.pools[pc.Name].pick(nil)
+	if t == nil {
+		return nil, nil, answer(stageRoute, reasonNoTarget, 503, "Service Unavailable",
+			sip.NewHeader("Retry-After", strconv.Itoa(st.pol.Routing.RetryAfter))).with("pool", pc.Name)
+	}
+	return pc, t, verdict{}
 }
 
 // registerAllowed checks "no public extensions": REGISTER only from trunks

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/sbc-project/sbc/policy"
 )
 
@@ -12,6 +13,16 @@ import (
 // pool; the pool picks a healthy target by weight. Health (health.go) comes
 // from OPTIONS pings (healthLoop) and from INVITE outcomes (a target that
 // times out is skipped for the rest of that call).
+
+// routeCall is stage 4 for a new call from a trunk: the pool of the route
+// for its request-URI user, or the verdict when none matches.
+func routeCall(st *snapshot, p peer, req *sip.Request) (*policy.Pool, verdict) {
+	pc := st.pol.RouteFor(p.trunk.Name, req.Recipient.User)
+	if pc == nil {
+		return nil, answer(stageRoute, reasonNoRoute, 404, "Not Found").with("ruri_user", req.Recipient.User)
+	}
+	return pc, verdict{}
+}
 
 // pool is the runtime form of a policy pool.
 type pool struct {

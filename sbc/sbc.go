@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sbc-project/sbc/acl"
 	"github.com/sbc-project/sbc/policy"
 	"github.com/sbc-project/sbc/topology"
@@ -118,7 +117,9 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 		s.log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: s.reload.level}))
 	}
 	s.calls = newCallTable()
-	s.sipLog = slog.New(&sipgoLogHandler{next: s.log.Handler(), onParse: func() { s.drop("parse", "malformed") }})
+	s.sipLog = slog.New(&sipgoLogHandler{next: s.log.Handler(), onParse: func(err string) {
+		s.act(nil, peer{}, nil, nil, silent(stageParse, reasonMalformed).with("error", err))
+	}})
 	// sipgo creates some loggers from its global default (set once, in
 	// init, to avoid racing with its readers); point it at this SBC.
 	sipgoTarget.Store(&handlerBox{s.sipLog.Handler()})
@@ -169,9 +170,7 @@ func (s *SBC) Start(ctx context.Context) error {
 		ep.serve(ctx)
 	}
 	s.fast = s.startFastPath(ctx, p)
-	s.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "sbc_blocklist_entries", Help: "Entries on the blocklist.",
-	}, func() float64 { return float64(s.def.blocklist.Len()) }))
+	s.metrics.Registry.MustRegister(blocklistCollector(s.def.blocklist))
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.healthLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.def.blocklist.Run(ctx) }()
@@ -238,11 +237,6 @@ func (s *SBC) AdminAddr() net.Addr {
 		return nil
 	}
 	return s.admin.ln.Addr()
-}
-
-// drop counts a dropped or rejected message under its stage and reason.
-func (s *SBC) drop(stage, reason string) {
-	s.metrics.Dropped.WithLabelValues(stage, reason).Inc()
 }
 
 func (s *SBC) countResponse(realm string, res *sip.Response) {

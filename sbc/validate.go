@@ -1,43 +1,46 @@
 package sbc
 
 import (
+	"net/netip"
+
 	"github.com/emiago/sipgo/sip"
-	"github.com/sbc-project/sbc/ratelimit"
 	"github.com/sbc-project/sbc/sbc/validate"
 )
 
 // Stage 2, validate: RFC 3261 sanity the parser does not check
 // (sbc/validate), for requests before they are handled and for responses
-// before they are relayed.
+// before they are relayed. The reasons are sbc/validate's Why codes.
 
-// validateRequest is stage 2. It reports false when the request was
-// answered or dropped.
-func (s *SBC) validateRequest(ep *endpoint, p peer, req *sip.Request, tx sip.ServerTransaction) bool {
+// validateRequest is stage 2: the verdict on an invalid request (the zero
+// verdict when it is valid).
+func (s *SBC) validateRequest(req *sip.Request) verdict {
 	r := validate.Request(req, s.def.valOpt)
 	if r == nil {
-		return true
+		return verdict{}
 	}
-	s.drop("validate", r.Why)
-	s.dropLog("validate", r.Why, p.src, "method", string(req.Method))
-	s.fail(p.src.Addr(), ratelimit.ReasonMalformed, p.trunk != nil)
-	if r.Drop {
-		tx.Terminate()
-		return false
-	}
-	var hdrs []sip.Header
+	return validateVerdict(r)
+}
+
+// validateVerdict turns sbc/validate's result into a verdict: its code,
+// phrase and extra header, or silence where no answer may be sent; the
+// source is charged a malformed message either way.
+func validateVerdict(r *validate.Result) verdict {
+	v := verdict{stage: stageValidate, reason: reason(r.Why), code: r.Code, phrase: r.Reason,
+		silent: r.Drop, fail: failMalformed}
 	if r.Header != nil {
-		hdrs = append(hdrs, r.Header)
+		v.hdrs = []sip.Header{r.Header}
 	}
-	s.reject(ep, req, tx, r.Code, r.Reason, hdrs...)
-	return false
+	return v
 }
 
 // validResponse drops invalid responses (from either side) before they
-// are relayed.
+// are relayed. They are counted and logged, not charged to their source.
 func (s *SBC) validResponse(res *sip.Response) bool {
-	if r := validate.Response(res, s.def.valOpt); r != nil {
-		s.drop("validate", r.Why)
-		return false
+	r := validate.Response(res, s.def.valOpt)
+	if r == nil {
+		return true
 	}
-	return true
+	src, _ := netip.ParseAddrPort(res.Source())
+	s.act(nil, peer{src: src}, nil, nil, silent(stageValidate, reason(r.Why)).with("status", res.StatusCode))
+	return false
 }

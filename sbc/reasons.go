@@ -1,0 +1,150 @@
+package sbc
+
+import (
+	"github.com/sbc-project/sbc/ratelimit"
+	"github.com/sbc-project/sbc/sbc/validate"
+)
+
+// The catalogue of drop and reject reasons. Every message the SBC drops or
+// answers with an error of its own is counted once under a (stage,
+// reason) pair of sbc_dropped_total, logged (rate limited) with the same
+// two words, and, where the verdict says so, charged to its source as a
+// failure. The words are the constants below, never literals at the call
+// sites; docs/METRICS.md lists them and metrics_doc_test.go keeps the two
+// in step.
+
+// stage is where in the pipeline a message was dropped: the stage label
+// of sbc_dropped_total.
+type stage string
+
+const (
+	stageFilter   stage = "filter"   // read filter on a UDP datagram, before the SIP parser (filter.go)
+	stageAccept   stage = "accept"   // accept filter on a TCP connection, before sipgo reads from it (endpoint.go)
+	stageParse    stage = "parse"    // sipgo's parser refused the message
+	stageValidate stage = "validate" // RFC 3261 checks of sbc/validate, raw (read filter) or parsed (validate.go)
+	stageClassify stage = "classify" // who sent it: trunk, backend or nobody we know (classify.go)
+	stageAdmit    stage = "admit"    // rate limits and call caps (admit.go)
+	stageRoute    stage = "route"    // routing to a pool and target, REGISTER and method policy (route.go, register.go, call.go)
+	stageDialog   stage = "dialog"   // in-dialog requests and ACKs without their dialog or transaction (dialog.go)
+	stageBridge   stage = "bridge"   // the B2BUA could not send what it had to send (call core)
+)
+
+// reason is why a message was dropped or rejected: the reason label of
+// sbc_dropped_total. Stage validate's reasons are not here: they are
+// sbc/validate's Result.Why codes (validate.Whys), used as they are.
+type reason string
+
+const (
+	reasonBlocked           reason = "blocked"              // the source is on the blocklist
+	reasonSourcePPS         reason = "source_pps"           // the source is over its packet budget (limits.source_pps; trunks and backends exempt)
+	reasonSourceConnections reason = "source_connections"   // the source holds limits.tcp_connections_per_source TCP connections already
+	reasonMalformed         reason = "malformed"            // sipgo could not parse the message
+	reasonBadSource         reason = "bad_source"           // the request's source address is unreadable
+	reasonScannerUA         reason = "scanner_ua"           // the User-Agent is a known scanner's (autoblock.scanner_user_agents); never answered
+	reasonUnknownSource     reason = "unknown_source"       // the source is no trunk and no backend of this realm
+	reasonSourceCPS         reason = "source_cps"           // a source that is not a trunk is over limits.source_cps (scaled by its trust)
+	reasonTrunkCPS          reason = "trunk_cps"            // the trunk is over its cps
+	reasonTrunkCalls        reason = "trunk_calls"          // the trunk has max_calls calls in progress
+	reasonRegisterRate      reason = "register_rate"        // the source is over limits.register_rate
+	reasonNoOutboundRoute   reason = "no_outbound_route"    // an INVITE from a backend: calls towards carriers are not routed
+	reasonNoRoute           reason = "no_route"             // no route for the trunk and request-URI user (INVITE or REGISTER)
+	reasonNoTarget          reason = "no_target"            // the pool has no target up and not yet tried
+	reasonRegisterDenied    reason = "register_not_allowed" // REGISTER from a source that may not register, or for a domain not its own
+	reasonMethodNotAllowed  reason = "method_not_allowed"   // an out-of-dialog request of a method the SBC does not take
+	reasonNoTransaction     reason = "no_transaction"       // a CANCEL that matches no INVITE transaction
+	reasonNoDialog          reason = "no_dialog"            // an in-dialog request for no dialog the SBC knows (or on the wrong realm)
+	reasonCSeqOutOfOrder    reason = "cseq_out_of_order"    // an in-dialog request whose CSeq is not above the last one
+	reasonBadACK            reason = "bad_ack"              // an ACK without a CSeq
+	reasonStrayACK          reason = "stray_ack"            // an ACK for no dialog the SBC knows
+	reasonReplacesNoDialog  reason = "replaces_no_dialog"   // an INVITE whose Replaces names no call through the SBC
+	reasonSendFailed        reason = "send_failed"          // a response or request could not be sent
+)
+
+// dropReasons is the closed set of (stage, reason) pairs sbc_dropped_total
+// can carry, stage by stage in pipeline order. Stage validate's are
+// validate.Whys().
+var dropReasons = []struct {
+	stage   stage
+	reasons []reason
+}{
+	{stageFilter, []reason{reasonBlocked, reasonSourcePPS}},
+	{stageAccept, []reason{reasonBlocked, reasonSourcePPS, reasonSourceConnections}},
+	{stageParse, []reason{reasonMalformed}},
+	{stageValidate, validateReasons()},
+	{stageClassify, []reason{reasonBadSource, reasonScannerUA, reasonUnknownSource}},
+	{stageAdmit, []reason{reasonSourceCPS, reasonTrunkCPS, reasonTrunkCalls, reasonRegisterRate}},
+	{stageRoute, []reason{reasonNoOutboundRoute, reasonNoRoute, reasonNoTarget, reasonRegisterDenied, reasonMethodNotAllowed}},
+	{stageDialog, []reason{reasonNoTransaction, reasonNoDialog, reasonCSeqOutOfOrder, reasonBadACK, reasonStrayACK, reasonReplacesNoDialog}},
+	{stageBridge, []reason{reasonSendFailed}},
+}
+
+func validateReasons() []reason {
+	var out []reason
+	for _, w := range validate.Whys() {
+		out = append(out, reason(w))
+	}
+	return out
+}
+
+// failure is a failure charged to a source in the failure tracker
+// (ratelimit.Tracker.Fail), which may block the source; it is the reason
+// label of sbc_blocks_total for origins auto and observe. The values are
+// the ratelimit package's reason codes.
+type failure string
+
+const (
+	failNone           failure = ""
+	failUnknownSource  failure = ratelimit.ReasonUnknownSource      // a request from a source no trunk claims
+	failMalformed      failure = ratelimit.ReasonMalformed          // a message that failed validation
+	failScannerUA      failure = ratelimit.ReasonScannerUA          // a request with a scanner's User-Agent
+	failAuth           failure = ratelimit.ReasonAuthFailure        // a request with credentials, challenged again (401/407)
+	failRegisterBrute  failure = ratelimit.ReasonRegisterBruteforce // a REGISTER with credentials, challenged again
+	failBackend403     failure = ratelimit.ReasonBackend403         // the backend answered 403
+	failBackend404     failure = ratelimit.ReasonBackend404         // the backend answered 404 (number or user scan)
+	failRegisterDenied failure = ratelimit.ReasonRegisterNotAllowed // a REGISTER the policy does not allow
+)
+
+// failures is every failure the SBC charges.
+var failures = []failure{failUnknownSource, failMalformed, failScannerUA, failAuth,
+	failRegisterBrute, failBackend403, failBackend404, failRegisterDenied}
+
+// The labels of sbc_blocks_total: origin, and the reason of a manual
+// block. An operator's block carries a free-text reason on its blocklist
+// entry; the metric says only "manual".
+const (
+	blockOriginAuto    = "auto"    // blocked by the failure tracker; reason: its failure
+	blockOriginObserve = "observe" // would have been blocked (autoblock.observe); reason: its failure
+	blockOriginManual  = "manual"  // added through the admin API (sbc block add); reason: blockReasonManual
+	blockReasonManual  = "manual"
+)
+
+// Results of calls: the result label of sbc_calls_total. An answered call
+// counts as answered whatever ended it; the other results are of calls
+// that were never answered.
+const (
+	resultAnswered       = "answered"        // the caller got a 2xx (and the call was not cancelled in the same instant)
+	resultBusy           = "busy"            // the backend answered 486 or 600
+	resultCancelled      = "cancelled"       // the caller cancelled (CANCEL, or BYE in an early dialog)
+	resultRedirected     = "redirected"      // a 3xx relayed to the caller
+	resultNotFound       = "not_found"       // the backend answered 404 or 604
+	resultNoAnswer       = "no_answer"       // the backend answered 480, or sent BYE in an early dialog
+	resultRejected       = "rejected"        // any other 4xx from the backend, or a Replaces for no call (481 from the SBC)
+	resultFailed         = "failed"          // a 5xx from the backend that does not fail over (500, 503 and 408 do)
+	resultDeclined       = "declined"        // any other final response (6xx but 600 and 604)
+	resultNoRoute        = "no_route"        // no route for the trunk and request-URI user (404 from the SBC)
+	resultNoTarget       = "no_target"       // no target of the pool left to try (503 from the SBC)
+	resultTimeout        = "timeout"         // calls.ring_timeout passed without an answer (408 from the SBC)
+	resultAckTimeout     = "ack_timeout"     // the caller never acknowledged the 2xx
+	resultUndeliverable  = "undeliverable"   // the 2xx could not be sent to the caller
+	resultShutdown       = "shutdown"        // the SBC shut down during call setup
+	resultMaxDuration    = "max_duration"    // calls.max_duration (only ever reached by answered calls)
+	resultInactivity     = "inactivity"      // calls.inactivity_timeout (only ever reached by answered calls)
+	resultSessionExpired = "session_expired" // the session timer ran out (only ever reached by answered calls)
+	resultDialogGone     = "dialog_gone"     // an in-dialog request got 481/408 or no answer: the other side's dialog is gone
+)
+
+// callResults is every value of sbc_calls_total's result label.
+var callResults = []string{resultAnswered, resultBusy, resultCancelled, resultRedirected,
+	resultNotFound, resultNoAnswer, resultRejected, resultFailed, resultDeclined, resultNoRoute,
+	resultNoTarget, resultTimeout, resultAckTimeout, resultUndeliverable, resultShutdown,
+	resultMaxDuration, resultInactivity, resultSessionExpired, resultDialogGone}
