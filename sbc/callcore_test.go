@@ -509,3 +509,40 @@ func TestRequestsTowardsTCPCallerReuseItsConnection(t *testing.T) {
 		t.Fatalf("BYE arrived on the caller's listening address %s", bye.Local)
 	}
 }
+
+// Another trunk that learned a call's dialog identifiers cannot end it.
+func TestInDialogFromAnotherTrunkRefused(t *testing.T) {
+	e := newEnv(t, envOpts{edit: func(p *testpolicy.Policy) {
+		p.Trunks = append(p.Trunks, testpolicy.Trunk{Name: "other", Realm: "external", Sources: []string{"127.0.0.9/32"}})
+	}})
+	call, res := e.dial(sipua.DialOptions{})
+	if res.StatusCode != 200 {
+		t.Fatalf("final %d", res.StatusCode)
+	}
+	e.backendMsg(e.backends[0], isReq("ACK"))
+	other := e.newCaller("127.0.0.9:0")
+	bye := fmt.Sprintf("BYE sip:100@%s SIP/2.0\r\n"+
+		"Via: SIP/2.0/UDP %s;branch=z9hG4bK-forged1\r\n"+
+		"Max-Forwards: 70\r\n"+
+		"From: <sip:caller@127.0.0.1>;tag=%s\r\n"+
+		"To: <sip:100@%s>;tag=%s\r\n"+
+		"Call-ID: %s\r\n"+
+		"CSeq: 99 BYE\r\n"+
+		"Content-Length: 0\r\n\r\n",
+		e.ext, other.Addr(), call.Tag(), e.ext, tagIn(res.To().Value()), call.CallID())
+	if err := other.Send(e.ctx, []byte(bye), e.ext); err != nil {
+		t.Fatal(err)
+	}
+	got, err := other.WaitFor(e.ctx, func(m sipua.Msg) bool { return m.Status != 0 })
+	if err != nil || got.Status != 481 {
+		t.Fatalf("forged BYE from another trunk: %v %v, want 481", got.StartLine, err)
+	}
+	if e.dropped("dialog", "not_dialog_peer") != 1 {
+		t.Fatal("not counted as dialog/not_dialog_peer")
+	}
+	// The call is untouched: its own caller ends it.
+	if err := call.Bye(e.ctx); err != nil {
+		t.Fatalf("the real caller's BYE: %v", err)
+	}
+	e.backendMsg(e.backends[0], isReq("BYE"))
+}

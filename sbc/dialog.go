@@ -31,6 +31,10 @@ func (s *SBC) inDialog(ep *endpoint, p peer, c *call, from *leg, req *sip.Reques
 		s.act(ep, p, req, tx, answer(stageDialog, reasonNoDialog, 481, "Call/Transaction Does Not Exist"))
 		return
 	}
+	if !c.sentBy(from, p) {
+		s.act(ep, p, req, tx, answer(stageDialog, reasonNotDialogPeer, 481, "Call/Transaction Does Not Exist"))
+		return
+	}
 	if c.done.Load() && req.Method != sip.BYE {
 		// Lingering dialog of an ended call: not a stray, just late. An
 		// answer, not a drop.
@@ -64,8 +68,23 @@ func (s *SBC) onAck(ep *endpoint, p peer, c *call, from *leg, req *sip.Request) 
 		s.act(ep, p, req, nil, silent(stageDialog, reasonStrayACK))
 		return
 	}
+	if !c.sentBy(from, p) {
+		s.act(ep, p, req, nil, silent(stageDialog, reasonNotDialogPeer))
+		return
+	}
 	c.touch()
 	c.post(event{kind: evAck, leg: from, req: req})
+}
+
+// sentBy reports whether p may speak for leg `from` of the call: the A-leg
+// belongs to the call's trunk, a B-leg to a backend (both as classified
+// with the call's snapshot). Knowing a dialog's identifiers is not enough
+// to end or change another carrier's call.
+func (c *call) sentBy(from *leg, p peer) bool {
+	if from == c.a {
+		return p.trunk != nil && p.trunk.Name == c.trunk.Name
+	}
+	return p.backend
 }
 
 // mapReplaces maps a Replaces header value (RFC 3891) naming one leg of a
