@@ -275,7 +275,7 @@ func (c *call) finish() {
 	c.s.metrics.CallsActive.Dec()
 	label := result
 	if !answered.IsZero() {
-		label = "answered"
+		label = resultAnswered
 	}
 	c.s.metrics.Calls.WithLabelValues(label).Inc()
 	attrs := []any{"result", label, "ended_by", by, "source", c.src.String(),

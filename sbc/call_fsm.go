@@ -230,7 +230,7 @@ func (c *call) tryNext() {
 	c.s.drop(stageRoute, reasonNoTarget)
 	c.logf("no target left", "tried", len(c.tried))
 	c.finalToA(c.localResponseToA(503, "Service Unavailable", sip.NewHeader("Retry-After", strconv.Itoa(lim.RetryAfter))))
-	c.end("no_target", "sbc")
+	c.end(resultNoTarget, "sbc")
 }
 
 // finalToA queues a final response to A's INVITE, once.
@@ -274,7 +274,7 @@ func (c *call) onCancel() {
 		c.aFinal = 487 // sipgo answered the INVITE with 487 itself
 		c.logf("call cancelled by caller")
 		c.abandon(c.cur)
-		c.end("cancelled", "caller")
+		c.end(resultCancelled, "caller")
 	case phAccepted:
 		// The CANCEL won the race against our 2xx inside sipgo's
 		// transaction: A got 487, and B's answer reached nobody.
@@ -282,9 +282,9 @@ func (c *call) onCancel() {
 		c.stopTimer(timerKey{kind: tmRetransmit})
 		c.stopTimer(timerKey{kind: tmAckWait})
 		c.ackKept(nil)
-		c.byeLeg(c.kept.leg, "cancelled")
+		c.byeLeg(c.kept.leg, resultCancelled)
 		c.answered = time.Time{}
-		c.end("cancelled", "caller")
+		c.end(resultCancelled, "caller")
 	}
 }
 
@@ -438,7 +438,7 @@ func (c *call) onTimer(k timerKey) {
 			c.logf("ring timeout")
 			c.abandon(c.cur)
 			c.finalToA(c.localResponseToA(408, "Request Timeout"))
-			c.end("timeout", "sbc")
+			c.end(resultTimeout, "sbc")
 		}
 	case tmTarget:
 		br := c.branch(k.id)
@@ -478,9 +478,9 @@ func (c *call) onTimer(k timerKey) {
 				c.stopTimer(timerKey{kind: tmRetransmit})
 				c.ackKept(nil)
 				c.answered = time.Time{}
-				c.byeLeg(c.kept.leg, "ack_timeout")
-				c.byeLeg(c.a, "ack_timeout")
-				c.end("ack_timeout", "sbc")
+				c.byeLeg(c.kept.leg, resultAckTimeout)
+				c.byeLeg(c.a, resultAckTimeout)
+				c.end(resultAckTimeout, "sbc")
 			}
 			return
 		}
@@ -490,7 +490,7 @@ func (c *call) onTimer(k timerKey) {
 			c.ackRelay(rel, nil)
 		}
 	case tmMaxDuration:
-		c.terminate("max_duration")
+		c.terminate(resultMaxDuration)
 	case tmInactivity:
 		d := c.st.limits.InactivityTimeout.Duration
 		idle := time.Since(time.Unix(0, c.activity.Load()))
@@ -498,9 +498,9 @@ func (c *call) onTimer(k timerKey) {
 			c.startTimer(k, d-idle)
 			return
 		}
-		c.terminate("inactivity")
+		c.terminate(resultInactivity)
 	case tmSession:
-		c.terminate("session_expired")
+		c.terminate(resultSessionExpired)
 	}
 }
 
@@ -574,7 +574,7 @@ func (c *call) onBye(from *leg, req *sip.Request, tx sip.ServerTransaction, sent
 			c.logf("caller ended the early dialog")
 			c.abandon(c.cur)
 			c.finalToA(c.localResponseToA(487, "Request Terminated"))
-			c.end("cancelled", "caller")
+			c.end(resultCancelled, "caller")
 			return
 		}
 		// The callee may not BYE an early dialog (RFC 3261 15); treat it
@@ -582,7 +582,7 @@ func (c *call) onBye(from *leg, req *sip.Request, tx sip.ServerTransaction, sent
 		c.logf("callee sent BYE in an early dialog")
 		c.abandon(c.cur)
 		c.finalToA(c.localResponseToA(480, "Temporarily Unavailable"))
-		c.end("no_answer", "callee")
+		c.end(resultNoAnswer, "callee")
 		return
 	case phAccepted:
 		// A BYE that overtook A's ACK (or the callee's, before it got
@@ -596,7 +596,7 @@ func (c *call) onBye(from *leg, req *sip.Request, tx sip.ServerTransaction, sent
 		reason = h.Value()
 	}
 	c.byeLegRaw(c.other(from), reason)
-	c.end("answered", by)
+	c.end(resultAnswered, by)
 }
 
 // byeLeg queues a BYE of the SBC's own on leg l.
@@ -650,9 +650,9 @@ func (c *call) onADeliveryFailed(res *sip.Response, err error) {
 	c.stopTimer(timerKey{kind: tmRetransmit})
 	c.stopTimer(timerKey{kind: tmAckWait})
 	c.ackKept(nil)
-	c.byeLeg(c.kept.leg, "undeliverable")
+	c.byeLeg(c.kept.leg, resultUndeliverable)
 	c.answered = time.Time{}
-	c.end("undeliverable", "sbc")
+	c.end(resultUndeliverable, "sbc")
 }
 
 // end records the call's result once; what it still has to do after
@@ -831,7 +831,7 @@ func (c *call) onRelayResponse(rel *relay, res *sip.Response) {
 	if res.StatusCode == 481 || res.StatusCode == 408 {
 		// RFC 5057: the other side's dialog is gone.
 		c.logf("in-dialog request answered; ending call", "method", string(rel.req.Method), "status", res.StatusCode)
-		c.terminate("dialog_gone")
+		c.terminate(resultDialogGone)
 	}
 }
 
@@ -848,7 +848,7 @@ func (c *call) onRelayDone(rel *relay, err error) {
 	rel.final = sip.NewResponseFromRequest(rel.req, 408, "Request Timeout", nil)
 	rel.final.SetBody(nil)
 	c.queueAct(action{kind: actRespond, tx: rel.tx, res: rel.final, sent: rel.sent})
-	c.terminate("dialog_gone")
+	c.terminate(resultDialogGone)
 }
 
 // runDeferred handles the re-INVITEs that waited for an ACK.

@@ -201,7 +201,7 @@ func (s *SBC) Close() error {
 	s.started = false
 	// Calls in progress get a BYE on both legs (a CANCEL and a 503 when
 	// not answered yet); the answers are awaited for a bounded time only.
-	s.calls.each(func(c *call) { c.post(event{kind: evTerminate, reason: "shutdown"}) })
+	s.calls.each(func(c *call) { c.post(event{kind: evTerminate, reason: resultShutdown}) })
 	for deadline := time.Now().Add(3 * time.Second); s.hangups.Load() > 0 && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
