@@ -24,6 +24,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -245,6 +246,7 @@ func BenchmarkCallCost(b *testing.B) {
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(ccNumGC()-gcBefore)/float64(b.N)*1000, "GCs/1000calls")
+			b.ReportMetric(ccStackStart(), "stack-start-B")
 			if left := cs.idle(10 * time.Second); left != 0 {
 				b.Fatalf("%v calls still active in the sbc", left)
 			}
@@ -256,6 +258,19 @@ func ccNumGC() uint32 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.NumGC
+}
+
+// ccStackStart is the size new goroutines start with: the runtime sets it
+// at each GC to the average stack size it scanned (adaptive stack start),
+// so it shows how deep the process's goroutines typically are; a goroutine
+// that needs more grows (and copies) its stack.
+func ccStackStart() float64 {
+	m := []metrics.Sample{{Name: "/gc/stack/starting-size:bytes"}}
+	metrics.Read(m)
+	if m[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return float64(m[0].Value.Uint64())
 }
 
 // ccMem is what the process holds: live heap after a full collection,
@@ -390,7 +405,7 @@ func TestHeldCallMemory(t *testing.T) {
 			}{{"at once", at1}, {"after " + settle.String(), at2}} {
 				h, s, rss, g := r.m.perCall(base, n)
 				t.Logf("%s, %s: per held call: heap %.0f B, stacks %.0f B, RSS %.0f B, goroutines %.2f", mode, r.when, h, s, rss, g)
-				fmt.Printf("HELD %s n=%d when=%q heapB/call=%.0f stackB/call=%.0f rssB/call=%.0f goroutines/call=%.3f\n", mode, n, r.when, h, s, rss, g)
+				fmt.Printf("HELD %s n=%d when=%q heapB/call=%.0f stackB/call=%.0f rssB/call=%.0f goroutines/call=%.3f stack-start-B=%.0f\n", mode, n, r.when, h, s, rss, g, ccStackStart())
 			}
 
 			// Hang up, bounded, 16 at a time.
