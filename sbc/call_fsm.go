@@ -544,6 +544,14 @@ func (c *call) onAck(from *leg, ack *sip.Request) {
 // confirm: both legs are confirmed; the call's limits start.
 func (c *call) confirm() {
 	c.phase = phConfirmed
+	// What only the setup needed goes: an established call holds its two
+	// dialogs, not the messages that made them.
+	c.ok2xx = nil
+	for _, br := range c.branches {
+		if br.state == brAnswered || br.state == brFailed || br.state == brGone {
+			br.inv = nil // the template of a CANCEL no longer needed
+		}
+	}
 	lim := c.st.limits
 	if d := lim.MaxDuration.Duration; d > 0 {
 		c.startTimer(timerKey{kind: tmMaxDuration}, d-time.Since(c.answered))
