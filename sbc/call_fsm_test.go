@@ -38,7 +38,9 @@ type fsmHarness struct {
 	provisBr   map[int]bool    // branches that sent a provisional
 	finalBr    map[int]bool    // branches that sent a final response
 	steps      []string
-	answeredAt int // index in log of the 2xx to A
+	answeredAt int                  // index in log of the 2xx to A
+	a2xx       *sip.Response        // the 2xx sent to A, if any
+	invs       map[int]*sip.Request // each branch's INVITE as sent
 }
 
 func newFSM(t *testing.T, targets int) *fsmHarness {
@@ -76,7 +78,7 @@ func newFSM(t *testing.T, targets int) *fsmHarness {
 		target: req.Contact().Address, routes: []sip.Uri{}}
 	c.aReq = req.Clone()
 	c.aReq.To().Params.Add("tag", "sbctag")
-	return &fsmHarness{t: t, c: c, twoxx: map[string]bool{}, provisBr: map[int]bool{}, finalBr: map[int]bool{}}
+	return &fsmHarness{t: t, c: c, twoxx: map[string]bool{}, provisBr: map[int]bool{}, finalBr: map[int]bool{}, invs: map[int]*sip.Request{}}
 }
 
 func params(kv ...string) sip.HeaderParams {
@@ -123,6 +125,10 @@ func (h *fsmHarness) ev(e event) []action {
 	for _, a := range acts {
 		if a.kind == actRespondA && a.res.IsSuccess() {
 			h.answeredAt = len(h.log)
+			h.a2xx = a.res
+		}
+		if a.kind == actInvite {
+			h.invs[a.br.n] = a.br.inv
 		}
 		h.log = append(h.log, a)
 	}
@@ -142,7 +148,7 @@ func (h *fsmHarness) resp(n, code int, tag string) event {
 	if br == nil {
 		return event{}
 	}
-	res := sip.NewResponseFromRequest(br.inv, code, "", nil)
+	res := sip.NewResponseFromRequest(h.invs[n], code, "", nil)
 	if tag != "" {
 		res.To().Params.Add("tag", tag)
 	}
@@ -325,7 +331,7 @@ func (h *fsmHarness) check() {
 	}
 	// A's dialog, once a 2xx reached it, ends exactly once.
 	aKey := c.a.callID + "/" + c.a.remoteTag
-	if c.ok2xx != nil && c.result != "cancelled" && c.result != "undeliverable" {
+	if h.a2xx != nil && c.result != "cancelled" && c.result != "undeliverable" {
 		if byes[aKey]+h.byeFromA != 1 {
 			fail("A dialog ended %d times (BYE sent %d, received %d), result %s", byes[aKey]+h.byeFromA, byes[aKey], h.byeFromA, c.result)
 		}
@@ -371,7 +377,7 @@ func TestCallEventOrders(t *testing.T) {
 		"fail2xx": func(h *fsmHarness) event {
 			h.c.mu.Lock()
 			defer h.c.mu.Unlock()
-			return event{kind: evADeliveryFailed, res: h.c.ok2xx}
+			return event{kind: evADeliveryFailed, res: h.a2xx}
 		},
 	}
 	sets := [][]string{
