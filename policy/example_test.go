@@ -45,7 +45,7 @@ max_attempts = "3"
 	fmt.Println(err)
 	// Output:
 	// pbx 127.0.0.1:5080 5s 4h0m0s
-	// sbc.toml:6:13: realm[0].listener[0].transport: transport "sctp" is not supported yet (want "udp" or "tcp")
+	// sbc.toml:6:13: realm[0].listener[0].transport: transport "sctp" is not supported (want "udp", "tcp", "tls" or "wss")
 	// sbc.toml:9:16: routing.default_pool: unknown pool "pbx" (none is defined)
 	// sbc.toml:10:16: routing.max_attempts: expected integer, got string
 }

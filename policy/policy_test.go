@@ -368,7 +368,7 @@ nope = 1
 			`t.toml:9:1: server.Log_Level: unknown key (did you mean "log_level"?)`,
 			`t.toml:10:8: realm[0].x: unknown table (known here: name, listener)`,
 			`t.toml:11:3: bogus: unknown table (known here: server, admin, realm, trunk, pool, route, routing, calls, headers, limits, autoblock, xdp, nftables)`,
-			`t.toml:16:1: realm[0].listener[1].nope: unknown key (known here: transport, bind, advertise)`,
+			`t.toml:16:1: realm[0].listener[1].nope: unknown key (known here: transport, bind, advertise, tls, path, origins)`,
 			`t.toml:17:2: pool: [pool.health] needs a [[pool]] before it`,
 		}},
 		{"table shapes", minimal + `
@@ -492,8 +492,8 @@ name = "bad name"
 [[realm]]
 `, []string{
 			`t.toml:3:10: admin.listen: invalid address "localhost:9090": want ip:port with an IP literal, e.g. "127.0.0.1:9090"`,
-			`t.toml:7:13: realm[0].listener[0].transport: unknown transport "UDP" (want "udp" or "tcp")`,
-			`t.toml:10:13: realm[0].listener[1].transport: transport "tls" is not supported yet (want "udp" or "tcp")`,
+			`t.toml:7:13: realm[0].listener[0].transport: unknown transport "UDP" (want "udp", "tcp", "tls" or "wss")`,
+			`t.toml:10:13: realm[0].listener[1].transport: a tls listener needs a [realm.listener.tls] table with cert_file and key_file`,
 			`t.toml:13:8: realm[0].listener[2].bind: invalid address "127.0.0.1": want ip:port with an IP literal, e.g. "127.0.0.1:5060" or "[::1]:5060"`,
 			`t.toml:15:8: realm[0].listener[3].bind: advertise is required when bind is the unspecified address 0.0.0.0`,
 			`t.toml:19:13: realm[0].listener[4].advertise: invalid advertise "[127.0.0.1]:5063": IPv6 addresses, and only they, are written in brackets`,
@@ -529,9 +529,9 @@ realm = "elsewhere"
 			`t.toml:11:3: trunk[1].realm: realm is required`,
 			`t.toml:13:12: trunk[1].sources[0]: 192.0.2.1/32 is also a source of trunk "a" (at 10:70): a prefix may belong to one trunk only`,
 			`t.toml:13:28: trunk[1].sources[1]: 10.0.0.0/8 is also a source of trunk "a" (at 10:12): a prefix may belong to one trunk only`,
-			`t.toml:17:11: trunk[2].sources: trunk "c" has no sources (e.g. sources = ["192.0.2.0/24"])`,
+			`t.toml:17:11: trunk[2].sources: trunk "c" has no sources (e.g. sources = ["192.0.2.0/24"]) and no tls_identities`,
 			`t.toml:18:3: trunk[3].name: trunk without a name (add name = "...")`,
-			`t.toml:18:3: trunk[3].sources: trunk "" has no sources (e.g. sources = ["192.0.2.0/24"])`,
+			`t.toml:18:3: trunk[3].sources: trunk "" has no sources (e.g. sources = ["192.0.2.0/24"]) and no tls_identities`,
 			`t.toml:19:9: trunk[3].realm: unknown realm "elsewhere" (defined: "r")`,
 		}},
 		{"pools", minimal + `
@@ -591,7 +591,7 @@ weight = 1000001
 			`t.toml:36:11: pool[1].health.timeout: timeout 1s must be shorter than the interval 1s`,
 			`t.toml:37:3: pool[2].realm: realm is required`,
 			`t.toml:37:3: pool[2].target: pool "q" has no target (add a [[pool.target]])`,
-			`t.toml:42:13: pool[3].transport: transport "sctp" is not supported yet (want "udp" or "tcp")`,
+			`t.toml:42:13: pool[3].transport: transport "sctp" is not supported (want "udp", "tcp", "tls" or "wss")`,
 			`t.toml:45:10: pool[3].target[0].weight: must be between 0 and 1000000 (got 1000001)`,
 		}},
 		{"routes and routing", minimal + `

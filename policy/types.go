@@ -83,8 +83,10 @@ type Realm struct {
 
 // Listener is one SIP socket of a realm.
 type Listener struct {
-	// Transport: "udp" (default) or "tcp" (lower case; "tls"/"wss" come
-	// later). The same transport+bind may appear only once in the policy.
+	// Transport: "udp" (default), "tcp", "tls" (SIP over TLS, RFC 3261
+	// 26.2) or "wss" (SIP over secure WebSocket, RFC 7118, for WebRTC
+	// clients); lower case. The same transport+bind may appear only once
+	// in the policy.
 	Transport string `toml:"transport"`
 	// Bind is "ip:port" to listen on (IP literal). Port 0 lets the kernel
 	// choose (useful in tests); the listener's actual port is then the one
@@ -96,19 +98,84 @@ type Listener struct {
 	// unspecified address (0.0.0.0 or ::).
 	Advertise string `toml:"advertise"`
 
+	// TLS is the server side of a "tls" or "wss" listener: certificate,
+	// client authentication, versions. Required for those transports,
+	// refused for the others.
+	TLS *TLS `toml:"tls"`
+	// Path: a "wss" listener accepts the WebSocket upgrade only on this
+	// HTTP path (exact match); empty (default) accepts any path.
+	Path string `toml:"path"`
+	// Origins: a "wss" listener accepts the WebSocket upgrade only from a
+	// page of one of these origins ("https://app.example.com", scheme,
+	// host and port as browsers send them, compared case-insensitively),
+	// or from a client that sends no Origin when "" is listed. "*" allows
+	// any origin. Required for "wss" (browsers always send Origin, and a
+	// listener open to any page lets any web site drive a visitor's
+	// browser against it).
+	Origins []string `toml:"origins"`
+
 	BindAddr      netip.AddrPort `toml:"-"` // Bind parsed (an IPv4-mapped address unmapped)
 	AdvertiseHost string         `toml:"-"` // host part of Advertise, no brackets (default Bind's IP)
 	AdvertisePort int            `toml:"-"` // port part of Advertise (default Bind's port; 0 if that is 0)
 }
 
-// Trunk is a known peer (carrier), identified by its source addresses.
+// TLS is the TLS side of a listener (server) or of a pool (client).
+// Certificate, key and CA files are read when the policy is applied and
+// re-read when they change on disk (and on reload); a file that cannot be
+// used keeps the previous one in service.
+type TLS struct {
+	// CertFile / KeyFile: PEM certificate chain and private key. A
+	// listener requires them (its server certificate); for a pool they
+	// are the client certificate presented to the targets (mutual TLS),
+	// optional.
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// CAFile: PEM bundle of CA certificates. A listener verifies client
+	// certificates against it (required when client_auth is not "none");
+	// a pool verifies the targets' certificates against it (default: the
+	// system's roots).
+	CAFile string `toml:"ca_file"`
+	// MinVersion: "1.2" (default) or "1.3". Nothing older is ever
+	// accepted; cipher suites are Go's defaults (no weak ones).
+	MinVersion string `toml:"min_version"`
+	// ClientAuth (listeners only): "none" (default, no client certificate
+	// asked), "request" (asked; verified against ca_file when sent), or
+	// "require" (a verified client certificate is required).
+	ClientAuth string `toml:"client_auth"`
+	// ServerName (pools only): the DNS name the targets' certificates must
+	// carry. Empty (default): the target's IP address must be in the
+	// certificate's subject alternative names.
+	ServerName string `toml:"server_name"`
+	// RevokedSPKI (listeners only): SHA-256 hashes (64 hex digits) of the
+	// SubjectPublicKeyInfo of client certificates refused at the handshake
+	// even though they chain to the CA.
+	RevokedSPKI []string `toml:"revoked_spki"`
+	// HandshakeTimeout: a peer must complete the TLS handshake (and, on
+	// "wss", the WebSocket upgrade) within this time. Default "10s".
+	HandshakeTimeout Duration `toml:"handshake_timeout"`
+
+	Min uint16 `toml:"-"` // MinVersion as a crypto/tls version
+}
+
+// TLSIdentity is one parsed trunk identity: Kind is "dns", "uri", "cn"
+// or "spki".
+type TLSIdentity struct {
+	Kind, Value string
+}
+
+// String gives the identity as written in the policy ("dns:sip.example").
+func (id TLSIdentity) String() string { return id.Kind + ":" + id.Value }
+
+// Trunk is a known peer (carrier), identified by its source addresses,
+// by its TLS certificate, or by both.
 type Trunk struct {
 	// Name is unique among trunks: letters, digits, '_', '-', '.'.
 	Name string `toml:"name"`
 	// Realm is the realm the trunk arrives on. Required; must exist.
 	Realm string `toml:"realm"`
 	// Sources are the CIDRs (or bare addresses, meaning /32 or /128) the
-	// trunk sends from. At least one. A prefix may not be listed twice,
+	// trunk sends from. At least one unless tls_identities are given. A
+	// prefix may not be listed twice,
 	// neither in one trunk nor in two trunks (overlapping prefixes of
 	// different lengths are fine: the longest match wins).
 	Sources []string `toml:"sources"`
@@ -116,6 +183,18 @@ type Trunk struct {
 	// Sources parsed and masked, in file order; IPv4-mapped IPv6 prefixes
 	// (::ffff:a.b.c.d/n, n >= 96) are stored as IPv4 prefixes.
 	Prefixes []netip.Prefix `toml:"-"`
+
+	// TLSIdentities identify the trunk by the certificate it presents on a
+	// "tls" or "wss" listener with client_auth "request" or "require":
+	// "dns:NAME" or "uri:URI" (a subject alternative name), "cn:NAME"
+	// (the subject common name), or "spki:HEX" (SHA-256 of the
+	// SubjectPublicKeyInfo, 64 hex digits, a pin). With identities, the
+	// trunk is recognised only on a TLS connection whose verified
+	// certificate matches one of them, and, when Sources are also given,
+	// only from those sources. An identity may belong to one trunk only.
+	TLSIdentities []string `toml:"tls_identities"`
+	// Identities is TLSIdentities parsed (spki values lower-cased).
+	Identities []TLSIdentity `toml:"-"`
 
 	// MaxCalls caps the trunk's concurrent calls; 0 (default) = no cap.
 	MaxCalls int `toml:"max_calls"`
@@ -136,9 +215,13 @@ type Pool struct {
 	Name string `toml:"name"`
 	// Realm whose listener is used to reach the targets. Required; must exist.
 	Realm string `toml:"realm"`
-	// Transport towards the targets: "udp" (default) or "tcp". The realm
-	// must have a listener of that transport.
+	// Transport towards the targets: "udp" (default), "tcp" or "tls". The
+	// realm must have a listener of that transport.
 	Transport string `toml:"transport"`
+	// TLS is the client side towards the targets when transport is "tls":
+	// CA bundle, client certificate, server name. Optional (default: the
+	// system's roots, no client certificate, the target's IP checked).
+	TLS *TLS `toml:"tls"`
 	// Targets: at least one; not all of weight 0; no address twice.
 	Targets []Target `toml:"target"`
 	// Health is the OPTIONS health check.

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
@@ -44,6 +46,7 @@ const (
 	DefaultXDPMode             = "auto"
 	DefaultXDPPinDir           = "/sys/fs/bpf/sbc"
 	DefaultNftTable            = "sbc"
+	DefaultTLSHandshakeTimeout = 10 * time.Second
 )
 
 const (
@@ -287,6 +290,7 @@ func (v *validator) listeners() {
 			ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 			l.BindAddr = ap
 			v.advertise(lp, l)
+			v.listenerTLS(lp, l)
 			if !transportOK || ap.Port() == 0 {
 				continue
 			}
@@ -349,12 +353,12 @@ func (v *validator) transport(path string, t *string) bool {
 	case "":
 		*t = DefaultTransport
 		return true
-	case "udp", "tcp":
+	case "udp", "tcp", "tls", "wss":
 		return true
-	case "tls", "ws", "wss", "sctp":
-		v.errf(path, "transport %q is not supported yet (want \"udp\" or \"tcp\")", *t)
+	case "ws", "sctp":
+		v.errf(path, "transport %q is not supported (want \"udp\", \"tcp\", \"tls\" or \"wss\")", *t)
 	default:
-		v.errf(path, "unknown transport %s (want \"udp\" or \"tcp\")", quote(*t))
+		v.errf(path, "unknown transport %s (want \"udp\", \"tcp\", \"tls\" or \"wss\")", quote(*t))
 	}
 	return false
 }
@@ -459,12 +463,14 @@ func (v *validator) trunkList() {
 		path  string
 	}
 	prefixes := map[netip.Prefix]seen{}
+	ids := map[TLSIdentity]string{}
 	for i := range v.p.Trunks {
 		t := &v.p.Trunks[i]
 		tp := elemPath("trunk", i)
 		v.ref(tp+".realm", "realm", t.Realm, true, v.realms)
-		if len(t.Sources) == 0 {
-			v.errf(tp+".sources", "trunk %s has no sources (e.g. sources = [\"192.0.2.0/24\"])", quote(t.Name))
+		v.identities(tp, t, ids)
+		if len(t.Sources) == 0 && len(t.TLSIdentities) == 0 {
+			v.errf(tp+".sources", "trunk %s has no sources (e.g. sources = [\"192.0.2.0/24\"]) and no tls_identities", quote(t.Name))
 		}
 		t.Prefixes = make([]netip.Prefix, 0, len(t.Sources))
 		for j, s := range t.Sources {
@@ -547,6 +553,26 @@ func (v *validator) poolList() {
 		}
 		v.targets(pp, pl)
 		v.health(pp+".health", &pl.Health)
+		switch {
+		case pl.TLS != nil && pl.Transport != "tls":
+			v.errf(pp+".tls", "tls settings need transport = \"tls\" (the pool's transport is %q)", pl.Transport)
+		case pl.TLS != nil:
+			v.tlsCommon(pp+".tls", pl.TLS)
+			if pl.TLS.ClientAuth != "" {
+				v.errf(pp+".tls.client_auth", "client_auth is a listener setting (a pool presents cert_file/key_file to its targets)")
+			}
+			if pl.TLS.HandshakeTimeout.IsSet() {
+				v.errf(pp+".tls.handshake_timeout", "handshake_timeout is a listener setting (towards targets, routing.target_timeout bounds the connection)")
+			}
+			if len(pl.TLS.RevokedSPKI) > 0 {
+				v.errf(pp+".tls.revoked_spki", "revoked_spki is a listener setting")
+			}
+			if pl.TLS.ServerName != "" && !validHostname(pl.TLS.ServerName) {
+				v.errf(pp+".tls.server_name", "invalid server name %s: want a DNS name", quote(pl.TLS.ServerName))
+			}
+		case pl.Transport == "tls":
+			pl.TLS = &TLS{Min: tls.VersionTLS12, HandshakeTimeout: Duration{Duration: DefaultTLSHandshakeTimeout}}
+		}
 	}
 }
 
@@ -844,4 +870,152 @@ func validHostname(s string) bool {
 		}
 	}
 	return true
+}
+
+// listenerTLS checks the TLS and WebSocket settings of a listener.
+func (v *validator) listenerTLS(lp string, l *Listener) {
+	secure := l.Transport == "tls" || l.Transport == "wss"
+	switch {
+	case l.TLS == nil && secure:
+		v.errf(lp+".transport", "a %s listener needs a [realm.listener.tls] table with cert_file and key_file", l.Transport)
+	case l.TLS != nil && !secure:
+		v.errf(lp+".tls", "tls settings need transport \"tls\" or \"wss\" (this listener is %q)", l.Transport)
+	case l.TLS != nil:
+		tp := lp + ".tls"
+		t := l.TLS
+		v.tlsCommon(tp, t)
+		if t.CertFile == "" || t.KeyFile == "" {
+			v.errf(tp, "cert_file and key_file are required (the listener's certificate)")
+		}
+		if t.ServerName != "" {
+			v.errf(tp+".server_name", "server_name is a pool setting")
+		}
+		switch t.ClientAuth {
+		case "":
+			t.ClientAuth = "none"
+		case "none", "request", "require":
+		default:
+			v.errf(tp+".client_auth", "unknown client_auth %s (want \"none\", \"request\" or \"require\")", quote(t.ClientAuth))
+		}
+		if t.ClientAuth != "none" && t.CAFile == "" {
+			v.errf(tp+".ca_file", "client_auth %q needs ca_file (the CAs client certificates must chain to)", t.ClientAuth)
+		}
+		for i, h := range t.RevokedSPKI {
+			if _, ok := parseSPKI(h); !ok {
+				v.errf(elemPath(tp+".revoked_spki", i), "invalid SPKI hash %s: want 64 hex digits (SHA-256 of the SubjectPublicKeyInfo)", quote(h))
+			}
+		}
+	}
+	if l.Transport != "wss" {
+		if l.Path != "" {
+			v.errf(lp+".path", "path is a wss setting")
+		}
+		if l.Origins != nil {
+			v.errf(lp+".origins", "origins is a wss setting")
+		}
+		return
+	}
+	if l.Path != "" && !strings.HasPrefix(l.Path, "/") {
+		v.errf(lp+".path", "path %s must start with /", quote(l.Path))
+	}
+	if len(l.Origins) == 0 {
+		v.errf(lp+".origins", "a wss listener needs origins: the web origins allowed to connect (e.g. [\"https://app.example.com\"], or [\"*\"] for any)")
+	}
+	for i, o := range l.Origins {
+		if o == "*" || o == "" {
+			continue
+		}
+		if !validOrigin(o) {
+			v.errf(elemPath(lp+".origins", i), "invalid origin %s: want scheme://host[:port] as a browser sends it (e.g. \"https://app.example.com\"), \"*\" or \"\"", quote(o))
+		}
+	}
+}
+
+// validOrigin accepts a serialised web origin: http or https, a host, an
+// optional port, nothing else.
+func validOrigin(o string) bool {
+	scheme, rest, ok := strings.Cut(o, "://")
+	if !ok || (scheme != "https" && scheme != "http") || rest == "" {
+		return false
+	}
+	if strings.ContainsAny(rest, "/?#@ ") {
+		return false
+	}
+	host := rest
+	if h, p, err := net.SplitHostPort(rest); err == nil {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return false
+		}
+		host = h
+	}
+	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return true
+	}
+	return validHostname(host)
+}
+
+// tlsCommon checks what listeners and pools share.
+func (v *validator) tlsCommon(tp string, t *TLS) {
+	switch t.MinVersion {
+	case "", "1.2":
+		t.MinVersion, t.Min = "1.2", tls.VersionTLS12
+	case "1.3":
+		t.Min = tls.VersionTLS13
+	default:
+		v.errf(tp+".min_version", "unsupported min_version %s (want \"1.2\" or \"1.3\"; nothing older is ever accepted)", quote(t.MinVersion))
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		v.errf(tp, "cert_file and key_file go together")
+	}
+	v.duration(tp+".handshake_timeout", &t.HandshakeTimeout, DefaultTLSHandshakeTimeout, true)
+}
+
+// parseSPKI parses a SHA-256 SPKI hash given as hex (colons allowed).
+func parseSPKI(h string) (string, bool) {
+	h = strings.ToLower(strings.ReplaceAll(h, ":", ""))
+	b, err := hex.DecodeString(h)
+	if err != nil || len(b) != 32 {
+		return "", false
+	}
+	return h, true
+}
+
+// identities parses a trunk's tls_identities.
+func (v *validator) identities(tp string, t *Trunk, seen map[TLSIdentity]string) {
+	t.Identities = nil
+	for j, s := range t.TLSIdentities {
+		ip := elemPath(tp+".tls_identities", j)
+		kind, val, _ := strings.Cut(s, ":")
+		id := TLSIdentity{Kind: kind, Value: val}
+		switch kind {
+		case "dns":
+			if !validHostname(strings.TrimPrefix(val, "*.")) {
+				v.errf(ip, "invalid DNS name %s", quote(val))
+				continue
+			}
+			id.Value = strings.ToLower(val)
+		case "cn", "uri":
+			if val == "" || strings.ContainsFunc(val, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+				v.errf(ip, "invalid %s identity %s", kind, quote(val))
+				continue
+			}
+		case "spki":
+			h, ok := parseSPKI(val)
+			if !ok {
+				v.errf(ip, "invalid SPKI hash %s: want 64 hex digits (SHA-256 of the SubjectPublicKeyInfo)", quote(val))
+				continue
+			}
+			id.Value = h
+		default:
+			v.errf(ip, "invalid identity %s: want \"dns:NAME\", \"uri:URI\", \"cn:NAME\" or \"spki:HEX\"", quote(s))
+			continue
+		}
+		if prev, dup := seen[id]; dup {
+			v.errf(ip, "identity %s is also at %s: an identity may belong to one trunk only", quote(id.String()), v.where(prev))
+			continue
+		}
+		seen[id] = ip
+		t.Identities = append(t.Identities, id)
+	}
 }

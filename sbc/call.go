@@ -193,6 +193,7 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 		inviteCSeq: req.CSeq().SeqNo, remoteTag: tagOf(from.Params),
 		remoteCSeq: req.CSeq().SeqNo, routes: recordRoutes(req, false),
 	}
+	c.a.sips = req.Recipient.Scheme == "sips"
 	if ct := req.Contact(); ct != nil {
 		c.a.target = *ct.Address.Clone()
 	} else {
@@ -219,9 +220,13 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 func (c *call) markFinalSent() { c.finalSentOnce.Do(func() { close(c.finalSent) }) }
 
 func transportOf(m interface{ Transport() string }) string {
-	switch m.Transport() {
-	case "TCP", "tcp":
+	switch strings.ToLower(m.Transport()) {
+	case "tcp":
 		return "tcp"
+	case "tls":
+		return "tls"
+	case "wss":
+		return "wss"
 	}
 	return "udp"
 }
@@ -245,9 +250,9 @@ func (c *call) newBLeg(t *target, tr string) *leg {
 		target:     sip.Uri{Scheme: "sip", User: c.user, Host: host, Port: int(t.addr.Port())},
 		routes:     []sip.Uri{},
 	}
-	if tr == "tcp" {
+	if tr != "udp" {
 		b.target.UriParams = sip.NewParams()
-		b.target.UriParams.Add("transport", "tcp")
+		b.target.UriParams.Add("transport", tr)
 	}
 	b.cseq.Store(uint32(time.Now().UnixNano()%30000) + 1)
 	return b
@@ -323,7 +328,7 @@ func (c *call) responseToA(res *sip.Response) *sip.Response {
 	out := sip.NewResponseFromRequest(c.aReq, res.StatusCode, res.Reason, nil)
 	c.st.headers.Copy(out, res, "content-type")
 	if res.StatusCode > 100 && res.StatusCode < 300 {
-		out.AppendHeader(c.a.face().Contact(""))
+		out.AppendHeader(c.a.contact(""))
 	}
 	if res.StatusCode >= 300 && res.StatusCode < 400 {
 		c.redirectContacts(out, res)
@@ -347,13 +352,12 @@ func (c *call) localResponseToA(code int, reason string, hdrs ...sip.Header) *si
 // redirectContacts relays a 3xx's Contacts with the backend's host
 // replaced by the SBC's face: the carrier retries through the SBC.
 func (c *call) redirectContacts(out, res *sip.Response) {
-	f := c.a.face()
 	for _, h := range res.GetHeaders("Contact") {
 		ct, ok := h.(*sip.ContactHeader)
 		if !ok {
 			continue
 		}
-		u := f.URI(ct.Address.User)
+		u := c.a.uri(ct.Address.User)
 		out.AppendHeader(&sip.ContactHeader{Address: u})
 	}
 }

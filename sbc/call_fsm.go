@@ -762,7 +762,7 @@ func (c *call) onRequest(from *leg, req *sip.Request, tx sip.ServerTransaction, 
 		// The transfer target is re-homed on the SBC's face of the
 		// receiving leg: whoever follows it comes back through the SBC.
 		// An embedded Replaces names the other leg's dialog.
-		u := to.face().URI(h.Address.User)
+		u := to.uri(h.Address.User)
 		if hdrs, ok := c.s.mapReferHeaders(h.Address.Headers); ok {
 			u.Headers = hdrs
 		} else {
@@ -898,7 +898,7 @@ func (c *call) inDialogResponse(from *leg, req *sip.Request, res *sip.Response) 
 	out := sip.NewResponseFromRequest(req, res.StatusCode, res.Reason, nil)
 	c.st.headers.Copy(out, res, "content-type")
 	if res.StatusCode < 300 && isTargetRefresh(req.Method) {
-		out.AppendHeader(from.face().Contact(""))
+		out.AppendHeader(from.contact(""))
 	}
 	out.AppendHeader(sip.NewHeader("Server", c.st.pol.Server.UserAgent))
 	copyBody(out, res)

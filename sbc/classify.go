@@ -2,6 +2,7 @@ package sbc
 
 import (
 	"net/netip"
+	"slices"
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/sbc-project/sbc/policy"
@@ -17,13 +18,37 @@ type peer struct {
 	src     netip.AddrPort
 	trunk   *policy.Trunk // nil for a backend or unknown source
 	backend bool          // source is a target of a pool on this realm
+	// why a source that looked like a trunk's is not that trunk (its TLS
+	// identity does not hold); "" otherwise.
+	why reason
 }
 
-// classify identifies the sender of a request arriving on realm ep.
-func (s *SBC) classify(st *snapshot, ep *endpoint, src netip.AddrPort) peer {
+// classify identifies the sender of a message arriving on realm ep over
+// transport ("udp", "TLS", ...; "" for the source address alone). Over TLS
+// and WSS, a verified client certificate that a trunk of the realm claims
+// (tls_identities) names the trunk, if the source is also one of the
+// trunk's sources when it has any; otherwise, and on other transports,
+// the longest source prefix does, unless that trunk requires an identity.
+func (s *SBC) classify(st *snapshot, ep *endpoint, src netip.AddrPort, transport string) peer {
 	p := peer{src: src}
+	if len(st.tls.ids) > 0 && secureTransport(transport) {
+		if v, ok := s.tlsPeers.Load(peerKey(ep.name, src)); ok {
+			if tr := st.tls.trunkOf(v.(*tlsPeer).cert, ep.name); tr != nil {
+				if len(tr.Prefixes) == 0 || slices.ContainsFunc(tr.Prefixes, func(pf netip.Prefix) bool { return pf.Contains(src.Addr()) }) {
+					p.trunk = tr
+					return p
+				}
+				p.why = reasonTLSIdentity
+				return p
+			}
+		}
+	}
 	if name, ok := st.trunks.Lookup(src.Addr()); ok {
 		if tr := st.pol.Trunk(name); tr != nil && tr.Realm == ep.name {
+			if len(tr.Identities) > 0 {
+				p.why = reasonTLSNeedIdentity
+				return p
+			}
 			p.trunk = tr
 			return p
 		}
@@ -51,15 +76,25 @@ func (s *SBC) classifyRequest(st *snapshot, ep *endpoint, req *sip.Request) (pee
 	if err != nil {
 		return peer{}, silent(stageClassify, reasonBadSource).with("source_raw", req.Source())
 	}
-	p := s.classify(st, ep, src)
+	p := s.classify(st, ep, src, req.Transport())
 	if pattern, scan := s.scanner(req); scan && !p.backend {
 		// Never answered: a scanner learns nothing, not even 100 Trying.
 		return p, silent(stageClassify, reasonScannerUA).charge(failScannerUA).with("pattern", pattern)
 	}
 	if p.trunk == nil && !p.backend {
-		v := silent(stageClassify, reasonUnknownSource)
+		r := reasonUnknownSource
+		if p.why != "" {
+			r = p.why
+		}
+		v := silent(stageClassify, r)
 		if st.pol.Headers.UnknownSourceAction == "reject" {
-			v = answer(stageClassify, reasonUnknownSource, 403, "Forbidden")
+			v = answer(stageClassify, r, 403, "Forbidden")
+		}
+		if p.why != "" {
+			// A trunk's address without the trunk's certificate: the
+			// address may be forged (UDP) or the trunk misconfigured;
+			// neither is charged to the trunk's source.
+			return p, v
 		}
 		return p, v.charge(failUnknownSource)
 	}

@@ -32,23 +32,30 @@ type endpoint struct {
 	laddr map[string]netip.AddrPort // bound address by transport
 	udp   []net.PacketConn
 	tcp   []net.Listener
+	tls   []net.Listener // secureListeners
+	wss   []net.Listener // secureListeners
 	cfg   policy.Realm
 	wg    sync.WaitGroup
 }
 
 func (s *SBC) newEndpoint(r policy.Realm, pol *policy.Policy) (*endpoint, error) {
 	ep := &endpoint{name: r.Name, sbc: s, cfg: r, faces: map[string]topology.Face{}, laddr: map[string]netip.AddrPort{}}
+	// Peers on a connection that send nothing for this long are
+	// disconnected (sipgo's default is to wait forever); CRLF keep-alives
+	// (RFC 5626) count, and are answered.
+	idle := pol.Server.TCPIdleTimeout.Duration
+	stream := func() *sip.TransportTCP { return &sip.TransportTCP{ReadTimeout: idle, WriteTimeout: 10 * time.Second} }
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent(pol.Server.UserAgent),
+		sipgo.WithUserAgenTLSConfig(ep.clientConfig()),
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerLogger(s.sipLog),
 			sip.WithTransportLayerReadFilter(s.readFilter()),
-			// TCP peers that send nothing for this long are disconnected;
-			// sipgo's default is to wait forever.
-			sip.WithTransportLayerTransports(sip.TransportsConfig{TCP: &sip.TransportTCP{
-				ReadTimeout:  pol.Server.TCPIdleTimeout.Duration,
-				WriteTimeout: 10 * time.Second,
-			}}),
+			sip.WithTransportLayerTransports(sip.TransportsConfig{
+				TCP: stream(),
+				TLS: &sip.TransportTLS{TransportTCP: stream()},
+				WSS: &sip.TransportWSS{TransportWS: &sip.TransportWS{ReadTimeout: idle, WriteTimeout: 10 * time.Second}},
+			}),
 		),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(s.sipLog)),
 	)
@@ -109,13 +116,21 @@ func (ep *endpoint) listen(pol *policy.Policy) error {
 			if l.BindAddr.Port() == 0 {
 				ep.rebindPort(t, c.LocalAddr())
 			}
-		case "tcp":
+		case "tcp", "tls", "wss":
 			ln, err := lc.Listen(context.Background(), "tcp", l.BindAddr.String())
 			if err != nil {
 				ep.closeSockets()
-				return fmt.Errorf("realm %s: listen tcp %s: %w", ep.name, l.BindAddr, err)
+				return fmt.Errorf("realm %s: listen %s %s: %w", ep.name, t, l.BindAddr, err)
 			}
-			ep.tcp = append(ep.tcp, &acceptFilter{Listener: ln, sbc: ep.sbc})
+			var af net.Listener = &acceptFilter{Listener: ln, ep: ep, transport: t}
+			switch t {
+			case "tcp":
+				ep.tcp = append(ep.tcp, af)
+			case "tls":
+				ep.tls = append(ep.tls, ep.newSecureListener(af, listenerID(ep.name, l)))
+			case "wss":
+				ep.wss = append(ep.wss, ep.newSecureListener(af, listenerID(ep.name, l)))
+			}
 			if l.BindAddr.Port() == 0 {
 				ep.rebindPort(t, ln.Addr())
 			}
@@ -168,32 +183,46 @@ func (ep *endpoint) serve(ctx context.Context) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	for _, ln := range ep.tcp {
-		ep.wg.Add(1)
-		go func(ln net.Listener) {
-			defer ep.wg.Done()
-			for {
-				err := ep.srv.ServeTCP(ln)
-				if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-					return
-				}
-				ep.sbc.log.Warn("tcp accept loop restarted", "realm", ep.name, "error", err)
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(100 * time.Millisecond):
-				}
-			}
-		}(ln)
+	serves := []struct {
+		lns   []net.Listener
+		serve func(net.Listener) error
+	}{{ep.tcp, ep.srv.ServeTCP}, {ep.tls, ep.srv.ServeTLS}, {ep.wss, ep.srv.ServeWSS}}
+	for _, sv := range serves {
+		for _, ln := range sv.lns {
+			ep.serveStream(ctx, ln, sv.serve)
+		}
 	}
+}
+
+// serveStream runs a connection listener's accept loop, restarted after
+// an Accept error other than closing.
+func (ep *endpoint) serveStream(ctx context.Context, ln net.Listener, serve func(net.Listener) error) {
+	ep.wg.Add(1)
+	go func() {
+		defer ep.wg.Done()
+		for {
+			err := serve(ln)
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			ep.sbc.log.Warn("accept loop restarted", "realm", ep.name, "listener", ln.Addr().String(), "error", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
 }
 
 func (ep *endpoint) closeSockets() {
 	for _, c := range ep.udp {
 		c.Close()
 	}
-	for _, l := range ep.tcp {
-		l.Close()
+	for _, ls := range [][]net.Listener{ep.tcp, ep.tls, ep.wss} {
+		for _, l := range ls {
+			l.Close()
+		}
 	}
 }
 
@@ -241,6 +270,9 @@ func noBuild(*sipgo.Client, *sip.Request) error { return nil }
 // request starts a client transaction for a request the SBC built.
 func (ep *endpoint) request(ctx context.Context, req *sip.Request, transport string, dst netip.AddrPort) (sip.ClientTransaction, error) {
 	ep.prepare(req, transport, dst)
+	if strings.EqualFold(transport, "tls") {
+		ctx = context.WithValue(ctx, tlsTargetKey{}, dst)
+	}
 	return ep.cli.TransactionRequest(ctx, req, noBuild)
 }
 
@@ -276,15 +308,17 @@ func (ep *endpoint) do(ctx context.Context, req *sip.Request, transport string, 
 	}
 }
 
-// acceptFilter wraps a TCP listener so connections from blocked sources,
-// sources over their packet budget and sources holding too many
-// connections are closed before sipgo reads a byte from them.
+// acceptFilter wraps a TCP (or TLS, WSS) listener so connections from
+// blocked sources, sources over their packet budget and sources holding
+// too many connections are closed before anything reads a byte from them.
 type acceptFilter struct {
 	net.Listener
-	sbc *SBC
+	ep        *endpoint
+	transport string
 }
 
 func (a *acceptFilter) Accept() (net.Conn, error) {
+	s := a.ep.sbc
 	for {
 		c, err := a.Listener.Accept()
 		if err != nil {
@@ -295,24 +329,27 @@ func (a *acceptFilter) Accept() (net.Conn, error) {
 			return c, nil
 		}
 		src := ap.Addr().Unmap()
-		if r := a.sbc.preParse(src); r != "" {
-			a.sbc.act(nil, peer{src: ap}, nil, nil, silent(stageAccept, r))
+		if r := s.preParse(src); r != "" {
+			s.act(nil, peer{src: ap}, nil, nil, silent(stageAccept, r))
 			c.Close()
 			continue
 		}
 		if tc, ok := c.(*net.TCPConn); ok {
 			_ = tc.SetKeepAlive(true)
 		}
-		st := a.sbc.state.Load()
+		st := s.state.Load()
+		open := s.metrics.ConnsOpen.WithLabelValues(a.ep.name, a.transport)
 		if _, trunk := st.trunks.Lookup(src); trunk || st.backends[src] {
-			return c, nil
+			open.Inc()
+			return &countedConn{Conn: c, release: open.Dec}, nil
 		}
-		if !a.sbc.conns.acquire(src, st.pol.Limits.TCPConnectionsPerSource) {
-			a.sbc.act(nil, peer{src: ap}, nil, nil, silent(stageAccept, reasonSourceConnections))
+		if !s.conns.acquire(src, st.pol.Limits.TCPConnectionsPerSource) {
+			s.act(nil, peer{src: ap}, nil, nil, silent(stageAccept, reasonSourceConnections))
 			c.Close()
 			continue
 		}
-		return &countedConn{Conn: c, release: func() { a.sbc.conns.release(src) }}, nil
+		open.Inc()
+		return &countedConn{Conn: c, release: func() { open.Dec(); s.conns.release(src) }}, nil
 	}
 }
 

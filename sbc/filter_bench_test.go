@@ -72,7 +72,7 @@ func BenchmarkTrunkLookup(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if p := s.classify(st, ep, src); p.trunk == nil {
+		if p := s.classify(st, ep, src, "udp"); p.trunk == nil {
 			b.Fatal("not classified")
 		}
 	}

@@ -18,7 +18,8 @@ import (
 type leg struct {
 	name      string // "a" or "b"
 	ep        *endpoint
-	transport string         // "udp" or "tcp"
+	transport string         // "udp", "tcp", "tls" or "wss"
+	sips      bool           // the peer reached us with a sips: request-URI: our URIs on this leg are sips: too (RFC 3261 12.1.1)
 	peer      netip.AddrPort // the peer's address: A's source, B's target
 	callID    string
 	localTag  string
@@ -44,8 +45,15 @@ type leg struct {
 // is still up; otherwise the first route, else the remote target, when
 // they name an IP address; else the peer's address.
 func (l *leg) dest() netip.AddrPort {
-	if l.transport == "tcp" && l.ep != nil && l.ep.connUp("tcp", l.peer) {
+	switch l.transport {
+	case "wss":
+		// A browser cannot be reached but over the connection it
+		// opened: its Contact is a *.invalid name (RFC 7118 5.2).
 		return l.peer
+	case "tcp", "tls":
+		if l.ep != nil && l.ep.connUp(l.transport, l.peer) {
+			return l.peer
+		}
 	}
 	l.mu.Lock()
 	u := l.target
@@ -74,6 +82,22 @@ func uriAddr(u sip.Uri) (netip.AddrPort, bool) {
 }
 
 func (l *leg) face() topology.Face { return l.ep.face(l.transport) }
+
+// uri is a URI of the SBC on this leg: sips: (without a transport
+// parameter) when the peer used sips:, else the face's sip: URI.
+func (l *leg) uri(user string) sip.Uri {
+	u := l.face().URI(user)
+	if l.sips {
+		u.Scheme = "sips"
+		u.UriParams = nil
+	}
+	return u
+}
+
+// contact is the SBC's Contact on this leg.
+func (l *leg) contact(user string) *sip.ContactHeader {
+	return &sip.ContactHeader{Address: l.uri(user)}
+}
 
 func (l *leg) setRemote(tag string, target *sip.ContactHeader, routes []sip.Uri) {
 	l.mu.Lock()
@@ -146,7 +170,7 @@ func (l *leg) newRequest(method sip.RequestMethod, cseq uint32, ua string) *sip.
 	}
 	req.AppendHeader(&sip.CSeqHeader{SeqNo: cseq, MethodName: method})
 	if method != sip.ACK && method != sip.CANCEL && method != sip.BYE {
-		req.AppendHeader(l.face().Contact(""))
+		req.AppendHeader(l.contact(""))
 	}
 	if ua != "" {
 		req.AppendHeader(sip.NewHeader("User-Agent", ua))

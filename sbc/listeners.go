@@ -11,7 +11,7 @@ import (
 // ListenerInfo describes one SIP listener of a realm.
 type ListenerInfo struct {
 	Realm     string `json:"realm"`
-	Transport string `json:"transport"` // "udp", "tcp"
+	Transport string `json:"transport"` // "udp", "tcp", "tls", "wss"
 	// Bind is the address the socket is bound to: once started, the
 	// kernel's port where the policy says port 0.
 	Bind netip.AddrPort `json:"bind"`
@@ -48,6 +48,10 @@ func (s *SBC) Listeners() []ListenerInfo {
 				bound = ep.udp[i].LocalAddr()
 			case t == "tcp" && i < len(ep.tcp):
 				bound = ep.tcp[i].Addr()
+			case t == "tls" && i < len(ep.tls):
+				bound = ep.tls[i].Addr()
+			case t == "wss" && i < len(ep.wss):
+				bound = ep.wss[i].Addr()
 			case i == 0:
 				if a, ok := ep.laddr[t]; ok {
 					info.Bind = a

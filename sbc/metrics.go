@@ -28,6 +28,11 @@ type Metrics struct {
 	Blocks       *prometheus.CounterVec // origin (auto, observe: reason is a failure; manual: reason "manual")
 	FastPath     *prometheus.GaugeVec   // path (fastPaths)
 
+	TLSHandshakes *prometheus.CounterVec // realm, transport, side (server, client), result (ok or a stage tls reason)
+	TLSExpiry     *prometheus.GaugeVec   // file (cert_file of the policy)
+	TLSLoads      *prometheus.CounterVec // result: ok, failed (certificate files re-read after a change)
+	ConnsOpen     *prometheus.GaugeVec   // realm, transport (tcp, tls, wss): accepted connections open
+
 	flood [floodCounters]atomic.Pointer[prometheus.Counter] // see floodCounter
 }
 
@@ -70,7 +75,19 @@ func newMetrics() *Metrics {
 	m.FastPath = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sbc_fastpath_info", Help: "1 for the path that drops blocked sources first: xdp, nftables or userspace.",
 	}, []string{"path"})
-	r.MustRegister(m.Blocks, m.FastPath)
+	m.TLSHandshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_tls_handshakes_total", Help: "TLS handshakes (and WebSocket upgrades on wss) by realm, transport, side (server: a peer connected to a listener; client: the SBC connected to a peer) and result: ok, or why it was refused (the reasons of stage tls).",
+	}, []string{"realm", "transport", "side", "result"})
+	m.TLSExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sbc_tls_certificate_expiry_days", Help: "Days until the certificate in service from each cert_file of the policy expires (negative once expired).",
+	}, []string{"file"})
+	m.TLSLoads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_tls_file_reloads_total", Help: "Certificate, key and CA files re-read after they changed on disk: ok (in service), failed (the previous one stays).",
+	}, []string{"result"})
+	m.ConnsOpen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sbc_connections_open", Help: "Connections accepted on the SIP listeners and still open, by realm and transport (tcp, tls, wss).",
+	}, []string{"realm", "transport"})
+	r.MustRegister(m.Blocks, m.FastPath, m.TLSHandshakes, m.TLSExpiry, m.TLSLoads, m.ConnsOpen)
 	r.MustRegister(m.CallsActive, m.Calls, m.Requests, m.Responses, m.Dropped,
 		m.TargetUp, m.Failovers, m.ReloadsTotal,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

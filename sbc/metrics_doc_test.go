@@ -216,11 +216,24 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 	for _, a := range xdpActions {
 		add("sbc_xdp_packets_total", "action", a.action)
 	}
+	for _, tr := range []string{"tls", "wss"} {
+		for _, r := range append([]reason{tlsOK}, tlsReasons...) {
+			add("sbc_tls_handshakes_total", "result,side,transport", string(r)+"/server/"+tr)
+		}
+	}
+	for _, r := range tlsClientResults {
+		add("sbc_tls_handshakes_total", "result,side,transport", string(r)+"/client/tls")
+	}
+	add("sbc_tls_file_reloads_total", "result", tlsFileResults...)
+	add("sbc_connections_open", "transport", streamTransports...)
 	policy = map[string][]string{
-		"sbc_requests_total":          {"realm"},
-		"sbc_responses_total":         {"realm"},
-		"sbc_backend_target_up":       {"pool", "target"},
-		"sbc_backend_failovers_total": {"pool"},
+		"sbc_tls_handshakes_total":        {"realm"},
+		"sbc_tls_certificate_expiry_days": {"file"},
+		"sbc_connections_open":            {"realm"},
+		"sbc_requests_total":              {"realm"},
+		"sbc_responses_total":             {"realm"},
+		"sbc_backend_target_up":           {"pool", "target"},
+		"sbc_backend_failovers_total":     {"pool"},
 	}
 	return values, policy
 }

@@ -37,7 +37,7 @@ func (s *SBC) registerHandlers(ep *endpoint) {
 		if c != nil {
 			st = c.st
 		}
-		p := s.classify(st, ep, src)
+		p := s.classify(st, ep, src, req.Transport())
 		if p.trunk == nil && !p.backend {
 			// Counted and logged, not charged: an ACK is never answered.
 			s.act(ep, p, req, nil, silent(stageClassify, reasonUnknownSource))

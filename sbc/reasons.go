@@ -27,6 +27,7 @@ const (
 	stageRoute    stage = "route"    // routing to a pool and target, REGISTER and method policy (route.go, register.go, call.go)
 	stageDialog   stage = "dialog"   // in-dialog requests and ACKs without their dialog or transaction (dialog.go)
 	stageBridge   stage = "bridge"   // the B2BUA could not send what it had to send (call core)
+	stageTLS      stage = "tls"      // a TLS handshake or WebSocket upgrade refused on a tls or wss listener (tls.go)
 )
 
 // reason is why a message was dropped or rejected: the reason label of
@@ -70,9 +71,10 @@ var dropReasons = []struct {
 }{
 	{stageFilter, []reason{reasonBlocked, reasonSourcePPS}},
 	{stageAccept, []reason{reasonBlocked, reasonSourcePPS, reasonSourceConnections}},
+	{stageTLS, tlsReasons},
 	{stageParse, []reason{reasonMalformed}},
 	{stageValidate, validateReasons()},
-	{stageClassify, []reason{reasonBadSource, reasonScannerUA, reasonUnknownSource}},
+	{stageClassify, []reason{reasonBadSource, reasonScannerUA, reasonUnknownSource, reasonTLSIdentity, reasonTLSNeedIdentity}},
 	{stageAdmit, []reason{reasonSourceCPS, reasonTrunkCPS, reasonTrunkCalls, reasonRegisterRate}},
 	{stageRoute, []reason{reasonNoOutboundRoute, reasonNoRoute, reasonNoTarget, reasonRegisterDenied, reasonMethodNotAllowed}},
 	{stageDialog, []reason{reasonNoTransaction, reasonNoDialog, reasonCSeqOutOfOrder, reasonBadACK, reasonStrayACK, reasonNotDialogPeer, reasonReplacesNoDialog}},

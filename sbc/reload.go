@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sbc-project/sbc/acl"
 	"github.com/sbc-project/sbc/policy"
@@ -101,6 +102,10 @@ func (s *SBC) Reload(p *policy.Policy) error {
 	if changes := restartChanges(old, p); len(changes) > 0 {
 		return s.reloadRejected(old, p.Source, &RestartError{Changes: changes})
 	}
+	// Certificate files are re-read on every reload request (SIGHUP),
+	// whatever becomes of the policy: each one that changed and parses
+	// takes service, as when the poll finds it.
+	s.tls.refresh(time.Now())
 	// Prepare: nothing live changes until every piece is built.
 	targets := cloneTargets(&s.targets)
 	snap, err := s.buildSnapshot(p, targets)
@@ -122,6 +127,7 @@ func (s *SBC) Reload(p *policy.Policy) error {
 	s.targets.m = targets.m
 	s.targets.mu.Unlock()
 	s.state.Store(snap)
+	s.tls.retain(snap.tls.certs, snap.tls.cas)
 	s.reload.level.Set(policy.SlogLevel(p.Server.LogLevel))
 	kerr := s.reloadKernel(p)
 	s.mu.Unlock()
@@ -300,35 +306,57 @@ var reloadFields = map[string]reloadRule{
 	"admin.listen": ruleRestart("admin.listen"),
 	"admin.Addr":   ruleDerived,
 
-	"realm.name":                   ruleRestart("realm"),
-	"realm.listener.transport":     ruleRestart("realm"),
-	"realm.listener.bind":          ruleRestart("realm"),
-	"realm.listener.advertise":     ruleRestart("realm"),
-	"realm.listener.BindAddr":      ruleDerived,
-	"realm.listener.AdvertiseHost": ruleDerived,
-	"realm.listener.AdvertisePort": ruleDerived,
+	"realm.name":                           ruleRestart("realm"),
+	"realm.listener.transport":             ruleRestart("realm"),
+	"realm.listener.bind":                  ruleRestart("realm"),
+	"realm.listener.advertise":             ruleRestart("realm"),
+	"realm.listener.tls.cert_file":         ruleLive, // new handshakes; open connections keep what they negotiated
+	"realm.listener.tls.key_file":          ruleLive,
+	"realm.listener.tls.ca_file":           ruleLive,
+	"realm.listener.tls.min_version":       ruleLive,
+	"realm.listener.tls.client_auth":       ruleLive,
+	"realm.listener.tls.server_name":       ruleLive, // refused by validation on a listener
+	"realm.listener.tls.revoked_spki":      ruleLive,
+	"realm.listener.tls.handshake_timeout": ruleLive,
+	"realm.listener.tls.Min":               ruleDerived,
+	"realm.listener.path":                  ruleLive, // new connections
+	"realm.listener.origins":               ruleLive,
+	"realm.listener.BindAddr":              ruleDerived,
+	"realm.listener.AdvertiseHost":         ruleDerived,
+	"realm.listener.AdvertisePort":         ruleDerived,
 
 	"trunk.name":             ruleLive,
 	"trunk.realm":            ruleLive,
 	"trunk.sources":          ruleLive, // user-space trunk table; kernel allow-list after the commit
 	"trunk.Prefixes":         ruleDerived,
+	"trunk.tls_identities":   ruleLive, // per request, from the certificate of the connection
+	"trunk.Identities":       ruleDerived,
 	"trunk.max_calls":        ruleLive, // calls in progress are counted against the new cap, none is ended
 	"trunk.cps":              ruleLive,
 	"trunk.allow_register":   ruleLive,
 	"trunk.register_domains": ruleLive,
 
-	"pool.name":            ruleLive,
-	"pool.realm":           ruleLive,
-	"pool.transport":       ruleLive,
-	"pool.tcp_for_large":   ruleLive,
-	"pool.target.address":  ruleLive, // a target kept by pool+address keeps its health state
-	"pool.target.weight":   ruleLive,
-	"pool.target.Addr":     ruleDerived,
-	"pool.target.W":        ruleDerived,
-	"pool.health.interval": ruleLive,
-	"pool.health.timeout":  ruleLive,
-	"pool.health.up":       ruleLive,
-	"pool.health.down":     ruleLive,
+	"pool.name":                  ruleLive,
+	"pool.realm":                 ruleLive,
+	"pool.transport":             ruleLive,
+	"pool.tcp_for_large":         ruleLive,
+	"pool.tls.cert_file":         ruleLive, // new connections; open ones are kept
+	"pool.tls.key_file":          ruleLive,
+	"pool.tls.ca_file":           ruleLive,
+	"pool.tls.min_version":       ruleLive,
+	"pool.tls.client_auth":       ruleLive, // refused by validation on a pool
+	"pool.tls.server_name":       ruleLive,
+	"pool.tls.revoked_spki":      ruleLive, // refused by validation on a pool
+	"pool.tls.handshake_timeout": ruleLive,
+	"pool.tls.Min":               ruleDerived,
+	"pool.target.address":        ruleLive, // a target kept by pool+address keeps its health state
+	"pool.target.weight":         ruleLive,
+	"pool.target.Addr":           ruleDerived,
+	"pool.target.W":              ruleDerived,
+	"pool.health.interval":       ruleLive,
+	"pool.health.timeout":        ruleLive,
+	"pool.health.up":             ruleLive,
+	"pool.health.down":           ruleLive,
 
 	"route.trunk":  ruleLive,
 	"route.prefix": ruleLive,

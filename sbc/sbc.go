@@ -59,6 +59,9 @@ type SBC struct {
 	fast    *fastPath
 	conns   connCounter // open TCP connections per source
 
+	tls      *tlsFiles // certificates, keys and CA bundles in service
+	tlsPeers sync.Map  // peerKey → *tlsPeer: verified client certificates of open TLS/WSS connections
+
 	reload reloadState // see reload.go
 }
 
@@ -73,6 +76,7 @@ type snapshot struct {
 	backends map[netip.Addr]bool
 	headers  *topology.HeaderFilter
 	limits   policy.Calls
+	tls      tlsTables
 }
 
 // buildSnapshot derives a snapshot from p. Pool targets come from ts (a
@@ -83,6 +87,10 @@ func (s *SBC) buildSnapshot(p *policy.Policy, ts *targetSet) (*snapshot, error) 
 		entries = append(entries, acl.TrunkEntry{Name: t.Name, Prefixes: t.Prefixes})
 	}
 	trunks, err := acl.NewTrunkTable(entries)
+	if err != nil {
+		return nil, err
+	}
+	tt, err := s.buildTLS(p)
 	if err != nil {
 		return nil, err
 	}
@@ -99,6 +107,7 @@ func (s *SBC) buildSnapshot(p *policy.Policy, ts *targetSet) (*snapshot, error) 
 		trunks:   trunks,
 		headers:  topology.NewHeaderFilter(p.Headers.Allow),
 		limits:   p.Calls,
+		tls:      tt,
 	}, nil
 }
 
@@ -117,6 +126,7 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 		s.log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: s.reload.level}))
 	}
 	s.calls = newCallTable()
+	s.tls = newTLSFiles(s.log, s.metrics)
 	s.sipLog = slog.New(&sipgoLogHandler{next: s.log.Handler(), onParse: func(err string) {
 		s.act(nil, peer{}, nil, nil, silent(stageParse, reasonMalformed).with("error", err))
 	}})
@@ -171,8 +181,9 @@ func (s *SBC) Start(ctx context.Context) error {
 	}
 	s.fast = s.startFastPath(ctx, p)
 	s.metrics.Registry.MustRegister(blocklistCollector(s.def.blocklist))
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go func() { defer s.wg.Done(); s.healthLoop(ctx) }()
+	go func() { defer s.wg.Done(); s.tlsLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.def.blocklist.Run(ctx) }()
 	if p.Admin.Listen != "" {
 		a, err := s.startAdmin(p.Admin.Listen)
