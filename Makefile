@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build run demo test test-short bench lint generate clean
+.PHONY: build run demo test test-short bench lint generate example-certs clean
 
 build: ## build bin/sbc
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sbc ./cmd/sbc
@@ -32,6 +32,9 @@ lint: ## gofmt, go vet, staticcheck, unparam (the last two are go tools pinned i
 
 generate: ## rebuild the XDP object and its Go bindings (needs clang, llvm, libbpf-dev)
 	$(GO) generate ./ebpf
+
+example-certs: ## write a test CA and sbc, carrier and backend certificates to examples/certs (loopback tests only)
+	$(GO) run ./internal/certgen/mkcerts -out examples/certs
 
 clean:
 	rm -rf bin
