@@ -460,11 +460,15 @@ func (ix *index) unknown(p pos, path string, t reflect.Type, name, what string) 
 }
 
 // fieldType finds the field of struct t whose toml tag is name (exactly:
-// keys are case-sensitive, unlike go-toml's fallback matching).
+// keys are case-sensitive, unlike go-toml's fallback matching). A pointer
+// to a struct (an optional table) is reported as the struct.
 func fieldType(t reflect.Type, name string) (reflect.Type, bool) {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		if tag := tomlName(f); tag != "" && tag == name {
+			if f.Type.Kind() == reflect.Pointer && f.Type.Elem().Kind() == reflect.Struct {
+				return f.Type.Elem(), true // an optional table
+			}
 			return f.Type, true
 		}
 	}

@@ -217,12 +217,13 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 		add("sbc_xdp_packets_total", "action", a.action)
 	}
 	for _, tr := range []string{"tls", "wss"} {
-		for _, r := range append([]reason{tlsOK}, tlsReasons...) {
+		add("sbc_tls_handshakes_total", "result,side,transport", tlsOK+"/server/"+tr)
+		for _, r := range tlsReasons {
 			add("sbc_tls_handshakes_total", "result,side,transport", string(r)+"/server/"+tr)
 		}
 	}
 	for _, r := range tlsClientResults {
-		add("sbc_tls_handshakes_total", "result,side,transport", string(r)+"/client/tls")
+		add("sbc_tls_handshakes_total", "result,side,transport", r+"/client/tls")
 	}
 	add("sbc_tls_file_reloads_total", "result", tlsFileResults...)
 	add("sbc_connections_open", "transport", streamTransports...)

@@ -151,7 +151,7 @@ func (s *SBC) buildTLS(p *policy.Policy) (tlsTables, error) {
 // Handshake results: the result label of sbc_tls_handshakes_total, and
 // the reasons of stage tls in sbc_dropped_total.
 const (
-	tlsOK reason = "ok"
+	tlsOK = "ok" // a result, not a reason
 
 	reasonTLSHandshake    reason = "handshake_failed"    // the TLS handshake failed (protocol version, no common cipher, not TLS, closed)
 	reasonTLSTimeout      reason = "handshake_timeout"   // no complete handshake (or WebSocket upgrade) within handshake_timeout
@@ -176,8 +176,8 @@ var tlsReasons = []reason{reasonTLSHandshake, reasonTLSTimeout, reasonCertMissin
 
 // tlsClientResults is what the client side of sbc_tls_handshakes_total
 // can say: only the server certificate's verification is seen there.
-var tlsClientResults = []reason{tlsOK, reasonTLSHandshake, reasonCertMissing, reasonCertExpired,
-	reasonCertNotYetValid, reasonCertUnknownCA, reasonCertInvalid}
+var tlsClientResults = []string{tlsOK, string(reasonTLSHandshake), string(reasonCertMissing), string(reasonCertExpired),
+	string(reasonCertNotYetValid), string(reasonCertUnknownCA), string(reasonCertInvalid)}
 
 // tlsFileResults are the results of sbc_tls_file_reloads_total.
 var tlsFileResults = []string{"ok", "failed"}
@@ -456,7 +456,7 @@ func (c *secureConn) handshake() {
 	}
 	if err == nil {
 		_ = c.Conn.SetDeadline(time.Time{})
-		s.metrics.TLSHandshakes.WithLabelValues(c.l.ep.name, p.transport, "server", string(tlsOK)).Inc()
+		s.metrics.TLSHandshakes.WithLabelValues(c.l.ep.name, p.transport, "server", tlsOK).Inc()
 		if c.id != nil {
 			s.tlsPeers.Store(peerKey(c.l.ep.name, c.src), c.id)
 		}
@@ -558,7 +558,7 @@ func (ep *endpoint) clientConfig() *tls.Config {
 				s.log.Warn("tls: server certificate refused", "realm", ep.name, "server", cs.ServerName, "reason", string(r), "error", err.Error())
 				return err
 			}
-			s.metrics.TLSHandshakes.WithLabelValues(ep.name, "tls", "client", string(tlsOK)).Inc()
+			s.metrics.TLSHandshakes.WithLabelValues(ep.name, "tls", "client", tlsOK).Inc()
 			return nil
 		},
 		GetClientCertificate: func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {

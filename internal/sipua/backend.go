@@ -3,6 +3,7 @@ package sipua
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -107,6 +108,12 @@ type BackendOptions struct {
 	UDP string
 	// TCP, if set, is a TCP address to listen on as well.
 	TCP string
+	// TLSAddr, if set, is a TLS address to listen on as well, with TLS
+	// as the server configuration (Certificates required; ClientAuth and
+	// ClientCAs for mutual TLS). TLS is also the client side of the TLS
+	// connections the backend opens.
+	TLSAddr string
+	TLS     *tls.Config
 	// Answer decides how to handle each new INVITE; nil answers every call
 	// with 180 then 200. It is called once per INVITE (retransmissions
 	// excluded), from sipgo's goroutines, and must return quickly.
@@ -169,6 +176,9 @@ func NewBackend(opts BackendOptions) (*Backend, error) {
 	ep, err := newEndpoint(epConfig{
 		udp:       opts.UDP,
 		tcp:       opts.TCP,
+		tls:       opts.TLSAddr,
+		tlsServer: opts.TLS,
+		tlsClient: opts.TLS,
 		name:      opts.UserAgent,
 		user:      opts.User,
 		mediaIP:   opts.MediaIP,
@@ -194,6 +204,9 @@ func (b *Backend) Addr() string { return b.ep.udpAddr }
 
 // TCPAddr returns the bound TCP address, or "" without TCP.
 func (b *Backend) TCPAddr() string { return b.ep.tcpAddr }
+
+// TLSAddr returns the bound TLS address, or "" without TLS.
+func (b *Backend) TLSAddr() string { return b.ep.tlsAddr }
 
 // Close stops the Backend: calls in progress are abandoned without BYE.
 func (b *Backend) Close() error { return b.ep.close() }

@@ -2,6 +2,7 @@ package sipua
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,9 +21,15 @@ type CallerOptions struct {
 	// 127.0.0.0/8 address works on Linux without setup, which lets tests
 	// call from "unknown" sources such as 127.0.0.66.
 	Addr string
-	// Transport is "udp" (default) or "tcp". Over TCP the Caller listens on
-	// Addr (its Contact) and dials out from Addr's IP and a free port.
+	// Transport is "udp" (default), "tcp" or "tls". Over TCP and TLS the
+	// Caller listens on Addr (its Contact) and dials out from Addr's IP
+	// and a free port.
 	Transport string
+	// TLS is the client side of TLS connections the Caller opens (client
+	// certificate, roots); with transport "tls" it is also the server
+	// side of its listener (Certificates required). Default: TLS 1.2+,
+	// system roots.
+	TLS *tls.Config
 	// User is the user part of From and Contact; default "caller".
 	User string
 	// UserAgent is the User-Agent header value; default "sipua-caller".
@@ -54,10 +61,11 @@ func NewCaller(opts CallerOptions) (*Caller, error) {
 		opts.UserAgent = "sipua-caller"
 	}
 	cfg := epConfig{
-		name:     opts.UserAgent,
-		user:     opts.User,
-		logger:   opts.Logger,
-		logLimit: opts.LogLimit,
+		name:      opts.UserAgent,
+		user:      opts.User,
+		logger:    opts.Logger,
+		logLimit:  opts.LogLimit,
+		tlsClient: opts.TLS,
 	}
 	tp := strings.ToUpper(opts.Transport)
 	switch tp {
@@ -66,6 +74,11 @@ func NewCaller(opts CallerOptions) (*Caller, error) {
 		cfg.udp = opts.Addr
 	case "TCP":
 		cfg.tcp = opts.Addr
+	case "TLS":
+		if opts.TLS == nil || len(opts.TLS.Certificates) == 0 {
+			return nil, errors.New("sipua: transport tls needs TLS with a certificate")
+		}
+		cfg.tls, cfg.tlsServer = opts.Addr, opts.TLS
 	default:
 		return nil, fmt.Errorf("sipua: unsupported transport %q", opts.Transport)
 	}
@@ -82,8 +95,11 @@ func NewCaller(opts CallerOptions) (*Caller, error) {
 
 // Addr returns the bound local address ("ip:port").
 func (c *Caller) Addr() string {
-	if c.transport == "TCP" {
+	switch c.transport {
+	case "TCP":
 		return c.ep.tcpAddr
+	case "TLS":
+		return c.ep.tlsAddr
 	}
 	return c.ep.udpAddr
 }
@@ -119,8 +135,8 @@ func (c *Caller) targetURI(target, user string) (sip.Uri, error) {
 		return u, fmt.Errorf("sipua: target %q: bad port", target)
 	}
 	u = sip.Uri{Scheme: "sip", User: user, Host: uriHost(host), Port: p}
-	if c.transport == "TCP" {
-		u.UriParams = sip.HeaderParams{{K: "transport", V: "tcp"}}
+	if c.transport == "TCP" || c.transport == "TLS" {
+		u.UriParams = sip.HeaderParams{{K: "transport", V: strings.ToLower(c.transport)}}
 	}
 	return u, nil
 }

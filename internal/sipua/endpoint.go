@@ -3,6 +3,7 @@ package sipua
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -46,11 +47,15 @@ const closeWait = 5 * time.Second
 // epConfig configures the SIP plumbing shared by Backend and Caller.
 type epConfig struct {
 	udp, tcp string // addresses to bind; "" = transport not used
-	name     string // User-Agent and Server header value
-	user     string // user part of our Contact and From
-	mediaIP  string // address put into SDP; "" = the bound IP
-	logger   *slog.Logger
-	logLimit int
+	// tls is a TLS address to bind (server side, tlsServer); tlsClient is
+	// the configuration of TLS connections the endpoint opens.
+	tls                  string
+	tlsServer, tlsClient *tls.Config
+	name                 string // User-Agent and Server header value
+	user                 string // user part of our Contact and From
+	mediaIP              string // address put into SDP; "" = the bound IP
+	logger               *slog.Logger
+	logLimit             int
 
 	// dropUDP sees every UDP datagram after it was recorded; returning
 	// true drops it before the SIP stack.
@@ -76,8 +81,10 @@ type endpoint struct {
 
 	udpConn net.PacketConn
 	tcpLn   net.Listener
+	tlsLn   net.Listener
 	udpAddr string
 	tcpAddr string
+	tlsAddr string
 
 	serveWG sync.WaitGroup
 	media   atomic.Uint32
@@ -137,9 +144,21 @@ func newEndpoint(cfg epConfig) (ep *endpoint, err error) {
 		}
 		ep.tcpAddr = ep.tcpLn.Addr().String()
 	}
+	if cfg.tls != "" {
+		if cfg.tlsServer == nil {
+			return nil, errors.New("sipua: a TLS address needs a server TLS config")
+		}
+		if ep.tlsLn, err = tls.Listen("tcp", cfg.tls, cfg.tlsServer); err != nil {
+			return nil, fmt.Errorf("sipua: listen tls %s: %w", cfg.tls, err)
+		}
+		ep.tlsAddr = ep.tlsLn.Addr().String()
+	}
 	first := ep.udpAddr
 	if first == "" {
 		first = ep.tcpAddr
+	}
+	if first == "" {
+		first = ep.tlsAddr
 	}
 	host, _, _ := net.SplitHostPort(first)
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
@@ -172,9 +191,14 @@ func newEndpoint(cfg epConfig) (ep *endpoint, err error) {
 		}
 		return data, nil
 	}
+	tlsClient := cfg.tlsClient
+	if tlsClient == nil {
+		tlsClient = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
 	ep.ua, err = sipgo.NewUA(
 		sipgo.WithUserAgent(cfg.user),
 		sipgo.WithUserAgentHostname(host),
+		sipgo.WithUserAgenTLSConfig(tlsClient),
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerLogger(log),
 			sip.WithTransportLayerReadFilter(filter),
@@ -222,6 +246,13 @@ func (ep *endpoint) serve() error {
 			_ = ep.srv.ServeTCP(ep.tcpLn)
 		}()
 	}
+	if ep.tlsLn != nil {
+		ep.serveWG.Add(1)
+		go func() {
+			defer ep.serveWG.Done()
+			_ = ep.srv.ServeTLS(ep.tlsLn)
+		}()
+	}
 	return nil
 }
 
@@ -251,6 +282,9 @@ func (ep *endpoint) close() error {
 	}
 	if ep.tcpLn != nil {
 		ep.tcpLn.Close()
+	}
+	if ep.tlsLn != nil {
+		ep.tlsLn.Close()
 	}
 	ep.serveWG.Wait()
 
@@ -342,8 +376,14 @@ func uriHost(ip string) string {
 
 func (ep *endpoint) hostPort(transport string) (string, int) {
 	addr := ep.udpAddr
-	if (transport == "TCP" && ep.tcpAddr != "") || addr == "" {
+	switch {
+	case transport == "TLS" && ep.tlsAddr != "":
+		addr = ep.tlsAddr
+	case (transport == "TCP" && ep.tcpAddr != "") || addr == "":
 		addr = ep.tcpAddr
+	}
+	if addr == "" {
+		addr = ep.tlsAddr
 	}
 	_, p, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(p)
@@ -368,8 +408,8 @@ func (ep *endpoint) via(transport string) *sip.ViaHeader {
 func (ep *endpoint) contact(transport string) *sip.ContactHeader {
 	host, port := ep.hostPort(transport)
 	u := sip.Uri{Scheme: "sip", User: ep.cfg.user, Host: uriHost(host), Port: port}
-	if transport == "TCP" {
-		u.UriParams = sip.HeaderParams{{K: "transport", V: "tcp"}}
+	if transport == "TCP" || transport == "TLS" {
+		u.UriParams = sip.HeaderParams{{K: "transport", V: strings.ToLower(transport)}}
 	}
 	return &sip.ContactHeader{Address: u}
 }
@@ -380,7 +420,7 @@ func (ep *endpoint) setLaddr(req *sip.Request) {
 	case req.Transport() == "UDP" && ep.udpConn != nil:
 		a := ep.udpConn.LocalAddr().(*net.UDPAddr)
 		req.Laddr = sip.Addr{IP: a.IP, Port: a.Port}
-	case req.Transport() == "TCP":
+	case req.Transport() == "TCP", req.Transport() == "TLS":
 		req.Laddr = sip.Addr{IP: net.ParseIP(ep.host)}
 	}
 }

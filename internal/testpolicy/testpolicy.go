@@ -58,9 +58,28 @@ type Realm struct {
 
 // Listener is one [[realm.listener]].
 type Listener struct {
-	Transport string // "udp", "tcp"; "" writes no key (udp)
+	Transport string // "udp", "tcp", "tls", "wss"; "" writes no key (udp)
 	Bind      string
 	Advertise string
+	Path      string   // wss
+	Origins   []string // wss
+	TLS       *ListenerTLS
+}
+
+// ListenerTLS is [realm.listener.tls].
+type ListenerTLS struct {
+	CertFile, KeyFile, CAFile string
+	MinVersion                string
+	ClientAuth                string
+	RevokedSPKI               []string
+	HandshakeTimeout          policy.Duration
+}
+
+// PoolTLS is [pool.tls].
+type PoolTLS struct {
+	CertFile, KeyFile, CAFile string
+	MinVersion                string
+	ServerName                string
 }
 
 // Trunk is one [[trunk]].
@@ -72,6 +91,7 @@ type Trunk struct {
 	CPS             int
 	AllowRegister   bool
 	RegisterDomains []string
+	TLSIdentities   []string
 	// Extra is raw TOML written at the end of the trunk's table (keys).
 	Extra string
 }
@@ -83,6 +103,7 @@ type Pool struct {
 	Transport string
 	Targets   []Target
 	Health    *Health
+	TLS       *PoolTLS
 	// Extra is raw TOML written after the pool's targets and health
 	// table: sub-tables such as "[pool.health]" (with Health nil), not
 	// plain keys (they would belong to the last sub-table).
@@ -256,12 +277,20 @@ func (p *Policy) Clone() *Policy {
 	c.Realms = slices.Clone(p.Realms)
 	for i := range c.Realms {
 		c.Realms[i].Listeners = slices.Clone(c.Realms[i].Listeners)
+		for j := range c.Realms[i].Listeners {
+			l := &c.Realms[i].Listeners[j]
+			l.Origins = slices.Clone(l.Origins)
+			if l.TLS = clonePtr(l.TLS); l.TLS != nil {
+				l.TLS.RevokedSPKI = slices.Clone(l.TLS.RevokedSPKI)
+			}
+		}
 	}
 	c.Trunks = slices.Clone(p.Trunks)
 	for i := range c.Trunks {
 		t := &c.Trunks[i]
 		t.Sources = slices.Clone(t.Sources)
 		t.RegisterDomains = slices.Clone(t.RegisterDomains)
+		t.TLSIdentities = slices.Clone(t.TLSIdentities)
 	}
 	c.Pools = slices.Clone(p.Pools)
 	for i := range c.Pools {
@@ -271,6 +300,7 @@ func (p *Policy) Clone() *Policy {
 			pl.Targets[j].Weight = clonePtr(pl.Targets[j].Weight)
 		}
 		pl.Health = clonePtr(pl.Health)
+		pl.TLS = clonePtr(pl.TLS)
 	}
 	c.Routes = slices.Clone(p.Routes)
 	c.Routing = clonePtr(p.Routing)
@@ -369,6 +399,18 @@ func (p *Policy) TOML() string {
 			w.str("transport", l.Transport)
 			w.str("bind", l.Bind)
 			w.str("advertise", l.Advertise)
+			w.str("path", l.Path)
+			w.strs("origins", l.Origins)
+			if t := l.TLS; t != nil {
+				w.line("[realm.listener.tls]")
+				w.str("cert_file", t.CertFile)
+				w.str("key_file", t.KeyFile)
+				w.str("ca_file", t.CAFile)
+				w.str("min_version", t.MinVersion)
+				w.str("client_auth", t.ClientAuth)
+				w.strs("revoked_spki", t.RevokedSPKI)
+				w.dur("handshake_timeout", t.HandshakeTimeout)
+			}
 		}
 		w.ind = ""
 	}
@@ -382,6 +424,7 @@ func (p *Policy) TOML() string {
 		w.int("cps", t.CPS)
 		w.bool("allow_register", t.AllowRegister)
 		w.strs("register_domains", t.RegisterDomains)
+		w.strs("tls_identities", t.TLSIdentities)
 		w.raw(t.Extra)
 	}
 
@@ -402,6 +445,14 @@ func (p *Policy) TOML() string {
 			w.dur("timeout", h.Timeout)
 			w.int("up", h.Up)
 			w.int("down", h.Down)
+		}
+		if t := pl.TLS; t != nil {
+			w.line("[pool.tls]")
+			w.str("cert_file", t.CertFile)
+			w.str("key_file", t.KeyFile)
+			w.str("ca_file", t.CAFile)
+			w.str("min_version", t.MinVersion)
+			w.str("server_name", t.ServerName)
 		}
 		w.ind = ""
 		w.raw(pl.Extra)

@@ -1,6 +1,7 @@
 package testpolicy
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -27,14 +28,21 @@ func full() *Policy {
 			{Name: "external", Listeners: []Listener{
 				{Transport: "udp", Bind: "127.0.0.3:0", Advertise: "203.0.113.1:5060"},
 				{Transport: "tcp", Bind: "127.0.0.3:0"},
+				{Transport: "tls", Bind: "127.0.0.3:0", TLS: &ListenerTLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem",
+					CAFile: "ca.pem", MinVersion: "1.3", ClientAuth: "require",
+					RevokedSPKI: []string{strings.Repeat("ab", 32)}, HandshakeTimeout: policy.D(3 * time.Second)}},
+				{Transport: "wss", Bind: "127.0.0.3:0", Path: "/ws", Origins: []string{"https://app.example.com"},
+					TLS: &ListenerTLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem"}},
 			}},
-			{Name: "internal", Listeners: []Listener{{Bind: "[::1]:0"}, {Transport: "tcp", Bind: "[::1]:0"}}},
+			{Name: "internal", Listeners: []Listener{{Bind: "[::1]:0"}, {Transport: "tcp", Bind: "[::1]:0"},
+				{Transport: "tls", Bind: "[::1]:0", TLS: &ListenerTLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem"}}}},
 		},
 		Trunks: []Trunk{
 			{Name: "carrier", Realm: "external", Sources: []string{"127.0.0.1/32", "2001:db8::/48"},
 				MaxCalls: 5, CPS: 7, AllowRegister: true, RegisterDomains: []string{"pbx.example.com"},
 				Extra: "# a comment in the trunk"},
 			{Name: "other", Realm: "external", Sources: []string{"192.0.2.1"}},
+			{Name: "tlsonly", Realm: "external", TLSIdentities: []string{"dns:sip.carrier.example"}},
 		},
 		Pools: []Pool{
 			{Name: "pbx", Realm: "internal", Transport: "tcp",
@@ -42,6 +50,8 @@ func full() *Policy {
 				Health:  &Health{Interval: policy.D(50 * time.Millisecond), Timeout: policy.D(40 * time.Millisecond), Up: 4, Down: 5},
 				Extra:   "# a comment after the pool"},
 			{Name: "reg", Realm: "internal", Targets: Targets("[::1]:5090")},
+			{Name: "secure", Realm: "internal", Transport: "tls", Targets: Targets("[::1]:5091"),
+				TLS: &PoolTLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem", CAFile: "ca.pem", MinVersion: "1.2", ServerName: "pbx.example.com"}},
 		},
 		Routes: []Route{{Trunk: "carrier", Prefix: "100", Pool: "reg"}},
 		Routing: &Routing{DefaultPool: "pbx", FollowRedirects: true,
@@ -144,14 +154,23 @@ func TestEveryOptionParses(t *testing.T) {
 	check("realms", len(p.Realms), 2)
 	ext := p.Realms[0]
 	check("realm[0].name", ext.Name, "external")
-	check("realm[0].listeners", len(ext.Listeners), 2)
+	check("realm[0].listeners", len(ext.Listeners), 4)
 	check("listener[0].transport", ext.Listeners[0].Transport, "udp")
 	check("listener[0].bind", ext.Listeners[0].BindAddr, netip.MustParseAddrPort("127.0.0.3:0"))
 	check("listener[0].advertise", ext.Listeners[0].Advertise, "203.0.113.1:5060")
 	check("listener[1].transport", ext.Listeners[1].Transport, "tcp")
 	check("realm[1].bind", p.Realms[1].Listeners[0].BindAddr, netip.MustParseAddrPort("[::1]:0"))
+	lt := ext.Listeners[2].TLS
+	check("listener[2].tls", *lt, policy.TLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem", CAFile: "ca.pem",
+		MinVersion: "1.3", Min: tls.VersionTLS13, ClientAuth: "require", RevokedSPKI: []string{strings.Repeat("ab", 32)},
+		HandshakeTimeout: policy.D(3 * time.Second)})
+	check("listener[3].path", ext.Listeners[3].Path, "/ws")
+	check("listener[3].origins", ext.Listeners[3].Origins, []string{"https://app.example.com"})
+	check("trunk[2].tls_identities", p.Trunks[2].Identities, []policy.TLSIdentity{{Kind: "dns", Value: "sip.carrier.example"}})
+	check("pool[2].tls.server_name", p.Pools[2].TLS.ServerName, "pbx.example.com")
+	check("pool[2].tls.cert_file", p.Pools[2].TLS.CertFile, "sbc.pem")
 
-	check("trunks", len(p.Trunks), 2)
+	check("trunks", len(p.Trunks), 3)
 	tr := p.Trunks[0]
 	check("trunk.name", tr.Name, "carrier")
 	check("trunk.realm", tr.Realm, "external")
@@ -161,7 +180,7 @@ func TestEveryOptionParses(t *testing.T) {
 	check("trunk.allow_register", tr.AllowRegister, true)
 	check("trunk.register_domains", tr.RegisterDomains, []string{"pbx.example.com"})
 
-	check("pools", len(p.Pools), 2)
+	check("pools", len(p.Pools), 3)
 	pl := p.Pools[0]
 	check("pool.name", pl.Name, "pbx")
 	check("pool.realm", pl.Realm, "internal")
