@@ -34,6 +34,11 @@ type endpoint struct {
 	tcp   []net.Listener
 	tls   []net.Listener // secureListeners
 	wss   []net.Listener // secureListeners
+	// out hands the TLS connections the SBC opens towards pool targets to
+	// sipgo, which then uses them like accepted ones (tls.go dialTLS).
+	out     *connQueue
+	dialMu  sync.Mutex
+	dialing map[netip.AddrPort]*sync.Mutex
 	cfg   policy.Realm
 	wg    sync.WaitGroup
 }
@@ -128,6 +133,9 @@ func (ep *endpoint) listen(pol *policy.Policy) error {
 				ep.tcp = append(ep.tcp, af)
 			case "tls":
 				ep.tls = append(ep.tls, ep.newSecureListener(af, listenerID(ep.name, l)))
+				if ep.out == nil {
+					ep.out = newConnQueue(ln.Addr())
+				}
 			case "wss":
 				ep.wss = append(ep.wss, ep.newSecureListener(af, listenerID(ep.name, l)))
 			}
@@ -192,6 +200,9 @@ func (ep *endpoint) serve(ctx context.Context) {
 			ep.serveStream(ctx, ln, sv.serve)
 		}
 	}
+	if ep.out != nil {
+		ep.serveStream(ctx, ep.out, ep.srv.ServeTLS)
+	}
 }
 
 // serveStream runs a connection listener's accept loop, restarted after
@@ -223,6 +234,9 @@ func (ep *endpoint) closeSockets() {
 		for _, l := range ls {
 			l.Close()
 		}
+	}
+	if ep.out != nil {
+		ep.out.Close()
 	}
 }
 
@@ -271,7 +285,9 @@ func noBuild(*sipgo.Client, *sip.Request) error { return nil }
 func (ep *endpoint) request(ctx context.Context, req *sip.Request, transport string, dst netip.AddrPort) (sip.ClientTransaction, error) {
 	ep.prepare(req, transport, dst)
 	if strings.EqualFold(transport, "tls") {
-		ctx = context.WithValue(ctx, tlsTargetKey{}, dst)
+		if err := ep.dialTLS(ctx, dst); err != nil {
+			return nil, err
+		}
 	}
 	return ep.cli.TransactionRequest(ctx, req, noBuild)
 }

@@ -447,8 +447,13 @@ func (c *secureConn) handshake() {
 	if err != nil && r == "" {
 		r = reasonTLSHandshake
 		var ne net.Error
-		if (errors.As(err, &ne) && ne.Timeout()) || errors.Is(err, context.DeadlineExceeded) {
+		switch {
+		case (errors.As(err, &ne) && ne.Timeout()) || errors.Is(err, context.DeadlineExceeded):
 			r = reasonTLSTimeout
+		case strings.Contains(err.Error(), "didn't provide a certificate"):
+			// crypto/tls's own check of client_auth "require" (it runs
+			// before ours, and says so only in its error text).
+			r = reasonCertMissing
 		}
 	}
 	if err == nil && p.transport == "wss" {
@@ -514,64 +519,29 @@ func (c *secureConn) refuseHTTP(r reason, code int, why string) (reason, error) 
 	return r, errors.New(why)
 }
 
-// clientConfig is the tls.Config of a realm's outgoing TLS connections
-// (sipgo dials them; it sets ServerName to the target's address). The
-// server's certificate is verified here against the target's pool
-// settings: its CA bundle (default: the system's roots) and its
-// server_name (default: the target's IP). Towards a peer that is not a
-// pool target (a carrier's Contact when its own connection is gone) the
-// chain is verified against the realm's listener CA, without a name.
+// clientConfig is the tls.Config of the outgoing TLS connections sipgo
+// opens itself: towards a peer that is not a pool target (a carrier's
+// Contact once the connection it opened is gone). The chain is verified
+// against the realm's listener CA (default: the system's roots); the name
+// is not (carriers' certificates name their domain, not the address their
+// Contact gives). The realm listener's certificate is presented when
+// asked. Connections to pool targets are opened by dialTLS instead.
 func (ep *endpoint) clientConfig() *tls.Config {
 	s := ep.sbc
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS12,
 		InsecureSkipVerify: true, // verified by VerifyConnection, below
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			st := s.state.Load()
-			target, _ := netip.ParseAddr(cs.ServerName)
-			ct := st.tls.targets[target.Unmap()]
 			var roots *x509.CertPool
-			name := cs.ServerName
-			switch {
-			case ct != nil:
-				if ct.ca != nil {
-					roots = ct.ca.cur.Load()
-				}
-				if ct.serverName != "" {
-					name = ct.serverName
-				}
-				if cs.Version < ct.cfg.Min {
-					s.metrics.TLSHandshakes.WithLabelValues(ep.name, "tls", "client", string(reasonTLSHandshake)).Inc()
-					return errors.New("tls: version below the pool's min_version")
-				}
-			case st.tls.realms[ep.name] != nil && st.tls.realms[ep.name].ca != nil:
-				roots = st.tls.realms[ep.name].ca.cur.Load()
-				name = ""
+			if rt := s.state.Load().tls.realms[ep.name]; rt != nil && rt.ca != nil {
+				roots = rt.ca.cur.Load()
 			}
-			if _, err := verifyChain(certsDER(cs.PeerCertificates), roots, x509.ExtKeyUsageServerAuth, name); err != nil {
-				var ce *certError
-				r := reasonCertInvalid
-				if errors.As(err, &ce) {
-					r = ce.r
-				}
-				s.metrics.TLSHandshakes.WithLabelValues(ep.name, "tls", "client", string(r)).Inc()
-				s.log.Warn("tls: server certificate refused", "realm", ep.name, "server", cs.ServerName, "reason", string(r), "error", err.Error())
-				return err
-			}
-			s.metrics.TLSHandshakes.WithLabelValues(ep.name, "tls", "client", tlsOK).Inc()
-			return nil
+			_, err := verifyChain(certsDER(cs.PeerCertificates), roots, x509.ExtKeyUsageServerAuth, "")
+			ep.countClientHandshake(err)
+			return err
 		},
-		GetClientCertificate: func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			st := s.state.Load()
-			if dst, ok := cri.Context().Value(tlsTargetKey{}).(netip.AddrPort); ok {
-				if ct := st.tls.targets[dst.Addr()]; ct != nil {
-					if ct.cert == nil {
-						return &tls.Certificate{}, nil
-					}
-					return ct.cert.cur.Load(), nil
-				}
-			}
-			if rt := st.tls.realms[ep.name]; rt != nil {
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if rt := s.state.Load().tls.realms[ep.name]; rt != nil {
 				return rt.cert.cur.Load(), nil
 			}
 			return &tls.Certificate{}, nil
@@ -579,10 +549,127 @@ func (ep *endpoint) clientConfig() *tls.Config {
 	}
 }
 
-// tlsTargetKey carries the destination of a request into the TLS dial
-// sipgo makes for it, so that the client certificate of its pool is
-// presented.
-type tlsTargetKey struct{}
+// countClientHandshake counts the outcome of a handshake the SBC made.
+func (ep *endpoint) countClientHandshake(err error) {
+	r := tlsOK
+	if err != nil {
+		r = string(reasonTLSHandshake)
+		var ce *certError
+		var cv *tls.CertificateVerificationError
+		switch {
+		case errors.As(err, &ce):
+			r = string(ce.r)
+		case errors.As(err, &cv):
+			r = string(certReason(cv.Err))
+		}
+		ep.sbc.log.Warn("tls: connection refused", "realm", ep.name, "reason", r, "error", err.Error())
+	}
+	ep.sbc.metrics.TLSHandshakes.WithLabelValues(ep.name, "tls", "client", r).Inc()
+}
+
+// dialTLS opens the TLS connection towards a pool target, unless one is
+// up: with the pool's CA bundle (default: the system's roots), its
+// server_name (default: the target's IP, which must then be in the
+// certificate), its client certificate and min_version. The connection
+// is handed to sipgo as if accepted (ep.out), so the request and all
+// that follow to the target use it, and what the target sends on it is
+// read like anything else. Towards an address that is no TLS pool's
+// target, sipgo dials itself (clientConfig).
+func (ep *endpoint) dialTLS(ctx context.Context, dst netip.AddrPort) error {
+	ct := ep.sbc.state.Load().tls.targets[dst.Addr()]
+	if ct == nil || ep.out == nil || ep.connUp("tls", dst) {
+		return nil
+	}
+	ep.dialMu.Lock()
+	if ep.dialing == nil {
+		ep.dialing = map[netip.AddrPort]*sync.Mutex{}
+	}
+	mu := ep.dialing[dst]
+	if mu == nil {
+		mu = &sync.Mutex{}
+		ep.dialing[dst] = mu
+	}
+	ep.dialMu.Unlock()
+	mu.Lock() // one dial per target at a time: the others reuse it
+	defer mu.Unlock()
+	if ep.connUp("tls", dst) {
+		return nil
+	}
+	cfg := &tls.Config{MinVersion: ct.cfg.Min, ServerName: ct.serverName}
+	if cfg.ServerName == "" {
+		cfg.ServerName = dst.Addr().String()
+	}
+	if ct.ca != nil {
+		cfg.RootCAs = ct.ca.cur.Load()
+	}
+	if ct.cert != nil {
+		cfg.Certificates = []tls.Certificate{*ct.cert.cur.Load()}
+	}
+	var local net.Addr
+	if a, ok := ep.laddr["tls"]; ok {
+		local = &net.TCPAddr{IP: a.Addr().AsSlice()}
+	}
+	d := tls.Dialer{NetDialer: &net.Dialer{LocalAddr: local, Timeout: 10 * time.Second}, Config: cfg}
+	conn, err := d.DialContext(ctx, "tcp", dst.String())
+	if err != nil {
+		var ne *net.OpError
+		if errors.As(err, &ne) && ne.Op == "dial" {
+			return fmt.Errorf("tls: connect %s: %w", dst, err) // no handshake was made
+		}
+		ep.countClientHandshake(err)
+		return fmt.Errorf("tls: %s: %w", dst, err)
+	}
+	ep.countClientHandshake(nil)
+	if !ep.out.push(conn) {
+		conn.Close()
+		return net.ErrClosed
+	}
+	// sipgo adds the connection to its pool right after accepting it.
+	for deadline := time.Now().Add(2 * time.Second); !ep.connUp("tls", dst); {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("tls: connection to %s not taken up", dst)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+// connQueue is a net.Listener whose connections are pushed by the SBC.
+type connQueue struct {
+	ch    chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+	laddr net.Addr
+}
+
+func newConnQueue(laddr net.Addr) *connQueue {
+	return &connQueue{ch: make(chan net.Conn), done: make(chan struct{}), laddr: laddr}
+}
+
+func (q *connQueue) push(c net.Conn) bool {
+	select {
+	case q.ch <- c:
+		return true
+	case <-q.done:
+		return false
+	}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.ch:
+		return c, nil
+	case <-q.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.done) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return q.laddr }
 
 func certsDER(cs []*x509.Certificate) [][]byte {
 	out := make([][]byte, len(cs))
