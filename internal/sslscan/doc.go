@@ -26,7 +26,13 @@
 //     sslscan has no guess.
 //   - An IPv6 target must be bracketed ([::1]:5061); "::1:5061" is
 //     refused as an invalid target. Scan formats the address itself.
-//   - The SNI it sends is the target host, even an IP literal.
+//   - The SNI it sends is the target host, even an IP literal
+//     (--sni-name=NAME changes it).
+//   - Against a listener that requires a client certificate it still
+//     reports TLS 1.2 enabled but lists no TLS 1.2 suite (those handshakes
+//     fail); TLS 1.3 suites are listed. Pass "--certs=CERT.pem" and
+//     "--pk=KEY.pem" (PKCS#8 keys are fine) as extra arguments to scan an
+//     mTLS listener fully.
 //
 // Tests call [Require] first: without the sslscan binary it skips the
 // test, except in CI (CI=true), where a missing external peer is a
