@@ -13,8 +13,9 @@
 // port bound (so a connection to it is never refused). Both use TLS 1.2 as
 // the minimum protocol version (sslVersionMin) and otherwise stunnel's and
 // OpenSSL's defaults (security level 2, ciphers HIGH:!aNULL:!SSLv2:!DH).
-// The process is stopped at cleanup (SIGTERM, then SIGKILL), and stunnel's
-// log, at debug level, is written with t.Log when the test failed.
+// The process is stopped at cleanup (SIGTERM, then SIGKILL); a shim that
+// exited by itself before then fails the test. stunnel's log, at debug
+// level, is written with t.Log when the test failed.
 //
 // Readiness is read from stunnel's log ("Service [...] bound to ADDR"),
 // not probed with a connection: for a Client shim a probe would make

@@ -221,7 +221,12 @@ func start(t testing.TB, bin, name string, service []string) netip.AddrPort {
 		p, err := launch(bin, conf, accept)
 		if err == nil {
 			t.Cleanup(func() {
-				p.stop()
+				select {
+				case <-p.done:
+					t.Errorf("stunnel %s shim on %s exited during the test: %v", name, accept, p.waitErr)
+				default:
+					p.stop()
+				}
 				if t.Failed() {
 					t.Logf("stunnel %s shim on %s, configuration %s:\n%s\n--- output ---\n%s", name, accept, conf, text, p.out.Excerpt())
 				}

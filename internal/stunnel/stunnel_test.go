@@ -2,6 +2,7 @@ package stunnel
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sbc-project/sbc/internal/certgen"
+	"github.com/sbc-project/sbc/internal/sslscan"
 )
 
 // ioTimeout bounds every read, write and handshake of the tests.
@@ -443,5 +445,56 @@ func TestBadConfigurationFails(t *testing.T) {
 	defer f.mu.Unlock()
 	if !strings.Contains(f.msg, "exited before binding") || !strings.Contains(f.msg, "missing-key.pem") {
 		t.Fatalf("Fatal message does not say why:\n%s", f.msg)
+	}
+}
+
+// TestServerShimScan checks with sslscan what a Server shim accepts: TLS
+// 1.2 and 1.3 and nothing weak by default, TLS 1.3 alone when Extra
+// overrides sslVersionMin (a later option wins in stunnel).
+func TestServerShimScan(t *testing.T) {
+	sslscan.Require(t)
+	p := newPKI(t)
+	echo := startEcho(t, "127.0.0.1:0")
+	for _, tc := range []struct {
+		extra []string
+		want  []string
+	}{
+		{nil, []string{sslscan.TLSv12, sslscan.TLSv13}},
+		{[]string{"sslVersionMin = TLSv1.3"}, []string{sslscan.TLSv13}},
+	} {
+		shim := Server(t, ServerOptions{Connect: echo, CertFile: p.file("sbc.pem"), KeyFile: p.file("sbc-key.pem"), Extra: tc.extra})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		r, err := sslscan.Scan(ctx, shim.String())
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.EnabledProtocols(); !slices.Equal(got, tc.want) {
+			t.Errorf("Extra %q: protocols %v, want %v", tc.extra, got, tc.want)
+		}
+		if w := r.Weak(); w != nil {
+			t.Errorf("Extra %q: weak:\n%s", tc.extra, strings.Join(w, "\n"))
+		}
+	}
+
+	// A shim that requires client certificates: sslscan finds TLS 1.2
+	// suites only when it presents one (without, the TLS 1.2 handshakes
+	// fail and it lists TLS 1.3 suites alone).
+	mtls := Server(t, ServerOptions{Connect: echo, CertFile: p.file("sbc.pem"), KeyFile: p.file("sbc-key.pem"),
+		CAFile: p.file("ca.pem"), RequireClientCert: true})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := sslscan.Scan(ctx, mtls.String(), "--certs="+p.file("carrier.pem"), "--pk="+p.file("carrier-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.EnabledProtocols(); !slices.Equal(got, []string{sslscan.TLSv12, sslscan.TLSv13}) {
+		t.Errorf("mTLS: protocols %v", got)
+	}
+	if len(r.CiphersFor(sslscan.TLSv12)) == 0 {
+		t.Errorf("mTLS with a client certificate: no TLS 1.2 suite found: %+v", r.Ciphers)
+	}
+	if w := r.Weak(); w != nil {
+		t.Errorf("mTLS: weak:\n%s", strings.Join(w, "\n"))
 	}
 }
