@@ -170,6 +170,24 @@ func (e *tlsEnv) handshakes(result string) float64 {
 	return testutil.ToFloat64(e.sbc.metrics.TLSHandshakes.WithLabelValues("external", "tls", "server", result))
 }
 
+// waitCount waits (bounded by ctx) until f() reaches want: the server
+// side counts a handshake in its own goroutine, after the client may
+// already have seen the outcome.
+func waitCount(ctx context.Context, t *testing.T, what string, f func() float64, want float64) {
+	t.Helper()
+	for f() < want {
+		select {
+		case <-ctx.Done():
+			t.Errorf("%s = %v, want %v", what, f(), want)
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	if got := f(); got != want {
+		t.Errorf("%s = %v, want %v", what, got, want)
+	}
+}
+
 // TestTLSCallMutualBothLegs: a carrier identified by its client
 // certificate alone calls over TLS; the SBC reaches the backend over
 // mutual TLS with its own certificate; the call is answered and hung up
@@ -274,20 +292,17 @@ func TestTLSClientCertificateRefusals(t *testing.T) {
 				if err != nil || !strings.HasPrefix(res, "SIP/2.0 200") {
 					t.Fatalf("OPTIONS: %q, %v", res, err)
 				}
-				if got := e.handshakes(tlsOK); got != before+1 {
-					t.Errorf("handshakes ok %v → %v", before, got)
-				}
+				waitCount(e.ctx, t, "handshakes ok", func() float64 { return e.handshakes(tlsOK) }, before+1)
 				return
 			}
 			if err == nil {
 				t.Fatalf("OPTIONS answered over a refused connection: %q", res)
 			}
-			if got := e.handshakes(string(tc.reason)); got != before+1 {
-				t.Errorf("handshakes %s %v → %v (error %v)", tc.reason, before, got, err)
+			waitCount(e.ctx, t, "handshakes "+string(tc.reason), func() float64 { return e.handshakes(string(tc.reason)) }, before+1)
+			dropped := func() float64 {
+				return testutil.ToFloat64(e.sbc.metrics.Dropped.WithLabelValues(string(stageTLS), string(tc.reason)))
 			}
-			if got := testutil.ToFloat64(e.sbc.metrics.Dropped.WithLabelValues(string(stageTLS), string(tc.reason))); got < 1 {
-				t.Errorf("dropped{tls,%s} = %v", tc.reason, got)
-			}
+			waitCount(e.ctx, t, "dropped{tls,"+string(tc.reason)+"}", dropped, 1)
 		})
 	}
 }
@@ -331,9 +346,9 @@ func TestTLSIdentityAndSources(t *testing.T) {
 	if err == nil && strings.HasPrefix(res, "SIP/2.0 200") {
 		t.Fatalf("OPTIONS from outside the trunk's sources answered: %q", res)
 	}
-	if got := testutil.ToFloat64(e.sbc.metrics.Dropped.WithLabelValues(string(stageClassify), string(reasonTLSIdentity))); got != 1 {
-		t.Errorf("dropped{classify,tls_identity_source} = %v, want 1", got)
-	}
+	waitCount(e.ctx, t, "dropped{classify,tls_identity_source}", func() float64 {
+		return testutil.ToFloat64(e.sbc.metrics.Dropped.WithLabelValues(string(stageClassify), string(reasonTLSIdentity)))
+	}, 1)
 
 	// Over UDP from the trunk's own source: no certificate, not the trunk.
 	udp := e.pb.Clone()
