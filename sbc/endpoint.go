@@ -39,8 +39,8 @@ type endpoint struct {
 	out     *connQueue
 	dialMu  sync.Mutex
 	dialing map[netip.AddrPort]*sync.Mutex
-	cfg   policy.Realm
-	wg    sync.WaitGroup
+	cfg     policy.Realm
+	wg      sync.WaitGroup
 }
 
 func (s *SBC) newEndpoint(r policy.Realm, pol *policy.Policy) (*endpoint, error) {
