@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -50,7 +51,39 @@ func Load(path string) (*Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy: read %s: %w", path, err)
 	}
-	return Parse(path, data)
+	p, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	p.resolveFiles(filepath.Dir(path))
+	return p, nil
+}
+
+// resolveFiles makes the relative file names of the policy (certificates,
+// keys, CA bundles) relative to dir, the policy file's directory, so that
+// a policy and its certificates can move together whatever the working
+// directory of the process.
+func (p *Policy) resolveFiles(dir string) {
+	abs := func(f *string) {
+		if *f != "" && !filepath.IsAbs(*f) {
+			*f = filepath.Join(dir, *f)
+		}
+	}
+	each := func(t *TLS) {
+		if t != nil {
+			abs(&t.CertFile)
+			abs(&t.KeyFile)
+			abs(&t.CAFile)
+		}
+	}
+	for i := range p.Realms {
+		for j := range p.Realms[i].Listeners {
+			each(p.Realms[i].Listeners[j].TLS)
+		}
+	}
+	for i := range p.Pools {
+		each(p.Pools[i].TLS)
+	}
 }
 
 // Parse decodes and validates a policy file. name is used in error messages

@@ -772,3 +772,54 @@ func TestHostileInputs(t *testing.T) {
 		t.Errorf("%d prefixes, want 60000", n)
 	}
 }
+
+// TestLoadResolvesFilesNextToThePolicy: relative certificate paths are
+// read from the policy file's directory, whatever the working directory.
+func TestLoadResolvesFilesNextToThePolicy(t *testing.T) {
+	dir := t.TempDir()
+	text := `
+[[realm]]
+name = "r"
+  [[realm.listener]]
+  transport = "tls"
+  bind = "127.0.0.1:0"
+    [realm.listener.tls]
+    cert_file = "certs/sbc.pem"
+    key_file = "/abs/sbc-key.pem"
+[[realm]]
+name = "i"
+  [[realm.listener]]
+  transport = "tls"
+  bind = "127.0.0.2:0"
+    [realm.listener.tls]
+    cert_file = "sbc.pem"
+    key_file = "sbc-key.pem"
+[[trunk]]
+name = "t"
+realm = "r"
+sources = ["127.0.0.1"]
+[[pool]]
+name = "p"
+realm = "i"
+transport = "tls"
+  [[pool.target]]
+  address = "127.0.0.3:5061"
+  [pool.tls]
+  ca_file = "../ca.pem"
+`
+	file := filepath.Join(dir, "p.toml")
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := p.Realms[0].Listeners[0].TLS
+	if l.CertFile != filepath.Join(dir, "certs/sbc.pem") || l.KeyFile != "/abs/sbc-key.pem" {
+		t.Errorf("listener files %q %q", l.CertFile, l.KeyFile)
+	}
+	if got := p.Pools[0].TLS.CAFile; got != filepath.Join(filepath.Dir(dir), "ca.pem") {
+		t.Errorf("pool ca_file %q", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -512,4 +513,63 @@ func TestTLSStartRefusesBadFiles(t *testing.T) {
 	if !errors.As(err, &pe) {
 		t.Errorf("error %v does not wrap the file error", err)
 	}
+}
+
+// TestTLSConnectionBehaviour: a double-CRLF keep-alive (RFC 5626 3.5.1)
+// is answered with a CRLF; a peer that never completes its handshake is
+// disconnected after handshake_timeout and counted; a sips: request-URI
+// gets sips: Contacts back (RFC 3261 12.1.1).
+func TestTLSConnectionBehaviour(t *testing.T) {
+	e := newTLSEnv(t, func(pb *testpolicy.Policy) {
+		pb.Realm("external").Listeners[2].TLS.HandshakeTimeout = policy.D(300 * time.Millisecond)
+	})
+	t.Run("keepalive", func(t *testing.T) {
+		d := tls.Dialer{Config: e.pki.client("carrier")}
+		conn, err := d.DialContext(e.ctx, "tcp", e.tlsAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Write([]byte("\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 16)
+		n, err := conn.Read(buf)
+		if err != nil || string(buf[:n]) != "\r\n" {
+			t.Fatalf("pong %q, %v; want CRLF", buf[:n], err)
+		}
+	})
+	t.Run("handshake_timeout", func(t *testing.T) {
+		before := e.handshakes(string(reasonTLSTimeout))
+		conn, err := net.Dial("tcp", e.tlsAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		// Silent: the SBC gives up and closes (bounded by the deadline
+		// of this read, far longer than handshake_timeout).
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadAll(conn); err != nil {
+			t.Fatalf("connection not closed by the SBC: %v", err)
+		}
+		waitCount(e.ctx, t, "handshakes handshake_timeout", func() float64 { return e.handshakes(string(reasonTLSTimeout)) }, before+1)
+	})
+	t.Run("sips", func(t *testing.T) {
+		c := e.caller(t, "carrier")
+		call, err := c.Dial(e.ctx, "sips:100@"+e.tlsAddr, sipua.DialOptions{User: "100"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := call.WaitFinal(e.ctx)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("final %v, %v", res, err)
+		}
+		if ct := res.Contact(); ct == nil || ct.Address.Scheme != "sips" {
+			t.Errorf("Contact of the 200 to a sips: INVITE: %v, want a sips: URI", res.Contact())
+		}
+		if err := call.Bye(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

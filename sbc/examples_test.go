@@ -1,0 +1,138 @@
+package sbc
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+	"github.com/sbc-project/sbc/internal/certgen"
+	"github.com/sbc-project/sbc/policy"
+)
+
+// TestExamplesRun loads every policy of examples/ as shipped, with the
+// certificates `make example-certs` makes (here in a temporary copy of
+// the directory), starts it on its own ports (those of sbc.example.toml)
+// and checks what its header promises.
+func TestExamplesRun(t *testing.T) {
+	files, err := filepath.Glob("../examples/*.toml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples: %v", err)
+	}
+	dir := t.TempDir()
+	if err := certgen.Examples(filepath.Join(dir, "certs")); err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, "certs", "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	checks := map[string]func(t *testing.T, ctx context.Context){
+		"tls-carrier.toml": func(t *testing.T, ctx context.Context) {
+			carrier, err := tls.LoadX509KeyPair(filepath.Join(dir, "certs", "carrier.pem"), filepath.Join(dir, "certs", "carrier-key.pem"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := tlsOptions(ctx, "127.0.0.1:5061", &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{carrier}})
+			if err != nil || !strings.HasPrefix(res, "SIP/2.0 200") {
+				t.Errorf("OPTIONS with the carrier certificate: %q, %v", res, err)
+			}
+			if res, err := tlsOptions(ctx, "127.0.0.1:5061", &tls.Config{RootCAs: roots}); err == nil {
+				t.Errorf("OPTIONS without a client certificate answered: %q", res)
+			}
+		},
+		"webrtc-wss.toml": func(t *testing.T, ctx context.Context) {
+			if _, err := exampleWS(ctx, roots, "https://evil.example.test"); err == nil {
+				t.Errorf("a page of another origin was upgraded")
+			}
+			res, err := exampleWS(ctx, roots, "https://127.0.0.1")
+			if err != nil || !strings.HasPrefix(res, "SIP/2.0 200") {
+				t.Errorf("OPTIONS over wss from https://127.0.0.1: %q, %v", res, err)
+			}
+		},
+	}
+	for _, f := range files {
+		name := filepath.Base(f)
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			copyPath := filepath.Join(dir, name)
+			if err := os.WriteFile(copyPath, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			p, err := policy.Load(copyPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range p.Realms {
+				for _, l := range r.Listeners {
+					if a := l.BindAddr.Addr(); !a.IsLoopback() || !examplePorts[l.BindAddr.Port()] {
+						t.Errorf("listener %s %s: not on a loopback port of sbc.example.toml", l.Transport, l.BindAddr)
+					}
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			s, err := New(p, Options{Logger: testLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if check := checks[name]; check != nil {
+				check(t, ctx)
+			} else {
+				t.Errorf("%s has no check in TestExamplesRun: add what its header promises", name)
+			}
+		})
+	}
+}
+
+// examplePorts are the ports of sbc.example.toml (DESIGN.md, Examples).
+var examplePorts = map[uint16]bool{5060: true, 5061: true, 5062: true, 8443: true, 9090: true}
+
+// exampleWS sends an OPTIONS over wss://127.0.0.1:8443/ from a page of
+// origin and returns the status line of the answer.
+func exampleWS(ctx context.Context, roots *x509.CertPool, origin string) (string, error) {
+	d := ws.Dialer{
+		Protocols:     []string{"sip"},
+		TLSConfig:     &tls.Config{RootCAs: roots},
+		Header:        ws.HandshakeHeaderHTTP(http.Header{"Origin": []string{origin}}),
+		OnStatusError: func(int, []byte, io.Reader) {},
+	}
+	conn, _, _, err := d.Dial(ctx, "wss://127.0.0.1:8443/")
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	host := "x" + newID()[:8] + ".invalid"
+	msg := "OPTIONS sip:127.0.0.1:8443;transport=ws SIP/2.0\r\n" +
+		"Via: SIP/2.0/WSS " + host + ";branch=z9hG4bK" + newID() + "\r\n" +
+		"Max-Forwards: 70\r\nFrom: <sip:probe@example.test>;tag=" + newID() + "\r\n" +
+		"To: <sip:127.0.0.1:8443>\r\nCall-ID: " + newID() + "\r\nCSeq: 1 OPTIONS\r\n" +
+		"Contact: <sip:probe@" + host + ";transport=ws>\r\nContent-Length: 0\r\n\r\n"
+	if err := wsutil.WriteClientText(conn, []byte(msg)); err != nil {
+		return "", err
+	}
+	b, err := wsutil.ReadServerText(conn)
+	if err != nil {
+		return "", err
+	}
+	line, _, _ := strings.Cut(string(b), "\r\n")
+	return line, nil
+}
