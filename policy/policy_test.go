@@ -351,6 +351,69 @@ func TestParseErrors(t *testing.T) {
 		{"syntax", minimal + "[server\n", []string{
 			"t.toml:6:8: syntax error: expected ']' to close table name",
 		}},
+		{"tls", `
+[[realm]]
+name = "r"
+  [[realm.listener]]
+  transport = "tls"
+  bind = "127.0.0.1:5061"
+    [realm.listener.tls]
+    cert_file = "c.pem"
+    client_auth = "maybe"
+    min_version = "1.1"
+    server_name = "x.example"
+    revoked_spki = ["abc"]
+  [[realm.listener]]
+  transport = "wss"
+  bind = "127.0.0.1:8443"
+  path = "sip"
+  origins = ["ftp://x", "https://ok.example:8443"]
+    [realm.listener.tls]
+    cert_file = "c.pem"
+    key_file = "k.pem"
+    client_auth = "require"
+  [[realm.listener]]
+  transport = "udp"
+  bind = "127.0.0.1:5060"
+  origins = ["*"]
+    [realm.listener.tls]
+    cert_file = "c.pem"
+    key_file = "k.pem"
+[[trunk]]
+name = "t"
+realm = "r"
+tls_identities = ["dns:ok.example", "ip:1.2.3.4", "spki:00"]
+[[trunk]]
+name = "u"
+realm = "r"
+tls_identities = ["dns:OK.example"]
+[[pool]]
+name = "p"
+realm = "r"
+transport = "tls"
+  [[pool.target]]
+  address = "127.0.0.1:5080"
+  [pool.tls]
+  client_auth = "require"
+  handshake_timeout = "1s"
+`, []string{
+			`t.toml:7:21: realm[0].listener[0].tls: cert_file and key_file go together`,
+			`t.toml:7:21: realm[0].listener[0].tls: cert_file and key_file are required (the listener's certificate)`,
+			`t.toml:9:19: realm[0].listener[0].tls.client_auth: unknown client_auth "maybe" (want "none", "request" or "require")`,
+			`t.toml:10:19: realm[0].listener[0].tls.min_version: unsupported min_version "1.1" (want "1.2" or "1.3"; nothing older is ever accepted)`,
+			`t.toml:11:19: realm[0].listener[0].tls.server_name: server_name is a pool setting`,
+			`t.toml:12:21: realm[0].listener[0].tls.revoked_spki[0]: invalid SPKI hash "abc": want 64 hex digits (SHA-256 of the SubjectPublicKeyInfo)`,
+			`t.toml:16:10: realm[0].listener[1].path: path "sip" must start with /`,
+			`t.toml:17:14: realm[0].listener[1].origins[0]: invalid origin "ftp://x": want scheme://host[:port] as a browser sends it (e.g. "https://app.example.com"), "*" or ""`,
+			`t.toml:18:21: realm[0].listener[1].tls.ca_file: client_auth "require" needs ca_file (the CAs client certificates must chain to)`,
+			`t.toml:25:13: realm[0].listener[2].origins: origins is a wss setting`,
+			`t.toml:26:21: realm[0].listener[2].tls: tls settings need transport "tls" or "wss" (this listener is "udp")`,
+			`t.toml:32:37: trunk[0].tls_identities[1]: invalid identity "ip:1.2.3.4": want "dns:NAME", "uri:URI", "cn:NAME" or "spki:HEX"`,
+			`t.toml:32:51: trunk[0].tls_identities[2]: invalid SPKI hash "00": want 64 hex digits (SHA-256 of the SubjectPublicKeyInfo)`,
+			`t.toml:36:19: trunk[1].tls_identities[0]: identity "dns:ok.example" is also at 32:19: an identity may belong to one trunk only`,
+			`t.toml:44:17: pool[0].tls.client_auth: client_auth is a listener setting (a pool presents cert_file/key_file to its targets)`,
+			`t.toml:45:23: pool[0].tls.handshake_timeout: handshake_timeout is a listener setting (towards targets, routing.target_timeout bounds the connection)`,
+		}},
 		{"unknown keys and tables", minimal + `
 [server]
 log_levl = "debug"

@@ -890,14 +890,16 @@ func (v *validator) listenerTLS(lp string, l *Listener) {
 		if t.ServerName != "" {
 			v.errf(tp+".server_name", "server_name is a pool setting")
 		}
+		authOK := true
 		switch t.ClientAuth {
 		case "":
 			t.ClientAuth = "none"
 		case "none", "request", "require":
 		default:
+			authOK = false
 			v.errf(tp+".client_auth", "unknown client_auth %s (want \"none\", \"request\" or \"require\")", quote(t.ClientAuth))
 		}
-		if t.ClientAuth != "none" && t.CAFile == "" {
+		if authOK && t.ClientAuth != "none" && t.CAFile == "" {
 			v.errf(tp+".ca_file", "client_auth %q needs ca_file (the CAs client certificates must chain to)", t.ClientAuth)
 		}
 		for i, h := range t.RevokedSPKI {
