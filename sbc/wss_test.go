@@ -2,8 +2,8 @@ package sbc
 
 import (
 	"context"
-	"io"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -63,7 +63,6 @@ func newWSSEnv(t *testing.T) *wssEnv {
 // wsClient is a browser-like SIP-over-WebSocket client: Via and Contact
 // hosts are *.invalid, one SIP message per text frame.
 type wsClient struct {
-	t    *testing.T
 	conn net.Conn
 	host string // its .invalid host
 }
