@@ -1,0 +1,447 @@
+package browser
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// DefaultTimeout bounds a Register or Call whose context has no deadline.
+const DefaultTimeout = 60 * time.Second
+
+// Errors reported in Result.Error when the WebSocket did not carry the
+// exchange to its end.
+const (
+	// ErrConnectionFailed: the WebSocket never opened (TCP or TLS failed, or
+	// the server refused the upgrade, e.g. 403 for a foreign Origin).
+	ErrConnectionFailed = "connection failed"
+	// ErrWebSocketClosed: the WebSocket opened and closed before the result.
+	ErrWebSocketClosed = "WebSocket closed"
+)
+
+// RegisterOptions says what the browser registers and where.
+type RegisterOptions struct {
+	// WSSURL is the SIP-over-WebSocket server, e.g. wss://127.0.0.1:8443;
+	// its host must be 127.0.0.1, [::1] or localhost (no other name
+	// resolves). Its certificate is not checked.
+	WSSURL string
+	// URI is the address of record, e.g. sip:alice@example.test.
+	URI string
+	// Password answers a digest challenge (optional).
+	Password string
+	// AuthUser is the digest user name; empty means the user part of URI.
+	AuthUser string
+	// Expires is the Expires of the REGISTER; 0 means JsSIP's 600.
+	Expires int
+	// Origin is the origin of the page that runs JsSIP, and so the Origin
+	// header of the WebSocket upgrade: "https://host" or "https://host:port",
+	// any host (chromium resolves it to the page server on 127.0.0.1, no DNS
+	// is asked). Empty means https://127.0.0.1:<the page server's port>.
+	// Result.Origin is the origin the page had.
+	Origin string
+}
+
+// CallOptions says what the browser calls, from where.
+type CallOptions struct {
+	// WSSURL, URI, Password, AuthUser and Origin are as in RegisterOptions.
+	WSSURL   string
+	URI      string
+	Password string
+	AuthUser string
+	Origin   string
+	// Target is the request URI of the INVITE, e.g. sip:100@example.test.
+	Target string
+	// Register makes the browser register (and wait for the 2xx) before it
+	// calls; by default it calls as soon as the WebSocket is open.
+	Register bool
+	// Expires is the Expires of that REGISTER; 0 means JsSIP's 600.
+	Expires int
+}
+
+// Result is what the page reported.
+type Result struct {
+	// Origin is the origin of the page (the Origin of the WebSocket upgrade).
+	Origin string `json:"origin"`
+	// Status is the final SIP status code of the REGISTER (or of the INVITE
+	// for Call), after any digest challenge was answered; 0 when none came.
+	Status int    `json:"status"`
+	Reason string `json:"reason"`
+	// Registered is true when JsSIP took a 2xx to its REGISTER as a
+	// registration: it ignores one that does not list its Contact (then
+	// Status is that 2xx and Cause says so).
+	Registered bool `json:"registered"`
+	// Cause is JsSIP's cause when it failed (e.g. "Rejected", "Busy",
+	// "Request Timeout", "Connection Error", "Bad Media Description").
+	Cause string `json:"cause"`
+	// Error is set when the WebSocket failed: ErrConnectionFailed or
+	// ErrWebSocketClosed, or a page error ("page error: ...").
+	Error string `json:"error"`
+	// WSCloseCode is the WebSocket close code with Error (1006 when the
+	// handshake was refused or the connection dropped).
+	WSCloseCode int `json:"wsCloseCode"`
+	// Provisional lists the 1xx status codes a Call received.
+	Provisional []int `json:"provisional"`
+	// ByeStatus is the status of the BYE the browser sends after a Call was
+	// answered 2xx (0 when no response came within 5 s).
+	ByeStatus int `json:"byeStatus"`
+	// Messages are the SIP messages carried over the WebSocket, in order.
+	Messages []Message `json:"messages"`
+	// Console is what the page logged (JsSIP's debug output included).
+	Console []string `json:"console"`
+	// UserAgent is the browser's navigator.userAgent.
+	UserAgent string `json:"userAgent"`
+}
+
+// Message is one SIP message seen by the browser's WebSocket.
+type Message struct {
+	// Dir is "sent" or "received".
+	Dir  string `json:"dir"`
+	Text string `json:"text"`
+}
+
+// Register starts headless chromium on a page running JsSIP, which connects
+// to opts.WSSURL and registers opts.URI. It returns what the page reported:
+// a SIP final status, or an Error when the WebSocket failed. The error is
+// for the harness failing (ctx done, chromium died). Without chromium or
+// the JsSIP bundle the test is skipped, or failed when CI=true. Call it from
+// the test's goroutine.
+func Register(ctx context.Context, t testing.TB, opts RegisterOptions) (*Result, error) {
+	t.Helper()
+	return run(ctx, t, opts.Origin, pageConfig{
+		Action:   "register",
+		WSSURL:   opts.WSSURL,
+		URI:      opts.URI,
+		Password: opts.Password,
+		AuthUser: opts.AuthUser,
+		Expires:  opts.Expires,
+	})
+}
+
+// Call is Register's twin for an INVITE to opts.Target with a fake audio
+// stream. Its Result has the final status of the INVITE; after a 2xx the
+// browser acknowledges it, hangs up and reports the BYE's status too. A
+// 2xx must carry an SDP answer chromium accepts: see AnswerSDP.
+func Call(ctx context.Context, t testing.TB, opts CallOptions) (*Result, error) {
+	t.Helper()
+	return run(ctx, t, opts.Origin, pageConfig{
+		Action:   "call",
+		WSSURL:   opts.WSSURL,
+		URI:      opts.URI,
+		Password: opts.Password,
+		AuthUser: opts.AuthUser,
+		Expires:  opts.Expires,
+		Target:   opts.Target,
+		Register: opts.Register,
+	})
+}
+
+// pageConfig is handed to page.js as window.HARNESS.
+type pageConfig struct {
+	Action   string `json:"action"`
+	WSSURL   string `json:"wssURL"`
+	URI      string `json:"uri"`
+	Password string `json:"password,omitempty"`
+	AuthUser string `json:"authUser,omitempty"`
+	Expires  int    `json:"expires,omitempty"`
+	Target   string `json:"target,omitempty"`
+	Register bool   `json:"register,omitempty"`
+}
+
+//go:embed page.js
+var pageJS []byte
+
+// Require skips the test when chromium or the JsSIP bundle is missing (when
+// CI=true it fails it instead). Register and Call do this themselves; a test
+// calls it early to skip before it sets anything up.
+func Require(t testing.TB) {
+	t.Helper()
+	if _, _, err := locate(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+}
+
+// locate finds the chromium binary and the JsSIP bundle.
+func locate() (chromium, bundle string, err error) {
+	chromium, err = chromiumPath()
+	if err != nil {
+		return "", "", err
+	}
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", "", errors.New("browser: cannot find the package's source directory")
+	}
+	bundle = filepath.Join(filepath.Dir(file), "js", "dist", "jssip.js")
+	if _, err := os.Stat(bundle); err != nil {
+		return "", "", fmt.Errorf("browser: JsSIP bundle missing (run npm ci in internal/browser/js): %v", err)
+	}
+	return chromium, bundle, nil
+}
+
+// chromiumPath prefers the binary itself over Debian's /usr/bin/chromium
+// wrapper script, which adds flags of its own (remote extensions).
+// $CHROMIUM overrides both.
+func chromiumPath() (string, error) {
+	if p := os.Getenv("CHROMIUM"); p != "" {
+		if !isExecutable(p) {
+			return "", fmt.Errorf("browser: $CHROMIUM=%s is not an executable file", p)
+		}
+		return p, nil
+	}
+	if p := "/usr/lib/chromium/chromium"; isExecutable(p) {
+		return p, nil
+	}
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("browser: chromium not found (install the Debian package chromium)")
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
+}
+
+// pageOrigin parses the Origin option into the origin and the host:port
+// chromium must map to the page server. An empty origin maps nothing.
+func pageOrigin(origin string, serverPort int) (string, string, error) {
+	if origin == "" {
+		return "https://127.0.0.1:" + strconv.Itoa(serverPort), "", nil
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return "", "", fmt.Errorf("browser: Origin %q: %v", origin, err)
+	}
+	if u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return "", "", fmt.Errorf("browser: Origin %q is not https://host[:port]", origin)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	host := u.Hostname()
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return "https://" + u.Host, host + ":" + port, nil
+}
+
+func run(ctx context.Context, t testing.TB, origin string, cfg pageConfig) (*Result, error) {
+	t.Helper()
+	Require(t)
+	chromium, bundle, err := locate()
+	if err != nil {
+		return nil, err
+	}
+	jssip, err := os.ReadFile(bundle)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
+		defer cancel()
+	}
+
+	results := make(chan *Result, 1)
+	var page []byte
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write(page)
+	})
+	mux.HandleFunc("GET /page.js", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript")
+		_, _ = w.Write(pageJS)
+	})
+	mux.HandleFunc("GET /jssip.js", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript")
+		_, _ = w.Write(jssip)
+	})
+	mux.HandleFunc("POST /result", func(w http.ResponseWriter, r *http.Request) {
+		var res Result
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 32<<20)).Decode(&res); err != nil {
+			res = Result{Error: "harness: bad result from the page: " + err.Error()}
+		}
+		select {
+		case results <- &res:
+		default:
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	pageOrig, mapFrom, err := pageOrigin(origin, ln.Addr().(*net.TCPAddr).Port)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if page, err = pageHTML(cfg); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	srv := httptest.NewUnstartedServer(mux)
+	_ = srv.Listener.Close() // its own, maybe on [::1]
+	srv.Listener = ln
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	defer srv.Close()
+
+	// The first rule that matches wins. The origin's host goes to the page
+	// server; loopback stays itself; every other name resolves to nothing,
+	// so chromium asks no DNS server. (No EXCLUDE: an exclusion would also
+	// undo the origin's mapping when its host is a loopback one. A rule's
+	// pattern matches the host, ::1 without brackets, or host:port, [::1]:N
+	// with them.)
+	var rules []string
+	if mapFrom != "" {
+		rules = append(rules, "MAP "+mapFrom+" "+ln.Addr().String())
+	}
+	rules = append(rules, "MAP 127.0.0.1 127.0.0.1", "MAP localhost localhost", "MAP ::1 [::1]", "MAP * ~NOTFOUND")
+	args := []string{
+		"--headless=new",
+		"--no-sandbox", // root in CI and here
+		"--disable-gpu",
+		"--disable-dev-shm-usage",
+		"--ignore-certificate-errors", // the page server's and the WSS server's
+		"--user-data-dir=" + t.TempDir(),
+		"--no-first-run",
+		"--no-default-browser-check",
+		"--disable-background-networking",
+		"--disable-component-update",
+		"--disable-default-apps",
+		"--disable-extensions",
+		"--disable-sync",
+		"--no-proxy-server",
+		"--disable-quic",
+		"--host-resolver-rules=" + strings.Join(rules, ", "),
+		// getUserMedia gets a fake microphone without asking.
+		"--use-fake-device-for-media-stream",
+		"--use-fake-ui-for-media-stream",
+		"--disable-features=WebRtcHideLocalIpsWithMdns,MediaRouter",
+		"--enable-logging=stderr",
+		"--v=0",
+		pageOrig + "/",
+	}
+	stderr := &tailBuffer{max: 1 << 20}
+	cmd := exec.Command(chromium, args...)
+	cmd.Stdout = stderr
+	cmd.Stderr = stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("browser: start chromium: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stop := func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			t.Errorf("browser: chromium (pid %d) did not exit after SIGKILL", cmd.Process.Pid)
+		}
+	}
+
+	var res *Result
+	select {
+	case res = <-results:
+		stop()
+	case err = <-exited:
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // what it left behind
+		err = fmt.Errorf("browser: chromium exited before the page reported (%v)", err)
+	case <-ctx.Done():
+		stop()
+		err = fmt.Errorf("browser: no result from the page: %w", ctx.Err())
+	}
+	if err != nil {
+		t.Logf("browser: chromium %s\nits output:\n%s", strings.Join(args, " "), stderr.String())
+		return nil, err
+	}
+	res.Origin = pageOrig
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("browser: page console (%s):\n%s", pageOrig, strings.Join(res.Console, "\n"))
+			t.Logf("browser: chromium output (console lines left out):\n%s", withoutConsole(stderr.String()))
+		}
+	})
+	return res, nil
+}
+
+func pageHTML(cfg pageConfig) ([]byte, error) {
+	// json.Marshal escapes <, > and &, so the config cannot end the script.
+	j, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.WriteString("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sbc browser harness</title>\n")
+	b.WriteString("<script>window.HARNESS = ")
+	b.Write(j)
+	b.WriteString(";</script>\n")
+	// page.js first: it captures the console before JsSIP's debug module
+	// takes hold of console.debug.
+	b.WriteString("<script src=\"/page.js\"></script>\n<script src=\"/jssip.js\"></script>\n")
+	b.WriteString("</head><body></body></html>\n")
+	return b.Bytes(), nil
+}
+
+// withoutConsole drops chromium's copies of the page's console lines.
+func withoutConsole(log string) string {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(log, "\n") {
+		if !strings.Contains(line, ":INFO:CONSOLE") {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
+
+// tailBuffer keeps the last max bytes written to it; safe for concurrent use.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.b = append(b.b, p...)
+	if over := len(b.b) - b.max; over > 0 {
+		b.b = append(b.b[:0], b.b[over:]...)
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.b)
+}
