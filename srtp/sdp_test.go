@@ -300,7 +300,7 @@ func TestOriginVersion(t *testing.T) {
 	if moved.Origin.SessionVersion != v+2 {
 		t.Fatalf("move: %d", moved.Origin.SessionVersion)
 	}
-	if NewOrigin("", relay4).SessionID == NewOrigin("", relay4).SessionID {
+	if o1, o2 := NewOrigin("", relay4), NewOrigin("", relay4); o1.SessionID == o2.SessionID {
 		t.Fatal("session ids not random")
 	}
 }
