@@ -107,6 +107,22 @@ func KeysFromCrypto(c Crypto) (SRTPKeys, error) {
 	return k, nil
 }
 
+// KeysFromDTLS derives both directions' keys from a completed DTLS-SRTP
+// handshake (RFC 5764 §4.2): the seam for the DTLS layer, which passes its
+// connection state (pion/dtls v3 and v4 State satisfy
+// pion.KeyingMaterialExporter), the negotiated profile and its role.
+// NewSRTP(local, remote) then gives the leg's transform, installed with
+// Stream.SetTransform.
+func KeysFromDTLS(exp pion.KeyingMaterialExporter, profile pion.ProtectionProfile, isClient bool) (local, remote SRTPKeys, err error) {
+	cfg := pion.Config{Profile: profile}
+	if err := cfg.ExtractSessionKeysFromDTLS(exp, isClient); err != nil {
+		return SRTPKeys{}, SRTPKeys{}, fmt.Errorf("srtp: DTLS keys: %w", err)
+	}
+	local = SRTPKeys{Profile: profile, Key: cfg.Keys.LocalMasterKey, Salt: cfg.Keys.LocalMasterSalt}
+	remote = SRTPKeys{Profile: profile, Key: cfg.Keys.RemoteMasterKey, Salt: cfg.Keys.RemoteMasterSalt}
+	return local, remote, nil
+}
+
 func (k SRTPKeys) options() []pion.ContextOption {
 	var o []pion.ContextOption
 	if k.UnencryptedSRTP {

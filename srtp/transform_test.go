@@ -323,3 +323,47 @@ func BenchmarkSRTPTransform(b *testing.B) {
 
 // testTrailer is the room tests leave after a packet for SRTP's tag.
 const testTrailer = 64
+
+// fakeExporter stands in for a DTLS connection state: both ends of one
+// handshake export the same material.
+type fakeExporter struct{ fail bool }
+
+func (f fakeExporter) ExportKeyingMaterial(label string, _ []byte, n int) ([]byte, error) {
+	if f.fail || label != "EXTRACTOR-dtls_srtp" {
+		return nil, errors.New("no keys")
+	}
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	return b, nil
+}
+
+func TestKeysFromDTLS(t *testing.T) {
+	for _, p := range []pion.ProtectionProfile{pion.ProtectionProfileAes128CmHmacSha1_80, pion.ProtectionProfileAeadAes256Gcm} {
+		cl, cr, err := KeysFromDTLS(fakeExporter{}, p, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sl, sr, err := KeysFromDTLS(fakeExporter{}, p, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sameKeys(cl, sr) || !sameKeys(cr, sl) || sameKeys(cl, cr) {
+			t.Fatalf("%v: client and server keys do not mirror", p)
+		}
+		client, err := NewSRTP(cl, cr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		server, _ := NewSRTP(sl, sr)
+		plain := rtpPacket(1, 1, 0, 40)
+		w, _ := client.OutboundRTP(nil, plain)
+		if got, err := server.InboundRTP(nil, w); err != nil || !bytes.Equal(got, plain) {
+			t.Fatalf("%v: %v", p, err)
+		}
+	}
+	if _, _, err := KeysFromDTLS(fakeExporter{fail: true}, pion.ProtectionProfileAeadAes128Gcm, true); err == nil {
+		t.Fatal("exporter error lost")
+	}
+}
