@@ -318,7 +318,10 @@ func (s *Stream) leg(id LegID) *leg { return s.legs[id&1] }
 // address (from anywhere, if the leg learns) latches it again; until then,
 // packets to the leg go to the new address. If it is the same, nothing
 // changes (a re-INVITE that keeps the address does not open a window for
-// a hijacker). rtcp zero means derived as in LegConfig.
+// a hijacker). On a leg that learns, the window between Expect and the
+// next packet is open to any source, as the first latch was: prefer
+// legs that do not learn wherever the SDP address can be trusted. rtcp
+// zero means derived as in LegConfig.
 func (s *Stream) Expect(id LegID, rtp, rtcp netip.AddrPort) {
 	l := s.leg(id)
 	rtpAddr, rtcpAddr := expectedPair(rtp, rtcp, l.rtp.mux)

@@ -663,3 +663,42 @@ func TestNewStreamErrors(t *testing.T) {
 		t.Fatal("inboundReason")
 	}
 }
+
+func TestRelayIPv6(t *testing.T) {
+	lo6 := netip.IPv6Loopback()
+	probe, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(lo6, 0)))
+	if err != nil {
+		t.Skipf("no ::1 here: %v", err)
+	}
+	_ = probe.Close()
+	lo, hi := testRange(4)
+	pp, err := NewPortPool(PortPoolConfig{IP: lo6, Min: lo, Max: hi})
+	if err != nil {
+		t.Fatal(err)
+	}
+	phone6 := func() *phone {
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(lo6, 0)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return &phone{t: t, conn: c, buf: make([]byte, 4096)}
+	}
+	pa, pb := phone6(), phone6()
+	trA, encA, _, _, _ := pair(t, AEAD_AES_256_GCM)
+	s := newTestStream(t, StreamConfig{
+		A: LegConfig{Ports: allocate(t, pp, true), Remote: pa.addr(), Transform: trA},
+		B: LegConfig{Ports: allocate(t, pp, false), Remote: pb.addr()},
+	})
+	aAddr, _ := s.LocalAddr(LegA)
+	if !aAddr.Addr().Is6() {
+		t.Fatalf("local %v", aAddr)
+	}
+	plain := rtpPacket(6, 1, 0, 80)
+	w, _ := encA.EncryptRTP(nil, plain, nil)
+	pa.send(w, aAddr)
+	pb.expectOnly(t, plain)
+	if src, ok := s.Latched(LegA); !ok || src != pa.addr() {
+		t.Fatalf("latched %v", src)
+	}
+}
