@@ -239,6 +239,14 @@ func newContext(k SRTPKeys, decrypt bool) (*pion.Context, error) {
 // peer's address changed too (RFC 4568 §7.1.4: new SSRC, ROC 0), build a
 // new transform with NewSRTP instead.
 func (t *SRTP) Rekey(local, remote SRTPKeys) error {
+	// Refuse bad keys before touching anything, so a failed rekey leaves
+	// the transform as it was.
+	if _, err := newContext(local, false); err != nil {
+		return err
+	}
+	if _, err := newContext(remote, true); err != nil {
+		return err
+	}
 	if err := t.inRTP.rekey(remote, true, false); err != nil {
 		return err
 	}

@@ -223,6 +223,20 @@ func TestSRTPRekeyKeepsROC(t *testing.T) {
 	if roc, _ := tr.ROC(true, 9); roc != 1 {
 		t.Fatalf("outbound ROC %d after rekey, want 1", roc)
 	}
+	// A rekey with a bad key fails and changes nothing.
+	bad, _ := KeysFromCrypto(ours2)
+	bad.Key = bad.Key[:5]
+	good, _ := KeysFromCrypto(theirs2)
+	if err := tr.Rekey(good, bad); err == nil {
+		t.Fatal("bad remote key accepted")
+	}
+	if err := tr.Rekey(bad, good); err == nil {
+		t.Fatal("bad local key accepted")
+	}
+	w, _ := phoneEnc2.EncryptRTP(nil, rtpPacket(7, 20, 0, 20), nil)
+	if _, err := tr.InboundRTP(nil, w); err != nil {
+		t.Fatalf("a failed rekey changed the keys: %v", err)
+	}
 }
 
 func TestSRTPSessionParamsAndMKI(t *testing.T) {
