@@ -1,0 +1,453 @@
+package srtp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// LegID names the two legs of a stream.
+type LegID uint8
+
+// The two legs. Which is the caller's is up to the owner.
+const (
+	LegA LegID = 0
+	LegB LegID = 1
+)
+
+func (l LegID) String() string {
+	if l == LegA {
+		return "A"
+	}
+	return "B"
+}
+
+// DropReason says why a packet received on a leg was not relayed.
+type DropReason uint8
+
+// Drop reasons. Their String values are stable metric label values.
+const (
+	// DropNotLatchedSource: the leg is latched and the packet came from
+	// another source (strict source; a hijack attempt or a stale peer).
+	DropNotLatchedSource DropReason = iota
+	// DropUnexpectedSource: before latching, a source that is not the
+	// address the SDP announced, on a leg that does not learn.
+	DropUnexpectedSource
+	// DropMalformed: too short for RTP/RTCP, or truncated (too long).
+	DropMalformed
+	// DropUnknownType: first byte outside the RFC 7983 ranges.
+	DropUnknownType
+	// DropSTUN and DropDTLS: no handler for STUN or DTLS on this leg.
+	DropSTUN
+	DropDTLS
+	// DropNotReady: a transform without keys yet (DTLS pending), on
+	// either side. Not an error.
+	DropNotReady
+	// DropAuth: SRTP/SRTCP authentication failed (forged, or wrong key).
+	DropAuth
+	// DropReplay: SRTP/SRTCP index already seen or too old.
+	DropReplay
+	// DropDecrypt: any other inbound transform error.
+	DropDecrypt
+	// DropEncrypt: the outbound transform failed.
+	DropEncrypt
+	// DropNoDestination: the other leg has no address to send to yet.
+	DropNoDestination
+	// DropSendError: the kernel refused the send.
+	DropSendError
+	// DropStaleRTCP: RTCP of a source the normalised egress has switched
+	// away from (its SR or BYE would confuse the receiver).
+	DropStaleRTCP
+	// NumDropReasons is the number of reasons (array size).
+	NumDropReasons
+)
+
+var dropNames = [NumDropReasons]string{
+	"not_latched_source", "unexpected_source", "malformed", "unknown_type",
+	"stun_unhandled", "dtls_unhandled", "not_ready", "srtp_auth", "srtp_replay",
+	"decrypt_error", "encrypt_error", "no_destination", "send_error", "stale_rtcp",
+}
+
+func (r DropReason) String() string {
+	if r < NumDropReasons {
+		return dropNames[r]
+	}
+	return fmt.Sprintf("DropReason(%d)", uint8(r))
+}
+
+// DatagramKind is the class of a non-RTP datagram (RFC 7983).
+type DatagramKind uint8
+
+// Kinds handed to a DatagramHandler.
+const (
+	KindSTUN DatagramKind = iota + 1 // first byte 0–3
+	KindDTLS                         // first byte 20–63
+)
+
+// PacketWriter sends a datagram from a relay socket; *net.UDPConn is one.
+type PacketWriter interface {
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+}
+
+// DatagramHandler receives the STUN and DTLS datagrams that arrive on a
+// leg's sockets: the seam for ICE-lite and DTLS-SRTP. It runs on the
+// socket's reader goroutine; pkt is only valid during the call (copy it to
+// keep it), and via writes from the same socket (the reply must come from
+// the port the peer sent to). It is called whatever the latch says: the
+// handler checks the source itself (ICE validates it, DTLS checks the
+// fingerprint). A DTLS layer installs the transform it derives with
+// Stream.SetTransform, and Stream.Expect for the ICE-selected address.
+type DatagramHandler interface {
+	HandleDatagram(leg LegID, kind DatagramKind, pkt []byte, from netip.AddrPort, via PacketWriter)
+}
+
+// LegConfig describes one leg: its relay sockets, what its SDP said, and
+// how it protects media.
+type LegConfig struct {
+	// Ports are the leg's relay sockets (RTCP nil for rtcp-mux). The
+	// stream owns them from NewStream on and releases them on Close.
+	Ports *Ports
+	// Remote is the RTP address this leg's SDP announced (c= and m= port).
+	// Zero or unspecified when unknown (0.0.0.0 hold, ICE not done yet):
+	// nothing is sent to the leg until it latches.
+	Remote netip.AddrPort
+	// RemoteRTCP is the announced RTCP address (a=rtcp); zero means the
+	// RTP address with rtcp-mux, port+1 without.
+	RemoteRTCP netip.AddrPort
+	// Learn lets the first valid packet from any source latch the leg
+	// (symmetric RTP behind NAT, where the SDP address is private).
+	// Without it, only a packet from Remote (RemoteRTCP) latches.
+	Learn bool
+	// Transform protects the leg's packets; nil means Plain.
+	Transform Transform
+	// Normalize keeps one SSRC with continuous sequence numbers and
+	// timestamps on packets sent to this leg, whatever the source does on
+	// the other leg (music on hold, transfer, early media then answer).
+	// Set it for SRTP legs: their receivers' replay windows would drop a
+	// sequence that jumps back (notes, pitfall 7).
+	Normalize bool
+	// ClockRate is the RTP clock of the media (default 8000), used to
+	// advance the timestamp across a source switch.
+	ClockRate uint32
+	// Handler gets STUN and DTLS datagrams; nil drops and counts them.
+	Handler DatagramHandler
+}
+
+// StreamConfig configures NewStream.
+type StreamConfig struct {
+	A, B LegConfig
+	// IdleTimeout, when set with OnIdle, calls OnIdle once when no valid
+	// packet has arrived from either leg for that long. The stream does
+	// not end the call: the owner decides.
+	IdleTimeout time.Duration
+	OnIdle      func(idle time.Duration)
+}
+
+// LegStats are one leg's ingress counters: what its remote sent us.
+type LegStats struct {
+	// Packets and Bytes count valid packets received (RTP and RTCP);
+	// RTCPPackets the RTCP among them; Forwarded those sent on to the other
+	// leg.
+	Packets, Bytes, RTCPPackets, Forwarded uint64
+	// Dropped counts refused packets by reason.
+	Dropped [NumDropReasons]uint64
+	// ReadErrors counts socket read errors other than close.
+	ReadErrors uint64
+	// SSRCSwitches counts source changes normalised on egress to this leg.
+	SSRCSwitches uint64
+}
+
+// AuthFailures is the number of SRTP/SRTCP packets whose tag failed.
+func (s LegStats) AuthFailures() uint64 { return s.Dropped[DropAuth] }
+
+// StreamStats holds both legs' counters.
+type StreamStats struct{ A, B LegStats }
+
+// Leg returns the stats of one leg.
+func (s StreamStats) Leg(id LegID) LegStats {
+	if id == LegA {
+		return s.A
+	}
+	return s.B
+}
+
+type latchState struct {
+	expected netip.AddrPort // from SDP (may be invalid)
+	source   netip.AddrPort // latched source
+	latched  bool
+}
+
+type sock struct {
+	conn     *net.UDPConn
+	leg      *leg
+	rtcpOnly bool // RTCP socket of a non-mux leg
+	mux      bool // RTP and RTCP share this socket
+	latch    atomic.Pointer[latchState]
+}
+
+// dest is where packets for this socket's peer go: the latched source,
+// else the announced address.
+func (k *sock) dest() (netip.AddrPort, bool) {
+	st := k.latch.Load()
+	if st.latched {
+		return st.source, true
+	}
+	return st.expected, usable(st.expected)
+}
+
+func usable(a netip.AddrPort) bool {
+	return a.IsValid() && a.Port() != 0 && !a.Addr().IsUnspecified()
+}
+
+type transformBox struct{ t Transform }
+
+type counters struct {
+	packets, bytes, rtcp, forwarded, readErrors atomic.Uint64
+	dropped                                     [NumDropReasons]atomic.Uint64
+}
+
+type leg struct {
+	id        LegID
+	ports     *Ports
+	rtp, rtcp *sock // rtcp == rtp with mux
+	other     *leg
+	learn     bool
+	transform atomic.Pointer[transformBox]
+	handler   DatagramHandler
+	norm      *normalizer // egress normalisation towards this leg, or nil
+	lastRx    atomic.Int64
+	c         counters
+}
+
+func (l *leg) drop(r DropReason) { l.c.dropped[r].Add(1) }
+
+// Stream relays one media stream (one m= line) between two legs. It runs
+// one reader goroutine per socket (two per leg without rtcp-mux, one with
+// it); each goroutine owns a preallocated buffer and forwards what it
+// reads straight to the other leg's socket, so the relay path has no
+// channel and no allocation. See the package doc for latching.
+type Stream struct {
+	legs    [2]*leg
+	created int64
+	wg      sync.WaitGroup
+	closed  atomic.Bool
+	once    sync.Once
+
+	timerMu     sync.Mutex
+	timer       *time.Timer
+	idleTimeout time.Duration
+	onIdle      func(time.Duration)
+}
+
+// NewStream builds the stream and starts its readers. On error the ports
+// are left to the caller; on success the stream owns them.
+func NewStream(cfg StreamConfig) (*Stream, error) {
+	s := &Stream{created: time.Now().UnixNano(), idleTimeout: cfg.IdleTimeout, onIdle: cfg.OnIdle}
+	for i, lc := range [2]LegConfig{cfg.A, cfg.B} {
+		if lc.Ports == nil || lc.Ports.RTP == nil {
+			return nil, fmt.Errorf("srtp: leg %v has no ports", LegID(i))
+		}
+		l := &leg{id: LegID(i), ports: lc.Ports, learn: lc.Learn, handler: lc.Handler}
+		t := lc.Transform
+		if t == nil {
+			t = Plain{}
+		}
+		l.transform.Store(&transformBox{t})
+		if lc.Normalize {
+			cr := lc.ClockRate
+			if cr == 0 {
+				cr = 8000
+			}
+			l.norm = &normalizer{clockRate: cr}
+		}
+		mux := lc.Ports.RTCP == nil
+		l.rtp = &sock{conn: lc.Ports.RTP, leg: l, mux: mux}
+		if mux {
+			l.rtcp = l.rtp
+		} else {
+			l.rtcp = &sock{conn: lc.Ports.RTCP, leg: l, rtcpOnly: true}
+		}
+		rtpAddr, rtcpAddr := expectedPair(lc.Remote, lc.RemoteRTCP, mux)
+		l.rtp.latch.Store(&latchState{expected: rtpAddr})
+		if !mux {
+			l.rtcp.latch.Store(&latchState{expected: rtcpAddr})
+		}
+		s.legs[i] = l
+	}
+	s.legs[0].other, s.legs[1].other = s.legs[1], s.legs[0]
+	for _, l := range s.legs {
+		s.start(l.rtp)
+		if l.rtcp != l.rtp {
+			s.start(l.rtcp)
+		}
+	}
+	if s.idleTimeout > 0 && s.onIdle != nil {
+		s.timerMu.Lock()
+		s.timer = time.AfterFunc(s.idleTimeout, s.checkIdle)
+		s.timerMu.Unlock()
+	}
+	return s, nil
+}
+
+func expectedPair(rtp, rtcp netip.AddrPort, mux bool) (netip.AddrPort, netip.AddrPort) {
+	rtp = netip.AddrPortFrom(rtp.Addr().Unmap(), rtp.Port())
+	rtcp = netip.AddrPortFrom(rtcp.Addr().Unmap(), rtcp.Port())
+	if mux {
+		return rtp, rtp
+	}
+	if !rtcp.IsValid() && usable(rtp) && rtp.Port() < 65535 {
+		rtcp = netip.AddrPortFrom(rtp.Addr(), rtp.Port()+1)
+	}
+	return rtp, rtcp
+}
+
+func (s *Stream) start(k *sock) {
+	s.wg.Add(1)
+	go s.serve(k)
+}
+
+func (s *Stream) leg(id LegID) *leg { return s.legs[id&1] }
+
+// Expect tells a leg its new announced address (a re-INVITE or UPDATE
+// changed the SDP, or ICE selected a pair). If the address differs from the
+// one it had, the leg unlatches and the next valid packet from the new
+// address (from anywhere, if the leg learns) latches it again; until then,
+// packets to the leg go to the new address. If it is the same, nothing
+// changes (a re-INVITE that keeps the address does not open a window for
+// a hijacker). On a leg that learns, the window between Expect and the
+// next packet is open to any source, as the first latch was: prefer
+// legs that do not learn wherever the SDP address can be trusted. rtcp
+// zero means derived as in LegConfig.
+func (s *Stream) Expect(id LegID, rtp, rtcp netip.AddrPort) {
+	l := s.leg(id)
+	rtpAddr, rtcpAddr := expectedPair(rtp, rtcp, l.rtp.mux)
+	expect(l.rtp, rtpAddr)
+	if l.rtcp != l.rtp {
+		expect(l.rtcp, rtcpAddr)
+	}
+}
+
+func expect(k *sock, a netip.AddrPort) {
+	for range 100 { // CAS retries against the reader latching
+		old := k.latch.Load()
+		if old.expected == a {
+			return
+		}
+		if k.latch.CompareAndSwap(old, &latchState{expected: a}) {
+			return
+		}
+	}
+}
+
+// Latched returns the source a leg's RTP socket is latched to.
+func (s *Stream) Latched(id LegID) (netip.AddrPort, bool) {
+	st := s.leg(id).rtp.latch.Load()
+	return st.source, st.latched
+}
+
+// LocalAddr returns a leg's relay RTP and RTCP addresses (the same with
+// rtcp-mux): what goes into the SDP sent to that leg's peer.
+func (s *Stream) LocalAddr(id LegID) (rtp, rtcp netip.AddrPort) {
+	p := s.leg(id).ports
+	return p.RTPAddr(), p.RTCPAddr()
+}
+
+// SetTransform replaces a leg's transform (keys from a completed DTLS
+// handshake, or a new SDES transform after a re-INVITE that changed the
+// peer). Packets in flight finish with the old one.
+func (s *Stream) SetTransform(id LegID, t Transform) {
+	if t == nil {
+		t = Plain{}
+	}
+	s.leg(id).transform.Store(&transformBox{t})
+}
+
+// Transform returns a leg's current transform (to Rekey an *SRTP).
+func (s *Stream) Transform(id LegID) Transform { return s.leg(id).transform.Load().t }
+
+// LastPacket returns when the last valid packet came from a leg (zero
+// time if none yet).
+func (s *Stream) LastPacket(id LegID) time.Time {
+	n := s.leg(id).lastRx.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// Idle returns how long no valid packet has come from either leg, counted
+// from the stream's creation when none came yet.
+func (s *Stream) Idle(now time.Time) time.Duration {
+	last := max(s.created, s.legs[0].lastRx.Load(), s.legs[1].lastRx.Load())
+	d := now.UnixNano() - last
+	if d < 0 {
+		return 0
+	}
+	return time.Duration(d)
+}
+
+func (s *Stream) checkIdle() {
+	if s.closed.Load() {
+		return
+	}
+	idle := s.Idle(time.Now())
+	if idle >= s.idleTimeout {
+		s.onIdle(idle)
+		return
+	}
+	s.timerMu.Lock()
+	if s.timer != nil && !s.closed.Load() {
+		s.timer.Reset(s.idleTimeout - idle)
+	}
+	s.timerMu.Unlock()
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Stream) Stats() StreamStats {
+	var st StreamStats
+	for i, p := range []*LegStats{&st.A, &st.B} {
+		c := &s.legs[i].c
+		p.Packets, p.Bytes, p.RTCPPackets, p.Forwarded = c.packets.Load(), c.bytes.Load(), c.rtcp.Load(), c.forwarded.Load()
+		p.ReadErrors = c.readErrors.Load()
+		for r := range p.Dropped {
+			p.Dropped[r] = c.dropped[r].Load()
+		}
+		if n := s.legs[i].norm; n != nil {
+			p.SSRCSwitches = n.switches.Load()
+		}
+	}
+	return st
+}
+
+// Close stops the readers, waits for them, and releases both legs' ports to
+// their pools (quarantined). It is idempotent and safe from any goroutine,
+// OnIdle included, but not from a DatagramHandler of this stream (Close
+// waits for the reader that runs it).
+func (s *Stream) Close() error {
+	var err error
+	s.once.Do(func() {
+		s.closed.Store(true)
+		s.timerMu.Lock()
+		if s.timer != nil {
+			s.timer.Stop()
+		}
+		s.timerMu.Unlock()
+		for _, l := range s.legs {
+			_ = l.ports.RTP.Close()
+			if l.ports.RTCP != nil {
+				_ = l.ports.RTCP.Close()
+			}
+		}
+		s.wg.Wait()
+		for _, l := range s.legs {
+			if e := l.ports.Close(); e != nil && !errors.Is(e, net.ErrClosed) && err == nil {
+				err = e
+			}
+		}
+	})
+	return err
+}
