@@ -50,6 +50,8 @@ type envOpts struct {
 	health  string // replaces [pool.health]
 	headers string // replaces [headers]
 	trunk   string // extra keys of the [[trunk]] table
+
+	logger *slog.Logger // the SBC's logger (default testLogger())
 }
 
 type env struct {
@@ -112,7 +114,11 @@ func newEnv(t *testing.T, o envOpts) *env {
 	e.pb = pb
 	e.toml = pb.TOML()
 	e.pol = p
-	s := startSBC(t, p, Options{Logger: testLogger()})
+	lg := o.logger
+	if lg == nil {
+		lg = testLogger()
+	}
+	s := startSBC(t, p, Options{Logger: lg})
 	e.sbc = s
 	ext, _ := s.ListenAddr("external", "udp")
 	e.ext = ext.String()

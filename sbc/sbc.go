@@ -125,6 +125,8 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: s.reload.level}))
 	}
+	// No value of a line longer than maxLogValue bytes (logging.go).
+	s.log = slog.New(newBoundHandler(s.log.Handler()))
 	s.calls = newCallTable()
 	s.tls = newTLSFiles(s.log, s.metrics)
 	s.sipLog = slog.New(&sipgoLogHandler{next: s.log.Handler(), onParse: func(err string) {
