@@ -45,7 +45,10 @@
 // datagram, a '?' outside <> in Contact/To/From, a ',' outside <> and
 // quotes in To/From, a quoted string left open in To/From/Contact, a
 // stray ';' or ',' in To/From/Contact/Via (sipgo silently drops empty
-// parameters, so only the bytes show it).
+// parameters, so only the bytes show it); a Via and a CSeq, and a top Via
+// branch with the magic cookie or (requests) a From tag, without which
+// sipgo's transaction layer answers a stateless 400 itself or logs and
+// drops a response, before the SBC sees the message.
 //
 // Request and Response: SIP/2.0 (505 for another version, 400 for
 // garbage), method token, Request-URI (scheme, host, port, no headers

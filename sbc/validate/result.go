@@ -77,6 +77,7 @@ var (
 	rUnbalancedQuote = bad("unbalanced_quote")
 	rStraySeparator  = bad("stray_separator")
 	rBadChar         = bad("bad_char")
+	rFromTag         = bad("missing_from_tag")
 	rNil             = bad("nil_message")
 	rVersion         = def(505, "Version Not Supported", "bad_version")
 	rVersionSyntax   = bad("bad_version_syntax")

@@ -1,0 +1,89 @@
+package sbc
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/sbc-project/sbc/internal/sipua"
+	"github.com/sbc-project/sbc/internal/testpolicy"
+)
+
+// Issue 12, finding 3: traffic that bypassed classification. Messages
+// sipgo's transaction layer handled before the pipeline were answered
+// (a stateless 400) or only logged, never counted against their source.
+
+// keyless is a message sipgo cannot make a transaction of: which is
+// "cseq" (no CSeq), "via" (no Via), "tag" (an RFC 2543 request: no branch
+// cookie and no From tag), or "res" (a response without CSeq).
+func keyless(which, from, to string, n int) []byte {
+	via := fmt.Sprintf("Via: SIP/2.0/UDP %s;branch=z9hG4bK-kl%s%d;rport\r\n", from, which, n)
+	fromTag := fmt.Sprintf("From: <sip:kl@%s>;tag=kl%d\r\n", from, n)
+	cseq := "CSeq: 1 OPTIONS\r\n"
+	start := "OPTIONS sip:100@" + to + " SIP/2.0\r\n"
+	switch which {
+	case "cseq":
+		cseq = ""
+	case "via":
+		via = ""
+	case "tag":
+		via = fmt.Sprintf("Via: SIP/2.0/UDP %s\r\n", from)
+		fromTag = fmt.Sprintf("From: <sip:kl@%s>\r\n", from)
+	case "res":
+		start, cseq = "SIP/2.0 200 OK\r\n", ""
+	}
+	return []byte(start + via + fromTag + fmt.Sprintf("To: <sip:100@%s>\r\nCall-ID: keyless-%s-%d\r\n", to, which, n) +
+		cseq + "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+}
+
+// Requests without CSeq or Via, RFC 2543 requests without a From tag and
+// responses without CSeq used to get sipgo's stateless 400 (or an INFO
+// line) whoever sent them: an unknown source learnt that a SIP stack
+// listens, and nothing was counted or charged. Now they are dropped
+// before the parser, counted under stage validate and charged like any
+// malformed datagram: a stranger sending them ends up blocked. The trunk
+// gets no answer to its own such messages either, and its calls work.
+func TestKeylessMessagesDroppedCountedCharged(t *testing.T) {
+	// reject mode: the stranger reaches the pipeline, so it is the raw
+	// checks that stop these (drop mode stops strangers even earlier).
+	e := newEnv(t, envOpts{
+		autoBlock: &testpolicy.AutoBlock{Threshold: 6},
+		headers:   "[headers]\nunknown_source_action = \"reject\"",
+	})
+	stranger := e.newCaller(strangerIP + ":0")
+	kinds := []string{"cseq", "via", "tag", "res"}
+	for i := 0; i < 2; i++ {
+		for _, k := range kinds {
+			for _, c := range []*sipua.Caller{e.caller, stranger} {
+				if err := c.Send(e.ctx, keyless(k, c.Addr(), e.ext, i), e.ext); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	// Every one of the 16 is accounted for: dropped by the raw checks,
+	// or (the stranger's last ones) as blocked.
+	sent := float64(2 * len(kinds) * 2)
+	e.eventually("every message counted", func() bool {
+		return e.dropped("validate", "missing_header_cseq")+e.dropped("validate", "missing_header_via")+
+			e.dropped("validate", "missing_from_tag")+e.dropped("filter", "blocked") == sent
+	})
+	for _, why := range []string{"missing_header_cseq", "missing_header_via", "missing_from_tag"} {
+		if e.dropped("validate", why) < 2 {
+			t.Errorf("%s: %v", why, e.dropped("validate", why))
+		}
+	}
+	e.eventually("stranger blocked", func() bool { ent, ok := e.blocked(strangerIP); return ok && ent.Reason == "malformed" })
+	call, res := e.dial(sipua.DialOptions{})
+	if res.StatusCode != 200 {
+		t.Fatalf("trunk call: %d", res.StatusCode)
+	}
+	call.Bye(e.ctx)
+	for _, c := range []*sipua.Caller{e.caller, stranger} {
+		for _, m := range c.Received() {
+			if strings.Contains(string(m.Raw), "keyless-") {
+				t.Errorf("%s got an answer: %s", c.Addr(), m.StartLine)
+			}
+		}
+	}
+}
