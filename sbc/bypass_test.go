@@ -2,6 +2,7 @@ package sbc
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -85,5 +86,58 @@ func TestKeylessMessagesDroppedCountedCharged(t *testing.T) {
 				t.Errorf("%s got an answer: %s", c.Addr(), m.StartLine)
 			}
 		}
+	}
+}
+
+// strayOK is a 200 OK for an OPTIONS the SBC never sent.
+func strayOK(from, to string, n int) []byte {
+	return []byte(fmt.Sprintf("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP %[2]s;branch=z9hG4bK-stray%[3]d\r\n"+
+		"From: <sip:sbc@%[2]s>;tag=s%[3]d\r\nTo: <sip:x@%[1]s>;tag=t%[3]d\r\nCall-ID: stray-%[3]d\r\n"+
+		"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n", from, to, n))
+}
+
+// Responses that match no transaction went to sipgo's default handler:
+// one INFO line each, nothing counted, nothing charged. Now they are
+// classified: from the trunk (a late retransmission) counted as
+// dialog/stray_response and not charged; from a stranger counted as an
+// unknown source and charged, until it is blocked.
+func TestStrayResponsesClassifiedAndCounted(t *testing.T) {
+	var buf syncBuffer
+	lg := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	e := newEnv(t, envOpts{
+		logger:    lg,
+		autoBlock: &testpolicy.AutoBlock{Threshold: 5},
+		headers:   "[headers]\nunknown_source_action = \"reject\"",
+	})
+	stranger := e.newCaller(strangerIP + ":0")
+	const n = 100
+	for i := 0; i < n; i++ {
+		if err := e.caller.Send(e.ctx, strayOK(e.caller.Addr(), e.ext, i), e.ext); err != nil {
+			t.Fatal(err)
+		}
+		if i < 20 {
+			if err := stranger.Send(e.ctx, strayOK(stranger.Addr(), e.ext, 1000+i), e.ext); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	e.eventually("the trunk's stray responses counted", func() bool { return e.dropped("dialog", "stray_response") == n })
+	e.eventually("the stranger's counted and charged until blocked", func() bool {
+		_, blocked := e.blocked(strangerIP)
+		return blocked && e.dropped("classify", "unknown_source")+e.dropped("filter", "blocked") == 20
+	})
+	if _, blocked := e.blocked(callerIP); blocked {
+		t.Fatal("the trunk was blocked for stray responses")
+	}
+	call, res := e.dial(sipua.DialOptions{})
+	if res.StatusCode != 200 {
+		t.Fatalf("trunk call: %d", res.StatusCode)
+	}
+	call.Bye(e.ctx)
+	if strings.Contains(buf.String(), "Unhandled sip response") {
+		t.Error("sipgo's per-response line is still written")
+	}
+	if !strings.Contains(buf.String(), `"reason":"stray_response"`) {
+		t.Error("no drop line for the stray responses")
 	}
 }

@@ -62,7 +62,8 @@ func (s *SBC) newEndpoint(r policy.Realm, pol *policy.Policy) (*endpoint, error)
 				WSS: &sip.TransportWSS{TransportWS: &sip.TransportWS{ReadTimeout: idle, WriteTimeout: 10 * time.Second}},
 			}),
 		),
-		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(s.sipLog)),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(s.sipLog),
+			sip.WithTransactionLayerUnhandledResponseHandler(ep.strayResponse)),
 	)
 	if err != nil {
 		return nil, err

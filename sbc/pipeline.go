@@ -47,6 +47,36 @@ func (s *SBC) registerHandlers(ep *endpoint) {
 	})
 }
 
+// strayResponse is stage 1 for a response that matches no transaction
+// of the SBC (sipgo's unhandled-response hook, which by default wrote an
+// INFO line per response): a retransmission that came after its
+// transaction ended, or junk. It is dropped and counted; from an unknown
+// source it is charged like an unknown source's request (over UDP in
+// drop mode it never gets this far: the read filter drops it).
+func (ep *endpoint) strayResponse(res *sip.Response) {
+	s := ep.sbc
+	src, err := netip.ParseAddrPort(res.Source())
+	if err != nil {
+		s.act(ep, peer{}, nil, nil, silent(stageClassify, reasonBadSource).with("source_raw", res.Source()))
+		return
+	}
+	p := s.classify(s.state.Load(), ep, src, res.Transport())
+	attrs := []any{"status", res.StatusCode}
+	if cs := res.CSeq(); cs != nil {
+		attrs = append(attrs, "cseq_method", string(cs.MethodName))
+	}
+	switch {
+	case p.why != "":
+		// A trunk's address without its certificate: not charged (see
+		// classifyRequest).
+		s.act(ep, p, nil, nil, silent(stageClassify, p.why).with(attrs...))
+	case p.trunk == nil && !p.backend:
+		s.act(ep, p, nil, nil, silent(stageClassify, reasonUnknownSource).charge(failUnknownSource).with(attrs...))
+	default:
+		s.act(ep, p, nil, nil, silent(stageDialog, reasonStrayResponse).with(attrs...))
+	}
+}
+
 // handle is the entry of every request except ACK. Each stage returns a
 // verdict; act carries out the first that stops the request.
 func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {

@@ -57,6 +57,7 @@ const (
 	reasonCSeqOutOfOrder    reason = "cseq_out_of_order"    // an in-dialog request whose CSeq is not above the last one
 	reasonBadACK            reason = "bad_ack"              // an ACK without a CSeq
 	reasonStrayACK          reason = "stray_ack"            // an ACK for no dialog the SBC knows
+	reasonStrayResponse     reason = "stray_response"       // a response from a trunk or backend that matches no transaction of the SBC
 	reasonNotDialogPeer     reason = "not_dialog_peer"      // an in-dialog request or ACK for a known dialog from a source that is not that leg's peer
 	reasonReplacesNoDialog  reason = "replaces_no_dialog"   // an INVITE whose Replaces names no call through the SBC
 	reasonSendFailed        reason = "send_failed"          // a response or request could not be sent
@@ -77,7 +78,7 @@ var dropReasons = []struct {
 	{stageClassify, []reason{reasonBadSource, reasonScannerUA, reasonUnknownSource, reasonTLSIdentity, reasonTLSNeedIdentity}},
 	{stageAdmit, []reason{reasonSourceCPS, reasonTrunkCPS, reasonTrunkCalls, reasonRegisterRate}},
 	{stageRoute, []reason{reasonNoOutboundRoute, reasonNoRoute, reasonNoTarget, reasonRegisterDenied, reasonMethodNotAllowed}},
-	{stageDialog, []reason{reasonNoTransaction, reasonNoDialog, reasonCSeqOutOfOrder, reasonBadACK, reasonStrayACK, reasonNotDialogPeer, reasonReplacesNoDialog}},
+	{stageDialog, []reason{reasonNoTransaction, reasonNoDialog, reasonCSeqOutOfOrder, reasonBadACK, reasonStrayACK, reasonNotDialogPeer, reasonReplacesNoDialog, reasonStrayResponse}},
 	{stageBridge, []reason{reasonSendFailed}},
 }
 
