@@ -3,9 +3,13 @@ package sbc
 import (
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/sbc-project/sbc/bench/attack"
 	"github.com/sbc-project/sbc/internal/sipua"
 	"github.com/sbc-project/sbc/internal/testpolicy"
 )
@@ -139,5 +143,68 @@ func TestStrayResponsesClassifiedAndCounted(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), `"reason":"stray_response"`) {
 		t.Error("no drop line for the stray responses")
+	}
+}
+
+// udpPeers is the number of entries of sipgo's UDP connection pool of a
+// realm (its listeners, and one per source address:port it read from).
+func (e *env) udpPeers(realm string) int {
+	return e.sbc.realms[realm].ua.TransportLayer().Pool("udp").Size()
+}
+
+// The gate (drop mode, the default): datagrams and connections of
+// sources that are no trunk and no backend die before the parser, counted
+// and charged, and none of them adds to sipgo's per-source state. 300
+// spoofed loopback sources leave the UDP pool as it was (before, each
+// added an entry until the listener closed); the trunk's calls work.
+func TestGateDropsUnknownSourcesBeforeParser(t *testing.T) {
+	e := newEnv(t, envOpts{limits: &testpolicy.Limits{SourceCPS: new(1000)}, autoBlock: &testpolicy.AutoBlock{Threshold: 1000}})
+	call, res := e.dial(sipua.DialOptions{}) // the trunk's own entry
+	if res.StatusCode != 200 {
+		t.Fatalf("trunk call: %d", res.StatusCode)
+	}
+	call.Bye(e.ctx)
+	before := e.udpPeers("external")
+	rep, err := attack.SpoofedFlood(e.ctx, attack.SpoofedFloodConfig{
+		Target: e.extAddr(), Sources: netip.MustParsePrefix("127.66.0.0/16"), MaxSources: 300,
+		Mode: attack.SpoofLoopback, Count: 900, Rate: 3000, Duration: 3 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("every datagram dropped at the gate", func() bool { return e.dropped("filter", "unknown_source") == float64(rep.Sent) })
+	if after := e.udpPeers("external"); after != before {
+		t.Errorf("UDP pool %d entries before the flood of %d sources, %d after", before, rep.Sources, after)
+	}
+	if e.dropped("classify", "unknown_source")+e.dropped("parse", "malformed") != 0 {
+		t.Error("unknown sources reached the parser")
+	}
+	// TCP: closed at accept, before a byte is read.
+	tcpAddr, _ := e.sbc.ListenAddr("external", "tcp")
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(strangerIP)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", tcpAddr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write(rawOptions(c.LocalAddr().String(), tcpAddr.String(), "x", 1))
+	if n, err := c.Read(make([]byte, 512)); err == nil {
+		t.Fatalf("unknown TCP source got %d bytes", n)
+	}
+	e.eventually("accept drop counted", func() bool { return e.dropped("accept", "unknown_source") == 1 })
+	// The trunk, over UDP and TCP.
+	call, res = e.dial(sipua.DialOptions{})
+	if res.StatusCode != 200 {
+		t.Fatalf("trunk call after the flood: %d", res.StatusCode)
+	}
+	call.Bye(e.ctx)
+	tc, err := sipua.NewCaller(sipua.CallerOptions{Addr: callerIP + ":0", Transport: "tcp", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	if r, err := tc.Options(e.ctx, tcpAddr.String()); err != nil || r.StatusCode != 200 {
+		t.Fatalf("trunk OPTIONS over TCP: %v %v", r, err)
 	}
 }

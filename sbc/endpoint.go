@@ -55,7 +55,7 @@ func (s *SBC) newEndpoint(r policy.Realm, pol *policy.Policy) (*endpoint, error)
 		sipgo.WithUserAgenTLSConfig(ep.clientConfig()),
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerLogger(s.sipLog),
-			sip.WithTransportLayerReadFilter(s.readFilter()),
+			sip.WithTransportLayerReadFilter(s.readFilter(ep)),
 			sip.WithTransportLayerTransports(sip.TransportsConfig{
 				TCP: stream(),
 				TLS: &sip.TransportTLS{TransportTCP: stream()},
@@ -326,8 +326,9 @@ func (ep *endpoint) do(ctx context.Context, req *sip.Request, transport string, 
 }
 
 // acceptFilter wraps a TCP (or TLS, WSS) listener so connections from
-// blocked sources, sources over their packet budget and sources holding
-// too many connections are closed before anything reads a byte from them.
+// unknown sources (the gate, gate.go), blocked sources, sources over
+// their packet budget and sources holding too many connections are closed
+// before anything reads a byte from them.
 type acceptFilter struct {
 	net.Listener
 	ep        *endpoint
@@ -346,6 +347,19 @@ func (a *acceptFilter) Accept() (net.Conn, error) {
 			return c, nil
 		}
 		src := ap.Addr().Unmap()
+		ap = netip.AddrPortFrom(src, ap.Port())
+		if r, charge := s.unknown(s.state.Load(), a.ep, src, a.transport); r != "" {
+			v := silent(stageAccept, r)
+			switch {
+			case s.def.blocklist.Blocked(src):
+				v = silent(stageAccept, reasonBlocked)
+			case charge:
+				v = v.charge(failUnknownSource)
+			}
+			s.act(a.ep, peer{src: ap}, nil, nil, v)
+			c.Close()
+			continue
+		}
 		if r := s.preParse(src); r != "" {
 			s.act(nil, peer{src: ap}, nil, nil, silent(stageAccept, r))
 			c.Close()

@@ -37,7 +37,7 @@ func BenchmarkReadFilterBlocked(b *testing.B) {
 		a := netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)})
 		s.def.blocklist.Add(acl.Entry{Prefix: netip.PrefixFrom(a, 32), Reason: "bench", Origin: acl.OriginManual})
 	}
-	f := s.readFilter()
+	f := s.readFilter(s.realms["external"])
 	props := sip.TransportReadProps{Transport: "UDP", RemoteAddr: &net.UDPAddr{IP: net.IPv4(203, 0, 1, 7), Port: 5060}}
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -52,13 +52,32 @@ func BenchmarkReadFilterBlocked(b *testing.B) {
 // datagram that passes (blocklist miss, trunk lookup, raw validation).
 func BenchmarkReadFilterTrunk(b *testing.B) {
 	s := benchSBC(b)
-	f := s.readFilter()
+	f := s.readFilter(s.realms["external"])
 	props := sip.TransportReadProps{Transport: "UDP", RemoteAddr: &net.UDPAddr{IP: net.IPv4(192, 0, 2, 9), Port: 5060}}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if out, _ := f(props, benchPacket); out == nil {
 			b.Fatal("trunk datagram dropped")
+		}
+	}
+}
+
+// BenchmarkReadFilterUnknown is the cost of dropping one datagram of an
+// unknown source at the gate (drop mode), one new source per datagram
+// as in a spoofed flood: counted and charged (the failure tracker's
+// per-source state is bounded by limits.max_sources).
+func BenchmarkReadFilterUnknown(b *testing.B) {
+	s := benchSBC(b)
+	f := s.readFilter(s.realms["external"])
+	ua := &net.UDPAddr{IP: net.IPv4(203, 0, 0, 0).To4(), Port: 5060}
+	props := sip.TransportReadProps{Transport: "UDP", RemoteAddr: ua}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ua.IP[1], ua.IP[2], ua.IP[3] = byte(i>>16), byte(i>>8), byte(i)
+		if out, _ := f(props, benchPacket); out != nil {
+			b.Fatal("unknown source passed")
 		}
 	}
 }

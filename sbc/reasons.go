@@ -28,6 +28,7 @@ const (
 	stageDialog   stage = "dialog"   // in-dialog requests and ACKs without their dialog or transaction (dialog.go)
 	stageBridge   stage = "bridge"   // the B2BUA could not send what it had to send (call core)
 	stageTLS      stage = "tls"      // a TLS handshake or WebSocket upgrade refused on a tls or wss listener (tls.go)
+	stageStream   stage = "stream"   // a message on an open TCP, TLS or WSS connection, before sipgo parses it (stream.go, filter.go)
 )
 
 // reason is why a message was dropped or rejected: the reason label of
@@ -70,9 +71,10 @@ var dropReasons = []struct {
 	stage   stage
 	reasons []reason
 }{
-	{stageFilter, []reason{reasonBlocked, reasonSourcePPS}},
-	{stageAccept, []reason{reasonBlocked, reasonSourcePPS, reasonSourceConnections}},
+	{stageFilter, []reason{reasonBlocked, reasonSourcePPS, reasonUnknownSource, reasonTLSNeedIdentity}},
+	{stageAccept, []reason{reasonBlocked, reasonSourcePPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonSourceConnections}},
 	{stageTLS, tlsReasons},
+	{stageStream, []reason{reasonBlocked, reasonSourcePPS}},
 	{stageParse, []reason{reasonMalformed}},
 	{stageValidate, validateReasons()},
 	{stageClassify, []reason{reasonBadSource, reasonScannerUA, reasonUnknownSource, reasonTLSIdentity, reasonTLSNeedIdentity}},

@@ -126,7 +126,9 @@ func (s *SBC) Reload(p *policy.Policy) error {
 	s.targets.mu.Lock()
 	s.targets.m = targets.m
 	s.targets.mu.Unlock()
-	s.state.Store(snap)
+	// Calls in progress (and one starting now) keep the previous
+	// snapshot: the gate asks it too until no call uses it.
+	s.retire(s.state.Swap(snap))
 	s.tls.retain(snap.tls.certs, snap.tls.cas)
 	s.reload.level.Set(policy.SlogLevel(p.Server.LogLevel))
 	kerr := s.reloadKernel(p)

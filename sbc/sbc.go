@@ -63,6 +63,8 @@ type SBC struct {
 	tlsPeers sync.Map  // peerKey → *tlsPeer: verified client certificates of open TLS/WSS connections
 
 	reload reloadState // see reload.go
+
+	snaps retiredSnapshots // snapshots calls still use, for the gate (gate.go)
 }
 
 // snapshot is everything derived from one policy. Calls keep the snapshot
@@ -77,6 +79,7 @@ type snapshot struct {
 	headers  *topology.HeaderFilter
 	limits   policy.Calls
 	tls      tlsTables
+	gates    map[string]*realmGate // by realm: the gate for unknown sources (gate.go)
 }
 
 // buildSnapshot derives a snapshot from p. Pool targets come from ts (a
@@ -108,6 +111,7 @@ func (s *SBC) buildSnapshot(p *policy.Policy, ts *targetSet) (*snapshot, error) 
 		headers:  topology.NewHeaderFilter(p.Headers.Allow),
 		limits:   p.Calls,
 		tls:      tt,
+		gates:    buildGates(p),
 	}, nil
 }
 
@@ -183,7 +187,8 @@ func (s *SBC) Start(ctx context.Context) error {
 	}
 	s.fast = s.startFastPath(ctx, p)
 	s.metrics.Registry.MustRegister(blocklistCollector(s.def.blocklist))
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go func() { defer s.wg.Done(); s.snapshotLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.healthLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.tlsLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.def.blocklist.Run(ctx) }()
