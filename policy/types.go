@@ -349,9 +349,14 @@ type Limits struct {
 	RegisterRate int `toml:"register_rate"`
 	// MaxSources bounds the per-source state (LRU); default 100000.
 	MaxSources int `toml:"max_sources"`
-	// TCPConnectionsPerSource caps the open TCP connections of one source
-	// (trunks and pool targets exempt); default 16; 0 = no cap.
+	// TCPConnectionsPerSource caps the open TCP (TLS, WSS) connections of
+	// one source, an IPv4 address or an IPv6 /64 (trunks and pool targets
+	// exempt); default 16; 0 = no cap.
 	TCPConnectionsPerSource int `toml:"tcp_connections_per_source"`
+	// TCPConnections caps the open TCP (TLS, WSS) connections peers hold
+	// on all listeners together (pool targets exempt); default 4096;
+	// 0 = no cap.
+	TCPConnections int `toml:"tcp_connections"`
 	// OverLimitAction: "reject" (default: 503 + Retry-After) or "drop".
 	OverLimitAction string `toml:"over_limit_action"`
 }

@@ -375,11 +375,7 @@ func TestTCPConnectionsPerSourceCapped(t *testing.T) {
 	}
 	// Closing one frees a slot.
 	kept[0].Close()
-	e.eventually("slot freed", func() bool {
-		e.sbc.conns.mu.Lock()
-		defer e.sbc.conns.mu.Unlock()
-		return e.sbc.conns.per[netip.MustParseAddr(strangerIP)] == 2
-	})
+	e.eventually("slot freed", func() bool { return e.sbc.conns.bySource(netip.MustParseAddr(strangerIP)) == 2 })
 	if closedByServer(dial(), 100*time.Millisecond) {
 		t.Fatal("a new connection after one closed was refused")
 	}

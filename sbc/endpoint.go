@@ -369,62 +369,14 @@ func (a *acceptFilter) Accept() (net.Conn, error) {
 			_ = tc.SetKeepAlive(true)
 		}
 		st := s.state.Load()
-		open := s.metrics.ConnsOpen.WithLabelValues(a.ep.name, a.transport)
-		if _, trunk := st.trunks.Lookup(src); trunk || st.backends[src] {
-			open.Inc()
-			return &countedConn{Conn: c, release: open.Dec}, nil
-		}
-		if !s.conns.acquire(src, st.pol.Limits.TCPConnectionsPerSource) {
-			s.act(nil, peer{src: ap}, nil, nil, silent(stageAccept, reasonSourceConnections))
+		cc, r := s.conns.admit(c, a.ep, a.transport, ap, st)
+		if r != "" {
+			s.act(a.ep, peer{src: ap}, nil, nil, silent(stageAccept, r))
 			c.Close()
 			continue
 		}
-		open.Inc()
-		return &countedConn{Conn: c, release: func() { open.Dec(); s.conns.release(src) }}, nil
+		return cc, nil
 	}
-}
-
-// connCounter counts the open TCP connections of each source.
-type connCounter struct {
-	mu  sync.Mutex
-	per map[netip.Addr]int
-}
-
-// acquire takes a connection slot of src; limit 0 means no cap.
-func (cc *connCounter) acquire(src netip.Addr, limit int) bool {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	if cc.per == nil {
-		cc.per = map[netip.Addr]int{}
-	}
-	if limit > 0 && cc.per[src] >= limit {
-		return false
-	}
-	cc.per[src]++
-	return true
-}
-
-func (cc *connCounter) release(src netip.Addr) {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	if cc.per[src] <= 1 {
-		delete(cc.per, src)
-		return
-	}
-	cc.per[src]--
-}
-
-// countedConn gives its source's slot back once, when closed.
-type countedConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *countedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
 }
 
 // connUp reports whether the transport layer holds an open connection to

@@ -39,7 +39,8 @@ type reason string
 const (
 	reasonBlocked           reason = "blocked"              // the source is on the blocklist
 	reasonSourcePPS         reason = "source_pps"           // the source is over its packet budget (limits.source_pps; trunks and backends exempt)
-	reasonSourceConnections reason = "source_connections"   // the source holds limits.tcp_connections_per_source TCP connections already
+	reasonSourceConnections reason = "source_connections"   // the source (an IPv4 address or IPv6 /64) holds limits.tcp_connections_per_source connections already
+	reasonConnections       reason = "connections"          // peers hold limits.tcp_connections connections already
 	reasonMalformed         reason = "malformed"            // sipgo could not parse the message
 	reasonBadSource         reason = "bad_source"           // the request's source address is unreadable
 	reasonScannerUA         reason = "scanner_ua"           // the User-Agent is a known scanner's (autoblock.scanner_user_agents); never answered
@@ -72,7 +73,7 @@ var dropReasons = []struct {
 	reasons []reason
 }{
 	{stageFilter, []reason{reasonBlocked, reasonSourcePPS, reasonUnknownSource, reasonTLSNeedIdentity}},
-	{stageAccept, []reason{reasonBlocked, reasonSourcePPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonSourceConnections}},
+	{stageAccept, []reason{reasonBlocked, reasonSourcePPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonSourceConnections, reasonConnections}},
 	{stageTLS, tlsReasons},
 	{stageStream, []reason{reasonBlocked, reasonSourcePPS}},
 	{stageParse, []reason{reasonMalformed}},

@@ -383,6 +383,7 @@ var reloadFields = map[string]reloadRule{
 	"limits.register_rate":              ruleLive,
 	"limits.max_sources":                ruleLive, // tables are resized keeping the most valuable entries
 	"limits.tcp_connections_per_source": ruleLive, // new connections; open ones are not closed
+	"limits.tcp_connections":            ruleLive, // new connections; open ones are not closed
 	"limits.over_limit_action":          ruleLive,
 
 	"autoblock.enabled":             ruleLive,

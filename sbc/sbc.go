@@ -57,7 +57,7 @@ type SBC struct {
 	wg      sync.WaitGroup
 	admin   *adminServer
 	fast    *fastPath
-	conns   connCounter // open TCP connections per source
+	conns   connTable // open connections of peers (conns.go)
 
 	tls      *tlsFiles // certificates, keys and CA bundles in service
 	tlsPeers sync.Map  // peerKey → *tlsPeer: verified client certificates of open TLS/WSS connections
@@ -187,8 +187,9 @@ func (s *SBC) Start(ctx context.Context) error {
 	}
 	s.fast = s.startFastPath(ctx, p)
 	s.metrics.Registry.MustRegister(blocklistCollector(s.def.blocklist))
-	s.wg.Add(4)
+	s.wg.Add(5)
 	go func() { defer s.wg.Done(); s.snapshotLoop(ctx) }()
+	go func() { defer s.wg.Done(); s.watchBlocks(ctx) }()
 	go func() { defer s.wg.Done(); s.healthLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.tlsLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.def.blocklist.Run(ctx) }()

@@ -110,7 +110,7 @@ var floodDrops = [...]struct {
 	{stageFilter, reasonBlocked}, {stageFilter, reasonSourcePPS}, {stageFilter, reasonUnknownSource},
 	{stageFilter, reasonTLSNeedIdentity},
 	{stageAccept, reasonBlocked}, {stageAccept, reasonSourcePPS}, {stageAccept, reasonUnknownSource},
-	{stageAccept, reasonTLSNeedIdentity}, {stageAccept, reasonSourceConnections},
+	{stageAccept, reasonTLSNeedIdentity}, {stageAccept, reasonSourceConnections}, {stageAccept, reasonConnections},
 	{stageStream, reasonBlocked}, {stageStream, reasonSourcePPS},
 }
 

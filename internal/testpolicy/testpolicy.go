@@ -161,6 +161,7 @@ type Limits struct {
 	RegisterRate            *int
 	MaxSources              int
 	TCPConnectionsPerSource *int
+	TCPConnections          *int
 	OverLimitAction         string
 }
 
@@ -314,6 +315,7 @@ func (p *Policy) Clone() *Policy {
 		l.SourceCPS = clonePtr(l.SourceCPS)
 		l.RegisterRate = clonePtr(l.RegisterRate)
 		l.TCPConnectionsPerSource = clonePtr(l.TCPConnectionsPerSource)
+		l.TCPConnections = clonePtr(l.TCPConnections)
 	}
 	if c.AutoBlock = clonePtr(p.AutoBlock); c.AutoBlock != nil {
 		a := c.AutoBlock
@@ -492,6 +494,7 @@ func (p *Policy) TOML() string {
 		w.intp("register_rate", l.RegisterRate)
 		w.int("max_sources", l.MaxSources)
 		w.intp("tcp_connections_per_source", l.TCPConnectionsPerSource)
+		w.intp("tcp_connections", l.TCPConnections)
 		w.str("over_limit_action", l.OverLimitAction)
 	}
 	if a := p.AutoBlock; a != nil {
