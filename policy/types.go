@@ -54,9 +54,14 @@ type Server struct {
 	// 1 GiB.
 	UDPReadBuffer  int `toml:"udp_read_buffer"`
 	UDPWriteBuffer int `toml:"udp_write_buffer"`
-	// TCPIdleTimeout closes TCP connections idle that long. Default "10m";
+	// TCPIdleTimeout closes TCP connections that carried no complete
+	// message that long (bytes of a message do not count). Default "10m";
 	// must be positive (idle connections are always closed eventually).
 	TCPIdleTimeout Duration `toml:"tcp_idle_timeout"`
+	// TCPMessageTimeout closes a TCP or TLS connection whose message is
+	// not complete (header and body) this long after its first byte.
+	// Default "10s"; must be positive.
+	TCPMessageTimeout Duration `toml:"tcp_message_timeout"`
 	// StateDir is where the SBC keeps state that must survive a restart
 	// (the blocklist). Empty (default): nothing is persisted. Created if
 	// missing.

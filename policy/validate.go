@@ -19,6 +19,7 @@ const (
 	DefaultLogLevel            = "info"
 	DefaultUDPBuffer           = 4 << 20
 	DefaultTCPIdleTimeout      = 10 * time.Minute
+	DefaultTCPMessageTimeout   = 10 * time.Second
 	DefaultTransport           = "udp"
 	DefaultHealthInterval      = 5 * time.Second
 	DefaultHealthTimeout       = 2 * time.Second
@@ -196,6 +197,7 @@ func (v *validator) server() {
 		}
 	}
 	v.duration("server.tcp_idle_timeout", &s.TCPIdleTimeout, DefaultTCPIdleTimeout, true)
+	v.duration("server.tcp_message_timeout", &s.TCPMessageTimeout, DefaultTCPMessageTimeout, true)
 }
 
 // names checks the names of the realms, trunks or pools and returns the

@@ -375,6 +375,11 @@ func (a *acceptFilter) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
+		if a.transport == "tcp" {
+			// Framed and checked message by message (stream.go); TLS
+			// connections are, after the handshake (secureListener).
+			return a.ep.newStreamConn(cc, ap), nil
+		}
 		return cc, nil
 	}
 }

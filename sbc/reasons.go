@@ -41,6 +41,7 @@ const (
 	reasonSourcePPS         reason = "source_pps"           // the source is over its packet budget (limits.source_pps; trunks and backends exempt)
 	reasonSourceConnections reason = "source_connections"   // the source (an IPv4 address or IPv6 /64) holds limits.tcp_connections_per_source connections already
 	reasonConnections       reason = "connections"          // peers hold limits.tcp_connections connections already
+	reasonMessageTimeout    reason = "message_timeout"      // a message on a connection not complete server.tcp_message_timeout after its first byte
 	reasonMalformed         reason = "malformed"            // sipgo could not parse the message
 	reasonBadSource         reason = "bad_source"           // the request's source address is unreadable
 	reasonScannerUA         reason = "scanner_ua"           // the User-Agent is a known scanner's (autoblock.scanner_user_agents); never answered
@@ -75,7 +76,7 @@ var dropReasons = []struct {
 	{stageFilter, []reason{reasonBlocked, reasonSourcePPS, reasonUnknownSource, reasonTLSNeedIdentity}},
 	{stageAccept, []reason{reasonBlocked, reasonSourcePPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonSourceConnections, reasonConnections}},
 	{stageTLS, tlsReasons},
-	{stageStream, []reason{reasonBlocked, reasonSourcePPS}},
+	{stageStream, []reason{reasonBlocked, reasonSourcePPS, reasonMessageTimeout}},
 	{stageParse, []reason{reasonMalformed}},
 	{stageValidate, validateReasons()},
 	{stageClassify, []reason{reasonBadSource, reasonScannerUA, reasonUnknownSource, reasonTLSIdentity, reasonTLSNeedIdentity}},

@@ -305,6 +305,8 @@ var reloadFields = map[string]reloadRule{
 	"server.tcp_idle_timeout": ruleRestart("server.tcp_idle_timeout"), // sipgo's TCP transport reads it at construction
 	"server.state_dir":        ruleRestart("server.state_dir"),
 
+	"server.tcp_message_timeout": ruleLive, // read for every message (stream.go)
+
 	"admin.listen": ruleRestart("admin.listen"),
 	"admin.Addr":   ruleDerived,
 

@@ -2,6 +2,7 @@ package sbc
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"github.com/sbc-project/sbc/acl"
 	"github.com/sbc-project/sbc/internal/sipua"
 	"github.com/sbc-project/sbc/internal/testpolicy"
+	"github.com/sbc-project/sbc/policy"
 )
 
 // Issue 12, finding 4: TCP was checked only at accept. A source blocked
@@ -248,5 +250,143 @@ func TestBlockClosesWSSConnection(t *testing.T) {
 	}
 	waitCount(e.ctx, t, "dropped{stream,blocked}", func() float64 {
 		return testutil.ToFloat64(e.sbc.metrics.Dropped.WithLabelValues("stream", "blocked"))
+	}, 1)
+}
+
+// A peer that sends a byte at a time used to keep its connection (and
+// its goroutine and buffers) for ever: every byte pushed the read
+// deadline back. Now a message must be complete tcp_message_timeout after
+// its first byte: the connection is closed long before the peer is done,
+// and counted. The trunk's own TCP requests are answered meanwhile.
+func TestSlowSenderLosesConnection(t *testing.T) {
+	e := newEnv(t, envOpts{edit: func(p *testpolicy.Policy) {
+		p.Server.TCPMessageTimeout = policy.D(500 * time.Millisecond)
+	}})
+	tcpAddr, _ := e.sbc.ListenAddr("external", "tcp")
+	c := dialFrom(t, callerIP, tcpAddr.String()) // the trunk: no packet budget, no gate
+	msg := rawOptions(c.LocalAddr().String(), tcpAddr.String(), "slow", 1)
+	sent := 0
+	for ; sent < len(msg); sent++ {
+		if _, err := c.Write(msg[sent : sent+1]); err != nil {
+			break
+		}
+		if closedByServer(c, 40*time.Millisecond) {
+			break
+		}
+	}
+	if sent >= len(msg) {
+		t.Fatalf("a %d-byte message sent a byte at a time kept its connection to the end", len(msg))
+	}
+	e.eventually("counted", func() bool { return e.dropped("stream", "message_timeout") == 1 })
+	t.Logf("closed after %d of %d bytes", sent, len(msg))
+	tc, err := sipua.NewCaller(sipua.CallerOptions{Addr: callerIP + ":0", Transport: "tcp", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	if r, err := tc.Options(e.ctx, tcpAddr.String()); err != nil || r.StatusCode != 200 {
+		t.Fatalf("trunk OPTIONS over TCP: %v %v", r, err)
+	}
+}
+
+// An idle connection is closed after tcp_idle_timeout without a
+// complete message, and keep-alives count as messages: "\r\n\r\n" is
+// answered "\r\n" (RFC 5626).
+func TestIdleConnectionClosedKeepAliveAnswered(t *testing.T) {
+	e := newEnv(t, envOpts{edit: func(p *testpolicy.Policy) { p.Server.TCPIdleTimeout = policy.D(time.Second) }})
+	tcpAddr, _ := e.sbc.ListenAddr("external", "tcp")
+	c := dialFrom(t, callerIP, tcpAddr.String())
+	c.Write([]byte("\r\n\r\n"))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	pong := make([]byte, 8)
+	if n, err := c.Read(pong); err != nil || string(pong[:n]) != "\r\n" {
+		t.Fatalf("keep-alive answer %q %v, want CRLF", pong[:n], err)
+	}
+	if !closedByServer(c, 30*time.Second) {
+		t.Fatal("an idle connection was kept")
+	}
+	if n := e.dropped("stream", "message_timeout"); n != 0 {
+		t.Fatalf("an idle close counted as a drop: %v", n)
+	}
+}
+
+// Each message on a connection gets the datagram checks: one that fails
+// the raw checks is dropped and counted, and the next one on the same
+// connection is answered; a stream that cannot be framed (no
+// Content-Length) is closed.
+func TestMessagesOnConnectionCheckedOneByOne(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	tcpAddr, _ := e.sbc.ListenAddr("external", "tcp")
+	c := dialFrom(t, callerIP, tcpAddr.String())
+	la := c.LocalAddr().String()
+	bad := strings.Replace(string(rawOptions(la, tcpAddr.String(), "x", 1)), "Max-Forwards: 70", "Max-Forwards: 70\x00", 1)
+	c.Write([]byte(bad))
+	c.Write(rawOptions(la, tcpAddr.String(), "x", 2))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "SIP/2.0 200") {
+		t.Fatalf("the good message after the bad one: %q %v", line, err)
+	}
+	e.eventually("bad one counted", func() bool { return e.dropped("validate", "bad_char") == 1 })
+	noCL := strings.Replace(string(rawOptions(la, tcpAddr.String(), "x", 3)), "Content-Length: 0\r\n", "", 1)
+	c.Write([]byte(noCL))
+	if !closedByServer(c, 10*time.Second) {
+		t.Fatal("a stream without Content-Length was kept open")
+	}
+	e.eventually("framing counted", func() bool { return e.dropped("validate", "missing_header_content_length") == 1 })
+}
+
+// The packet budget applies per message on a connection: a source over
+// it loses the messages, not the connection.
+func TestPacketBudgetPerMessageOnConnection(t *testing.T) {
+	e := newEnv(t, envOpts{headers: rejectUnknown,
+		limits:    &testpolicy.Limits{SourcePPS: new(5), SourcePPSBurst: 5},
+		autoBlock: &testpolicy.AutoBlock{Threshold: 1000}})
+	tcpAddr, _ := e.sbc.ListenAddr("external", "tcp")
+	c := dialFrom(t, strangerIP, tcpAddr.String())
+	var all []byte
+	for i := 0; i < 40; i++ {
+		all = append(all, rawOptions(c.LocalAddr().String(), tcpAddr.String(), "x", i)...)
+	}
+	c.Write(all)
+	e.eventually("over-budget messages counted", func() bool {
+		return e.dropped("stream", "source_pps")+e.dropped("classify", "unknown_source") == 40
+	})
+	// The budget is 5 a second with a burst of 5: the 40 were read in far
+	// less than the 7 seconds it would take to earn them all.
+	if n := e.dropped("stream", "source_pps"); n < 20 {
+		t.Fatalf("only %v of 40 messages over a budget of 5/s dropped", n)
+	}
+	if closedByServer(c, 100*time.Millisecond) {
+		t.Fatal("the connection was closed for its budget")
+	}
+}
+
+// Over TLS the same deadline holds, after the handshake: a trunk that
+// dribbles its message loses the connection; a whole one is answered.
+func TestSlowSenderLosesTLSConnection(t *testing.T) {
+	e := newTLSEnv(t, func(p *testpolicy.Policy) { p.Server.TCPMessageTimeout = policy.D(500 * time.Millisecond) })
+	if res, err := tlsOptions(e.ctx, e.tlsAddr, e.pki.client("carrier")); err != nil || !strings.HasPrefix(res, "SIP/2.0 200") {
+		t.Fatalf("OPTIONS over TLS: %q %v", res, err)
+	}
+	d := tls.Dialer{NetDialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(callerIP)}}, Config: e.pki.client("carrier")}
+	c, err := d.DialContext(e.ctx, "tcp", e.tlsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := rawOptions(c.LocalAddr().String(), e.tlsAddr, "slow", 1)
+	sent := 0
+	for ; sent < len(msg); sent++ {
+		if _, err := c.Write(msg[sent : sent+1]); err != nil || closedByServer(c, 40*time.Millisecond) {
+			break
+		}
+	}
+	if sent >= len(msg) {
+		t.Fatalf("a %d-byte message sent a byte at a time kept its TLS connection to the end", len(msg))
+	}
+	waitCount(e.ctx, t, "dropped{stream,message_timeout}", func() float64 {
+		return testutil.ToFloat64(e.sbc.metrics.Dropped.WithLabelValues("stream", "message_timeout"))
 	}, 1)
 }

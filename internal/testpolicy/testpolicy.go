@@ -42,12 +42,13 @@ type Policy struct {
 
 // Server is [server].
 type Server struct {
-	UserAgent      string
-	LogLevel       string
-	UDPReadBuffer  int
-	UDPWriteBuffer int
-	TCPIdleTimeout policy.Duration
-	StateDir       string
+	UserAgent         string
+	LogLevel          string
+	UDPReadBuffer     int
+	UDPWriteBuffer    int
+	TCPIdleTimeout    policy.Duration
+	TCPMessageTimeout policy.Duration
+	StateDir          string
 }
 
 // Realm is one [[realm]].
@@ -385,6 +386,7 @@ func (p *Policy) TOML() string {
 		w.int("udp_read_buffer", s.UDPReadBuffer)
 		w.int("udp_write_buffer", s.UDPWriteBuffer)
 		w.dur("tcp_idle_timeout", s.TCPIdleTimeout)
+		w.dur("tcp_message_timeout", s.TCPMessageTimeout)
 		w.str("state_dir", s.StateDir)
 	}
 	if p.Admin != "" {

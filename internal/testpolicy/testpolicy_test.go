@@ -21,7 +21,7 @@ func full() *Policy {
 		Server: Server{
 			UserAgent: `Test "SBC" \ 1`, LogLevel: "warn",
 			UDPReadBuffer: 1 << 20, UDPWriteBuffer: 2 << 20,
-			TCPIdleTimeout: policy.D(90 * time.Second), StateDir: "/tmp/sbc-state",
+			TCPIdleTimeout: policy.D(90 * time.Second), TCPMessageTimeout: policy.D(3 * time.Second), StateDir: "/tmp/sbc-state",
 		},
 		Admin: "127.0.0.1:0",
 		Realms: []Realm{
@@ -148,6 +148,7 @@ func TestEveryOptionParses(t *testing.T) {
 	check("server.udp_read_buffer", s.UDPReadBuffer, 1<<20)
 	check("server.udp_write_buffer", s.UDPWriteBuffer, 2<<20)
 	check("server.tcp_idle_timeout", s.TCPIdleTimeout.Duration, 90*time.Second)
+	check("server.tcp_message_timeout", s.TCPMessageTimeout.Duration, 3*time.Second)
 	check("server.state_dir", s.StateDir, "/tmp/sbc-state")
 	check("admin.listen", p.Admin.Listen, "127.0.0.1:0")
 

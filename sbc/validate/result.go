@@ -125,7 +125,7 @@ var (
 )
 
 func init() {
-	for _, k := range []kind{kTo, kFrom, kCallID, kCSeq, kVia} {
+	for _, k := range []kind{kTo, kFrom, kCallID, kCSeq, kVia, kContentLength} {
 		rMissing[k] = bad("missing_header_" + kindWhy[k])
 	}
 	for _, k := range singleKinds {
