@@ -8,8 +8,10 @@
 // # Where to call it
 //
 //   - Raw(data, opt) in the transport read filter, on each UDP datagram
-//     and each WebSocket message, before sipgo parses it. Not on TCP/TLS:
-//     there the filter sees chunks of the stream, not messages.
+//     and each WebSocket message, before sipgo parses it. On TCP/TLS the
+//     filter sees chunks of the stream, not messages: Frame(data, opt)
+//     finds the end of each message of the stream first (or says the
+//     stream cannot be framed), then Raw checks the message.
 //   - Request(req, opt) in the request handler, after classify and before
 //     admit, on every request from every transport.
 //   - Response(res, opt) on every response, before it feeds the failure
