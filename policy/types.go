@@ -362,6 +362,11 @@ type Limits struct {
 	// on all listeners together (pool targets exempt); default 4096;
 	// 0 = no cap.
 	TCPConnections int `toml:"tcp_connections"`
+	// UDPPeers bounds the source address:port entries the UDP transport
+	// of a realm remembers (to answer from the right socket): past it
+	// they are forgotten (the read loops are renewed), past 4x datagrams
+	// from new addresses are dropped. Default 16384; 64 to 10000000.
+	UDPPeers int `toml:"udp_peers"`
 	// OverLimitAction: "reject" (default: 503 + Retry-After) or "drop".
 	OverLimitAction string `toml:"over_limit_action"`
 }

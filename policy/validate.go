@@ -38,6 +38,7 @@ const (
 	DefaultMaxSources          = 100000
 	DefaultTCPConnsPerSource   = 16
 	DefaultTCPConns            = 4096
+	DefaultUDPPeers            = 16384
 	DefaultOverLimitAction     = "reject"
 	DefaultBlockThreshold      = 10
 	DefaultBlockWindow         = time.Minute
@@ -736,6 +737,7 @@ func (v *validator) limits() {
 	v.intField("limits.max_sources", &l.MaxSources, DefaultMaxSources, 16, 1e8)
 	v.intField("limits.tcp_connections_per_source", &l.TCPConnectionsPerSource, DefaultTCPConnsPerSource, 0, 1e6)
 	v.intField("limits.tcp_connections", &l.TCPConnections, DefaultTCPConns, 0, 1e7)
+	v.intField("limits.udp_peers", &l.UDPPeers, DefaultUDPPeers, 64, 1e7)
 	switch l.OverLimitAction {
 	case "":
 		l.OverLimitAction = DefaultOverLimitAction

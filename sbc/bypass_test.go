@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sbc-project/sbc/bench/attack"
 	"github.com/sbc-project/sbc/internal/sipua"
 	"github.com/sbc-project/sbc/internal/testpolicy"
@@ -207,4 +208,63 @@ func TestGateDropsUnknownSourcesBeforeParser(t *testing.T) {
 	if r, err := tc.Options(e.ctx, tcpAddr.String()); err != nil || r.StatusCode != 200 {
 		t.Fatalf("trunk OPTIONS over TCP: %v %v", r, err)
 	}
+}
+
+// sipgo remembered every UDP source address:port the read filter let
+// through until the listener closed: one pool entry (and one entry of a
+// map inside its read loop) per source. Where the gate lets sources
+// through (here: unknown sources answered 403, reject mode), a flood
+// from 2,000 source ports used to leave 2,000 entries. Now the realm
+// renews its read loops past limits.udp_peers and drops new addresses
+// past 4 × that: the table stays bounded during the flood, falls back
+// under the limit after it, and the trunk's calls go on.
+func TestUDPPeerEntriesBounded(t *testing.T) {
+	const limit = 64
+	e := newEnv(t, envOpts{headers: rejectUnknown,
+		limits:    &testpolicy.Limits{UDPPeers: limit, SourceCPS: new(1000)},
+		autoBlock: &testpolicy.AutoBlock{Threshold: 1000}})
+	stop := make(chan struct{})
+	var peak int
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			peak = max(peak, e.udpPeers("external"))
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	ok, failed, done := e.trunkCallsDuring(stop)
+	rep, err := attack.SpoofedFlood(e.ctx, attack.SpoofedFloodConfig{
+		Target: e.extAddr(), Sources: netip.MustParsePrefix("127.66.0.0/16"), MaxSources: 2000,
+		Mode: attack.SpoofLoopback, Count: 6000, Rate: 3000, Duration: 5 * time.Second,
+	})
+	close(stop)
+	<-done
+	<-sampled
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("the table back under its limit", func() bool { return e.udpPeers("external") <= limit })
+	resets := testutil.ToFloat64(e.sbc.metrics.UDPResets.WithLabelValues("external"))
+	t.Logf("%d datagrams from %d sources: peak %d entries (limit %d), %v resets, %v dropped as udp_peers_full; trunk calls ok=%d",
+		rep.Sent, rep.Sources, peak, limit, resets, e.dropped("filter", "udp_peers_full"), ok.Load())
+	if bound := udpPeersHard*limit + 2*udpCheckEvery; peak > bound {
+		t.Errorf("peak of %d entries, bound %d", peak, bound)
+	}
+	if resets == 0 {
+		t.Error("no reset")
+	}
+	if failed.Load() != 0 || ok.Load() == 0 {
+		t.Fatalf("trunk calls during the flood: ok=%d failed=%d", ok.Load(), failed.Load())
+	}
+	// The listener still works for the trunk and for new peers.
+	call, res := e.dial(sipua.DialOptions{})
+	if res.StatusCode != 200 {
+		t.Fatalf("trunk call after the flood: %d", res.StatusCode)
+	}
+	call.Bye(e.ctx)
 }

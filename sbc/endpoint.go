@@ -37,6 +37,7 @@ type endpoint struct {
 	// out hands the TLS connections the SBC opens towards pool targets to
 	// sipgo, which then uses them like accepted ones (tls.go dialTLS).
 	out     *connQueue
+	peers   *udpPeers // the bound on sipgo's UDP peer entries (udppeers.go); set by serve
 	dialMu  sync.Mutex
 	dialing map[netip.AddrPort]*sync.Mutex
 	cfg     policy.Realm
@@ -169,29 +170,11 @@ func (ep *endpoint) rebindPort(t string, a net.Addr) {
 // listener: sipgo's loop returns on any error, so it is restarted after a
 // short pause.
 func (ep *endpoint) serve(ctx context.Context) {
-	for _, c := range ep.udp {
-		ep.wg.Add(1)
-		go func(c net.PacketConn) {
-			defer ep.wg.Done()
-			if err := ep.srv.ServeUDP(c); err != nil && ctx.Err() == nil {
-				ep.sbc.log.Error("udp listener stopped", "realm", ep.name, "error", err)
-			}
-		}(c)
-	}
-	// sipgo registers a UDP listener in its connection pool from inside
-	// the serve goroutine; a request sent before that would make sipgo
-	// bind a second socket on the listener's address (EADDRINUSE). Wait
-	// until every listener is registered.
-	for _, c := range ep.udp {
-		deadline := time.Now().Add(5 * time.Second)
-		for time.Now().Before(deadline) {
-			if conn, err := ep.ua.TransportLayer().GetConnection("udp", c.LocalAddr().String()); err == nil {
-				conn.TryClose() // drop the reference Get took
-				break
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
+	// UDP: sipgo's read loops, in generations that keep its per-source
+	// entries bounded (udppeers.go). Each listener is registered in
+	// sipgo's pool before serve returns.
+	ep.peers = newUDPPeers(ep, ctx.Done())
+	ep.peers.serve(ctx)
 	serves := []struct {
 		lns   []net.Listener
 		serve func(net.Listener) error

@@ -62,6 +62,14 @@ func (s *SBC) readFilter(ep *endpoint) sip.TransportReadFilter {
 			s.act(nil, s.sourcePeer(src), nil, nil, validateVerdict(r))
 			return nil, nil
 		}
+		if u := ep.peers; u != nil {
+			// sipgo is about to remember this source (udppeers.go).
+			if u.full.Load() && !s.state.Load().backends[ip] && !u.known(ua) {
+				s.act(ep, peer{src: netip.AddrPortFrom(ip, uint16(ua.Port))}, nil, nil, silent(stageFilter, reasonUDPPeersFull))
+				return nil, nil
+			}
+			u.passedOne()
+		}
 		return data, nil
 	}
 }

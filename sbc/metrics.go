@@ -33,6 +33,9 @@ type Metrics struct {
 	TLSLoads      *prometheus.CounterVec // result: ok, failed (certificate files re-read after a change)
 	ConnsOpen     *prometheus.GaugeVec   // realm, transport (tcp, tls, wss): accepted connections open
 
+	UDPPeers  *prometheus.GaugeVec   // realm: entries of sipgo's UDP connection pool (udppeers.go)
+	UDPResets *prometheus.CounterVec // realm: generations of the UDP read loops retired to forget peers
+
 	flood [floodCounters]atomic.Pointer[prometheus.Counter] // see floodCounter
 }
 
@@ -87,7 +90,14 @@ func newMetrics() *Metrics {
 	m.ConnsOpen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sbc_connections_open", Help: "Connections accepted on the SIP listeners and still open, by realm and transport (tcp, tls, wss).",
 	}, []string{"realm", "transport"})
+	m.UDPPeers = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sbc_udp_peers", Help: "Source address:port entries sipgo holds for a realm's UDP listeners (its connection pool), bounded by limits.udp_peers.",
+	}, []string{"realm"})
+	m.UDPResets = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_udp_peer_resets_total", Help: "Times a realm's UDP read loops were renewed to forget their source entries (over limits.udp_peers).",
+	}, []string{"realm"})
 	r.MustRegister(m.Blocks, m.FastPath, m.TLSHandshakes, m.TLSExpiry, m.TLSLoads, m.ConnsOpen)
+	r.MustRegister(m.UDPPeers, m.UDPResets)
 	r.MustRegister(m.CallsActive, m.Calls, m.Requests, m.Responses, m.Dropped,
 		m.TargetUp, m.Failovers, m.ReloadsTotal,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -231,6 +231,8 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 		"sbc_tls_handshakes_total":        {"realm"},
 		"sbc_tls_certificate_expiry_days": {"file"},
 		"sbc_connections_open":            {"realm"},
+		"sbc_udp_peers":                   {"realm"},
+		"sbc_udp_peer_resets_total":       {"realm"},
 		"sbc_requests_total":              {"realm"},
 		"sbc_responses_total":             {"realm"},
 		"sbc_backend_target_up":           {"pool", "target"},

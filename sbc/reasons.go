@@ -42,6 +42,7 @@ const (
 	reasonSourceConnections reason = "source_connections"   // the source (an IPv4 address or IPv6 /64) holds limits.tcp_connections_per_source connections already
 	reasonConnections       reason = "connections"          // peers hold limits.tcp_connections connections already
 	reasonMessageTimeout    reason = "message_timeout"      // a message on a connection not complete server.tcp_message_timeout after its first byte
+	reasonUDPPeersFull      reason = "udp_peers_full"       // a datagram from an address:port sipgo does not hold, while the realm holds 4 × limits.udp_peers
 	reasonMalformed         reason = "malformed"            // sipgo could not parse the message
 	reasonBadSource         reason = "bad_source"           // the request's source address is unreadable
 	reasonScannerUA         reason = "scanner_ua"           // the User-Agent is a known scanner's (autoblock.scanner_user_agents); never answered
@@ -73,7 +74,7 @@ var dropReasons = []struct {
 	stage   stage
 	reasons []reason
 }{
-	{stageFilter, []reason{reasonBlocked, reasonSourcePPS, reasonUnknownSource, reasonTLSNeedIdentity}},
+	{stageFilter, []reason{reasonBlocked, reasonSourcePPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonUDPPeersFull}},
 	{stageAccept, []reason{reasonBlocked, reasonSourcePPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonSourceConnections, reasonConnections}},
 	{stageTLS, tlsReasons},
 	{stageStream, []reason{reasonBlocked, reasonSourcePPS, reasonMessageTimeout}},

@@ -386,6 +386,7 @@ var reloadFields = map[string]reloadRule{
 	"limits.max_sources":                ruleLive, // tables are resized keeping the most valuable entries
 	"limits.tcp_connections_per_source": ruleLive, // new connections; open ones are not closed
 	"limits.tcp_connections":            ruleLive, // new connections; open ones are not closed
+	"limits.udp_peers":                  ruleLive, // read at each measure of the table
 	"limits.over_limit_action":          ruleLive,
 
 	"autoblock.enabled":             ruleLive,

@@ -108,7 +108,7 @@ var floodDrops = [...]struct {
 	reason reason
 }{
 	{stageFilter, reasonBlocked}, {stageFilter, reasonSourcePPS}, {stageFilter, reasonUnknownSource},
-	{stageFilter, reasonTLSNeedIdentity},
+	{stageFilter, reasonTLSNeedIdentity}, {stageFilter, reasonUDPPeersFull},
 	{stageAccept, reasonBlocked}, {stageAccept, reasonSourcePPS}, {stageAccept, reasonUnknownSource},
 	{stageAccept, reasonTLSNeedIdentity}, {stageAccept, reasonSourceConnections}, {stageAccept, reasonConnections},
 	{stageStream, reasonBlocked}, {stageStream, reasonSourcePPS},

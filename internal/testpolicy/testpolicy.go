@@ -163,6 +163,7 @@ type Limits struct {
 	MaxSources              int
 	TCPConnectionsPerSource *int
 	TCPConnections          *int
+	UDPPeers                int
 	OverLimitAction         string
 }
 
@@ -497,6 +498,7 @@ func (p *Policy) TOML() string {
 		w.int("max_sources", l.MaxSources)
 		w.intp("tcp_connections_per_source", l.TCPConnectionsPerSource)
 		w.intp("tcp_connections", l.TCPConnections)
+		w.int("udp_peers", l.UDPPeers)
 		w.str("over_limit_action", l.OverLimitAction)
 	}
 	if a := p.AutoBlock; a != nil {

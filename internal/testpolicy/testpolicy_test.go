@@ -60,7 +60,7 @@ func full() *Policy {
 			RingTimeout: policy.D(10 * time.Second)},
 		Headers: &Headers{Allow: []string{"Content-Type", "X-Custom"}, UnknownSourceAction: "reject"},
 		Limits: &Limits{SourcePPS: new(300), SourcePPSBurst: 301, SourceCPS: new(20), RegisterRate: new(3),
-			MaxSources: 256, TCPConnectionsPerSource: new(4), TCPConnections: new(64), OverLimitAction: "drop"},
+			MaxSources: 256, TCPConnectionsPerSource: new(4), TCPConnections: new(64), UDPPeers: 100, OverLimitAction: "drop"},
 		AutoBlock: &AutoBlock{Enabled: new(false), Observe: true, Threshold: 4,
 			Window: policy.D(30 * time.Second), BlockFor: policy.D(time.Minute), Escalation: 2,
 			MaxBlock: policy.D(time.Hour), ForgetAfter: policy.D(2 * time.Hour), BlockTrunks: true,
@@ -219,6 +219,7 @@ func TestEveryOptionParses(t *testing.T) {
 	check("limits.max_sources", l.MaxSources, 256)
 	check("limits.tcp_connections_per_source", l.TCPConnectionsPerSource, 4)
 	check("limits.tcp_connections", l.TCPConnections, 64)
+	check("limits.udp_peers", l.UDPPeers, 100)
 	check("limits.over_limit_action", l.OverLimitAction, "drop")
 
 	a := p.AutoBlock
