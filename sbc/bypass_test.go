@@ -268,3 +268,50 @@ func TestUDPPeerEntriesBounded(t *testing.T) {
 	}
 	call.Bye(e.ctx)
 }
+
+// A request over TCP whose connection closes before sipgo made its
+// transaction made sipgo connect to the address its Via names, to answer
+// there (RFC 3261 18.2.2): any address and port the sender liked, the
+// connection (and a pool entry) kept until it idled out. The SBC connects
+// to trunk sources and pool targets only: the connection is refused
+// before it is made, and counted.
+func TestNoConnectionToAnAddressAViaNames(t *testing.T) {
+	e := newEnv(t, envOpts{headers: rejectUnknown})
+	victim, err := net.Listen("tcp", "127.0.0.99:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer victim.Close()
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := victim.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	tcpAddr, _ := e.sbc.ListenAddr("external", "tcp")
+	for i := 0; i < 5; i++ {
+		c := dialFrom(t, strangerIP, tcpAddr.String())
+		msg := fmt.Sprintf("OPTIONS sip:100@%[2]s SIP/2.0\r\nVia: SIP/2.0/TCP %[1]s;branch=z9hG4bK-via%[3]d\r\n"+
+			"Max-Forwards: 70\r\nFrom: <sip:a@%[1]s>;tag=v%[3]d\r\nTo: <sip:100@%[2]s>\r\nCall-ID: via-%[3]d\r\n"+
+			"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n", victim.Addr(), tcpAddr, i)
+		c.Write([]byte(msg))
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	}
+	e.eventually("refused connections counted", func() bool { return e.dropped("bridge", "dial_refused") >= 1 })
+	select {
+	case c := <-accepted:
+		c.Close()
+		t.Fatal("the SBC connected to the address a stranger's Via named")
+	default:
+	}
+	call, res := e.dial(sipua.DialOptions{})
+	if res.StatusCode != 200 {
+		t.Fatalf("trunk call: %d", res.StatusCode)
+	}
+	call.Bye(e.ctx)
+}

@@ -50,7 +50,9 @@ func (s *SBC) newEndpoint(r policy.Realm, pol *policy.Policy) (*endpoint, error)
 	// disconnected (sipgo's default is to wait forever); CRLF keep-alives
 	// (RFC 5626) count, and are answered.
 	idle := pol.Server.TCPIdleTimeout.Duration
-	stream := func() *sip.TransportTCP { return &sip.TransportTCP{ReadTimeout: idle, WriteTimeout: 10 * time.Second} }
+	stream := func() *sip.TransportTCP {
+		return &sip.TransportTCP{ReadTimeout: idle, WriteTimeout: 10 * time.Second, DialerCreate: ep.dialer}
+	}
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent(pol.Server.UserAgent),
 		sipgo.WithUserAgenTLSConfig(ep.clientConfig()),

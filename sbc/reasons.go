@@ -65,6 +65,7 @@ const (
 	reasonNotDialogPeer     reason = "not_dialog_peer"      // an in-dialog request or ACK for a known dialog from a source that is not that leg's peer
 	reasonReplacesNoDialog  reason = "replaces_no_dialog"   // an INVITE whose Replaces names no call through the SBC
 	reasonSendFailed        reason = "send_failed"          // a response or request could not be sent
+	reasonDialRefused       reason = "dial_refused"         // sipgo was to connect to an address that is no trunk source and no pool target of the realm
 )
 
 // dropReasons is the closed set of (stage, reason) pairs sbc_dropped_total
@@ -84,7 +85,7 @@ var dropReasons = []struct {
 	{stageAdmit, []reason{reasonSourceCPS, reasonTrunkCPS, reasonTrunkCalls, reasonRegisterRate}},
 	{stageRoute, []reason{reasonNoOutboundRoute, reasonNoRoute, reasonNoTarget, reasonRegisterDenied, reasonMethodNotAllowed}},
 	{stageDialog, []reason{reasonNoTransaction, reasonNoDialog, reasonCSeqOutOfOrder, reasonBadACK, reasonStrayACK, reasonNotDialogPeer, reasonReplacesNoDialog, reasonStrayResponse}},
-	{stageBridge, []reason{reasonSendFailed}},
+	{stageBridge, []reason{reasonSendFailed, reasonDialRefused}},
 }
 
 func validateReasons() []reason {
