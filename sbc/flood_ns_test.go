@@ -44,54 +44,12 @@ func TestSpoofedFloodAcrossSlash48BoundedMemory(t *testing.T) {
 	const (
 		udpPfx = "2001:db8:66::/48"
 		tcpPfx = "2001:db8:77::/48"
-		trunk  = "fd00::1"
 	)
-	ipns := func(args ...string) {
-		t.Helper()
-		if _, err := netns.IP(append([]string{"-n", ns}, args...)...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, a := range []string{trunk, "fd00::2", "fd00::3", "fd00::4"} {
-		ipns("addr", "add", a+"/128", "dev", "lo", "nodad")
-	}
-	ipns("route", "add", "local", udpPfx, "dev", "lo")
-	ipns("route", "add", "local", tcpPfx, "dev", "lo")
-
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	var (
-		s      *SBC
-		caller *sipua.Caller
-		pb     *testpolicy.Policy
-	)
-	err := netns.Do(ns, func() error {
-		b, err := sipua.NewBackend(sipua.BackendOptions{UDP: "[fd00::2]:0", Logger: testLogger()})
-		if err != nil {
-			return err
-		}
-		t.Cleanup(func() { b.Close() })
-		pb = testpolicy.New("fd00::3", "fd00::4", b.Addr())
-		pb.Trunk("carrier").Sources = []string{trunk + "/128"}
+	s, caller, pb := nsSBC(t, ns, ctx, []string{udpPfx, tcpPfx}, func(pb *testpolicy.Policy) {
 		pb.Limits = &testpolicy.Limits{SourceCPS: new(1000), UDPPeers: envInt("SBC_FLOOD_UDP_PEERS", 2048)}
-		s, err = New(pb.Parse(t), Options{Logger: testLogger()})
-		if err != nil {
-			return err
-		}
-		if err := s.Start(ctx); err != nil {
-			return err
-		}
-		t.Cleanup(func() { s.Close() })
-		caller, err = sipua.NewCaller(sipua.CallerOptions{Addr: "[" + trunk + "]:0", Logger: testLogger()})
-		if err != nil {
-			return err
-		}
-		t.Cleanup(func() { caller.Close() })
-		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	udpAddr, _ := s.ListenAddr("external", "udp")
 	tcpAddr, _ := s.ListenAddr("external", "tcp")
 	dropped := func(st, r string) float64 { return testutilValue(s.metrics.Dropped.WithLabelValues(st, r)) }
@@ -299,6 +257,102 @@ func placeCall(ctx context.Context, caller *sipua.Caller, addr string) bool {
 	}
 	call.Bye(ctx)
 	return true
+}
+
+// nsTrunk is the trunk's address in the namespaces of nsSBC.
+const nsTrunk = "fd00::1"
+
+// nsSBC starts, in namespace ns, an SBC on fd00::3 (external) and fd00::4
+// (internal), a backend on fd00::2 and the trunk's caller on nsTrunk, and
+// makes the prefixes local to the namespace (AnyIP routes: floods from
+// them, and answers to them, stay in it). edit changes the policy.
+func nsSBC(t *testing.T, ns string, ctx context.Context, local []string, edit func(*testpolicy.Policy)) (*SBC, *sipua.Caller, *testpolicy.Policy) {
+	t.Helper()
+	ipns := func(args ...string) {
+		t.Helper()
+		if _, err := netns.IP(append([]string{"-n", ns}, args...)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range []string{nsTrunk, "fd00::2", "fd00::3", "fd00::4"} {
+		ipns("addr", "add", a+"/128", "dev", "lo", "nodad")
+	}
+	for _, p := range local {
+		ipns("route", "add", "local", p, "dev", "lo")
+	}
+	var (
+		s      *SBC
+		caller *sipua.Caller
+		pb     *testpolicy.Policy
+	)
+	err := netns.Do(ns, func() error {
+		b, err := sipua.NewBackend(sipua.BackendOptions{UDP: "[fd00::2]:0", Logger: testLogger()})
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { b.Close() })
+		pb = testpolicy.New("fd00::3", "fd00::4", b.Addr())
+		pb.Trunk("carrier").Sources = []string{nsTrunk + "/128"}
+		if edit != nil {
+			edit(pb)
+		}
+		s, err = New(pb.Parse(t), Options{Logger: testLogger()})
+		if err != nil {
+			return err
+		}
+		if err := s.Start(ctx); err != nil {
+			return err
+		}
+		t.Cleanup(func() { s.Close() })
+		caller, err = sipua.NewCaller(sipua.CallerOptions{Addr: "[" + nsTrunk + "]:0", Logger: testLogger()})
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { caller.Close() })
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, caller, pb
+}
+
+// The per-source connection cap counts an IPv6 /64 as one source, over
+// real connections: 40 from 40 addresses of one /64 (gate open: reject
+// mode) get tcp_connections_per_source (16) and no more; 40 from 40
+// other /64s all get theirs. The trunk calls meanwhile.
+func TestConnectionsPerSlash64CappedOverTCP(t *testing.T) {
+	ns := netnstest.New(t, "sbcconns")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, caller, _ := nsSBC(t, ns, ctx, []string{"2001:db8:88::/48"}, func(p *testpolicy.Policy) {
+		p.Headers = &testpolicy.Headers{UnknownSourceAction: "reject"}
+	})
+	tcpAddr, _ := s.ListenAddr("external", "tcp")
+	udpAddr, _ := s.ListenAddr("external", "udp")
+	flood := func(sources string) attack.ConnReport {
+		t.Helper()
+		rep, err := attack.ConnFlood(ctx, attack.ConnFloodConfig{Target: tcpAddr, Sources: netip.MustParsePrefix(sources),
+			Count: 40, Hold: 500 * time.Millisecond, NetNS: ns})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	one := flood("2001:db8:88:1::/64")
+	if one.Held != 16 || one.ClosedByPeer != 24 {
+		t.Errorf("40 connections from one /64: %d held, %d closed at accept; want 16 and 24", one.Held, one.ClosedByPeer)
+	}
+	many := flood("2001:db8:88::/48") // spread: one /64 each
+	if many.Held != 40 {
+		t.Errorf("40 connections from 40 /64s: %d held, %d closed", many.Held, many.ClosedByPeer)
+	}
+	if n := testutilValue(s.metrics.Dropped.WithLabelValues("accept", "source_connections")); n != 24 {
+		t.Errorf("accept/source_connections = %v, want 24", n)
+	}
+	if !placeCall(ctx, caller, udpAddr.String()) {
+		t.Error("trunk call failed")
+	}
 }
 
 func envInt(name string, def int) int {
