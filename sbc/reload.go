@@ -322,6 +322,13 @@ var reloadFields = map[string]reloadRule{
 	"realm.listener.path":                  ruleLive, // new connections
 	"realm.listener.origins":               ruleLive,
 	"realm.listener.BindAddr":              ruleDerived,
+	"realm.media.ip":                       ruleRestart("realm.media"), // the relay's port pools are built at start
+	"realm.media.ports":                    ruleRestart("realm.media"),
+	"realm.media.advertise":                ruleLive, // SDP of new calls
+	"realm.media.Addr":                     ruleDerived,
+	"realm.media.AdvertiseAddr":            ruleDerived,
+	"realm.media.Min":                      ruleDerived,
+	"realm.media.Max":                      ruleDerived,
 	"realm.listener.AdvertiseHost":         ruleDerived,
 	"realm.listener.AdvertisePort":         ruleDerived,
 
@@ -331,6 +338,8 @@ var reloadFields = map[string]reloadRule{
 	"trunk.Prefixes":         ruleDerived,
 	"trunk.tls_identities":   ruleLive, // per request, from the certificate of the connection
 	"trunk.Identities":       ruleDerived,
+	"trunk.media_encryption": ruleLive, // new calls
+	"trunk.media_required":   ruleLive,
 	"trunk.max_calls":        ruleLive, // calls in progress are counted against the new cap, none is ended
 	"trunk.cps":              ruleLive,
 	"trunk.allow_register":   ruleLive,
@@ -340,6 +349,7 @@ var reloadFields = map[string]reloadRule{
 	"pool.realm":                 ruleLive,
 	"pool.transport":             ruleLive,
 	"pool.tcp_for_large":         ruleLive,
+	"pool.media_encryption":      ruleLive, // new calls
 	"pool.tls.cert_file":         ruleLive, // new connections; open ones are kept
 	"pool.tls.key_file":          ruleLive,
 	"pool.tls.ca_file":           ruleLive,
@@ -408,6 +418,10 @@ var reloadFields = map[string]reloadRule{
 	"nftables.media_ports": ruleRestart("nftables.media_ports"),
 	"nftables.trunks_only": ruleRestart("nftables.trunks_only"),
 
+	"media.anchor":     ruleLive, // new calls; calls in progress keep their relay (or its absence)
+	"media.timeout":    ruleLive, // new calls
+	"media.quarantine": ruleRestart("media.quarantine"),
+
 	"Source": {class: notASetting},
 }
 
@@ -458,6 +472,20 @@ var restartChecks = []restartCheck{
 	{"server.state_dir", func(a, b *policy.Policy) string { return quoted(a.Server.StateDir, b.Server.StateDir) }},
 	{"admin.listen", func(a, b *policy.Policy) string { return quoted(a.Admin.Listen, b.Admin.Listen) }},
 	{"realm", listenersChanged},
+	{"realm.media", func(a, b *policy.Policy) string {
+		set := func(p *policy.Policy) []string {
+			var out []string
+			for _, r := range p.Realms {
+				out = append(out, fmt.Sprintf("realm %q media %s ports %d-%d", r.Name, r.Media.Addr, r.Media.Min, r.Media.Max))
+			}
+			slices.Sort(out)
+			return out
+		}
+		return listChanged(set(a), set(b))
+	}},
+	{"media.quarantine", func(a, b *policy.Policy) string {
+		return changed(a.Media.Quarantine.Duration, b.Media.Quarantine.Duration)
+	}},
 	{"xdp.enabled", func(a, b *policy.Policy) string { return changed(a.XDP.Enabled, b.XDP.Enabled) }},
 	{"xdp.interfaces", func(a, b *policy.Policy) string {
 		if xdpInert(a, b) {

@@ -59,8 +59,9 @@ type SBC struct {
 	fast    *fastPath
 	conns   connCounter // open TCP connections per source
 
-	tls      *tlsFiles // certificates, keys and CA bundles in service
-	tlsPeers sync.Map  // peerKey → *tlsPeer: verified client certificates of open TLS/WSS connections
+	media    *mediaPlane // relay port pools by realm (media.go)
+	tls      *tlsFiles   // certificates, keys and CA bundles in service
+	tlsPeers sync.Map    // peerKey → *tlsPeer: verified client certificates of open TLS/WSS connections
 
 	reload reloadState // see reload.go
 }
@@ -139,6 +140,9 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	}
 	s.state.Store(snap)
 	if s.def, err = newDefence(p, s.log); err != nil {
+		return nil, err
+	}
+	if s.media, err = newMediaPlane(p); err != nil {
 		return nil, err
 	}
 	for _, r := range p.Realms {

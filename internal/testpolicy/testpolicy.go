@@ -33,6 +33,7 @@ type Policy struct {
 	AutoBlock *AutoBlock
 	XDP       *XDP
 	Nftables  *Nftables
+	Media     *Media
 
 	// Extra is raw TOML appended at the end of the file: tables or
 	// array-of-tables entries the fields do not cover. It must not repeat
@@ -54,6 +55,19 @@ type Server struct {
 type Realm struct {
 	Name      string
 	Listeners []Listener
+	Media     *RealmMedia
+}
+
+// RealmMedia is [realm.media].
+type RealmMedia struct {
+	IP, Advertise string
+	Ports         []int
+}
+
+// Media is [media].
+type Media struct {
+	Anchor              *bool
+	Timeout, Quarantine policy.Duration
 }
 
 // Listener is one [[realm.listener]].
@@ -277,6 +291,10 @@ func (p *Policy) Clone() *Policy {
 	c.Realms = slices.Clone(p.Realms)
 	for i := range c.Realms {
 		c.Realms[i].Listeners = slices.Clone(c.Realms[i].Listeners)
+		if m := clonePtr(c.Realms[i].Media); m != nil {
+			m.Ports = slices.Clone(m.Ports)
+			c.Realms[i].Media = m
+		}
 		for j := range c.Realms[i].Listeners {
 			l := &c.Realms[i].Listeners[j]
 			l.Origins = slices.Clone(l.Origins)
@@ -323,6 +341,9 @@ func (p *Policy) Clone() *Policy {
 	}
 	if c.XDP = clonePtr(p.XDP); c.XDP != nil {
 		c.XDP.Interfaces = slices.Clone(c.XDP.Interfaces)
+	}
+	if c.Media = clonePtr(p.Media); c.Media != nil {
+		c.Media.Anchor = clonePtr(c.Media.Anchor)
 	}
 	if c.Nftables = clonePtr(p.Nftables); c.Nftables != nil {
 		c.Nftables.MediaPorts = slices.Clone(c.Nftables.MediaPorts)
@@ -410,6 +431,14 @@ func (p *Policy) TOML() string {
 				w.str("client_auth", t.ClientAuth)
 				w.strs("revoked_spki", t.RevokedSPKI)
 				w.dur("handshake_timeout", t.HandshakeTimeout)
+			}
+		}
+		if m := r.Media; m != nil {
+			w.line("[realm.media]")
+			w.str("ip", m.IP)
+			w.str("advertise", m.Advertise)
+			if m.Ports != nil {
+				w.kv("ports", "["+strconv.Itoa(m.Ports[0])+", "+strconv.Itoa(m.Ports[1])+"]")
 			}
 		}
 		w.ind = ""
@@ -531,6 +560,14 @@ func (p *Policy) TOML() string {
 			w.kv("media_ports", "["+strings.Join(ports, ", ")+"]")
 		}
 		w.bool("trunks_only", n.TrunksOnly)
+	}
+	if m := p.Media; m != nil {
+		w.table("[media]")
+		if m.Anchor != nil {
+			w.kv("anchor", strconv.FormatBool(*m.Anchor))
+		}
+		w.dur("timeout", m.Timeout)
+		w.dur("quarantine", m.Quarantine)
 	}
 
 	if p.Extra != "" {

@@ -34,8 +34,9 @@ func full() *Policy {
 				{Transport: "wss", Bind: "127.0.0.3:0", Path: "/ws", Origins: []string{"https://app.example.com"},
 					TLS: &ListenerTLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem"}},
 			}},
-			{Name: "internal", Listeners: []Listener{{Bind: "[::1]:0"}, {Transport: "tcp", Bind: "[::1]:0"},
-				{Transport: "tls", Bind: "[::1]:0", TLS: &ListenerTLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem"}}}},
+			{Name: "internal", Media: &RealmMedia{IP: "::1", Advertise: "2001:db8::9", Ports: []int{30000, 30099}},
+				Listeners: []Listener{{Bind: "[::1]:0"}, {Transport: "tcp", Bind: "[::1]:0"},
+					{Transport: "tls", Bind: "[::1]:0", TLS: &ListenerTLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem"}}}},
 		},
 		Trunks: []Trunk{
 			{Name: "carrier", Realm: "external", Sources: []string{"127.0.0.1/32", "2001:db8::/48"},
@@ -68,6 +69,7 @@ func full() *Policy {
 		XDP: &XDP{Enabled: true, Interfaces: []string{"veth0"}, Mode: "generic", PinDir: "/sys/fs/bpf/test",
 			RatePPS: 1000, Burst: 2000},
 		Nftables: &Nftables{Enabled: true, Table: "sbctest", MediaPorts: []int{10000, 20000}, TrunksOnly: true},
+		Media:    &Media{Anchor: new(false), Timeout: policy.D(30 * time.Second), Quarantine: policy.D(time.Second)},
 		Extra:    "[[route]]\ntrunk = \"other\"\npool = \"pbx\"\n",
 	}
 }
@@ -160,6 +162,9 @@ func TestEveryOptionParses(t *testing.T) {
 	check("listener[0].advertise", ext.Listeners[0].Advertise, "203.0.113.1:5060")
 	check("listener[1].transport", ext.Listeners[1].Transport, "tcp")
 	check("realm[1].bind", p.Realms[1].Listeners[0].BindAddr, netip.MustParseAddrPort("[::1]:0"))
+	check("realm[1].media", [3]any{p.Realms[1].Media.Addr, p.Realms[1].Media.AdvertiseAddr, [2]int{p.Realms[1].Media.Min, p.Realms[1].Media.Max}},
+		[3]any{netip.MustParseAddr("::1"), netip.MustParseAddr("2001:db8::9"), [2]int{30000, 30099}})
+	check("media", [3]any{p.Media.Anchored(), p.Media.Timeout.Duration, p.Media.Quarantine.Duration}, [3]any{false, 30 * time.Second, time.Second})
 	lt := ext.Listeners[2].TLS
 	check("listener[2].tls", *lt, policy.TLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem", CAFile: "ca.pem",
 		MinVersion: "1.3", Min: tls.VersionTLS13, ClientAuth: "require", RevokedSPKI: []string{strings.Repeat("ab", 32)},
