@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pion/sdp/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sbc-project/sbc/policy"
 	"github.com/sbc-project/sbc/srtp"
 )
@@ -42,6 +44,10 @@ import (
 // of a realm's media addresses or ports needs a restart).
 type mediaPlane struct {
 	pools map[string]*srtp.PortPool
+
+	mu    sync.Mutex
+	live  map[*callMedia]bool     // calls whose streams are open
+	ended map[string]*mediaTotals // counters of closed streams, by realm
 }
 
 func newMediaPlane(p *policy.Policy) (*mediaPlane, error) {
@@ -110,6 +116,9 @@ type callMedia struct {
 	held         bool // the last exchange put the media on hold (inactive, or c=0.0.0.0)
 	timeout      time.Duration
 	delayed      bool // the caller's INVITE had no SDP: the backend offers
+
+	plane          *mediaPlane // for the metrics (track, untrack)
+	aRealm, bRealm string
 }
 
 // isSDP tells whether a message body is a session description.
@@ -139,6 +148,7 @@ func (s *SBC) setupMedia(st *snapshot, aRealm, bRealm string, trunk *policy.Trun
 		}
 		cm.streams = []*mstream{ms}
 		cm.delayed = true
+		s.media.track(cm, aRealm, bRealm)
 		return cm, nil, nil
 	}
 	if !isSDP(ct, body) {
@@ -170,6 +180,7 @@ func (s *SBC) setupMedia(st *snapshot, aRealm, bRealm string, trunk *policy.Trun
 		cm.close()
 		return nil, nil, err
 	}
+	s.media.track(cm, aRealm, bRealm)
 	return cm, out, nil
 }
 
@@ -445,5 +456,146 @@ func (cm *callMedia) close() {
 		if ms.st != nil {
 			ms.st.Close()
 		}
+	}
+	if cm.plane != nil {
+		cm.plane.untrack(cm)
+	}
+}
+
+// Metrics of the media plane: per realm, what the relay received from
+// the peers on that realm (ingress of the legs facing it), summed over the
+// calls in progress and those that ended, and the state of its ports.
+
+// mediaTotals are a realm's counters of ended streams.
+type mediaTotals struct {
+	packets, bytes, forwarded uint64
+	dropped                   [srtp.NumDropReasons]uint64
+}
+
+func (t *mediaTotals) add(s srtp.LegStats) {
+	t.packets += s.Packets
+	t.bytes += s.Bytes
+	t.forwarded += s.Forwarded
+	for i, n := range s.Dropped {
+		t.dropped[i] += n
+	}
+}
+
+// track registers a call's media for the metrics until it is closed.
+func (mp *mediaPlane) track(cm *callMedia, aRealm, bRealm string) {
+	mp.mu.Lock()
+	defer mp.mu.Unlock()
+	if mp.live == nil {
+		mp.live = map[*callMedia]bool{}
+		mp.ended = map[string]*mediaTotals{}
+	}
+	cm.plane, cm.aRealm, cm.bRealm = mp, aRealm, bRealm
+	mp.live[cm] = true
+}
+
+// untrack folds a closed call's counters into its realms' totals.
+func (mp *mediaPlane) untrack(cm *callMedia) {
+	mp.mu.Lock()
+	defer mp.mu.Unlock()
+	if !mp.live[cm] {
+		return
+	}
+	delete(mp.live, cm)
+	for _, ms := range cm.streams {
+		if ms.st == nil {
+			continue
+		}
+		st := ms.st.Stats()
+		mp.totals(cm.aRealm).add(st.A)
+		mp.totals(cm.bRealm).add(st.B)
+	}
+}
+
+func (mp *mediaPlane) totals(realm string) *mediaTotals {
+	t := mp.ended[realm]
+	if t == nil {
+		t = &mediaTotals{}
+		mp.ended[realm] = t
+	}
+	return t
+}
+
+// snapshot sums ended and live streams by realm, and counts live streams.
+func (mp *mediaPlane) snapshot() (map[string]*mediaTotals, map[string]int) {
+	mp.mu.Lock()
+	defer mp.mu.Unlock()
+	out := map[string]*mediaTotals{}
+	active := map[string]int{}
+	for r, t := range mp.ended {
+		c := *t
+		out[r] = &c
+	}
+	get := func(r string) *mediaTotals {
+		if out[r] == nil {
+			out[r] = &mediaTotals{}
+		}
+		return out[r]
+	}
+	for cm := range mp.live {
+		for _, ms := range cm.streams {
+			if ms.st == nil {
+				continue
+			}
+			st := ms.st.Stats()
+			get(cm.aRealm).add(st.A)
+			get(cm.bRealm).add(st.B)
+			active[cm.aRealm]++
+			active[cm.bRealm]++
+		}
+	}
+	return out, active
+}
+
+var (
+	mediaPacketsDesc = prometheus.NewDesc("sbc_media_packets_total",
+		"RTP and RTCP packets the relay received from the peers of a realm and accepted (valid, from the latched source).", []string{"realm"}, nil)
+	mediaBytesDesc = prometheus.NewDesc("sbc_media_bytes_total",
+		"Bytes of the packets counted in sbc_media_packets_total.", []string{"realm"}, nil)
+	mediaForwardedDesc = prometheus.NewDesc("sbc_media_forwarded_packets_total",
+		"Packets received from the peers of a realm and sent on to the other side of their call.", []string{"realm"}, nil)
+	mediaDroppedDesc = prometheus.NewDesc("sbc_media_dropped_packets_total",
+		"Packets received from a realm's side and not relayed, by reason (srtp_auth: SRTP authentication failures).", []string{"realm", "reason"}, nil)
+	mediaStreamsDesc = prometheus.NewDesc("sbc_media_streams_active",
+		"Media streams (m= lines of calls in progress) with a leg on the realm.", []string{"realm"}, nil)
+	mediaPortsDesc = prometheus.NewDesc("sbc_media_ports",
+		"Relay port pairs of a realm's range by state: in_use, quarantined (released, resting before reuse), free.", []string{"realm", "state"}, nil)
+	mediaExhaustedDesc = prometheus.NewDesc("sbc_media_ports_exhausted_total",
+		"Relay port allocations that found the realm's range full (the call got 503).", []string{"realm"}, nil)
+)
+
+// mediaPortStates are the state label values of sbc_media_ports.
+var mediaPortStates = []string{"in_use", "quarantined", "free"}
+
+func (mp *mediaPlane) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{mediaPacketsDesc, mediaBytesDesc, mediaForwardedDesc, mediaDroppedDesc,
+		mediaStreamsDesc, mediaPortsDesc, mediaExhaustedDesc} {
+		ch <- d
+	}
+}
+
+func (mp *mediaPlane) Collect(ch chan<- prometheus.Metric) {
+	totals, active := mp.snapshot()
+	for realm, pool := range mp.pools {
+		t := totals[realm]
+		if t == nil {
+			t = &mediaTotals{}
+		}
+		ch <- prometheus.MustNewConstMetric(mediaPacketsDesc, prometheus.CounterValue, float64(t.packets), realm)
+		ch <- prometheus.MustNewConstMetric(mediaBytesDesc, prometheus.CounterValue, float64(t.bytes), realm)
+		ch <- prometheus.MustNewConstMetric(mediaForwardedDesc, prometheus.CounterValue, float64(t.forwarded), realm)
+		for r := srtp.DropReason(0); r < srtp.NumDropReasons; r++ {
+			ch <- prometheus.MustNewConstMetric(mediaDroppedDesc, prometheus.CounterValue, float64(t.dropped[r]), realm, r.String())
+		}
+		ch <- prometheus.MustNewConstMetric(mediaStreamsDesc, prometheus.GaugeValue, float64(active[realm]), realm)
+		ps := pool.Stats()
+		for i, n := range []int{ps.InUse, ps.Quarantined, ps.Free} {
+			ch <- prometheus.MustNewConstMetric(mediaPortsDesc, prometheus.GaugeValue, float64(n), realm, mediaPortStates[i])
+		}
+		ch <- prometheus.MustNewConstMetric(mediaExhaustedDesc, prometheus.CounterValue, float64(ps.Exhausted), realm)
 	}
 }

@@ -244,6 +244,12 @@ func TestMediaSDESToPlain(t *testing.T) {
 			if _, err := backend.recv("genuine"); err != nil {
 				t.Fatal(err)
 			}
+			if n := gathered(t, e.sbc, "sbc_media_dropped_packets_total", "external", "srtp_auth"); n < 3 {
+				t.Errorf("SRTP authentication failures counted: %v, want the 3 forged packets", n)
+			}
+			if n := gathered(t, e.sbc, "sbc_media_streams_active", "internal"); n != 1 {
+				t.Errorf("active streams on the internal realm: %v, want 1", n)
+			}
 			if err := call.Bye(e.ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -314,4 +320,34 @@ func TestMediaTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.eventually("no active calls", func() bool { return e.sbc.calls.len() == 0 })
+}
+
+// gathered is the value of the series of family name whose label values
+// are values (in label order), from the SBC's registry.
+func gathered(t *testing.T, s *SBC, name string, values ...string) float64 {
+	t.Helper()
+	fams, err := s.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			for i, l := range m.GetLabel() {
+				if i >= len(values) || l.GetValue() != values[i] {
+					continue next
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return -1
 }

@@ -145,6 +145,7 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	if s.media, err = newMediaPlane(p); err != nil {
 		return nil, err
 	}
+	s.metrics.Registry.MustRegister(s.media)
 	for _, r := range p.Realms {
 		ep, err := s.newEndpoint(r, p)
 		if err != nil {
