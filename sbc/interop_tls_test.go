@@ -1,0 +1,581 @@
+package sbc
+
+// Interop tests of TLS against real peers on loopback: SIPp (through
+// stunnel shims, Debian's SIPp having no TLS), stunnel/OpenSSL as a TLS
+// client presenting good and bad certificates, sslscan auditing the
+// listeners, and Kamailio as a registrar reached over mutual TLS. Each
+// external binary is skipped when missing, except with CI=true, where its
+// absence fails the test. Every wait is bounded; nothing asserts on time.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sbc-project/sbc/internal/certgen"
+	"github.com/sbc-project/sbc/internal/stunnel"
+	"github.com/sbc-project/sbc/internal/testpolicy"
+)
+
+// interopCalls is how many calls each SIPp flow of the TLS interop test
+// places, at interopRate calls per second.
+const (
+	interopCalls = 25
+	interopRate  = 10
+)
+
+// interopTimeout bounds one SIPp run; SIPp's own -timeout is shorter so
+// that it reports its failure itself.
+const interopTimeout = 60 * time.Second
+
+var loopback = netip.MustParseAddr("127.0.0.1")
+
+// TestInteropTLSSIPpCalls: SIPp UAC over TCP → stunnel client shim
+// (presenting the carrier's certificate) → the SBC's external TLS listener
+// (mutual TLS, trunk known by dns:carrier.example.test alone) → the pool,
+// either over TLS to a stunnel server shim (requiring the SBC's client
+// certificate) in front of a SIPp UAS on TCP, or over UDP to a SIPp UAS.
+// Two flows run one after the other on the same SBC: BYE from the caller,
+// and BYE from the callee, which the SBC must send to the caller over the
+// TLS connection the caller opened (the only way to reach it: SIPp listens
+// on plain TCP, behind the shim).
+func TestInteropTLSSIPpCalls(t *testing.T) {
+	bin := sippBinary(t)
+	requireStunnel(t)
+	for _, pool := range []string{"tls", "udp"} {
+		t.Run("pool_"+pool, func(t *testing.T) { runInteropTLSCalls(t, bin, pool) })
+	}
+}
+
+func runInteropTLSCalls(t *testing.T, bin, poolTransport string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*interopTimeout)
+	defer cancel()
+	k := newTestPKI(t)
+	k.issue("uas", certgen.LeafOptions{CN: "uas", IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, IsServer: true})
+
+	// The UAS, and the pool target in front of it.
+	uasMode, uasNet := "u1", "udp"
+	if poolTransport == "tls" {
+		uasMode, uasNet = "t1", "tcp"
+	}
+	uasPort := freeLoopbackPort(t, uasNet)
+	target := netip.AddrPortFrom(loopback, uint16(uasPort))
+	if poolTransport == "tls" {
+		target = stunnel.Server(t, stunnel.ServerOptions{
+			Connect:  netip.AddrPortFrom(loopback, uint16(uasPort)),
+			CertFile: k.file("uas"), KeyFile: k.key("uas"),
+			CAFile: k.file("ca"), RequireClientCert: true,
+		})
+	}
+
+	pb := tlsPolicy(k, target.String())
+	pbx := pb.Pool("pbx")
+	pbx.Transport = poolTransport
+	if poolTransport != "tls" {
+		pbx.TLS = nil
+	}
+	pb.Limits = &testpolicy.Limits{SourcePPS: new(1000000), SourceCPS: new(1000000)}
+	logs := &syncBuffer{}
+	s := startSBC(t, pb.Parse(t), Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("sbc log:\n%s", tail(logs.String(), 8000))
+		}
+	})
+	ext, _ := s.ListenAddr("external", "tls")
+	shim := stunnel.Client(t, stunnel.ClientOptions{
+		Connect:  ext,
+		CertFile: k.file("carrier"), KeyFile: k.key("carrier"),
+		CAFile: k.file("ca"), ServerName: sbcExtIP,
+	})
+
+	flows := []string{"call", "callee_bye"}
+	for i, flow := range flows {
+		uac, uas := runSIPpPair(ctx, t, bin, sippPair{
+			flow: flow, calls: interopCalls, rate: interopRate,
+			uasMode: uasMode, uasPort: uasPort, remote: shim,
+		})
+		// The callee received every INVITE from the SBC over the pool's
+		// transport (the SBC's Via names it), none from elsewhere.
+		wantVia := "SIP/2.0/" + strings.ToUpper(poolTransport) + " " + sbcIntIP + ":"
+		if n := countReceived(uas, "INVITE ", wantVia); n != interopCalls {
+			t.Errorf("%s: the UAS received %d INVITEs with Via %s…, want %d", flow, n, wantVia, interopCalls)
+		}
+		if n := countReceived(uas, "INVITE ", ""); n != interopCalls {
+			t.Errorf("%s: the UAS received %d INVITEs, want %d", flow, n, interopCalls)
+		}
+		if flow == "callee_bye" {
+			// Every BYE of the callee reached the caller, sent by the SBC's
+			// TLS listener on the caller's connection.
+			extVia := "SIP/2.0/TLS " + sbcExtIP + ":" + strconv.Itoa(int(ext.Port()))
+			if n := countReceived(uac, "BYE ", extVia); n != interopCalls {
+				t.Errorf("the UAC received %d BYEs with Via %s, want %d", n, extVia, interopCalls)
+			}
+		}
+		if poolTransport == "tls" && i < len(flows)-1 {
+			// The UAS is gone and the shim closed the SBC's connection:
+			// wait until the SBC knows, so that the next flow's first
+			// INVITE dials a new one instead of racing the close.
+			waitUntil(ctx, t, "the SBC to see its TLS connection to the pool closed", func() bool {
+				return !s.realms["internal"].connUp("tls", target)
+			})
+		}
+	}
+
+	total := float64(len(flows) * interopCalls)
+	waitCount(ctx, t, `sbc_calls_total{result="answered"}`, func() float64 {
+		return metricSum(s, "sbc_calls_total", map[string]string{"result": "answered"})
+	}, total)
+	if got := metricSeries(s, "sbc_calls_total", nil, "result"); len(got) != 1 {
+		t.Errorf("sbc_calls_total: %v, want only answered", got)
+	}
+	// One TLS connection per SIPp caller run (stunnel opens one per TCP
+	// connection; SIPp's t1 mode opens one), each handshake passed.
+	if got := tlsHandshakes(s, "external", "server"); !maps.Equal(got, map[string]float64{"ok": float64(len(flows))}) {
+		t.Errorf("server handshakes on the external TLS listener: %v, want ok=%d", got, len(flows))
+	}
+	// The SBC never dialled the caller: BYEs went on its connection.
+	if got := tlsHandshakes(s, "external", "client"); len(got) != 0 {
+		t.Errorf("the SBC made TLS handshakes towards the caller: %v", got)
+	}
+	wantClient := map[string]float64{}
+	if poolTransport == "tls" {
+		// One connection per UAS run: dialled again after the first closed.
+		wantClient["ok"] = float64(len(flows))
+	}
+	if got := tlsHandshakes(s, "internal", "client"); !maps.Equal(got, wantClient) {
+		t.Errorf("client handshakes towards the pool: %v, want %v", got, wantClient)
+	}
+	if d := metricSeries(s, "sbc_dropped_total", nil, "stage", "reason"); len(d) != 0 {
+		t.Errorf("sbc_dropped_total in clean call flows: %v", d)
+	}
+	t.Logf("pool %s: %v calls answered; server handshakes %v; client handshakes towards the pool %v",
+		poolTransport, metricSum(s, "sbc_calls_total", map[string]string{"result": "answered"}),
+		tlsHandshakes(s, "external", "server"), tlsHandshakes(s, "internal", "client"))
+}
+
+// TestInteropTLSRefusalsStunnel: stunnel (OpenSSL) as the carrier's TLS
+// client, with TLS 1.2 and with TLS 1.3 (where the client's handshake
+// completes before the server has judged its certificate): the carrier's
+// certificate passes and its OPTIONS is answered, on a first connection
+// and on a second (which OpenSSL would resume); no certificate, another
+// CA's, an expired one, a not yet valid one, and a valid one that maps to
+// no trunk are refused at the handshake, get no answer, and are counted in
+// sbc_tls_handshakes_total and sbc_dropped_total{stage="tls"} with their
+// reason.
+func TestInteropTLSRefusalsStunnel(t *testing.T) {
+	requireStunnel(t)
+	e := newTLSEnv(t, nil)
+	ext := netip.MustParseAddrPort(e.tlsAddr)
+	for _, v := range []struct{ name, extra string }{
+		{"tls12", "sslVersionMax = TLSv1.2"},
+		{"tls13", "sslVersionMin = TLSv1.3"},
+	} {
+		for _, tc := range []struct {
+			leaf   string
+			reason reason // "" passes
+		}{
+			{"carrier", ""},
+			{"", reasonCertMissing},
+			{"foreign", reasonCertUnknownCA},
+			{"expired", reasonCertExpired},
+			{"future", reasonCertNotYetValid},
+			{"stranger", reasonCertNoTrunk},
+		} {
+			name := tc.leaf
+			if name == "" {
+				name = "none"
+			}
+			t.Run(v.name+"/"+name, func(t *testing.T) {
+				opts := stunnel.ClientOptions{Connect: ext, CAFile: e.pki.file("ca"), ServerName: sbcExtIP, Extra: []string{v.extra}}
+				if tc.leaf != "" {
+					opts.CertFile, opts.KeyFile = e.pki.file(tc.leaf), e.pki.key(tc.leaf)
+				}
+				shim := stunnel.Client(t, opts)
+				result := string(tc.reason)
+				if tc.reason == "" {
+					result = tlsOK
+				}
+				before := e.handshakes(result)
+				dropped := func() float64 {
+					return metricSum(e.sbc, "sbc_dropped_total", map[string]string{"stage": string(stageTLS), "reason": string(tc.reason)})
+				}
+				droppedBefore := dropped()
+				want := 1.0
+				if tc.reason == "" {
+					// Twice, on two connections: OpenSSL would resume its
+					// session on the second.
+					want = 2
+					for i := range 2 {
+						if status, err := plainOptions(e.ctx, shim); err != nil || !strings.HasPrefix(status, "SIP/2.0 200") {
+							t.Fatalf("OPTIONS %d through stunnel with the carrier's certificate: %q, %v", i+1, status, err)
+						}
+					}
+				} else if status, err := plainOptions(e.ctx, shim); err == nil {
+					t.Fatalf("OPTIONS answered over a connection the SBC should have refused: %q", status)
+				}
+				waitCount(e.ctx, t, "sbc_tls_handshakes_total{result="+result+"}", func() float64 { return e.handshakes(result) }, before+want)
+				if tc.reason != "" {
+					waitCount(e.ctx, t, "sbc_dropped_total{stage=tls,reason="+string(tc.reason)+"}", dropped, droppedBefore+1)
+				}
+			})
+		}
+	}
+	t.Logf("server handshakes: %v; dropped: %v", tlsHandshakes(e.sbc, "external", "server"),
+		metricSeries(e.sbc, "sbc_dropped_total", map[string]string{"stage": string(stageTLS)}, "reason"))
+}
+
+// plainOptions sends an OPTIONS over a new plain TCP connection to addr
+// (a stunnel client shim) and returns the status line of the answer. A
+// connection closed (or reset) without an answer is an error.
+func plainOptions(ctx context.Context, addr netip.AddrPort) (string, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr.String())
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	la := conn.LocalAddr().String()
+	msg := "OPTIONS sip:sbc@" + addr.String() + ";transport=tcp SIP/2.0\r\n" +
+		"Via: SIP/2.0/TCP " + la + ";branch=z9hG4bK" + newID() + ";rport\r\n" +
+		"Max-Forwards: 70\r\nFrom: <sip:probe@example.test>;tag=" + newID() + "\r\n" +
+		"To: <sip:sbc@" + addr.String() + ">\r\nCall-ID: " + newID() + "\r\nCSeq: 1 OPTIONS\r\n" +
+		"Contact: <sip:probe@" + la + ";transport=tcp>\r\nContent-Length: 0\r\n\r\n"
+	if _, err := conn.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		if errors.Is(err, io.EOF) && line == "" {
+			return "", errors.New("connection closed without an answer")
+		}
+		return strings.TrimSpace(line), err
+	}
+	return strings.TrimSpace(line), nil
+}
+
+// sippBinary returns the sipp binary, skipping the test when it is not
+// installed, except in CI (CI=true) where its absence is a failure.
+func sippBinary(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("sipp")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("sipp not found (install Debian package sip-tester): %v", err)
+		}
+		t.Skip("sipp not installed (Debian package sip-tester)")
+	}
+	return p
+}
+
+// requireStunnel skips the test without stunnel, except in CI (CI=true),
+// where that fails it; checked before anything is started.
+func requireStunnel(t *testing.T) {
+	t.Helper()
+	if err := stunnel.Available(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+}
+
+// sippPair is one SIPp run: a UAS, then a UAC calling remote over TCP.
+type sippPair struct {
+	flow    string // scenarios testdata/sipp/uac_<flow>.xml and uas_<flow>.xml
+	calls   int
+	rate    int
+	uasMode string // -t of the UAS: "u1" or "t1"
+	uasPort int    // on 127.0.0.1
+	remote  netip.AddrPort
+}
+
+// runSIPpPair runs a SIPp UAS and UAC to the end of their calls and returns
+// their message logs (what each received and sent). Either exiting with
+// an error (SIPp exits 0 only when every call reached the end of its
+// scenario) fails the test with both outputs and logs.
+func runSIPpPair(ctx context.Context, t *testing.T, bin string, p sippPair) (uac, uas []sippMessage) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, interopTimeout)
+	defer cancel()
+	dir := t.TempDir()
+	common := []string{"-i", loopback.String(), "-m", strconv.Itoa(p.calls), "-nostdin",
+		"-timeout", strconv.Itoa(int(interopTimeout/time.Second) - 10), "-timeout_error", "-trace_msg", "-trace_err"}
+	file := func(n string) string { return filepath.Join(dir, n) }
+	uasProc := startSIPpProc(ctx, bin, append([]string{
+		"-sf", filepath.Join("testdata", "sipp", "uas_"+p.flow+".xml"),
+		"-t", p.uasMode, "-p", strconv.Itoa(p.uasPort),
+		"-message_file", file("uas_messages.log"), "-error_file", file("uas_errors.log"),
+	}, common...))
+	if err := uasProc.start(); err != nil {
+		t.Fatalf("start sipp uas: %v", err)
+	}
+	network := "udp"
+	if p.uasMode == "t1" {
+		network = "tcp"
+	}
+	waitBound(ctx, t, network, p.uasPort, uasProc.done)
+	uacProc := startSIPpProc(ctx, bin, append([]string{
+		"-sf", filepath.Join("testdata", "sipp", "uac_"+p.flow+".xml"),
+		p.remote.String(), "-t", "t1", "-p", strconv.Itoa(freeLoopbackPort(t, "tcp")),
+		"-r", strconv.Itoa(p.rate), "-l", strconv.Itoa(p.calls),
+		"-message_file", file("uac_messages.log"), "-error_file", file("uac_errors.log"),
+	}, common...))
+	if err := uacProc.start(); err != nil {
+		t.Fatalf("start sipp uac: %v", err)
+	}
+	<-uacProc.done
+	if uacProc.err != nil {
+		cancel() // the UAS would wait for its -timeout
+	}
+	<-uasProc.done
+	if uacProc.err != nil || uasProc.err != nil {
+		t.Logf("sipp uac output:\n%s", tail(uacProc.out.String(), 3000))
+		t.Logf("sipp uas output:\n%s", tail(uasProc.out.String(), 3000))
+		for _, n := range []string{"uac_errors.log", "uas_errors.log", "uac_messages.log", "uas_messages.log"} {
+			if b, err := os.ReadFile(file(n)); err == nil {
+				t.Logf("%s:\n%s", n, tail(string(b), 6000))
+			}
+		}
+		t.Fatalf("sipp %s: uac: %v, uas: %v (exit 0 means every call succeeded)", p.flow, uacProc.err, uasProc.err)
+	}
+	return readSIPpMessages(t, file("uac_messages.log")), readSIPpMessages(t, file("uas_messages.log"))
+}
+
+// sippProc is a SIPp process.
+type sippProc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{} // closed once it exited; err is then set
+	err  error
+}
+
+func startSIPpProc(ctx context.Context, bin string, args []string) *sippProc {
+	p := &sippProc{out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.CommandContext(ctx, bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.WaitDelay = 2 * time.Second
+	return p
+}
+
+func (p *sippProc) start() error {
+	if err := p.cmd.Start(); err != nil {
+		return err
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	return nil
+}
+
+// freeLoopbackPort returns a 127.0.0.1 port of network ("tcp", "udp")
+// that was free a moment ago.
+func freeLoopbackPort(t *testing.T, network string) int {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// waitBound waits until a socket listens on 127.0.0.1:port (a bound UDP
+// socket, or a TCP socket in LISTEN state), read from /proc/net so the
+// owner is not disturbed by a probe, or until the process behind done
+// exits.
+func waitBound(ctx context.Context, t *testing.T, network string, port int, done <-chan struct{}) {
+	t.Helper()
+	want := fmt.Sprintf("0100007F:%04X", port)
+	bound := func() bool {
+		b, err := os.ReadFile("/proc/net/" + network)
+		if err != nil {
+			return false
+		}
+		for line := range strings.Lines(string(b)) {
+			f := strings.Fields(line)
+			if len(f) > 3 && f[1] == want && (network == "udp" || f[3] == "0A") {
+				return true
+			}
+		}
+		return false
+	}
+	for !bound() {
+		select {
+		case <-done:
+			t.Fatalf("sipp exited before binding %s port %d", network, port)
+		case <-ctx.Done():
+			t.Fatalf("nothing bound %s port %d", network, port)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// waitUntil polls cond until it holds, failing the test when ctx ends
+// first.
+func waitUntil(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// sippMessage is one message of a SIPp -trace_msg log.
+type sippMessage struct {
+	sent bool
+	text string
+}
+
+// readSIPpMessages splits a SIPp message log into its messages.
+func readSIPpMessages(t *testing.T, path string) []sippMessage {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("sipp message log: %v", err)
+	}
+	var out []sippMessage
+	var cur *sippMessage
+	var body strings.Builder
+	flush := func() {
+		if cur != nil {
+			cur.text = strings.TrimSpace(body.String())
+			out = append(out, *cur)
+		}
+		cur = nil
+		body.Reset()
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "-----------------------------------------------"):
+			flush()
+		case cur == nil && strings.Contains(line, " message sent "):
+			cur = &sippMessage{sent: true}
+		case cur == nil && strings.Contains(line, " message received "):
+			cur = &sippMessage{}
+		case cur != nil:
+			body.WriteString(line)
+			body.WriteByte('\n')
+		}
+	}
+	flush()
+	return out
+}
+
+// countReceived counts the messages received whose start line begins
+// with start and, unless via is "", whose top Via begins with via.
+func countReceived(msgs []sippMessage, start, via string) int {
+	n := 0
+	for _, m := range msgs {
+		if m.sent || !strings.HasPrefix(m.text, start) {
+			continue
+		}
+		if via == "" {
+			n++
+			continue
+		}
+		for line := range strings.Lines(m.text) {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Via:"); ok {
+				if strings.HasPrefix(strings.TrimSpace(v), via) {
+					n++
+				}
+				break
+			}
+		}
+	}
+	return n
+}
+
+// metricSeries returns the non-zero series of a counter or gauge whose
+// labels include match, keyed by the values of the labels keys joined
+// with "/".
+func metricSeries(s *SBC, name string, match map[string]string, keys ...string) map[string]float64 {
+	out := map[string]float64{}
+	mfs, err := s.metrics.Registry.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			for k, v := range match {
+				if labels[k] != v {
+					continue series
+				}
+			}
+			v := m.GetCounter().GetValue()
+			if g := m.GetGauge(); g != nil {
+				v = g.GetValue()
+			}
+			if v == 0 {
+				continue
+			}
+			var key []string
+			for _, k := range keys {
+				key = append(key, labels[k])
+			}
+			out[strings.Join(key, "/")] += v
+		}
+	}
+	return out
+}
+
+// metricSum is the sum of the series of a metric whose labels include
+// match.
+func metricSum(s *SBC, name string, match map[string]string) float64 {
+	var sum float64
+	for _, v := range metricSeries(s, name, match) {
+		sum += v
+	}
+	return sum
+}
+
+// tlsHandshakes is sbc_tls_handshakes_total of a realm's "tls" transport
+// and side, by result (non-zero only).
+func tlsHandshakes(s *SBC, realm, side string) map[string]float64 {
+	return metricSeries(s, "sbc_tls_handshakes_total", map[string]string{"realm": realm, "transport": "tls", "side": side}, "result")
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}
