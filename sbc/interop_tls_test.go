@@ -21,12 +21,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sbc-project/sbc/internal/certgen"
+	"github.com/sbc-project/sbc/internal/sslscan"
 	"github.com/sbc-project/sbc/internal/stunnel"
 	"github.com/sbc-project/sbc/internal/testpolicy"
 )
@@ -578,4 +580,81 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "…" + s[len(s)-n:]
+}
+
+// TestInteropTLSSSLScan: sslscan audits the SBC's listeners as an outside
+// auditor would. The external realm's TLS listener (mutual TLS, scanned
+// with the carrier's client certificate so that its TLS 1.2 suites are
+// listed) and a WSS listener (no client certificate) accept TLS 1.2 and
+// 1.3 only, no SSLv2, SSLv3, TLS 1.0 or 1.1, and nothing sslscan's result
+// calls weak; with min_version = "1.3" (realm "modern") they accept TLS
+// 1.3 only. The SBC counts the scans' handshakes.
+func TestInteropTLSSSLScan(t *testing.T) {
+	sslscan.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	k := newTestPKI(t)
+	const modernIP = "127.0.0.5"
+	k.issue("modern", certgen.LeafOptions{CN: "sbc-modern", IPAddresses: []net.IP{net.ParseIP(modernIP)}, IsServer: true})
+	pb := tlsPolicy(k, netip.AddrPortFrom(netip.MustParseAddr(backendIP), uint16(freeLoopbackPort(t, "udp"))).String())
+	pbx := pb.Pool("pbx")
+	pbx.Transport, pbx.TLS = "udp", nil // never reached
+	ext := pb.Realm("external")
+	ext.Listeners = append(ext.Listeners, testpolicy.Listener{Transport: "wss", Bind: sbcExtIP + ":0", Origins: []string{"*"},
+		TLS: &testpolicy.ListenerTLS{CertFile: k.file("sbc"), KeyFile: k.key("sbc")}})
+	pb.Realms = append(pb.Realms, testpolicy.Realm{Name: "modern", Listeners: []testpolicy.Listener{
+		{Transport: "tls", Bind: modernIP + ":0",
+			TLS: &testpolicy.ListenerTLS{CertFile: k.file("modern"), KeyFile: k.key("modern"), MinVersion: "1.3"}},
+		{Transport: "wss", Bind: modernIP + ":0", Origins: []string{"https://app.example.test"},
+			TLS: &testpolicy.ListenerTLS{CertFile: k.file("modern"), KeyFile: k.key("modern"), MinVersion: "1.3"}},
+	}})
+	s := startSBC(t, pb.Parse(t), Options{Logger: testLogger()})
+
+	mtls := []string{"--certs=" + k.file("carrier"), "--pk=" + k.key("carrier")}
+	for _, tc := range []struct {
+		realm, transport string
+		args             []string
+		want             []string // protocol versions accepted
+	}{
+		{"external", "tls", mtls, []string{sslscan.TLSv12, sslscan.TLSv13}},
+		{"external", "wss", nil, []string{sslscan.TLSv12, sslscan.TLSv13}},
+		{"modern", "tls", nil, []string{sslscan.TLSv13}},
+		{"modern", "wss", nil, []string{sslscan.TLSv13}},
+	} {
+		t.Run(tc.realm+"_"+tc.transport, func(t *testing.T) {
+			addr, ok := s.ListenAddr(tc.realm, tc.transport)
+			if !ok {
+				t.Fatalf("no %s listener in realm %s", tc.transport, tc.realm)
+			}
+			r, err := sslscan.Scan(ctx, addr.String(), tc.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.EnabledProtocols(); !slices.Equal(got, tc.want) {
+				t.Errorf("protocols accepted: %v, want %v", got, tc.want)
+			}
+			for _, p := range []string{sslscan.SSLv2, sslscan.SSLv3, sslscan.TLSv10, sslscan.TLSv11} {
+				if !slices.ContainsFunc(r.Protocols, func(q sslscan.Protocol) bool { return q.Name == p && !q.Enabled }) {
+					t.Errorf("%s not reported as tested and refused: %v", p, r.Protocols)
+				}
+			}
+			for _, p := range tc.want {
+				if len(r.CiphersFor(p)) == 0 {
+					t.Errorf("no cipher suite listed for %s", p)
+				}
+			}
+			if w := r.Weak(); w != nil {
+				t.Errorf("weak: %v", w)
+			}
+			hs := metricSeries(s, "sbc_tls_handshakes_total", map[string]string{"realm": tc.realm, "transport": tc.transport, "side": "server"}, "result")
+			if hs["handshake_failed"] == 0 || (tc.transport == "tls" && hs[tlsOK] == 0) {
+				t.Errorf("the SBC did not count the scan's handshakes: %v", hs)
+			}
+			var suites []string
+			for _, c := range r.Ciphers {
+				suites = append(suites, c.Protocol+" "+c.Name)
+			}
+			t.Logf("%s %s: protocols %v; suites %v; handshakes %v", tc.realm, tc.transport, r.EnabledProtocols(), suites, hs)
+		})
+	}
 }
