@@ -27,10 +27,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sbc-project/sbc/internal/certgen"
+	"github.com/sbc-project/sbc/internal/kamailio"
+	"github.com/sbc-project/sbc/internal/sipua"
 	"github.com/sbc-project/sbc/internal/sslscan"
 	"github.com/sbc-project/sbc/internal/stunnel"
 	"github.com/sbc-project/sbc/internal/testpolicy"
+	"github.com/sbc-project/sbc/policy"
 )
 
 // interopCalls is how many calls each SIPp flow of the TLS interop test
@@ -657,4 +662,170 @@ func TestInteropTLSSSLScan(t *testing.T) {
 			t.Logf("%s %s: protocols %v; suites %v; handshakes %v", tc.realm, tc.transport, r.EnabledProtocols(), suites, hs)
 		})
 	}
+}
+
+// TestInteropTLSKamailioRegistrar: Kamailio is the pool's registrar,
+// reached over mutual TLS: the pool's [pool.tls] trusts the test CA and
+// checks the target's IP (127.0.0.1, in Kamailio's certificate), and
+// presents the SBC's certificate, which Kamailio requires. The OPTIONS
+// health check over TLS first finds nothing listening (target down), then
+// Kamailio (target up); a REGISTER the carrier sends over UDP is relayed
+// to Kamailio over that TLS connection, and its 200 comes back to the
+// carrier. Kamailio logs the certificate it verified on each request:
+// tls_cn="sbc" tls_verified=1. Without the client certificate in
+// [pool.tls], Kamailio refuses the SBC's connections: the target goes
+// down, and the REGISTER is answered 503 by the SBC.
+func TestInteropTLSKamailioRegistrar(t *testing.T) {
+	if err := kamailio.Available(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("kamailio: %v", err)
+		}
+		t.Skipf("kamailio: %v", err)
+	}
+	t.Run("mutual", func(t *testing.T) { runKamailioRegistrar(t, true) })
+	t.Run("no_client_certificate", func(t *testing.T) { runKamailioRegistrar(t, false) })
+}
+
+func runKamailioRegistrar(t *testing.T, clientCert bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	k := newTestPKI(t)
+	k.issue("kamailio", certgen.LeafOptions{CN: "kamailio", IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, IsServer: true})
+	kamTLS := netip.AddrPortFrom(loopback, uint16(freeLoopbackPort(t, "tcp")))
+
+	pb := tlsPolicy(k, kamTLS.String())
+	// The carrier is known by its address here and registers over UDP.
+	pb.Trunks = []testpolicy.Trunk{{Name: "carrier", Realm: "external", Sources: []string{callerIP + "/32"},
+		AllowRegister: true, RegisterDomains: []string{"example.test"}}}
+	pbx := pb.Pool("pbx")
+	pbx.Health = &testpolicy.Health{Interval: policy.D(200 * time.Millisecond), Timeout: policy.D(150 * time.Millisecond), Up: 1, Down: 1}
+	if !clientCert {
+		pbx.TLS.CertFile, pbx.TLS.KeyFile = "", ""
+	}
+	startKamailio := func() *kamailio.Kamailio {
+		return kamailio.Start(t, kamailio.Options{
+			TLS:      kamTLS,
+			CertFile: k.file("kamailio"), KeyFile: k.key("kamailio"),
+			CAFile: k.file("ca"), RequireClientCert: true,
+		})
+	}
+	var kam *kamailio.Kamailio
+	if !clientCert {
+		kam = startKamailio() // up before the SBC's first ping
+	}
+	logs := &syncBuffer{}
+	s := startSBC(t, pb.Parse(t), Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("sbc log:\n%s", tail(logs.String(), 8000))
+		}
+	})
+	tg := s.state.Load().pools["pbx"].targets[0]
+	targetUp := func() float64 {
+		return testutil.ToFloat64(s.metrics.TargetUp.WithLabelValues("pbx", kamTLS.String()))
+	}
+
+	if clientCert {
+		// Nothing listens yet: the health check takes the target down.
+		waitUntil(ctx, t, "the target to be down", func() bool { return !tg.isUp() && targetUp() == 0 })
+		kam = startKamailio()
+		waitUntil(ctx, t, "the target to be up", func() bool { return tg.isUp() && targetUp() == 1 })
+		if line := kamailioRequest(t, kam, "OPTIONS"); !strings.Contains(line, `proto=tls`) || !strings.Contains(line, `tls_cn="sbc" tls_verified=1`) {
+			t.Errorf("Kamailio's log of the health check: %q, want proto=tls tls_cn=\"sbc\" tls_verified=1", line)
+		}
+	} else {
+		// Kamailio listens, but refuses the SBC's connections.
+		waitUntil(ctx, t, "the target to be down", func() bool { return !tg.isUp() && targetUp() == 0 })
+		if !kam.WaitLog("peer did not return a certificate", 10*time.Second) {
+			t.Errorf("Kamailio did not log its refusal of the SBC's connection without a certificate")
+		}
+	}
+
+	c, err := sipua.NewCaller(sipua.CallerOptions{Addr: callerIP + ":0", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ext, _ := s.ListenAddr("external", "udp")
+	callID := "reg-" + newID()
+	register := func(cseq int) *sip.Response {
+		t.Helper()
+		raw := fmt.Sprintf("REGISTER sip:example.test SIP/2.0\r\n"+
+			"Via: SIP/2.0/UDP %[1]s;branch=z9hG4bK-reg%[3]s\r\n"+
+			"Max-Forwards: 70\r\n"+
+			"From: <sip:1001@example.test>;tag=r%[2]d\r\n"+
+			"To: <sip:1001@example.test>\r\n"+
+			"Call-ID: %[4]s\r\n"+
+			"CSeq: %[2]d REGISTER\r\n"+
+			"Contact: <sip:1001@%[1]s>;expires=60\r\n"+
+			"Content-Length: 0\r\n\r\n", c.Addr(), cseq, newID(), callID)
+		if err := c.Send(ctx, []byte(raw), ext.String()); err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.WaitFor(ctx, func(m sipua.Msg) bool {
+			return m.CSeqMethod() == "REGISTER" && m.Status >= 200 && strings.HasPrefix(m.Header("CSeq"), strconv.Itoa(cseq)+" ")
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := sip.NewParser().ParseSIP(m.Raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg.(*sip.Response)
+	}
+	res := register(1)
+	if !clientCert {
+		if res.StatusCode != 503 {
+			t.Errorf("REGISTER with the registrar refusing the SBC: %d %s, want 503", res.StatusCode, res.Reason)
+		}
+		if strings.Contains(kam.Log(), kamailio.LogPrefix+" request method=") {
+			t.Errorf("a request reached Kamailio's routing over a connection without a client certificate")
+		}
+		// The SBC's side of those handshakes says ok over TLS 1.3: its
+		// handshake is complete before the server judges the client's
+		// certificate (the refusal comes as an alert on the first read).
+		t.Logf("without a client certificate: target down, REGISTER answered %d; SBC client handshakes %v",
+			res.StatusCode, tlsHandshakes(s, "internal", "client"))
+		return
+	}
+	if res.StatusCode != 200 {
+		t.Fatalf("REGISTER: %d %s, want 200 from Kamailio", res.StatusCode, res.Reason)
+	}
+	if ct := res.Contact(); ct == nil || ct.Address.User != "1001" || !strings.Contains(ct.Address.Host, callerIP) {
+		t.Errorf("the 200 OK's Contact: %v, want the carrier's own", res.Contact())
+	}
+	if line := kamailioRequest(t, kam, "REGISTER"); !strings.Contains(line, `proto=tls`) || !strings.Contains(line, `tls_cn="sbc" tls_verified=1`) {
+		t.Errorf("Kamailio's log of the REGISTER: %q, want proto=tls tls_cn=\"sbc\" tls_verified=1", line)
+	}
+	// A refresh goes the same way, on the same connection.
+	if res := register(2); res.StatusCode != 200 {
+		t.Fatalf("REGISTER refresh: %d %s, want 200", res.StatusCode, res.Reason)
+	}
+	// One TLS connection to Kamailio carried the pings and both REGISTERs.
+	if got := tlsHandshakes(s, "internal", "client"); !maps.Equal(got, map[string]float64{tlsOK: 1}) {
+		t.Errorf("client handshakes towards Kamailio: %v, want ok=1", got)
+	}
+	if n := strings.Count(kam.Log(), "request method=REGISTER proto=tls"); n != 2 {
+		t.Errorf("Kamailio logged %d REGISTERs over TLS, want 2", n)
+	}
+	t.Logf("Kamailio: %d OPTIONS and %d REGISTERs over TLS; SBC client handshakes %v; REGISTER answered %d",
+		strings.Count(kam.Log(), "request method=OPTIONS proto=tls"), strings.Count(kam.Log(), "request method=REGISTER proto=tls"),
+		tlsHandshakes(s, "internal", "client"), res.StatusCode)
+}
+
+// kamailioRequest waits for Kamailio to log a request of method and
+// returns its first such log line.
+func kamailioRequest(t *testing.T, k *kamailio.Kamailio, method string) string {
+	t.Helper()
+	needle := kamailio.LogPrefix + " request method=" + method + " "
+	if !k.WaitLog(needle, 10*time.Second) {
+		t.Fatalf("Kamailio logged no %s", method)
+	}
+	for line := range strings.Lines(k.Log()) {
+		if strings.Contains(line, needle) {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
 }
