@@ -698,7 +698,7 @@ func runKamailioRegistrar(t *testing.T, clientCert bool) {
 	pb.Trunks = []testpolicy.Trunk{{Name: "carrier", Realm: "external", Sources: []string{callerIP + "/32"},
 		AllowRegister: true, RegisterDomains: []string{"example.test"}}}
 	pbx := pb.Pool("pbx")
-	pbx.Health = &testpolicy.Health{Interval: policy.D(200 * time.Millisecond), Timeout: policy.D(150 * time.Millisecond), Up: 1, Down: 1}
+	pbx.Health = &testpolicy.Health{Interval: policy.D(500 * time.Millisecond), Timeout: policy.D(400 * time.Millisecond), Up: 1, Down: 1}
 	if !clientCert {
 		pbx.TLS.CertFile, pbx.TLS.KeyFile = "", ""
 	}
@@ -803,8 +803,11 @@ func runKamailioRegistrar(t *testing.T, clientCert bool) {
 		t.Fatalf("REGISTER refresh: %d %s, want 200", res.StatusCode, res.Reason)
 	}
 	// One TLS connection to Kamailio carried the pings and both REGISTERs.
-	if got := tlsHandshakes(s, "internal", "client"); !maps.Equal(got, map[string]float64{tlsOK: 1}) {
-		t.Errorf("client handshakes towards Kamailio: %v, want ok=1", got)
+	// (A ping sent while Kamailio was starting may have timed out in its
+	// handshake: handshake_failed, never a certificate reason.)
+	hs := tlsHandshakes(s, "internal", "client")
+	if hs[tlsOK] != 1 || slices.ContainsFunc(slices.Collect(maps.Keys(hs)), func(r string) bool { return strings.HasPrefix(r, "cert_") }) {
+		t.Errorf("client handshakes towards Kamailio: %v, want ok=1 and no certificate refusal", hs)
 	}
 	if n := strings.Count(kam.Log(), "request method=REGISTER proto=tls"); n != 2 {
 		t.Errorf("Kamailio logged %d REGISTERs over TLS, want 2", n)
