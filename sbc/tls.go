@@ -631,12 +631,17 @@ func (ep *endpoint) dialTLS(ctx context.Context, dst netip.AddrPort) error {
 		conn.Close()
 		return net.ErrClosed
 	}
-	// sipgo adds the connection to its pool right after accepting it.
+	// sipgo adds the connection to its pool right after accepting it
+	// (unless it died at once: then the request's own deadline ends this).
 	for deadline := time.Now().Add(2 * time.Second); !ep.connUp("tls", dst); {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("tls: connection to %s not taken up", dst)
 		}
-		time.Sleep(time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
 	}
 	return nil
 }
