@@ -283,12 +283,8 @@ func (cm *callMedia) fromLeg(from string, isOffer bool, in *sdp.SessionDescripti
 		if err := cm.keysFrom(from, isOffer, src, savpProto(md.MediaName.Protos), rm); err != nil {
 			return nil, err
 		}
-		if src.sdes {
-			t, err := srtp.NewSDES(*src.our, *src.their)
-			if err != nil {
-				return nil, mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, err)
-			}
-			ms.st.SetTransform(srcLeg, t)
+		if err := setKeys(ms.st, srcLeg, src); err != nil {
+			return nil, err
 		}
 		// The other side's profile: decided by its policy when we offer,
 		// kept when we answer.
@@ -332,6 +328,32 @@ func (cm *callMedia) fromLeg(from string, isOffer bool, in *sdp.SessionDescripti
 		return nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
 	}
 	return b, nil
+}
+
+// setKeys gives a leg the transform its profile and keys call for. An
+// SRTP leg that already has one is rekeyed in place: contexts whose keys
+// did not change are kept, and the rollover counter of the current source
+// carries over a new key (RFC 3711 3.3.1), so a re-INVITE (hold, a
+// refresh) does not reset the index the peer is at (notes, pitfall 6).
+func setKeys(st *srtp.Stream, id srtp.LegID, sd *side) error {
+	if !sd.sdes {
+		if _, plain := st.Transform(id).(srtp.Plain); !plain {
+			st.SetTransform(id, srtp.Plain{})
+		}
+		return nil
+	}
+	if cur, ok := st.Transform(id).(*srtp.SRTP); ok {
+		if err := cur.RekeySDES(*sd.our, *sd.their); err != nil {
+			return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, err)
+		}
+		return nil
+	}
+	t, err := srtp.NewSDES(*sd.our, *sd.their)
+	if err != nil {
+		return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, err)
+	}
+	st.SetTransform(id, t)
+	return nil
 }
 
 // keepFeedbackProfile: an AVPF line stays AVPF (RTCP feedback) on the
