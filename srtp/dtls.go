@@ -351,7 +351,7 @@ func (d *DTLS) newSessionLocked(peer netip.AddrPort, client bool) *dtlsSession {
 	if err != nil {
 		_ = conn.Close()
 		res := DTLSResult{Leg: d.id, Peer: peer, Client: client, Err: err}
-		go d.report(res)
+		d.report(res) // on a goroutine of its own
 		return nil
 	}
 	sess.eng = eng
