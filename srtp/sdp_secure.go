@@ -3,6 +3,7 @@ package srtp
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -23,11 +24,13 @@ type Security struct {
 	// stronger); Refused the others, to log.
 	Fingerprints []Fingerprint
 	Refused      []error
+	// TLSProto: the m= line's profile is UDP/TLS/RTP/SAVP or SAVPF.
+	TLSProto bool
 }
 
 // DTLS reports whether the m= line asks for DTLS-SRTP (a fingerprint, or a
 // UDP/TLS/RTP/SAVP(F) profile).
-func (s Security) DTLS() bool { return len(s.Fingerprints) > 0 || len(s.Refused) > 0 }
+func (s Security) DTLS() bool { return len(s.Fingerprints) > 0 || len(s.Refused) > 0 || s.TLSProto }
 
 // RemoteSecurity reads m= line i's ICE and DTLS parameters. A malformed
 // a=setup or ICE credentials that break RFC 8839 are ErrBadSDP; a refused
@@ -38,6 +41,7 @@ func RemoteSecurity(s *sdp.SessionDescription, i int) (Security, error) {
 	}
 	md := s.MediaDescriptions[i]
 	var sec Security
+	sec.TLSProto = slices.ContainsFunc(md.MediaName.Protos, func(p string) bool { return strings.EqualFold(p, "TLS") })
 	get := func(key string) (string, bool) {
 		for _, attrs := range [][]sdp.Attribute{md.Attributes, s.Attributes} {
 			for _, a := range attrs {
@@ -80,7 +84,7 @@ func RemoteSecurity(s *sdp.SessionDescription, i int) (Security, error) {
 			}
 			sec.Fingerprints = append(sec.Fingerprints, f)
 		}
-		if sec.DTLS() {
+		if len(sec.Fingerprints)+len(sec.Refused) > 0 {
 			break
 		}
 	}

@@ -59,6 +59,9 @@ func TestRemoteSecurityRefusals(t *testing.T) {
 		}
 		return RemoteSecurity(s, 0)
 	}
+	if sec, err := parse("m=audio 4000 UDP/TLS/RTP/SAVPF 0\r\n"); err != nil || !sec.DTLS() || !sec.TLSProto {
+		t.Fatalf("%+v %v", sec, err)
+	}
 	sec, err := parse("a=ice-lite\r\nm=audio 4000 UDP/TLS/RTP/SAVPF 0\r\n" +
 		"a=fingerprint:sha-1 AB:CD:EF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00\r\n" +
 		"a=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\na=setup:active\r\n")

@@ -142,7 +142,10 @@ type LegConfig struct {
 	// ClockRate is the RTP clock of the media (default 8000), used to
 	// advance the timestamp across a source switch.
 	ClockRate uint32
-	// Handler gets STUN and DTLS datagrams; nil drops and counts them.
+	// Handler gets STUN and DTLS datagrams; nil drops and counts them. A
+	// StreamBinder is bound to the stream before its first datagram, an
+	// io.Closer is closed with the stream (DTLS, ICELite, SecureLeg are
+	// both).
 	Handler DatagramHandler
 }
 
