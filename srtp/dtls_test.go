@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -589,5 +590,54 @@ func BenchmarkDTLSHandshake(b *testing.B) {
 		if r := res.next(b); r.Err != nil {
 			b.Fatal(r.Err)
 		}
+	}
+}
+
+// TestDTLSCloseLeaksNothing: after an established association, the
+// stream's Close ends the DTLS goroutines (pion's included).
+func TestDTLSCloseLeaksNothing(t *testing.T) {
+	pp := newTestPool(t)
+	pb := newPhone(t)
+	before := runtime.NumGoroutine()
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(loopback, 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ph := &dtlsPhone{t: t, conn: c, cert: sbcCert, media: make(chan []byte, 256)}
+	ph.wg.Add(1)
+	go ph.read()
+	res, onDone := newResults()
+	d := newTestDTLS(t, DTLSConfig{Setup: SetupPassive, RemoteSetup: SetupActive,
+		RemoteFingerprints: []Fingerprint{ph.cert.Fingerprint}, OnDone: onDone})
+	s, err := NewStream(StreamConfig{
+		A: LegConfig{Ports: allocate(t, pp, true), Remote: ph.addr(), Handler: d},
+		B: LegConfig{Ports: allocate(t, pp, true), Remote: pb.addr()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aAddr, _ := s.LocalAddr(LegA)
+	if _, _, err := ph.handshake(true, aAddr, d.Fingerprint()); err != nil {
+		t.Fatal(err)
+	}
+	if r := res.next(t); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ph.mu.Lock()
+	_ = ph.dc.Close()
+	_ = ph.fc.Close()
+	ph.mu.Unlock()
+	_ = c.Close()
+	ph.wg.Wait()
+	for i := 0; runtime.NumGoroutine() > before && i < 1000; i++ {
+		runtime.Gosched()
+		time.Sleep(time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<16)
+		t.Fatalf("%d goroutines before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
 	}
 }
