@@ -40,8 +40,6 @@ var (
 	ErrDTLSRole = errors.New("srtp: DTLS setup roles conflict")
 	// ErrDTLSTimeout: the handshake did not complete in time.
 	ErrDTLSTimeout = errors.New("srtp: DTLS handshake timed out")
-	// ErrDTLSClosed: the handler was closed.
-	ErrDTLSClosed = errors.New("srtp: DTLS closed")
 )
 
 // DTLSConfig configures NewDTLS.
