@@ -253,12 +253,14 @@ type Trunk struct {
 	// name; required when allow_register is true ("no public extensions").
 	RegisterDomains []string `toml:"register_domains"`
 	// MediaEncryption is what the SBC accepts in the trunk's offers:
-	// "any" (default: plain RTP or SDES-SRTP, as the trunk offers),
-	// "none" (plain RTP only: an offer with SRTP only gets 488), "sdes"
-	// (SDES-SRTP, RFC 4568).
+	// "any" (default: plain RTP, SDES-SRTP or DTLS-SRTP, as the trunk
+	// offers), "none" (plain RTP only: an offer with SRTP gets 488),
+	// "sdes" (SDES-SRTP, RFC 4568), "dtls" (DTLS-SRTP, RFC 5763; with
+	// ICE-lite towards WebRTC clients). It is also the profile of the
+	// SBC's own offers to the trunk.
 	MediaEncryption string `toml:"media_encryption"`
 	// MediaRequired: an offer without the encryption media_encryption
-	// names ("sdes") gets 488. Default false.
+	// names ("sdes" or "dtls") gets 488. Default false.
 	MediaRequired bool `toml:"media_required"`
 }
 
@@ -280,9 +282,9 @@ type Pool struct {
 	// Health is the OPTIONS health check.
 	Health Health `toml:"health"`
 	// MediaEncryption is what the SBC offers the targets: "none"
-	// (default: plain RTP), "sdes" (SDES-SRTP with keys of the SBC), or
-	// "any" (the profile of the caller's leg: SDES if the caller uses
-	// SDES, plain otherwise).
+	// (default: plain RTP), "sdes" (SDES-SRTP with keys of the SBC),
+	// "dtls" (DTLS-SRTP, actpass, no ICE), or "any" (the profile of the
+	// caller's leg; SDES for a DTLS caller).
 	MediaEncryption string `toml:"media_encryption"`
 	// TCPForLarge: with transport "udp", an INVITE larger than 1300 bytes
 	// goes to the target over TCP instead (RFC 3261 18.1.1); the target

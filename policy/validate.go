@@ -1082,10 +1082,6 @@ func (v *validator) media() {
 		for i, a := range allowed {
 			want[i] = quote(a)
 		}
-		if *val == "dtls" {
-			v.errf(path, "media_encryption \"dtls\" is not supported yet (want %s)", strings.Join(want, ", "))
-			return
-		}
 		if !slices.Contains(allowed, *val) {
 			v.errf(path, "unknown media_encryption %s (want %s)", quote(*val), strings.Join(want, ", "))
 		}
@@ -1093,13 +1089,13 @@ func (v *validator) media() {
 	for i := range v.p.Trunks {
 		t := &v.p.Trunks[i]
 		tp := elemPath("trunk", i)
-		enc(tp+".media_encryption", &t.MediaEncryption, "any", "any", "none", "sdes")
-		if t.MediaRequired && t.MediaEncryption != "sdes" {
-			v.errf(tp+".media_required", "media_required needs media_encryption = \"sdes\" (what is required)")
+		enc(tp+".media_encryption", &t.MediaEncryption, "any", "any", "none", "sdes", "dtls")
+		if t.MediaRequired && t.MediaEncryption != "sdes" && t.MediaEncryption != "dtls" {
+			v.errf(tp+".media_required", "media_required needs media_encryption \"sdes\" or \"dtls\" (what is required)")
 		}
 	}
 	for i := range v.p.Pools {
 		pl := &v.p.Pools[i]
-		enc(elemPath("pool", i)+".media_encryption", &pl.MediaEncryption, "none", "none", "sdes", "any")
+		enc(elemPath("pool", i)+".media_encryption", &pl.MediaEncryption, "none", "none", "sdes", "dtls", "any")
 	}
 }

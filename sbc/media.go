@@ -3,6 +3,7 @@ package sbc
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
@@ -30,20 +31,28 @@ import (
 // the ACKs, and the in-dialog requests and responses relayed between the
 // legs. The streams are closed by the call's end action.
 //
-// Profiles: a leg is "plain" (RTP/AVP) or "sdes" (RTP/SAVP with a=crypto,
-// RFC 4568). The caller's leg takes what the caller offers, within its
-// trunk's media_encryption; the backend's leg takes what the pool's
-// media_encryption says ("any": the caller's). SRTP is terminated on each
-// side with keys of the SBC's own: each side's keys stay on its side.
+// Profiles: a leg is plain (RTP/AVP), SDES (RTP/SAVP with a=crypto, RFC
+// 4568) or DTLS (UDP/TLS/RTP/SAVP(F), RFC 5763/5764, with ICE-lite when the
+// peer does ICE: WebRTC). The caller's leg takes what the caller offers,
+// within its trunk's media_encryption; the backend's leg takes what the
+// pool's media_encryption says ("any": the caller's, SDES for a WebRTC
+// caller). SRTP is terminated on each side with keys of the SBC's own:
+// each side's keys stay on its side. Towards a DTLS leg the SBC answers
+// a=setup:passive (the peer, which knows the ICE pair, starts DTLS) and
+// offers actpass; its certificate is server.state_dir/dtls-cert.pem.
+// WebRTC-only attributes (mid, BUNDLE, msid, ssrc, extmap, rtcp-fb) do
+// not cross to SIP peers; towards a WebRTC peer the SBC adds a=mid and
+// a=rtcp-mux.
 //
-// Not yet: DTLS-SRTP and ICE (WebRTC media), m= lines added by a
-// re-INVITE (answered with port 0), non-RTP media (refused with port 0),
-// bodies other than application/sdp (488).
+// Not yet: m= lines added by a re-INVITE (answered with port 0), non-RTP
+// media (refused with port 0), bodies other than application/sdp (488),
+// DTLS without rtcp-mux (488).
 
 // mediaPlane is the relay port pool of each realm, fixed at New (a change
 // of a realm's media addresses or ports needs a restart).
 type mediaPlane struct {
 	pools map[string]*srtp.PortPool
+	cert  *srtp.Certificate // the SBC's DTLS certificate (state_dir/dtls-cert.pem, or made at start)
 
 	mu    sync.Mutex
 	live  map[*callMedia]bool     // calls whose streams are open
@@ -52,6 +61,15 @@ type mediaPlane struct {
 
 func newMediaPlane(p *policy.Policy) (*mediaPlane, error) {
 	mp := &mediaPlane{pools: map[string]*srtp.PortPool{}}
+	var err error
+	if p.Server.StateDir != "" {
+		mp.cert, err = srtp.LoadOrCreateCertificate(p.Server.StateDir)
+	} else {
+		mp.cert, err = srtp.GenerateCertificate()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("media: DTLS certificate: %w", err)
+	}
 	for _, r := range p.Realms {
 		if !r.Media.Addr.IsValid() || r.Media.Addr.IsUnspecified() {
 			continue // anchoring off and no address to relay on: calls of this realm pass SDP through
@@ -82,7 +100,7 @@ const (
 	reasonMediaPorts      reason = "ports_exhausted"    // no relay port left in the realm's range: 503
 	reasonMediaBadSDP     reason = "bad_sdp"            // an SDP the SBC cannot read (or a body that is not SDP): 488
 	reasonMediaEncryption reason = "encryption_refused" // the offer's media profile is not what the trunk allows (media_encryption, media_required), or no acceptable a=crypto: 488
-	reasonMediaDTLS       reason = "dtls_not_supported" // a DTLS-SRTP (UDP/TLS/RTP/SAVP[F]) offer: not terminated yet: 488
+	reasonMediaDTLS       reason = "dtls_refused"       // DTLS-SRTP parameters the SBC cannot take (no rtcp-mux, a=setup, fingerprints, an answer without our offer): 488
 	reasonMediaBind       reason = "relay_unavailable"  // the relay could not open its sockets: 503
 )
 
@@ -92,12 +110,30 @@ func mediaErr(code int, phrase string, r reason, err error) *mediaError {
 	return &mediaError{code: code, phrase: phrase, r: r, err: err}
 }
 
+// profile is how a leg carries media.
+type profile uint8
+
+const (
+	profPlain profile = iota // RTP/AVP
+	profSDES                 // RTP/SAVP with a=crypto (RFC 4568)
+	profDTLS                 // UDP/TLS/RTP/SAVP(F): DTLS-SRTP (RFC 5763/5764), with ICE-lite towards WebRTC
+)
+
 // side is one leg's media profile and keys, per m= line.
 type side struct {
-	sdes  bool
-	our   *srtp.Crypto // our key in the SDP sent to this leg
-	their *srtp.Crypto // the leg's key from its SDP
+	prof  profile
+	known bool         // the profile was set by an offer or answer
+	our   *srtp.Crypto // SDES: our key in the SDP sent to this leg
+	their *srtp.Crypto // SDES: the leg's key from its SDP
+	dtls  *srtp.DTLS   // DTLS: the leg's handshake handler
+	ice   *srtp.ICELite
+	mid   string // the leg's a=mid (WebRTC), echoed in our SDP to it
+	// The handler installed on the leg (what dtls and ice were then).
+	hDTLS *srtp.DTLS
+	hICE  *srtp.ICELite
 }
+
+func (sd *side) sdes() bool { return sd.prof == profSDES }
 
 // mstream is one m= line of the call.
 type mstream struct {
@@ -117,7 +153,8 @@ type callMedia struct {
 	timeout      time.Duration
 	delayed      bool // the caller's INVITE had no SDP: the backend offers
 
-	plane          *mediaPlane // for the metrics (track, untrack)
+	plane          *mediaPlane // certificate, metrics (track, untrack)
+	log            *slog.Logger
 	aRealm, bRealm string
 }
 
@@ -139,7 +176,7 @@ func (s *SBC) setupMedia(st *snapshot, aRealm, bRealm string, trunk *policy.Trun
 	ra, rb := realmOf(st.pol, aRealm), realmOf(st.pol, bRealm)
 	cm := &callMedia{trunk: trunk, poolEnc: pool.MediaEncryption, aAddr: ra.Media.AdvertiseAddr, bAddr: rb.Media.AdvertiseAddr,
 		aOrig: srtp.NewOrigin("sbc", ra.Media.AdvertiseAddr), bOrig: srtp.NewOrigin("sbc", rb.Media.AdvertiseAddr),
-		timeout: st.pol.Media.Timeout.Duration}
+		timeout: st.pol.Media.Timeout.Duration, plane: s.media, log: s.log}
 	if len(body) == 0 {
 		// Delayed offer: the backend offers in its 2xx. One stream.
 		ms, err := s.allocStream(aRealm, bRealm, false, false)
@@ -199,10 +236,6 @@ func rtpProto(protos []string) bool {
 	return strings.Contains(p, "RTP/")
 }
 
-func dtlsProto(protos []string) bool {
-	return strings.Contains(strings.ToUpper(strings.Join(protos, "/")), "TLS/")
-}
-
 func savpProto(protos []string) bool {
 	return strings.Contains(strings.ToUpper(strings.Join(protos, "/")), "SAVP")
 }
@@ -250,7 +283,7 @@ func (cm *callMedia) fromLeg(from string, isOffer bool, in *sdp.SessionDescripti
 		to, toAddr, toOrig = "a", cm.aAddr, cm.aOrig
 	}
 	anchor := srtp.Anchor{Addr: toAddr, Origin: toOrig}
-	held := false
+	held, webrtc := false, false
 	for i, md := range in.MediaDescriptions {
 		var ms *mstream
 		if i < len(cm.streams) {
@@ -262,10 +295,11 @@ func (cm *callMedia) fromLeg(from string, isOffer bool, in *sdp.SessionDescripti
 			anchor.Media = append(anchor.Media, srtp.MediaAnchor{Port: 0})
 			continue
 		}
-		if dtlsProto(md.MediaName.Protos) {
-			return nil, mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, errors.New("DTLS-SRTP offered"))
-		}
 		rm, err := srtp.Remote(in, i)
+		if err != nil {
+			return nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
+		}
+		sec, err := srtp.RemoteSecurity(in, i)
 		if err != nil {
 			return nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
 		}
@@ -277,46 +311,43 @@ func (cm *callMedia) fromLeg(from string, isOffer bool, in *sdp.SessionDescripti
 		if from == "b" {
 			src, dst, srcLeg, dstLeg = &ms.b, &ms.a, srtp.LegB, srtp.LegA
 		}
-		if !rm.Hold {
-			ms.st.Expect(srcLeg, rm.RTP, rm.RTCP)
-		}
-		if err := cm.keysFrom(from, isOffer, src, savpProto(md.MediaName.Protos), rm); err != nil {
-			return nil, err
-		}
-		if err := setKeys(ms.st, srcLeg, src); err != nil {
+		if err := cm.takeLeg(from, isOffer, ms.st, srcLeg, src, md, rm, sec); err != nil {
 			return nil, err
 		}
 		// The other side's profile: decided by its policy when we offer,
 		// kept when we answer.
 		if isOffer {
-			dst.sdes = cm.wantSDES(to, src.sdes)
-			if dst.sdes && dst.our == nil {
-				c, err := srtp.GenerateCrypto(1, srtp.AES_CM_128_HMAC_SHA1_80)
-				if err != nil {
-					return nil, err
-				}
-				dst.our = &c
+			if err := cm.offerTo(to, ms.st, dstLeg, dst, src.prof); err != nil {
+				return nil, err
 			}
 		}
-		lrtp, lrtcp := ms.st.LocalAddr(dstLeg)
-		ma := srtp.MediaAnchor{Port: int(lrtp.Port()), Proto: "RTP/AVP"}
-		if lrtcp == lrtp {
-			ma.RTCPPort = ma.Port // rtcp-mux
-		}
-		if dst.sdes {
-			ma.Proto = "RTP/SAVP"
-			ma.Attributes = []sdp.Attribute{{Key: "crypto", Value: dst.our.String()}}
-			if !isOffer && dst.their != nil {
-				// Our answer echoes the tag of the line we chose.
-				c := *dst.our
-				c.Tag = dst.their.Tag
-				ma.Attributes[0].Value = c.String()
-			}
-		}
-		if keepFeedbackProfile(md.MediaName.Protos) {
-			ma.Proto += "F"
-		}
+		ma := cm.anchorTo(ms.st, dstLeg, dst, isOffer, md)
 		anchor.Media = append(anchor.Media, ma)
+		if dst.ice != nil {
+			webrtc = true
+			lrtp, _ := ms.st.LocalAddr(dstLeg)
+			if err := anchor.AddICELite(len(anchor.Media)-1, dst.ice.Local(), netip.AddrPortFrom(toAddr, lrtp.Port())); err != nil {
+				return nil, err
+			}
+		}
+		if dst.dtls != nil {
+			setup := srtp.SetupActpass
+			if !isOffer {
+				setup = srtp.SetupPassive
+				if dst.dtls.Client() {
+					setup = srtp.SetupActive
+				}
+			}
+			if err := anchor.AddDTLS(len(anchor.Media)-1, setup, dst.dtls.Fingerprint()); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if !webrtc {
+		// What only WebRTC peers use does not cross to SIP peers.
+		anchor.DropAttributes = webrtcOnly
+	} else {
+		anchor.DropAttributes = []string{"ssrc", "ssrc-group", "msid", "extmap"}
 	}
 	cm.held = held
 	out, err := srtp.Rewrite(in, anchor)
@@ -330,13 +361,266 @@ func (cm *callMedia) fromLeg(from string, isOffer bool, in *sdp.SessionDescripti
 	return b, nil
 }
 
-// setKeys gives a leg the transform its profile and keys call for. An
-// SRTP leg that already has one is rekeyed in place: contexts whose keys
-// did not change are kept, and the rollover counter of the current source
-// carries over a new key (RFC 3711 3.3.1), so a re-INVITE (hold, a
-// refresh) does not reset the index the peer is at (notes, pitfall 6).
+// webrtcOnly are attributes of WebRTC SDP that mean nothing to a SIP peer
+// (and name the browser's streams and extensions).
+var webrtcOnly = []string{"mid", "group", "msid", "msid-semantic", "ssrc", "ssrc-group", "extmap",
+	"extmap-allow-mixed", "rtcp-fb", "rtcp-rsize"}
+
+// takeLeg applies what a leg's SDP says: where its media comes from, its
+// profile (within its policy), its keys or its DTLS and ICE parameters.
+func (cm *callMedia) takeLeg(from string, isOffer bool, st *srtp.Stream, id srtp.LegID, sd *side,
+	md *sdp.MediaDescription, rm srtp.RemoteMedia, sec srtp.Security) error {
+	prof := profPlain
+	switch {
+	case sec.DTLS():
+		prof = profDTLS
+	case savpProto(md.MediaName.Protos):
+		prof = profSDES
+	}
+	if !isOffer && sd.known && prof != sd.prof {
+		return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, fmt.Errorf("answered with another media profile than offered"))
+	}
+	if from == "a" {
+		enc, required := cm.trunk.MediaEncryption, cm.trunk.MediaRequired
+		switch {
+		case enc == "none" && prof != profPlain:
+			return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, errors.New("SRTP offered, the trunk takes plain RTP only"))
+		case required && prof != profileOf(enc):
+			return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, fmt.Errorf("the trunk requires %s media", enc))
+		}
+	}
+	for _, a := range md.Attributes {
+		if strings.EqualFold(a.Key, "mid") {
+			sd.mid = a.Value
+		}
+	}
+	sd.prof, sd.known = prof, true
+	switch prof {
+	case profPlain, profSDES:
+		if !rm.Hold {
+			st.Expect(id, rm.RTP, rm.RTCP)
+		}
+		if prof == profSDES {
+			if err := cm.sdesKeys(isOffer, sd, rm); err != nil {
+				return err
+			}
+		} else {
+			sd.their = nil
+		}
+		return setKeys(st, id, sd)
+	}
+	// DTLS.
+	if !rm.Mux && len(sec.ICE.Ufrag) == 0 && rm.RTCP.IsValid() && rm.RTCP.Port() != rm.RTP.Port() {
+		return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, errors.New("DTLS-SRTP without rtcp-mux"))
+	}
+	if sec.ICE.Ufrag == "" && !rm.Hold {
+		st.Expect(id, rm.RTP, rm.RTCP) // no ICE: the SDP address is where the peer is
+	}
+	if isOffer {
+		if sd.dtls != nil && sd.dtls.SetRemote(sec.Setup, sec.Fingerprints) == nil {
+			return cm.iceFrom(st, id, sd, sec) // the same association
+		}
+		setup, err := srtp.AnswerSetup(sec.Setup, srtp.SetupPassive)
+		if err != nil {
+			return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, err)
+		}
+		d, err := srtp.NewDTLS(srtp.DTLSConfig{Certificate: cm.plane.cert, Setup: setup, RemoteSetup: sec.Setup,
+			RemoteFingerprints: sec.Fingerprints, OnDone: cm.dtlsDone(from)})
+		if err != nil {
+			return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, err)
+		}
+		old := sd.dtls
+		sd.dtls = d
+		if err := cm.iceFrom(st, id, sd, sec); err != nil {
+			return err
+		}
+		if old != nil {
+			old.Close()
+		}
+		return nil
+	}
+	// The answer to our offer (actpass): its role and fingerprint.
+	if sd.dtls == nil {
+		return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, errors.New("DTLS answer to an offer without DTLS"))
+	}
+	if err := sd.dtls.SetRemote(sec.Setup, sec.Fingerprints); err != nil {
+		return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, err)
+	}
+	return cm.iceFrom(st, id, sd, sec)
+}
+
+// iceFrom installs (or updates) the leg's handler: DTLS alone, or ICE-lite
+// and DTLS when the peer does ICE (WebRTC).
+func (cm *callMedia) iceFrom(st *srtp.Stream, id srtp.LegID, sd *side, sec srtp.Security) error {
+	if sec.ICE.Ufrag != "" {
+		if sd.ice == nil {
+			ice, err := srtp.NewICELite(srtp.ICEConfig{RemoteUfrag: sec.ICE.Ufrag})
+			if err != nil {
+				return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, err)
+			}
+			sd.ice = ice
+		} else {
+			sd.ice.SetRemoteUfrag(sec.ICE.Ufrag)
+		}
+	}
+	var h srtp.DatagramHandler = sd.dtls
+	if sd.ice != nil {
+		h = &srtp.SecureLeg{ICE: sd.ice, DTLS: sd.dtls}
+	}
+	if sd.hDTLS != sd.dtls || sd.hICE != sd.ice {
+		st.SetHandler(id, h)
+		sd.hDTLS, sd.hICE = sd.dtls, sd.ice
+	}
+	return nil
+}
+
+// dtlsDone logs the end of a leg's DTLS handshake.
+func (cm *callMedia) dtlsDone(leg string) func(srtp.DTLSResult) {
+	return func(r srtp.DTLSResult) {
+		if cm.log == nil {
+			return
+		}
+		if r.Err != nil {
+			cm.log.Warn("DTLS handshake failed", "leg", leg, "peer", r.Peer.String(), "reason", r.Reason(), "error", r.Err.Error())
+			return
+		}
+		cm.log.Debug("DTLS-SRTP up", "leg", leg, "peer", r.Peer.String(), "client", r.Client, "suite", r.Suite.String())
+	}
+}
+
+func profileOf(enc string) profile {
+	switch enc {
+	case "sdes":
+		return profSDES
+	case "dtls":
+		return profDTLS
+	}
+	return profPlain
+}
+
+// offerTo sets the profile the SBC offers leg to: by the pool's policy
+// towards the backend ("any": the caller's, SDES for a DTLS caller), the
+// caller's own once known towards the caller.
+func (cm *callMedia) offerTo(to string, st *srtp.Stream, id srtp.LegID, dst *side, other profile) error {
+	if !dst.known {
+		prof := profPlain
+		if to == "b" {
+			switch cm.poolEnc {
+			case "any":
+				prof = other
+				if prof == profDTLS {
+					prof = profSDES
+				}
+			default:
+				prof = profileOf(cm.poolEnc)
+			}
+		} else {
+			prof = profileOf(cm.trunk.MediaEncryption)
+		}
+		dst.prof = prof
+	}
+	switch dst.prof {
+	case profSDES:
+		if dst.our == nil {
+			c, err := srtp.GenerateCrypto(1, srtp.AES_CM_128_HMAC_SHA1_80)
+			if err != nil {
+				return err
+			}
+			dst.our = &c
+		}
+	case profDTLS:
+		if dst.dtls == nil {
+			d, err := srtp.NewDTLS(srtp.DTLSConfig{Certificate: cm.plane.cert, Setup: srtp.SetupActpass, OnDone: cm.dtlsDone(to)})
+			if err != nil {
+				return err
+			}
+			dst.dtls = d
+			st.SetHandler(id, d)
+			dst.hDTLS = d
+		}
+	}
+	return nil
+}
+
+// anchorTo is the SBC's side of one m= line in the SDP sent to leg dst.
+func (cm *callMedia) anchorTo(st *srtp.Stream, id srtp.LegID, dst *side, isOffer bool, md *sdp.MediaDescription) srtp.MediaAnchor {
+	lrtp, lrtcp := st.LocalAddr(id)
+	ma := srtp.MediaAnchor{Port: int(lrtp.Port()), Proto: "RTP/AVP"}
+	if lrtcp == lrtp {
+		ma.RTCPPort = ma.Port // rtcp-mux
+	}
+	switch dst.prof {
+	case profSDES:
+		ma.Proto = "RTP/SAVP"
+		c := *dst.our
+		if !isOffer && dst.their != nil {
+			c.Tag = dst.their.Tag // our answer echoes the tag of the line we chose
+		}
+		ma.Attributes = []sdp.Attribute{{Key: "crypto", Value: c.String()}}
+	case profDTLS:
+		ma.Proto = "UDP/TLS/RTP/SAVP"
+		if dst.ice != nil {
+			ma.Proto = "UDP/TLS/RTP/SAVPF"
+			if dst.mid != "" && !hasDirection(md, "mid") {
+				ma.Attributes = append(ma.Attributes, sdp.Attribute{Key: "mid", Value: dst.mid})
+			}
+		}
+		if !hasDirection(md, "rtcp-mux") {
+			ma.Attributes = append(ma.Attributes, sdp.Attribute{Key: "rtcp-mux"})
+		}
+	}
+	return ma
+}
+
+// sdesKeys reads a leg's SDES keys from its SDP.
+func (cm *callMedia) sdesKeys(isOffer bool, sd *side, rm srtp.RemoteMedia) error {
+	if isOffer {
+		c, err := srtp.Negotiate(rm.Cryptos, srtp.DefaultSuites)
+		if err != nil {
+			return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, err)
+		}
+		if sd.our == nil || sd.our.Suite != c.Suite {
+			a, err := c.Answer()
+			if err != nil {
+				return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, err)
+			}
+			sd.our = &a
+		}
+		sd.their = &c
+		return nil
+	}
+	// An answer to our offer: the line with our tag.
+	if sd.our == nil {
+		return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, errors.New("SRTP answer to a plain offer"))
+	}
+	for _, c := range rm.Cryptos {
+		if c.Tag == sd.our.Tag && c.Suite == sd.our.Suite {
+			sd.their = &c
+			return nil
+		}
+	}
+	return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, errors.New("the answer has no a=crypto for the offered tag and suite"))
+}
+
+func hasDirection(md *sdp.MediaDescription, keys ...string) bool {
+	for _, a := range md.Attributes {
+		for _, k := range keys {
+			if strings.EqualFold(a.Key, k) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// setKeys gives a leg the transform its profile and keys call for (plain
+// or SDES; a DTLS leg's comes from its handshake). An SRTP leg that
+// already has one is rekeyed in place: contexts whose keys did not change
+// are kept, and the rollover counter of the current source carries over a
+// new key (RFC 3711 3.3.1), so a re-INVITE (hold, a refresh) does not
+// reset the index the peer is at (notes, pitfall 6).
 func setKeys(st *srtp.Stream, id srtp.LegID, sd *side) error {
-	if !sd.sdes {
+	if !sd.sdes() {
 		if _, plain := st.Transform(id).(srtp.Plain); !plain {
 			st.SetTransform(id, srtp.Plain{})
 		}
@@ -354,85 +638,6 @@ func setKeys(st *srtp.Stream, id srtp.LegID, sd *side) error {
 	}
 	st.SetTransform(id, t)
 	return nil
-}
-
-// keepFeedbackProfile: an AVPF line stays AVPF (RTCP feedback) on the
-// other side.
-func keepFeedbackProfile(protos []string) bool {
-	return strings.HasSuffix(strings.ToUpper(strings.Join(protos, "/")), "AVPF")
-}
-
-func hasDirection(md *sdp.MediaDescription, dirs ...string) bool {
-	for _, a := range md.Attributes {
-		for _, d := range dirs {
-			if strings.EqualFold(a.Key, d) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// wantSDES is the profile the SBC offers leg to, given the profile of
-// the leg that offered.
-func (cm *callMedia) wantSDES(to string, otherSDES bool) bool {
-	if to == "b" {
-		switch cm.poolEnc {
-		case "sdes":
-			return true
-		case "any":
-			return otherSDES
-		}
-		return false
-	}
-	// Towards the caller (a backend's re-offer, a delayed offer): keep the
-	// caller's profile once known, else what its trunk prefers.
-	return otherSDES && cm.trunk.MediaEncryption != "none" || cm.trunk.MediaEncryption == "sdes"
-}
-
-// keysFrom reads a leg's SDES keys from its SDP, within its policy.
-func (cm *callMedia) keysFrom(from string, isOffer bool, sd *side, savp bool, rm srtp.RemoteMedia) error {
-	enc := "any"
-	required := false
-	if from == "a" {
-		enc, required = cm.trunk.MediaEncryption, cm.trunk.MediaRequired
-	}
-	if !savp {
-		if required || (!isOffer && sd.sdes) {
-			return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, errors.New("plain RTP where SRTP is required"))
-		}
-		sd.sdes, sd.their = false, nil
-		return nil
-	}
-	if enc == "none" {
-		return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, errors.New("SRTP offered, the trunk takes plain RTP only"))
-	}
-	if isOffer {
-		c, err := srtp.Negotiate(rm.Cryptos, srtp.DefaultSuites)
-		if err != nil {
-			return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, err)
-		}
-		if sd.our == nil || sd.our.Suite != c.Suite {
-			a, err := c.Answer()
-			if err != nil {
-				return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, err)
-			}
-			sd.our = &a
-		}
-		sd.sdes, sd.their = true, &c
-		return nil
-	}
-	// An answer to our offer: the line with our tag.
-	if sd.our == nil {
-		return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, errors.New("SRTP answer to a plain offer"))
-	}
-	for _, c := range rm.Cryptos {
-		if c.Tag == sd.our.Tag && c.Suite == sd.our.Suite {
-			sd.sdes, sd.their = true, &c
-			return nil
-		}
-	}
-	return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, errors.New("the answer has no a=crypto for the offered tag and suite"))
 }
 
 // body rewrites a body received on leg from, an offer or an answer, for
