@@ -179,7 +179,7 @@ func (s *SBC) setupMedia(st *snapshot, aRealm, bRealm string, trunk *policy.Trun
 		timeout: st.pol.Media.Timeout.Duration, plane: s.media, log: s.log}
 	if len(body) == 0 {
 		// Delayed offer: the backend offers in its 2xx. One stream.
-		ms, err := s.allocStream(aRealm, bRealm, false, false)
+		ms, err := s.allocStream(aRealm, bRealm, legShape{}, legShape{mux: pool.MediaEncryption == "dtls", normalize: pool.MediaEncryption == "sdes" || pool.MediaEncryption == "dtls"})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -205,7 +205,13 @@ func (s *SBC) setupMedia(st *snapshot, aRealm, bRealm string, trunk *policy.Trun
 			cm.close()
 			return nil, nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
 		}
-		ms, err := s.allocStream(aRealm, bRealm, rm.Mux, rm.Mux)
+		// SRTP legs get normalised egress (one SSRC, continuous sequence
+		// numbers: notes, pitfall 7); DTLS legs need rtcp-mux.
+		sec, _ := srtp.RemoteSecurity(offer, i)
+		aSRTP := sec.DTLS() || savpProto(md.MediaName.Protos)
+		bSRTP := pool.MediaEncryption == "sdes" || pool.MediaEncryption == "dtls" || (pool.MediaEncryption == "any" && aSRTP)
+		ms, err := s.allocStream(aRealm, bRealm, legShape{mux: rm.Mux, normalize: aSRTP},
+			legShape{mux: rm.Mux || pool.MediaEncryption == "dtls", normalize: bSRTP})
 		if err != nil {
 			cm.close()
 			return nil, nil, err
@@ -240,13 +246,17 @@ func savpProto(protos []string) bool {
 	return strings.Contains(strings.ToUpper(strings.Join(protos, "/")), "SAVP")
 }
 
+// legShape is what a leg's relay needs to know before any SDP is
+// processed: one socket (rtcp-mux) or two, and normalised egress (SRTP).
+type legShape struct{ mux, normalize bool }
+
 // allocStream opens a stream's relay sockets on both sides.
-func (s *SBC) allocStream(aRealm, bRealm string, aMux, bMux bool) (*mstream, error) {
-	ap, err := s.media.pools[aRealm].Allocate(aMux)
+func (s *SBC) allocStream(aRealm, bRealm string, a, b legShape) (*mstream, error) {
+	ap, err := s.media.pools[aRealm].Allocate(a.mux)
 	if err != nil {
 		return nil, allocErr(err)
 	}
-	bp, err := s.media.pools[bRealm].Allocate(bMux)
+	bp, err := s.media.pools[bRealm].Allocate(b.mux)
 	if err != nil {
 		ap.Close()
 		return nil, allocErr(err)
@@ -254,8 +264,8 @@ func (s *SBC) allocStream(aRealm, bRealm string, aMux, bMux bool) (*mstream, err
 	st, err := srtp.NewStream(srtp.StreamConfig{
 		// The caller's leg learns its source from the first packet (NAT);
 		// the backend's accepts only the address its SDP gives.
-		A: srtp.LegConfig{Ports: ap, Learn: true},
-		B: srtp.LegConfig{Ports: bp},
+		A: srtp.LegConfig{Ports: ap, Learn: true, Normalize: a.normalize},
+		B: srtp.LegConfig{Ports: bp, Normalize: b.normalize},
 	})
 	if err != nil {
 		ap.Close()
