@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -74,17 +75,28 @@ func ttlOf(e acl.Entry) time.Duration {
 
 // sipPorts are the ports of every listener, for the kernel rules.
 func sipPorts(realms map[string]*endpoint) []uint16 {
-	seen := map[uint16]bool{}
-	var out []uint16
+	udp, tcp := listenerPorts(realms)
+	return compactPorts(append(udp, tcp...))
+}
+
+// listenerPorts are the ports of the UDP listeners and those of the
+// stream listeners (tcp, tls, wss), sorted, each once.
+func listenerPorts(realms map[string]*endpoint) (udp, tcp []uint16) {
 	for _, ep := range realms {
-		for _, la := range ep.laddr {
-			if !seen[la.Port()] {
-				seen[la.Port()] = true
-				out = append(out, la.Port())
+		for t, la := range ep.laddr {
+			if t == "udp" {
+				udp = append(udp, la.Port())
+			} else {
+				tcp = append(tcp, la.Port())
 			}
 		}
 	}
-	return out
+	return compactPorts(udp), compactPorts(tcp)
+}
+
+func compactPorts(ps []uint16) []uint16 {
+	slices.Sort(ps)
+	return slices.Compact(ps)
 }
 
 func trunkPrefixes(p *policy.Policy) []netip.Prefix {
@@ -101,9 +113,11 @@ func (s *SBC) startFastPath(ctx context.Context, p *policy.Policy) *fastPath {
 	fp := &fastPath{path: pathUserspace}
 	ports := sipPorts(s.realms)
 	if p.XDP.Enabled {
+		udp, tcp := listenerPorts(s.realms)
 		x, err := ebpf.Load(ebpf.Options{
 			Interfaces: p.XDP.Interfaces, Mode: ebpf.Mode(p.XDP.Mode), PinDir: p.XDP.PinDir,
-			SIPPorts: ports, RatePPS: uint32(p.XDP.RatePPS), Burst: uint32(p.XDP.Burst), Logger: s.log,
+			UDPPorts: udp, TCPPorts: tcp,
+			RatePPS: uint32(p.XDP.RatePPS), Burst: uint32(p.XDP.Burst), Logger: s.log,
 		})
 		if err == nil {
 			err = x.SetAllow(trunkPrefixes(p))
@@ -210,6 +224,7 @@ var xdpActions = []struct {
 	{"non_ip", func(c ebpf.Counters) uint64 { return c.NonIP }},
 	{"fragment", func(c ebpf.Counters) uint64 { return c.Fragments }},
 	{"allowed", func(c ebpf.Counters) uint64 { return c.Allowed }},
+	{"spared", func(c ebpf.Counters) uint64 { return c.Spared }},
 }
 
 // xdpCollectors are the metrics of the XDP program whose counters read
