@@ -176,9 +176,9 @@ func (s *SBC) mirror(ctx context.Context, name string, sink acl.Sink) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		acl.Mirror(ctx, s.def.blocklist, sink, func(err error) {
+		acl.NewMirror(s.def.blocklist, sink, acl.MirrorOptions{OnError: func(err error) {
 			s.log.Error("kernel mirror of the blocklist failed; resyncing", "path", name, "error", err.Error())
-		})
+		}}).Run(ctx)
 	}()
 }
 

@@ -36,6 +36,20 @@ var (
 	ErrFull          = errors.New("nft: too many entries")
 )
 
+// FullError is Sync's error when the sets cannot hold every entry: the
+// others are installed, and Missing lists the prefixes that are not, in
+// the order given. errors.Is(err, ErrFull) is true.
+type FullError struct {
+	Missing []netip.Prefix
+}
+
+func (e *FullError) Error() string {
+	return fmt.Sprintf("%v: sync: %d prefixes not installed", ErrFull, len(e.Missing))
+}
+
+// Is reports whether target is ErrFull.
+func (e *FullError) Is(target error) bool { return target == ErrFull }
+
 // Options configures New.
 type Options struct {
 	// Table is the name of the inet table the firewall owns. Default
@@ -547,7 +561,10 @@ func (f *Firewall) spanUnits(set *nftables.Set, width int, old, next []span, tol
 // alone; others are removed, added or refreshed. Entries with a negative TTL
 // are taken as expired and left out; when a prefix appears twice, the
 // longest TTL wins. An invalid prefix fails the whole call before anything
-// changes. A change that fits one batch (4 MiB: about 100,000 new addresses
+// changes. When there are more than MaxEntries addresses of a family or
+// MaxEntries wider prefixes, the first MaxEntries of each kind (in the
+// order given) are installed and the error is a *FullError naming the
+// others. A change that fits one batch (4 MiB: about 100,000 new addresses
 // or 35,000 refreshed ones) is applied atomically; a larger one is split,
 // removals first.
 func (f *Firewall) Sync(entries []Entry) error {
@@ -561,27 +578,35 @@ func (f *Firewall) Sync(entries []Entry) error {
 	}
 	now := f.now()
 	for _, e := range entries {
-		q, ok := normalize(e.Prefix)
-		if !ok {
+		if _, ok := normalize(e.Prefix); !ok {
 			return fmt.Errorf("%w: sync: %v", ErrInvalidPrefix, e.Prefix)
 		}
+	}
+	var full *FullError
+	for _, e := range entries {
+		q, _ := normalize(e.Prefix)
 		if e.TTL < 0 {
 			continue
 		}
 		dl := f.deadline(now, e.TTL)
 		if q.IsSingleIP() {
 			m := addrs[fam(q.Addr().Is4())]
-			if old, ok := m[q.Addr()]; !ok || dl > old {
+			old, held := m[q.Addr()]
+			switch {
+			case !held && len(m) >= f.opts.MaxEntries:
+				full = appendMissing(full, q)
+			case !held || dl > old:
 				m[q.Addr()] = dl
 			}
 			continue
 		}
-		if old, ok := nets[q]; !ok || dl > old {
+		old, held := nets[q]
+		switch {
+		case !held && len(nets) >= f.opts.MaxEntries:
+			full = appendMissing(full, q)
+		case !held || dl > old:
 			nets[q] = dl
 		}
-	}
-	if len(addrs[0]) > f.opts.MaxEntries || len(addrs[1]) > f.opts.MaxEntries || len(nets) > f.opts.MaxEntries {
-		return fmt.Errorf("%w: sync: more than %d entries of one kind", ErrFull, f.opts.MaxEntries)
 	}
 
 	c, err := f.conn()
@@ -625,7 +650,18 @@ func (f *Firewall) Sync(entries []Entry) error {
 		return err
 	}
 	f.nets, f.pieces, f.stale = nets, next, false
+	if full != nil {
+		return full
+	}
 	return nil
+}
+
+func appendMissing(full *FullError, p netip.Prefix) *FullError {
+	if full == nil {
+		full = &FullError{}
+	}
+	full.Missing = append(full.Missing, p)
+	return full
 }
 
 // sameDeadline reports whether two deadlines are at most tol apart.

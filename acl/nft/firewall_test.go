@@ -569,11 +569,24 @@ func TestFull(t *testing.T) {
 	for i := range 4 {
 		many = append(many, Entry{netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), 32), time.Hour})
 	}
-	if err := f.Sync(many); !errors.Is(err, ErrFull) {
-		t.Errorf("Sync of 4: %v, want ErrFull", err)
+	// Sync installs what fits, in the order given, and names the rest.
+	err := f.Sync(many)
+	var fe *FullError
+	if !errors.Is(err, ErrFull) || !errors.As(err, &fe) || len(fe.Missing) != 1 || fe.Missing[0] != many[3].Prefix {
+		t.Errorf("Sync of 4: %v, want a *FullError missing %s", err, many[3].Prefix)
 	}
-	if got := vals(t, ns.list(t, "sbc"), SetBlocked4); len(got) != 3 {
-		t.Errorf("blocked4 = %q", got)
+	if got := vals(t, ns.list(t, "sbc"), SetBlocked4); !slices.Equal(got, []string{"198.51.100.0", "198.51.100.1", "198.51.100.2"}) {
+		t.Errorf("blocked4 = %q, want the first three of the sync", got)
+	}
+	var nets []Entry
+	for i := range 4 {
+		nets = append(nets, Entry{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(50 + 2*i), 0, 0}), 16), time.Hour})
+	}
+	if err := f.Sync(nets); !errors.As(err, &fe) || len(fe.Missing) != 1 || fe.Missing[0] != nets[3].Prefix {
+		t.Errorf("Sync of 4 nets: %v, want a *FullError missing %s", err, nets[3].Prefix)
+	}
+	if got := vals(t, ns.list(t, "sbc"), SetBlocked4Net); len(got) != 3 {
+		t.Errorf("blocked4_net = %q, want three ranges", got)
 	}
 }
 
