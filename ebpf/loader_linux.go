@@ -829,6 +829,9 @@ func (x *XDP) sync(ps []netip.Prefix, m4, m6 *ebpf.Map) error {
 	if failed > 1 {
 		errs = append(errs, fmt.Errorf("ebpf: %d prefixes not added", failed))
 	}
+	if full != nil && len(errs) == 0 {
+		return full // only room was lacking: the error is the *FullError itself
+	}
 	if full != nil {
 		errs = append(errs, full)
 	}

@@ -149,7 +149,8 @@ var (
 
 // FullError is SyncDeny's error when the deny maps cannot hold every
 // prefix: the others are installed, and Missing lists those that are not,
-// in the order given. errors.Is(err, ErrFull) is true.
+// in the order given. errors.Is(err, ErrFull) is true. When room was all
+// that lacked, SyncDeny returns the *FullError itself (not wrapped).
 type FullError struct {
 	Missing []netip.Prefix
 }

@@ -3,11 +3,14 @@ package sbc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/netip"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +24,19 @@ import (
 // deny map (packets die in the driver) or, where XDP cannot run, into an
 // nftables set; the user-space filter before the parser is always there.
 // Order of preference: xdp → nftables → userspace.
+//
+// Scope: the kernel drops what is sent to the SBC's ports (every listener,
+// UDP and TCP; xdp.scope = "host" widens XDP to all the host's traffic).
+// Allowed peers: trunk sources and pool targets are never dropped by a
+// deny entry or the XDP rate limit, and are what nftables.trunks_only lets
+// through.
+//
+// Capacity: the kernel copies are sized to the blocklist's capacity (plus a
+// spare slot, so that refreshing an entry of a full copy works on every
+// kernel): the whole list always fits. Should a copy still lack room, its
+// Mirror keeps the entries it cannot take in user space (the read filter
+// drops their traffic), says so once (WARN, sbc_fastpath_missing_entries,
+// sbc_fastpath_overflows_total) and does not resync.
 
 // The paths: the values of sbc_fastpath_info's path label.
 const (
@@ -46,9 +62,14 @@ func (k xdpSink) Sync(es []acl.Entry) error {
 	for i, e := range es {
 		ps[i] = e.Prefix
 	}
-	return k.x.SyncDeny(ps)
+	err := k.x.SyncDeny(ps)
+	// Only room lacked: SyncDeny returns the *FullError itself.
+	if fe, ok := err.(*ebpf.FullError); ok {
+		return &acl.SinkFullError{Missing: fe.Missing}
+	}
+	return err
 }
-func (k xdpSink) Add(e acl.Entry) error       { return k.x.Deny(e.Prefix) }
+func (k xdpSink) Add(e acl.Entry) error       { return sinkErr(k.x.Deny(e.Prefix), ebpf.ErrFull) }
 func (k xdpSink) Remove(p netip.Prefix) error { return k.x.Undeny(p) }
 
 // nftSink mirrors the blocklist into the nftables sets.
@@ -59,10 +80,29 @@ func (k nftSink) Sync(es []acl.Entry) error {
 	for _, e := range es {
 		out = append(out, nft.Entry{Prefix: e.Prefix, TTL: ttlOf(e)})
 	}
-	return k.f.Sync(out)
+	err := k.f.Sync(out)
+	// Only room lacked: Sync returns the *FullError itself.
+	if fe, ok := err.(*nft.FullError); ok {
+		return &acl.SinkFullError{Missing: fe.Missing}
+	}
+	return err
 }
-func (k nftSink) Add(e acl.Entry) error       { return k.f.Block(e.Prefix, ttlOf(e)) }
+func (k nftSink) Add(e acl.Entry) error       { return sinkErr(k.f.Block(e.Prefix, ttlOf(e)), nft.ErrFull) }
 func (k nftSink) Remove(p netip.Prefix) error { return k.f.Unblock(p) }
+
+// sinkErr marks a kernel copy's "no room" error (full) as acl.ErrSinkFull.
+func sinkErr(err, full error) error {
+	if errors.Is(err, full) {
+		return fmt.Errorf("%w: %w", acl.ErrSinkFull, err)
+	}
+	return err
+}
+
+// kernelCapacity is the size of each kernel copy of a blocklist of
+// capacity n: n, and a spare slot so that refreshing an entry of a full
+// map works on kernels that check the room before looking for the key
+// (LPM tries before Linux 6.14).
+func kernelCapacity(n int) int { return n + 1 }
 
 // ttlOf is an entry's remaining lifetime (0: none), at least a second so
 // an entry about to expire is not sent as "forever".
@@ -99,10 +139,20 @@ func compactPorts(ps []uint16) []uint16 {
 	return slices.Compact(ps)
 }
 
-func trunkPrefixes(p *policy.Policy) []netip.Prefix {
+// allowedPeers are the prefixes the kernel never drops, neither for a
+// deny entry nor for the XDP rate limit, and the only sources
+// nftables.trunks_only lets reach the SIP ports: the trunks' sources and
+// the pool targets (the backends' replies and requests come from them).
+func allowedPeers(p *policy.Policy) []netip.Prefix {
 	var out []netip.Prefix
 	for _, t := range p.Trunks {
 		out = append(out, t.Prefixes...)
+	}
+	for _, pl := range p.Pools {
+		for _, t := range pl.Targets {
+			a := t.Addr.Addr().Unmap()
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
 	}
 	return out
 }
@@ -116,11 +166,12 @@ func (s *SBC) startFastPath(ctx context.Context, p *policy.Policy) *fastPath {
 		udp, tcp := listenerPorts(s.realms)
 		x, err := ebpf.Load(ebpf.Options{
 			Interfaces: p.XDP.Interfaces, Mode: ebpf.Mode(p.XDP.Mode), PinDir: p.XDP.PinDir,
-			UDPPorts: udp, TCPPorts: tcp,
-			RatePPS: uint32(p.XDP.RatePPS), Burst: uint32(p.XDP.Burst), Logger: s.log,
+			UDPPorts: udp, TCPPorts: tcp, Scope: ebpf.Scope(p.XDP.Scope),
+			MaxEntries: kernelCapacity(s.def.blocklist.Cap()),
+			RatePPS:    uint32(p.XDP.RatePPS), Burst: uint32(p.XDP.Burst), Logger: s.log,
 		})
 		if err == nil {
-			err = x.SetAllow(trunkPrefixes(p))
+			err = x.SetAllow(allowedPeers(p))
 			if err != nil {
 				x.Close()
 			}
@@ -133,9 +184,10 @@ func (s *SBC) startFastPath(ctx context.Context, p *policy.Policy) *fastPath {
 			for _, a := range x.Attachments() {
 				modes = append(modes, a.Interface+":"+string(a.Mode))
 			}
-			s.log.Info("xdp fast path attached", "attachments", strings.Join(modes, ","), "pin_dir", x.PinDir())
+			s.log.Info("xdp fast path attached", "attachments", strings.Join(modes, ","), "pin_dir", x.PinDir(),
+				"scope", string(x.Scope()), "udp_ports", udp, "tcp_ports", tcp, "capacity", x.MaxEntries())
 			s.metrics.Registry.MustRegister(xdpCollectors(x.Counters)...)
-			s.mirror(ctx, pathXDP, xdpSink{x})
+			startMirror(ctx, &s.wg, s.log, s.metrics.Registry, s.def.blocklist, pathXDP, xdpSink{x}, x.MaxEntries())
 		}
 	} else if _, err := os.Stat(p.XDP.PinDir); err == nil {
 		// XDP turned off: a previous run's program must not keep dropping
@@ -145,13 +197,14 @@ func (s *SBC) startFastPath(ctx context.Context, p *policy.Policy) *fastPath {
 		}
 	}
 	if fp.xdp == nil && p.Nftables.Enabled {
-		opt := nft.Options{Table: p.Nftables.Table, SIPPorts: ports, TrunksOnly: p.Nftables.TrunksOnly}
+		opt := nft.Options{Table: p.Nftables.Table, SIPPorts: ports, TrunksOnly: p.Nftables.TrunksOnly,
+			MaxEntries: kernelCapacity(s.def.blocklist.Cap())}
 		if len(p.Nftables.MediaPorts) == 2 {
 			opt.MediaPorts = [2]uint16{uint16(p.Nftables.MediaPorts[0]), uint16(p.Nftables.MediaPorts[1])}
 		}
 		f, err := nft.New(opt)
 		if err == nil {
-			if err = f.SetTrunks(trunkPrefixes(p)); err != nil {
+			if err = f.SetTrunks(allowedPeers(p)); err != nil {
 				f.Close()
 			}
 		}
@@ -159,9 +212,10 @@ func (s *SBC) startFastPath(ctx context.Context, p *policy.Policy) *fastPath {
 			s.log.Error("nftables fast path unavailable; falling back to the user-space filter", "error", err.Error())
 		} else {
 			fp.path, fp.nft = pathNftables, f
-			s.log.Info("nftables fast path installed", "table", "inet "+p.Nftables.Table)
+			s.log.Info("nftables fast path installed", "table", "inet "+p.Nftables.Table,
+				"ports", ports, "trunks_only", p.Nftables.TrunksOnly, "capacity", opt.MaxEntries)
 			s.metrics.Registry.MustRegister(nftCollectors(f.Counters)...)
-			s.mirror(ctx, pathNftables, nftSink{f})
+			startMirror(ctx, &s.wg, s.log, s.metrics.Registry, s.def.blocklist, pathNftables, nftSink{f}, opt.MaxEntries)
 		}
 	}
 	if fp.path == pathUserspace {
@@ -171,14 +225,28 @@ func (s *SBC) startFastPath(ctx context.Context, p *policy.Policy) *fastPath {
 	return fp
 }
 
-// mirror keeps a kernel copy of the blocklist until ctx ends.
-func (s *SBC) mirror(ctx context.Context, name string, sink acl.Sink) {
-	s.wg.Add(1)
+// startMirror keeps the kernel copy sink (path name, room for capacity
+// entries) of bl until ctx ends, and registers its metrics in reg.
+func startMirror(ctx context.Context, wg *sync.WaitGroup, log *slog.Logger, reg prometheus.Registerer,
+	bl *acl.Blocklist, name string, sink acl.Sink, capacity int) {
+	m := acl.NewMirror(bl, sink, acl.MirrorOptions{
+		OnError: func(err error) {
+			log.Error("kernel mirror of the blocklist failed; resyncing", "path", name, "error", err.Error())
+		},
+		OnOverflow: func(missing int) {
+			if missing > 0 {
+				log.Warn("kernel copy of the blocklist is full: entries it cannot take are dropped by the user-space filter only, and installed as removals free room",
+					"path", name, "capacity", capacity, "missing", missing)
+				return
+			}
+			log.Info("kernel copy of the blocklist holds every entry again", "path", name, "capacity", capacity)
+		},
+	})
+	reg.MustRegister(mirrorCollectors(name, m.Stats)...)
+	wg.Add(1)
 	go func() {
-		defer s.wg.Done()
-		acl.NewMirror(s.def.blocklist, sink, acl.MirrorOptions{OnError: func(err error) {
-			s.log.Error("kernel mirror of the blocklist failed; resyncing", "path", name, "error", err.Error())
-		}}).Run(ctx)
+		defer wg.Done()
+		m.Run(ctx)
 	}()
 }
 
@@ -189,13 +257,13 @@ func fallbackName(p *policy.Policy) string {
 	return pathUserspace
 }
 
-// setTrunks updates the kernel allow-lists on reload.
-func (fp *fastPath) setTrunks(p *policy.Policy) error {
+// setPeers updates the kernel allow-lists (allowedPeers) on reload.
+func (fp *fastPath) setPeers(p *policy.Policy) error {
 	switch {
 	case fp.xdp != nil:
-		return fp.xdp.SetAllow(trunkPrefixes(p))
+		return fp.xdp.SetAllow(allowedPeers(p))
 	case fp.nft != nil:
-		return fp.nft.SetTrunks(trunkPrefixes(p))
+		return fp.nft.SetTrunks(allowedPeers(p))
 	}
 	return nil
 }
@@ -246,6 +314,29 @@ func xdpCollectors(read func() (ebpf.Counters, error)) []prometheus.Collector {
 	}
 	return out
 }
+
+// mirrorCollectors are the metrics of the mirror of the kernel copy path
+// whose counters stats returns.
+func mirrorCollectors(path string, stats func() acl.MirrorStats) []prometheus.Collector {
+	labels := prometheus.Labels{"path": path}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sbc_fastpath_missing_entries", ConstLabels: labels,
+			Help: "Blocklist entries the kernel copy lacks for want of room: their sources are dropped by the user-space filter only.",
+		}, func() float64 { return float64(stats().Missing) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sbc_fastpath_overflows_total", ConstLabels: labels,
+			Help: "Times the kernel copy of the blocklist ran out of room.",
+		}, func() float64 { return float64(stats().Overflows) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sbc_fastpath_syncs_total", ConstLabels: labels,
+			Help: "Full syncs of the kernel copy of the blocklist: one at start, one after each lost change or kernel error.",
+		}, func() float64 { return float64(stats().Syncs) }),
+	}
+}
+
+// mirrorPaths are the values of the path label of the mirror metrics.
+var mirrorPaths = []string{pathXDP, pathNftables}
 
 // nftCollectors are the metrics of the nftables rules whose counters read
 // returns (registered only when nftables is the fast path).

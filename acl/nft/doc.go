@@ -24,7 +24,7 @@
 //		set blocked6 { type ipv6_addr; size N; flags timeout; }
 //		set blocked4_net { type ipv4_addr; flags interval,timeout; }
 //		set blocked6_net { type ipv6_addr; flags interval,timeout; }
-//		set trunks4 { type ipv4_addr; flags interval; }
+//		set trunks4 { type ipv4_addr; flags interval; }    SetTrunks: trunks and backends
 //		set trunks6 { type ipv6_addr; flags interval; }
 //		set ports { type inet_service; flags interval; }   SIP ports + media range
 //		set sip_ports { type inet_service; }
@@ -70,6 +70,15 @@
 // forwarded packets to those ports. Non-first fragments carry no port and
 // are not matched; without their first fragment they are never reassembled.
 // Locally generated packets do not traverse prerouting except over lo.
+//
+// # Capacity
+//
+// Options.MaxEntries bounds each address set and the number of wider
+// prefixes held; the SBC sizes it to its blocklist, so that the whole list
+// fits. Beyond it, Block fails with ErrFull and Sync installs the first
+// MaxEntries of each kind in the order given and returns a *FullError
+// naming the rest (the caller keeps those in user space; nothing is
+// retried).
 //
 // # Timeouts
 //

@@ -673,9 +673,12 @@ func sameDeadline(a, b stamp, tol time.Duration) bool {
 	return d <= stamp(tol) && -d <= stamp(tol)
 }
 
-// SetTrunks replaces the trunk allow-list (sets trunks4 and trunks6) with
-// ps, merged (contained and adjacent prefixes collapse). It matters only
-// with Options.TrunksOnly, where SIP packets from other sources are dropped.
+// SetTrunks replaces the allow-list (sets trunks4 and trunks6) with ps,
+// merged (contained and adjacent prefixes collapse). It matters only with
+// Options.TrunksOnly, where SIP packets from other sources are dropped: ps
+// must hold every peer that sends to the SIP ports, the SBC passes the
+// trunks' sources and the pool targets (backends answer and send requests
+// to the internal listeners).
 func (f *Firewall) SetTrunks(ps []netip.Prefix) error {
 	for _, p := range ps {
 		if _, ok := normalize(p); !ok {

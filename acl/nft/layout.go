@@ -16,8 +16,8 @@ const (
 	SetBlocked6    = "blocked6"     // ipv6_addr, flags timeout: single IPv6 addresses
 	SetBlocked4Net = "blocked4_net" // ipv4_addr, flags interval,timeout: IPv4 prefixes
 	SetBlocked6Net = "blocked6_net" // ipv6_addr, flags interval,timeout: IPv6 prefixes
-	SetTrunks4     = "trunks4"      // ipv4_addr, flags interval: trunk allow-list
-	SetTrunks6     = "trunks6"      // ipv6_addr, flags interval: trunk allow-list
+	SetTrunks4     = "trunks4"      // ipv4_addr, flags interval: allow-list (trunks and backends)
+	SetTrunks6     = "trunks6"      // ipv6_addr, flags interval: allow-list (trunks and backends)
 	SetPorts       = "ports"        // inet_service, flags interval: SIP ports and media range
 	SetSIPPorts    = "sip_ports"    // inet_service: SIP ports
 
