@@ -248,6 +248,7 @@ func BenchmarkProgRun(b *testing.B) {
 		frame []byte
 	}{
 		{"v4-denied", udp4("192.0.2.9", 5060)},
+		{"v4-denied-other-port-spared", udp4("192.0.2.9", 53)},
 		{"v4-clean-sip-ratelimited-port", udp4("198.18.5.5", 5060)},
 		{"v6-denied", udp6("2001:db8:bad::9", 5060)},
 		{"v6-clean", udp6("2001:db8:1::1", 5070)},
