@@ -34,8 +34,9 @@
 //     (sbc_fastpath_info), calls complete and blocks still hold.
 //   - TestBlockToXDPLatency: time from the admin POST returning to the
 //     pinned deny map holding the prefix (logged; see BENCHMARKS.md (e2e)).
-//   - TestXDPScope: with the default xdp.scope a blocked source's SIP is
-//     dropped (exact count) while its other traffic to the host passes (a
+//   - TestXDPScope: with the default xdp.scope a blocked source's SIP and
+//     media datagrams are dropped (exact count) while its other traffic
+//     to the host passes (a
 //     UDP datagram to another port, TCP to a non-SIP port, ICMP echo;
 //     counted "spared"); after a reload to scope "host" it is dropped too.
 //   - TestXDPRateLimitSparesBackends: XDP limits every source to one
@@ -44,7 +45,7 @@
 //     pool targets are allowed), a stranger's burst is.
 //   - TestNftablesTrunksOnly: nftables with trunks_only lets the backend's
 //     answers in (calls complete) and drops a stranger's SIP (exact count
-//     of not_trunk).
+//     of not_trunk); the media relay range is in the table.
 //
 // The binary is started with nsenter --net, not ip netns exec: ip netns
 // exec gives the process a private mount namespace with a fresh /sys, so a

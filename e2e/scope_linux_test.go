@@ -24,6 +24,7 @@ import (
 const (
 	otherUDPPort = 7000 // stands for DNS, NTP, syslog…
 	otherTCPPort = 2222 // stands for SSH
+	mediaPort    = 20000
 )
 
 var (
@@ -35,11 +36,11 @@ var (
 )
 
 // TestXDPScope blocks the attacker and checks that, with the default
-// xdp.scope ("sip"), XDP drops its SIP (exact counts) while its other
-// traffic to the host gets through: a UDP datagram to another port, a TCP
-// connection to a non-SIP port, an ICMP echo (counted "spared"). After a
-// reload to scope "host" the same traffic is dropped. Trunk calls complete
-// throughout.
+// xdp.scope ("sip"), XDP drops its SIP and what it sends to the media
+// relay's ports (exact counts) while its other traffic to the host gets
+// through: a UDP datagram to another port, a TCP connection to a non-SIP
+// port, an ICMP echo (counted "spared"). After a reload to scope "host"
+// the same traffic is dropped. Trunk calls complete throughout.
 func TestXDPScope(t *testing.T) {
 	tn := newTestNet(t)
 	pinDir := filepath.Join(mountBPFFS(t), "sbc")
@@ -50,8 +51,12 @@ func TestXDPScope(t *testing.T) {
 	cfg := writePolicy(t, opts)
 	startUAS(t, tn)
 	s := startSBC(t, tn, cfg)
-	if _, ok := s.logLine("xdp fast path attached", `"scope":"sip"`); !ok {
-		t.Fatal("no log line saying XDP is attached with scope sip")
+	if _, ok := s.logLine("xdp fast path attached", `"scope":"sip"`, `"media_ports":"20000-39999`); !ok {
+		t.Fatal("no log line saying XDP is attached with scope sip and the media ports")
+	}
+	// The default media range overlaps the namespace's ephemeral ports.
+	if _, ok := s.logLine("ephemeral ports", "32768-39999"); !ok {
+		t.Error("no WARN about media ports that are also ephemeral ports")
 	}
 	recv := tn.udpReceiver(t, otherUDPPort)
 	tn.tcpListener(t, otherTCPPort)
@@ -72,13 +77,14 @@ func TestXDPScope(t *testing.T) {
 	if err := tn.ping(attackIP, 5*time.Second); err != nil {
 		t.Fatalf("scope sip: ICMP echo from the blocked source: %v", err)
 	}
-	// The SBC's: dropped.
+	// The SBC's: dropped, SIP and media.
 	tn.sendOptions(t, attackIP, n, "e2e-attacker")
-	tn.waitMetric(t, "scope sip: deny drops", xdpDeny, func(v float64) bool { return v >= before.get(xdpDeny)+n })
+	tn.sendUDP(t, attackIP, mediaPort, n)
+	tn.waitMetric(t, "scope sip: deny drops", xdpDeny, func(v float64) bool { return v >= before.get(xdpDeny)+2*n })
 	tn.callsComplete(t, 2)
 	after := tn.metrics(t)
-	if d := after.get(xdpDeny) - before.get(xdpDeny); d != n {
-		t.Errorf("scope sip: drop_deny rose by %v, want exactly %d (the OPTIONS)", d, n)
+	if d := after.get(xdpDeny) - before.get(xdpDeny); d != 2*n {
+		t.Errorf("scope sip: drop_deny rose by %v, want exactly %d (the OPTIONS and the media datagrams)", d, 2*n)
 	}
 	if d := after.get(optionsSeen) - before.get(optionsSeen); d != 0 {
 		t.Errorf("scope sip: the SIP stack received %v OPTIONS from the blocked source", d)
@@ -168,11 +174,15 @@ func TestNftablesTrunksOnly(t *testing.T) {
 	startUAS(t, tn)
 	startSBC(t, tn, cfg)
 
-	set := regexp.MustCompile(`(?s)set trunks4 \{.*?\n\s*\}`).FindString(nftList(t, tn, table))
+	list := nftList(t, tn, table)
+	set := regexp.MustCompile(`(?s)set trunks4 \{.*?\n\s*\}`).FindString(list)
 	for _, a := range []string{trunkIP, "127.0.0.1"} {
 		if !strings.Contains(set, a) {
 			t.Errorf("set trunks4 lacks %s:\n%s", a, set)
 		}
+	}
+	if media := regexp.MustCompile(`(?s)set media_udp \{.*?\n\s*\}`).FindString(list); !strings.Contains(media, "20000-39999") {
+		t.Errorf("set media_udp lacks the relay range 20000-39999:\n%s", media)
 	}
 	tn.callsComplete(t, 3)
 

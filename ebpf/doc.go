@@ -24,7 +24,8 @@
 //     (XDP_DROP, counted DroppedDeny) unless allowed (counted Allowed).
 //     With ScopeSIP (the default) only frames to the SBC's own ports are:
 //     UDP to Options.UDPPorts and TCP to Options.TCPPorts (SIP listeners,
-//     TLS and WSS included, and media relay ports when there are any). The
+//     TLS and WSS included), and UDP to Options.MediaPorts (the media
+//     relay's ranges). The
 //     host's other traffic from a denied source is passed and counted
 //     Spared: a DNS answer from the resolver, NTP, an SSH session, ICMP,
 //     answers to the SBC's own outgoing connections. The deny list is fed
@@ -44,7 +45,8 @@
 //  6. Verdict on the SBC's ports (ScopeSIP): a denied source is dropped
 //     unless allowed, as in 4.
 //  7. Rate limit, for UDP to Options.UDPPorts only (TCP is limited in user
-//     space). An allow-listed source is exempt (counted Allowed): trunks
+//     space; media streams are not limited). An allow-listed source is
+//     exempt (counted Allowed): trunks
 //     and backends. Otherwise a per-source GCRA token bucket (one
 //     timestamp per source in an LRU hash; IPv4 sources by /32, IPv6 by
 //     /64, bpf_ktime_get_ns clock) admits RatePPS packets/s with a depth of
@@ -83,10 +85,11 @@
 //	sbc_rl_state   LRU hash {u8 addr[16]} -> {u64 tat}, 65536 sources
 //	               (IPv4 as ::ffff:a.b.c.d, IPv6 /64 with the low 8 bytes zero)
 //	sbc_config     array[1] {u64 interval_ns; u64 tolerance_ns; u32 scope; u32 pad;
-//	               u64 udp_ports[1024]; u64 tcp_ports[1024]}
+//	               u64 udp_ports[1024]; u64 tcp_ports[1024]; u64 media_ports[1024]}
 //	               (interval_ns = 1e9/RatePPS, 0 = off; tolerance_ns =
 //	               (Burst-1)*interval_ns; scope 0 sip, 1 host; ports =
-//	               65536-bit bitmaps of destination ports)
+//	               65536-bit bitmaps of destination ports: SIP over UDP,
+//	               SIP over TCP, media over UDP)
 //	sbc_counters   per-CPU array[8] of u64: 0 passed, 1 dropped_deny,
 //	               2 dropped_ratelimit, 3 malformed, 4 non_ip, 5 fragment,
 //	               6 allowed, 7 spared

@@ -59,6 +59,7 @@ type XDP struct {
 	pinDir   string
 	udpPorts []uint16
 	tcpPorts []uint16
+	media    []PortRange
 	scope    Scope
 	maxDeny  int
 	pps      uint32
@@ -140,6 +141,7 @@ func loadObjects(opts Options) (*XDP, error) {
 		pinDir:   pinDir,
 		udpPorts: slices.Clone(opts.UDPPorts),
 		tcpPorts: slices.Clone(opts.TCPPorts),
+		media:    slices.Clone(opts.MediaPorts),
 		scope:    scope,
 		maxDeny:  maxDeny,
 		pps:      opts.RatePPS,
@@ -504,14 +506,15 @@ func (x *XDP) SetRateLimit(pps, burst uint32) error {
 	return x.writeConfig()
 }
 
-// SetPorts replaces the SBC's UDP and TCP ports (see Options.UDPPorts).
-func (x *XDP) SetPorts(udp, tcp []uint16) error {
+// SetPorts replaces the SBC's SIP ports and media ranges (see
+// Options.UDPPorts).
+func (x *XDP) SetPorts(udp, tcp []uint16, media []PortRange) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.closed {
 		return ErrClosed
 	}
-	x.udpPorts, x.tcpPorts = slices.Clone(udp), slices.Clone(tcp)
+	x.udpPorts, x.tcpPorts, x.media = slices.Clone(udp), slices.Clone(tcp), slices.Clone(media)
 	return x.writeConfig()
 }
 
@@ -561,6 +564,11 @@ func (x *XDP) writeRawConfig(interval, tolerance uint64) error {
 	}
 	for _, p := range x.tcpPorts {
 		cfg.TcpPorts[p>>6] |= 1 << (p & 63)
+	}
+	for _, r := range x.media {
+		for p := int(r.Min); p <= int(r.Max); p++ {
+			cfg.MediaPorts[p>>6] |= 1 << (p & 63)
+		}
 	}
 	if err := x.objs.SbcConfig.Put(uint32(0), cfg); err != nil {
 		return fmt.Errorf("ebpf: writing the configuration: %w", err)

@@ -42,7 +42,7 @@ func (x *XDP) Allowed() ([]netip.Prefix, error) { return nil, ErrUnsupported }
 func (x *XDP) SetRateLimit(pps, burst uint32) error { return ErrUnsupported }
 
 // SetPorts returns ErrUnsupported.
-func (x *XDP) SetPorts(udp, tcp []uint16) error { return ErrUnsupported }
+func (x *XDP) SetPorts(udp, tcp []uint16, media []PortRange) error { return ErrUnsupported }
 
 // SetScope returns ErrUnsupported.
 func (x *XDP) SetScope(Scope) error { return ErrUnsupported }

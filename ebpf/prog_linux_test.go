@@ -261,6 +261,17 @@ func TestRateLimit(t *testing.T) {
 			t.Fatalf("fragments: dropped %d, want 0", dropped)
 		}
 	})
+	t.Run("media is not limited", func(t *testing.T) {
+		if err := x.SetPorts([]uint16{5060, 5061}, []uint16{5060}, []PortRange{{20000, 20001}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := x.writeRawConfig(interval, (burst-1)*interval); err != nil { // SetPorts wrote the options' rate
+			t.Fatal(err)
+		}
+		if dropped, _ := send(t, udp4("198.18.7.7", 20000), burst+extra); dropped != 0 {
+			t.Fatalf("rtp to a media port: dropped %d, want 0", dropped)
+		}
+	})
 	t.Run("tcp is not limited", func(t *testing.T) {
 		tcp := append(ethHdr(etherIPv4), ipv4Hdr(netip.MustParseAddr("198.18.7.7"), netip.MustParseAddr("198.18.0.1"),
 			v4opts{protocol: protoTCP}, tcpHdr(40000, 5060))...)
@@ -322,12 +333,16 @@ func TestRateConfig(t *testing.T) {
 	if cfg.Scope != scopeSIP || x.Scope() != ScopeSIP {
 		t.Errorf("default scope %d (%s), want sip", cfg.Scope, x.Scope())
 	}
-	if err := x.SetPorts([]uint16{5080}, []uint16{5080, 5081}); err != nil {
+	if err := x.SetPorts([]uint16{5080}, []uint16{5080, 5081}, []PortRange{{20000, 20003}, {65534, 65535}}); err != nil {
 		t.Fatal(err)
 	}
 	cfg = read()
 	if has(cfg.UdpPorts, 5060) || !has(cfg.UdpPorts, 5080) || has(cfg.TcpPorts, 5061) || !has(cfg.TcpPorts, 5081) || cfg.IntervalNs != 20_000_000 {
 		t.Errorf("SetPorts: %x %x", cfg.UdpPorts[5060/64], cfg.TcpPorts[5080/64])
+	}
+	if has(cfg.MediaPorts, 19999) || !has(cfg.MediaPorts, 20000) || !has(cfg.MediaPorts, 20003) || has(cfg.MediaPorts, 20004) ||
+		!has(cfg.MediaPorts, 65535) || has(cfg.UdpPorts, 20000) {
+		t.Errorf("media bitmap wrong")
 	}
 	if err := x.SetScope(ScopeHost); err != nil {
 		t.Fatal(err)
@@ -506,7 +521,8 @@ func comparePrefix(a, b netip.Prefix) int {
 // traffic from a denied prefix (a DNS answer from its resolver, NTP, SSH,
 // ICMP) passes, counted Spared. SetScope(host) widens it again.
 func TestScopeSIP(t *testing.T) {
-	x := loadTest(t, Options{UDPPorts: []uint16{5060}, TCPPorts: []uint16{5060, 5061}})
+	x := loadTest(t, Options{UDPPorts: []uint16{5060}, TCPPorts: []uint16{5060, 5061},
+		MediaPorts: []PortRange{{20000, 20999}}})
 	if err := x.SyncDeny(testDeny); err != nil {
 		t.Fatal(err)
 	}
@@ -544,6 +560,11 @@ func TestScopeSIP(t *testing.T) {
 		{"v4 tcp denied to sip port", v4("192.0.2.9", protoTCP, tcpHdr(40000, 5060)), xdpDrop, deny},
 		{"v4 tcp denied to tls port", v4("192.0.2.9", protoTCP, tcpHdr(40000, 5061)), xdpDrop, deny},
 		{"v4 udp denied to the tcp-only port", v4("192.0.2.9", protoUDP, udpHdr(40000, 5061, nil)), xdpPass, spared},
+		{"v4 rtp denied to a media port", v4("192.0.2.9", protoUDP, udpHdr(40000, 20000, make([]byte, 172))), xdpDrop, deny},
+		{"v4 rtp denied to the last media port", v4("192.0.2.9", protoUDP, udpHdr(40000, 20999, make([]byte, 172))), xdpDrop, deny},
+		{"v4 udp denied just above the media range", v4("192.0.2.9", protoUDP, udpHdr(40000, 21000, nil)), xdpPass, spared},
+		{"v4 tcp denied to a media port number", v4("192.0.2.9", protoTCP, tcpHdr(40000, 20000)), xdpPass, spared},
+		{"v6 rtp denied to a media port", v6("2001:db8:bad::1", protoUDP, udpHdr(40000, 20500, make([]byte, 172))), xdpDrop, deny},
 		{"v4 dns answer from a denied resolver", v4("192.0.2.9", protoUDP, dnsAnswer), xdpPass, spared},
 		{"v4 ntp from a denied server", v4("203.0.113.66", protoUDP, ntp), xdpPass, spared},
 		{"v4 ssh from a denied host", v4("192.0.2.9", protoTCP, tcpHdr(40000, 22)), xdpPass, spared},

@@ -36,6 +36,11 @@ const (
 	ScopeHost Scope = "host"
 )
 
+// PortRange is an inclusive range of ports.
+type PortRange struct {
+	Min, Max uint16
+}
+
 // Mode selects how the program is attached to an interface.
 type Mode string
 
@@ -59,11 +64,13 @@ type Options struct {
 	// PinDir is the bpffs directory for pinned maps and links
 	// (DefaultPinDir when empty).
 	PinDir string
-	// UDPPorts and TCPPorts are the SBC's listening ports (SIP, and media
-	// relay ports when there are any): with ScopeSIP the deny list applies
-	// to UDP and TCP frames to them only, and the per-source packet-rate
-	// limit applies to UDP to UDPPorts. Empty: nothing is guarded.
+	// UDPPorts and TCPPorts are the SBC's SIP listening ports, and
+	// MediaPorts the port ranges of its media relay (UDP): with ScopeSIP
+	// the deny list applies to UDP and TCP frames to them only. The
+	// per-source packet-rate limit applies to UDP to UDPPorts (not to
+	// media). Empty: nothing is guarded.
 	UDPPorts, TCPPorts []uint16
+	MediaPorts         []PortRange
 	// Scope: ScopeSIP (default) or ScopeHost; see Scope.
 	Scope Scope
 	// MaxEntries is the capacity of each deny map (IPv4, IPv6); 0 means

@@ -172,11 +172,11 @@ enum scope {
 };
 
 // Program configuration, written by the Go loader (one entry). The port
-// sets are 65536-bit bitmaps of destination ports: the SBC's UDP and TCP
-// listening ports (SIP, and the media relay ports when there are any).
-// Deny entries apply to them only (scope SCOPE_SIP) or to every frame
-// (SCOPE_HOST); the rate limit applies to UDP to udp_ports, and
-// interval_ns == 0 turns it off.
+// sets are 65536-bit bitmaps of destination ports: the SBC's SIP ports over
+// UDP and over TCP, and its media relay ports (UDP). Deny entries apply to
+// them only (scope SCOPE_SIP) or to every frame (SCOPE_HOST); the rate
+// limit applies to UDP to udp_ports (not to media), and interval_ns == 0
+// turns it off.
 struct config {
 	__u64 interval_ns;  // 1e9 / packets per second
 	__u64 tolerance_ns; // (burst - 1) * interval_ns
@@ -184,6 +184,7 @@ struct config {
 	__u32 pad;
 	__u64 udp_ports[1024];
 	__u64 tcp_ports[1024];
+	__u64 media_ports[1024];
 };
 
 // Counter indexes into the per-CPU counters array. Every frame ends in
@@ -346,23 +347,28 @@ static __always_inline int l4_verdict(struct config *cfg, __u8 proto, void *l4, 
 				      int denied, struct rl_key *rk,
 				      void *allow_map, void *allow_key)
 {
-	__u64 *ports;
+	int sip;
 	if (proto == IPPROTO_UDP) {
 		if ((void *)((struct udp_hdr *)l4 + 1) > end)
 			return pass_as(CNT_MALFORMED);
-		ports = cfg->udp_ports;
+		__be16 dest = ((struct udp_hdr *)l4)->dest;
+		sip = port_in(cfg->udp_ports, dest);
+		if (!sip && !port_in(cfg->media_ports, dest))
+			return not_ours(denied);
 	} else if (proto == IPPROTO_TCP) {
 		if ((void *)((struct l4_ports *)l4 + 1) > end)
 			return pass_as(CNT_MALFORMED);
-		ports = cfg->tcp_ports;
+		sip = port_in(cfg->tcp_ports, ((struct l4_ports *)l4)->dest);
+		if (!sip)
+			return not_ours(denied);
 	} else {
 		return not_ours(denied);
 	}
-	if (!port_in(ports, ((struct l4_ports *)l4)->dest))
-		return not_ours(denied);
 	if (denied)
 		return deny_verdict(allow_map, allow_key);
-	if (proto != IPPROTO_UDP || cfg->interval_ns == 0)
+	// The rate limit is for SIP over UDP: media streams and TCP are not
+	// limited here.
+	if (proto != IPPROTO_UDP || !sip || cfg->interval_ns == 0)
 		return pass();
 	if (bpf_map_lookup_elem(allow_map, allow_key))
 		return pass_as(CNT_ALLOWED);

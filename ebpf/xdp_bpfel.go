@@ -21,6 +21,7 @@ type xdpConfig struct {
 	Pad         uint32
 	UdpPorts    [1024]uint64
 	TcpPorts    [1024]uint64
+	MediaPorts  [1024]uint64
 }
 
 type xdpLpmV4Key struct {

@@ -465,10 +465,11 @@ type XDP struct {
 	PinDir string `toml:"pin_dir"`
 	// Scope: which packets of a blocked source the program drops. "sip"
 	// (default): only UDP and TCP to the SBC's listening ports (every
-	// listener of every realm, TLS and WSS included), so that a block a
-	// spoofed source earned cannot cut the host off from its DNS resolver,
-	// NTP server or SSH jump host. "host": every packet, whatever its
-	// protocol and port. Applies on reload.
+	// listener of every realm, TLS and WSS included) and UDP to the
+	// realms' media relay ports, so that a block a spoofed source earned
+	// cannot cut the host off from its DNS resolver, NTP server or SSH jump
+	// host. "host": every packet, whatever its protocol and port. Applies
+	// on reload.
 	Scope string `toml:"scope"`
 	// RatePPS / Burst: per-source packet rate limit for UDP to the SBC's
 	// UDP ports, in the program itself; trunk sources and pool targets are
@@ -483,9 +484,10 @@ type Nftables struct {
 	Enabled bool `toml:"enabled"`
 	// Table: name of the inet table the SBC owns. Default "sbc".
 	Table string `toml:"table"`
-	// MediaPorts: [low, high] UDP/TCP port range also guarded; optional.
-	// The table guards only the SBC's ports (the SIP listeners and this
-	// range): other traffic from a blocked source passes.
+	// MediaPorts: [low, high] UDP/TCP port range also guarded; optional
+	// (for a media relay other than the SBC's own, whose realm ranges are
+	// guarded anyway, over UDP). The table guards only these ports: other
+	// traffic from a blocked source passes.
 	MediaPorts []int `toml:"media_ports"`
 	// TrunksOnly: drop packets to the SIP ports from any source that is
 	// neither a trunk source nor a pool target (the backends' answers and

@@ -26,7 +26,8 @@ import (
 // Order of preference: xdp → nftables → userspace.
 //
 // Scope: the kernel drops what is sent to the SBC's ports (every listener,
-// UDP and TCP; xdp.scope = "host" widens XDP to all the host's traffic).
+// UDP and TCP, and the media relay ranges over UDP; xdp.scope = "host"
+// widens XDP to all the host's traffic).
 // Allowed peers: trunk sources and pool targets are never dropped by a
 // deny entry or the XDP rate limit, and are what nftables.trunks_only lets
 // through.
@@ -134,6 +135,87 @@ func listenerPorts(realms map[string]*endpoint) (udp, tcp []uint16) {
 	return compactPorts(udp), compactPorts(tcp)
 }
 
+func rangesString(rs []ebpf.PortRange) string {
+	var b strings.Builder
+	for i, r := range rs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%d-%d", r.Min, r.Max)
+	}
+	return b.String()
+}
+
+// mediaRanges are the port ranges of the realms' media relays (those with
+// a relay address, as newMediaPlane builds them).
+func mediaRanges(p *policy.Policy) []ebpf.PortRange {
+	var out []ebpf.PortRange
+	for _, r := range p.Realms {
+		if !r.Media.Addr.IsValid() || r.Media.Addr.IsUnspecified() || r.Media.Min < 1 || r.Media.Max > 65535 {
+			continue
+		}
+		out = append(out, ebpf.PortRange{Min: uint16(r.Media.Min), Max: uint16(r.Media.Max)})
+	}
+	return out
+}
+
+// ephemeralClash reports the part of the media ranges that the kernel may
+// also hand out as ephemeral ports (ip_local_port_range, minus
+// ip_local_reserved_ports): the host's own UDP answers (DNS, NTP) landing
+// there from a blocked source are dropped with the media. portRange and
+// reserved are the contents of the two sysctl files.
+func ephemeralClash(media []ebpf.PortRange, portRange, reserved string) (clash []ebpf.PortRange) {
+	var lo, hi int
+	if _, err := fmt.Sscan(portRange, &lo, &hi); err != nil || lo < 1 || hi > 65535 || lo > hi {
+		return nil
+	}
+	var res []ebpf.PortRange
+	for _, f := range strings.Split(strings.TrimSpace(reserved), ",") {
+		a, b, isRange := strings.Cut(strings.TrimSpace(f), "-")
+		var x, y int
+		if _, err := fmt.Sscan(a, &x); err != nil {
+			continue
+		}
+		y = x
+		if isRange {
+			if _, err := fmt.Sscan(b, &y); err != nil {
+				continue
+			}
+		}
+		res = append(res, ebpf.PortRange{Min: uint16(x), Max: uint16(y)})
+	}
+	for _, m := range media {
+		start := -1
+		for port := max(int(m.Min), lo); port <= min(int(m.Max), hi)+1; port++ {
+			free := port <= min(int(m.Max), hi) && !slices.ContainsFunc(res, func(r ebpf.PortRange) bool {
+				return int(r.Min) <= port && port <= int(r.Max)
+			})
+			switch {
+			case free && start < 0:
+				start = port
+			case !free && start >= 0:
+				clash = append(clash, ebpf.PortRange{Min: uint16(start), Max: uint16(port - 1)})
+				start = -1
+			}
+		}
+	}
+	return clash
+}
+
+// warnEphemeralClash logs, once at start, media ranges a kernel path
+// guards that overlap the kernel's ephemeral ports.
+func (s *SBC) warnEphemeralClash(path string, media []ebpf.PortRange) {
+	pr, err1 := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	rs, err2 := os.ReadFile("/proc/sys/net/ipv4/ip_local_reserved_ports")
+	if err1 != nil || err2 != nil {
+		return
+	}
+	for _, c := range ephemeralClash(media, string(pr), string(rs)) {
+		s.log.Warn("media relay ports are also the kernel's ephemeral ports: answers to the host's own UDP (DNS, NTP) from a blocked source landing there are dropped with the media, and the relay may find them taken; reserve them (sysctl net.ipv4.ip_local_reserved_ports) or move the range",
+			"path", path, "ports", fmt.Sprintf("%d-%d", c.Min, c.Max), "ip_local_port_range", strings.TrimSpace(string(pr)))
+	}
+}
+
 func compactPorts(ps []uint16) []uint16 {
 	slices.Sort(ps)
 	return slices.Compact(ps)
@@ -162,11 +244,12 @@ func allowedPeers(p *policy.Policy) []netip.Prefix {
 func (s *SBC) startFastPath(ctx context.Context, p *policy.Policy) *fastPath {
 	fp := &fastPath{path: pathUserspace}
 	ports := sipPorts(s.realms)
+	media := mediaRanges(p)
 	if p.XDP.Enabled {
 		udp, tcp := listenerPorts(s.realms)
 		x, err := ebpf.Load(ebpf.Options{
 			Interfaces: p.XDP.Interfaces, Mode: ebpf.Mode(p.XDP.Mode), PinDir: p.XDP.PinDir,
-			UDPPorts: udp, TCPPorts: tcp, Scope: ebpf.Scope(p.XDP.Scope),
+			UDPPorts: udp, TCPPorts: tcp, MediaPorts: media, Scope: ebpf.Scope(p.XDP.Scope),
 			MaxEntries: kernelCapacity(s.def.blocklist.Cap()),
 			RatePPS:    uint32(p.XDP.RatePPS), Burst: uint32(p.XDP.Burst), Logger: s.log,
 		})
@@ -185,7 +268,11 @@ func (s *SBC) startFastPath(ctx context.Context, p *policy.Policy) *fastPath {
 				modes = append(modes, a.Interface+":"+string(a.Mode))
 			}
 			s.log.Info("xdp fast path attached", "attachments", strings.Join(modes, ","), "pin_dir", x.PinDir(),
-				"scope", string(x.Scope()), "udp_ports", udp, "tcp_ports", tcp, "capacity", x.MaxEntries())
+				"scope", string(x.Scope()), "udp_ports", udp, "tcp_ports", tcp, "media_ports", rangesString(media),
+				"capacity", x.MaxEntries())
+			if x.Scope() == ebpf.ScopeSIP {
+				s.warnEphemeralClash(pathXDP, media)
+			}
 			s.metrics.Registry.MustRegister(xdpCollectors(x.Counters)...)
 			startMirror(ctx, &s.wg, s.log, s.metrics.Registry, s.def.blocklist, pathXDP, xdpSink{x}, x.MaxEntries())
 		}
@@ -202,6 +289,9 @@ func (s *SBC) startFastPath(ctx context.Context, p *policy.Policy) *fastPath {
 		if len(p.Nftables.MediaPorts) == 2 {
 			opt.MediaPorts = [2]uint16{uint16(p.Nftables.MediaPorts[0]), uint16(p.Nftables.MediaPorts[1])}
 		}
+		for _, r := range media {
+			opt.UDPMediaPorts = append(opt.UDPMediaPorts, [2]uint16{r.Min, r.Max})
+		}
 		f, err := nft.New(opt)
 		if err == nil {
 			if err = f.SetTrunks(allowedPeers(p)); err != nil {
@@ -213,7 +303,8 @@ func (s *SBC) startFastPath(ctx context.Context, p *policy.Policy) *fastPath {
 		} else {
 			fp.path, fp.nft = pathNftables, f
 			s.log.Info("nftables fast path installed", "table", "inet "+p.Nftables.Table,
-				"ports", ports, "trunks_only", p.Nftables.TrunksOnly, "capacity", opt.MaxEntries)
+				"ports", ports, "media_ports", rangesString(media), "trunks_only", p.Nftables.TrunksOnly, "capacity", opt.MaxEntries)
+			s.warnEphemeralClash(pathNftables, media)
 			s.metrics.Registry.MustRegister(nftCollectors(f.Counters)...)
 			startMirror(ctx, &s.wg, s.log, s.metrics.Registry, s.def.blocklist, pathNftables, nftSink{f}, opt.MaxEntries)
 		}

@@ -64,3 +64,37 @@ func TestSinkErrors(t *testing.T) {
 		t.Error("kernel capacity must exceed the blocklist's and fit the maps")
 	}
 }
+
+// The media relay ranges join the kernel paths; those the kernel may also
+// hand out as ephemeral ports (not reserved) are reported.
+func TestMediaRangesAndEphemeralClash(t *testing.T) {
+	tp := testpolicy.New("127.0.0.1", "127.0.0.2", "127.0.0.10:5080")
+	p := tp.Parse(t)
+	got := mediaRanges(p)
+	if len(got) == 0 {
+		t.Fatal("no media range from the default policy")
+	}
+	for i, r := range p.Realms {
+		if got[i] != (ebpf.PortRange{Min: uint16(r.Media.Min), Max: uint16(r.Media.Max)}) {
+			t.Errorf("realm %s: range %v, want %d-%d", r.Name, got[i], r.Media.Min, r.Media.Max)
+		}
+	}
+	pr := func(a, b uint16) ebpf.PortRange { return ebpf.PortRange{Min: a, Max: b} }
+	media := []ebpf.PortRange{pr(20000, 39999)}
+	tests := []struct {
+		portRange, reserved string
+		want                []ebpf.PortRange
+	}{
+		{"32768\t60999\n", "\n", []ebpf.PortRange{pr(32768, 39999)}},
+		{"32768\t60999\n", "20000-39999\n", nil},
+		{"32768\t60999\n", "33000-33999,35000\n", []ebpf.PortRange{pr(32768, 32999), pr(34000, 34999), pr(35001, 39999)}},
+		{"40000\t60999\n", "\n", nil},
+		{"1024\t65535\n", "\n", []ebpf.PortRange{pr(20000, 39999)}},
+		{"garbage", "", nil},
+	}
+	for _, tc := range tests {
+		if got := ephemeralClash(media, tc.portRange, tc.reserved); !slices.Equal(got, tc.want) {
+			t.Errorf("range %q reserved %q: %v, want %v", tc.portRange, tc.reserved, got, tc.want)
+		}
+	}
+}

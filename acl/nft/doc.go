@@ -28,6 +28,7 @@
 //		set trunks6 { type ipv6_addr; flags interval; }
 //		set ports { type inet_service; flags interval; }   SIP ports + media range
 //		set sip_ports { type inet_service; }
+//		set media_udp { type inet_service; flags interval; }  the SBC's media relay ranges
 //		chain guard {
 //			ip saddr @blocked4 counter name "blocked" drop
 //			ip saddr @blocked4_net counter name "blocked" drop
@@ -41,6 +42,7 @@
 //			type filter hook prerouting priority raw; policy accept;
 //			udp dport @ports jump guard
 //			tcp dport @ports jump guard
+//			udp dport @media_udp jump guard
 //		}
 //	}
 //

@@ -60,6 +60,9 @@ type Options struct {
 	// MediaPorts is the inclusive media relay port range to guard; the
 	// zero value means none.
 	MediaPorts [2]uint16
+	// UDPMediaPorts are more inclusive port ranges to guard, for UDP only
+	// (set media_udp): the SBC's own media relay ranges.
+	UDPMediaPorts [][2]uint16
 	// TrunksOnly adds rules dropping packets to the SIP ports from sources
 	// that are not in the trunk sets (see SetTrunks). Until SetTrunks is
 	// called (or a previous run left trunks), that is every source.
@@ -153,8 +156,14 @@ func newFirewall(opts Options, netTimeout bool) (*Firewall, error) {
 	if m := opts.MediaPorts; m != [2]uint16{} && (m[0] == 0 || m[0] > m[1]) {
 		return nil, fmt.Errorf("nft: invalid media port range %d-%d", m[0], m[1])
 	}
-	if len(opts.SIPPorts) == 0 && opts.MediaPorts == [2]uint16{} {
-		return nil, errors.New("nft: no ports to guard (SIPPorts and MediaPorts empty)")
+	opts.UDPMediaPorts = slices.Clone(opts.UDPMediaPorts)
+	for _, m := range opts.UDPMediaPorts {
+		if m[0] == 0 || m[0] > m[1] {
+			return nil, fmt.Errorf("nft: invalid media port range %d-%d", m[0], m[1])
+		}
+	}
+	if len(opts.SIPPorts) == 0 && opts.MediaPorts == [2]uint16{} && len(opts.UDPMediaPorts) == 0 {
+		return nil, errors.New("nft: no ports to guard (SIPPorts, MediaPorts and UDPMediaPorts empty)")
 	}
 	if opts.TrunksOnly && len(opts.SIPPorts) == 0 {
 		return nil, errors.New("nft: TrunksOnly needs SIPPorts")
@@ -305,7 +314,15 @@ func (f *Firewall) portUnits() []unit {
 	for _, s := range envelope(spans, 16) {
 		ports = append(ports, spanElems(s, 16, 0)...)
 	}
-	return []unit{{set: f.l.ports, add: ports}, {set: f.l.sipPorts, add: sip}}
+	spans = nil
+	for _, m := range f.opts.UDPMediaPorts {
+		spans = append(spans, span{u128{0, uint64(m[0])}, u128{0, uint64(m[1])}, never})
+	}
+	var media []nftables.SetElement
+	for _, s := range envelope(spans, 16) {
+		media = append(media, spanElems(s, 16, 0)...)
+	}
+	return []unit{{set: f.l.ports, add: ports}, {set: f.l.sipPorts, add: sip}, {set: f.l.mediaUDP, add: media}}
 }
 
 // readState reads the elements and counters of an existing table. Sets or

@@ -121,7 +121,8 @@ func TestLayout(t *testing.T) {
 	for _, trunksOnly := range []bool{false, true} {
 		t.Run(fmt.Sprint("TrunksOnly=", trunksOnly), func(t *testing.T) {
 			ns := newNS(t)
-			newFW(t, ns, Options{SIPPorts: []uint16{5061, 5060, 5060}, MediaPorts: [2]uint16{10000, 20000}, TrunksOnly: trunksOnly, MaxEntries: 1000})
+			newFW(t, ns, Options{SIPPorts: []uint16{5061, 5060, 5060}, MediaPorts: [2]uint16{10000, 20000}, TrunksOnly: trunksOnly, MaxEntries: 1000,
+				UDPMediaPorts: [][2]uint16{{30000, 30999}, {31000, 31999}, {40000, 40009}}})
 			doc := ns.list(t, "sbc")
 
 			wantSets := map[string]struct {
@@ -137,6 +138,7 @@ func TestLayout(t *testing.T) {
 				SetTrunks6:     {"ipv6_addr", []string{"interval"}, 0},
 				SetPorts:       {"inet_service", []string{"interval"}, 0},
 				SetSIPPorts:    {"inet_service", nil, 0},
+				SetMediaUDP:    {"inet_service", []string{"interval"}, 0},
 			}
 			if len(doc.Sets) != len(wantSets) {
 				t.Errorf("sets: got %d, want %d", len(doc.Sets), len(wantSets))
@@ -157,6 +159,9 @@ func TestLayout(t *testing.T) {
 			if got := vals(t, doc, SetSIPPorts); !slices.Equal(got, []string{"5060", "5061"}) {
 				t.Errorf("sip_ports = %v", got)
 			}
+			if got := vals(t, doc, SetMediaUDP); !slices.Equal(got, []string{"30000-31999", "40000-40009"}) {
+				t.Errorf("media_udp = %v", got)
+			}
 			for _, c := range []string{CounterBlocked, CounterNotTrunk} {
 				if _, ok := doc.Counters[c]; !ok {
 					t.Errorf("counter %s missing", c)
@@ -172,6 +177,7 @@ func TestLayout(t *testing.T) {
 			wantHook := []string{
 				"udp dport == @ports; jump guard",
 				"tcp dport == @ports; jump guard",
+				"udp dport == @media_udp; jump guard",
 			}
 			wantGuard := []string{
 				"ip saddr == @blocked4; counter blocked; drop",
