@@ -202,6 +202,9 @@ address = "127.0.0.1:5080"
 	if p.RouteFor("", "123") != nil {
 		t.Error("RouteFor without routes or default pool must be nil")
 	}
+	if p.XDP.Scope != "sip" || p.XDP.Mode != "auto" {
+		t.Errorf("xdp defaults: %+v", p.XDP)
+	}
 }
 
 func TestDurationZeroVersusAbsent(t *testing.T) {
@@ -348,6 +351,12 @@ func TestParseErrors(t *testing.T) {
 		}},
 		{"comments only", "# nothing\n\n", []string{
 			"t.toml:1:1: no realm: define at least one [[realm]] with a [[realm.listener]]",
+		}},
+		{"xdp scope", minimal + `
+[xdp]
+scope = "all"
+`, []string{
+			`t.toml:8:9: xdp.scope: unknown scope "all" (want "sip" or "host")`,
 		}},
 		{"syntax", minimal + "[server\n", []string{
 			"t.toml:6:8: syntax error: expected ']' to close table name",

@@ -465,8 +465,17 @@ type XDP struct {
 	// PinDir: bpffs directory for pinned maps and links. Default
 	// "/sys/fs/bpf/sbc".
 	PinDir string `toml:"pin_dir"`
-	// RatePPS / Burst: per-source packet rate limit for UDP to the SIP
-	// ports, in the program itself. 0 (default) = off.
+	// Scope: which packets of a blocked source the program drops. "sip"
+	// (default): only UDP and TCP to the SBC's listening ports (every
+	// listener of every realm, TLS and WSS included) and UDP to the
+	// realms' media relay ports, so that a block a spoofed source earned
+	// cannot cut the host off from its DNS resolver, NTP server or SSH jump
+	// host. "host": every packet, whatever its protocol and port. Applies
+	// on reload.
+	Scope string `toml:"scope"`
+	// RatePPS / Burst: per-source packet rate limit for UDP to the SBC's
+	// UDP ports, in the program itself; trunk sources and pool targets are
+	// exempt. 0 (default) = off.
 	RatePPS int `toml:"rate_pps"`
 	Burst   int `toml:"burst"`
 }
@@ -477,9 +486,14 @@ type Nftables struct {
 	Enabled bool `toml:"enabled"`
 	// Table: name of the inet table the SBC owns. Default "sbc".
 	Table string `toml:"table"`
-	// MediaPorts: [low, high] UDP/TCP port range also guarded; optional.
+	// MediaPorts: [low, high] UDP/TCP port range also guarded; optional
+	// (for a media relay other than the SBC's own, whose realm ranges are
+	// guarded anyway, over UDP). The table guards only these ports: other
+	// traffic from a blocked source passes.
 	MediaPorts []int `toml:"media_ports"`
-	// TrunksOnly: drop SIP from any source outside the trunks. Default false.
+	// TrunksOnly: drop packets to the SIP ports from any source that is
+	// neither a trunk source nor a pool target (the backends' answers and
+	// requests come from those). Default false.
 	TrunksOnly bool `toml:"trunks_only"`
 }
 

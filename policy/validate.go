@@ -45,6 +45,7 @@ const (
 	DefaultForgetAfter         = 24 * time.Hour
 	DefaultXDPMode             = "auto"
 	DefaultXDPPinDir           = "/sys/fs/bpf/sbc"
+	DefaultXDPScope            = "sip"
 	DefaultNftTable            = "sbc"
 	DefaultTLSHandshakeTimeout = 10 * time.Second
 	DefaultMediaTimeout        = 60 * time.Second
@@ -787,6 +788,13 @@ func (v *validator) xdp() {
 	}
 	if x.PinDir == "" {
 		x.PinDir = DefaultXDPPinDir
+	}
+	switch x.Scope {
+	case "":
+		x.Scope = DefaultXDPScope
+	case "sip", "host":
+	default:
+		v.errf("xdp.scope", "unknown scope %s (want \"sip\" or \"host\")", quote(x.Scope))
 	}
 	v.intField("xdp.rate_pps", &x.RatePPS, 0, 0, 1e8)
 	v.intField("xdp.burst", &x.Burst, 0, 0, 1e8)

@@ -215,6 +215,10 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 	}
 	add("sbc_blocks_total", "origin,reason", blockOriginManual+"/"+blockReasonManual)
 	add("sbc_fastpath_info", "path", fastPaths...)
+	for _, f := range []string{"sbc_fastpath_missing_entries", "sbc_fastpath_overflows_total", "sbc_fastpath_syncs_total"} {
+		add(f, "path", mirrorPaths...)
+	}
+	add("sbc_blocklist_state_writes_total", "result", stateWriteResults...)
 	for _, a := range xdpActions {
 		add("sbc_xdp_packets_total", "action", a.action)
 	}
@@ -262,7 +266,10 @@ func sbcRegistry(t *testing.T) *prometheus.Registry {
 	m := newMetrics()
 	bl := acl.NewBlocklist(acl.Options{})
 	t.Cleanup(func() { bl.Close() })
-	m.Registry.MustRegister(blocklistCollector(bl))
+	m.Registry.MustRegister(blocklistCollectors(bl)...)
+	for _, path := range mirrorPaths {
+		m.Registry.MustRegister(mirrorCollectors(path, func() acl.MirrorStats { return acl.MirrorStats{} })...)
+	}
 	m.Registry.MustRegister(xdpCollectors(func() (ebpf.Counters, error) { return ebpf.Counters{}, nil })...)
 	m.Registry.MustRegister(nftCollectors(func() (nft.Counters, error) { return nft.Counters{}, nil })...)
 	pp, err := srtp.NewPortPool(srtp.PortPoolConfig{IP: netip.MustParseAddr("127.0.0.1"), Min: 30000, Max: 30001})

@@ -185,7 +185,7 @@ func (s *SBC) Start(ctx context.Context) error {
 		ep.serve(ctx)
 	}
 	s.fast = s.startFastPath(ctx, p)
-	s.metrics.Registry.MustRegister(blocklistCollector(s.def.blocklist))
+	s.metrics.Registry.MustRegister(blocklistCollectors(s.def.blocklist)...)
 	s.wg.Add(3)
 	go func() { defer s.wg.Done(); s.healthLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.tlsLoop(ctx) }()

@@ -199,6 +199,7 @@ type XDP struct {
 	Interfaces []string
 	Mode       string
 	PinDir     string
+	Scope      string
 	RatePPS    int
 	Burst      int
 }
@@ -545,6 +546,7 @@ func (p *Policy) TOML() string {
 		w.strs("interfaces", x.Interfaces)
 		w.str("mode", x.Mode)
 		w.str("pin_dir", x.PinDir)
+		w.str("scope", x.Scope)
 		w.int("rate_pps", x.RatePPS)
 		w.int("burst", x.Burst)
 	}

@@ -66,7 +66,7 @@ func full() *Policy {
 			Window: policy.D(30 * time.Second), BlockFor: policy.D(time.Minute), Escalation: 2,
 			MaxBlock: policy.D(time.Hour), ForgetAfter: policy.D(2 * time.Hour), BlockTrunks: true,
 			NeverBlock: []string{"10.0.0.0/8"}, ScannerUserAgents: []string{"evil-scanner"}},
-		XDP: &XDP{Enabled: true, Interfaces: []string{"veth0"}, Mode: "generic", PinDir: "/sys/fs/bpf/test",
+		XDP: &XDP{Enabled: true, Interfaces: []string{"veth0"}, Mode: "generic", PinDir: "/sys/fs/bpf/test", Scope: "host",
 			RatePPS: 1000, Burst: 2000},
 		Nftables: &Nftables{Enabled: true, Table: "sbctest", MediaPorts: []int{10000, 20000}, TrunksOnly: true},
 		Media:    &Media{Anchor: new(false), Timeout: policy.D(30 * time.Second), Quarantine: policy.D(time.Second)},
@@ -242,6 +242,7 @@ func TestEveryOptionParses(t *testing.T) {
 	check("xdp.interfaces", x.Interfaces, []string{"veth0"})
 	check("xdp.mode", x.Mode, "generic")
 	check("xdp.pin_dir", x.PinDir, "/sys/fs/bpf/test")
+	check("xdp.scope", x.Scope, "host")
 	check("xdp.rate_pps", x.RatePPS, 1000)
 	check("xdp.burst", x.Burst, 2000)
 
