@@ -97,8 +97,8 @@ type RealmMedia struct {
 	// (the public address in front of a NAT). Default: IP.
 	Advertise string `toml:"advertise"`
 	// Ports is [min, max], the inclusive UDP port range of the relay
-	// (RTP on even ports, RTCP on the next odd one). Default [20000,
-	// 39999]; 1024..65535.
+	// (RTP on even ports, RTCP on the next odd one). Default [16384,
+	// 32767], below Linux's ephemeral ports (32768-60999); 1024..65535.
 	Ports []int `toml:"ports"`
 
 	Addr          netip.Addr `toml:"-"` // IP parsed

@@ -50,8 +50,8 @@ const (
 	DefaultTLSHandshakeTimeout = 10 * time.Second
 	DefaultMediaTimeout        = 60 * time.Second
 	DefaultMediaQuarantine     = 5 * time.Second
-	DefaultMediaPortMin        = 20000
-	DefaultMediaPortMax        = 39999
+	DefaultMediaPortMin        = 16384
+	DefaultMediaPortMax        = 32767
 )
 
 const (
