@@ -366,3 +366,34 @@ func legSummary(s srtp.LegStats) string {
 	}
 	return out
 }
+
+// TestBaresipDTLSRefused: a real DTLS-SRTP offer (baresip's dtls_srtp,
+// UDP/TLS/RTP/SAVPF) is answered 488 while the SBC does not terminate
+// DTLS, and never reaches the backend.
+func TestBaresipDTLSRefused(t *testing.T) {
+	if err := baresip.Available(); err != nil && os.Getenv("CI") != "true" {
+		t.Skipf("baresip: %v", err)
+	}
+	callee := baresip.Start(t, baresip.Options{User: "b", Quit: 60 * time.Second})
+	e := newEnv(t, envOpts{targets: []string{callee.SIPAddr().String()}})
+	caller := baresip.Start(t, baresip.Options{User: "a", MediaEnc: "dtls_srtp", Quit: 3 * time.Second,
+		Dial: "sip:b@" + e.ext})
+	if err := caller.Wait(30 * time.Second); err != nil {
+		t.Fatalf("caller: %v", err)
+	}
+	var final string
+	for _, m := range caller.Received() {
+		if l := m.StartLine(); strings.HasPrefix(l, "SIP/2.0 ") && !strings.HasPrefix(l, "SIP/2.0 1") {
+			final = l
+		}
+	}
+	if !strings.HasPrefix(final, "SIP/2.0 488 ") {
+		t.Errorf("the DTLS-SRTP offer was answered %q, want 488", final)
+	}
+	if n := e.dropped(string(stageMedia), string(reasonMediaDTLS)); n != 1 {
+		t.Errorf("dropped{media,dtls_not_supported} = %v, want 1", n)
+	}
+	if got := callee.Received(); len(got) != 0 {
+		t.Errorf("the backend received %d messages, the first:\n%s", len(got), got[0].Text)
+	}
+}
