@@ -106,6 +106,8 @@ type Trunk struct {
 	AllowRegister   bool
 	RegisterDomains []string
 	TLSIdentities   []string
+	MediaEncryption string // "any", "none", "sdes"; "" writes no key
+	MediaRequired   bool
 	// Extra is raw TOML written at the end of the trunk's table (keys).
 	Extra string
 }
@@ -115,9 +117,12 @@ type Pool struct {
 	Name      string
 	Realm     string
 	Transport string
-	Targets   []Target
-	Health    *Health
-	TLS       *PoolTLS
+	// MediaEncryption is what the SBC offers the targets ("none",
+	// "sdes", "any"); "" writes no key.
+	MediaEncryption string
+	Targets         []Target
+	Health          *Health
+	TLS             *PoolTLS
 	// Extra is raw TOML written after the pool's targets and health
 	// table: sub-tables such as "[pool.health]" (with Health nil), not
 	// plain keys (they would belong to the last sub-table).
@@ -455,6 +460,8 @@ func (p *Policy) TOML() string {
 		w.bool("allow_register", t.AllowRegister)
 		w.strs("register_domains", t.RegisterDomains)
 		w.strs("tls_identities", t.TLSIdentities)
+		w.str("media_encryption", t.MediaEncryption)
+		w.bool("media_required", t.MediaRequired)
 		w.raw(t.Extra)
 	}
 
@@ -463,6 +470,7 @@ func (p *Policy) TOML() string {
 		w.str("name", pl.Name)
 		w.str("realm", pl.Realm)
 		w.str("transport", pl.Transport)
+		w.str("media_encryption", pl.MediaEncryption)
 		w.ind = "  "
 		for _, t := range pl.Targets {
 			w.line("[[pool.target]]")

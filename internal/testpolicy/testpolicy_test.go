@@ -42,7 +42,7 @@ func full() *Policy {
 			{Name: "carrier", Realm: "external", Sources: []string{"127.0.0.1/32", "2001:db8::/48"},
 				MaxCalls: 5, CPS: 7, AllowRegister: true, RegisterDomains: []string{"pbx.example.com"},
 				Extra: "# a comment in the trunk"},
-			{Name: "other", Realm: "external", Sources: []string{"192.0.2.1"}},
+			{Name: "other", Realm: "external", Sources: []string{"192.0.2.1"}, MediaEncryption: "sdes", MediaRequired: true},
 			{Name: "tlsonly", Realm: "external", TLSIdentities: []string{"dns:sip.carrier.example"}},
 		},
 		Pools: []Pool{
@@ -50,7 +50,7 @@ func full() *Policy {
 				Targets: []Target{{Address: "[::1]:5080", Weight: new(3)}, {Address: "[::1]:5081", Weight: new(0)}},
 				Health:  &Health{Interval: policy.D(50 * time.Millisecond), Timeout: policy.D(40 * time.Millisecond), Up: 4, Down: 5},
 				Extra:   "# a comment after the pool"},
-			{Name: "reg", Realm: "internal", Targets: Targets("[::1]:5090")},
+			{Name: "reg", Realm: "internal", Targets: Targets("[::1]:5090"), MediaEncryption: "sdes"},
 			{Name: "secure", Realm: "internal", Transport: "tls", Targets: Targets("[::1]:5091"),
 				TLS: &PoolTLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem", CAFile: "ca.pem", MinVersion: "1.2", ServerName: "pbx.example.com"}},
 		},
@@ -171,6 +171,8 @@ func TestEveryOptionParses(t *testing.T) {
 		HandshakeTimeout: policy.D(3 * time.Second)})
 	check("listener[3].path", ext.Listeners[3].Path, "/ws")
 	check("listener[3].origins", ext.Listeners[3].Origins, []string{"https://app.example.com"})
+	check("trunk[1].media_encryption", [2]any{p.Trunks[1].MediaEncryption, p.Trunks[1].MediaRequired}, [2]any{"sdes", true})
+	check("pool[1].media_encryption", p.Pools[1].MediaEncryption, "sdes")
 	check("trunk[2].tls_identities", p.Trunks[2].Identities, []policy.TLSIdentity{{Kind: "dns", Value: "sip.carrier.example"}})
 	check("pool[2].tls.server_name", p.Pools[2].TLS.ServerName, "pbx.example.com")
 	check("pool[2].tls.cert_file", p.Pools[2].TLS.CertFile, "sbc.pem")
