@@ -394,4 +394,3 @@ func legSummary(s srtp.LegStats) string {
 	}
 	return out
 }
-
