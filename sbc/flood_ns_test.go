@@ -293,6 +293,10 @@ func nsSBC(t *testing.T, ns string, ctx context.Context, local []string, edit fu
 		t.Cleanup(func() { b.Close() })
 		pb = testpolicy.New("fd00::3", "fd00::4", b.Addr())
 		pb.Trunk("carrier").Sources = []string{nsTrunk + "/128"}
+		// No media relay: its sockets are opened per call, from
+		// whatever thread, so in the host's namespace, where fd00:: is
+		// not. Signalling is what these tests measure.
+		pb.Media = &testpolicy.Media{Anchor: new(false)}
 		if edit != nil {
 			edit(pb)
 		}

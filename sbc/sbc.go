@@ -59,8 +59,9 @@ type SBC struct {
 	fast    *fastPath
 	conns   connTable // open connections of peers (conns.go)
 
-	tls      *tlsFiles // certificates, keys and CA bundles in service
-	tlsPeers sync.Map  // peerKey → *tlsPeer: verified client certificates of open TLS/WSS connections
+	media    *mediaPlane // relay port pools by realm (media.go)
+	tls      *tlsFiles   // certificates, keys and CA bundles in service
+	tlsPeers sync.Map    // peerKey → *tlsPeer: verified client certificates of open TLS/WSS connections
 
 	reload reloadState // see reload.go
 
@@ -147,6 +148,10 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	if s.def, err = newDefence(p, s.log); err != nil {
 		return nil, err
 	}
+	if s.media, err = newMediaPlane(p); err != nil {
+		return nil, err
+	}
+	s.metrics.Registry.MustRegister(s.media)
 	for _, r := range p.Realms {
 		ep, err := s.newEndpoint(r, p)
 		if err != nil {
@@ -186,7 +191,7 @@ func (s *SBC) Start(ctx context.Context) error {
 		ep.serve(ctx)
 	}
 	s.fast = s.startFastPath(ctx, p)
-	s.metrics.Registry.MustRegister(blocklistCollector(s.def.blocklist))
+	s.metrics.Registry.MustRegister(blocklistCollectors(s.def.blocklist)...)
 	s.wg.Add(5)
 	go func() { defer s.wg.Done(); s.snapshotLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.watchBlocks(ctx) }()
