@@ -42,7 +42,8 @@ import (
 // offers actpass; its certificate is server.state_dir/dtls-cert.pem.
 // WebRTC-only attributes (mid, BUNDLE, msid, ssrc, extmap, rtcp-fb) do
 // not cross to SIP peers; towards a WebRTC peer the SBC adds a=mid and
-// a=rtcp-mux.
+// a=rtcp-mux, and a=group:BUNDLE of those mids when the peer's SDP had a
+// BUNDLE group (Chrome with max-bundle refuses an answer without one).
 //
 // Not yet: m= lines added by a re-INVITE (answered with port 0), non-RTP
 // media (refused with port 0), bodies other than application/sdp (488),

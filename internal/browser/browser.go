@@ -78,8 +78,11 @@ type CallOptions struct {
 	// Media makes the call carry media: ICE gathers loopback host
 	// candidates (chromium runs with --allow-loopback-in-peer-connection)
 	// and the page drops every candidate of another address from its offer
-	// (see Result.DroppedCandidates), so the peer can only answer on
-	// loopback. The remote audio is played (to no device), and
+	// (see Result.DroppedCandidates), so the peer learns loopback
+	// addresses only. Chromium still sends checks from its sockets on the
+	// machine's other addresses, which the peer may answer: run the test
+	// in a network namespace with only lo to keep ICE on loopback. The
+	// remote audio is played (to no device), and
 	// getStats is read into Result.Media before the hang-up. By default
 	// the call gathers no candidate (relay only, no TURN server): the
 	// offer names no address and no media flows.
