@@ -161,6 +161,7 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 		release()
 		s.act(ep, p, req, tx, v)
 		s.metrics.Calls.WithLabelValues(resultNoRoute).Inc()
+		s.trunkCall(p.trunk.Name, resultNoRoute)
 		return
 	}
 	replaces := ""
@@ -170,6 +171,7 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 			release()
 			s.act(ep, p, req, tx, answer(stageDialog, reasonReplacesNoDialog, 481, "Call/Transaction Does Not Exist"))
 			s.metrics.Calls.WithLabelValues(resultRejected).Inc()
+			s.trunkCall(p.trunk.Name, resultRejected)
 			return
 		}
 		replaces = v

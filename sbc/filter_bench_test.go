@@ -37,7 +37,7 @@ func BenchmarkReadFilterBlocked(b *testing.B) {
 		a := netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)})
 		s.def.blocklist.Add(acl.Entry{Prefix: netip.PrefixFrom(a, 32), Reason: "bench", Origin: acl.OriginManual})
 	}
-	f := s.readFilter()
+	f := s.readFilter(s.realms["external"])
 	props := sip.TransportReadProps{Transport: "UDP", RemoteAddr: &net.UDPAddr{IP: net.IPv4(203, 0, 1, 7), Port: 5060}}
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -52,7 +52,7 @@ func BenchmarkReadFilterBlocked(b *testing.B) {
 // datagram that passes (blocklist miss, trunk lookup, raw validation).
 func BenchmarkReadFilterTrunk(b *testing.B) {
 	s := benchSBC(b)
-	f := s.readFilter()
+	f := s.readFilter(s.realms["external"])
 	props := sip.TransportReadProps{Transport: "UDP", RemoteAddr: &net.UDPAddr{IP: net.IPv4(192, 0, 2, 9), Port: 5060}}
 	b.ReportAllocs()
 	b.ResetTimer()
