@@ -187,21 +187,23 @@ func (s *SBC) protectedBy(pf netip.Prefix) string {
 		}
 	}
 	if m := s.def.peers.snap.Load(); m != nil {
+		var learnt []string
 		for a, pm := range *m {
 			if pf.Contains(a) {
-				whats = append(whats, fmt.Sprintf("%s (%s)", pm.what(), a))
+				learnt = append(learnt, fmt.Sprintf("%s (%s)", pm.what(), a))
 			}
 		}
+		slices.Sort(learnt)
+		whats = append(whats, learnt...)
 	}
-	slices.Sort(whats)
 	if len(whats) == 0 {
 		if nb, ok := s.def.blocklist.NeverBlocked(pf); ok {
 			return "the never-block list (" + nb.String() + ")"
 		}
 		return ""
 	}
-	if len(whats) > 3 {
-		whats = append(whats[:3], fmt.Sprintf("and %d more", len(whats)-3))
+	if len(whats) > 4 {
+		whats = append(whats[:4], fmt.Sprintf("and %d more", len(whats)-4))
 	}
 	return strings.Join(whats, ", ")
 }
