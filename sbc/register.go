@@ -92,8 +92,10 @@ func (s *SBC) relayRegister(ep *endpoint, st *snapshot, p peer, req *sip.Request
 	}
 	back.AppendHeader(sip.NewHeader("Server", st.pol.Server.UserAgent))
 	copyBody(back, res)
-	_ = tx.Respond(back)
+	// Watched before the answer leaves: the challenge's nonce is known
+	// and a lock or block is in force before the sender can send again.
 	s.watchRegister(st, p, req, res)
+	_ = tx.Respond(back)
 }
 
 // routeRegister is stage 4 for a REGISTER: the pool its routes give for
