@@ -202,7 +202,7 @@ address = "127.0.0.1:5080"
 	if p.RouteFor("", "123") != nil {
 		t.Error("RouteFor without routes or default pool must be nil")
 	}
-	if l := p.Limits; l.TrunkPPS != 5000 || l.TrunkPPSBurst != 10000 {
+	if l := p.Limits; l.TrunkPPS != 20000 || l.TrunkPPSBurst != 40000 {
 		t.Errorf("trunk_pps defaults: %+v", l)
 	}
 	a := p.AutoBlock

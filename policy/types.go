@@ -365,7 +365,7 @@ type Limits struct {
 	SourcePPSBurst int `toml:"source_pps_burst"`
 	// TrunkPPS: datagrams per second one source address (or IPv6 /64) of
 	// a trunk may send on the trunk's realm, and a pool target on its
-	// pool's realm; default 5000; 0 disables (no packet budget for them).
+	// pool's realm; default 20000; 0 disables (no packet budget for them).
 	// TrunkPPSBurst defaults to 2x. On any other realm their addresses
 	// are ordinary sources (SourcePPS).
 	TrunkPPS      int `toml:"trunk_pps"`

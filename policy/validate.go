@@ -32,7 +32,7 @@ const (
 	DefaultRingTimeout         = 3 * time.Minute
 	DefaultUnknownSourceAction = "drop"
 	DefaultSourcePPS           = 200
-	DefaultTrunkPPS            = 5000
+	DefaultTrunkPPS            = 20000
 	DefaultSourceCPS           = 10
 	DefaultRegisterRate        = 2
 	DefaultMaxSources          = 100000
