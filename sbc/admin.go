@@ -49,7 +49,7 @@ func (s *SBC) startAdmin(addr string) (*adminServer, error) {
 	// keep it off the internet.
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-			s.def.learn(ap.Addr(), "", s.state.Load().pol)
+			s.def.learn(ap.Addr(), "")
 		}
 		mux.ServeHTTP(w, r)
 	})

@@ -46,7 +46,7 @@ func (s *SBC) classify(st *snapshot, ep *endpoint, src netip.AddrPort, transport
 					p.trunk = tr
 					// A handshake proved this address: a spoofer's junk in
 					// its name must not block it (trust.go).
-					s.def.learn(src.Addr(), tr.Name, st.pol)
+					s.def.learn(src.Addr(), tr.Name)
 				}
 				return p
 			}

@@ -40,6 +40,7 @@ type defence struct {
 	guard     *ratelimit.Guard // failed REGISTER guesses per source and AoR (register_guard.go)
 	peers     peerSet          // admin clients and TLS trunk peers, never blocked (trust.go)
 	neverMu   sync.Mutex       // serialises changes of the blocklist's never-block list
+	neverPol  *policy.Policy   // the policy of the never-block list in force (neverMu)
 	health    trunkHealth      // per-trunk calls and failures for the trunk health line (trust.go)
 	scanner   atomic.Pointer[ratelimit.ScannerMatcher]
 	valOpt    validate.Options

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sbc-project/sbc/acl"
 	"github.com/sbc-project/sbc/policy"
 	"github.com/sbc-project/sbc/ratelimit"
 )
@@ -208,7 +207,7 @@ func cloneTargets(ts *targetSet) *targetSet {
 // by defence.prepare; apply installs them.
 type defenceUpdate struct {
 	d                             *defence
-	never                         *acl.NeverBlockList
+	pol                           *policy.Policy
 	pps, tpps, invites, registers *ratelimit.LimiterUpdate
 	tracker                       *ratelimit.TrackerUpdate
 	guard                         *ratelimit.GuardUpdate
@@ -220,9 +219,9 @@ type defenceUpdate struct {
 // changing d. Blocklist entries, buckets, failure counts and calls in
 // progress survive the reload.
 func (d *defence) prepare(p *policy.Policy) (*defenceUpdate, error) {
-	u := &defenceUpdate{d: d, caps: callCaps(p)}
+	u := &defenceUpdate{d: d, pol: p, caps: callCaps(p)}
 	var err error
-	if u.never, err = d.neverBlockList(p); err != nil {
+	if _, err = d.neverBlockList(p); err != nil {
 		return nil, fmt.Errorf("never_block: %w", err)
 	}
 	if u.pps, err = d.pps.Prepare(ppsConfig(p)); err != nil {
@@ -257,10 +256,9 @@ func (d *defence) prepare(p *policy.Policy) (*defenceUpdate, error) {
 // closed), and then nothing changed.
 func (u *defenceUpdate) apply() error {
 	d := u.d
-	d.neverMu.Lock()
-	_, err := d.blocklist.SetNeverBlockList(u.never)
-	d.neverMu.Unlock()
-	if err != nil {
+	// The list is built again with the peers learnt since prepare; p
+	// built once, it cannot fail but for the blocklist's closing.
+	if err := d.setNeverBlock(u.pol); err != nil {
 		return err
 	}
 	u.pps.Apply()

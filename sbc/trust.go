@@ -128,7 +128,7 @@ func (ps *peerSet) has(a netip.Addr) (peerMark, bool) {
 
 // learn adds a to the learnt peers (if new), and with it to the
 // never-block list of the blocklist: a block that covers it is lifted.
-func (d *defence) learn(a netip.Addr, trunk string, pol *policy.Policy) {
+func (d *defence) learn(a netip.Addr, trunk string) {
 	a = a.Unmap()
 	if _, ok := d.peers.has(a); ok || !a.IsValid() {
 		return
@@ -150,19 +150,30 @@ func (d *defence) learn(a netip.Addr, trunk string, pol *policy.Policy) {
 	snap := maps.Clone(d.peers.m)
 	d.peers.snap.Store(&snap)
 	d.peers.mu.Unlock()
-	_ = d.setNeverBlock(pol) // only fails once the blocklist is closed
+	d.neverMu.Lock()
+	p := d.neverPol
+	d.neverMu.Unlock()
+	if p != nil {
+		_ = d.setNeverBlock(p) // only fails once the blocklist is closed
+	}
 }
 
-// setNeverBlock installs the never-block list of p and the learnt peers.
+// setNeverBlock installs the never-block list of p and the learnt peers,
+// and remembers p as the policy of the list in force (a peer learnt later
+// is added to it). Once p validated (neverBlockList), its only error is
+// the blocklist's closing.
 func (d *defence) setNeverBlock(p *policy.Policy) error {
+	d.neverMu.Lock()
+	defer d.neverMu.Unlock()
 	n, err := d.neverBlockList(p)
 	if err != nil {
 		return err
 	}
-	d.neverMu.Lock()
-	defer d.neverMu.Unlock()
-	_, err = d.blocklist.SetNeverBlockList(n)
-	return err
+	if _, err := d.blocklist.SetNeverBlockList(n); err != nil {
+		return err
+	}
+	d.neverPol = p
+	return nil
 }
 
 // neverBlockList is the never-block list of p and the learnt peers.

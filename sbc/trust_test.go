@@ -2,7 +2,6 @@ package sbc
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -457,4 +456,40 @@ func TestTrustNeverBlock(t *testing.T) {
 	call.Bye(e.ctx)
 }
 
-var _ = context.Background
+// Learnt peers (admin clients) and a reload's never-block list keep each
+// other: a reload keeps the peers, a peer learnt later keeps the reload's
+// list; a block of a peer's address that was there before is lifted.
+func TestTrustLearntPeersAndReload(t *testing.T) {
+	e := newEnv(t, envOpts{admin: true, autoBlock: &testpolicy.AutoBlock{}})
+	has := func(p string) bool {
+		for _, nb := range e.sbc.def.blocklist.NeverBlock() {
+			if nb == netip.MustParsePrefix(p) {
+				return true
+			}
+		}
+		return false
+	}
+	if err := e.sbc.def.blocklist.Add(acl.Entry{Prefix: netip.MustParsePrefix("127.0.0.78/32"), Origin: acl.OriginAuto, Reason: "malformed"}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := adminPost(t, e, net.ParseIP("127.0.0.77"), BlockRequest{Prefix: "192.0.2.99"}); code != http.StatusCreated {
+		t.Fatalf("block from an admin client: %d", code)
+	}
+	pb := e.pb.Clone()
+	pb.AutoBlock = &testpolicy.AutoBlock{NeverBlock: []string{"198.51.100.0/24"}}
+	if err := e.sbc.Reload(pb.Parse(t)); err != nil {
+		t.Fatal(err)
+	}
+	if !has("127.0.0.77/32") || !has("198.51.100.0/24") {
+		t.Fatalf("after the reload: %v", e.sbc.def.blocklist.NeverBlock())
+	}
+	if code, _ := adminPost(t, e, net.ParseIP("127.0.0.78"), BlockRequest{Prefix: "192.0.2.98"}); code != http.StatusCreated {
+		t.Fatalf("block from a second admin client: %d", code)
+	}
+	if !has("127.0.0.78/32") || !has("198.51.100.0/24") || !has("127.0.0.77/32") {
+		t.Fatalf("after a peer learnt: %v", e.sbc.def.blocklist.NeverBlock())
+	}
+	if e.sbc.def.blocklist.Blocked(netip.MustParseAddr("127.0.0.78")) {
+		t.Fatal("the admin client's block not lifted")
+	}
+}
