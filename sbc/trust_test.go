@@ -493,3 +493,39 @@ func TestTrustLearntPeersAndReload(t *testing.T) {
 		t.Fatal("the admin client's block not lifted")
 	}
 }
+
+// A carrier known by its TLS certificate alone (no sources): once a
+// handshake proved its address, junk forged from that address over UDP
+// is counted for the carrier, never charged, and its TLS calls go on.
+func TestTrustTLSTrunkPeerNeverBlocked(t *testing.T) {
+	e := newTLSEnv(t, func(pb *testpolicy.Policy) { pb.AutoBlock = &testpolicy.AutoBlock{Threshold: 2} })
+	c := e.caller(t, "carrier")
+	dial := func() {
+		t.Helper()
+		call, err := c.Dial(e.ctx, e.tlsAddr, sipua.DialOptions{User: "100"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res, err := call.WaitFinal(e.ctx); err != nil || res.StatusCode != 200 {
+			t.Fatalf("TLS call: %v, %v", res, err)
+		}
+		call.Bye(e.ctx)
+	}
+	dial()
+	udp, _ := e.sbc.ListenAddr("external", "udp")
+	junk := udpFrom(t, callerIP)
+	for range 5 {
+		sendTo(t, junk, udp.String(), []byte("hello"))
+	}
+	malformed := func() float64 {
+		return testutil.ToFloat64(e.sbc.metrics.TrunkFailures.WithLabelValues("carrier", string(failMalformed)))
+	}
+	waitCount(e.ctx, t, "junk counted for the TLS carrier", malformed, 5)
+	if e.sbc.def.blocklist.Blocked(netip.MustParseAddr(callerIP)) {
+		t.Fatal("the TLS carrier's address blocked for forged junk")
+	}
+	if st, ok := e.sbc.def.tracker.State(acl.SourceKey(netip.MustParseAddr(callerIP)), time.Now()); ok && st.Failures > 0 {
+		t.Fatalf("charged: %+v", st)
+	}
+	dial()
+}
