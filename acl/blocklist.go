@@ -19,10 +19,19 @@ import (
 // Defaults and limits of a Blocklist.
 const (
 	// DefaultMaxEntries bounds the number of entries (Options.MaxEntries).
+	// It is also the capacity the SBC gives the kernel copies (XDP maps,
+	// nftables sets), so that the whole list always fits there.
 	DefaultMaxEntries = 1 << 20
 	// DefaultSaveDelay is how long changes are coalesced before the state
 	// file is rewritten (Options.SaveDelay).
 	DefaultSaveDelay = time.Second
+	// DefaultSaveInterval is the least time between two background writes
+	// of the state file (Options.SaveInterval).
+	DefaultSaveInterval = 10 * time.Second
+	// SaveCostFactor: after a background write that took d, the next one
+	// waits at least SaveCostFactor*d, so that rewriting a large file takes
+	// at most 1/SaveCostFactor of the time.
+	SaveCostFactor = 20
 	// DefaultSweepInterval is the period of the sweep ticker of Run
 	// (Options.SweepInterval).
 	DefaultSweepInterval = time.Second
@@ -208,18 +217,29 @@ type Change struct {
 
 // Options configures a Blocklist. The zero value is usable.
 type Options struct {
-	// StatePath, if set, makes the blocklist persist itself: every change
-	// schedules a rewrite of this file (coalesced over SaveDelay; written
-	// atomically), and Close writes the last state. NewBlocklist does not
-	// read it: call Load(StatePath) first.
+	// StatePath, if set, makes the blocklist persist itself: a change
+	// schedules a rewrite of this file (written atomically), coalesced
+	// with the changes that follow (see SaveDelay and SaveInterval), and
+	// Close writes the last state. NewBlocklist does not read it: call
+	// Load(StatePath) first. Persist writes at once.
 	StatePath string
-	// SaveDelay coalesces changes before a save. Default DefaultSaveDelay.
+	// SaveDelay: the background saver writes this long after the first
+	// change since its last write, so that a burst is written once.
+	// Default DefaultSaveDelay.
 	SaveDelay time.Duration
+	// SaveInterval: the least time between the starts of two background
+	// writes, and at least SaveCostFactor times as long as the last write
+	// took: under a steady churn of changes the file is rewritten once per
+	// interval, not once per change or per SaveDelay. Default
+	// DefaultSaveInterval.
+	SaveInterval time.Duration
 	// SweepInterval is the period at which Run calls Sweep. Default
 	// DefaultSweepInterval.
 	SweepInterval time.Duration
-	// MaxEntries bounds the number of entries (new prefixes beyond it are
-	// refused with ErrFull). Default DefaultMaxEntries.
+	// MaxEntries bounds the number of entries: new prefixes beyond it are
+	// refused with ErrFull (counted in Stats().Refused, and logged once when
+	// the list becomes full, once when a tenth of it is free again);
+	// refreshing a held prefix still works. Default DefaultMaxEntries.
 	MaxEntries int
 	// Now is the clock (tests). Default time.Now.
 	Now func() time.Time
@@ -250,34 +270,65 @@ type Blocklist struct {
 	version    uint64 // bumped on every published change
 
 	max        int
+	full       bool // a full episode is on: logged, not yet over (guarded by mu)
+	refused    atomic.Uint64
 	sweepEvery time.Duration
 	log        *slog.Logger
 
 	statePath    string
 	saveDelay    time.Duration
+	saveInterval time.Duration
 	saveKick     chan struct{}
 	closing      chan struct{}
 	saverDone    chan struct{}
 	saveMu       sync.Mutex // serializes file writes
 	savedVersion uint64     // guarded by saveMu
+	writes       atomic.Uint64
+	writeErrors  atomic.Uint64
 
-	afterSave func(error) // test hook: called by saveLoop after each write attempt
+	// Test hooks: afterSave is called by saveLoop after each write
+	// attempt; saveClock and saveTimer replace time.Now and the timer of
+	// the background saver.
+	afterSave func(error)
+	saveClock func() time.Time
+	saveTimer func(time.Duration) <-chan time.Time
 }
+
+// Stats are a blocklist's counters.
+type Stats struct {
+	// Capacity is Options.MaxEntries (with its default applied).
+	Capacity int
+	// Refused counts new prefixes refused because the list was full.
+	Refused uint64
+	// StateWrites and StateWriteErrors count writes of the state file
+	// (background, Persist and Close) and failed ones.
+	StateWrites, StateWriteErrors uint64
+}
+
+// Stats returns the blocklist's counters.
+func (b *Blocklist) Stats() Stats {
+	return Stats{Capacity: b.max, Refused: b.refused.Load(),
+		StateWrites: b.writes.Load(), StateWriteErrors: b.writeErrors.Load()}
+}
+
+// Cap returns the maximum number of entries (Options.MaxEntries).
+func (b *Blocklist) Cap() int { return b.max }
 
 // NewBlocklist returns an empty blocklist. With opts.StatePath set it starts a
 // background saver; call Close to stop it.
 func NewBlocklist(opts Options) *Blocklist {
 	b := &Blocklist{
-		now:        opts.Now,
-		subs:       make(map[*Subscription]struct{}),
-		max:        opts.MaxEntries,
-		sweepEvery: opts.SweepInterval,
-		log:        opts.Logger,
-		statePath:  opts.StatePath,
-		saveDelay:  opts.SaveDelay,
-		saveKick:   make(chan struct{}, 1),
-		closing:    make(chan struct{}),
-		saverDone:  make(chan struct{}),
+		now:          opts.Now,
+		subs:         make(map[*Subscription]struct{}),
+		max:          opts.MaxEntries,
+		sweepEvery:   opts.SweepInterval,
+		log:          opts.Logger,
+		statePath:    opts.StatePath,
+		saveDelay:    opts.SaveDelay,
+		saveInterval: opts.SaveInterval,
+		saveKick:     make(chan struct{}, 1),
+		closing:      make(chan struct{}),
+		saverDone:    make(chan struct{}),
 	}
 	if b.now == nil {
 		b.now = time.Now
@@ -293,6 +344,9 @@ func NewBlocklist(opts Options) *Blocklist {
 	}
 	if b.saveDelay <= 0 {
 		b.saveDelay = DefaultSaveDelay
+	}
+	if b.saveInterval <= 0 {
+		b.saveInterval = DefaultSaveInterval
 	}
 	b.tbl.Store(new(table))
 	if b.statePath != "" {
@@ -508,6 +562,7 @@ func (b *Blocklist) merge(t *table, n *Entry, now time.Time) (store *Entry, err 
 	old := cur.e
 	if !exists {
 		if t.Size() >= b.max {
+			b.noteFull(n.Prefix)
 			return nil, fmt.Errorf("%w (%d entries): cannot add %s", ErrFull, b.max, n.Prefix)
 		}
 		return n, nil
@@ -533,6 +588,17 @@ func (b *Blocklist) merge(t *table, n *Entry, now time.Time) (store *Entry, err 
 		return nil, nil
 	}
 	return &m, nil
+}
+
+// noteFull counts a refusal for lack of room and logs the start of a full
+// episode. Caller holds mu.
+func (b *Blocklist) noteFull(p netip.Prefix) {
+	b.refused.Add(1)
+	if !b.full {
+		b.full = true
+		b.log.Warn("acl: blocklist full: new blocks are refused until entries expire or are removed",
+			"capacity", b.max, "refused", p.String())
+	}
 }
 
 // neverOverlap returns a never-block prefix overlapping p (for messages).
@@ -753,6 +819,13 @@ func (b *Blocklist) publish(t *table) {
 	b.tbl.Store(t)
 	b.version++
 	b.kickSave()
+	// A full episode ends when a tenth of the room is free again (not at
+	// the first free slot: under churn that would log on every expiry).
+	if b.full && t.Size() <= b.max-max(b.max/10, 1) {
+		b.full = false
+		b.log.Info("acl: blocklist has room again", "capacity", b.max, "entries", t.Size(),
+			"refused_so_far", b.refused.Load())
+	}
 }
 
 // Close stops Run and the saver, closes every subscription's channel, and,
@@ -774,5 +847,6 @@ func (b *Blocklist) Close() error {
 	if b.statePath == "" {
 		return nil
 	}
-	return b.flush()
+	_, err := b.flush()
+	return err
 }

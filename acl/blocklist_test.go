@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -504,6 +505,85 @@ func TestBlocklistMaxEntries(t *testing.T) {
 		t.Errorf("Add beyond MaxEntries err = %v, want ErrFull", err)
 	}
 	mustAdd(t, b, manual("192.0.2.1/32", "refresh is fine"))
+}
+
+// TestBlocklistFullReported: refusals for lack of room are counted; the
+// start of a full episode is logged once however many refusals follow, and
+// its end once, when a tenth of the room is free again.
+func TestBlocklistFullReported(t *testing.T) {
+	var logs lockedBuffer
+	b := NewBlocklist(Options{MaxEntries: 100, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	defer b.Close()
+	addr := func(i int) netip.Prefix {
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)}), 32)
+	}
+	add := func(i int) error { return b.Add(Entry{Prefix: addr(i), Reason: "x", Origin: OriginAuto}) }
+	for i := range 100 {
+		if err := add(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 100; i < 150; i++ {
+		if err := add(i); !errors.Is(err, ErrFull) {
+			t.Fatalf("add %d: %v, want ErrFull", i, err)
+		}
+	}
+	// A little room, filled again: the same episode.
+	for i := range 5 {
+		b.Remove(addr(i))
+	}
+	for i := range 5 {
+		if err := add(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 150; i < 160; i++ {
+		_ = add(i)
+	}
+	if got := strings.Count(logs.String(), "blocklist full"); got != 1 {
+		t.Errorf("%d \"blocklist full\" lines for one episode, want 1:\n%s", got, logs.String())
+	}
+	if got := b.Stats().Refused; got != 60 {
+		t.Errorf("Refused = %d, want 60", got)
+	}
+	// A tenth free: the episode ends; the next refusal starts another.
+	for i := range 10 {
+		b.Remove(addr(i))
+	}
+	if got := strings.Count(logs.String(), "has room again"); got != 1 {
+		t.Errorf("%d \"room again\" lines, want 1:\n%s", got, logs.String())
+	}
+	for i := range 10 {
+		if err := add(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := add(200); !errors.Is(err, ErrFull) {
+		t.Fatalf("add when full again: %v", err)
+	}
+	if got := strings.Count(logs.String(), "blocklist full"); got != 2 {
+		t.Errorf("%d \"blocklist full\" lines after a second episode, want 2", got)
+	}
+	if st := b.Stats(); st.Capacity != 100 || st.Refused != 61 || b.Cap() != 100 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func TestBlocklistClosed(t *testing.T) {

@@ -27,9 +27,21 @@
 // map (ebpf) and the nftables sets (acl/nft) are mirrored: a subscriber gets
 // a full snapshot and every change after it, and a slow subscriber never
 // blocks a writer; it gets an OpResync and fetches a fresh snapshot instead.
+// Mirror does that for a Sink, with a stated overflow policy: entries a
+// full sink cannot take stay in user space (the read filter drops their
+// traffic), are reported once per episode and installed as removals free
+// room; a full sink is never resynced in a loop.
+//
+// Capacity: Options.MaxEntries (DefaultMaxEntries) bounds the list; new
+// prefixes beyond it are refused with ErrFull, counted (Stats) and logged
+// once per episode. The SBC sizes the kernel copies to the same number.
 //
 // The blocklist persists itself as a JSON file when Options.StatePath is
-// set (writes are coalesced and atomic; Close writes the last change), and
+// set (writes are atomic; Close writes the last change). Writes are
+// coalesced: SaveDelay after a change, no sooner than SaveInterval (10 s)
+// after the previous write, and SaveCostFactor (20) times as long apart
+// as a write takes, so a large list under a churn of changes is not
+// rewritten every second. Persist writes at once (a manual block).
 // Save/Load read and write that format explicitly.
 //
 // # Addresses

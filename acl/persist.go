@@ -48,7 +48,8 @@ func (b *Blocklist) Persist() error {
 	if b.statePath == "" {
 		return nil
 	}
-	return b.flush()
+	_, err := b.flush()
+	return err
 }
 
 // ProbeDir checks that state files can be written in dir, by creating
@@ -251,54 +252,103 @@ func (b *Blocklist) kickSave() {
 	}
 }
 
-// flush writes the state to StatePath if it changed since the last write.
-func (b *Blocklist) flush() error {
+// flush writes the state to StatePath if it changed since the last write,
+// and reports whether it wrote.
+func (b *Blocklist) flush() (bool, error) {
 	b.saveMu.Lock()
 	defer b.saveMu.Unlock()
 	b.mu.Lock()
 	t, v := b.tbl.Load(), b.version
 	b.mu.Unlock()
 	if v == b.savedVersion {
-		return nil
+		return false, nil
 	}
 	if err := writeState(b.statePath, t, b.now()); err != nil {
-		return err
+		b.writeErrors.Add(1)
+		return false, err
 	}
+	b.writes.Add(1)
 	b.savedVersion = v
-	return nil
+	return true, nil
 }
 
-// saveLoop coalesces change notifications and writes the state file. A
-// failed write is retried with a growing delay (up to a minute).
+// saveWait is how long the saver waits before writing, given when its
+// last write started (zero: none yet) and how long it took: SaveDelay
+// after a change, but no earlier than SaveInterval, and SaveCostFactor
+// times the last write's duration, after the start of the last write.
+func saveWait(delay, interval time.Duration, last time.Time, cost time.Duration, now time.Time) time.Duration {
+	if last.IsZero() {
+		return delay
+	}
+	gap := max(interval, SaveCostFactor*cost)
+	return max(delay, last.Add(gap).Sub(now))
+}
+
+// saveLoop coalesces change notifications and writes the state file (see
+// saveWait). A failed write is retried with a growing delay (up to a
+// minute).
 func (b *Blocklist) saveLoop() {
 	defer close(b.saverDone)
-	delay := b.saveDelay
+	// The test hooks are read only after a change (they are set before
+	// the first one).
+	now := func() time.Time {
+		if b.saveClock != nil {
+			return b.saveClock()
+		}
+		return time.Now()
+	}
+	var (
+		last    time.Time     // start of the last write
+		cost    time.Duration // how long it took
+		backoff time.Duration // after a failed write
+	)
 	for {
 		select {
 		case <-b.saveKick:
 		case <-b.closing:
 			return
 		}
-		tm := time.NewTimer(delay)
-		select {
-		case <-tm.C:
-		case <-b.closing:
-			tm.Stop()
+		wait := max(saveWait(b.saveDelay, b.saveInterval, last, cost, now()), backoff)
+		if !b.sleep(wait) {
 			return // Close writes the last state
 		}
-		err := b.flush()
+		start := now()
+		wrote, err := b.flush()
+		if wrote {
+			last, cost = start, now().Sub(start)
+		}
 		if b.afterSave != nil {
 			b.afterSave(err)
 		}
 		if err != nil {
 			b.log.Error("acl: cannot save blocklist state", "path", b.statePath, "err", err)
-			delay = min(2*delay, time.Minute)
+			backoff = min(max(2*backoff, 2*b.saveDelay), time.Minute)
 			select {
 			case b.saveKick <- struct{}{}:
 			default:
 			}
 			continue
 		}
-		delay = b.saveDelay
+		backoff = 0
+	}
+}
+
+// sleep waits d; false when the blocklist is closing.
+func (b *Blocklist) sleep(d time.Duration) bool {
+	if b.saveTimer != nil {
+		select {
+		case <-b.saveTimer(d):
+			return true
+		case <-b.closing:
+			return false
+		}
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-b.closing:
+		return false
 	}
 }

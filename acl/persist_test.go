@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -153,7 +154,7 @@ func TestLoadCorrupt(t *testing.T) {
 
 func TestAutoSave(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "bl.json")
-	b := NewBlocklist(Options{StatePath: path, SaveDelay: time.Millisecond})
+	b := NewBlocklist(Options{StatePath: path, SaveDelay: time.Millisecond, SaveInterval: time.Millisecond})
 	saved := make(chan error, 100)
 	b.afterSave = func(err error) { saved <- err }
 	mustAdd(t, b, manual("192.0.2.1/32", "one"))
@@ -299,5 +300,132 @@ func TestProbeDir(t *testing.T) {
 	}
 	if err := ProbeDir(filepath.Join(dir, "missing")); err == nil {
 		t.Error("a missing directory probed as writable")
+	}
+}
+
+// TestSaveCoalescedUnderChurn drives the background saver with a timer the
+// test fires: however many changes arrive, the file is written once per
+// timer, and the saver waits SaveDelay before its first write and
+// SaveInterval between writes (not SaveDelay again).
+func TestSaveCoalescedUnderChurn(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bl.json")
+	const delay, interval, rounds, churn = time.Second, time.Minute, 3, 500
+	b := NewBlocklist(Options{StatePath: path, SaveDelay: delay, SaveInterval: interval, Logger: slog.New(slog.DiscardHandler)})
+	type timerReq struct {
+		d  time.Duration
+		ch chan time.Time
+	}
+	reqs := make(chan timerReq, 16) // buffered: the saver never blocks on the test
+	clock := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	b.saveClock = func() time.Time { return clock } // writes take no time: the interval rules
+	b.saveTimer = func(d time.Duration) <-chan time.Time {
+		ch := make(chan time.Time, 1)
+		reqs <- timerReq{d, ch}
+		return ch
+	}
+	saved := make(chan error, 16)
+	b.afterSave = func(err error) { saved <- err }
+	n := 0
+	for r := range rounds {
+		for range churn {
+			p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)}), 32)
+			mustAdd(t, b, Entry{Prefix: p, Reason: "churn", Origin: OriginAuto})
+			if n%3 == 0 {
+				b.Remove(p)
+			}
+			n++
+		}
+		var req timerReq
+		select {
+		case req = <-reqs:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: the saver asked for no timer", r)
+		}
+		want := interval
+		if r == 0 {
+			want = delay
+		}
+		if req.d != want {
+			t.Errorf("round %d: the saver waits %v, want %v", r, req.d, want)
+		}
+		req.ch <- clock
+		if err := <-saved; err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := b.Stats()
+	if st.StateWrites != rounds {
+		t.Errorf("%d writes for %d changes, want %d", st.StateWrites, rounds*churn, rounds)
+	}
+	want := b.List()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Stats().StateWrites; got != rounds {
+		t.Errorf("Close wrote again (%d writes) although nothing changed since the last write", got)
+	}
+	b2 := NewBlocklist(Options{})
+	defer b2.Close()
+	if _, err := b2.Load(path); err != nil {
+		t.Fatal(err)
+	}
+	sameEntries(t, b2.List(), want)
+	t.Logf("%d changes, %d writes", rounds*churn+rounds*churn/3, st.StateWrites)
+}
+
+// TestSaveCoalescedRealTimers: with real timers, thousands of changes made
+// while an interval runs are written at most twice: once SaveDelay after
+// the first change, once by Close.
+func TestSaveCoalescedRealTimers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bl.json")
+	b := NewBlocklist(Options{StatePath: path, SaveDelay: time.Millisecond, SaveInterval: time.Hour,
+		Logger: slog.New(slog.DiscardHandler)})
+	const changes = 3000
+	for i := range changes {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 32)
+		mustAdd(t, b, Entry{Prefix: p, Reason: "churn", Origin: OriginAuto})
+		if i%2 == 1 {
+			b.Remove(p)
+		}
+	}
+	want := b.List()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := b.Stats()
+	if st.StateWrites < 1 || st.StateWrites > 2 {
+		t.Errorf("%d writes for %d changes, want 1 or 2", st.StateWrites, changes*3/2)
+	}
+	b2 := NewBlocklist(Options{})
+	defer b2.Close()
+	if _, err := b2.Load(path); err != nil {
+		t.Fatal(err)
+	}
+	sameEntries(t, b2.List(), want)
+	t.Logf("%d changes, %d writes", changes*3/2, st.StateWrites)
+}
+
+func TestSaveWait(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	s := time.Second
+	tests := []struct {
+		name       string
+		last       time.Time
+		cost       time.Duration
+		now        time.Time
+		want       time.Duration
+		delay, ivl time.Duration
+	}{
+		{"first write", time.Time{}, 0, t0, s, s, 10 * s},
+		{"right after a write", t0, 0, t0, 10 * s, s, 10 * s},
+		{"interval partly run", t0, 0, t0.Add(4 * s), 6 * s, s, 10 * s},
+		{"interval over: the delay", t0, 0, t0.Add(time.Hour), s, s, 10 * s},
+		{"costly write: 20x its time", t0, 2 * s, t0.Add(2 * s), 38 * s, s, 10 * s},
+		{"cheap write: the interval", t0, 10 * time.Millisecond, t0, 10 * s, s, 10 * s},
+	}
+	for _, tc := range tests {
+		if got := saveWait(tc.delay, tc.ivl, tc.last, tc.cost, tc.now); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

@@ -8,8 +8,12 @@
 //	namespace "peer"                         namespace "sbc"
 //	  10.77.0.2 attacker (raw UDP)             10.77.0.1:5060 realm external (XDP on the veth)
 //	  10.77.0.3 trunk "carrier" (SIPp UAC) ─── 127.0.0.1:5062 realm internal
-//	                                           127.0.0.1:5080 SIPp UAS (pool "uas")
+//	  10.77.0.4 SIPp UAS, backendOnVeth only   127.0.0.1:5080 SIPp UAS (pool "uas")
 //	                                           127.0.0.1:9090 admin API and /metrics
+//
+// With policyOpts.backendOnVeth the internal realm listens on
+// 10.77.0.1:5062 and the pool target is 10.77.0.4:5080 in "peer", so that
+// the backend's packets cross the veth and XDP.
 //
 // Neighbours are static, so no ARP depends on a blocked address, and the
 // counters the tests compare are exact: a blocked source sends N datagrams,
@@ -30,6 +34,18 @@
 //     (sbc_fastpath_info), calls complete and blocks still hold.
 //   - TestBlockToXDPLatency: time from the admin POST returning to the
 //     pinned deny map holding the prefix (logged; see BENCHMARKS.md (e2e)).
+//   - TestXDPScope: with the default xdp.scope a blocked source's SIP and
+//     media datagrams are dropped (exact count) while its other traffic
+//     to the host passes (a
+//     UDP datagram to another port, TCP to a non-SIP port, ICMP echo;
+//     counted "spared"); after a reload to scope "host" it is dropped too.
+//   - TestXDPRateLimitSparesBackends: XDP limits every source to one
+//     packet a second, the backend sits across the veth (backendIP): trunk
+//     calls complete and none of their packets is limited (trunks and
+//     pool targets are allowed), a stranger's burst is.
+//   - TestNftablesTrunksOnly: nftables with trunks_only lets the backend's
+//     answers in (calls complete) and drops a stranger's SIP (exact count
+//     of not_trunk); the media relay range is in the table.
 //
 // The binary is started with nsenter --net, not ip netns exec: ip netns
 // exec gives the process a private mount namespace with a fresh /sys, so a

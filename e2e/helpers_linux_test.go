@@ -36,6 +36,7 @@ const (
 	sbcIP     = "10.77.0.1" // the SBC's external listener, on the veth in ns "sbc"
 	attackIP  = "10.77.0.2" // the attacker, on the veth in ns "peer"
 	trunkIP   = "10.77.0.3" // trunk "carrier", on the veth in ns "peer"
+	backendIP = "10.77.0.4" // the SIPp UAS when policyOpts.backendOnVeth, on the veth in ns "peer"
 	sipPort   = 5060
 	uasPort   = 5080 // SIPp UAS in ns "sbc", on 127.0.0.1
 	uacPort   = 5070 // SIPp UAC in ns "peer", on trunkIP
@@ -151,7 +152,8 @@ func newTestNet(t testing.TB) *testNet {
 	// link activation is asynchronous and drops what is sent before.
 	netnstest.Veth(t, netns.Veth{
 		A: netns.End{NS: tn.peerNS, Name: tn.peerIf,
-			Addrs: []netip.Prefix{netip.MustParsePrefix(attackIP + "/24"), netip.MustParsePrefix(trunkIP + "/24")}},
+			Addrs: []netip.Prefix{netip.MustParsePrefix(attackIP + "/24"), netip.MustParsePrefix(trunkIP + "/24"),
+				netip.MustParsePrefix(backendIP + "/24")}},
 		B:                netns.End{NS: tn.sbcNS, Name: tn.sbcIf, Addrs: []netip.Prefix{netip.MustParsePrefix(sbcIP + "/24")}},
 		StaticNeighbours: true,
 		Probes:           []netns.Probe{{Src: netip.MustParseAddr(trunkIP), Dst: netip.MustParseAddr(sbcIP)}},
@@ -247,13 +249,25 @@ type policyOpts struct {
 	xdp       bool
 	xdpIfaces []string
 	xdpMode   string
+	xdpScope  string // "" (default "sip") or "host"
+	ratePPS   int    // xdp.rate_pps
+	burst     int    // xdp.burst
 	pinDir    string // always set: with XDP off, the SBC removes pins found there
 	// nftables
-	nft      bool
-	nftTable string
+	nft        bool
+	nftTable   string
+	trunksOnly bool
+	// backendOnVeth: the internal realm listens on sbcIP:5062 and the pool
+	// target is backendIP:uasPort in ns "peer" (startUASAt), so that the
+	// backend's traffic crosses the veth (and XDP); otherwise both are on
+	// the loopback of ns "sbc".
+	backendOnVeth bool
 	// auto-block
 	autoblock bool
 	threshold int
+	// path: write the policy there (a rewrite for a reload); default a
+	// new temporary file.
+	path string
 }
 
 func writePolicy(t testing.TB, o policyOpts) string {
@@ -271,16 +285,20 @@ func writePolicy(t testing.TB, o policyOpts) string {
 		o.threshold = 10
 	}
 	lo := func(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
+	internal, target := lo(5062), lo(uasPort)
+	if o.backendOnVeth {
+		internal, target = fmt.Sprintf("%s:5062", sbcIP), fmt.Sprintf("%s:%d", backendIP, uasPort)
+	}
 	pol := &testpolicy.Policy{
 		Comment: "written by the e2e tests",
 		Server:  testpolicy.Server{LogLevel: "info", StateDir: o.stateDir},
 		Admin:   adminAddr,
 		Realms: []testpolicy.Realm{
 			{Name: "external", Listeners: []testpolicy.Listener{{Transport: "udp", Bind: fmt.Sprintf("%s:%d", sbcIP, sipPort)}}},
-			{Name: "internal", Listeners: []testpolicy.Listener{{Transport: "udp", Bind: lo(5062)}}},
+			{Name: "internal", Listeners: []testpolicy.Listener{{Transport: "udp", Bind: internal}}},
 		},
 		Trunks: []testpolicy.Trunk{{Name: "carrier", Realm: "external", Sources: []string{trunkIP + "/32"}}},
-		Pools: []testpolicy.Pool{{Name: "uas", Realm: "internal", Targets: testpolicy.Targets(lo(uasPort)),
+		Pools: []testpolicy.Pool{{Name: "uas", Realm: "internal", Targets: testpolicy.Targets(target),
 			Health: &testpolicy.Health{Interval: policy.D(0)}}},
 		Routing: &testpolicy.Routing{DefaultPool: "uas"},
 		Headers: &testpolicy.Headers{UnknownSourceAction: "drop"},
@@ -288,12 +306,22 @@ func writePolicy(t testing.TB, o policyOpts) string {
 		AutoBlock: &testpolicy.AutoBlock{Enabled: new(o.autoblock), Threshold: o.threshold,
 			Window: policy.D(60 * time.Second), BlockFor: policy.D(10 * time.Minute),
 			ScannerUserAgents: []string{"friendly-scanner"}},
-		XDP:      &testpolicy.XDP{Enabled: o.xdp, Interfaces: o.xdpIfaces, Mode: o.xdpMode, PinDir: o.pinDir},
-		Nftables: &testpolicy.Nftables{Enabled: o.nft, Table: o.nftTable},
+		XDP: &testpolicy.XDP{Enabled: o.xdp, Interfaces: o.xdpIfaces, Mode: o.xdpMode, PinDir: o.pinDir,
+			Scope: o.xdpScope, RatePPS: o.ratePPS, Burst: o.burst},
+		Nftables: &testpolicy.Nftables{Enabled: o.nft, Table: o.nftTable, TrunksOnly: o.trunksOnly},
 	}
 	text := pol.TOML()
-	path := filepath.Join(t.TempDir(), "policy.toml")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+	path := o.path
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "policy.toml")
+	}
+	// Written next to it and renamed over it: a running SBC watching the
+	// file never reads half of it.
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -639,9 +667,16 @@ func (tn *testNet) sendOptions(t testing.TB, src string, n int, userAgent string
 // sbc namespace for the whole test; it answers every call.
 func startUAS(t testing.TB, tn *testNet) {
 	t.Helper()
+	startUASAt(t, tn.sbcNS, "127.0.0.1")
+}
+
+// startUASAt runs the SIPp UAS on ip:uasPort in namespace ns (for
+// policyOpts.backendOnVeth: backendIP in tn.peerNS).
+func startUASAt(t testing.TB, ns, ip string) {
+	t.Helper()
 	requireTools(t, "sipp")
 	out := &syncBuffer{}
-	cmd := nsCommand(context.Background(), tn.sbcNS, "sipp", "-sn", "uas", "-i", "127.0.0.1",
+	cmd := nsCommand(context.Background(), ns, "sipp", "-sn", "uas", "-i", ip,
 		"-p", strconv.Itoa(uasPort), "-nostdin", "-trace_err")
 	cmd.Dir = t.TempDir()
 	cmd.Stdout, cmd.Stderr = out, out
@@ -664,8 +699,9 @@ func startUAS(t testing.TB, tn *testNet) {
 		}
 	})
 	// Wait until bound: /proc/PID/net/udp lists the sockets of the
-	// process's network namespace.
-	want := fmt.Sprintf("0100007F:%04X", uasPort)
+	// process's network namespace (addresses in host byte order, hex).
+	a4 := netip.MustParseAddr(ip).As4()
+	want := fmt.Sprintf("%02X%02X%02X%02X:%04X", a4[3], a4[2], a4[1], a4[0], uasPort)
 	deadline := time.Now().Add(waitTimeout)
 	for {
 		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/udp", cmd.Process.Pid)); err == nil && bytes.Contains(b, []byte(want)) {
@@ -677,7 +713,7 @@ func startUAS(t testing.TB, tn *testNet) {
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("sipp uas did not bind 127.0.0.1:%d in %s", uasPort, waitTimeout)
+			t.Fatalf("sipp uas did not bind %s:%d in %s", ip, uasPort, waitTimeout)
 		}
 	}
 }

@@ -184,7 +184,7 @@ func BenchmarkDropPath(b *testing.B) {
 			rcvbufErr: udpRcvbufErrors(p.nsB) - errBefore, cpu: cpu}
 	}
 	xdpPhase := func(mode Mode) phase {
-		x, err := loadIn(b, p.nsB, Options{Interfaces: []string{p.ifB}, Mode: mode, PinDir: bpffsDir(b)})
+		x, err := loadIn(b, p.nsB, Options{Interfaces: []string{p.ifB}, Mode: mode, PinDir: bpffsDir(b), UDPPorts: []uint16{5060}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -239,7 +239,7 @@ func BenchmarkDropPath(b *testing.B) {
 // BenchmarkProgRun measures the program alone (BPF_PROG_TEST_RUN, repeat
 // inside the kernel) on a denied and a clean frame.
 func BenchmarkProgRun(b *testing.B) {
-	x := loadTest(b, Options{SIPPorts: []uint16{5060}, RatePPS: 1000, Burst: 1000})
+	x := loadTest(b, Options{UDPPorts: []uint16{5060}, RatePPS: 1000, Burst: 1000})
 	if err := x.SyncDeny(append(testDeny, mustPrefixes("10.0.0.0/8", "2001:db8:dead::/48")...)); err != nil {
 		b.Fatal(err)
 	}
@@ -248,6 +248,7 @@ func BenchmarkProgRun(b *testing.B) {
 		frame []byte
 	}{
 		{"v4-denied", udp4("192.0.2.9", 5060)},
+		{"v4-denied-other-port-spared", udp4("192.0.2.9", 53)},
 		{"v4-clean-sip-ratelimited-port", udp4("198.18.5.5", 5060)},
 		{"v6-denied", udp6("2001:db8:bad::9", 5060)},
 		{"v6-clean", udp6("2001:db8:1::1", 5070)},

@@ -241,7 +241,7 @@ func BenchmarkDropPathLiveFrames(b *testing.B) {
 		return ph
 	}
 	xdpPhase := func() (ph livePhase) {
-		x, err := loadIn(b, p.nsB, Options{Interfaces: []string{p.ifB}, Mode: ModeNative, PinDir: bpffsDir(b)})
+		x, err := loadIn(b, p.nsB, Options{Interfaces: []string{p.ifB}, Mode: ModeNative, PinDir: bpffsDir(b), UDPPorts: []uint16{5060}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -346,7 +346,7 @@ const clockTicks = 100
 func TestLiveFramesDenied(t *testing.T) {
 	requirePriv(t)
 	p := newVethPair(t)
-	x, err := loadIn(t, p.nsB, Options{Interfaces: []string{p.ifB}, Mode: ModeNative, PinDir: bpffsDir(t)})
+	x, err := loadIn(t, p.nsB, Options{Interfaces: []string{p.ifB}, Mode: ModeNative, PinDir: bpffsDir(t), UDPPorts: []uint16{5060}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -91,6 +91,16 @@ func udpHdr(sport, dport uint16, payload []byte) []byte {
 	return append(b, payload...)
 }
 
+// tcpHdr returns a 20-byte TCP header (SYN, no options, checksum 0).
+func tcpHdr(sport, dport uint16) []byte {
+	b := binary.BigEndian.AppendUint16(nil, sport)
+	b = binary.BigEndian.AppendUint16(b, dport)
+	b = append(b, 0, 0, 0, 1, 0, 0, 0, 0) // seq, ack
+	b = append(b, 5<<4, 0x02)             // data offset 5, SYN
+	b = binary.BigEndian.AppendUint16(b, 65535)
+	return append(b, 0, 0, 0, 0) // checksum, urgent pointer
+}
+
 type v4opts struct {
 	ihl      int    // header length in 32-bit words, 5 when 0
 	fragOff  uint16 // fragment offset in 8-byte units
@@ -210,8 +220,8 @@ func mustPrefixes(ss ...string) []netip.Prefix {
 }
 
 func (c Counters) String() string {
-	return fmt.Sprintf("passed=%d deny=%d rl=%d malformed=%d nonip=%d frag=%d allowed=%d",
-		c.Passed, c.DroppedDeny, c.DroppedRateLimit, c.Malformed, c.NonIP, c.Fragments, c.Allowed)
+	return fmt.Sprintf("passed=%d deny=%d rl=%d malformed=%d nonip=%d frag=%d allowed=%d spared=%d",
+		c.Passed, c.DroppedDeny, c.DroppedRateLimit, c.Malformed, c.NonIP, c.Fragments, c.Allowed, c.Spared)
 }
 
 func (c Counters) sub(o Counters) Counters {
@@ -223,5 +233,6 @@ func (c Counters) sub(o Counters) Counters {
 		NonIP:            c.NonIP - o.NonIP,
 		Fragments:        c.Fragments - o.Fragments,
 		Allowed:          c.Allowed - o.Allowed,
+		Spared:           c.Spared - o.Spared,
 	}
 }

@@ -29,10 +29,21 @@ const (
 	cntNonIP          = 4
 	cntFragment       = 5
 	cntAllowed        = 6
+	cntSpared         = 7
 	cntMax            = 8
 	maxVerifierLogLen = 4096
 	linkPinPrefix     = "link_"
 )
+
+// Values of struct config's scope (enum scope in xdp.c).
+const (
+	scopeSIP  = 0
+	scopeHost = 1
+)
+
+// obsoletePins are maps of earlier versions of the program, removed from
+// the pin directory at Load and by RemovePinned.
+var obsoletePins = []string{"sbc_rl_config"}
 
 // bpffsMountPoint is where Load mounts a bpf filesystem when the pin
 // directory lies below it and none is mounted.
@@ -46,7 +57,11 @@ type XDP struct {
 	links    []link.Link
 	attached []Attachment
 	pinDir   string
-	ports    []uint16
+	udpPorts []uint16
+	tcpPorts []uint16
+	media    []PortRange
+	scope    Scope
+	maxDeny  int
 	pps      uint32
 	burst    uint32
 	log      *slog.Logger
@@ -66,6 +81,12 @@ type XDP struct {
 func Load(opts Options) (*XDP, error) {
 	mode, err := opts.mode()
 	if err != nil {
+		return nil, err
+	}
+	if _, err := opts.scope(); err != nil {
+		return nil, err
+	}
+	if _, err := opts.maxEntries(); err != nil {
 		return nil, err
 	}
 	ifaces := dedupe(opts.Interfaces)
@@ -96,6 +117,14 @@ func loadObjects(opts Options) (*XDP, error) {
 		pinDir = DefaultPinDir
 	}
 	pinDir = filepath.Clean(pinDir)
+	scope, err := opts.scope()
+	if err != nil {
+		return nil, err
+	}
+	maxDeny, err := opts.maxEntries()
+	if err != nil {
+		return nil, err
+	}
 	if err := checkCaps(); err != nil {
 		return nil, err
 	}
@@ -109,18 +138,22 @@ func loadObjects(opts Options) (*XDP, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	x := &XDP{
-		pinDir: pinDir,
-		ports:  slices.Clone(opts.SIPPorts),
-		pps:    opts.RatePPS,
-		burst:  opts.Burst,
-		log:    log,
+		pinDir:   pinDir,
+		udpPorts: slices.Clone(opts.UDPPorts),
+		tcpPorts: slices.Clone(opts.TCPPorts),
+		media:    slices.Clone(opts.MediaPorts),
+		scope:    scope,
+		maxDeny:  maxDeny,
+		pps:      opts.RatePPS,
+		burst:    opts.Burst,
+		log:      log,
 	}
 	if err := x.loadCollection(); err != nil {
 		return nil, err
 	}
 	if err := x.writeConfig(); err != nil {
 		_ = x.objs.Close()
-		return nil, &LoadError{Kind: ErrKernelRefused, Detail: "writing the rate-limit configuration", Err: err}
+		return nil, &LoadError{Kind: ErrKernelRefused, Detail: "writing the configuration", Err: err}
 	}
 	return x, nil
 }
@@ -130,6 +163,15 @@ func (x *XDP) loadCollection() error {
 	if err != nil {
 		return &LoadError{Kind: ErrKernelRefused, Detail: "parsing the embedded object", Err: err}
 	}
+	for _, name := range []string{xdpMapSbcDenyV4, xdpMapSbcDenyV6} {
+		spec.Maps[name].MaxEntries = uint32(x.maxDeny)
+	}
+	for _, name := range obsoletePins {
+		if err := os.Remove(filepath.Join(x.pinDir, name)); err == nil {
+			x.log.Info("ebpf: removed the pinned map of an earlier version", "pin", filepath.Join(x.pinDir, name))
+		}
+	}
+	x.replaceIncompatible(spec)
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: x.pinDir}}
 	err = spec.LoadAndAssign(&x.objs, opts)
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
@@ -145,6 +187,25 @@ func (x *XDP) loadCollection() error {
 		return classifyLoadError(err)
 	}
 	return nil
+}
+
+// replaceIncompatible removes the pins of maps whose layout or capacity
+// differs from spec (an earlier version, another MaxEntries), so that
+// they are created afresh; the others, counters included, are kept.
+func (x *XDP) replaceIncompatible(spec *ebpf.CollectionSpec) {
+	for name, ms := range spec.Maps {
+		path := filepath.Join(x.pinDir, name)
+		m, err := ebpf.LoadPinnedMap(path, nil)
+		if err != nil {
+			continue // absent, or unreadable: LoadAndAssign decides
+		}
+		cerr := ms.Compatible(m)
+		_ = m.Close()
+		if cerr != nil {
+			x.log.Info("ebpf: pinned map differs from this program's, recreating it", "pin", path, "reason", cerr.Error())
+			_ = os.Remove(path)
+		}
+	}
 }
 
 func classifyLoadError(err error) error {
@@ -394,9 +455,10 @@ func (x *XDP) Attachments() []Attachment {
 // PinDir returns the directory holding the pinned maps and links.
 func (x *XDP) PinDir() string { return x.pinDir }
 
-// Deny adds p to the deny list: packets from sources inside p are dropped
-// unless the allow list also covers them. IPv4-mapped IPv6 prefixes are
-// stored as IPv4.
+// Deny adds p to the deny list: packets from sources inside p (to the
+// SBC's ports, with ScopeSIP) are dropped unless the allow list also covers
+// them. IPv4-mapped IPv6 prefixes are stored as IPv4. A full map gives an
+// error wrapping ErrFull.
 func (x *XDP) Deny(p netip.Prefix) error {
 	return x.put(p, x.objs.SbcDenyV4, x.objs.SbcDenyV6)
 }
@@ -407,8 +469,10 @@ func (x *XDP) Undeny(p netip.Prefix) error {
 	return x.del(p, x.objs.SbcDenyV4, x.objs.SbcDenyV6)
 }
 
-// SyncDeny makes the deny list equal to ps: adds the missing prefixes and
-// deletes the others. Use it after a resync or a restart.
+// SyncDeny makes the deny list equal to ps: deletes the prefixes not in
+// ps first, then adds the missing ones in the order of ps. Use it after a
+// resync or a restart. When the maps cannot hold them all, the error is
+// (or joins) a *FullError listing the prefixes left out.
 func (x *XDP) SyncDeny(ps []netip.Prefix) error {
 	return x.sync(ps, x.objs.SbcDenyV4, x.objs.SbcDenyV6)
 }
@@ -429,7 +493,7 @@ func (x *XDP) Allowed() ([]netip.Prefix, error) {
 	return x.list(x.objs.SbcAllowV4, x.objs.SbcAllowV6)
 }
 
-// SetRateLimit sets the per-source packet rate for UDP to the SIP ports;
+// SetRateLimit sets the per-source packet rate for UDP to the SBC's ports;
 // pps 0 disables the limiter, burst 0 is treated as 1. Existing per-source
 // state is kept.
 func (x *XDP) SetRateLimit(pps, burst uint32) error {
@@ -442,18 +506,45 @@ func (x *XDP) SetRateLimit(pps, burst uint32) error {
 	return x.writeConfig()
 }
 
-// SetSIPPorts replaces the UDP destination ports the rate limit applies to.
-func (x *XDP) SetSIPPorts(ports []uint16) error {
+// SetPorts replaces the SBC's SIP ports and media ranges (see
+// Options.UDPPorts).
+func (x *XDP) SetPorts(udp, tcp []uint16, media []PortRange) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.closed {
 		return ErrClosed
 	}
-	x.ports = slices.Clone(ports)
+	x.udpPorts, x.tcpPorts, x.media = slices.Clone(udp), slices.Clone(tcp), slices.Clone(media)
 	return x.writeConfig()
 }
 
-// writeConfig writes the limiter configuration map; x.mu held or exclusive.
+// SetScope changes where deny entries apply (see Scope).
+func (x *XDP) SetScope(s Scope) error {
+	o := Options{Scope: s}
+	scope, err := o.scope()
+	if err != nil {
+		return err
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		return ErrClosed
+	}
+	x.scope = scope
+	return x.writeConfig()
+}
+
+// Scope returns where deny entries apply.
+func (x *XDP) Scope() Scope {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.scope
+}
+
+// MaxEntries returns the capacity of each deny map.
+func (x *XDP) MaxEntries() int { return x.maxDeny }
+
+// writeConfig writes the configuration map; x.mu held or exclusive.
 func (x *XDP) writeConfig() error {
 	var interval, tolerance uint64
 	if x.pps > 0 {
@@ -464,12 +555,23 @@ func (x *XDP) writeConfig() error {
 }
 
 func (x *XDP) writeRawConfig(interval, tolerance uint64) error {
-	cfg := &xdpRlConfig{IntervalNs: interval, ToleranceNs: tolerance}
-	for _, p := range x.ports {
-		cfg.Ports[p>>6] |= 1 << (p & 63)
+	cfg := &xdpConfig{IntervalNs: interval, ToleranceNs: tolerance, Scope: scopeSIP}
+	if x.scope == ScopeHost {
+		cfg.Scope = scopeHost
 	}
-	if err := x.objs.SbcRlConfig.Put(uint32(0), cfg); err != nil {
-		return fmt.Errorf("ebpf: writing rate-limit config: %w", err)
+	for _, p := range x.udpPorts {
+		cfg.UdpPorts[p>>6] |= 1 << (p & 63)
+	}
+	for _, p := range x.tcpPorts {
+		cfg.TcpPorts[p>>6] |= 1 << (p & 63)
+	}
+	for _, r := range x.media {
+		for p := int(r.Min); p <= int(r.Max); p++ {
+			cfg.MediaPorts[p>>6] |= 1 << (p & 63)
+		}
+	}
+	if err := x.objs.SbcConfig.Put(uint32(0), cfg); err != nil {
+		return fmt.Errorf("ebpf: writing the configuration: %w", err)
 	}
 	return nil
 }
@@ -499,6 +601,7 @@ func (x *XDP) Counters() (Counters, error) {
 		NonIP:            v[cntNonIP],
 		Fragments:        v[cntFragment],
 		Allowed:          v[cntAllowed],
+		Spared:           v[cntSpared],
 	}, nil
 }
 
@@ -533,7 +636,7 @@ func (x *XDP) Remove() error {
 		errs = append(errs, l.Unpin())
 	}
 	for _, m := range []*ebpf.Map{x.objs.SbcDenyV4, x.objs.SbcDenyV6, x.objs.SbcAllowV4, x.objs.SbcAllowV6,
-		x.objs.SbcRlState, x.objs.SbcRlConfig, x.objs.SbcCounters} {
+		x.objs.SbcRlState, x.objs.SbcConfig, x.objs.SbcCounters} {
 		errs = append(errs, m.Unpin())
 	}
 	x.mu.Unlock()
@@ -567,6 +670,7 @@ func RemovePinned(pinDir string) error {
 	var errs []error
 	for _, e := range entries {
 		_, isMap := spec.Maps[e.Name()]
+		isMap = isMap || slices.Contains(obsoletePins, e.Name())
 		if !isMap && !strings.HasPrefix(e.Name(), linkPinPrefix) {
 			continue
 		}
@@ -620,7 +724,10 @@ func putPrefix(p netip.Prefix, m4, m6 *ebpf.Map) error {
 		k := keyV6(p)
 		err = m6.Put(&k, &one)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.E2BIG):
+		return fmt.Errorf("%w: adding %v: %w", ErrFull, p, err)
+	case err != nil:
 		return fmt.Errorf("ebpf: adding %v: %w", p, err)
 	}
 	return nil
@@ -677,7 +784,7 @@ func listPrefixes(m4, m6 *ebpf.Map) ([]netip.Prefix, error) {
 }
 
 func (x *XDP) sync(ps []netip.Prefix, m4, m6 *ebpf.Map) error {
-	want, err := normalizeSet(ps)
+	want, err := normalizeList(ps)
 	if err != nil {
 		return err
 	}
@@ -690,11 +797,15 @@ func (x *XDP) sync(ps []netip.Prefix, m4, m6 *ebpf.Map) error {
 	if err != nil {
 		return err
 	}
+	wanted := make(map[netip.Prefix]bool, len(want))
+	for _, p := range want {
+		wanted[p] = true
+	}
 	var errs []error
 	present := make(map[netip.Prefix]bool, len(have))
 	// Delete first: it frees room for the additions.
 	for _, p := range have {
-		if _, ok := want[p]; ok {
+		if wanted[p] {
 			present[p] = true
 			continue
 		}
@@ -702,12 +813,21 @@ func (x *XDP) sync(ps []netip.Prefix, m4, m6 *ebpf.Map) error {
 			errs = append(errs, err)
 		}
 	}
+	var full *FullError
 	failed := 0
-	for p := range want {
+	for _, p := range want {
 		if present[p] {
 			continue
 		}
-		if err := putPrefix(p, m4, m6); err != nil {
+		err := putPrefix(p, m4, m6)
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrFull):
+			if full == nil {
+				full = &FullError{}
+			}
+			full.Missing = append(full.Missing, p)
+		default:
 			if failed == 0 {
 				errs = append(errs, err)
 			}
@@ -716,6 +836,12 @@ func (x *XDP) sync(ps []netip.Prefix, m4, m6 *ebpf.Map) error {
 	}
 	if failed > 1 {
 		errs = append(errs, fmt.Errorf("ebpf: %d prefixes not added", failed))
+	}
+	if full != nil && len(errs) == 0 {
+		return full // only room was lacking: the error is the *FullError itself
+	}
+	if full != nil {
+		errs = append(errs, full)
 	}
 	return errors.Join(errs...)
 }

@@ -41,8 +41,17 @@ func (x *XDP) Allowed() ([]netip.Prefix, error) { return nil, ErrUnsupported }
 // SetRateLimit returns ErrUnsupported.
 func (x *XDP) SetRateLimit(pps, burst uint32) error { return ErrUnsupported }
 
-// SetSIPPorts returns ErrUnsupported.
-func (x *XDP) SetSIPPorts([]uint16) error { return ErrUnsupported }
+// SetPorts returns ErrUnsupported.
+func (x *XDP) SetPorts(udp, tcp []uint16, media []PortRange) error { return ErrUnsupported }
+
+// SetScope returns ErrUnsupported.
+func (x *XDP) SetScope(Scope) error { return ErrUnsupported }
+
+// Scope returns "".
+func (x *XDP) Scope() Scope { return "" }
+
+// MaxEntries returns 0.
+func (x *XDP) MaxEntries() int { return 0 }
 
 // Counters returns ErrUnsupported.
 func (x *XDP) Counters() (Counters, error) { return Counters{}, ErrUnsupported }

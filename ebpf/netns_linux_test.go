@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -207,7 +208,7 @@ func testEndToEnd(t *testing.T, mode Mode) {
 	const port, n = 5060, 50
 	pinDir := bpffsDir(t)
 	p := newVethPair(t)
-	opts := Options{Interfaces: []string{p.ifB}, Mode: mode, PinDir: pinDir, SIPPorts: []uint16{port}}
+	opts := Options{Interfaces: []string{p.ifB}, Mode: mode, PinDir: pinDir, UDPPorts: []uint16{port}}
 	x, err := loadIn(t, p.nsB, opts)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -406,5 +407,171 @@ func TestAttachLifecycle(t *testing.T) {
 	// Missing interface.
 	if _, err := loadIn(t, p.nsB, Options{Interfaces: []string{"sbc-nope0"}, PinDir: other}); !errors.Is(err, ErrNoInterface) {
 		t.Fatalf("missing interface: %v", err)
+	}
+}
+
+// TestScopeOnTheWire attaches the program to a veth and denies a source:
+// with the default scope the source's SIP traffic (UDP to the SIP port,
+// TCP to the TLS port) is dropped while its other traffic to the same host
+// (a UDP datagram to another port, TCP to a non-SIP port, an ICMP echo)
+// gets through, counted Spared; with scope "host" all of it is dropped.
+func TestScopeOnTheWire(t *testing.T) {
+	const sipPort, tlsPort, otherUDP, otherTCP = 5060, 5061, 7000, 2222
+	p := newVethPair(t)
+	x, err := loadIn(t, p.nsB, Options{Interfaces: []string{p.ifB}, Mode: ModeGeneric, PinDir: bpffsDir(t),
+		UDPPorts: []uint16{sipPort}, TCPPorts: []uint16{sipPort, tlsPort}})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	t.Cleanup(func() { _ = x.Remove() })
+	if err := x.SyncDeny([]netip.Prefix{netip.PrefixFrom(addrBlocked, 32), netip.PrefixFrom(addrBlock6, 128)}); err != nil {
+		t.Fatal(err)
+	}
+	sipRecv := newReceiver(t, p.nsB, sipPort)
+	otherRecv := newReceiver(t, p.nsB, otherUDP)
+	for _, port := range []int{tlsPort, otherTCP} {
+		tcpListen(t, p.nsB, port)
+	}
+	sip4 := sender(t, p.nsA, addrBlocked, addrB, sipPort)
+	other4 := sender(t, p.nsA, addrBlocked, addrB, otherUDP)
+	other6 := sender(t, p.nsA, addrBlock6, addrB6, otherUDP)
+	clean := sender(t, p.nsA, addrClean, addrB, sipPort)
+
+	// Traffic that must arrive: datagrams to another port, TCP to a
+	// non-SIP port, ICMP echo.
+	const n = 20
+	c0, _ := x.Counters()
+	sendN(t, other4, n)
+	sendN(t, other6, n)
+	if !otherRecv.waitUntil(10*time.Second, func() bool {
+		return otherRecv.count(addrBlocked) == n && otherRecv.count(addrBlock6) == n
+	}) {
+		p.dump(t, x)
+		t.Fatalf("scope sip: UDP to port %d from the denied sources: got %d and %d of %d",
+			otherUDP, otherRecv.count(addrBlocked), otherRecv.count(addrBlock6), n)
+	}
+	if err := tcpDial(p.nsA, addrBlocked, addrB, otherTCP, 5*time.Second); err != nil {
+		t.Fatalf("scope sip: TCP to port %d from the denied source: %v", otherTCP, err)
+	}
+	if err := ping(p.nsA, addrBlocked, addrB, 5*time.Second); err != nil {
+		t.Fatalf("scope sip: ICMP echo from the denied source: %v", err)
+	}
+	// …and SIP that must not: UDP to the SIP port, TCP to the TLS port.
+	sendN(t, sip4, n)
+	sendN(t, clean, n)
+	if !sipRecv.waitUntil(10*time.Second, func() bool { return sipRecv.count(addrClean) == n }) {
+		t.Fatalf("clean sender: got %d of %d", sipRecv.count(addrClean), n)
+	}
+	if err := tcpDial(p.nsA, addrBlocked, addrB, tlsPort, 300*time.Millisecond); err == nil {
+		t.Fatal("scope sip: TCP to the TLS port from the denied source connected")
+	}
+	if got := sipRecv.count(addrBlocked); got != 0 {
+		t.Fatalf("scope sip: %d datagrams from the denied source reached the SIP port", got)
+	}
+	c1, _ := x.Counters()
+	d := c1.sub(c0)
+	// Spared: 2n datagrams, and at least the TCP handshake and the echo
+	// request (the kernel may add retransmissions or ACKs).
+	if d.Spared < 2*n+2 || d.DroppedDeny < n+1 {
+		t.Fatalf("scope sip counters: %v, want spared >= %d and deny >= %d", d, 2*n+2, n+1)
+	}
+	t.Logf("scope sip: %v", d)
+
+	// Scope host: the same traffic is dropped.
+	if err := x.SetScope(ScopeHost); err != nil {
+		t.Fatal(err)
+	}
+	before := otherRecv.count(addrBlocked)
+	sendN(t, other4, n)
+	if err := ping(p.nsA, addrBlocked, addrB, 300*time.Millisecond); err == nil {
+		t.Fatal("scope host: ICMP echo from the denied source answered")
+	}
+	if err := tcpDial(p.nsA, addrBlocked, addrB, otherTCP, 300*time.Millisecond); err == nil {
+		t.Fatal("scope host: TCP to a non-SIP port from the denied source connected")
+	}
+	// A clean datagram sent after the others arrives after them.
+	sendN(t, sender(t, p.nsA, addrClean, addrB, otherUDP), 1)
+	if !otherRecv.waitUntil(10*time.Second, func() bool { return otherRecv.count(addrClean) == 1 }) {
+		t.Fatal("scope host: clean datagram lost")
+	}
+	if got := otherRecv.count(addrBlocked) - before; got != 0 {
+		t.Fatalf("scope host: %d datagrams to port %d from the denied source arrived", got, otherUDP)
+	}
+}
+
+// tcpListen accepts (and closes) TCP connections on port in namespace ns.
+func tcpListen(t testing.TB, ns string, port int) {
+	t.Helper()
+	var ln net.Listener
+	if err := inNetns(ns, func() error {
+		var err error
+		ln, err = net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(port)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+}
+
+// tcpDial connects from src in namespace ns to dst:port within timeout.
+func tcpDial(ns string, src, dst netip.Addr, port int, timeout time.Duration) error {
+	return inNetns(ns, func() error {
+		d := net.Dialer{Timeout: timeout, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+		c, err := d.Dial("tcp", netip.AddrPortFrom(dst, uint16(port)).String())
+		if err == nil {
+			_ = c.Close()
+		}
+		return err
+	})
+}
+
+// ping sends one ICMP echo request from src (IPv4) in namespace ns to dst
+// and waits for the reply within timeout.
+func ping(ns string, src, dst netip.Addr, timeout time.Duration) error {
+	var c net.PacketConn
+	if err := inNetns(ns, func() error {
+		var err error
+		c, err = net.ListenPacket("ip4:icmp", src.String())
+		return err
+	}); err != nil {
+		return err
+	}
+	defer c.Close()
+	id := uint16(os.Getpid())
+	echo := []byte{8, 0, 0, 0, byte(id >> 8), byte(id), 0, 1, 's', 'b', 'c', '!'}
+	var sum uint32
+	for i := 0; i < len(echo); i += 2 {
+		sum += uint32(echo[i])<<8 | uint32(echo[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	echo[2], echo[3] = byte(^sum>>8), byte(^sum)
+	if _, err := c.WriteTo(echo, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+		return err
+	}
+	if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			return err
+		}
+		// A raw ICMP socket sees every ICMP message of the namespace.
+		if ip, ok := from.(*net.IPAddr); ok && ip.IP.Equal(dst.AsSlice()) && n >= 8 &&
+			buf[0] == 0 && buf[4] == byte(id>>8) && buf[5] == byte(id) {
+			return nil
+		}
 	}
 }

@@ -5,6 +5,8 @@ package ebpf
 import (
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -52,8 +54,10 @@ var (
 	testAllow = mustPrefixes("192.0.2.7/32", "2001:db8:bad::7/128", "198.51.100.0/24")
 )
 
+// TestVerdicts is the verdict table of scope "host": a deny entry drops
+// every frame of the source, whatever its protocol and port.
 func TestVerdicts(t *testing.T) {
-	x := loadTest(t, Options{})
+	x := loadTest(t, Options{Scope: ScopeHost})
 	if err := x.SyncDeny(testDeny); err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +140,13 @@ func TestVerdicts(t *testing.T) {
 // shorter than an Ethernet header are refused by the kernel's test runner
 // (and never delivered by a driver).
 func TestTruncated(t *testing.T) {
-	x := loadTest(t, Options{SIPPorts: []uint16{5060}})
+	for _, scope := range []Scope{ScopeHost, ScopeSIP} {
+		t.Run(string(scope), func(t *testing.T) { testTruncated(t, scope) })
+	}
+}
+
+func testTruncated(t *testing.T, scope Scope) {
+	x := loadTest(t, Options{UDPPorts: []uint16{5060}, Scope: scope})
 	if err := x.SyncDeny(testDeny); err != nil {
 		t.Fatal(err)
 	}
@@ -184,10 +194,16 @@ func TestTruncated(t *testing.T) {
 				}
 				got, delta := run(t, x, frame)
 				want, wantDelta := uint32(xdpPass), Counters{Passed: 1}
+				// Scope host judges a denied source by its IP header,
+				// scope sip needs the port too.
+				judged := tc.ipFixed
+				if scope == ScopeSIP {
+					judged = tc.hdrEnd
+				}
 				switch {
 				case n < tc.ipFixed:
 					wantDelta.Malformed = 1
-				case tc.denied:
+				case tc.denied && n >= judged:
 					want, wantDelta = xdpDrop, Counters{DroppedDeny: 1}
 				case n < tc.hdrEnd:
 					wantDelta.Malformed = 1
@@ -202,7 +218,7 @@ func TestTruncated(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	const burst, extra = 5, 3
-	x := loadTest(t, Options{SIPPorts: []uint16{5060, 5061}})
+	x := loadTest(t, Options{UDPPorts: []uint16{5060, 5061}, TCPPorts: []uint16{5060}})
 	if err := x.SetAllow(mustPrefixes("198.51.100.0/24")); err != nil {
 		t.Fatal(err)
 	}
@@ -245,6 +261,24 @@ func TestRateLimit(t *testing.T) {
 			t.Fatalf("fragments: dropped %d, want 0", dropped)
 		}
 	})
+	t.Run("media is not limited", func(t *testing.T) {
+		if err := x.SetPorts([]uint16{5060, 5061}, []uint16{5060}, []PortRange{{20000, 20001}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := x.writeRawConfig(interval, (burst-1)*interval); err != nil { // SetPorts wrote the options' rate
+			t.Fatal(err)
+		}
+		if dropped, _ := send(t, udp4("198.18.7.7", 20000), burst+extra); dropped != 0 {
+			t.Fatalf("rtp to a media port: dropped %d, want 0", dropped)
+		}
+	})
+	t.Run("tcp is not limited", func(t *testing.T) {
+		tcp := append(ethHdr(etherIPv4), ipv4Hdr(netip.MustParseAddr("198.18.7.7"), netip.MustParseAddr("198.18.0.1"),
+			v4opts{protocol: protoTCP}, tcpHdr(40000, 5060))...)
+		if dropped, _ := send(t, tcp, burst+extra); dropped != 0 {
+			t.Fatalf("tcp: dropped %d, want 0", dropped)
+		}
+	})
 	t.Run("v4 other source has its own bucket", func(t *testing.T) {
 		if dropped, _ := send(t, udp4("198.18.7.8", 5060), burst); dropped != 0 {
 			t.Fatalf("dropped %d, want 0", dropped)
@@ -277,27 +311,47 @@ func TestRateLimit(t *testing.T) {
 }
 
 func TestRateConfig(t *testing.T) {
-	x := loadTest(t, Options{SIPPorts: []uint16{5060, 65535, 0}, RatePPS: 50, Burst: 100})
-	read := func() xdpRlConfig {
-		var cfg xdpRlConfig
-		if err := x.objs.SbcRlConfig.Lookup(uint32(0), &cfg); err != nil {
+	x := loadTest(t, Options{UDPPorts: []uint16{5060, 65535, 0}, TCPPorts: []uint16{5061}, RatePPS: 50, Burst: 100})
+	read := func() xdpConfig {
+		var cfg xdpConfig
+		if err := x.objs.SbcConfig.Lookup(uint32(0), &cfg); err != nil {
 			t.Fatal(err)
 		}
 		return cfg
 	}
+	has := func(bitmap [1024]uint64, port uint16) bool { return bitmap[port>>6]&(1<<(port&63)) != 0 }
 	cfg := read()
 	if cfg.IntervalNs != 20_000_000 || cfg.ToleranceNs != 99*20_000_000 {
 		t.Errorf("interval %d tolerance %d", cfg.IntervalNs, cfg.ToleranceNs)
 	}
-	if cfg.Ports[5060/64]&(1<<(5060%64)) == 0 || cfg.Ports[1023]&(1<<63) == 0 || cfg.Ports[0]&1 == 0 {
-		t.Errorf("port bitmap misses a port")
+	if !has(cfg.UdpPorts, 5060) || !has(cfg.UdpPorts, 65535) || !has(cfg.UdpPorts, 0) || has(cfg.UdpPorts, 5061) {
+		t.Errorf("udp port bitmap wrong")
 	}
-	if err := x.SetSIPPorts([]uint16{5080}); err != nil {
+	if !has(cfg.TcpPorts, 5061) || has(cfg.TcpPorts, 5060) {
+		t.Errorf("tcp port bitmap wrong")
+	}
+	if cfg.Scope != scopeSIP || x.Scope() != ScopeSIP {
+		t.Errorf("default scope %d (%s), want sip", cfg.Scope, x.Scope())
+	}
+	if err := x.SetPorts([]uint16{5080}, []uint16{5080, 5081}, []PortRange{{20000, 20003}, {65534, 65535}}); err != nil {
 		t.Fatal(err)
 	}
 	cfg = read()
-	if cfg.Ports[5060/64]&(1<<(5060%64)) != 0 || cfg.Ports[5080/64]&(1<<(5080%64)) == 0 || cfg.IntervalNs != 20_000_000 {
-		t.Errorf("SetSIPPorts: %+v", cfg.Ports[5060/64])
+	if has(cfg.UdpPorts, 5060) || !has(cfg.UdpPorts, 5080) || has(cfg.TcpPorts, 5061) || !has(cfg.TcpPorts, 5081) || cfg.IntervalNs != 20_000_000 {
+		t.Errorf("SetPorts: %x %x", cfg.UdpPorts[5060/64], cfg.TcpPorts[5080/64])
+	}
+	if has(cfg.MediaPorts, 19999) || !has(cfg.MediaPorts, 20000) || !has(cfg.MediaPorts, 20003) || has(cfg.MediaPorts, 20004) ||
+		!has(cfg.MediaPorts, 65535) || has(cfg.UdpPorts, 20000) {
+		t.Errorf("media bitmap wrong")
+	}
+	if err := x.SetScope(ScopeHost); err != nil {
+		t.Fatal(err)
+	}
+	if cfg = read(); cfg.Scope != scopeHost || !has(cfg.TcpPorts, 5081) || cfg.IntervalNs != 20_000_000 {
+		t.Errorf("SetScope(host): scope %d", cfg.Scope)
+	}
+	if err := x.SetScope("everything"); err == nil {
+		t.Error("SetScope accepted an unknown scope")
 	}
 	if err := x.SetRateLimit(4_000_000_000, 0); err != nil {
 		t.Fatal(err)
@@ -314,7 +368,7 @@ func TestRateConfig(t *testing.T) {
 }
 
 func TestDenyAPI(t *testing.T) {
-	x := loadTest(t, Options{})
+	x := loadTest(t, Options{Scope: ScopeHost})
 	P := netip.MustParsePrefix
 	list := func() []netip.Prefix {
 		ps, err := x.Denied()
@@ -398,7 +452,7 @@ func TestClosed(t *testing.T) {
 // entries and counters of the first.
 func TestPinnedMapsSurvive(t *testing.T) {
 	dir := bpffsDir(t)
-	x1, err := loadObjects(Options{PinDir: dir})
+	x1, err := loadObjects(Options{PinDir: dir, UDPPorts: []uint16{9}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +463,7 @@ func TestPinnedMapsSurvive(t *testing.T) {
 	if err := x1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	x2 := loadTest(t, Options{PinDir: dir})
+	x2 := loadTest(t, Options{PinDir: dir, UDPPorts: []uint16{9}})
 	denied, err := x2.Denied()
 	if err != nil || len(denied) != 1 {
 		t.Fatalf("Denied after reload: %v %v", denied, err)
@@ -460,4 +514,212 @@ func comparePrefix(a, b netip.Prefix) int {
 		return c
 	}
 	return a.Bits() - b.Bits()
+}
+
+// TestScopeSIP is the verdict table of the default scope: a deny entry
+// drops only UDP and TCP frames to the SBC's ports; the host's other
+// traffic from a denied prefix (a DNS answer from its resolver, NTP, SSH,
+// ICMP) passes, counted Spared. SetScope(host) widens it again.
+func TestScopeSIP(t *testing.T) {
+	x := loadTest(t, Options{UDPPorts: []uint16{5060}, TCPPorts: []uint16{5060, 5061},
+		MediaPorts: []PortRange{{20000, 20999}}})
+	if err := x.SyncDeny(testDeny); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.SetAllow(testAllow); err != nil {
+		t.Fatal(err)
+	}
+	a := netip.MustParseAddr
+	dst4, dst6 := a("198.18.0.1"), a("2001:db8:ffff::1")
+	const protoICMP, protoICMPv6 = 1, 58
+	v4 := func(src string, proto uint8, l4 []byte) []byte {
+		return append(ethHdr(etherIPv4), ipv4Hdr(a(src), dst4, v4opts{protocol: proto}, l4)...)
+	}
+	v6 := func(src string, next uint8, l4 []byte) []byte {
+		return append(ethHdr(etherIPv6), ipv6Hdr(a(src), dst6, next, l4)...)
+	}
+	sip := udpHdr(5060, 5060, []byte("OPTIONS sip:x SIP/2.0\r\n"))
+	dnsAnswer := udpHdr(53, 40000, []byte("dns answer"))
+	ntp := udpHdr(123, 123, make([]byte, 48))
+	echo := []byte{8, 0, 0, 0, 0, 1, 0, 1}
+
+	pass := Counters{Passed: 1}
+	deny := Counters{DroppedDeny: 1}
+	spared := Counters{Passed: 1, Spared: 1}
+	allowed := Counters{Passed: 1, Allowed: 1}
+	frag := Counters{Passed: 1, Fragments: 1}
+	malformed := Counters{Passed: 1, Malformed: 1}
+
+	cases := []struct {
+		name  string
+		frame []byte
+		want  uint32
+		delta Counters
+	}{
+		{"v4 udp denied to sip port", v4("192.0.2.9", protoUDP, sip), xdpDrop, deny},
+		{"v4 tcp denied to sip port", v4("192.0.2.9", protoTCP, tcpHdr(40000, 5060)), xdpDrop, deny},
+		{"v4 tcp denied to tls port", v4("192.0.2.9", protoTCP, tcpHdr(40000, 5061)), xdpDrop, deny},
+		{"v4 udp denied to the tcp-only port", v4("192.0.2.9", protoUDP, udpHdr(40000, 5061, nil)), xdpPass, spared},
+		{"v4 rtp denied to a media port", v4("192.0.2.9", protoUDP, udpHdr(40000, 20000, make([]byte, 172))), xdpDrop, deny},
+		{"v4 rtp denied to the last media port", v4("192.0.2.9", protoUDP, udpHdr(40000, 20999, make([]byte, 172))), xdpDrop, deny},
+		{"v4 udp denied just above the media range", v4("192.0.2.9", protoUDP, udpHdr(40000, 21000, nil)), xdpPass, spared},
+		{"v4 tcp denied to a media port number", v4("192.0.2.9", protoTCP, tcpHdr(40000, 20000)), xdpPass, spared},
+		{"v6 rtp denied to a media port", v6("2001:db8:bad::1", protoUDP, udpHdr(40000, 20500, make([]byte, 172))), xdpDrop, deny},
+		{"v4 dns answer from a denied resolver", v4("192.0.2.9", protoUDP, dnsAnswer), xdpPass, spared},
+		{"v4 ntp from a denied server", v4("203.0.113.66", protoUDP, ntp), xdpPass, spared},
+		{"v4 ssh from a denied host", v4("192.0.2.9", protoTCP, tcpHdr(40000, 22)), xdpPass, spared},
+		{"v4 icmp from a denied host", v4("192.0.2.9", protoICMP, echo), xdpPass, spared},
+		{"v4 first fragment denied to sip port", append(ethHdr(etherIPv4), ipv4Hdr(a("192.0.2.9"), dst4, v4opts{more: true, protocol: protoUDP}, sip)...), xdpDrop, deny},
+		{"v4 non-first fragment denied", append(ethHdr(etherIPv4), ipv4Hdr(a("192.0.2.9"), dst4, v4opts{fragOff: 185, protocol: protoUDP}, []byte("tail of a message"))...), xdpPass, frag},
+		{"v4 options ihl=15 denied to sip port", append(ethHdr(etherIPv4), ipv4Hdr(a("192.0.2.9"), dst4, v4opts{ihl: 15, protocol: protoUDP}, sip)...), xdpDrop, deny},
+		{"v4 vlan denied to sip port", udp4("192.0.2.9", 5060, ether1Q), xdpDrop, deny},
+		{"v4 allow-listed inside denied, sip port", v4("192.0.2.7", protoUDP, sip), xdpPass, allowed},
+		{"v4 clean to sip port", v4("198.18.5.5", protoUDP, sip), xdpPass, pass},
+		{"v4 clean ssh", v4("198.18.5.5", protoTCP, tcpHdr(40000, 22)), xdpPass, pass},
+		{"v4 tcp denied, header cut after the ports", v4("192.0.2.9", protoTCP, tcpHdr(40000, 5060)[:4]), xdpDrop, deny},
+		{"v4 tcp denied, header cut before the ports", v4("192.0.2.9", protoTCP, tcpHdr(40000, 5060)[:3]), xdpPass, malformed},
+		{"v6 udp denied to sip port", v6("2001:db8:bad::1", protoUDP, sip), xdpDrop, deny},
+		{"v6 tcp denied to tls port", v6("2001:db8:bad::1", protoTCP, tcpHdr(40000, 5061)), xdpDrop, deny},
+		{"v6 ntp from a denied server", v6("2001:db8:bad::1", protoUDP, ntp), xdpPass, spared},
+		{"v6 icmpv6 from a denied host", v6("2001:db8:bad::1", protoICMPv6, []byte{128, 0, 0, 0, 0, 1, 0, 1}), xdpPass, spared},
+		{"v6 dstopts+frag+udp denied to sip port", v6("2001:db8:bad::1", 60, ipv6Opts(44, 1, ipv6Frag(protoUDP, 0, true, sip))), xdpDrop, deny},
+		{"v6 non-first fragment denied", v6("2001:db8:bad::1", 44, ipv6Frag(protoUDP, 100, false, []byte("tail"))), xdpPass, frag},
+		{"v6 allow-listed inside denied, sip port", v6("2001:db8:bad::7", protoUDP, sip), xdpPass, allowed},
+		{"v6 seven extension headers, denied", v6("2001:db8:bad::1", 60,
+			ipv6Opts(60, 0, ipv6Opts(60, 0, ipv6Opts(60, 0, ipv6Opts(60, 0, ipv6Opts(60, 0, ipv6Opts(60, 0, ipv6Opts(protoUDP, 0, sip)))))))), xdpPass, malformed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, delta := run(t, x, tc.frame)
+			if got != tc.want {
+				t.Errorf("verdict %s, want %s", verdictName(got), verdictName(tc.want))
+			}
+			if delta != tc.delta {
+				t.Errorf("counter delta %v, want %v", delta, tc.delta)
+			}
+		})
+	}
+
+	// Scope host, set on the running program: the same frames are dropped.
+	if err := x.SetScope(ScopeHost); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"dns answer", v4("192.0.2.9", protoUDP, dnsAnswer)},
+		{"ssh", v4("192.0.2.9", protoTCP, tcpHdr(40000, 22))},
+		{"icmp", v4("192.0.2.9", protoICMP, echo)},
+		{"v4 non-first fragment", append(ethHdr(etherIPv4), ipv4Hdr(a("192.0.2.9"), dst4, v4opts{fragOff: 185, protocol: protoUDP}, []byte("tail"))...)},
+		{"v6 icmpv6", v6("2001:db8:bad::1", protoICMPv6, []byte{128, 0, 0, 0, 0, 1, 0, 1})},
+	} {
+		if got, delta := run(t, x, f.frame); got != xdpDrop || delta != deny {
+			t.Errorf("scope host, %s: %s %v, want DROP %v", f.name, verdictName(got), delta, deny)
+		}
+	}
+	if got, delta := run(t, x, v4("192.0.2.7", protoTCP, tcpHdr(40000, 22))); got != xdpPass || delta != allowed {
+		t.Errorf("scope host, allow-listed: %s %v", verdictName(got), delta)
+	}
+	if err := x.SetScope(ScopeSIP); err != nil {
+		t.Fatal(err)
+	}
+	if got, delta := run(t, x, v4("192.0.2.9", protoICMP, echo)); got != xdpPass || delta != spared {
+		t.Errorf("back to scope sip, icmp: %s %v", verdictName(got), delta)
+	}
+}
+
+// TestCapacity: the deny maps hold Options.MaxEntries prefixes per family;
+// beyond it Deny fails with ErrFull and SyncDeny installs what fits, in
+// the order given, and names the rest; refreshing a held prefix of a full
+// map works. A pinned map of another capacity is replaced at the next
+// load, the other maps (the counters) kept.
+func TestCapacity(t *testing.T) {
+	dir := bpffsDir(t)
+	x, err := loadObjects(Options{PinDir: dir, MaxEntries: 4, UDPPorts: []uint16{5060}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.MaxEntries() != 4 {
+		t.Fatalf("MaxEntries() = %d", x.MaxEntries())
+	}
+	v4s := func(from, n int) []netip.Prefix {
+		var out []netip.Prefix
+		for i := from; i < from+n; i++ {
+			out = append(out, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 32))
+		}
+		return out
+	}
+	for _, p := range v4s(0, 4) {
+		if err := x.Deny(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := x.Deny(v4s(4, 1)[0]); !errors.Is(err, ErrFull) {
+		t.Fatalf("5th prefix: %v, want ErrFull", err)
+	}
+	// The IPv6 map has its own room.
+	if err := x.Deny(netip.MustParsePrefix("2001:db8::/64")); err != nil {
+		t.Fatalf("IPv6 prefix with the IPv4 map full: %v", err)
+	}
+	if err := x.Deny(v4s(2, 1)[0]); err != nil {
+		t.Fatalf("refreshing a held prefix of a full map: %v", err)
+	}
+	// Keep two, add four: two fit (in the order given), two do not.
+	want := append(v4s(2, 2), v4s(10, 4)...)
+	err = x.SyncDeny(want)
+	var fe *FullError
+	if !errors.As(err, &fe) || !errors.Is(err, ErrFull) {
+		t.Fatalf("SyncDeny of 6 into 4: %v, want a *FullError", err)
+	}
+	if !slices.Equal(fe.Missing, v4s(12, 2)) {
+		t.Fatalf("Missing = %v, want %v", fe.Missing, v4s(12, 2))
+	}
+	got, err := x.Denied()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(got, comparePrefix)
+	if !slices.Equal(got, append(v4s(2, 2), v4s(10, 2)...)) {
+		t.Fatalf("Denied() = %v", got)
+	}
+	if v, _ := run(t, x, udp4("192.0.2.10", 5060)); v != xdpDrop {
+		t.Fatal("installed prefix does not drop")
+	}
+	if err := x.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another capacity: the deny maps are recreated empty, the counters kept.
+	y := loadTest(t, Options{PinDir: dir, MaxEntries: 8})
+	if got, err := y.Denied(); err != nil || len(got) != 0 {
+		t.Fatalf("after a capacity change: Denied() = %v, %v; want empty (recreated)", got, err)
+	}
+	if c, err := y.Counters(); err != nil || c.DroppedDeny != 1 {
+		t.Fatalf("counters after a capacity change: %v %v, want the drop of before", c, err)
+	}
+	if err := y.SyncDeny(v4s(0, 8)); err != nil {
+		t.Fatalf("8 prefixes into 8: %v", err)
+	}
+}
+
+// TestObsoletePins: the configuration map of an earlier version is removed
+// from the pin directory at load.
+func TestObsoletePins(t *testing.T) {
+	dir := bpffsDir(t)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Name: "sbc_rl_config", Type: ebpf.Array, KeySize: 4, ValueSize: 8208, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(filepath.Join(dir, "sbc_rl_config")); err != nil {
+		t.Fatal(err)
+	}
+	_ = old.Close()
+	loadTest(t, Options{PinDir: dir})
+	if _, err := os.Stat(filepath.Join(dir, "sbc_rl_config")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("obsolete pin still there: %v", err)
+	}
 }

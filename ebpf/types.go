@@ -13,6 +13,34 @@ import (
 // none is mounted there.
 const DefaultPinDir = "/sys/fs/bpf/sbc"
 
+// DefaultMaxEntries is the capacity of each deny map (IPv4 and IPv6) when
+// Options.MaxEntries is 0: the number compiled into xdp.c.
+const DefaultMaxEntries = 262144
+
+// MaxMaxEntries bounds Options.MaxEntries.
+const MaxMaxEntries = 1 << 24
+
+// Scope says which frames the deny list applies to.
+type Scope string
+
+// Scopes.
+const (
+	// ScopeSIP (the default, also the empty string): a deny entry drops
+	// only frames to the SBC's own ports (Options.UDPPorts over UDP,
+	// Options.TCPPorts over TCP). The host's other traffic from a denied
+	// source (DNS answers, NTP, SSH, ICMP, the SBC's own outgoing
+	// connections) passes: a spoofed source cannot cut the host off.
+	ScopeSIP Scope = "sip"
+	// ScopeHost: a deny entry drops every frame from the source, whatever
+	// its protocol and port, and non-first fragments too.
+	ScopeHost Scope = "host"
+)
+
+// PortRange is an inclusive range of ports.
+type PortRange struct {
+	Min, Max uint16
+}
+
 // Mode selects how the program is attached to an interface.
 type Mode string
 
@@ -36,10 +64,21 @@ type Options struct {
 	// PinDir is the bpffs directory for pinned maps and links
 	// (DefaultPinDir when empty).
 	PinDir string
-	// SIPPorts are the UDP destination ports the per-source packet-rate
-	// limit applies to. Empty: no port is rate-limited.
-	SIPPorts []uint16
-	// RatePPS is the per-source packet rate (packets/s) allowed to SIPPorts;
+	// UDPPorts and TCPPorts are the SBC's SIP listening ports, and
+	// MediaPorts the port ranges of its media relay (UDP): with ScopeSIP
+	// the deny list applies to UDP and TCP frames to them only. The
+	// per-source packet-rate limit applies to UDP to UDPPorts (not to
+	// media). Empty: nothing is guarded.
+	UDPPorts, TCPPorts []uint16
+	MediaPorts         []PortRange
+	// Scope: ScopeSIP (default) or ScopeHost; see Scope.
+	Scope Scope
+	// MaxEntries is the capacity of each deny map (IPv4, IPv6); 0 means
+	// DefaultMaxEntries. A pinned map of another capacity is replaced at
+	// Load (the caller resyncs). Beyond it, Deny and SyncDeny fail with
+	// ErrFull.
+	MaxEntries int
+	// RatePPS is the per-source packet rate (packets/s) allowed to UDPPorts;
 	// 0 disables the limiter. Sources are IPv4 /32 and IPv6 /64.
 	RatePPS uint32
 	// Burst is the number of packets a source may send at once above the
@@ -53,26 +92,29 @@ type Options struct {
 // kept in a pinned map and therefore continue across SBC restarts.
 //
 // Every frame seen is counted exactly once in Passed, DroppedDeny or
-// DroppedRateLimit. Malformed, NonIP, Fragments and Allowed are sub-counts of
-// Passed.
+// DroppedRateLimit. Malformed, NonIP, Fragments, Allowed and Spared are
+// sub-counts of Passed (a passed frame counts in at most one of them).
 type Counters struct {
 	// Passed: frames handed on to the kernel stack (XDP_PASS).
 	Passed uint64
 	// DroppedDeny: frames dropped because the source is in the deny list.
 	DroppedDeny uint64
-	// DroppedRateLimit: UDP frames to a SIP port dropped by the per-source rate limit.
+	// DroppedRateLimit: UDP frames to an SBC port dropped by the per-source rate limit.
 	DroppedRateLimit uint64
 	// Malformed: frames too short for their headers, with a bad IP version
 	// or IHL, or with more IPv6 extension headers than the program walks.
 	Malformed uint64
 	// NonIP: frames that are neither IPv4 nor IPv6 (ARP, LLDP, more than two VLAN tags…).
 	NonIP uint64
-	// Fragments: non-first IP fragments of UDP (IPv4) or any protocol
-	// (IPv6) from sources not denied; no port checks apply to them.
+	// Fragments: non-first IP fragments (with ScopeHost: from sources not
+	// denied); they carry no port, so no port check applies to them.
 	Fragments uint64
 	// Allowed: frames passed because the allow list overrode a deny entry or
 	// exempted the source from the rate limit.
 	Allowed uint64
+	// Spared: frames from a denied source passed because they are not to
+	// one of the SBC's ports (ScopeSIP).
+	Spared uint64
 }
 
 // Attachment describes how the program is attached to one interface.
@@ -107,7 +149,25 @@ var (
 	ErrAttach = errors.New("ebpf: cannot attach XDP")
 	// ErrClosed: the XDP handle was closed.
 	ErrClosed = errors.New("ebpf: closed")
+	// ErrFull: a deny or allow map has no room for another prefix
+	// (Options.MaxEntries for the deny maps).
+	ErrFull = errors.New("ebpf: map full")
 )
+
+// FullError is SyncDeny's error when the deny maps cannot hold every
+// prefix: the others are installed, and Missing lists those that are not,
+// in the order given. errors.Is(err, ErrFull) is true. When room was all
+// that lacked, SyncDeny returns the *FullError itself (not wrapped).
+type FullError struct {
+	Missing []netip.Prefix
+}
+
+func (e *FullError) Error() string {
+	return fmt.Sprintf("%v: %d prefixes not added", ErrFull, len(e.Missing))
+}
+
+// Is reports whether target is ErrFull.
+func (e *FullError) Is(target error) bool { return target == ErrFull }
 
 // LoadError is returned by Load. errors.Is matches its Kind (one of the
 // sentinel errors above) and the underlying error.
@@ -159,17 +219,42 @@ func normalizePrefix(p netip.Prefix) (netip.Prefix, error) {
 	return p.Masked(), nil
 }
 
-// normalizeSet normalizes and de-duplicates prefixes.
-func normalizeSet(ps []netip.Prefix) (map[netip.Prefix]struct{}, error) {
-	set := make(map[netip.Prefix]struct{}, len(ps))
+// normalizeList normalizes prefixes and drops duplicates, keeping the
+// order of first appearance.
+func normalizeList(ps []netip.Prefix) ([]netip.Prefix, error) {
+	seen := make(map[netip.Prefix]bool, len(ps))
+	out := make([]netip.Prefix, 0, len(ps))
 	for _, p := range ps {
 		n, err := normalizePrefix(p)
 		if err != nil {
 			return nil, err
 		}
-		set[n] = struct{}{}
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
 	}
-	return set, nil
+	return out, nil
+}
+
+func (o *Options) scope() (Scope, error) {
+	switch o.Scope {
+	case "", ScopeSIP:
+		return ScopeSIP, nil
+	case ScopeHost:
+		return ScopeHost, nil
+	}
+	return "", fmt.Errorf("ebpf: unknown scope %q (want sip or host)", o.Scope)
+}
+
+func (o *Options) maxEntries() (int, error) {
+	switch {
+	case o.MaxEntries == 0:
+		return DefaultMaxEntries, nil
+	case o.MaxEntries < 0 || o.MaxEntries > MaxMaxEntries:
+		return 0, fmt.Errorf("ebpf: MaxEntries %d out of range (1..%d)", o.MaxEntries, MaxMaxEntries)
+	}
+	return o.MaxEntries, nil
 }
 
 func (o *Options) mode() (Mode, error) {

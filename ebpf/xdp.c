@@ -68,6 +68,7 @@ struct xdp_md {
 #define ETH_P_QINQ1 0x9100 // pre-802.1ad QinQ, still seen on some switches
 
 #define IPPROTO_HOPOPTS 0
+#define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define IPPROTO_ROUTING 43
 #define IPPROTO_FRAGMENT 44
@@ -133,6 +134,12 @@ struct udp_hdr {
 	__be16 check;
 };
 
+// The first four bytes of a UDP or TCP header.
+struct l4_ports {
+	__be16 source;
+	__be16 dest;
+};
+
 // ---- maps -------------------------------------------------------------------
 
 // LPM trie keys: prefix length in host order, address in network order.
@@ -158,17 +165,32 @@ struct rl_state {
 	__u64 tat; // theoretical arrival time, bpf_ktime_get_ns clock
 };
 
-// Rate-limit configuration, written by the Go loader. interval_ns == 0 turns
-// the limiter off. ports is a 65536-bit bitmap of UDP destination ports.
-struct rl_config {
+// Where deny entries apply (struct config.scope).
+enum scope {
+	SCOPE_SIP = 0,  // only to the SBC's ports: UDP to udp_ports, TCP to tcp_ports
+	SCOPE_HOST = 1, // to everything the host receives
+};
+
+// Program configuration, written by the Go loader (one entry). The port
+// sets are 65536-bit bitmaps of destination ports: the SBC's SIP ports over
+// UDP and over TCP, and its media relay ports (UDP). Deny entries apply to
+// them only (scope SCOPE_SIP) or to every frame (SCOPE_HOST); the rate
+// limit applies to UDP to udp_ports (not to media), and interval_ns == 0
+// turns it off.
+struct config {
 	__u64 interval_ns;  // 1e9 / packets per second
 	__u64 tolerance_ns; // (burst - 1) * interval_ns
-	__u64 ports[1024];
+	__u32 scope;        // enum scope
+	__u32 pad;
+	__u64 udp_ports[1024];
+	__u64 tcp_ports[1024];
+	__u64 media_ports[1024];
 };
 
 // Counter indexes into the per-CPU counters array. Every frame ends in
 // exactly one of CNT_PASSED or a CNT_DROP_*; CNT_MALFORMED, CNT_NON_IP,
-// CNT_FRAGMENT and CNT_ALLOWED are sub-counts of CNT_PASSED.
+// CNT_FRAGMENT, CNT_ALLOWED and CNT_SPARED are sub-counts of CNT_PASSED
+// (a passed frame counts in at most one of them).
 enum counter {
 	CNT_PASSED = 0,
 	CNT_DROP_DENY = 1,
@@ -177,6 +199,7 @@ enum counter {
 	CNT_NON_IP = 4,
 	CNT_FRAGMENT = 5,
 	CNT_ALLOWED = 6,
+	CNT_SPARED = 7, // from a denied source, not to an SBC port (SCOPE_SIP)
 	CNT_MAX = 8,
 };
 
@@ -228,9 +251,9 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct rl_config);
+	__type(value, struct config);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} sbc_rl_config SEC(".maps");
+} sbc_config SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -267,27 +290,13 @@ static __always_inline int drop_as(__u32 why)
 	return XDP_DROP;
 }
 
-// rl_config_for returns the limiter configuration if dport is a limited UDP
-// port and the limiter is on, NULL otherwise.
-static __always_inline struct rl_config *rl_config_for(__be16 dport)
-{
-	__u32 zero = 0;
-	struct rl_config *cfg = bpf_map_lookup_elem(&sbc_rl_config, &zero);
-	if (!cfg || cfg->interval_ns == 0)
-		return 0;
-	__u16 port = bpf_ntohs(dport);
-	if (!(cfg->ports[port >> 6] & (1ULL << (port & 63))))
-		return 0;
-	return cfg;
-}
-
 // rl_admit applies the per-source GCRA bucket. It returns 1 when the packet
 // conforms (and charges it), 0 when it is over the rate.
 //
 // Concurrent updates of one source from several CPUs race (plain load/store);
 // a lost update can only admit an extra packet, never drop a conforming one
 // more than once, which is acceptable for a flood guard.
-static __always_inline int rl_admit(struct rl_config *cfg, struct rl_key *key)
+static __always_inline int rl_admit(struct config *cfg, struct rl_key *key)
 {
 	__u64 now = bpf_ktime_get_ns();
 	__u64 interval = cfg->interval_ns;
@@ -306,14 +315,60 @@ static __always_inline int rl_admit(struct rl_config *cfg, struct rl_key *key)
 	return 1;
 }
 
-static __always_inline int handle_udp(void *l4, void *end, struct rl_key *rk,
+static __always_inline int port_in(__u64 *bitmap, __be16 port_be)
+{
+	__u16 port = bpf_ntohs(port_be);
+	return (bitmap[port >> 6] >> (port & 63)) & 1;
+}
+
+// not_ours passes a frame that is not to one of the SBC's ports; one from
+// a denied source is counted as spared (SCOPE_SIP only: with SCOPE_HOST,
+// denied sources never get here).
+static __always_inline int not_ours(int denied)
+{
+	if (denied)
+		return pass_as(CNT_SPARED);
+	return pass();
+}
+
+// deny_verdict drops a frame of a denied source unless the allow list
+// covers it.
+static __always_inline int deny_verdict(void *allow_map, void *allow_key)
+{
+	if (bpf_map_lookup_elem(allow_map, allow_key))
+		return pass_as(CNT_ALLOWED);
+	return drop_as(CNT_DROP_DENY);
+}
+
+// l4_verdict judges an unfragmented packet or a first fragment by its
+// upper layer proto at l4. denied says the source is in the deny list (and
+// was not judged yet: always 0 with SCOPE_HOST).
+static __always_inline int l4_verdict(struct config *cfg, __u8 proto, void *l4, void *end,
+				      int denied, struct rl_key *rk,
 				      void *allow_map, void *allow_key)
 {
-	struct udp_hdr *udp = l4;
-	if ((void *)(udp + 1) > end)
-		return pass_as(CNT_MALFORMED);
-	struct rl_config *cfg = rl_config_for(udp->dest);
-	if (!cfg)
+	int sip;
+	if (proto == IPPROTO_UDP) {
+		if ((void *)((struct udp_hdr *)l4 + 1) > end)
+			return pass_as(CNT_MALFORMED);
+		__be16 dest = ((struct udp_hdr *)l4)->dest;
+		sip = port_in(cfg->udp_ports, dest);
+		if (!sip && !port_in(cfg->media_ports, dest))
+			return not_ours(denied);
+	} else if (proto == IPPROTO_TCP) {
+		if ((void *)((struct l4_ports *)l4 + 1) > end)
+			return pass_as(CNT_MALFORMED);
+		sip = port_in(cfg->tcp_ports, ((struct l4_ports *)l4)->dest);
+		if (!sip)
+			return not_ours(denied);
+	} else {
+		return not_ours(denied);
+	}
+	if (denied)
+		return deny_verdict(allow_map, allow_key);
+	// The rate limit is for SIP over UDP: media streams and TCP are not
+	// limited here.
+	if (proto != IPPROTO_UDP || !sip || cfg->interval_ns == 0)
 		return pass();
 	if (bpf_map_lookup_elem(allow_map, allow_key))
 		return pass_as(CNT_ALLOWED);
@@ -322,7 +377,7 @@ static __always_inline int handle_udp(void *l4, void *end, struct rl_key *rk,
 	return pass();
 }
 
-static __always_inline int handle_ipv4(void *cur, void *end)
+static __always_inline int handle_ipv4(struct config *cfg, void *cur, void *end)
 {
 	struct ipv4_hdr *ip = cur;
 	if ((void *)(ip + 1) > end)
@@ -336,14 +391,12 @@ static __always_inline int handle_ipv4(void *cur, void *end)
 	// Source verdict: the source address is in every fragment.
 	struct lpm_v4_key key = { .prefixlen = 32 };
 	__builtin_memcpy(key.addr, &ip->saddr, 4);
-	if (bpf_map_lookup_elem(&sbc_deny_v4, &key)) {
-		if (bpf_map_lookup_elem(&sbc_allow_v4, &key))
-			return pass_as(CNT_ALLOWED);
-		return drop_as(CNT_DROP_DENY);
-	}
+	int denied = bpf_map_lookup_elem(&sbc_deny_v4, &key) != 0;
+	if (denied && cfg->scope == SCOPE_HOST)
+		return deny_verdict(&sbc_allow_v4, &key);
+	if (cfg->scope == SCOPE_HOST)
+		denied = 0;
 
-	if (ip->protocol != IPPROTO_UDP)
-		return pass();
 	// Ports exist only in the first fragment.
 	if (bpf_ntohs(ip->frag_off) & IP_OFFSET_MASK)
 		return pass_as(CNT_FRAGMENT);
@@ -352,10 +405,10 @@ static __always_inline int handle_ipv4(void *cur, void *end)
 	rk.addr[10] = 0xff;
 	rk.addr[11] = 0xff;
 	__builtin_memcpy(&rk.addr[12], &ip->saddr, 4);
-	return handle_udp(cur + ihl, end, &rk, &sbc_allow_v4, &key);
+	return l4_verdict(cfg, ip->protocol, cur + ihl, end, denied, &rk, &sbc_allow_v4, &key);
 }
 
-static __always_inline int handle_ipv6(void *cur, void *end)
+static __always_inline int handle_ipv6(struct config *cfg, void *cur, void *end)
 {
 	struct ipv6_hdr *ip6 = cur;
 	if ((void *)(ip6 + 1) > end)
@@ -365,11 +418,11 @@ static __always_inline int handle_ipv6(void *cur, void *end)
 
 	struct lpm_v6_key key = { .prefixlen = 128 };
 	__builtin_memcpy(key.addr, ip6->saddr, 16);
-	if (bpf_map_lookup_elem(&sbc_deny_v6, &key)) {
-		if (bpf_map_lookup_elem(&sbc_allow_v6, &key))
-			return pass_as(CNT_ALLOWED);
-		return drop_as(CNT_DROP_DENY);
-	}
+	int denied = bpf_map_lookup_elem(&sbc_deny_v6, &key) != 0;
+	if (denied && cfg->scope == SCOPE_HOST)
+		return deny_verdict(&sbc_allow_v6, &key);
+	if (cfg->scope == SCOPE_HOST)
+		denied = 0;
 
 	// Walk extension headers to the upper-layer header.
 	__u8 nh = ip6->nexthdr;
@@ -397,20 +450,14 @@ static __always_inline int handle_ipv6(void *cur, void *end)
 			break;
 		}
 	}
-
-	if (nh != IPPROTO_UDP) {
-		// Either another upper layer, or more extension headers than
-		// we walk: not a rate-limit candidate.
-		if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING ||
-		    nh == IPPROTO_DSTOPTS || nh == IPPROTO_AH ||
-		    nh == IPPROTO_FRAGMENT)
-			return pass_as(CNT_MALFORMED);
-		return pass();
-	}
+	// More extension headers than we walk: the upper layer is unknown.
+	if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING ||
+	    nh == IPPROTO_DSTOPTS || nh == IPPROTO_AH || nh == IPPROTO_FRAGMENT)
+		return pass_as(CNT_MALFORMED);
 
 	struct rl_key rk = {};
 	__builtin_memcpy(rk.addr, ip6->saddr, 8);
-	return handle_udp(cur, end, &rk, &sbc_allow_v6, &key);
+	return l4_verdict(cfg, nh, cur, end, denied, &rk, &sbc_allow_v6, &key);
 }
 
 SEC("xdp")
@@ -418,6 +465,10 @@ int sbc_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&sbc_config, &zero);
+	if (!cfg)
+		return pass(); // cannot happen: an array map always has its entry
 
 	struct eth_hdr *eth = data;
 	if ((void *)(eth + 1) > end)
@@ -439,9 +490,9 @@ int sbc_xdp(struct xdp_md *ctx)
 	}
 
 	if (proto == bpf_htons(ETH_P_IP))
-		return handle_ipv4(cur, end);
+		return handle_ipv4(cfg, cur, end);
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return handle_ipv6(cur, end);
+		return handle_ipv6(cfg, cur, end);
 	return pass_as(CNT_NON_IP);
 }
 

@@ -13,6 +13,17 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type xdpConfig struct {
+	_           structs.HostLayout
+	IntervalNs  uint64
+	ToleranceNs uint64
+	Scope       uint32
+	Pad         uint32
+	UdpPorts    [1024]uint64
+	TcpPorts    [1024]uint64
+	MediaPorts  [1024]uint64
+}
+
 type xdpLpmV4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -23,13 +34,6 @@ type xdpLpmV6Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Addr      [16]uint8
-}
-
-type xdpRlConfig struct {
-	_           structs.HostLayout
-	IntervalNs  uint64
-	ToleranceNs uint64
-	Ports       [1024]uint64
 }
 
 type xdpRlKey struct {
@@ -48,10 +52,10 @@ type xdpRlState struct {
 const (
 	xdpMapSbcAllowV4  = "sbc_allow_v4"
 	xdpMapSbcAllowV6  = "sbc_allow_v6"
+	xdpMapSbcConfig   = "sbc_config"
 	xdpMapSbcCounters = "sbc_counters"
 	xdpMapSbcDenyV4   = "sbc_deny_v4"
 	xdpMapSbcDenyV6   = "sbc_deny_v6"
-	xdpMapSbcRlConfig = "sbc_rl_config"
 	xdpMapSbcRlState  = "sbc_rl_state"
 	xdpProgSbcXdp     = "sbc_xdp"
 )
@@ -107,10 +111,10 @@ type xdpProgramSpecs struct {
 type xdpMapSpecs struct {
 	SbcAllowV4  *ebpf.MapSpec `ebpf:"sbc_allow_v4"`
 	SbcAllowV6  *ebpf.MapSpec `ebpf:"sbc_allow_v6"`
+	SbcConfig   *ebpf.MapSpec `ebpf:"sbc_config"`
 	SbcCounters *ebpf.MapSpec `ebpf:"sbc_counters"`
 	SbcDenyV4   *ebpf.MapSpec `ebpf:"sbc_deny_v4"`
 	SbcDenyV6   *ebpf.MapSpec `ebpf:"sbc_deny_v6"`
-	SbcRlConfig *ebpf.MapSpec `ebpf:"sbc_rl_config"`
 	SbcRlState  *ebpf.MapSpec `ebpf:"sbc_rl_state"`
 }
 
@@ -142,10 +146,10 @@ func (o *xdpObjects) Close() error {
 type xdpMaps struct {
 	SbcAllowV4  *ebpf.Map `ebpf:"sbc_allow_v4"`
 	SbcAllowV6  *ebpf.Map `ebpf:"sbc_allow_v6"`
+	SbcConfig   *ebpf.Map `ebpf:"sbc_config"`
 	SbcCounters *ebpf.Map `ebpf:"sbc_counters"`
 	SbcDenyV4   *ebpf.Map `ebpf:"sbc_deny_v4"`
 	SbcDenyV6   *ebpf.Map `ebpf:"sbc_deny_v6"`
-	SbcRlConfig *ebpf.Map `ebpf:"sbc_rl_config"`
 	SbcRlState  *ebpf.Map `ebpf:"sbc_rl_state"`
 }
 
@@ -153,10 +157,10 @@ func (m *xdpMaps) Close() error {
 	return _XdpClose(
 		m.SbcAllowV4,
 		m.SbcAllowV6,
+		m.SbcConfig,
 		m.SbcCounters,
 		m.SbcDenyV4,
 		m.SbcDenyV6,
-		m.SbcRlConfig,
 		m.SbcRlState,
 	)
 }

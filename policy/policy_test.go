@@ -202,6 +202,9 @@ address = "127.0.0.1:5080"
 	if p.RouteFor("", "123") != nil {
 		t.Error("RouteFor without routes or default pool must be nil")
 	}
+	if p.XDP.Scope != "sip" || p.XDP.Mode != "auto" {
+		t.Errorf("xdp defaults: %+v", p.XDP)
+	}
 	if l := p.Limits; l.TrunkPPS != 20000 || l.TrunkPPSBurst != 40000 {
 		t.Errorf("trunk_pps defaults: %+v", l)
 	}
@@ -300,6 +303,7 @@ listener = [
   { transport = "tcp", bind = "127.0.0.1:0" },
   { transport = "tcp", bind = "127.0.0.2:0" },
 ]
+media = { ip = "127.0.0.1" }
 [[realm]]
 name = "int.1"
 [[realm.listener]]
@@ -395,6 +399,12 @@ func TestParseErrors(t *testing.T) {
 		{"comments only", "# nothing\n\n", []string{
 			"t.toml:1:1: no realm: define at least one [[realm]] with a [[realm.listener]]",
 		}},
+		{"xdp scope", minimal + `
+[xdp]
+scope = "all"
+`, []string{
+			`t.toml:8:9: xdp.scope: unknown scope "all" (want "sip" or "host")`,
+		}},
 		{"syntax", minimal + "[server\n", []string{
 			"t.toml:6:8: syntax error: expected ']' to close table name",
 		}},
@@ -476,8 +486,8 @@ nope = 1
 `, []string{
 			`t.toml:8:1: server.log_levl: unknown key (did you mean "log_level"?)`,
 			`t.toml:9:1: server.Log_Level: unknown key (did you mean "log_level"?)`,
-			`t.toml:10:8: realm[0].x: unknown table (known here: name, listener)`,
-			`t.toml:11:3: bogus: unknown table (known here: server, admin, realm, trunk, pool, route, routing, calls, headers, limits, autoblock, xdp, nftables)`,
+			`t.toml:10:8: realm[0].x: unknown table (known here: name, listener, media)`,
+			`t.toml:11:3: bogus: unknown table (known here: server, admin, realm, trunk, pool, route, routing, calls, headers, limits, autoblock, xdp, nftables, media)`,
 			`t.toml:16:1: realm[0].listener[1].nope: unknown key (known here: transport, bind, advertise, tls, path, origins)`,
 			`t.toml:17:2: pool: [pool.health] needs a [[pool]] before it`,
 		}},

@@ -31,6 +31,8 @@ type Policy struct {
 	XDP XDP `toml:"xdp"`
 	// Nftables mirrors the blocklist into an nftables table.
 	Nftables Nftables `toml:"nftables"`
+	// Media is media anchoring (the relay of RTP through the SBC).
+	Media Media `toml:"media"`
 
 	// Source is the file name the policy was read from ("<embedded>" for
 	// the built-in default); used in error messages and logs.
@@ -80,7 +82,50 @@ type Realm struct {
 	Name string `toml:"name"`
 	// Listeners: at least one.
 	Listeners []Listener `toml:"listener"`
+	// Media is where the realm's media relay sockets live.
+	Media RealmMedia `toml:"media"`
 }
+
+// RealmMedia is a realm's media relay: the address its relay sockets bind
+// to, the address written into the SDP sent on the realm, and the port
+// range.
+type RealmMedia struct {
+	// IP the relay sockets bind to: an IP literal, not the unspecified
+	// address. Default: the bind address of the realm's first listener
+	// (then required when that is 0.0.0.0 or ::).
+	IP string `toml:"ip"`
+	// Advertise is the address in the c= lines of SDP sent on the realm
+	// (the public address in front of a NAT). Default: IP.
+	Advertise string `toml:"advertise"`
+	// Ports is [min, max], the inclusive UDP port range of the relay
+	// (RTP on even ports, RTCP on the next odd one). Default [16384,
+	// 32767], below Linux's ephemeral ports (32768-60999); 1024..65535.
+	Ports []int `toml:"ports"`
+
+	Addr          netip.Addr `toml:"-"` // IP parsed
+	AdvertiseAddr netip.Addr `toml:"-"` // Advertise parsed
+	Min, Max      int        `toml:"-"` // Ports with the default applied
+}
+
+// Media configures media anchoring.
+type Media struct {
+	// Anchor: the media of every call flows through the SBC's relay, and
+	// each side's SDP carries only the SBC's addresses. Default true.
+	// false passes SDP through untouched (the two sides see each other's
+	// media addresses).
+	Anchor *bool `toml:"anchor"`
+	// Timeout: an answered call whose media stops in both directions for
+	// this long is ended (BYE to both legs), unless it is on hold. Default
+	// "60s"; "0s" disables.
+	Timeout Duration `toml:"timeout"`
+	// Quarantine: a relay port released by a call rests this long before
+	// another call gets it (late packets of the old call stay out). Default
+	// "5s".
+	Quarantine Duration `toml:"quarantine"`
+}
+
+// Anchored reports whether media anchoring is on.
+func (m Media) Anchored() bool { return m.Anchor == nil || *m.Anchor }
 
 // Listener is one SIP socket of a realm.
 type Listener struct {
@@ -215,6 +260,16 @@ type Trunk struct {
 	// impersonated with forged UDP datagrams. Each must be a transport of
 	// a listener of the trunk's realm.
 	Transports []string `toml:"transports"`
+	// MediaEncryption is what the SBC accepts in the trunk's offers:
+	// "any" (default: plain RTP, SDES-SRTP or DTLS-SRTP, as the trunk
+	// offers), "none" (plain RTP only: an offer with SRTP gets 488),
+	// "sdes" (SDES-SRTP, RFC 4568), "dtls" (DTLS-SRTP, RFC 5763; with
+	// ICE-lite towards WebRTC clients). It is also the profile of the
+	// SBC's own offers to the trunk.
+	MediaEncryption string `toml:"media_encryption"`
+	// MediaRequired: an offer without the encryption media_encryption
+	// names ("sdes" or "dtls") gets 488. Default false.
+	MediaRequired bool `toml:"media_required"`
 }
 
 // OnTransport reports whether the trunk may be recognised on transport
@@ -248,6 +303,11 @@ type Pool struct {
 	Targets []Target `toml:"target"`
 	// Health is the OPTIONS health check.
 	Health Health `toml:"health"`
+	// MediaEncryption is what the SBC offers the targets: "none"
+	// (default: plain RTP), "sdes" (SDES-SRTP with keys of the SBC),
+	// "dtls" (DTLS-SRTP, actpass, no ICE), or "any" (the profile of the
+	// caller's leg; SDES for a DTLS caller).
+	MediaEncryption string `toml:"media_encryption"`
 	// TCPForLarge: with transport "udp", an INVITE larger than 1300 bytes
 	// goes to the target over TCP instead (RFC 3261 18.1.1); the target
 	// must listen on TCP at the same address. Default true.
@@ -458,8 +518,17 @@ type XDP struct {
 	// PinDir: bpffs directory for pinned maps and links. Default
 	// "/sys/fs/bpf/sbc".
 	PinDir string `toml:"pin_dir"`
-	// RatePPS / Burst: per-source packet rate limit for UDP to the SIP
-	// ports, in the program itself. 0 (default) = off.
+	// Scope: which packets of a blocked source the program drops. "sip"
+	// (default): only UDP and TCP to the SBC's listening ports (every
+	// listener of every realm, TLS and WSS included) and UDP to the
+	// realms' media relay ports, so that a block a spoofed source earned
+	// cannot cut the host off from its DNS resolver, NTP server or SSH jump
+	// host. "host": every packet, whatever its protocol and port. Applies
+	// on reload.
+	Scope string `toml:"scope"`
+	// RatePPS / Burst: per-source packet rate limit for UDP to the SBC's
+	// UDP ports, in the program itself; trunk sources and pool targets are
+	// exempt. 0 (default) = off.
 	RatePPS int `toml:"rate_pps"`
 	Burst   int `toml:"burst"`
 }
@@ -470,9 +539,14 @@ type Nftables struct {
 	Enabled bool `toml:"enabled"`
 	// Table: name of the inet table the SBC owns. Default "sbc".
 	Table string `toml:"table"`
-	// MediaPorts: [low, high] UDP/TCP port range also guarded; optional.
+	// MediaPorts: [low, high] UDP/TCP port range also guarded; optional
+	// (for a media relay other than the SBC's own, whose realm ranges are
+	// guarded anyway, over UDP). The table guards only these ports: other
+	// traffic from a blocked source passes.
 	MediaPorts []int `toml:"media_ports"`
-	// TrunksOnly: drop SIP from any source outside the trunks. Default false.
+	// TrunksOnly: drop packets to the SIP ports from any source that is
+	// neither a trunk source nor a pool target (the backends' answers and
+	// requests come from those). Default false.
 	TrunksOnly bool `toml:"trunks_only"`
 }
 

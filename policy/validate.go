@@ -52,8 +52,13 @@ const (
 	DefaultTrunkHealthInterval = 5 * time.Minute
 	DefaultXDPMode             = "auto"
 	DefaultXDPPinDir           = "/sys/fs/bpf/sbc"
+	DefaultXDPScope            = "sip"
 	DefaultNftTable            = "sbc"
 	DefaultTLSHandshakeTimeout = 10 * time.Second
+	DefaultMediaTimeout        = 60 * time.Second
+	DefaultMediaQuarantine     = 5 * time.Second
+	DefaultMediaPortMin        = 16384
+	DefaultMediaPortMax        = 32767
 )
 
 const (
@@ -113,6 +118,7 @@ func validate(p *Policy, ix *index) {
 	v.autoBlock()
 	v.xdp()
 	v.nftables()
+	v.media()
 	if len(ix.errs) == 0 {
 		p.look = buildLookup(p)
 	}
@@ -858,6 +864,13 @@ func (v *validator) xdp() {
 	if x.PinDir == "" {
 		x.PinDir = DefaultXDPPinDir
 	}
+	switch x.Scope {
+	case "":
+		x.Scope = DefaultXDPScope
+	case "sip", "host":
+	default:
+		v.errf("xdp.scope", "unknown scope %s (want \"sip\" or \"host\")", quote(x.Scope))
+	}
 	v.intField("xdp.rate_pps", &x.RatePPS, 0, 0, 1e8)
 	v.intField("xdp.burst", &x.Burst, 0, 0, 1e8)
 	if x.Enabled && len(x.Interfaces) == 0 {
@@ -1094,5 +1107,78 @@ func (v *validator) identities(tp string, t *Trunk, seen map[TLSIdentity]string)
 		}
 		seen[id] = ip
 		t.Identities = append(t.Identities, id)
+	}
+}
+
+// media checks [media], each realm's [realm.media] and the trunks' and
+// pools' media_encryption.
+func (v *validator) media() {
+	m := &v.p.Media
+	v.duration("media.timeout", &m.Timeout, DefaultMediaTimeout, false)
+	v.duration("media.quarantine", &m.Quarantine, DefaultMediaQuarantine, false)
+	for i := range v.p.Realms {
+		r := &v.p.Realms[i]
+		mp := elemPath("realm", i) + ".media"
+		rm := &r.Media
+		switch {
+		case rm.IP != "":
+			a, err := netip.ParseAddr(rm.IP)
+			if err != nil || a.Zone() != "" {
+				v.errf(mp+".ip", "invalid address %s: want an IP literal", quote(rm.IP))
+				break
+			}
+			if a.IsUnspecified() {
+				v.errf(mp+".ip", "the unspecified address %s cannot be the relay's: give the address the peers send media to", a)
+				break
+			}
+			rm.Addr = a.Unmap()
+		case len(r.Listeners) > 0 && r.Listeners[0].BindAddr.IsValid():
+			rm.Addr = r.Listeners[0].BindAddr.Addr()
+			if rm.Addr.IsUnspecified() && v.p.Media.Anchored() {
+				v.errf(mp, "realm %s listens on %s: set [realm.media] ip, the address media is relayed on", quote(r.Name), rm.Addr)
+			}
+		}
+		rm.AdvertiseAddr = rm.Addr
+		if rm.Advertise != "" {
+			a, err := netip.ParseAddr(rm.Advertise)
+			if err != nil || a.Zone() != "" || a.IsUnspecified() {
+				v.errf(mp+".advertise", "invalid address %s: want an IP literal (it goes into SDP c= lines)", quote(rm.Advertise))
+			} else {
+				rm.AdvertiseAddr = a.Unmap()
+			}
+		}
+		rm.Min, rm.Max = DefaultMediaPortMin, DefaultMediaPortMax
+		if rm.Ports != nil {
+			if len(rm.Ports) != 2 || rm.Ports[0] < 1024 || rm.Ports[1] > 65535 || rm.Ports[0] >= rm.Ports[1] {
+				v.errf(mp+".ports", "want [min, max] with 1024 <= min < max <= 65535 (got %v)", rm.Ports)
+			} else {
+				rm.Min, rm.Max = rm.Ports[0], rm.Ports[1]
+			}
+		}
+	}
+	enc := func(path string, val *string, def string, allowed ...string) {
+		if *val == "" {
+			*val = def
+			return
+		}
+		want := make([]string, len(allowed))
+		for i, a := range allowed {
+			want[i] = quote(a)
+		}
+		if !slices.Contains(allowed, *val) {
+			v.errf(path, "unknown media_encryption %s (want %s)", quote(*val), strings.Join(want, ", "))
+		}
+	}
+	for i := range v.p.Trunks {
+		t := &v.p.Trunks[i]
+		tp := elemPath("trunk", i)
+		enc(tp+".media_encryption", &t.MediaEncryption, "any", "any", "none", "sdes", "dtls")
+		if t.MediaRequired && t.MediaEncryption != "sdes" && t.MediaEncryption != "dtls" {
+			v.errf(tp+".media_required", "media_required needs media_encryption \"sdes\" or \"dtls\" (what is required)")
+		}
+	}
+	for i := range v.p.Pools {
+		pl := &v.p.Pools[i]
+		enc(elemPath("pool", i)+".media_encryption", &pl.MediaEncryption, "none", "none", "sdes", "dtls", "any")
 	}
 }

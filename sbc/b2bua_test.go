@@ -57,8 +57,14 @@ func TestBasicCallTopologyHidden(t *testing.T) {
 	if got := inv.Header("P-Asserted-Identity"); got == "" {
 		t.Error("allowed header P-Asserted-Identity not copied")
 	}
-	if len(inv.Body) == 0 || !strings.Contains(string(inv.Body), "192.0.2.10") {
-		t.Error("SDP offer not passed through")
+	// The offer is anchored: the SBC's internal relay address, the
+	// caller's codecs, nothing of the caller's address.
+	if len(inv.Body) == 0 || !strings.Contains(string(inv.Body), "c=IN IP4 "+sbcIntIP) ||
+		!strings.Contains(string(inv.Body), "PCMU/8000") || strings.Contains(string(inv.Body), "192.0.2.10") {
+		t.Errorf("SDP offer not anchored on the SBC:\n%s", inv.Body)
+	}
+	if !strings.Contains(string(res.Body()), "c=IN IP4 "+sbcExtIP) || strings.Contains(string(res.Body()), backendIP) {
+		t.Errorf("SDP answer not anchored on the SBC:\n%s", res.Body())
 	}
 	if vias := inv.HeaderValues("Via"); len(vias) != 1 || !strings.Contains(vias[0], sbcIntIP) {
 		t.Errorf("B-leg Via %v: want exactly one, the SBC's internal face", vias)
@@ -110,8 +116,9 @@ func TestDelayedOfferAckCarriesAnswer(t *testing.T) {
 	if len(ci.Invite) != 0 {
 		t.Error("backend INVITE should carry no SDP")
 	}
-	if !strings.Contains(string(ci.AckBody), "192.0.2.77") {
-		t.Fatalf("ACK to backend lacks the caller's answer: %q", ci.AckBody)
+	// The caller's answer, anchored: the SBC's relay, not 192.0.2.77.
+	if !strings.Contains(string(ci.AckBody), "c=IN IP4 "+sbcIntIP) || strings.Contains(string(ci.AckBody), "192.0.2.77") {
+		t.Fatalf("ACK to backend lacks the caller's anchored answer: %q", ci.AckBody)
 	}
 	call.Bye(e.ctx)
 }
@@ -232,7 +239,11 @@ func TestInDialogRequestsBothWays(t *testing.T) {
 		return m.Method == "ACK" && strings.HasPrefix(m.Header("CSeq"), strings.Fields(reinv.Header("CSeq"))[0]+" ")
 	})
 	for _, m := range []sip.RequestMethod{sip.UPDATE, sip.INFO, sip.MESSAGE} {
-		r, err := call.Request(e.ctx, m, []byte("x"))
+		body := []byte("x")
+		if m == sip.UPDATE {
+			body = nil // an UPDATE's body is SDP: "x" would be refused (488)
+		}
+		r, err := call.Request(e.ctx, m, body)
 		if err != nil || r.StatusCode != 200 {
 			t.Fatalf("%s: %v %v", m, r, err)
 		}

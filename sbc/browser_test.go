@@ -63,6 +63,9 @@ func TestBrowserRegistersThroughWSS(t *testing.T) {
 		Health: &testpolicy.Health{Interval: policy.D(0)}})
 	pb.Routes = []testpolicy.Route{{Trunk: "webrtc", Prefix: "alice", Pool: "pbx"}, {Trunk: "webrtc", Prefix: "100", Pool: "calls"}}
 	pb.Routing = &testpolicy.Routing{TargetTimeout: policy.D(2 * time.Second), MaxAttempts: 1}
+	// This test is about signalling: WebRTC media (DTLS-SRTP, ICE) is not
+	// terminated yet, so the browser's SDP passes untouched.
+	pb.Extra += "\n[media]\nanchor = false\n"
 	s := startSBC(t, pb.Parse(t), Options{Logger: testLogger()})
 	la, _ := s.ListenAddr("external", "wss")
 	url := "wss://" + la.String()

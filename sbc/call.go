@@ -1,6 +1,7 @@
 package sbc
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -120,6 +121,8 @@ type call struct {
 	endedBy     string
 	answered    time.Time
 	sessExp     time.Duration // negotiated session interval (RFC 4028), 0 if none
+	media       *callMedia    // the call's relay (media.go); nil without anchoring
+	offerB      []byte        // the SDP of the B-leg INVITEs (nil: delayed offer, or no anchoring)
 	queue       []action
 	draining    bool
 }
@@ -176,6 +179,23 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 		}
 		replaces = v
 	}
+	// The media relay, before anything else is sent: a call without
+	// relay ports is refused at once (503), one whose SDP the SBC cannot
+	// take too (488).
+	var ct string
+	if h := req.ContentType(); h != nil {
+		ct = h.Value()
+	}
+	cm, offerB, err := s.setupMedia(st, ep.name, pc.Realm, p.trunk, pc, req.Body(), ct)
+	if err != nil {
+		release()
+		me := &mediaError{code: 500, phrase: "Server Internal Error", r: reasonMediaBind, err: err}
+		errors.As(err, &me)
+		s.act(ep, p, req, tx, answer(stageMedia, me.r, me.code, me.phrase).with("error", err.Error()))
+		s.metrics.Calls.WithLabelValues(resultNoMedia).Inc()
+		s.trunkCall(p.trunk.Name, resultNoMedia)
+		return
+	}
 	// 100 Trying at once: the carrier must stop retransmitting while we route.
 	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
 
@@ -183,6 +203,7 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 		s: s, id: newID(), st: st, pool: st.pools[pc.Name], trunk: p.trunk, aTx: tx,
 		created: time.Now(), ended: make(chan struct{}), finalSent: make(chan struct{}), release: release, src: p.src,
 		after: realAfter, tried: map[*target]bool{}, user: req.Recipient.User,
+		media: cm, offerB: offerB,
 	}
 	c.log = s.log.With("call", c.id, "trunk", p.trunk.Name, "pool", pc.Name)
 	c.touch()
@@ -304,7 +325,16 @@ func (c *call) buildInvite(b *leg) *sip.Request {
 		v := sip.MaxForwardsHeader(mf.Val() - 1)
 		inv.ReplaceHeader(&v)
 	}
-	copyBody(inv, c.aReq)
+	switch {
+	case c.media == nil:
+		copyBody(inv, c.aReq)
+	case c.offerB != nil:
+		v := sip.ContentTypeHeader("application/sdp")
+		inv.AppendHeader(&v)
+		inv.SetBody(c.offerB)
+	default:
+		inv.SetBody(nil) // delayed offer: the backend offers
+	}
 	return inv
 }
 
@@ -336,7 +366,13 @@ func (c *call) responseToA(res *sip.Response) *sip.Response {
 		c.redirectContacts(out, res)
 	}
 	out.AppendHeader(sip.NewHeader("Server", c.st.pol.Server.UserAgent))
-	copyBody(out, res)
+	if res.StatusCode < 300 {
+		// The answer to A's offer, or the backend's offer when A's INVITE
+		// had none.
+		_ = c.relayBody(c.b(), c.offerB == nil, out, res)
+	} else {
+		out.SetBody(nil)
+	}
 	return out
 }
 

@@ -260,10 +260,12 @@ func (c *call) finish() {
 	if c.kept != nil {
 		b = c.kept.leg
 	}
+	media := c.media
 	c.mu.Unlock()
 	if !c.done.CompareAndSwap(false, true) {
 		return
 	}
+	media.close()
 	close(c.ended)
 	c.markFinalSent()
 	c.release()

@@ -100,6 +100,7 @@ const (
 	tmMaxDuration                  // the call lasted too long
 	tmInactivity                   // no in-dialog request for too long
 	tmSession                      // the session was not refreshed (RFC 4028)
+	tmMedia                        // no media either way for too long (media.timeout)
 )
 
 type timerKey struct {
@@ -409,7 +410,7 @@ func (c *call) ackKept(fromAck *sip.Request) {
 	}
 	ack := br.leg.newRequest(sip.ACK, br.leg.inviteCSeq, c.st.pol.Server.UserAgent)
 	if fromAck != nil && len(fromAck.Body()) > 0 {
-		copyBody(ack, fromAck)
+		_ = c.relayBody(c.a, false, ack, fromAck) // A's answer to the backend's offer
 	} else {
 		ack.SetBody(nil)
 	}
@@ -501,6 +502,17 @@ func (c *call) onTimer(k timerKey) {
 		c.terminate(resultInactivity)
 	case tmSession:
 		c.terminate(resultSessionExpired)
+	case tmMedia:
+		d := c.media.timeout
+		idle := c.media.idle(time.Now())
+		if c.media.held || idle < d {
+			// On hold nothing need flow; else check again when the
+			// newest packet is d old.
+			c.startTimer(k, max(d-idle, d/4))
+			return
+		}
+		c.logf("no media", "idle", idle.Round(time.Millisecond).String())
+		c.terminate(resultMediaTimeout)
 	}
 }
 
@@ -561,6 +573,9 @@ func (c *call) confirm() {
 	}
 	if c.sessExp > 0 {
 		c.startTimer(timerKey{kind: tmSession}, sessionDeadline(c.sessExp))
+	}
+	if c.media != nil && c.media.timeout > 0 {
+		c.startTimer(timerKey{kind: tmMedia}, c.media.timeout)
 	}
 }
 
@@ -771,7 +786,17 @@ func (c *call) onRequest(from *leg, req *sip.Request, tx sip.ServerTransaction, 
 		}
 		out.AppendHeader(&sip.ReferToHeader{Address: u})
 	}
-	copyBody(out, req)
+	// An SDP in a request is an offer (re-INVITE, UPDATE), except in
+	// PRACK, which answers an offer in a reliable provisional. Other
+	// methods' bodies (INFO's DTMF, MESSAGE's text) are not SDP.
+	if carriesSDP(req.Method) {
+		if err := c.relayBody(from, req.Method != sip.PRACK, out, req); err != nil {
+			reject(488, "Not Acceptable Here")
+			return
+		}
+	} else {
+		copyBody(out, req)
+	}
 	if isTargetRefresh(req.Method) {
 		from.refreshTarget(req.Contact())
 	}
@@ -877,7 +902,7 @@ func (c *call) ackRelay(rel *relay, fromAck *sip.Request) {
 	rel.acked = true
 	ack := rel.to.newRequest(sip.ACK, rel.out.CSeq().SeqNo, c.st.pol.Server.UserAgent)
 	if fromAck != nil && len(fromAck.Body()) > 0 {
-		copyBody(ack, fromAck)
+		_ = c.relayBody(rel.from, false, ack, fromAck) // the answer to an offer in a 2xx
 	} else {
 		ack.SetBody(nil)
 	}
@@ -901,6 +926,21 @@ func (c *call) inDialogResponse(from *leg, req *sip.Request, res *sip.Response) 
 		out.AppendHeader(from.contact(""))
 	}
 	out.AppendHeader(sip.NewHeader("Server", c.st.pol.Server.UserAgent))
-	copyBody(out, res)
+	switch {
+	case res.StatusCode >= 300:
+		out.SetBody(nil)
+	case carriesSDP(req.Method):
+		// The answer to the request's offer, or an offer when the request
+		// had none (a re-INVITE without SDP).
+		_ = c.relayBody(c.other(from), len(req.Body()) == 0, out, res)
+	default:
+		copyBody(out, res)
+	}
 	return out
+}
+
+// carriesSDP: the methods whose bodies (and their responses') are SDP
+// offers and answers (RFC 3261, 3262, 3311).
+func carriesSDP(m sip.RequestMethod) bool {
+	return m == sip.INVITE || m == sip.UPDATE || m == sip.PRACK || m == sip.ACK
 }

@@ -322,7 +322,10 @@ func TestBigInviteAndBig200OverUDP(t *testing.T) {
 	// The backend listens on UDP and TCP at the same address, as the
 	// pool's tcp_for_large expects.
 	addr := freeUDPTCP(t, backendIP)
-	e := newEnv(t, envOpts{backends: []sipua.BackendOptions{{UDP: addr, TCP: addr, Answer: sipua.Always(sipua.Plan{Body: big200})}}})
+	// Media passes untouched (anchoring would trim the candidates, and
+	// the INVITE would fit in a datagram).
+	e := newEnv(t, envOpts{backends: []sipua.BackendOptions{{UDP: addr, TCP: addr, Answer: sipua.Always(sipua.Plan{Body: big200})}},
+		edit: func(p *testpolicy.Policy) { p.Extra += "\n[media]\nanchor = false\n" }})
 	b := e.backends[0]
 	call, res := e.dial(sipua.DialOptions{SDP: bigSDP("192.0.2.10")})
 	if res.StatusCode != 200 {

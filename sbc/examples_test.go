@@ -15,7 +15,9 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 	"github.com/sbc-project/sbc/internal/certgen"
+	"github.com/sbc-project/sbc/internal/sipua"
 	"github.com/sbc-project/sbc/policy"
+	"github.com/sbc-project/sbc/srtp"
 )
 
 // TestExamplesRun loads every policy of examples/ as shipped, with the
@@ -49,6 +51,40 @@ func TestExamplesRun(t *testing.T) {
 			}
 			if res, err := tlsOptions(ctx, "127.0.0.1:5061", &tls.Config{RootCAs: roots}); err == nil {
 				t.Errorf("OPTIONS without a client certificate answered: %q", res)
+			}
+		},
+		"srtp-carrier.toml": func(t *testing.T, ctx context.Context) {
+			c, err := sipua.NewCaller(sipua.CallerOptions{Addr: "127.0.0.1:0", Logger: testLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			call, err := c.Dial(ctx, "127.0.0.1:5060", sipua.DialOptions{SDP: sipua.SDP("127.0.0.1", 40000, 1, "sendrecv")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res, err := call.WaitFinal(ctx); err != nil || res.StatusCode != 488 {
+				t.Errorf("a plain RTP offer: %v, %v; want 488", res, err)
+			}
+			key, err := srtp.GenerateCrypto(1, srtp.AES_CM_128_HMAC_SHA1_80)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sdes := strings.Replace(string(sipua.SDP("127.0.0.1", 40002, 1, "sendrecv")), "RTP/AVP", "RTP/SAVP", 1) + "a=crypto:" + key.String() + "\r\n"
+			call, err = c.Dial(ctx, "127.0.0.1:5060", sipua.DialOptions{SDP: []byte(sdes)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// No PBX listens at 127.0.0.1:5080 here: the call is taken,
+			// then fails on its target, not on its media.
+			if res, err := call.WaitFinal(ctx); err != nil || res.StatusCode == 488 {
+				t.Errorf("an SDES offer: %v, %v; want it routed to the PBX", res, err)
+			}
+		},
+		"webrtc-bridge.toml": func(t *testing.T, ctx context.Context) {
+			res, err := exampleWS(ctx, roots, "https://127.0.0.1")
+			if err != nil || !strings.HasPrefix(res, "SIP/2.0 200") {
+				t.Errorf("OPTIONS over wss from https://127.0.0.1: %q, %v", res, err)
 			}
 		},
 		"webrtc-wss.toml": func(t *testing.T, ctx context.Context) {

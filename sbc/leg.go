@@ -1,6 +1,7 @@
 package sbc
 
 import (
+	"errors"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -219,6 +220,46 @@ func copyBody(dst, src interface {
 		}
 	}
 	dst.SetBody(body)
+}
+
+type bodyMsg interface {
+	Body() []byte
+	ContentType() *sip.ContentTypeHeader
+	AppendHeader(sip.Header)
+	SetBody([]byte)
+}
+
+// relayBody puts src's body on dst: rewritten by the call's media when it
+// is SDP (from is the leg src came from; offer tells an SDP offer from an
+// answer), as it is otherwise. A body the media cannot take is not
+// relayed: the error says why (a stage media reason).
+func (c *call) relayBody(from *leg, offer bool, dst, src bodyMsg) error {
+	if c.media == nil || len(src.Body()) == 0 {
+		copyBody(dst, src)
+		return nil
+	}
+	ct := ""
+	if h := src.ContentType(); h != nil {
+		ct = h.Value()
+	}
+	name := "b"
+	if from == c.a {
+		name = "a"
+	}
+	b, err := c.media.body(name, offer, ct, src.Body())
+	if err != nil {
+		dst.SetBody(nil)
+		var me *mediaError
+		if errors.As(err, &me) {
+			c.s.drop(stageMedia, me.r)
+		}
+		c.logf("SDP not relayed", "from", from.name, "offer", offer, "error", err.Error())
+		return err
+	}
+	v := sip.ContentTypeHeader("application/sdp")
+	dst.AppendHeader(&v)
+	dst.SetBody(b)
+	return nil
 }
 
 // rewriteRAck maps an RAck header (RFC 3262: "rseq cseq method") from one

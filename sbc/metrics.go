@@ -115,11 +115,34 @@ func newMetrics() *Metrics {
 // reloadResults is every value of sbc_reload_total's result label.
 var reloadResults = []string{ReloadOK, ReloadRejected, ReloadPartial}
 
-// blocklistCollector is sbc_blocklist_entries (registered at Start).
-func blocklistCollector(bl *acl.Blocklist) prometheus.Collector {
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "sbc_blocklist_entries", Help: "Entries on the blocklist.",
-	}, func() float64 { return float64(bl.Len()) })
+// stateWriteResults are the values of sbc_blocklist_state_writes_total's
+// result label.
+var stateWriteResults = []string{"ok", "failed"}
+
+// blocklistCollectors are the blocklist's metrics (registered at Start).
+func blocklistCollectors(bl *acl.Blocklist) []prometheus.Collector {
+	stat := func(get func(acl.Stats) uint64) func() float64 {
+		return func() float64 { return float64(get(bl.Stats())) }
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sbc_blocklist_entries", Help: "Entries on the blocklist.",
+		}, func() float64 { return float64(bl.Len()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sbc_blocklist_capacity", Help: "Most entries the blocklist holds; the kernel copies (XDP maps, nftables sets) are sized to it.",
+		}, func() float64 { return float64(bl.Cap()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sbc_blocklist_refused_total", Help: "New blocks refused because the blocklist was full.",
+		}, stat(func(s acl.Stats) uint64 { return s.Refused })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sbc_blocklist_state_writes_total", Help: "Writes of the blocklist state file in state_dir, by result.",
+			ConstLabels: prometheus.Labels{"result": stateWriteResults[0]},
+		}, stat(func(s acl.Stats) uint64 { return s.StateWrites })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sbc_blocklist_state_writes_total", Help: "Writes of the blocklist state file in state_dir, by result.",
+			ConstLabels: prometheus.Labels{"result": stateWriteResults[1]},
+		}, stat(func(s acl.Stats) uint64 { return s.StateWriteErrors })),
+	}
 }
 
 // knownMethods bounds the method label: anything else counts as "other".

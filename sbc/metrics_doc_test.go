@@ -8,6 +8,7 @@ import (
 	"go/token"
 	"io/fs"
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -21,6 +22,7 @@ import (
 	"github.com/sbc-project/sbc/acl"
 	"github.com/sbc-project/sbc/acl/nft"
 	"github.com/sbc-project/sbc/ebpf"
+	"github.com/sbc-project/sbc/srtp"
 )
 
 // docs/METRICS.md against the code: every family the SBC registers, its
@@ -219,6 +221,10 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 	add("sbc_register_guesses_total", "proof", guessProofs...)
 	add("sbc_blocks_total", "origin,reason", blockOriginManual+"/"+blockReasonManual)
 	add("sbc_fastpath_info", "path", fastPaths...)
+	for _, f := range []string{"sbc_fastpath_missing_entries", "sbc_fastpath_overflows_total", "sbc_fastpath_syncs_total"} {
+		add(f, "path", mirrorPaths...)
+	}
+	add("sbc_blocklist_state_writes_total", "result", stateWriteResults...)
 	for _, a := range xdpActions {
 		add("sbc_xdp_packets_total", "action", a.action)
 	}
@@ -233,16 +239,27 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 	}
 	add("sbc_tls_file_reloads_total", "result", tlsFileResults...)
 	add("sbc_connections_open", "transport", streamTransports...)
+	for r := srtp.DropReason(0); r < srtp.NumDropReasons; r++ {
+		add("sbc_media_dropped_packets_total", "reason", r.String())
+	}
+	add("sbc_media_ports", "state", mediaPortStates...)
 	policy = map[string][]string{
-		"sbc_tls_handshakes_total":        {"realm"},
-		"sbc_tls_certificate_expiry_days": {"file"},
-		"sbc_connections_open":            {"realm"},
-		"sbc_requests_total":              {"realm"},
-		"sbc_responses_total":             {"realm"},
-		"sbc_backend_target_up":           {"pool", "target"},
-		"sbc_backend_failovers_total":     {"pool"},
-		"sbc_trunk_calls_total":           {"trunk"},
-		"sbc_trunk_failures_total":        {"trunk"},
+		"sbc_tls_handshakes_total":          {"realm"},
+		"sbc_tls_certificate_expiry_days":   {"file"},
+		"sbc_connections_open":              {"realm"},
+		"sbc_media_packets_total":           {"realm"},
+		"sbc_media_bytes_total":             {"realm"},
+		"sbc_media_forwarded_packets_total": {"realm"},
+		"sbc_media_dropped_packets_total":   {"realm"},
+		"sbc_media_streams_active":          {"realm"},
+		"sbc_media_ports":                   {"realm"},
+		"sbc_media_ports_exhausted_total":   {"realm"},
+		"sbc_requests_total":                {"realm"},
+		"sbc_responses_total":               {"realm"},
+		"sbc_backend_target_up":             {"pool", "target"},
+		"sbc_backend_failovers_total":       {"pool"},
+		"sbc_trunk_calls_total":             {"trunk"},
+		"sbc_trunk_failures_total":          {"trunk"},
 	}
 	return values, policy
 }
@@ -257,9 +274,17 @@ func sbcRegistry(t *testing.T) *prometheus.Registry {
 	m := newMetrics()
 	bl := acl.NewBlocklist(acl.Options{})
 	t.Cleanup(func() { bl.Close() })
-	m.Registry.MustRegister(blocklistCollector(bl))
+	m.Registry.MustRegister(blocklistCollectors(bl)...)
+	for _, path := range mirrorPaths {
+		m.Registry.MustRegister(mirrorCollectors(path, func() acl.MirrorStats { return acl.MirrorStats{} })...)
+	}
 	m.Registry.MustRegister(xdpCollectors(func() (ebpf.Counters, error) { return ebpf.Counters{}, nil })...)
 	m.Registry.MustRegister(nftCollectors(func() (nft.Counters, error) { return nft.Counters{}, nil })...)
+	pp, err := srtp.NewPortPool(srtp.PortPoolConfig{IP: netip.MustParseAddr("127.0.0.1"), Min: 30000, Max: 30001})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Registry.MustRegister(&mediaPlane{pools: map[string]*srtp.PortPool{"x": pp}})
 	v := reflect.ValueOf(m).Elem()
 	for i := range v.NumField() {
 		if !v.Type().Field(i).IsExported() {

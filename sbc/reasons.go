@@ -28,6 +28,7 @@ const (
 	stageDialog   stage = "dialog"   // in-dialog requests and ACKs without their dialog or transaction (dialog.go)
 	stageBridge   stage = "bridge"   // the B2BUA could not send what it had to send (call core)
 	stageTLS      stage = "tls"      // a TLS handshake or WebSocket upgrade refused on a tls or wss listener (tls.go)
+	stageMedia    stage = "media"    // the media relay of a call could not be set up, or an SDP not relayed (media.go)
 )
 
 // reason is why a message was dropped or rejected: the reason label of
@@ -81,6 +82,7 @@ var dropReasons = []struct {
 	{stageAdmit, []reason{reasonSourceCPS, reasonTrunkCPS, reasonTrunkCalls, reasonRegisterRate, reasonAoRLocked}},
 	{stageRoute, []reason{reasonNoOutboundRoute, reasonNoRoute, reasonNoTarget, reasonRegisterDenied, reasonMethodNotAllowed}},
 	{stageDialog, []reason{reasonNoTransaction, reasonNoDialog, reasonCSeqOutOfOrder, reasonBadACK, reasonStrayACK, reasonNotDialogPeer, reasonReplacesNoDialog}},
+	{stageMedia, mediaReasons},
 	{stageBridge, []reason{reasonSendFailed}},
 }
 
@@ -157,6 +159,8 @@ const (
 	resultShutdown       = "shutdown"        // the SBC shut down during call setup
 	resultMaxDuration    = "max_duration"    // calls.max_duration (only ever reached by answered calls)
 	resultInactivity     = "inactivity"      // calls.inactivity_timeout (only ever reached by answered calls)
+	resultMediaTimeout   = "media_timeout"   // media.timeout: no media either way (only ever reached by answered calls)
+	resultNoMedia        = "no_media"        // the media relay could not be set up for the INVITE (503 ports exhausted, 488 SDP or encryption refused)
 	resultSessionExpired = "session_expired" // the session timer ran out (only ever reached by answered calls)
 	resultDialogGone     = "dialog_gone"     // an in-dialog request got 481/408 or no answer: the other side's dialog is gone
 )
@@ -165,4 +169,4 @@ const (
 var callResults = []string{resultAnswered, resultBusy, resultCancelled, resultRedirected,
 	resultNotFound, resultNoAnswer, resultRejected, resultFailed, resultDeclined, resultNoRoute,
 	resultNoTarget, resultTimeout, resultAckTimeout, resultUndeliverable, resultShutdown,
-	resultMaxDuration, resultInactivity, resultSessionExpired, resultDialogGone}
+	resultMaxDuration, resultInactivity, resultMediaTimeout, resultNoMedia, resultSessionExpired, resultDialogGone}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sbc-project/sbc/ebpf"
 	"github.com/sbc-project/sbc/policy"
 	"github.com/sbc-project/sbc/ratelimit"
 )
@@ -35,12 +36,13 @@ import (
 //     goes first: its only failure (the SBC is closed) leaves everything
 //     else untouched; every later step cannot fail. Then the snapshot is
 //     swapped and log_level set.
-//  5. Kernel: the fast path's trunk allow-list (XDP or nftables) and the
-//     XDP rate limit are rewritten. This is the one step after the commit
-//     point that can fail (netlink, bpf); it cannot be undone safely, so a
-//     failure leaves the new policy in force in user space and is reported
-//     as result="partial" (WARN, ErrReloadPartial). Both are rewritten in
-//     full on every reload, so the next successful reload repairs them.
+//  5. Kernel: the fast path's allow-list of trunks and pool targets (XDP
+//     or nftables), and the XDP rate limit and scope are rewritten. This
+//     is the one step after the commit point that can fail (netlink, bpf);
+//     it cannot be undone safely, so a failure leaves the new policy in
+//     force in user space and is reported as result="partial" (WARN,
+//     ErrReloadPartial). All are rewritten in full on every reload, so the
+//     next successful reload repairs them.
 //
 // Every reload is counted once in sbc_reload_total{result}: ok, rejected
 // (nothing changed, the previous policy stays in force) or partial.
@@ -54,7 +56,8 @@ const (
 
 // ErrReloadPartial is wrapped by Reload's error when the new policy is in
 // force but the kernel fast path could not be updated (it still holds the
-// previous trunk allow-list or XDP rate limit). Reloading again retries.
+// previous allow-list of trunks and pool targets, or XDP rate limit or
+// scope). Reloading again retries.
 var ErrReloadPartial = errors.New("reload partly applied: the new policy is in force, but the kernel fast path was not updated")
 
 // RestartError is Reload's error when the new policy changes settings
@@ -134,7 +137,7 @@ func (s *SBC) Reload(p *policy.Policy) error {
 
 	if kerr != nil {
 		s.metrics.ReloadsTotal.WithLabelValues(ReloadPartial).Inc()
-		s.log.Warn("policy reloaded, but the kernel fast path was not updated: it keeps the previous trunk allow-list or XDP rate limit until a reload succeeds",
+		s.log.Warn("policy reloaded, but the kernel fast path was not updated: it keeps the previous allow-list (trunks and pool targets), XDP rate limit or XDP scope until a reload succeeds",
 			"result", ReloadPartial, "policy", p.Source, "error", kerr.Error())
 		return fmt.Errorf("%w: %w", ErrReloadPartial, kerr)
 	}
@@ -171,7 +174,8 @@ func (s *SBC) reloadRejected(old *policy.Policy, source string, err error) error
 }
 
 // reloadKernel rewrites what the kernel fast path takes from the policy:
-// the trunk allow-list and the XDP rate limit. The caller holds s.mu.
+// the allow-list of trunks and pool targets, and the XDP rate limit and
+// scope. The caller holds s.mu.
 func (s *SBC) reloadKernel(p *policy.Policy) error {
 	if s.reload.kernel != nil {
 		return s.reload.kernel(p)
@@ -181,12 +185,15 @@ func (s *SBC) reloadKernel(p *policy.Policy) error {
 		return nil // not started: Start reads the policy in force
 	}
 	var errs []error
-	if err := fp.setTrunks(p); err != nil {
-		errs = append(errs, fmt.Errorf("%s trunk allow-list: %w", fp.path, err))
+	if err := fp.setPeers(p); err != nil {
+		errs = append(errs, fmt.Errorf("%s allow-list (trunks and pool targets): %w", fp.path, err))
 	}
 	if fp.xdp != nil {
 		if err := fp.xdp.SetRateLimit(uint32(p.XDP.RatePPS), uint32(p.XDP.Burst)); err != nil {
 			errs = append(errs, fmt.Errorf("xdp rate limit: %w", err))
+		}
+		if err := fp.xdp.SetScope(ebpf.Scope(p.XDP.Scope)); err != nil {
+			errs = append(errs, fmt.Errorf("xdp scope: %w", err))
 		}
 	}
 	return errors.Join(errs...)
@@ -333,6 +340,13 @@ var reloadFields = map[string]reloadRule{
 	"realm.listener.path":                  ruleLive, // new connections
 	"realm.listener.origins":               ruleLive,
 	"realm.listener.BindAddr":              ruleDerived,
+	"realm.media.ip":                       ruleRestart("realm.media"), // the relay's port pools are built at start
+	"realm.media.ports":                    ruleRestart("realm.media"),
+	"realm.media.advertise":                ruleLive, // SDP of new calls
+	"realm.media.Addr":                     ruleDerived,
+	"realm.media.AdvertiseAddr":            ruleDerived,
+	"realm.media.Min":                      ruleDerived,
+	"realm.media.Max":                      ruleDerived,
 	"realm.listener.AdvertiseHost":         ruleDerived,
 	"realm.listener.AdvertisePort":         ruleDerived,
 
@@ -342,6 +356,8 @@ var reloadFields = map[string]reloadRule{
 	"trunk.Prefixes":         ruleDerived,
 	"trunk.tls_identities":   ruleLive, // per request, from the certificate of the connection
 	"trunk.Identities":       ruleDerived,
+	"trunk.media_encryption": ruleLive, // new calls
+	"trunk.media_required":   ruleLive,
 	"trunk.max_calls":        ruleLive, // calls in progress are counted against the new cap, none is ended
 	"trunk.cps":              ruleLive,
 	"trunk.allow_register":   ruleLive,
@@ -352,6 +368,7 @@ var reloadFields = map[string]reloadRule{
 	"pool.realm":                 ruleLive,
 	"pool.transport":             ruleLive,
 	"pool.tcp_for_large":         ruleLive,
+	"pool.media_encryption":      ruleLive, // new calls
 	"pool.tls.cert_file":         ruleLive, // new connections; open ones are kept
 	"pool.tls.key_file":          ruleLive,
 	"pool.tls.ca_file":           ruleLive,
@@ -419,6 +436,7 @@ var reloadFields = map[string]reloadRule{
 	"xdp.interfaces": ruleRestart("xdp.interfaces"),
 	"xdp.mode":       ruleRestart("xdp.mode"),
 	"xdp.pin_dir":    ruleRestart("xdp.pin_dir"),
+	"xdp.scope":      ruleLive, // written to the running XDP program, if any
 	"xdp.rate_pps":   ruleLive, // written to the running XDP program, if any
 	"xdp.burst":      ruleLive,
 
@@ -426,6 +444,10 @@ var reloadFields = map[string]reloadRule{
 	"nftables.table":       ruleRestart("nftables.table"),
 	"nftables.media_ports": ruleRestart("nftables.media_ports"),
 	"nftables.trunks_only": ruleRestart("nftables.trunks_only"),
+
+	"media.anchor":     ruleLive, // new calls; calls in progress keep their relay (or its absence)
+	"media.timeout":    ruleLive, // new calls
+	"media.quarantine": ruleRestart("media.quarantine"),
 
 	"Source": {class: notASetting},
 }
@@ -477,6 +499,20 @@ var restartChecks = []restartCheck{
 	{"server.state_dir", func(a, b *policy.Policy) string { return quoted(a.Server.StateDir, b.Server.StateDir) }},
 	{"admin.listen", func(a, b *policy.Policy) string { return quoted(a.Admin.Listen, b.Admin.Listen) }},
 	{"realm", listenersChanged},
+	{"realm.media", func(a, b *policy.Policy) string {
+		set := func(p *policy.Policy) []string {
+			var out []string
+			for _, r := range p.Realms {
+				out = append(out, fmt.Sprintf("realm %q media %s ports %d-%d", r.Name, r.Media.Addr, r.Media.Min, r.Media.Max))
+			}
+			slices.Sort(out)
+			return out
+		}
+		return listChanged(set(a), set(b))
+	}},
+	{"media.quarantine", func(a, b *policy.Policy) string {
+		return changed(a.Media.Quarantine.Duration, b.Media.Quarantine.Duration)
+	}},
 	{"xdp.enabled", func(a, b *policy.Policy) string { return changed(a.XDP.Enabled, b.XDP.Enabled) }},
 	{"xdp.interfaces", func(a, b *policy.Policy) string {
 		if xdpInert(a, b) {

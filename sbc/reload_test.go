@@ -276,6 +276,10 @@ func TestRestartChecks(t *testing.T) {
 		"nftables.table":          {nftOn, func(p *testpolicy.Policy) { nftOn(p); p.Nftables.Table = "edge" }},
 		"nftables.media_ports":    {nftOn, func(p *testpolicy.Policy) { nftOn(p); p.Nftables.MediaPorts = []int{30000, 40000} }},
 		"nftables.trunks_only":    {nftOn, func(p *testpolicy.Policy) { nftOn(p); p.Nftables.TrunksOnly = true }},
+		"realm.media": {nil, func(p *testpolicy.Policy) {
+			p.Realm("internal").Media = &testpolicy.RealmMedia{Ports: []int{30000, 30999}}
+		}},
+		"media.quarantine": {nil, func(p *testpolicy.Policy) { p.Media = &testpolicy.Media{Quarantine: policy.D(time.Second)} }},
 	}
 	for _, c := range restartChecks {
 		if _, ok := cases[c.key]; !ok {

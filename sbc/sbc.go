@@ -59,8 +59,9 @@ type SBC struct {
 	fast    *fastPath
 	conns   connCounter // open TCP connections per source
 
-	tls      *tlsFiles // certificates, keys and CA bundles in service
-	tlsPeers sync.Map  // peerKey → *tlsPeer: verified client certificates of open TLS/WSS connections
+	media    *mediaPlane // relay port pools by realm (media.go)
+	tls      *tlsFiles   // certificates, keys and CA bundles in service
+	tlsPeers sync.Map    // peerKey → *tlsPeer: verified client certificates of open TLS/WSS connections
 
 	reload reloadState // see reload.go
 }
@@ -153,6 +154,10 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	if s.def, err = newDefence(p, s.log); err != nil {
 		return nil, err
 	}
+	if s.media, err = newMediaPlane(p); err != nil {
+		return nil, err
+	}
+	s.metrics.Registry.MustRegister(s.media)
 	for _, r := range p.Realms {
 		ep, err := s.newEndpoint(r, p)
 		if err != nil {
@@ -192,7 +197,7 @@ func (s *SBC) Start(ctx context.Context) error {
 		ep.serve(ctx)
 	}
 	s.fast = s.startFastPath(ctx, p)
-	s.metrics.Registry.MustRegister(blocklistCollector(s.def.blocklist))
+	s.metrics.Registry.MustRegister(blocklistCollectors(s.def.blocklist)...)
 	s.wg.Add(4)
 	go func() { defer s.wg.Done(); s.healthLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.trunkHealthLoop(ctx) }()

@@ -40,6 +40,8 @@ import (
 // Client certificates are verified here, not by crypto/tls (which is
 // asked only to request them), so a refusal has a precise reason: missing,
 // expired, not yet valid, unknown CA, revoked, or mapping to no trunk.
+// Where client certificates are asked for, sessions are not resumed: every
+// connection presents its certificate and has it checked.
 
 // serverTLS is one tls/wss listener's settings, from one snapshot.
 type serverTLS struct {
@@ -321,6 +323,11 @@ func (c *secureConn) config() *tls.Config {
 		cfg.ClientAuth = tls.RequireAnyClientCert
 	}
 	if p.cfg.ClientAuth != "none" {
+		// No session resumption: crypto/tls calls VerifyPeerCertificate
+		// on full handshakes only, so a resumed session would carry no
+		// identity (its trunk unrecognised) and skip the checks of a
+		// certificate revoked, expired or no longer trusted since.
+		cfg.SessionTicketsDisabled = true
 		cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
 			return c.verifyClient(raw)
 		}
@@ -624,12 +631,17 @@ func (ep *endpoint) dialTLS(ctx context.Context, dst netip.AddrPort) error {
 		conn.Close()
 		return net.ErrClosed
 	}
-	// sipgo adds the connection to its pool right after accepting it.
+	// sipgo adds the connection to its pool right after accepting it
+	// (unless it died at once: then the request's own deadline ends this).
 	for deadline := time.Now().Add(2 * time.Second); !ep.connUp("tls", dst); {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("tls: connection to %s not taken up", dst)
 		}
-		time.Sleep(time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
 	}
 	return nil
 }

@@ -129,7 +129,26 @@ func newTLSEnv(t *testing.T, edit func(*testpolicy.Policy)) *tlsEnv {
 	}
 	t.Cleanup(func() { b.Close() })
 
-	pb := testpolicy.New(sbcExtIP, sbcIntIP, b.TLSAddr())
+	pb := tlsPolicy(k, b.TLSAddr())
+	if edit != nil {
+		edit(pb)
+	}
+	s := startSBC(t, pb.Parse(t), Options{Logger: testLogger()})
+	la, ok := s.ListenAddr("external", "tls")
+	if !ok {
+		t.Fatal("no external tls listener")
+	}
+	return &tlsEnv{pki: k, sbc: s, pb: pb, backend: b, tlsAddr: la.String(), ctx: ctx}
+}
+
+// tlsPolicy is newTLSEnv's policy with the pool's one target at target
+// ("ip:port"): an external TLS listener with mutual TLS (client_auth
+// "require", the test CA), trunk "carrier" identified by
+// dns:carrier.example.test alone (no sources), an internal TLS listener,
+// and pool "pbx" over TLS presenting the "sbc" certificate and checking
+// the target's against the test CA and the target's IP.
+func tlsPolicy(k *testPKI, target string) *testpolicy.Policy {
+	pb := testpolicy.New(sbcExtIP, sbcIntIP, target)
 	pb.Server = testpolicy.Server{UserAgent: "TestSBC", LogLevel: "debug"}
 	ext := pb.Realm("external")
 	ext.Listeners = append(ext.Listeners, testpolicy.Listener{Transport: "tls", Bind: sbcExtIP + ":0",
@@ -142,15 +161,21 @@ func newTLSEnv(t *testing.T, edit func(*testpolicy.Policy)) *tlsEnv {
 	pbx.Transport = "tls"
 	pbx.TLS = &testpolicy.PoolTLS{CertFile: k.file("sbc"), KeyFile: k.key("sbc"), CAFile: k.file("ca")}
 	pb.Routing = &testpolicy.Routing{DefaultPool: "pbx", TargetTimeout: policy.D(2 * time.Second), MaxAttempts: 1}
-	if edit != nil {
-		edit(pb)
+	return pb
+}
+
+// issue adds a leaf of the test CA, written as name.pem and name-key.pem.
+func (k *testPKI) issue(name string, o certgen.LeafOptions) *certgen.Leaf {
+	k.t.Helper()
+	l, err := k.ca.Issue(o)
+	if err != nil {
+		k.t.Fatal(err)
 	}
-	s := startSBC(t, pb.Parse(t), Options{Logger: testLogger()})
-	la, ok := s.ListenAddr("external", "tls")
-	if !ok {
-		t.Fatal("no external tls listener")
+	if err := l.WriteFiles(k.dir, name); err != nil {
+		k.t.Fatal(err)
 	}
-	return &tlsEnv{pki: k, sbc: s, pb: pb, backend: b, tlsAddr: la.String(), ctx: ctx}
+	k.leaves[name] = l
+	return l
 }
 
 // caller is a SIP caller over TLS presenting leaf.

@@ -45,10 +45,39 @@
 // NewSDES), writes the SDP with Rewrite, reads the counters and closes the
 // stream when the call ends.
 //
-// DTLS-SRTP and ICE-lite come later, through three seams that exist now: a
-// DatagramHandler receives a leg's STUN and DTLS datagrams with a writer on
-// the same socket; KeysFromDTLS turns the handshake's exporter into
-// SRTPKeys; and Stream.SetTransform replaces the leg's NotReady transform
-// with NewSRTP(local, remote) once keys exist. Packets that arrive before
-// then are dropped as "not_ready", not counted as errors.
+//   - DTLS-SRTP (RFC 5763/5764): the SBC's certificate (GenerateCertificate,
+//     LoadOrCreateCertificate, LoadCertificate) and its SHA-256
+//     Fingerprint; a DTLS handler per leg (NewDTLS) that acts the role its
+//     a=setup advertised, checks the peer's certificate against its SDP
+//     fingerprint, answers from the leg's socket to the ClientHello's
+//     source, and installs the leg's SRTP transform when the handshake
+//     completes (the leg is NotReady until then). pion/dtls v3 sits behind
+//     an internal engine interface.
+//   - ICE-lite (RFC 8445 §2.5, RFC 7675): an agent per leg (NewICELite) that
+//     answers the peer's Binding requests, makes the nominated address the
+//     leg's destination and stops media when consent expires; SecureLeg
+//     puts ICE and DTLS on one leg, DTLS accepting only ICE-validated
+//     sources.
+//   - The SDP of both (RemoteSecurity, Anchor.AddICELite, Anchor.AddDTLS).
+//
+// They plug into a stream through its seams: a DatagramHandler receives a
+// leg's STUN and DTLS datagrams with a writer on the same socket (bound to
+// its stream first if it is a StreamBinder, closed with it if it is an
+// io.Closer, replaced with Stream.SetHandler); KeysFromDTLS turns the
+// handshake's exporter into SRTPKeys; Stream.SetTransform replaces the
+// leg's NotReady transform with NewSRTP(local, remote); Stream.Expect
+// moves the leg to the ICE-selected address. Packets that arrive before
+// the keys are dropped as "not_ready", not counted as errors.
+//
+// A WebRTC leg, as the tests build it:
+//
+//	sec, _ := srtp.RemoteSecurity(offer, 0)           // the browser's ICE and DTLS
+//	agent, _ := srtp.NewICELite(srtp.ICEConfig{RemoteUfrag: sec.ICE.Ufrag, OnConsentLost: ...})
+//	setup, _ := srtp.AnswerSetup(sec.Setup, srtp.SetupPassive)
+//	d, _ := srtp.NewDTLS(srtp.DTLSConfig{Certificate: cert, Setup: setup,
+//		RemoteSetup: sec.Setup, RemoteFingerprints: sec.Fingerprints, OnDone: ...})
+//	leg := srtp.LegConfig{Ports: ports /* rtcp-mux */, Handler: &srtp.SecureLeg{ICE: agent, DTLS: d}, Normalize: true}
+//	// ... NewStream, then in the answer's anchor:
+//	anchor.AddICELite(0, agent.Local(), ports.RTPAddr())
+//	anchor.AddDTLS(0, setup, cert.Fingerprint)
 package srtp

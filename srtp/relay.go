@@ -163,7 +163,8 @@ func inboundReason(err error) DropReason {
 
 func (s *Stream) datagram(k *sock, kind DatagramKind, pkt []byte, src netip.AddrPort) {
 	l := k.leg
-	if l.handler == nil {
+	h := l.handler.Load().h
+	if h == nil {
 		if kind == KindSTUN {
 			l.drop(DropSTUN)
 		} else {
@@ -171,7 +172,7 @@ func (s *Stream) datagram(k *sock, kind DatagramKind, pkt []byte, src netip.Addr
 		}
 		return
 	}
-	l.handler.HandleDatagram(l.id, kind, pkt, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), k.conn)
+	h.HandleDatagram(l.id, kind, pkt, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), k.conn)
 }
 
 // normalizer rewrites SSRC, sequence number and timestamp of the RTP sent

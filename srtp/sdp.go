@@ -208,13 +208,19 @@ type Anchor struct {
 
 // droppedAttributes are removed at session and media level: transport and
 // key material of the original side (ICE, DTLS, SDES, RFC 4145),
-// a=rtcp, which is rewritten, and a=tool.
+// a=rtcp, which is rewritten, a=tool, and the source attributes.
 var droppedAttributes = []string{
 	"candidate", "remote-candidates", "end-of-candidates",
 	"ice-ufrag", "ice-pwd", "ice-options", "ice-lite", "ice-mismatch", "ice-pacing", "ice2",
 	"crypto", "fingerprint", "setup", "tls-id", "connection",
 	"rtcp", "alt", "x-nat",
 	"tool", // names the other side's software, as User-Agent does
+	// a=ssrc (RFC 5576) carries the source's CNAME, which RFC 3550 6.5.1
+	// makes user@host (baresip 1.0.0 writes its AOR, sip:alice@10.20.30.40):
+	// the other side's address. a=ssrc-group names those sources. Neither
+	// is needed to receive the stream, and ids announced by one side are
+	// wrong once the relay normalises SSRCs.
+	"ssrc", "ssrc-group",
 }
 
 // Rewrite builds the SDP the other side receives from one leg's SDP: the

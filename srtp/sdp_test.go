@@ -305,6 +305,34 @@ func TestOriginVersion(t *testing.T) {
 	}
 }
 
+// TestRewriteHidesSourceCNAME: a=ssrc carries the sender's RTCP CNAME,
+// user@host by RFC 3550 6.5.1; baresip 1.0.0 writes its AOR there
+// (a=ssrc:N cname:sip:a@127.0.0.1, seen by the SBC's baresip interop
+// test). Neither it nor a=ssrc-group reaches the other side.
+func TestRewriteHidesSourceCNAME(t *testing.T) {
+	in, err := ParseSDP([]byte("v=0\r\no=- 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n" +
+		"m=audio 30000 RTP/AVP 0\r\na=ssrc:11 cname:sip:alice@192.168.1.20\r\n" +
+		"m=video 30002 RTP/AVP 96 97\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n" +
+		"a=ssrc-group:FID 12 13\r\na=ssrc:12 cname:bob@pbx.corp.example\r\na=ssrc:13 cname:bob@pbx.corp.example\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Rewrite(in, Anchor{Addr: relay4, Origin: NewOrigin("", relay4), Media: []MediaAnchor{{Port: 40000}, {Port: 40002}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := out.Marshal()
+	text := string(body)
+	for _, leak := range []string{"192.168.1.20", "pbx.corp.example", "a=ssrc"} {
+		if strings.Contains(text, leak) {
+			t.Errorf("%q reaches the other side:\n%s", leak, text)
+		}
+	}
+	if !strings.Contains(text, "a=fmtp:97 apt=96\r\n") {
+		t.Errorf("codec attributes lost:\n%s", text)
+	}
+}
+
 func TestRewriteErrorsAndOverrides(t *testing.T) {
 	in, _ := ParseSDP([]byte("v=0\r\no=x 5 5 IN IP4 198.51.100.1\r\ns=-\r\nc=IN IP4 198.51.100.1\r\nt=0 0\r\n" +
 		"a=ice-lite\r\nm=audio 30000 RTP/AVP 0\r\na=x-secret:198.51.100.1\r\nm=video 30002 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n"))

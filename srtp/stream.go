@@ -3,6 +3,7 @@ package srtp
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -105,6 +106,14 @@ type DatagramHandler interface {
 	HandleDatagram(leg LegID, kind DatagramKind, pkt []byte, from netip.AddrPort, via PacketWriter)
 }
 
+// StreamBinder is implemented by a DatagramHandler that needs its stream
+// (to install a transform, move the leg's destination, check the latch):
+// NewStream and SetHandler call BindStream before the handler can receive
+// a datagram. The ICELite, DTLS and SecureLeg handlers implement it.
+type StreamBinder interface {
+	BindStream(s *Stream, leg LegID)
+}
+
 // LegConfig describes one leg: its relay sockets, what its SDP said, and
 // how it protects media.
 type LegConfig struct {
@@ -133,7 +142,10 @@ type LegConfig struct {
 	// ClockRate is the RTP clock of the media (default 8000), used to
 	// advance the timestamp across a source switch.
 	ClockRate uint32
-	// Handler gets STUN and DTLS datagrams; nil drops and counts them.
+	// Handler gets STUN and DTLS datagrams; nil drops and counts them. A
+	// StreamBinder is bound to the stream before its first datagram, an
+	// io.Closer is closed with the stream (DTLS, ICELite, SecureLeg are
+	// both).
 	Handler DatagramHandler
 }
 
@@ -205,6 +217,8 @@ func usable(a netip.AddrPort) bool {
 
 type transformBox struct{ t Transform }
 
+type handlerBox struct{ h DatagramHandler }
+
 type counters struct {
 	packets, bytes, rtcp, forwarded, readErrors atomic.Uint64
 	dropped                                     [NumDropReasons]atomic.Uint64
@@ -217,7 +231,7 @@ type leg struct {
 	other     *leg
 	learn     bool
 	transform atomic.Pointer[transformBox]
-	handler   DatagramHandler
+	handler   atomic.Pointer[handlerBox]
 	norm      *normalizer // egress normalisation towards this leg, or nil
 	lastRx    atomic.Int64
 	c         counters
@@ -251,7 +265,8 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 		if lc.Ports == nil || lc.Ports.RTP == nil {
 			return nil, fmt.Errorf("srtp: leg %v has no ports", LegID(i))
 		}
-		l := &leg{id: LegID(i), ports: lc.Ports, learn: lc.Learn, handler: lc.Handler}
+		l := &leg{id: LegID(i), ports: lc.Ports, learn: lc.Learn}
+		l.handler.Store(&handlerBox{lc.Handler})
 		t := lc.Transform
 		if t == nil {
 			t = Plain{}
@@ -279,6 +294,11 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 		s.legs[i] = l
 	}
 	s.legs[0].other, s.legs[1].other = s.legs[1], s.legs[0]
+	for _, l := range s.legs {
+		if b, ok := l.handler.Load().h.(StreamBinder); ok {
+			b.BindStream(s, l.id)
+		}
+	}
 	for _, l := range s.legs {
 		s.start(l.rtp)
 		if l.rtcp != l.rtp {
@@ -369,6 +389,53 @@ func (s *Stream) SetTransform(id LegID, t Transform) {
 // Transform returns a leg's current transform (to Rekey an *SRTP).
 func (s *Stream) Transform(id LegID) Transform { return s.leg(id).transform.Load().t }
 
+// SetHandler replaces a leg's DatagramHandler (a re-INVITE that needs a
+// new DTLS association: new fingerprint or setup, pitfall 2) and returns
+// the old one, which the caller closes. The new handler is bound (see
+// StreamBinder) before it can receive a datagram, and is closed with the
+// stream if it implements io.Closer. A datagram being handled by the old
+// one finishes there.
+func (s *Stream) SetHandler(id LegID, h DatagramHandler) DatagramHandler {
+	if b, ok := h.(StreamBinder); ok {
+		b.BindStream(s, id)
+	}
+	return s.leg(id).handler.Swap(&handlerBox{h}).h
+}
+
+// acceptsFrom reports whether a leg takes a datagram that is not
+// authenticated by itself (a DTLS ClientHello) from src: the latched
+// source once latched; before, the announced address, or any source on a
+// leg that learns.
+func (s *Stream) acceptsFrom(id LegID, src netip.AddrPort) bool {
+	l := s.leg(id)
+	st := l.rtp.latch.Load()
+	switch {
+	case st.latched:
+		return src == st.source
+	case l.learn:
+		return true
+	}
+	return usable(st.expected) && src == st.expected
+}
+
+// dest returns where a leg's RTP goes now (latched source, else the
+// announced address).
+func (s *Stream) dest(id LegID) (netip.AddrPort, bool) { return s.leg(id).rtp.dest() }
+
+// rtpConn returns a leg's RTP socket.
+func (s *Stream) rtpConn(id LegID) *net.UDPConn { return s.leg(id).rtp.conn }
+
+// isRTCPSocket reports whether w is the RTCP socket of a leg without
+// rtcp-mux.
+func (s *Stream) isRTCPSocket(id LegID, w PacketWriter) bool {
+	l := s.leg(id)
+	c, ok := w.(*net.UDPConn)
+	return ok && l.rtcp != l.rtp && c == l.rtcp.conn
+}
+
+// learns reports LegConfig.Learn of a leg.
+func (s *Stream) learns(id LegID) bool { return s.leg(id).learn }
+
 // LastPacket returns when the last valid packet came from a leg (zero
 // time if none yet).
 func (s *Stream) LastPacket(id LegID) time.Time {
@@ -423,8 +490,10 @@ func (s *Stream) Stats() StreamStats {
 	return st
 }
 
-// Close stops the readers, waits for them, and releases both legs' ports to
-// their pools (quarantined). It is idempotent and safe from any goroutine,
+// Close closes the legs' handlers that implement io.Closer (a DTLS
+// session sends its close_notify while the socket is still open), stops
+// the readers, waits for them, and releases both legs' ports to their
+// pools (quarantined). It is idempotent and safe from any goroutine,
 // OnIdle included, but not from a DatagramHandler of this stream (Close
 // waits for the reader that runs it).
 func (s *Stream) Close() error {
@@ -436,6 +505,11 @@ func (s *Stream) Close() error {
 			s.timer.Stop()
 		}
 		s.timerMu.Unlock()
+		for _, l := range s.legs {
+			if c, ok := l.handler.Load().h.(io.Closer); ok {
+				_ = c.Close()
+			}
+		}
 		for _, l := range s.legs {
 			_ = l.ports.RTP.Close()
 			if l.ports.RTCP != nil {

@@ -702,3 +702,47 @@ func TestRelayIPv6(t *testing.T) {
 		t.Fatalf("latched %v", src)
 	}
 }
+
+type bindingHandler struct {
+	recordingHandler
+	bound  chan LegID
+	closed int
+}
+
+func (h *bindingHandler) BindStream(_ *Stream, id LegID) { h.bound <- id }
+func (h *bindingHandler) Close() error                   { h.closed++; return nil }
+
+// TestStreamHandlerBindSwapClose: a handler is bound before datagrams
+// come, SetHandler swaps and binds, Close closes the current one.
+func TestStreamHandlerBindSwapClose(t *testing.T) {
+	pp := newTestPool(t)
+	pa, pb := newPhone(t), newPhone(t)
+	h1 := &bindingHandler{recordingHandler: recordingHandler{got: make(chan struct{}, 4)}, bound: make(chan LegID, 1)}
+	s, err := NewStream(StreamConfig{
+		A: LegConfig{Ports: allocate(t, pp, true), Remote: pa.addr()},
+		B: LegConfig{Ports: allocate(t, pp, true), Remote: pb.addr(), Handler: h1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := <-h1.bound; id != LegB {
+		t.Fatal(id)
+	}
+	h2 := &bindingHandler{recordingHandler: recordingHandler{got: make(chan struct{}, 4)}, bound: make(chan LegID, 1)}
+	if old := s.SetHandler(LegB, h2); old != h1 {
+		t.Fatal("SetHandler did not return the old handler")
+	}
+	if id := <-h2.bound; id != LegB {
+		t.Fatal(id)
+	}
+	bAddr, _ := s.LocalAddr(LegB)
+	stun := []byte{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42}
+	pb.send(stun, bAddr)
+	<-h2.got
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if h1.closed != 0 || h2.closed != 1 {
+		t.Fatalf("closed %d %d", h1.closed, h2.closed)
+	}
+}

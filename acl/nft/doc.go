@@ -24,10 +24,11 @@
 //		set blocked6 { type ipv6_addr; size N; flags timeout; }
 //		set blocked4_net { type ipv4_addr; flags interval,timeout; }
 //		set blocked6_net { type ipv6_addr; flags interval,timeout; }
-//		set trunks4 { type ipv4_addr; flags interval; }
+//		set trunks4 { type ipv4_addr; flags interval; }    SetTrunks: trunks and backends
 //		set trunks6 { type ipv6_addr; flags interval; }
 //		set ports { type inet_service; flags interval; }   SIP ports + media range
 //		set sip_ports { type inet_service; }
+//		set media_udp { type inet_service; flags interval; }  the SBC's media relay ranges
 //		chain guard {
 //			ip saddr @blocked4 counter name "blocked" drop
 //			ip saddr @blocked4_net counter name "blocked" drop
@@ -41,6 +42,7 @@
 //			type filter hook prerouting priority raw; policy accept;
 //			udp dport @ports jump guard
 //			tcp dport @ports jump guard
+//			udp dport @media_udp jump guard
 //		}
 //	}
 //
@@ -70,6 +72,15 @@
 // forwarded packets to those ports. Non-first fragments carry no port and
 // are not matched; without their first fragment they are never reassembled.
 // Locally generated packets do not traverse prerouting except over lo.
+//
+// # Capacity
+//
+// Options.MaxEntries bounds each address set and the number of wider
+// prefixes held; the SBC sizes it to its blocklist, so that the whole list
+// fits. Beyond it, Block fails with ErrFull and Sync installs the first
+// MaxEntries of each kind in the order given and returns a *FullError
+// naming the rest (the caller keeps those in user space; nothing is
+// retried).
 //
 // # Timeouts
 //

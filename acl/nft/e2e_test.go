@@ -113,8 +113,9 @@ func counters(t *testing.T, f *Firewall) Counters {
 
 func TestEndToEnd(t *testing.T) {
 	l := newLab(t)
-	const sip, media, other, n = 5060, 20050, 6000, 20
-	f := newFW(t, l.sbc, Options{SIPPorts: []uint16{sip}, MediaPorts: [2]uint16{20000, 20099}})
+	const sip, media, relay, other, n = 5060, 20050, 30010, 6000, 20
+	f := newFW(t, l.sbc, Options{SIPPorts: []uint16{sip}, MediaPorts: [2]uint16{20000, 20099},
+		UDPMediaPorts: [][2]uint16{{30000, 30099}}})
 	must(t, f.Block(pfx(labBad4+"/32"), time.Hour))
 	must(t, f.Block(pfx("fd77::1:0/112"), time.Hour))
 
@@ -147,6 +148,11 @@ func TestEndToEnd(t *testing.T) {
 	expect("udp4 other port", l.listen(t, labSBC4, other), l.sender(t, labBad4, labSBC4, other), l.sender(t, labGood4, labSBC4, other), n)
 	if c := counters(t, f); c.BlockedPackets != 3*n || c.NotTrunkPackets != 0 {
 		t.Errorf("after media: counters %+v, want %d blocked packets", c, 3*n)
+	}
+	// A UDP media range (UDPMediaPorts) is guarded for UDP.
+	expect("udp4 relay range", l.listen(t, labSBC4, relay), l.sender(t, labBad4, labSBC4, relay), l.sender(t, labGood4, labSBC4, relay), 0)
+	if c := counters(t, f); c.BlockedPackets != 4*n {
+		t.Errorf("after the relay range: counters %+v, want %d blocked packets", c, 4*n)
 	}
 
 	// SIP over TCP: the handshake from the blocked address never

@@ -36,6 +36,20 @@ var (
 	ErrFull          = errors.New("nft: too many entries")
 )
 
+// FullError is Sync's error when the sets cannot hold every entry: the
+// others are installed, and Missing lists the prefixes that are not, in
+// the order given. errors.Is(err, ErrFull) is true.
+type FullError struct {
+	Missing []netip.Prefix
+}
+
+func (e *FullError) Error() string {
+	return fmt.Sprintf("%v: sync: %d prefixes not installed", ErrFull, len(e.Missing))
+}
+
+// Is reports whether target is ErrFull.
+func (e *FullError) Is(target error) bool { return target == ErrFull }
+
 // Options configures New.
 type Options struct {
 	// Table is the name of the inet table the firewall owns. Default
@@ -46,6 +60,9 @@ type Options struct {
 	// MediaPorts is the inclusive media relay port range to guard; the
 	// zero value means none.
 	MediaPorts [2]uint16
+	// UDPMediaPorts are more inclusive port ranges to guard, for UDP only
+	// (set media_udp): the SBC's own media relay ranges.
+	UDPMediaPorts [][2]uint16
 	// TrunksOnly adds rules dropping packets to the SIP ports from sources
 	// that are not in the trunk sets (see SetTrunks). Until SetTrunks is
 	// called (or a previous run left trunks), that is every source.
@@ -139,8 +156,14 @@ func newFirewall(opts Options, netTimeout bool) (*Firewall, error) {
 	if m := opts.MediaPorts; m != [2]uint16{} && (m[0] == 0 || m[0] > m[1]) {
 		return nil, fmt.Errorf("nft: invalid media port range %d-%d", m[0], m[1])
 	}
-	if len(opts.SIPPorts) == 0 && opts.MediaPorts == [2]uint16{} {
-		return nil, errors.New("nft: no ports to guard (SIPPorts and MediaPorts empty)")
+	opts.UDPMediaPorts = slices.Clone(opts.UDPMediaPorts)
+	for _, m := range opts.UDPMediaPorts {
+		if m[0] == 0 || m[0] > m[1] {
+			return nil, fmt.Errorf("nft: invalid media port range %d-%d", m[0], m[1])
+		}
+	}
+	if len(opts.SIPPorts) == 0 && opts.MediaPorts == [2]uint16{} && len(opts.UDPMediaPorts) == 0 {
+		return nil, errors.New("nft: no ports to guard (SIPPorts, MediaPorts and UDPMediaPorts empty)")
 	}
 	if opts.TrunksOnly && len(opts.SIPPorts) == 0 {
 		return nil, errors.New("nft: TrunksOnly needs SIPPorts")
@@ -291,7 +314,15 @@ func (f *Firewall) portUnits() []unit {
 	for _, s := range envelope(spans, 16) {
 		ports = append(ports, spanElems(s, 16, 0)...)
 	}
-	return []unit{{set: f.l.ports, add: ports}, {set: f.l.sipPorts, add: sip}}
+	spans = nil
+	for _, m := range f.opts.UDPMediaPorts {
+		spans = append(spans, span{u128{0, uint64(m[0])}, u128{0, uint64(m[1])}, never})
+	}
+	var media []nftables.SetElement
+	for _, s := range envelope(spans, 16) {
+		media = append(media, spanElems(s, 16, 0)...)
+	}
+	return []unit{{set: f.l.ports, add: ports}, {set: f.l.sipPorts, add: sip}, {set: f.l.mediaUDP, add: media}}
 }
 
 // readState reads the elements and counters of an existing table. Sets or
@@ -547,7 +578,10 @@ func (f *Firewall) spanUnits(set *nftables.Set, width int, old, next []span, tol
 // alone; others are removed, added or refreshed. Entries with a negative TTL
 // are taken as expired and left out; when a prefix appears twice, the
 // longest TTL wins. An invalid prefix fails the whole call before anything
-// changes. A change that fits one batch (4 MiB: about 100,000 new addresses
+// changes. When there are more than MaxEntries addresses of a family or
+// MaxEntries wider prefixes, the first MaxEntries of each kind (in the
+// order given) are installed and the error is a *FullError naming the
+// others. A change that fits one batch (4 MiB: about 100,000 new addresses
 // or 35,000 refreshed ones) is applied atomically; a larger one is split,
 // removals first.
 func (f *Firewall) Sync(entries []Entry) error {
@@ -561,27 +595,35 @@ func (f *Firewall) Sync(entries []Entry) error {
 	}
 	now := f.now()
 	for _, e := range entries {
-		q, ok := normalize(e.Prefix)
-		if !ok {
+		if _, ok := normalize(e.Prefix); !ok {
 			return fmt.Errorf("%w: sync: %v", ErrInvalidPrefix, e.Prefix)
 		}
+	}
+	var full *FullError
+	for _, e := range entries {
+		q, _ := normalize(e.Prefix)
 		if e.TTL < 0 {
 			continue
 		}
 		dl := f.deadline(now, e.TTL)
 		if q.IsSingleIP() {
 			m := addrs[fam(q.Addr().Is4())]
-			if old, ok := m[q.Addr()]; !ok || dl > old {
+			old, held := m[q.Addr()]
+			switch {
+			case !held && len(m) >= f.opts.MaxEntries:
+				full = appendMissing(full, q)
+			case !held || dl > old:
 				m[q.Addr()] = dl
 			}
 			continue
 		}
-		if old, ok := nets[q]; !ok || dl > old {
+		old, held := nets[q]
+		switch {
+		case !held && len(nets) >= f.opts.MaxEntries:
+			full = appendMissing(full, q)
+		case !held || dl > old:
 			nets[q] = dl
 		}
-	}
-	if len(addrs[0]) > f.opts.MaxEntries || len(addrs[1]) > f.opts.MaxEntries || len(nets) > f.opts.MaxEntries {
-		return fmt.Errorf("%w: sync: more than %d entries of one kind", ErrFull, f.opts.MaxEntries)
 	}
 
 	c, err := f.conn()
@@ -625,7 +667,18 @@ func (f *Firewall) Sync(entries []Entry) error {
 		return err
 	}
 	f.nets, f.pieces, f.stale = nets, next, false
+	if full != nil {
+		return full
+	}
 	return nil
+}
+
+func appendMissing(full *FullError, p netip.Prefix) *FullError {
+	if full == nil {
+		full = &FullError{}
+	}
+	full.Missing = append(full.Missing, p)
+	return full
 }
 
 // sameDeadline reports whether two deadlines are at most tol apart.
@@ -637,9 +690,12 @@ func sameDeadline(a, b stamp, tol time.Duration) bool {
 	return d <= stamp(tol) && -d <= stamp(tol)
 }
 
-// SetTrunks replaces the trunk allow-list (sets trunks4 and trunks6) with
-// ps, merged (contained and adjacent prefixes collapse). It matters only
-// with Options.TrunksOnly, where SIP packets from other sources are dropped.
+// SetTrunks replaces the allow-list (sets trunks4 and trunks6) with ps,
+// merged (contained and adjacent prefixes collapse). It matters only with
+// Options.TrunksOnly, where SIP packets from other sources are dropped: ps
+// must hold every peer that sends to the SIP ports, the SBC passes the
+// trunks' sources and the pool targets (backends answer and send requests
+// to the internal listeners).
 func (f *Firewall) SetTrunks(ps []netip.Prefix) error {
 	for _, p := range ps {
 		if _, ok := normalize(p); !ok {

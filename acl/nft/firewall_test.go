@@ -121,7 +121,8 @@ func TestLayout(t *testing.T) {
 	for _, trunksOnly := range []bool{false, true} {
 		t.Run(fmt.Sprint("TrunksOnly=", trunksOnly), func(t *testing.T) {
 			ns := newNS(t)
-			newFW(t, ns, Options{SIPPorts: []uint16{5061, 5060, 5060}, MediaPorts: [2]uint16{10000, 20000}, TrunksOnly: trunksOnly, MaxEntries: 1000})
+			newFW(t, ns, Options{SIPPorts: []uint16{5061, 5060, 5060}, MediaPorts: [2]uint16{10000, 20000}, TrunksOnly: trunksOnly, MaxEntries: 1000,
+				UDPMediaPorts: [][2]uint16{{30000, 30999}, {31000, 31999}, {40000, 40009}}})
 			doc := ns.list(t, "sbc")
 
 			wantSets := map[string]struct {
@@ -137,6 +138,7 @@ func TestLayout(t *testing.T) {
 				SetTrunks6:     {"ipv6_addr", []string{"interval"}, 0},
 				SetPorts:       {"inet_service", []string{"interval"}, 0},
 				SetSIPPorts:    {"inet_service", nil, 0},
+				SetMediaUDP:    {"inet_service", []string{"interval"}, 0},
 			}
 			if len(doc.Sets) != len(wantSets) {
 				t.Errorf("sets: got %d, want %d", len(doc.Sets), len(wantSets))
@@ -157,6 +159,9 @@ func TestLayout(t *testing.T) {
 			if got := vals(t, doc, SetSIPPorts); !slices.Equal(got, []string{"5060", "5061"}) {
 				t.Errorf("sip_ports = %v", got)
 			}
+			if got := vals(t, doc, SetMediaUDP); !slices.Equal(got, []string{"30000-31999", "40000-40009"}) {
+				t.Errorf("media_udp = %v", got)
+			}
 			for _, c := range []string{CounterBlocked, CounterNotTrunk} {
 				if _, ok := doc.Counters[c]; !ok {
 					t.Errorf("counter %s missing", c)
@@ -172,6 +177,7 @@ func TestLayout(t *testing.T) {
 			wantHook := []string{
 				"udp dport == @ports; jump guard",
 				"tcp dport == @ports; jump guard",
+				"udp dport == @media_udp; jump guard",
 			}
 			wantGuard := []string{
 				"ip saddr == @blocked4; counter blocked; drop",
@@ -569,11 +575,24 @@ func TestFull(t *testing.T) {
 	for i := range 4 {
 		many = append(many, Entry{netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), 32), time.Hour})
 	}
-	if err := f.Sync(many); !errors.Is(err, ErrFull) {
-		t.Errorf("Sync of 4: %v, want ErrFull", err)
+	// Sync installs what fits, in the order given, and names the rest.
+	err := f.Sync(many)
+	var fe *FullError
+	if !errors.Is(err, ErrFull) || !errors.As(err, &fe) || len(fe.Missing) != 1 || fe.Missing[0] != many[3].Prefix {
+		t.Errorf("Sync of 4: %v, want a *FullError missing %s", err, many[3].Prefix)
 	}
-	if got := vals(t, ns.list(t, "sbc"), SetBlocked4); len(got) != 3 {
-		t.Errorf("blocked4 = %q", got)
+	if got := vals(t, ns.list(t, "sbc"), SetBlocked4); !slices.Equal(got, []string{"198.51.100.0", "198.51.100.1", "198.51.100.2"}) {
+		t.Errorf("blocked4 = %q, want the first three of the sync", got)
+	}
+	var nets []Entry
+	for i := range 4 {
+		nets = append(nets, Entry{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(50 + 2*i), 0, 0}), 16), time.Hour})
+	}
+	if err := f.Sync(nets); !errors.As(err, &fe) || len(fe.Missing) != 1 || fe.Missing[0] != nets[3].Prefix {
+		t.Errorf("Sync of 4 nets: %v, want a *FullError missing %s", err, nets[3].Prefix)
+	}
+	if got := vals(t, ns.list(t, "sbc"), SetBlocked4Net); len(got) != 3 {
+		t.Errorf("blocked4_net = %q, want three ranges", got)
 	}
 }
 

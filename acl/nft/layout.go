@@ -16,10 +16,11 @@ const (
 	SetBlocked6    = "blocked6"     // ipv6_addr, flags timeout: single IPv6 addresses
 	SetBlocked4Net = "blocked4_net" // ipv4_addr, flags interval,timeout: IPv4 prefixes
 	SetBlocked6Net = "blocked6_net" // ipv6_addr, flags interval,timeout: IPv6 prefixes
-	SetTrunks4     = "trunks4"      // ipv4_addr, flags interval: trunk allow-list
-	SetTrunks6     = "trunks6"      // ipv6_addr, flags interval: trunk allow-list
+	SetTrunks4     = "trunks4"      // ipv4_addr, flags interval: allow-list (trunks and backends)
+	SetTrunks6     = "trunks6"      // ipv6_addr, flags interval: allow-list (trunks and backends)
 	SetPorts       = "ports"        // inet_service, flags interval: SIP ports and media range
 	SetSIPPorts    = "sip_ports"    // inet_service: SIP ports
+	SetMediaUDP    = "media_udp"    // inet_service, flags interval: media relay ranges (UDP only)
 
 	CounterBlocked  = "blocked"   // packets dropped because their source is blocked
 	CounterNotTrunk = "not_trunk" // packets dropped by the TrunksOnly rule
@@ -48,6 +49,7 @@ type layout struct {
 	blocked4Net, blocked6Net *nftables.Set
 	trunks4, trunks6         *nftables.Set
 	ports, sipPorts          *nftables.Set
+	mediaUDP                 *nftables.Set
 	hook, guard              *nftables.Chain
 }
 
@@ -72,13 +74,14 @@ func newLayout(table string, maxEntries int, netTimeout bool) *layout {
 		trunks6:     set(6, SetTrunks6, nftables.TypeIP6Addr, true, false, 0),
 		ports:       set(7, SetPorts, nftables.TypeInetService, true, false, 0),
 		sipPorts:    set(8, SetSIPPorts, nftables.TypeInetService, false, false, 0),
+		mediaUDP:    set(9, SetMediaUDP, nftables.TypeInetService, true, false, 0),
 		hook:        &nftables.Chain{Name: ChainHook, Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookPrerouting, Priority: &prio, Policy: &accept},
 		guard:       &nftables.Chain{Name: ChainGuard, Table: t},
 	}
 }
 
 func (l *layout) allSets() []*nftables.Set {
-	return []*nftables.Set{l.blocked4, l.blocked6, l.blocked4Net, l.blocked6Net, l.trunks4, l.trunks6, l.ports, l.sipPorts}
+	return []*nftables.Set{l.blocked4, l.blocked6, l.blocked4Net, l.blocked6Net, l.trunks4, l.trunks6, l.ports, l.sipPorts, l.mediaUDP}
 }
 
 // familySets returns the address set and the interval set of a family.
@@ -121,6 +124,18 @@ func (l *layout) create(c *nftables.Conn, trunksOnly bool, blocked, notTrunk nft
 			UserData: comment("sbc: guarded SIP and media ports"),
 		})
 	}
+	// prerouting: meta l4proto udp udp dport @media_udp jump guard
+	c.AddRule(&nftables.Rule{
+		Table: l.table, Chain: l.hook,
+		Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+			dport(),
+			lookup(l.mediaUDP, false),
+			&expr.Verdict{Kind: expr.VerdictJump, Chain: l.guard.Name},
+		},
+		UserData: comment("sbc: guarded media relay ports (UDP)"),
+	})
 	// guard: drop blocked sources.
 	for _, r := range []struct {
 		v4  bool

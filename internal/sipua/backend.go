@@ -125,6 +125,10 @@ type BackendOptions struct {
 	User string
 	// MediaIP is the address put into SDP; default the listen IP.
 	MediaIP string
+	// MediaPort, if set, is the port put into every SDP the backend sends
+	// (a test's own media socket at MediaIP); default a made-up port per
+	// call.
+	MediaPort int
 	// Logger receives sipgo's logs; nil discards them.
 	Logger *slog.Logger
 	// LogLimit bounds the Received log (the oldest half is dropped when it
@@ -182,6 +186,7 @@ func NewBackend(opts BackendOptions) (*Backend, error) {
 		name:      opts.UserAgent,
 		user:      opts.User,
 		mediaIP:   opts.MediaIP,
+		mediaPort: opts.MediaPort,
 		logger:    opts.Logger,
 		logLimit:  opts.LogLimit,
 		dropUDP:   b.dropUDP,

@@ -32,6 +32,11 @@ type CallerOptions struct {
 	TLS *tls.Config
 	// User is the user part of From and Contact; default "caller".
 	User string
+	// MediaIP and MediaPort, if set, are the address put into the SDP the
+	// Caller generates (its answers to re-INVITEs, its offers when
+	// DialOptions.SDP is nil): a test's own media socket.
+	MediaIP   string
+	MediaPort int
 	// UserAgent is the User-Agent header value; default "sipua-caller".
 	UserAgent string
 	// Logger receives sipgo's logs; nil discards them.
@@ -66,6 +71,8 @@ func NewCaller(opts CallerOptions) (*Caller, error) {
 		logger:    opts.Logger,
 		logLimit:  opts.LogLimit,
 		tlsClient: opts.TLS,
+		mediaIP:   opts.MediaIP,
+		mediaPort: opts.MediaPort,
 	}
 	tp := strings.ToUpper(opts.Transport)
 	switch tp {

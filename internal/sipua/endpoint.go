@@ -54,8 +54,11 @@ type epConfig struct {
 	name                 string // User-Agent and Server header value
 	user                 string // user part of our Contact and From
 	mediaIP              string // address put into SDP; "" = the bound IP
-	logger               *slog.Logger
-	logLimit             int
+	// mediaPort, if set, is the port put into every SDP (a test's own
+	// media socket); 0 = a made-up port per dialog.
+	mediaPort int
+	logger    *slog.Logger
+	logLimit  int
 
 	// dropUDP sees every UDP datagram after it was recorded; returning
 	// true drops it before the SIP stack.
@@ -425,6 +428,13 @@ func (ep *endpoint) setLaddr(req *sip.Request) {
 	}
 }
 
+func (ep *endpoint) dialogMediaPort() int {
+	if ep.cfg.mediaPort != 0 {
+		return ep.cfg.mediaPort
+	}
+	return ep.nextMediaPort()
+}
+
 func (ep *endpoint) nextMediaPort() int {
 	return 16384 + int(ep.media.Add(1)%8000)*2
 }
@@ -623,7 +633,7 @@ func newDialog(ep *endpoint, callID, transport string) *dialog {
 		ep:        ep,
 		callID:    callID,
 		transport: transport,
-		mediaPort: ep.nextMediaPort(),
+		mediaPort: ep.dialogMediaPort(),
 		ackWait:   make(map[uint32]chan *sip.Request),
 		prackWait: make(map[uint32]chan *sip.Request),
 		done:      make(chan struct{}),

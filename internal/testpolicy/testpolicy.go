@@ -33,6 +33,7 @@ type Policy struct {
 	AutoBlock *AutoBlock
 	XDP       *XDP
 	Nftables  *Nftables
+	Media     *Media
 
 	// Extra is raw TOML appended at the end of the file: tables or
 	// array-of-tables entries the fields do not cover. It must not repeat
@@ -54,6 +55,19 @@ type Server struct {
 type Realm struct {
 	Name      string
 	Listeners []Listener
+	Media     *RealmMedia
+}
+
+// RealmMedia is [realm.media].
+type RealmMedia struct {
+	IP, Advertise string
+	Ports         []int
+}
+
+// Media is [media].
+type Media struct {
+	Anchor              *bool
+	Timeout, Quarantine policy.Duration
 }
 
 // Listener is one [[realm.listener]].
@@ -93,6 +107,8 @@ type Trunk struct {
 	RegisterDomains []string
 	TLSIdentities   []string
 	Transports      []string
+	MediaEncryption string // "any", "none", "sdes"; "" writes no key
+	MediaRequired   bool
 	// Extra is raw TOML written at the end of the trunk's table (keys).
 	Extra string
 }
@@ -102,9 +118,12 @@ type Pool struct {
 	Name      string
 	Realm     string
 	Transport string
-	Targets   []Target
-	Health    *Health
-	TLS       *PoolTLS
+	// MediaEncryption is what the SBC offers the targets ("none",
+	// "sdes", "any"); "" writes no key.
+	MediaEncryption string
+	Targets         []Target
+	Health          *Health
+	TLS             *PoolTLS
 	// Extra is raw TOML written after the pool's targets and health
 	// table: sub-tables such as "[pool.health]" (with Health nil), not
 	// plain keys (they would belong to the last sub-table).
@@ -194,6 +213,7 @@ type XDP struct {
 	Interfaces []string
 	Mode       string
 	PinDir     string
+	Scope      string
 	RatePPS    int
 	Burst      int
 }
@@ -286,6 +306,10 @@ func (p *Policy) Clone() *Policy {
 	c.Realms = slices.Clone(p.Realms)
 	for i := range c.Realms {
 		c.Realms[i].Listeners = slices.Clone(c.Realms[i].Listeners)
+		if m := clonePtr(c.Realms[i].Media); m != nil {
+			m.Ports = slices.Clone(m.Ports)
+			c.Realms[i].Media = m
+		}
 		for j := range c.Realms[i].Listeners {
 			l := &c.Realms[i].Listeners[j]
 			l.Origins = slices.Clone(l.Origins)
@@ -332,6 +356,9 @@ func (p *Policy) Clone() *Policy {
 	}
 	if c.XDP = clonePtr(p.XDP); c.XDP != nil {
 		c.XDP.Interfaces = slices.Clone(c.XDP.Interfaces)
+	}
+	if c.Media = clonePtr(p.Media); c.Media != nil {
+		c.Media.Anchor = clonePtr(c.Media.Anchor)
 	}
 	if c.Nftables = clonePtr(p.Nftables); c.Nftables != nil {
 		c.Nftables.MediaPorts = slices.Clone(c.Nftables.MediaPorts)
@@ -421,6 +448,14 @@ func (p *Policy) TOML() string {
 				w.dur("handshake_timeout", t.HandshakeTimeout)
 			}
 		}
+		if m := r.Media; m != nil {
+			w.line("[realm.media]")
+			w.str("ip", m.IP)
+			w.str("advertise", m.Advertise)
+			if m.Ports != nil {
+				w.kv("ports", "["+strconv.Itoa(m.Ports[0])+", "+strconv.Itoa(m.Ports[1])+"]")
+			}
+		}
 		w.ind = ""
 	}
 
@@ -435,6 +470,8 @@ func (p *Policy) TOML() string {
 		w.strs("register_domains", t.RegisterDomains)
 		w.strs("tls_identities", t.TLSIdentities)
 		w.strs("transports", t.Transports)
+		w.str("media_encryption", t.MediaEncryption)
+		w.bool("media_required", t.MediaRequired)
 		w.raw(t.Extra)
 	}
 
@@ -443,6 +480,7 @@ func (p *Policy) TOML() string {
 		w.str("name", pl.Name)
 		w.str("realm", pl.Realm)
 		w.str("transport", pl.Transport)
+		w.str("media_encryption", pl.MediaEncryption)
 		w.ind = "  "
 		for _, t := range pl.Targets {
 			w.line("[[pool.target]]")
@@ -533,6 +571,7 @@ func (p *Policy) TOML() string {
 		w.strs("interfaces", x.Interfaces)
 		w.str("mode", x.Mode)
 		w.str("pin_dir", x.PinDir)
+		w.str("scope", x.Scope)
 		w.int("rate_pps", x.RatePPS)
 		w.int("burst", x.Burst)
 	}
@@ -548,6 +587,14 @@ func (p *Policy) TOML() string {
 			w.kv("media_ports", "["+strings.Join(ports, ", ")+"]")
 		}
 		w.bool("trunks_only", n.TrunksOnly)
+	}
+	if m := p.Media; m != nil {
+		w.table("[media]")
+		if m.Anchor != nil {
+			w.kv("anchor", strconv.FormatBool(*m.Anchor))
+		}
+		w.dur("timeout", m.Timeout)
+		w.dur("quarantine", m.Quarantine)
 	}
 
 	if p.Extra != "" {

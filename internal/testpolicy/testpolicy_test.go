@@ -34,14 +34,16 @@ func full() *Policy {
 				{Transport: "wss", Bind: "127.0.0.3:0", Path: "/ws", Origins: []string{"https://app.example.com"},
 					TLS: &ListenerTLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem"}},
 			}},
-			{Name: "internal", Listeners: []Listener{{Bind: "[::1]:0"}, {Transport: "tcp", Bind: "[::1]:0"},
-				{Transport: "tls", Bind: "[::1]:0", TLS: &ListenerTLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem"}}}},
+			{Name: "internal", Media: &RealmMedia{IP: "::1", Advertise: "2001:db8::9", Ports: []int{30000, 30099}},
+				Listeners: []Listener{{Bind: "[::1]:0"}, {Transport: "tcp", Bind: "[::1]:0"},
+					{Transport: "tls", Bind: "[::1]:0", TLS: &ListenerTLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem"}}}},
 		},
 		Trunks: []Trunk{
 			{Name: "carrier", Realm: "external", Sources: []string{"127.0.0.1/32", "2001:db8::/48"},
 				MaxCalls: 5, CPS: 7, AllowRegister: true, RegisterDomains: []string{"pbx.example.com"},
 				Extra: "# a comment in the trunk"},
-			{Name: "other", Realm: "external", Sources: []string{"192.0.2.1"}, Transports: []string{"tcp", "tls"}},
+			{Name: "other", Realm: "external", Sources: []string{"192.0.2.1"}, MediaEncryption: "sdes", MediaRequired: true,
+				Transports: []string{"tcp", "tls"}},
 			{Name: "tlsonly", Realm: "external", TLSIdentities: []string{"dns:sip.carrier.example"}},
 		},
 		Pools: []Pool{
@@ -49,7 +51,7 @@ func full() *Policy {
 				Targets: []Target{{Address: "[::1]:5080", Weight: new(3)}, {Address: "[::1]:5081", Weight: new(0)}},
 				Health:  &Health{Interval: policy.D(50 * time.Millisecond), Timeout: policy.D(40 * time.Millisecond), Up: 4, Down: 5},
 				Extra:   "# a comment after the pool"},
-			{Name: "reg", Realm: "internal", Targets: Targets("[::1]:5090")},
+			{Name: "reg", Realm: "internal", Targets: Targets("[::1]:5090"), MediaEncryption: "sdes"},
 			{Name: "secure", Realm: "internal", Transport: "tls", Targets: Targets("[::1]:5091"),
 				TLS: &PoolTLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem", CAFile: "ca.pem", MinVersion: "1.2", ServerName: "pbx.example.com"}},
 		},
@@ -68,9 +70,10 @@ func full() *Policy {
 			NeverBlock: []string{"10.0.0.0/8"}, ScannerUserAgents: []string{"evil-scanner"},
 			RegisterGuesses: 3, RegisterSourceGuesses: 9, RegisterWindow: policy.D(5 * time.Minute),
 			RegisterLock: policy.D(7 * time.Minute), AggregateV6: new(4), TrunkHealthInterval: policy.D(time.Minute)},
-		XDP: &XDP{Enabled: true, Interfaces: []string{"veth0"}, Mode: "generic", PinDir: "/sys/fs/bpf/test",
+		XDP: &XDP{Enabled: true, Interfaces: []string{"veth0"}, Mode: "generic", PinDir: "/sys/fs/bpf/test", Scope: "host",
 			RatePPS: 1000, Burst: 2000},
 		Nftables: &Nftables{Enabled: true, Table: "sbctest", MediaPorts: []int{10000, 20000}, TrunksOnly: true},
+		Media:    &Media{Anchor: new(false), Timeout: policy.D(30 * time.Second), Quarantine: policy.D(time.Second)},
 		Extra:    "[[route]]\ntrunk = \"other\"\npool = \"pbx\"\n",
 	}
 }
@@ -163,12 +166,17 @@ func TestEveryOptionParses(t *testing.T) {
 	check("listener[0].advertise", ext.Listeners[0].Advertise, "203.0.113.1:5060")
 	check("listener[1].transport", ext.Listeners[1].Transport, "tcp")
 	check("realm[1].bind", p.Realms[1].Listeners[0].BindAddr, netip.MustParseAddrPort("[::1]:0"))
+	check("realm[1].media", [3]any{p.Realms[1].Media.Addr, p.Realms[1].Media.AdvertiseAddr, [2]int{p.Realms[1].Media.Min, p.Realms[1].Media.Max}},
+		[3]any{netip.MustParseAddr("::1"), netip.MustParseAddr("2001:db8::9"), [2]int{30000, 30099}})
+	check("media", [3]any{p.Media.Anchored(), p.Media.Timeout.Duration, p.Media.Quarantine.Duration}, [3]any{false, 30 * time.Second, time.Second})
 	lt := ext.Listeners[2].TLS
 	check("listener[2].tls", *lt, policy.TLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem", CAFile: "ca.pem",
 		MinVersion: "1.3", Min: tls.VersionTLS13, ClientAuth: "require", RevokedSPKI: []string{strings.Repeat("ab", 32)},
 		HandshakeTimeout: policy.D(3 * time.Second)})
 	check("listener[3].path", ext.Listeners[3].Path, "/ws")
 	check("listener[3].origins", ext.Listeners[3].Origins, []string{"https://app.example.com"})
+	check("trunk[1].media_encryption", [2]any{p.Trunks[1].MediaEncryption, p.Trunks[1].MediaRequired}, [2]any{"sdes", true})
+	check("pool[1].media_encryption", p.Pools[1].MediaEncryption, "sdes")
 	check("trunk[2].tls_identities", p.Trunks[2].Identities, []policy.TLSIdentity{{Kind: "dns", Value: "sip.carrier.example"}})
 	check("pool[2].tls.server_name", p.Pools[2].TLS.ServerName, "pbx.example.com")
 	check("pool[2].tls.cert_file", p.Pools[2].TLS.CertFile, "sbc.pem")
@@ -248,6 +256,7 @@ func TestEveryOptionParses(t *testing.T) {
 	check("xdp.interfaces", x.Interfaces, []string{"veth0"})
 	check("xdp.mode", x.Mode, "generic")
 	check("xdp.pin_dir", x.PinDir, "/sys/fs/bpf/test")
+	check("xdp.scope", x.Scope, "host")
 	check("xdp.rate_pps", x.RatePPS, 1000)
 	check("xdp.burst", x.Burst, 2000)
 

@@ -1,0 +1,838 @@
+package sbc
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/sdp/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sbc-project/sbc/policy"
+	"github.com/sbc-project/sbc/srtp"
+)
+
+// Media anchoring: the RTP of every call flows through relay sockets of
+// the SBC (package srtp), one stream per m= line, and each side's SDP is
+// rewritten to carry the SBC's address and ports of its own realm and its
+// own keys. What srtp does not know, and this file does, is SIP's
+// offer/answer: which leg offered, what each leg's policy allows, which
+// keys go into which SDP.
+//
+// The relay ports of a call are allocated when its INVITE arrives (before
+// its state machine starts: binding sockets is I/O), one pair per m= line
+// on each side (one m= line for an INVITE without SDP). After that,
+// everything here is computation and atomic stores on the streams
+// (Expect, SetTransform), done under the call's lock by the builders of
+// the messages that carry SDP: the B-leg INVITE, the responses towards A,
+// the ACKs, and the in-dialog requests and responses relayed between the
+// legs. The streams are closed by the call's end action.
+//
+// Profiles: a leg is plain (RTP/AVP), SDES (RTP/SAVP with a=crypto, RFC
+// 4568) or DTLS (UDP/TLS/RTP/SAVP(F), RFC 5763/5764, with ICE-lite when the
+// peer does ICE: WebRTC). The caller's leg takes what the caller offers,
+// within its trunk's media_encryption; the backend's leg takes what the
+// pool's media_encryption says ("any": the caller's, SDES for a WebRTC
+// caller). SRTP is terminated on each side with keys of the SBC's own:
+// each side's keys stay on its side. Towards a DTLS leg the SBC answers
+// a=setup:passive (the peer, which knows the ICE pair, starts DTLS) and
+// offers actpass; its certificate is server.state_dir/dtls-cert.pem.
+// WebRTC-only attributes (mid, BUNDLE, msid, ssrc, extmap, rtcp-fb) do
+// not cross to SIP peers; towards a WebRTC peer the SBC adds a=mid and
+// a=rtcp-mux.
+//
+// Not yet: m= lines added by a re-INVITE (answered with port 0), non-RTP
+// media (refused with port 0), bodies other than application/sdp (488),
+// DTLS without rtcp-mux (488).
+
+// mediaPlane is the relay port pool of each realm, fixed at New (a change
+// of a realm's media addresses or ports needs a restart).
+type mediaPlane struct {
+	pools map[string]*srtp.PortPool
+	cert  *srtp.Certificate // the SBC's DTLS certificate (state_dir/dtls-cert.pem, or made at start)
+
+	mu    sync.Mutex
+	live  map[*callMedia]bool     // calls whose streams are open
+	ended map[string]*mediaTotals // counters of closed streams, by realm
+}
+
+func newMediaPlane(p *policy.Policy) (*mediaPlane, error) {
+	mp := &mediaPlane{pools: map[string]*srtp.PortPool{}}
+	var err error
+	if p.Server.StateDir != "" {
+		mp.cert, err = srtp.LoadOrCreateCertificate(p.Server.StateDir)
+	} else {
+		mp.cert, err = srtp.GenerateCertificate()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("media: DTLS certificate: %w", err)
+	}
+	for _, r := range p.Realms {
+		if !r.Media.Addr.IsValid() || r.Media.Addr.IsUnspecified() {
+			continue // anchoring off and no address to relay on: calls of this realm pass SDP through
+		}
+		pp, err := srtp.NewPortPool(srtp.PortPoolConfig{IP: r.Media.Addr, Min: r.Media.Min, Max: r.Media.Max,
+			Quarantine: p.Media.Quarantine.Duration})
+		if err != nil {
+			return nil, fmt.Errorf("realm %s media: %w", r.Name, err)
+		}
+		mp.pools[r.Name] = pp
+	}
+	return mp, nil
+}
+
+// mediaError is why a call's media cannot be set up: the answer to the
+// INVITE and the reason of the drop.
+type mediaError struct {
+	code   int
+	phrase string
+	r      reason
+	err    error
+}
+
+func (e *mediaError) Error() string { return string(e.r) + ": " + e.err.Error() }
+
+// Reasons of stage media.
+const (
+	reasonMediaPorts      reason = "ports_exhausted"    // no relay port left in the realm's range: 503
+	reasonMediaBadSDP     reason = "bad_sdp"            // an SDP the SBC cannot read (or a body that is not SDP): 488
+	reasonMediaEncryption reason = "encryption_refused" // the offer's media profile is not what the trunk allows (media_encryption, media_required), or no acceptable a=crypto: 488
+	reasonMediaDTLS       reason = "dtls_refused"       // DTLS-SRTP parameters the SBC cannot take (no rtcp-mux, a=setup, fingerprints, an answer without our offer): 488
+	reasonMediaBind       reason = "relay_unavailable"  // the relay could not open its sockets: 503
+)
+
+var mediaReasons = []reason{reasonMediaPorts, reasonMediaBadSDP, reasonMediaEncryption, reasonMediaDTLS, reasonMediaBind}
+
+func mediaErr(code int, phrase string, r reason, err error) *mediaError {
+	return &mediaError{code: code, phrase: phrase, r: r, err: err}
+}
+
+// profile is how a leg carries media.
+type profile uint8
+
+const (
+	profPlain profile = iota // RTP/AVP
+	profSDES                 // RTP/SAVP with a=crypto (RFC 4568)
+	profDTLS                 // UDP/TLS/RTP/SAVP(F): DTLS-SRTP (RFC 5763/5764), with ICE-lite towards WebRTC
+)
+
+// side is one leg's media profile and keys, per m= line.
+type side struct {
+	prof  profile
+	known bool         // the profile was set by an offer or answer
+	our   *srtp.Crypto // SDES: our key in the SDP sent to this leg
+	their *srtp.Crypto // SDES: the leg's key from its SDP
+	dtls  *srtp.DTLS   // DTLS: the leg's handshake handler
+	ice   *srtp.ICELite
+	mid   string // the leg's a=mid (WebRTC), echoed in our SDP to it
+	// The handler installed on the leg (what dtls and ice were then).
+	hDTLS *srtp.DTLS
+	hICE  *srtp.ICELite
+}
+
+func (sd *side) sdes() bool { return sd.prof == profSDES }
+
+// mstream is one m= line of the call.
+type mstream struct {
+	st   *srtp.Stream // nil for a refused line
+	a, b side
+}
+
+// callMedia is a call's media: its streams and the offer/answer state.
+// Its methods run under the call's lock (close excepted).
+type callMedia struct {
+	trunk        *policy.Trunk
+	poolEnc      string
+	aAddr, bAddr netip.Addr // what each side's SDP gets as c=
+	aOrig, bOrig *srtp.Origin
+	streams      []*mstream
+	held         bool // the last exchange put the media on hold (inactive, or c=0.0.0.0)
+	timeout      time.Duration
+	delayed      bool // the caller's INVITE had no SDP: the backend offers
+
+	plane          *mediaPlane // certificate, metrics (track, untrack)
+	log            *slog.Logger
+	aRealm, bRealm string
+}
+
+// isSDP tells whether a message body is a session description.
+func isSDP(ct string, body []byte) bool {
+	if len(body) == 0 {
+		return false
+	}
+	mt, _, _ := strings.Cut(strings.ToLower(strings.TrimSpace(ct)), ";")
+	return mt == "" || strings.TrimSpace(mt) == "application/sdp"
+}
+
+// setupMedia allocates a call's relay (before its state machine starts)
+// and returns the SDP for the B-leg's INVITE (nil for a delayed offer).
+func (s *SBC) setupMedia(st *snapshot, aRealm, bRealm string, trunk *policy.Trunk, pool *policy.Pool, body []byte, ct string) (*callMedia, []byte, error) {
+	if s.media == nil || !st.pol.Media.Anchored() || s.media.pools[aRealm] == nil || s.media.pools[bRealm] == nil {
+		return nil, nil, nil
+	}
+	ra, rb := realmOf(st.pol, aRealm), realmOf(st.pol, bRealm)
+	cm := &callMedia{trunk: trunk, poolEnc: pool.MediaEncryption, aAddr: ra.Media.AdvertiseAddr, bAddr: rb.Media.AdvertiseAddr,
+		aOrig: srtp.NewOrigin("sbc", ra.Media.AdvertiseAddr), bOrig: srtp.NewOrigin("sbc", rb.Media.AdvertiseAddr),
+		timeout: st.pol.Media.Timeout.Duration, plane: s.media, log: s.log}
+	if len(body) == 0 {
+		// Delayed offer: the backend offers in its 2xx. One stream.
+		ms, err := s.allocStream(aRealm, bRealm, legShape{}, legShape{mux: pool.MediaEncryption == "dtls", normalize: pool.MediaEncryption == "sdes" || pool.MediaEncryption == "dtls"})
+		if err != nil {
+			return nil, nil, err
+		}
+		cm.streams = []*mstream{ms}
+		cm.delayed = true
+		s.media.track(cm, aRealm, bRealm)
+		return cm, nil, nil
+	}
+	if !isSDP(ct, body) {
+		return nil, nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, fmt.Errorf("body of type %q", ct))
+	}
+	offer, err := srtp.ParseSDP(body)
+	if err != nil {
+		return nil, nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
+	}
+	for i, md := range offer.MediaDescriptions {
+		if md.MediaName.Port.Value == 0 || !rtpProto(md.MediaName.Protos) {
+			cm.streams = append(cm.streams, &mstream{})
+			continue
+		}
+		rm, err := srtp.Remote(offer, i)
+		if err != nil {
+			cm.close()
+			return nil, nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
+		}
+		// SRTP legs get normalised egress (one SSRC, continuous sequence
+		// numbers: notes, pitfall 7); DTLS legs need rtcp-mux.
+		sec, _ := srtp.RemoteSecurity(offer, i)
+		aSRTP := sec.DTLS() || savpProto(md.MediaName.Protos)
+		bSRTP := pool.MediaEncryption == "sdes" || pool.MediaEncryption == "dtls" || (pool.MediaEncryption == "any" && aSRTP)
+		ms, err := s.allocStream(aRealm, bRealm, legShape{mux: rm.Mux, normalize: aSRTP},
+			legShape{mux: rm.Mux || pool.MediaEncryption == "dtls", normalize: bSRTP})
+		if err != nil {
+			cm.close()
+			return nil, nil, err
+		}
+		cm.streams = append(cm.streams, ms)
+	}
+	out, err := cm.fromLeg("a", true, offer)
+	if err != nil {
+		cm.close()
+		return nil, nil, err
+	}
+	s.media.track(cm, aRealm, bRealm)
+	return cm, out, nil
+}
+
+func realmOf(p *policy.Policy, name string) *policy.Realm {
+	for i := range p.Realms {
+		if p.Realms[i].Name == name {
+			return &p.Realms[i]
+		}
+	}
+	return nil
+}
+
+// rtpProto: an m= line the relay carries (RTP in any profile).
+func rtpProto(protos []string) bool {
+	p := strings.ToUpper(strings.Join(protos, "/"))
+	return strings.Contains(p, "RTP/")
+}
+
+func savpProto(protos []string) bool {
+	return strings.Contains(strings.ToUpper(strings.Join(protos, "/")), "SAVP")
+}
+
+// legShape is what a leg's relay needs to know before any SDP is
+// processed: one socket (rtcp-mux) or two, and normalised egress (SRTP).
+type legShape struct{ mux, normalize bool }
+
+// allocStream opens a stream's relay sockets on both sides.
+func (s *SBC) allocStream(aRealm, bRealm string, a, b legShape) (*mstream, error) {
+	ap, err := s.media.pools[aRealm].Allocate(a.mux)
+	if err != nil {
+		return nil, allocErr(err)
+	}
+	bp, err := s.media.pools[bRealm].Allocate(b.mux)
+	if err != nil {
+		ap.Close()
+		return nil, allocErr(err)
+	}
+	st, err := srtp.NewStream(srtp.StreamConfig{
+		// The caller's leg learns its source from the first packet (NAT);
+		// the backend's accepts only the address its SDP gives.
+		A: srtp.LegConfig{Ports: ap, Learn: true, Normalize: a.normalize},
+		B: srtp.LegConfig{Ports: bp, Normalize: b.normalize},
+	})
+	if err != nil {
+		ap.Close()
+		bp.Close()
+		return nil, mediaErr(503, "Service Unavailable", reasonMediaBind, err)
+	}
+	return &mstream{st: st}, nil
+}
+
+func allocErr(err error) error {
+	if errors.Is(err, srtp.ErrPortsExhausted) {
+		return mediaErr(503, "Service Unavailable", reasonMediaPorts, err)
+	}
+	return mediaErr(503, "Service Unavailable", reasonMediaBind, err)
+}
+
+// fromLeg takes an SDP received on leg from ("a" or "b"), an offer or an
+// answer (the caller knows which: RFC 3261 13.2.1, RFC 3262, RFC 3311),
+// and returns the SDP for the other leg. The same SDP again (a 200 after
+// a 183 with the same answer, a retransmission) changes nothing.
+func (cm *callMedia) fromLeg(from string, isOffer bool, in *sdp.SessionDescription) ([]byte, error) {
+	to := "b"
+	toAddr, toOrig := cm.bAddr, cm.bOrig
+	if from == "b" {
+		to, toAddr, toOrig = "a", cm.aAddr, cm.aOrig
+	}
+	anchor := srtp.Anchor{Addr: toAddr, Origin: toOrig}
+	held, webrtc := false, false
+	for i, md := range in.MediaDescriptions {
+		var ms *mstream
+		if i < len(cm.streams) {
+			ms = cm.streams[i]
+		}
+		if ms == nil || ms.st == nil || md.MediaName.Port.Value == 0 || !rtpProto(md.MediaName.Protos) {
+			// Refused, not RTP, or beyond the lines the call has relay
+			// ports for: port 0 towards the other side.
+			anchor.Media = append(anchor.Media, srtp.MediaAnchor{Port: 0})
+			continue
+		}
+		rm, err := srtp.Remote(in, i)
+		if err != nil {
+			return nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
+		}
+		sec, err := srtp.RemoteSecurity(in, i)
+		if err != nil {
+			return nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
+		}
+		if rm.Hold || hasDirection(md, "inactive") {
+			held = true
+		}
+		src, dst := &ms.a, &ms.b
+		srcLeg, dstLeg := srtp.LegA, srtp.LegB
+		if from == "b" {
+			src, dst, srcLeg, dstLeg = &ms.b, &ms.a, srtp.LegB, srtp.LegA
+		}
+		if err := cm.takeLeg(from, isOffer, ms.st, srcLeg, src, md, rm, sec); err != nil {
+			return nil, err
+		}
+		// The other side's profile: decided by its policy when we offer,
+		// kept when we answer.
+		if isOffer {
+			if err := cm.offerTo(to, ms.st, dstLeg, dst, src.prof); err != nil {
+				return nil, err
+			}
+		}
+		ma := cm.anchorTo(ms.st, dstLeg, dst, isOffer, md)
+		anchor.Media = append(anchor.Media, ma)
+		if dst.ice != nil {
+			webrtc = true
+			lrtp, _ := ms.st.LocalAddr(dstLeg)
+			if err := anchor.AddICELite(len(anchor.Media)-1, dst.ice.Local(), netip.AddrPortFrom(toAddr, lrtp.Port())); err != nil {
+				return nil, err
+			}
+		}
+		if dst.dtls != nil {
+			setup := srtp.SetupActpass
+			if !isOffer {
+				setup = srtp.SetupPassive
+				if dst.dtls.Client() {
+					setup = srtp.SetupActive
+				}
+			}
+			if err := anchor.AddDTLS(len(anchor.Media)-1, setup, dst.dtls.Fingerprint()); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if !webrtc {
+		// What only WebRTC peers use does not cross to SIP peers.
+		anchor.DropAttributes = webrtcOnly
+	} else {
+		anchor.DropAttributes = []string{"ssrc", "ssrc-group", "msid", "extmap"}
+	}
+	cm.held = held
+	out, err := srtp.Rewrite(in, anchor)
+	if err != nil {
+		return nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
+	}
+	b, err := out.Marshal()
+	if err != nil {
+		return nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
+	}
+	return b, nil
+}
+
+// webrtcOnly are attributes of WebRTC SDP that mean nothing to a SIP peer
+// (and name the browser's streams and extensions).
+var webrtcOnly = []string{"mid", "group", "msid", "msid-semantic", "ssrc", "ssrc-group", "extmap",
+	"extmap-allow-mixed", "rtcp-fb", "rtcp-rsize"}
+
+// takeLeg applies what a leg's SDP says: where its media comes from, its
+// profile (within its policy), its keys or its DTLS and ICE parameters.
+func (cm *callMedia) takeLeg(from string, isOffer bool, st *srtp.Stream, id srtp.LegID, sd *side,
+	md *sdp.MediaDescription, rm srtp.RemoteMedia, sec srtp.Security) error {
+	prof := profPlain
+	switch {
+	case sec.DTLS():
+		prof = profDTLS
+	case savpProto(md.MediaName.Protos):
+		prof = profSDES
+	}
+	if !isOffer && sd.known && prof != sd.prof {
+		return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, fmt.Errorf("answered with another media profile than offered"))
+	}
+	if from == "a" {
+		enc, required := cm.trunk.MediaEncryption, cm.trunk.MediaRequired
+		switch {
+		case enc == "none" && prof != profPlain:
+			return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, errors.New("SRTP offered, the trunk takes plain RTP only"))
+		case required && prof != profileOf(enc):
+			return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, fmt.Errorf("the trunk requires %s media", enc))
+		}
+	}
+	for _, a := range md.Attributes {
+		if strings.EqualFold(a.Key, "mid") {
+			sd.mid = a.Value
+		}
+	}
+	sd.prof, sd.known = prof, true
+	switch prof {
+	case profPlain, profSDES:
+		if !rm.Hold {
+			st.Expect(id, rm.RTP, rm.RTCP)
+		}
+		if prof == profSDES {
+			if err := cm.sdesKeys(isOffer, sd, rm); err != nil {
+				return err
+			}
+		} else {
+			sd.their = nil
+		}
+		return setKeys(st, id, sd)
+	}
+	// DTLS.
+	if !rm.Mux && len(sec.ICE.Ufrag) == 0 && rm.RTCP.IsValid() && rm.RTCP.Port() != rm.RTP.Port() {
+		return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, errors.New("DTLS-SRTP without rtcp-mux"))
+	}
+	if sec.ICE.Ufrag == "" && !rm.Hold {
+		st.Expect(id, rm.RTP, rm.RTCP) // no ICE: the SDP address is where the peer is
+	}
+	if isOffer {
+		if sd.dtls != nil && sd.dtls.SetRemote(sec.Setup, sec.Fingerprints) == nil {
+			return cm.iceFrom(st, id, sd, sec) // the same association
+		}
+		setup, err := srtp.AnswerSetup(sec.Setup, srtp.SetupPassive)
+		if err != nil {
+			return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, err)
+		}
+		d, err := srtp.NewDTLS(srtp.DTLSConfig{Certificate: cm.plane.cert, Setup: setup, RemoteSetup: sec.Setup,
+			RemoteFingerprints: sec.Fingerprints, OnDone: cm.dtlsDone(from)})
+		if err != nil {
+			return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, err)
+		}
+		old := sd.dtls
+		sd.dtls = d
+		if err := cm.iceFrom(st, id, sd, sec); err != nil {
+			return err
+		}
+		if old != nil {
+			old.Close()
+		}
+		return nil
+	}
+	// The answer to our offer (actpass): its role and fingerprint.
+	if sd.dtls == nil {
+		return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, errors.New("DTLS answer to an offer without DTLS"))
+	}
+	if err := sd.dtls.SetRemote(sec.Setup, sec.Fingerprints); err != nil {
+		return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, err)
+	}
+	return cm.iceFrom(st, id, sd, sec)
+}
+
+// iceFrom installs (or updates) the leg's handler: DTLS alone, or ICE-lite
+// and DTLS when the peer does ICE (WebRTC).
+func (cm *callMedia) iceFrom(st *srtp.Stream, id srtp.LegID, sd *side, sec srtp.Security) error {
+	if sec.ICE.Ufrag != "" {
+		if sd.ice == nil {
+			ice, err := srtp.NewICELite(srtp.ICEConfig{RemoteUfrag: sec.ICE.Ufrag})
+			if err != nil {
+				return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, err)
+			}
+			sd.ice = ice
+		} else {
+			sd.ice.SetRemoteUfrag(sec.ICE.Ufrag)
+		}
+	}
+	var h srtp.DatagramHandler = sd.dtls
+	if sd.ice != nil {
+		h = &srtp.SecureLeg{ICE: sd.ice, DTLS: sd.dtls}
+	}
+	if sd.hDTLS != sd.dtls || sd.hICE != sd.ice {
+		st.SetHandler(id, h)
+		sd.hDTLS, sd.hICE = sd.dtls, sd.ice
+	}
+	return nil
+}
+
+// dtlsDone logs the end of a leg's DTLS handshake.
+func (cm *callMedia) dtlsDone(leg string) func(srtp.DTLSResult) {
+	return func(r srtp.DTLSResult) {
+		if cm.log == nil {
+			return
+		}
+		if r.Err != nil {
+			cm.log.Warn("DTLS handshake failed", "leg", leg, "peer", r.Peer.String(), "reason", r.Reason(), "error", r.Err.Error())
+			return
+		}
+		cm.log.Debug("DTLS-SRTP up", "leg", leg, "peer", r.Peer.String(), "client", r.Client, "suite", r.Suite.String())
+	}
+}
+
+func profileOf(enc string) profile {
+	switch enc {
+	case "sdes":
+		return profSDES
+	case "dtls":
+		return profDTLS
+	}
+	return profPlain
+}
+
+// offerTo sets the profile the SBC offers leg to: by the pool's policy
+// towards the backend ("any": the caller's, SDES for a DTLS caller), the
+// caller's own once known towards the caller.
+func (cm *callMedia) offerTo(to string, st *srtp.Stream, id srtp.LegID, dst *side, other profile) error {
+	if !dst.known {
+		prof := profPlain
+		if to == "b" {
+			switch cm.poolEnc {
+			case "any":
+				prof = other
+				if prof == profDTLS {
+					prof = profSDES
+				}
+			default:
+				prof = profileOf(cm.poolEnc)
+			}
+		} else {
+			prof = profileOf(cm.trunk.MediaEncryption)
+		}
+		dst.prof = prof
+	}
+	switch dst.prof {
+	case profSDES:
+		if dst.our == nil {
+			c, err := srtp.GenerateCrypto(1, srtp.AES_CM_128_HMAC_SHA1_80)
+			if err != nil {
+				return err
+			}
+			dst.our = &c
+		}
+	case profDTLS:
+		if dst.dtls == nil {
+			d, err := srtp.NewDTLS(srtp.DTLSConfig{Certificate: cm.plane.cert, Setup: srtp.SetupActpass, OnDone: cm.dtlsDone(to)})
+			if err != nil {
+				return err
+			}
+			dst.dtls = d
+			st.SetHandler(id, d)
+			dst.hDTLS = d
+		}
+	}
+	return nil
+}
+
+// anchorTo is the SBC's side of one m= line in the SDP sent to leg dst.
+func (cm *callMedia) anchorTo(st *srtp.Stream, id srtp.LegID, dst *side, isOffer bool, md *sdp.MediaDescription) srtp.MediaAnchor {
+	lrtp, lrtcp := st.LocalAddr(id)
+	ma := srtp.MediaAnchor{Port: int(lrtp.Port()), Proto: "RTP/AVP"}
+	if lrtcp == lrtp {
+		ma.RTCPPort = ma.Port // rtcp-mux
+	}
+	switch dst.prof {
+	case profSDES:
+		ma.Proto = "RTP/SAVP"
+		c := *dst.our
+		if !isOffer && dst.their != nil {
+			c.Tag = dst.their.Tag // our answer echoes the tag of the line we chose
+		}
+		ma.Attributes = []sdp.Attribute{{Key: "crypto", Value: c.String()}}
+	case profDTLS:
+		ma.Proto = "UDP/TLS/RTP/SAVP"
+		if dst.ice != nil {
+			ma.Proto = "UDP/TLS/RTP/SAVPF"
+			if dst.mid != "" && !hasDirection(md, "mid") {
+				ma.Attributes = append(ma.Attributes, sdp.Attribute{Key: "mid", Value: dst.mid})
+			}
+		}
+		if !hasDirection(md, "rtcp-mux") {
+			ma.Attributes = append(ma.Attributes, sdp.Attribute{Key: "rtcp-mux"})
+		}
+	}
+	return ma
+}
+
+// sdesKeys reads a leg's SDES keys from its SDP.
+func (cm *callMedia) sdesKeys(isOffer bool, sd *side, rm srtp.RemoteMedia) error {
+	if isOffer {
+		c, err := srtp.Negotiate(rm.Cryptos, srtp.DefaultSuites)
+		if err != nil {
+			return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, err)
+		}
+		if sd.our == nil || sd.our.Suite != c.Suite {
+			a, err := c.Answer()
+			if err != nil {
+				return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, err)
+			}
+			sd.our = &a
+		}
+		sd.their = &c
+		return nil
+	}
+	// An answer to our offer: the line with our tag.
+	if sd.our == nil {
+		return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, errors.New("SRTP answer to a plain offer"))
+	}
+	for _, c := range rm.Cryptos {
+		if c.Tag == sd.our.Tag && c.Suite == sd.our.Suite {
+			sd.their = &c
+			return nil
+		}
+	}
+	return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, errors.New("the answer has no a=crypto for the offered tag and suite"))
+}
+
+func hasDirection(md *sdp.MediaDescription, keys ...string) bool {
+	for _, a := range md.Attributes {
+		for _, k := range keys {
+			if strings.EqualFold(a.Key, k) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// setKeys gives a leg the transform its profile and keys call for (plain
+// or SDES; a DTLS leg's comes from its handshake). An SRTP leg that
+// already has one is rekeyed in place: contexts whose keys did not change
+// are kept, and the rollover counter of the current source carries over a
+// new key (RFC 3711 3.3.1), so a re-INVITE (hold, a refresh) does not
+// reset the index the peer is at (notes, pitfall 6).
+func setKeys(st *srtp.Stream, id srtp.LegID, sd *side) error {
+	if !sd.sdes() {
+		if _, plain := st.Transform(id).(srtp.Plain); !plain {
+			st.SetTransform(id, srtp.Plain{})
+		}
+		return nil
+	}
+	if cur, ok := st.Transform(id).(*srtp.SRTP); ok {
+		if err := cur.RekeySDES(*sd.our, *sd.their); err != nil {
+			return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, err)
+		}
+		return nil
+	}
+	t, err := srtp.NewSDES(*sd.our, *sd.their)
+	if err != nil {
+		return mediaErr(488, "Not Acceptable Here", reasonMediaEncryption, err)
+	}
+	st.SetTransform(id, t)
+	return nil
+}
+
+// body rewrites a body received on leg from, an offer or an answer, for
+// the other leg. An empty body stays empty; a body that is not SDP is
+// refused (it could carry addresses the SBC does not rewrite).
+func (cm *callMedia) body(from string, offer bool, ct string, b []byte) ([]byte, error) {
+	if cm == nil || len(b) == 0 {
+		return b, nil
+	}
+	if !isSDP(ct, b) {
+		return nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, fmt.Errorf("body of type %q", ct))
+	}
+	in, err := srtp.ParseSDP(b)
+	if err != nil {
+		return nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
+	}
+	return cm.fromLeg(from, offer, in)
+}
+
+// idle is how long no media arrived from either side of any stream.
+func (cm *callMedia) idle(now time.Time) time.Duration {
+	var least time.Duration = -1
+	for _, ms := range cm.streams {
+		if ms.st == nil {
+			continue
+		}
+		if d := ms.st.Idle(now); least < 0 || d < least {
+			least = d
+		}
+	}
+	if least < 0 {
+		return 0
+	}
+	return least
+}
+
+// close releases every relay socket (I/O: the call's end action).
+func (cm *callMedia) close() {
+	if cm == nil {
+		return
+	}
+	for _, ms := range cm.streams {
+		if ms.st != nil {
+			ms.st.Close()
+		}
+	}
+	if cm.plane != nil {
+		cm.plane.untrack(cm)
+	}
+}
+
+// Metrics of the media plane: per realm, what the relay received from
+// the peers on that realm (ingress of the legs facing it), summed over the
+// calls in progress and those that ended, and the state of its ports.
+
+// mediaTotals are a realm's counters of ended streams.
+type mediaTotals struct {
+	packets, bytes, forwarded uint64
+	dropped                   [srtp.NumDropReasons]uint64
+}
+
+func (t *mediaTotals) add(s srtp.LegStats) {
+	t.packets += s.Packets
+	t.bytes += s.Bytes
+	t.forwarded += s.Forwarded
+	for i, n := range s.Dropped {
+		t.dropped[i] += n
+	}
+}
+
+// track registers a call's media for the metrics until it is closed.
+func (mp *mediaPlane) track(cm *callMedia, aRealm, bRealm string) {
+	mp.mu.Lock()
+	defer mp.mu.Unlock()
+	if mp.live == nil {
+		mp.live = map[*callMedia]bool{}
+		mp.ended = map[string]*mediaTotals{}
+	}
+	cm.plane, cm.aRealm, cm.bRealm = mp, aRealm, bRealm
+	mp.live[cm] = true
+}
+
+// untrack folds a closed call's counters into its realms' totals.
+func (mp *mediaPlane) untrack(cm *callMedia) {
+	mp.mu.Lock()
+	defer mp.mu.Unlock()
+	if !mp.live[cm] {
+		return
+	}
+	delete(mp.live, cm)
+	for _, ms := range cm.streams {
+		if ms.st == nil {
+			continue
+		}
+		st := ms.st.Stats()
+		mp.totals(cm.aRealm).add(st.A)
+		mp.totals(cm.bRealm).add(st.B)
+	}
+}
+
+func (mp *mediaPlane) totals(realm string) *mediaTotals {
+	t := mp.ended[realm]
+	if t == nil {
+		t = &mediaTotals{}
+		mp.ended[realm] = t
+	}
+	return t
+}
+
+// snapshot sums ended and live streams by realm, and counts live streams.
+func (mp *mediaPlane) snapshot() (map[string]*mediaTotals, map[string]int) {
+	mp.mu.Lock()
+	defer mp.mu.Unlock()
+	out := map[string]*mediaTotals{}
+	active := map[string]int{}
+	for r, t := range mp.ended {
+		c := *t
+		out[r] = &c
+	}
+	get := func(r string) *mediaTotals {
+		if out[r] == nil {
+			out[r] = &mediaTotals{}
+		}
+		return out[r]
+	}
+	for cm := range mp.live {
+		for _, ms := range cm.streams {
+			if ms.st == nil {
+				continue
+			}
+			st := ms.st.Stats()
+			get(cm.aRealm).add(st.A)
+			get(cm.bRealm).add(st.B)
+			active[cm.aRealm]++
+			active[cm.bRealm]++
+		}
+	}
+	return out, active
+}
+
+var (
+	mediaPacketsDesc = prometheus.NewDesc("sbc_media_packets_total",
+		"RTP and RTCP packets the relay received from the peers of a realm and accepted (valid, from the latched source).", []string{"realm"}, nil)
+	mediaBytesDesc = prometheus.NewDesc("sbc_media_bytes_total",
+		"Bytes of the packets counted in sbc_media_packets_total.", []string{"realm"}, nil)
+	mediaForwardedDesc = prometheus.NewDesc("sbc_media_forwarded_packets_total",
+		"Packets received from the peers of a realm and sent on to the other side of their call.", []string{"realm"}, nil)
+	mediaDroppedDesc = prometheus.NewDesc("sbc_media_dropped_packets_total",
+		"Packets received from a realm's side and not relayed, by reason (srtp_auth: SRTP authentication failures).", []string{"realm", "reason"}, nil)
+	mediaStreamsDesc = prometheus.NewDesc("sbc_media_streams_active",
+		"Media streams (m= lines of calls in progress) with a leg on the realm.", []string{"realm"}, nil)
+	mediaPortsDesc = prometheus.NewDesc("sbc_media_ports",
+		"Relay port pairs of a realm's range by state: in_use, quarantined (released, resting before reuse), free.", []string{"realm", "state"}, nil)
+	mediaExhaustedDesc = prometheus.NewDesc("sbc_media_ports_exhausted_total",
+		"Relay port allocations that found the realm's range full (the call got 503).", []string{"realm"}, nil)
+)
+
+// mediaPortStates are the state label values of sbc_media_ports.
+var mediaPortStates = []string{"in_use", "quarantined", "free"}
+
+func (mp *mediaPlane) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{mediaPacketsDesc, mediaBytesDesc, mediaForwardedDesc, mediaDroppedDesc,
+		mediaStreamsDesc, mediaPortsDesc, mediaExhaustedDesc} {
+		ch <- d
+	}
+}
+
+func (mp *mediaPlane) Collect(ch chan<- prometheus.Metric) {
+	totals, active := mp.snapshot()
+	for realm, pool := range mp.pools {
+		t := totals[realm]
+		if t == nil {
+			t = &mediaTotals{}
+		}
+		ch <- prometheus.MustNewConstMetric(mediaPacketsDesc, prometheus.CounterValue, float64(t.packets), realm)
+		ch <- prometheus.MustNewConstMetric(mediaBytesDesc, prometheus.CounterValue, float64(t.bytes), realm)
+		ch <- prometheus.MustNewConstMetric(mediaForwardedDesc, prometheus.CounterValue, float64(t.forwarded), realm)
+		for r := srtp.DropReason(0); r < srtp.NumDropReasons; r++ {
+			ch <- prometheus.MustNewConstMetric(mediaDroppedDesc, prometheus.CounterValue, float64(t.dropped[r]), realm, r.String())
+		}
+		ch <- prometheus.MustNewConstMetric(mediaStreamsDesc, prometheus.GaugeValue, float64(active[realm]), realm)
+		ps := pool.Stats()
+		for i, n := range []int{ps.InUse, ps.Quarantined, ps.Free} {
+			ch <- prometheus.MustNewConstMetric(mediaPortsDesc, prometheus.GaugeValue, float64(n), realm, mediaPortStates[i])
+		}
+		ch <- prometheus.MustNewConstMetric(mediaExhaustedDesc, prometheus.CounterValue, float64(ps.Exhausted), realm)
+	}
+}
