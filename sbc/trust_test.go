@@ -277,7 +277,10 @@ func TestTrustCarrierNotPunishedForItsCallers(t *testing.T) {
 		}
 		call.Bye(e.ctx)
 	}
-	e.eventually("calls ended", func() bool { return e.sbc.calls.len() == 0 })
+	e.eventually("every call ended and counted", func() bool {
+		return e.trunkCalls("carrier", resultAnswered) == 6 && e.trunkCalls("carrier", resultNotFound) == 5 &&
+			e.trunkCalls("carrier", resultRejected) == 7
+	})
 	e.notCharged(callerIP)
 	for f, want := range map[failure]float64{failBackend404: 5, failBackend403: 5, failAuth: 2} {
 		if got := e.trunkFailures("carrier", f); got != want {
