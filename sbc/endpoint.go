@@ -55,7 +55,7 @@ func (s *SBC) newEndpoint(r policy.Realm, pol *policy.Policy) (*endpoint, error)
 		sipgo.WithUserAgenTLSConfig(ep.clientConfig()),
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerLogger(s.sipLog),
-			sip.WithTransportLayerReadFilter(s.readFilter()),
+			sip.WithTransportLayerReadFilter(s.readFilter(ep)),
 			sip.WithTransportLayerTransports(sip.TransportsConfig{
 				TCP: stream(),
 				TLS: &sip.TransportTLS{TransportTCP: stream()},
@@ -345,7 +345,7 @@ func (a *acceptFilter) Accept() (net.Conn, error) {
 			return c, nil
 		}
 		src := ap.Addr().Unmap()
-		if r := s.preParse(src); r != "" {
+		if r := s.preParse(a.ep, src); r != "" {
 			s.act(nil, peer{src: ap}, nil, nil, silent(stageAccept, r))
 			c.Close()
 			continue

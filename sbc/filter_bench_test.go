@@ -17,6 +17,9 @@ func benchSBC(b *testing.B) *SBC {
 		Realms: []testpolicy.Realm{{Name: "external", Listeners: []testpolicy.Listener{{Bind: "127.0.0.1:0"}}}},
 		Trunks: []testpolicy.Trunk{{Name: "carrier", Realm: "external", Sources: []string{"192.0.2.0/24", "2001:db8:1::/48"}}},
 		Pools:  []testpolicy.Pool{{Name: "p", Realm: "external", Targets: testpolicy.Targets("127.0.0.1:9")}},
+		// The trunk's packet budget is checked (trunk_pps), high enough
+		// that the benchmark's loop never exhausts it.
+		Limits: &testpolicy.Limits{TrunkPPS: new(10_000_000), TrunkPPSBurst: 100_000_000},
 	}).Parse(b)
 	s, err := New(p, Options{Logger: testLogger()})
 	if err != nil {
@@ -37,7 +40,7 @@ func BenchmarkReadFilterBlocked(b *testing.B) {
 		a := netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)})
 		s.def.blocklist.Add(acl.Entry{Prefix: netip.PrefixFrom(a, 32), Reason: "bench", Origin: acl.OriginManual})
 	}
-	f := s.readFilter()
+	f := s.readFilter(s.realms["external"])
 	props := sip.TransportReadProps{Transport: "UDP", RemoteAddr: &net.UDPAddr{IP: net.IPv4(203, 0, 1, 7), Port: 5060}}
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -49,10 +52,11 @@ func BenchmarkReadFilterBlocked(b *testing.B) {
 }
 
 // BenchmarkReadFilterTrunk is the cost the filter adds to a trunk's
-// datagram that passes (blocklist miss, trunk lookup, raw validation).
+// datagram that passes (blocklist miss, trunk lookup on the realm, the
+// trunk's packet budget, raw validation).
 func BenchmarkReadFilterTrunk(b *testing.B) {
 	s := benchSBC(b)
-	f := s.readFilter()
+	f := s.readFilter(s.realms["external"])
 	props := sip.TransportReadProps{Transport: "UDP", RemoteAddr: &net.UDPAddr{IP: net.IPv4(192, 0, 2, 9), Port: 5060}}
 	b.ReportAllocs()
 	b.ResetTimer()

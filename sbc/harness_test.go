@@ -43,6 +43,8 @@ type envOpts struct {
 	// edit changes the built policy last (after the fields above and the
 	// raw TOML below), e.g. p.Routing.TargetTimeout or extra trunks.
 	edit func(p *testpolicy.Policy)
+	// log is the SBC's logger (default testLogger).
+	log *slog.Logger
 
 	policy  string // extra TOML appended to the generated policy
 	routing string // replaces the [routing] table
@@ -112,7 +114,11 @@ func newEnv(t *testing.T, o envOpts) *env {
 	e.pb = pb
 	e.toml = pb.TOML()
 	e.pol = p
-	s := startSBC(t, p, Options{Logger: testLogger()})
+	lg := o.log
+	if lg == nil {
+		lg = testLogger()
+	}
+	s := startSBC(t, p, Options{Logger: lg})
 	e.sbc = s
 	ext, _ := s.ListenAddr("external", "udp")
 	e.ext = ext.String()

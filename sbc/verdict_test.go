@@ -61,7 +61,7 @@ func TestFilterDropCountedAndLogged(t *testing.T) {
 	if err := s.def.blocklist.Add(acl.Entry{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Reason: "test", Origin: acl.OriginManual}); err != nil {
 		t.Fatal(err)
 	}
-	f := s.readFilter()
+	f := s.readFilter(s.realms["external"])
 	props := sip.TransportReadProps{Transport: "UDP", RemoteAddr: &net.UDPAddr{IP: net.IPv4(203, 0, 113, 9), Port: 5060}}
 	const n = 200
 	for range n {
