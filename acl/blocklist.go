@@ -130,6 +130,10 @@ type Entry struct {
 	Created time.Time `json:"created,omitzero"`
 	// Expires is when the entry stops matching; zero means never.
 	Expires time.Time `json:"expires,omitzero"`
+	// Forced: an operator blocked this prefix although it overlaps the
+	// never-block list (Add refuses such a prefix otherwise), and it stays
+	// when the never-block list changes.
+	Forced bool `json:"forced,omitempty"`
 }
 
 // Expired reports whether e has an expiry and now is at or after it.
@@ -143,7 +147,7 @@ func (e *Entry) expired(now time.Time) bool {
 
 func (e *Entry) equal(o *Entry) bool {
 	return e.Prefix == o.Prefix && e.Reason == o.Reason && e.Origin == o.Origin &&
-		e.Created.Equal(o.Created) && e.Expires.Equal(o.Expires)
+		e.Created.Equal(o.Created) && e.Expires.Equal(o.Expires) && e.Forced == o.Forced
 }
 
 // Op is the kind of a Change.
@@ -474,6 +478,39 @@ func listOf(t *table, now time.Time) []Entry {
 	return out
 }
 
+// NeverBlocked returns a never-block prefix that p overlaps (contains or
+// is contained in), and whether there is one.
+func (b *Blocklist) NeverBlocked(p netip.Prefix) (netip.Prefix, bool) {
+	cp, err := canonicalPrefix(p)
+	if err != nil {
+		return netip.Prefix{}, false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.never == nil || !b.never.OverlapsPrefix(cp) {
+		return netip.Prefix{}, false
+	}
+	return b.neverOverlap(cp), true
+}
+
+// Within returns the live entries strictly inside p (longer prefixes
+// that p contains), ordered by prefix.
+func (b *Blocklist) Within(p netip.Prefix) []Entry {
+	cp, err := canonicalPrefix(p)
+	if err != nil {
+		return nil
+	}
+	now := b.now()
+	var out []Entry
+	for q, s := range b.tbl.Load().Subnets(cp) {
+		if q.Bits() > cp.Bits() && !s.e.expired(now) {
+			out = append(out, *s.e)
+		}
+	}
+	slices.SortFunc(out, func(a, b Entry) int { return comparePrefix(a.Prefix, b.Prefix) })
+	return out
+}
+
 // NeverBlock returns the current never-block list (canonical prefixes).
 func (b *Blocklist) NeverBlock() []netip.Prefix {
 	b.mu.Lock()
@@ -501,6 +538,7 @@ func normalize(e Entry, now time.Time, allowExpired bool) (*Entry, error) {
 		Reason:  strings.ToValidUTF8(e.Reason, "\uFFFD"),
 		Origin:  e.Origin,
 		Created: e.Created.Round(0).UTC(),
+		Forced:  e.Forced,
 	}
 	if e.Created.IsZero() {
 		n.Created = now.Round(0).UTC()
@@ -517,7 +555,7 @@ func normalize(e Entry, now time.Time, allowExpired bool) (*Entry, error) {
 // merge computes the entry to store when n is added to table t. It returns
 // store == nil when nothing changes (a refresh identical to the entry held).
 func (b *Blocklist) merge(t *table, n *Entry, now time.Time) (store *Entry, err error) {
-	if b.never != nil && b.never.OverlapsPrefix(n.Prefix) {
+	if b.never != nil && !n.Forced && b.never.OverlapsPrefix(n.Prefix) {
 		return nil, fmt.Errorf("%w: %s overlaps never-block %s", ErrNeverBlock, n.Prefix, b.neverOverlap(n.Prefix))
 	}
 	cur, exists := t.Get(n.Prefix)
@@ -545,6 +583,7 @@ func (b *Blocklist) merge(t *table, n *Entry, now time.Time) (store *Entry, err 
 	if old.Origin == OriginManual {
 		m.Origin = OriginManual
 	}
+	m.Forced = n.Forced || old.Forced
 	if m.equal(old) {
 		return nil, nil
 	}
@@ -575,9 +614,10 @@ func (b *Blocklist) neverOverlap(p netip.Prefix) netip.Prefix {
 // Add blocks e.Prefix (canonicalized). Adding a prefix that is already held
 // refreshes it: the later expiry is kept (no expiry beats any), the new
 // reason replaces the old one (unless empty), Created is kept, and a manual
-// entry stays manual. The Origin must be set; Created defaults to now; an
-// Expires not in the future is refused. Errors: ErrInvalidEntry,
-// ErrNeverBlock, ErrFull, ErrClosed.
+// (or forced) entry stays manual (forced). The Origin must be set; Created
+// defaults to now; an Expires not in the future is refused. A prefix
+// overlapping the never-block list is refused unless e.Forced. Errors:
+// ErrInvalidEntry, ErrNeverBlock, ErrFull, ErrClosed.
 func (b *Blocklist) Add(e Entry) error {
 	now := b.now()
 	n, err := normalize(e, now, false)
@@ -691,9 +731,9 @@ func (b *Blocklist) Run(ctx context.Context) {
 // SetNeverBlock replaces the never-block list: prefixes (canonicalized, see
 // ParsePrefix) that must never be blocked, such as the trunks' and backends'
 // addresses and the admin network. Later Adds of an overlapping prefix fail
-// with ErrNeverBlock; entries already held that overlap are removed (remove
-// Change with CauseNeverBlock) and returned. An invalid prefix fails the
-// whole call and changes nothing.
+// with ErrNeverBlock (unless forced); entries already held that overlap are
+// removed (remove Change with CauseNeverBlock) and returned, except forced
+// ones. An invalid prefix fails the whole call and changes nothing.
 //
 // SetNeverBlock is NewNeverBlockList followed by SetNeverBlockList.
 func (b *Blocklist) SetNeverBlock(prefixes []netip.Prefix) (removed []Entry, err error) {
@@ -748,13 +788,13 @@ func (b *Blocklist) SetNeverBlockList(n *NeverBlockList) (removed []Entry, err e
 	var dead []*Entry
 	for _, nb := range n.list {
 		for p, s := range t.Supernets(nb) {
-			if !seen[p] {
+			if !seen[p] && !s.e.Forced {
 				seen[p] = true
 				dead = append(dead, s.e)
 			}
 		}
 		for p, s := range t.Subnets(nb) {
-			if !seen[p] {
+			if !seen[p] && !s.e.Forced {
 				seen[p] = true
 				dead = append(dead, s.e)
 			}

@@ -402,6 +402,71 @@ func TestBlocklistNeverBlock(t *testing.T) {
 	mustAdd(t, b, manual("10.1.2.3/32", "allowed again"))
 }
 
+// A forced entry overlaps the never-block list on purpose: Add takes it,
+// a new never-block list keeps it, a refresh keeps it forced, a restart
+// (Save/Load) keeps it. NeverBlocked and Within answer for callers that
+// must say why a block was refused or widen blocks.
+func TestBlocklistForcedAndQueries(t *testing.T) {
+	b := newTestBlocklist(t, newClock())
+	if _, err := b.SetNeverBlock(pfxs("192.0.2.0/24", "2001:db8::/32")); err != nil {
+		t.Fatal(err)
+	}
+	if nb, ok := b.NeverBlocked(netip.MustParsePrefix("192.0.2.7/32")); !ok || nb.String() != "192.0.2.0/24" {
+		t.Fatalf("NeverBlocked(192.0.2.7/32) = %v %v", nb, ok)
+	}
+	if _, ok := b.NeverBlocked(netip.MustParsePrefix("192.0.3.0/24")); ok {
+		t.Fatal("NeverBlocked too broad")
+	}
+	if _, ok := b.NeverBlocked(netip.MustParsePrefix("192.0.0.0/16")); !ok {
+		t.Fatal("a prefix containing a never-block prefix not reported")
+	}
+	e := manual("192.0.2.128/25", "carrier gone rogue")
+	if err := b.Add(e); !errors.Is(err, ErrNeverBlock) {
+		t.Fatalf("unforced: %v", err)
+	}
+	e.Forced = true
+	mustAdd(t, b, e)
+	// An auto refresh of the same prefix keeps it forced and manual.
+	mustAdd(t, b, Entry{Prefix: e.Prefix, Origin: OriginAuto, Reason: "again", Forced: true})
+	if got, _ := b.Get(e.Prefix); !got.Forced || got.Origin != OriginManual {
+		t.Fatalf("after refresh: %+v", got)
+	}
+	if removed, err := b.SetNeverBlock(pfxs("192.0.2.0/24", "198.51.100.0/24")); err != nil || len(removed) != 0 {
+		t.Fatalf("a new never-block list removed %v (%v)", removed, err)
+	}
+	if reasonOf(b, "192.0.2.200") != "again" {
+		t.Fatal("forced entry not matching")
+	}
+	path := t.TempDir() + "/state.json"
+	if err := b.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	b2 := newTestBlocklist(t, newClock())
+	if _, err := b2.SetNeverBlock(pfxs("192.0.2.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b2.Load(path); err != nil || n != 1 {
+		t.Fatalf("Load: %d %v", n, err)
+	}
+	if got, ok := b2.Get(e.Prefix); !ok || !got.Forced {
+		t.Fatalf("after Load: %+v %v", got, ok)
+	}
+
+	for _, p := range []string{"2001:db9:0:1::/64", "2001:db9:0:2::/64", "2001:db9:0:100::/64", "2001:db9::/48"} {
+		mustAdd(t, b, auto(p, "x", time.Time{}))
+	}
+	var got []string
+	for _, w := range b.Within(netip.MustParsePrefix("2001:db9::/56")) {
+		got = append(got, w.Prefix.String())
+	}
+	if want := []string{"2001:db9:0:1::/64", "2001:db9:0:2::/64"}; !slices.Equal(got, want) {
+		t.Fatalf("Within /56 = %v, want %v (strictly inside, not the /48 around it)", got, want)
+	}
+	if n := len(b.Within(netip.MustParsePrefix("2001:db9::/48"))); n != 3 {
+		t.Fatalf("Within /48: %d entries, want 3", n)
+	}
+}
+
 // TestNeverBlockListPrepared: building the list is where every error is;
 // building it changes no blocklist; installing it fails only once closed.
 func TestNeverBlockListPrepared(t *testing.T) {

@@ -80,7 +80,8 @@ func policyTOML(p benchPorts, logLevel string) string {
 		Pools: []testpolicy.Pool{{Name: "uas", Realm: "internal", Targets: testpolicy.Targets(lo(p.UAS)),
 			Health: &testpolicy.Health{Interval: policy.D(0)}}},
 		Routing: &testpolicy.Routing{DefaultPool: "uas"},
-		Limits:  &testpolicy.Limits{SourcePPS: new(10000000), SourcePPSBurst: 20000000, SourceCPS: new(10000000)},
+		Limits: &testpolicy.Limits{SourcePPS: new(10000000), SourcePPSBurst: 20000000, SourceCPS: new(10000000),
+			TrunkPPS: new(10000000), TrunkPPSBurst: 20000000},
 	}
 	return pol.TOML()
 }

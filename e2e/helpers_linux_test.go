@@ -294,8 +294,12 @@ func writePolicy(t testing.TB, o policyOpts) string {
 		Server:  testpolicy.Server{LogLevel: "info", StateDir: o.stateDir},
 		Admin:   adminAddr,
 		Realms: []testpolicy.Realm{
-			{Name: "external", Listeners: []testpolicy.Listener{{Transport: "udp", Bind: fmt.Sprintf("%s:%d", sbcIP, sipPort)}}},
-			{Name: "internal", Listeners: []testpolicy.Listener{{Transport: "udp", Bind: internal}}},
+			// The relay range overlaps the kernel's ephemeral ports on
+			// purpose: the scope tests check the start-up warning.
+			{Name: "external", Listeners: []testpolicy.Listener{{Transport: "udp", Bind: fmt.Sprintf("%s:%d", sbcIP, sipPort)}},
+				Media: &testpolicy.RealmMedia{Ports: []int{20000, 39999}}},
+			{Name: "internal", Listeners: []testpolicy.Listener{{Transport: "udp", Bind: internal}},
+				Media: &testpolicy.RealmMedia{Ports: []int{20000, 39999}}},
 		},
 		Trunks: []testpolicy.Trunk{{Name: "carrier", Realm: "external", Sources: []string{trunkIP + "/32"}}},
 		Pools: []testpolicy.Pool{{Name: "uas", Realm: "internal", Targets: testpolicy.Targets(target),

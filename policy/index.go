@@ -448,8 +448,19 @@ func (ix *index) value(path string, t reflect.Type, n *unstable.Node, vp pos) {
 	}
 }
 
+// removedKeys are keys an earlier version accepted, with what to do
+// instead; a file that still sets one is told this.
+var removedKeys = map[string]string{
+	"autoblock.block_trunks": "removed: trunks are never blocked or demoted for failures a forged " +
+		"source address can cause (see README, Edge defence: the trust model); delete the line",
+}
+
 // unknown reports an unknown key or table, with a suggestion.
 func (ix *index) unknown(p pos, path string, t reflect.Type, name, what string) {
+	if why, ok := removedKeys[path]; ok {
+		ix.add(p, "%s: %s", path, why)
+		return
+	}
 	known := fieldNames(t)
 	path = shorten(path)
 	if s := suggest(name, known); s != "" {

@@ -205,6 +205,53 @@ address = "127.0.0.1:5080"
 	if p.XDP.Scope != "sip" || p.XDP.Mode != "auto" {
 		t.Errorf("xdp defaults: %+v", p.XDP)
 	}
+	if l := p.Limits; l.TrunkPPS != 20000 || l.TrunkPPSBurst != 40000 {
+		t.Errorf("trunk_pps defaults: %+v", l)
+	}
+	a := p.AutoBlock
+	if a.RegisterGuesses != 5 || a.RegisterSourceGuesses != 20 || a.RegisterWindow.Duration != 10*time.Minute ||
+		a.RegisterLock.Duration != 15*time.Minute || a.AggregateV6 != 8 || a.TrunkHealthInterval.Duration != 5*time.Minute {
+		t.Errorf("autoblock defaults: %+v", a)
+	}
+}
+
+// The trust model's keys: trunk transports, the guess guard, aggregation,
+// and the key it removed.
+func TestTrustKeys(t *testing.T) {
+	p := mustParse(t, minimal+`
+[[trunk]]
+name = "t"
+realm = "r"
+sources = ["10.0.0.0/8"]
+transports = ["udp"]
+`)
+	tr := p.Trunk("t")
+	if !tr.OnTransport("UDP") || tr.OnTransport("tcp") {
+		t.Errorf("OnTransport with transports = [udp]: %+v", tr.Transports)
+	}
+	if any := (&Trunk{}); !any.OnTransport("tls") {
+		t.Error("a trunk without transports refuses tls")
+	}
+	for _, tc := range []struct{ src, want string }{
+		{minimal + "[[trunk]]\nname = \"t\"\nrealm = \"r\"\nsources = [\"10.0.0.0/8\"]\ntransports = [\"tcp\", \"sctp\", \"udp\", \"udp\"]\n",
+			"t.toml:10:15: trunk[0].transports[0]: realm \"r\" has no tcp listener\n" +
+				"t.toml:10:22: trunk[0].transports[1]: unknown transport \"sctp\" (want \"udp\", \"tcp\", \"tls\" or \"wss\")\n" +
+				"t.toml:10:37: trunk[0].transports[3]: udp is listed twice"},
+		{minimal + "[[trunk]]\nname = \"t\"\nrealm = \"r\"\nsources = [\"10.0.0.0/8\"]\ntransports = []\n",
+			"t.toml:10:14: trunk[0].transports: must not be empty (leave it out for any transport)"},
+		{minimal + "[autoblock]\naggregate_v6 = 1\nregister_window = \"10ms\"\nregister_guesses = 0\ntrunk_health_interval = \"1ms\"\n",
+			"t.toml:7:16: autoblock.aggregate_v6: must be 0 (off) or at least 2: with 1, every /64 block would widen to a /48\n" +
+				"t.toml:8:19: autoblock.register_window: must be at least 1s (got 10ms)\n" +
+				"t.toml:9:20: autoblock.register_guesses: must be between 1 and 65535 (got 0)\n" +
+				"t.toml:10:25: autoblock.trunk_health_interval: must be \"0s\" (off) or at least 1s (got 1ms)"},
+		{minimal + "[autoblock]\nblock_trunks = true\n",
+			"t.toml:7:1: autoblock.block_trunks: removed: trunks are never blocked or demoted for failures a forged source address can cause (see README, Edge defence: the trust model); delete the line"},
+	} {
+		_, err := Parse("t.toml", []byte(tc.src))
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("got\n%v\nwant\n%s", err, tc.want)
+		}
+	}
 }
 
 func TestDurationZeroVersusAbsent(t *testing.T) {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -257,6 +258,13 @@ type Trunk struct {
 	// RegisterDomains are the domains (request-URI host) a REGISTER may
 	// name; required when allow_register is true ("no public extensions").
 	RegisterDomains []string `toml:"register_domains"`
+	// Transports the trunk is recognised on: "udp", "tcp", "tls", "wss".
+	// Empty (default): any. A request from the trunk's sources over
+	// another transport is not the trunk's (dropped, never charged to
+	// it): a trunk that sends over TCP or TLS only and says so cannot be
+	// impersonated with forged UDP datagrams. Each must be a transport of
+	// a listener of the trunk's realm.
+	Transports []string `toml:"transports"`
 	// MediaEncryption is what the SBC accepts in the trunk's offers:
 	// "any" (default: plain RTP, SDES-SRTP or DTLS-SRTP, as the trunk
 	// offers), "none" (plain RTP only: an offer with SRTP gets 488),
@@ -267,6 +275,20 @@ type Trunk struct {
 	// MediaRequired: an offer without the encryption media_encryption
 	// names ("sdes" or "dtls") gets 488. Default false.
 	MediaRequired bool `toml:"media_required"`
+}
+
+// OnTransport reports whether the trunk may be recognised on transport
+// ("udp", "TCP", ...; case-insensitive): true when Transports is empty.
+func (t *Trunk) OnTransport(transport string) bool {
+	if len(t.Transports) == 0 {
+		return true
+	}
+	for _, x := range t.Transports {
+		if strings.EqualFold(x, transport) {
+			return true
+		}
+	}
+	return false
 }
 
 // Pool is a group of backend targets (PBXs) reached from one realm.
@@ -402,8 +424,17 @@ type Headers struct {
 type Limits struct {
 	// SourcePPS: datagrams per second one source may send, checked before
 	// parsing; default 200; 0 disables. SourcePPSBurst defaults to 2x.
+	// Trunk sources and pool targets, on their own realm, have
+	// TrunkPPS instead.
 	SourcePPS      int `toml:"source_pps"`
 	SourcePPSBurst int `toml:"source_pps_burst"`
+	// TrunkPPS: datagrams per second one source address (or IPv6 /64) of
+	// a trunk may send on the trunk's realm, and a pool target on its
+	// pool's realm; default 20000; 0 disables (no packet budget for them).
+	// TrunkPPSBurst defaults to 2x. On any other realm their addresses
+	// are ordinary sources (SourcePPS).
+	TrunkPPS      int `toml:"trunk_pps"`
+	TrunkPPSBurst int `toml:"trunk_pps_burst"`
 	// SourceCPS: new calls (INVITE) per second per source that is not a
 	// trunk (a trunk's calls are limited by its own CPS and MaxCalls);
 	// default 10; 0 disables. Trusted sources (that completed calls) get
@@ -453,16 +484,38 @@ type AutoBlock struct {
 	MaxBlock Duration `toml:"max_block"`
 	// ForgetAfter: offences older than this no longer escalate. Default "24h".
 	ForgetAfter Duration `toml:"forget_after"`
-	// BlockTrunks: may trunk sources be blocked? Default false (they are
-	// only demoted: a smaller register_rate budget).
-	BlockTrunks bool `toml:"block_trunks"`
-	// NeverBlock: prefixes never blocked, manually or automatically. Pool
-	// targets are always added.
+	// NeverBlock: prefixes never blocked, manually (unless forced) or
+	// automatically. The sources of trunks that may not register, the
+	// pool targets and the admin listener's peers are always added.
 	NeverBlock []string `toml:"never_block"`
 	// ScannerUserAgents: User-Agent substrings (case-insensitive) that mark
 	// a request as a scanner's (a failure; the request is dropped). Absent:
 	// a built-in list (friendly-scanner, sipvicious, ...).
 	ScannerUserAgents []string `toml:"scanner_user_agents"`
+
+	// RegisterGuesses: this many failed digest challenges of one
+	// address-of-record from one source within RegisterWindow lock that
+	// AoR for that source for RegisterLock (its REGISTERs are dropped
+	// without asking the registrar). Default 5.
+	RegisterGuesses int `toml:"register_guesses"`
+	// RegisterSourceGuesses: this many failed challenges from one source
+	// within RegisterWindow, all AoRs together, block the source (with
+	// escalation, like any block). Default 20.
+	RegisterSourceGuesses int `toml:"register_source_guesses"`
+	// RegisterWindow: the window of both counts. Default "10m".
+	RegisterWindow Duration `toml:"register_window"`
+	// RegisterLock: how long a locked AoR stays locked. Default "15m".
+	RegisterLock Duration `toml:"register_lock"`
+	// AggregateV6: this many auto-blocked IPv6 /64s inside one /56 make
+	// the block the /56, and this many auto-blocked /56s inside one /48
+	// the /48 (never where the wider prefix would overlap a never-block
+	// prefix). Default 8; 0 disables.
+	AggregateV6 int `toml:"aggregate_v6"`
+	// TrunkHealthInterval: every this long, one log line per trunk with
+	// traffic sums up its calls (answered/failed by result) and the
+	// failures seen from its addresses, which are not charged to it.
+	// Default "5m"; "0s" disables the lines (the metrics stay).
+	TrunkHealthInterval Duration `toml:"trunk_health_interval"`
 
 	NeverBlockPrefixes []netip.Prefix `toml:"-"`
 }

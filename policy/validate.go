@@ -33,6 +33,7 @@ const (
 	DefaultRingTimeout         = 3 * time.Minute
 	DefaultUnknownSourceAction = "drop"
 	DefaultSourcePPS           = 200
+	DefaultTrunkPPS            = 20000
 	DefaultSourceCPS           = 10
 	DefaultRegisterRate        = 2
 	DefaultMaxSources          = 100000
@@ -46,6 +47,12 @@ const (
 	DefaultBlockEscalation     = 4
 	DefaultMaxBlock            = 24 * time.Hour
 	DefaultForgetAfter         = 24 * time.Hour
+	DefaultRegisterGuesses     = 5
+	DefaultRegisterSrcGuesses  = 20
+	DefaultRegisterWindow      = 10 * time.Minute
+	DefaultRegisterLock        = 15 * time.Minute
+	DefaultAggregateV6         = 8
+	DefaultTrunkHealthInterval = 5 * time.Minute
 	DefaultXDPMode             = "auto"
 	DefaultXDPPinDir           = "/sys/fs/bpf/sbc"
 	DefaultXDPScope            = "sip"
@@ -517,7 +524,55 @@ func (v *validator) trunkList() {
 				}
 			}
 		}
+		v.trunkTransports(tp, t)
 	}
+}
+
+// trunkTransports checks a trunk's transports: known, each once, and each
+// served by a listener of the trunk's realm.
+func (v *validator) trunkTransports(tp string, t *Trunk) {
+	seen := map[string]bool{}
+	for j, tr := range t.Transports {
+		jp := elemPath(tp+".transports", j)
+		switch tr {
+		case "udp", "tcp", "tls", "wss":
+		default:
+			v.errf(jp, "unknown transport %s (want \"udp\", \"tcp\", \"tls\" or \"wss\")", quote(tr))
+			continue
+		}
+		if seen[tr] {
+			v.errf(jp, "%s is listed twice", tr)
+			continue
+		}
+		seen[tr] = true
+		if !v.realmHasTransport(t.Realm, tr) {
+			v.errf(jp, "realm %s has no %s listener", quote(t.Realm), tr)
+		}
+	}
+	if t.Transports != nil && len(t.Transports) == 0 {
+		v.errf(tp+".transports", "must not be empty (leave it out for any transport)")
+	}
+}
+
+// realmHasTransport reports whether realm has a listener of transport
+// (true when the realm is unknown: that is reported elsewhere).
+func (v *validator) realmHasTransport(realm, transport string) bool {
+	for _, r := range v.p.Realms {
+		if r.Name != realm {
+			continue
+		}
+		for _, l := range r.Listeners {
+			lt := l.Transport
+			if lt == "" {
+				lt = DefaultTransport
+			}
+			if lt == transport {
+				return true
+			}
+		}
+		return false
+	}
+	return true
 }
 
 // parseSource parses a CIDR or a bare address (a /32 or /128) into a masked
@@ -740,6 +795,11 @@ func (v *validator) limits() {
 	if l.SourcePPSBurst == 0 && l.SourcePPS > 0 {
 		l.SourcePPSBurst = max(1, 2*l.SourcePPS)
 	}
+	v.intField("limits.trunk_pps", &l.TrunkPPS, DefaultTrunkPPS, 0, 1e7)
+	v.intField("limits.trunk_pps_burst", &l.TrunkPPSBurst, 2*l.TrunkPPS, 0, 1e8)
+	if l.TrunkPPSBurst == 0 && l.TrunkPPS > 0 {
+		l.TrunkPPSBurst = max(1, 2*l.TrunkPPS)
+	}
 	v.intField("limits.max_sources", &l.MaxSources, DefaultMaxSources, 16, 1e8)
 	v.intField("limits.tcp_connections_per_source", &l.TCPConnectionsPerSource, DefaultTCPConnsPerSource, 0, 1e6)
 	v.intField("limits.tcp_connections", &l.TCPConnections, DefaultTCPConns, 0, 1e7)
@@ -780,6 +840,21 @@ func (v *validator) autoBlock() {
 		if ua == "" || !printableASCII(ua, true) {
 			v.errf(elemPath("autoblock.scanner_user_agents", i), "must be non-empty printable ASCII")
 		}
+	}
+	v.intField("autoblock.register_guesses", &a.RegisterGuesses, DefaultRegisterGuesses, 1, 65535)
+	v.intField("autoblock.register_source_guesses", &a.RegisterSourceGuesses, DefaultRegisterSrcGuesses, 1, 65535)
+	v.duration("autoblock.register_window", &a.RegisterWindow, DefaultRegisterWindow, true)
+	v.duration("autoblock.register_lock", &a.RegisterLock, DefaultRegisterLock, true)
+	if a.RegisterWindow.Duration > 0 && a.RegisterWindow.Duration < time.Second {
+		v.errf("autoblock.register_window", "must be at least 1s (got %s)", a.RegisterWindow.Duration)
+	}
+	v.intField("autoblock.aggregate_v6", &a.AggregateV6, DefaultAggregateV6, 0, 256)
+	if a.AggregateV6 == 1 {
+		v.errf("autoblock.aggregate_v6", "must be 0 (off) or at least 2: with 1, every /64 block would widen to a /48")
+	}
+	v.duration("autoblock.trunk_health_interval", &a.TrunkHealthInterval, DefaultTrunkHealthInterval, false)
+	if d := a.TrunkHealthInterval.Duration; d > 0 && d < time.Second {
+		v.errf("autoblock.trunk_health_interval", "must be \"0s\" (off) or at least 1s (got %s)", d)
 	}
 }
 

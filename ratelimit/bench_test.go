@@ -102,7 +102,7 @@ func BenchmarkTrackerFail(b *testing.B) {
 	src := benchKeys[1]
 	b.ReportAllocs()
 	for b.Loop() {
-		tr.Fail(src, ReasonMalformed, t0, false)
+		tr.Fail(src, ReasonMalformed, t0)
 	}
 }
 
@@ -111,12 +111,12 @@ func BenchmarkTrackerFail(b *testing.B) {
 func BenchmarkTrackerFailNewKeyEvict(b *testing.B) {
 	tr := mustTracker(b, TrackerConfig{MaxSources: benchCap})
 	for i := range benchCap {
-		tr.Fail(benchKeys[i], ReasonUnknownSource, t0, false)
+		tr.Fail(benchKeys[i], ReasonUnknownSource, t0)
 	}
 	b.ReportAllocs()
 	i := benchCap
 	for b.Loop() {
-		tr.Fail(benchKeys[i&(len(benchKeys)-1)], ReasonUnknownSource, t0, false)
+		tr.Fail(benchKeys[i&(len(benchKeys)-1)], ReasonUnknownSource, t0)
 		i++
 	}
 }
@@ -126,7 +126,7 @@ func BenchmarkTrackerFailNeverBlock(b *testing.B) {
 	src := benchKeys[1]
 	b.ReportAllocs()
 	for b.Loop() {
-		tr.Fail(src, ReasonMalformed, t0, false)
+		tr.Fail(src, ReasonMalformed, t0)
 	}
 }
 

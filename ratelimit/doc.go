@@ -19,9 +19,20 @@
 //   - Tracker: Fail/Success per source. More than Threshold failures in
 //     Window give a Decision to block for BlockFor, multiplied by Escalate
 //     for each repeat up to MaxBlock; offence memory decays after Decay.
-//     NeverBlock prefixes and (unless BlockTrunks) trunk sources are never
-//     blocked. Observe mode reports WouldBlock instead of Block. Trust
+//     Convict blocks at once for an offence decided elsewhere (a Guard).
+//     NeverBlock prefixes are never blocked. Observe mode reports
+//     WouldBlock instead of Block and demotes nothing. Trust
 //     (unknown/trusted/demoted) gives a Budget multiplier for Limiter.Check.
+//     Which failures reach it is the caller's trust model: the tracker
+//     counts what it is given.
+//   - Guard: failed digest challenges per source and per identity (the
+//     address-of-record being guessed). PerIdentity failures in Window lock
+//     that identity for that source for LockFor (the other identities
+//     behind the same address, a NAT's other phones, are untouched);
+//     PerSource failures in Window over all identities report Block (hand
+//     it to Tracker.Convict). It also remembers the last nonces challenged
+//     to each source, so the caller can tell a guess that answered a real
+//     challenge (a return path) from a forged one.
 //   - ScannerMatcher: case-insensitive, allocation-free User-Agent
 //     substring match against DefaultScannerPatterns or a configured list.
 //

@@ -52,7 +52,7 @@ func Example() {
 	}
 	var d ratelimit.Decision
 	for i := range 11 {
-		d = tracker.Fail(src, ratelimit.ReasonScannerUA, now.Add(time.Duration(i)*time.Second), false)
+		d = tracker.Fail(src, ratelimit.ReasonScannerUA, now.Add(time.Duration(i)*time.Second))
 		if d.Demoted {
 			fmt.Println("demoted after", d.Failures, "failures; budget", tracker.Budget(src, now.Add(5*time.Second)))
 		}

@@ -85,18 +85,25 @@ func (g *gcra) scaled(budget float64) int64 {
 // how long until they would be. A denial changes the state only to
 // normalise a bucket left "more than empty" by a clock that stepped back:
 // otherwise the source would be stuck until the clock caught up.
+//
+// A budget below 1 slows a source down, it never shuts it out: when the
+// scaled interval is longer than the window (burst × budget < 1, say a
+// burst of 2 at budget 0.25), the bucket still holds one event, so the
+// source gets one event per scaled interval (rate × budget) instead of
+// Never.
 func (g *gcra) take(tat, now, n int64, budget float64) (int64, bool, time.Duration) {
 	if g.unlimited || n <= 0 {
 		return tat, true, 0
 	}
-	tat = min(tat, now+g.window) // an empty bucket is empty, never emptier
 	iv := g.scaled(budget)
-	if n > g.window/iv {
+	win := max(g.window, iv)
+	tat = min(tat, now+win) // an empty bucket is empty, never emptier
+	if n > win/iv {
 		return tat, false, Never
 	}
 	t := max(tat, now) // a clock that stepped back never refunds tokens
 	nt := t + n*iv
-	if d := nt - now - g.window; d > 0 {
+	if d := nt - now - win; d > 0 {
 		return tat, false, time.Duration(d)
 	}
 	return nt, true, 0

@@ -68,6 +68,19 @@ func TestLimiterSource(t *testing.T) {
 			{30 * time.Second, 2, -1, true, 0},
 			{30 * time.Second, 1, math.Inf(1), false, 500 * time.Millisecond},
 		}},
+		// A budget that scales the burst below one event slows the source
+		// to rate × budget; it never shuts it out (the REGISTER of a
+		// demoted source used to get Never: Retry-After 3600).
+		{"budget below one event", Limit{Rate: 2, Burst: 2}, []step{
+			{0, 1, 0.25, true, 0}, // burst 2 × 0.25 = ½: one event still fits
+			{0, 1, 0.25, false, 2 * time.Second},
+			{time.Second, 1, 0.25, false, time.Second},
+			{2 * time.Second, 1, 0.25, true, 0}, // 0.5/s
+			{2 * time.Second, 2, 0.25, false, Never},
+			{10 * time.Second, 1, 1, true, 0}, // full again at budget 1
+			{10 * time.Second, 1, 1, true, 0},
+			{10 * time.Second, 1, 1, false, 500 * time.Millisecond},
+		}},
 		// A clock stepping back neither refunds tokens nor leaves the
 		// bucket stuck until the clock catches up: it stays empty for
 		// one fill time.
@@ -547,7 +560,7 @@ func TestMemoryPerSource(t *testing.T) {
 	h1 := heap()
 	tr := mustTracker(t, TrackerConfig{MaxSources: n})
 	for i := range n {
-		tr.Fail(v4(i), ReasonMalformed, t0, false)
+		tr.Fail(v4(i), ReasonMalformed, t0)
 	}
 	h2 := heap()
 	lb, tb := float64(h1-h0)/n, float64(h2-h1)/n

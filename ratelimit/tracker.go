@@ -38,7 +38,7 @@ const (
 	// and not demoted.
 	TrustTrusted
 	// TrustDemoted: at least DemoteAt failures in the window, or inside a
-	// block (or a would-be block in observe mode, or a spared block).
+	// block. Never in observe mode, which changes nothing but the log.
 	TrustDemoted
 )
 
@@ -60,7 +60,6 @@ type Exemption uint8
 const (
 	NotExempt        Exemption = iota
 	ExemptNeverBlock           // the source overlaps a NeverBlock prefix
-	ExemptTrunk                // a trunk source and BlockTrunks is false
 )
 
 func (e Exemption) String() string {
@@ -69,8 +68,6 @@ func (e Exemption) String() string {
 		return ""
 	case ExemptNeverBlock:
 		return "never_block"
-	case ExemptTrunk:
-		return "trunk"
 	}
 	return fmt.Sprintf("Exemption(%d)", uint8(e))
 }
@@ -116,13 +113,11 @@ type TrackerConfig struct {
 	// a source overlapping one of them (either containing it or inside it)
 	// records nothing and returns Exempt = ExemptNeverBlock.
 	NeverBlock []netip.Prefix
-	// BlockTrunks allows blocking trunk sources (Fail with trunk = true).
-	// When false (the default) a trunk source crossing the threshold is
-	// only demoted: Spared with Exempt = ExemptTrunk.
-	BlockTrunks bool
 	// Observe: decisions carry WouldBlock instead of Block, so thresholds
-	// can be tuned on live traffic; everything else (escalation, demotion,
-	// the block period) is tracked as if the block had happened.
+	// can be tuned on live traffic. Escalation and the would-be block
+	// period are tracked as if the block had happened (a would-be block is
+	// reported once), but nothing is demoted: in observe mode Trust is
+	// never TrustDemoted and Budget never BudgetDemoted.
 	Observe bool
 	// MaxSources caps the number of sources tracked. Default 100 000
 	// (about 170 bytes each). Update may change it.
@@ -279,16 +274,21 @@ func (p *trackerParams) blockDuration(level uint8) time.Duration {
 
 // tstate is one source's record.
 type tstate struct {
-	win      [winSlots]uint16 // failures per sub-window (ring)
-	wbase    int64            // absolute sub-window index of the newest slot
-	until    int64            // unix ns: end of the current (would-be, spared) block
-	lastEnd  int64            // unix ns: end of the most recent block
-	lastSucc int64            // unix ns of the last success
-	succ     uint32           // successes (forgotten TrustFor after the last)
-	level    uint8            // offence level: number of blocks not yet decayed
+	slots           // failures per sub-window
+	until    int64  // unix ns: end of the current (or would-be) block
+	lastEnd  int64  // unix ns: end of the most recent block
+	lastSucc int64  // unix ns of the last success
+	succ     uint32 // successes (forgotten TrustFor after the last)
+	level    uint8  // offence level: number of blocks not yet decayed
 }
 
-func (e *tstate) advance(b int64) {
+// slots is a sliding window of counts: winSlots sub-windows in a ring.
+type slots struct {
+	win   [winSlots]uint16 // counts per sub-window (ring)
+	wbase int64            // absolute sub-window index of the newest slot
+}
+
+func (e *slots) advance(b int64) {
 	if b <= e.wbase {
 		return
 	}
@@ -304,7 +304,7 @@ func (e *tstate) advance(b int64) {
 
 // count sums the sub-windows that are still inside the window at
 // sub-window index b.
-func (e *tstate) count(b int64) int {
+func (e *slots) count(b int64) int {
 	n := 0
 	for i := int64(0); i < winSlots; i++ {
 		j := e.wbase - i
@@ -328,11 +328,13 @@ func (p *trackerParams) settle(e *tstate, now int64) {
 
 func (p *trackerParams) trust(e *tstate, now int64) Trust {
 	switch {
+	case p.Observe: // observe mode changes nothing but the log
 	case e.until > now:
 		return TrustDemoted
 	case e.count(now/p.width) >= p.DemoteAt:
 		return TrustDemoted
-	case int(e.succ) >= p.TrustAfter && now-e.lastSucc < int64(p.TrustFor):
+	}
+	if int(e.succ) >= p.TrustAfter && now-e.lastSucc < int64(p.TrustFor) {
 		return TrustTrusted
 	}
 	return TrustUnknown
@@ -422,10 +424,10 @@ func (t *Tracker) Config() TrackerConfig {
 	return c
 }
 
-// Decision is the outcome of one Fail. At most one of Block, WouldBlock
-// and Spared is set, and only on the failure that crossed the threshold;
-// while the resulting period lasts further failures are not counted and
-// return AlreadyBlocked.
+// Decision is the outcome of one Fail (or Convict). At most one of Block
+// and WouldBlock is set, and only on the failure that crossed the
+// threshold; while the resulting period lasts further failures are not
+// counted and return AlreadyBlocked.
 type Decision struct {
 	// Prefix is the (masked) source key; block this prefix.
 	Prefix netip.Prefix
@@ -435,14 +437,11 @@ type Decision struct {
 	Block bool
 	// WouldBlock: observe mode; Block would have been set. Log it.
 	WouldBlock bool
-	// Spared: the threshold was crossed but the source is exempt
-	// (Exempt says why); it is demoted for Duration instead.
-	Spared bool
 	// Exempt says why this source cannot be blocked: ExemptNeverBlock
-	// (then nothing was recorded), or ExemptTrunk.
+	// (then nothing was recorded).
 	Exempt Exemption
-	// AlreadyBlocked: the source is inside a block (or would-be or spared
-	// block) decided earlier, until Until; this failure was not counted.
+	// AlreadyBlocked: the source is inside a block (or would-be block)
+	// decided earlier, until Until; this failure was not counted.
 	AlreadyBlocked bool
 	// Duration and Until of the block decided now; when AlreadyBlocked,
 	// the time left and the end of the block in progress.
@@ -473,8 +472,6 @@ func (d Decision) LogValue() slog.Value {
 		attrs = append(attrs, slog.String("action", "block"))
 	case d.WouldBlock:
 		attrs = append(attrs, slog.String("action", "would_block"))
-	case d.Spared:
-		attrs = append(attrs, slog.String("action", "spared"))
 	case d.AlreadyBlocked:
 		attrs = append(attrs, slog.String("action", "already_blocked"))
 	case d.Demoted:
@@ -535,10 +532,25 @@ func (t *Tracker) lookup(s *shard[tstate], p *trackerParams, k key, now int64) i
 }
 
 // Fail records a failure of reason from source key src (from SourceKey) at
-// now and returns what to do about it. trunk tells that the source belongs
-// to a trunk (classified); such sources are blocked only if BlockTrunks.
-// An invalid src records nothing and returns a zero Decision with Reason.
-func (t *Tracker) Fail(src netip.Prefix, reason string, now time.Time, trunk bool) Decision {
+// now and returns what to do about it. An invalid src records nothing and
+// returns a zero Decision with Reason. Which failures reach the tracker is
+// the caller's trust model: the SBC charges none that a spoofer could
+// cause to a trunk or backend address (see the sbc package).
+func (t *Tracker) Fail(src netip.Prefix, reason string, now time.Time) Decision {
+	return t.record(src, reason, now, false)
+}
+
+// Convict records an offence decided outside the failure window (a
+// Guard's per-source threshold, say) and returns the decision Fail gives
+// to the failure that crosses the threshold: Block (WouldBlock in observe
+// mode) for BlockFor escalated by the source's offence level. A source
+// overlapping NeverBlock is exempt and nothing is recorded; a source
+// already inside a block returns AlreadyBlocked.
+func (t *Tracker) Convict(src netip.Prefix, reason string, now time.Time) Decision {
+	return t.record(src, reason, now, true)
+}
+
+func (t *Tracker) record(src netip.Prefix, reason string, now time.Time, convict bool) Decision {
 	p := t.p.Load()
 	d := Decision{Reason: reason}
 	k, ok := keyOf(src)
@@ -550,9 +562,6 @@ func (t *Tracker) Fail(src netip.Prefix, reason string, now time.Time, trunk boo
 		d.Exempt = ExemptNeverBlock
 		d.Trust = t.Trust(src, now)
 		return d
-	}
-	if trunk && !p.BlockTrunks {
-		d.Exempt = ExemptTrunk
 	}
 	tn := now.UnixNano()
 	s, p := t.lock(k, tn)
@@ -572,12 +581,12 @@ func (t *Tracker) Fail(src netip.Prefix, reason string, now time.Time, trunk boo
 		return d
 	}
 	e.advance(b)
-	if w := p.weight(reason); w > 0 {
+	if w := p.weight(reason); w > 0 && !convict {
 		j := e.wbase % winSlots // a clock step back lands in the newest slot
 		e.win[j] = uint16(min(int(e.win[j])+int(w), math.MaxUint16))
 	}
 	d.Failures = e.count(b)
-	if d.Failures > p.Threshold {
+	if convict || d.Failures > p.Threshold {
 		if e.level < math.MaxUint8 {
 			e.level++
 		}
@@ -588,12 +597,9 @@ func (t *Tracker) Fail(src netip.Prefix, reason string, now time.Time, trunk boo
 		d.Until = time.Unix(0, e.until)
 		e.win = [winSlots]uint16{}
 		e.succ = 0
-		switch {
-		case d.Exempt != NotExempt:
-			d.Spared = true
-		case p.Observe:
+		if p.Observe {
 			d.WouldBlock = true
-		default:
+		} else {
 			d.Block = true
 		}
 		s.protect(i)

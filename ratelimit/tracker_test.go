@@ -24,10 +24,10 @@ var attacker = netip.MustParsePrefix("198.51.100.66/32")
 
 // failN records n failures from src, one per second starting at start,
 // and returns the last decision.
-func failN(tr *Tracker, src netip.Prefix, n int, start time.Duration, trunk bool) Decision {
+func failN(tr *Tracker, src netip.Prefix, n int, start time.Duration) Decision {
 	var d Decision
 	for i := range n {
-		d = tr.Fail(src, ReasonAuthFailure, at(start+time.Duration(i)*time.Second), trunk)
+		d = tr.Fail(src, ReasonAuthFailure, at(start+time.Duration(i)*time.Second))
 	}
 	return d
 }
@@ -63,7 +63,7 @@ func TestTrackerThreshold(t *testing.T) {
 			var d Decision
 			blocks := 0
 			for i := range tc.n {
-				d = tr.Fail(attacker, ReasonMalformed, at(time.Duration(i)*tc.spacing), false)
+				d = tr.Fail(attacker, ReasonMalformed, at(time.Duration(i)*tc.spacing))
 				if d.Block {
 					blocks++
 				}
@@ -73,7 +73,7 @@ func TestTrackerThreshold(t *testing.T) {
 			}
 			if tc.wantBlock {
 				if d.Duration != 10*time.Minute || d.Level != 1 || d.Prefix != attacker ||
-					d.Reason != ReasonMalformed || d.Failures != 11 || d.WouldBlock || d.Spared ||
+					d.Reason != ReasonMalformed || d.Failures != 11 || d.WouldBlock ||
 					!d.Until.Equal(at(time.Duration(tc.n-1)*tc.spacing+10*time.Minute)) {
 					t.Fatalf("block decision %+v", d)
 				}
@@ -86,13 +86,13 @@ func TestTrackerWindowSlides(t *testing.T) {
 	tr := mustTracker(t, TrackerConfig{})
 	// 10 failures at t=0: window full but not over.
 	for range 10 {
-		if d := tr.Fail(attacker, ReasonAuthFailure, t0, false); d.Block {
+		if d := tr.Fail(attacker, ReasonAuthFailure, t0); d.Block {
 			t.Fatal("blocked at 10")
 		}
 	}
 	// 61 s later they have left the window: 10 more do not block.
 	for range 10 {
-		if d := tr.Fail(attacker, ReasonAuthFailure, at(61*time.Second), false); d.Block {
+		if d := tr.Fail(attacker, ReasonAuthFailure, at(61*time.Second)); d.Block {
 			t.Fatalf("blocked with expired failures: %+v", d)
 		}
 	}
@@ -100,9 +100,9 @@ func TestTrackerWindowSlides(t *testing.T) {
 	// still count.
 	tr2 := mustTracker(t, TrackerConfig{})
 	for range 10 {
-		tr2.Fail(attacker, ReasonAuthFailure, t0, false)
+		tr2.Fail(attacker, ReasonAuthFailure, t0)
 	}
-	if d := tr2.Fail(attacker, ReasonAuthFailure, at(56*time.Second), false); !d.Block {
+	if d := tr2.Fail(attacker, ReasonAuthFailure, at(56*time.Second)); !d.Block {
 		t.Fatalf("not blocked with 11 failures in 56 s: %+v", d)
 	}
 }
@@ -112,12 +112,12 @@ func TestTrackerEscalationAndDecay(t *testing.T) {
 	want := []time.Duration{10 * time.Minute, 40 * time.Minute, 160 * time.Minute, 640 * time.Minute, 24 * time.Hour, 24 * time.Hour}
 	start := time.Duration(0)
 	for lvl, dur := range want {
-		d := failN(tr, attacker, 11, start, false)
+		d := failN(tr, attacker, 11, start)
 		if !d.Block || d.Level != lvl+1 || d.Duration != dur {
 			t.Fatalf("offence %d: %+v, want level %d for %v", lvl+1, d, lvl+1, dur)
 		}
 		// During the block failures are not counted.
-		d2 := tr.Fail(attacker, ReasonAuthFailure, at(start+11*time.Second), false)
+		d2 := tr.Fail(attacker, ReasonAuthFailure, at(start+11*time.Second))
 		if !d2.AlreadyBlocked || d2.Block || !d2.Until.Equal(d.Until) || d2.Trust != TrustDemoted {
 			t.Fatalf("failure during block: %+v", d2)
 		}
@@ -128,14 +128,14 @@ func TestTrackerEscalationAndDecay(t *testing.T) {
 	if !ok || st.Level != 6 {
 		t.Fatalf("state %+v", st)
 	}
-	d := failN(tr, attacker, 11, start+24*time.Hour, false)
+	d := failN(tr, attacker, 11, start+24*time.Hour)
 	if !d.Block || d.Level != 1 || d.Duration != 10*time.Minute {
 		t.Fatalf("after decay: %+v, want a first-level block", d)
 	}
 	// A repeat just before the decay period escalates.
 	tr2 := mustTracker(t, TrackerConfig{})
-	failN(tr2, attacker, 11, 0, false)
-	d = failN(tr2, attacker, 11, 10*time.Second+10*time.Minute+24*time.Hour-20*time.Second, false)
+	failN(tr2, attacker, 11, 0)
+	d = failN(tr2, attacker, 11, 10*time.Second+10*time.Minute+24*time.Hour-20*time.Second)
 	if d.Level != 2 {
 		t.Fatalf("repeat before decay: %+v", d)
 	}
@@ -151,8 +151,8 @@ func TestTrackerNeverBlock(t *testing.T) {
 		netip.MustParsePrefix("2001:db8::/64"), // contains a never-block host
 	} {
 		for i := range 50 {
-			d := tr.Fail(src, ReasonAuthFailure, at(time.Duration(i)*time.Millisecond), false)
-			if d.Block || d.WouldBlock || d.Spared || d.Demoted || d.Exempt != ExemptNeverBlock || d.Prefix != src {
+			d := tr.Fail(src, ReasonAuthFailure, at(time.Duration(i)*time.Millisecond))
+			if d.Block || d.WouldBlock || d.Demoted || d.Exempt != ExemptNeverBlock || d.Prefix != src {
 				t.Fatalf("%v: %+v", src, d)
 			}
 		}
@@ -166,59 +166,60 @@ func TestTrackerNeverBlock(t *testing.T) {
 	if tr.NeverBlocked(attacker) || tr.NeverBlocked(netip.Prefix{}) {
 		t.Fatal("NeverBlocked too broad")
 	}
-	if d := failN(tr, attacker, 11, 0, false); !d.Block {
+	if d := failN(tr, attacker, 11, 0); !d.Block {
 		t.Fatal("others not blocked")
 	}
 }
 
-func TestTrackerTrunkSources(t *testing.T) {
+// Convict blocks at once, with the escalation of Fail's blocks; a
+// NeverBlock source is exempt and nothing is recorded.
+func TestTrackerConvict(t *testing.T) {
+	tr := mustTracker(t, TrackerConfig{NeverBlock: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}})
+	d := tr.Convict(attacker, ReasonRegisterBruteforce, t0)
+	if !d.Block || d.Level != 1 || d.Duration != 10*time.Minute || d.Reason != ReasonRegisterBruteforce {
+		t.Fatalf("first conviction: %+v", d)
+	}
+	if d := tr.Convict(attacker, ReasonRegisterBruteforce, at(time.Minute)); !d.AlreadyBlocked || d.Block {
+		t.Fatalf("inside the block: %+v", d)
+	}
+	// A conviction after the block escalates like a second block.
+	if d := tr.Convict(attacker, ReasonRegisterBruteforce, at(11*time.Minute)); !d.Block || d.Level != 2 || d.Duration != 40*time.Minute {
+		t.Fatalf("second conviction: %+v", d)
+	}
+	// And the failure window's blocks share the level.
+	if d := failN(tr, attacker, 11, 52*time.Minute); !d.Block || d.Level != 3 {
+		t.Fatalf("block after convictions: %+v", d)
+	}
 	carrier := netip.MustParsePrefix("203.0.113.5/32")
-	tr := mustTracker(t, TrackerConfig{})
-	var demoted int
-	for i := range 11 {
-		d := tr.Fail(carrier, ReasonBackend404, at(time.Duration(i)*time.Second), true)
-		if d.Exempt != ExemptTrunk || d.Block || d.WouldBlock {
-			t.Fatalf("trunk failure %d: %+v", i, d)
-		}
-		if d.Demoted {
-			demoted++
-			if i != 4 {
-				t.Fatalf("demoted at failure %d, want 5th", i+1)
-			}
-		}
-		if i == 10 && (!d.Spared || d.Duration != 10*time.Minute || d.Trust != TrustDemoted) {
-			t.Fatalf("threshold crossing: %+v", d)
-		}
+	if d := tr.Convict(carrier, ReasonRegisterBruteforce, t0); d.Block || d.Exempt != ExemptNeverBlock {
+		t.Fatalf("never-block source: %+v", d)
 	}
-	if demoted != 1 {
-		t.Fatalf("Demoted reported %d times", demoted)
+	if _, ok := tr.State(carrier, t0); ok {
+		t.Fatal("never-block source recorded")
 	}
-	if b := tr.Budget(carrier, at(11*time.Second)); b != 0.25 {
-		t.Fatalf("spared trunk budget %v, want 0.25", b)
-	}
-	// The demotion ends with the spared period.
-	if tr.Trust(carrier, at(11*time.Second+10*time.Minute)) != TrustUnknown {
-		t.Fatal("still demoted after the spared period")
-	}
-	// With BlockTrunks they are blocked like anyone.
-	tr2 := mustTracker(t, TrackerConfig{BlockTrunks: true})
-	if d := failN(tr2, carrier, 11, 0, true); !d.Block || d.Exempt != NotExempt {
-		t.Fatalf("BlockTrunks: %+v", d)
+	obs := mustTracker(t, TrackerConfig{Observe: true})
+	if d := obs.Convict(attacker, ReasonRegisterBruteforce, t0); d.Block || !d.WouldBlock {
+		t.Fatalf("observe: %+v", d)
 	}
 }
 
 func TestTrackerObserve(t *testing.T) {
 	tr := mustTracker(t, TrackerConfig{Observe: true})
-	d := failN(tr, attacker, 11, 0, false)
+	d := failN(tr, attacker, 11, 0)
 	if d.Block || !d.WouldBlock || d.Duration != 10*time.Minute || d.Level != 1 {
 		t.Fatalf("observe: %+v", d)
 	}
+	// Observe mode changes nothing but the log: the source is not
+	// demoted, during the would-be block or with failures in the window.
+	if tr.Trust(attacker, at(11*time.Second)) != TrustUnknown || tr.Budget(attacker, at(11*time.Second)) != 1 {
+		t.Fatalf("observe mode demoted: trust %v", tr.Trust(attacker, at(11*time.Second)))
+	}
 	// Logged once: the would-be block period suppresses repeats.
-	if d := tr.Fail(attacker, ReasonAuthFailure, at(20*time.Second), false); !d.AlreadyBlocked || d.WouldBlock {
+	if d := tr.Fail(attacker, ReasonAuthFailure, at(20*time.Second)); !d.AlreadyBlocked || d.WouldBlock {
 		t.Fatalf("observe repeat: %+v", d)
 	}
 	// Escalation is tracked as if blocked.
-	d = failN(tr, attacker, 11, 11*time.Second+10*time.Minute, false)
+	d = failN(tr, attacker, 11, 11*time.Second+10*time.Minute)
 	if !d.WouldBlock || d.Level != 2 || d.Duration != 40*time.Minute {
 		t.Fatalf("observe escalation: %+v", d)
 	}
@@ -226,7 +227,7 @@ func TestTrackerObserve(t *testing.T) {
 	if err := tr.Update(TrackerConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	d = failN(tr, attacker, 11, 22*time.Second+50*time.Minute, false)
+	d = failN(tr, attacker, 11, 22*time.Second+50*time.Minute)
 	if !d.Block || d.Level != 3 {
 		t.Fatalf("after observe off: %+v", d)
 	}
@@ -249,7 +250,7 @@ func TestTrackerTrust(t *testing.T) {
 	// A few failures keep it trusted; the 5th in the window demotes.
 	base := 10 * time.Minute
 	for i := range 5 {
-		d := tr.Fail(pbx, ReasonBackend403, at(base+time.Duration(i)*time.Second), false)
+		d := tr.Fail(pbx, ReasonBackend403, at(base+time.Duration(i)*time.Second))
 		if i < 4 && (d.Trust != TrustTrusted || d.Demoted) {
 			t.Fatalf("failure %d: %+v", i+1, d)
 		}
@@ -272,7 +273,7 @@ func TestTrackerTrust(t *testing.T) {
 	tr.Success(attacker, t0)
 	tr.Success(attacker, t0)
 	tr.Success(attacker, t0)
-	failN(tr, attacker, 11, time.Second, false)
+	failN(tr, attacker, 11, time.Second)
 	st, _ := tr.State(attacker, at(11*time.Second+10*time.Minute))
 	if st.Successes != 0 || st.Trust != TrustUnknown || st.Level != 1 {
 		t.Fatalf("after block: %+v", st)
@@ -285,7 +286,7 @@ func TestTrackerUpdateWindow(t *testing.T) {
 	for _, w := range []time.Duration{10 * time.Minute, 10 * time.Second} {
 		tr := mustTracker(t, TrackerConfig{})
 		for range 10 {
-			tr.Fail(attacker, ReasonAuthFailure, t0, false)
+			tr.Fail(attacker, ReasonAuthFailure, t0)
 		}
 		if err := tr.Update(TrackerConfig{Window: w}); err != nil {
 			t.Fatal(err)
@@ -298,10 +299,10 @@ func TestTrackerUpdateWindow(t *testing.T) {
 		}
 		tr2 := mustTracker(t, TrackerConfig{})
 		for range 10 {
-			tr2.Fail(attacker, ReasonAuthFailure, t0, false)
+			tr2.Fail(attacker, ReasonAuthFailure, t0)
 		}
 		_ = tr2.Update(TrackerConfig{Window: w})
-		if d := tr2.Fail(attacker, ReasonAuthFailure, at(time.Second), false); !d.Block {
+		if d := tr2.Fail(attacker, ReasonAuthFailure, at(time.Second)); !d.Block {
 			t.Fatalf("window %v: 11th failure after reload did not block: %+v", w, d)
 		}
 	}
@@ -309,12 +310,12 @@ func TestTrackerUpdateWindow(t *testing.T) {
 
 func TestTrackerWeights(t *testing.T) {
 	tr := mustTracker(t, TrackerConfig{Weights: map[string]int{ReasonScannerUA: 11, "ignored": 0}})
-	if d := tr.Fail(attacker, ReasonScannerUA, t0, false); !d.Block || d.Failures != 11 {
+	if d := tr.Fail(attacker, ReasonScannerUA, t0); !d.Block || d.Failures != 11 {
 		t.Fatalf("weighted reason: %+v", d)
 	}
 	other := netip.MustParsePrefix("198.51.100.67/32")
 	for range 100 {
-		if d := tr.Fail(other, "ignored", t0, false); d.Block || d.Failures != 0 {
+		if d := tr.Fail(other, "ignored", t0); d.Block || d.Failures != 0 {
 			t.Fatalf("zero-weight reason: %+v", d)
 		}
 	}
@@ -322,7 +323,7 @@ func TestTrackerWeights(t *testing.T) {
 
 func TestTrackerInvalidAndForget(t *testing.T) {
 	tr := mustTracker(t, TrackerConfig{})
-	if d := tr.Fail(netip.Prefix{}, "x", t0, false); d != (Decision{Reason: "x"}) {
+	if d := tr.Fail(netip.Prefix{}, "x", t0); d != (Decision{Reason: "x"}) {
 		t.Fatalf("invalid prefix: %+v", d)
 	}
 	if tr.Success(netip.Prefix{}, t0) != TrustUnknown || tr.Trust(netip.Prefix{}, t0) != TrustUnknown || tr.Forget(netip.Prefix{}) {
@@ -334,27 +335,27 @@ func TestTrackerInvalidAndForget(t *testing.T) {
 	if tr.Stats().Len != 0 {
 		t.Fatal("invalid prefix stored")
 	}
-	failN(tr, attacker, 11, 0, false)
+	failN(tr, attacker, 11, 0)
 	if !tr.Forget(attacker) || tr.Forget(attacker) {
 		t.Fatal("Forget should succeed once")
 	}
-	if d := failN(tr, attacker, 11, 20*time.Second, false); !d.Block || d.Level != 1 {
+	if d := failN(tr, attacker, 11, 20*time.Second); !d.Block || d.Level != 1 {
 		t.Fatalf("after Forget: %+v", d)
 	}
 	// Unmasked prefixes are masked: one /64 is one source.
 	a := netip.PrefixFrom(netip.MustParseAddr("2001:db8::1"), 64)
 	b := netip.PrefixFrom(netip.MustParseAddr("2001:db8::2"), 64)
-	tr.Fail(a, "x", t0, false)
-	if d := tr.Fail(b, "x", t0, false); d.Failures != 2 || d.Prefix.String() != "2001:db8::/64" {
+	tr.Fail(a, "x", t0)
+	if d := tr.Fail(b, "x", t0); d.Failures != 2 || d.Prefix.String() != "2001:db8::/64" {
 		t.Fatalf("unmasked: %+v", d)
 	}
 }
 
 func TestTrackerClockBack(t *testing.T) {
 	tr := mustTracker(t, TrackerConfig{})
-	failN(tr, attacker, 5, time.Hour, false)
+	failN(tr, attacker, 5, time.Hour)
 	// Failures stamped earlier land in the newest slot and still count.
-	d := failN(tr, attacker, 6, 0, false)
+	d := failN(tr, attacker, 6, 0)
 	if !d.Block || d.Failures != 11 {
 		t.Fatalf("clock back: %+v", d)
 	}
@@ -426,12 +427,12 @@ func TestTrackerFlood(t *testing.T) {
 	for i := range 3 {
 		tr.Success(pbx, at(time.Duration(i)*time.Second))
 	}
-	failN(tr, attacker, 11, 0, false)
-	tr.Fail(slow, ReasonAuthFailure, t0, false)
-	tr.Fail(slow, ReasonAuthFailure, at(2*time.Second), false) // seen again: established
-	tr.Fail(slow, ReasonAuthFailure, at(3*time.Second), false)
+	failN(tr, attacker, 11, 0)
+	tr.Fail(slow, ReasonAuthFailure, t0)
+	tr.Fail(slow, ReasonAuthFailure, at(2*time.Second)) // seen again: established
+	tr.Fail(slow, ReasonAuthFailure, at(3*time.Second))
 	for i := range flood {
-		tr.Fail(v4(100+i), ReasonUnknownSource, at(5*time.Second+time.Duration(i)*time.Microsecond), false)
+		tr.Fail(v4(100+i), ReasonUnknownSource, at(5*time.Second+time.Duration(i)*time.Microsecond))
 	}
 	st := tr.Stats()
 	if st.Len > capacity {
@@ -461,10 +462,10 @@ func TestTrackerConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range 500 {
-				if tr.Fail(attacker, ReasonMalformed, t0, false).Block {
+				if tr.Fail(attacker, ReasonMalformed, t0).Block {
 					blocks.Add(1)
 				}
-				tr.Fail(v4(w*1000+i), ReasonMalformed, t0, false)
+				tr.Fail(v4(w*1000+i), ReasonMalformed, t0)
 				tr.Success(v4(i), t0)
 				tr.Budget(v4(i), t0)
 				if w == 0 && i%100 == 0 {
@@ -484,7 +485,7 @@ func TestTrackerConcurrent(t *testing.T) {
 
 func TestDecisionLogValue(t *testing.T) {
 	tr := mustTracker(t, TrackerConfig{})
-	d := failN(tr, attacker, 11, 0, false)
+	d := failN(tr, attacker, 11, 0)
 	var buf bytes.Buffer
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("autoblock", "decision", d)
 	for _, want := range []string{`"action":"block"`, `"prefix":"198.51.100.66/32"`, `"level":1`, `"trust":"demoted"`} {
@@ -492,15 +493,15 @@ func TestDecisionLogValue(t *testing.T) {
 			t.Errorf("log %s lacks %s", buf.String(), want)
 		}
 	}
-	if TrustTrusted.String() != "trusted" || ExemptTrunk.String() != "trunk" || Trust(9).String() != "Trust(9)" {
+	if TrustTrusted.String() != "trusted" || ExemptNeverBlock.String() != "never_block" || Trust(9).String() != "Trust(9)" {
 		t.Error("String methods")
 	}
 }
 
 func TestTrackerHitDoesNotAllocate(t *testing.T) {
 	tr := mustTracker(t, TrackerConfig{Threshold: 1 << 20, DemoteAt: 1 << 20, MaxSources: 100})
-	tr.Fail(attacker, ReasonMalformed, t0, false)
-	if n := testing.AllocsPerRun(1000, func() { tr.Fail(attacker, ReasonMalformed, t0, false) }); n != 0 {
+	tr.Fail(attacker, ReasonMalformed, t0)
+	if n := testing.AllocsPerRun(1000, func() { tr.Fail(attacker, ReasonMalformed, t0) }); n != 0 {
 		t.Errorf("Fail allocates %v times", n)
 	}
 	if n := testing.AllocsPerRun(1000, func() { tr.Budget(attacker, t0) }); n != 0 {

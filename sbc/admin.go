@@ -43,7 +43,17 @@ func (s *SBC) startAdmin(addr string) (*adminServer, error) {
 		json.NewEncoder(w).Encode(map[string]any{"calls": n, "policy": s.Policy().Source})
 	})
 	mux.HandleFunc("/v1/blocklist", s.handleBlocklist)
-	a := &adminServer{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+	// Every client of the admin listener (a scraper, an operator's host)
+	// is never blocked: a flood forged in its name must not cut the
+	// operator off (trust.go). The listener has no authentication yet:
+	// keep it off the internet.
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+			s.def.learn(ap.Addr(), "")
+		}
+		mux.ServeHTTP(w, r)
+	})
+	a := &adminServer{ln: ln, srv: &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}}
 	go func() {
 		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("admin listener stopped", "error", err)
@@ -105,6 +115,10 @@ type BlockRequest struct {
 	Prefix string `json:"prefix"`
 	Reason string `json:"reason"`
 	TTL    string `json:"ttl"` // Go duration; empty: until removed
+	// Force blocks a prefix that overlaps the never-block list (a trunk
+	// that may not register, a pool target, an admin client, never_block);
+	// without it such a block is refused with 409 naming what it covers.
+	Force bool `json:"force,omitempty"`
 }
 
 // handleBlocklist serves the blocklist: GET lists the entries, POST adds
@@ -163,7 +177,7 @@ func (s *SBC) handleBlocklist(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	e := acl.Entry{Prefix: pfx, Reason: req.Reason, Origin: acl.OriginManual, Created: now}
+	e := acl.Entry{Prefix: pfx, Reason: req.Reason, Origin: acl.OriginManual, Created: now, Forced: req.Force}
 	if e.Reason == "" {
 		e.Reason = "manual"
 	}
@@ -177,10 +191,16 @@ func (s *SBC) handleBlocklist(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := bl.Add(e); err != nil {
 		code := http.StatusBadRequest
-		if errors.Is(err, acl.ErrFull) {
+		msg := err.Error()
+		switch {
+		case errors.Is(err, acl.ErrFull):
 			code = http.StatusInsufficientStorage
+		case errors.Is(err, acl.ErrNeverBlock):
+			code = http.StatusConflict
+			msg = fmt.Sprintf("refused: %s covers %s, which is never blocked; to block it anyway, add it with force (sbc block add -force)",
+				pfx, s.protectedBy(pfx))
 		}
-		http.Error(w, err.Error(), code)
+		http.Error(w, msg, code)
 		return
 	}
 	// The entry keeps the operator's free text; the metric's label is
@@ -190,7 +210,7 @@ func (s *SBC) handleBlocklist(w http.ResponseWriter, r *http.Request) {
 	if !e.Expires.IsZero() {
 		expires = e.Expires.UTC().Format(time.RFC3339)
 	}
-	s.log.Info("blocklist entry added", "prefix", pfx.String(), "reason", e.Reason, "expires", expires, "by", "admin")
+	s.log.Info("blocklist entry added", "prefix", pfx.String(), "reason", e.Reason, "expires", expires, "by", "admin", "forced", e.Forced)
 	if err := bl.Persist(); err != nil {
 		s.log.Error("blocklist not saved after a manual block", "prefix", pfx.String(), "error", err.Error())
 		http.Error(w, fmt.Sprintf("blocked %s, but the blocklist could not be saved (the block is lost at a restart): %v", pfx, err), http.StatusInternalServerError)

@@ -146,7 +146,9 @@ func registrar(t *testing.T) (addr string, authorized *atomic.Int32) {
 func TestAttackDigestBruteForceBlocked(t *testing.T) {
 	reg, authorized := registrar(t)
 	e := newEnv(t, envOpts{
-		autoBlock: &testpolicy.AutoBlock{Threshold: 4, BlockTrunks: true},
+		// The fourth failed guess from the source blocks it (before any
+		// AoR would be locked at the tenth).
+		autoBlock: &testpolicy.AutoBlock{RegisterGuesses: 10, RegisterSourceGuesses: 4},
 		limits:    &testpolicy.Limits{RegisterRate: new(1000)},
 		edit: func(p *testpolicy.Policy) {
 			p.Trunks = append(p.Trunks, testpolicy.Trunk{

@@ -110,7 +110,7 @@ func TestStrayResponsesClassifiedAndCounted(t *testing.T) {
 	var buf syncBuffer
 	lg := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	e := newEnv(t, envOpts{
-		logger:    lg,
+		log:       lg,
 		autoBlock: &testpolicy.AutoBlock{Threshold: 5},
 		headers:   "[headers]\nunknown_source_action = \"reject\"",
 	})

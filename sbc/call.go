@@ -164,6 +164,7 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 		release()
 		s.act(ep, p, req, tx, v)
 		s.metrics.Calls.WithLabelValues(resultNoRoute).Inc()
+		s.trunkCall(p.trunk.Name, resultNoRoute)
 		return
 	}
 	replaces := ""
@@ -173,6 +174,7 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 			release()
 			s.act(ep, p, req, tx, answer(stageDialog, reasonReplacesNoDialog, 481, "Call/Transaction Does Not Exist"))
 			s.metrics.Calls.WithLabelValues(resultRejected).Inc()
+			s.trunkCall(p.trunk.Name, resultRejected)
 			return
 		}
 		replaces = v
@@ -191,6 +193,7 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 		errors.As(err, &me)
 		s.act(ep, p, req, tx, answer(stageMedia, me.r, me.code, me.phrase).with("error", err.Error()))
 		s.metrics.Calls.WithLabelValues(resultNoMedia).Inc()
+		s.trunkCall(p.trunk.Name, resultNoMedia)
 		return
 	}
 	// 100 Trying at once: the carrier must stop retransmitting while we route.

@@ -167,7 +167,7 @@ func (c *call) sendInvite(br *branch) {
 					continue
 				}
 				if !res.IsProvisional() {
-					c.s.watchResponse(c.src, true, c.aReq, res)
+					c.s.watchResponse(c.trunk, c.src, c.aReq, res)
 				}
 				c.s.passiveHealth(c.pool, br.tgt, true) // any response: alive
 				c.post(event{kind: evBResponse, br: br, res: res})
@@ -280,6 +280,9 @@ func (c *call) finish() {
 		label = resultAnswered
 	}
 	c.s.metrics.Calls.WithLabelValues(label).Inc()
+	if c.trunk != nil {
+		c.s.trunkCall(c.trunk.Name, label)
+	}
 	attrs := []any{"result", label, "ended_by", by, "source", c.src.String(),
 		"a_call_id", c.a.callID}
 	if b != nil {

@@ -29,27 +29,39 @@ type peer struct {
 // (tls_identities) names the trunk, if the source is also one of the
 // trunk's sources when it has any; otherwise, and on other transports,
 // the longest source prefix does, unless that trunk requires an identity.
+// A trunk with transports is recognised on those only. A source that
+// looks like a trunk's but is not (why) is never charged a failure: its
+// address may be forged.
 func (s *SBC) classify(st *snapshot, ep *endpoint, src netip.AddrPort, transport string) peer {
 	p := peer{src: src}
 	if len(st.tls.ids) > 0 && secureTransport(transport) {
 		if v, ok := s.tlsPeers.Load(peerKey(ep.name, src)); ok {
 			if tr := st.tls.trunkOf(v.(*tlsPeer).cert, ep.name); tr != nil {
-				if len(tr.Prefixes) == 0 || slices.ContainsFunc(tr.Prefixes, func(pf netip.Prefix) bool { return pf.Contains(src.Addr()) }) {
+				switch {
+				case len(tr.Prefixes) > 0 && !slices.ContainsFunc(tr.Prefixes, func(pf netip.Prefix) bool { return pf.Contains(src.Addr()) }):
+					p.why = reasonTLSIdentity
+				case !tr.OnTransport(transport):
+					p.why = reasonTrunkTransport
+				default:
 					p.trunk = tr
-					return p
+					// A handshake proved this address: a spoofer's junk in
+					// its name must not block it (trust.go).
+					s.def.learn(src.Addr(), tr.Name)
 				}
-				p.why = reasonTLSIdentity
 				return p
 			}
 		}
 	}
 	if name, ok := st.trunks.Lookup(src.Addr()); ok {
 		if tr := st.pol.Trunk(name); tr != nil && tr.Realm == ep.name {
-			if len(tr.Identities) > 0 {
+			switch {
+			case len(tr.Identities) > 0:
 				p.why = reasonTLSNeedIdentity
-				return p
+			case transport != "" && !tr.OnTransport(transport):
+				p.why = reasonTrunkTransport
+			default:
+				p.trunk = tr
 			}
-			p.trunk = tr
 			return p
 		}
 	}
@@ -91,9 +103,10 @@ func (s *SBC) classifyRequest(st *snapshot, ep *endpoint, req *sip.Request) (pee
 			v = answer(stageClassify, r, 403, "Forbidden")
 		}
 		if p.why != "" {
-			// A trunk's address without the trunk's certificate: the
-			// address may be forged (UDP) or the trunk misconfigured;
-			// neither is charged to the trunk's source.
+			// A trunk's address without the trunk's certificate, or
+			// over a transport the trunk does not use: the address may
+			// be forged (UDP) or the trunk misconfigured; neither is
+			// charged to the trunk's source.
 			return p, v
 		}
 		return p, v.charge(failUnknownSource)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,10 +32,16 @@ import (
 type defence struct {
 	blocklist *acl.Blocklist
 	pps       *ratelimit.Limiter // per-source datagrams before parsing
+	tpps      *ratelimit.Limiter // the same for trunk sources and pool targets on their realm (limits.trunk_pps)
 	invites   *ratelimit.Limiter // per-source and per-trunk INVITE rate
 	registers *ratelimit.Limiter // per-source REGISTER rate
 	calls     *ratelimit.Concurrency
 	tracker   *ratelimit.Tracker
+	guard     *ratelimit.Guard // failed REGISTER guesses per source and AoR (register_guard.go)
+	peers     peerSet          // admin clients and TLS trunk peers, never blocked (trust.go)
+	neverMu   sync.Mutex       // serialises changes of the blocklist's never-block list
+	neverPol  *policy.Policy   // the policy of the never-block list in force (neverMu)
+	health    trunkHealth      // per-trunk calls and failures for the trunk health line (trust.go)
 	scanner   atomic.Pointer[ratelimit.ScannerMatcher]
 	valOpt    validate.Options
 	statePath string
@@ -54,7 +61,7 @@ func newDefence(p *policy.Policy, log *slog.Logger) (*defence, error) {
 		d.statePath = filepath.Join(p.Server.StateDir, "blocklist.json")
 	}
 	d.blocklist = acl.NewBlocklist(acl.Options{StatePath: d.statePath, Logger: log})
-	if _, err := d.blocklist.SetNeverBlock(neverBlock(p)); err != nil {
+	if err := d.setNeverBlock(p); err != nil {
 		return nil, fmt.Errorf("never_block: %w", err)
 	}
 	if d.statePath != "" {
@@ -73,6 +80,12 @@ func newDefence(p *policy.Policy, log *slog.Logger) (*defence, error) {
 	}
 	var err error
 	if d.pps, err = ratelimit.NewLimiter(ppsConfig(p)); err != nil {
+		return nil, err
+	}
+	if d.tpps, err = ratelimit.NewLimiter(trunkPPSConfig(p)); err != nil {
+		return nil, err
+	}
+	if d.guard, err = ratelimit.NewGuard(guardConfig(p)); err != nil {
 		return nil, err
 	}
 	if d.invites, err = ratelimit.NewLimiter(inviteConfig(p)); err != nil {
@@ -104,14 +117,13 @@ func (d *defence) setScanner(p *policy.Policy) error {
 	return nil
 }
 
-// neverBlock is the policy's list plus every pool target.
+// neverBlock is the policy's part of the never-block list (protections in
+// trust.go): never_block, the sources of trunks that may not register,
+// the pool targets and the admin listener's address.
 func neverBlock(p *policy.Policy) []netip.Prefix {
-	out := append([]netip.Prefix{}, p.AutoBlock.NeverBlockPrefixes...)
-	for _, pl := range p.Pools {
-		for _, t := range pl.Targets {
-			a := t.Addr.Addr().Unmap()
-			out = append(out, netip.PrefixFrom(a, a.BitLen()))
-		}
+	var out []netip.Prefix
+	for _, pr := range protections(p) {
+		out = append(out, pr.prefix)
 	}
 	return out
 }
@@ -120,6 +132,27 @@ func ppsConfig(p *policy.Policy) ratelimit.LimiterConfig {
 	return ratelimit.LimiterConfig{
 		Source:     ratelimit.Limit{Rate: float64(p.Limits.SourcePPS), Burst: p.Limits.SourcePPSBurst},
 		MaxSources: p.Limits.MaxSources,
+	}
+}
+
+// trunkPPSConfig is the packet budget of trunk sources and pool targets
+// on their own realm: a table of its own, so that a flood of spoofed
+// strangers cannot evict their buckets.
+func trunkPPSConfig(p *policy.Policy) ratelimit.LimiterConfig {
+	return ratelimit.LimiterConfig{
+		Source:     ratelimit.Limit{Rate: float64(p.Limits.TrunkPPS), Burst: p.Limits.TrunkPPSBurst},
+		MaxSources: p.Limits.MaxSources,
+	}
+}
+
+func guardConfig(p *policy.Policy) ratelimit.GuardConfig {
+	a := p.AutoBlock
+	return ratelimit.GuardConfig{
+		PerIdentity: a.RegisterGuesses,
+		PerSource:   a.RegisterSourceGuesses,
+		Window:      a.RegisterWindow.Duration,
+		LockFor:     a.RegisterLock.Duration,
+		MaxSources:  p.Limits.MaxSources,
 	}
 }
 
@@ -157,15 +190,14 @@ func callCaps(p *policy.Policy) map[string]int {
 func trackerConfig(p *policy.Policy) ratelimit.TrackerConfig {
 	a := p.AutoBlock
 	return ratelimit.TrackerConfig{
-		Threshold:   a.Threshold,
-		Window:      a.Window.Duration,
-		BlockFor:    a.BlockFor.Duration,
-		Escalate:    float64(a.Escalation),
-		MaxBlock:    a.MaxBlock.Duration,
-		Decay:       a.ForgetAfter.Duration,
-		NeverBlock:  neverBlock(p),
-		BlockTrunks: a.BlockTrunks,
-		Observe:     a.Observe,
-		MaxSources:  p.Limits.MaxSources,
+		Threshold:  a.Threshold,
+		Window:     a.Window.Duration,
+		BlockFor:   a.BlockFor.Duration,
+		Escalate:   float64(a.Escalation),
+		MaxBlock:   a.MaxBlock.Duration,
+		Decay:      a.ForgetAfter.Duration,
+		NeverBlock: neverBlock(p),
+		Observe:    a.Observe,
+		MaxSources: p.Limits.MaxSources,
 	}
 }

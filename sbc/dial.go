@@ -41,17 +41,7 @@ func (ep *endpoint) dialer(laddr net.Addr) net.Dialer {
 
 // mayDial reports whether the SBC connects to addr from realm ep.
 func (s *SBC) mayDial(ep *endpoint, addr netip.Addr) bool {
-	known := func(st *snapshot) bool {
-		if g := st.gates[ep.name]; g != nil && g.backends[addr] {
-			return true
-		}
-		name, ok := st.trunks.Lookup(addr)
-		if !ok {
-			return false
-		}
-		tr := st.pol.Trunk(name)
-		return tr != nil && tr.Realm == ep.name
-	}
+	known := func(st *snapshot) bool { return st.peerOn(ep.name, addr) }
 	if known(s.state.Load()) {
 		return true
 	}

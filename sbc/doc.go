@@ -31,17 +31,40 @@
 //	                                    closes those of a blocked source
 //	1 classify   classify.go            SBC.classify: trunk by source prefix, backend, or unknown
 //	2 validate   validate.go, validate/ SBC.validateRequest: RFC 3261 checks the parser lacks
-//	3 admit      admit.go               SBC.admitInvite, SBC.admitRegister: rates and call caps
+//	3 admit      admit.go               SBC.admitInvite, SBC.admitRegister: rates and call caps;
+//	             register_guard.go      SBC.registerLocked: AoRs locked for a source
 //	4 route      route.go, health.go    policy RouteFor → pool.pick (health: healthLoop, passive)
 //	5 bridge     call*.go, dialog.go    SBC.newCall (new INVITE), SBC.inDialog / SBC.onAck
-//	6 watch      watch.go               SBC.watchResponse, SBC.fail: failures, trust, auto-block
+//	6 watch      watch.go, trust.go,    SBC.charge (the trust model), SBC.fail, SBC.watchResponse,
+//	             register_guard.go      SBC.watchRegister: failures, trunk health, guesses, auto-block
 //
 // pipeline.go wires them: SBC.handle is the entry of every request but ACK.
 // An in-dialog request is matched to its call before stage 1, so that it
 // is classified with the call's snapshot.
 //
-// What survives a reload: the blocklist, rate-limit buckets and failure
-// counts (defence.go), target health (kept per pool and address), the
+// # The trust model
+//
+// A UDP source address can be forged (trust.go says it in full, README and
+// docs/TRUST.md for the operator). Failures that need no return path
+// (malformed or junk datagrams, scanner User-Agents, unknown sources,
+// REGISTERs not allowed) are charged (verdict.fail → act → charge) only to
+// sources that are no trunk's, no pool target and no learnt peer; for a
+// trunk's address they count in sbc_trunk_failures_total and the trunk
+// health line. The outcomes of a trunk's calls (the backends' 403/404,
+// failed authentication) are its callers' and only counted for the trunk.
+// Trunks are never demoted or blocked automatically. Failures that prove
+// a return path (a REGISTER guess answering a nonce challenged to that
+// source, or on a connection) are counted per source and AoR by the guess
+// guard (register_guard.go) and may lock an AoR or block a source that may
+// register. The never-block list holds the sources of trunks that may not
+// register, the pool targets, the admin listener's address and clients,
+// the TLS peers that proved a trunk, and never_block; manual blocks of it
+// need force, IPv6 aggregation never widens over it. Packet budgets are
+// per realm: a trunk (pool target) has limits.trunk_pps on its own realm
+// only.
+//
+// What survives a reload: the blocklist, rate-limit buckets, failure and
+// guess counts, AoR locks, learnt peers (defence.go), target health (kept per pool and address), the
 // calls in progress with their snapshots. What a reload applies and what
 // needs a restart is the table in reload.go.
 //

@@ -345,7 +345,7 @@ func (a *acceptFilter) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		if r := s.preParse(src); r != "" {
+		if r := s.preParse(a.ep, src); r != "" {
 			s.act(nil, peer{src: ap}, nil, nil, silent(stageAccept, r))
 			c.Close()
 			continue

@@ -53,7 +53,7 @@ func (s *SBC) readFilter(ep *endpoint) sip.TransportReadFilter {
 			s.act(ep, peer{src: netip.AddrPortFrom(ip, uint16(ua.Port))}, nil, nil, v)
 			return nil, nil
 		}
-		if r := s.preParse(ip); r != "" {
+		if r := s.preParse(ep, ip); r != "" {
 			s.act(nil, peer{src: netip.AddrPortFrom(ip, uint16(ua.Port))}, nil, nil, silent(stageFilter, r))
 			return nil, nil
 		}
@@ -87,7 +87,7 @@ func (s *SBC) filterWSMessage(ep *endpoint, ra net.Addr, data []byte) ([]byte, e
 	if len(data) <= 4 && onlyCRLF(data) {
 		return data, nil // keep-alive: sipgo answers it
 	}
-	switch r := s.preParse(ap.Addr()); r {
+	switch r := s.preParse(ep, ap.Addr()); r {
 	case "":
 	case reasonBlocked:
 		s.act(ep, peer{src: ap}, nil, nil, silent(stageStream, r))
@@ -116,20 +116,40 @@ func onlyCRLF(b []byte) bool {
 	return true
 }
 
-// preParse decides on a source before any parsing: "" to pass, else the
-// reason of the drop. It runs for every datagram and every accepted TCP
-// connection, so it must not allocate.
-func (s *SBC) preParse(src netip.Addr) reason {
+// preParse decides on a source arriving on realm ep before any parsing:
+// "" to pass, else the reason of the drop. It runs for every datagram and
+// every accepted TCP connection, so it must not allocate.
+//
+// A trunk's source on the trunk's realm and a pool target on its pool's
+// realm have the trunks' packet budget (limits.trunk_pps), in a table of
+// its own; every other source, a trunk's address on another realm
+// included, has limits.source_pps.
+func (s *SBC) preParse(ep *endpoint, src netip.Addr) reason {
 	d := s.def
 	if d.blocklist.Blocked(src) {
 		return reasonBlocked
 	}
 	st := s.state.Load()
-	if _, trunk := st.trunks.Lookup(src); trunk || st.backends[src] {
-		return "" // trunks and backends are limited per call, not per packet
+	key := acl.SourceKey(src)
+	if st.peerOn(ep.name, src) {
+		if ok, _ := d.tpps.Check(key, time.Now(), 1, 1); !ok {
+			return reasonTrunkPPS
+		}
+		return ""
 	}
-	if ok, _ := d.pps.Check(acl.SourceKey(src), time.Now(), 1, 1); !ok {
+	if ok, _ := d.pps.Check(key, time.Now(), 1, 1); !ok {
 		return reasonSourcePPS
 	}
 	return ""
+}
+
+// peerOn reports whether src is a source of a trunk of realm, or a target
+// of a pool of realm.
+func (st *snapshot) peerOn(realm string, src netip.Addr) bool {
+	if name, ok := st.trunks.Lookup(src); ok {
+		if t := st.pol.Trunk(name); t != nil && t.Realm == realm {
+			return true
+		}
+	}
+	return st.targetOn[realmAddr{realm, src}]
 }

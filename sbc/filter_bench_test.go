@@ -17,6 +17,9 @@ func benchSBC(b *testing.B) *SBC {
 		Realms: []testpolicy.Realm{{Name: "external", Listeners: []testpolicy.Listener{{Bind: "127.0.0.1:0"}}}},
 		Trunks: []testpolicy.Trunk{{Name: "carrier", Realm: "external", Sources: []string{"192.0.2.0/24", "2001:db8:1::/48"}}},
 		Pools:  []testpolicy.Pool{{Name: "p", Realm: "external", Targets: testpolicy.Targets("127.0.0.1:9")}},
+		// The trunk's packet budget is checked (trunk_pps), high enough
+		// that the benchmark's loop never exhausts it.
+		Limits: &testpolicy.Limits{TrunkPPS: new(10_000_000), TrunkPPSBurst: 100_000_000},
 	}).Parse(b)
 	s, err := New(p, Options{Logger: testLogger()})
 	if err != nil {
@@ -49,7 +52,8 @@ func BenchmarkReadFilterBlocked(b *testing.B) {
 }
 
 // BenchmarkReadFilterTrunk is the cost the filter adds to a trunk's
-// datagram that passes (blocklist miss, trunk lookup, raw validation).
+// datagram that passes (blocklist miss, trunk lookup on the realm, the
+// trunk's packet budget, raw validation).
 func BenchmarkReadFilterTrunk(b *testing.B) {
 	s := benchSBC(b)
 	f := s.readFilter(s.realms["external"])

@@ -36,8 +36,7 @@ import (
 
 // realmGate is what the gate needs of one realm, from one snapshot.
 type realmGate struct {
-	drop     bool                // unknown sources are dropped (not answered 403)
-	backends map[netip.Addr]bool // targets of the realm's pools
+	drop bool // unknown sources are dropped (not answered 403)
 	// A trunk of the realm has tls_identities: on tls and wss the
 	// handshake and classify tell its connections (from outside its
 	// sources: tls_identity_source), not the gate.
@@ -48,14 +47,7 @@ type realmGate struct {
 func buildGates(p *policy.Policy) map[string]*realmGate {
 	out := make(map[string]*realmGate, len(p.Realms))
 	for _, r := range p.Realms {
-		out[r.Name] = &realmGate{drop: p.Headers.UnknownSourceAction != "reject", backends: map[netip.Addr]bool{}}
-	}
-	for _, pl := range p.Pools {
-		if g := out[pl.Realm]; g != nil {
-			for _, t := range pl.Targets {
-				g.backends[t.Addr.Addr().Unmap()] = true
-			}
-		}
+		out[r.Name] = &realmGate{drop: p.Headers.UnknownSourceAction != "reject"}
 	}
 	for _, t := range p.Trunks {
 		if g := out[t.Realm]; g != nil && len(t.Identities) > 0 {
@@ -105,7 +97,7 @@ func unknownIn(st *snapshot, realm string, src netip.Addr, transport string) (re
 			return "", false
 		}
 	}
-	if g.backends[src] {
+	if st.targetOn[realmAddr{realm, src}] {
 		return "", false
 	}
 	return reasonUnknownSource, true

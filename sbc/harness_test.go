@@ -43,6 +43,8 @@ type envOpts struct {
 	// edit changes the built policy last (after the fields above and the
 	// raw TOML below), e.g. p.Routing.TargetTimeout or extra trunks.
 	edit func(p *testpolicy.Policy)
+	// log is the SBC's logger (default testLogger).
+	log *slog.Logger
 
 	policy  string // extra TOML appended to the generated policy
 	routing string // replaces the [routing] table
@@ -51,7 +53,6 @@ type envOpts struct {
 	headers string // replaces [headers]
 	trunk   string // extra keys of the [[trunk]] table
 
-	logger *slog.Logger // the SBC's logger (default testLogger())
 }
 
 type env struct {
@@ -114,7 +115,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	e.pb = pb
 	e.toml = pb.TOML()
 	e.pol = p
-	lg := o.logger
+	lg := o.log
 	if lg == nil {
 		lg = testLogger()
 	}

@@ -185,7 +185,17 @@ func runBaresipCase(t *testing.T, c baresipCase) {
 	// Nearly everything one side sent reached the other (a few of the
 	// callee's first packets may beat its 200 OK to the SBC, which takes a
 	// backend's media only once its SDP names the source).
-	if 10*calleeStats.RxPackets < 9*callerStats.TxPackets || 10*callerStats.RxPackets < 9*calleeStats.TxPackets {
+	// Towards a DTLS callee the caller's first packets arrive before the
+	// SBC's handshake with the callee is done: dropped as not_ready (up
+	// to ~1 s of a 6 s call under -race), not lost on an established path.
+	callerShare, calleeShare := 9, 9
+	if c.calleeDTLS {
+		callerShare = 7
+	}
+	if c.callerDTLS {
+		calleeShare = 7
+	}
+	if 10*calleeStats.RxPackets < callerShare*callerStats.TxPackets || 10*callerStats.RxPackets < calleeShare*calleeStats.TxPackets {
 		t.Errorf("packets lost through the SBC: caller sent %d, callee received %d; callee sent %d, caller received %d",
 			callerStats.TxPackets, calleeStats.RxPackets, calleeStats.TxPackets, callerStats.RxPackets)
 	}

@@ -298,7 +298,7 @@ func startInteropSBC(t *testing.T, uasPort int, logs io.Writer, closeOnCleanup b
 	pb.Routing.DefaultPool = "uas"
 	// The call flows are under test here, not the per-source limits (both
 	// SIPps share 127.0.0.1).
-	pb.Limits = &testpolicy.Limits{SourcePPS: new(1000000), SourceCPS: new(1000000)}
+	pb.Limits = &testpolicy.Limits{SourcePPS: new(1000000), SourceCPS: new(1000000), TrunkPPS: new(1000000)}
 	p := pb.Parse(t)
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := sbc.New(p, sbc.Options{Logger: log})

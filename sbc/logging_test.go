@@ -92,7 +92,7 @@ func TestBoundHandlerCutsEveryKindOfValue(t *testing.T) {
 func TestLogLinesBoundedUnderLongFields(t *testing.T) {
 	var buf syncBuffer
 	lg := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e := newEnv(t, envOpts{logger: lg, headers: `[headers]
+	e := newEnv(t, envOpts{log: lg, headers: `[headers]
 unknown_source_action = "reject"`})
 	long := strings.Repeat("a", 8000)
 	// The messages of one sender; tag keeps their transactions apart.

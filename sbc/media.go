@@ -42,7 +42,8 @@ import (
 // offers actpass; its certificate is server.state_dir/dtls-cert.pem.
 // WebRTC-only attributes (mid, BUNDLE, msid, ssrc, extmap, rtcp-fb) do
 // not cross to SIP peers; towards a WebRTC peer the SBC adds a=mid and
-// a=rtcp-mux.
+// a=rtcp-mux, and a=group:BUNDLE of those mids when the peer's SDP had a
+// BUNDLE group (Chrome with max-bundle refuses an answer without one).
 //
 // Not yet: m= lines added by a re-INVITE (answered with port 0), non-RTP
 // media (refused with port 0), bodies other than application/sdp (488),
@@ -152,6 +153,9 @@ type callMedia struct {
 	held         bool // the last exchange put the media on hold (inactive, or c=0.0.0.0)
 	timeout      time.Duration
 	delayed      bool // the caller's INVITE had no SDP: the backend offers
+	// bundled: the last SDP of the leg ("a", "b") had an a=group:BUNDLE;
+	// the SBC's SDP to it then has one too, of the mids it echoes.
+	bundled map[string]bool
 
 	plane          *mediaPlane // certificate, metrics (track, untrack)
 	log            *slog.Logger
@@ -294,6 +298,11 @@ func (cm *callMedia) fromLeg(from string, isOffer bool, in *sdp.SessionDescripti
 	}
 	anchor := srtp.Anchor{Addr: toAddr, Origin: toOrig}
 	held, webrtc := false, false
+	if cm.bundled == nil {
+		cm.bundled = map[string]bool{}
+	}
+	cm.bundled[from] = hasBundle(in)
+	var mids []string // echoed to a WebRTC leg, for its BUNDLE group
 	for i, md := range in.MediaDescriptions {
 		var ms *mstream
 		if i < len(cm.streams) {
@@ -335,6 +344,9 @@ func (cm *callMedia) fromLeg(from string, isOffer bool, in *sdp.SessionDescripti
 		anchor.Media = append(anchor.Media, ma)
 		if dst.ice != nil {
 			webrtc = true
+			if dst.mid != "" {
+				mids = append(mids, dst.mid)
+			}
 			lrtp, _ := ms.st.LocalAddr(dstLeg)
 			if err := anchor.AddICELite(len(anchor.Media)-1, dst.ice.Local(), netip.AddrPortFrom(toAddr, lrtp.Port())); err != nil {
 				return nil, err
@@ -357,7 +369,16 @@ func (cm *callMedia) fromLeg(from string, isOffer bool, in *sdp.SessionDescripti
 		// What only WebRTC peers use does not cross to SIP peers.
 		anchor.DropAttributes = webrtcOnly
 	} else {
-		anchor.DropAttributes = []string{"ssrc", "ssrc-group", "msid", "extmap"}
+		anchor.DropAttributes = []string{"ssrc", "ssrc-group", "msid", "extmap", "group"}
+		// Chrome (bundlePolicy max-bundle, as JsSIP apps often set)
+		// refuses an answer without the BUNDLE group of its offer:
+		// "Answer cannot remove m= section with mid='0' from
+		// already-established BUNDLE group". One relay port pair per m=
+		// line: right for a single line; several lines would need one
+		// shared transport (not yet).
+		if cm.bundled[to] && len(mids) > 0 {
+			anchor.SessionAttributes = append(anchor.SessionAttributes, sdp.Attribute{Key: "group", Value: "BUNDLE " + strings.Join(mids, " ")})
+		}
 	}
 	cm.held = held
 	out, err := srtp.Rewrite(in, anchor)
@@ -369,6 +390,19 @@ func (cm *callMedia) fromLeg(from string, isOffer bool, in *sdp.SessionDescripti
 		return nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
 	}
 	return b, nil
+}
+
+// hasBundle tells whether an SDP has a BUNDLE group (RFC 8843).
+func hasBundle(in *sdp.SessionDescription) bool {
+	for _, a := range in.Attributes {
+		if strings.EqualFold(a.Key, "group") {
+			sem, _, _ := strings.Cut(strings.TrimSpace(a.Value), " ")
+			if strings.EqualFold(sem, "BUNDLE") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // webrtcOnly are attributes of WebRTC SDP that mean nothing to a SIP peer

@@ -33,8 +33,12 @@ type Metrics struct {
 	TLSLoads      *prometheus.CounterVec // result: ok, failed (certificate files re-read after a change)
 	ConnsOpen     *prometheus.GaugeVec   // realm, transport (tcp, tls, wss): accepted connections open
 
-	UDPPeers  *prometheus.GaugeVec   // realm: entries of sipgo's UDP connection pool (udppeers.go)
-	UDPResets *prometheus.CounterVec // realm: generations of the UDP read loops retired to forget peers
+	UDPPeers        *prometheus.GaugeVec   // realm: entries of sipgo's UDP connection pool (udppeers.go)
+	UDPResets       *prometheus.CounterVec // realm: generations of the UDP read loops retired to forget peers
+	TrunkCalls      *prometheus.CounterVec // trunk, result (callResults)
+	TrunkFailures   *prometheus.CounterVec // trunk, failure (failures): seen from a trunk's address, charged to nobody
+	RegisterGuesses *prometheus.CounterVec // proof (guessProofs): failed REGISTER guesses
+	RegisterLocks   prometheus.Counter     // AoRs locked for a source (autoblock.register_guesses)
 
 	flood [floodCounters]atomic.Pointer[prometheus.Counter] // see floodCounter
 }
@@ -96,6 +100,19 @@ func newMetrics() *Metrics {
 	m.UDPResets = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sbc_udp_peer_resets_total", Help: "Times a realm's UDP read loops were renewed to forget their source entries (over limits.udp_peers).",
 	}, []string{"realm"})
+	m.TrunkCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_trunk_calls_total", Help: "Finished calls of each trunk by result (the results of sbc_calls_total): the answer ratio of a carrier.",
+	}, []string{"trunk", "result"})
+	m.TrunkFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_trunk_failures_total", Help: "Failures seen from a trunk's addresses (malformed, scanner User-Agents, REGISTER not allowed) or in its calls (the backends' 403/404, failed authentication), by failure. Charged to nobody: a forged source or a carrier's callers cause them.",
+	}, []string{"trunk", "failure"})
+	m.RegisterGuesses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_register_guesses_total", Help: "REGISTERs with credentials the registrar refused (401/407 not stale, 403), by proof of a return path: nonce (it answered a challenge sent to its source), connection (TCP, TLS, WSS), none (not counted against the source: it may be forged).",
+	}, []string{"proof"})
+	m.RegisterLocks = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sbc_register_locks_total", Help: "Addresses-of-record locked for one source after autoblock.register_guesses failed guesses.",
+	})
+	r.MustRegister(m.TrunkCalls, m.TrunkFailures, m.RegisterGuesses, m.RegisterLocks)
 	r.MustRegister(m.Blocks, m.FastPath, m.TLSHandshakes, m.TLSExpiry, m.TLSLoads, m.ConnsOpen)
 	r.MustRegister(m.UDPPeers, m.UDPResets)
 	r.MustRegister(m.CallsActive, m.Calls, m.Requests, m.Responses, m.Dropped,

@@ -210,9 +210,15 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 		}
 	}
 	add("sbc_reload_total", "result", reloadResults...)
-	for _, f := range failures {
-		add("sbc_blocks_total", "origin,reason", blockOriginAuto+"/"+string(f), blockOriginObserve+"/"+string(f))
+	for _, f := range blockFailures {
+		add("sbc_blocks_total", "origin,reason", blockOriginAuto+"/"+string(f), blockOriginObserve+"/"+string(f),
+			blockOriginAggregate+"/"+string(f))
 	}
+	add("sbc_trunk_calls_total", "result", callResults...)
+	for _, f := range trunkFailures {
+		add("sbc_trunk_failures_total", "failure", string(f))
+	}
+	add("sbc_register_guesses_total", "proof", guessProofs...)
 	add("sbc_blocks_total", "origin,reason", blockOriginManual+"/"+blockReasonManual)
 	add("sbc_fastpath_info", "path", fastPaths...)
 	for _, f := range []string{"sbc_fastpath_missing_entries", "sbc_fastpath_overflows_total", "sbc_fastpath_syncs_total"} {
@@ -254,6 +260,8 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 		"sbc_responses_total":               {"realm"},
 		"sbc_backend_target_up":             {"pool", "target"},
 		"sbc_backend_failovers_total":       {"pool"},
+		"sbc_trunk_calls_total":             {"trunk"},
+		"sbc_trunk_failures_total":          {"trunk"},
 	}
 	return values, policy
 }

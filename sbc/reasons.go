@@ -39,7 +39,8 @@ type reason string
 
 const (
 	reasonBlocked           reason = "blocked"              // the source is on the blocklist
-	reasonSourcePPS         reason = "source_pps"           // the source is over its packet budget (limits.source_pps; trunks and backends exempt)
+	reasonSourcePPS         reason = "source_pps"           // the source is over its packet budget (limits.source_pps)
+	reasonTrunkPPS          reason = "trunk_pps"            // a trunk's source on its realm, or a pool target on its pool's, is over limits.trunk_pps
 	reasonSourceConnections reason = "source_connections"   // the source (an IPv4 address or IPv6 /64) holds limits.tcp_connections_per_source connections already
 	reasonConnections       reason = "connections"          // peers hold limits.tcp_connections connections already
 	reasonMessageTimeout    reason = "message_timeout"      // a message on a connection not complete server.tcp_message_timeout after its first byte
@@ -48,10 +49,12 @@ const (
 	reasonBadSource         reason = "bad_source"           // the request's source address is unreadable
 	reasonScannerUA         reason = "scanner_ua"           // the User-Agent is a known scanner's (autoblock.scanner_user_agents); never answered
 	reasonUnknownSource     reason = "unknown_source"       // the source is no trunk and no backend of this realm
+	reasonTrunkTransport    reason = "trunk_transport"      // a trunk's source over a transport the trunk does not use (its transports); never charged
 	reasonSourceCPS         reason = "source_cps"           // a source that is not a trunk is over limits.source_cps (scaled by its trust)
 	reasonTrunkCPS          reason = "trunk_cps"            // the trunk is over its cps
 	reasonTrunkCalls        reason = "trunk_calls"          // the trunk has max_calls calls in progress
 	reasonRegisterRate      reason = "register_rate"        // the source is over limits.register_rate
+	reasonAoRLocked         reason = "aor_locked"           // a REGISTER for an AoR locked for this source after failed guesses (autoblock.register_guesses)
 	reasonNoOutboundRoute   reason = "no_outbound_route"    // an INVITE from a backend: calls towards carriers are not routed
 	reasonNoRoute           reason = "no_route"             // no route for the trunk and request-URI user (INVITE or REGISTER)
 	reasonNoTarget          reason = "no_target"            // the pool has no target up and not yet tried
@@ -76,14 +79,14 @@ var dropReasons = []struct {
 	stage   stage
 	reasons []reason
 }{
-	{stageFilter, []reason{reasonBlocked, reasonSourcePPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonUDPPeersFull}},
-	{stageAccept, []reason{reasonBlocked, reasonSourcePPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonSourceConnections, reasonConnections}},
+	{stageFilter, []reason{reasonBlocked, reasonSourcePPS, reasonTrunkPPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonUDPPeersFull}},
+	{stageAccept, []reason{reasonBlocked, reasonSourcePPS, reasonTrunkPPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonSourceConnections, reasonConnections}},
 	{stageTLS, tlsReasons},
-	{stageStream, []reason{reasonBlocked, reasonSourcePPS, reasonMessageTimeout}},
+	{stageStream, []reason{reasonBlocked, reasonSourcePPS, reasonTrunkPPS, reasonMessageTimeout}},
 	{stageParse, []reason{reasonMalformed}},
 	{stageValidate, validateReasons()},
-	{stageClassify, []reason{reasonBadSource, reasonScannerUA, reasonUnknownSource, reasonTLSIdentity, reasonTLSNeedIdentity}},
-	{stageAdmit, []reason{reasonSourceCPS, reasonTrunkCPS, reasonTrunkCalls, reasonRegisterRate}},
+	{stageClassify, []reason{reasonBadSource, reasonScannerUA, reasonUnknownSource, reasonTLSIdentity, reasonTLSNeedIdentity, reasonTrunkTransport}},
+	{stageAdmit, []reason{reasonSourceCPS, reasonTrunkCPS, reasonTrunkCalls, reasonRegisterRate, reasonAoRLocked}},
 	{stageRoute, []reason{reasonNoOutboundRoute, reasonNoRoute, reasonNoTarget, reasonRegisterDenied, reasonMethodNotAllowed}},
 	{stageDialog, []reason{reasonNoTransaction, reasonNoDialog, reasonCSeqOutOfOrder, reasonBadACK, reasonStrayACK, reasonNotDialogPeer, reasonReplacesNoDialog, reasonStrayResponse}},
 	{stageMedia, mediaReasons},
@@ -98,10 +101,12 @@ func validateReasons() []reason {
 	return out
 }
 
-// failure is a failure charged to a source in the failure tracker
-// (ratelimit.Tracker.Fail), which may block the source; it is the reason
-// label of sbc_blocks_total for origins auto and observe. The values are
-// the ratelimit package's reason codes.
+// failure is a failure of a source: charged to it in the failure tracker
+// (ratelimit.Tracker.Fail), which may block it, unless the trust model
+// (trust.go) says it is a trunk's or a pool target's; then it is counted
+// for the trunk (sbc_trunk_failures_total) and charged to nobody. It is
+// the reason label of sbc_blocks_total for origins auto, observe and
+// aggregate. The values are the ratelimit package's reason codes.
 type failure string
 
 const (
@@ -109,25 +114,35 @@ const (
 	failUnknownSource  failure = ratelimit.ReasonUnknownSource      // a request from a source no trunk claims
 	failMalformed      failure = ratelimit.ReasonMalformed          // a message that failed validation
 	failScannerUA      failure = ratelimit.ReasonScannerUA          // a request with a scanner's User-Agent
-	failAuth           failure = ratelimit.ReasonAuthFailure        // a request with credentials, challenged again (401/407)
-	failRegisterBrute  failure = ratelimit.ReasonRegisterBruteforce // a REGISTER with credentials, challenged again
+	failAuth           failure = ratelimit.ReasonAuthFailure        // a call's INVITE with credentials, challenged again (401/407): counted for its trunk only
+	failRegisterBrute  failure = ratelimit.ReasonRegisterBruteforce // register_source_guesses failed REGISTER guesses from one source (Guard; blocks at once)
 	failBackend403     failure = ratelimit.ReasonBackend403         // the backend answered 403
 	failBackend404     failure = ratelimit.ReasonBackend404         // the backend answered 404 (number or user scan)
 	failRegisterDenied failure = ratelimit.ReasonRegisterNotAllowed // a REGISTER the policy does not allow
 )
 
-// failures is every failure the SBC charges.
-var failures = []failure{failUnknownSource, failMalformed, failScannerUA, failAuth,
-	failRegisterBrute, failBackend403, failBackend404, failRegisterDenied}
+// blockFailures are the failures that can block a source (the reason of
+// sbc_blocks_total): those charged to sources that are no trunk's and no
+// pool target's (charge, trust.go), and the REGISTER guesses of one source
+// (register_guard.go).
+var blockFailures = []failure{failUnknownSource, failMalformed, failScannerUA, failRegisterBrute}
+
+// trunkFailures are the failures counted for a trunk instead of charged
+// (the failure label of sbc_trunk_failures_total): those seen from its
+// addresses (unknown_source: on a realm that is not the trunk's) and
+// those of its calls.
+var trunkFailures = []failure{failUnknownSource, failMalformed, failScannerUA, failAuth,
+	failBackend403, failBackend404, failRegisterDenied}
 
 // The labels of sbc_blocks_total: origin, and the reason of a manual
 // block. An operator's block carries a free-text reason on its blocklist
 // entry; the metric says only "manual".
 const (
-	blockOriginAuto    = "auto"    // blocked by the failure tracker; reason: its failure
-	blockOriginObserve = "observe" // would have been blocked (autoblock.observe); reason: its failure
-	blockOriginManual  = "manual"  // added through the admin API (sbc block add); reason: blockReasonManual
-	blockReasonManual  = "manual"
+	blockOriginAuto      = "auto"      // blocked by the failure tracker; reason: its failure
+	blockOriginObserve   = "observe"   // would have been blocked (autoblock.observe); reason: its failure
+	blockOriginAggregate = "aggregate" // IPv6 blocks widened to a /56 or /48 (autoblock.aggregate_v6); reason: the failure of the block that completed it
+	blockOriginManual    = "manual"    // added through the admin API (sbc block add); reason: blockReasonManual
+	blockReasonManual    = "manual"
 )
 
 // Results of calls: the result label of sbc_calls_total. An answered call

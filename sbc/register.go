@@ -12,8 +12,9 @@ import (
 )
 
 // relayRegister relays a REGISTER of a trunk that may register (stage 4/5
-// for registrations) to a target of the pool its routes give for the To
-// user. The registrar sees the SBC's internal face as the contact and a
+// for registrations; an AoR locked for its source after failed guesses is
+// dropped first, register_guard.go) to a target of the pool its routes
+// give for the To user. The registrar sees the SBC's internal face as the contact and a
 // Call-ID of the SBC's own; the carrier sees its own contacts echoed. The
 // address-of-record (To/From) and the request-URI domain are kept: they
 // are what the registrar registers.
@@ -22,6 +23,10 @@ import (
 // routed yet; the registration reaches the registrar so that it can
 // authenticate and account for it.
 func (s *SBC) relayRegister(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx sip.ServerTransaction) {
+	if v := s.registerLocked(st, p, req); !v.pass() {
+		s.act(ep, p, req, tx, v)
+		return
+	}
 	pc, t, v := routeRegister(st, p, req)
 	if !v.pass() {
 		s.act(ep, p, req, tx, v)
@@ -87,8 +92,10 @@ func (s *SBC) relayRegister(ep *endpoint, st *snapshot, p peer, req *sip.Request
 	}
 	back.AppendHeader(sip.NewHeader("Server", st.pol.Server.UserAgent))
 	copyBody(back, res)
+	// Watched before the answer leaves: the challenge's nonce is known
+	// and a lock or block is in force before the sender can send again.
+	s.watchRegister(st, p, req, res)
 	_ = tx.Respond(back)
-	s.watchResponse(p.src, p.trunk != nil, req, res)
 }
 
 // routeRegister is stage 4 for a REGISTER: the pool its routes give for

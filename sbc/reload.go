@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sbc-project/sbc/acl"
 	"github.com/sbc-project/sbc/ebpf"
 	"github.com/sbc-project/sbc/policy"
 	"github.com/sbc-project/sbc/ratelimit"
@@ -29,8 +28,9 @@ import (
 //     reloadFields). Nothing changes; the policy in force stays.
 //  3. Prepared: everything derived from the policy is built and checked
 //     without touching live state: the snapshot (trunk table, pools,
-//     header filter), the never-block list, the three limiters, the
-//     failure tracker, the scanner matcher, the call caps. Any error here
+//     header filter), the never-block list (with the peers learnt at run
+//     time), the four limiters, the failure tracker, the guess guard, the
+//     scanner matcher, the call caps. Any error here
 //     rejects the reload; nothing changed.
 //  4. Committed: the prepared pieces are installed. The never-block list
 //     goes first: its only failure (the SBC is closed) leaves everything
@@ -215,25 +215,32 @@ func cloneTargets(ts *targetSet) *targetSet {
 // defenceUpdate is a policy's edge-defence settings, checked and compiled
 // by defence.prepare; apply installs them.
 type defenceUpdate struct {
-	d                       *defence
-	never                   *acl.NeverBlockList
-	pps, invites, registers *ratelimit.LimiterUpdate
-	tracker                 *ratelimit.TrackerUpdate
-	scanner                 *ratelimit.ScannerMatcher
-	caps                    map[string]int
+	d                             *defence
+	pol                           *policy.Policy
+	pps, tpps, invites, registers *ratelimit.LimiterUpdate
+	tracker                       *ratelimit.TrackerUpdate
+	guard                         *ratelimit.GuardUpdate
+	scanner                       *ratelimit.ScannerMatcher
+	caps                          map[string]int
 }
 
 // prepare builds and checks everything a reload changes in d, without
 // changing d. Blocklist entries, buckets, failure counts and calls in
 // progress survive the reload.
 func (d *defence) prepare(p *policy.Policy) (*defenceUpdate, error) {
-	u := &defenceUpdate{d: d, caps: callCaps(p)}
+	u := &defenceUpdate{d: d, pol: p, caps: callCaps(p)}
 	var err error
-	if u.never, err = acl.NewNeverBlockList(neverBlock(p)); err != nil {
+	if _, err = d.neverBlockList(p); err != nil {
 		return nil, fmt.Errorf("never_block: %w", err)
 	}
 	if u.pps, err = d.pps.Prepare(ppsConfig(p)); err != nil {
 		return nil, fmt.Errorf("limits.source_pps: %w", err)
+	}
+	if u.tpps, err = d.tpps.Prepare(trunkPPSConfig(p)); err != nil {
+		return nil, fmt.Errorf("limits.trunk_pps: %w", err)
+	}
+	if u.guard, err = d.guard.Prepare(guardConfig(p)); err != nil {
+		return nil, fmt.Errorf("autoblock.register_guesses: %w", err)
 	}
 	if u.invites, err = d.invites.Prepare(inviteConfig(p)); err != nil {
 		return nil, fmt.Errorf("limits.source_cps / trunk cps: %w", err)
@@ -258,10 +265,14 @@ func (d *defence) prepare(p *policy.Policy) (*defenceUpdate, error) {
 // closed), and then nothing changed.
 func (u *defenceUpdate) apply() error {
 	d := u.d
-	if _, err := d.blocklist.SetNeverBlockList(u.never); err != nil {
+	// The list is built again with the peers learnt since prepare; p
+	// built once, it cannot fail but for the blocklist's closing.
+	if err := d.setNeverBlock(u.pol); err != nil {
 		return err
 	}
 	u.pps.Apply()
+	u.tpps.Apply()
+	u.guard.Apply()
 	u.invites.Apply()
 	u.registers.Apply()
 	u.tracker.Apply()
@@ -355,6 +366,7 @@ var reloadFields = map[string]reloadRule{
 	"trunk.cps":              ruleLive,
 	"trunk.allow_register":   ruleLive,
 	"trunk.register_domains": ruleLive,
+	"trunk.transports":       ruleLive, // per request
 
 	"pool.name":                  ruleLive,
 	"pool.realm":                 ruleLive,
@@ -398,6 +410,8 @@ var reloadFields = map[string]reloadRule{
 
 	"limits.source_pps":                 ruleLive,
 	"limits.source_pps_burst":           ruleLive,
+	"limits.trunk_pps":                  ruleLive, // buckets keep their state, like source_pps
+	"limits.trunk_pps_burst":            ruleLive,
 	"limits.source_cps":                 ruleLive,
 	"limits.register_rate":              ruleLive,
 	"limits.max_sources":                ruleLive, // tables are resized keeping the most valuable entries
@@ -406,18 +420,23 @@ var reloadFields = map[string]reloadRule{
 	"limits.udp_peers":                  ruleLive, // read at each measure of the table
 	"limits.over_limit_action":          ruleLive,
 
-	"autoblock.enabled":             ruleLive,
-	"autoblock.observe":             ruleLive,
-	"autoblock.threshold":           ruleLive,
-	"autoblock.window":              ruleLive,
-	"autoblock.block_for":           ruleLive, // blocks already decided keep their expiry
-	"autoblock.escalation":          ruleLive,
-	"autoblock.max_block":           ruleLive,
-	"autoblock.forget_after":        ruleLive,
-	"autoblock.block_trunks":        ruleLive,
-	"autoblock.never_block":         ruleLive, // entries overlapping the new list are removed
-	"autoblock.scanner_user_agents": ruleLive,
-	"autoblock.NeverBlockPrefixes":  ruleDerived,
+	"autoblock.enabled":                 ruleLive,
+	"autoblock.observe":                 ruleLive,
+	"autoblock.threshold":               ruleLive,
+	"autoblock.window":                  ruleLive,
+	"autoblock.block_for":               ruleLive, // blocks already decided keep their expiry
+	"autoblock.escalation":              ruleLive,
+	"autoblock.max_block":               ruleLive,
+	"autoblock.forget_after":            ruleLive,
+	"autoblock.never_block":             ruleLive, // entries overlapping the new list are removed (forced ones stay)
+	"autoblock.scanner_user_agents":     ruleLive,
+	"autoblock.register_guesses":        ruleLive, // counts and locks carry over
+	"autoblock.register_source_guesses": ruleLive,
+	"autoblock.register_window":         ruleLive,
+	"autoblock.register_lock":           ruleLive, // locks already decided keep their end
+	"autoblock.aggregate_v6":            ruleLive, // from the next auto-block
+	"autoblock.trunk_health_interval":   ruleLive, // from the next line
+	"autoblock.NeverBlockPrefixes":      ruleDerived,
 
 	"xdp.enabled":    ruleRestart("xdp.enabled"),
 	"xdp.interfaces": ruleRestart("xdp.interfaces"),

@@ -74,13 +74,22 @@ type snapshot struct {
 	pol    *policy.Policy
 	pools  map[string]*pool
 	trunks *acl.TrunkTable
-	// backends are the pool targets' addresses: like trunks, they are
-	// limited per call, never per packet.
+	// backends are the pool targets' addresses: never charged a failure
+	// (trust.go).
 	backends map[netip.Addr]bool
+	// targetOn holds each pool target's address with its pool's realm:
+	// there (and only there) it has the trunks' packet budget.
+	targetOn map[realmAddr]bool
 	headers  *topology.HeaderFilter
 	limits   policy.Calls
 	tls      tlsTables
 	gates    map[string]*realmGate // by realm: the gate for unknown sources (gate.go)
+}
+
+// realmAddr is an address on a realm.
+type realmAddr struct {
+	realm string
+	addr  netip.Addr
 }
 
 // buildSnapshot derives a snapshot from p. Pool targets come from ts (a
@@ -99,13 +108,16 @@ func (s *SBC) buildSnapshot(p *policy.Policy, ts *targetSet) (*snapshot, error) 
 		return nil, err
 	}
 	backends := map[netip.Addr]bool{}
+	targetOn := map[realmAddr]bool{}
 	for _, pl := range p.Pools {
 		for _, t := range pl.Targets {
 			backends[t.Addr.Addr().Unmap()] = true
+			targetOn[realmAddr{pl.Realm, t.Addr.Addr().Unmap()}] = true
 		}
 	}
 	return &snapshot{
 		backends: backends,
+		targetOn: targetOn,
 		pol:      p,
 		pools:    buildPools(p, ts),
 		trunks:   trunks,
@@ -192,10 +204,11 @@ func (s *SBC) Start(ctx context.Context) error {
 	}
 	s.fast = s.startFastPath(ctx, p)
 	s.metrics.Registry.MustRegister(blocklistCollectors(s.def.blocklist)...)
-	s.wg.Add(5)
+	s.wg.Add(6)
 	go func() { defer s.wg.Done(); s.snapshotLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.watchBlocks(ctx) }()
 	go func() { defer s.wg.Done(); s.healthLoop(ctx) }()
+	go func() { defer s.wg.Done(); s.trunkHealthLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.tlsLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.def.blocklist.Run(ctx) }()
 	if p.Admin.Listen != "" {

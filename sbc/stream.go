@@ -99,7 +99,7 @@ func (c *streamConn) next() bool {
 		ping := k >= 4
 		c.consume(k)
 		c.last = time.Now()
-		if r := s.preParse(c.src.Addr()); r != "" {
+		if r := s.preParse(c.ep, c.src.Addr()); r != "" {
 			return c.dropMessage(r)
 		}
 		if ping {
@@ -121,7 +121,7 @@ func (c *streamConn) next() bool {
 	}
 	msg := c.buf[:n]
 	c.last = time.Now()
-	if r := s.preParse(c.src.Addr()); r != "" {
+	if r := s.preParse(c.ep, c.src.Addr()); r != "" {
 		c.consume(n)
 		return c.dropMessage(r)
 	}

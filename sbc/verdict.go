@@ -52,8 +52,9 @@ func (v verdict) with(attrs ...any) verdict {
 
 // act carries out verdict v on a request from p arriving on ep: it counts
 // it in sbc_dropped_total{stage,reason}, writes a log line (rate limited),
-// charges the source v.fail if any, and answers the request (code, phrase,
-// headers) or, if v.silent, ends its transaction without a word.
+// charges the source v.fail if any (by the trust model: never a trunk's or
+// a pool target's address, see charge), and answers the request (code,
+// phrase, headers) or, if v.silent, ends its transaction without a word.
 //
 // For what is not a request with a server transaction (a datagram or
 // connection before the parser, a parse failure, a response, an ACK), req
@@ -67,7 +68,7 @@ func (s *SBC) act(ep *endpoint, p peer, req *sip.Request, tx sip.ServerTransacti
 		s.logVerdict(ep, p, req, v, answered)
 	}
 	if v.fail != failNone && p.src.IsValid() {
-		s.fail(p.src.Addr(), v.fail, p.trunk != nil)
+		s.charge(p, v.fail)
 	}
 	switch {
 	case tx == nil:
@@ -107,11 +108,12 @@ var floodDrops = [...]struct {
 	stage  stage
 	reason reason
 }{
-	{stageFilter, reasonBlocked}, {stageFilter, reasonSourcePPS}, {stageFilter, reasonUnknownSource},
-	{stageFilter, reasonTLSNeedIdentity}, {stageFilter, reasonUDPPeersFull},
-	{stageAccept, reasonBlocked}, {stageAccept, reasonSourcePPS}, {stageAccept, reasonUnknownSource},
-	{stageAccept, reasonTLSNeedIdentity}, {stageAccept, reasonSourceConnections}, {stageAccept, reasonConnections},
-	{stageStream, reasonBlocked}, {stageStream, reasonSourcePPS},
+	{stageFilter, reasonBlocked}, {stageFilter, reasonSourcePPS}, {stageFilter, reasonTrunkPPS},
+	{stageFilter, reasonUnknownSource}, {stageFilter, reasonTLSNeedIdentity}, {stageFilter, reasonUDPPeersFull},
+	{stageAccept, reasonBlocked}, {stageAccept, reasonSourcePPS}, {stageAccept, reasonTrunkPPS},
+	{stageAccept, reasonUnknownSource}, {stageAccept, reasonTLSNeedIdentity}, {stageAccept, reasonSourceConnections},
+	{stageAccept, reasonConnections},
+	{stageStream, reasonBlocked}, {stageStream, reasonSourcePPS}, {stageStream, reasonTrunkPPS},
 }
 
 const floodCounters = len(floodDrops)

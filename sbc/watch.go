@@ -6,62 +6,58 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/sbc-project/sbc/acl"
+	"github.com/sbc-project/sbc/policy"
+	"github.com/sbc-project/sbc/ratelimit"
 )
 
 // Stage 6, watch: final responses and failures feed the failure tracker
-// (auto-block with escalation, demotion, trust). Drops are counted and
-// logged by act (verdict.go).
+// (auto-block with escalation, trust) and the trunk health figures. What
+// may be charged to whom is the trust model (trust.go). Drops are counted
+// and logged by act (verdict.go).
 
-// fail records failure f of a source and acts on the tracker's decision:
-// block (blocklist entry, with f as its reason), or log "would block".
-func (s *SBC) fail(src netip.Addr, f failure, trunk bool) {
+// fail records failure f of a source that is no trunk's, no pool target
+// and no learnt peer (charge decides that), and acts on the tracker's
+// decision: block (blocklist entry, with f as its reason), or log "would
+// block".
+func (s *SBC) fail(src netip.Addr, f failure) {
 	if !s.state.Load().pol.AutoBlock.Enabled {
 		return
 	}
-	now := time.Now()
-	dec := s.def.tracker.Fail(acl.SourceKey(src), string(f), now, trunk)
+	s.decided(s.def.tracker.Fail(acl.SourceKey(src), string(f), time.Now()), f)
+}
+
+// decided acts on a tracker decision for failure f.
+func (s *SBC) decided(dec ratelimit.Decision, f failure, attrs ...any) {
 	switch {
-	case dec.Block && !dec.AlreadyBlocked:
-		err := s.def.blocklist.Add(acl.Entry{
-			Prefix: dec.Prefix, Reason: string(f), Origin: acl.OriginAuto,
-			Created: now, Expires: dec.Until,
-		})
-		if err != nil {
-			s.log.Warn("auto-block refused", "prefix", dec.Prefix.String(), "reason", string(f), "error", err.Error())
-			return
-		}
-		s.metrics.Blocks.WithLabelValues(blockOriginAuto, string(f)).Inc()
-		s.log.Warn("source blocked", "decision", dec)
-	case dec.WouldBlock && !dec.AlreadyBlocked:
+	case dec.AlreadyBlocked:
+	case dec.Block:
+		s.block(dec, f, attrs...)
+	case dec.WouldBlock:
 		s.metrics.Blocks.WithLabelValues(blockOriginObserve, string(f)).Inc()
-		s.log.Warn("source would be blocked (observe mode)", "decision", dec)
+		s.log.Warn("source would be blocked (observe mode)", append([]any{"decision", dec}, attrs...)...)
 	}
 }
 
-// watchResponse is stage 6 for a final response the backend gave to a
-// request of source src: authentication failures and 403/404 answers
-// count against the source; successes earn it trust.
-func (s *SBC) watchResponse(src netip.AddrPort, trunk bool, req *sip.Request, res *sip.Response) {
+// watchResponse is stage 6 for the final response a backend gave to a
+// call of trunk tr from source src. A success earns the source trust; the
+// failures (403, 404, a challenge to credentials) are the caller's, not
+// the carrier's: they are counted for the trunk, never charged.
+func (s *SBC) watchResponse(tr *policy.Trunk, src netip.AddrPort, req *sip.Request, res *sip.Response) {
 	switch {
 	case res.IsSuccess():
-		if req.Method == sip.INVITE || req.Method == sip.REGISTER {
-			key := acl.SourceKey(src.Addr())
-			s.def.tracker.Success(key, time.Now())
-			s.def.invites.Protect(key)
-		}
+		key := acl.SourceKey(src.Addr())
+		s.def.tracker.Success(key, time.Now())
+		s.def.invites.Protect(key)
+	case tr == nil:
 	case res.StatusCode == 401 || res.StatusCode == 407:
 		// The first challenge is normal; a challenge to a request that
 		// carried credentials is a failed attempt.
 		if req.GetHeader("Authorization") != nil || req.GetHeader("Proxy-Authorization") != nil {
-			f := failAuth
-			if req.Method == sip.REGISTER {
-				f = failRegisterBrute
-			}
-			s.fail(src.Addr(), f, trunk)
+			s.trunkFailure(tr.Name, failAuth)
 		}
 	case res.StatusCode == 403:
-		s.fail(src.Addr(), failBackend403, trunk)
+		s.trunkFailure(tr.Name, failBackend403)
 	case res.StatusCode == 404:
-		s.fail(src.Addr(), failBackend404, trunk)
+		s.trunkFailure(tr.Name, failBackend404)
 	}
 }

@@ -90,7 +90,7 @@ func TestMediaWebRTCToPlain(t *testing.T) {
 		t.Fatalf("final %d", res.StatusCode)
 	}
 	answer := string(res.Body())
-	for _, want := range []string{"UDP/TLS/RTP/SAVPF", "a=ice-lite", "a=fingerprint:sha-256", "a=setup:passive", "a=rtcp-mux", "typ host", "a=mid:"} {
+	for _, want := range []string{"UDP/TLS/RTP/SAVPF", "a=ice-lite", "a=fingerprint:sha-256", "a=setup:passive", "a=rtcp-mux", "typ host", "a=mid:", "a=group:BUNDLE "} {
 		if !strings.Contains(answer, want) {
 			t.Errorf("the SBC's answer lacks %q:\n%s", want, answer)
 		}

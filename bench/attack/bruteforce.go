@@ -51,6 +51,10 @@ type BruteForceReport struct {
 	// Challenges counts the 401/407 responses with a usable Digest
 	// challenge.
 	Challenges int
+	// Refused counts the REGISTERs with credentials the target turned
+	// down (401, 407 or 403): the failed guesses it saw. A guess left
+	// unanswered, or answered otherwise (503), is in Attempts only.
+	Refused int
 	// Found is true when the target accepted a REGISTER (2xx); Password
 	// is then the password that worked ("" when none was asked for).
 	Found    bool
@@ -221,6 +225,9 @@ loop:
 			}
 		}
 		timeouts = 0
+		if authHeader != "" && (r.StatusCode == 401 || r.StatusCode == 407 || r.StatusCode == 403) {
+			rep.Refused++
+		}
 		var stop StopReason
 		switch code := r.StatusCode; {
 		case code >= 200 && code < 300:

@@ -1,8 +1,9 @@
 // Package attack owns the attack generators of the SBC's edge-defence
-// tests and benchmarks: an extension scan, a digest brute force, an
-// INVITE flood, a malformed-message storm, a flood from many (spoofed)
-// source addresses and a flood of TCP connections from many addresses,
-// plus a Sink that counts what arrives.
+// tests and benchmarks: an extension scan, a digest brute force (one
+// extension, or a campaign over several), an INVITE flood, a
+// malformed-message storm, a flood from many (spoofed) source addresses
+// and a flood of TCP connections from many addresses, plus a Sink that
+// counts what arrives.
 //
 // The generators are plain sockets and raw SIP text; sipgo's parser only
 // reads the responses. Each one is a function taking a context and a
@@ -45,6 +46,21 @@
 //	// rep.Found, rep.Password, rep.Attempts, rep.Challenges, rep.Stop
 //	// (StopFound, StopCount when the list ran out, StopUnanswered when the
 //	// target went silent: blocked).
+//
+// REGISTER brute force over several extensions from one source (a
+// cracker spraying a PBX's extension range: DigestBruteForce per
+// extension, moving on when the target goes silent for one), the
+// generator of the SBC's registration guard tests (sbc
+// TestRegisterBruteForceKamailio, against Kamailio):
+//
+//	rep, err := attack.RegisterBruteForce(ctx, attack.RegisterBruteForceConfig{
+//		Target: sbcAddr, Local: attacker, Domain: "pbx.example.com",
+//		Extensions: []string{"1001", "1002", "1003"},
+//		Passwords:  []string{"1234", "password", "secret"},
+//	})
+//	// rep.Refused (failed challenges the target saw), rep.Found,
+//	// rep.Silenced (extensions gone silent: locked), rep.Blocked and
+//	// rep.BlockedAfter (the source cut off after that many refusals)
 //
 // INVITE flood (new Call-ID per INVITE, never ACK/BYE/CANCEL):
 //

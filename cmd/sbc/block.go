@@ -17,7 +17,7 @@ import (
 
 const blockUsage = `usage:
   sbc block list [-admin ADDR]
-  sbc block add  [-admin ADDR] [-reason TEXT] [-ttl DURATION] PREFIX
+  sbc block add  [-admin ADDR] [-reason TEXT] [-ttl DURATION] [-force] PREFIX
   sbc block del  [-admin ADDR] PREFIX
 
 ADDR is the running SBC's admin listener (default 127.0.0.1:9090).
@@ -36,6 +36,7 @@ func cmdBlock(args []string, stdout, stderr io.Writer) int {
 	admin := fs.String("admin", "127.0.0.1:9090", "admin listener of the running SBC")
 	reason := fs.String("reason", "manual", "reason recorded with the entry (add)")
 	ttl := fs.Duration("ttl", 0, "how long the block lasts (add); 0: until removed")
+	force := fs.Bool("force", false, "block a prefix that overlaps the never-block list (a trunk, a pool target, an admin client) (add)")
 	if code, ok := parseFlags(fs, args[1:]); !ok {
 		return code
 	}
@@ -64,7 +65,11 @@ func cmdBlock(args []string, stdout, stderr io.Writer) int {
 			if !e.Expires.IsZero() {
 				exp = e.Expires.UTC().Format(time.RFC3339) + " (in " + time.Until(e.Expires).Round(time.Second).String() + ")"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Prefix, e.Reason, e.Origin, exp)
+			origin := e.Origin.String()
+			if e.Forced {
+				origin += " (forced)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Prefix, e.Reason, origin, exp)
 		}
 		tw.Flush()
 		return 0
@@ -80,7 +85,7 @@ func cmdBlock(args []string, stdout, stderr io.Writer) int {
 		}
 		var req *http.Request
 		if verb == "add" {
-			body := sbc.BlockRequest{Prefix: prefix, Reason: *reason}
+			body := sbc.BlockRequest{Prefix: prefix, Reason: *reason, Force: *force}
 			if *ttl > 0 {
 				body.TTL = ttl.String()
 			}

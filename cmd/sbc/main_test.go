@@ -152,4 +152,16 @@ func TestBlockCommandAgainstRunningSBC(t *testing.T) {
 	if code, out := runBlock("del", "-admin", admin, "198.51.100.0/24"); code != 1 || !strings.Contains(out, "404") {
 		t.Fatalf("del of a missing entry: %d %s", code, out)
 	}
+	// The trunk's address is never blocked unless forced, and the answer
+	// says why.
+	code, out = runBlock("add", "-admin", admin, "127.0.0.0/30")
+	if code != 1 || !strings.Contains(out, "409") || !strings.Contains(out, `trunk "t"`) || !strings.Contains(out, "-force") {
+		t.Fatalf("add over a trunk: %d %s", code, out)
+	}
+	if code, out := runBlock("add", "-admin", admin, "-force", "-ttl", "1m", "127.0.0.0/30"); code != 0 {
+		t.Fatalf("forced add: %d %s", code, out)
+	}
+	if code, out := runBlock("list", "-admin", admin); code != 0 || !strings.Contains(out, "manual (forced)") {
+		t.Fatalf("list after a forced add: %d\n%s", code, out)
+	}
 }

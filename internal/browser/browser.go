@@ -75,6 +75,57 @@ type CallOptions struct {
 	Register bool
 	// Expires is the Expires of that REGISTER; 0 means JsSIP's 600.
 	Expires int
+	// Media makes the call carry media: ICE gathers loopback host
+	// candidates (chromium runs with --allow-loopback-in-peer-connection)
+	// and the page drops every candidate of another address from its offer
+	// (see Result.DroppedCandidates), so the peer learns loopback
+	// addresses only. Chromium still sends checks from its sockets on the
+	// machine's other addresses, which the peer may answer: run the test
+	// in a network namespace with only lo to keep ICE on loopback. The
+	// remote audio is played (to no device), and
+	// getStats is read into Result.Media before the hang-up. By default
+	// the call gathers no candidate (relay only, no TURN server): the
+	// offer names no address and no media flows.
+	Media bool
+	// HoldFor is how long the browser keeps the call up after the ACK
+	// before it reads its statistics and hangs up; 0 hangs up at once.
+	HoldFor time.Duration
+	// AudioFile is a WAV file chromium's fake microphone plays in a loop
+	// (--use-file-for-fake-audio-capture); empty means chromium's own
+	// beeps.
+	AudioFile string
+}
+
+// MediaStats is what RTCPeerConnection.getStats() said just before the
+// hang-up of a Call with Media.
+type MediaStats struct {
+	// PacketsReceived, BytesReceived, PacketsLost, JitterSeconds,
+	// TotalAudioEnergy and TotalSamplesReceived are the audio
+	// inbound-rtp's: packets decrypted (SRTP) and taken by the jitter
+	// buffer, and their decoded audio (energy 0 means silence).
+	PacketsReceived      int64   `json:"packetsReceived"`
+	BytesReceived        int64   `json:"bytesReceived"`
+	PacketsLost          int64   `json:"packetsLost"`
+	JitterSeconds        float64 `json:"jitter"`
+	TotalAudioEnergy     float64 `json:"totalAudioEnergy"`
+	TotalSamplesReceived int64   `json:"totalSamplesReceived"`
+	// Codec is the inbound stream's codec (e.g. "audio/PCMU").
+	Codec string `json:"codec"`
+	// PacketsSent is the audio outbound-rtp's.
+	PacketsSent int64 `json:"packetsSent"`
+	// DTLSState, SRTPCipher and DTLSRole are the transport's (e.g.
+	// "connected", "AES_CM_128_HMAC_SHA1_80", "client").
+	DTLSState  string `json:"dtlsState"`
+	SRTPCipher string `json:"srtpCipher"`
+	DTLSRole   string `json:"dtlsRole"`
+	// ICEState is the transport's iceState.
+	ICEState string `json:"iceState"`
+	// LocalCandidate and RemoteCandidate are the selected pair's
+	// addresses, "ip:port".
+	LocalCandidate  string `json:"localCandidate"`
+	RemoteCandidate string `json:"remoteCandidate"`
+	// Raw is every report of getStats, for a failing test's log.
+	Raw json.RawMessage `json:"raw"`
 }
 
 // Result is what the page reported.
@@ -109,6 +160,15 @@ type Result struct {
 	Console []string `json:"console"`
 	// UserAgent is the browser's navigator.userAgent.
 	UserAgent string `json:"userAgent"`
+	// Media is the call's statistics (Call with Media, once answered).
+	Media *MediaStats `json:"media"`
+	// DroppedCandidates are the a=candidate lines of a non-loopback
+	// address the page removed from its offer (Call with Media).
+	DroppedCandidates []string `json:"droppedCandidates"`
+	// BrowserLog is chromium's own output (its copies of console lines
+	// left out), e.g. WebRTC's warnings of SRTP packets that failed to
+	// decrypt.
+	BrowserLog string `json:"-"`
 }
 
 // Message is one SIP message seen by the browser's WebSocket.
@@ -151,6 +211,9 @@ func Call(ctx context.Context, t testing.TB, opts CallOptions) (*Result, error) 
 		Expires:  opts.Expires,
 		Target:   opts.Target,
 		Register: opts.Register,
+		Media:    opts.Media,
+		HoldMS:   opts.HoldFor.Milliseconds(),
+		audio:    opts.AudioFile,
 	})
 }
 
@@ -164,6 +227,9 @@ type pageConfig struct {
 	Expires  int    `json:"expires,omitempty"`
 	Target   string `json:"target,omitempty"`
 	Register bool   `json:"register,omitempty"`
+	Media    bool   `json:"media,omitempty"`
+	HoldMS   int64  `json:"holdMs,omitempty"`
+	audio    string // chromium's fake microphone file (a flag, not the page's)
 }
 
 //go:embed page.js
@@ -347,8 +413,16 @@ func run(ctx context.Context, t testing.TB, origin string, cfg pageConfig) (*Res
 		"--disable-features=WebRtcHideLocalIpsWithMdns,MediaRouter",
 		"--enable-logging=stderr",
 		"--v=0",
-		pageOrig + "/",
 	}
+	if cfg.Media {
+		// Loopback host candidates (chromium gathers none by default),
+		// and the remote audio played without a user gesture.
+		args = append(args, "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required")
+	}
+	if cfg.audio != "" {
+		args = append(args, "--use-file-for-fake-audio-capture="+cfg.audio)
+	}
+	args = append(args, pageOrig+"/")
 	stderr := &tailBuffer{max: 1 << 20}
 	cmd := exec.Command(chromium, args...)
 	cmd.Stdout = stderr
@@ -385,6 +459,7 @@ func run(ctx context.Context, t testing.TB, origin string, cfg pageConfig) (*Res
 		return nil, err
 	}
 	res.Origin = pageOrig
+	res.BrowserLog = withoutConsole(stderr.String())
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("browser: page console (%s):\n%s", pageOrig, strings.Join(res.Console, "\n"))

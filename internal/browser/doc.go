@@ -23,6 +23,12 @@
 //	// res.Status == 200 && res.Registered: registered.
 //	// res.Error == browser.ErrConnectionFailed: the upgrade was refused.
 //
+// A Call carries no media by default (its offer has no candidate). With
+// CallOptions.Media it does: loopback candidates only, the call held for
+// HoldFor, and the browser's getStats in Result.Media. Chromium still
+// checks from its sockets on the machine's other addresses: a test that
+// must keep ICE on loopback runs in a network namespace with only lo.
+//
 // Without chromium or the JsSIP bundle the tests that use it skip, except
 // with CI=true where they fail.
 package browser

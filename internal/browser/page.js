@@ -74,6 +74,55 @@
     return { code: m ? Number(m[1]) : 0, method: c ? c[1].toUpperCase() : '' };
   }
 
+  // loopbackOnly drops the a=candidate lines of the SDP whose address is
+  // not a loopback one (127.0.0.0/8, ::1), and records them in dropped.
+  function loopbackOnly(sdp, dropped) {
+    const eol = sdp.includes('\r\n') ? '\r\n' : '\n';
+    return sdp.split(eol).filter((line) => {
+      if (!line.startsWith('a=candidate:')) return true;
+      const f = line.split(' ');
+      const addr = f[4] || '';
+      if (/^127\./.test(addr) || addr === '::1') return true;
+      dropped.push(line);
+      return false;
+    }).join(eol);
+  }
+
+  // mediaStats reads getStats into the harness's MediaStats.
+  async function mediaStats(pc) {
+    const report = await pc.getStats();
+    const all = [];
+    report.forEach((r) => all.push(r));
+    const m = { raw: all };
+    const byId = (id) => (id ? report.get(id) : undefined);
+    const addr = (c) => (c ? (c.address || c.ip) + ':' + c.port : '');
+    for (const r of all) {
+      if (r.type === 'inbound-rtp' && r.kind === 'audio') {
+        m.packetsReceived = r.packetsReceived || 0;
+        m.bytesReceived = r.bytesReceived || 0;
+        m.packetsLost = r.packetsLost || 0;
+        m.jitter = r.jitter || 0;
+        m.totalAudioEnergy = r.totalAudioEnergy || 0;
+        m.totalSamplesReceived = r.totalSamplesReceived || 0;
+        const c = byId(r.codecId);
+        if (c) m.codec = c.mimeType;
+      } else if (r.type === 'outbound-rtp' && r.kind === 'audio') {
+        m.packetsSent = r.packetsSent || 0;
+      } else if (r.type === 'transport') {
+        m.dtlsState = r.dtlsState || '';
+        m.srtpCipher = r.srtpCipher || '';
+        m.dtlsRole = r.dtlsRole || '';
+        m.iceState = r.iceState || '';
+        const pair = byId(r.selectedCandidatePairId);
+        if (pair) {
+          m.localCandidate = addr(byId(pair.localCandidateId));
+          m.remoteCandidate = addr(byId(pair.remoteCandidateId));
+        }
+      }
+    }
+    return m;
+  }
+
   let onReceived = null;
   let afterReceived = () => {};
 
@@ -171,12 +220,35 @@
     function call() {
       const provisional = [];
       let final = null;
+      const dropped = [];
+      // Without media: no TURN server and relay only, so ICE gathers no
+      // candidate, the offer names no address of this machine and no
+      // check is sent. With media: every host candidate (loopback ones
+      // too: --allow-loopback-in-peer-connection), of which the offer
+      // keeps the loopback ones only.
+      const pcConfig = cfg.media
+        ? { iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' }
+        : { iceServers: [], iceTransportPolicy: 'relay' };
       const session = ua.call(cfg.target, {
         mediaConstraints: { audio: true, video: false },
-        // No TURN server and relay only: ICE gathers no candidate, so the
-        // offer names no address of this machine and no check is sent.
-        pcConfig: { iceServers: [], iceTransportPolicy: 'relay' },
+        pcConfig,
         eventHandlers: {
+          peerconnection: (e) => {
+            if (!cfg.media) return;
+            e.peerconnection.addEventListener('track', (ev) => {
+              const audio = new Audio();
+              audio.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+              audio.play().catch((err) => console.warn('audio.play: ' + err));
+              window.harnessAudio = audio; // keep it alive
+            });
+          },
+          'peerconnection:setremotedescriptionfailed': (err) => {
+            console.error('setRemoteDescription: ' + str(err) + ' ' + (err && err.message));
+          },
+          sdp: (e) => {
+            if (!cfg.media || e.originator !== 'local') return;
+            e.sdp = loopbackOnly(e.sdp, dropped);
+          },
           progress: (e) => {
             if (e.originator === 'remote' && e.response) provisional.push(e.response.status_code);
           },
@@ -185,30 +257,46 @@
           },
           failed: (e) => {
             const r = e.message && e.message.status_code ? e.message : null;
-            report({
+            // Later: JsSIP emits why setRemoteDescription failed after
+            // "failed".
+            setTimeout(() => report({
               status: r ? r.status_code : (final ? final.status_code : 0),
               reason: r ? r.reason_phrase : (final ? final.reason_phrase : ''),
               cause: e.cause || '',
               provisional,
-            });
+            }), 0);
           },
           confirmed: () => {
             const res = {
               status: final ? final.status_code : 200,
               reason: final ? final.reason_phrase : '',
               provisional,
+              droppedCandidates: dropped,
             };
-            // Hang up and report once the BYE is answered (or in 5 s).
-            const timer = setTimeout(() => report(res), 5000);
-            onReceived = (text) => {
-              const s = statusOf(text);
-              if (s.method === 'BYE' && s.code >= 200) {
-                clearTimeout(timer);
-                res.byeStatus = s.code;
-                report(res);
+            const hangUp = () => {
+              // Hang up and report once the BYE is answered (or in 5 s).
+              const timer = setTimeout(() => report(res), 5000);
+              onReceived = (text) => {
+                const s = statusOf(text);
+                if (s.method === 'BYE' && s.code >= 200) {
+                  clearTimeout(timer);
+                  res.byeStatus = s.code;
+                  report(res);
+                }
+              };
+              session.terminate();
+            };
+            setTimeout(() => {
+              if (!cfg.media || !session.connection) {
+                hangUp();
+                return;
               }
-            };
-            session.terminate();
+              mediaStats(session.connection).then((m) => {
+                res.media = m;
+              }, (err) => {
+                console.error('getStats: ' + str(err));
+              }).then(hangUp);
+            }, cfg.holdMs || 0);
           },
         },
       });

@@ -107,6 +107,7 @@ type Trunk struct {
 	AllowRegister   bool
 	RegisterDomains []string
 	TLSIdentities   []string
+	Transports      []string
 	MediaEncryption string // "any", "none", "sdes"; "" writes no key
 	MediaRequired   bool
 	// Extra is raw TOML written at the end of the trunk's table (keys).
@@ -177,6 +178,8 @@ type Headers struct {
 type Limits struct {
 	SourcePPS               *int
 	SourcePPSBurst          int
+	TrunkPPS                *int
+	TrunkPPSBurst           int
 	SourceCPS               *int
 	RegisterRate            *int
 	MaxSources              int
@@ -196,9 +199,15 @@ type AutoBlock struct {
 	Escalation        int
 	MaxBlock          policy.Duration
 	ForgetAfter       policy.Duration
-	BlockTrunks       bool
 	NeverBlock        []string
 	ScannerUserAgents []string // nil: built-in list; []string{}: none
+
+	RegisterGuesses       int
+	RegisterSourceGuesses int
+	RegisterWindow        policy.Duration
+	RegisterLock          policy.Duration
+	AggregateV6           *int // nil: default (8); new(0) disables
+	TrunkHealthInterval   policy.Duration
 }
 
 // XDP is [xdp].
@@ -465,6 +474,7 @@ func (p *Policy) TOML() string {
 		w.bool("allow_register", t.AllowRegister)
 		w.strs("register_domains", t.RegisterDomains)
 		w.strs("tls_identities", t.TLSIdentities)
+		w.strs("transports", t.Transports)
 		w.str("media_encryption", t.MediaEncryption)
 		w.bool("media_required", t.MediaRequired)
 		w.raw(t.Extra)
@@ -531,6 +541,8 @@ func (p *Policy) TOML() string {
 		w.table("[limits]")
 		w.intp("source_pps", l.SourcePPS)
 		w.int("source_pps_burst", l.SourcePPSBurst)
+		w.intp("trunk_pps", l.TrunkPPS)
+		w.int("trunk_pps_burst", l.TrunkPPSBurst)
 		w.intp("source_cps", l.SourceCPS)
 		w.intp("register_rate", l.RegisterRate)
 		w.int("max_sources", l.MaxSources)
@@ -551,9 +563,14 @@ func (p *Policy) TOML() string {
 		w.int("escalation", a.Escalation)
 		w.dur("max_block", a.MaxBlock)
 		w.dur("forget_after", a.ForgetAfter)
-		w.bool("block_trunks", a.BlockTrunks)
 		w.strs("never_block", a.NeverBlock)
 		w.strs("scanner_user_agents", a.ScannerUserAgents)
+		w.int("register_guesses", a.RegisterGuesses)
+		w.int("register_source_guesses", a.RegisterSourceGuesses)
+		w.dur("register_window", a.RegisterWindow)
+		w.dur("register_lock", a.RegisterLock)
+		w.intp("aggregate_v6", a.AggregateV6)
+		w.dur("trunk_health_interval", a.TrunkHealthInterval)
 	}
 	if x := p.XDP; x != nil {
 		w.table("[xdp]")

@@ -42,7 +42,8 @@ func full() *Policy {
 			{Name: "carrier", Realm: "external", Sources: []string{"127.0.0.1/32", "2001:db8::/48"},
 				MaxCalls: 5, CPS: 7, AllowRegister: true, RegisterDomains: []string{"pbx.example.com"},
 				Extra: "# a comment in the trunk"},
-			{Name: "other", Realm: "external", Sources: []string{"192.0.2.1"}, MediaEncryption: "sdes", MediaRequired: true},
+			{Name: "other", Realm: "external", Sources: []string{"192.0.2.1"}, MediaEncryption: "sdes", MediaRequired: true,
+				Transports: []string{"tcp", "tls"}},
 			{Name: "tlsonly", Realm: "external", TLSIdentities: []string{"dns:sip.carrier.example"}},
 		},
 		Pools: []Pool{
@@ -60,12 +61,15 @@ func full() *Policy {
 		Calls: &Calls{MaxDuration: policy.D(time.Hour), InactivityTimeout: policy.D(time.Minute),
 			RingTimeout: policy.D(10 * time.Second)},
 		Headers: &Headers{Allow: []string{"Content-Type", "X-Custom"}, UnknownSourceAction: "reject"},
-		Limits: &Limits{SourcePPS: new(300), SourcePPSBurst: 301, SourceCPS: new(20), RegisterRate: new(3),
+		Limits: &Limits{SourcePPS: new(300), SourcePPSBurst: 301, TrunkPPS: new(900), TrunkPPSBurst: 901,
+			SourceCPS: new(20), RegisterRate: new(3),
 			MaxSources: 256, TCPConnectionsPerSource: new(4), TCPConnections: new(64), UDPPeers: 100, OverLimitAction: "drop"},
 		AutoBlock: &AutoBlock{Enabled: new(false), Observe: true, Threshold: 4,
 			Window: policy.D(30 * time.Second), BlockFor: policy.D(time.Minute), Escalation: 2,
-			MaxBlock: policy.D(time.Hour), ForgetAfter: policy.D(2 * time.Hour), BlockTrunks: true,
-			NeverBlock: []string{"10.0.0.0/8"}, ScannerUserAgents: []string{"evil-scanner"}},
+			MaxBlock: policy.D(time.Hour), ForgetAfter: policy.D(2 * time.Hour),
+			NeverBlock: []string{"10.0.0.0/8"}, ScannerUserAgents: []string{"evil-scanner"},
+			RegisterGuesses: 3, RegisterSourceGuesses: 9, RegisterWindow: policy.D(5 * time.Minute),
+			RegisterLock: policy.D(7 * time.Minute), AggregateV6: new(4), TrunkHealthInterval: policy.D(time.Minute)},
 		XDP: &XDP{Enabled: true, Interfaces: []string{"veth0"}, Mode: "generic", PinDir: "/sys/fs/bpf/test", Scope: "host",
 			RatePPS: 1000, Burst: 2000},
 		Nftables: &Nftables{Enabled: true, Table: "sbctest", MediaPorts: []int{10000, 20000}, TrunksOnly: true},
@@ -187,6 +191,7 @@ func TestEveryOptionParses(t *testing.T) {
 	check("trunk.cps", tr.CPS, 7)
 	check("trunk.allow_register", tr.AllowRegister, true)
 	check("trunk.register_domains", tr.RegisterDomains, []string{"pbx.example.com"})
+	check("trunk[1].transports", p.Trunks[1].Transports, []string{"tcp", "tls"})
 
 	check("pools", len(p.Pools), 3)
 	pl := p.Pools[0]
@@ -221,6 +226,8 @@ func TestEveryOptionParses(t *testing.T) {
 	l := p.Limits
 	check("limits.source_pps", l.SourcePPS, 300)
 	check("limits.source_pps_burst", l.SourcePPSBurst, 301)
+	check("limits.trunk_pps", l.TrunkPPS, 900)
+	check("limits.trunk_pps_burst", l.TrunkPPSBurst, 901)
 	check("limits.source_cps", l.SourceCPS, 20)
 	check("limits.register_rate", l.RegisterRate, 3)
 	check("limits.max_sources", l.MaxSources, 256)
@@ -238,9 +245,14 @@ func TestEveryOptionParses(t *testing.T) {
 	check("autoblock.escalation", a.Escalation, 2)
 	check("autoblock.max_block", a.MaxBlock.Duration, time.Hour)
 	check("autoblock.forget_after", a.ForgetAfter.Duration, 2*time.Hour)
-	check("autoblock.block_trunks", a.BlockTrunks, true)
 	check("autoblock.never_block", a.NeverBlock, []string{"10.0.0.0/8"})
 	check("autoblock.scanner_user_agents", a.ScannerUserAgents, []string{"evil-scanner"})
+	check("autoblock.register_guesses", a.RegisterGuesses, 3)
+	check("autoblock.register_source_guesses", a.RegisterSourceGuesses, 9)
+	check("autoblock.register_window", a.RegisterWindow.Duration, 5*time.Minute)
+	check("autoblock.register_lock", a.RegisterLock.Duration, 7*time.Minute)
+	check("autoblock.aggregate_v6", a.AggregateV6, 4)
+	check("autoblock.trunk_health_interval", a.TrunkHealthInterval.Duration, time.Minute)
 
 	x := p.XDP
 	check("xdp.enabled", x.Enabled, true)
