@@ -62,9 +62,9 @@ func buildGates(p *policy.Policy) map[string]*realmGate {
 // and whether the source is charged for it. It mirrors classify without
 // the certificate: a source of a trunk of the realm or a target of its
 // pools passes (a trunk that requires a certificate, over a transport
-// without one, is dropped uncharged, as classify would), in the snapshot
-// in force or in one a call in progress still uses. It does not
-// allocate.
+// without one, or a trunk over a transport not in its transports, is
+// dropped uncharged, as classify would), in the snapshot in force or in
+// one a call in progress still uses. It does not allocate.
 func (s *SBC) unknown(st *snapshot, ep *endpoint, src netip.Addr, transport string) (reason, bool) {
 	r, charge := unknownIn(st, ep.name, src, transport)
 	if r == "" {
@@ -91,8 +91,11 @@ func unknownIn(st *snapshot, realm string, src netip.Addr, transport string) (re
 	}
 	if name, ok := st.trunks.Lookup(src); ok {
 		if tr := st.pol.Trunk(name); tr != nil && tr.Realm == realm {
-			if len(tr.Identities) > 0 && !secure {
+			switch {
+			case len(tr.Identities) > 0 && !secure:
 				return reasonTLSNeedIdentity, false
+			case !tr.OnTransport(transport):
+				return reasonTrunkTransport, false // a forged datagram in the name of a TCP or TLS trunk
 			}
 			return "", false
 		}

@@ -79,8 +79,8 @@ var dropReasons = []struct {
 	stage   stage
 	reasons []reason
 }{
-	{stageFilter, []reason{reasonBlocked, reasonSourcePPS, reasonTrunkPPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonUDPPeersFull}},
-	{stageAccept, []reason{reasonBlocked, reasonSourcePPS, reasonTrunkPPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonSourceConnections, reasonConnections}},
+	{stageFilter, []reason{reasonBlocked, reasonSourcePPS, reasonTrunkPPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonTrunkTransport, reasonUDPPeersFull}},
+	{stageAccept, []reason{reasonBlocked, reasonSourcePPS, reasonTrunkPPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonTrunkTransport, reasonSourceConnections, reasonConnections}},
 	{stageTLS, tlsReasons},
 	{stageStream, []reason{reasonBlocked, reasonSourcePPS, reasonTrunkPPS, reasonMessageTimeout}},
 	{stageParse, []reason{reasonMalformed}},

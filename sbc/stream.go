@@ -112,7 +112,7 @@ func (c *streamConn) next() bool {
 	}
 	n, r := validate.Frame(c.buf, s.def.valOpt)
 	if r != nil {
-		s.act(c.ep, s.sourcePeer(c.src), nil, nil, validateVerdict(r).with("transport", "stream"))
+		s.act(c.ep, s.sourcePeer(c.src), nil, nil, validateVerdict(r))
 		c.end()
 		return true
 	}

@@ -196,7 +196,8 @@ func TestTrustTransportsStopForgedInvites(t *testing.T) {
 	for i := range 5 {
 		sendTo(t, spoof, e.ext, rawRequest("INVITE", spoof.LocalAddr().String(), e.ext, sbcExtIP, "CarrierSwitch", 900+i, ""))
 	}
-	e.eventually("forged INVITEs dropped", func() bool { return e.dropped("classify", "trunk_transport") >= 5 })
+	// Dropped before the parser, by the gate (gate.go).
+	e.eventually("forged INVITEs dropped", func() bool { return e.dropped("filter", "trunk_transport") >= 5 })
 	if n := e.sbc.def.calls.InUse("carrier"); n != 0 {
 		t.Fatalf("forged INVITEs hold %d of the trunk's calls", n)
 	}

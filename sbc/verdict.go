@@ -109,9 +109,11 @@ var floodDrops = [...]struct {
 	reason reason
 }{
 	{stageFilter, reasonBlocked}, {stageFilter, reasonSourcePPS}, {stageFilter, reasonTrunkPPS},
-	{stageFilter, reasonUnknownSource}, {stageFilter, reasonTLSNeedIdentity}, {stageFilter, reasonUDPPeersFull},
+	{stageFilter, reasonUnknownSource}, {stageFilter, reasonTLSNeedIdentity}, {stageFilter, reasonTrunkTransport},
+	{stageFilter, reasonUDPPeersFull},
 	{stageAccept, reasonBlocked}, {stageAccept, reasonSourcePPS}, {stageAccept, reasonTrunkPPS},
-	{stageAccept, reasonUnknownSource}, {stageAccept, reasonTLSNeedIdentity}, {stageAccept, reasonSourceConnections},
+	{stageAccept, reasonUnknownSource}, {stageAccept, reasonTLSNeedIdentity}, {stageAccept, reasonTrunkTransport},
+	{stageAccept, reasonSourceConnections},
 	{stageAccept, reasonConnections},
 	{stageStream, reasonBlocked}, {stageStream, reasonSourcePPS}, {stageStream, reasonTrunkPPS},
 }
