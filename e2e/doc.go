@@ -17,7 +17,8 @@
 //
 // Neighbours are static, so no ARP depends on a blocked address, and the
 // counters the tests compare are exact: a blocked source sends N datagrams,
-// the kernel counts N drops, the SIP stack counts none.
+// the kernel counts N drops, the SBC counts none (not even its gate for
+// unknown sources, which drops the attacker's traffic once it is unblocked).
 //
 //   - TestXDPBlock: block through the admin API; the XDP program drops what
 //     the attacker sends (sbc_xdp_packets_total{action="drop_deny"}), the SBC

@@ -41,8 +41,8 @@ func TestFallback(t *testing.T) {
 		before := tn.metrics(t)
 		tn.sendOptions(t, attackIP, blockedBurst, "e2e-attacker")
 		tn.waitMetric(t, "nftables drops", nftDropped, func(v float64) bool { return v >= before.get(nftDropped)+blockedBurst })
-		if d := tn.metrics(t).get(optionsSeen) - before.get(optionsSeen); d != 0 {
-			t.Errorf("the SIP stack received %v OPTIONS from the blocked source", d)
+		if d := tn.metrics(t).get(attackSeen) - before.get(attackSeen); d != 0 {
+			t.Errorf("%v OPTIONS from the blocked source reached the SBC", d)
 		}
 	})
 
@@ -79,8 +79,8 @@ func TestFallback(t *testing.T) {
 		if d := after.get(filterBlock) - before.get(filterBlock); d != blockedBurst {
 			t.Errorf("sbc_dropped_total{filter,blocked} rose by %v, want exactly %d", d, blockedBurst)
 		}
-		if d := after.get(optionsSeen) - before.get(optionsSeen); d != 0 {
-			t.Errorf("the SIP stack received %v OPTIONS from the blocked source", d)
+		if d := after.get(attackSeen) - before.get(attackSeen); d != 0 {
+			t.Errorf("%v OPTIONS from the blocked source reached the SBC", d)
 		}
 	})
 }

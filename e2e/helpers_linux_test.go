@@ -590,7 +590,7 @@ next:
 var (
 	xdpDeny     = []string{"sbc_xdp_packets_total", "action", "drop_deny"}
 	nftDropped  = []string{"sbc_nft_dropped_packets_total"}
-	optionsSeen = []string{"sbc_requests_total", "realm", "external", "method", "OPTIONS"}
+	attackSeen  = []string{"sbc_dropped_total", "stage", "filter", "reason", "unknown_source"} // the attacker's datagrams past the blocklist: no trunk, dropped at the gate (sbc/gate.go)
 	filterBlock = []string{"sbc_dropped_total", "stage", "filter", "reason", "blocked"}
 	answered    = []string{"sbc_calls_total", "result", "answered"}
 )

@@ -18,7 +18,7 @@ import (
 // auto-blocks a scanner (User-Agent friendly-scanner), the element shows in
 // `nft list table inet NAME` inside the namespace, the rule's counter and
 // sbc_nft_dropped_packets_total count exactly what the blocked source sends
-// while the SIP stack sees none of it and trunk calls complete; the block
+// while the SBC sees none of it and trunk calls complete; the block
 // holds while the SBC is stopped and after it starts again; the CLI lists
 // and removes it.
 func TestNftablesBlock(t *testing.T) {
@@ -51,19 +51,20 @@ func TestNftablesBlock(t *testing.T) {
 	tn.callsComplete(t, 2)
 
 	// Auto-block: scanner requests, one at a time (each must reach the
-	// SIP stack), until the SBC blocks the source.
-	// The block is added just after the scanner drop is counted: wait for
-	// either, so that a request the new block stops does not hang the loop.
+	// SBC, where the gate for unknown sources drops and charges it), until
+	// the SBC blocks the source.
+	// The block is added just after the drop is counted: wait for either,
+	// so that a request the new block stops does not hang the loop.
 	blockedAt := 0
 	for i := 1; i <= threshold+3 && blockedAt == 0; i++ {
 		tn.sendOptions(t, attackIP, 1, "friendly-scanner")
 		waitCond(t, fmt.Sprintf("scanner request %d counted or source blocked", i), func() (bool, string) {
-			v := tn.metrics(t).sum("sbc_dropped_total", "stage", "classify", "reason", "scanner_ua")
+			v := tn.metrics(t).get(attackSeen)
 			if _, ok := findEntry(tn.blocklist(t), attackPrefix); ok {
 				blockedAt = i
 				return true, ""
 			}
-			return v >= float64(i), fmt.Sprintf("sbc_dropped_total{classify,scanner_ua} = %v", v)
+			return v >= float64(i), fmt.Sprintf("sbc_dropped_total{filter,unknown_source} = %v", v)
 		})
 	}
 	if blockedAt == 0 {
@@ -107,14 +108,14 @@ func TestNftablesBlock(t *testing.T) {
 		if d := after.get(nftDropped) - before.get(nftDropped); d != blockedBurst {
 			t.Errorf("%s: sbc_nft_dropped_packets_total rose by %v, want exactly %d", what, d, blockedBurst)
 		}
-		if d := after.get(optionsSeen) - before.get(optionsSeen); d != 0 {
-			t.Errorf("%s: the SIP stack received %v OPTIONS from the blocked source", what, d)
+		if d := after.get(attackSeen) - before.get(attackSeen); d != 0 {
+			t.Errorf("%s: %v OPTIONS from the blocked source reached the SBC", what, d)
 		}
 		if d := after.get(filterBlock) - before.get(filterBlock); d != 0 {
 			t.Errorf("%s: %v datagrams reached the user-space filter", what, d)
 		}
 		t.Logf("%s: sent %d; nft drops +%v, OPTIONS received +%v, user-space filter drops +%v, calls answered +%v",
-			what, blockedBurst, after.get(nftDropped)-before.get(nftDropped), after.get(optionsSeen)-before.get(optionsSeen),
+			what, blockedBurst, after.get(nftDropped)-before.get(nftDropped), after.get(attackSeen)-before.get(attackSeen),
 			after.get(filterBlock)-before.get(filterBlock), after.get(answered)-before.get(answered))
 	}
 	round("blocked")
@@ -142,15 +143,15 @@ func TestNftablesBlock(t *testing.T) {
 	}
 	round("blocked after restart")
 
-	// Unblock with the CLI: the source reaches the SIP stack again.
+	// Unblock with the CLI: the source reaches the SBC again.
 	if out, err := sbcCLI(t, tn, "block", "del", "-admin", adminAddr, attackPrefix.String()); err != nil {
 		t.Fatalf("sbc block del: %v\n%s", err, out)
 	}
 	waitNftElement(t, tn, table, attackIP, false)
 	before := tn.metrics(t)
 	tn.sendOptions(t, attackIP, 1, "e2e-attacker")
-	tn.waitMetric(t, "OPTIONS reaching the SBC after the unblock", optionsSeen,
-		func(v float64) bool { return v >= before.get(optionsSeen)+1 })
+	tn.waitMetric(t, "OPTIONS reaching the SBC after the unblock", attackSeen,
+		func(v float64) bool { return v >= before.get(attackSeen)+1 })
 	if d := tn.metrics(t).get(nftDropped) - before.get(nftDropped); d != 0 {
 		t.Errorf("after unblock: nftables still dropped %v", d)
 	}

@@ -86,8 +86,8 @@ func TestXDPScope(t *testing.T) {
 	if d := after.get(xdpDeny) - before.get(xdpDeny); d != 2*n {
 		t.Errorf("scope sip: drop_deny rose by %v, want exactly %d (the OPTIONS and the media datagrams)", d, 2*n)
 	}
-	if d := after.get(optionsSeen) - before.get(optionsSeen); d != 0 {
-		t.Errorf("scope sip: the SIP stack received %v OPTIONS from the blocked source", d)
+	if d := after.get(attackSeen) - before.get(attackSeen); d != 0 {
+		t.Errorf("scope sip: %v OPTIONS from the blocked source reached the SBC", d)
 	}
 	// n datagrams, at least a SYN and the final ACK, an echo request.
 	if d := after.get(xdpSpared) - before.get(xdpSpared); d < n+3 {
@@ -195,7 +195,7 @@ func TestNftablesTrunksOnly(t *testing.T) {
 	if d := after.get(nftNotTrunk) - before.get(nftNotTrunk); d != n {
 		t.Errorf("sbc_nft_not_trunk_packets_total rose by %v, want exactly %d", d, n)
 	}
-	if d := after.get(optionsSeen) - before.get(optionsSeen); d != 0 {
+	if d := after.get(attackSeen) - before.get(attackSeen); d != 0 {
 		t.Errorf("the SIP stack received %v OPTIONS from a stranger", d)
 	}
 }

@@ -19,7 +19,7 @@ const blockedBurst = 200
 // exact counts, that the XDP program drops what it sends while trunk calls
 // complete; that the block holds while the SBC is stopped (pinned maps and
 // link) and after it starts again (state_dir); and that an unblock lets the
-// attacker's traffic reach the SIP stack again.
+// attacker's traffic reach the SBC again.
 func TestXDPBlock(t *testing.T) {
 	tn := newTestNet(t)
 	pinDir := filepath.Join(mountBPFFS(t), "sbc")
@@ -70,14 +70,14 @@ func TestXDPBlock(t *testing.T) {
 		if d := after.get(xdpDeny) - before.get(xdpDeny); d != blockedBurst || got != want {
 			t.Errorf("%s: XDP drop_deny rose by %v, want exactly %d", what, d, blockedBurst)
 		}
-		if d := after.get(optionsSeen) - before.get(optionsSeen); d != 0 {
-			t.Errorf("%s: the SIP stack received %v OPTIONS from the blocked source", what, d)
+		if d := after.get(attackSeen) - before.get(attackSeen); d != 0 {
+			t.Errorf("%s: %v OPTIONS from the blocked source reached the SBC", what, d)
 		}
 		if d := after.get(filterBlock) - before.get(filterBlock); d != 0 {
 			t.Errorf("%s: %v datagrams reached the user-space filter", what, d)
 		}
 		t.Logf("%s: sent %d; XDP drop_deny +%v, OPTIONS received +%v, user-space filter drops +%v, calls answered +%v",
-			what, blockedBurst, after.get(xdpDeny)-before.get(xdpDeny), after.get(optionsSeen)-before.get(optionsSeen),
+			what, blockedBurst, after.get(xdpDeny)-before.get(xdpDeny), after.get(attackSeen)-before.get(attackSeen),
 			after.get(filterBlock)-before.get(filterBlock), after.get(answered)-before.get(answered))
 	}
 	round("blocked")
@@ -117,7 +117,7 @@ func TestXDPBlock(t *testing.T) {
 	waitDenied(t, pinDir, attackPrefix, true)
 	round("blocked after restart")
 
-	// Unblock: the attacker's OPTIONS reach the SIP stack again.
+	// Unblock: the attacker's OPTIONS reach the SBC again.
 	if code := tn.unblock(t, attackPrefix); code != http.StatusOK {
 		t.Fatalf("DELETE /v1/blocklist: %d, want 200", code)
 	}
@@ -127,11 +127,11 @@ func TestXDPBlock(t *testing.T) {
 	waitDenied(t, pinDir, attackPrefix, false)
 	before := tn.metrics(t)
 	tn.sendOptions(t, attackIP, blockedBurst, "e2e-attacker")
-	tn.waitMetric(t, "OPTIONS reaching the SBC after the unblock", optionsSeen,
-		func(v float64) bool { return v >= before.get(optionsSeen)+blockedBurst })
+	tn.waitMetric(t, "OPTIONS reaching the SBC after the unblock", attackSeen,
+		func(v float64) bool { return v >= before.get(attackSeen)+blockedBurst })
 	after := tn.metrics(t)
-	if d := after.get(optionsSeen) - before.get(optionsSeen); d != blockedBurst {
-		t.Errorf("after unblock: %v OPTIONS reached the SIP stack, want %d", d, blockedBurst)
+	if d := after.get(attackSeen) - before.get(attackSeen); d != blockedBurst {
+		t.Errorf("after unblock: %v OPTIONS reached the SBC, want %d", d, blockedBurst)
 	}
 	if d := after.get(xdpDeny) - before.get(xdpDeny); d != 0 {
 		t.Errorf("after unblock: XDP still dropped %v", d)

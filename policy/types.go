@@ -57,9 +57,14 @@ type Server struct {
 	// 1 GiB.
 	UDPReadBuffer  int `toml:"udp_read_buffer"`
 	UDPWriteBuffer int `toml:"udp_write_buffer"`
-	// TCPIdleTimeout closes TCP connections idle that long. Default "10m";
+	// TCPIdleTimeout closes TCP connections that carried no complete
+	// message that long (bytes of a message do not count). Default "10m";
 	// must be positive (idle connections are always closed eventually).
 	TCPIdleTimeout Duration `toml:"tcp_idle_timeout"`
+	// TCPMessageTimeout closes a TCP or TLS connection whose message is
+	// not complete (header and body) this long after its first byte.
+	// Default "10s"; must be positive.
+	TCPMessageTimeout Duration `toml:"tcp_message_timeout"`
 	// StateDir is where the SBC keeps state that must survive a restart
 	// (the blocklist). Empty (default): nothing is persisted. Created if
 	// missing.
@@ -440,9 +445,19 @@ type Limits struct {
 	RegisterRate int `toml:"register_rate"`
 	// MaxSources bounds the per-source state (LRU); default 100000.
 	MaxSources int `toml:"max_sources"`
-	// TCPConnectionsPerSource caps the open TCP connections of one source
-	// (trunks and pool targets exempt); default 16; 0 = no cap.
+	// TCPConnectionsPerSource caps the open TCP (TLS, WSS) connections of
+	// one source, an IPv4 address or an IPv6 /64 (trunks and pool targets
+	// exempt); default 16; 0 = no cap.
 	TCPConnectionsPerSource int `toml:"tcp_connections_per_source"`
+	// TCPConnections caps the open TCP (TLS, WSS) connections peers hold
+	// on all listeners together (pool targets exempt); default 4096;
+	// 0 = no cap.
+	TCPConnections int `toml:"tcp_connections"`
+	// UDPPeers bounds the source address:port entries the UDP transport
+	// of a realm remembers (to answer from the right socket): past it
+	// they are forgotten (the read loops are renewed), past 4x datagrams
+	// from new addresses are dropped. Default 16384; 64 to 10000000.
+	UDPPeers int `toml:"udp_peers"`
 	// OverLimitAction: "reject" (default: 503 + Retry-After) or "drop".
 	OverLimitAction string `toml:"over_limit_action"`
 }

@@ -19,6 +19,7 @@ const (
 	DefaultLogLevel            = "info"
 	DefaultUDPBuffer           = 4 << 20
 	DefaultTCPIdleTimeout      = 10 * time.Minute
+	DefaultTCPMessageTimeout   = 10 * time.Second
 	DefaultTransport           = "udp"
 	DefaultHealthInterval      = 5 * time.Second
 	DefaultHealthTimeout       = 2 * time.Second
@@ -37,6 +38,8 @@ const (
 	DefaultRegisterRate        = 2
 	DefaultMaxSources          = 100000
 	DefaultTCPConnsPerSource   = 16
+	DefaultTCPConns            = 4096
+	DefaultUDPPeers            = 16384
 	DefaultOverLimitAction     = "reject"
 	DefaultBlockThreshold      = 10
 	DefaultBlockWindow         = time.Minute
@@ -208,6 +211,7 @@ func (v *validator) server() {
 		}
 	}
 	v.duration("server.tcp_idle_timeout", &s.TCPIdleTimeout, DefaultTCPIdleTimeout, true)
+	v.duration("server.tcp_message_timeout", &s.TCPMessageTimeout, DefaultTCPMessageTimeout, true)
 }
 
 // names checks the names of the realms, trunks or pools and returns the
@@ -798,6 +802,8 @@ func (v *validator) limits() {
 	}
 	v.intField("limits.max_sources", &l.MaxSources, DefaultMaxSources, 16, 1e8)
 	v.intField("limits.tcp_connections_per_source", &l.TCPConnectionsPerSource, DefaultTCPConnsPerSource, 0, 1e6)
+	v.intField("limits.tcp_connections", &l.TCPConnections, DefaultTCPConns, 0, 1e7)
+	v.intField("limits.udp_peers", &l.UDPPeers, DefaultUDPPeers, 64, 1e7)
 	switch l.OverLimitAction {
 	case "":
 		l.OverLimitAction = DefaultOverLimitAction

@@ -40,8 +40,14 @@ func (e *env) blocked(a string) (acl.Entry, bool) {
 	return e.sbc.def.blocklist.Match(netip.MustParseAddr(a))
 }
 
+// rejectUnknown answers unknown sources 403 instead of dropping them at
+// the gate (gate.go): their requests reach the pipeline, where scanners
+// are told apart, connections are counted per source.
+const rejectUnknown = "[headers]\nunknown_source_action = \"reject\""
+
 func TestScannerAutoBlockedTrunkCallsContinue(t *testing.T) {
-	e := newEnv(t, envOpts{autoBlock: &testpolicy.AutoBlock{Threshold: 3, Window: policy.D(60 * time.Second), BlockFor: policy.D(10 * time.Minute)}})
+	e := newEnv(t, envOpts{autoBlock: &testpolicy.AutoBlock{Threshold: 3, Window: policy.D(60 * time.Second), BlockFor: policy.D(10 * time.Minute)},
+		headers: rejectUnknown})
 	scanner := e.newCaller(strangerIP + ":0")
 	for i := 0; i < 10; i++ {
 		if err := scanner.Send(e.ctx, rawOptions(scanner.Addr(), e.ext, "friendly-scanner", 100+i), e.ext); err != nil {
@@ -88,7 +94,7 @@ func TestUnknownSourceAutoBlocked(t *testing.T) {
 }
 
 func TestObserveModeOnlyCounts(t *testing.T) {
-	e := newEnv(t, envOpts{autoBlock: &testpolicy.AutoBlock{Threshold: 2, Observe: true}})
+	e := newEnv(t, envOpts{autoBlock: &testpolicy.AutoBlock{Threshold: 2, Observe: true}, headers: rejectUnknown})
 	stranger := e.newCaller(strangerIP + ":0")
 	for i := 0; i < 6; i++ {
 		stranger.Send(e.ctx, rawOptions(stranger.Addr(), e.ext, "friendly-scanner", i), e.ext)
@@ -334,7 +340,7 @@ func TestTCPBlockedSourceClosedAtAccept(t *testing.T) {
 // A source that is not a trunk cannot hold more TCP connections than its
 // cap: a slow connection flood would otherwise exhaust file descriptors.
 func TestTCPConnectionsPerSourceCapped(t *testing.T) {
-	e := newEnv(t, envOpts{limits: &testpolicy.Limits{TCPConnectionsPerSource: new(3)}})
+	e := newEnv(t, envOpts{limits: &testpolicy.Limits{TCPConnectionsPerSource: new(3)}, headers: rejectUnknown})
 	tcpAddr, _ := e.sbc.ListenAddr("external", "tcp")
 	dial := func() net.Conn {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(strangerIP)}, Timeout: 5 * time.Second}
@@ -371,11 +377,7 @@ func TestTCPConnectionsPerSourceCapped(t *testing.T) {
 	}
 	// Closing one frees a slot.
 	kept[0].Close()
-	e.eventually("slot freed", func() bool {
-		e.sbc.conns.mu.Lock()
-		defer e.sbc.conns.mu.Unlock()
-		return e.sbc.conns.per[netip.MustParseAddr(strangerIP)] == 2
-	})
+	e.eventually("slot freed", func() bool { return e.sbc.conns.bySource(netip.MustParseAddr(strangerIP)) == 2 })
 	if closedByServer(dial(), 100*time.Millisecond) {
 		t.Fatal("a new connection after one closed was refused")
 	}

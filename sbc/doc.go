@@ -22,8 +22,15 @@
 // # The pipeline, in order
 //
 //	stage        file                   entry
-//	0 filter     filter.go              readFilter (UDP datagrams, before sipgo parses),
-//	                                    acceptFilter.Accept in endpoint.go (TCP connections)
+//	0 filter     filter.go, gate.go     readFilter (UDP datagrams and WebSocket messages,
+//	                                    before sipgo parses), acceptFilter.Accept in
+//	                                    endpoint.go (connections); the gate drops
+//	             stream.go, conns.go    unknown sources there (drop mode); streamConn
+//	                                    frames and checks each message of a TCP or TLS
+//	                                    connection; connTable caps connections and
+//	             udppeers.go, dial.go   closes those of a blocked source; udpPeers
+//	                                    bounds sipgo's UDP peer entries; sipgo dials
+//	                                    trunk sources and pool targets only
 //	1 classify   classify.go            SBC.classify: trunk by source prefix, backend, or unknown
 //	2 validate   validate.go, validate/ SBC.validateRequest: RFC 3261 checks the parser lacks
 //	3 admit      admit.go               SBC.admitInvite, SBC.admitRegister: rates and call caps;

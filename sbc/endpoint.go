@@ -37,6 +37,7 @@ type endpoint struct {
 	// out hands the TLS connections the SBC opens towards pool targets to
 	// sipgo, which then uses them like accepted ones (tls.go dialTLS).
 	out     *connQueue
+	peers   *udpPeers // the bound on sipgo's UDP peer entries (udppeers.go); set by serve
 	dialMu  sync.Mutex
 	dialing map[netip.AddrPort]*sync.Mutex
 	cfg     policy.Realm
@@ -49,7 +50,9 @@ func (s *SBC) newEndpoint(r policy.Realm, pol *policy.Policy) (*endpoint, error)
 	// disconnected (sipgo's default is to wait forever); CRLF keep-alives
 	// (RFC 5626) count, and are answered.
 	idle := pol.Server.TCPIdleTimeout.Duration
-	stream := func() *sip.TransportTCP { return &sip.TransportTCP{ReadTimeout: idle, WriteTimeout: 10 * time.Second} }
+	stream := func() *sip.TransportTCP {
+		return &sip.TransportTCP{ReadTimeout: idle, WriteTimeout: 10 * time.Second, DialerCreate: ep.dialer}
+	}
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent(pol.Server.UserAgent),
 		sipgo.WithUserAgenTLSConfig(ep.clientConfig()),
@@ -62,7 +65,8 @@ func (s *SBC) newEndpoint(r policy.Realm, pol *policy.Policy) (*endpoint, error)
 				WSS: &sip.TransportWSS{TransportWS: &sip.TransportWS{ReadTimeout: idle, WriteTimeout: 10 * time.Second}},
 			}),
 		),
-		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(s.sipLog)),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(s.sipLog),
+			sip.WithTransactionLayerUnhandledResponseHandler(ep.strayResponse)),
 	)
 	if err != nil {
 		return nil, err
@@ -168,29 +172,11 @@ func (ep *endpoint) rebindPort(t string, a net.Addr) {
 // listener: sipgo's loop returns on any error, so it is restarted after a
 // short pause.
 func (ep *endpoint) serve(ctx context.Context) {
-	for _, c := range ep.udp {
-		ep.wg.Add(1)
-		go func(c net.PacketConn) {
-			defer ep.wg.Done()
-			if err := ep.srv.ServeUDP(c); err != nil && ctx.Err() == nil {
-				ep.sbc.log.Error("udp listener stopped", "realm", ep.name, "error", err)
-			}
-		}(c)
-	}
-	// sipgo registers a UDP listener in its connection pool from inside
-	// the serve goroutine; a request sent before that would make sipgo
-	// bind a second socket on the listener's address (EADDRINUSE). Wait
-	// until every listener is registered.
-	for _, c := range ep.udp {
-		deadline := time.Now().Add(5 * time.Second)
-		for time.Now().Before(deadline) {
-			if conn, err := ep.ua.TransportLayer().GetConnection("udp", c.LocalAddr().String()); err == nil {
-				conn.TryClose() // drop the reference Get took
-				break
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
+	// UDP: sipgo's read loops, in generations that keep its per-source
+	// entries bounded (udppeers.go). Each listener is registered in
+	// sipgo's pool before serve returns.
+	ep.peers = newUDPPeers(ep, ctx.Done())
+	ep.peers.serve(ctx)
 	serves := []struct {
 		lns   []net.Listener
 		serve func(net.Listener) error
@@ -325,8 +311,9 @@ func (ep *endpoint) do(ctx context.Context, req *sip.Request, transport string, 
 }
 
 // acceptFilter wraps a TCP (or TLS, WSS) listener so connections from
-// blocked sources, sources over their packet budget and sources holding
-// too many connections are closed before anything reads a byte from them.
+// unknown sources (the gate, gate.go), blocked sources, sources over
+// their packet budget and sources holding too many connections are closed
+// before anything reads a byte from them.
 type acceptFilter struct {
 	net.Listener
 	ep        *endpoint
@@ -345,6 +332,19 @@ func (a *acceptFilter) Accept() (net.Conn, error) {
 			return c, nil
 		}
 		src := ap.Addr().Unmap()
+		ap = netip.AddrPortFrom(src, ap.Port())
+		if r, charge := s.unknown(s.state.Load(), a.ep, src, a.transport); r != "" {
+			v := silent(stageAccept, r)
+			switch {
+			case s.def.blocklist.Blocked(src):
+				v = silent(stageAccept, reasonBlocked)
+			case charge:
+				v = v.charge(failUnknownSource)
+			}
+			s.act(a.ep, peer{src: ap}, nil, nil, v)
+			c.Close()
+			continue
+		}
 		if r := s.preParse(a.ep, src); r != "" {
 			s.act(nil, peer{src: ap}, nil, nil, silent(stageAccept, r))
 			c.Close()
@@ -354,62 +354,19 @@ func (a *acceptFilter) Accept() (net.Conn, error) {
 			_ = tc.SetKeepAlive(true)
 		}
 		st := s.state.Load()
-		open := s.metrics.ConnsOpen.WithLabelValues(a.ep.name, a.transport)
-		if _, trunk := st.trunks.Lookup(src); trunk || st.backends[src] {
-			open.Inc()
-			return &countedConn{Conn: c, release: open.Dec}, nil
-		}
-		if !s.conns.acquire(src, st.pol.Limits.TCPConnectionsPerSource) {
-			s.act(nil, peer{src: ap}, nil, nil, silent(stageAccept, reasonSourceConnections))
+		cc, r := s.conns.admit(c, a.ep, a.transport, ap, st)
+		if r != "" {
+			s.act(a.ep, peer{src: ap}, nil, nil, silent(stageAccept, r))
 			c.Close()
 			continue
 		}
-		open.Inc()
-		return &countedConn{Conn: c, release: func() { open.Dec(); s.conns.release(src) }}, nil
+		if a.transport == "tcp" {
+			// Framed and checked message by message (stream.go); TLS
+			// connections are, after the handshake (secureListener).
+			return a.ep.newStreamConn(cc, ap), nil
+		}
+		return cc, nil
 	}
-}
-
-// connCounter counts the open TCP connections of each source.
-type connCounter struct {
-	mu  sync.Mutex
-	per map[netip.Addr]int
-}
-
-// acquire takes a connection slot of src; limit 0 means no cap.
-func (cc *connCounter) acquire(src netip.Addr, limit int) bool {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	if cc.per == nil {
-		cc.per = map[netip.Addr]int{}
-	}
-	if limit > 0 && cc.per[src] >= limit {
-		return false
-	}
-	cc.per[src]++
-	return true
-}
-
-func (cc *connCounter) release(src netip.Addr) {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	if cc.per[src] <= 1 {
-		delete(cc.per, src)
-		return
-	}
-	cc.per[src]--
-}
-
-// countedConn gives its source's slot back once, when closed.
-type countedConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *countedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
 }
 
 // connUp reports whether the transport layer holds an open connection to

@@ -1,6 +1,7 @@
 package sbc
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"time"
@@ -11,26 +12,48 @@ import (
 )
 
 // The read filter: before the SIP parser, every datagram's source is
-// checked against the blocklist and its packet budget, and its bytes
-// against the raw pre-parse checks. TCP sources are filtered at accept
-// (acceptFilter, endpoint.go) with the same preParse.
+// checked against the blocklist and its packet budget, the gate for
+// unknown sources (gate.go), and its bytes against the raw pre-parse
+// checks. TCP sources are filtered at accept (acceptFilter, endpoint.go)
+// with the same preParse and gate, and so are TLS and WSS ones; then
+// each message on a TCP or TLS connection is checked by streamConn
+// (stream.go), and each WebSocket message here, like a datagram.
 
-// readFilter runs on every datagram of realm ep before sipgo parses it. It
-// must not allocate on the drop path and must never return an error (an
-// error stops sipgo's UDP read loop).
+// readFilter runs on every datagram (and WebSocket message) of realm ep
+// before sipgo parses it. It must not allocate on the drop path and must
+// never return an error for a datagram (an error stops sipgo's UDP read
+// loop; on a WebSocket connection it closes the connection).
 func (s *SBC) readFilter(ep *endpoint) sip.TransportReadFilter {
 	return func(info sip.TransportReadProps, data []byte) ([]byte, error) {
 		ua, ok := info.RemoteAddr.(*net.UDPAddr)
 		if !ok {
-			// TCP: chunks of a stream, not messages. Sources were
-			// filtered when the connection was accepted.
+			if info.Transport == "WS" || info.Transport == "WSS" {
+				return s.filterWSMessage(ep, info.RemoteAddr, data)
+			}
+			// TCP, TLS: chunks of a stream, not messages; streamConn
+			// checked the messages in them.
 			return data, nil
 		}
 		ip, _ := netip.AddrFromSlice(ua.IP)
 		ip = ip.Unmap()
-		if r := s.preParse(ep, ip); r != "" {
+		// An unknown source is dropped before its packet budget is
+		// looked at (a spoofed flood makes no buckets), as blocked if it
+		// is, else at the gate.
+		if r, charge := s.unknown(s.state.Load(), ep, ip, "udp"); r != "" {
+			v := silent(stageFilter, r)
+			switch {
+			case s.def.blocklist.Blocked(ip):
+				v = silent(stageFilter, reasonBlocked)
+			case charge:
+				v = v.charge(failUnknownSource)
+			}
 			// Per packet, maybe a flood: act allocates nothing here
-			// unless its rate-limited log line goes out.
+			// unless its rate-limited log line goes out (or the
+			// failure tracker meets a new source).
+			s.act(ep, peer{src: netip.AddrPortFrom(ip, uint16(ua.Port))}, nil, nil, v)
+			return nil, nil
+		}
+		if r := s.preParse(ep, ip); r != "" {
 			s.act(nil, peer{src: netip.AddrPortFrom(ip, uint16(ua.Port))}, nil, nil, silent(stageFilter, r))
 			return nil, nil
 		}
@@ -39,8 +62,58 @@ func (s *SBC) readFilter(ep *endpoint) sip.TransportReadFilter {
 			s.act(nil, s.sourcePeer(src), nil, nil, validateVerdict(r))
 			return nil, nil
 		}
+		if u := ep.peers; u != nil {
+			// sipgo is about to remember this source (udppeers.go).
+			if u.full.Load() && !s.state.Load().backends[ip] && !u.known(ua) {
+				s.act(ep, peer{src: netip.AddrPortFrom(ip, uint16(ua.Port))}, nil, nil, silent(stageFilter, reasonUDPPeersFull))
+				return nil, nil
+			}
+			u.passedOne()
+		}
 		return data, nil
 	}
+}
+
+// filterWSMessage checks one WebSocket message of an open wss (or ws)
+// connection, like a datagram: a source blocked since the connection was
+// accepted loses it (the error makes sipgo close it), a message over the
+// packet budget or failing the raw checks is dropped.
+func (s *SBC) filterWSMessage(ep *endpoint, ra net.Addr, data []byte) ([]byte, error) {
+	ap, err := netip.ParseAddrPort(ra.String())
+	if err != nil {
+		return data, nil
+	}
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if len(data) <= 4 && onlyCRLF(data) {
+		return data, nil // keep-alive: sipgo answers it
+	}
+	switch r := s.preParse(ep, ap.Addr()); r {
+	case "":
+	case reasonBlocked:
+		s.act(ep, peer{src: ap}, nil, nil, silent(stageStream, r))
+		return nil, errConnBlocked
+	default:
+		s.act(ep, peer{src: ap}, nil, nil, silent(stageStream, r))
+		return nil, nil
+	}
+	if r := validate.Raw(data, s.def.valOpt); r != nil {
+		s.act(ep, s.sourcePeer(ap), nil, nil, validateVerdict(r))
+		return nil, nil
+	}
+	return data, nil
+}
+
+// errConnBlocked closes a connection whose source was blocked while it
+// was open.
+var errConnBlocked = errors.New("source blocked")
+
+func onlyCRLF(b []byte) bool {
+	for _, c := range b {
+		if c != '\r' && c != '\n' {
+			return false
+		}
+	}
+	return true
 }
 
 // preParse decides on a source arriving on realm ep before any parsing:

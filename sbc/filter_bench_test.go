@@ -67,6 +67,25 @@ func BenchmarkReadFilterTrunk(b *testing.B) {
 	}
 }
 
+// BenchmarkReadFilterUnknown is the cost of dropping one datagram of an
+// unknown source at the gate (drop mode), one new source per datagram
+// as in a spoofed flood: counted and charged (the failure tracker's
+// per-source state is bounded by limits.max_sources).
+func BenchmarkReadFilterUnknown(b *testing.B) {
+	s := benchSBC(b)
+	f := s.readFilter(s.realms["external"])
+	ua := &net.UDPAddr{IP: net.IPv4(203, 0, 0, 0).To4(), Port: 5060}
+	props := sip.TransportReadProps{Transport: "UDP", RemoteAddr: ua}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ua.IP[1], ua.IP[2], ua.IP[3] = byte(i>>16), byte(i>>8), byte(i)
+		if out, _ := f(props, benchPacket); out != nil {
+			b.Fatal("unknown source passed")
+		}
+	}
+}
+
 // BenchmarkTrunkLookup is stage 1's source → trunk lookup.
 func BenchmarkTrunkLookup(b *testing.B) {
 	s := benchSBC(b)

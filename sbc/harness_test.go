@@ -52,6 +52,7 @@ type envOpts struct {
 	health  string // replaces [pool.health]
 	headers string // replaces [headers]
 	trunk   string // extra keys of the [[trunk]] table
+
 }
 
 type env struct {

@@ -2,9 +2,12 @@ package sbc
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -64,8 +67,10 @@ func (f forwardHandler) WithGroup(name string) slog.Handler {
 // sipgoLogHandler wraps the SBC's handler for sipgo's own log lines. sipgo
 // logs whole packets (attribute "data") at Error level when it fails to
 // parse one, which turns a malformed-message flood into a disk-filling
-// attack. This handler drops packet dumps, truncates long values, demotes
-// sipgo's per-message errors to Debug, and counts parse failures as drops.
+// attack. This handler drops packet dumps, demotes sipgo's per-message
+// errors (to Debug for parse failures, Warn for the others), and counts
+// parse failures as drops; long values are cut by the boundHandler under
+// it.
 type sipgoLogHandler struct {
 	next    slog.Handler
 	onParse func(err string) // called once per "failed to parse" record, with its error (truncated)
@@ -99,18 +104,15 @@ func (h *sipgoLogHandler) Handle(ctx context.Context, r slog.Record) error {
 			// packet or message dumps: never
 			return true
 		}
-		if a.Value.Kind() == slog.KindString && len(a.Value.String()) > 200 {
-			a = slog.String(a.Key, a.Value.String()[:200]+"…")
-		}
-		out.AddAttrs(a)
+		out.AddAttrs(a) // bounded by next (boundHandler)
 		return true
 	})
 	out.AddAttrs(slog.String("component", "sipgo"))
 	return h.next.Handle(ctx, out)
 }
 
-// parseError is the error of a "failed to parse" record, at most 200
-// bytes: it may quote the peer's bytes.
+// parseError is the error of a "failed to parse" record, bounded: it
+// may quote the peer's bytes.
 func parseError(r slog.Record) string {
 	var e string
 	r.Attrs(func(a slog.Attr) bool {
@@ -120,10 +122,7 @@ func parseError(r slog.Record) string {
 		}
 		return true
 	})
-	if len(e) > 200 {
-		e = strings.ToValidUTF8(e[:200], "") + "…"
-	}
-	return e
+	return truncate(e)
 }
 
 func (h *sipgoLogHandler) WithAttrs(as []slog.Attr) slog.Handler {
@@ -132,4 +131,97 @@ func (h *sipgoLogHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h *sipgoLogHandler) WithGroup(name string) slog.Handler {
 	return &sipgoLogHandler{next: h.next.WithGroup(name), onParse: h.onParse}
+}
+
+// A log line never carries more than maxLogValue bytes of any one value:
+// request URIs, header values, reason phrases and sipgo's errors (which
+// quote the start line) come from the peer, and one 8 KB Request-URI
+// must not make an 8 KB line. boundHandler wraps the SBC's handler (its
+// own lines and sipgo's) and cuts every value, however it is given
+// (string, error, Stringer, any other value, in groups too), keeping the
+// first maxLogValue bytes and a marker with the length of the whole.
+const maxLogValue = 256
+
+// boundHandler cuts long values (see maxLogValue) before next sees them.
+type boundHandler struct{ next slog.Handler }
+
+func newBoundHandler(h slog.Handler) slog.Handler {
+	if b, ok := h.(*boundHandler); ok {
+		return b
+	}
+	return &boundHandler{next: h}
+}
+
+func (h *boundHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.next.Enabled(ctx, l) }
+
+func (h *boundHandler) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, truncate(r.Message), r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(boundAttr(a))
+		return true
+	})
+	return h.next.Handle(ctx, out)
+}
+
+func (h *boundHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	bs := make([]slog.Attr, len(as))
+	for i, a := range as {
+		bs[i] = boundAttr(a)
+	}
+	return &boundHandler{next: h.next.WithAttrs(bs)}
+}
+
+func (h *boundHandler) WithGroup(name string) slog.Handler {
+	return &boundHandler{next: h.next.WithGroup(truncate(name))}
+}
+
+// boundAttr returns a with its key and value cut to maxLogValue bytes.
+func boundAttr(a slog.Attr) slog.Attr {
+	a.Key = truncate(a.Key)
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindString:
+		if s := v.String(); len(s) > maxLogValue {
+			v = slog.StringValue(truncate(s))
+		}
+	case slog.KindGroup:
+		g := v.Group()
+		bs := make([]slog.Attr, len(g))
+		for i, ga := range g {
+			bs[i] = boundAttr(ga)
+		}
+		v = slog.GroupValue(bs...)
+	case slog.KindAny:
+		// Errors, Stringers and other values are rendered the way the
+		// handlers would render them; only a long rendering is replaced
+		// by its cut string (short ones keep their type: a JSON handler
+		// may print a slice as an array).
+		var s string
+		switch x := v.Any().(type) {
+		case error:
+			s = x.Error()
+		case fmt.Stringer:
+			s = x.String()
+		default:
+			s = fmt.Sprint(x)
+		}
+		if len(s) > maxLogValue {
+			v = slog.StringValue(truncate(s))
+		}
+	}
+	a.Value = v
+	return a
+}
+
+// truncate cuts s to maxLogValue bytes (never inside a UTF-8 sequence)
+// and marks the cut with the length of the whole.
+func truncate(s string) string {
+	if len(s) <= maxLogValue {
+		return s
+	}
+	cut := s[:maxLogValue]
+	for i := 0; i < utf8.UTFMax && len(cut) > 0 && !utf8.ValidString(cut); i++ {
+		cut = cut[:len(cut)-1]
+	}
+	return strings.ToValidUTF8(cut, "") + "…[" + strconv.Itoa(len(s)) + " bytes]"
 }

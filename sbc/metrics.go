@@ -33,6 +33,8 @@ type Metrics struct {
 	TLSLoads      *prometheus.CounterVec // result: ok, failed (certificate files re-read after a change)
 	ConnsOpen     *prometheus.GaugeVec   // realm, transport (tcp, tls, wss): accepted connections open
 
+	UDPPeers        *prometheus.GaugeVec   // realm: entries of sipgo's UDP connection pool (udppeers.go)
+	UDPResets       *prometheus.CounterVec // realm: generations of the UDP read loops retired to forget peers
 	TrunkCalls      *prometheus.CounterVec // trunk, result (callResults)
 	TrunkFailures   *prometheus.CounterVec // trunk, failure (failures): seen from a trunk's address, charged to nobody
 	RegisterGuesses *prometheus.CounterVec // proof (guessProofs): failed REGISTER guesses
@@ -92,6 +94,12 @@ func newMetrics() *Metrics {
 	m.ConnsOpen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sbc_connections_open", Help: "Connections accepted on the SIP listeners and still open, by realm and transport (tcp, tls, wss).",
 	}, []string{"realm", "transport"})
+	m.UDPPeers = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sbc_udp_peers", Help: "Source address:port entries sipgo holds for a realm's UDP listeners (its connection pool), bounded by limits.udp_peers.",
+	}, []string{"realm"})
+	m.UDPResets = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_udp_peer_resets_total", Help: "Times a realm's UDP read loops were renewed to forget their source entries (over limits.udp_peers).",
+	}, []string{"realm"})
 	m.TrunkCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sbc_trunk_calls_total", Help: "Finished calls of each trunk by result (the results of sbc_calls_total): the answer ratio of a carrier.",
 	}, []string{"trunk", "result"})
@@ -106,6 +114,7 @@ func newMetrics() *Metrics {
 	})
 	r.MustRegister(m.TrunkCalls, m.TrunkFailures, m.RegisterGuesses, m.RegisterLocks)
 	r.MustRegister(m.Blocks, m.FastPath, m.TLSHandshakes, m.TLSExpiry, m.TLSLoads, m.ConnsOpen)
+	r.MustRegister(m.UDPPeers, m.UDPResets)
 	r.MustRegister(m.CallsActive, m.Calls, m.Requests, m.Responses, m.Dropped,
 		m.TargetUp, m.Failovers, m.ReloadsTotal,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

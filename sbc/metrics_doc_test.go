@@ -247,6 +247,8 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 		"sbc_tls_handshakes_total":          {"realm"},
 		"sbc_tls_certificate_expiry_days":   {"file"},
 		"sbc_connections_open":              {"realm"},
+		"sbc_udp_peers":                     {"realm"},
+		"sbc_udp_peer_resets_total":         {"realm"},
 		"sbc_media_packets_total":           {"realm"},
 		"sbc_media_bytes_total":             {"realm"},
 		"sbc_media_forwarded_packets_total": {"realm"},

@@ -2,6 +2,7 @@ package sbc
 
 import (
 	"net/netip"
+	"strings"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -31,6 +32,10 @@ func (s *SBC) registerHandlers(ep *endpoint) {
 			s.act(ep, peer{}, req, nil, silent(stageClassify, reasonBadSource).with("source_raw", req.Source()))
 			return
 		}
+		if s.blockedOnConn(req.Transport(), src) {
+			s.act(ep, peer{src: src}, req, nil, silent(stageStream, reasonBlocked))
+			return
+		}
 		// An ACK belongs to a call: classified with the call's snapshot.
 		c, from := s.findDialog(req)
 		st := s.state.Load()
@@ -47,11 +52,62 @@ func (s *SBC) registerHandlers(ep *endpoint) {
 	})
 }
 
+// blockedOnConn reports whether a message that came over a connection
+// (TCP, TLS, WSS) is from a source blocked since: the per-message check
+// of open connections. sipgo reads ahead of the handlers, so messages
+// read before the block landed (and before watchBlocks closed the
+// connection) reach here; they are dropped, not handled. A datagram was
+// checked by the read filter moments ago.
+func (s *SBC) blockedOnConn(transport string, src netip.AddrPort) bool {
+	if strings.EqualFold(transport, "udp") {
+		return false
+	}
+	return s.def.blocklist.Blocked(src.Addr().Unmap())
+}
+
+// strayResponse is stage 1 for a response that matches no transaction
+// of the SBC (sipgo's unhandled-response hook, which by default wrote an
+// INFO line per response): a retransmission that came after its
+// transaction ended, or junk. It is dropped and counted; from an unknown
+// source it is charged like an unknown source's request (over UDP in
+// drop mode it never gets this far: the read filter drops it).
+func (ep *endpoint) strayResponse(res *sip.Response) {
+	s := ep.sbc
+	src, err := netip.ParseAddrPort(res.Source())
+	if err != nil {
+		s.act(ep, peer{}, nil, nil, silent(stageClassify, reasonBadSource).with("source_raw", res.Source()))
+		return
+	}
+	if s.blockedOnConn(res.Transport(), src) {
+		s.act(ep, peer{src: src}, nil, nil, silent(stageStream, reasonBlocked))
+		return
+	}
+	p := s.classify(s.state.Load(), ep, src, res.Transport())
+	attrs := []any{"status", res.StatusCode}
+	if cs := res.CSeq(); cs != nil {
+		attrs = append(attrs, "cseq_method", string(cs.MethodName))
+	}
+	switch {
+	case p.why != "":
+		// A trunk's address without its certificate: not charged (see
+		// classifyRequest).
+		s.act(ep, p, nil, nil, silent(stageClassify, p.why).with(attrs...))
+	case p.trunk == nil && !p.backend:
+		s.act(ep, p, nil, nil, silent(stageClassify, reasonUnknownSource).charge(failUnknownSource).with(attrs...))
+	default:
+		s.act(ep, p, nil, nil, silent(stageDialog, reasonStrayResponse).with(attrs...))
+	}
+}
+
 // handle is the entry of every request except ACK. Each stage returns a
 // verdict; act carries out the first that stops the request.
 func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 	s.metrics.Requests.WithLabelValues(ep.name, methodLabel(string(req.Method))).Inc()
 	st := s.state.Load()
+	if src, err := netip.ParseAddrPort(req.Source()); err == nil && s.blockedOnConn(req.Transport(), src) {
+		s.act(ep, peer{src: src}, req, tx, silent(stageStream, reasonBlocked))
+		return
+	}
 
 	// In-dialog requests are matched to their call first and classified
 	// with the snapshot the call started with: a reload that changes a

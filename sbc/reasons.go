@@ -29,6 +29,7 @@ const (
 	stageBridge   stage = "bridge"   // the B2BUA could not send what it had to send (call core)
 	stageTLS      stage = "tls"      // a TLS handshake or WebSocket upgrade refused on a tls or wss listener (tls.go)
 	stageMedia    stage = "media"    // the media relay of a call could not be set up, or an SDP not relayed (media.go)
+	stageStream   stage = "stream"   // a message on an open TCP, TLS or WSS connection, before sipgo parses it (stream.go, filter.go)
 )
 
 // reason is why a message was dropped or rejected: the reason label of
@@ -40,7 +41,10 @@ const (
 	reasonBlocked           reason = "blocked"              // the source is on the blocklist
 	reasonSourcePPS         reason = "source_pps"           // the source is over its packet budget (limits.source_pps)
 	reasonTrunkPPS          reason = "trunk_pps"            // a trunk's source on its realm, or a pool target on its pool's, is over limits.trunk_pps
-	reasonSourceConnections reason = "source_connections"   // the source holds limits.tcp_connections_per_source TCP connections already
+	reasonSourceConnections reason = "source_connections"   // the source (an IPv4 address or IPv6 /64) holds limits.tcp_connections_per_source connections already
+	reasonConnections       reason = "connections"          // peers hold limits.tcp_connections connections already
+	reasonMessageTimeout    reason = "message_timeout"      // a message on a connection not complete server.tcp_message_timeout after its first byte
+	reasonUDPPeersFull      reason = "udp_peers_full"       // a datagram from an address:port sipgo does not hold, while the realm holds 4 × limits.udp_peers
 	reasonMalformed         reason = "malformed"            // sipgo could not parse the message
 	reasonBadSource         reason = "bad_source"           // the request's source address is unreadable
 	reasonScannerUA         reason = "scanner_ua"           // the User-Agent is a known scanner's (autoblock.scanner_user_agents); never answered
@@ -61,9 +65,11 @@ const (
 	reasonCSeqOutOfOrder    reason = "cseq_out_of_order"    // an in-dialog request whose CSeq is not above the last one
 	reasonBadACK            reason = "bad_ack"              // an ACK without a CSeq
 	reasonStrayACK          reason = "stray_ack"            // an ACK for no dialog the SBC knows
+	reasonStrayResponse     reason = "stray_response"       // a response from a trunk or backend that matches no transaction of the SBC
 	reasonNotDialogPeer     reason = "not_dialog_peer"      // an in-dialog request or ACK for a known dialog from a source that is not that leg's peer
 	reasonReplacesNoDialog  reason = "replaces_no_dialog"   // an INVITE whose Replaces names no call through the SBC
 	reasonSendFailed        reason = "send_failed"          // a response or request could not be sent
+	reasonDialRefused       reason = "dial_refused"         // sipgo was to connect to an address that is no trunk source and no pool target of the realm
 )
 
 // dropReasons is the closed set of (stage, reason) pairs sbc_dropped_total
@@ -73,17 +79,18 @@ var dropReasons = []struct {
 	stage   stage
 	reasons []reason
 }{
-	{stageFilter, []reason{reasonBlocked, reasonSourcePPS, reasonTrunkPPS}},
-	{stageAccept, []reason{reasonBlocked, reasonSourcePPS, reasonTrunkPPS, reasonSourceConnections}},
+	{stageFilter, []reason{reasonBlocked, reasonSourcePPS, reasonTrunkPPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonTrunkTransport, reasonUDPPeersFull}},
+	{stageAccept, []reason{reasonBlocked, reasonSourcePPS, reasonTrunkPPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonTrunkTransport, reasonSourceConnections, reasonConnections}},
 	{stageTLS, tlsReasons},
+	{stageStream, []reason{reasonBlocked, reasonSourcePPS, reasonTrunkPPS, reasonMessageTimeout}},
 	{stageParse, []reason{reasonMalformed}},
 	{stageValidate, validateReasons()},
 	{stageClassify, []reason{reasonBadSource, reasonScannerUA, reasonUnknownSource, reasonTLSIdentity, reasonTLSNeedIdentity, reasonTrunkTransport}},
 	{stageAdmit, []reason{reasonSourceCPS, reasonTrunkCPS, reasonTrunkCalls, reasonRegisterRate, reasonAoRLocked}},
 	{stageRoute, []reason{reasonNoOutboundRoute, reasonNoRoute, reasonNoTarget, reasonRegisterDenied, reasonMethodNotAllowed}},
-	{stageDialog, []reason{reasonNoTransaction, reasonNoDialog, reasonCSeqOutOfOrder, reasonBadACK, reasonStrayACK, reasonNotDialogPeer, reasonReplacesNoDialog}},
+	{stageDialog, []reason{reasonNoTransaction, reasonNoDialog, reasonCSeqOutOfOrder, reasonBadACK, reasonStrayACK, reasonNotDialogPeer, reasonReplacesNoDialog, reasonStrayResponse}},
 	{stageMedia, mediaReasons},
-	{stageBridge, []reason{reasonSendFailed}},
+	{stageBridge, []reason{reasonSendFailed, reasonDialRefused}},
 }
 
 func validateReasons() []reason {

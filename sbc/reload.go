@@ -129,7 +129,9 @@ func (s *SBC) Reload(p *policy.Policy) error {
 	s.targets.mu.Lock()
 	s.targets.m = targets.m
 	s.targets.mu.Unlock()
-	s.state.Store(snap)
+	// Calls in progress (and one starting now) keep the previous
+	// snapshot: the gate asks it too until no call uses it.
+	s.retire(s.state.Swap(snap))
 	s.tls.retain(snap.tls.certs, snap.tls.cas)
 	s.reload.level.Set(policy.SlogLevel(p.Server.LogLevel))
 	kerr := s.reloadKernel(p)
@@ -321,6 +323,8 @@ var reloadFields = map[string]reloadRule{
 	"server.tcp_idle_timeout": ruleRestart("server.tcp_idle_timeout"), // sipgo's TCP transport reads it at construction
 	"server.state_dir":        ruleRestart("server.state_dir"),
 
+	"server.tcp_message_timeout": ruleLive, // read for every message (stream.go)
+
 	"admin.listen": ruleRestart("admin.listen"),
 	"admin.Addr":   ruleDerived,
 
@@ -412,6 +416,8 @@ var reloadFields = map[string]reloadRule{
 	"limits.register_rate":              ruleLive,
 	"limits.max_sources":                ruleLive, // tables are resized keeping the most valuable entries
 	"limits.tcp_connections_per_source": ruleLive, // new connections; open ones are not closed
+	"limits.tcp_connections":            ruleLive, // new connections; open ones are not closed
+	"limits.udp_peers":                  ruleLive, // read at each measure of the table
 	"limits.over_limit_action":          ruleLive,
 
 	"autoblock.enabled":                 ruleLive,

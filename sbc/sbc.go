@@ -57,13 +57,15 @@ type SBC struct {
 	wg      sync.WaitGroup
 	admin   *adminServer
 	fast    *fastPath
-	conns   connCounter // open TCP connections per source
+	conns   connTable // open connections of peers (conns.go)
 
 	media    *mediaPlane // relay port pools by realm (media.go)
 	tls      *tlsFiles   // certificates, keys and CA bundles in service
 	tlsPeers sync.Map    // peerKey → *tlsPeer: verified client certificates of open TLS/WSS connections
 
 	reload reloadState // see reload.go
+
+	snaps retiredSnapshots // snapshots calls still use, for the gate (gate.go)
 }
 
 // snapshot is everything derived from one policy. Calls keep the snapshot
@@ -81,6 +83,7 @@ type snapshot struct {
 	headers  *topology.HeaderFilter
 	limits   policy.Calls
 	tls      tlsTables
+	gates    map[string]*realmGate // by realm: the gate for unknown sources (gate.go)
 }
 
 // realmAddr is an address on a realm.
@@ -121,6 +124,7 @@ func (s *SBC) buildSnapshot(p *policy.Policy, ts *targetSet) (*snapshot, error) 
 		headers:  topology.NewHeaderFilter(p.Headers.Allow),
 		limits:   p.Calls,
 		tls:      tt,
+		gates:    buildGates(p),
 	}, nil
 }
 
@@ -138,6 +142,8 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: s.reload.level}))
 	}
+	// No value of a line longer than maxLogValue bytes (logging.go).
+	s.log = slog.New(newBoundHandler(s.log.Handler()))
 	s.calls = newCallTable()
 	s.tls = newTLSFiles(s.log, s.metrics)
 	s.sipLog = slog.New(&sipgoLogHandler{next: s.log.Handler(), onParse: func(err string) {
@@ -198,7 +204,9 @@ func (s *SBC) Start(ctx context.Context) error {
 	}
 	s.fast = s.startFastPath(ctx, p)
 	s.metrics.Registry.MustRegister(blocklistCollectors(s.def.blocklist)...)
-	s.wg.Add(4)
+	s.wg.Add(6)
+	go func() { defer s.wg.Done(); s.snapshotLoop(ctx) }()
+	go func() { defer s.wg.Done(); s.watchBlocks(ctx) }()
 	go func() { defer s.wg.Done(); s.healthLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.trunkHealthLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.tlsLoop(ctx) }()

@@ -274,6 +274,10 @@ func (l *secureListener) Accept() (net.Conn, error) {
 	sc.prof = l.ep.sbc.state.Load().tls.servers[l.id]
 	sc.src, _ = netip.ParseAddrPort(c.RemoteAddr().String())
 	sc.src = netip.AddrPortFrom(sc.src.Addr().Unmap(), sc.src.Port())
+	if sc.prof != nil && sc.prof.transport == "tls" {
+		// SIP over TLS: framed and checked message by message (stream.go).
+		return l.ep.newStreamConn(sc, sc.src), nil
+	}
 	return sc, nil
 }
 
@@ -404,6 +408,12 @@ func (t tlsTables) trunkOf(c *x509.Certificate, realm string) *policy.Trunk {
 		return try("cn", c.Subject.CommonName)
 	}
 	return nil
+}
+
+// ready runs the handshake (once) and returns its error.
+func (c *secureConn) ready() error {
+	c.once.Do(c.handshake)
+	return c.hsErr
 }
 
 func (c *secureConn) Read(b []byte) (int, error) {

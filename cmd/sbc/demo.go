@@ -208,6 +208,12 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer unknown.Close()
+	scanner, err := sipua.NewCaller(sipua.CallerOptions{Addr: "127.0.0.1:0", UserAgent: "friendly-scanner", Logger: log})
+	if err != nil {
+		fmt.Fprintln(stderr, "demo: scanner:", err)
+		return 1
+	}
+	defer scanner.Close()
 
 	var rows []demoRow
 	var callIDs []string
@@ -279,8 +285,12 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 			return "dropped: " + strings.Join(why, ", ")
 		}
 	}
-	place(stranger, "scanner User-Agent, not a trunk", "1000", "dropped: classify/scanner_ua", dropped(stranger))
-	place(unknown, "unknown source (not a trunk)", "1000", "dropped: classify/unknown_source", dropped(unknown))
+	// Sources that are no trunk die before the SIP parser (the gate):
+	// nothing of them is read, a scanner's User-Agent included.
+	place(stranger, "scanner User-Agent, not a trunk", "1000", "dropped: filter/unknown_source", dropped(stranger))
+	place(unknown, "unknown source (not a trunk)", "1000", "dropped: filter/unknown_source", dropped(unknown))
+	// A scanner behind a trunk's address is told by its User-Agent.
+	place(scanner, "scanner User-Agent from a trunk address", "1000", "dropped: classify/scanner_ua", dropped(scanner))
 
 	// What the backend saw of the callers: their Call-IDs, addresses and
 	// user agents must be nowhere in what it received.

@@ -43,12 +43,13 @@ type Policy struct {
 
 // Server is [server].
 type Server struct {
-	UserAgent      string
-	LogLevel       string
-	UDPReadBuffer  int
-	UDPWriteBuffer int
-	TCPIdleTimeout policy.Duration
-	StateDir       string
+	UserAgent         string
+	LogLevel          string
+	UDPReadBuffer     int
+	UDPWriteBuffer    int
+	TCPIdleTimeout    policy.Duration
+	TCPMessageTimeout policy.Duration
+	StateDir          string
 }
 
 // Realm is one [[realm]].
@@ -183,6 +184,8 @@ type Limits struct {
 	RegisterRate            *int
 	MaxSources              int
 	TCPConnectionsPerSource *int
+	TCPConnections          *int
+	UDPPeers                int
 	OverLimitAction         string
 }
 
@@ -347,6 +350,7 @@ func (p *Policy) Clone() *Policy {
 		l.SourceCPS = clonePtr(l.SourceCPS)
 		l.RegisterRate = clonePtr(l.RegisterRate)
 		l.TCPConnectionsPerSource = clonePtr(l.TCPConnectionsPerSource)
+		l.TCPConnections = clonePtr(l.TCPConnections)
 	}
 	if c.AutoBlock = clonePtr(p.AutoBlock); c.AutoBlock != nil {
 		a := c.AutoBlock
@@ -419,6 +423,7 @@ func (p *Policy) TOML() string {
 		w.int("udp_read_buffer", s.UDPReadBuffer)
 		w.int("udp_write_buffer", s.UDPWriteBuffer)
 		w.dur("tcp_idle_timeout", s.TCPIdleTimeout)
+		w.dur("tcp_message_timeout", s.TCPMessageTimeout)
 		w.str("state_dir", s.StateDir)
 	}
 	if p.Admin != "" {
@@ -542,6 +547,8 @@ func (p *Policy) TOML() string {
 		w.intp("register_rate", l.RegisterRate)
 		w.int("max_sources", l.MaxSources)
 		w.intp("tcp_connections_per_source", l.TCPConnectionsPerSource)
+		w.intp("tcp_connections", l.TCPConnections)
+		w.int("udp_peers", l.UDPPeers)
 		w.str("over_limit_action", l.OverLimitAction)
 	}
 	if a := p.AutoBlock; a != nil {

@@ -21,7 +21,7 @@ func full() *Policy {
 		Server: Server{
 			UserAgent: `Test "SBC" \ 1`, LogLevel: "warn",
 			UDPReadBuffer: 1 << 20, UDPWriteBuffer: 2 << 20,
-			TCPIdleTimeout: policy.D(90 * time.Second), StateDir: "/tmp/sbc-state",
+			TCPIdleTimeout: policy.D(90 * time.Second), TCPMessageTimeout: policy.D(3 * time.Second), StateDir: "/tmp/sbc-state",
 		},
 		Admin: "127.0.0.1:0",
 		Realms: []Realm{
@@ -63,7 +63,7 @@ func full() *Policy {
 		Headers: &Headers{Allow: []string{"Content-Type", "X-Custom"}, UnknownSourceAction: "reject"},
 		Limits: &Limits{SourcePPS: new(300), SourcePPSBurst: 301, TrunkPPS: new(900), TrunkPPSBurst: 901,
 			SourceCPS: new(20), RegisterRate: new(3),
-			MaxSources: 256, TCPConnectionsPerSource: new(4), OverLimitAction: "drop"},
+			MaxSources: 256, TCPConnectionsPerSource: new(4), TCPConnections: new(64), UDPPeers: 100, OverLimitAction: "drop"},
 		AutoBlock: &AutoBlock{Enabled: new(false), Observe: true, Threshold: 4,
 			Window: policy.D(30 * time.Second), BlockFor: policy.D(time.Minute), Escalation: 2,
 			MaxBlock: policy.D(time.Hour), ForgetAfter: policy.D(2 * time.Hour),
@@ -154,6 +154,7 @@ func TestEveryOptionParses(t *testing.T) {
 	check("server.udp_read_buffer", s.UDPReadBuffer, 1<<20)
 	check("server.udp_write_buffer", s.UDPWriteBuffer, 2<<20)
 	check("server.tcp_idle_timeout", s.TCPIdleTimeout.Duration, 90*time.Second)
+	check("server.tcp_message_timeout", s.TCPMessageTimeout.Duration, 3*time.Second)
 	check("server.state_dir", s.StateDir, "/tmp/sbc-state")
 	check("admin.listen", p.Admin.Listen, "127.0.0.1:0")
 
@@ -231,6 +232,8 @@ func TestEveryOptionParses(t *testing.T) {
 	check("limits.register_rate", l.RegisterRate, 3)
 	check("limits.max_sources", l.MaxSources, 256)
 	check("limits.tcp_connections_per_source", l.TCPConnectionsPerSource, 4)
+	check("limits.tcp_connections", l.TCPConnections, 64)
+	check("limits.udp_peers", l.UDPPeers, 100)
 	check("limits.over_limit_action", l.OverLimitAction, "drop")
 
 	a := p.AutoBlock

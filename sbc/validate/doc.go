@@ -8,8 +8,10 @@
 // # Where to call it
 //
 //   - Raw(data, opt) in the transport read filter, on each UDP datagram
-//     and each WebSocket message, before sipgo parses it. Not on TCP/TLS:
-//     there the filter sees chunks of the stream, not messages.
+//     and each WebSocket message, before sipgo parses it. On TCP/TLS the
+//     filter sees chunks of the stream, not messages: Frame(data, opt)
+//     finds the end of each message of the stream first (or says the
+//     stream cannot be framed), then Raw checks the message.
 //   - Request(req, opt) in the request handler, after classify and before
 //     admit, on every request from every transport.
 //   - Response(res, opt) on every response, before it feeds the failure
@@ -45,7 +47,10 @@
 // datagram, a '?' outside <> in Contact/To/From, a ',' outside <> and
 // quotes in To/From, a quoted string left open in To/From/Contact, a
 // stray ';' or ',' in To/From/Contact/Via (sipgo silently drops empty
-// parameters, so only the bytes show it).
+// parameters, so only the bytes show it); a Via and a CSeq, and a top Via
+// branch with the magic cookie or (requests) a From tag, without which
+// sipgo's transaction layer answers a stateless 400 itself or logs and
+// drops a response, before the SBC sees the message.
 //
 // Request and Response: SIP/2.0 (505 for another version, 400 for
 // garbage), method token, Request-URI (scheme, host, port, no headers

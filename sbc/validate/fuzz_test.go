@@ -2,6 +2,7 @@ package validate
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -135,4 +136,40 @@ func injection(hdr []byte) int {
 		}
 	}
 	return -1
+}
+
+// FuzzFrame: Frame never panics and never claims more than data holds; a
+// framed message is framed the same alone; and a framed message that
+// passes Raw is exactly one message to sipgo's stream parser (the SBC
+// hands sipgo one framed message at a time: if the two disagreed, sipgo
+// would wait for bytes that belong to the next one).
+func FuzzFrame(f *testing.F) {
+	addSeeds(f)
+	parser := sip.NewParser()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n, r := Frame(data, Options{})
+		if r != nil && (!r.Drop || n != 0) {
+			t.Fatalf("Frame verdict %q with n=%d Drop=%v", r.Why, n, r.Drop)
+		}
+		if n < 0 || n > len(data) {
+			t.Fatalf("Frame = %d for %d bytes", n, len(data))
+		}
+		if n == 0 {
+			return
+		}
+		if n2, r2 := Frame(data[:n], Options{}); n2 != n || r2 != nil {
+			t.Fatalf("the framed message alone: %d %v, want %d", n2, r2, n)
+		}
+		if Raw(data[:n], Options{}) != nil {
+			return
+		}
+		var msgs int
+		err := parser.NewSIPStream().ParseSIPStream(data[:n], func(sip.Message) { msgs++ })
+		if err == nil && msgs != 1 {
+			t.Fatalf("sipgo's stream parser found %d messages in one framed message", msgs)
+		}
+		if errors.Is(err, sip.ErrParseSipPartial) {
+			t.Fatalf("sipgo's stream parser wants more bytes after a framed message: %q", data[:n])
+		}
+	})
 }

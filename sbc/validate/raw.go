@@ -27,7 +27,14 @@ import "bytes"
 //     that allows one;
 //   - a quoted string left open at the end of To, From or Contact;
 //   - a stray separator in To, From, Contact or Via: ';' or ',' followed
-//     by another or ending the field (RFC 4475 badinv01.dat).
+//     by another or ending the field (RFC 4475 badinv01.dat);
+//   - what sipgo's transaction layer needs before any handler runs, and
+//     answers (a stateless 400) or only logs when it is missing: a Via
+//     and a CSeq; a top Via branch with the RFC 3261 magic cookie, or
+//     (RFC 2543 requests) a From with a tag (RFC 4475 inv2543.dat has
+//     neither: dropped here, where sipgo would answer 400); for a
+//     response, a branch with the cookie (the SBC's own requests all
+//     have one, so any other response is no answer to it).
 //
 // Everything else, and everything that a parsed message shows as well as
 // the bytes do (duplicate headers, the version, CSeq, Max-Forwards, ...),
@@ -74,6 +81,11 @@ func raw(data []byte, opt Options) *rule {
 		clState    int // 0 leading LWS, 1 digits, 2 trailing LWS, 3 bad
 		clBad      bool
 		pendingSep bool // a ';' or ',' ended the last line of the open field
+		response   bool // the start line is a status line
+		seen       [numKinds]bool
+		// The value of the first Via and From fields, continuation
+		// lines included (offsets into data; end 0: absent).
+		viaFrom, viaTo, fromFrom, fromTo int
 	)
 	for first := true; ; first = false {
 		// The line: up to a CR that must be followed by LF, with no LF
@@ -96,11 +108,13 @@ func raw(data []byte, opt Options) *rule {
 		if rest[j+1] != '\n' {
 			return &rLineEnding
 		}
+		lineAt := i
 		i += j + 2
 		if first {
 			if r := startLine(line); r != nil {
 				return r
 			}
+			response = len(line) >= 4 && foldEq(line[:4], "SIP/")
 			continue
 		}
 
@@ -129,6 +143,12 @@ func raw(data []byte, opt Options) *rule {
 				return &rHeaderLine
 			}
 			val = line
+			switch {
+			case cur == kVia && viaTo == lineAt-2:
+				viaTo = lineAt + len(line)
+			case cur == kFrom && fromTo == lineAt-2:
+				fromTo = lineAt + len(line)
+			}
 		} else {
 			nHeaders++
 			if nHeaders > maxHeaders {
@@ -147,6 +167,13 @@ func raw(data []byte, opt Options) *rule {
 			}
 			cur = kindOfName(name)
 			inHeader, inQ, inBr, clState, pendingSep = true, false, false, 0, false
+			switch {
+			case cur == kVia && !seen[kVia]:
+				viaFrom, viaTo = lineAt+colon+1, lineAt+len(line)
+			case cur == kFrom && !seen[kFrom]:
+				fromFrom, fromTo = lineAt+colon+1, lineAt+len(line)
+			}
+			seen[cur] = true
 			if cur == kContentLength {
 				clCount++
 				clVal = 0
@@ -232,7 +259,108 @@ func raw(data []byte, opt Options) *rule {
 	if clCount == 1 && clVal > uint64(len(data)-i) {
 		return &rCLMismatch
 	}
+	return keyable(response, seen, data[viaFrom:viaTo], data[fromFrom:fromTo])
+}
+
+// keyable checks what sipgo's transaction layer needs of a message
+// before any handler sees it, and answers or logs itself when it is
+// missing: a request without a top Via or CSeq, or one whose top Via
+// has no RFC 3261 branch (an RFC 2543 request) and whose From has no tag,
+// gets a stateless 400 from sipgo (it cannot make a server transaction
+// key); a response without them, or whose branch lacks the magic cookie,
+// matches no client transaction of the SBC (whose branches all have it)
+// and is only logged. Such a message is dropped and counted here, like
+// every other malformed message, instead.
+func keyable(response bool, seen [numKinds]bool, via, from []byte) *rule {
+	switch {
+	case !seen[kVia]:
+		return &rMissing[kVia]
+	case !seen[kCSeq]:
+		return &rMissing[kCSeq]
+	case cookieBranch(via):
+		return nil
+	case response:
+		return &rVia
+	case !seen[kFrom]:
+		return &rMissing[kFrom]
+	}
+	if _, ok := param(from, "tag"); !ok {
+		return &rFromTag
+	}
 	return nil
+}
+
+// cookieBranch reports whether the first value of a Via field has a
+// branch parameter that starts with the RFC 3261 magic cookie and has
+// more after it.
+func cookieBranch(via []byte) bool {
+	if k := bytes.IndexByte(via, ','); k >= 0 {
+		via = via[:k]
+	}
+	b, ok := param(via, "branch")
+	return ok && len(b) > len(magicCookie) && string(b[:len(magicCookie)]) == magicCookie
+}
+
+const magicCookie = "z9hG4bK"
+
+// param finds the header parameter name (case-sensitive, as sipgo's
+// lookups are) in a field value: after a ';' outside quotes and <>, up
+// to the next ';' or ','. It returns the value (LWS trimmed; nil when
+// the parameter has none) and whether the parameter is there.
+func param(v []byte, name string) ([]byte, bool) {
+	inQ, inBr := false, false
+	for k := 0; k < len(v); k++ {
+		c := v[k]
+		switch {
+		case inQ:
+			if c == '\\' {
+				k++
+			} else if c == '"' {
+				inQ = false
+			}
+			continue
+		case c == '"':
+			inQ = true
+			continue
+		case c == '<':
+			inBr = true
+			continue
+		case c == '>':
+			inBr = false
+			continue
+		case c != ';' || inBr:
+			continue
+		}
+		e := k + 1
+		for e < len(v) && v[e] != '=' && v[e] != ';' && v[e] != ',' {
+			e++
+		}
+		if string(trimLWS(v[k+1:e])) != name {
+			continue
+		}
+		if e == len(v) || v[e] != '=' {
+			return nil, true
+		}
+		f := e + 1
+		for f < len(v) && v[f] != ';' && v[f] != ',' {
+			f++
+		}
+		return trimLWS(v[e+1 : f]), true
+	}
+	return nil, false
+}
+
+// trimLWS trims SP, HTAB, CR and LF (a folded value keeps its line
+// breaks) from both ends of b.
+func trimLWS(b []byte) []byte {
+	lws := func(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
+	for len(b) > 0 && lws(b[0]) {
+		b = b[1:]
+	}
+	for len(b) > 0 && lws(b[len(b)-1]) {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 // special marks the bytes the header scan of Raw must look at: control

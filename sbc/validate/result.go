@@ -77,6 +77,7 @@ var (
 	rUnbalancedQuote = bad("unbalanced_quote")
 	rStraySeparator  = bad("stray_separator")
 	rBadChar         = bad("bad_char")
+	rFromTag         = bad("missing_from_tag")
 	rNil             = bad("nil_message")
 	rVersion         = def(505, "Version Not Supported", "bad_version")
 	rVersionSyntax   = bad("bad_version_syntax")
@@ -124,7 +125,7 @@ var (
 )
 
 func init() {
-	for _, k := range []kind{kTo, kFrom, kCallID, kCSeq, kVia} {
+	for _, k := range []kind{kTo, kFrom, kCallID, kCSeq, kVia, kContentLength} {
 		rMissing[k] = bad("missing_header_" + kindWhy[k])
 	}
 	for _, k := range singleKinds {

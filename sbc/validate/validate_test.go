@@ -96,8 +96,10 @@ func TestMessages(t *testing.T) {
 		{"two To values on one line", build(inviteLine, with([]string{"To: sip:bob@example.com, sip:carol@example.com"}), sdpBody), "drop:raw multiple_values", "drop:parse"},
 
 		// Missing headers.
-		{"no Via", build(inviteLine, with([]string{"Via:-"}), sdpBody), "400 missing_header_via", ""},
-		{"no CSeq", build(inviteLine, with([]string{"CSeq:-"}), sdpBody), "400 missing_header_cseq", ""},
+		// Without Via or CSeq sipgo cannot key a transaction: as a datagram
+		// Raw drops it (sipgo would answer a stateless 400 itself).
+		{"no Via", build(inviteLine, with([]string{"Via:-"}), sdpBody), "drop:raw missing_header_via", "400 missing_header_via"},
+		{"no CSeq", build(inviteLine, with([]string{"CSeq:-"}), sdpBody), "drop:raw missing_header_cseq", "400 missing_header_cseq"},
 		{"no Call-ID", build(inviteLine, with([]string{"Call-ID:-"}), sdpBody), "400 missing_header_call_id", ""},
 		{"no From", build(inviteLine, with([]string{"From:-"}), sdpBody), "400 missing_header_from", ""},
 		{"no Max-Forwards tolerated (RFC 2543)", build(inviteLine, with([]string{"Max-Forwards:-"}), sdpBody), "accept", ""},
@@ -206,10 +208,27 @@ func TestMessages(t *testing.T) {
 
 		// Via.
 		{"Via without branch (RFC 2543)", build(inviteLine, with([]string{"Via: SIP/2.0/UDP 192.0.2.1"}), sdpBody), "accept", ""},
+		{"Via without branch, From without tag", build(inviteLine, with([]string{"Via: SIP/2.0/UDP 192.0.2.1", "From: <sip:alice@example.org>"}), sdpBody),
+			"drop:raw missing_from_tag", "accept"},
+		{"Via without branch, From tag in the URI only", build(inviteLine, with([]string{"Via: SIP/2.0/UDP 192.0.2.1", "From: <sip:alice@example.org;tag=1>"}), sdpBody),
+			"drop:raw missing_from_tag", "accept"},
+		{"Via without branch, no From", build(inviteLine, with([]string{"Via: SIP/2.0/UDP 192.0.2.1", "From:-"}), sdpBody),
+			"drop:raw missing_header_from", "400 missing_header_from"},
+		{"branch without cookie, From tag", build(inviteLine, with([]string{"Via: SIP/2.0/UDP 192.0.2.1;branch=1234"}), sdpBody), "accept", ""},
+		{"branch in the second Via value only", build(inviteLine, with([]string{"Via: SIP/2.0/UDP 192.0.2.1, SIP/2.0/UDP 192.0.2.2;branch=z9hG4bKx",
+			"From: <sip:alice@example.org>"}), sdpBody), "drop:raw missing_from_tag", "400 bad_via"},
+		{"branch on a continuation line", build(inviteLine, with([]string{"Via: SIP/2.0/UDP 192.0.2.1\r\n ;branch=z9hG4bKx",
+			"From: <sip:alice@example.org>"}), sdpBody), "accept", ""},
+		{"Branch in capitals is not sipgo's branch", build(inviteLine, with([]string{"Via: SIP/2.0/UDP 192.0.2.1;Branch=z9hG4bKx",
+			"From: <sip:alice@example.org>"}), sdpBody), "drop:raw missing_from_tag", "accept"},
+		{"compact Via and From", build(inviteLine, with([]string{"Via:-", "From:-"}, "v: SIP/2.0/UDP 192.0.2.1", "f: <sip:alice@example.org>;tag=7"), sdpBody), "accept", ""},
+		{"response branch without cookie", build("SIP/2.0 200 OK", append([]string{"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=1"}, resHeaders()[1:]...), ""),
+			"drop:raw bad_via", "accept"},
+		{"response without CSeq", build("SIP/2.0 200 OK", resHeaders()[:4], ""), "drop:raw missing_header_cseq", "drop missing_header_cseq"},
 		{"Via bare cookie", build(inviteLine, with([]string{"Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK"}), sdpBody), "400 via_branch_bare_cookie", ""},
 		{"Via version 3.0", build(inviteLine, with([]string{"Via: SIP/3.0/UDP 192.0.2.1;branch=z9hG4bKx"}), sdpBody), "400 bad_via", ""},
 		{"Via IPv6", build(inviteLine, with([]string{"Via: SIP/2.0/TCP [2001:db8::1]:5060;branch=z9hG4bKx"}), sdpBody), "accept", ""},
-		{"response without Via", build("SIP/2.0 200 OK", resHeaders()[1:], ""), "drop missing_header_via", ""},
+		{"response without Via", build("SIP/2.0 200 OK", resHeaders()[1:], ""), "drop:raw missing_header_via", "drop missing_header_via"},
 
 		// Call-ID.
 		{"Call-ID with space", build(inviteLine, with([]string{"Call-ID: a b@example.org"}), sdpBody), "400 bad_call_id", ""},

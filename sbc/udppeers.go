@@ -1,0 +1,261 @@
+package sbc
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// sipgo's UDP read loop remembers every source address:port it reads a
+// datagram from (after the read filter): an entry of the transport's
+// connection pool (so that a response finds the listener socket) and an
+// entry of a map local to the loop, both kept until the loop ends, that
+// is, until the listener closes. A flood from many source ports (or
+// spoofed addresses the read filter lets through: a trunk's prefix, or
+// any source with unknown_source_action = "reject") grows both without
+// bound. The gate (gate.go) keeps unknown sources out in drop mode; for
+// the rest the SBC bounds them itself:
+//
+//   - Each UDP socket is served by generations of sipgo's read loop: the
+//     loop reads through a udpGen, a view of the socket whose ReadFrom
+//     ends the loop (net.ErrClosed, which sipgo takes as the listener's
+//     close without closing the socket) once the generation is retired.
+//     When the realm's pool holds more than limits.udp_peers entries, a
+//     new generation is started on the same socket (it registers itself as
+//     the listener in the pool), the old one is retired: it stops reading
+//     at once, waits udpGrace (requests it already read are still
+//     creating their transactions, which look their source up in the
+//     pool), then ends, and sipgo deletes every entry it added. Requests
+//     and responses in flight keep the socket they hold.
+//   - Past 4 × limits.udp_peers entries (a retired generation still in
+//     its grace, and a new one filling fast), datagrams from addresses
+//     not in the pool are dropped (stage filter, reason udp_peers_full)
+//     until the pool is below that again; pool targets excepted. So the
+//     pool never holds much more than 4 × limits.udp_peers entries,
+//     however fast the flood (udpCheckEvery datagrams more at most, and
+//     the pool targets).
+
+// udpGrace is how long a retired read loop waits before it ends.
+const udpGrace = 2 * time.Second
+
+// udpPeersHard is the multiple of limits.udp_peers past which datagrams
+// of new addresses are dropped.
+const udpPeersHard = 4
+
+// udpCheckEvery: the pool is measured once per this many datagrams let
+// through (a power of two).
+const udpCheckEvery = 64
+
+// udpPeers bounds the UDP peer entries of one realm.
+type udpPeers struct {
+	ep     *endpoint
+	socks  []*udpSock
+	kick   chan struct{}
+	passed atomic.Uint64 // datagrams let through by the read filter
+	full   atomic.Bool   // over udpPeersHard × limit: new addresses are dropped
+	quit   <-chan struct{}
+	pool   *sip.ConnectionPool
+	mu     sync.Mutex // serialises resets
+}
+
+// udpSock is one UDP listener socket and its current generation.
+type udpSock struct {
+	pc    net.PacketConn
+	laddr string // the socket's address, its key in the pool
+	cur   atomic.Pointer[udpGen]
+}
+
+// udpGen is one generation of sipgo's read loop on a socket.
+type udpGen struct {
+	net.PacketConn
+	retired atomic.Bool
+	quit    <-chan struct{}
+	done    chan struct{} // closed when sipgo's loop on it returned
+}
+
+// ReadFrom reads the socket until the generation is retired; then, after
+// the grace, it ends sipgo's loop.
+func (g *udpGen) ReadFrom(b []byte) (int, net.Addr, error) {
+	if g.retired.Load() {
+		t := time.NewTimer(udpGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-g.quit:
+		}
+		return 0, nil, net.ErrClosed
+	}
+	return g.PacketConn.ReadFrom(b)
+}
+
+func newUDPPeers(ep *endpoint, quit <-chan struct{}) *udpPeers {
+	return &udpPeers{ep: ep, kick: make(chan struct{}, 1), quit: quit, pool: ep.ua.TransportLayer().Pool("udp")}
+}
+
+// serve starts the first generation on each socket, and the loop that
+// resets the table when it grows past the limit.
+func (u *udpPeers) serve(ctx context.Context) {
+	for _, pc := range u.ep.udp {
+		sk := &udpSock{pc: pc, laddr: pc.LocalAddr().String()}
+		u.socks = append(u.socks, sk)
+		u.start(sk)
+	}
+	u.ep.wg.Add(1)
+	go func() {
+		defer u.ep.wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-u.kick:
+				u.reset()
+			case <-t.C:
+				u.check()
+			}
+		}
+	}()
+}
+
+// start runs a new generation of sipgo's read loop on sk, and waits
+// (bounded) until it is the socket's listener in the pool: before that, a
+// request sent from the socket's address would make sipgo bind a second
+// socket on it (EADDRINUSE).
+func (u *udpPeers) start(sk *udpSock) {
+	g := &udpGen{PacketConn: sk.pc, quit: u.quit, done: make(chan struct{})}
+	sk.cur.Store(g)
+	ep := u.ep
+	ep.wg.Add(1)
+	go func() {
+		defer ep.wg.Done()
+		defer close(g.done)
+		if err := ep.srv.ServeUDP(g); err != nil && !g.retired.Load() {
+			select {
+			case <-u.quit:
+			default:
+				ep.sbc.log.Error("udp listener stopped", "realm", ep.name, "error", err)
+			}
+		}
+	}()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if u.listenerIs(sk, g) {
+			break
+		}
+	}
+}
+
+// listenerIs reports whether g is sk's listener in the pool.
+func (u *udpPeers) listenerIs(sk *udpSock, g *udpGen) bool {
+	c := u.pool.Get(sk.laddr)
+	if c == nil {
+		return false
+	}
+	defer c.TryClose() // drop the reference Get took
+	uc, ok := c.(*sip.UDPConnection)
+	return ok && uc.PacketConn == g
+}
+
+// passedOne is called by the read filter for each datagram it lets
+// through: once in udpCheckEvery, the pool is measured.
+func (u *udpPeers) passedOne() {
+	if u.passed.Add(1)%udpCheckEvery == 0 {
+		u.check()
+	}
+}
+
+// check measures the pool: over the limit it asks for a reset, over the
+// hard limit it drops new addresses until it is below again.
+func (u *udpPeers) check() {
+	limit := u.ep.sbc.state.Load().pol.Limits.UDPPeers
+	n := u.pool.Size()
+	u.ep.sbc.metrics.UDPPeers.WithLabelValues(u.ep.name).Set(float64(n))
+	u.full.Store(n > udpPeersHard*limit)
+	if n > limit {
+		select {
+		case u.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// reset retires every socket's generation for a new one, and waits until
+// the retired ones have ended (their entries are gone then).
+func (u *udpPeers) reset() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.pool.Size() <= u.ep.sbc.state.Load().pol.Limits.UDPPeers {
+		return
+	}
+	var old []*udpGen
+	for _, sk := range u.socks {
+		prev := sk.cur.Load()
+		u.start(sk)
+		prev.retired.Store(true)
+		old = append(old, prev)
+	}
+	u.ep.sbc.metrics.UDPResets.WithLabelValues(u.ep.name).Inc()
+	for i, g := range old {
+		u.wake(u.socks[i], g)
+	}
+	u.check()
+}
+
+// wake makes a retired generation blocked in a read return (a one-byte
+// NUL datagram to the socket from itself: sipgo skips it before the read
+// filter), until its loop has ended.
+func (u *udpPeers) wake(sk *udpSock, g *udpGen) {
+	to := selfAddr(sk.pc.LocalAddr())
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.NewTimer(udpGrace + 10*time.Second)
+	defer deadline.Stop()
+	for {
+		if to != nil {
+			_, _ = sk.pc.WriteTo([]byte{0}, to)
+		}
+		select {
+		case <-g.done:
+			return
+		case <-u.quit:
+			return
+		case <-deadline.C:
+			u.ep.sbc.log.Warn("udp: a retired read loop did not end", "realm", u.ep.name, "listener", sk.laddr)
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// selfAddr is where a socket bound to a reaches itself.
+func selfAddr(a net.Addr) net.Addr {
+	ua, ok := a.(*net.UDPAddr)
+	if !ok {
+		return nil
+	}
+	ap := ua.AddrPort()
+	ip := ap.Addr()
+	switch {
+	case ip.IsUnspecified() && ip.Is4():
+		ip = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	case ip.IsUnspecified():
+		ip = netip.IPv6Loopback()
+	}
+	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, ap.Port()))
+}
+
+// known reports whether the pool holds an entry for ua (allocates: it is
+// only asked when the table is full).
+func (u *udpPeers) known(ua *net.UDPAddr) bool {
+	c := u.pool.Get(ua.String())
+	if c == nil {
+		return false
+	}
+	c.TryClose()
+	return true
+}
