@@ -16,6 +16,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/sbc-project/sbc/acl"
+	"github.com/sbc-project/sbc/events"
 	"github.com/sbc-project/sbc/policy"
 	"github.com/sbc-project/sbc/topology"
 )
@@ -32,6 +33,9 @@ type Options struct {
 	// have log_level apply to that Logger; without a Logger, the default
 	// one uses it.
 	LogLevel *slog.LevelVar
+	// Events, if not nil, receives every operator event (package events)
+	// besides the outputs the policy configures.
+	Events events.Sink
 }
 
 // SBC is the session border controller: one endpoint per realm, the call
@@ -66,6 +70,11 @@ type SBC struct {
 	reload reloadState // see reload.go
 
 	snaps retiredSnapshots // snapshots calls still use, for the gate (gate.go)
+
+	// events fans operator events (audit, webhooks, …) out to their
+	// outputs; extraSink is Options.Events, kept across output changes.
+	events    events.Mux
+	extraSink events.Sink
 }
 
 // snapshot is everything derived from one policy. Calls keep the snapshot
@@ -134,6 +143,10 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 		return nil, errors.New("sbc: nil policy")
 	}
 	s := &SBC{log: opt.Logger, metrics: newMetrics(), realms: map[string]*endpoint{}}
+	s.extraSink = opt.Events
+	if s.extraSink != nil {
+		s.events.Set(s.extraSink)
+	}
 	s.reload.level = opt.LogLevel
 	if s.reload.level == nil {
 		s.reload.level = new(slog.LevelVar)
@@ -173,6 +186,10 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	}
 	return s, nil
 }
+
+// emit reports an operator event to the outputs (never blocks for long:
+// outputs queue).
+func (s *SBC) emit(e events.Event) { s.events.Emit(e) }
 
 // Metrics returns the SBC's Prometheus instruments.
 func (s *SBC) Metrics() *Metrics { return s.metrics }
