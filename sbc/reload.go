@@ -3,6 +3,7 @@ package sbc
 import (
 	"errors"
 	"fmt"
+	"github.com/sbc-project/sbc/events"
 	"log/slog"
 	"maps"
 	"slices"
@@ -141,10 +142,12 @@ func (s *SBC) Reload(p *policy.Policy) error {
 		s.metrics.ReloadsTotal.WithLabelValues(ReloadPartial).Inc()
 		s.log.Warn("policy reloaded, but the kernel fast path was not updated: it keeps the previous allow-list (trunks and pool targets), XDP rate limit or XDP scope until a reload succeeds",
 			"result", ReloadPartial, "policy", p.Source, "error", kerr.Error())
+		s.emit(events.Event{Kind: events.ConfigChanged, Reason: ReloadPartial, Detail: map[string]string{"policy": p.Source, "error": kerr.Error()}})
 		return fmt.Errorf("%w: %w", ErrReloadPartial, kerr)
 	}
 	s.metrics.ReloadsTotal.WithLabelValues(ReloadOK).Inc()
 	s.log.Info("policy reloaded", "result", ReloadOK, "policy", p.Source)
+	s.emit(events.Event{Kind: events.ConfigChanged, Reason: ReloadOK, Detail: map[string]string{"policy": p.Source}})
 	return nil
 }
 
@@ -169,6 +172,7 @@ func (s *SBC) reloadRejected(old *policy.Policy, source string, err error) error
 		attrs = append(attrs, "restart_required", re.Keys())
 	}
 	s.log.Warn("policy reload rejected; keeping the policy in force", attrs...)
+	s.emit(events.Event{Kind: events.ReloadFailed, Reason: err.Error(), Detail: map[string]string{"policy": source, "in_force": old.Source}})
 	if re != nil {
 		return err
 	}

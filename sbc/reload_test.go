@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sbc-project/sbc/acl"
+	"github.com/sbc-project/sbc/events"
 	"github.com/sbc-project/sbc/internal/testpolicy"
 	"github.com/sbc-project/sbc/policy"
 	"github.com/sbc-project/sbc/ratelimit"
@@ -634,7 +635,13 @@ func TestReloadLogLevel(t *testing.T) {
 // sbc_policy_reloads_total is gone, and each outcome counts once; a
 // policy file that does not load counts as rejected.
 func TestReloadMetric(t *testing.T) {
-	s := newReloadSBC(t, Options{}, true)
+	var mu sync.Mutex
+	var evs []events.Event
+	s := newReloadSBC(t, Options{Events: events.Func(func(e events.Event) {
+		mu.Lock()
+		evs = append(evs, e)
+		mu.Unlock()
+	})}, true)
 	fams, err := s.metrics.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -677,6 +684,13 @@ func TestReloadMetric(t *testing.T) {
 	}
 	if reloads(s, ReloadRejected) != 1 || reloads(s, ReloadOK) != 1 || reloads(s, ReloadPartial) != 0 {
 		t.Errorf("counts: rejected %v ok %v partial %v", reloads(s, ReloadRejected), reloads(s, ReloadOK), reloads(s, ReloadPartial))
+	}
+	// The operator events: the refused file, then the applied one.
+	mu.Lock()
+	defer mu.Unlock()
+	if len(evs) != 2 || evs[0].Kind != events.ReloadFailed || !strings.Contains(evs[0].Reason, "no_such_key") ||
+		evs[1].Kind != events.ConfigChanged || evs[1].Detail["policy"] != path {
+		t.Errorf("events %+v", evs)
 	}
 }
 
