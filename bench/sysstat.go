@@ -140,12 +140,18 @@ type Metrics map[string]float64
 
 // Scrape fetches and parses a Prometheus /metrics page (text format).
 func Scrape(ctx context.Context, url string) (Metrics, error) {
+	return ScrapeWith(ctx, http.DefaultClient, url)
+}
+
+// ScrapeWith is Scrape through the given client (e.g. one that dials
+// inside a network namespace).
+func ScrapeWith(ctx context.Context, c *http.Client, url string) (Metrics, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Accept", "text/plain")
-	res, err := http.DefaultClient.Do(req)
+	res, err := c.Do(req)
 	if err != nil {
 		return nil, err
 	}
