@@ -69,7 +69,7 @@ type CompareConfig struct {
 	// Duration of each bisection step. Default 20s.
 	Duration time.Duration
 	// StartRate, MaxRate, Precision and MaxSteps bound each bisection as
-	// in MaxCPSConfig. Defaults 1000, 16000, 5% of the result (at least 5),
+	// in MaxCPSConfig. Defaults 500, 16000, 5% of the result (at least 5),
 	// 10.
 	StartRate, MaxRate, Precision, MaxSteps int
 	// MinRateRatio: a step passes only if SIPp sustained this share of
@@ -77,7 +77,7 @@ type CompareConfig struct {
 	MinRateRatio float64
 	// WarmupRate and WarmupDuration: the first step of every trial, not
 	// judged, so that the measured steps run in a process whose memory is
-	// already touched. Defaults 1000 calls/s and Duration; a negative
+	// already touched. Defaults 500 calls/s and Duration; a negative
 	// WarmupDuration skips it.
 	WarmupRate     int
 	WarmupDuration time.Duration
@@ -87,9 +87,10 @@ type CompareConfig struct {
 	// a negative LatencyRate skips it.
 	LatencyRate     int
 	LatencyDuration time.Duration
-	// Drain bounds the wait after each step for the server to go idle
-	// (its CPU use below 5% of a core, and for sbc no call active).
-	// Default 30s.
+	// Drain bounds each of the waits after a step for the server to go
+	// idle: for sbc until no call is active, then for both until its CPU
+	// use stays below 5% of a core for 1 s. A server not idle by then is
+	// restarted before the next step. Default 60s.
 	Drain time.Duration
 	// SBCLogLevel is sbc's log level. Default "warn" (Kamailio logs
 	// warnings and worse too: nothing per call).
@@ -171,7 +172,7 @@ func (c *CompareConfig) setDefaults() error {
 		c.KamailioPkgMB = 16
 	}
 	if c.StartRate <= 0 {
-		c.StartRate = 1000
+		c.StartRate = 500
 	}
 	if c.MaxRate <= 0 {
 		c.MaxRate = 16000
@@ -184,13 +185,13 @@ func (c *CompareConfig) setDefaults() error {
 		c.MinRateRatio = 0.95
 	}
 	if c.WarmupRate <= 0 {
-		c.WarmupRate = 1000
+		c.WarmupRate = 500
 	}
 	if c.WarmupDuration == 0 {
 		c.WarmupDuration = c.Duration
 	}
 	if c.Drain <= 0 {
-		c.Drain = 30 * time.Second
+		c.Drain = 60 * time.Second
 	}
 	if c.SBCLogLevel == "" {
 		c.SBCLogLevel = "warn"
@@ -232,6 +233,10 @@ type CompareStep struct {
 	// (sbc only).
 	SBCAnswered float64
 	Load        [2]float64 // 1-minute load average before and after
+	// Idle: the server went idle within CompareConfig.Drain after the
+	// caller finished. A server that did not is restarted (and warmed up
+	// again) before the trial's next step.
+	Idle bool
 	// Latency is set for a captured step.
 	Latency *SetupLatency
 
@@ -300,6 +305,9 @@ type CompareTrial struct {
 	Steps     []CompareStep // the bisection's, in the order run
 	Max       int           // highest passing rate (0: none)
 	Bracketed bool          // a failing rate above Max was found
+	// Restarts counts the fresh server processes started (each with its
+	// warm-up step) after a step the server did not recover from.
+	Restarts int
 }
 
 // AtMax returns the passing bisection step at Max, if any.
@@ -502,6 +510,9 @@ func (h *harness) metricsURL() string {
 // startServer starts one system's server in dir and waits until it is
 // ready.
 func (h *harness) startServer(ctx context.Context, system, dir string) (*proc, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	var p *proc
 	var err error
 	switch system {
@@ -563,26 +574,53 @@ func (h *harness) trial(ctx context.Context, system string, round int) (CompareT
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return tr, err
 	}
-	srv, err := h.startServer(ctx, system, dir)
+	srv, err := h.startServer(ctx, system, filepath.Join(dir, "server-0"))
 	if err != nil {
 		return tr, err
 	}
-	defer srv.stop(syscall.SIGTERM, 15*time.Second)
+	defer func() { _ = srv.stop(syscall.SIGTERM, 15*time.Second) }()
 	n := 0
-	run := func(kind string, rate int, d time.Duration, capture bool) (CompareStep, error) {
+	var run func(kind string, rate int, d time.Duration, capture bool) (CompareStep, error)
+	warmup := func() error {
+		if h.cfg.WarmupDuration <= 0 {
+			return nil
+		}
+		st, err := run("warm-up", h.cfg.WarmupRate, h.cfg.WarmupDuration, false)
+		if err == nil && tr.Warmup == nil {
+			tr.Warmup = &st
+		}
+		return err
+	}
+	run = func(kind string, rate int, d time.Duration, capture bool) (CompareStep, error) {
 		n++
 		st, err := h.step(ctx, srv, system, kind, filepath.Join(dir, fmt.Sprintf("%02d-%s-%d", n, kind, rate)), rate, d, capture)
-		if err == nil && h.cfg.Progress != nil {
+		if err != nil {
+			return st, err
+		}
+		if h.cfg.Progress != nil {
 			fmt.Fprintf(h.cfg.Progress, "round %d: %s\n", round, st.summary())
 		}
-		return st, err
-	}
-	if h.cfg.WarmupDuration > 0 {
-		st, err := run("warm-up", h.cfg.WarmupRate, h.cfg.WarmupDuration, false)
-		if err != nil {
-			return tr, err
+		if !st.Idle {
+			// A server still busy with the last step would fail the next
+			// one for the last one's sake: start afresh, warmed up.
+			_ = srv.stop(syscall.SIGTERM, 15*time.Second)
+			tr.Restarts++
+			if h.cfg.Progress != nil {
+				fmt.Fprintf(h.cfg.Progress, "round %d: %s not idle %s after the step: restarted\n", round, system, h.cfg.Drain)
+			}
+			if srv, err = h.startServer(ctx, system, filepath.Join(dir, fmt.Sprintf("server-%d", tr.Restarts))); err != nil {
+				return st, err
+			}
+			if kind != "warm-up" {
+				if err := warmup(); err != nil {
+					return st, err
+				}
+			}
 		}
-		tr.Warmup = &st
+		return st, nil
+	}
+	if err := warmup(); err != nil {
+		return tr, err
 	}
 	if h.cfg.LatencyRate > 0 {
 		st, err := run("latency", h.cfg.LatencyRate, h.cfg.LatencyDuration, true)
@@ -708,15 +746,15 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 
 	// Wait for the server to finish what it holds: no call active (sbc),
 	// and its CPU use under 5% of a core over 4 samples of 250 ms.
-	drainEnd := time.Now().Add(h.cfg.Drain)
+	var idleErr error
 	if system == SystemSBC {
-		_ = waitFor(ctx, h.cfg.Drain, srv, "sbc idle", func() bool {
+		idleErr = waitFor(ctx, h.cfg.Drain, srv, "sbc idle", func() bool {
 			m, err := ScrapeWith(ctx, h.http, h.metricsURL())
 			return err == nil && m["sbc_calls_active"] == 0
 		})
 	}
 	last, quiet := cpu0, 0
-	_ = waitFor(ctx, time.Until(drainEnd), srv, "server idle", func() bool {
+	idleErr = errors.Join(idleErr, waitFor(ctx, h.cfg.Drain, srv, "server idle", func() bool {
 		time.Sleep(250 * time.Millisecond)
 		c, err := GroupCPU(srv.pid())
 		if err != nil {
@@ -729,7 +767,8 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 		}
 		last = c
 		return quiet >= 4
-	})
+	}))
+	st.Idle = idleErr == nil
 	cpu1, err := GroupCPU(srv.pid())
 	if err != nil {
 		return st, err

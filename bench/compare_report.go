@@ -43,6 +43,9 @@ type SystemSummary struct {
 	To200P50, To200P99            time.Duration
 	CPUPerCallAtLatencyRate       time.Duration
 	LatencyCalls, LatencyNoAnswer int // summed over the trials
+	// Restarts: server processes restarted because one did not go idle
+	// after a step, summed over the trials.
+	Restarts int
 }
 
 // Summaries returns one summary per system, in cfg.Systems order.
@@ -56,6 +59,7 @@ func (r *CompareResult) Summaries() []SystemSummary {
 				continue
 			}
 			s.Maxes = append(s.Maxes, t.Max)
+			s.Restarts += t.Restarts
 			maxes = append(maxes, float64(t.Max))
 			if st, ok := t.AtMax(); ok {
 				cpu = append(cpu, float64(st.CPUPerCall()))
@@ -174,7 +178,7 @@ func (r *CompareResult) WriteTable(w io.Writer) error {
 	for i := 1; i <= c.Rounds; i++ {
 		fmt.Fprintf(&hdr, "trial %d\t", i)
 	}
-	hdr.WriteString("median\tCPU µs/call at max\tPSS MB at max\tRSS MB at max\t")
+	hdr.WriteString("median\tCPU µs/call at max\tPSS MB at max\tRSS MB at max\trestarts\t")
 	fmt.Fprintln(tw, hdr.String())
 	for _, s := range sums {
 		fmt.Fprintf(tw, "%s\t", s.System)
@@ -185,7 +189,7 @@ func (r *CompareResult) WriteTable(w io.Writer) error {
 				fmt.Fprint(tw, "-\t")
 			}
 		}
-		fmt.Fprintf(tw, "%.0f\t%s\t%.0f\t%.0f\t\n", s.Median, us(s.CPUPerCallAtMax), s.PSSAtMax/1e6, s.RSSAtMax/1e6)
+		fmt.Fprintf(tw, "%.0f\t%s\t%.0f\t%.0f\t%d\t\n", s.Median, us(s.CPUPerCallAtMax), s.PSSAtMax/1e6, s.RSSAtMax/1e6, s.Restarts)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
