@@ -671,7 +671,7 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 	var dump *proc
 	pcapPath := filepath.Join(dir, "caller.pcap")
 	if capture {
-		dump, err = h.start(dir, "tcpdump.out", h.cfg.Tcpdump, "-i", "lo", "-n", "-s", "2048", "-B", "16384",
+		dump, err = h.start(dir, "tcpdump.out", h.cfg.Tcpdump, "-i", "lo", "-n", "-U", "-s", "2048", "-B", "16384",
 			"--time-stamp-precision", "nano", "-w", pcapPath, "udp", "port", strconv.Itoa(compareUACPort))
 		if err != nil {
 			return st, err
@@ -744,8 +744,35 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 	st.UACExit = exitCode(uac.err)
 	st.Mem, _ = GroupMem(srv.pid())
 
+	// The caller has its answers (or gave up): stop the callee and the
+	// capture. SIGTERM makes SIPp write its last statistics line.
+	if dump != nil {
+		// tcpdump hands packets over in blocks (up to its 1 s buffer
+		// timeout) and writes each as it gets it (-U): stop it once the
+		// file has not grown for 1.5 s.
+		size, same := int64(-1), 0
+		_ = waitFor(ctx, 10*time.Second, dump, "capture complete", func() bool {
+			time.Sleep(250 * time.Millisecond)
+			fi, err := os.Stat(pcapPath)
+			if err != nil {
+				return false
+			}
+			if fi.Size() == size {
+				same++
+			} else {
+				size, same = fi.Size(), 0
+			}
+			return same >= 6
+		})
+		_ = dump.stop(syscall.SIGTERM, 5*time.Second)
+	}
+	_ = uas.stop(syscall.SIGTERM, 5*time.Second)
+
 	// Wait for the server to finish what it holds: no call active (sbc),
-	// and its CPU use under 5% of a core over 4 samples of 250 ms.
+	// then nothing on the namespace's wire (no UDP datagram delivered or
+	// refused: a server still retransmitting towards the gone callee
+	// would confuse the next step's callee) and its CPU use under 5% of a
+	// core, over 4 samples of 250 ms.
 	var idleErr error
 	if system == SystemSBC {
 		idleErr = waitFor(ctx, h.cfg.Drain, srv, "sbc idle", func() bool {
@@ -753,19 +780,21 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 			return err == nil && m["sbc_calls_active"] == 0
 		})
 	}
-	last, quiet := cpu0, 0
+	wire := func() uint64 { u := snmp(); return u.InDatagrams + u.NoPorts + u.InErrors }
+	last, lastWire, quiet := cpu0, wire(), 0
 	idleErr = errors.Join(idleErr, waitFor(ctx, h.cfg.Drain, srv, "server idle", func() bool {
 		time.Sleep(250 * time.Millisecond)
 		c, err := GroupCPU(srv.pid())
 		if err != nil {
 			return false
 		}
-		if c-last <= 250*time.Millisecond/20 {
+		w := wire()
+		if c-last <= 250*time.Millisecond/20 && w == lastWire {
 			quiet++
 		} else {
 			quiet = 0
 		}
-		last = c
+		last, lastWire = c, w
 		return quiet >= 4
 	}))
 	st.Idle = idleErr == nil
@@ -778,12 +807,6 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 	st.SBCAnswered = answered() - ans0
 	st.SocketDrops = serverDrops() - drops0
 	st.Load[1], _ = LoadAvg()
-
-	// SIGTERM makes SIPp write its last statistics line.
-	if dump != nil {
-		_ = dump.stop(syscall.SIGTERM, 5*time.Second)
-	}
-	_ = uas.stop(syscall.SIGTERM, 5*time.Second)
 
 	var notes []string
 	for _, f := range []struct {

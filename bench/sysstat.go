@@ -15,6 +15,7 @@ import (
 // UDPStats are the system-wide UDP counters of /proc/net/snmp.
 type UDPStats struct {
 	InDatagrams  uint64
+	NoPorts      uint64 // datagrams to a port nobody listens on
 	InErrors     uint64
 	RcvbufErrors uint64 // datagrams dropped because a socket's receive buffer was full
 	SndbufErrors uint64
@@ -24,6 +25,7 @@ type UDPStats struct {
 func (s UDPStats) Sub(o UDPStats) UDPStats {
 	return UDPStats{
 		InDatagrams:  s.InDatagrams - o.InDatagrams,
+		NoPorts:      s.NoPorts - o.NoPorts,
 		InErrors:     s.InErrors - o.InErrors,
 		RcvbufErrors: s.RcvbufErrors - o.RcvbufErrors,
 		SndbufErrors: s.SndbufErrors - o.SndbufErrors,
@@ -65,6 +67,8 @@ func parseSNMP(b []byte) (UDPStats, error) {
 			switch n {
 			case "InDatagrams":
 				s.InDatagrams = v
+			case "NoPorts":
+				s.NoPorts = v
 			case "InErrors":
 				s.InErrors = v
 			case "RcvbufErrors":
