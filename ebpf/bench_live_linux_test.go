@@ -43,6 +43,9 @@ func countingXDP(tb testing.TB, m *ebpf.Map, action int32) *ebpf.Program {
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type:    ebpf.XDP,
 		License: "MIT",
+		// As the library loads the sbc program (section "xdp"), so that
+		// a link can be updated from one to the other.
+		AttachType: ebpf.AttachXDP,
 		Instructions: asm.Instructions{
 			asm.StoreImm(asm.RFP, -4, 0, asm.Word),
 			asm.Mov.Reg(asm.R2, asm.RFP),
