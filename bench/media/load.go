@@ -47,6 +47,9 @@ type Scenario struct {
 	Procs int
 	// RTPEngineThreads is rtpengine's --num-threads (0: its default).
 	RTPEngineThreads int
+	// IdleWindow, if set, samples the relay's CPU for that long with no
+	// traffic before the run (Result.RelayIdle).
+	IdleWindow time.Duration
 }
 
 // Result is what a run measured.
@@ -59,7 +62,8 @@ type Result struct {
 	Wall                        time.Duration
 	// RelayCPU is the relay process's CPU time over the run (schedstat),
 	// RelayCPUTicks the same from utime+stime; RelayIdle its CPU time
-	// over IdleWindow before the run (timers, housekeeping).
+	// over the scenario's IdleWindow before the run (timers,
+	// housekeeping).
 	RelayCPU, RelayCPUTicks, RelayIdle time.Duration
 	// GenCPU is this process's CPU over the run: the phones (pacing,
 	// encryption, receiving, decryption). Not included in RelayCPU.
@@ -74,9 +78,6 @@ type Result struct {
 	Stats  *RelayStats
 	Before MemStats
 }
-
-// IdleWindow is how long the relay's idle CPU is sampled before a run.
-const IdleWindow = 500 * time.Millisecond
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
@@ -358,12 +359,12 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 		}
 		return res, err
 	}
-	if relayPid != 0 {
+	if relayPid != 0 && sc.IdleWindow > 0 {
 		c0, err := ProcCPU(relayPid)
 		if err != nil {
 			return res, err
 		}
-		time.Sleep(IdleWindow)
+		time.Sleep(sc.IdleWindow)
 		c1, _ := ProcCPU(relayPid)
 		res.RelayIdle = c1 - c0
 	}

@@ -192,3 +192,40 @@ func mustAddr(t *testing.T, s string) netip.AddrPort {
 	}
 	return a
 }
+
+// TestCompareShort is the side-by-side comparison and a two-step
+// capacity run, short, when SBC_BENCH=1; the figures in BENCHMARKS.md
+// come from bench/cmd/mediabench with longer runs.
+func TestCompareShort(t *testing.T) {
+	if os.Getenv("SBC_BENCH") != "1" {
+		t.Skip("set SBC_BENCH=1 to run the media relay comparison")
+	}
+	needRTPEngine(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cfg := CompareConfig{Calls: 50, PPS: 50, Duration: 2 * time.Second, Rounds: 1, Log: testWriter{t}}
+	rs, err := Compare(ctx, cfg, CompareScenarios(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	CompareTable(&b, rs)
+	cfg.Procs = 1
+	caps, err := Capacity(ctx, cfg, []int{50, 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	CapacityTable(&b, caps)
+	t.Log("\n" + b.String())
+	for _, group := range rs {
+		for _, r := range group {
+			if r.Lost() > r.Sent/100 || r.PhoneErrors != 0 {
+				t.Errorf("%s: %s", r.Scenario.Name, r.Line())
+			}
+		}
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(bytes.TrimRight(p, "\n"))); return len(p), nil }
