@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +35,7 @@ func main() {
 	flag.IntVar(&cfg.Rounds, "rounds", 3, "rounds of the comparison (scenario order rotates)")
 	flag.IntVar(&cfg.Procs, "procs", 0, "GOMAXPROCS of the SBC relay (0: Go's default)")
 	flag.IntVar(&cfg.RTPEngineThreads, "rtpengine-threads", 0, "rtpengine --num-threads (0: its default)")
+	only := flag.String("only", "", "run only the comparison scenarios whose name contains this")
 	capacity := flag.String("capacity", "", "comma-separated call counts: run the SBC relay alone (plain, both directions, -pps each) at each, with -procs (default 1) instead of the comparison")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -60,13 +62,17 @@ func main() {
 		}
 		return
 	}
-	rs, err := media.Compare(ctx, cfg, media.CompareScenarios(cfg))
+	scenarios := media.CompareScenarios(cfg)
+	if *only != "" {
+		scenarios = slices.DeleteFunc(scenarios, func(s media.Scenario) bool { return !strings.Contains(s.Name, *only) })
+	}
+	rs, err := media.Compare(ctx, cfg, scenarios)
 	media.CompareTable(os.Stdout, rs)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mediabench:", err)
 		os.Exit(1)
 	}
-	if len(rs) == 4 && len(rs[1]) > 0 && len(rs[2]) > 0 && len(rs[3]) > 0 {
+	if *only == "" && len(rs) == 4 && len(rs[1]) > 0 && len(rs[2]) > 0 && len(rs[3]) > 0 {
 		fmt.Printf("\nsbc plain / rtpengine plain: %.2f (goal ≤ 0.5); sbc SDES↔DTLS / rtpengine plain: %.2f (goal ≤ 1)\n",
 			media.Ratio(rs[2], rs[1]), media.Ratio(rs[3], rs[1]))
 	}
