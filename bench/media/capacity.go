@@ -8,13 +8,16 @@ import (
 )
 
 // Capacity limits: a step is clean while the relay loses at most
-// CapacityMaxLoss of the packets, delivers 99 % of them within
-// CapacityMaxP99 (one packet time: later than that a jitter buffer
-// starts to conceal), and uses at most CapacityMaxLoad of its core.
+// CapacityMaxLoss of the packets and uses at most CapacityMaxLoad of its
+// core. Latency is reported, not judged: it is measured at the phones,
+// and on a shared machine the load generator's own lag (Result.Behind,
+// its receivers waiting for a CPU) dominates it; a step whose p99 is
+// over CapacityLateP99 (one packet time, where a jitter buffer starts to
+// conceal) is marked late in the table.
 const (
 	CapacityMaxLoss = 0.001
-	CapacityMaxP99  = 20 * time.Millisecond
 	CapacityMaxLoad = 0.9
+	CapacityLateP99 = 20 * time.Millisecond
 )
 
 // Capacity runs the SBC relay alone (plain RTP, both directions at
@@ -33,7 +36,7 @@ func Capacity(ctx context.Context, cfg CompareConfig, steps []int) ([]Result, er
 		if cfg.Log != nil {
 			fmt.Fprintf(cfg.Log, "%-24s %s\n", sc.Name, r.Line())
 		}
-		if !r.Clean() {
+		if !r.Clean() || r.GeneratorBound() {
 			break
 		}
 	}
@@ -42,8 +45,15 @@ func Capacity(ctx context.Context, cfg CompareConfig, steps []int) ([]Result, er
 
 // Clean reports whether a capacity step met the limits.
 func (r Result) Clean() bool {
-	return r.Sent > 0 && float64(r.Lost()) <= CapacityMaxLoss*float64(r.Sent) &&
-		r.P99 <= CapacityMaxP99 && r.RelayLoad() <= CapacityMaxLoad
+	return r.Sent > 0 && float64(r.Lost()) <= CapacityMaxLoss*float64(r.Sent) && r.RelayLoad() <= CapacityMaxLoad
+}
+
+// GeneratorBound reports whether the phones, not the relay, set the
+// pace: the run took a fifth longer than asked, or a packet left more
+// than a second behind its slot. Such a step says nothing of the relay's
+// limit, and the search stops there.
+func (r Result) GeneratorBound() bool {
+	return r.Wall > r.Scenario.Duration*6/5 || r.Behind > time.Second
 }
 
 // PerCall is the relay's memory per call from the step's memory before
@@ -66,12 +76,16 @@ func (r Result) CallsPerCore() float64 {
 
 // CapacityTable writes the Markdown table of a capacity search.
 func CapacityTable(w io.Writer, rs []Result) {
-	fmt.Fprintln(w, "| calls | packets/s | relay CPU (share of its core) | µs/packet | calls/core at this cost | lost | p99 latency | max latency | heap/call | goroutines/call | RSS/call | clean |")
+	fmt.Fprintln(w, "| calls | packets/s | relay CPU (share of its core; waited for a CPU) | µs/packet | calls/core at this cost | lost | p99 latency (generator lag) | heap/call | goroutines/call | RSS/call | relay clean | generator-bound |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
 		heap, gor, rss := r.PerCall()
-		fmt.Fprintf(w, "| %d | %.0f | %.0f %% | %.2f | %.0f | %d of %d | %v | %v | %.1f kB | %.1f | %.1f kB | %v |\n",
-			r.Scenario.Calls, float64(r.Sent)/r.Wall.Seconds(), 100*r.RelayLoad(), r.RelayUSPerPacket(), r.CallsPerCore(),
-			r.Lost(), r.Sent, r.P99, r.Max.Round(time.Microsecond), heap/1e3, gor, rss/1e3, r.Clean())
+		late := ""
+		if r.P99 > CapacityLateP99 {
+			late = " late"
+		}
+		fmt.Fprintf(w, "| %d | %.0f | %.0f %% (%.1f s) | %.2f | %.0f | %d of %d (rcvbuf drops %d) | %v%s (%v) | %.1f kB | %.1f | %.1f kB | %v | %v |\n",
+			r.Scenario.Calls, float64(r.Sent)/r.Wall.Seconds(), 100*r.RelayLoad(), r.RelayWait.Seconds(), r.RelayUSPerPacket(), r.CallsPerCore(),
+			r.Lost(), r.Sent, r.RcvbufErrors, r.P99, late, r.Behind.Round(time.Millisecond), heap/1e3, gor, rss/1e3, r.Clean(), r.GeneratorBound())
 	}
 }

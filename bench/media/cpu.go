@@ -15,27 +15,41 @@ import (
 // thread that exited between two readings takes its time with it, so
 // ProcCPUTicks is the cross-check for a process whose threads come and go.
 func ProcCPU(pid int) (time.Duration, error) {
+	run, _, err := procSched(pid)
+	return run, err
+}
+
+// ProcWait returns how long a process's threads have waited for a CPU
+// while runnable (schedstat's second field, summed): the machine's
+// contention as that process felt it.
+func ProcWait(pid int) (time.Duration, error) {
+	_, wait, err := procSched(pid)
+	return wait, err
+}
+
+func procSched(pid int) (run, wait time.Duration, err error) {
 	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
 	if err != nil || len(tasks) == 0 {
-		return 0, fmt.Errorf("process %d: no schedstat (%v)", pid, err)
+		return 0, 0, fmt.Errorf("process %d: no schedstat (%v)", pid, err)
 	}
-	var sum time.Duration
 	for _, t := range tasks {
 		b, err := os.ReadFile(t)
 		if err != nil {
 			continue // the thread exited
 		}
 		f := strings.Fields(string(b))
-		if len(f) < 1 {
+		if len(f) < 2 {
 			continue
 		}
-		ns, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", t, err)
+		r, err1 := strconv.ParseInt(f[0], 10, 64)
+		w, err2 := strconv.ParseInt(f[1], 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0, 0, fmt.Errorf("%s: %q", t, b)
 		}
-		sum += time.Duration(ns)
+		run += time.Duration(r)
+		wait += time.Duration(w)
 	}
-	return sum, nil
+	return run, wait, nil
 }
 
 // clockTick is USER_HZ, 100 on Linux.

@@ -26,8 +26,9 @@
 // Compare runs the scenarios of CompareScenarios in rotating order over
 // several rounds; Capacity runs the SBC relay alone at growing call
 // counts (50 packets/s each way per call) on one core (GOMAXPROCS=1) until
-// a step loses packets, delivers late or saturates the core, and reports
-// the relay's memory per call (live heap, goroutines, RSS). The command
+// a step loses packets or saturates the core (latency is reported beside
+// it, with the generator's own lag), and reports the relay's memory per
+// call (live heap, goroutines, RSS). The command
 // bench/cmd/mediabench runs both; the figures are in BENCHMARKS.md
 // ("srtp: media relay"). The tests are a short smoke of the harness (the
 // SBC relay, and rtpengine where installed: CI installs it); the

@@ -17,7 +17,9 @@ import (
 	"github.com/pion/dtls/v3"
 	"github.com/pion/rtp"
 	pion "github.com/pion/srtp/v3"
+	"golang.org/x/net/ipv4"
 
+	"github.com/sbc-project/sbc/bench"
 	"github.com/sbc-project/sbc/srtp"
 )
 
@@ -65,6 +67,13 @@ type Result struct {
 	// over the scenario's IdleWindow before the run (timers,
 	// housekeeping).
 	RelayCPU, RelayCPUTicks, RelayIdle time.Duration
+	// RelayWait is how long the relay's threads waited for a CPU while
+	// runnable during the run (schedstat): the contention from the rest
+	// of the machine.
+	RelayWait time.Duration
+	// RcvbufErrors is the machine's UDP receive-buffer drops during the
+	// run (/proc/net/snmp): where lost packets went.
+	RcvbufErrors uint64
 	// GenCPU is this process's CPU over the run: the phones (pacing,
 	// encryption, receiving, decryption). Not included in RelayCPU.
 	GenCPU time.Duration
@@ -117,6 +126,8 @@ func (r Result) Lost() uint64 {
 type flow struct {
 	conn *net.UDPConn
 	to   netip.AddrPort
+	addr *net.UDPAddr // to, for sendmmsg
+	tx   *txBatch     // the batch of conn
 	enc  *pion.Context
 	hdr  rtp.Header
 	ssrc uint32
@@ -345,6 +356,13 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 			g.flows = append(g.flows, &flow{conn: pb.conn, to: legB[i], enc: encB[i], ssrc: uint32(2*i + 2)})
 		}
 	}
+	txs := map[*net.UDPConn]*txBatch{}
+	for _, f := range g.flows {
+		if txs[f.conn] == nil {
+			txs[f.conn] = newTxBatch(f.conn)
+		}
+		f.tx, f.addr = txs[f.conn], net.UDPAddrFromAddrPort(f.to)
+	}
 	for _, s := range g.sockets {
 		s.routes.Store(&s.from)
 		if s.fc == nil {
@@ -371,11 +389,12 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 	g.received.Store(0)
 	g.errors.Store(0)
 	g.lat.reset()
-	var c0, t0 time.Duration
+	var c0, t0, w0 time.Duration
 	if relayPid != 0 {
-		c0, _ = ProcCPU(relayPid)
+		c0, w0, _ = procSched(relayPid)
 		t0, _ = ProcCPUTicks(relayPid)
 	}
+	u0, _ := bench.ReadUDPStats()
 	s0, _ := ProcCPU(os.Getpid())
 	start := time.Now()
 	sent, behind, err := g.pace(ctx)
@@ -385,9 +404,12 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 	g.drain(sent)
 	res.Wall = time.Since(start)
 	if relayPid != 0 {
-		c1, _ := ProcCPU(relayPid)
+		c1, w1, _ := procSched(relayPid)
 		t1, _ := ProcCPUTicks(relayPid)
-		res.RelayCPU, res.RelayCPUTicks = c1-c0, t1-t0
+		res.RelayCPU, res.RelayCPUTicks, res.RelayWait = c1-c0, t1-t0, w1-w0
+	}
+	if u1, err := bench.ReadUDPStats(); err == nil {
+		res.RcvbufErrors = u1.Sub(u0).RcvbufErrors
 	}
 	s1, _ := ProcCPU(os.Getpid())
 	res.GenCPU = s1 - s0
@@ -422,15 +444,22 @@ func sdesPhone(send, recv string) (enc, dec *pion.Context, err error) {
 	return enc, dec, err
 }
 
+// rxBatch is how many datagrams a phone's receiver takes per recvmmsg.
+const rxBatch = 64
+
 func (g *gen) startReceiver(s *socket) {
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
-		buf := make([]byte, 2048)
+		pc := ipv4.NewPacketConn(s.conn)
+		msgs := make([]ipv4.Message, rxBatch)
+		for i := range msgs {
+			msgs[i].Buffers = [][]byte{make([]byte, 2048)}
+		}
 		out := make([]byte, 2048)
 		var hdr rtp.Header
 		for {
-			n, from, err := s.conn.ReadFromUDPAddrPort(buf)
+			n, err := pc.ReadBatch(msgs, 0)
 			if err != nil {
 				if errors.Is(err, net.ErrClosed) {
 					return
@@ -438,37 +467,50 @@ func (g *gen) startReceiver(s *socket) {
 				g.errors.Add(1)
 				continue
 			}
-			pkt := buf[:n]
-			if n > 0 && pkt[0] >= 20 && pkt[0] <= 63 {
-				if s.fc != nil {
-					s.fc.feed(pkt)
-				}
-				continue
-			}
-			routes := s.routes.Load()
-			if routes == nil {
-				g.errors.Add(1)
-				continue
-			}
-			e, ok := (*routes)[netip.AddrPortFrom(from.Addr().Unmap(), from.Port())]
-			if !ok {
-				g.errors.Add(1)
-				continue
-			}
-			if e.dec != nil {
-				if pkt, err = e.dec.DecryptRTP(out[:0], pkt, &hdr); err != nil {
+			for _, m := range msgs[:n] {
+				ua, _ := m.Addr.(*net.UDPAddr)
+				if ua == nil {
 					g.errors.Add(1)
 					continue
 				}
+				g.receive(s, m.Buffers[0][:m.N], ua.AddrPort(), out, &hdr)
 			}
-			if len(pkt) < 20 {
-				g.errors.Add(1)
-				continue
-			}
-			g.lat.add(time.Since(g.t0) - time.Duration(binary.BigEndian.Uint64(pkt[12:20])))
-			g.received.Add(1)
 		}
 	}()
+}
+
+// receive is a phone's handling of one datagram: DTLS to its handshake,
+// media decrypted (if its leg is SRTP), counted and timed.
+func (g *gen) receive(s *socket, pkt []byte, from netip.AddrPort, out []byte, hdr *rtp.Header) {
+	if len(pkt) > 0 && pkt[0] >= 20 && pkt[0] <= 63 {
+		if s.fc != nil {
+			s.fc.feed(pkt)
+		}
+		return
+	}
+	routes := s.routes.Load()
+	if routes == nil {
+		g.errors.Add(1)
+		return
+	}
+	e, ok := (*routes)[netip.AddrPortFrom(from.Addr().Unmap(), from.Port())]
+	if !ok {
+		g.errors.Add(1)
+		return
+	}
+	if e.dec != nil {
+		var err error
+		if pkt, err = e.dec.DecryptRTP(out[:0], pkt, hdr); err != nil {
+			g.errors.Add(1)
+			return
+		}
+	}
+	if len(pkt) < 20 {
+		g.errors.Add(1)
+		return
+	}
+	g.lat.add(time.Since(g.t0) - time.Duration(binary.BigEndian.Uint64(pkt[12:20])))
+	g.received.Add(1)
 }
 
 // packet writes flow f's next RTP packet (PCMU, 160 bytes of payload
@@ -517,15 +559,79 @@ func (g *gen) warmup(ctx context.Context) error {
 	return nil
 }
 
+// txBatch collects a phone socket's packets of one pacing tick for one
+// sendmmsg.
+type txBatch struct {
+	pc    *ipv4.PacketConn
+	msgs  []ipv4.Message
+	bufs  [][]byte
+	n     int
+	dirty bool
+}
+
+const txBatchSize = 64
+
+func newTxBatch(c *net.UDPConn) *txBatch {
+	b := &txBatch{pc: ipv4.NewPacketConn(c), msgs: make([]ipv4.Message, txBatchSize), bufs: make([][]byte, txBatchSize)}
+	for i := range b.bufs {
+		b.bufs[i] = make([]byte, 0, 256)
+		b.msgs[i].Buffers = [][]byte{nil}
+	}
+	return b
+}
+
+func (b *txBatch) flush() error {
+	for sent := 0; sent < b.n; {
+		k, err := b.pc.WriteBatch(b.msgs[sent:b.n], 0)
+		if err != nil {
+			return err
+		}
+		sent += k
+	}
+	b.n = 0
+	return nil
+}
+
+// add puts flow f's next packet into its socket's batch, flushing a full
+// batch.
+func (g *gen) add(f *flow, plain []byte) error {
+	b := f.tx
+	g.packet(f, plain)
+	pkt := append(b.bufs[b.n][:0], plain...)
+	if f.enc != nil {
+		var err error
+		if pkt, err = f.enc.EncryptRTP(b.bufs[b.n][:0], plain, &f.hdr); err != nil {
+			return err
+		}
+	}
+	b.msgs[b.n].Buffers[0], b.msgs[b.n].Addr = pkt, f.addr
+	b.n++
+	b.dirty = true
+	if b.n == txBatchSize {
+		return b.flush()
+	}
+	return nil
+}
+
 // pace sends PPS packets per second per flow for the scenario's
 // duration, flows interleaved evenly, checking the schedule every half
-// millisecond (so each relay socket still sees its packets one by one).
-// behind is the worst lag of a packet behind its slot.
+// millisecond and sending what is due with one sendmmsg per phone socket
+// (the relay still sees each of its sockets receive one packet at a
+// time: consecutive packets of a batch go to different calls). behind is
+// the worst lag of a packet behind its slot.
 func (g *gen) pace(ctx context.Context) (sent uint64, behind time.Duration, err error) {
 	per := len(g.flows)
 	rate := float64(per * g.sc.PPS)
 	total := uint64(rate * g.sc.Duration.Seconds())
-	plain, wire := make([]byte, 12+160), make([]byte, 0, 256)
+	plain := make([]byte, 12+160)
+	var batches []*txBatch
+	seen := map[*txBatch]bool{}
+	for _, f := range g.flows {
+		if !seen[f.tx] {
+			seen[f.tx] = true
+			batches = append(batches, f.tx)
+		}
+	}
 	start := time.Now()
 	for sent < total {
 		el := time.Since(start)
@@ -534,8 +640,16 @@ func (g *gen) pace(ctx context.Context) (sent uint64, behind time.Duration, err 
 			behind = lag
 		}
 		for ; sent < due; sent++ {
-			if err := g.send(g.flows[sent%uint64(per)], plain, wire); err != nil {
+			if err := g.add(g.flows[sent%uint64(per)], plain); err != nil {
 				return sent, behind, err
+			}
+		}
+		for _, b := range batches {
+			if b.dirty {
+				if err := b.flush(); err != nil {
+					return sent, behind, err
+				}
+				b.dirty = false
 			}
 		}
 		if ctx.Err() != nil {

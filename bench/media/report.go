@@ -73,8 +73,12 @@ func (r Result) Line() string {
 	if r.Scenario.IdleWindow > 0 {
 		idle = float64(r.RelayIdle) / float64(r.Scenario.IdleWindow) * 1e3
 	}
-	return fmt.Sprintf("sent %d lost %d errs %d wall %.2fs relay %.2f µs/pkt (%.0f%% core; ticks %.2f µs/pkt, idle %.1f ms/s) gen %.2f µs/pkt behind %v p50 %v p99 %v max %v",
-		r.Sent, r.Lost(), r.PhoneErrors, r.Wall.Seconds(), r.RelayUSPerPacket(), 100*r.RelayLoad(),
+	relay := ""
+	if r.Stats != nil {
+		relay = fmt.Sprintf(" (relay: in %d, forwarded %d, drops %v)", r.Stats.Packets, r.Stats.Forwarded, r.Stats.Dropped)
+	}
+	return fmt.Sprintf("sent %d lost %d%s errs %d rcvbuf drops %d wall %.2fs relay %.2f µs/pkt (%.0f%% core, waited %.0f ms for a CPU; ticks %.2f µs/pkt, idle %.1f ms/s) gen %.2f µs/pkt behind %v p50 %v p99 %v max %v",
+		r.Sent, r.Lost(), relay, r.PhoneErrors, r.RcvbufErrors, r.Wall.Seconds(), r.RelayUSPerPacket(), 100*r.RelayLoad(), float64(r.RelayWait)/1e6,
 		us(r.RelayCPUTicks)/float64(max(r.Sent, 1)), idle, r.GenUSPerPacket(),
 		r.Behind.Round(time.Microsecond), r.P50, r.P99, r.Max.Round(time.Microsecond))
 }
