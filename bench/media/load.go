@@ -49,6 +49,10 @@ type Scenario struct {
 	Procs int
 	// RTPEngineThreads is rtpengine's --num-threads (0: its default).
 	RTPEngineThreads int
+	// PerCallSockets gives every phone a socket of its own (as real
+	// phones have); otherwise plain and SDES phones of a side share one
+	// socket and only DTLS phones have their own.
+	PerCallSockets bool
 	// IdleWindow, if set, samples the relay's CPU for that long with no
 	// traffic before the run (Result.RelayIdle).
 	IdleWindow time.Duration
@@ -201,7 +205,7 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 	// tells calls apart by its own ports); a DTLS phone has its own (one
 	// DTLS association per leg and address).
 	side := func(p Profile) ([]*socket, error) {
-		if p != DTLS {
+		if p != DTLS && !sc.PerCallSockets {
 			c, err := listen()
 			if err != nil {
 				return nil, err

@@ -19,6 +19,8 @@ type CompareConfig struct {
 	// Procs is GOMAXPROCS of the SBC relay child; RTPEngineThreads
 	// rtpengine's --num-threads.
 	Procs, RTPEngineThreads int
+	// PerCallSockets: see Scenario.
+	PerCallSockets bool
 	// Log, if set, gets one line per run.
 	Log io.Writer
 }
@@ -28,7 +30,7 @@ type CompareConfig struct {
 // DTLS-SRTP (rtpengine's side of that comparison is its plain relay).
 func CompareScenarios(cfg CompareConfig) []Scenario {
 	base := Scenario{Calls: cfg.Calls, PPS: cfg.PPS, Both: true, Duration: cfg.Duration, Procs: cfg.Procs,
-		RTPEngineThreads: cfg.RTPEngineThreads, IdleWindow: 500 * time.Millisecond}
+		RTPEngineThreads: cfg.RTPEngineThreads, PerCallSockets: cfg.PerCallSockets, IdleWindow: 500 * time.Millisecond}
 	var out []Scenario
 	for _, s := range []struct {
 		name  string

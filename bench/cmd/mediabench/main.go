@@ -35,6 +35,7 @@ func main() {
 	flag.IntVar(&cfg.Rounds, "rounds", 3, "rounds of the comparison (scenario order rotates)")
 	flag.IntVar(&cfg.Procs, "procs", 0, "GOMAXPROCS of the SBC relay (0: Go's default)")
 	flag.IntVar(&cfg.RTPEngineThreads, "rtpengine-threads", 0, "rtpengine --num-threads (0: its default)")
+	flag.BoolVar(&cfg.PerCallSockets, "per-call-sockets", false, "give every phone a socket of its own (default: plain and SDES phones of a side share one; DTLS phones always have their own)")
 	only := flag.String("only", "", "run only the comparison scenarios whose name contains this")
 	capacity := flag.String("capacity", "", "comma-separated call counts: run the SBC relay alone (plain, both directions, -pps each) at each, with -procs (default 1) instead of the comparison")
 	flag.Parse()
