@@ -115,6 +115,7 @@ func TestRelaySmoke(t *testing.T) {
 		{Name: "plain", A: Plain, B: Plain},
 		{Name: "sdes-dtls", A: SDES, B: DTLS},
 		{Name: "dtls-plain", A: DTLS, B: Plain},
+		{Name: "sdes-plain-per-call-sockets", A: SDES, B: Plain, PerCallSockets: true},
 	} {
 		t.Run(sc.Name, func(t *testing.T) {
 			sc.Relay, sc.Calls, sc.PPS, sc.Both, sc.Duration = RelaySBC, 4, 50, true, time.Second
