@@ -344,4 +344,3 @@ func WriteFileAtomic(name string, data []byte, mode os.FileMode) error {
 	}
 	return err
 }
-
