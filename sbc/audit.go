@@ -2,7 +2,6 @@ package sbc
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -101,11 +100,7 @@ func (s *SBC) openAudit(p *policy.Policy) (*audit.Log, error) {
 	s.out.mu.Lock()
 	prev := s.out.log
 	s.out.mu.Unlock()
-	l, err := audit.Open(s.auditConfig(p), prev)
-	if err != nil {
-		return nil, fmt.Errorf("audit: %w", err)
-	}
-	return l, nil
+	return audit.Open(s.auditConfig(p), prev) // errors say "audit: …"
 }
 
 // currentAudit is the audit log in service.
@@ -155,11 +150,8 @@ func (s *SBC) closeAudit() {
 
 // loadKeyring reads the master key(s) p names (or the environment).
 func loadKeyring(p *policy.Policy) (*secrets.Keyring, error) {
-	r, err := secrets.LoadKeyring(secrets.Sources{KeyFile: p.Secrets.MasterKeyFile, PreviousKeyFile: p.Secrets.PreviousKeyFile})
-	if err != nil {
-		return nil, fmt.Errorf("secrets: %w", err)
-	}
-	return r, nil
+	// Errors say "secrets: …".
+	return secrets.LoadKeyring(secrets.Sources{KeyFile: p.Secrets.MasterKeyFile, PreviousKeyFile: p.Secrets.PreviousKeyFile})
 }
 
 // Keyring returns the master key(s) in service, nil when none is
@@ -230,11 +222,17 @@ func (s *SBC) auditBlocks(ctx context.Context) {
 	}
 }
 
-// blockEvent is the event of one blocklist change.
+// blockEvent is the event of one blocklist change: source_ip is the
+// address of a single-address prefix, else the prefix (always in
+// detail.prefix).
 func blockEvent(ch acl.Change) events.Event {
 	e := ch.Entry
-	ev := events.Event{Kind: events.Blocked, SourceIP: e.Prefix.String(), Reason: capped(e.Reason),
-		Detail: map[string]string{"origin": e.Origin.String()}}
+	src := e.Prefix.String()
+	if e.Prefix.IsSingleIP() {
+		src = e.Prefix.Addr().String()
+	}
+	ev := events.Event{Kind: events.Blocked, SourceIP: src, Reason: capped(e.Reason),
+		Detail: map[string]string{"origin": e.Origin.String(), "prefix": e.Prefix.String()}}
 	if !e.Expires.IsZero() {
 		ev.Detail["expires"] = e.Expires.UTC().Format(time.RFC3339)
 	}

@@ -267,7 +267,9 @@ func TestSecretsSealDTLSKey(t *testing.T) {
 		{"", "no master key"},
 		{filepath.Join(dir, "missing"), "master key file"},
 	} {
-		if _, err := build(tc.key); err == nil || !strings.Contains(err.Error(), tc.want) {
+		_, err := build(tc.key)
+		t.Logf("key %q: %v", tc.key, err)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("key %q: %v, want an error with %q", tc.key, err, tc.want)
 		}
 	}

@@ -47,7 +47,7 @@ func (k *Key) ID() string { return k.id }
 // NewKey makes a Key of 32 bytes.
 func NewKey(raw []byte) (*Key, error) {
 	if len(raw) != 32 {
-		return nil, fmt.Errorf("secrets: a master key is 32 bytes, got %d", len(raw))
+		return nil, fmt.Errorf("a master key is 32 bytes, got %d", len(raw))
 	}
 	block, err := aes.NewCipher(raw)
 	if err != nil {
@@ -70,7 +70,7 @@ func ParseKey(s string) (*Key, error) {
 			return NewKey(raw)
 		}
 	}
-	return nil, errors.New("secrets: a master key is 32 bytes in base64 (make one with: head -c32 /dev/urandom | base64)")
+	return nil, errors.New("a master key is 32 bytes in base64 (make one with: sbc secrets genkey, or head -c32 /dev/urandom | base64)")
 }
 
 // GenerateKey returns a new random key, base64.
@@ -96,7 +96,7 @@ func ReadKeyFile(path string) (*Key, error) {
 	}
 	k, err := ParseKey(string(b))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("secrets: master key file %s: %w", path, err)
 	}
 	return k, nil
 }
@@ -148,7 +148,7 @@ func LoadKeyring(src Sources) (*Keyring, error) {
 		if v := getenv(env); v != "" {
 			k, err := ParseKey(v)
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", env, err)
+				return nil, fmt.Errorf("secrets: %s: %w", env, err)
 			}
 			return k, nil
 		}
