@@ -476,7 +476,6 @@ func BenchmarkEmit(b *testing.B) {
 	l.Close()
 }
 
-
 // FuzzVerify: arbitrary input never panics Verify, and a line it accepts
 // has a canonical form that parses back to the same hash.
 func FuzzVerify(f *testing.F) {
