@@ -462,7 +462,7 @@ func (s *syncBuffer) String() string { return string(s.Bytes()) }
 // for the CPU; past QueueSize records the queue_full drop is measured).
 func BenchmarkEmit(b *testing.B) {
 	bw := &blockingWriter{release: make(chan struct{})}
-	l, err := Open(Config{Stdout: bw, QueueSize: 1 << 20}, nil)
+	l, err := Open(Config{Stdout: bw, QueueSize: 1 << 16}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

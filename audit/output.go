@@ -44,6 +44,11 @@ type output struct {
 	q     chan item
 	hooks Hooks
 
+	// mu orders enqueue against close: once closed is set (under the
+	// write lock) no item enters q, so the goroutine's last drain sees
+	// everything that was queued.
+	mu       sync.RWMutex
+	closed   bool
 	stop     chan struct{}
 	exited   chan struct{}
 	stopOnce sync.Once
@@ -66,15 +71,17 @@ func (o *output) dropped(reason string) {
 
 // enqueue never blocks.
 func (o *output) enqueue(it item) {
-	select {
-	case <-o.stop:
+	o.mu.RLock()
+	if o.closed {
+		o.mu.RUnlock()
 		o.dropped(DropClosed)
 		return
-	default:
 	}
 	select {
 	case o.q <- it:
+		o.mu.RUnlock()
 	default:
+		o.mu.RUnlock()
 		o.dropped(DropQueueFull)
 	}
 }
@@ -87,17 +94,11 @@ func (o *output) run() {
 			o.write(it)
 			o.drain()
 		case <-o.stop:
+			// Nothing enters q any more (closed is set): write what
+			// is there and close.
 			o.drain()
 			_ = o.w.close()
-			// Whatever arrived since is counted, not written.
-			for {
-				select {
-				case <-o.q:
-					o.dropped(DropClosed)
-				default:
-					return
-				}
-			}
+			return
 		}
 	}
 }
@@ -135,6 +136,9 @@ func (o *output) write(it item) {
 
 // close stops the output after its queue is written (bounded).
 func (o *output) close() {
+	o.mu.Lock()
+	o.closed = true
+	o.mu.Unlock()
 	o.stopOnce.Do(func() { close(o.stop) })
 	select {
 	case <-o.exited:
