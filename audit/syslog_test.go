@@ -144,3 +144,26 @@ func TestSyslogURL(t *testing.T) {
 		t.Fatalf("got  %s\nwant %s", m, want)
 	}
 }
+
+// TestSyslogCollectorDown: records sent to a collector that refuses the
+// connection are counted as write_error, and Close does not hang.
+func TestSyslogCollectorDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	c := newCounts()
+	l, err := Open(Config{Syslog: "tcp://" + addr, Hooks: c.hooks()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		l.Emit(callEvent(i))
+	}
+	l.Close()
+	if got := c.get(c.dropped, "syslog/write_error"); got != 3 {
+		t.Fatalf("write_error drops %d, want 3", got)
+	}
+}
