@@ -75,6 +75,7 @@ type SBC struct {
 	// outputs; extraSink is Options.Events, kept across output changes.
 	events    events.Mux
 	extraSink events.Sink
+	out       outputState // the audit log and the keyring (audit.go)
 }
 
 // snapshot is everything derived from one policy. Calls keep the snapshot
@@ -170,10 +171,15 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 		return nil, err
 	}
 	s.state.Store(snap)
+	keys, err := loadKeyring(p)
+	if err != nil {
+		return nil, err
+	}
+	s.out.keys.Store(keys)
 	if s.def, err = newDefence(p, s.log); err != nil {
 		return nil, err
 	}
-	if s.media, err = newMediaPlane(p); err != nil {
+	if s.media, err = newMediaPlane(p, sealer(keys)); err != nil {
 		return nil, err
 	}
 	s.metrics.Registry.MustRegister(s.media)
@@ -184,6 +190,13 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 		}
 		s.realms[r.Name] = ep
 	}
+	// Last: nothing after it can fail and leave its outputs open.
+	al, err := s.openAudit(p)
+	if err != nil {
+		return nil, err
+	}
+	s.setAudit(al)
+	s.emit(events.Event{Kind: events.ConfigChanged, Reason: reasonStart, Detail: map[string]string{"policy": p.Source}})
 	return s, nil
 }
 
@@ -221,7 +234,8 @@ func (s *SBC) Start(ctx context.Context) error {
 	}
 	s.fast = s.startFastPath(ctx, p)
 	s.metrics.Registry.MustRegister(blocklistCollectors(s.def.blocklist)...)
-	s.wg.Add(6)
+	s.wg.Add(7)
+	go func() { defer s.wg.Done(); s.auditBlocks(ctx) }()
 	go func() { defer s.wg.Done(); s.snapshotLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.watchBlocks(ctx) }()
 	go func() { defer s.wg.Done(); s.healthLoop(ctx) }()
@@ -250,6 +264,7 @@ func (s *SBC) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.started {
+		s.closeAudit()
 		return nil
 	}
 	s.started = false
@@ -271,6 +286,7 @@ func (s *SBC) Close() error {
 	if err := s.def.blocklist.Close(); err != nil {
 		s.log.Error("blocklist: last save failed", "error", err.Error())
 	}
+	s.closeAudit()
 	return nil
 }
 
