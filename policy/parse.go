@@ -2,7 +2,9 @@ package policy
 
 import (
 	"bytes"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -115,6 +117,8 @@ func Parse(name string, data []byte) (*Policy, error) {
 	}
 
 	p.Source = name
+	sum := sha256.Sum256(data)
+	p.Digest = hex.EncodeToString(sum[:])
 	validate(p, ix)
 	if len(ix.errs) > 0 {
 		return nil, ix.sorted()

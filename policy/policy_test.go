@@ -294,6 +294,7 @@ user_agent = "Edge SBC 1.0"
 udp_read_buffer = 0x100000
 [admin]
 listen = "[::1]:0"
+plain_http = true
 [[realm]]
 name = "ext"
 listener = [
@@ -505,7 +506,7 @@ realm = []
 			"t.toml:9:3: server: is a table, not an array of tables: write [server]",
 			"t.toml:11:9: server.log_level: is a string, not a table",
 			"t.toml:13:1: admin.listen: is a string, not a table",
-			"t.toml:14:1: admin.realm: unknown key (known here: listen)",
+			"t.toml:14:1: admin.realm: unknown key (known here: listen, plain_http, tls, client_roles, api_keys, keys_file, hosts, origins, rate, burst)",
 		}},
 		{"wrong types", `
 [server]
