@@ -562,11 +562,17 @@ type TrunkInfo struct {
 func (s *SBC) handleTrunks(w http.ResponseWriter, r *http.Request) {
 	p := s.state.Load().pol
 	now := time.Now()
+	inCall := map[string]int{}
+	s.calls.each(func(c *call) {
+		if c.trunk != nil {
+			inCall[c.trunk.Name]++
+		}
+	})
 	out := make([]TrunkInfo, 0, len(p.Trunks))
 	s.def.health.mu.Lock()
 	for _, t := range p.Trunks {
 		ti := TrunkInfo{Name: t.Name, Realm: t.Realm, Enabled: !s.runtime.trunkDisabled(t.Name),
-			Calls: s.def.calls.InUse(t.Name), MaxCalls: t.MaxCalls, MaxCPS: t.CPS, Health: map[string]uint64{}}
+			Calls: inCall[t.Name], MaxCalls: t.MaxCalls, MaxCPS: t.CPS, Health: map[string]uint64{}}
 		if tt := s.def.health.t[t.Name]; tt != nil {
 			for k, v := range tt.failures {
 				ti.Health[k] = v

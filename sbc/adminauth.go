@@ -416,10 +416,9 @@ func (s *SBC) adminTLSConfig(g *adminGuard) *tls.Config {
 			if at.cfg.ClientAuth == "none" {
 				return cfg, nil
 			}
+			// "require" is enforced below, where a missing certificate is
+			// counted too (crypto/tls would refuse it before any callback).
 			cfg.ClientAuth = tls.RequestClientCert
-			if at.cfg.ClientAuth == "require" {
-				cfg.ClientAuth = tls.RequireAnyClientCert
-			}
 			cfg.SessionTicketsDisabled = true // every connection shows its certificate
 			cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
 				if len(raw) == 0 {

@@ -183,7 +183,7 @@ func (ks *keyStore) lookup(path, id string, now time.Time) (StoredKey, bool, err
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	if path != ks.path {
-		*ks = keyStore{path: path}
+		ks.path, ks.checked, ks.mod, ks.size, ks.keys, ks.err = path, time.Time{}, time.Time{}, 0, nil, nil
 	}
 	if path == "" {
 		return StoredKey{}, false, nil

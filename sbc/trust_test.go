@@ -343,12 +343,19 @@ func adminPost(t *testing.T, e *env, local net.IP, req BlockRequest) (int, strin
 	t.Helper()
 	cl := http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: local}}).DialContext}}
 	body, _ := json.Marshal(req)
-	res, err := cl.Post("http://"+e.sbc.AdminAddr().String()+"/v1/blocklist", "application/json", bytes.NewReader(body))
+	r, _ := http.NewRequest(http.MethodPost, "http://"+e.sbc.AdminAddr().String()+"/v1/blocklist", bytes.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Authorization", "Bearer "+testpolicy.AdminKey)
+	res, err := cl.Do(r)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
+	var ae APIError
+	if json.Unmarshal(b, &ae) == nil && ae.Error != "" {
+		return res.StatusCode, ae.Error
+	}
 	return res.StatusCode, string(b)
 }
 

@@ -23,8 +23,9 @@ type Policy struct {
 	// listener).
 	Admin string
 	// AdminTOML is the rest of the [admin] table (raw TOML lines). Empty:
-	// plain_http = true and AdminKey as an api_keys entry with role
-	// "admin", so tests reach the API with AdminKey.
+	// plain_http = true, no rate limit (tests poll) and AdminKey as an
+	// api_keys entry with role "admin", so tests reach the API with
+	// AdminKey.
 	AdminTOML string
 
 	Realms []Realm
@@ -437,7 +438,7 @@ func (p *Policy) TOML() string {
 		w.str("listen", p.Admin)
 		rest := p.AdminTOML
 		if rest == "" {
-			rest = "plain_http = true\napi_keys = [{ id = \"" + AdminKeyID + "\", sha256 = \"" + AdminKeyHash() + "\", roles = [\"admin\"] }]\n"
+			rest = "plain_http = true\nrate = 0\napi_keys = [{ id = \"" + AdminKeyID + "\", sha256 = \"" + AdminKeyHash() + "\", roles = [\"admin\"] }]\n"
 		}
 		w.raw(rest)
 	}
