@@ -448,7 +448,10 @@ func (s *SBC) adminTLSConfig(g *adminGuard) *tls.Config {
 	}
 }
 
-// adminListener closes the connections of blocked sources at accept.
+// adminListener closes the connections of blocked sources at accept,
+// but those of clients that authenticated before (learnt peers): a
+// forced block over an operator's own address must not lock the operator
+// out of the API that can lift it.
 type adminListener struct {
 	net.Listener
 	s *SBC
@@ -461,7 +464,8 @@ func (l adminListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
-		if l.s.def.blocklist.Blocked(ap.Addr().Unmap()) {
+		a := ap.Addr().Unmap()
+		if _, learnt := l.s.def.peers.has(a); !learnt && l.s.def.blocklist.Blocked(a) {
 			l.s.drop(stageAdmin, reasonBlocked)
 			c.Close()
 			continue

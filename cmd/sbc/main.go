@@ -4,6 +4,8 @@
 //	sbc check [-config] FILE   validate a policy file; exit 1 with FILE:LINE:COL errors
 //	sbc demo                   show the SBC carrying calls on loopback, then exit
 //	sbc block list|add|del     manage the blocklist of a running SBC
+//	sbc admin key create|list|revoke  API keys of the admin API
+//	sbc api METHOD PATH [JSON] one request to the admin API
 //	sbc version                print the version
 package main
 
@@ -28,6 +30,8 @@ commands:
   check   [-config] FILE   validate a policy file (exit 0 valid, 1 invalid)
   demo                     place a few calls through an SBC on loopback and print what happened
   block list|add|del       show or change the blocklist of a running SBC (see "sbc block")
+  admin key create|list|revoke  API keys of the admin API (see "sbc admin")
+  api METHOD PATH [JSON]   send one request to the admin API of a running SBC
   version                  print the version
 `)
 }
@@ -46,6 +50,10 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		return cmdDemo(args[1:], stdout, stderr)
 	case "block":
 		return cmdBlock(args[1:], stdout, stderr)
+	case "admin":
+		return cmdAdmin(args[1:], stdout, stderr)
+	case "api":
+		return cmdAPI(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "sbc", versionString())
 		return 0
