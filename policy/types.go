@@ -97,7 +97,8 @@ type Admin struct {
 	APIKeys []APIKey `toml:"api_keys"`
 	// KeysFile is the API key store (JSON, hashes only) that "sbc admin
 	// key create" writes and the SBC reads when it changes. Default:
-	// admin_keys.json in server.state_dir, none without a state_dir.
+	// admin_keys.json in server.state_dir, none without a state_dir. A
+	// relative path is from the policy file's directory.
 	KeysFile string `toml:"keys_file"`
 	// Hosts are the Host header names accepted besides IP literals and
 	// "localhost" (DNS rebinding defence). Default none.
