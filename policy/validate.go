@@ -524,7 +524,7 @@ func (v *validator) adminAuth() {
 			v.errf("admin.tls.client_auth", "unknown client_auth %s (want \"none\", \"request\" or \"require\")", quote(t.ClientAuth))
 		}
 		if t.ClientAuth != "none" && t.CAFile == "" {
-			v.errf("admin.tls.ca_file", "client_auth %s needs ca_file (the CA of the admin clients' certificates)", quote(t.ClientAuth))
+			v.errf("admin.tls.client_auth", "client_auth %s needs ca_file (the CA of the admin clients' certificates)", quote(t.ClientAuth))
 		}
 	}
 	if len(a.ClientRoles) > 0 && (a.TLS == nil || a.TLS.CAFile == "" || a.TLS.ClientAuth == "none") {
