@@ -705,9 +705,7 @@ func (s *SBC) handlePolicyValidate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := PolicyVerdict{Valid: true, Digest: p.Digest}
-	for _, ch := range restartChanges(s.state.Load().pol, p) {
-		v.RestartRequired = append(v.RestartRequired, ch)
-	}
+	v.RestartRequired = restartChanges(s.state.Load().pol, p)
 	writeJSON(w, http.StatusOK, v)
 }
 

@@ -160,7 +160,7 @@ func cmdAPI(args []string, stdout, stderr io.Writer) int {
 	} else if method != http.MethodGet && method != http.MethodDelete {
 		body = []byte("{}")
 	}
-	b, _, err := ac.do(method, path, body)
+	b, err := ac.do(method, path, body)
 	if err != nil {
 		fmt.Fprintln(stderr, "sbc api:", err)
 		return 1

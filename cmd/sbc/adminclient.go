@@ -94,14 +94,14 @@ func (a *adminClient) client() (*http.Client, error) {
 
 // do sends a request to the API (body: JSON, or nil) and returns the
 // answer; a status other than 2xx is an error with the API's message.
-func (a *adminClient) do(method, path string, body any) ([]byte, int, error) {
+func (a *adminClient) do(method, path string, body any) ([]byte, error) {
 	cl, err := a.client()
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	key, err := a.key()
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	var rd io.Reader
 	if body != nil {
@@ -111,14 +111,14 @@ func (a *adminClient) do(method, path string, body any) ([]byte, int, error) {
 		default:
 			j, err := json.Marshal(body)
 			if err != nil {
-				return nil, 0, err
+				return nil, err
 			}
 			rd = strings.NewReader(string(j))
 		}
 	}
 	req, err := http.NewRequest(method, a.base()+path, rd)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -128,12 +128,12 @@ func (a *adminClient) do(method, path string, body any) ([]byte, int, error) {
 	}
 	res, err := cl.Do(req)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
 	if err != nil {
-		return nil, res.StatusCode, err
+		return nil, err
 	}
 	if res.StatusCode/100 != 2 {
 		msg := strings.TrimSpace(string(b))
@@ -144,7 +144,7 @@ func (a *adminClient) do(method, path string, body any) ([]byte, int, error) {
 		if res.StatusCode == http.StatusUnauthorized && key == "" && *a.cert == "" {
 			msg += " (set $SBC_API_KEY, or see \"sbc admin key create\")"
 		}
-		return b, res.StatusCode, fmt.Errorf("%s: %s", res.Status, msg)
+		return b, fmt.Errorf("%s: %s", res.Status, msg)
 	}
-	return b, res.StatusCode, nil
+	return b, nil
 }

@@ -38,7 +38,7 @@ func cmdBlock(args []string, stdout, stderr io.Writer) int {
 	}
 	switch verb {
 	case "list":
-		b, _, err := ac.do(http.MethodGet, "/v1/blocklist", nil)
+		b, err := ac.do(http.MethodGet, "/v1/blocklist", nil)
 		if err != nil {
 			fmt.Fprintln(stderr, "sbc block:", err)
 			return 1
@@ -79,9 +79,9 @@ func cmdBlock(args []string, stdout, stderr io.Writer) int {
 			if *ttl > 0 {
 				body.TTL = ttl.String()
 			}
-			_, _, err = ac.do(http.MethodPost, "/v1/blocklist", body)
+			_, err = ac.do(http.MethodPost, "/v1/blocklist", body)
 		} else {
-			_, _, err = ac.do(http.MethodDelete, "/v1/blocklist?prefix="+url.QueryEscape(prefix), nil)
+			_, err = ac.do(http.MethodDelete, "/v1/blocklist?prefix="+url.QueryEscape(prefix), nil)
 		}
 		if err != nil {
 			fmt.Fprintln(stderr, "sbc block:", err)
