@@ -23,6 +23,7 @@ import (
 	"github.com/sbc-project/sbc/internal/certgen"
 	"github.com/sbc-project/sbc/internal/sipua"
 	"github.com/sbc-project/sbc/internal/testpolicy"
+	"github.com/sbc-project/sbc/policy"
 )
 
 // roleKeys makes one API key per role and the api_keys TOML line that
@@ -606,6 +607,8 @@ func list0(t *testing.T, e *env, base string) CallInfo {
 // drained target takes no new call; both undone.
 func TestAdminTrunkDisableAndTargetDrain(t *testing.T) {
 	e := newEnv(t, envOpts{admin: true})
+	rec := &recorder{}
+	e.sbc.events.Set(rec)
 	base := "http://" + e.sbc.AdminAddr().String()
 	post := func(path string) {
 		t.Helper()
@@ -630,6 +633,12 @@ func TestAdminTrunkDisableAndTargetDrain(t *testing.T) {
 		t.Fatalf("trunks: %+v", trunks)
 	}
 	post("/v1/trunks/carrier/enable")
+	// Each change is an admin_action event naming who made it.
+	acts := rec.of(events.AdminAction)
+	if len(acts) != 2 || acts[0].Actor != "key:"+testpolicy.AdminKeyID || acts[0].Reason != "POST /v1/trunks/{name}/disable" ||
+		acts[0].Detail["path"] != "/v1/trunks/carrier/disable" || acts[0].SourceIP != "127.0.0.1" {
+		t.Errorf("admin_action events: %+v", acts)
+	}
 	target := e.backends[0].Addr()
 	post("/v1/pools/pbx/targets/" + target + "/drain")
 	if _, res := e.dial(sipua.DialOptions{}); res.StatusCode != 503 {
@@ -739,5 +748,50 @@ func TestAdminRateLimit(t *testing.T) {
 			t.Fatalf("/metrics: %v %v", r, err)
 		}
 		r.Body.Close()
+	}
+}
+
+// POST /v1/policy/reload reloads the file in force, as SIGHUP does: a
+// valid change is in force (new digest), an invalid one is refused with
+// its reason and changes nothing.
+func TestAdminPolicyReload(t *testing.T) {
+	pb := testpolicy.New(sbcExtIP, sbcIntIP, backendIP+":9")
+	pb.Admin = "127.0.0.1:0"
+	file := filepath.Join(t.TempDir(), "sbc.toml")
+	if err := os.WriteFile(file, []byte(pb.TOML()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startSBC(t, p, Options{Logger: testLogger()})
+	url := "http://" + s.AdminAddr().String() + "/v1/policy/reload"
+	pb.Server.UserAgent = "Reloaded"
+	if err := os.WriteFile(file, []byte(pb.TOML()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := adminDo(http.MethodPost, url, "")
+	if err != nil || r.StatusCode != 200 {
+		t.Fatalf("reload: %v %v", r, err)
+	}
+	var ap appliedPolicy
+	json.NewDecoder(r.Body).Decode(&ap)
+	r.Body.Close()
+	if ap.Digest == p.Digest || s.Policy().Server.UserAgent != "Reloaded" || ap.Digest != s.Policy().Digest {
+		t.Fatalf("after the reload: %+v, user agent %q", ap, s.Policy().Server.UserAgent)
+	}
+	if err := os.WriteFile(file, []byte("[server]\nlog_level = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err = adminDo(http.MethodPost, url, "")
+	if err != nil || r.StatusCode != http.StatusUnprocessableEntity {
+		t.Fatalf("reload of a bad file: %v %v, want 422", r, err)
+	}
+	var ae APIError
+	json.NewDecoder(r.Body).Decode(&ae)
+	r.Body.Close()
+	if !strings.Contains(ae.Error, "log_level") || s.Policy().Server.UserAgent != "Reloaded" {
+		t.Fatalf("bad reload: %q, policy changed: %q", ae.Error, s.Policy().Server.UserAgent)
 	}
 }
