@@ -593,11 +593,7 @@ func (s *SBC) trunkSwitch(w http.ResponseWriter, r *http.Request, enable bool) {
 		adminError(w, http.StatusNotFound, "no trunk "+fmt.Sprintf("%q", truncate(name)))
 		return
 	}
-	if enable {
-		s.runtime.off.Delete(name)
-	} else {
-		s.runtime.off.Store(name, true)
-	}
+	s.runtime.setTrunk(name, enable)
 	s.log.Info("trunk switched by the admin API", "trunk", name, "enabled", enable, "by", actor(r))
 	writeJSON(w, http.StatusOK, map[string]any{"trunk": name, "enabled": enable})
 }

@@ -1,6 +1,7 @@
 package sbc
 
 import (
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,11 +13,14 @@ import (
 // policy: a node drain, disabled trunks, drained targets (on the target,
 // health.go). It survives reloads and ends with the process.
 type runtimeState struct {
-	drain   atomic.Pointer[drainState]
-	mu      sync.Mutex
-	timer   *time.Timer // ends the calls left at the drain's deadline
-	off     sync.Map    // trunk name → true: disabled
-	meters  sync.Map    // trunk name → *rateMeter
+	drain atomic.Pointer[drainState]
+	mu    sync.Mutex
+	timer *time.Timer // ends the calls left at the drain's deadline
+	// off holds the disabled trunks, meters the CPS meters by trunk:
+	// copied on write (rare) under mu, read without a lock and without
+	// allocating on the call path (a sync.Map's any key would).
+	off     atomic.Pointer[map[string]bool]
+	meters  atomic.Pointer[map[string]*rateMeter]
 	applied atomic.Pointer[appliedPolicy]
 }
 
@@ -39,8 +43,24 @@ func (rs *runtimeState) setApplied(p *policy.Policy) {
 }
 
 func (rs *runtimeState) trunkDisabled(name string) bool {
-	_, off := rs.off.Load(name)
-	return off
+	m := rs.off.Load()
+	return m != nil && (*m)[name]
+}
+
+// setTrunk enables or disables a trunk's new calls.
+func (rs *runtimeState) setTrunk(name string, enabled bool) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	m := map[string]bool{}
+	if old := rs.off.Load(); old != nil {
+		maps.Copy(m, *old)
+	}
+	if enabled {
+		delete(m, name)
+	} else {
+		m[name] = true
+	}
+	rs.off.Store(&m)
 }
 
 // startDrain starts (or restarts with a new deadline) a node drain; at
@@ -77,11 +97,24 @@ func (rs *runtimeState) stopDrain() bool {
 }
 
 func (rs *runtimeState) meter(trunk string) *rateMeter {
-	if m, ok := rs.meters.Load(trunk); ok {
-		return m.(*rateMeter)
+	if m := rs.meters.Load(); m != nil {
+		if r := (*m)[trunk]; r != nil {
+			return r
+		}
 	}
-	m, _ := rs.meters.LoadOrStore(trunk, &rateMeter{})
-	return m.(*rateMeter)
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	m := map[string]*rateMeter{}
+	if old := rs.meters.Load(); old != nil {
+		if r := (*old)[trunk]; r != nil {
+			return r
+		}
+		maps.Copy(m, *old)
+	}
+	r := &rateMeter{}
+	m[trunk] = r
+	rs.meters.Store(&m)
+	return r
 }
 
 // rateMeter counts events per whole second: the count of the last
