@@ -42,6 +42,9 @@ type Policy struct {
 	// Source is the file name the policy was read from ("<embedded>" for
 	// the built-in default); used in error messages and logs.
 	Source string `toml:"-"`
+	// Digest is the lowercase hex SHA-256 of the file's bytes: the
+	// version of the policy (admin API, config_changed events).
+	Digest string `toml:"-"`
 
 	// look holds the lookup tables built by validation (name maps, the
 	// route table, the header allow set). Nil for a Policy that was not
@@ -76,13 +79,69 @@ type Server struct {
 	StateDir string `toml:"state_dir"`
 }
 
-// Admin is the admin/metrics HTTP listener.
+// Admin is the admin API and metrics listener. Every endpoint but
+// /metrics and /healthz requires authentication: a client certificate
+// mapped to roles (ClientRoles) or an API key (APIKeys, KeysFile).
 type Admin struct {
 	// Listen is "ip:port" (IP literal; port 0 lets the kernel choose);
 	// empty disables the admin listener.
 	Listen string `toml:"listen"`
+	// PlainHTTP serves the API over HTTP without TLS. Refused on the
+	// unspecified address (0.0.0.0, ::); on another address than
+	// loopback the SBC warns at start. Either this or TLS is required.
+	PlainHTTP bool `toml:"plain_http"`
+	// TLS serves the API over HTTPS: cert_file and key_file required;
+	// ca_file verifies client certificates (client_auth "request", the
+	// default with ca_file, or "require": mutual TLS only).
+	TLS *TLS `toml:"tls"`
+	// ClientRoles map verified client certificates to roles, by subject
+	// CN, SAN DNS name or SAN URI.
+	ClientRoles []ClientRole `toml:"client_roles"`
+	// APIKeys are API keys given in the policy, by id and SHA-256 hash
+	// (sbc admin key create -print prints an entry).
+	APIKeys []APIKey `toml:"api_keys"`
+	// KeysFile is the API key store (JSON, hashes only) that "sbc admin
+	// key create" writes and the SBC reads when it changes. Default:
+	// admin_keys.json in server.state_dir, none without a state_dir. A
+	// relative path is from the policy file's directory.
+	KeysFile string `toml:"keys_file"`
+	// Hosts are the Host header names accepted besides IP literals and
+	// "localhost" (DNS rebinding defence). Default none.
+	Hosts []string `toml:"hosts"`
+	// Origins are the browser origins ("https://ops.example") allowed to
+	// send requests that change something; default none (a cross-origin
+	// request is refused).
+	Origins []string `toml:"origins"`
+	// Rate is the requests per second one client address may make,
+	// Burst its burst. Defaults 20 and 2 x Rate; 0 disables.
+	Rate  int `toml:"rate"`
+	Burst int `toml:"burst"`
+
 	// Addr is Listen parsed (zero when disabled).
 	Addr netip.AddrPort `toml:"-"`
+	// KeysPath is KeysFile, or its default ("" for none).
+	KeysPath string `toml:"-"`
+}
+
+// AdminRoles are the roles of the admin API, in the order of their power.
+var AdminRoles = []string{"admin", "operator", "read", "audit"}
+
+// ClientRole maps client certificates to roles: exactly one of CN, DNS
+// (a SAN DNS name) or URI (a SAN URI) names them.
+type ClientRole struct {
+	CN    string   `toml:"cn"`
+	DNS   string   `toml:"dns"`
+	URI   string   `toml:"uri"`
+	Roles []string `toml:"roles"`
+}
+
+// APIKey is an API key known by its hash: ID is the key's id (16 hex
+// digits, the middle of "sbc_<id>_<secret>"), SHA256 the lowercase hex
+// SHA-256 of the whole key.
+type APIKey struct {
+	ID     string   `toml:"id"`
+	SHA256 string   `toml:"sha256"`
+	Roles  []string `toml:"roles"`
 }
 
 // Realm is one network the SBC faces (e.g. "external" towards carriers,

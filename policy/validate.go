@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -463,6 +465,7 @@ func (v *validator) admin() {
 		return
 	}
 	a.Addr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	v.adminAuth()
 	if a.Addr.Port() == 0 {
 		return
 	}
@@ -473,6 +476,142 @@ func (v *validator) admin() {
 			}
 		}
 	}
+}
+
+// Admin API defaults.
+const (
+	DefaultAdminRate = 20
+	// AdminKeysFile is the API key store's name in server.state_dir.
+	AdminKeysFile = "admin_keys.json"
+)
+
+// ValidRole reports whether r is one of AdminRoles.
+func ValidRole(r string) bool { return slices.Contains(AdminRoles, r) }
+
+// adminAuth checks the admin listener's transport and authentication.
+func (v *validator) adminAuth() {
+	a := &v.p.Admin
+	switch {
+	case a.TLS == nil && !a.PlainHTTP:
+		v.errf("admin.listen", "the admin API needs [admin.tls] (HTTPS, with cert_file and key_file) or plain_http = true (HTTP, for loopback)")
+	case a.TLS != nil && a.PlainHTTP:
+		v.errf("admin.plain_http", "plain_http and [admin.tls] exclude each other")
+	case a.PlainHTTP && a.Addr.Addr().IsUnspecified():
+		v.errf("admin.plain_http", "plain HTTP on %s would serve the admin API, credentials in clear, on every interface: bind it to loopback, or use [admin.tls]", a.Addr.Addr())
+	}
+	if t := a.TLS; t != nil {
+		v.tlsCommon("admin.tls", t)
+		if t.CertFile == "" || t.KeyFile == "" {
+			v.errf("admin.tls", "cert_file and key_file are required (the admin listener's certificate)")
+		}
+		if t.ServerName != "" {
+			v.errf("admin.tls.server_name", "server_name is a pool setting")
+		}
+		if len(t.RevokedSPKI) > 0 {
+			for j, h := range t.RevokedSPKI {
+				if _, ok := parseSPKI(h); !ok {
+					v.errf(elemPath("admin.tls.revoked_spki", j), "invalid SPKI hash %s: want 64 hex digits", quote(h))
+				}
+			}
+		}
+		switch t.ClientAuth {
+		case "":
+			t.ClientAuth = "none"
+			if t.CAFile != "" {
+				t.ClientAuth = "request"
+			}
+		case "none", "request", "require":
+		default:
+			v.errf("admin.tls.client_auth", "unknown client_auth %s (want \"none\", \"request\" or \"require\")", quote(t.ClientAuth))
+		}
+		if t.ClientAuth != "none" && t.CAFile == "" {
+			v.errf("admin.tls.client_auth", "client_auth %s needs ca_file (the CA of the admin clients' certificates)", quote(t.ClientAuth))
+		}
+	}
+	if len(a.ClientRoles) > 0 && (a.TLS == nil || a.TLS.CAFile == "" || a.TLS.ClientAuth == "none") {
+		v.errf("admin.client_roles", "client certificates need [admin.tls] with ca_file and client_auth \"request\" or \"require\"")
+	}
+	roles := func(path string, rs []string) {
+		if len(rs) == 0 {
+			v.errf(path, "at least one role (%s)", strings.Join(AdminRoles, ", "))
+		}
+		for j, r := range rs {
+			if !ValidRole(r) {
+				v.errf(elemPath(path, j), "unknown role %s (want one of %s)", quote(r), strings.Join(AdminRoles, ", "))
+			}
+		}
+	}
+	seen := map[string]string{}
+	for i, cr := range a.ClientRoles {
+		cp := elemPath("admin.client_roles", i)
+		n := 0
+		for _, x := range []string{cr.CN, cr.DNS, cr.URI} {
+			if x != "" {
+				n++
+			}
+			if strings.ContainsFunc(x, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+				v.errf(cp, "control characters in a certificate name")
+			}
+		}
+		if n != 1 {
+			v.errf(cp, "exactly one of cn, dns or uri names the certificates")
+		}
+		id := "cn:" + cr.CN + "dns:" + strings.ToLower(cr.DNS) + "uri:" + cr.URI
+		if prev, dup := seen[id]; dup {
+			v.errf(cp, "the same certificate name is also at %s", v.where(prev))
+		}
+		seen[id] = cp
+		roles(cp+".roles", cr.Roles)
+	}
+	ids := map[string]string{}
+	for i := range a.APIKeys {
+		k := &a.APIKeys[i]
+		kp := elemPath("admin.api_keys", i)
+		if !ValidKeyID(k.ID) {
+			v.errf(kp+".id", "invalid key id %s: want 16 lowercase hex digits", quote(k.ID))
+		}
+		if b, err := hex.DecodeString(k.SHA256); err != nil || len(b) != 32 || strings.ToLower(k.SHA256) != k.SHA256 {
+			v.errf(kp+".sha256", "want the key's SHA-256 as 64 lowercase hex digits")
+		}
+		if prev, dup := ids[k.ID]; dup {
+			v.errf(kp+".id", "key id %s is also at %s", quote(k.ID), v.where(prev))
+		}
+		ids[k.ID] = kp
+		roles(kp+".roles", k.Roles)
+	}
+	a.KeysPath = a.KeysFile
+	if a.KeysPath == "" && v.p.Server.StateDir != "" {
+		a.KeysPath = filepath.Join(v.p.Server.StateDir, AdminKeysFile)
+	}
+	for j, h := range a.Hosts {
+		if !validHostname(h) {
+			v.errf(elemPath("admin.hosts", j), "invalid host name %s", quote(h))
+		}
+	}
+	for j, o := range a.Origins {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" {
+			v.errf(elemPath("admin.origins", j), "invalid origin %s: want scheme://host[:port], e.g. \"https://ops.example\"", quote(o))
+		}
+	}
+	v.intField("admin.rate", &a.Rate, DefaultAdminRate, 0, 100000)
+	v.intField("admin.burst", &a.Burst, 2*a.Rate, 0, 200000)
+	if a.Rate > 0 && a.Burst == 0 {
+		v.errf("admin.burst", "must be at least 1 while rate is set")
+	}
+}
+
+// ValidKeyID reports whether id is an API key id: 16 lowercase hex digits.
+func ValidKeyID(id string) bool {
+	if len(id) != 16 {
+		return false
+	}
+	for _, c := range id {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func (v *validator) trunkList() {

@@ -1,5 +1,5 @@
 // Package sbc is the B2BUA: one sipgo user agent per realm, the pipeline
-// every request goes through, the calls, the admin listener and metrics.
+// every request goes through, the calls, the admin API and metrics.
 //
 // # Vocabulary
 //
@@ -59,7 +59,8 @@
 // source, or on a connection) are counted per source and AoR by the guess
 // guard (register_guard.go) and may lock an AoR or block a source that may
 // register. The never-block list holds the sources of trunks that may not
-// register, the pool targets, the admin listener's address and clients,
+// register, the pool targets, the admin listener's address and the clients
+// that authenticated to it (adminauth.go),
 // the TLS peers that proved a trunk, and never_block; manual blocks of it
 // need force, IPv6 aggregation never widens over it. Packet budgets are
 // per realm: a trunk (pool target) has limits.trunk_pps on its own realm
@@ -145,4 +146,19 @@
 // 408 (or no answer) to a relayed request ends both legs (RFC 5057).
 // Requests towards a leg go to its route set or remote target, or over
 // the TCP connection the peer opened while it is up (leg.dest).
+//
+// The admin API (admin.go, adminauth.go, adminkeys.go, adminstate.go):
+// one route table, adminRoutes, gives every endpoint with the role it
+// needs; docs/openapi.yaml describes the same routes (a test compares
+// them). In front: blocked sources closed at accept, the Host check, the
+// per-client rate limit, cross-origin and JSON-only checks, then the
+// principal (a verified client certificate that admin.client_roles maps
+// to roles, or an API key compared by SHA-256 in constant time) and its
+// role. Failed authentications are auth_failure events, counted, and
+// charged like SIP failures (charge). What the API changes at run time
+// outside the policy (node drain, disabled trunks, drained targets) is
+// runtimeState and target.drained; admit refuses new calls for the first
+// two (admit/draining, admit/trunk_disabled), pool.pick skips the third.
+// A hang-up or a drain's deadline posts evTerminate to the call: the
+// state machine does the rest, as for any other terminate.
 package sbc

@@ -81,6 +81,56 @@ func TestExamplesRun(t *testing.T) {
 				t.Errorf("an SDES offer: %v, %v; want it routed to the PBX", res, err)
 			}
 		},
+		"hardened.toml": func(t *testing.T, ctx context.Context) {
+			// The admin API over mutual TLS only: the admin certificate
+			// may do everything, monitoring reads, nothing else gets in.
+			get := func(cert, method, path string) (int, error) {
+				cfg := &tls.Config{RootCAs: roots}
+				if cert != "" {
+					c, err := tls.LoadX509KeyPair(filepath.Join(dir, "certs", cert+".pem"), filepath.Join(dir, "certs", cert+"-key.pem"))
+					if err != nil {
+						t.Fatal(err)
+					}
+					cfg.Certificates = []tls.Certificate{c}
+				}
+				cl := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}}
+				var body io.Reader
+				if method != http.MethodGet {
+					body = strings.NewReader("{}")
+				}
+				r, _ := http.NewRequestWithContext(ctx, method, "https://127.0.0.1:9090"+path, body)
+				if body != nil {
+					r.Header.Set("Content-Type", "application/json")
+				}
+				res, err := cl.Do(r)
+				if err != nil {
+					return 0, err
+				}
+				res.Body.Close()
+				return res.StatusCode, nil
+			}
+			if code, err := get("admin", http.MethodGet, "/v1/status"); err != nil || code != 200 {
+				t.Errorf("status with the admin certificate: %d %v", code, err)
+			}
+			if code, err := get("monitoring", http.MethodGet, "/metrics"); err != nil || code != 200 {
+				t.Errorf("metrics with the monitoring certificate: %d %v", code, err)
+			}
+			if code, err := get("monitoring", http.MethodPost, "/v1/drain"); err != nil || code != http.StatusForbidden {
+				t.Errorf("drain with the monitoring certificate: %d %v, want 403", code, err)
+			}
+			if code, err := get("", http.MethodGet, "/healthz"); err == nil {
+				t.Errorf("served without a client certificate: %d", code)
+			}
+			if code, err := get("carrier", http.MethodGet, "/v1/status"); err != nil || code != http.StatusUnauthorized {
+				t.Errorf("a certificate without a role: %d %v, want 401", code, err)
+			}
+			if res, err := http.Get("http://127.0.0.1:9090/v1/status"); err == nil {
+				res.Body.Close()
+				if res.StatusCode == 200 {
+					t.Error("served over plain HTTP")
+				}
+			}
+		},
 		"webrtc-bridge.toml": func(t *testing.T, ctx context.Context) {
 			res, err := exampleWS(ctx, roots, "https://127.0.0.1")
 			if err != nil || !strings.HasPrefix(res, "SIP/2.0 200") {

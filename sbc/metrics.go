@@ -40,6 +40,9 @@ type Metrics struct {
 	RegisterGuesses *prometheus.CounterVec // proof (guessProofs): failed REGISTER guesses
 	RegisterLocks   prometheus.Counter     // AoRs locked for a source (autoblock.register_guesses)
 
+	AdminRequests     *prometheus.CounterVec // result (adminResults)
+	AdminAuthFailures *prometheus.CounterVec // reason (adminAuthReasons)
+
 	flood [floodCounters]atomic.Pointer[prometheus.Counter] // see floodCounter
 
 	audit auditMetrics // sbc_audit_records_total, sbc_audit_dropped_total (audit.go)
@@ -115,6 +118,19 @@ func newMetrics() *Metrics {
 		Name: "sbc_register_locks_total", Help: "Addresses-of-record locked for one source after autoblock.register_guesses failed guesses.",
 	})
 	r.MustRegister(m.TrunkCalls, m.TrunkFailures, m.RegisterGuesses, m.RegisterLocks)
+	m.AdminRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_admin_requests_total", Help: "Admin API requests by result: ok (the route's handler answered), or why they were refused before it.",
+	}, []string{"result"})
+	m.AdminAuthFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_admin_auth_failures_total", Help: "Failed authentications on the admin API, by reason.",
+	}, []string{"reason"})
+	for _, v := range adminResults {
+		m.AdminRequests.WithLabelValues(v)
+	}
+	for _, v := range adminAuthReasons {
+		m.AdminAuthFailures.WithLabelValues(v)
+	}
+	r.MustRegister(m.AdminRequests, m.AdminAuthFailures)
 	r.MustRegister(m.Blocks, m.FastPath, m.TLSHandshakes, m.TLSExpiry, m.TLSLoads, m.ConnsOpen)
 	r.MustRegister(m.UDPPeers, m.UDPResets)
 	m.audit = newAuditMetrics(r)

@@ -249,6 +249,8 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 			add("sbc_audit_dropped_total", "output,reason", o+"/"+r)
 		}
 	}
+	add("sbc_admin_requests_total", "result", adminResults...)
+	add("sbc_admin_auth_failures_total", "reason", adminAuthReasons...)
 	policy = map[string][]string{
 		"sbc_tls_handshakes_total":          {"realm"},
 		"sbc_tls_certificate_expiry_days":   {"file"},

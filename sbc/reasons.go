@@ -30,6 +30,7 @@ const (
 	stageTLS      stage = "tls"      // a TLS handshake or WebSocket upgrade refused on a tls or wss listener (tls.go)
 	stageMedia    stage = "media"    // the media relay of a call could not be set up, or an SDP not relayed (media.go)
 	stageStream   stage = "stream"   // a message on an open TCP, TLS or WSS connection, before sipgo parses it (stream.go, filter.go)
+	stageAdmin    stage = "admin"    // a connection to the admin listener (adminauth.go)
 )
 
 // reason is why a message was dropped or rejected: the reason label of
@@ -70,6 +71,8 @@ const (
 	reasonReplacesNoDialog  reason = "replaces_no_dialog"   // an INVITE whose Replaces names no call through the SBC
 	reasonSendFailed        reason = "send_failed"          // a response or request could not be sent
 	reasonDialRefused       reason = "dial_refused"         // sipgo was to connect to an address that is no trunk source and no pool target of the realm
+	reasonDraining          reason = "draining"             // the node is draining (admin API): no new calls
+	reasonTrunkDisabled     reason = "trunk_disabled"       // the trunk is disabled (admin API): no new calls from it
 )
 
 // dropReasons is the closed set of (stage, reason) pairs sbc_dropped_total
@@ -86,11 +89,12 @@ var dropReasons = []struct {
 	{stageParse, []reason{reasonMalformed}},
 	{stageValidate, validateReasons()},
 	{stageClassify, []reason{reasonBadSource, reasonScannerUA, reasonUnknownSource, reasonTLSIdentity, reasonTLSNeedIdentity, reasonTrunkTransport}},
-	{stageAdmit, []reason{reasonSourceCPS, reasonTrunkCPS, reasonTrunkCalls, reasonRegisterRate, reasonAoRLocked}},
+	{stageAdmit, []reason{reasonSourceCPS, reasonTrunkCPS, reasonTrunkCalls, reasonRegisterRate, reasonAoRLocked, reasonDraining, reasonTrunkDisabled}},
 	{stageRoute, []reason{reasonNoOutboundRoute, reasonNoRoute, reasonNoTarget, reasonRegisterDenied, reasonMethodNotAllowed}},
 	{stageDialog, []reason{reasonNoTransaction, reasonNoDialog, reasonCSeqOutOfOrder, reasonBadACK, reasonStrayACK, reasonNotDialogPeer, reasonReplacesNoDialog, reasonStrayResponse}},
 	{stageMedia, mediaReasons},
 	{stageBridge, []reason{reasonSendFailed, reasonDialRefused}},
+	{stageAdmin, []reason{reasonBlocked}},
 }
 
 func validateReasons() []reason {
@@ -125,14 +129,14 @@ const (
 // sbc_blocks_total): those charged to sources that are no trunk's and no
 // pool target's (charge, trust.go), and the REGISTER guesses of one source
 // (register_guard.go).
-var blockFailures = []failure{failUnknownSource, failMalformed, failScannerUA, failRegisterBrute}
+var blockFailures = []failure{failUnknownSource, failMalformed, failScannerUA, failRegisterBrute, failAdminAuth}
 
 // trunkFailures are the failures counted for a trunk instead of charged
 // (the failure label of sbc_trunk_failures_total): those seen from its
 // addresses (unknown_source: on a realm that is not the trunk's) and
 // those of its calls.
 var trunkFailures = []failure{failUnknownSource, failMalformed, failScannerUA, failAuth,
-	failBackend403, failBackend404, failRegisterDenied}
+	failBackend403, failBackend404, failRegisterDenied, failAdminAuth}
 
 // The labels of sbc_blocks_total: origin, and the reason of a manual
 // block. An operator's block carries a free-text reason on its blocklist
@@ -170,13 +174,14 @@ const (
 	resultNoMedia        = "no_media"        // the media relay could not be set up for the INVITE (503 ports exhausted, 488 SDP or encryption refused)
 	resultSessionExpired = "session_expired" // the session timer ran out (only ever reached by answered calls)
 	resultDialogGone     = "dialog_gone"     // an in-dialog request got 481/408 or no answer: the other side's dialog is gone
+	resultAdminHangup    = "admin_hangup"    // hung up through the admin API, or at the deadline of a node drain, before it was answered
 )
 
 // callResults is every value of sbc_calls_total's result label.
 var callResults = []string{resultAnswered, resultBusy, resultCancelled, resultRedirected,
 	resultNotFound, resultNoAnswer, resultRejected, resultFailed, resultDeclined, resultNoRoute,
 	resultNoTarget, resultTimeout, resultAckTimeout, resultUndeliverable, resultShutdown,
-	resultMaxDuration, resultInactivity, resultMediaTimeout, resultNoMedia, resultSessionExpired, resultDialogGone}
+	resultMaxDuration, resultInactivity, resultMediaTimeout, resultNoMedia, resultSessionExpired, resultDialogGone, resultAdminHangup}
 
 // Reasons of operator events (package events) that are no drop: the
 // reason member of their audit records. Blocks carry the blocklist

@@ -89,7 +89,7 @@ func buildPools(p *policy.Policy, ts *targetSet) map[string]*pool {
 func (p *pool) pick(tried map[*target]bool) *target {
 	total := 0
 	for i, t := range p.targets {
-		if p.weights[i] > 0 && !tried[t] && t.isUp() {
+		if p.weights[i] > 0 && !tried[t] && t.isUp() && !t.drained.Load() {
 			total += p.weights[i]
 		}
 	}
@@ -98,7 +98,7 @@ func (p *pool) pick(tried map[*target]bool) *target {
 	}
 	n := rand.IntN(total)
 	for i, t := range p.targets {
-		if p.weights[i] <= 0 || tried[t] || !t.isUp() {
+		if p.weights[i] <= 0 || tried[t] || !t.isUp() || t.drained.Load() {
 			continue
 		}
 		if n < p.weights[i] {

@@ -36,6 +36,8 @@ type Options struct {
 	// Events, if not nil, receives every operator event (package events)
 	// besides the outputs the policy configures.
 	Events events.Sink
+	// Version is the build's version, reported by the admin API.
+	Version string
 }
 
 // SBC is the session border controller: one endpoint per realm, the call
@@ -76,6 +78,9 @@ type SBC struct {
 	events    events.Mux
 	extraSink events.Sink
 	out       outputState // the audit log and the keyring (audit.go)
+
+	runtime runtimeState // admin API state: drain, disabled trunks, CPS meters (adminstate.go)
+	version string
 }
 
 // snapshot is everything derived from one policy. Calls keep the snapshot
@@ -145,6 +150,8 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	}
 	s := &SBC{log: opt.Logger, metrics: newMetrics(), realms: map[string]*endpoint{}}
 	s.extraSink = opt.Events
+	s.version = opt.Version
+	s.runtime.setApplied(p)
 	if s.extraSink != nil {
 		s.events.Set(s.extraSink)
 	}
@@ -243,7 +250,7 @@ func (s *SBC) Start(ctx context.Context) error {
 	go func() { defer s.wg.Done(); s.tlsLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.def.blocklist.Run(ctx) }()
 	if p.Admin.Listen != "" {
-		a, err := s.startAdmin(p.Admin.Listen)
+		a, err := s.startAdmin(p.Admin)
 		if err != nil {
 			cancel()
 			for _, ep := range s.realms {
@@ -274,6 +281,7 @@ func (s *SBC) Close() error {
 	for deadline := time.Now().Add(3 * time.Second); s.hangups.Load() > 0 && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
+	s.runtime.stopDrain()
 	s.cancel()
 	if s.admin != nil {
 		s.admin.close()

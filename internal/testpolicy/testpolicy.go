@@ -1,6 +1,8 @@
 package testpolicy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"slices"
@@ -20,6 +22,11 @@ type Policy struct {
 	// Admin is [admin] listen; "" writes no [admin] table (no admin
 	// listener).
 	Admin string
+	// AdminTOML is the rest of the [admin] table (raw TOML lines). Empty:
+	// plain_http = true, no rate limit (tests poll) and AdminKey as an
+	// api_keys entry with role "admin", so tests reach the API with
+	// AdminKey.
+	AdminTOML string
 
 	Realms []Realm
 	Trunks []Trunk
@@ -457,6 +464,11 @@ func (p *Policy) TOML() string {
 	if p.Admin != "" {
 		w.table("[admin]")
 		w.str("listen", p.Admin)
+		rest := p.AdminTOML
+		if rest == "" {
+			rest = "plain_http = true\nrate = 0\napi_keys = [{ id = \"" + AdminKeyID + "\", sha256 = \"" + AdminKeyHash() + "\", roles = [\"admin\"] }]\n"
+		}
+		w.raw(rest)
 	}
 
 	for _, r := range p.Realms {
@@ -751,4 +763,21 @@ func quote(s string) string {
 	}
 	b.WriteByte('"')
 	return b.String()
+}
+
+// AdminKey is the API key (role admin) of every test policy with an admin
+// listener and no AdminTOML: tests send it as "Authorization: Bearer".
+// It is a test fixture, not a secret.
+const AdminKey = "sbc_" + AdminKeyID + "_dGVzdC1rZXktZm9yLXRlc3RzLW9ubHktbm90LWEtc2V"
+
+// AdminKeyID is AdminKey's id.
+const AdminKeyID = "00000000000000a1"
+
+// AdminKeyHash is the SHA-256 (hex) of AdminKey, as api_keys stores it.
+func AdminKeyHash() string { return KeyHash(AdminKey) }
+
+// KeyHash is the SHA-256 (hex) of an API key, as api_keys stores it.
+func KeyHash(key string) string {
+	s := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(s[:])
 }

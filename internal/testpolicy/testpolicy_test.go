@@ -23,7 +23,8 @@ func full() *Policy {
 			UDPReadBuffer: 1 << 20, UDPWriteBuffer: 2 << 20,
 			TCPIdleTimeout: policy.D(90 * time.Second), TCPMessageTimeout: policy.D(3 * time.Second), StateDir: "/tmp/sbc-state",
 		},
-		Admin: "127.0.0.1:0",
+		Admin:     "127.0.0.1:0",
+		AdminTOML: "plain_http = true\nrate = 3\n",
 		Realms: []Realm{
 			{Name: "external", Listeners: []Listener{
 				{Transport: "udp", Bind: "127.0.0.3:0", Advertise: "203.0.113.1:5060"},
@@ -160,6 +161,7 @@ func TestEveryOptionParses(t *testing.T) {
 	check("server.tcp_message_timeout", s.TCPMessageTimeout.Duration, 3*time.Second)
 	check("server.state_dir", s.StateDir, "/tmp/sbc-state")
 	check("admin.listen", p.Admin.Listen, "127.0.0.1:0")
+	check("admin.rate", p.Admin.Rate, 3)
 
 	check("realms", len(p.Realms), 2)
 	ext := p.Realms[0]
