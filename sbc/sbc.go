@@ -48,6 +48,8 @@ type SBC struct {
 	state   atomic.Pointer[snapshot]
 	targets targetSet
 	def     *defence
+	// outbound counts outbound calls and minutes for the caps (outbound.go).
+	outbound outboundCaps
 	realms  map[string]*endpoint // fixed at New: listeners change only with a restart
 
 	calls *callTable
