@@ -51,15 +51,15 @@ const (
 
 // branch is one INVITE sent to one target.
 type branch struct {
-	n     int
-	tgt   *target
-	pool  *pool // the pool of tgt
+	n    int
+	tgt  *target
+	pool *pool // the pool of tgt
 	// authed: this INVITE answers a digest challenge (a second one fails
 	// the target).
 	authed bool
-	leg   *leg         // the B-leg dialog of this attempt (its first 2xx's dialog)
-	inv   *sip.Request // the INVITE as sent (template of the CANCEL)
-	state brState
+	leg    *leg         // the B-leg dialog of this attempt (its first 2xx's dialog)
+	inv    *sip.Request // the INVITE as sent (template of the CANCEL)
+	state  brState
 	// abandoned: the call no longer wants this branch (target timeout, A
 	// cancelled, ring timeout, another outcome). A 1xx is then answered
 	// with CANCEL and a 2xx with ACK + BYE.
@@ -90,10 +90,10 @@ type call struct {
 	toUser, fromUser string
 	// maxDuration: the answered call is torn down after it (0: never).
 	maxDuration time.Duration
-	src   netip.AddrPort // the caller's source
-	a     *leg
-	aReq  *sip.Request // A's INVITE with our To tag: template of every response to it
-	aTx   sip.ServerTransaction
+	src         netip.AddrPort // the caller's source
+	a           *leg
+	aReq        *sip.Request // A's INVITE with our To tag: template of every response to it
+	aTx         sip.ServerTransaction
 	// release frees the trunk's concurrent-call slot.
 	release func()
 	created time.Time
@@ -255,7 +255,7 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 		s: s, id: newID(), st: st, pools: plan.pools, pool: plan.pools[0], trunk: p.trunk, aTx: tx,
 		route: plan.route, srcPool: plan.srcPool, toUser: plan.toUser, fromUser: plan.fromUser,
 		maxDuration: st.limits.MaxDuration.Duration,
-		created: time.Now(), ended: make(chan struct{}), finalSent: make(chan struct{}), release: release, src: p.src,
+		created:     time.Now(), ended: make(chan struct{}), finalSent: make(chan struct{}), release: release, src: p.src,
 		after: realAfter, tried: map[*target]bool{}, user: plan.user,
 		media: cm, offerB: offerB,
 	}

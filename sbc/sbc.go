@@ -50,7 +50,7 @@ type SBC struct {
 	def     *defence
 	// outbound counts outbound calls and minutes for the caps (outbound.go).
 	outbound outboundCaps
-	realms  map[string]*endpoint // fixed at New: listeners change only with a restart
+	realms   map[string]*endpoint // fixed at New: listeners change only with a restart
 
 	calls *callTable
 	// hangups counts the BYE and CANCEL transactions in flight, which
