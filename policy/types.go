@@ -13,20 +13,20 @@ import (
 // Fields tagged toml:"-" are derived during validation from the raw fields
 // next to them (parsed addresses, prefixes, durations with defaults applied).
 type Policy struct {
-	Server  Server  `toml:"server"`
-	Admin   Admin   `toml:"admin"`
-	Realms  []Realm `toml:"realm"`
-	Trunks  []Trunk `toml:"trunk"`
-	Pools   []Pool  `toml:"pool"`
-	Routes  []Route `toml:"route"`
+	Server Server  `toml:"server"`
+	Admin  Admin   `toml:"admin"`
+	Realms []Realm `toml:"realm"`
+	Trunks []Trunk `toml:"trunk"`
+	Pools  []Pool  `toml:"pool"`
+	Routes []Route `toml:"route"`
 	// OutboundRoutes route calls from the backends (pool targets) to
 	// carriers (pools of the carrier-facing realm).
 	OutboundRoutes []OutboundRoute `toml:"outbound_route"`
 	// Outbound holds the toll-fraud controls of calls to carriers.
 	Outbound Outbound `toml:"outbound"`
-	Routing Routing `toml:"routing"`
-	Calls   Calls   `toml:"calls"`
-	Headers Headers `toml:"headers"`
+	Routing  Routing  `toml:"routing"`
+	Calls    Calls    `toml:"calls"`
+	Headers  Headers  `toml:"headers"`
 	// Limits are the per-source rate limits (edge defence, stage admit and
 	// the read filter).
 	Limits Limits `toml:"limits"`
