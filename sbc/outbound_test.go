@@ -1,0 +1,341 @@
+package sbc
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/icholy/digest"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/sbc-project/sbc/events"
+	"github.com/sbc-project/sbc/internal/sipua"
+	"github.com/sbc-project/sbc/internal/testpolicy"
+	"github.com/sbc-project/sbc/policy"
+)
+
+// Outbound calls over real sockets: a sipua Caller plays the PBX (a
+// target of pool "pbx" on the internal realm), sipua Backends play the
+// carriers (pools of the external realm).
+const (
+	pbxIP      = "127.0.0.5"
+	carrierAIP = "127.0.0.6"
+	carrierBIP = "127.0.0.7"
+)
+
+// digestCarrier answers INVITEs without credentials with a 401 digest
+// challenge, verifies the response of those with credentials (RFC 2617
+// with qop=auth, as icholy/digest computes it) and answers 200 when it
+// holds, 403 when not. Each challenge has a fresh nonce; a nonce is
+// accepted once.
+type digestCarrier struct {
+	user, pass, realm string
+	n                 atomic.Int64
+	verified, failed  atomic.Int64
+	nonces            chan string
+}
+
+func newDigestCarrier(user, pass string) *digestCarrier {
+	return &digestCarrier{user: user, pass: pass, realm: "carrier.test", nonces: make(chan string, 100)}
+}
+
+func (d *digestCarrier) answer(req *sip.Request) sipua.Plan {
+	h := req.GetHeader("Authorization")
+	if h == nil {
+		nonce := fmt.Sprintf("nonce%d", d.n.Add(1))
+		d.nonces <- nonce
+		chal := fmt.Sprintf(`Digest realm="%s", nonce="%s", algorithm=MD5, qop="auth"`, d.realm, nonce)
+		return sipua.Plan{Final: 401, Headers: []sip.Header{sip.NewHeader("WWW-Authenticate", chal)}}
+	}
+	if d.verify(req, h.Value()) {
+		d.verified.Add(1)
+		return sipua.Plan{}
+	}
+	d.failed.Add(1)
+	return sipua.Plan{Final: 403}
+}
+
+func (d *digestCarrier) verify(req *sip.Request, value string) bool {
+	cred, err := digest.ParseCredentials(value)
+	if err != nil || cred.Username != d.user || cred.Realm != d.realm || cred.URI != req.Recipient.String() {
+		return false
+	}
+	select {
+	case nonce := <-d.nonces:
+		if nonce != cred.Nonce {
+			return false
+		}
+	default:
+		return false
+	}
+	want, err := digest.Digest(&digest.Challenge{Realm: d.realm, Nonce: cred.Nonce, Algorithm: "MD5", QOP: []string{"auth"}},
+		digest.Options{Method: string(req.Method), URI: cred.URI, Username: d.user, Password: d.pass, Cnonce: cred.Cnonce, Count: cred.Nc})
+	return err == nil && want.Response == cred.Response
+}
+
+type outboundEnv struct {
+	sbc    *SBC
+	pbx    *sipua.Caller
+	a, b   *sipua.Backend
+	intUDP string
+	ctx    context.Context
+	ev     chan events.Event
+}
+
+// newOutboundEnv starts carriers A and B with the given answers, a PBX,
+// and an SBC routing "+" numbers from the PBX to A then B.
+func newOutboundEnv(t *testing.T, ansA, ansB func(*sip.Request) sipua.Plan, edit func(p *testpolicy.Policy)) *outboundEnv {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	e := &outboundEnv{ctx: ctx, ev: make(chan events.Event, 100)}
+	var err error
+	e.a, err = sipua.NewBackend(sipua.BackendOptions{UDP: carrierAIP + ":0", Answer: ansA, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.a.Close() })
+	e.b, err = sipua.NewBackend(sipua.BackendOptions{UDP: carrierBIP + ":0", Answer: ansB, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.b.Close() })
+	e.pbx, err = sipua.NewCaller(sipua.CallerOptions{Addr: pbxIP + ":0", User: "1001", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.pbx.Close() })
+
+	pb := testpolicy.New(sbcExtIP, sbcIntIP, e.pbx.Addr()).UDPOnly()
+	off := policy.D(0)
+	pb.Pools = append(pb.Pools,
+		testpolicy.Pool{Name: "carrier-a", Realm: "external", Targets: testpolicy.Targets(e.a.Addr()),
+			Health: &testpolicy.Health{Interval: off}, Auth: &testpolicy.PoolAuth{Username: "acct", Password: "s3cret"}},
+		testpolicy.Pool{Name: "carrier-b", Realm: "external", Targets: testpolicy.Targets(e.b.Addr()),
+			Health: &testpolicy.Health{Interval: off}})
+	pb.OutboundRoutes = []testpolicy.OutboundRoute{{Prefix: "+", Pools: []string{"carrier-a", "carrier-b"}}}
+	pb.Routing.TargetTimeout = policy.D(500 * time.Millisecond)
+	if edit != nil {
+		edit(pb)
+	}
+	e.sbc = startSBC(t, pb.Parse(t), Options{Logger: testLogger(), Events: events.Func(func(ev events.Event) {
+		select {
+		case e.ev <- ev:
+		default:
+		}
+	})})
+	in, _ := e.sbc.ListenAddr("internal", "udp")
+	e.intUDP = in.String()
+	return e
+}
+
+// call places a call from the PBX to number and waits for its final
+// response.
+func (e *outboundEnv) call(t *testing.T, number string, hdrs ...sip.Header) (*sipua.Call, *sip.Response) {
+	t.Helper()
+	c, err := e.pbx.Dial(e.ctx, e.intUDP, sipua.DialOptions{User: number, Headers: hdrs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.WaitFinal(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, res
+}
+
+func TestOutboundDigestAuth(t *testing.T) {
+	carrier := newDigestCarrier("acct", "s3cret")
+	e := newOutboundEnv(t, carrier.answer, nil, nil)
+	c, res := e.call(t, "+442079460000")
+	if res.StatusCode != 200 {
+		t.Fatalf("call: %d, want 200", res.StatusCode)
+	}
+	if carrier.verified.Load() != 1 || carrier.failed.Load() != 0 {
+		t.Fatalf("carrier verified %d digest answers, refused %d", carrier.verified.Load(), carrier.failed.Load())
+	}
+	if len(e.b.Calls()) != 0 {
+		t.Fatal("carrier B got a call although A answered")
+	}
+	// Both INVITEs in one dialog, CSeq + 1; nothing of the PBX's side in
+	// them (topology hiding towards the carrier, SIP and SDP).
+	var invs []sipua.Msg
+	for _, m := range e.a.Received() {
+		if m.Method == "INVITE" {
+			invs = append(invs, m)
+		}
+	}
+	if len(invs) != 2 || invs[0].Header("Call-ID") != invs[1].Header("Call-ID") {
+		t.Fatalf("carrier got %d INVITEs (want 2 in one dialog)", len(invs))
+	}
+	if a, b := invs[0].Header("CSeq"), invs[1].Header("CSeq"); !strings.HasSuffix(a, "INVITE") || a == b {
+		t.Fatalf("CSeq %q then %q", a, b)
+	}
+	for _, m := range invs {
+		for _, leak := range []string{pbxIP, sbcIntIP, c.CallID()} {
+			if strings.Contains(string(m.Raw), leak) {
+				t.Fatalf("INVITE to the carrier carries %s:\n%s", leak, m.Raw)
+			}
+		}
+		if !strings.HasPrefix(m.StartLine, "INVITE sip:+442079460000@"+carrierAIP) {
+			t.Fatalf("request line %q", m.StartLine)
+		}
+	}
+	if got := testutil.ToFloat64(e.sbc.metrics.CarrierAuth.WithLabelValues("carrier-a", authAnswered)); got != 1 {
+		t.Fatalf("sbc_carrier_auth_total{answered} = %v", got)
+	}
+	if err := c.Bye(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(e.ctx, t, "the outbound call counted answered", func() bool {
+		return testutil.ToFloat64(e.sbc.metrics.OutboundCalls.WithLabelValues(resultAnswered)) == 1
+	})
+}
+
+func TestOutboundWrongCredentialsFailOver(t *testing.T) {
+	carrier := newDigestCarrier("acct", "other-password")
+	e := newOutboundEnv(t, func(req *sip.Request) sipua.Plan {
+		p := carrier.answer(req)
+		if p.Final == 403 {
+			// A carrier challenges a wrong answer again.
+			nonce := fmt.Sprintf("again%d", carrier.n.Add(1))
+			return sipua.Plan{Final: 401, Headers: []sip.Header{sip.NewHeader("WWW-Authenticate", `Digest realm="carrier.test", nonce="`+nonce+`", qop="auth"`)}}
+		}
+		return p
+	}, nil, nil)
+	_, res := e.call(t, "+15551234567")
+	if res.StatusCode != 200 {
+		t.Fatalf("call: %d, want 200 from carrier B", res.StatusCode)
+	}
+	if len(e.b.Calls()) != 1 {
+		t.Fatalf("carrier B got %d calls, want 1", len(e.b.Calls()))
+	}
+	if got := testutil.ToFloat64(e.sbc.metrics.CarrierAuth.WithLabelValues("carrier-a", authRejected)); got != 1 {
+		t.Fatalf("sbc_carrier_auth_total{rejected} = %v", got)
+	}
+}
+
+func TestOutboundFailoverBetweenCarriers(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		a    sipua.Plan
+	}{
+		{"503", sipua.Plan{Final: 503}},
+		{"502", sipua.Plan{Final: 502}},
+		{"no answer", sipua.Plan{NoResponse: true}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newOutboundEnv(t, sipua.Always(c.a), nil, nil)
+			_, res := e.call(t, "+33123456789")
+			if res.StatusCode != 200 || len(e.b.Calls()) != 1 {
+				t.Fatalf("call: %d, carrier B calls %d; want 200 through B", res.StatusCode, len(e.b.Calls()))
+			}
+		})
+	}
+}
+
+func TestOutboundDenyAndRoutes(t *testing.T) {
+	e := newOutboundEnv(t, nil, nil, func(p *testpolicy.Policy) {
+		p.OutboundRoutes = append(p.OutboundRoutes, testpolicy.OutboundRoute{Prefix: "0", Strip: 1, Prepend: "+44",
+			Pools: []string{"carrier-b"}, FromUser: "+441234567890", PAI: "from", Privacy: "id"})
+		p.Outbound = &testpolicy.Outbound{DenyPrefixes: []string{"+882", "+4470"}, PremiumPrefixes: []string{"+449"}, DenyPremium: true}
+	})
+	for _, c := range []struct {
+		number string
+		reason string
+	}{
+		{"+88212345", "denied_destination"},
+		{"07012345678", "denied_destination"}, // +4470… after normalisation
+		{"+449012345", "premium_destination"},
+	} {
+		_, res := e.call(t, c.number)
+		if res.StatusCode != 403 {
+			t.Fatalf("%s: %d, want 403", c.number, res.StatusCode)
+		}
+		if h := res.GetHeader("Reason"); h == nil || !strings.Contains(h.Value(), c.reason) {
+			t.Fatalf("%s: Reason %v, want %s", c.number, h, c.reason)
+		}
+		if got := testutil.ToFloat64(e.sbc.metrics.Dropped.WithLabelValues("route", c.reason)); got < 1 {
+			t.Fatalf("%s: sbc_dropped_total{route,%s} = %v", c.number, c.reason, got)
+		}
+	}
+	if len(e.a.Calls())+len(e.b.Calls()) != 0 {
+		t.Fatal("a denied call reached a carrier")
+	}
+	// No route for a short internal number.
+	if _, res := e.call(t, "2001"); res.StatusCode != 403 {
+		t.Fatalf("unrouted number: %d, want 403", res.StatusCode)
+	}
+	// National form: normalised, caller-ID policy applied; the Identity
+	// header passes untouched.
+	const passport = "eyJhbGciOiJFUzI1NiJ9.e30.sig;info=<https://cert.example/c.pem>;alg=ES256;ppt=shaken"
+	_, res := e.call(t, "02079460000", sip.NewHeader("Identity", passport),
+		sip.NewHeader("P-Asserted-Identity", "<sip:1001@"+pbxIP+">"))
+	if res.StatusCode != 200 {
+		t.Fatalf("national call: %d", res.StatusCode)
+	}
+	calls := e.b.Calls()
+	if len(calls) != 1 {
+		t.Fatalf("carrier B calls %d", len(calls))
+	}
+	m, err := e.b.WaitFor(e.ctx, func(m sipua.Msg) bool { return m.Method == "INVITE" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(m.StartLine, "INVITE sip:+442079460000@") || !strings.Contains(m.Header("From"), "+441234567890@") ||
+		!strings.Contains(m.Header("To"), "+442079460000@") {
+		t.Fatalf("INVITE: %s\nFrom %s\nTo %s", m.StartLine, m.Header("From"), m.Header("To"))
+	}
+	if pai := m.Header("P-Asserted-Identity"); !strings.Contains(pai, "+441234567890@"+sbcExtIP) {
+		t.Fatalf("P-Asserted-Identity %q", pai)
+	}
+	if m.Header("Privacy") != "id" || m.Header("Identity") != passport {
+		t.Fatalf("Privacy %q Identity %q", m.Header("Privacy"), m.Header("Identity"))
+	}
+	if strings.Contains(string(m.Raw), pbxIP) || strings.Contains(string(m.Raw), sbcIntIP) {
+		t.Fatalf("INVITE to the carrier names the PBX side:\n%s", m.Raw)
+	}
+}
+
+func TestOutboundCaps(t *testing.T) {
+	e := newOutboundEnv(t, sipua.Always(sipua.Plan{Delay: 20 * time.Second}), nil, func(p *testpolicy.Policy) {
+		p.Outbound = &testpolicy.Outbound{PoolMaxCalls: 1}
+	})
+	first, err := e.pbx.Dial(e.ctx, e.intUDP, sipua.DialOptions{User: "+15550001"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(e.ctx, t, "the first call at carrier A", func() bool { return len(e.a.Calls()) == 1 })
+	_, res := e.call(t, "+15550002")
+	if res.StatusCode != 503 || res.GetHeader("Retry-After") == nil {
+		t.Fatalf("second call over pool_max_calls: %d, want 503 with Retry-After", res.StatusCode)
+	}
+	if got := testutil.ToFloat64(e.sbc.metrics.Dropped.WithLabelValues("admit", string(reasonOutboundPoolCalls))); got != 1 {
+		t.Fatalf("sbc_dropped_total{admit,outbound_pool_calls} = %v", got)
+	}
+	select {
+	case ev := <-e.ev:
+		for ev.Kind != events.LimitTripped {
+			ev = <-e.ev
+		}
+		if ev.Reason != "pool_max_calls" || ev.Detail["source_pool"] != "pbx" || ev.Called != "+15550002" {
+			t.Fatalf("event %+v", ev)
+		}
+	case <-e.ctx.Done():
+		t.Fatal("no limit_tripped event")
+	}
+	if err := first.Cancel(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(e.ctx, t, "the slot freed", func() bool {
+		e.sbc.outbound.mu.Lock()
+		defer e.sbc.outbound.mu.Unlock()
+		return e.sbc.outbound.calls[poolKey("pbx")] == 0
+	})
+	if _, res := e.call(t, "+15550003"); res.StatusCode == 503 {
+		t.Fatal("a call refused after the slot was freed")
+	}
+}
