@@ -34,8 +34,10 @@
 //	1 classify   classify.go            SBC.classify: trunk by source prefix, backend, or unknown
 //	2 validate   validate.go, validate/ SBC.validateRequest: RFC 3261 checks the parser lacks
 //	3 admit      admit.go               SBC.admitInvite, SBC.admitRegister: rates and call caps;
+//	             outbound.go            SBC.admitOutbound: a backend's calls out (outbound caps);
 //	             register_guard.go      SBC.registerLocked: AoRs locked for a source
-//	4 route      route.go, health.go    policy RouteFor → pool.pick (health: healthLoop, passive)
+//	4 route      route.go, health.go    policy RouteFor → pool.pick (health: healthLoop, passive);
+//	             outbound.go            routeOutbound: OutboundRouteFor → carrier pools, deny lists
 //	5 bridge     call*.go, dialog.go    SBC.newCall (new INVITE), SBC.inDialog / SBC.onAck
 //	6 watch      watch.go, trust.go,    SBC.charge (the trust model), SBC.fail, SBC.watchResponse,
 //	             register_guard.go      SBC.watchRegister: failures, trunk health, guesses, auto-block
