@@ -3,6 +3,7 @@ package sbc
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -338,4 +339,108 @@ func TestOutboundCaps(t *testing.T) {
 	if _, res := e.call(t, "+15550003"); res.StatusCode == 503 {
 		t.Fatal("a call refused after the slot was freed")
 	}
+}
+
+// TestOutboundMinuteCaps: the minutes of answered calls count against
+// the source pool and the source within the window; past the cap calls
+// are refused with the rest of the window as Retry-After, the trip is
+// reported once a minute, and a new window admits again.
+func TestOutboundMinuteCaps(t *testing.T) {
+	pb := testpolicy.New(sbcExtIP, sbcIntIP, pbxIP+":5090")
+	pb.Outbound = &testpolicy.Outbound{SourceMaxMinutes: 2, PoolMaxMinutes: 10, MinutesWindow: policy.D(time.Hour)}
+	st := &snapshot{pol: pb.Parse(t)}
+	var trips []events.Event
+	s := &SBC{log: testLogger(), metrics: newMetrics()}
+	s.events.Set(events.Func(func(e events.Event) { trips = append(trips, e) }))
+	p := peer{src: netipAddrPort(t, pbxIP+":5090"), backend: true, pool: "pbx"}
+	release, v := s.admitOutbound(st, p, "+4420")
+	if !v.pass() {
+		t.Fatalf("first call refused: %+v", v)
+	}
+	release()
+	release() // idempotent
+	s.addMinutes(st, "pbx", p.src, 121*time.Second)
+	for i := 0; i < 2; i++ {
+		_, v = s.admitOutbound(st, p, "+4421")
+		if v.pass() || v.reason != reasonOutboundSourceMinutes || v.code != 503 {
+			t.Fatalf("over source_max_minutes: %+v", v)
+		}
+	}
+	if len(trips) != 1 || trips[0].Kind != events.LimitTripped || trips[0].Reason != "source_max_minutes" {
+		t.Fatalf("events %+v, want one limit_tripped", trips)
+	}
+	var ra string
+	for _, h := range v.hdrs {
+		if h.Name() == "Retry-After" {
+			ra = h.Value()
+		}
+	}
+	if ra == "" || ra == "1" {
+		t.Fatalf("Retry-After %q, want the rest of the window", ra)
+	}
+	// Another source of the same pool is under its own cap, not the
+	// pool's (2 of 10 minutes used).
+	other := peer{src: netipAddrPort(t, "127.0.0.8:5090"), backend: true, pool: "pbx"}
+	if rel, v := s.admitOutbound(st, other, "+4422"); !v.pass() {
+		t.Fatalf("another source refused: %+v", v)
+	} else {
+		rel()
+	}
+	// The window ends: admitted again.
+	s.outbound.mu.Lock()
+	for _, w := range s.outbound.minutes {
+		w.start = w.start.Add(-time.Hour)
+	}
+	s.outbound.mu.Unlock()
+	if rel, v := s.admitOutbound(st, p, "+4423"); !v.pass() {
+		t.Fatalf("refused in a new window: %+v", v)
+	} else {
+		rel()
+	}
+	s.outbound.mu.Lock()
+	defer s.outbound.mu.Unlock()
+	if len(s.outbound.calls) != 0 {
+		t.Fatalf("call counts left after every release: %v", s.outbound.calls)
+	}
+}
+
+// TestOutboundRoutingAllocs: routing lookups and deny checks of an
+// outbound call allocate nothing.
+func TestOutboundRoutingAllocs(t *testing.T) {
+	pb := testpolicy.New(sbcExtIP, sbcIntIP, pbxIP+":5090")
+	pb.Pools = append(pb.Pools, testpolicy.Pool{Name: "carrier", Realm: "external", Targets: testpolicy.Targets(carrierAIP + ":5060")})
+	pb.OutboundRoutes = []testpolicy.OutboundRoute{{Prefix: "+", Pools: []string{"carrier"}}, {Prefix: "+44", Pools: []string{"carrier"}, SourcePool: "pbx"}}
+	pb.Outbound = &testpolicy.Outbound{DenyPrefixes: []string{"+882", "+883"}, PremiumPrefixes: []string{"+449"}, DenyPremium: true,
+		HomePrefix: "+44", DenyInternational: true}
+	pol := pb.Parse(t)
+	n := testing.AllocsPerRun(1000, func() {
+		r := pol.OutboundRouteFor("pbx", "+442079460000")
+		if r == nil || r.Prefix != "+44" {
+			t.Fatal("route")
+		}
+		if why, _ := deniedDestination(&pol.Outbound, "+442079460000", "+442079460000"); why != "" {
+			t.Fatal(why)
+		}
+	})
+	if n != 0 {
+		t.Fatalf("%v allocations per lookup", n)
+	}
+	if why, _ := deniedDestination(&pol.Outbound, "+15551234", "+15551234"); why != reasonInternational {
+		t.Fatalf("+1 from +44: %q, want international", why)
+	}
+	if why, _ := deniedDestination(&pol.Outbound, "0015551234", "0015551234"); why != reasonInternational {
+		t.Fatalf("00 1 from +44: %q, want international", why)
+	}
+	if why, _ := deniedDestination(&pol.Outbound, "00442079", "00442079"); why != "" {
+		t.Fatalf("00 44 from +44: %q, want allowed", why)
+	}
+}
+
+func netipAddrPort(t *testing.T, s string) netip.AddrPort {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ap
 }
