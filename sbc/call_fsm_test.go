@@ -880,5 +880,13 @@ func TestOutboundTransitions(t *testing.T) {
 		if h.fire(timerKey{kind: tmMaxDuration}) {
 			t.Fatal("max_duration timer armed with the route's 0s")
 		}
+		h = newOutboundFSM(t)
+		h.c.maxDuration = 30 * time.Minute
+		h.ev(event{kind: evStart})
+		h.ev(h.resp(1, 200, "x"))
+		h.ev(h.ackFromA())
+		if !h.fire(timerKey{kind: tmMaxDuration}) || h.c.result != resultMaxDuration {
+			t.Fatalf("the route's max_duration did not end the call: result %q", h.c.result)
+		}
 	})
 }
