@@ -444,3 +444,33 @@ func netipAddrPort(t *testing.T, s string) netip.AddrPort {
 	}
 	return ap
 }
+
+// TestOutboundReload: outbound routes and deny lists apply on reload, to
+// new calls.
+func TestOutboundReload(t *testing.T) {
+	var pb *testpolicy.Policy
+	e := newOutboundEnv(t, nil, nil, func(p *testpolicy.Policy) { pb = p })
+	if _, res := e.call(t, "+15551234"); res.StatusCode != 200 {
+		t.Fatalf("before the reload: %d", res.StatusCode)
+	}
+	next := pb.Clone()
+	next.Outbound = &testpolicy.Outbound{DenyPrefixes: []string{"+1"}}
+	next.OutboundRoutes[0].Prefix = "+"
+	if err := e.sbc.Reload(next.Parse(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, res := e.call(t, "+15551234"); res.StatusCode != 403 {
+		t.Fatalf("after the reload: %d, want 403 (denied)", res.StatusCode)
+	}
+	next = next.Clone()
+	next.OutboundRoutes = nil
+	if err := e.sbc.Reload(next.Parse(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, res := e.call(t, "+33123"); res.StatusCode != 403 {
+		t.Fatalf("without outbound routes: %d, want 403", res.StatusCode)
+	}
+	if got := testutil.ToFloat64(e.sbc.metrics.Dropped.WithLabelValues("route", string(reasonNoOutboundRoute))); got != 1 {
+		t.Fatalf("no_outbound_route = %v", got)
+	}
+}
