@@ -302,7 +302,14 @@ func TestOutboundDenyAndRoutes(t *testing.T) {
 }
 
 func TestOutboundCaps(t *testing.T) {
-	e := newOutboundEnv(t, sipua.Always(sipua.Plan{Delay: 20 * time.Second}), nil, func(p *testpolicy.Policy) {
+	var n atomic.Int64
+	ringFirst := func(*sip.Request) sipua.Plan {
+		if n.Add(1) == 1 {
+			return sipua.Plan{Delay: 20 * time.Second} // rings until cancelled
+		}
+		return sipua.Plan{}
+	}
+	e := newOutboundEnv(t, ringFirst, nil, func(p *testpolicy.Policy) {
 		p.Outbound = &testpolicy.Outbound{PoolMaxCalls: 1}
 	})
 	first, err := e.pbx.Dial(e.ctx, e.intUDP, sipua.DialOptions{User: "+15550001"})
@@ -339,8 +346,8 @@ func TestOutboundCaps(t *testing.T) {
 		defer e.sbc.outbound.mu.Unlock()
 		return e.sbc.outbound.calls[poolKey("pbx")] == 0
 	})
-	if _, res := e.call(t, "+15550003"); res.StatusCode == 503 {
-		t.Fatal("a call refused after the slot was freed")
+	if _, res := e.call(t, "+15550003"); res.StatusCode != 200 {
+		t.Fatalf("a call after the slot was freed: %d, want 200", res.StatusCode)
 	}
 }
 
@@ -472,6 +479,56 @@ func TestOutboundReload(t *testing.T) {
 	}
 	if _, res := e.call(t, "+33123"); res.StatusCode != 403 {
 		t.Fatalf("without outbound routes: %d, want 403", res.StatusCode)
+	}
+	if got := testutil.ToFloat64(e.sbc.metrics.Dropped.WithLabelValues("route", string(reasonNoOutboundRoute))); got != 1 {
+		t.Fatalf("no_outbound_route = %v", got)
+	}
+}
+
+// TestClassifyBackendPool: a PBX is classified as a backend of its pool
+// on its pool's realm only, without allocating; a carrier's target on the
+// external realm is a backend of the carrier pool.
+func TestClassifyBackendPool(t *testing.T) {
+	e := newOutboundEnv(t, nil, nil, nil)
+	st := e.sbc.state.Load()
+	in, ext := e.sbc.realms["internal"], e.sbc.realms["external"]
+	pbx := netipAddrPort(t, e.pbx.Addr())
+	var p peer
+	n := testing.AllocsPerRun(1000, func() { p = e.sbc.classify(st, in, pbx, "udp") })
+	if !p.backend || p.pool != "pbx" || p.trunk != nil {
+		t.Fatalf("PBX on internal: %+v", p)
+	}
+	if n != 0 {
+		t.Fatalf("classify of a backend: %v allocations", n)
+	}
+	if p := e.sbc.classify(st, ext, pbx, "udp"); p.backend || p.trunk != nil {
+		t.Fatalf("PBX on the external realm: %+v, want unknown", p)
+	}
+	if p := e.sbc.classify(st, ext, netipAddrPort(t, e.b.Addr()), "udp"); !p.backend || p.pool != "carrier-b" {
+		t.Fatalf("carrier B on external: %+v", p)
+	}
+}
+
+// TestOutboundNotFromCarriers: an INVITE from a carrier pool's address
+// (no trunk) is never routed out to the carriers again.
+func TestOutboundNotFromCarriers(t *testing.T) {
+	e := newOutboundEnv(t, nil, nil, nil)
+	c, err := sipua.NewCaller(sipua.CallerOptions{Addr: carrierBIP + ":0", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ext, _ := e.sbc.ListenAddr("external", "udp")
+	call, err := c.Dial(e.ctx, ext.String(), sipua.DialOptions{User: "+442079460000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := call.WaitFinal(e.ctx)
+	if err != nil || res.StatusCode != 403 {
+		t.Fatalf("INVITE from a carrier's address: %v, %v; want 403", res, err)
+	}
+	if len(e.a.Calls())+len(e.b.Calls()) != 0 {
+		t.Fatal("a carrier's INVITE was routed to a carrier")
 	}
 	if got := testutil.ToFloat64(e.sbc.metrics.Dropped.WithLabelValues("route", string(reasonNoOutboundRoute))); got != 1 {
 		t.Fatalf("no_outbound_route = %v", got)
