@@ -534,3 +534,28 @@ func TestOutboundNotFromCarriers(t *testing.T) {
 		t.Fatalf("no_outbound_route = %v", got)
 	}
 }
+
+// TestOutboundMedia: media anchoring picks profiles by leg, not by
+// direction: the PBX's plain RTP offer reaches an SDES carrier as an
+// SRTP offer with the SBC's keys and external address only.
+func TestOutboundMedia(t *testing.T) {
+	e := newOutboundEnv(t, sipua.Always(sipua.Plan{Final: 486}), nil, func(p *testpolicy.Policy) {
+		p.Pool("carrier-a").MediaEncryption = "sdes"
+		p.Pool("carrier-b").MediaEncryption = "sdes"
+	})
+	_, res := e.call(t, "+442079460000")
+	if res.StatusCode != 486 {
+		t.Fatalf("call: %d, want the carrier's 486", res.StatusCode)
+	}
+	m, err := e.a.WaitFor(e.ctx, func(m sipua.Msg) bool { return m.Method == "INVITE" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdp := string(m.Body)
+	if !strings.Contains(sdp, "RTP/SAVP") || !strings.Contains(sdp, "a=crypto:") || !strings.Contains(sdp, "c=IN IP4 "+sbcExtIP) {
+		t.Fatalf("offer to the SDES carrier:\n%s", sdp)
+	}
+	if strings.Contains(sdp, pbxIP) || strings.Contains(sdp, sbcIntIP) {
+		t.Fatalf("offer to the carrier names the PBX side:\n%s", sdp)
+	}
+}
