@@ -13,15 +13,20 @@ import (
 // Fields tagged toml:"-" are derived during validation from the raw fields
 // next to them (parsed addresses, prefixes, durations with defaults applied).
 type Policy struct {
-	Server  Server  `toml:"server"`
-	Admin   Admin   `toml:"admin"`
-	Realms  []Realm `toml:"realm"`
-	Trunks  []Trunk `toml:"trunk"`
-	Pools   []Pool  `toml:"pool"`
-	Routes  []Route `toml:"route"`
-	Routing Routing `toml:"routing"`
-	Calls   Calls   `toml:"calls"`
-	Headers Headers `toml:"headers"`
+	Server Server  `toml:"server"`
+	Admin  Admin   `toml:"admin"`
+	Realms []Realm `toml:"realm"`
+	Trunks []Trunk `toml:"trunk"`
+	Pools  []Pool  `toml:"pool"`
+	Routes []Route `toml:"route"`
+	// OutboundRoutes route calls from the backends (pool targets) to
+	// carriers (pools of the carrier-facing realm).
+	OutboundRoutes []OutboundRoute `toml:"outbound_route"`
+	// Outbound holds the toll-fraud controls of calls to carriers.
+	Outbound Outbound `toml:"outbound"`
+	Routing  Routing  `toml:"routing"`
+	Calls    Calls    `toml:"calls"`
+	Headers  Headers  `toml:"headers"`
 	// Limits are the per-source rate limits (edge defence, stage admit and
 	// the read filter).
 	Limits Limits `toml:"limits"`
@@ -381,6 +386,24 @@ type Pool struct {
 	// goes to the target over TCP instead (RFC 3261 18.1.1); the target
 	// must listen on TCP at the same address. Default true.
 	TCPForLarge *bool `toml:"tcp_for_large"`
+	// Auth: digest credentials the SBC answers the targets' 401/407
+	// challenges to its INVITEs with (a carrier pool). Absent: challenges
+	// are relayed to the caller as any other final response.
+	Auth *PoolAuth `toml:"auth"`
+}
+
+// PoolAuth are digest credentials towards a pool's targets (RFC 3261
+// 22.2, RFC 8760): one challenge per INVITE is answered; a second one is
+// a failure of that target (the call fails over).
+type PoolAuth struct {
+	// Username: required.
+	Username string `toml:"username"`
+	// Password: required. A plain string in the policy file for now
+	// (sealing secrets at rest is the operator-surface issue's).
+	Password string `toml:"password"`
+	// Realm: when given, only challenges of this realm are answered (a
+	// challenge of another realm is a failure of the target). Empty: any.
+	Realm string `toml:"realm"`
 }
 
 // LargeOverTCP reports whether large requests go to this pool over TCP.
@@ -394,6 +417,10 @@ type Target struct {
 	// Weight for weighted random choice among healthy targets; default 1,
 	// 0 means "never chosen" (drained); at most 1000000.
 	Weight *int `toml:"weight"`
+	// Priority: targets of the lowest priority are tried first (weighted
+	// among themselves), the next priority only when all of those are
+	// down or tried. Default 0; 0..1000.
+	Priority int `toml:"priority"`
 
 	Addr netip.AddrPort `toml:"-"`
 	W    int            `toml:"-"` // Weight with default applied
@@ -430,6 +457,77 @@ type Route struct {
 	Prefix string `toml:"prefix"`
 	// Pool name; must exist.
 	Pool string `toml:"pool"`
+}
+
+// OutboundRoute routes calls from the backends (a PBX: a pool target
+// sending on its pool's realm) to carriers: the request-URI user (the
+// dialled number) is matched by prefix, the longest prefix winning; at
+// equal length a route naming the call's source pool beats one that does
+// not.
+type OutboundRoute struct {
+	// Prefix of the request-URI user: "+" then digits (E.164) or digits
+	// (national and local forms); empty matches any number. At most 32
+	// bytes. The same source_pool+prefix may appear only once.
+	Prefix string `toml:"prefix"`
+	// SourcePool: the route applies to calls from this pool's targets
+	// only; empty: from any pool that is not a carrier's.
+	SourcePool string `toml:"source_pool"`
+	// Pools: the carrier pools, in order of preference: the call fails
+	// over to the next one when every target of one failed (408, 5xx, no
+	// answer, a second digest challenge). At least one; all of the same
+	// realm and media_encryption; none may be the source pool.
+	Pools []string `toml:"pools"`
+	// Strip: leading characters removed from the number (after the
+	// match); at most len(prefix). Prepend is then put in front. E.g.
+	// prefix "0", strip 1, prepend "+44": 02079460000 -> +442079460000.
+	Strip   int    `toml:"strip"`
+	Prepend string `toml:"prepend"`
+	// FromUser: the caller-ID (From user) sent to the carrier; empty
+	// keeps the caller's From user. "+" then digits, or digits.
+	FromUser string `toml:"from_user"`
+	// PAI: P-Asserted-Identity towards the carrier: "keep" (default: the
+	// caller's, if headers.allow lets it through), "from" (set to the
+	// From user sent, at the SBC's host) or "remove".
+	PAI string `toml:"pai"`
+	// Privacy towards the carrier: "keep" (default: the caller's, if
+	// allowed), "id" (Privacy: id, RFC 3325) or "none" (removed).
+	Privacy string `toml:"privacy"`
+	// MaxDuration: an answered call on this route is torn down after
+	// this long. Absent: calls.max_duration; "0s" disables.
+	MaxDuration Duration `toml:"max_duration"`
+}
+
+// Outbound holds the toll-fraud controls of outbound calls (from the
+// backends to carriers). The caps count per source pool (a trunk of the
+// PBX side) and per source address (an IPv4 address or IPv6 /64).
+type Outbound struct {
+	// DenyPrefixes: destinations refused (403, reason denied_destination),
+	// matched against the dialled number and the number after
+	// normalisation. "+" then digits, or digits; no prefix of another.
+	DenyPrefixes []string `toml:"deny_prefixes"`
+	// PremiumPrefixes: premium-rate destinations; refused only when
+	// DenyPremium is true (reason premium_destination). Default none.
+	PremiumPrefixes []string `toml:"premium_prefixes"`
+	DenyPremium     bool     `toml:"deny_premium"`
+	// HomePrefix: the E.164 country prefix of the deployment ("+44").
+	// With DenyInternational (default false), a number that after
+	// normalisation starts with "+" or "00" and not with HomePrefix (nor
+	// "00" + its digits) is refused (reason international_destination).
+	HomePrefix        string `toml:"home_prefix"`
+	DenyInternational bool   `toml:"deny_international"`
+	// PoolMaxCalls / SourceMaxCalls: concurrent outbound calls per source
+	// pool / per source address; 0 (default) = no cap.
+	PoolMaxCalls   int `toml:"pool_max_calls"`
+	SourceMaxCalls int `toml:"source_max_calls"`
+	// PoolMaxMinutes / SourceMaxMinutes: answered minutes of outbound
+	// calls per source pool / per source address within MinutesWindow
+	// (counted when a call ends); past it new calls are refused until the
+	// window ends. 0 (default) = no cap.
+	PoolMaxMinutes   int `toml:"pool_max_minutes"`
+	SourceMaxMinutes int `toml:"source_max_minutes"`
+	// MinutesWindow: the window of the minute caps, fixed, starting with
+	// the first call counted. Default "1h"; must be positive.
+	MinutesWindow Duration `toml:"minutes_window"`
 }
 
 // Routing holds routing defaults.
@@ -638,7 +736,7 @@ var DefaultAllowedHeaders = []string{
 	"Min-Expires", "Unsupported", "Date", "Timestamp", "Priority", "Subject",
 	"P-Asserted-Identity", "Privacy", "Allow-Events", "Info-Package",
 	"Recv-Info", "Authorization", "Proxy-Authorization", "WWW-Authenticate",
-	"Proxy-Authenticate", "Authentication-Info",
+	"Proxy-Authenticate", "Authentication-Info", "Identity",
 }
 
 // Duration is a time.Duration written as a Go duration string ("5s", "4h").

@@ -64,6 +64,7 @@ const (
 	DefaultMediaQuarantine     = 5 * time.Second
 	DefaultMediaPortMin        = 16384
 	DefaultMediaPortMax        = 32767
+	DefaultMinutesWindow       = time.Hour
 )
 
 const (
@@ -72,6 +73,8 @@ const (
 	maxNameLen        = 64
 	maxUserAgentLen   = 128
 	maxPrefixLen      = 128
+	maxNumberLen      = 32
+	maxPriority       = 1000
 	minHealthInterval = 10 * time.Millisecond
 )
 
@@ -118,6 +121,7 @@ func validate(p *Policy, ix *index) {
 	v.routes()
 	v.routing()
 	v.calls()
+	v.outbound()
 	v.headers()
 	v.limits()
 	v.autoBlock()
@@ -758,6 +762,17 @@ func (v *validator) poolList() {
 		}
 		v.targets(pp, pl)
 		v.health(pp+".health", &pl.Health)
+		if a := pl.Auth; a != nil {
+			if a.Username == "" || !printableASCII(a.Username, false) || strings.ContainsAny(a.Username, `"\\`) {
+				v.errf(pp+".auth.username", "a username is required: visible ASCII, no quote or backslash")
+			}
+			if a.Password == "" {
+				v.errf(pp+".auth.password", "a password is required")
+			}
+			if a.Realm != "" && (!printableASCII(a.Realm, true) || strings.ContainsAny(a.Realm, `"\\`)) {
+				v.errf(pp+".auth.realm", "invalid realm %s: printable ASCII, no quote or backslash", quote(a.Realm))
+			}
+		}
 		switch {
 		case pl.TLS != nil && pl.Transport != "tls":
 			v.errf(pp+".tls", "tls settings need transport = \"tls\" (the pool's transport is %q)", pl.Transport)
@@ -801,6 +816,9 @@ func (v *validator) targets(pp string, pl *Pool) {
 			t.W = *t.Weight
 		}
 		anyWeight = anyWeight || t.W > 0
+		if t.Priority < 0 || t.Priority > maxPriority {
+			v.errf(tp+".priority", "must be between 0 and %d (got %d)", maxPriority, t.Priority)
+		}
 		if t.Address == "" {
 			v.errf(tp+".address", "address is required (e.g. address = \"127.0.0.1:5080\")")
 			continue
@@ -865,6 +883,156 @@ func (v *validator) routes() {
 		k := key{r.Trunk, r.Prefix}
 		if prev, dup := seen[k]; dup {
 			v.errf(rp, "duplicate route for trunk %q and prefix %q (first at %s)", r.Trunk, r.Prefix, v.where(prev))
+			continue
+		}
+		seen[k] = rp
+	}
+}
+
+// validNumber reports whether s is a dialled-number prefix: "+" then
+// digits, or digits ("" when empty is allowed).
+func validNumber(s string, emptyOK bool) bool {
+	if s == "" {
+		return emptyOK
+	}
+	d := strings.TrimPrefix(s, "+")
+	if len(s) > maxNumberLen || (d == "" && s != "+") {
+		return false
+	}
+	for i := 0; i < len(d); i++ {
+		if d[i] < '0' || d[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// numberList checks a list of number prefixes: valid, none twice, none a
+// prefix of another (the longer one could never decide anything).
+func (v *validator) numberList(path string, list []string) {
+	for i, x := range list {
+		ip := elemPath(path, i)
+		if !validNumber(x, false) {
+			v.errf(ip, "invalid number prefix %s: \"+\" then digits, or digits, at most %d bytes", quote(x), maxNumberLen)
+			continue
+		}
+		for j, y := range list[:i] {
+			switch {
+			case x == y:
+				v.errf(ip, "prefix %s is listed twice (first at %s)", quote(x), v.where(elemPath(path, j)))
+			case strings.HasPrefix(x, y) || strings.HasPrefix(y, x):
+				v.errf(ip, "prefixes %s and %s overlap (first at %s): keep the shorter one", quote(x), quote(y), v.where(elemPath(path, j)))
+			}
+		}
+	}
+}
+
+// outbound checks the outbound routes and the toll-fraud controls.
+func (v *validator) outbound() {
+	o := &v.p.Outbound
+	v.numberList("outbound.deny_prefixes", o.DenyPrefixes)
+	v.numberList("outbound.premium_prefixes", o.PremiumPrefixes)
+	if o.DenyPremium && len(o.PremiumPrefixes) == 0 {
+		v.errf("outbound.deny_premium", "deny_premium needs premium_prefixes")
+	}
+	if o.HomePrefix != "" && (!strings.HasPrefix(o.HomePrefix, "+") || !validNumber(o.HomePrefix, false) || o.HomePrefix == "+") {
+		v.errf("outbound.home_prefix", "invalid home prefix %s: \"+\" then the country code, e.g. \"+44\"", quote(o.HomePrefix))
+	}
+	if o.DenyInternational && o.HomePrefix == "" {
+		v.errf("outbound.deny_international", "deny_international needs home_prefix")
+	}
+	for _, k := range []struct {
+		path string
+		x    *int
+	}{{"outbound.pool_max_calls", &o.PoolMaxCalls}, {"outbound.source_max_calls", &o.SourceMaxCalls},
+		{"outbound.pool_max_minutes", &o.PoolMaxMinutes}, {"outbound.source_max_minutes", &o.SourceMaxMinutes}} {
+		v.intField(k.path, k.x, 0, 0, 10000000)
+	}
+	v.duration("outbound.minutes_window", &o.MinutesWindow, DefaultMinutesWindow, true)
+
+	// Carrier pools: every pool an outbound route sends to. Calls from
+	// their targets are never routed out again.
+	carrier := map[string]bool{}
+	for _, r := range v.p.OutboundRoutes {
+		for _, n := range r.Pools {
+			carrier[n] = true
+		}
+	}
+	type key struct{ src, prefix string }
+	seen := map[key]string{}
+	for i := range v.p.OutboundRoutes {
+		r := &v.p.OutboundRoutes[i]
+		rp := elemPath("outbound_route", i)
+		if !validNumber(r.Prefix, true) {
+			v.errf(rp+".prefix", "invalid prefix %s: \"+\" then digits, or digits, at most %d bytes (empty matches any number)", quote(r.Prefix), maxNumberLen)
+		}
+		if v.ref(rp+".source_pool", "pool", r.SourcePool, false, v.pools) && carrier[r.SourcePool] {
+			v.errf(rp+".source_pool", "pool %s is a carrier pool (in the pools of an outbound route): calls from carriers are never routed out, so this route is unreachable", quote(r.SourcePool))
+		}
+		if r.Strip < 0 || r.Strip > len(r.Prefix) {
+			v.errf(rp+".strip", "must be between 0 and the prefix's length %d (got %d)", len(r.Prefix), r.Strip)
+		}
+		if r.Prepend != "" && !validNumber(r.Prepend, false) {
+			v.errf(rp+".prepend", "invalid prepend %s: \"+\" then digits, or digits", quote(r.Prepend))
+		}
+		if r.FromUser != "" && (!validNumber(r.FromUser, false) || r.FromUser == "+") {
+			v.errf(rp+".from_user", "invalid caller-ID %s: \"+\" then digits, or digits", quote(r.FromUser))
+		}
+		switch r.PAI {
+		case "":
+			r.PAI = "keep"
+		case "keep", "from", "remove":
+		default:
+			v.errf(rp+".pai", "unknown value %s (want \"keep\", \"from\" or \"remove\")", quote(r.PAI))
+		}
+		switch r.Privacy {
+		case "":
+			r.Privacy = "keep"
+		case "keep", "id", "none":
+		default:
+			v.errf(rp+".privacy", "unknown value %s (want \"keep\", \"id\" or \"none\")", quote(r.Privacy))
+		}
+		if !r.MaxDuration.IsSet() {
+			r.MaxDuration = v.p.Calls.MaxDuration
+			r.MaxDuration.set = false
+		} else {
+			v.duration(rp+".max_duration", &r.MaxDuration, 0, false)
+		}
+		if len(r.Pools) == 0 {
+			v.errf(rp+".pools", "at least one carrier pool is required")
+		}
+		var first *Pool
+		for j, n := range r.Pools {
+			pp := elemPath(rp+".pools", j)
+			if !v.ref(pp, "pool", n, true, v.pools) {
+				continue
+			}
+			if slices.Index(r.Pools, n) != j {
+				v.errf(pp, "pool %s is listed twice", quote(n))
+				continue
+			}
+			if n == r.SourcePool {
+				v.errf(pp, "pool %s is the route's source pool: a call would go back where it came from", quote(n))
+				continue
+			}
+			pl := &v.p.Pools[v.pools[n]]
+			if first == nil {
+				first = pl
+				continue
+			}
+			if pl.Realm != first.Realm || pl.MediaEncryption != first.MediaEncryption {
+				v.errf(pp, "pool %s (realm %s, media_encryption %s) differs from %s (realm %s, media_encryption %s): the pools of one route share realm and media_encryption (the media relay is set up before the first carrier is tried)",
+					quote(n), quote(pl.Realm), quote(pl.MediaEncryption), quote(first.Name), quote(first.Realm), quote(first.MediaEncryption))
+			}
+		}
+		for _, d := range v.p.Outbound.DenyPrefixes {
+			if d != "" && strings.HasPrefix(r.Prefix, d) {
+				v.errf(rp+".prefix", "unreachable: every number of prefix %s is refused by outbound.deny_prefixes %s", quote(r.Prefix), quote(d))
+			}
+		}
+		k := key{r.SourcePool, r.Prefix}
+		if prev, dup := seen[k]; dup {
+			v.errf(rp, "duplicate outbound route for source_pool %q and prefix %q (first at %s)", r.SourcePool, r.Prefix, v.where(prev))
 			continue
 		}
 		seen[k] = rp

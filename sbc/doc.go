@@ -34,8 +34,10 @@
 //	1 classify   classify.go            SBC.classify: trunk by source prefix, backend, or unknown
 //	2 validate   validate.go, validate/ SBC.validateRequest: RFC 3261 checks the parser lacks
 //	3 admit      admit.go               SBC.admitInvite, SBC.admitRegister: rates and call caps;
+//	             outbound.go            SBC.admitOutbound: a backend's calls out (outbound caps);
 //	             register_guard.go      SBC.registerLocked: AoRs locked for a source
-//	4 route      route.go, health.go    policy RouteFor → pool.pick (health: healthLoop, passive)
+//	4 route      route.go, health.go    policy RouteFor → pool.pick (health: healthLoop, passive);
+//	             outbound.go            routeOutbound: OutboundRouteFor → carrier pools, deny lists
 //	5 bridge     call*.go, dialog.go    SBC.newCall (new INVITE), SBC.inDialog / SBC.onAck
 //	6 watch      watch.go, trust.go,    SBC.charge (the trust model), SBC.fail, SBC.watchResponse,
 //	             register_guard.go      SBC.watchRegister: failures, trunk health, guesses, auto-block
@@ -101,6 +103,10 @@
 //	  │ 1xx: relayed to A (never after A's final)        │ non-2xx final, no target left,
 //	  │ 503/500/408, no answer in target_timeout,        │ CANCEL, ring timeout, early BYE,
 //	  │   transport error: next target (failover)        │ terminate
+//	  │   (outbound: 408 or any 5xx; then the next       │
+//	  │   carrier pool of the route)                     │
+//	  │ 401/407 of a pool with [pool.auth]: the same     │
+//	  │   target again with credentials (once)           │
 //	  │ 3xx: relayed, or followed (follow_redirects)     ▼
 //	  │ 2xx of the branch being tried              ended (result recorded once;
 //	  ▼                                              stray dialogs still ACKed/BYEd,
@@ -133,6 +139,13 @@
 // exactly once; the kept B dialog and the A dialog each end exactly once;
 // a branch that rang and never answered is CANCELled exactly once, and
 // never before a provisional.
+//
+// Directions: an inbound call (A: a trunk) has one pool; an outbound
+// call (A: a backend, route: its outbound route) has the route's carrier
+// pools in order, tried by tryNext one after the other. Each branch keeps
+// its pool (branch.pool): the actions read it, never call.pool. A
+// carrier's challenge makes a branch of its own (authBranch: same dialog,
+// CSeq + 1, not counted as an attempt).
 //
 // Branch rules: a branch abandoned (target timeout, CANCEL, ring timeout,
 // terminate) keeps its transaction: a later provisional is answered with

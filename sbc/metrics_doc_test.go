@@ -215,6 +215,8 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 			blockOriginAggregate+"/"+string(f))
 	}
 	add("sbc_trunk_calls_total", "result", callResults...)
+	add("sbc_outbound_calls_total", "result", callResults...)
+	add("sbc_carrier_auth_total", "result", authResults...)
 	for _, f := range trunkFailures {
 		add("sbc_trunk_failures_total", "failure", string(f))
 	}
@@ -269,6 +271,7 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 		"sbc_backend_target_up":             {"pool", "target"},
 		"sbc_backend_failovers_total":       {"pool"},
 		"sbc_trunk_calls_total":             {"trunk"},
+		"sbc_carrier_auth_total":            {"pool"},
 		"sbc_trunk_failures_total":          {"trunk"},
 	}
 	return values, policy

@@ -429,6 +429,10 @@ var reloadFields = map[string]reloadRule{
 	"pool.tls.Min":               ruleDerived,
 	"pool.target.address":        ruleLive, // a target kept by pool+address keeps its health state
 	"pool.target.weight":         ruleLive,
+	"pool.target.priority":       ruleLive, // new calls
+	"pool.auth.username":         ruleLive, // new challenges
+	"pool.auth.password":         ruleLive,
+	"pool.auth.realm":            ruleLive,
 	"pool.target.Addr":           ruleDerived,
 	"pool.target.W":              ruleDerived,
 	"pool.health.interval":       ruleLive,
@@ -439,6 +443,29 @@ var reloadFields = map[string]reloadRule{
 	"route.trunk":  ruleLive,
 	"route.prefix": ruleLive,
 	"route.pool":   ruleLive,
+
+	// Outbound routes and the toll-fraud controls: new calls. The caps'
+	// counts (calls in progress, minutes of the window) carry over; a
+	// lower cap refuses new calls and ends none.
+	"outbound_route.prefix":       ruleLive,
+	"outbound_route.source_pool":  ruleLive,
+	"outbound_route.pools":        ruleLive,
+	"outbound_route.strip":        ruleLive,
+	"outbound_route.prepend":      ruleLive,
+	"outbound_route.from_user":    ruleLive,
+	"outbound_route.pai":          ruleLive,
+	"outbound_route.privacy":      ruleLive,
+	"outbound_route.max_duration": ruleLive,
+	"outbound.deny_prefixes":      ruleLive,
+	"outbound.premium_prefixes":   ruleLive,
+	"outbound.deny_premium":       ruleLive,
+	"outbound.home_prefix":        ruleLive,
+	"outbound.deny_international": ruleLive,
+	"outbound.pool_max_calls":     ruleLive,
+	"outbound.source_max_calls":   ruleLive,
+	"outbound.pool_max_minutes":   ruleLive,
+	"outbound.source_max_minutes": ruleLive,
+	"outbound.minutes_window":     ruleLive, // a window in progress keeps its start
 
 	"routing.default_pool":     ruleLive,
 	"routing.follow_redirects": ruleLive,

@@ -50,7 +50,9 @@ type SBC struct {
 	state   atomic.Pointer[snapshot]
 	targets targetSet
 	def     *defence
-	realms  map[string]*endpoint // fixed at New: listeners change only with a restart
+	// outbound counts outbound calls and minutes for the caps (outbound.go).
+	outbound outboundCaps
+	realms   map[string]*endpoint // fixed at New: listeners change only with a restart
 
 	calls *callTable
 	// hangups counts the BYE and CANCEL transactions in flight, which

@@ -32,6 +32,9 @@ type Policy struct {
 	Trunks []Trunk
 	Pools  []Pool
 	Routes []Route
+	// OutboundRoutes are [[outbound_route]]; Outbound is [outbound].
+	OutboundRoutes []OutboundRoute
+	Outbound       *Outbound
 
 	Routing   *Routing
 	Calls     *Calls
@@ -154,6 +157,7 @@ type Pool struct {
 	Targets         []Target
 	Health          *Health
 	TLS             *PoolTLS
+	Auth            *PoolAuth
 	// Extra is raw TOML written after the pool's targets and health
 	// table: sub-tables such as "[pool.health]" (with Health nil), not
 	// plain keys (they would belong to the last sub-table).
@@ -162,8 +166,36 @@ type Pool struct {
 
 // Target is one [[pool.target]].
 type Target struct {
-	Address string
-	Weight  *int // nil: default (1); new(0) drains the target
+	Address  string
+	Weight   *int // nil: default (1); new(0) drains the target
+	Priority int
+}
+
+// PoolAuth is [pool.auth].
+type PoolAuth struct {
+	Username, Password, Realm string
+}
+
+// OutboundRoute is one [[outbound_route]].
+type OutboundRoute struct {
+	Prefix, SourcePool string
+	Pools              []string
+	Strip              int
+	Prepend, FromUser  string
+	PAI, Privacy       string
+	MaxDuration        policy.Duration
+}
+
+// Outbound is [outbound].
+type Outbound struct {
+	DenyPrefixes, PremiumPrefixes []string
+	DenyPremium                   bool
+	HomePrefix                    string
+	DenyInternational             bool
+	PoolMaxCalls, SourceMaxCalls  int
+	PoolMaxMinutes                int
+	SourceMaxMinutes              int
+	MinutesWindow                 policy.Duration
 }
 
 // Health is [pool.health].
@@ -366,8 +398,17 @@ func (p *Policy) Clone() *Policy {
 		}
 		pl.Health = clonePtr(pl.Health)
 		pl.TLS = clonePtr(pl.TLS)
+		pl.Auth = clonePtr(pl.Auth)
 	}
 	c.Routes = slices.Clone(p.Routes)
+	c.OutboundRoutes = slices.Clone(p.OutboundRoutes)
+	for i := range c.OutboundRoutes {
+		c.OutboundRoutes[i].Pools = slices.Clone(c.OutboundRoutes[i].Pools)
+	}
+	if c.Outbound = clonePtr(p.Outbound); c.Outbound != nil {
+		c.Outbound.DenyPrefixes = slices.Clone(c.Outbound.DenyPrefixes)
+		c.Outbound.PremiumPrefixes = slices.Clone(c.Outbound.PremiumPrefixes)
+	}
 	c.Routing = clonePtr(p.Routing)
 	c.Calls = clonePtr(p.Calls)
 	if c.Headers = clonePtr(p.Headers); c.Headers != nil {
@@ -531,6 +572,13 @@ func (p *Policy) TOML() string {
 			w.line("[[pool.target]]")
 			w.str("address", t.Address)
 			w.intp("weight", t.Weight)
+			w.int("priority", t.Priority)
+		}
+		if a := pl.Auth; a != nil {
+			w.line("[pool.auth]")
+			w.str("username", a.Username)
+			w.str("password", a.Password)
+			w.str("realm", a.Realm)
 		}
 		if h := pl.Health; h != nil {
 			w.line("[pool.health]")
@@ -556,6 +604,32 @@ func (p *Policy) TOML() string {
 		w.str("trunk", r.Trunk)
 		w.str("prefix", r.Prefix)
 		w.str("pool", r.Pool)
+	}
+
+	for _, r := range p.OutboundRoutes {
+		w.table("[[outbound_route]]")
+		w.str("prefix", r.Prefix)
+		w.str("source_pool", r.SourcePool)
+		w.strs("pools", r.Pools)
+		w.int("strip", r.Strip)
+		w.str("prepend", r.Prepend)
+		w.str("from_user", r.FromUser)
+		w.str("pai", r.PAI)
+		w.str("privacy", r.Privacy)
+		w.dur("max_duration", r.MaxDuration)
+	}
+	if o := p.Outbound; o != nil {
+		w.table("[outbound]")
+		w.strs("deny_prefixes", o.DenyPrefixes)
+		w.strs("premium_prefixes", o.PremiumPrefixes)
+		w.bool("deny_premium", o.DenyPremium)
+		w.str("home_prefix", o.HomePrefix)
+		w.bool("deny_international", o.DenyInternational)
+		w.int("pool_max_calls", o.PoolMaxCalls)
+		w.int("source_max_calls", o.SourceMaxCalls)
+		w.int("pool_max_minutes", o.PoolMaxMinutes)
+		w.int("source_max_minutes", o.SourceMaxMinutes)
+		w.dur("minutes_window", o.MinutesWindow)
 	}
 
 	if r := p.Routing; r != nil {
