@@ -807,9 +807,3 @@ func (s *SBC) handleLogLevelSet(w http.ResponseWriter, r *http.Request) {
 	s.log.Warn("log level set by the admin API (until the next reload)", "level", req.Level, "by", actor(r))
 	writeJSON(w, http.StatusOK, req)
 }
-
-// handleAuditRead serves the audit log and CDRs: not in this build yet
-// (the audit and CDR outputs come with the audit package).
-func (s *SBC) handleAuditRead(w http.ResponseWriter, r *http.Request) {
-	adminError(w, http.StatusNotImplemented, "no audit log or CDR output is configured in this build")
-}
