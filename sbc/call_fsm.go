@@ -512,6 +512,9 @@ func (c *call) onTimer(k timerKey) {
 			return
 		}
 		c.logf("no media", "idle", idle.Round(time.Millisecond).String())
+		if c.phase != phEnded && c.media.plane != nil {
+			c.media.plane.countEnding(resultMediaTimeout, c.media.aRealm, c.media.bRealm)
+		}
 		c.terminate(resultMediaTimeout)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -55,13 +56,29 @@ type mediaPlane struct {
 	pools map[string]*srtp.PortPool
 	cert  *srtp.Certificate // the SBC's DTLS certificate (state_dir/dtls-cert.pem, or made at start)
 
-	mu    sync.Mutex
-	live  map[*callMedia]bool     // calls whose streams are open
-	ended map[string]*mediaTotals // counters of closed streams, by realm
+	mu     sync.Mutex
+	live   map[*callMedia]bool     // calls whose streams are open
+	ended  map[string]*mediaTotals // counters of closed streams, by realm
+	events map[string]*mediaEvents // DTLS handshakes and media ends, by realm
 }
 
+// mediaEvents are a realm's counts of what happens to calls' media
+// rather than to packets.
+type mediaEvents struct {
+	dtls     [len(dtlsResults)]uint64  // handshakes by result
+	timeouts [len(mediaEndings)]uint64 // calls the SBC ended for their media, by reason
+}
+
+// dtlsResults are the values of srtp.DTLSResult.Reason: the result label
+// of sbc_media_dtls_handshakes_total.
+var dtlsResults = [...]string{"ok", "fingerprint", "role", "timeout", "error"}
+
+// mediaEndings are the reason label values of sbc_media_timeouts_total:
+// the call results that end a call for its media.
+var mediaEndings = [...]string{resultMediaTimeout, resultConsentLost}
+
 func newMediaPlane(p *policy.Policy) (*mediaPlane, error) {
-	mp := &mediaPlane{pools: map[string]*srtp.PortPool{}}
+	mp := &mediaPlane{pools: map[string]*srtp.PortPool{}, events: map[string]*mediaEvents{}}
 	var err error
 	if p.Server.StateDir != "" {
 		mp.cert, err = srtp.LoadOrCreateCertificate(p.Server.StateDir)
@@ -81,8 +98,38 @@ func newMediaPlane(p *policy.Policy) (*mediaPlane, error) {
 			return nil, fmt.Errorf("realm %s media: %w", r.Name, err)
 		}
 		mp.pools[r.Name] = pp
+		mp.events[r.Name] = &mediaEvents{}
 	}
 	return mp, nil
+}
+
+// countDTLS counts a finished DTLS handshake of a leg on realm.
+func (mp *mediaPlane) countDTLS(realm string, r srtp.DTLSResult) {
+	i := slices.Index(dtlsResults[:], r.Reason())
+	if i < 0 {
+		i = len(dtlsResults) - 1 // "error"
+	}
+	mp.mu.Lock()
+	if e := mp.events[realm]; e != nil {
+		e.dtls[i]++
+	}
+	mp.mu.Unlock()
+}
+
+// countEnding counts a call the SBC ends for its media (media_timeout,
+// consent_lost) once on each of the realms given.
+func (mp *mediaPlane) countEnding(reason string, realms ...string) {
+	i := slices.Index(mediaEndings[:], reason)
+	if i < 0 {
+		return
+	}
+	mp.mu.Lock()
+	defer mp.mu.Unlock()
+	for j, r := range realms {
+		if e := mp.events[r]; e != nil && !slices.Contains(realms[:j], r) {
+			e.timeouts[i]++
+		}
+	}
 }
 
 // mediaError is why a call's media cannot be set up: the answer to the
@@ -180,7 +227,7 @@ func (s *SBC) setupMedia(st *snapshot, aRealm, bRealm string, trunk *policy.Trun
 	ra, rb := realmOf(st.pol, aRealm), realmOf(st.pol, bRealm)
 	cm := &callMedia{trunk: trunk, poolEnc: pool.MediaEncryption, aAddr: ra.Media.AdvertiseAddr, bAddr: rb.Media.AdvertiseAddr,
 		aOrig: srtp.NewOrigin("sbc", ra.Media.AdvertiseAddr), bOrig: srtp.NewOrigin("sbc", rb.Media.AdvertiseAddr),
-		timeout: st.pol.Media.Timeout.Duration, plane: s.media, log: s.log}
+		timeout: st.pol.Media.Timeout.Duration, plane: s.media, log: s.log, aRealm: aRealm, bRealm: bRealm}
 	if len(body) == 0 {
 		// Delayed offer: the backend offers in its 2xx. One stream.
 		ms, err := s.allocStream(aRealm, bRealm, legShape{}, legShape{mux: pool.MediaEncryption == "dtls", normalize: pool.MediaEncryption == "sdes" || pool.MediaEncryption == "dtls"})
@@ -189,7 +236,7 @@ func (s *SBC) setupMedia(st *snapshot, aRealm, bRealm string, trunk *policy.Trun
 		}
 		cm.streams = []*mstream{ms}
 		cm.delayed = true
-		s.media.track(cm, aRealm, bRealm)
+		s.media.track(cm)
 		return cm, nil, nil
 	}
 	if !isSDP(ct, body) {
@@ -227,7 +274,7 @@ func (s *SBC) setupMedia(st *snapshot, aRealm, bRealm string, trunk *policy.Trun
 		cm.close()
 		return nil, nil, err
 	}
-	s.media.track(cm, aRealm, bRealm)
+	s.media.track(cm)
 	return cm, out, nil
 }
 
@@ -518,9 +565,16 @@ func (cm *callMedia) iceFrom(st *srtp.Stream, id srtp.LegID, sd *side, sec srtp.
 	return nil
 }
 
-// dtlsDone logs the end of a leg's DTLS handshake.
+// dtlsDone counts and logs the end of a leg's DTLS handshake.
 func (cm *callMedia) dtlsDone(leg string) func(srtp.DTLSResult) {
+	realm := cm.aRealm
+	if leg == "b" {
+		realm = cm.bRealm
+	}
 	return func(r srtp.DTLSResult) {
+		if cm.plane != nil {
+			cm.plane.countDTLS(realm, r)
+		}
 		if cm.log == nil {
 			return
 		}
@@ -752,15 +806,16 @@ func (t *mediaTotals) add(s srtp.LegStats) {
 	}
 }
 
-// track registers a call's media for the metrics until it is closed.
-func (mp *mediaPlane) track(cm *callMedia, aRealm, bRealm string) {
+// track registers a call's media for the metrics until it is closed (its
+// realms are set when it is made: a DTLS handshake may end before this).
+func (mp *mediaPlane) track(cm *callMedia) {
 	mp.mu.Lock()
 	defer mp.mu.Unlock()
 	if mp.live == nil {
 		mp.live = map[*callMedia]bool{}
 		mp.ended = map[string]*mediaTotals{}
 	}
-	cm.plane, cm.aRealm, cm.bRealm = mp, aRealm, bRealm
+	cm.plane = mp
 	mp.live[cm] = true
 }
 
@@ -791,12 +846,17 @@ func (mp *mediaPlane) totals(realm string) *mediaTotals {
 	return t
 }
 
-// snapshot sums ended and live streams by realm, and counts live streams.
-func (mp *mediaPlane) snapshot() (map[string]*mediaTotals, map[string]int) {
+// snapshot sums ended and live streams by realm, counts live streams, and
+// copies the realms' events.
+func (mp *mediaPlane) snapshot() (map[string]*mediaTotals, map[string]int, map[string]mediaEvents) {
 	mp.mu.Lock()
 	defer mp.mu.Unlock()
 	out := map[string]*mediaTotals{}
 	active := map[string]int{}
+	events := map[string]mediaEvents{}
+	for r, e := range mp.events {
+		events[r] = *e
+	}
 	for r, t := range mp.ended {
 		c := *t
 		out[r] = &c
@@ -819,7 +879,7 @@ func (mp *mediaPlane) snapshot() (map[string]*mediaTotals, map[string]int) {
 			active[cm.bRealm]++
 		}
 	}
-	return out, active
+	return out, active, events
 }
 
 var (
@@ -837,6 +897,10 @@ var (
 		"Relay port pairs of a realm's range by state: in_use, quarantined (released, resting before reuse), free.", []string{"realm", "state"}, nil)
 	mediaExhaustedDesc = prometheus.NewDesc("sbc_media_ports_exhausted_total",
 		"Relay port allocations that found the realm's range full (the call got 503).", []string{"realm"}, nil)
+	mediaDTLSDesc = prometheus.NewDesc("sbc_media_dtls_handshakes_total",
+		"DTLS-SRTP handshakes of the legs facing a realm, by result: ok, or why they failed (fingerprint, role, timeout, error).", []string{"realm", "result"}, nil)
+	mediaTimeoutsDesc = prometheus.NewDesc("sbc_media_timeouts_total",
+		"Calls with a leg on the realm that the SBC ended for their media, by reason: media_timeout (no media either way), consent_lost (an ICE peer of this realm stopped its consent checks).", []string{"realm", "reason"}, nil)
 )
 
 // mediaPortStates are the state label values of sbc_media_ports.
@@ -844,13 +908,13 @@ var mediaPortStates = []string{"in_use", "quarantined", "free"}
 
 func (mp *mediaPlane) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mediaPacketsDesc, mediaBytesDesc, mediaForwardedDesc, mediaDroppedDesc,
-		mediaStreamsDesc, mediaPortsDesc, mediaExhaustedDesc} {
+		mediaStreamsDesc, mediaPortsDesc, mediaExhaustedDesc, mediaDTLSDesc, mediaTimeoutsDesc} {
 		ch <- d
 	}
 }
 
 func (mp *mediaPlane) Collect(ch chan<- prometheus.Metric) {
-	totals, active := mp.snapshot()
+	totals, active, events := mp.snapshot()
 	for realm, pool := range mp.pools {
 		t := totals[realm]
 		if t == nil {
@@ -868,5 +932,12 @@ func (mp *mediaPlane) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(mediaPortsDesc, prometheus.GaugeValue, float64(n), realm, mediaPortStates[i])
 		}
 		ch <- prometheus.MustNewConstMetric(mediaExhaustedDesc, prometheus.CounterValue, float64(ps.Exhausted), realm)
+		ev := events[realm]
+		for i, r := range dtlsResults {
+			ch <- prometheus.MustNewConstMetric(mediaDTLSDesc, prometheus.CounterValue, float64(ev.dtls[i]), realm, r)
+		}
+		for i, r := range mediaEndings {
+			ch <- prometheus.MustNewConstMetric(mediaTimeoutsDesc, prometheus.CounterValue, float64(ev.timeouts[i]), realm, r)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -320,6 +321,11 @@ func TestMediaTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.eventually("no active calls", func() bool { return e.sbc.calls.len() == 0 })
+	for _, realm := range []string{"external", "internal"} {
+		if n := gathered(t, e.sbc, "sbc_media_timeouts_total", realm, "media_timeout"); n != 1 {
+			t.Errorf("sbc_media_timeouts_total{%s,media_timeout} = %v, want 1", realm, n)
+		}
+	}
 }
 
 // gathered is the value of the series of family name whose label values
@@ -350,4 +356,16 @@ func gathered(t *testing.T, s *SBC, name string, values ...string) float64 {
 		}
 	}
 	return -1
+}
+
+// TestDTLSResultLabelsKnown: every result srtp reports is a label value
+// of sbc_media_dtls_handshakes_total (the collector would count an
+// unknown one as "error").
+func TestDTLSResultLabelsKnown(t *testing.T) {
+	for _, err := range []error{nil, srtp.ErrFingerprintMismatch, srtp.ErrDTLSRole, srtp.ErrDTLSTimeout, fmt.Errorf("x")} {
+		r := srtp.DTLSResult{Err: err}
+		if !slices.Contains(dtlsResults[:], r.Reason()) {
+			t.Errorf("DTLSResult{%v}.Reason() = %q, not in dtlsResults %v", err, r.Reason(), dtlsResults)
+		}
+	}
 }
