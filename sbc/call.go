@@ -206,6 +206,9 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 		media: cm, offerB: offerB,
 	}
 	c.log = s.log.With("call", c.id, "trunk", p.trunk.Name, "pool", pc.Name)
+	if cm != nil {
+		cm.onConsentLost(func(realm string) { c.post(event{kind: evConsentLost, realm: realm}) })
+	}
 	c.touch()
 	from, to := req.From(), req.To()
 	c.a = &leg{

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/sdp/v3"
@@ -60,6 +61,10 @@ type mediaPlane struct {
 	live   map[*callMedia]bool     // calls whose streams are open
 	ended  map[string]*mediaTotals // counters of closed streams, by realm
 	events map[string]*mediaEvents // DTLS handshakes and media ends, by realm
+
+	// consent is the ICE consent timeout of new agents (RFC 7675: 30 s;
+	// tests shorten it).
+	consent atomic.Int64
 }
 
 // mediaEvents are a realm's counts of what happens to calls' media
@@ -79,6 +84,7 @@ var mediaEndings = [...]string{resultMediaTimeout, resultConsentLost}
 
 func newMediaPlane(p *policy.Policy) (*mediaPlane, error) {
 	mp := &mediaPlane{pools: map[string]*srtp.PortPool{}, events: map[string]*mediaEvents{}}
+	mp.consent.Store(int64(srtp.DefaultConsentTimeout))
 	var err error
 	if p.Server.StateDir != "" {
 		mp.cert, err = srtp.LoadOrCreateCertificate(p.Server.StateDir)
@@ -207,6 +213,27 @@ type callMedia struct {
 	plane          *mediaPlane // certificate, metrics (track, untrack)
 	log            *slog.Logger
 	aRealm, bRealm string
+	// lost is what the call does when an ICE leg's consent expires (set
+	// once the call exists; an agent's timer may fire on any goroutine).
+	lost atomic.Pointer[func(realm string)]
+}
+
+// onConsentLost sets what happens when an ICE leg of the call loses
+// consent (RFC 7675): the call posts an event and ends.
+func (cm *callMedia) onConsentLost(f func(realm string)) { cm.lost.Store(&f) }
+
+// consentLost is an ICE agent's OnConsentLost for leg ("a" or "b"); it
+// runs on the agent's timer goroutine, outside every lock.
+func (cm *callMedia) consentLost(leg string) func(srtp.LegID) {
+	realm := cm.aRealm
+	if leg == "b" {
+		realm = cm.bRealm
+	}
+	return func(srtp.LegID) {
+		if f := cm.lost.Load(); f != nil {
+			(*f)(realm)
+		}
+	}
 }
 
 // isSDP tells whether a message body is a session description.
@@ -261,7 +288,9 @@ func (s *SBC) setupMedia(st *snapshot, aRealm, bRealm string, trunk *policy.Trun
 		sec, _ := srtp.RemoteSecurity(offer, i)
 		aSRTP := sec.DTLS() || savpProto(md.MediaName.Protos)
 		bSRTP := pool.MediaEncryption == "sdes" || pool.MediaEncryption == "dtls" || (pool.MediaEncryption == "any" && aSRTP)
-		ms, err := s.allocStream(aRealm, bRealm, legShape{mux: rm.Mux, normalize: aSRTP},
+		// An ICE peer's leg does not learn: its destination is the address
+		// its checks nominated, and only while consent holds (RFC 7675).
+		ms, err := s.allocStream(aRealm, bRealm, legShape{mux: rm.Mux, normalize: aSRTP, noLearn: sec.ICE.Ufrag != ""},
 			legShape{mux: rm.Mux || pool.MediaEncryption == "dtls", normalize: bSRTP})
 		if err != nil {
 			cm.close()
@@ -298,8 +327,9 @@ func savpProto(protos []string) bool {
 }
 
 // legShape is what a leg's relay needs to know before any SDP is
-// processed: one socket (rtcp-mux) or two, and normalised egress (SRTP).
-type legShape struct{ mux, normalize bool }
+// processed: one socket (rtcp-mux) or two, normalised egress (SRTP), and
+// for the caller's leg whether it learns its source (not an ICE peer's).
+type legShape struct{ mux, normalize, noLearn bool }
 
 // allocStream opens a stream's relay sockets on both sides.
 func (s *SBC) allocStream(aRealm, bRealm string, a, b legShape) (*mstream, error) {
@@ -315,7 +345,7 @@ func (s *SBC) allocStream(aRealm, bRealm string, a, b legShape) (*mstream, error
 	st, err := srtp.NewStream(srtp.StreamConfig{
 		// The caller's leg learns its source from the first packet (NAT);
 		// the backend's accepts only the address its SDP gives.
-		A: srtp.LegConfig{Ports: ap, Learn: true, Normalize: a.normalize},
+		A: srtp.LegConfig{Ports: ap, Learn: !a.noLearn, Normalize: a.normalize},
 		B: srtp.LegConfig{Ports: bp, Normalize: b.normalize},
 	})
 	if err != nil {
@@ -509,7 +539,7 @@ func (cm *callMedia) takeLeg(from string, isOffer bool, st *srtp.Stream, id srtp
 	}
 	if isOffer {
 		if sd.dtls != nil && sd.dtls.SetRemote(sec.Setup, sec.Fingerprints) == nil {
-			return cm.iceFrom(st, id, sd, sec) // the same association
+			return cm.iceFrom(from, st, id, sd, sec) // the same association
 		}
 		setup, err := srtp.AnswerSetup(sec.Setup, srtp.SetupPassive)
 		if err != nil {
@@ -522,7 +552,7 @@ func (cm *callMedia) takeLeg(from string, isOffer bool, st *srtp.Stream, id srtp
 		}
 		old := sd.dtls
 		sd.dtls = d
-		if err := cm.iceFrom(st, id, sd, sec); err != nil {
+		if err := cm.iceFrom(from, st, id, sd, sec); err != nil {
 			return err
 		}
 		if old != nil {
@@ -537,15 +567,19 @@ func (cm *callMedia) takeLeg(from string, isOffer bool, st *srtp.Stream, id srtp
 	if err := sd.dtls.SetRemote(sec.Setup, sec.Fingerprints); err != nil {
 		return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, err)
 	}
-	return cm.iceFrom(st, id, sd, sec)
+	return cm.iceFrom(from, st, id, sd, sec)
 }
 
 // iceFrom installs (or updates) the leg's handler: DTLS alone, or ICE-lite
 // and DTLS when the peer does ICE (WebRTC).
-func (cm *callMedia) iceFrom(st *srtp.Stream, id srtp.LegID, sd *side, sec srtp.Security) error {
+func (cm *callMedia) iceFrom(from string, st *srtp.Stream, id srtp.LegID, sd *side, sec srtp.Security) error {
 	if sec.ICE.Ufrag != "" {
 		if sd.ice == nil {
-			ice, err := srtp.NewICELite(srtp.ICEConfig{RemoteUfrag: sec.ICE.Ufrag})
+			// Consent freshness: a peer whose checks stop for the consent
+			// timeout gets no more media (the agent stops it) and its
+			// call ends (consentLost).
+			ice, err := srtp.NewICELite(srtp.ICEConfig{RemoteUfrag: sec.ICE.Ufrag,
+				ConsentTimeout: time.Duration(cm.plane.consent.Load()), OnConsentLost: cm.consentLost(from)})
 			if err != nil {
 				return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, err)
 			}

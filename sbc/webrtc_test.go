@@ -229,3 +229,40 @@ func TestMediaDTLSFingerprintMismatchCounted(t *testing.T) {
 }
 
 var errNotTag = &net.AddrError{Err: "no packet with the expected payload"}
+
+// TestMediaWebRTCConsentLost: a WebRTC peer that stops its ICE consent
+// checks after the nomination (keep-alives off) loses consent (RFC 7675,
+// shortened here): the SBC ends the call, BYE to both sides with reason
+// consent_lost, and counts it on the peer's realm.
+func TestMediaWebRTCConsentLost(t *testing.T) {
+	backend := newPhone(t, backendIP)
+	e := mediaEnv(t, backend, nil)
+	e.sbc.media.consent.Store(int64(time.Second))
+	w, offer := newWebPeer(t, e, webPeerOpts{keepalive: -1})
+	call, res := e.dial(sipua.DialOptions{SDP: []byte(offer)})
+	if res.StatusCode != 200 {
+		t.Fatalf("final %d", res.StatusCode)
+	}
+	w.answer(t, e, string(res.Body()))
+	select {
+	case <-call.Ended():
+	case <-e.ctx.Done():
+		t.Fatal("the SBC never ended a call whose WebRTC peer stopped its consent checks")
+	}
+	if _, err := e.backends[0].WaitCall(e.ctx, func(c sipua.CallInfo) bool { return c.State == sipua.StateEnded }); err != nil {
+		t.Fatal(err)
+	}
+	bye, err := e.caller.WaitFor(e.ctx, func(m sipua.Msg) bool { return m.Method == "BYE" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(bye.Header("Reason"), resultConsentLost) {
+		t.Errorf("the caller's BYE does not say consent_lost:\n%s", bye.Raw)
+	}
+	if n := gathered(t, e.sbc, "sbc_media_timeouts_total", "external", "consent_lost"); n != 1 {
+		t.Errorf("sbc_media_timeouts_total{external,consent_lost} = %v, want 1", n)
+	}
+	if n := gathered(t, e.sbc, "sbc_media_timeouts_total", "internal", "consent_lost"); n != 0 {
+		t.Errorf("sbc_media_timeouts_total{internal,consent_lost} = %v, want 0 (the backend does no ICE)", n)
+	}
+}
