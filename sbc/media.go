@@ -806,6 +806,77 @@ func (cm *callMedia) idle(now time.Time) time.Duration {
 	return least
 }
 
+// MediaStats is a call's media as a CDR or the "call ended" log sees it:
+// each leg's encryption profile and counters, summed over the call's
+// streams (m= lines). Leg A faces the caller, leg B the backend.
+type MediaStats struct {
+	A, B LegMediaStats
+	// Streams is the number of m= lines relayed (refused lines excluded).
+	Streams int
+}
+
+// LegMediaStats is one leg of a call's media.
+type LegMediaStats struct {
+	Realm string
+	// Encryption is the leg's profile: "none" (plain RTP), "sdes" or
+	// "dtls" (SRTP keyed by SDES or DTLS-SRTP); "" when no SDP set it.
+	Encryption string
+	// Received counts the valid packets (RTP and RTCP) the leg's peer
+	// sent the SBC, ReceivedBytes their bytes, RTCP the RTCP among them;
+	// Sent the packets the SBC sent to the peer (relayed from the other
+	// leg).
+	Received, ReceivedBytes, RTCP, Sent uint64
+	// Dropped counts the peer's packets not relayed, AuthFailures those
+	// among them that failed SRTP authentication.
+	Dropped, AuthFailures uint64
+}
+
+// Stats returns the call's media counters and profiles. Like the other
+// methods it runs under the call's lock; the counters are final once
+// close has run.
+func (cm *callMedia) Stats() MediaStats {
+	if cm == nil {
+		return MediaStats{}
+	}
+	out := MediaStats{A: LegMediaStats{Realm: cm.aRealm}, B: LegMediaStats{Realm: cm.bRealm}}
+	for _, ms := range cm.streams {
+		if ms.st == nil {
+			continue
+		}
+		out.Streams++
+		st := ms.st.Stats()
+		for _, l := range []struct {
+			o         *LegMediaStats
+			in, other srtp.LegStats
+			sd        *side
+		}{{&out.A, st.A, st.B, &ms.a}, {&out.B, st.B, st.A, &ms.b}} {
+			l.o.Received += l.in.Packets
+			l.o.ReceivedBytes += l.in.Bytes
+			l.o.RTCP += l.in.RTCPPackets
+			l.o.Sent += l.other.Forwarded
+			for _, n := range l.in.Dropped {
+				l.o.Dropped += n
+			}
+			l.o.AuthFailures += l.in.AuthFailures()
+			if l.o.Encryption == "" && l.sd.known {
+				l.o.Encryption = l.sd.prof.String()
+			}
+		}
+	}
+	return out
+}
+
+// String is the profile's name in MediaStats and the log: none, sdes, dtls.
+func (p profile) String() string {
+	switch p {
+	case profSDES:
+		return "sdes"
+	case profDTLS:
+		return "dtls"
+	}
+	return "none"
+}
+
 // close releases every relay socket (I/O: the call's end action).
 func (cm *callMedia) close() {
 	if cm == nil {

@@ -2,7 +2,9 @@ package sbc
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -367,5 +369,80 @@ func TestDTLSResultLabelsKnown(t *testing.T) {
 		if !slices.Contains(dtlsResults[:], r.Reason()) {
 			t.Errorf("DTLSResult{%v}.Reason() = %q, not in dtlsResults %v", err, r.Reason(), dtlsResults)
 		}
+	}
+}
+
+// TestMediaStatsInCallEndedLog: the "call ended" line carries each side's
+// encryption profile and its packets per direction (callMedia.Stats, the
+// CDR's source): what the caller's SRTP leg received and was sent, what
+// the backend's plain leg received and was sent, equal to the realm
+// counters of that one call.
+func TestMediaStatsInCallEndedLog(t *testing.T) {
+	var buf syncBuffer
+	caller, backend := newPhone(t, callerIP), newPhone(t, backendIP)
+	a := backend.addr()
+	e := newEnv(t, envOpts{
+		backends: []sipua.BackendOptions{{MediaIP: a.Addr().String(), MediaPort: int(a.Port())}},
+		log:      slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	})
+	ours, err := srtp.GenerateCrypto(1, srtp.AES_CM_128_HMAC_SHA1_80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller.enc = contextOf(t, ours)
+	call, res := e.dial(sipua.DialOptions{SDP: caller.sdesSDP(ours)})
+	if res.StatusCode != 200 {
+		t.Fatalf("final %d", res.StatusCode)
+	}
+	ci, err := e.backends[0].WaitCall(e.ctx, func(c sipua.CallInfo) bool { return c.Acked })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd, _ := srtp.ParseSDP(res.Body())
+	rm, err := srtp.Remote(sd, 0)
+	if err != nil || len(rm.Cryptos) != 1 {
+		t.Fatalf("answer: %v", err)
+	}
+	caller.dec = contextOf(t, rm.Cryptos[0])
+	exchange(t, caller, backend, rm.RTP, remote(t, ci.Invite))
+	// Packets the backend sends after the caller stopped: counted on the
+	// backend's side only.
+	backend.send(remote(t, ci.Invite), 4, "extra")
+	if _, err := caller.recv("extra"); err != nil {
+		t.Fatal(err)
+	}
+	if err := call.Bye(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	var ended map[string]any
+	e.eventually("the call ended line", func() bool {
+		for _, l := range strings.Split(buf.String(), "\n") {
+			if strings.Contains(l, `"msg":"call ended"`) {
+				ended = map[string]any{}
+				return json.Unmarshal([]byte(l), &ended) == nil
+			}
+		}
+		return false
+	})
+	if ended["media_a"] != "sdes" || ended["media_b"] != "none" {
+		t.Errorf("profiles in the call ended line: a=%v b=%v, want sdes and none", ended["media_a"], ended["media_b"])
+	}
+	num := func(k string) float64 { v, _ := ended[k].(float64); return v }
+	for _, c := range []struct {
+		key    string
+		metric string
+		realm  string
+	}{
+		{"media_from_a", "sbc_media_packets_total", "external"},
+		{"media_to_b", "sbc_media_forwarded_packets_total", "external"},
+		{"media_from_b", "sbc_media_packets_total", "internal"},
+		{"media_to_a", "sbc_media_forwarded_packets_total", "internal"},
+	} {
+		if got, want := num(c.key), gathered(t, e.sbc, c.metric, c.realm); got != want || got == 0 {
+			t.Errorf("%s = %v in the call ended line, want %v (%s{%s}) and not 0", c.key, got, want, c.metric, c.realm)
+		}
+	}
+	if num("media_to_a") < 4 || num("media_from_b") < 4 {
+		t.Errorf("the backend's extra packets are not in its counts: %v", ended)
 	}
 }
