@@ -47,6 +47,14 @@ import (
 // a=rtcp-mux, and a=group:BUNDLE of those mids when the peer's SDP had a
 // BUNDLE group (Chrome with max-bundle refuses an answer without one).
 //
+// Early dialogs: a forking backend's 183s and 2xx may come from several
+// dialogs (To tags) with different addresses and keys. The caller's side
+// keeps one relay and one key throughout; the backend's side follows the
+// SDP of the dialog that answered last, and the 2xx's dialog once kept,
+// also when that 2xx has no SDP (its answer was in its reliable 183:
+// answerFrom, followDialog). The caller's SRTP egress is normalised, so
+// the switch between the dialogs' sources is one continuous stream.
+//
 // Not yet: m= lines added by a re-INVITE (answered with port 0), non-RTP
 // media (refused with port 0), bodies other than application/sdp (488),
 // DTLS without rtcp-mux (488).
@@ -209,6 +217,14 @@ type callMedia struct {
 	// bundled: the last SDP of the leg ("a", "b") had an a=group:BUNDLE;
 	// the SBC's SDP to it then has one too, of the mids it echoes.
 	bundled map[string]bool
+	// early is the last SDP answer of each of the backend's early
+	// dialogs, by To tag (a forking proxy's 183s), and applied the tag
+	// whose SDP the backend's leg follows now: a 2xx without SDP from
+	// another dialog (its answer was in its reliable 183) moves the leg
+	// back to that dialog's address and keys. The caller's side keeps
+	// its one relay and key whatever the backend's dialogs do.
+	early   map[string][]byte
+	applied string
 
 	plane          *mediaPlane // certificate, metrics (track, untrack)
 	log            *slog.Logger
@@ -787,6 +803,44 @@ func (cm *callMedia) body(from string, offer bool, ct string, b []byte) ([]byte,
 		return nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
 	}
 	return cm.fromLeg(from, offer, in)
+}
+
+// maxEarlyDialogs bounds the early dialogs whose answers a call keeps.
+const maxEarlyDialogs = 16
+
+// answerFrom records the SDP answer (raw, as received) of the backend's
+// dialog tag, once relayed: the leg now follows that dialog.
+func (cm *callMedia) answerFrom(tag string, b []byte) {
+	if cm == nil || len(b) == 0 {
+		return
+	}
+	if cm.early == nil {
+		cm.early = map[string][]byte{}
+	}
+	if _, ok := cm.early[tag]; ok || len(cm.early) < maxEarlyDialogs {
+		cm.early[tag] = b
+	}
+	cm.applied = tag
+}
+
+// followDialog makes the backend's leg follow dialog tag, whose answer
+// came earlier (a 2xx without SDP after that dialog's 183): its SDP is
+// applied again if another dialog's was applied since. The SDP towards
+// the caller does not change (the same relay and keys), so nothing is
+// returned.
+func (cm *callMedia) followDialog(tag string) error {
+	if cm == nil || tag == cm.applied {
+		return nil
+	}
+	b, ok := cm.early[tag]
+	if !ok {
+		return nil
+	}
+	if _, err := cm.body("b", false, "application/sdp", b); err != nil {
+		return err
+	}
+	cm.applied = tag
+	return nil
 }
 
 // idle is how long no media arrived from either side of any stream.

@@ -31,6 +31,8 @@ type phone struct {
 	seq  uint16
 	// SDES: our key (in our SDP) and the peer's (from its SDP).
 	enc, dec *pionsrtp.Context
+	// wait bounds a recv (0: 5 s).
+	wait time.Duration
 }
 
 func newPhone(t *testing.T, ip string) *phone {
@@ -105,13 +107,23 @@ func (p *phone) send(dst netip.AddrPort, n int, tag string) {
 
 // recv reads RTP until one carries tag (bounded), and returns its source.
 func (p *phone) recv(tag string) (netip.AddrPort, error) {
+	from, _, err := p.recvPkt(tag)
+	return from, err
+}
+
+// recvPkt is recv that also returns the packet's header.
+func (p *phone) recvPkt(tag string) (netip.AddrPort, rtp.Header, error) {
 	buf := make([]byte, 1500)
-	deadline := time.Now().Add(5 * time.Second)
+	wait := p.wait
+	if wait == 0 {
+		wait = 5 * time.Second
+	}
+	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
 		_ = p.conn.SetReadDeadline(deadline)
 		n, from, err := p.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
-			return netip.AddrPort{}, err
+			return netip.AddrPort{}, rtp.Header{}, err
 		}
 		b := buf[:n]
 		if p.dec != nil {
@@ -121,10 +133,10 @@ func (p *phone) recv(tag string) (netip.AddrPort, error) {
 		}
 		var pkt rtp.Packet
 		if pkt.Unmarshal(b) == nil && bytes.Equal(pkt.Payload, []byte(tag)) {
-			return netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), nil
+			return netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), pkt.Header, nil
 		}
 	}
-	return netip.AddrPort{}, fmt.Errorf("no RTP with %q", tag)
+	return netip.AddrPort{}, rtp.Header{}, fmt.Errorf("no RTP with %q", tag)
 }
 
 // exchange sends RTP both ways until each side received the other's
