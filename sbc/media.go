@@ -55,6 +55,12 @@ import (
 // answerFrom, followDialog). The caller's SRTP egress is normalised, so
 // the switch between the dialogs' sources is one continuous stream.
 //
+// A line a re-offer removes (port 0) passes as port 0 and its stream
+// stops relaying; a later offer with a port brings it back.
+//
+// A line a re-offer removes (port 0) passes as port 0 and its stream
+// stops relaying; a later offer with a port brings it back.
+//
 // Not yet: m= lines added by a re-INVITE (answered with port 0), non-RTP
 // media (refused with port 0), bodies other than application/sdp (488),
 // DTLS without rtcp-mux (488).
@@ -201,6 +207,10 @@ func (sd *side) sdes() bool { return sd.prof == profSDES }
 type mstream struct {
 	st   *srtp.Stream // nil for a refused line
 	a, b side
+	// off: the line was removed (port 0) by a later offer or answer: the
+	// stream relays nothing (no destination on either leg) and does not
+	// count for the media timeout.
+	off bool
 }
 
 // callMedia is a call's media: its streams and the offer/answer state.
@@ -402,11 +412,19 @@ func (cm *callMedia) fromLeg(from string, isOffer bool, in *sdp.SessionDescripti
 			ms = cm.streams[i]
 		}
 		if ms == nil || ms.st == nil || md.MediaName.Port.Value == 0 || !rtpProto(md.MediaName.Protos) {
-			// Refused, not RTP, or beyond the lines the call has relay
-			// ports for: port 0 towards the other side.
+			// Refused, removed (port 0), not RTP, or beyond the lines the
+			// call has relay ports for: port 0 towards the other side,
+			// and a stream the line had relays nothing any more (until
+			// an offer brings the line back).
+			if ms != nil && ms.st != nil && !ms.off {
+				ms.off = true
+				ms.st.Expect(srtp.LegA, netip.AddrPort{}, netip.AddrPort{})
+				ms.st.Expect(srtp.LegB, netip.AddrPort{}, netip.AddrPort{})
+			}
 			anchor.Media = append(anchor.Media, srtp.MediaAnchor{Port: 0})
 			continue
 		}
+		ms.off = false
 		rm, err := srtp.Remote(in, i)
 		if err != nil {
 			return nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
@@ -847,7 +865,7 @@ func (cm *callMedia) followDialog(tag string) error {
 func (cm *callMedia) idle(now time.Time) time.Duration {
 	var least time.Duration = -1
 	for _, ms := range cm.streams {
-		if ms.st == nil {
+		if ms.st == nil || ms.off {
 			continue
 		}
 		if d := ms.st.Idle(now); least < 0 || d < least {
