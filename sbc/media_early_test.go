@@ -126,3 +126,56 @@ func TestMediaEarlyDialogs(t *testing.T) {
 		})
 	}
 }
+
+// TestMediaSourceSwitchNormalised: mid-call the plain backend switches
+// source (music on hold, a transfer: new SSRC, sequence numbers starting
+// low again) and back. The SDES caller sees one SSRC with increasing
+// sequence numbers and timestamps throughout, all decrypted by a context
+// with replay protection (the SBC's egress normalisation; notes, pitfall
+// 7): without it, the new source's packets would reach the caller under
+// another SSRC.
+func TestMediaSourceSwitchNormalised(t *testing.T) {
+	caller, backend := newPhone(t, callerIP), newPhone(t, backendIP)
+	e := mediaEnv(t, backend, nil)
+	ours, err := srtp.GenerateCrypto(1, srtp.AEAD_AES_128_GCM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller.enc = contextOf(t, ours)
+	call, res := e.dial(sipua.DialOptions{SDP: caller.sdesSDP(ours)})
+	if res.StatusCode != 200 {
+		t.Fatalf("final %d", res.StatusCode)
+	}
+	ci, err := e.backends[0].WaitCall(e.ctx, func(c sipua.CallInfo) bool { return c.Acked })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd, _ := srtp.ParseSDP(res.Body())
+	rm, err := srtp.Remote(sd, 0)
+	if err != nil || len(rm.Cryptos) != 1 {
+		t.Fatalf("answer: %v", err)
+	}
+	k := rm.Cryptos[0].Keys[0]
+	if caller.dec, err = pionsrtp.CreateContext(k.Key, k.Salt, rm.Cryptos[0].Suite.Profile(), pionsrtp.SRTPReplayProtection(64)); err != nil {
+		t.Fatal(err)
+	}
+	toInt := remote(t, ci.Invite)
+	var got []rtp.Header
+	backend.ssrc, backend.seq = 0xaaaa, 30000
+	got = append(got, flow(t, backend, toInt, caller, "talk"))
+	backend.ssrc, backend.seq = 0xbbbb, 0 // music on hold: another source, sequence from 1
+	got = append(got, flow(t, backend, toInt, caller, "moh"))
+	backend.ssrc, backend.seq = 0xaaaa, 30100 // back to the first source
+	got = append(got, flow(t, backend, toInt, caller, "talk-again"))
+	for i, h := range got {
+		if h.SSRC != got[0].SSRC {
+			t.Errorf("packet %d has SSRC %#x, the first %#x", i, h.SSRC, got[0].SSRC)
+		}
+		if i > 0 && (int16(h.SequenceNumber-got[i-1].SequenceNumber) <= 0 || int32(h.Timestamp-got[i-1].Timestamp) <= 0) {
+			t.Errorf("packet %d: sequence %d → %d, timestamp %d → %d", i, got[i-1].SequenceNumber, h.SequenceNumber, got[i-1].Timestamp, h.Timestamp)
+		}
+	}
+	if err := call.Bye(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+}
