@@ -421,7 +421,7 @@ func (cm *callMedia) fromLeg(from string, isOffer bool, in *sdp.SessionDescripti
 				ms.st.Expect(srtp.LegA, netip.AddrPort{}, netip.AddrPort{})
 				ms.st.Expect(srtp.LegB, netip.AddrPort{}, netip.AddrPort{})
 			}
-			anchor.Media = append(anchor.Media, srtp.MediaAnchor{Port: 0})
+			anchor.Media = append(anchor.Media, srtp.MediaAnchor{Refuse: true})
 			continue
 		}
 		ms.off = false

@@ -1,6 +1,7 @@
 package sbc
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -165,6 +166,88 @@ func TestMediaReInviteRemovesLine(t *testing.T) {
 		t.Fatalf("the answer bringing video back has ports %v, want the relay's %d", got, extPorts[1])
 	}
 	flow(t, cVideo, toExt(1), bVideo2, "video-again")
+	go call.Bye(e.ctx)
+	bye := peer.wait(e.ctx, sip.BYE, nil)
+	peer.respond(bye, 200, "", nil)
+}
+
+// TestMediaReInviteAddedLineDeclined: a re-INVITE that adds an m= line to
+// a one-line call: the call has no relay for it (ports are allocated when
+// the INVITE arrives), so the new line goes to the backend as port 0 and
+// comes back to the caller as port 0 (declined, RFC 3264 6), while the
+// first line keeps its relay and its media. (Before, the SBC could not
+// write the port 0 and answered the whole re-INVITE 488 bad_sdp.)
+func TestMediaReInviteAddedLineDeclined(t *testing.T) {
+	e, peer := rawEnv(t, envOpts{})
+	cAudio, bAudio, cVideo := newPhone(t, callerIP), newPhone(t, backendIP), newPhone(t, callerIP)
+	call, err := e.caller.Dial(e.ctx, e.ext, sipua.DialOptions{SDP: cAudio.sdp()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := peer.wait(e.ctx, sip.INVITE, nil)
+	peer.respond(inv, 200, "x", bAudio.sdp())
+	res, err := call.WaitFinal(e.ctx)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("caller: %v %v", res, err)
+	}
+	peer.wait(e.ctx, sip.ACK, nil)
+	toExt, toInt := remote(t, res.Body()), remote(t, inv.Body())
+
+	done := make(chan *sip.Response, 1)
+	go func() {
+		r, _ := call.ReInvite(e.ctx, twoLineSDP(cAudio.addr(), cVideo.addr().Port(), 2))
+		done <- r
+	}()
+	re := peer.wait(e.ctx, sip.INVITE, nil)
+	if got := portsOf(t, re.Body()); len(got) != 2 || got[0] != int(toInt.Port()) || got[1] != 0 {
+		t.Fatalf("the backend's re-INVITE has ports %v, want [%d 0]", got, toInt.Port())
+	}
+	if bytes.Contains(re.Body(), []byte(fmt.Sprint(cVideo.addr().Port()))) {
+		t.Errorf("the caller's new port reached the backend:\n%s", re.Body())
+	}
+	peer.respond(re, 200, "", twoLineSDP(bAudio.addr(), 0, 2))
+	peer.wait(e.ctx, sip.ACK, func(r *sip.Request) bool { return r.CSeq().SeqNo == re.CSeq().SeqNo })
+	r := <-done
+	if r == nil || r.StatusCode != 200 {
+		t.Fatalf("re-INVITE: %v", r)
+	}
+	if got := portsOf(t, r.Body()); len(got) != 2 || got[0] != int(toExt.Port()) || got[1] != 0 {
+		t.Fatalf("the caller's answer has ports %v, want [%d 0]", got, toExt.Port())
+	}
+	flow(t, cAudio, toExt, bAudio, "audio-goes-on")
+	flow(t, bAudio, toInt, cAudio, "audio-back")
+	go call.Bye(e.ctx)
+	bye := peer.wait(e.ctx, sip.BYE, nil)
+	peer.respond(bye, 200, "", nil)
+}
+
+// TestMediaNonRTPLineRefused: an INVITE whose second line is not RTP
+// (BFCP): the SBC relays the audio and refuses the other line with port
+// 0 both ways instead of refusing the call (488 before).
+func TestMediaNonRTPLineRefused(t *testing.T) {
+	e, peer := rawEnv(t, envOpts{})
+	cAudio, bAudio := newPhone(t, callerIP), newPhone(t, backendIP)
+	withBFCP := func(p *phone, port int) []byte {
+		return append(p.sdp(), []byte(fmt.Sprintf("m=application %d UDP/BFCP *\r\na=floorctrl:c-s\r\n", port))...)
+	}
+	call, err := e.caller.Dial(e.ctx, e.ext, sipua.DialOptions{SDP: withBFCP(cAudio, 40010)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := peer.wait(e.ctx, sip.INVITE, nil)
+	if got := portsOf(t, inv.Body()); len(got) != 2 || got[0] == 0 || got[1] != 0 {
+		t.Fatalf("the backend's offer has ports %v, want audio relayed and application 0", got)
+	}
+	peer.respond(inv, 200, "x", withBFCP(bAudio, 0))
+	res, err := call.WaitFinal(e.ctx)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("caller: %v %v", res, err)
+	}
+	if got := portsOf(t, res.Body()); len(got) != 2 || got[0] == 0 || got[1] != 0 {
+		t.Fatalf("the caller's answer has ports %v, want audio relayed and application 0", got)
+	}
+	peer.wait(e.ctx, sip.ACK, nil)
+	flow(t, cAudio, remote(t, res.Body()), bAudio, "audio")
 	go call.Bye(e.ctx)
 	bye := peer.wait(e.ctx, sip.BYE, nil)
 	peer.respond(bye, 200, "", nil)
