@@ -61,9 +61,11 @@ import (
 // A line a re-offer removes (port 0) passes as port 0 and its stream
 // stops relaying; a later offer with a port brings it back.
 //
-// Not yet: m= lines added by a re-INVITE (answered with port 0), non-RTP
-// media (refused with port 0), bodies other than application/sdp (488),
-// DTLS without rtcp-mux (488).
+// Not yet: a relay for m= lines added by a re-INVITE (they are refused
+// with port 0: ports are bound before the state machine, never under the
+// call's lock), non-RTP media (refused with port 0), bodies other than
+// application/sdp (488), DTLS without rtcp-mux (488), DTLS on a forking
+// backend's early dialogs (one association per leg).
 
 // mediaPlane is the relay port pool of each realm, fixed at New (a change
 // of a realm's media addresses or ports needs a restart).
