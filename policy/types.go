@@ -398,9 +398,13 @@ type Pool struct {
 type PoolAuth struct {
 	// Username: required.
 	Username string `toml:"username"`
-	// Password: required. A plain string in the policy file for now
-	// (sealing secrets at rest is the operator-surface issue's).
+	// Password: required. In clear, or sealed under the master key
+	// (`sbc secrets seal`; [secrets]): a sealed value is opened when the
+	// policy is applied, and one that does not open refuses the start or
+	// the reload.
 	Password string `toml:"password"`
+	// Clear is Password opened (set by the SBC when it applies the policy).
+	Clear string `toml:"-"`
 	// Realm: when given, only challenges of this realm are answered (a
 	// challenge of another realm is a failure of the target). Empty: any.
 	Realm string `toml:"realm"`

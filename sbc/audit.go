@@ -2,6 +2,7 @@ package sbc
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -152,6 +153,25 @@ func (s *SBC) closeAudit() {
 func loadKeyring(p *policy.Policy) (*secrets.Keyring, error) {
 	// Errors say "secrets: …".
 	return secrets.LoadKeyring(secrets.Sources{KeyFile: p.Secrets.MasterKeyFile, PreviousKeyFile: p.Secrets.PreviousKeyFile})
+}
+
+// openSecrets opens the sealed values of p with keys (values in clear
+// pass through), into the fields the runtime reads: an error names the
+// setting, so a missing or wrong master key fails the start or the
+// reload clearly.
+func openSecrets(p *policy.Policy, keys *secrets.Keyring) error {
+	for i := range p.Pools {
+		a := p.Pools[i].Auth
+		if a == nil {
+			continue
+		}
+		v, err := keys.Reveal(a.Password)
+		if err != nil {
+			return fmt.Errorf("pool %s: auth.password: %w", p.Pools[i].Name, err)
+		}
+		a.Clear = v
+	}
+	return nil
 }
 
 // Keyring returns the master key(s) in service, nil when none is

@@ -684,7 +684,7 @@ func newOutboundFSM(t *testing.T) *fsmHarness {
 		return &pool{cfg: &policy.Pool{Name: name, Realm: "external", Transport: "udp", Auth: auth},
 			targets: []*target{{pool: name, addr: netip.MustParseAddrPort(addr), up: true}}, weights: []int{1}}
 	}
-	a := mk("carrier-a", "203.0.113.10:5060", &policy.PoolAuth{Username: "sbc", Password: "secret"})
+	a := mk("carrier-a", "203.0.113.10:5060", &policy.PoolAuth{Username: "sbc", Password: "secret", Clear: "secret"})
 	b := mk("carrier-b", "203.0.113.20:5060", nil)
 	c.pools, c.pool = []*pool{a, b}, a
 	c.route = &policy.OutboundRoute{Pools: []string{"carrier-a", "carrier-b"}, PAI: "keep", Privacy: "keep"}

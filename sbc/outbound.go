@@ -268,7 +268,7 @@ func authorize(inv *sip.Request, res *sip.Response, a *policy.PoolAuth) error {
 		return fmt.Errorf("unsupported algorithm %q or qop %v", chal.Algorithm, chal.QOP)
 	}
 	cred, err := digest.Digest(chal, digest.Options{Method: string(inv.Method), URI: inv.Recipient.String(),
-		Username: a.Username, Password: a.Password, Count: 1})
+		Username: a.Username, Password: a.Clear, Count: 1})
 	if err != nil {
 		return err
 	}

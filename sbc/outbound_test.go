@@ -16,6 +16,7 @@ import (
 	"github.com/sbc-project/sbc/internal/sipua"
 	"github.com/sbc-project/sbc/internal/testpolicy"
 	"github.com/sbc-project/sbc/policy"
+	"github.com/sbc-project/sbc/secrets"
 )
 
 // Outbound calls over real sockets: a sipua Caller plays the PBX (a
@@ -557,5 +558,40 @@ func TestOutboundMedia(t *testing.T) {
 	}
 	if strings.Contains(sdp, pbxIP) || strings.Contains(sdp, sbcIntIP) {
 		t.Fatalf("offer to the carrier names the PBX side:\n%s", sdp)
+	}
+}
+
+// A carrier password sealed under the master key (sbc secrets seal) is
+// opened when the policy is applied: the carrier verifies the digest made
+// with the clear password. Without the key, or with another, the SBC
+// refuses to start and says which setting failed.
+func TestOutboundSealedCarrierPassword(t *testing.T) {
+	key := secrets.GenerateKey()
+	t.Setenv(secrets.EnvKey, key)
+	keys, err := secrets.LoadKeyring(secrets.Sources{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := keys.Seal([]byte("s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seal := func(p *testpolicy.Policy) { p.Pool("carrier-a").Auth.Password = sealed }
+	carrier := newDigestCarrier("acct", "s3cret")
+	e := newOutboundEnv(t, carrier.answer, nil, seal)
+	if _, res := e.call(t, "+442079460000"); res.StatusCode != 200 || carrier.verified.Load() != 1 {
+		t.Fatalf("call with a sealed password: %d, digest verified %d", res.StatusCode, carrier.verified.Load())
+	}
+
+	pb := testpolicy.New(sbcExtIP, sbcIntIP, "127.0.0.9:5080").UDPOnly()
+	pb.Pools = append(pb.Pools, testpolicy.Pool{Name: "carrier-a", Realm: "external", Targets: testpolicy.Targets("127.0.0.10:5060"),
+		Auth: &testpolicy.PoolAuth{Username: "acct", Password: sealed}})
+	pb.OutboundRoutes = []testpolicy.OutboundRoute{{Prefix: "+", Pools: []string{"carrier-a"}}}
+	for name, env := range map[string]string{"no key": "", "another key": secrets.GenerateKey()} {
+		t.Setenv(secrets.EnvKey, env)
+		_, err := New(pb.Parse(t), Options{Logger: testLogger()})
+		if err == nil || !strings.Contains(err.Error(), "pool carrier-a: auth.password") {
+			t.Errorf("%s: New = %v, want an error naming pool carrier-a's auth.password", name, err)
+		}
 	}
 }

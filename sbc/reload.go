@@ -126,6 +126,9 @@ func (s *SBC) Reload(p *policy.Policy) error {
 	if err != nil {
 		return s.reloadRejected(old, p.Source, err)
 	}
+	if err := openSecrets(p, keys); err != nil {
+		return s.reloadRejected(old, p.Source, err)
+	}
 	// The audit log: new outputs are opened now, kept ones taken over
 	// (audit.go).
 	al, err := s.openAudit(p)

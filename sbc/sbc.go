@@ -184,6 +184,9 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := openSecrets(p, keys); err != nil {
+		return nil, err
+	}
 	s.out.keys.Store(keys)
 	if s.def, err = newDefence(p, s.log); err != nil {
 		return nil, err
