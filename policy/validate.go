@@ -122,6 +122,7 @@ func validate(p *Policy, ix *index) {
 	v.xdp()
 	v.nftables()
 	v.media()
+	v.operator()
 	if len(ix.errs) == 0 {
 		p.look = buildLookup(p)
 	}
