@@ -601,8 +601,9 @@ type HEP struct {
 	// Address is the collector's UDP "ip:port" (IP literal). Required
 	// when enabled.
 	Address string `toml:"address"`
-	// AgentID is the capture agent id chunk (0x000c). Default 0.
-	AgentID uint32 `toml:"agent_id"`
+	// AgentID is the capture agent id chunk (0x000c). Default 0;
+	// 0..4294967295.
+	AgentID int `toml:"agent_id"`
 	// Password is the auth key chunk (0x000e): sent in clear; a
 	// collector that checks it. Default "" (no chunk).
 	Password string `toml:"password"`

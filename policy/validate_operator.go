@@ -40,6 +40,7 @@ func (v *validator) operator() {
 
 	h := &v.p.HEP
 	v.intField("hep.queue", &h.Queue, DefaultHEPQueue, 1, 1000000)
+	v.intField("hep.agent_id", &h.AgentID, 0, 0, 1<<32-1)
 	if h.Address != "" {
 		ap, err := netip.ParseAddrPort(h.Address)
 		if err != nil || ap.Port() == 0 || ap.Addr().IsUnspecified() {

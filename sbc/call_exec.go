@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/sbc-project/sbc/cdr"
 )
 
 // The executor: events enter through post, the transition runs under the
@@ -261,9 +262,17 @@ func (c *call) finish() {
 		b = c.kept.leg
 	}
 	media := c.media
+	var rec *cdr.Record
+	out := c.s.out.Load()
+	if out.wantsCDR() && !c.done.Load() {
+		rec = c.cdrOf(out.node) // before the relay closes: its counters
+	}
 	c.mu.Unlock()
 	if !c.done.CompareAndSwap(false, true) {
 		return
+	}
+	if rec != nil {
+		out.writeCDR(rec)
 	}
 	media.close()
 	close(c.ended)

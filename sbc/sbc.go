@@ -75,6 +75,9 @@ type SBC struct {
 	// outputs; extraSink is Options.Events, kept across output changes.
 	events    events.Mux
 	extraSink events.Sink
+	// out are the CDR file, webhooks and HEP export (outputs.go), open
+	// between Start and Close.
+	out atomic.Pointer[outputs]
 }
 
 // snapshot is everything derived from one policy. Calls keep the snapshot
@@ -177,6 +180,10 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 		return nil, err
 	}
 	s.metrics.Registry.MustRegister(s.media)
+	s.metrics.Registry.MustRegister(outputsCollector{stats: func() outputStats { return s.out.Load().stats() }})
+	if p.HEP.Enabled {
+		enableSIPTrace()
+	}
 	for _, r := range p.Realms {
 		ep, err := s.newEndpoint(r, p)
 		if err != nil {
@@ -185,6 +192,14 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 		s.realms[r.Name] = ep
 	}
 	return s, nil
+}
+
+// extraSinkOrDiscard is Options.Events, or a Sink that drops.
+func (s *SBC) extraSinkOrDiscard() events.Sink {
+	if s.extraSink == nil {
+		return events.Discard
+	}
+	return s.extraSink
 }
 
 // emit reports an operator event to the outputs (never blocks for long:
@@ -214,6 +229,15 @@ func (s *SBC) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	out, err := s.openOutputs(p)
+	if err != nil {
+		for _, o := range s.realms {
+			o.closeSockets()
+		}
+		return err
+	}
+	s.out.Store(out)
+	s.events.Set(append([]events.Sink{s.extraSinkOrDiscard()}, out.sinks()...)...)
 	ctx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
 	for _, ep := range s.realms {
@@ -267,6 +291,9 @@ func (s *SBC) Close() error {
 		ep.close()
 	}
 	s.wg.Wait()
+	if err := s.out.Load().close(); err != nil {
+		s.log.Error("operator outputs: close", "error", err.Error())
+	}
 	s.fast.close()
 	if err := s.def.blocklist.Close(); err != nil {
 		s.log.Error("blocklist: last save failed", "error", err.Error())
