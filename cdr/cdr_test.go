@@ -80,7 +80,7 @@ func TestWriterRotates(t *testing.T) {
 	}
 	const n = 10
 	for i := 0; i < n; i++ {
-		r.CallIDA = string(rune('a'+i))
+		r.CallIDA = string(rune('a' + i))
 		l, _ := Marshal(r)
 		if !w.Write(l) {
 			t.Fatalf("record %d refused", i)

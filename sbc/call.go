@@ -127,11 +127,11 @@ type call struct {
 	endReasons   []string
 	endedAt      time.Time
 	alerted      bool
-	sessExp     time.Duration // negotiated session interval (RFC 4028), 0 if none
-	media       *callMedia    // the call's relay (media.go); nil without anchoring
-	offerB      []byte        // the SDP of the B-leg INVITEs (nil: delayed offer, or no anchoring)
-	queue       []action
-	draining    bool
+	sessExp      time.Duration // negotiated session interval (RFC 4028), 0 if none
+	media        *callMedia    // the call's relay (media.go); nil without anchoring
+	offerB       []byte        // the SDP of the B-leg INVITEs (nil: delayed offer, or no anchoring)
+	queue        []action
+	draining     bool
 }
 
 // b is the B-leg in-dialog requests from A go to: the accepted dialog,

@@ -81,7 +81,7 @@ func full() *Policy {
 				Timeout: policy.D(2 * time.Second), MaxBackoff: policy.D(10 * time.Second), MaxAttempts: 3, Queue: 50},
 			{Name: "audit", URL: "http://127.0.0.1:8081/in", Events: []string{"config_changed"}, SecretEnv: "SBC_TESTPOLICY_HOOK"},
 		},
-		Extra:    "[[route]]\ntrunk = \"other\"\npool = \"pbx\"\n",
+		Extra: "[[route]]\ntrunk = \"other\"\npool = \"pbx\"\n",
 	}
 }
 
