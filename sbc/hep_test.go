@@ -293,10 +293,10 @@ func TestHEPQueueFullDropsAndCounts(t *testing.T) {
 func TestSIPCallID(t *testing.T) {
 	for in, want := range map[string]string{
 		"INVITE sip:a SIP/2.0\r\nVia: x\r\nCall-ID: abc@h\r\n\r\nCall-ID: body": "abc@h",
-		"SIP/2.0 200 OK\r\ni:  compact \r\nCSeq: 1 BYE\r\n\r\n":               "compact",
-		"SIP/2.0 200 OK\r\ncall-id:lower\r\n":                                 "lower",
-		"INVITE sip:a SIP/2.0\r\n\r\nCall-ID: only-in-body":                   "",
-		"":                                                                    "",
+		"SIP/2.0 200 OK\r\ni:  compact \r\nCSeq: 1 BYE\r\n\r\n":                 "compact",
+		"SIP/2.0 200 OK\r\ncall-id:lower\r\n":                                   "lower",
+		"INVITE sip:a SIP/2.0\r\n\r\nCall-ID: only-in-body":                     "",
+		"": "",
 	} {
 		if got := sipCallID([]byte(in)); got != want {
 			t.Errorf("sipCallID(%q) = %q, want %q", in, got, want)
@@ -322,5 +322,3 @@ func exitStderr(err error) string {
 	}
 	return ""
 }
-
-
