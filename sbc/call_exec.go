@@ -289,6 +289,7 @@ func (c *call) finish() {
 		label = resultAnswered
 	}
 	c.s.metrics.Calls.WithLabelValues(label).Inc()
+	c.s.metrics.CallsEnded.WithLabelValues(result, by).Inc()
 	if c.trunk != nil {
 		c.s.trunkCall(c.trunk.Name, label)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sbc-project/sbc/cdr"
 	"github.com/sbc-project/sbc/internal/sipua"
 	"github.com/sbc-project/sbc/internal/testpolicy"
@@ -149,6 +150,12 @@ func TestCDRAnswered(t *testing.T) {
 		t.Errorf("callee's BYE: q850 %d (%s) by %s code %d", r.Q850, r.Q850Source, r.HangupBy, r.SIPCode)
 	}
 	checkTimes(t, r, true)
+	ended := func(reason, by string) float64 {
+		return testutil.ToFloat64(e.sbc.metrics.CallsEnded.WithLabelValues(reason, by))
+	}
+	e.eventually("sbc_calls_ended_total says who ended each call", func() bool {
+		return ended(resultAnswered, "caller") == 1 && ended(resultAnswered, "callee") == 1
+	})
 	if st := e.sbc.out.Load().stats().cdr; st.Written != 2 || st.Dropped != 0 {
 		t.Errorf("cdr stats %+v", st)
 	}

@@ -244,6 +244,11 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 		add("sbc_media_dropped_packets_total", "reason", r.String())
 	}
 	add("sbc_media_ports", "state", mediaPortStates...)
+	for _, r := range callResults {
+		for _, by := range hangupBy {
+			add("sbc_calls_ended_total", "by,reason", by+"/"+r)
+		}
+	}
 	add("sbc_cdr_records_total", "result", cdrResults...)
 	add("sbc_hep_packets_total", "result", hepResults...)
 	add("sbc_webhook_events_total", "result", webhookResults...)

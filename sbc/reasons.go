@@ -172,6 +172,10 @@ const (
 	resultDialogGone     = "dialog_gone"     // an in-dialog request got 481/408 or no answer: the other side's dialog is gone
 )
 
+// hangupBy are the values of who ended a call (the by label of
+// sbc_calls_ended_total, the CDR's hangup_by).
+var hangupBy = []string{"caller", "callee", "sbc"}
+
 // callResults is every value of sbc_calls_total's result label.
 var callResults = []string{resultAnswered, resultBusy, resultCancelled, resultRedirected,
 	resultNotFound, resultNoAnswer, resultRejected, resultFailed, resultDeclined, resultNoRoute,
