@@ -200,14 +200,7 @@ func TestGateDropsUnknownSourcesBeforeParser(t *testing.T) {
 		t.Fatalf("trunk call after the flood: %d", res.StatusCode)
 	}
 	call.Bye(e.ctx)
-	tc, err := sipua.NewCaller(sipua.CallerOptions{Addr: callerIP + ":0", Transport: "tcp", Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tc.Close()
-	if r, err := tc.Options(e.ctx, tcpAddr.String()); err != nil || r.StatusCode != 200 {
-		t.Fatalf("trunk OPTIONS over TCP: %v %v", r, err)
-	}
+	e.trunkOptionsTCP(tcpAddr, "afterwards")
 }
 
 // sipgo remembered every UDP source address:port the read filter let

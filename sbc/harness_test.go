@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -220,6 +221,20 @@ func (e *env) dropped(stage, reason string) float64 {
 // eventually polls cond until it holds or the test context ends. It is
 // for state the SBC updates asynchronously (metrics after a BYE); it never
 // asserts on how long that took.
+// trunkOptionsTCP checks that the trunk (callerIP) still gets an OPTIONS
+// answered over a new TCP connection to addr; what names the moment.
+func (e *env) trunkOptionsTCP(addr netip.AddrPort, what string) {
+	e.t.Helper()
+	tc, err := sipua.NewCaller(sipua.CallerOptions{Addr: callerIP + ":0", Transport: "tcp", Logger: testLogger()})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer tc.Close()
+	if r, err := tc.Options(e.ctx, addr.String()); err != nil || r.StatusCode != 200 {
+		e.t.Fatalf("trunk OPTIONS over TCP %s: %v %v", what, r, err)
+	}
+}
+
 func (e *env) eventually(what string, cond func() bool) {
 	e.t.Helper()
 	tick := time.NewTicker(5 * time.Millisecond)

@@ -171,14 +171,7 @@ func TestConnectionsCappedGlobally(t *testing.T) {
 	e.eventually("slot freed", func() bool { n, _ := e.sbc.conns.len(); return n == 4 }) // 3 + the backend's
 	kept[1].Close()
 	e.eventually("slot freed", func() bool { n, _ := e.sbc.conns.len(); return n == 3 })
-	tc, err := sipua.NewCaller(sipua.CallerOptions{Addr: callerIP + ":0", Transport: "tcp", Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tc.Close()
-	if r, err := tc.Options(e.ctx, tcpAddr.String()); err != nil || r.StatusCode != 200 {
-		t.Fatalf("trunk OPTIONS over TCP with a slot free: %v %v", r, err)
-	}
+	e.trunkOptionsTCP(tcpAddr, "with a slot free")
 }
 
 // The per-source cap counts an IPv6 /64 as one source (one host has the
@@ -279,14 +272,7 @@ func TestSlowSenderLosesConnection(t *testing.T) {
 	}
 	e.eventually("counted", func() bool { return e.dropped("stream", "message_timeout") == 1 })
 	t.Logf("closed after %d of %d bytes", sent, len(msg))
-	tc, err := sipua.NewCaller(sipua.CallerOptions{Addr: callerIP + ":0", Transport: "tcp", Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tc.Close()
-	if r, err := tc.Options(e.ctx, tcpAddr.String()); err != nil || r.StatusCode != 200 {
-		t.Fatalf("trunk OPTIONS over TCP: %v %v", r, err)
-	}
+	e.trunkOptionsTCP(tcpAddr, "afterwards")
 }
 
 // An idle connection is closed after tcp_idle_timeout without a

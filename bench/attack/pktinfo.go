@@ -139,16 +139,10 @@ func (s *pktinfoSender) send(src netip.Addr, payload []byte) error {
 		clear(data[:unix.SizeofInet4Pktinfo])
 		copy(data[4:8], a[:]) // ipi_spec_dst: the source address
 	}
-	for {
+	return retryEINTR("sendmsg", func() error {
 		_, err := unix.SendmsgN(s.fd, payload, s.oob, s.sa, 0)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return os.NewSyscallError("sendmsg", err)
-		}
-		return nil
-	}
+		return err
+	})
 }
 
 func (s *pktinfoSender) close() {

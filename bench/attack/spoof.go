@@ -320,13 +320,19 @@ func (s *rawSender) port(int) uint16 { return s.sport }
 func (s *rawSender) send(_ int, src netip.Addr, payload []byte) error {
 	s.id++
 	s.pkt = buildIPv4UDP(s.pkt[:0], src, s.dst.Addr(), s.sport, s.dst.Port(), s.id, payload)
+	return retryEINTR("sendto", func() error { return unix.Sendto(s.fd, s.pkt, 0, &s.sa) })
+}
+
+// retryEINTR runs a send system call until a signal does not interrupt
+// it, and names it in the error.
+func retryEINTR(call string, send func() error) error {
 	for {
-		err := unix.Sendto(s.fd, s.pkt, 0, &s.sa)
-		if err == unix.EINTR {
+		err := send()
+		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
-			return os.NewSyscallError("sendto", err)
+			return os.NewSyscallError(call, err)
 		}
 		return nil
 	}
