@@ -322,3 +322,29 @@ func exitStderr(err error) string {
 	}
 	return ""
 }
+
+// BenchmarkHEPWriteHook is the cost the export adds to each message sipgo
+// writes: sipgo's hook parses the two addresses and queues a copy (one
+// allocation, the copy); encoding and sending happen in the exporter's
+// goroutine. The benchmark empties the queue itself (no message is
+// dropped), so it measures the queued path.
+func BenchmarkHEPWriteHook(b *testing.B) {
+	h := &hepExport{q: make(chan hepMsg, 1024), local: map[netip.AddrPort]bool{}, ips: map[netip.Addr]bool{}}
+	list := []*hepExport{h}
+	old := hepExports.Swap(&list)
+	defer hepExports.Store(old)
+	msg := bytes.Repeat([]byte("x"), 600)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(msg)))
+	for b.Loop() {
+		sipTraceHook{}.SIPTraceWrite("UDP", "127.0.0.3:5060", "127.0.0.1:40000", msg)
+		if len(h.q) == cap(h.q) {
+			for len(h.q) > 0 {
+				<-h.q
+			}
+		}
+	}
+	if d := h.dropped.Load(); d != 0 {
+		b.Fatalf("%d dropped", d)
+	}
+}
