@@ -35,9 +35,9 @@ import (
 //     formats the local and remote address of every UDP datagram and
 //     WebSocket frame into strings (two small allocations each, before
 //     the read filter) and logs each WebSocket frame at debug level.
-//     With one SBC in the process every message is its own; with several
-//     (tests), the hook finds the one whose listener addresses the
-//     message left from.
+//     The hook gives a message to the SBC whose listener addresses (or,
+//     over a connection it opened, IPs) it left from: the user agents of
+//     tests and of `sbc demo` in the same process are not exported.
 //
 // Nothing here blocks the SIP path: a message is copied into a bounded
 // queue (full: dropped and counted, sbc_hep_packets_total{result=
@@ -53,6 +53,7 @@ type hepExport struct {
 	done  chan struct{}
 	local map[netip.AddrPort]bool // the SBC's listener addresses (written messages leave from them)
 	ips   map[netip.Addr]bool     // and their IPs (connections the SBC opened leave from other ports)
+	anyIP bool                    // a listener is bound to the unspecified address: any IP is the SBC's
 
 	closeOnce sync.Once
 	mu        sync.RWMutex // guards closed against capture's send
@@ -107,6 +108,7 @@ func (s *SBC) openHEP(cfg policy.HEP) (*hepExport, error) {
 			a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 			h.local[a] = true
 			h.ips[a.Addr()] = true
+			h.anyIP = h.anyIP || a.Addr().IsUnspecified()
 		}
 	}
 	go h.run()
@@ -193,9 +195,11 @@ func (h *hepExport) run() {
 }
 
 // owns reports whether a message written from laddr (over a stream
-// transport or not) left from this SBC.
+// transport or not) left from this SBC: from one of its listener sockets
+// (a UDP socket bound to 0.0.0.0 reports that address), or, over a
+// connection the SBC opened (another port), from one of its IPs.
 func (h *hepExport) owns(laddr netip.AddrPort, stream bool) bool {
-	return h.local[laddr] || (stream && h.ips[laddr.Addr()])
+	return h.local[laddr] || (stream && (h.anyIP || h.ips[laddr.Addr()]))
 }
 
 // hepRead is the read side: called by the read filter for each message
@@ -270,14 +274,7 @@ func (sipTraceHook) SIPTraceWrite(transport, laddr, raddr string, msg []byte) {
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	proto := hepProto(transport)
-	// One SBC in the process (a deployment): every message is its own.
-	// Several (tests): the one whose listener addresses it left from.
-	list := *p
-	if len(list) == 1 {
-		list[0].capture(proto, src, dst, msg)
-		return
-	}
-	for _, h := range list {
+	for _, h := range *p {
 		if h.owns(src, proto == hep.ProtoTCP) {
 			h.capture(proto, src, dst, msg)
 			return

@@ -329,7 +329,8 @@ func exitStderr(err error) string {
 // goroutine. The benchmark empties the queue itself (no message is
 // dropped), so it measures the queued path.
 func BenchmarkHEPWriteHook(b *testing.B) {
-	h := &hepExport{q: make(chan hepMsg, 1024), local: map[netip.AddrPort]bool{}, ips: map[netip.Addr]bool{}}
+	h := &hepExport{q: make(chan hepMsg, 1024), local: map[netip.AddrPort]bool{netip.MustParseAddrPort("127.0.0.3:5060"): true},
+		ips: map[netip.Addr]bool{}}
 	list := []*hepExport{h}
 	old := hepExports.Swap(&list)
 	defer hepExports.Store(old)
@@ -346,5 +347,44 @@ func BenchmarkHEPWriteHook(b *testing.B) {
 	}
 	if d := h.dropped.Load(); d != 0 {
 		b.Fatalf("%d dropped", d)
+	}
+}
+
+// TestHEPWriteOwnership: sipgo's write hook is process-wide; a message
+// goes to the exporter of the SBC it left from: a listener socket, or,
+// over TCP, a connection from one of its IPs (any IP when a listener is
+// bound to the unspecified address). Other user agents' writes are not
+// exported.
+func TestHEPWriteOwnership(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	mine := &hepExport{q: make(chan hepMsg, 16), local: map[netip.AddrPort]bool{ap("127.0.0.3:5060"): true, ap("127.0.0.4:5062"): true},
+		ips: map[netip.Addr]bool{netip.MustParseAddr("127.0.0.3"): true, netip.MustParseAddr("127.0.0.4"): true}}
+	wild := &hepExport{q: make(chan hepMsg, 16), local: map[netip.AddrPort]bool{ap("0.0.0.0:5070"): true},
+		ips: map[netip.Addr]bool{netip.IPv4Unspecified(): true}, anyIP: true}
+	list := []*hepExport{mine, wild}
+	old := hepExports.Swap(&list)
+	defer hepExports.Store(old)
+	msg := []byte("OPTIONS sip:x SIP/2.0\r\nCall-ID: o\r\n\r\n")
+	for _, tc := range []struct {
+		transport, laddr string
+		want             *hepExport
+	}{
+		{"UDP", "127.0.0.3:5060", mine},
+		{"TCP", "127.0.0.4:41234", mine}, // a connection the SBC opened
+		{"UDP", "127.0.0.4:41234", nil},  // no UDP socket of the SBC
+		{"UDP", "127.0.0.1:40000", nil},  // a test's user agent
+		{"UDP", "0.0.0.0:5070", wild},
+		{"TCP", "127.0.0.9:50000", wild}, // the wildcard SBC's connection (after mine declined it)
+	} {
+		sipTraceHook{}.SIPTraceWrite(tc.transport, tc.laddr, "127.0.0.2:5080", msg)
+		for _, h := range list {
+			n := len(h.q)
+			for len(h.q) > 0 {
+				<-h.q
+			}
+			if want := h == tc.want; want != (n == 1) || n > 1 {
+				t.Errorf("%s from %s: exporter %p got %d, want it at %p", tc.transport, tc.laddr, h, n, tc.want)
+			}
+		}
 	}
 }

@@ -259,6 +259,7 @@ func (s *SBC) Start(ctx context.Context) error {
 			for _, ep := range s.realms {
 				ep.close()
 			}
+			_ = s.out.Load().close()
 			return err
 		}
 		s.admin = a
