@@ -63,10 +63,10 @@ func (v *validator) webhook(wp string, w *Webhook) {
 	switch {
 	case w.URL == "":
 		v.errf(wp+".url", "url is required")
-	case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
-		v.errf(wp+".url", "invalid url %s: want https://host/path", quote(w.URL))
-	case u.User != nil:
+	case err == nil && u.User != nil:
 		v.errf(wp+".url", "credentials in the url are not allowed (they would be logged): the signature authenticates the SBC")
+	case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+		v.errf(wp+".url", "invalid url: want https://host/path")
 	case u.Scheme == "http":
 		ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]"))
 		if err != nil || !ip.IsLoopback() {
