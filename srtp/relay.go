@@ -26,9 +26,10 @@ const (
 func (s *Stream) serve(k *sock) {
 	defer s.wg.Done()
 	buf := make([]byte, readSize+trailer)
+	sio := newSockIO()
 	errs := 0
 	for errs < maxReadErrors {
-		n, src, err := k.conn.ReadFromUDPAddrPort(buf[:readSize])
+		n, src, err := sio.read(k, buf[:readSize])
 		if err != nil {
 			if s.closed.Load() || errors.Is(err, net.ErrClosed) {
 				return
@@ -38,14 +39,14 @@ func (s *Stream) serve(k *sock) {
 			continue
 		}
 		errs = 0
-		s.handle(k, buf, n, src)
+		s.handle(k, sio, buf, n, src)
 	}
 }
 
 // handle runs one datagram through demux, latch, inbound transform,
 // normalisation, outbound transform and send. No allocation on the way,
 // except when the leg latches (once).
-func (s *Stream) handle(k *sock, buf []byte, n int, src netip.AddrPort) {
+func (s *Stream) handle(k *sock, sio *sockIO, buf []byte, n int, src netip.AddrPort) {
 	l := k.leg
 	if n == 0 {
 		l.drop(DropMalformed)
@@ -142,7 +143,7 @@ func (s *Stream) handle(k *sock, buf []byte, n int, src netip.AddrPort) {
 		}
 		return
 	}
-	if _, err := out.conn.WriteToUDPAddrPort(wire, dst); err != nil {
+	if err := sio.write(out, wire, dst); err != nil {
 		l.drop(DropSendError)
 		return
 	}

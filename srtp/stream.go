@@ -195,6 +195,7 @@ type latchState struct {
 
 type sock struct {
 	conn     *net.UDPConn
+	raw      rawConn // conn's RawConn, for sockIO
 	leg      *leg
 	rtcpOnly bool // RTCP socket of a non-mux leg
 	mux      bool // RTP and RTCP share this socket
@@ -280,11 +281,11 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 			l.norm = &normalizer{clockRate: cr}
 		}
 		mux := lc.Ports.RTCP == nil
-		l.rtp = &sock{conn: lc.Ports.RTP, leg: l, mux: mux}
+		l.rtp = &sock{conn: lc.Ports.RTP, raw: newRawConn(lc.Ports.RTP), leg: l, mux: mux}
 		if mux {
 			l.rtcp = l.rtp
 		} else {
-			l.rtcp = &sock{conn: lc.Ports.RTCP, leg: l, rtcpOnly: true}
+			l.rtcp = &sock{conn: lc.Ports.RTCP, raw: newRawConn(lc.Ports.RTCP), leg: l, rtcpOnly: true}
 		}
 		rtpAddr, rtcpAddr := expectedPair(lc.Remote, lc.RemoteRTCP, mux)
 		l.rtp.latch.Store(&latchState{expected: rtpAddr})

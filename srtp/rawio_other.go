@@ -1,0 +1,27 @@
+//go:build !linux
+
+package srtp
+
+import (
+	"net"
+	"net/netip"
+)
+
+// sockIO reads and writes through the net package (see the Linux
+// version for why Linux does otherwise).
+type sockIO struct{}
+
+type rawConn struct{}
+
+func newRawConn(*net.UDPConn) rawConn { return rawConn{} }
+
+func newSockIO() *sockIO { return &sockIO{} }
+
+func (*sockIO) read(k *sock, b []byte) (int, netip.AddrPort, error) {
+	return k.conn.ReadFromUDPAddrPort(b)
+}
+
+func (*sockIO) write(k *sock, pkt []byte, dst netip.AddrPort) error {
+	_, err := k.conn.WriteToUDPAddrPort(pkt, dst)
+	return err
+}
