@@ -66,8 +66,12 @@ type hepMsg struct {
 	t        time.Time
 	proto    uint8
 	src, dst netip.AddrPort
-	data     []byte
+	buf      *[]byte // the copy of the message, from hepBufs
 }
+
+// hepBufs recycles the copies of messages between capture and the
+// exporter's goroutine: capturing allocates nothing once warm.
+var hepBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
 type hepStats struct{ sent, dropped, failed uint64 }
 
@@ -163,11 +167,14 @@ func (h *hepExport) capture(proto uint8, src, dst netip.AddrPort, data []byte) {
 		h.dropped.Add(1) // full: not even the copy
 		return
 	}
-	m.data = append([]byte(nil), data...)
+	bp := hepBufs.Get().(*[]byte)
+	*bp = append((*bp)[:0], data...)
+	m.buf = bp
 	select {
 	case h.q <- m:
 	default:
 		h.dropped.Add(1)
+		putHEPBuf(bp)
 	}
 }
 
@@ -176,13 +183,15 @@ func (h *hepExport) run() {
 	buf := make([]byte, 0, 4096)
 	p := hep.Packet{ProtoType: hep.TypeSIP, AgentID: uint32(h.cfg.AgentID), AuthKey: h.cfg.Password}
 	for m := range h.q {
-		p.Src, p.Dst, p.Proto, p.Time, p.Payload = m.src, m.dst, m.proto, m.t, m.data
+		data := *m.buf
+		p.Src, p.Dst, p.Proto, p.Time, p.Payload = m.src, m.dst, m.proto, m.t, data
 		p.CorrelationID = ""
-		if id := sipCallID(m.data); id != "" {
+		if id := sipCallID(data); id != "" {
 			p.CorrelationID = h.s.calls.correlation(id)
 		}
 		var err error
 		buf, err = hep.Append(buf[:0], &p)
+		putHEPBuf(m.buf)
 		if err == nil {
 			_, err = h.conn.Write(buf)
 		}
@@ -191,6 +200,14 @@ func (h *hepExport) run() {
 			continue
 		}
 		h.sent.Add(1)
+	}
+}
+
+// putHEPBuf returns a message copy to the pool, unless a large message
+// made it too big to keep.
+func putHEPBuf(bp *[]byte) {
+	if cap(*bp) <= 16<<10 {
+		hepBufs.Put(bp)
 	}
 }
 
