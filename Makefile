@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build run demo test test-short bench lint generate example-certs clean
+.PHONY: build run demo test test-short bench bench-compare lint generate example-certs clean
 
 build: ## build bin/sbc
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sbc ./cmd/sbc
@@ -23,6 +23,10 @@ test-short: ## unit tests only
 bench: build ## micro-benchmarks, then the SIPp max-CPS bisection (see BENCHMARKS.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) run ./bench/cmd/maxcps -sbc ./bin/sbc -duration 20s
+
+COMPARE_FLAGS ?=
+bench-compare: build ## sbc vs Kamailio side by side, alternating trials in a network namespace (root; BENCHMARKS.md)
+	$(GO) run ./bench/cmd/compare -sbc ./bin/sbc $(COMPARE_FLAGS)
 
 lint: ## gofmt, go vet, staticcheck, unparam (the last two are go tools pinned in go.mod)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

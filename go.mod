@@ -10,6 +10,7 @@ require (
 	github.com/gobwas/ws v1.3.2
 	github.com/google/nftables v0.3.0
 	github.com/hashicorp/golang-lru/v2 v2.0.7
+	github.com/leodido/go-syslog/v4 v4.6.0
 	github.com/mdlayher/netlink v1.7.3-0.20250113171957-fbb4dce95f42
 	github.com/pelletier/go-toml/v2 v2.4.3
 	github.com/pion/dtls/v3 v3.1.16

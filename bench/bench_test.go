@@ -25,7 +25,7 @@ UdpLite: 0 0 0 0 0 0 0 0 0
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := UDPStats{InDatagrams: 752313, InErrors: 13643, RcvbufErrors: 13640, SndbufErrors: 3}
+	want := UDPStats{InDatagrams: 752313, NoPorts: 48896, InErrors: 13643, RcvbufErrors: 13640, SndbufErrors: 3}
 	if got != want {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}

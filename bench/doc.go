@@ -23,8 +23,37 @@
 //
 //	go run ./bench/cmd/maxcps -duration 20s
 //
+// The side-by-side harness (Compare; command bench/cmd/compare, `make
+// bench-compare`) measures sbc and Kamailio in the same run (issue 11):
+//
+//	SIPp caller (scenarios/compare_uac.xml) ─► X ─► SIPp callee (scenarios/compare_uas.xml)
+//
+// with X the sbc binary (the max-CPS policy: defence on, per-source limits
+// raised, 4 MiB socket buffers, log level warn) or Kamailio from Debian
+// (kamailio/kamailio.cfg: a stateful, record-routing proxy with pike and
+// topoh, tlsf allocator, pre-faulted shm, 4 MiB buffers, one UDP worker),
+// all inside a network namespace the harness makes, on fixed loopback
+// ports. Trials alternate between the systems (round r in order, r+1
+// reversed) so that the machine's noise hits both. A trial is one server
+// process: a warm-up step (not judged: its memory is touched before the
+// measured steps), a step at a fixed rate captured by tcpdump on the
+// namespace's loopback (INVITE→100 and INVITE→200 per call, from the
+// caller's side of the capture), then a bisection for the highest rate
+// that passes the strict rule: every call successful, none failed on
+// either side, zero retransmissions on either SIPp side, and ≥ 95 % of the
+// asked rate achieved. After each step the harness waits for the server to
+// go idle (and restarts it, warmed up again, if it does not). CPU per call
+// is the server's processes' utime+stime from /proc/PID/stat over the
+// step and its drain; memory is the sum of their RSS and PSS
+// (smaps_rollup; PSS counts Kamailio's shared pool once). The scenarios
+// follow the route set (the caller sends ACK and BYE with [routes] to
+// [next_url]), absorb a 100 or 180 that arrives after the 200 and let the
+// callee take a BYE before its ACK. TestCompareSmoke runs the whole
+// harness at 50 calls/s for 3 s per system (root, SIPp, Kamailio and
+// tcpdump; it skips without them, and fails instead in CI).
+//
 // The package's own tests are fast unit tests of the parsers and of the
 // search; the real search runs only from the command or with SBC_BENCH=1
 // (TestMaxCPSShort). Results and the commands that made them are in
-// BENCHMARKS.md (max CPS).
+// BENCHMARKS.md (max CPS; sbc vs Kamailio, side by side).
 package bench

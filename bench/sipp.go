@@ -116,6 +116,9 @@ func ParseSIPpStats(b []byte) (SIPpStats, error) {
 		{"ElapsedTime(C)", &s.Elapsed},
 	}
 	for _, f := range durs {
+		if strings.TrimSpace(val[f.key]) == "" {
+			continue // a scenario without rtd (a callee) has no response time
+		}
 		if *f.dst, err = parseSIPpDuration(val[f.key]); err != nil {
 			return SIPpStats{}, fmt.Errorf("sipp stats: %s: %w", f.key, err)
 		}

@@ -15,6 +15,7 @@ import (
 // UDPStats are the system-wide UDP counters of /proc/net/snmp.
 type UDPStats struct {
 	InDatagrams  uint64
+	NoPorts      uint64 // datagrams to a port nobody listens on
 	InErrors     uint64
 	RcvbufErrors uint64 // datagrams dropped because a socket's receive buffer was full
 	SndbufErrors uint64
@@ -24,6 +25,7 @@ type UDPStats struct {
 func (s UDPStats) Sub(o UDPStats) UDPStats {
 	return UDPStats{
 		InDatagrams:  s.InDatagrams - o.InDatagrams,
+		NoPorts:      s.NoPorts - o.NoPorts,
 		InErrors:     s.InErrors - o.InErrors,
 		RcvbufErrors: s.RcvbufErrors - o.RcvbufErrors,
 		SndbufErrors: s.SndbufErrors - o.SndbufErrors,
@@ -65,6 +67,8 @@ func parseSNMP(b []byte) (UDPStats, error) {
 			switch n {
 			case "InDatagrams":
 				s.InDatagrams = v
+			case "NoPorts":
+				s.NoPorts = v
 			case "InErrors":
 				s.InErrors = v
 			case "RcvbufErrors":
@@ -140,12 +144,18 @@ type Metrics map[string]float64
 
 // Scrape fetches and parses a Prometheus /metrics page (text format).
 func Scrape(ctx context.Context, url string) (Metrics, error) {
+	return ScrapeWith(ctx, http.DefaultClient, url)
+}
+
+// ScrapeWith is Scrape through the given client (e.g. one that dials
+// inside a network namespace).
+func ScrapeWith(ctx context.Context, c *http.Client, url string) (Metrics, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Accept", "text/plain")
-	res, err := http.DefaultClient.Do(req)
+	res, err := c.Do(req)
 	if err != nil {
 		return nil, err
 	}

@@ -40,6 +40,11 @@ type Policy struct {
 	HEP HEP `toml:"hep"`
 	// Webhooks POST selected operator events (and CDRs) as signed JSON.
 	Webhooks []Webhook `toml:"webhook"`
+	// Audit is the audit log (package audit).
+	Audit Audit `toml:"audit"`
+	// Secrets is where the master key that seals secrets at rest is
+	// (package secrets).
+	Secrets Secrets `toml:"secrets"`
 
 	// Source is the file name the policy was read from ("<embedded>" for
 	// the built-in default); used in error messages and logs.
@@ -690,3 +695,59 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 // MarshalText implements encoding.TextMarshaler.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+// Audit configures the audit log: JSON lines with a hash chain, to a
+// file, stdout and/or syslog. No output: no audit log.
+type Audit struct {
+	// File is the audit log's path; empty: no file. Created mode 0600
+	// (and its directory 0700); appended to, the chain continuing from
+	// its last record.
+	File string `toml:"file"`
+	// MaxSize rotates the file when a record would take it past this many
+	// bytes. Default 100 MiB; 0 never rotates; else at least 4096.
+	MaxSize int `toml:"max_size"`
+	// Keep is how many rotated files (FILE.1 … FILE.keep) are kept.
+	// Default 10; 1 to 1000.
+	Keep int `toml:"keep"`
+	// Stdout writes the records to standard output too.
+	Stdout bool `toml:"stdout"`
+	// Syslog is "udp://host:port" or "tcp://host:port" (RFC 5424; octet
+	// counting over TCP); empty: none.
+	Syslog string `toml:"syslog"`
+	// SyslogFacility: "local0" (default) … "local7", "audit", "auth",
+	// "authpriv", "daemon", "user", "kern".
+	SyslogFacility string `toml:"syslog_facility"`
+	// RedactFields are record members whose value is replaced by
+	// "[redacted]": session_id, call_id, caller_id, called_number,
+	// source_ip, user_agent, realm, trunk, actor, reason, duration_ms,
+	// detail, or detail.KEY.
+	RedactFields []string `toml:"redact_fields"`
+	// MaskNumbers, when positive, keeps only the last MaskNumbers digits
+	// of caller_id and called_number (the others become '*'). 0 (default):
+	// no masking; at most 32.
+	MaskNumbers int `toml:"mask_numbers"`
+	// Events are the event kinds written (events.Kinds); empty: all.
+	Events []string `toml:"events"`
+	// QueueSize bounds each output's queue of records not yet written;
+	// a record that finds it full is dropped and counted. Default 4096;
+	// 16 to 1048576.
+	QueueSize int `toml:"queue_size"`
+
+	// Facility is SyslogFacility's code (set by validation).
+	Facility int `toml:"-"`
+}
+
+// Enabled reports whether the audit log has an output.
+func (a *Audit) Enabled() bool { return a.File != "" || a.Stdout || a.Syslog != "" }
+
+// Secrets configures the master key of secrets at rest.
+type Secrets struct {
+	// MasterKeyFile holds the master key (32 bytes, base64), mode 0600 or
+	// stricter. Empty: the environment variable SBC_MASTER_KEY; neither:
+	// no master key, secrets are kept in clear.
+	MasterKeyFile string `toml:"master_key_file"`
+	// PreviousKeyFile holds the previous master key during a rotation
+	// (values sealed under it still open). Empty: the environment
+	// variable SBC_MASTER_KEY_PREVIOUS, if set.
+	PreviousKeyFile string `toml:"previous_key_file"`
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/sbc-project/sbc/events"
 	"github.com/sbc-project/sbc/policy"
 )
 
@@ -87,6 +88,9 @@ type call struct {
 	created time.Time
 	// after starts a timer; tests replace it to fire timers by hand.
 	after func(time.Duration, func()) stopper
+	// started is the call_started event: call_terminated repeats its
+	// fields (audit.go).
+	started events.Event
 
 	done atomic.Bool // set when the call ended (lock-free reads)
 	// finalSent is closed once A's INVITE has its final response on the
@@ -238,6 +242,13 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 	s.calls.put(c.a, c)
 	s.metrics.CallsActive.Inc()
 	c.log.Debug("call setup", "from", p.src.String(), "ruri_user", req.Recipient.User, "a_call_id", c.a.callID)
+	// Admitted: reported before its state machine starts (no call lock
+	// is held here, and emitting never blocks).
+	c.started = events.Event{Kind: events.CallStarted, SessionID: c.id, CallID: c.a.callID,
+		Caller: capped(from.Address.User), Called: capped(req.Recipient.User), SourceIP: p.src.Addr().Unmap().String(),
+		UserAgent: headerValue(req, "User-Agent"), Realm: ep.name, Trunk: p.trunk.Name,
+		Detail: map[string]string{"pool": pc.Name}}
+	s.emit(c.started)
 
 	if !tx.OnCancel(func(*sip.Request) { c.postAsync(event{kind: evCancel}) }) {
 		c.post(event{kind: evCancel})

@@ -2,6 +2,7 @@ package sbc
 
 import (
 	"context"
+	"github.com/sbc-project/sbc/events"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -263,7 +264,7 @@ func (c *call) finish() {
 	}
 	media := c.media
 	var rec *cdr.Record
-	out := c.s.out.Load()
+	out := c.s.ops.Load()
 	if out.wantsCDR() && !c.done.Load() {
 		rec = c.cdrOf(out.node) // before the relay closes: its counters
 	}
@@ -305,4 +306,12 @@ func (c *call) finish() {
 		attrs = append(attrs, "setup_ms", time.Since(c.created).Milliseconds())
 	}
 	c.log.Info("call ended", attrs...)
+	// After the lock, as an action: never under it.
+	e := c.started
+	e.Time, e.Kind, e.Reason = time.Time{}, events.CallTerminated, label
+	e.Detail = map[string]string{"ended_by": by, "result": result, "pool": c.started.Detail["pool"]}
+	if !answered.IsZero() {
+		e.Duration = time.Since(answered)
+	}
+	c.s.emit(e)
 }

@@ -156,7 +156,7 @@ func TestCDRAnswered(t *testing.T) {
 	e.eventually("sbc_calls_ended_total says who ended each call", func() bool {
 		return ended(resultAnswered, "caller") == 1 && ended(resultAnswered, "callee") == 1
 	})
-	if st := e.sbc.out.Load().stats().cdr; st.Written != 2 || st.Dropped != 0 {
+	if st := e.sbc.ops.Load().stats().cdr; st.Written != 2 || st.Dropped != 0 {
 		t.Errorf("cdr stats %+v", st)
 	}
 }

@@ -71,6 +71,17 @@
 // per realm: a trunk (pool target) has limits.trunk_pps on its own realm
 // only.
 //
+// # Operator events
+//
+// The SBC emits events.Event values (s.emit) into a Mux whose outputs are
+// Options.Events and the audit log (audit.go): config_changed at New and
+// at each reload (reload.go), call_started in newCall once the call is
+// admitted and call_terminated in call.finish (an action, after the call
+// lock: emitting never blocks), auth_failure in watchRegister for a
+// proven REGISTER guess, blocked/unblocked from the blocklist's change
+// feed (auditBlocks). The keyring of secrets at rest lives beside the
+// audit log (SBC.Keyring).
+//
 // What survives a reload: the blocklist, rate-limit buckets, failure and
 // guess counts, AoR locks, learnt peers (defence.go), target health (kept per pool and address), the
 // calls in progress with their snapshots. What a reload applies and what

@@ -236,7 +236,7 @@ func (s *SBC) hepRead(info sip.TransportReadProps, data []byte) {
 
 // hepOut is the SBC's exporter, if [hep] is on.
 func (s *SBC) hepOut() *hepExport {
-	o := s.out.Load()
+	o := s.ops.Load()
 	if o == nil {
 		return nil
 	}

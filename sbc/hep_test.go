@@ -269,7 +269,7 @@ func TestHEPExportDissectedByTshark(t *testing.T) {
 			}
 		}
 	}
-	st := e.sbc.out.Load().stats().hep
+	st := e.sbc.ops.Load().stats().hep
 	if st.sent < uint64(len(pkts)) || st.dropped != 0 || st.failed != 0 {
 		t.Errorf("hep stats %+v, collector got %d", st, len(pkts))
 	}

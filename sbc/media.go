@@ -60,11 +60,14 @@ type mediaPlane struct {
 	ended map[string]*mediaTotals // counters of closed streams, by realm
 }
 
-func newMediaPlane(p *policy.Policy) (*mediaPlane, error) {
+// newMediaPlane builds the relay's port pools and loads the DTLS
+// certificate of state_dir (its key sealed by sealer when a master key is
+// configured; see srtp.LoadOrCreateSealedCertificate), or makes one.
+func newMediaPlane(p *policy.Policy, sealer srtp.KeySealer) (*mediaPlane, error) {
 	mp := &mediaPlane{pools: map[string]*srtp.PortPool{}}
 	var err error
 	if p.Server.StateDir != "" {
-		mp.cert, err = srtp.LoadOrCreateCertificate(p.Server.StateDir)
+		mp.cert, err = srtp.LoadOrCreateSealedCertificate(p.Server.StateDir, sealer)
 	} else {
 		mp.cert, err = srtp.GenerateCertificate()
 	}

@@ -42,6 +42,8 @@ type Metrics struct {
 	RegisterLocks   prometheus.Counter     // AoRs locked for a source (autoblock.register_guesses)
 
 	flood [floodCounters]atomic.Pointer[prometheus.Counter] // see floodCounter
+
+	audit auditMetrics // sbc_audit_records_total, sbc_audit_dropped_total (audit.go)
 }
 
 func newMetrics() *Metrics {
@@ -120,6 +122,7 @@ func newMetrics() *Metrics {
 	r.MustRegister(m.TrunkCalls, m.TrunkFailures, m.RegisterGuesses, m.RegisterLocks)
 	r.MustRegister(m.Blocks, m.FastPath, m.TLSHandshakes, m.TLSExpiry, m.TLSLoads, m.ConnsOpen)
 	r.MustRegister(m.UDPPeers, m.UDPResets)
+	m.audit = newAuditMetrics(r)
 	r.MustRegister(m.CallsActive, m.Calls, m.Requests, m.Responses, m.Dropped,
 		m.TargetUp, m.Failovers, m.ReloadsTotal,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

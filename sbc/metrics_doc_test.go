@@ -252,6 +252,12 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 	add("sbc_cdr_records_total", "result", cdrResults...)
 	add("sbc_hep_packets_total", "result", hepResults...)
 	add("sbc_webhook_events_total", "result", webhookResults...)
+	add("sbc_audit_records_total", "output", auditOutputs...)
+	for _, o := range auditOutputs {
+		for _, r := range auditDropReasons {
+			add("sbc_audit_dropped_total", "output,reason", o+"/"+r)
+		}
+	}
 	policy = map[string][]string{
 		"sbc_tls_handshakes_total":          {"realm"},
 		"sbc_tls_certificate_expiry_days":   {"file"},

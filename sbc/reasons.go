@@ -181,3 +181,16 @@ var callResults = []string{resultAnswered, resultBusy, resultCancelled, resultRe
 	resultNotFound, resultNoAnswer, resultRejected, resultFailed, resultDeclined, resultNoRoute,
 	resultNoTarget, resultTimeout, resultAckTimeout, resultUndeliverable, resultShutdown,
 	resultMaxDuration, resultInactivity, resultMediaTimeout, resultNoMedia, resultSessionExpired, resultDialogGone}
+
+// Reasons of operator events (package events) that are no drop: the
+// reason member of their audit records. Blocks carry the blocklist
+// entry's reason (a failure above, or the operator's text); calls their
+// result (callResults); reloads their result (reload.go).
+const (
+	// reasonRegisterGuess: auth_failure for a REGISTER whose credentials
+	// the registrar refused, from a source that proved its return path
+	// (register_guard.go).
+	reasonRegisterGuess = "register_guess"
+	// reasonStart: config_changed for the policy an SBC starts with.
+	reasonStart = "start"
+)

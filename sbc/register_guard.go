@@ -1,11 +1,13 @@
 package sbc
 
 import (
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/sbc-project/sbc/acl"
+	"github.com/sbc-project/sbc/events"
 )
 
 // Registration brute force (stages 3 and 6 for REGISTER): the registrar
@@ -102,10 +104,24 @@ func (s *SBC) watchRegister(st *snapshot, p peer, req *sip.Request, res *sip.Res
 	}
 	s.metrics.RegisterGuesses.WithLabelValues(proof).Inc()
 	aor := aorOf(req)
-	if proof == proofNone || !ab.Enabled {
+	if proof == proofNone {
+		return // maybe forged: counted, neither audited nor charged
+	}
+	ev := events.Event{Kind: events.AuthFailure, SourceIP: p.src.Addr().Unmap().String(),
+		UserAgent: headerValue(req, "User-Agent"), Reason: reasonRegisterGuess,
+		Detail: map[string]string{"aor": capped(aor), "proof": proof, "code": strconv.Itoa(code), "transport": strings.ToLower(req.Transport())}}
+	if p.trunk != nil {
+		ev.Trunk = p.trunk.Name
+	}
+	if !ab.Enabled {
+		s.emit(ev)
 		return
 	}
 	d := s.def.guard.Fail(key, aor, now)
+	if d.Locked && !ab.Observe {
+		ev.Detail["locked_until"] = d.LockedUntil.UTC().Format(time.RFC3339)
+	}
+	s.emit(ev)
 	if d.Locked {
 		s.metrics.RegisterLocks.Inc()
 		s.log.Warn("registration locked after failed guesses", "source", p.src.String(), "aor", aor,

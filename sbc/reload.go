@@ -33,6 +33,8 @@ import (
 //     time), the four limiters, the failure tracker, the guess guard, the
 //     scanner matcher, the call caps. Any error here
 //     rejects the reload; nothing changed.
+//     The master key(s) are read again and the audit log's outputs
+//     opened (those it names again are taken over, not reopened).
 //  4. Committed: the prepared pieces are installed. The never-block list
 //     goes first: its only failure (the SBC is closed) leaves everything
 //     else untouched; every later step cannot fail. Then the snapshot is
@@ -120,13 +122,25 @@ func (s *SBC) Reload(p *policy.Policy) error {
 	if err != nil {
 		return s.reloadRejected(old, p.Source, err)
 	}
+	keys, err := loadKeyring(p)
+	if err != nil {
+		return s.reloadRejected(old, p.Source, err)
+	}
+	// The audit log: new outputs are opened now, kept ones taken over
+	// (audit.go).
+	al, err := s.openAudit(p)
+	if err != nil {
+		return s.reloadRejected(old, p.Source, err)
+	}
 
 	// Commit, excluding Start and Close.
 	s.mu.Lock()
 	if err := du.apply(); err != nil {
 		s.mu.Unlock()
+		al.Retire(s.currentAudit())
 		return s.reloadRejected(old, p.Source, err)
 	}
+	s.out.keys.Store(keys)
 	s.targets.mu.Lock()
 	s.targets.m = targets.m
 	s.targets.mu.Unlock()
@@ -137,6 +151,9 @@ func (s *SBC) Reload(p *policy.Policy) error {
 	s.reload.level.Set(policy.SlogLevel(p.Server.LogLevel))
 	kerr := s.reloadKernel(p)
 	s.mu.Unlock()
+	// The new outputs take the events from here on; the ones the policy
+	// dropped write out their queues and close.
+	s.setAudit(al)
 
 	if kerr != nil {
 		s.metrics.ReloadsTotal.WithLabelValues(ReloadPartial).Inc()
@@ -482,6 +499,23 @@ var reloadFields = map[string]reloadRule{
 	"webhook.max_backoff":  ruleRestart("webhook"),
 	"webhook.queue":        ruleRestart("webhook"),
 	"webhook.Key":          ruleDerived,
+	// The audit log is rebuilt on every reload: an output named again
+	// (same file, same syslog destination and facility) keeps its queue
+	// and hash chain, others are opened or closed (audit.go).
+	"audit.file":            ruleLive,
+	"audit.max_size":        ruleLive,
+	"audit.keep":            ruleLive,
+	"audit.stdout":          ruleLive,
+	"audit.syslog":          ruleLive,
+	"audit.syslog_facility": ruleLive,
+	"audit.redact_fields":   ruleLive, // records emitted after the commit
+	"audit.mask_numbers":    ruleLive,
+	"audit.events":          ruleLive,
+	"audit.queue_size":      ruleLive, // outputs opened by this reload; a kept output keeps its queue
+	"audit.Facility":        ruleDerived,
+
+	"secrets.master_key_file":   ruleLive, // read again by every reload; the DTLS key was opened at start
+	"secrets.previous_key_file": ruleLive,
 
 	"Source": {class: notASetting},
 }

@@ -695,11 +695,13 @@ func TestReloadMetric(t *testing.T) {
 	if reloads(s, ReloadRejected) != 1 || reloads(s, ReloadOK) != 1 || reloads(s, ReloadPartial) != 0 {
 		t.Errorf("counts: rejected %v ok %v partial %v", reloads(s, ReloadRejected), reloads(s, ReloadOK), reloads(s, ReloadPartial))
 	}
-	// The operator events: the refused file, then the applied one.
+	// The operator events: the policy it started with, the refused file,
+	// then the applied one.
 	mu.Lock()
 	defer mu.Unlock()
-	if len(evs) != 2 || evs[0].Kind != events.ReloadFailed || !strings.Contains(evs[0].Reason, "no_such_key") ||
-		evs[1].Kind != events.ConfigChanged || evs[1].Detail["policy"] != path {
+	if len(evs) != 3 || evs[0].Kind != events.ConfigChanged || evs[0].Reason != reasonStart ||
+		evs[1].Kind != events.ReloadFailed || !strings.Contains(evs[1].Reason, "no_such_key") ||
+		evs[2].Kind != events.ConfigChanged || evs[2].Detail["policy"] != path {
 		t.Errorf("events %+v", evs)
 	}
 }

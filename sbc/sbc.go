@@ -77,7 +77,8 @@ type SBC struct {
 	extraSink events.Sink
 	// out are the CDR file, webhooks and HEP export (outputs.go), open
 	// between Start and Close.
-	out atomic.Pointer[outputs]
+	ops atomic.Pointer[outputs]
+	out outputState // the audit log and the keyring (audit.go)
 }
 
 // snapshot is everything derived from one policy. Calls keep the snapshot
@@ -173,14 +174,19 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 		return nil, err
 	}
 	s.state.Store(snap)
+	keys, err := loadKeyring(p)
+	if err != nil {
+		return nil, err
+	}
+	s.out.keys.Store(keys)
 	if s.def, err = newDefence(p, s.log); err != nil {
 		return nil, err
 	}
-	if s.media, err = newMediaPlane(p); err != nil {
+	if s.media, err = newMediaPlane(p, sealer(keys)); err != nil {
 		return nil, err
 	}
 	s.metrics.Registry.MustRegister(s.media)
-	s.metrics.Registry.MustRegister(outputsCollector{stats: func() outputStats { return s.out.Load().stats() }})
+	s.metrics.Registry.MustRegister(outputsCollector{stats: func() outputStats { return s.ops.Load().stats() }})
 	if p.HEP.Enabled {
 		enableSIPTrace()
 	}
@@ -191,15 +197,14 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 		}
 		s.realms[r.Name] = ep
 	}
-	return s, nil
-}
-
-// extraSinkOrDiscard is Options.Events, or a Sink that drops.
-func (s *SBC) extraSinkOrDiscard() events.Sink {
-	if s.extraSink == nil {
-		return events.Discard
+	// Last: nothing after it can fail and leave its outputs open.
+	al, err := s.openAudit(p)
+	if err != nil {
+		return nil, err
 	}
-	return s.extraSink
+	s.setAudit(al)
+	s.emit(events.Event{Kind: events.ConfigChanged, Reason: reasonStart, Detail: map[string]string{"policy": p.Source}})
+	return s, nil
 }
 
 // emit reports an operator event to the outputs (never blocks for long:
@@ -236,8 +241,10 @@ func (s *SBC) Start(ctx context.Context) error {
 		}
 		return err
 	}
-	s.out.Store(out)
-	s.events.Set(append([]events.Sink{s.extraSinkOrDiscard()}, out.sinks()...)...)
+	s.ops.Store(out)
+	s.out.mu.Lock()
+	s.setSinks() // the webhooks join the Mux
+	s.out.mu.Unlock()
 	ctx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
 	for _, ep := range s.realms {
@@ -245,7 +252,8 @@ func (s *SBC) Start(ctx context.Context) error {
 	}
 	s.fast = s.startFastPath(ctx, p)
 	s.metrics.Registry.MustRegister(blocklistCollectors(s.def.blocklist)...)
-	s.wg.Add(6)
+	s.wg.Add(7)
+	go func() { defer s.wg.Done(); s.auditBlocks(ctx) }()
 	go func() { defer s.wg.Done(); s.snapshotLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.watchBlocks(ctx) }()
 	go func() { defer s.wg.Done(); s.healthLoop(ctx) }()
@@ -259,7 +267,11 @@ func (s *SBC) Start(ctx context.Context) error {
 			for _, ep := range s.realms {
 				ep.close()
 			}
-			_ = s.out.Load().close()
+			_ = s.ops.Load().close()
+			s.out.mu.Lock()
+			s.ops.Store(nil)
+			s.setSinks()
+			s.out.mu.Unlock()
 			return err
 		}
 		s.admin = a
@@ -275,6 +287,7 @@ func (s *SBC) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.started {
+		s.closeAudit()
 		return nil
 	}
 	s.started = false
@@ -292,13 +305,18 @@ func (s *SBC) Close() error {
 		ep.close()
 	}
 	s.wg.Wait()
-	if err := s.out.Load().close(); err != nil {
+	if err := s.ops.Load().close(); err != nil {
 		s.log.Error("operator outputs: close", "error", err.Error())
 	}
+	s.out.mu.Lock()
+	s.ops.Store(nil)
+	s.setSinks() // the webhooks leave the Mux
+	s.out.mu.Unlock()
 	s.fast.close()
 	if err := s.def.blocklist.Close(); err != nil {
 		s.log.Error("blocklist: last save failed", "error", err.Error())
 	}
+	s.closeAudit()
 	return nil
 }
 

@@ -106,30 +106,123 @@ func LoadCertificate(certFile, keyFile string) (*Certificate, error) {
 // generates a certificate and writes them (key mode 0600, written to a
 // temporary file then renamed). The fingerprint thus stays the same across
 // restarts, which calls in progress on another node or a re-INVITE after
-// a restart rely on.
+// a restart rely on. It is LoadOrCreateSealedCertificate without a sealer.
 func LoadOrCreateCertificate(dir string) (*Certificate, error) {
+	return LoadOrCreateSealedCertificate(dir, nil)
+}
+
+// KeySealer encrypts the private key at rest (package secrets' Keyring).
+type KeySealer interface {
+	Seal(plain []byte) (string, error)
+	Open(sealed string) ([]byte, error)
+}
+
+// SealedKeyFileName is the private key's file when a KeySealer seals it:
+// the sealed PKCS #8 DER, one line.
+const SealedKeyFileName = "dtls-key.sealed"
+
+// ErrSealedKeyNoSealer: dir holds a sealed private key but no KeySealer
+// was given to open it.
+var ErrSealedKeyNoSealer = errors.New("srtp: the DTLS private key in the state directory is sealed (" + SealedKeyFileName + "), but no master key is configured to open it")
+
+// LoadOrCreateSealedCertificate is LoadOrCreateCertificate with the
+// private key sealed by s (when s is not nil) in dir/dtls-key.sealed
+// instead of dir/dtls-key.pem. A plain key left from a run without a
+// sealer is sealed and its plain file removed. A sealed key that s cannot
+// open is an error (the certificate is not replaced: a master key given
+// by mistake must not change the SBC's fingerprint). Without s, a sealed
+// key in dir is an error too (ErrSealedKeyNoSealer).
+func LoadOrCreateSealedCertificate(dir string, s KeySealer) (*Certificate, error) {
 	certFile, keyFile := filepath.Join(dir, CertFileName), filepath.Join(dir, KeyFileName)
+	sealedFile := filepath.Join(dir, SealedKeyFileName)
+	_, serr := os.Stat(sealedFile)
+	haveSealed := serr == nil
+	if s == nil {
+		if haveSealed {
+			return nil, ErrSealedKeyNoSealer
+		}
+		if c, err := LoadCertificate(certFile, keyFile); err == nil && time.Until(c.Leaf.NotAfter) > certRenewBefore {
+			return c, nil
+		}
+		return createCertificate(dir, nil)
+	}
+	if haveSealed {
+		c, err := loadSealed(certFile, sealedFile, s)
+		if errors.Is(err, errUnseal) {
+			return nil, err
+		}
+		if err == nil && time.Until(c.Leaf.NotAfter) > certRenewBefore {
+			return c, nil
+		}
+		return createCertificate(dir, s)
+	}
 	if c, err := LoadCertificate(certFile, keyFile); err == nil && time.Until(c.Leaf.NotAfter) > certRenewBefore {
+		// Seal the plain key of an earlier run, then remove it.
+		if err := writeKey(dir, c, s); err != nil {
+			return nil, err
+		}
+		if err := os.Remove(keyFile); err != nil {
+			return nil, fmt.Errorf("srtp: removing the plain key after sealing it: %w", err)
+		}
 		return c, nil
 	}
+	return createCertificate(dir, s)
+}
+
+// errUnseal wraps the sealer's error when a sealed key does not open.
+var errUnseal = errors.New("srtp: the sealed DTLS key does not open")
+
+func loadSealed(certFile, sealedFile string, s KeySealer) (*Certificate, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("srtp: DTLS certificate: %w", err)
+	}
+	sealed, err := os.ReadFile(sealedFile)
+	if err != nil {
+		return nil, fmt.Errorf("srtp: DTLS key: %w", err)
+	}
+	der, err := s.Open(strings.TrimSpace(string(sealed)))
+	if err != nil {
+		return nil, fmt.Errorf("%w (%s): %w", errUnseal, sealedFile, err)
+	}
+	tc, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	if err != nil {
+		return nil, fmt.Errorf("srtp: DTLS certificate and sealed key: %w", err)
+	}
+	return newCertificate(tc)
+}
+
+func createCertificate(dir string, s KeySealer) (*Certificate, error) {
 	c, err := GenerateCertificate()
 	if err != nil {
 		return nil, err
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(c.TLS.PrivateKey)
-	if err != nil {
-		return nil, fmt.Errorf("srtp: certificate key: %w", err)
-	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("srtp: certificate directory: %w", err)
 	}
-	if err := writeAtomic(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+	if err := writeKey(dir, c, s); err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.TLS.Certificate[0]}), 0o644); err != nil {
+	if err := writeAtomic(filepath.Join(dir, CertFileName), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.TLS.Certificate[0]}), 0o644); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// writeKey writes c's key: sealed when s is not nil, else PEM.
+func writeKey(dir string, c *Certificate, s KeySealer) error {
+	keyDER, err := x509.MarshalPKCS8PrivateKey(c.TLS.PrivateKey)
+	if err != nil {
+		return fmt.Errorf("srtp: certificate key: %w", err)
+	}
+	if s == nil {
+		return writeAtomic(filepath.Join(dir, KeyFileName), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+	}
+	sealed, err := s.Seal(keyDER)
+	if err != nil {
+		return fmt.Errorf("srtp: sealing the DTLS key: %w", err)
+	}
+	return writeAtomic(filepath.Join(dir, SealedKeyFileName), []byte(sealed+"\n"), 0o600)
 }
 
 func writeAtomic(name string, data []byte, mode os.FileMode) error {

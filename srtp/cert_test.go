@@ -3,6 +3,7 @@ package srtp
 import (
 	"crypto"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"os"
 	"path/filepath"
@@ -122,5 +123,68 @@ func TestSetup(t *testing.T) {
 	}
 	if _, err := AnswerSetup(SetupHoldconn, SetupPassive); err == nil {
 		t.Fatal("holdconn answered")
+	}
+}
+
+// testSealer is a stand-in for package secrets' Keyring: it "seals" by
+// base64 under a named key and refuses another key's values.
+type testSealer struct{ key string }
+
+func (s testSealer) Seal(p []byte) (string, error) {
+	return s.key + ":" + base64.StdEncoding.EncodeToString(p), nil
+}
+
+func (s testSealer) Open(v string) ([]byte, error) {
+	rest, ok := strings.CutPrefix(v, s.key+":")
+	if !ok {
+		return nil, errors.New("wrong key")
+	}
+	return base64.StdEncoding.DecodeString(rest)
+}
+
+func TestSealedCertificateKey(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "dtls")
+	// A plain key of an earlier run is sealed, its plain file removed, the
+	// fingerprint kept.
+	c0, err := LoadOrCreateCertificate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k1 := testSealer{"k1"}
+	c1, err := LoadOrCreateSealedCertificate(dir, k1)
+	if err != nil || c1.Fingerprint.String() != c0.Fingerprint.String() {
+		t.Fatalf("migration: %v, fingerprint changed: %v", err, c1 != nil && c1.Fingerprint.String() != c0.Fingerprint.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, KeyFileName)); !os.IsNotExist(err) {
+		t.Fatal("the plain key file is still there after sealing")
+	}
+	b, err := os.ReadFile(filepath.Join(dir, SealedKeyFileName))
+	if err != nil || !strings.HasPrefix(string(b), "k1:") || strings.Contains(string(b), "PRIVATE KEY") {
+		t.Fatalf("sealed key file: %q %v", b, err)
+	}
+	if st, _ := os.Stat(filepath.Join(dir, SealedKeyFileName)); st.Mode().Perm() != 0o600 {
+		t.Fatalf("sealed key mode %v", st.Mode().Perm())
+	}
+	c2, err := LoadOrCreateSealedCertificate(dir, k1)
+	if err != nil || c2.Fingerprint.String() != c0.Fingerprint.String() {
+		t.Fatal("the sealed certificate was not reused", err)
+	}
+	// The wrong key, or none, fails and changes nothing.
+	if _, err := LoadOrCreateSealedCertificate(dir, testSealer{"k2"}); err == nil || !strings.Contains(err.Error(), "wrong key") {
+		t.Fatalf("wrong key: %v", err)
+	}
+	if _, err := LoadOrCreateCertificate(dir); !errors.Is(err, ErrSealedKeyNoSealer) {
+		t.Fatalf("no key: %v", err)
+	}
+	if b2, _ := os.ReadFile(filepath.Join(dir, SealedKeyFileName)); string(b2) != string(b) {
+		t.Fatal("a refused start rewrote the sealed key")
+	}
+	// A fresh directory gets a sealed key at once.
+	dir2 := filepath.Join(t.TempDir(), "fresh")
+	if _, err := LoadOrCreateSealedCertificate(dir2, k1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir2, KeyFileName)); !os.IsNotExist(err) {
+		t.Fatal("a plain key was written with a sealer")
 	}
 }

@@ -4,6 +4,8 @@
 //	sbc check [-config] FILE   validate a policy file; exit 1 with FILE:LINE:COL errors
 //	sbc demo                   show the SBC carrying calls on loopback, then exit
 //	sbc block list|add|del     manage the blocklist of a running SBC
+//	sbc audit verify FILE...   check the hash chain of audit log files
+//	sbc secrets genkey|seal|rotate  master keys and sealed secrets
 //	sbc version                print the version
 package main
 
@@ -28,6 +30,8 @@ commands:
   check   [-config] FILE   validate a policy file (exit 0 valid, 1 invalid)
   demo                     place a few calls through an SBC on loopback and print what happened
   block list|add|del       show or change the blocklist of a running SBC (see "sbc block")
+  audit verify FILE...     check the hash chain of audit log files (exit 1 at the first broken record)
+  secrets genkey|seal|rotate  make a master key, seal a value, re-seal files under a new key (see "sbc secrets")
   version                  print the version
 `)
 }
@@ -46,6 +50,10 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		return cmdDemo(args[1:], stdout, stderr)
 	case "block":
 		return cmdBlock(args[1:], stdout, stderr)
+	case "audit":
+		return cmdAudit(args[1:], stdout, stderr)
+	case "secrets":
+		return cmdSecrets(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "sbc", versionString())
 		return 0

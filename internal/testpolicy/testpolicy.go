@@ -37,6 +37,8 @@ type Policy struct {
 	CDR       *CDR
 	HEP       *HEP
 	Webhooks  []Webhook
+	Audit     *Audit
+	Secrets   *Secrets
 
 	// Extra is raw TOML appended at the end of the file: tables or
 	// array-of-tables entries the fields do not cover. It must not repeat
@@ -66,6 +68,26 @@ type Realm struct {
 type RealmMedia struct {
 	IP, Advertise string
 	Ports         []int
+}
+
+// Audit is [audit]. MaxSize nil writes no max_size (the default).
+type Audit struct {
+	File           string
+	MaxSize        *int
+	Keep           int
+	Stdout         bool
+	Syslog         string
+	SyslogFacility string
+	RedactFields   []string
+	MaskNumbers    int
+	Events         []string
+	QueueSize      int
+}
+
+// Secrets is [secrets].
+type Secrets struct {
+	MasterKeyFile   string
+	PreviousKeyFile string
 }
 
 // Media is [media].
@@ -395,6 +417,12 @@ func (p *Policy) Clone() *Policy {
 	if c.Nftables = clonePtr(p.Nftables); c.Nftables != nil {
 		c.Nftables.MediaPorts = slices.Clone(c.Nftables.MediaPorts)
 	}
+	if c.Audit = clonePtr(p.Audit); c.Audit != nil {
+		c.Audit.MaxSize = clonePtr(c.Audit.MaxSize)
+		c.Audit.RedactFields = slices.Clone(c.Audit.RedactFields)
+		c.Audit.Events = slices.Clone(c.Audit.Events)
+	}
+	c.Secrets = clonePtr(p.Secrets)
 	return &c
 }
 
@@ -658,6 +686,24 @@ func (p *Policy) TOML() string {
 		w.dur("max_backoff", wh.MaxBackoff)
 		w.int("max_attempts", wh.MaxAttempts)
 		w.int("queue", wh.Queue)
+	}
+	if a := p.Audit; a != nil {
+		w.table("[audit]")
+		w.str("file", a.File)
+		w.intp("max_size", a.MaxSize)
+		w.int("keep", a.Keep)
+		w.bool("stdout", a.Stdout)
+		w.str("syslog", a.Syslog)
+		w.str("syslog_facility", a.SyslogFacility)
+		w.strs("redact_fields", a.RedactFields)
+		w.int("mask_numbers", a.MaskNumbers)
+		w.strs("events", a.Events)
+		w.int("queue_size", a.QueueSize)
+	}
+	if sc := p.Secrets; sc != nil {
+		w.table("[secrets]")
+		w.str("master_key_file", sc.MasterKeyFile)
+		w.str("previous_key_file", sc.PreviousKeyFile)
 	}
 
 	if p.Extra != "" {

@@ -81,7 +81,10 @@ func full() *Policy {
 				Timeout: policy.D(2 * time.Second), MaxBackoff: policy.D(10 * time.Second), MaxAttempts: 3, Queue: 50},
 			{Name: "audit", URL: "http://127.0.0.1:8081/in", Events: []string{"config_changed"}, SecretEnv: "SBC_TESTPOLICY_HOOK"},
 		},
-		Extra: "[[route]]\ntrunk = \"other\"\npool = \"pbx\"\n",
+		Audit: &Audit{File: "/tmp/sbc-audit/audit.log", MaxSize: new(8192), Keep: 3, Stdout: true, Syslog: "udp://127.0.0.1:514",
+			SyslogFacility: "audit", RedactFields: []string{"user_agent"}, MaskNumbers: 4, Events: []string{"blocked"}, QueueSize: 64},
+		Secrets: &Secrets{MasterKeyFile: "/etc/sbc/master.key", PreviousKeyFile: "/etc/sbc/old.key"},
+		Extra:   "[[route]]\ntrunk = \"other\"\npool = \"pbx\"\n",
 	}
 }
 
@@ -271,6 +274,10 @@ func TestEveryOptionParses(t *testing.T) {
 	check("xdp.rate_pps", x.RatePPS, 1000)
 	check("xdp.burst", x.Burst, 2000)
 
+	au := p.Audit
+	check("audit", [10]any{au.File, au.MaxSize, au.Keep, au.Stdout, au.Syslog, au.Facility, au.RedactFields, au.MaskNumbers, au.Events, au.QueueSize},
+		[10]any{"/tmp/sbc-audit/audit.log", 8192, 3, true, "udp://127.0.0.1:514", 13, []string{"user_agent"}, 4, []string{"blocked"}, 64})
+	check("secrets", [2]any{p.Secrets.MasterKeyFile, p.Secrets.PreviousKeyFile}, [2]any{"/etc/sbc/master.key", "/etc/sbc/old.key"})
 	n := p.Nftables
 	check("nftables.enabled", n.Enabled, true)
 	check("nftables.table", n.Table, "sbctest")

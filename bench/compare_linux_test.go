@@ -1,0 +1,287 @@
+//go:build linux
+
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sbc-project/sbc/internal/netns/netnstest"
+)
+
+// TestKamailioCfgShipped checks the shipped kamailio.cfg against the
+// issue's facts and the harness's ports, and has Kamailio check it when
+// it is installed.
+func TestKamailioCfgShipped(t *testing.T) {
+	cfg := string(kamailioCfg)
+	for _, want := range []string{
+		"\nchildren=1 ",
+		"\nmaxbuffer=4194304 ",
+		"\nshm_force_alloc=yes ",
+		fmt.Sprintf("\nlisten=udp:127.0.0.1:%d\n", compareServerPort),
+		fmt.Sprintf(`t_relay_to_udp("127.0.0.1", "%d")`, compareUASPort),
+		"record_route();",
+		"loose_route()",
+		"pike_check_req()",
+		"t_precheck_trans()",
+	} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("kamailio.cfg lacks %q", want)
+		}
+	}
+	for _, m := range []string{"tm", "tmx", "rr", "sl", "maxfwd", "textops", "siputils", "pike", "topoh"} {
+		if !strings.Contains(cfg, `loadmodule "`+m+`.so"`) {
+			t.Errorf("kamailio.cfg does not load %s", m)
+		}
+	}
+	// pike's density is a 16-bit counter: above 65535 it wraps and
+	// blocks the load generator.
+	m := regexp.MustCompile(`modparam\("pike", "reqs_density_per_unit", (\d+)\)`).FindStringSubmatch(cfg)
+	if m == nil {
+		t.Fatal("no pike reqs_density_per_unit")
+	}
+	if n, _ := strconv.Atoi(m[1]); n < 1 || n > 65535 {
+		t.Errorf("pike reqs_density_per_unit %d is not in 1..65535", n)
+	}
+
+	bin, err := exec.LookPath("kamailio")
+	if err != nil {
+		bin = "/usr/sbin/kamailio"
+	}
+	if _, err := os.Stat(bin); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("kamailio not installed (Debian package kamailio)")
+		}
+		t.Skip("kamailio not installed")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "kamailio.cfg")
+	if err := os.WriteFile(path, kamailioCfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, bin, "-c", "-f", path, "-Y", dir).CombinedOutput(); err != nil {
+		t.Fatalf("kamailio -c: %v\n%s", err, out)
+	}
+}
+
+// TestCompareScenarios: the comparison's caller follows the route set
+// and tolerates late provisionals; its callee returns the Record-Route
+// and tolerates a BYE before the ACK. (TestCompareSmoke proves the route
+// set is followed: Kamailio answers an in-dialog request without its
+// Route with 404.)
+func TestCompareScenarios(t *testing.T) {
+	uac, uas, err := writeCompareScenarios(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := os.ReadFile(uac)
+	s, _ := os.ReadFile(uas)
+	for _, want := range []string{`rrs="true"`, "ACK [next_url] SIP/2.0", "BYE [next_url] SIP/2.0",
+		`<recv response="180" optional="global" advance_state="false"/>`} {
+		if !bytes.Contains(u, []byte(want)) {
+			t.Errorf("compare_uac.xml lacks %q", want)
+		}
+	}
+	if n := bytes.Count(u, []byte("\n      [routes]\n")); n != 2 {
+		t.Errorf("compare_uac.xml: %d [routes], want 2 (ACK and BYE)", n)
+	}
+	if n := bytes.Count(s, []byte("[last_Record-Route:]")); n != 2 {
+		t.Errorf("compare_uas.xml: %d [last_Record-Route:], want 2 (180 and 200)", n)
+	}
+	if !bytes.Contains(s, []byte(`<recv request="ACK" optional="global"`)) {
+		t.Error("compare_uas.xml: the ACK is not optional")
+	}
+}
+
+func TestCompareStepJudge(t *testing.T) {
+	ok := CompareStep{Rate: 100, Calls: 1000,
+		UAC: SIPpStats{Created: 1000, Successful: 1000, CallRate: 99}, UAS: SIPpStats{Successful: 1000}}
+	s := ok
+	s.judge(0.95)
+	if !s.Pass || s.Why != "" {
+		t.Fatalf("clean step failed: %s", s.Why)
+	}
+	for name, mut := range map[string]func(*CompareStep){
+		"caller retransmission": func(s *CompareStep) { s.UAC.Retransmissions = 1 },
+		"callee retransmission": func(s *CompareStep) { s.UAS.Retransmissions = 1 },
+		"caller failed":         func(s *CompareStep) { s.UAC.Failed, s.UAC.Successful = 1, 999 },
+		"callee failed":         func(s *CompareStep) { s.UAS.Failed = 1 },
+		"short":                 func(s *CompareStep) { s.UAC.Successful = 999 },
+		"exit":                  func(s *CompareStep) { s.UACExit = 1 },
+		"slow":                  func(s *CompareStep) { s.UAC.CallRate = 94 },
+		"harness note":          func(s *CompareStep) { s.Why = "no sipp statistics" },
+	} {
+		s := ok
+		mut(&s)
+		s.judge(0.95)
+		if s.Pass || s.Why == "" {
+			t.Errorf("%s: passed", name)
+		}
+	}
+}
+
+// TestCompareReport: medians, values at the max, the ratio and the
+// tables from a made-up result.
+func TestCompareReport(t *testing.T) {
+	step := func(sys string, rate int, pass bool, cpu time.Duration, pss uint64) CompareStep {
+		return CompareStep{System: sys, Kind: "search", Rate: rate, Calls: rate * 10, Pass: pass,
+			UAC: SIPpStats{Successful: rate * 10}, CPU: cpu * time.Duration(rate*10), Mem: Mem{RSS: pss * 2, PSS: pss},
+			Load: [2]float64{1.5, 4}}
+	}
+	lat := func(sys string, p50 time.Duration) *CompareStep {
+		s := step(sys, 600, true, 200*time.Microsecond, 1)
+		s.Kind = "latency"
+		s.Latency = &SetupLatency{Invites: 3, To100: []time.Duration{p50, p50, 9 * p50}, To200: []time.Duration{2 * p50, 2 * p50, 20 * p50}}
+		return &s
+	}
+	trial := func(sys string, round, maxRate int, cpu time.Duration) CompareTrial {
+		return CompareTrial{System: sys, Round: round, Max: maxRate, Bracketed: true, Latency: lat(sys, 100*time.Microsecond*time.Duration(round)),
+			Steps: []CompareStep{step(sys, maxRate, true, cpu, uint64(maxRate)*1000), step(sys, maxRate*2, false, cpu/2, 1)}}
+	}
+	r := &CompareResult{Config: CompareConfig{Systems: []string{SystemSBC, SystemKamailio}, Rounds: 3,
+		Duration: 20 * time.Second, StartRate: 1000, MinRateRatio: 0.95, LatencyRate: 600, LatencyDuration: 20 * time.Second}}
+	for i, m := range []int{2000, 2600, 2400} {
+		r.Trials = append(r.Trials, trial(SystemSBC, i+1, m, 300*time.Microsecond), trial(SystemKamailio, i+1, 3*m, 100*time.Microsecond))
+	}
+	sums := r.Summaries()
+	if len(sums) != 2 || sums[0].System != SystemSBC || sums[1].System != SystemKamailio {
+		t.Fatalf("summaries %+v", sums)
+	}
+	sbc, kam := sums[0], sums[1]
+	if sbc.Median != 2400 || kam.Median != 7200 || fmt.Sprint(sbc.Maxes) != "[2000 2600 2400]" {
+		t.Errorf("medians %v %v, maxes %v", sbc.Median, kam.Median, sbc.Maxes)
+	}
+	if sbc.CPUPerCallAtMax != 300*time.Microsecond || sbc.PSSAtMax != 2400*1000 || sbc.RSSAtMax != 2*2400*1000 {
+		t.Errorf("at max: cpu %v pss %v rss %v", sbc.CPUPerCallAtMax, sbc.PSSAtMax, sbc.RSSAtMax)
+	}
+	if sbc.To100P50 != 200*time.Microsecond || sbc.To100P99 != 1800*time.Microsecond || sbc.To200P99 != 4*time.Millisecond || sbc.LatencyRuns != 3 || sbc.LatencyPass != 3 {
+		t.Errorf("latency %+v", sbc)
+	}
+	if got := r.Ratio(); got < 0.333 || got > 0.334 {
+		t.Errorf("ratio %v", got)
+	}
+	if lo, hi := r.LoadRange(); lo != 1.5 || hi != 4 {
+		t.Errorf("load %v–%v", lo, hi)
+	}
+	if median([]float64{4, 1, 3, 2}) != 2.5 || median(nil) != 0 {
+		t.Error("median")
+	}
+	var b strings.Builder
+	if err := r.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteSteps(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`ratio sbc/kamailio \(medians\): 0\.33×`, `sbc +2000 +2600 +2400 +2400 +300 +2 +5 +0`, `kamailio +6000 +7800 +7200 +7200 +100 +7 +14 +0`, "FAIL"} {
+		if !regexp.MustCompile(want).MatchString(b.String()) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// TestCompareSmoke runs the whole harness briefly so that it does not rot:
+// one trial of each system (a fresh server in the harness's namespace, a
+// captured latency step and a one-step bisection, both 50 calls/s for
+// 3 s). Both systems must carry every call with the strict rule, and the
+// capture must hold every call's INVITE→100 and INVITE→200. Needs root,
+// SIPp, Kamailio and tcpdump (a skip without them, a failure in CI).
+func TestCompareSmoke(t *testing.T) {
+	netnstest.RequirePriv(t, "ip", "sipp", "tcpdump")
+	if _, err := os.Stat("/usr/sbin/kamailio"); err != nil {
+		if _, lerr := exec.LookPath("kamailio"); lerr != nil {
+			if os.Getenv("CI") == "true" || os.Getenv(netnstest.RequireEnv) == "1" {
+				t.Fatal("kamailio not installed (Debian package kamailio)")
+			}
+			t.Skip("kamailio not installed")
+		}
+	}
+	bin := sbcBinaryForTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var progress strings.Builder
+	res, err := Compare(ctx, CompareConfig{
+		SBC: bin, Systems: []string{SystemKamailio, SystemSBC}, Rounds: 1,
+		Duration: 3 * time.Second, StartRate: 50, MaxRate: 50, MaxSteps: 1,
+		WarmupDuration: -1, LatencyRate: 50, LatencyDuration: 3 * time.Second,
+		KamailioShmMB: 128, WorkDir: t.TempDir(), Progress: &progress,
+	})
+	var table strings.Builder
+	if res != nil {
+		_ = res.WriteSteps(&table)
+		_ = res.WriteTable(&table)
+	}
+	t.Logf("%s\n%s", progress.String(), table.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Trials) != 2 {
+		t.Fatalf("%d trials, want 2", len(res.Trials))
+	}
+	for _, tr := range res.Trials {
+		if tr.Max != 50 || len(tr.Steps) != 1 {
+			t.Errorf("%s: max %d after %d steps, want 50 after 1", tr.System, tr.Max, len(tr.Steps))
+		}
+		l := tr.Latency
+		if l == nil || l.Latency == nil {
+			t.Fatalf("%s: no latency step", tr.System)
+		}
+		if !l.Pass {
+			t.Errorf("%s latency step failed: %s", tr.System, l.Why)
+		}
+		if got := l.Latency; got.Invites != 150 || len(got.To100) != 150 || len(got.To200) != 150 || got.NoFinal != 0 || got.Unparseable != 0 {
+			t.Errorf("%s capture: %d INVITEs, %d 100s, %d 200s, %d without 200, %d not SIP; want 150 of each",
+				tr.System, got.Invites, len(got.To100), len(got.To200), got.NoFinal, got.Unparseable)
+		}
+		st, ok := tr.AtMax()
+		if !ok {
+			continue
+		}
+		if st.CPU <= 0 || st.Mem.PSS == 0 || st.UAC.Created != 150 {
+			t.Errorf("%s at max: cpu %v, mem %+v, %d calls created", tr.System, st.CPU, st.Mem, st.UAC.Created)
+		}
+		if tr.System == SystemSBC && st.SBCAnswered != 150 {
+			t.Errorf("sbc answered %v of 150", st.SBCAnswered)
+		}
+	}
+	if r := res.Ratio(); r != 1 {
+		t.Errorf("ratio %v, want 1 (both at the top of the range)", r)
+	}
+}
+
+// sbcBinaryForTest returns $SBC_BIN, or builds ../cmd/sbc into a
+// temporary directory.
+func sbcBinaryForTest(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("SBC_BIN"); p != "" {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return abs
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = "/usr/local/go/bin/go"
+	}
+	out := filepath.Join(t.TempDir(), "sbc")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "./cmd/sbc")
+	cmd.Dir = ".."
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/sbc: %v\n%s", err, b)
+	}
+	return out
+}
