@@ -449,6 +449,7 @@ func (tn *testNet) do(t testing.TB, method, path string, body any) (int, []byte)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	req.Header.Set("Authorization", "Bearer "+testpolicy.AdminKey) // the test policy's key (role admin)
 	res, err := tn.admin.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sbc-project/sbc/internal/testpolicy"
 )
 
 // TestNftablesBlock runs the binary with nftables (XDP off): the SBC
@@ -163,7 +165,9 @@ func sbcCLI(t testing.TB, tn *testNet, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := nsCommand(ctx, tn.sbcNS, append([]string{sbcBinary(t)}, args...)...).CombinedOutput()
+	cmd := nsCommand(ctx, tn.sbcNS, append([]string{sbcBinary(t)}, args...)...)
+	cmd.Env = append(os.Environ(), "SBC_API_KEY="+testpolicy.AdminKey) // the test policy's key (role admin)
+	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 

@@ -21,10 +21,11 @@ const (
 	Blocked        Kind = "blocked"         // a prefix entered the blocklist (automatic or manual)
 	Unblocked      Kind = "unblocked"       // a prefix left the blocklist (expiry or manual)
 	AdminAction    Kind = "admin_action"    // an admin API call that changed something
+	LimitTripped   Kind = "limit_tripped"   // a toll-fraud cap refused calls (Reason: the cap; at most once a minute per cap and source)
 )
 
 // Kinds lists every Kind, for validation of policy filters and docs.
-var Kinds = []Kind{CallStarted, CallTerminated, ConfigChanged, ReloadFailed, AuthFailure, Blocked, Unblocked, AdminAction}
+var Kinds = []Kind{CallStarted, CallTerminated, ConfigChanged, ReloadFailed, AuthFailure, Blocked, Unblocked, AdminAction, LimitTripped}
 
 // Valid reports whether k is one of Kinds.
 func (k Kind) Valid() bool {

@@ -193,3 +193,46 @@ func lowerASCII(c byte) byte {
 	}
 	return c
 }
+
+// Carrier reports whether the pool called name is a carrier pool: one
+// an outbound route sends calls to. Calls from a carrier pool's targets
+// are never routed out.
+func (p *Policy) Carrier(name string) bool {
+	for i := range p.OutboundRoutes {
+		if slices.Contains(p.OutboundRoutes[i].Pools, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// OutboundRouteFor returns the outbound route for a call from a target of
+// pool source to the dialled number user, or nil when none matches: the
+// route with the longest prefix that user starts with, and at equal
+// length the one naming source over one that names no pool. Routes naming
+// another pool never match. It does not allocate; routes are few and
+// scanned.
+func (p *Policy) OutboundRouteFor(source, user string) *OutboundRoute {
+	var best *OutboundRoute
+	for i := range p.OutboundRoutes {
+		r := &p.OutboundRoutes[i]
+		if (r.SourcePool != "" && r.SourcePool != source) || !strings.HasPrefix(user, r.Prefix) {
+			continue
+		}
+		if best == nil || len(r.Prefix) > len(best.Prefix) ||
+			(len(r.Prefix) == len(best.Prefix) && best.SourcePool == "" && r.SourcePool != "") {
+			best = r
+		}
+	}
+	return best
+}
+
+// Normalise applies the route's number rules to the dialled number user
+// (which matched the route's prefix): strip leading characters, then
+// prepend.
+func (r *OutboundRoute) Normalise(user string) string {
+	if r.Strip > 0 && r.Strip <= len(user) {
+		user = user[r.Strip:]
+	}
+	return r.Prepend + user
+}

@@ -2,7 +2,9 @@ package policy
 
 import (
 	"bytes"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -60,7 +62,7 @@ func Load(path string) (*Policy, error) {
 }
 
 // resolveFiles makes the relative file names of the policy (certificates,
-// keys, CA bundles) relative to dir, the policy file's directory, so that
+// keys, CA bundles, the admin API's key store) relative to dir, the policy file's directory, so that
 // a policy and its certificates can move together whatever the working
 // directory of the process.
 func (p *Policy) resolveFiles(dir string) {
@@ -83,6 +85,11 @@ func (p *Policy) resolveFiles(dir string) {
 	}
 	for i := range p.Pools {
 		each(p.Pools[i].TLS)
+	}
+	each(p.Admin.TLS)
+	if p.Admin.KeysFile != "" {
+		abs(&p.Admin.KeysFile)
+		p.Admin.KeysPath = p.Admin.KeysFile
 	}
 }
 
@@ -115,6 +122,8 @@ func Parse(name string, data []byte) (*Policy, error) {
 	}
 
 	p.Source = name
+	sum := sha256.Sum256(data)
+	p.Digest = hex.EncodeToString(sum[:])
 	validate(p, ix)
 	if len(ix.errs) > 0 {
 		return nil, ix.sorted()

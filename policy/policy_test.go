@@ -294,6 +294,7 @@ user_agent = "Edge SBC 1.0"
 udp_read_buffer = 0x100000
 [admin]
 listen = "[::1]:0"
+plain_http = true
 [[realm]]
 name = "ext"
 listener = [
@@ -399,6 +400,47 @@ func TestParseErrors(t *testing.T) {
 		{"comments only", "# nothing\n\n", []string{
 			"t.toml:1:1: no realm: define at least one [[realm]] with a [[realm.listener]]",
 		}},
+		{"admin", minimal + `
+[admin]
+listen = "0.0.0.0:9090"
+plain_http = true
+client_roles = [{ cn = "a", dns = "b", roles = ["root"] }, { uri = "spiffe://x/y", roles = [] }]
+api_keys = [{ id = "XYZ", sha256 = "00", roles = ["read"] }, { id = "0123456789abcdef", sha256 = "` + strings.Repeat("ab", 32) + `", roles = ["audit"] }, { id = "0123456789abcdef", sha256 = "` + strings.Repeat("cd", 32) + `", roles = ["read"] }]
+origins = ["evil.example", "https://ok.example"]
+hosts = ["bad host"]
+burst = 0
+`, []string{
+			`t.toml:9:14: admin.plain_http: plain HTTP on 0.0.0.0 would serve the admin API, credentials in clear, on every interface: bind it to loopback, or use [admin.tls]`,
+			`t.toml:10:16: admin.client_roles: client certificates need [admin.tls] with ca_file and client_auth "request" or "require"`,
+			`t.toml:10:17: admin.client_roles[0]: exactly one of cn, dns or uri names the certificates`,
+			`t.toml:10:49: admin.client_roles[0].roles[0]: unknown role "root" (want one of admin, operator, read, audit)`,
+			`t.toml:10:92: admin.client_roles[1].roles: at least one role (admin, operator, read, audit)`,
+			`t.toml:11:20: admin.api_keys[0].id: invalid key id "XYZ": want 16 lowercase hex digits`,
+			`t.toml:11:36: admin.api_keys[0].sha256: want the key's SHA-256 as 64 lowercase hex digits`,
+			`t.toml:11:194: admin.api_keys[2].id: key id "0123456789abcdef" is also at 11:62`,
+			`t.toml:12:12: admin.origins[0]: invalid origin "evil.example": want scheme://host[:port], e.g. "https://ops.example"`,
+			`t.toml:13:10: admin.hosts[0]: invalid host name "bad host"`,
+			`t.toml:14:9: admin.burst: must be at least 1 while rate is set`,
+		}},
+		{"admin without transport", minimal + `
+[admin]
+listen = "127.0.0.1:9090"
+`, []string{
+			`t.toml:8:10: admin.listen: the admin API needs [admin.tls] (HTTPS, with cert_file and key_file) or plain_http = true (HTTP, for loopback)`,
+		}},
+		{"admin tls", minimal + `
+[admin]
+listen = "[::]:9443"
+plain_http = true
+  [admin.tls]
+  key_file = "k.pem"
+  client_auth = "require"
+`, []string{
+			`t.toml:9:14: admin.plain_http: plain_http and [admin.tls] exclude each other`,
+			`t.toml:10:10: admin.tls: cert_file and key_file go together`,
+			`t.toml:10:10: admin.tls: cert_file and key_file are required (the admin listener's certificate)`,
+			`t.toml:12:17: admin.tls.client_auth: client_auth "require" needs ca_file (the CA of the admin clients' certificates)`,
+		}},
 		{"xdp scope", minimal + `
 [xdp]
 scope = "all"
@@ -487,7 +529,7 @@ nope = 1
 			`t.toml:8:1: server.log_levl: unknown key (did you mean "log_level"?)`,
 			`t.toml:9:1: server.Log_Level: unknown key (did you mean "log_level"?)`,
 			`t.toml:10:8: realm[0].x: unknown table (known here: name, listener, media)`,
-			`t.toml:11:3: bogus: unknown table (known here: server, admin, realm, trunk, pool, route, routing, calls, headers, limits, autoblock, xdp, nftables, media, cdr, hep, webhook, audit, secrets)`,
+			`t.toml:11:3: bogus: unknown table (known here: server, admin, realm, trunk, pool, route, outbound_route, outbound, routing, calls, headers, limits, autoblock, xdp, nftables, media, cdr, hep, webhook, audit, secrets)`,
 			`t.toml:16:1: realm[0].listener[1].nope: unknown key (known here: transport, bind, advertise, tls, path, origins)`,
 			`t.toml:17:2: pool: [pool.health] needs a [[pool]] before it`,
 		}},
@@ -505,7 +547,7 @@ realm = []
 			"t.toml:9:3: server: is a table, not an array of tables: write [server]",
 			"t.toml:11:9: server.log_level: is a string, not a table",
 			"t.toml:13:1: admin.listen: is a string, not a table",
-			"t.toml:14:1: admin.realm: unknown key (known here: listen)",
+			"t.toml:14:1: admin.realm: unknown key (known here: listen, plain_http, tls, client_roles, api_keys, keys_file, hosts, origins, rate, burst)",
 		}},
 		{"wrong types", `
 [server]

@@ -13,15 +13,20 @@ import (
 // Fields tagged toml:"-" are derived during validation from the raw fields
 // next to them (parsed addresses, prefixes, durations with defaults applied).
 type Policy struct {
-	Server  Server  `toml:"server"`
-	Admin   Admin   `toml:"admin"`
-	Realms  []Realm `toml:"realm"`
-	Trunks  []Trunk `toml:"trunk"`
-	Pools   []Pool  `toml:"pool"`
-	Routes  []Route `toml:"route"`
-	Routing Routing `toml:"routing"`
-	Calls   Calls   `toml:"calls"`
-	Headers Headers `toml:"headers"`
+	Server Server  `toml:"server"`
+	Admin  Admin   `toml:"admin"`
+	Realms []Realm `toml:"realm"`
+	Trunks []Trunk `toml:"trunk"`
+	Pools  []Pool  `toml:"pool"`
+	Routes []Route `toml:"route"`
+	// OutboundRoutes route calls from the backends (pool targets) to
+	// carriers (pools of the carrier-facing realm).
+	OutboundRoutes []OutboundRoute `toml:"outbound_route"`
+	// Outbound holds the toll-fraud controls of calls to carriers.
+	Outbound Outbound `toml:"outbound"`
+	Routing  Routing  `toml:"routing"`
+	Calls    Calls    `toml:"calls"`
+	Headers  Headers  `toml:"headers"`
 	// Limits are the per-source rate limits (edge defence, stage admit and
 	// the read filter).
 	Limits Limits `toml:"limits"`
@@ -49,6 +54,9 @@ type Policy struct {
 	// Source is the file name the policy was read from ("<embedded>" for
 	// the built-in default); used in error messages and logs.
 	Source string `toml:"-"`
+	// Digest is the lowercase hex SHA-256 of the file's bytes: the
+	// version of the policy (admin API, config_changed events).
+	Digest string `toml:"-"`
 
 	// look holds the lookup tables built by validation (name maps, the
 	// route table, the header allow set). Nil for a Policy that was not
@@ -83,13 +91,69 @@ type Server struct {
 	StateDir string `toml:"state_dir"`
 }
 
-// Admin is the admin/metrics HTTP listener.
+// Admin is the admin API and metrics listener. Every endpoint but
+// /metrics and /healthz requires authentication: a client certificate
+// mapped to roles (ClientRoles) or an API key (APIKeys, KeysFile).
 type Admin struct {
 	// Listen is "ip:port" (IP literal; port 0 lets the kernel choose);
 	// empty disables the admin listener.
 	Listen string `toml:"listen"`
+	// PlainHTTP serves the API over HTTP without TLS. Refused on the
+	// unspecified address (0.0.0.0, ::); on another address than
+	// loopback the SBC warns at start. Either this or TLS is required.
+	PlainHTTP bool `toml:"plain_http"`
+	// TLS serves the API over HTTPS: cert_file and key_file required;
+	// ca_file verifies client certificates (client_auth "request", the
+	// default with ca_file, or "require": mutual TLS only).
+	TLS *TLS `toml:"tls"`
+	// ClientRoles map verified client certificates to roles, by subject
+	// CN, SAN DNS name or SAN URI.
+	ClientRoles []ClientRole `toml:"client_roles"`
+	// APIKeys are API keys given in the policy, by id and SHA-256 hash
+	// (sbc admin key create -print prints an entry).
+	APIKeys []APIKey `toml:"api_keys"`
+	// KeysFile is the API key store (JSON, hashes only) that "sbc admin
+	// key create" writes and the SBC reads when it changes. Default:
+	// admin_keys.json in server.state_dir, none without a state_dir. A
+	// relative path is from the policy file's directory.
+	KeysFile string `toml:"keys_file"`
+	// Hosts are the Host header names accepted besides IP literals and
+	// "localhost" (DNS rebinding defence). Default none.
+	Hosts []string `toml:"hosts"`
+	// Origins are the browser origins ("https://ops.example") allowed to
+	// send requests that change something; default none (a cross-origin
+	// request is refused).
+	Origins []string `toml:"origins"`
+	// Rate is the requests per second one client address may make,
+	// Burst its burst. Defaults 20 and 2 x Rate; 0 disables.
+	Rate  int `toml:"rate"`
+	Burst int `toml:"burst"`
+
 	// Addr is Listen parsed (zero when disabled).
 	Addr netip.AddrPort `toml:"-"`
+	// KeysPath is KeysFile, or its default ("" for none).
+	KeysPath string `toml:"-"`
+}
+
+// AdminRoles are the roles of the admin API, in the order of their power.
+var AdminRoles = []string{"admin", "operator", "read", "audit"}
+
+// ClientRole maps client certificates to roles: exactly one of CN, DNS
+// (a SAN DNS name) or URI (a SAN URI) names them.
+type ClientRole struct {
+	CN    string   `toml:"cn"`
+	DNS   string   `toml:"dns"`
+	URI   string   `toml:"uri"`
+	Roles []string `toml:"roles"`
+}
+
+// APIKey is an API key known by its hash: ID is the key's id (16 hex
+// digits, the middle of "sbc_<id>_<secret>"), SHA256 the lowercase hex
+// SHA-256 of the whole key.
+type APIKey struct {
+	ID     string   `toml:"id"`
+	SHA256 string   `toml:"sha256"`
+	Roles  []string `toml:"roles"`
 }
 
 // Realm is one network the SBC faces (e.g. "external" towards carriers,
@@ -329,6 +393,24 @@ type Pool struct {
 	// goes to the target over TCP instead (RFC 3261 18.1.1); the target
 	// must listen on TCP at the same address. Default true.
 	TCPForLarge *bool `toml:"tcp_for_large"`
+	// Auth: digest credentials the SBC answers the targets' 401/407
+	// challenges to its INVITEs with (a carrier pool). Absent: challenges
+	// are relayed to the caller as any other final response.
+	Auth *PoolAuth `toml:"auth"`
+}
+
+// PoolAuth are digest credentials towards a pool's targets (RFC 3261
+// 22.2, RFC 8760): one challenge per INVITE is answered; a second one is
+// a failure of that target (the call fails over).
+type PoolAuth struct {
+	// Username: required.
+	Username string `toml:"username"`
+	// Password: required. A plain string in the policy file for now
+	// (sealing secrets at rest is the operator-surface issue's).
+	Password string `toml:"password"`
+	// Realm: when given, only challenges of this realm are answered (a
+	// challenge of another realm is a failure of the target). Empty: any.
+	Realm string `toml:"realm"`
 }
 
 // LargeOverTCP reports whether large requests go to this pool over TCP.
@@ -342,6 +424,10 @@ type Target struct {
 	// Weight for weighted random choice among healthy targets; default 1,
 	// 0 means "never chosen" (drained); at most 1000000.
 	Weight *int `toml:"weight"`
+	// Priority: targets of the lowest priority are tried first (weighted
+	// among themselves), the next priority only when all of those are
+	// down or tried. Default 0; 0..1000.
+	Priority int `toml:"priority"`
 
 	Addr netip.AddrPort `toml:"-"`
 	W    int            `toml:"-"` // Weight with default applied
@@ -378,6 +464,77 @@ type Route struct {
 	Prefix string `toml:"prefix"`
 	// Pool name; must exist.
 	Pool string `toml:"pool"`
+}
+
+// OutboundRoute routes calls from the backends (a PBX: a pool target
+// sending on its pool's realm) to carriers: the request-URI user (the
+// dialled number) is matched by prefix, the longest prefix winning; at
+// equal length a route naming the call's source pool beats one that does
+// not.
+type OutboundRoute struct {
+	// Prefix of the request-URI user: "+" then digits (E.164) or digits
+	// (national and local forms); empty matches any number. At most 32
+	// bytes. The same source_pool+prefix may appear only once.
+	Prefix string `toml:"prefix"`
+	// SourcePool: the route applies to calls from this pool's targets
+	// only; empty: from any pool that is not a carrier's.
+	SourcePool string `toml:"source_pool"`
+	// Pools: the carrier pools, in order of preference: the call fails
+	// over to the next one when every target of one failed (408, 5xx, no
+	// answer, a second digest challenge). At least one; all of the same
+	// realm and media_encryption; none may be the source pool.
+	Pools []string `toml:"pools"`
+	// Strip: leading characters removed from the number (after the
+	// match); at most len(prefix). Prepend is then put in front. E.g.
+	// prefix "0", strip 1, prepend "+44": 02079460000 -> +442079460000.
+	Strip   int    `toml:"strip"`
+	Prepend string `toml:"prepend"`
+	// FromUser: the caller-ID (From user) sent to the carrier; empty
+	// keeps the caller's From user. "+" then digits, or digits.
+	FromUser string `toml:"from_user"`
+	// PAI: P-Asserted-Identity towards the carrier: "keep" (default: the
+	// caller's, if headers.allow lets it through), "from" (set to the
+	// From user sent, at the SBC's host) or "remove".
+	PAI string `toml:"pai"`
+	// Privacy towards the carrier: "keep" (default: the caller's, if
+	// allowed), "id" (Privacy: id, RFC 3325) or "none" (removed).
+	Privacy string `toml:"privacy"`
+	// MaxDuration: an answered call on this route is torn down after
+	// this long. Absent: calls.max_duration; "0s" disables.
+	MaxDuration Duration `toml:"max_duration"`
+}
+
+// Outbound holds the toll-fraud controls of outbound calls (from the
+// backends to carriers). The caps count per source pool (a trunk of the
+// PBX side) and per source address (an IPv4 address or IPv6 /64).
+type Outbound struct {
+	// DenyPrefixes: destinations refused (403, reason denied_destination),
+	// matched against the dialled number and the number after
+	// normalisation. "+" then digits, or digits; no prefix of another.
+	DenyPrefixes []string `toml:"deny_prefixes"`
+	// PremiumPrefixes: premium-rate destinations; refused only when
+	// DenyPremium is true (reason premium_destination). Default none.
+	PremiumPrefixes []string `toml:"premium_prefixes"`
+	DenyPremium     bool     `toml:"deny_premium"`
+	// HomePrefix: the E.164 country prefix of the deployment ("+44").
+	// With DenyInternational (default false), a number that after
+	// normalisation starts with "+" or "00" and not with HomePrefix (nor
+	// "00" + its digits) is refused (reason international_destination).
+	HomePrefix        string `toml:"home_prefix"`
+	DenyInternational bool   `toml:"deny_international"`
+	// PoolMaxCalls / SourceMaxCalls: concurrent outbound calls per source
+	// pool / per source address; 0 (default) = no cap.
+	PoolMaxCalls   int `toml:"pool_max_calls"`
+	SourceMaxCalls int `toml:"source_max_calls"`
+	// PoolMaxMinutes / SourceMaxMinutes: answered minutes of outbound
+	// calls per source pool / per source address within MinutesWindow
+	// (counted when a call ends); past it new calls are refused until the
+	// window ends. 0 (default) = no cap.
+	PoolMaxMinutes   int `toml:"pool_max_minutes"`
+	SourceMaxMinutes int `toml:"source_max_minutes"`
+	// MinutesWindow: the window of the minute caps, fixed, starting with
+	// the first call counted. Default "1h"; must be positive.
+	MinutesWindow Duration `toml:"minutes_window"`
 }
 
 // Routing holds routing defaults.
@@ -663,7 +820,7 @@ var DefaultAllowedHeaders = []string{
 	"Min-Expires", "Unsupported", "Date", "Timestamp", "Priority", "Subject",
 	"P-Asserted-Identity", "Privacy", "Allow-Events", "Info-Package",
 	"Recv-Info", "Authorization", "Proxy-Authorization", "WWW-Authenticate",
-	"Proxy-Authenticate", "Authentication-Info",
+	"Proxy-Authenticate", "Authentication-Info", "Identity",
 }
 
 // Duration is a time.Duration written as a Go duration string ("5s", "4h").

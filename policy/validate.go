@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,6 +64,7 @@ const (
 	DefaultMediaQuarantine     = 5 * time.Second
 	DefaultMediaPortMin        = 16384
 	DefaultMediaPortMax        = 32767
+	DefaultMinutesWindow       = time.Hour
 )
 
 const (
@@ -70,6 +73,8 @@ const (
 	maxNameLen        = 64
 	maxUserAgentLen   = 128
 	maxPrefixLen      = 128
+	maxNumberLen      = 32
+	maxPriority       = 1000
 	minHealthInterval = 10 * time.Millisecond
 )
 
@@ -116,6 +121,7 @@ func validate(p *Policy, ix *index) {
 	v.routes()
 	v.routing()
 	v.calls()
+	v.outbound()
 	v.headers()
 	v.limits()
 	v.autoBlock()
@@ -464,6 +470,7 @@ func (v *validator) admin() {
 		return
 	}
 	a.Addr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	v.adminAuth()
 	if a.Addr.Port() == 0 {
 		return
 	}
@@ -474,6 +481,142 @@ func (v *validator) admin() {
 			}
 		}
 	}
+}
+
+// Admin API defaults.
+const (
+	DefaultAdminRate = 20
+	// AdminKeysFile is the API key store's name in server.state_dir.
+	AdminKeysFile = "admin_keys.json"
+)
+
+// ValidRole reports whether r is one of AdminRoles.
+func ValidRole(r string) bool { return slices.Contains(AdminRoles, r) }
+
+// adminAuth checks the admin listener's transport and authentication.
+func (v *validator) adminAuth() {
+	a := &v.p.Admin
+	switch {
+	case a.TLS == nil && !a.PlainHTTP:
+		v.errf("admin.listen", "the admin API needs [admin.tls] (HTTPS, with cert_file and key_file) or plain_http = true (HTTP, for loopback)")
+	case a.TLS != nil && a.PlainHTTP:
+		v.errf("admin.plain_http", "plain_http and [admin.tls] exclude each other")
+	case a.PlainHTTP && a.Addr.Addr().IsUnspecified():
+		v.errf("admin.plain_http", "plain HTTP on %s would serve the admin API, credentials in clear, on every interface: bind it to loopback, or use [admin.tls]", a.Addr.Addr())
+	}
+	if t := a.TLS; t != nil {
+		v.tlsCommon("admin.tls", t)
+		if t.CertFile == "" || t.KeyFile == "" {
+			v.errf("admin.tls", "cert_file and key_file are required (the admin listener's certificate)")
+		}
+		if t.ServerName != "" {
+			v.errf("admin.tls.server_name", "server_name is a pool setting")
+		}
+		if len(t.RevokedSPKI) > 0 {
+			for j, h := range t.RevokedSPKI {
+				if _, ok := parseSPKI(h); !ok {
+					v.errf(elemPath("admin.tls.revoked_spki", j), "invalid SPKI hash %s: want 64 hex digits", quote(h))
+				}
+			}
+		}
+		switch t.ClientAuth {
+		case "":
+			t.ClientAuth = "none"
+			if t.CAFile != "" {
+				t.ClientAuth = "request"
+			}
+		case "none", "request", "require":
+		default:
+			v.errf("admin.tls.client_auth", "unknown client_auth %s (want \"none\", \"request\" or \"require\")", quote(t.ClientAuth))
+		}
+		if t.ClientAuth != "none" && t.CAFile == "" {
+			v.errf("admin.tls.client_auth", "client_auth %s needs ca_file (the CA of the admin clients' certificates)", quote(t.ClientAuth))
+		}
+	}
+	if len(a.ClientRoles) > 0 && (a.TLS == nil || a.TLS.CAFile == "" || a.TLS.ClientAuth == "none") {
+		v.errf("admin.client_roles", "client certificates need [admin.tls] with ca_file and client_auth \"request\" or \"require\"")
+	}
+	roles := func(path string, rs []string) {
+		if len(rs) == 0 {
+			v.errf(path, "at least one role (%s)", strings.Join(AdminRoles, ", "))
+		}
+		for j, r := range rs {
+			if !ValidRole(r) {
+				v.errf(elemPath(path, j), "unknown role %s (want one of %s)", quote(r), strings.Join(AdminRoles, ", "))
+			}
+		}
+	}
+	seen := map[string]string{}
+	for i, cr := range a.ClientRoles {
+		cp := elemPath("admin.client_roles", i)
+		n := 0
+		for _, x := range []string{cr.CN, cr.DNS, cr.URI} {
+			if x != "" {
+				n++
+			}
+			if strings.ContainsFunc(x, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+				v.errf(cp, "control characters in a certificate name")
+			}
+		}
+		if n != 1 {
+			v.errf(cp, "exactly one of cn, dns or uri names the certificates")
+		}
+		id := "cn:" + cr.CN + "dns:" + strings.ToLower(cr.DNS) + "uri:" + cr.URI
+		if prev, dup := seen[id]; dup {
+			v.errf(cp, "the same certificate name is also at %s", v.where(prev))
+		}
+		seen[id] = cp
+		roles(cp+".roles", cr.Roles)
+	}
+	ids := map[string]string{}
+	for i := range a.APIKeys {
+		k := &a.APIKeys[i]
+		kp := elemPath("admin.api_keys", i)
+		if !ValidKeyID(k.ID) {
+			v.errf(kp+".id", "invalid key id %s: want 16 lowercase hex digits", quote(k.ID))
+		}
+		if b, err := hex.DecodeString(k.SHA256); err != nil || len(b) != 32 || strings.ToLower(k.SHA256) != k.SHA256 {
+			v.errf(kp+".sha256", "want the key's SHA-256 as 64 lowercase hex digits")
+		}
+		if prev, dup := ids[k.ID]; dup {
+			v.errf(kp+".id", "key id %s is also at %s", quote(k.ID), v.where(prev))
+		}
+		ids[k.ID] = kp
+		roles(kp+".roles", k.Roles)
+	}
+	a.KeysPath = a.KeysFile
+	if a.KeysPath == "" && v.p.Server.StateDir != "" {
+		a.KeysPath = filepath.Join(v.p.Server.StateDir, AdminKeysFile)
+	}
+	for j, h := range a.Hosts {
+		if !validHostname(h) {
+			v.errf(elemPath("admin.hosts", j), "invalid host name %s", quote(h))
+		}
+	}
+	for j, o := range a.Origins {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" {
+			v.errf(elemPath("admin.origins", j), "invalid origin %s: want scheme://host[:port], e.g. \"https://ops.example\"", quote(o))
+		}
+	}
+	v.intField("admin.rate", &a.Rate, DefaultAdminRate, 0, 100000)
+	v.intField("admin.burst", &a.Burst, 2*a.Rate, 0, 200000)
+	if a.Rate > 0 && a.Burst == 0 {
+		v.errf("admin.burst", "must be at least 1 while rate is set")
+	}
+}
+
+// ValidKeyID reports whether id is an API key id: 16 lowercase hex digits.
+func ValidKeyID(id string) bool {
+	if len(id) != 16 {
+		return false
+	}
+	for _, c := range id {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func (v *validator) trunkList() {
@@ -620,6 +763,17 @@ func (v *validator) poolList() {
 		}
 		v.targets(pp, pl)
 		v.health(pp+".health", &pl.Health)
+		if a := pl.Auth; a != nil {
+			if a.Username == "" || !printableASCII(a.Username, false) || strings.ContainsAny(a.Username, `"\\`) {
+				v.errf(pp+".auth.username", "a username is required: visible ASCII, no quote or backslash")
+			}
+			if a.Password == "" {
+				v.errf(pp+".auth.password", "a password is required")
+			}
+			if a.Realm != "" && (!printableASCII(a.Realm, true) || strings.ContainsAny(a.Realm, `"\\`)) {
+				v.errf(pp+".auth.realm", "invalid realm %s: printable ASCII, no quote or backslash", quote(a.Realm))
+			}
+		}
 		switch {
 		case pl.TLS != nil && pl.Transport != "tls":
 			v.errf(pp+".tls", "tls settings need transport = \"tls\" (the pool's transport is %q)", pl.Transport)
@@ -663,6 +817,9 @@ func (v *validator) targets(pp string, pl *Pool) {
 			t.W = *t.Weight
 		}
 		anyWeight = anyWeight || t.W > 0
+		if t.Priority < 0 || t.Priority > maxPriority {
+			v.errf(tp+".priority", "must be between 0 and %d (got %d)", maxPriority, t.Priority)
+		}
 		if t.Address == "" {
 			v.errf(tp+".address", "address is required (e.g. address = \"127.0.0.1:5080\")")
 			continue
@@ -727,6 +884,156 @@ func (v *validator) routes() {
 		k := key{r.Trunk, r.Prefix}
 		if prev, dup := seen[k]; dup {
 			v.errf(rp, "duplicate route for trunk %q and prefix %q (first at %s)", r.Trunk, r.Prefix, v.where(prev))
+			continue
+		}
+		seen[k] = rp
+	}
+}
+
+// validNumber reports whether s is a dialled-number prefix: "+" then
+// digits, or digits ("" when empty is allowed).
+func validNumber(s string, emptyOK bool) bool {
+	if s == "" {
+		return emptyOK
+	}
+	d := strings.TrimPrefix(s, "+")
+	if len(s) > maxNumberLen || (d == "" && s != "+") {
+		return false
+	}
+	for i := 0; i < len(d); i++ {
+		if d[i] < '0' || d[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// numberList checks a list of number prefixes: valid, none twice, none a
+// prefix of another (the longer one could never decide anything).
+func (v *validator) numberList(path string, list []string) {
+	for i, x := range list {
+		ip := elemPath(path, i)
+		if !validNumber(x, false) {
+			v.errf(ip, "invalid number prefix %s: \"+\" then digits, or digits, at most %d bytes", quote(x), maxNumberLen)
+			continue
+		}
+		for j, y := range list[:i] {
+			switch {
+			case x == y:
+				v.errf(ip, "prefix %s is listed twice (first at %s)", quote(x), v.where(elemPath(path, j)))
+			case strings.HasPrefix(x, y) || strings.HasPrefix(y, x):
+				v.errf(ip, "prefixes %s and %s overlap (first at %s): keep the shorter one", quote(x), quote(y), v.where(elemPath(path, j)))
+			}
+		}
+	}
+}
+
+// outbound checks the outbound routes and the toll-fraud controls.
+func (v *validator) outbound() {
+	o := &v.p.Outbound
+	v.numberList("outbound.deny_prefixes", o.DenyPrefixes)
+	v.numberList("outbound.premium_prefixes", o.PremiumPrefixes)
+	if o.DenyPremium && len(o.PremiumPrefixes) == 0 {
+		v.errf("outbound.deny_premium", "deny_premium needs premium_prefixes")
+	}
+	if o.HomePrefix != "" && (!strings.HasPrefix(o.HomePrefix, "+") || !validNumber(o.HomePrefix, false) || o.HomePrefix == "+") {
+		v.errf("outbound.home_prefix", "invalid home prefix %s: \"+\" then the country code, e.g. \"+44\"", quote(o.HomePrefix))
+	}
+	if o.DenyInternational && o.HomePrefix == "" {
+		v.errf("outbound.deny_international", "deny_international needs home_prefix")
+	}
+	for _, k := range []struct {
+		path string
+		x    *int
+	}{{"outbound.pool_max_calls", &o.PoolMaxCalls}, {"outbound.source_max_calls", &o.SourceMaxCalls},
+		{"outbound.pool_max_minutes", &o.PoolMaxMinutes}, {"outbound.source_max_minutes", &o.SourceMaxMinutes}} {
+		v.intField(k.path, k.x, 0, 0, 10000000)
+	}
+	v.duration("outbound.minutes_window", &o.MinutesWindow, DefaultMinutesWindow, true)
+
+	// Carrier pools: every pool an outbound route sends to. Calls from
+	// their targets are never routed out again.
+	carrier := map[string]bool{}
+	for _, r := range v.p.OutboundRoutes {
+		for _, n := range r.Pools {
+			carrier[n] = true
+		}
+	}
+	type key struct{ src, prefix string }
+	seen := map[key]string{}
+	for i := range v.p.OutboundRoutes {
+		r := &v.p.OutboundRoutes[i]
+		rp := elemPath("outbound_route", i)
+		if !validNumber(r.Prefix, true) {
+			v.errf(rp+".prefix", "invalid prefix %s: \"+\" then digits, or digits, at most %d bytes (empty matches any number)", quote(r.Prefix), maxNumberLen)
+		}
+		if v.ref(rp+".source_pool", "pool", r.SourcePool, false, v.pools) && carrier[r.SourcePool] {
+			v.errf(rp+".source_pool", "pool %s is a carrier pool (in the pools of an outbound route): calls from carriers are never routed out, so this route is unreachable", quote(r.SourcePool))
+		}
+		if r.Strip < 0 || r.Strip > len(r.Prefix) {
+			v.errf(rp+".strip", "must be between 0 and the prefix's length %d (got %d)", len(r.Prefix), r.Strip)
+		}
+		if r.Prepend != "" && !validNumber(r.Prepend, false) {
+			v.errf(rp+".prepend", "invalid prepend %s: \"+\" then digits, or digits", quote(r.Prepend))
+		}
+		if r.FromUser != "" && (!validNumber(r.FromUser, false) || r.FromUser == "+") {
+			v.errf(rp+".from_user", "invalid caller-ID %s: \"+\" then digits, or digits", quote(r.FromUser))
+		}
+		switch r.PAI {
+		case "":
+			r.PAI = "keep"
+		case "keep", "from", "remove":
+		default:
+			v.errf(rp+".pai", "unknown value %s (want \"keep\", \"from\" or \"remove\")", quote(r.PAI))
+		}
+		switch r.Privacy {
+		case "":
+			r.Privacy = "keep"
+		case "keep", "id", "none":
+		default:
+			v.errf(rp+".privacy", "unknown value %s (want \"keep\", \"id\" or \"none\")", quote(r.Privacy))
+		}
+		if !r.MaxDuration.IsSet() {
+			r.MaxDuration = v.p.Calls.MaxDuration
+			r.MaxDuration.set = false
+		} else {
+			v.duration(rp+".max_duration", &r.MaxDuration, 0, false)
+		}
+		if len(r.Pools) == 0 {
+			v.errf(rp+".pools", "at least one carrier pool is required")
+		}
+		var first *Pool
+		for j, n := range r.Pools {
+			pp := elemPath(rp+".pools", j)
+			if !v.ref(pp, "pool", n, true, v.pools) {
+				continue
+			}
+			if slices.Index(r.Pools, n) != j {
+				v.errf(pp, "pool %s is listed twice", quote(n))
+				continue
+			}
+			if n == r.SourcePool {
+				v.errf(pp, "pool %s is the route's source pool: a call would go back where it came from", quote(n))
+				continue
+			}
+			pl := &v.p.Pools[v.pools[n]]
+			if first == nil {
+				first = pl
+				continue
+			}
+			if pl.Realm != first.Realm || pl.MediaEncryption != first.MediaEncryption {
+				v.errf(pp, "pool %s (realm %s, media_encryption %s) differs from %s (realm %s, media_encryption %s): the pools of one route share realm and media_encryption (the media relay is set up before the first carrier is tried)",
+					quote(n), quote(pl.Realm), quote(pl.MediaEncryption), quote(first.Name), quote(first.Realm), quote(first.MediaEncryption))
+			}
+		}
+		for _, d := range v.p.Outbound.DenyPrefixes {
+			if d != "" && strings.HasPrefix(r.Prefix, d) {
+				v.errf(rp+".prefix", "unreachable: every number of prefix %s is refused by outbound.deny_prefixes %s", quote(r.Prefix), quote(d))
+			}
+		}
+		k := key{r.SourcePool, r.Prefix}
+		if prev, dup := seen[k]; dup {
+			v.errf(rp, "duplicate outbound route for source_pool %q and prefix %q (first at %s)", r.SourcePool, r.Prefix, v.where(prev))
 			continue
 		}
 		seen[k] = rp

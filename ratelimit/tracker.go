@@ -22,6 +22,7 @@ const (
 	ReasonBackend403         = "backend_403"         // backend answered 403
 	ReasonBackend404         = "backend_404"         // backend answered 404 (number/user scan)
 	ReasonRegisterBruteforce = "register_bruteforce" // REGISTER storm with failing credentials
+	ReasonAdminAuth          = "admin_auth"          // a failed authentication on the admin API (wrong key or certificate)
 )
 
 // ReasonRegisterNotAllowed: a REGISTER from a source that may not register,

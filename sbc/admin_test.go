@@ -2,7 +2,9 @@ package sbc
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/sbc-project/sbc/internal/testpolicy"
@@ -29,7 +31,7 @@ func TestReadyzNamesPoolsWithoutTargetUp(t *testing.T) {
 	base := "http://" + s.AdminAddr().String()
 	get := func(path string) (int, Readiness) {
 		t.Helper()
-		res, err := http.Get(base + path)
+		res, err := adminDo(http.MethodGet, base+path, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,4 +74,28 @@ func TestReadyzNamesPoolsWithoutTargetUp(t *testing.T) {
 	if code, rd := get("/readyz"); code != 200 || !rd.Ready {
 		t.Fatalf("back up: %d %+v", code, rd)
 	}
+}
+
+// adminDo sends a request to the admin API with testpolicy.AdminKey (role
+// admin), and a JSON body if body is not empty.
+func adminDo(method, url, body string) (*http.Response, error) {
+	return adminDoKey(testpolicy.AdminKey, method, url, body)
+}
+
+func adminDoKey(key, method, url, body string) (*http.Response, error) {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	r, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != "" {
+		r.Header.Set("Content-Type", "application/json")
+	}
+	if key != "" {
+		r.Header.Set("Authorization", "Bearer "+key)
+	}
+	return http.DefaultClient.Do(r)
 }

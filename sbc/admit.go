@@ -16,11 +16,31 @@ import (
 // admitInvite is stage 3 for a new call (see admitCall): the release of
 // its call slot, or the verdict on a call over a limit.
 func (s *SBC) admitInvite(st *snapshot, p peer) (release func(), v verdict) {
+	// A draining node and a disabled trunk take no new calls (admin API):
+	// always answered, so the caller tries elsewhere at once.
+	if r := s.closedFor(p); r != "" {
+		return nil, answer(stageAdmit, r, 503, "Service Unavailable", sip.NewHeader("Retry-After", strconv.Itoa(max(st.pol.Routing.RetryAfter, 1))))
+	}
 	release, r, wait := s.admitCall(p, time.Now())
 	if r != "" {
 		return nil, overLimit(st, r, wait)
 	}
+	if p.trunk != nil {
+		s.runtime.meter(p.trunk.Name).add(time.Now())
+	}
 	return release, verdict{}
+}
+
+// closedFor says why the node takes no new call from p: it drains, or
+// p's trunk is disabled; "" if it takes them.
+func (s *SBC) closedFor(p peer) reason {
+	if s.runtime.drain.Load() != nil {
+		return reasonDraining
+	}
+	if p.trunk != nil && s.runtime.trunkDisabled(p.trunk.Name) {
+		return reasonTrunkDisabled
+	}
+	return ""
 }
 
 // admitCall decides on a new call: the release of its call slot, or the

@@ -52,11 +52,15 @@ const (
 
 // branch is one INVITE sent to one target.
 type branch struct {
-	n     int
-	tgt   *target
-	leg   *leg         // the B-leg dialog of this attempt (its first 2xx's dialog)
-	inv   *sip.Request // the INVITE as sent (template of the CANCEL)
-	state brState
+	n    int
+	tgt  *target
+	pool *pool // the pool of tgt
+	// authed: this INVITE answers a digest challenge (a second one fails
+	// the target).
+	authed bool
+	leg    *leg         // the B-leg dialog of this attempt (its first 2xx's dialog)
+	inv    *sip.Request // the INVITE as sent (template of the CANCEL)
+	state  brState
 	// abandoned: the call no longer wants this branch (target timeout, A
 	// cancelled, ring timeout, another outcome). A 1xx is then answered
 	// with CANCEL and a 2xx with ACK + BYE.
@@ -77,12 +81,20 @@ type call struct {
 	id    string
 	st    *snapshot
 	log   *slog.Logger
-	pool  *pool
+	pools []*pool // in order of preference: the route's carriers, or the one backend pool
 	trunk *policy.Trunk
-	src   netip.AddrPort // the caller's source
-	a     *leg
-	aReq  *sip.Request // A's INVITE with our To tag: template of every response to it
-	aTx   sip.ServerTransaction
+	// route is an outbound call's route (nil: a call from a trunk); its
+	// srcPool is the backend pool it came from.
+	route   *policy.OutboundRoute
+	srcPool string
+	// toUser, fromUser: the To and From users of the B-leg INVITEs.
+	toUser, fromUser string
+	// maxDuration: the answered call is torn down after it (0: never).
+	maxDuration time.Duration
+	src         netip.AddrPort // the caller's source
+	a           *leg
+	aReq        *sip.Request // A's INVITE with our To tag: template of every response to it
+	aTx         sip.ServerTransaction
 	// release frees the trunk's concurrent-call slot.
 	release func()
 	created time.Time
@@ -103,6 +115,8 @@ type call struct {
 
 	mu       sync.Mutex
 	phase    phase
+	pool     *pool // the pool being tried: pools[poolIdx]
+	poolIdx  int
 	aFinal   int // status of the final response to A's INVITE (0: none yet)
 	user     string
 	tried    map[*target]bool
@@ -174,18 +188,47 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 	if !v.pass() {
 		release()
 		s.act(ep, p, req, tx, v)
-		s.metrics.Calls.WithLabelValues(resultNoRoute).Inc()
-		s.trunkCall(p.trunk.Name, resultNoRoute)
+		s.callRefused(p, resultNoRoute)
 		return
 	}
+	s.startCall(ep, st, p, req, tx, release, &callPlan{pools: []*pool{st.pools[pc.Name]},
+		user: req.Recipient.User, toUser: req.To().Address.User, fromUser: req.From().Address.User})
+}
+
+// newOutboundCall starts a call from a backend to carriers (outbound.go):
+// routed by its outbound route, then the same as an inbound call.
+func (s *SBC) newOutboundCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx sip.ServerTransaction, release func()) {
+	plan, v := routeOutbound(st, p, req)
+	if !v.pass() {
+		release()
+		s.act(ep, p, req, tx, v)
+		s.callRefused(p, resultNoRoute)
+		return
+	}
+	s.startCall(ep, st, p, req, tx, release, plan)
+}
+
+// callRefused counts a call refused before it started.
+func (s *SBC) callRefused(p peer, result string) {
+	s.metrics.Calls.WithLabelValues(result).Inc()
+	if p.trunk != nil {
+		s.trunkCall(p.trunk.Name, result)
+	} else {
+		s.metrics.OutboundCalls.WithLabelValues(result).Inc()
+	}
+}
+
+// startCall is stage 5 for a routed call: the media relay, 100 Trying,
+// and the call's state machine.
+func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx sip.ServerTransaction, release func(), plan *callPlan) {
+	pc := plan.pools[0].cfg
 	replaces := ""
 	if h := req.GetHeader("Replaces"); h != nil {
 		v, ok := s.mapReplaces(h.Value())
 		if !ok {
 			release()
 			s.act(ep, p, req, tx, answer(stageDialog, reasonReplacesNoDialog, 481, "Call/Transaction Does Not Exist"))
-			s.metrics.Calls.WithLabelValues(resultRejected).Inc()
-			s.trunkCall(p.trunk.Name, resultRejected)
+			s.callRefused(p, resultRejected)
 			return
 		}
 		replaces = v
@@ -197,26 +240,49 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 	if h := req.ContentType(); h != nil {
 		ct = h.Value()
 	}
-	cm, offerB, err := s.setupMedia(st, ep.name, pc.Realm, p.trunk, pc, req.Body(), ct)
+	mediaTrunk := p.trunk
+	if mediaTrunk == nil {
+		// The caller is a backend: what its pool's media_encryption
+		// says is what it takes and is offered ("none" by default).
+		enc := "none"
+		if sp := st.pol.Pool(plan.srcPool); sp != nil && sp.MediaEncryption != "" {
+			enc = sp.MediaEncryption
+		}
+		mediaTrunk = &policy.Trunk{Name: plan.srcPool, MediaEncryption: enc}
+	}
+	cm, offerB, err := s.setupMedia(st, ep.name, pc.Realm, mediaTrunk, pc, req.Body(), ct)
 	if err != nil {
 		release()
 		me := &mediaError{code: 500, phrase: "Server Internal Error", r: reasonMediaBind, err: err}
 		errors.As(err, &me)
 		s.act(ep, p, req, tx, answer(stageMedia, me.r, me.code, me.phrase).with("error", err.Error()))
-		s.metrics.Calls.WithLabelValues(resultNoMedia).Inc()
-		s.trunkCall(p.trunk.Name, resultNoMedia)
+		s.callRefused(p, resultNoMedia)
 		return
 	}
 	// 100 Trying at once: the carrier must stop retransmitting while we route.
 	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
 
 	c := &call{
-		s: s, id: newID(), st: st, pool: st.pools[pc.Name], trunk: p.trunk, aTx: tx,
-		created: time.Now(), ended: make(chan struct{}), finalSent: make(chan struct{}), release: release, src: p.src,
-		after: realAfter, tried: map[*target]bool{}, user: req.Recipient.User,
+		s: s, id: newID(), st: st, pools: plan.pools, pool: plan.pools[0], trunk: p.trunk, aTx: tx,
+		route: plan.route, srcPool: plan.srcPool, toUser: plan.toUser, fromUser: plan.fromUser,
+		maxDuration: st.limits.MaxDuration.Duration,
+		created:     time.Now(), ended: make(chan struct{}), finalSent: make(chan struct{}), release: release, src: p.src,
+		after: realAfter, tried: map[*target]bool{}, user: plan.user,
 		media: cm, offerB: offerB,
 	}
-	c.log = s.log.With("call", c.id, "trunk", p.trunk.Name, "pool", pc.Name)
+	if plan.route != nil {
+		c.maxDuration = plan.route.MaxDuration.Duration
+		c.log = s.log.With("call", c.id, "source_pool", plan.srcPool, "pool", pc.Name, "direction", "outbound")
+		if len(plan.rewritten) > 0 && req.GetHeader("Identity") != nil {
+			// RFC 8224: the PASSporT signs the From/To numbers; a verifier
+			// downstream will see numbers it did not sign.
+			c.log.Warn("STIR/SHAKEN: the route rewrote numbers an Identity header covers",
+				"rewritten", strings.Join(plan.rewritten, ","), "ruri_user", req.Recipient.User, "number", plan.user,
+				"from_user", req.From().Address.User, "sent_from_user", plan.fromUser)
+		}
+	} else {
+		c.log = s.log.With("call", c.id, "trunk", p.trunk.Name, "pool", pc.Name)
+	}
 	c.touch()
 	from, to := req.From(), req.To()
 	c.a = &leg{
@@ -246,8 +312,14 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 	// is held here, and emitting never blocks).
 	c.started = events.Event{Kind: events.CallStarted, SessionID: c.id, CallID: c.a.callID,
 		Caller: capped(from.Address.User), Called: capped(req.Recipient.User), SourceIP: p.src.Addr().Unmap().String(),
-		UserAgent: headerValue(req, "User-Agent"), Realm: ep.name, Trunk: p.trunk.Name,
+		UserAgent: headerValue(req, "User-Agent"), Realm: ep.name,
 		Detail: map[string]string{"pool": pc.Name}}
+	if p.trunk != nil {
+		c.started.Trunk = p.trunk.Name
+	} else {
+		// A call out from a backend (outbound.go): its source pool.
+		c.started.Detail["source_pool"] = p.pool
+	}
 	s.emit(c.started)
 
 	if !tx.OnCancel(func(*sip.Request) { c.postAsync(event{kind: evCancel}) }) {
@@ -276,17 +348,17 @@ func (c *call) touch() { c.activity.Store(time.Now().UnixNano()) }
 
 // newBLeg builds the B-leg for one attempt: fresh Call-ID and tag, the
 // caller's user parts with the SBC's host, the target as request-URI.
-func (c *call) newBLeg(t *target, tr string) *leg {
-	ep := c.s.realms[c.pool.cfg.Realm]
+func (c *call) newBLeg(pl *pool, t *target, tr string) *leg {
+	ep := c.s.realms[pl.cfg.Realm]
 	face := ep.face(tr)
 	aFrom, aTo := c.aReq.From(), c.aReq.To()
 	host := t.addr.Addr().String()
 	b := &leg{
 		name: "b", ep: ep, transport: tr, peer: t.addr,
 		callID: newID(), localTag: sip.GenerateTagN(16),
-		localURI:   sip.Uri{Scheme: "sip", User: aFrom.Address.User, Host: face.Host},
+		localURI:   sip.Uri{Scheme: "sip", User: c.fromUser, Host: face.Host},
 		localName:  aFrom.DisplayName,
-		remoteURI:  sip.Uri{Scheme: "sip", User: aTo.Address.User, Host: host},
+		remoteURI:  sip.Uri{Scheme: "sip", User: c.toUser, Host: host},
 		remoteName: aTo.DisplayName,
 		target:     sip.Uri{Scheme: "sip", User: c.user, Host: host, Port: int(t.addr.Port())},
 		routes:     []sip.Uri{},
@@ -306,15 +378,35 @@ const largeUDP = 1300
 // newBranch builds the INVITE for target t. A request too large for UDP
 // goes over TCP when the pool allows it.
 func (c *call) newBranch(t *target) *branch {
-	tr := c.pool.cfg.Transport
-	b := c.newBLeg(t, tr)
+	pl := c.pool
+	tr := pl.cfg.Transport
+	b := c.newBLeg(pl, t, tr)
 	inv := c.buildInvite(b)
-	if tr == "udp" && c.pool.cfg.LargeOverTCP() && wireSize(inv) > largeUDP {
-		b = c.newBLeg(t, "tcp")
+	if tr == "udp" && pl.cfg.LargeOverTCP() && wireSize(inv) > largeUDP {
+		b = c.newBLeg(pl, t, "tcp")
 		inv = c.buildInvite(b)
 	}
 	c.attempts++
-	return &branch{n: c.attempts, tgt: t, leg: b, inv: inv, acks: map[string]*sip.Request{}, byed: map[string]bool{}}
+	return &branch{n: c.attempts, tgt: t, pool: pl, leg: b, inv: inv, acks: map[string]*sip.Request{}, byed: map[string]bool{}}
+}
+
+// authBranch is the INVITE that answers br's digest challenge res with
+// br's pool credentials: a new transaction (new branch, CSeq + 1) in the
+// same dialog (Call-ID, From tag) to the same target (RFC 3261 22.2). It
+// counts as the same attempt.
+func (c *call) authBranch(br *branch, res *sip.Response) (*branch, error) {
+	old := br.leg
+	b := c.newBLeg(br.pool, br.tgt, old.transport)
+	b.callID, b.localTag = old.callID, old.localTag
+	b.cseq.Store(old.cseq.Load())
+	inv := c.buildInvite(b)
+	if err := authorize(inv, res, br.pool.cfg.Auth); err != nil {
+		return nil, err
+	}
+	c.attempts++
+	c.attemptBase++
+	return &branch{n: c.attempts, tgt: br.tgt, pool: br.pool, authed: true, leg: b, inv: inv,
+		acks: map[string]*sip.Request{}, byed: map[string]bool{}}, nil
 }
 
 // wireSize is the size of a message on the wire, counted without building
@@ -342,6 +434,24 @@ func (c *call) buildInvite(b *leg) *sip.Request {
 	if mf := c.aReq.MaxForwards(); mf != nil && mf.Val() > 1 && mf.Val() <= 70 {
 		v := sip.MaxForwardsHeader(mf.Val() - 1)
 		inv.ReplaceHeader(&v)
+	}
+	if r := c.route; r != nil {
+		// The route's caller-ID policy, as the carrier wants it.
+		switch r.PAI {
+		case "from":
+			inv.RemoveHeader("P-Asserted-Identity")
+			u := b.localURI
+			inv.AppendHeader(sip.NewHeader("P-Asserted-Identity", "<"+u.String()+">"))
+		case "remove":
+			inv.RemoveHeader("P-Asserted-Identity")
+		}
+		switch r.Privacy {
+		case "id":
+			inv.RemoveHeader("Privacy")
+			inv.AppendHeader(sip.NewHeader("Privacy", "id"))
+		case "none":
+			inv.RemoveHeader("Privacy")
+		}
 	}
 	switch {
 	case c.media == nil:

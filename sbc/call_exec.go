@@ -123,7 +123,7 @@ func (c *call) exec(a action) {
 	case actLog:
 		c.log.Info(a.msg, a.attrs...)
 	case actTargetFailed:
-		c.s.passiveHealth(c.pool, a.br.tgt, false)
+		c.s.passiveHealth(a.br.pool, a.br.tgt, false)
 	case actEnd:
 		c.finish()
 	}
@@ -135,11 +135,11 @@ func (c *call) sendInvite(br *branch) {
 	b := br.leg
 	c.s.calls.put(b, c)
 	tx, err := b.ep.request(context.Background(), br.inv, b.transport, b.peer)
-	if err != nil && b.transport == "tcp" && c.pool.cfg.Transport == "udp" {
+	if err != nil && b.transport == "tcp" && br.pool.cfg.Transport == "udp" {
 		// A large INVITE could not go over TCP: send it over UDP anyway.
 		c.log.Warn("large INVITE: TCP to target failed, sending over UDP", "target", b.peer.String(), "error", err.Error())
 		c.mu.Lock()
-		nb := c.newBLeg(br.tgt, "udp")
+		nb := c.newBLeg(br.pool, br.tgt, "udp")
 		nb.callID, nb.localTag = b.callID, b.localTag
 		inv := c.buildInvite(nb)
 		br.leg, br.inv = nb, inv
@@ -171,7 +171,7 @@ func (c *call) sendInvite(br *branch) {
 				if !res.IsProvisional() {
 					c.s.watchResponse(c.trunk, c.src, c.aReq, res)
 				}
-				c.s.passiveHealth(c.pool, br.tgt, true) // any response: alive
+				c.s.passiveHealth(br.pool, br.tgt, true) // any response: alive
 				c.post(event{kind: evBResponse, br: br, res: res})
 				if !res.IsProvisional() {
 					return // later 2xx come through OnRetransmission
@@ -268,6 +268,10 @@ func (c *call) finish() {
 	if out.wantsCDR() && !c.done.Load() {
 		rec = c.cdrOf(out.node) // before the relay closes: its counters
 	}
+	carrier := ""
+	if c.kept != nil {
+		carrier = c.kept.pool.cfg.Name
+	}
 	c.mu.Unlock()
 	if !c.done.CompareAndSwap(false, true) {
 		return
@@ -294,10 +298,19 @@ func (c *call) finish() {
 	if c.trunk != nil {
 		c.s.trunkCall(c.trunk.Name, label)
 	}
+	if c.route != nil {
+		c.s.metrics.OutboundCalls.WithLabelValues(label).Inc()
+		if !answered.IsZero() {
+			c.s.addMinutes(c.st, c.srcPool, c.src, time.Since(answered))
+		}
+	}
 	attrs := []any{"result", label, "ended_by", by, "source", c.src.String(),
 		"a_call_id", c.a.callID}
 	if b != nil {
 		attrs = append(attrs, "b_call_id", b.callID, "target", b.peer.String())
+		if c.route != nil {
+			attrs = append(attrs, "carrier", carrier)
+		}
 	}
 	if !answered.IsZero() {
 		attrs = append(attrs, "setup_ms", answered.Sub(c.created).Milliseconds(),
@@ -310,6 +323,9 @@ func (c *call) finish() {
 	e := c.started
 	e.Time, e.Kind, e.Reason = time.Time{}, events.CallTerminated, label
 	e.Detail = map[string]string{"ended_by": by, "result": result, "pool": c.started.Detail["pool"]}
+	if sp := c.started.Detail["source_pool"]; sp != "" {
+		e.Detail["source_pool"] = sp
+	}
 	if !answered.IsZero() {
 		e.Duration = time.Since(answered)
 	}

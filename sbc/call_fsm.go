@@ -213,20 +213,30 @@ func (c *call) step(ev event) {
 func (c *call) tryNext() {
 	c.cur = nil
 	lim := c.st.pol.Routing
-	if c.attempts-c.attemptBase < lim.MaxAttempts {
-		if t := c.pool.pick(c.tried); t != nil {
-			c.tried[t] = true
-			br := c.newBranch(t)
-			c.branches = append(c.branches, br)
-			c.cur = br
-			if len(c.tried) > 1 {
-				c.s.metrics.Failovers.WithLabelValues(c.pool.cfg.Name).Inc()
-				c.logf("failover", "target", t.addr.String(), "attempt", len(c.tried))
+	for c.attempts-c.attemptBase < lim.MaxAttempts {
+		t := c.pool.pick(c.tried)
+		if t == nil {
+			// The pool has no target left: the next carrier of the
+			// route, if any.
+			if c.poolIdx+1 >= len(c.pools) {
+				break
 			}
-			c.queueAct(action{kind: actInvite, br: br})
-			c.startTimer(timerKey{kind: tmTarget, id: br.n}, lim.TargetTimeout.Duration)
-			return
+			c.poolIdx++
+			c.pool = c.pools[c.poolIdx]
+			c.logf("failover to the next carrier", "pool", c.pool.cfg.Name)
+			continue
 		}
+		c.tried[t] = true
+		br := c.newBranch(t)
+		c.branches = append(c.branches, br)
+		c.cur = br
+		if len(c.tried) > 1 {
+			c.s.metrics.Failovers.WithLabelValues(c.pool.cfg.Name).Inc()
+			c.logf("failover", "target", t.addr.String(), "pool", c.pool.cfg.Name, "attempt", len(c.tried))
+		}
+		c.queueAct(action{kind: actInvite, br: br})
+		c.startTimer(timerKey{kind: tmTarget, id: br.n}, lim.TargetTimeout.Duration)
+		return
 	}
 	c.s.drop(stageRoute, reasonNoTarget)
 	c.logf("no target left", "tried", len(c.tried))
@@ -340,7 +350,29 @@ func (c *call) onBResponse(br *branch, res *sip.Response) {
 			c.tryNext()
 			return
 		}
-	case res.StatusCode == 503 || res.StatusCode == 500 || res.StatusCode == 408:
+	case (res.StatusCode == 401 || res.StatusCode == 407) && br.pool.cfg.Auth != nil:
+		// A carrier's challenge: answered once with the pool's
+		// credentials; challenged again, the target failed.
+		if br.authed {
+			c.s.metrics.CarrierAuth.WithLabelValues(br.pool.cfg.Name, authRejected).Inc()
+			c.logf("carrier refused the credentials", "target", br.tgt.addr.String(), "pool", br.pool.cfg.Name, "status", res.StatusCode)
+			c.tryNext()
+			return
+		}
+		nb, err := c.authBranch(br, res)
+		if err != nil {
+			c.s.metrics.CarrierAuth.WithLabelValues(br.pool.cfg.Name, authUnusable).Inc()
+			c.logf("carrier challenge not answerable", "target", br.tgt.addr.String(), "pool", br.pool.cfg.Name, "error", err.Error())
+			c.tryNext()
+			return
+		}
+		c.s.metrics.CarrierAuth.WithLabelValues(br.pool.cfg.Name, authAnswered).Inc()
+		c.branches = append(c.branches, nb)
+		c.cur = nb
+		c.queueAct(action{kind: actInvite, br: nb})
+		c.startTimer(timerKey{kind: tmTarget, id: nb.n}, pol.TargetTimeout.Duration)
+		return
+	case c.failover(res.StatusCode):
 		// The target is unwell, not the call: try another one.
 		c.logf("target refused call", "target", br.tgt.addr.String(), "status", res.StatusCode)
 		c.tryNext()
@@ -349,6 +381,16 @@ func (c *call) onBResponse(br *branch, res *sip.Response) {
 	c.finalToA(c.responseToA(res))
 	c.endReasons = headerValues(res, "Reason")
 	c.end(resultOf(res.StatusCode), "callee")
+}
+
+// failover reports whether a final response of a target makes the call
+// try the next one: 500, 503 and 408 towards backends; 408 and any 5xx
+// towards carriers (another carrier may complete what one cannot).
+func (c *call) failover(code int) bool {
+	if code == 408 || code == 500 || code == 503 {
+		return true
+	}
+	return c.route != nil && code >= 500 && code < 600
 }
 
 // onB2xx handles a 2xx to a branch's INVITE: the first one of the call
@@ -567,7 +609,7 @@ func (c *call) confirm() {
 		}
 	}
 	lim := c.st.limits
-	if d := lim.MaxDuration.Duration; d > 0 {
+	if d := c.maxDuration; d > 0 {
 		c.startTimer(timerKey{kind: tmMaxDuration}, d-time.Since(c.answered))
 	}
 	if d := lim.InactivityTimeout.Duration; d > 0 {

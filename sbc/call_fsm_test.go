@@ -70,7 +70,7 @@ func newFSM(t *testing.T, targets int) *fsmHarness {
 	req.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: "198.51.100.9", Port: 5060}})
 	req.SetBody(nil)
 
-	c := &call{s: s, id: "test", st: st, log: discard, pool: pl, src: netip.MustParseAddrPort("198.51.100.9:5060"),
+	c := &call{s: s, id: "test", st: st, log: discard, pool: pl, pools: []*pool{pl}, maxDuration: time.Hour, src: netip.MustParseAddrPort("198.51.100.9:5060"),
 		created: time.Now(), ended: make(chan struct{}), finalSent: make(chan struct{}), release: func() {},
 		after: func(time.Duration, func()) stopper { return nopStop{} }, tried: map[*target]bool{}, user: "1000"}
 	c.a = &leg{name: "a", ep: ext, transport: "udp", peer: c.src, callID: "a-call-id", localTag: "sbctag",
@@ -672,4 +672,221 @@ func TestMapReplaces(t *testing.T) {
 	if !ok || !strings.Contains(v, b.callID) || strings.Contains(v, "a-call-id") {
 		t.Fatalf("Refer-To Replaces = %q, %v", v, ok)
 	}
+}
+
+// newOutboundFSM is newFSM for an outbound call: from the PBX to carrier
+// pools "carrier-a" (one target, digest credentials) and "carrier-b" (one
+// target), tried in that order.
+func newOutboundFSM(t *testing.T) *fsmHarness {
+	h := newFSM(t, 1)
+	c := h.c
+	mk := func(name, addr string, auth *policy.PoolAuth) *pool {
+		return &pool{cfg: &policy.Pool{Name: name, Realm: "external", Transport: "udp", Auth: auth},
+			targets: []*target{{pool: name, addr: netip.MustParseAddrPort(addr), up: true}}, weights: []int{1}}
+	}
+	a := mk("carrier-a", "203.0.113.10:5060", &policy.PoolAuth{Username: "sbc", Password: "secret"})
+	b := mk("carrier-b", "203.0.113.20:5060", nil)
+	c.pools, c.pool = []*pool{a, b}, a
+	c.route = &policy.OutboundRoute{Pools: []string{"carrier-a", "carrier-b"}, PAI: "keep", Privacy: "keep"}
+	c.srcPool, c.user, c.toUser, c.fromUser = "pbx", "+442079460000", "+442079460000", "1001"
+	return h
+}
+
+// challenge is a 401 (or 407) of branch n's target with a digest
+// challenge.
+func (h *fsmHarness) challenge(n, code int) event {
+	e := h.resp(n, code, "c")
+	if e.res == nil {
+		return e
+	}
+	hdr := "WWW-Authenticate"
+	if code == 407 {
+		hdr = "Proxy-Authenticate"
+	}
+	e.res.AppendHeader(sip.NewHeader(hdr, `Digest realm="carrier", nonce="n`+fmt.Sprint(n)+`", algorithm=MD5, qop="auth"`))
+	return e
+}
+
+// TestOutboundCallEventOrders: the invariants hold for every order of
+// events of an outbound call with a carrier's challenge and failover to
+// the next carrier.
+func TestOutboundCallEventOrders(t *testing.T) {
+	type step func(h *fsmHarness) event
+	steps := map[string]step{
+		"401":    func(h *fsmHarness) event { return h.challenge(1, 401) },
+		"407b2":  func(h *fsmHarness) event { return h.challenge(2, 407) },
+		"180b2":  func(h *fsmHarness) event { return h.resp(2, 180, "x") },
+		"200b2":  func(h *fsmHarness) event { return h.resp(2, 200, "x") },
+		"503b2":  func(h *fsmHarness) event { return h.resp(2, 503, "x") },
+		"502":    func(h *fsmHarness) event { return h.resp(1, 502, "x") },
+		"180b3":  func(h *fsmHarness) event { return h.resp(3, 180, "y") },
+		"200b3":  func(h *fsmHarness) event { return h.resp(3, 200, "y") },
+		"cancel": func(*fsmHarness) event { return event{kind: evCancel} },
+		"ackA":   func(h *fsmHarness) event { return h.ackFromA() },
+		"byeA":   func(h *fsmHarness) event { return h.byeFrom(h.c.a) },
+		"tgt2": func(h *fsmHarness) event {
+			h.c.mu.Lock()
+			defer h.c.mu.Unlock()
+			if e := h.c.timers[timerKey{kind: tmTarget, id: 2}]; e != nil {
+				return event{kind: evTimer, timer: timerKey{kind: tmTarget, id: 2}, gen: e.gen}
+			}
+			return event{}
+		},
+	}
+	sets := [][]string{
+		{"401", "180b2", "200b2", "cancel"},
+		{"401", "200b2", "ackA", "byeA"},
+		{"401", "407b2", "180b3", "200b3", "cancel"},
+		{"401", "503b2", "200b3", "ackA"},
+		{"401", "tgt2", "180b2", "200b3", "cancel"},
+		{"502", "180b2", "200b2", "cancel"},
+		{"401", "180b2", "503b2", "200b3", "byeA"},
+	}
+	runs := 0
+	for _, set := range sets {
+		permute(set, func(order []string) {
+			runs++
+			h := newOutboundFSM(t)
+			h.ev(event{kind: evStart})
+			for _, name := range order {
+				e := steps[name](h)
+				if e.kind == evStart && e.br == nil && e.req == nil {
+					h.steps = append(h.steps, name+"(n/a)")
+					continue
+				}
+				h.steps = append(h.steps, name+":")
+				h.ev(e)
+			}
+			h.quiesce()
+			h.check()
+		})
+	}
+	t.Logf("%d event orders checked", runs)
+}
+
+func TestOutboundTransitions(t *testing.T) {
+	t.Run("a carrier's 401 is answered once in the same dialog with CSeq + 1", func(t *testing.T) {
+		h := newOutboundFSM(t)
+		h.ev(event{kind: evStart})
+		first := h.invs[1]
+		acts := h.ev(h.challenge(1, 401))
+		if countKind(acts, actInvite) != 1 || countKind(acts, actRespondA) != 0 {
+			t.Fatalf("401: %v, want a new INVITE and nothing to A", acts)
+		}
+		inv := h.invs[2]
+		if inv.CallID().Value() != first.CallID().Value() || tagOf(inv.From().Params) != tagOf(first.From().Params) {
+			t.Fatal("the answering INVITE left the dialog (Call-ID or From tag changed)")
+		}
+		if inv.CSeq().SeqNo != first.CSeq().SeqNo+1 {
+			t.Fatalf("CSeq %d after %d, want +1", inv.CSeq().SeqNo, first.CSeq().SeqNo)
+		}
+		b1, _ := first.Via().Params.Get("branch")
+		b2, _ := inv.Via().Params.Get("branch")
+		if b1 == b2 {
+			t.Fatal("the answering INVITE reuses the transaction's Via branch")
+		}
+		auth := inv.GetHeader("Authorization")
+		if auth == nil || !strings.Contains(auth.Value(), `username="sbc"`) || !strings.Contains(auth.Value(), `nonce="n1"`) ||
+			!strings.Contains(auth.Value(), `uri="`+inv.Recipient.String()+`"`) {
+			t.Fatalf("Authorization = %v", auth)
+		}
+		if h.br(2).tgt != h.br(1).tgt {
+			t.Fatal("the answering INVITE went to another target")
+		}
+		if s := statuses(h.ev(h.resp(2, 200, "x"))); len(s) != 1 || s[0] != 200 {
+			t.Fatalf("answer after auth: %v", s)
+		}
+	})
+	t.Run("a second challenge fails over to the next carrier", func(t *testing.T) {
+		h := newOutboundFSM(t)
+		h.ev(event{kind: evStart})
+		h.ev(h.challenge(1, 401))
+		acts := h.ev(h.challenge(2, 407))
+		if countKind(acts, actInvite) != 1 || countKind(acts, actRespondA) != 0 {
+			t.Fatalf("second challenge: %v, want an INVITE to carrier-b", acts)
+		}
+		if br := h.br(3); br.pool.cfg.Name != "carrier-b" || br.inv.GetHeader("Authorization") != nil || br.inv.GetHeader("Proxy-Authorization") != nil {
+			t.Fatalf("third INVITE to pool %s, with credentials %v", br.pool.cfg.Name, br.inv.GetHeader("Authorization"))
+		}
+		// carrier-b has no credentials: its challenge is relayed.
+		acts = h.ev(h.challenge(3, 401))
+		if s := statuses(acts); len(s) != 1 || s[0] != 401 {
+			t.Fatalf("challenge of a pool without auth: %v, want it relayed", s)
+		}
+	})
+	t.Run("a challenge of another realm is not answered", func(t *testing.T) {
+		h := newOutboundFSM(t)
+		h.c.pools[0].cfg.Auth.Realm = "other"
+		h.ev(event{kind: evStart})
+		h.ev(h.challenge(1, 401))
+		if br := h.br(2); br == nil || br.pool.cfg.Name != "carrier-b" {
+			t.Fatal("no failover after a challenge of another realm")
+		}
+	})
+	t.Run("408 and any 5xx of a carrier fail over; 6xx does not", func(t *testing.T) {
+		for _, code := range []int{408, 500, 502, 503, 504, 580} {
+			h := newOutboundFSM(t)
+			h.ev(event{kind: evStart})
+			if acts := h.ev(h.resp(1, code, "x")); countKind(acts, actInvite) != 1 || h.br(2).pool.cfg.Name != "carrier-b" {
+				t.Fatalf("%d: %v, want failover to carrier-b", code, acts)
+			}
+		}
+		h := newOutboundFSM(t)
+		h.ev(event{kind: evStart})
+		if s := statuses(h.ev(h.resp(1, 603, "x"))); len(s) != 1 || s[0] != 603 {
+			t.Fatalf("603: %v, want it relayed", s)
+		}
+	})
+	t.Run("a backend's 502 is relayed (inbound failover codes unchanged)", func(t *testing.T) {
+		h := newFSM(t, 2)
+		h.ev(event{kind: evStart})
+		if s := statuses(h.ev(h.resp(1, 502, "x"))); len(s) != 1 || s[0] != 502 {
+			t.Fatalf("502 from a backend: %v, want relayed", s)
+		}
+	})
+	t.Run("no carrier left answers 503", func(t *testing.T) {
+		h := newOutboundFSM(t)
+		h.ev(event{kind: evStart})
+		h.ev(h.resp(1, 503, "x"))
+		if s := statuses(h.ev(h.resp(2, 503, "x"))); len(s) != 1 || s[0] != 503 || h.c.result != resultNoTarget {
+			t.Fatalf("all carriers failed: %v result %s", s, h.c.result)
+		}
+	})
+	t.Run("the route's caller-ID policy shapes the INVITE", func(t *testing.T) {
+		h := newOutboundFSM(t)
+		h.c.route.PAI, h.c.route.Privacy = "from", "id"
+		h.c.aReq.AppendHeader(sip.NewHeader("P-Asserted-Identity", "<sip:1001@10.0.0.5>"))
+		h.c.aReq.AppendHeader(sip.NewHeader("Privacy", "none"))
+		h.c.fromUser = "+441234567890"
+		h.ev(event{kind: evStart})
+		inv := h.invs[1]
+		if inv.From().Address.User != "+441234567890" || inv.Recipient.User != "+442079460000" || inv.To().Address.User != "+442079460000" {
+			t.Fatalf("From %s, R-URI %s, To %s", inv.From().Address.User, inv.Recipient.User, inv.To().Address.User)
+		}
+		pai := inv.GetHeaders("P-Asserted-Identity")
+		if len(pai) != 1 || !strings.Contains(pai[0].Value(), "+441234567890@") || strings.Contains(pai[0].Value(), "10.0.0.5") {
+			t.Fatalf("P-Asserted-Identity %v", pai)
+		}
+		if pv := inv.GetHeaders("Privacy"); len(pv) != 1 || pv[0].Value() != "id" {
+			t.Fatalf("Privacy %v", pv)
+		}
+	})
+	t.Run("per-route max duration", func(t *testing.T) {
+		h := newOutboundFSM(t)
+		h.c.maxDuration = 0
+		h.ev(event{kind: evStart})
+		h.ev(h.resp(1, 200, "x"))
+		h.ev(h.ackFromA())
+		if h.fire(timerKey{kind: tmMaxDuration}) {
+			t.Fatal("max_duration timer armed with the route's 0s")
+		}
+		h = newOutboundFSM(t)
+		h.c.maxDuration = 30 * time.Minute
+		h.ev(event{kind: evStart})
+		h.ev(h.resp(1, 200, "x"))
+		h.ev(h.ackFromA())
+		if !h.fire(timerKey{kind: tmMaxDuration}) || h.c.result != resultMaxDuration {
+			t.Fatalf("the route's max_duration did not end the call: result %q", h.c.result)
+		}
+	})
 }

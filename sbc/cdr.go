@@ -43,17 +43,21 @@ func (c *call) cdrOf(node string) *cdr.Record {
 		r.To = c.aReq.To().Address.String()
 		r.RURI = c.aReq.Recipient.String()
 	}
-	// The B leg: the answered one, else the last one tried.
-	var b *leg
+	// The B leg: the answered one, else the last one tried (its pool:
+	// outbound calls fail over between carriers' pools).
+	var br *branch
 	switch {
 	case c.kept != nil:
-		b = c.kept.leg
+		br = c.kept
 	case len(c.branches) > 0:
-		b = c.branches[len(c.branches)-1].leg
+		br = c.branches[len(c.branches)-1]
 	}
-	if b != nil {
-		r.CallIDB = b.callID
-		r.Target = b.peer.String()
+	if br != nil && br.leg != nil {
+		r.CallIDB = br.leg.callID
+		r.Target = br.leg.peer.String()
+		if br.pool != nil {
+			r.TrunkOut = br.pool.cfg.Name
+		}
 	}
 	if !c.answered.IsZero() {
 		a := c.answered.UTC()

@@ -18,6 +18,7 @@ type peer struct {
 	src     netip.AddrPort
 	trunk   *policy.Trunk // nil for a backend or unknown source
 	backend bool          // source is a target of a pool on this realm
+	pool    string        // a backend's pool (the first in the policy with its address:port, else its address)
 	// why a source that looked like a trunk's is not that trunk (its TLS
 	// identity does not hold); "" otherwise.
 	why reason
@@ -65,13 +66,23 @@ func (s *SBC) classify(st *snapshot, ep *endpoint, src netip.AddrPort, transport
 			return p
 		}
 	}
-	for _, pl := range st.pools {
-		if pl.cfg.Realm != ep.name {
+	// Pools in policy order, so that a source in two pools is always
+	// the same pool's.
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	for i := range st.pol.Pools {
+		pc := &st.pol.Pools[i]
+		if pc.Realm != ep.name {
 			continue
 		}
-		for _, t := range pl.targets {
-			if t.addr.Addr() == src.Addr().Unmap() {
-				p.backend = true
+		for _, t := range pc.Targets {
+			if t.Addr.Addr() != src.Addr() {
+				continue
+			}
+			if !p.backend {
+				p.backend, p.pool = true, pc.Name
+			}
+			if t.Addr == src {
+				p.pool = pc.Name
 				return p
 			}
 		}

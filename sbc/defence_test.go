@@ -1,7 +1,6 @@
 package sbc
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -112,7 +111,7 @@ func TestManualBlockViaAdminAPIAndPersistence(t *testing.T) {
 	e := newEnv(t, envOpts{admin: true, stateDir: dir})
 	base := "http://" + e.sbc.AdminAddr().String() + "/v1/blocklist"
 	body, _ := json.Marshal(BlockRequest{Prefix: strangerIP, Reason: "abuse desk", TTL: "1h"})
-	res, err := http.Post(base, "application/json", bytes.NewReader(body))
+	res, err := adminDo(http.MethodPost, base, string(body))
 	if err != nil || res.StatusCode != http.StatusCreated {
 		t.Fatalf("POST: %v %v", res, err)
 	}
@@ -123,7 +122,7 @@ func TestManualBlockViaAdminAPIAndPersistence(t *testing.T) {
 	e.eventually("drop counted", func() bool { return e.dropped("filter", "blocked") >= 1 })
 	// Bad input gets a clear error.
 	for _, bad := range []string{`{"prefix":"300.1.1.1"}`, `{"prefix":"10.0.0.0/8","ttl":"-1m"}`, `{"prefx":"1.2.3.4"}`} {
-		res, err := http.Post(base, "application/json", strings.NewReader(bad))
+		res, err := adminDo(http.MethodPost, base, bad)
 		if err != nil || res.StatusCode != http.StatusBadRequest {
 			t.Errorf("POST %s: %v %v, want 400", bad, res.StatusCode, err)
 		}

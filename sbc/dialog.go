@@ -82,9 +82,15 @@ func (s *SBC) onAck(ep *endpoint, p peer, c *call, from *leg, req *sip.Request) 
 // to end or change another carrier's call.
 func (c *call) sentBy(from *leg, p peer) bool {
 	if from == c.a {
+		if c.trunk == nil {
+			// An outbound call: the caller is a target of its pool.
+			return p.backend && p.pool == c.srcPool
+		}
 		return p.trunk != nil && p.trunk.Name == c.trunk.Name
 	}
-	return p.backend
+	// A carrier's address may also be a trunk's (its calls in): the
+	// leg's own peer address is its peer either way.
+	return p.backend || p.src.Addr().Unmap() == from.peer.Addr()
 }
 
 // mapReplaces maps a Replaces header value (RFC 3891) naming one leg of a

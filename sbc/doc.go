@@ -1,5 +1,5 @@
 // Package sbc is the B2BUA: one sipgo user agent per realm, the pipeline
-// every request goes through, the calls, the admin listener and metrics.
+// every request goes through, the calls, the admin API and metrics.
 //
 // # Vocabulary
 //
@@ -34,8 +34,10 @@
 //	1 classify   classify.go            SBC.classify: trunk by source prefix, backend, or unknown
 //	2 validate   validate.go, validate/ SBC.validateRequest: RFC 3261 checks the parser lacks
 //	3 admit      admit.go               SBC.admitInvite, SBC.admitRegister: rates and call caps;
+//	             outbound.go            SBC.admitOutbound: a backend's calls out (outbound caps);
 //	             register_guard.go      SBC.registerLocked: AoRs locked for a source
-//	4 route      route.go, health.go    policy RouteFor → pool.pick (health: healthLoop, passive)
+//	4 route      route.go, health.go    policy RouteFor → pool.pick (health: healthLoop, passive);
+//	             outbound.go            routeOutbound: OutboundRouteFor → carrier pools, deny lists
 //	5 bridge     call*.go, dialog.go    SBC.newCall (new INVITE), SBC.inDialog / SBC.onAck
 //	6 watch      watch.go, trust.go,    SBC.charge (the trust model), SBC.fail, SBC.watchResponse,
 //	             register_guard.go      SBC.watchRegister: failures, trunk health, guesses, auto-block
@@ -65,7 +67,8 @@
 // source, or on a connection) are counted per source and AoR by the guess
 // guard (register_guard.go) and may lock an AoR or block a source that may
 // register. The never-block list holds the sources of trunks that may not
-// register, the pool targets, the admin listener's address and clients,
+// register, the pool targets, the admin listener's address and the clients
+// that authenticated to it (adminauth.go),
 // the TLS peers that proved a trunk, and never_block; manual blocks of it
 // need force, IPv6 aggregation never widens over it. Packet budgets are
 // per realm: a trunk (pool target) has limits.trunk_pps on its own realm
@@ -106,6 +109,10 @@
 //	  │ 1xx: relayed to A (never after A's final)        │ non-2xx final, no target left,
 //	  │ 503/500/408, no answer in target_timeout,        │ CANCEL, ring timeout, early BYE,
 //	  │   transport error: next target (failover)        │ terminate
+//	  │   (outbound: 408 or any 5xx; then the next       │
+//	  │   carrier pool of the route)                     │
+//	  │ 401/407 of a pool with [pool.auth]: the same     │
+//	  │   target again with credentials (once)           │
 //	  │ 3xx: relayed, or followed (follow_redirects)     ▼
 //	  │ 2xx of the branch being tried              ended (result recorded once;
 //	  ▼                                              stray dialogs still ACKed/BYEd,
@@ -139,6 +146,13 @@
 // a branch that rang and never answered is CANCELled exactly once, and
 // never before a provisional.
 //
+// Directions: an inbound call (A: a trunk) has one pool; an outbound
+// call (A: a backend, route: its outbound route) has the route's carrier
+// pools in order, tried by tryNext one after the other. Each branch keeps
+// its pool (branch.pool): the actions read it, never call.pool. A
+// carrier's challenge makes a branch of its own (authBranch: same dialog,
+// CSeq + 1, not counted as an attempt).
+//
 // Branch rules: a branch abandoned (target timeout, CANCEL, ring timeout,
 // terminate) keeps its transaction: a later provisional is answered with
 // CANCEL, a later 2xx with ACK and BYE. Only the first 2xx of the branch
@@ -151,4 +165,19 @@
 // 408 (or no answer) to a relayed request ends both legs (RFC 5057).
 // Requests towards a leg go to its route set or remote target, or over
 // the TCP connection the peer opened while it is up (leg.dest).
+//
+// The admin API (admin.go, adminauth.go, adminkeys.go, adminstate.go):
+// one route table, adminRoutes, gives every endpoint with the role it
+// needs; docs/openapi.yaml describes the same routes (a test compares
+// them). In front: blocked sources closed at accept, the Host check, the
+// per-client rate limit, cross-origin and JSON-only checks, then the
+// principal (a verified client certificate that admin.client_roles maps
+// to roles, or an API key compared by SHA-256 in constant time) and its
+// role. Failed authentications are auth_failure events, counted, and
+// charged like SIP failures (charge). What the API changes at run time
+// outside the policy (node drain, disabled trunks, drained targets) is
+// runtimeState and target.drained; admit refuses new calls for the first
+// two (admit/draining, admit/trunk_disabled), pool.pick skips the third.
+// A hang-up or a drain's deadline posts evTerminate to the call: the
+// state machine does the rest, as for any other terminate.
 package sbc

@@ -9,9 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 	"github.com/sbc-project/sbc/internal/certgen"
@@ -79,6 +81,123 @@ func TestExamplesRun(t *testing.T) {
 			// then fails on its target, not on its media.
 			if res, err := call.WaitFinal(ctx); err != nil || res.StatusCode == 488 {
 				t.Errorf("an SDES offer: %v, %v; want it routed to the PBX", res, err)
+			}
+		},
+		"hardened.toml": func(t *testing.T, ctx context.Context) {
+			// The admin API over mutual TLS only: the admin certificate
+			// may do everything, monitoring reads, nothing else gets in.
+			get := func(cert, method, path string) (int, error) {
+				cfg := &tls.Config{RootCAs: roots}
+				if cert != "" {
+					c, err := tls.LoadX509KeyPair(filepath.Join(dir, "certs", cert+".pem"), filepath.Join(dir, "certs", cert+"-key.pem"))
+					if err != nil {
+						t.Fatal(err)
+					}
+					cfg.Certificates = []tls.Certificate{c}
+				}
+				cl := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}}
+				var body io.Reader
+				if method != http.MethodGet {
+					body = strings.NewReader("{}")
+				}
+				r, _ := http.NewRequestWithContext(ctx, method, "https://127.0.0.1:9090"+path, body)
+				if body != nil {
+					r.Header.Set("Content-Type", "application/json")
+				}
+				res, err := cl.Do(r)
+				if err != nil {
+					return 0, err
+				}
+				res.Body.Close()
+				return res.StatusCode, nil
+			}
+			if code, err := get("admin", http.MethodGet, "/v1/status"); err != nil || code != 200 {
+				t.Errorf("status with the admin certificate: %d %v", code, err)
+			}
+			if code, err := get("monitoring", http.MethodGet, "/metrics"); err != nil || code != 200 {
+				t.Errorf("metrics with the monitoring certificate: %d %v", code, err)
+			}
+			if code, err := get("monitoring", http.MethodPost, "/v1/drain"); err != nil || code != http.StatusForbidden {
+				t.Errorf("drain with the monitoring certificate: %d %v, want 403", code, err)
+			}
+			if code, err := get("", http.MethodGet, "/healthz"); err == nil {
+				t.Errorf("served without a client certificate: %d", code)
+			}
+			if code, err := get("carrier", http.MethodGet, "/v1/status"); err != nil || code != http.StatusUnauthorized {
+				t.Errorf("a certificate without a role: %d %v, want 401", code, err)
+			}
+			if res, err := http.Get("http://127.0.0.1:9090/v1/status"); err == nil {
+				res.Body.Close()
+				if res.StatusCode == 200 {
+					t.Error("served over plain HTTP")
+				}
+			}
+		},
+		"pbx-with-carriers.toml": func(t *testing.T, ctx context.Context) {
+			// Carrier A answers until told to refuse (503); carrier B
+			// answers; the test is the PBX at 127.0.0.1:5080.
+			var refuse atomic.Bool
+			a, err := sipua.NewBackend(sipua.BackendOptions{UDP: "127.0.0.1:5070", Logger: testLogger(), Answer: func(*sip.Request) sipua.Plan {
+				if refuse.Load() {
+					return sipua.Plan{Final: 503}
+				}
+				return sipua.Plan{}
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			b, err := sipua.NewBackend(sipua.BackendOptions{UDP: "127.0.0.1:5072", Logger: testLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			pbx, err := sipua.NewCaller(sipua.CallerOptions{Addr: "127.0.0.1:5080", User: "1001", Logger: testLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pbx.Close()
+			dial := func(number string) *sip.Response {
+				call, err := pbx.Dial(ctx, "127.0.0.1:5062", sipua.DialOptions{User: number})
+				if err != nil {
+					t.Fatal(err)
+				}
+				res, err := call.WaitFinal(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.IsSuccess() {
+					_ = call.Bye(ctx)
+				}
+				return res
+			}
+			if res := dial("+442079460000"); res.StatusCode != 200 || len(a.Calls()) != 1 || len(b.Calls()) != 0 {
+				t.Errorf("E.164 call: %d, carrier A %d calls, B %d; want 200 through A", res.StatusCode, len(a.Calls()), len(b.Calls()))
+			}
+			refuse.Store(true)
+			if res := dial("02079460001"); res.StatusCode != 200 || len(a.Calls()) != 2 || len(b.Calls()) != 1 {
+				t.Errorf("national call with A refusing: %d, carrier A %d calls, B %d; want 200 through B", res.StatusCode, len(a.Calls()), len(b.Calls()))
+			}
+			if ci := b.Calls(); len(ci) == 1 {
+				m, _ := b.WaitFor(ctx, func(m sipua.Msg) bool { return m.Method == "INVITE" })
+				if !strings.HasPrefix(m.StartLine, "INVITE sip:+442079460001@") || !strings.Contains(m.Header("From"), "+442079460000@") {
+					t.Errorf("normalised INVITE to carrier B: %s, From %s", m.StartLine, m.Header("From"))
+				}
+			}
+			if res := dial("+88212345"); res.StatusCode != 403 {
+				t.Errorf("a satellite number: %d, want 403", res.StatusCode)
+			}
+			// Inbound: a carrier's call reaches the PBX.
+			c, err := sipua.NewCaller(sipua.CallerOptions{Addr: "127.0.0.1:0", Logger: testLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Dial(ctx, "127.0.0.1:5060", sipua.DialOptions{User: "1001"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pbx.WaitFor(ctx, func(m sipua.Msg) bool { return m.Method == "INVITE" }); err != nil {
+				t.Errorf("the carrier's call never reached the PBX: %v", err)
 			}
 		},
 		"webrtc-bridge.toml": func(t *testing.T, ctx context.Context) {

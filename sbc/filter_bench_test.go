@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/sbc-project/sbc/acl"
@@ -102,3 +103,49 @@ func BenchmarkTrunkLookup(b *testing.B) {
 }
 
 var _ = context.Background
+
+// BenchmarkAdmitOpenGate is what the admin API's switches add to every
+// new call: the drain and disabled-trunk checks and the trunk's CPS meter.
+func BenchmarkAdmitOpenGate(b *testing.B) {
+	s := benchSBC(b)
+	p := peer{src: netip.MustParseAddrPort("192.0.2.9:5060"), trunk: s.Policy().Trunk("carrier")}
+	s.runtime.setTrunk("other", false) // a disabled trunk in the table
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if s.closedFor(p) != "" {
+			b.Fatal("closed")
+		}
+		s.runtime.meter(p.trunk.Name).add(time.Now())
+	}
+}
+
+// The checks above allocate nothing on the call path.
+func TestAdmitOpenGateAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	p := (&testpolicy.Policy{
+		Realms: []testpolicy.Realm{{Name: "external", Listeners: []testpolicy.Listener{{Bind: "127.0.0.1:0"}}}},
+		Trunks: []testpolicy.Trunk{{Name: "carrier", Realm: "external", Sources: []string{"192.0.2.0/24"}}},
+		Pools:  []testpolicy.Pool{{Name: "p", Realm: "external", Targets: testpolicy.Targets("127.0.0.1:9")}},
+	}).Parse(t)
+	s, err := New(p, Options{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.def.blocklist.Close() })
+	pe := peer{src: netip.MustParseAddrPort("192.0.2.9:5060"), trunk: s.Policy().Trunk("carrier")}
+	s.runtime.setTrunk("other", false)
+	s.runtime.meter("carrier")
+	if n := testing.AllocsPerRun(100, func() {
+		_ = s.closedFor(pe)
+		s.runtime.meter(pe.trunk.Name).add(time.Now())
+	}); n != 0 {
+		t.Errorf("%v allocations per call", n)
+	}
+	s.runtime.setTrunk("carrier", false)
+	if s.closedFor(pe) != reasonTrunkDisabled {
+		t.Error("a disabled trunk admitted")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -19,6 +20,9 @@ import (
 type target struct {
 	pool string
 	addr netip.AddrPort
+	// drained: no new calls (admin API); kept across reloads with the
+	// target.
+	drained atomic.Bool
 
 	mu       sync.Mutex
 	up       bool

@@ -40,6 +40,11 @@ type Metrics struct {
 	TrunkFailures   *prometheus.CounterVec // trunk, failure (failures): seen from a trunk's address, charged to nobody
 	RegisterGuesses *prometheus.CounterVec // proof (guessProofs): failed REGISTER guesses
 	RegisterLocks   prometheus.Counter     // AoRs locked for a source (autoblock.register_guesses)
+	OutboundCalls   *prometheus.CounterVec // result (callResults): calls from the backends to carriers
+	CarrierAuth     *prometheus.CounterVec // pool, result (authResults): carriers' digest challenges
+
+	AdminRequests     *prometheus.CounterVec // result (adminResults)
+	AdminAuthFailures *prometheus.CounterVec // reason (adminAuthReasons)
 
 	flood [floodCounters]atomic.Pointer[prometheus.Counter] // see floodCounter
 
@@ -119,7 +124,26 @@ func newMetrics() *Metrics {
 		Name: "sbc_register_locks_total", Help: "Addresses-of-record locked for one source after autoblock.register_guesses failed guesses.",
 	})
 	r.MustRegister(m.CallsEnded)
-	r.MustRegister(m.TrunkCalls, m.TrunkFailures, m.RegisterGuesses, m.RegisterLocks)
+	m.OutboundCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_outbound_calls_total", Help: "Finished outbound calls (from the backends to carriers) by result (the results of sbc_calls_total).",
+	}, []string{"result"})
+	m.CarrierAuth = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_carrier_auth_total", Help: "Digest challenges of carriers to the SBC's INVITEs by pool and result: answered (with the pool's credentials), rejected (challenged again: the target failed), unusable (a realm or algorithm the SBC cannot answer: the target failed).",
+	}, []string{"pool", "result"})
+	r.MustRegister(m.TrunkCalls, m.TrunkFailures, m.RegisterGuesses, m.RegisterLocks, m.OutboundCalls, m.CarrierAuth)
+	m.AdminRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_admin_requests_total", Help: "Admin API requests by result: ok (the route's handler answered), or why they were refused before it.",
+	}, []string{"result"})
+	m.AdminAuthFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_admin_auth_failures_total", Help: "Failed authentications on the admin API, by reason.",
+	}, []string{"reason"})
+	for _, v := range adminResults {
+		m.AdminRequests.WithLabelValues(v)
+	}
+	for _, v := range adminAuthReasons {
+		m.AdminAuthFailures.WithLabelValues(v)
+	}
+	r.MustRegister(m.AdminRequests, m.AdminAuthFailures)
 	r.MustRegister(m.Blocks, m.FastPath, m.TLSHandshakes, m.TLSExpiry, m.TLSLoads, m.ConnsOpen)
 	r.MustRegister(m.UDPPeers, m.UDPResets)
 	m.audit = newAuditMetrics(r)

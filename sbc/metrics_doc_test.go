@@ -216,6 +216,8 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 			blockOriginAggregate+"/"+string(f))
 	}
 	add("sbc_trunk_calls_total", "result", callResults...)
+	add("sbc_outbound_calls_total", "result", callResults...)
+	add("sbc_carrier_auth_total", "result", authResults...)
 	for _, f := range trunkFailures {
 		add("sbc_trunk_failures_total", "failure", string(f))
 	}
@@ -258,6 +260,8 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 			add("sbc_audit_dropped_total", "output,reason", o+"/"+r)
 		}
 	}
+	add("sbc_admin_requests_total", "result", adminResults...)
+	add("sbc_admin_auth_failures_total", "reason", adminAuthReasons...)
 	policy = map[string][]string{
 		"sbc_tls_handshakes_total":          {"realm"},
 		"sbc_tls_certificate_expiry_days":   {"file"},
@@ -278,6 +282,7 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 		"sbc_backend_target_up":             {"pool", "target"},
 		"sbc_backend_failovers_total":       {"pool"},
 		"sbc_trunk_calls_total":             {"trunk"},
+		"sbc_carrier_auth_total":            {"pool"},
 		"sbc_trunk_failures_total":          {"trunk"},
 	}
 	return values, policy

@@ -30,7 +30,7 @@ func TestManualBlockReasonIsNotALabel(t *testing.T) {
 		r := httptest.NewRequest(http.MethodPost, "/v1/blocklist", bytes.NewReader(body))
 		r.RemoteAddr = "127.0.0.1:40000"
 		w := httptest.NewRecorder()
-		s.handleBlocklist(w, r)
+		s.handleBlocklistAdd(w, r)
 		if w.Code != http.StatusCreated {
 			t.Fatalf("POST %s: %d %s", body, w.Code, w.Body)
 		}

@@ -143,9 +143,14 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 	switch req.Method {
 	case sip.INVITE:
 		if p.trunk == nil {
-			// Calls from the backends to carriers are not routed (yet).
-			s.act(ep, p, req, tx, answer(stageRoute, reasonNoOutboundRoute, 403, "Forbidden").
-				with("ruri_user", req.Recipient.User))
+			// A call from a backend: to carriers, by the outbound
+			// routes (outbound.go), under the outbound caps.
+			release, v := s.admitOutbound(st, p, req.Recipient.User)
+			if !v.pass() {
+				s.act(ep, p, req, tx, v)
+				return
+			}
+			s.newOutboundCall(ep, st, p, req, tx, release)
 			return
 		}
 		// 3 admit

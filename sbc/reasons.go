@@ -30,6 +30,7 @@ const (
 	stageTLS      stage = "tls"      // a TLS handshake or WebSocket upgrade refused on a tls or wss listener (tls.go)
 	stageMedia    stage = "media"    // the media relay of a call could not be set up, or an SDP not relayed (media.go)
 	stageStream   stage = "stream"   // a message on an open TCP, TLS or WSS connection, before sipgo parses it (stream.go, filter.go)
+	stageAdmin    stage = "admin"    // a connection to the admin listener (adminauth.go)
 )
 
 // reason is why a message was dropped or rejected: the reason label of
@@ -38,38 +39,47 @@ const (
 type reason string
 
 const (
-	reasonBlocked           reason = "blocked"              // the source is on the blocklist
-	reasonSourcePPS         reason = "source_pps"           // the source is over its packet budget (limits.source_pps)
-	reasonTrunkPPS          reason = "trunk_pps"            // a trunk's source on its realm, or a pool target on its pool's, is over limits.trunk_pps
-	reasonSourceConnections reason = "source_connections"   // the source (an IPv4 address or IPv6 /64) holds limits.tcp_connections_per_source connections already
-	reasonConnections       reason = "connections"          // peers hold limits.tcp_connections connections already
-	reasonMessageTimeout    reason = "message_timeout"      // a message on a connection not complete server.tcp_message_timeout after its first byte
-	reasonUDPPeersFull      reason = "udp_peers_full"       // a datagram from an address:port sipgo does not hold, while the realm holds 4 × limits.udp_peers
-	reasonMalformed         reason = "malformed"            // sipgo could not parse the message
-	reasonBadSource         reason = "bad_source"           // the request's source address is unreadable
-	reasonScannerUA         reason = "scanner_ua"           // the User-Agent is a known scanner's (autoblock.scanner_user_agents); never answered
-	reasonUnknownSource     reason = "unknown_source"       // the source is no trunk and no backend of this realm
-	reasonTrunkTransport    reason = "trunk_transport"      // a trunk's source over a transport the trunk does not use (its transports); never charged
-	reasonSourceCPS         reason = "source_cps"           // a source that is not a trunk is over limits.source_cps (scaled by its trust)
-	reasonTrunkCPS          reason = "trunk_cps"            // the trunk is over its cps
-	reasonTrunkCalls        reason = "trunk_calls"          // the trunk has max_calls calls in progress
-	reasonRegisterRate      reason = "register_rate"        // the source is over limits.register_rate
-	reasonAoRLocked         reason = "aor_locked"           // a REGISTER for an AoR locked for this source after failed guesses (autoblock.register_guesses)
-	reasonNoOutboundRoute   reason = "no_outbound_route"    // an INVITE from a backend: calls towards carriers are not routed
-	reasonNoRoute           reason = "no_route"             // no route for the trunk and request-URI user (INVITE or REGISTER)
-	reasonNoTarget          reason = "no_target"            // the pool has no target up and not yet tried
-	reasonRegisterDenied    reason = "register_not_allowed" // REGISTER from a source that may not register, or for a domain not its own
-	reasonMethodNotAllowed  reason = "method_not_allowed"   // an out-of-dialog request of a method the SBC does not take
-	reasonNoTransaction     reason = "no_transaction"       // a CANCEL that matches no INVITE transaction
-	reasonNoDialog          reason = "no_dialog"            // an in-dialog request for no dialog the SBC knows (or on the wrong realm)
-	reasonCSeqOutOfOrder    reason = "cseq_out_of_order"    // an in-dialog request whose CSeq is not above the last one
-	reasonBadACK            reason = "bad_ack"              // an ACK without a CSeq
-	reasonStrayACK          reason = "stray_ack"            // an ACK for no dialog the SBC knows
-	reasonStrayResponse     reason = "stray_response"       // a response from a trunk or backend that matches no transaction of the SBC
-	reasonNotDialogPeer     reason = "not_dialog_peer"      // an in-dialog request or ACK for a known dialog from a source that is not that leg's peer
-	reasonReplacesNoDialog  reason = "replaces_no_dialog"   // an INVITE whose Replaces names no call through the SBC
-	reasonSendFailed        reason = "send_failed"          // a response or request could not be sent
-	reasonDialRefused       reason = "dial_refused"         // sipgo was to connect to an address that is no trunk source and no pool target of the realm
+	reasonBlocked               reason = "blocked"                   // the source is on the blocklist
+	reasonSourcePPS             reason = "source_pps"                // the source is over its packet budget (limits.source_pps)
+	reasonTrunkPPS              reason = "trunk_pps"                 // a trunk's source on its realm, or a pool target on its pool's, is over limits.trunk_pps
+	reasonSourceConnections     reason = "source_connections"        // the source (an IPv4 address or IPv6 /64) holds limits.tcp_connections_per_source connections already
+	reasonConnections           reason = "connections"               // peers hold limits.tcp_connections connections already
+	reasonMessageTimeout        reason = "message_timeout"           // a message on a connection not complete server.tcp_message_timeout after its first byte
+	reasonUDPPeersFull          reason = "udp_peers_full"            // a datagram from an address:port sipgo does not hold, while the realm holds 4 × limits.udp_peers
+	reasonMalformed             reason = "malformed"                 // sipgo could not parse the message
+	reasonBadSource             reason = "bad_source"                // the request's source address is unreadable
+	reasonScannerUA             reason = "scanner_ua"                // the User-Agent is a known scanner's (autoblock.scanner_user_agents); never answered
+	reasonUnknownSource         reason = "unknown_source"            // the source is no trunk and no backend of this realm
+	reasonTrunkTransport        reason = "trunk_transport"           // a trunk's source over a transport the trunk does not use (its transports); never charged
+	reasonSourceCPS             reason = "source_cps"                // a source that is not a trunk is over limits.source_cps (scaled by its trust)
+	reasonTrunkCPS              reason = "trunk_cps"                 // the trunk is over its cps
+	reasonTrunkCalls            reason = "trunk_calls"               // the trunk has max_calls calls in progress
+	reasonRegisterRate          reason = "register_rate"             // the source is over limits.register_rate
+	reasonAoRLocked             reason = "aor_locked"                // a REGISTER for an AoR locked for this source after failed guesses (autoblock.register_guesses)
+	reasonNoOutboundRoute       reason = "no_outbound_route"         // an INVITE from a backend that no outbound route takes (or from a carrier pool's target)
+	reasonDeniedDestination     reason = "denied_destination"        // an outbound call to a number of outbound.deny_prefixes (403 with a Reason header)
+	reasonPremiumDestination    reason = "premium_destination"       // an outbound call to outbound.premium_prefixes with deny_premium (403)
+	reasonInternational         reason = "international_destination" // an outbound call outside outbound.home_prefix with deny_international (403)
+	reasonOutboundPoolCalls     reason = "outbound_pool_calls"       // the source pool has outbound.pool_max_calls outbound calls in progress
+	reasonOutboundSourceCalls   reason = "outbound_source_calls"     // the source address has outbound.source_max_calls outbound calls in progress
+	reasonOutboundPoolMinutes   reason = "outbound_pool_minutes"     // the source pool used outbound.pool_max_minutes in the window
+	reasonOutboundSourceMinutes reason = "outbound_source_minutes"   // the source address used outbound.source_max_minutes in the window
+	reasonNoRoute               reason = "no_route"                  // no route for the trunk and request-URI user (INVITE or REGISTER)
+	reasonNoTarget              reason = "no_target"                 // the pool has no target up and not yet tried
+	reasonRegisterDenied        reason = "register_not_allowed"      // REGISTER from a source that may not register, or for a domain not its own
+	reasonMethodNotAllowed      reason = "method_not_allowed"        // an out-of-dialog request of a method the SBC does not take
+	reasonNoTransaction         reason = "no_transaction"            // a CANCEL that matches no INVITE transaction
+	reasonNoDialog              reason = "no_dialog"                 // an in-dialog request for no dialog the SBC knows (or on the wrong realm)
+	reasonCSeqOutOfOrder        reason = "cseq_out_of_order"         // an in-dialog request whose CSeq is not above the last one
+	reasonBadACK                reason = "bad_ack"                   // an ACK without a CSeq
+	reasonStrayACK              reason = "stray_ack"                 // an ACK for no dialog the SBC knows
+	reasonStrayResponse         reason = "stray_response"            // a response from a trunk or backend that matches no transaction of the SBC
+	reasonNotDialogPeer         reason = "not_dialog_peer"           // an in-dialog request or ACK for a known dialog from a source that is not that leg's peer
+	reasonReplacesNoDialog      reason = "replaces_no_dialog"        // an INVITE whose Replaces names no call through the SBC
+	reasonSendFailed            reason = "send_failed"               // a response or request could not be sent
+	reasonDialRefused           reason = "dial_refused"              // sipgo was to connect to an address that is no trunk source and no pool target of the realm
+	reasonDraining              reason = "draining"                  // the node is draining (admin API): no new calls
+	reasonTrunkDisabled         reason = "trunk_disabled"            // the trunk is disabled (admin API): no new calls from it
 )
 
 // dropReasons is the closed set of (stage, reason) pairs sbc_dropped_total
@@ -86,11 +96,13 @@ var dropReasons = []struct {
 	{stageParse, []reason{reasonMalformed}},
 	{stageValidate, validateReasons()},
 	{stageClassify, []reason{reasonBadSource, reasonScannerUA, reasonUnknownSource, reasonTLSIdentity, reasonTLSNeedIdentity, reasonTrunkTransport}},
-	{stageAdmit, []reason{reasonSourceCPS, reasonTrunkCPS, reasonTrunkCalls, reasonRegisterRate, reasonAoRLocked}},
-	{stageRoute, []reason{reasonNoOutboundRoute, reasonNoRoute, reasonNoTarget, reasonRegisterDenied, reasonMethodNotAllowed}},
+	{stageAdmit, []reason{reasonSourceCPS, reasonTrunkCPS, reasonTrunkCalls, reasonRegisterRate, reasonAoRLocked, reasonDraining, reasonTrunkDisabled,
+		reasonOutboundPoolCalls, reasonOutboundSourceCalls, reasonOutboundPoolMinutes, reasonOutboundSourceMinutes}},
+	{stageRoute, []reason{reasonNoOutboundRoute, reasonDeniedDestination, reasonPremiumDestination, reasonInternational, reasonNoRoute, reasonNoTarget, reasonRegisterDenied, reasonMethodNotAllowed}},
 	{stageDialog, []reason{reasonNoTransaction, reasonNoDialog, reasonCSeqOutOfOrder, reasonBadACK, reasonStrayACK, reasonNotDialogPeer, reasonReplacesNoDialog, reasonStrayResponse}},
 	{stageMedia, mediaReasons},
 	{stageBridge, []reason{reasonSendFailed, reasonDialRefused}},
+	{stageAdmin, []reason{reasonBlocked}},
 }
 
 func validateReasons() []reason {
@@ -125,14 +137,14 @@ const (
 // sbc_blocks_total): those charged to sources that are no trunk's and no
 // pool target's (charge, trust.go), and the REGISTER guesses of one source
 // (register_guard.go).
-var blockFailures = []failure{failUnknownSource, failMalformed, failScannerUA, failRegisterBrute}
+var blockFailures = []failure{failUnknownSource, failMalformed, failScannerUA, failRegisterBrute, failAdminAuth}
 
 // trunkFailures are the failures counted for a trunk instead of charged
 // (the failure label of sbc_trunk_failures_total): those seen from its
 // addresses (unknown_source: on a realm that is not the trunk's) and
 // those of its calls.
 var trunkFailures = []failure{failUnknownSource, failMalformed, failScannerUA, failAuth,
-	failBackend403, failBackend404, failRegisterDenied}
+	failBackend403, failBackend404, failRegisterDenied, failAdminAuth}
 
 // The labels of sbc_blocks_total: origin, and the reason of a manual
 // block. An operator's block carries a free-text reason on its blocklist
@@ -170,6 +182,7 @@ const (
 	resultNoMedia        = "no_media"        // the media relay could not be set up for the INVITE (503 ports exhausted, 488 SDP or encryption refused)
 	resultSessionExpired = "session_expired" // the session timer ran out (only ever reached by answered calls)
 	resultDialogGone     = "dialog_gone"     // an in-dialog request got 481/408 or no answer: the other side's dialog is gone
+	resultAdminHangup    = "admin_hangup"    // hung up through the admin API, or at the deadline of a node drain, before it was answered
 )
 
 // hangupBy are the values of who ended a call (the by label of
@@ -180,7 +193,7 @@ var hangupBy = []string{"caller", "callee", "sbc"}
 var callResults = []string{resultAnswered, resultBusy, resultCancelled, resultRedirected,
 	resultNotFound, resultNoAnswer, resultRejected, resultFailed, resultDeclined, resultNoRoute,
 	resultNoTarget, resultTimeout, resultAckTimeout, resultUndeliverable, resultShutdown,
-	resultMaxDuration, resultInactivity, resultMediaTimeout, resultNoMedia, resultSessionExpired, resultDialogGone}
+	resultMaxDuration, resultInactivity, resultMediaTimeout, resultNoMedia, resultSessionExpired, resultDialogGone, resultAdminHangup}
 
 // Reasons of operator events (package events) that are no drop: the
 // reason member of their audit records. Blocks carry the blocklist

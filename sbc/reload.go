@@ -147,6 +147,7 @@ func (s *SBC) Reload(p *policy.Policy) error {
 	// Calls in progress (and one starting now) keep the previous
 	// snapshot: the gate asks it too until no call uses it.
 	s.retire(s.state.Swap(snap))
+	s.runtime.setApplied(p)
 	s.tls.retain(snap.tls.certs, snap.tls.cas)
 	s.reload.level.Set(policy.SlogLevel(p.Server.LogLevel))
 	kerr := s.reloadKernel(p)
@@ -346,8 +347,31 @@ var reloadFields = map[string]reloadRule{
 
 	"server.tcp_message_timeout": ruleLive, // read for every message (stream.go)
 
-	"admin.listen": ruleRestart("admin.listen"),
-	"admin.Addr":   ruleDerived,
+	"admin.listen":                ruleRestart("admin.listen"),
+	"admin.Addr":                  ruleDerived,
+	"admin.plain_http":            ruleRestart("admin.scheme"), // HTTP or HTTPS is chosen when the listener opens
+	"admin.tls.cert_file":         ruleLive,                    // new handshakes (HTTPS to HTTPS; a switch to or from HTTP is admin.scheme)
+	"admin.tls.key_file":          ruleLive,
+	"admin.tls.ca_file":           ruleLive,
+	"admin.tls.min_version":       ruleLive,
+	"admin.tls.client_auth":       ruleLive,
+	"admin.tls.server_name":       ruleLive, // refused by validation
+	"admin.tls.revoked_spki":      ruleLive,
+	"admin.tls.handshake_timeout": ruleLive, // unused: the admin listener's header deadline is 5 s
+	"admin.tls.Min":               ruleDerived,
+	"admin.client_roles.cn":       ruleLive, // read per request
+	"admin.client_roles.dns":      ruleLive,
+	"admin.client_roles.uri":      ruleLive,
+	"admin.client_roles.roles":    ruleLive,
+	"admin.api_keys.id":           ruleLive,
+	"admin.api_keys.sha256":       ruleLive,
+	"admin.api_keys.roles":        ruleLive,
+	"admin.keys_file":             ruleLive, // the file is also re-read when it changes
+	"admin.KeysPath":              ruleDerived,
+	"admin.hosts":                 ruleLive,
+	"admin.origins":               ruleLive,
+	"admin.rate":                  ruleLive, // a change starts every client's budget afresh
+	"admin.burst":                 ruleLive,
 
 	"realm.name":                           ruleRestart("realm"),
 	"realm.listener.transport":             ruleRestart("realm"),
@@ -405,6 +429,10 @@ var reloadFields = map[string]reloadRule{
 	"pool.tls.Min":               ruleDerived,
 	"pool.target.address":        ruleLive, // a target kept by pool+address keeps its health state
 	"pool.target.weight":         ruleLive,
+	"pool.target.priority":       ruleLive, // new calls
+	"pool.auth.username":         ruleLive, // new challenges
+	"pool.auth.password":         ruleLive,
+	"pool.auth.realm":            ruleLive,
 	"pool.target.Addr":           ruleDerived,
 	"pool.target.W":              ruleDerived,
 	"pool.health.interval":       ruleLive,
@@ -415,6 +443,29 @@ var reloadFields = map[string]reloadRule{
 	"route.trunk":  ruleLive,
 	"route.prefix": ruleLive,
 	"route.pool":   ruleLive,
+
+	// Outbound routes and the toll-fraud controls: new calls. The caps'
+	// counts (calls in progress, minutes of the window) carry over; a
+	// lower cap refuses new calls and ends none.
+	"outbound_route.prefix":       ruleLive,
+	"outbound_route.source_pool":  ruleLive,
+	"outbound_route.pools":        ruleLive,
+	"outbound_route.strip":        ruleLive,
+	"outbound_route.prepend":      ruleLive,
+	"outbound_route.from_user":    ruleLive,
+	"outbound_route.pai":          ruleLive,
+	"outbound_route.privacy":      ruleLive,
+	"outbound_route.max_duration": ruleLive,
+	"outbound.deny_prefixes":      ruleLive,
+	"outbound.premium_prefixes":   ruleLive,
+	"outbound.deny_premium":       ruleLive,
+	"outbound.home_prefix":        ruleLive,
+	"outbound.deny_international": ruleLive,
+	"outbound.pool_max_calls":     ruleLive,
+	"outbound.source_max_calls":   ruleLive,
+	"outbound.pool_max_minutes":   ruleLive,
+	"outbound.source_max_minutes": ruleLive,
+	"outbound.minutes_window":     ruleLive, // a window in progress keeps its start
 
 	"routing.default_pool":     ruleLive,
 	"routing.follow_redirects": ruleLive,
@@ -518,6 +569,7 @@ var reloadFields = map[string]reloadRule{
 	"secrets.previous_key_file": ruleLive,
 
 	"Source": {class: notASetting},
+	"Digest": {class: notASetting},
 }
 
 // restartCheck compares one restart-only setting of the policy in force
@@ -566,6 +618,12 @@ var restartChecks = []restartCheck{
 	}},
 	{"server.state_dir", func(a, b *policy.Policy) string { return quoted(a.Server.StateDir, b.Server.StateDir) }},
 	{"admin.listen", func(a, b *policy.Policy) string { return quoted(a.Admin.Listen, b.Admin.Listen) }},
+	{"admin.scheme", func(a, b *policy.Policy) string {
+		if a.Admin.Listen == "" || b.Admin.Listen == "" {
+			return "" // admin.listen says it
+		}
+		return quoted(adminScheme(a), adminScheme(b))
+	}},
 	{"realm", listenersChanged},
 	{"realm.media", func(a, b *policy.Policy) string {
 		set := func(p *policy.Policy) []string {
@@ -699,4 +757,16 @@ func restartChanges(old, p *policy.Policy) []string {
 		}
 	}
 	return out
+}
+
+// adminScheme is how the admin listener serves: "http", "https", or ""
+// without a listener.
+func adminScheme(p *policy.Policy) string {
+	switch {
+	case p.Admin.Listen == "":
+		return ""
+	case p.Admin.TLS != nil:
+		return "https"
+	}
+	return "http"
 }

@@ -268,15 +268,19 @@ func TestRestartChecks(t *testing.T) {
 		"server.tcp_idle_timeout": {nil, func(p *testpolicy.Policy) { p.Server.TCPIdleTimeout = policy.D(2 * time.Minute) }},
 		"server.state_dir":        {nil, func(p *testpolicy.Policy) { p.Server.StateDir = "/nonexistent/sbc" }},
 		"admin.listen":            {nil, func(p *testpolicy.Policy) { p.Admin = "127.0.0.1:9999" }},
-		"realm":                   {nil, func(p *testpolicy.Policy) { p.Realm("external").Listeners[0].Bind = sbcExtIP + ":5999" }},
-		"xdp.enabled":             {nil, xdpOn},
-		"xdp.interfaces":          {xdpOn, func(p *testpolicy.Policy) { xdpOn(p); p.XDP.Interfaces = []string{"lo", "eth9"} }},
-		"xdp.mode":                {xdpOn, func(p *testpolicy.Policy) { xdpOn(p); p.XDP.Mode = "generic" }},
-		"xdp.pin_dir":             {xdpOn, func(p *testpolicy.Policy) { xdpOn(p); p.XDP.PinDir = "/sys/fs/bpf/other" }},
-		"nftables.enabled":        {nil, nftOn},
-		"nftables.table":          {nftOn, func(p *testpolicy.Policy) { nftOn(p); p.Nftables.Table = "edge" }},
-		"nftables.media_ports":    {nftOn, func(p *testpolicy.Policy) { nftOn(p); p.Nftables.MediaPorts = []int{30000, 40000} }},
-		"nftables.trunks_only":    {nftOn, func(p *testpolicy.Policy) { nftOn(p); p.Nftables.TrunksOnly = true }},
+		"admin.scheme": {func(p *testpolicy.Policy) { p.Admin = "127.0.0.1:9999" }, func(p *testpolicy.Policy) {
+			p.Admin = "127.0.0.1:9999"
+			p.AdminTOML = "[admin.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n"
+		}},
+		"realm":                {nil, func(p *testpolicy.Policy) { p.Realm("external").Listeners[0].Bind = sbcExtIP + ":5999" }},
+		"xdp.enabled":          {nil, xdpOn},
+		"xdp.interfaces":       {xdpOn, func(p *testpolicy.Policy) { xdpOn(p); p.XDP.Interfaces = []string{"lo", "eth9"} }},
+		"xdp.mode":             {xdpOn, func(p *testpolicy.Policy) { xdpOn(p); p.XDP.Mode = "generic" }},
+		"xdp.pin_dir":          {xdpOn, func(p *testpolicy.Policy) { xdpOn(p); p.XDP.PinDir = "/sys/fs/bpf/other" }},
+		"nftables.enabled":     {nil, nftOn},
+		"nftables.table":       {nftOn, func(p *testpolicy.Policy) { nftOn(p); p.Nftables.Table = "edge" }},
+		"nftables.media_ports": {nftOn, func(p *testpolicy.Policy) { nftOn(p); p.Nftables.MediaPorts = []int{30000, 40000} }},
+		"nftables.trunks_only": {nftOn, func(p *testpolicy.Policy) { nftOn(p); p.Nftables.TrunksOnly = true }},
 		"realm.media": {nil, func(p *testpolicy.Policy) {
 			p.Realm("internal").Media = &testpolicy.RealmMedia{Ports: []int{30000, 30999}}
 		}},

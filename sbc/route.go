@@ -29,6 +29,7 @@ type pool struct {
 	cfg     *policy.Pool
 	targets []*target
 	weights []int
+	prios   []int // the targets' priorities: the lowest available is tried first
 }
 
 // targetSet holds every target by pool and address, across reloads.
@@ -76,6 +77,7 @@ func buildPools(p *policy.Policy, ts *targetSet) map[string]*pool {
 		for _, tc := range pc.Targets {
 			pl.targets = append(pl.targets, ts.get(pc.Name, tc.Addr))
 			pl.weights = append(pl.weights, tc.W)
+			pl.prios = append(pl.prios, tc.Priority)
 			keep[pc.Name+"|"+tc.Addr.String()] = true
 		}
 		out[pc.Name] = pl
@@ -84,12 +86,18 @@ func buildPools(p *policy.Policy, ts *targetSet) map[string]*pool {
 	return out
 }
 
-// pick chooses a healthy target by weight among those not yet tried.
-// Returns nil when none is left.
+// pick chooses a healthy target not yet tried: among those of the lowest
+// priority, by weight. Returns nil when none is left.
 func (p *pool) pick(tried map[*target]bool) *target {
-	total := 0
+	total, prio := 0, 0
 	for i, t := range p.targets {
-		if p.weights[i] > 0 && !tried[t] && t.isUp() {
+		if p.weights[i] <= 0 || tried[t] || !t.isUp() || t.drained.Load() {
+			continue
+		}
+		switch pr := p.prio(i); {
+		case total == 0 || pr < prio:
+			total, prio = p.weights[i], pr
+		case pr == prio:
 			total += p.weights[i]
 		}
 	}
@@ -98,7 +106,7 @@ func (p *pool) pick(tried map[*target]bool) *target {
 	}
 	n := rand.IntN(total)
 	for i, t := range p.targets {
-		if p.weights[i] <= 0 || tried[t] || !t.isUp() {
+		if p.weights[i] <= 0 || tried[t] || !t.isUp() || t.drained.Load() || p.prio(i) != prio {
 			continue
 		}
 		if n < p.weights[i] {
@@ -107,4 +115,11 @@ func (p *pool) pick(tried map[*target]bool) *target {
 		n -= p.weights[i]
 	}
 	return nil
+}
+
+func (p *pool) prio(i int) int {
+	if i < len(p.prios) {
+		return p.prios[i]
+	}
+	return 0
 }

@@ -36,6 +36,8 @@ type Options struct {
 	// Events, if not nil, receives every operator event (package events)
 	// besides the outputs the policy configures.
 	Events events.Sink
+	// Version is the build's version, reported by the admin API.
+	Version string
 }
 
 // SBC is the session border controller: one endpoint per realm, the call
@@ -48,7 +50,9 @@ type SBC struct {
 	state   atomic.Pointer[snapshot]
 	targets targetSet
 	def     *defence
-	realms  map[string]*endpoint // fixed at New: listeners change only with a restart
+	// outbound counts outbound calls and minutes for the caps (outbound.go).
+	outbound outboundCaps
+	realms   map[string]*endpoint // fixed at New: listeners change only with a restart
 
 	calls *callTable
 	// hangups counts the BYE and CANCEL transactions in flight, which
@@ -75,10 +79,13 @@ type SBC struct {
 	// outputs; extraSink is Options.Events, kept across output changes.
 	events    events.Mux
 	extraSink events.Sink
-	// out are the CDR file, webhooks and HEP export (outputs.go), open
+	// ops are the CDR file, webhooks and HEP export (outputs.go), open
 	// between Start and Close.
 	ops atomic.Pointer[outputs]
 	out outputState // the audit log and the keyring (audit.go)
+
+	runtime runtimeState // admin API state: drain, disabled trunks, CPS meters (adminstate.go)
+	version string
 }
 
 // snapshot is everything derived from one policy. Calls keep the snapshot
@@ -148,6 +155,8 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	}
 	s := &SBC{log: opt.Logger, metrics: newMetrics(), realms: map[string]*endpoint{}}
 	s.extraSink = opt.Events
+	s.version = opt.Version
+	s.runtime.setApplied(p)
 	if s.extraSink != nil {
 		s.events.Set(s.extraSink)
 	}
@@ -261,7 +270,7 @@ func (s *SBC) Start(ctx context.Context) error {
 	go func() { defer s.wg.Done(); s.tlsLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.def.blocklist.Run(ctx) }()
 	if p.Admin.Listen != "" {
-		a, err := s.startAdmin(p.Admin.Listen)
+		a, err := s.startAdmin(p.Admin)
 		if err != nil {
 			cancel()
 			for _, ep := range s.realms {
@@ -297,6 +306,7 @@ func (s *SBC) Close() error {
 	for deadline := time.Now().Add(3 * time.Second); s.hangups.Load() > 0 && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
+	s.runtime.stopDrain()
 	s.cancel()
 	if s.admin != nil {
 		s.admin.close()

@@ -74,6 +74,7 @@ type tlsTables struct {
 	targets map[netip.Addr]*clientTLS // by target IP, for pools with transport "tls"
 	realms  map[string]*serverTLS     // first tls/wss listener of each realm: the client side towards non-pool peers
 	ids     map[policy.TLSIdentity]*policy.Trunk
+	admin   *adminTLS // the admin listener's (nil: plain HTTP or none)
 	// The files in use, for tlsFiles.retain once the snapshot is in force.
 	certs map[keyPair]bool
 	cas   map[string]bool
@@ -139,6 +140,16 @@ func (s *SBC) buildTLS(p *policy.Policy) (tlsTables, error) {
 			if _, dup := t.targets[tg.Addr.Addr()]; !dup {
 				t.targets[tg.Addr.Addr()] = ct
 			}
+		}
+	}
+	if at := p.Admin.TLS; at != nil && p.Admin.Listen != "" {
+		ce, ca, err := load(at)
+		if err != nil {
+			return t, fmt.Errorf("admin.tls: %w", err)
+		}
+		t.admin = &adminTLS{cfg: at, cert: ce, ca: ca, revoked: map[string]bool{}}
+		for _, h := range at.RevokedSPKI {
+			t.admin.revoked[strings.ToLower(strings.ReplaceAll(h, ":", ""))] = true
 		}
 	}
 	for i := range p.Trunks {

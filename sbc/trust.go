@@ -40,7 +40,7 @@ import (
 //     allow_register) can be blocked for them, one source key at a time.
 //   - Never blocked, automatically or by hand unless forced: the sources
 //     of trunks that may not register, the pool targets, the admin
-//     listener's address and its clients, the addresses of TLS connections
+//     listener's address and the clients that authenticated to it, the addresses of TLS connections
 //     that proved a trunk's certificate, and never_block (protections,
 //     peerSet). IPv6 blocks widened to a /56 or /48 obey the same list.
 //   - Packet budgets: trunk sources on their own realm and pool targets on
@@ -94,7 +94,7 @@ func protections(p *policy.Policy) []protection {
 const maxPeers = 256
 
 // peerSet holds addresses learnt at run time that are never blocked: the
-// clients of the admin listener, and the sources of TLS connections whose
+// clients that authenticated to the admin API, and the sources of TLS connections whose
 // certificate identified a trunk. It is bounded (maxPeers, the oldest
 // learnt go first); has is lock-free.
 type peerSet struct {

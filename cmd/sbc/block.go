@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -16,16 +14,14 @@ import (
 )
 
 const blockUsage = `usage:
-  sbc block list [-admin ADDR]
-  sbc block add  [-admin ADDR] [-reason TEXT] [-ttl DURATION] [-force] PREFIX
-  sbc block del  [-admin ADDR] PREFIX
+  sbc block list [-admin ADDR] [credentials]
+  sbc block add  [-admin ADDR] [credentials] [-reason TEXT] [-ttl DURATION] [-force] PREFIX
+  sbc block del  [-admin ADDR] [credentials] PREFIX
 
-ADDR is the running SBC's admin listener (default 127.0.0.1:9090).
 PREFIX is a CIDR or an address ("192.0.2.7" means /32).
-`
+` + adminFlagsUsage
 
-// cmdBlock manages the blocklist of a running SBC through its admin
-// listener.
+// cmdBlock manages the blocklist of a running SBC through its admin API.
 func cmdBlock(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, blockUsage)
@@ -33,28 +29,22 @@ func cmdBlock(args []string, stdout, stderr io.Writer) int {
 	}
 	verb := args[0]
 	fs := newFlags("block "+verb, stderr)
-	admin := fs.String("admin", "127.0.0.1:9090", "admin listener of the running SBC")
+	ac := addAdminFlags(fs)
 	reason := fs.String("reason", "manual", "reason recorded with the entry (add)")
 	ttl := fs.Duration("ttl", 0, "how long the block lasts (add); 0: until removed")
 	force := fs.Bool("force", false, "block a prefix that overlaps the never-block list (a trunk, a pool target, an admin client) (add)")
 	if code, ok := parseFlags(fs, args[1:]); !ok {
 		return code
 	}
-	base := "http://" + *admin + "/v1/blocklist"
-	client := &http.Client{Timeout: 10 * time.Second}
 	switch verb {
 	case "list":
-		res, err := client.Get(base)
+		b, err := ac.do(http.MethodGet, "/v1/blocklist", nil)
 		if err != nil {
 			fmt.Fprintln(stderr, "sbc block:", err)
 			return 1
 		}
-		defer res.Body.Close()
-		if res.StatusCode != http.StatusOK {
-			return httpFail(res, stderr)
-		}
 		var list []acl.Entry
-		if err := json.NewDecoder(res.Body).Decode(&list); err != nil {
+		if err := json.Unmarshal(b, &list); err != nil {
 			fmt.Fprintln(stderr, "sbc block: bad answer:", err)
 			return 1
 		}
@@ -83,26 +73,19 @@ func cmdBlock(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "sbc block: %q: %v\n", prefix, err)
 			return 2
 		}
-		var req *http.Request
+		var err error
 		if verb == "add" {
 			body := sbc.BlockRequest{Prefix: prefix, Reason: *reason, Force: *force}
 			if *ttl > 0 {
 				body.TTL = ttl.String()
 			}
-			b, _ := json.Marshal(body)
-			req, _ = http.NewRequest(http.MethodPost, base, bytes.NewReader(b))
-			req.Header.Set("Content-Type", "application/json")
+			_, err = ac.do(http.MethodPost, "/v1/blocklist", body)
 		} else {
-			req, _ = http.NewRequest(http.MethodDelete, base+"?prefix="+url.QueryEscape(prefix), nil)
+			_, err = ac.do(http.MethodDelete, "/v1/blocklist?prefix="+url.QueryEscape(prefix), nil)
 		}
-		res, err := client.Do(req)
 		if err != nil {
 			fmt.Fprintln(stderr, "sbc block:", err)
 			return 1
-		}
-		defer res.Body.Close()
-		if res.StatusCode/100 != 2 {
-			return httpFail(res, stderr)
 		}
 		if verb == "add" {
 			fmt.Fprintf(stdout, "blocked %s\n", prefix)
@@ -113,10 +96,4 @@ func cmdBlock(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprint(stderr, blockUsage)
 	return 2
-}
-
-func httpFail(res *http.Response, stderr io.Writer) int {
-	b, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
-	fmt.Fprintf(stderr, "sbc block: %s: %s\n", res.Status, strings.TrimSpace(string(b)))
-	return 1
 }

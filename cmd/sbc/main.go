@@ -6,6 +6,8 @@
 //	sbc block list|add|del     manage the blocklist of a running SBC
 //	sbc audit verify FILE...   check the hash chain of audit log files
 //	sbc secrets genkey|seal|rotate  master keys and sealed secrets
+//	sbc admin key create|list|revoke  API keys of the admin API
+//	sbc api METHOD PATH [JSON] one request to the admin API
 //	sbc version                print the version
 package main
 
@@ -32,6 +34,8 @@ commands:
   block list|add|del       show or change the blocklist of a running SBC (see "sbc block")
   audit verify FILE...     check the hash chain of audit log files (exit 1 at the first broken record)
   secrets genkey|seal|rotate  make a master key, seal a value, re-seal files under a new key (see "sbc secrets")
+  admin key create|list|revoke  API keys of the admin API (see "sbc admin")
+  api METHOD PATH [JSON]   send one request to the admin API of a running SBC
   version                  print the version
 `)
 }
@@ -54,6 +58,10 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		return cmdAudit(args[1:], stdout, stderr)
 	case "secrets":
 		return cmdSecrets(args[1:], stdout, stderr)
+	case "admin":
+		return cmdAdmin(args[1:], stdout, stderr)
+	case "api":
+		return cmdAPI(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "sbc", versionString())
 		return 0

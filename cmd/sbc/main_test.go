@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sbc-project/sbc/internal/testpolicy"
 	"github.com/sbc-project/sbc/policy"
@@ -123,6 +124,9 @@ func startSBC(t *testing.T, pb *testpolicy.Policy) *sbc.SBC {
 // (stdout then stderr).
 func runBlock(args ...string) (int, string) {
 	var out, errb bytes.Buffer
+	t := os.Getenv("SBC_API_KEY")
+	os.Setenv("SBC_API_KEY", testpolicy.AdminKey)
+	defer os.Setenv("SBC_API_KEY", t)
 	code := runMain(append([]string{"block"}, args...), &out, &errb)
 	return code, out.String() + errb.String()
 }
@@ -163,5 +167,86 @@ func TestBlockCommandAgainstRunningSBC(t *testing.T) {
 	}
 	if code, out := runBlock("list", "-admin", admin); code != 0 || !strings.Contains(out, "manual (forced)") {
 		t.Fatalf("list after a forced add: %d\n%s", code, out)
+	}
+}
+
+// The first key on a fresh install: "sbc admin key create" stores its
+// hash in the policy's state_dir and prints it once; the CLI verbs then
+// reach the running SBC with it ($SBC_API_KEY), and fail clearly without
+// it. A revoked key is refused.
+func TestAdminKeyCreateAndCLIVerbs(t *testing.T) {
+	state := t.TempDir()
+	pb := loopbackPolicy(func(p *testpolicy.Policy) {
+		p.Server.StateDir = state
+		p.AdminTOML = "plain_http = true\nrate = 0\n"
+	})
+	file := filepath.Join(t.TempDir(), "sbc.toml")
+	if err := os.WriteFile(file, []byte(pb.TOML()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := startSBC(t, pb)
+	admin := s.AdminAddr().String()
+	run := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := runMain(args, &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	t.Setenv("SBC_API_KEY", "")
+	if code, _, stderr := run("api", "-admin", admin, "GET", "/v1/status"); code != 1 || !strings.Contains(stderr, "401") || !strings.Contains(stderr, "sbc admin key create") {
+		t.Fatalf("without a key: %d %s", code, stderr)
+	}
+	code, out, stderr := run("admin", "key", "create", "-role", "operator", "-name", "noc", "-config", file)
+	if code != 0 {
+		t.Fatalf("key create: %d %s", code, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	key := lines[len(lines)-1]
+	if !strings.HasPrefix(key, "sbc_") {
+		t.Fatalf("no key printed:\n%s", out)
+	}
+	b, err := os.ReadFile(filepath.Join(state, "admin_keys.json"))
+	if err != nil || strings.Contains(string(b), key[21:]) || !strings.Contains(string(b), sbc.HashAPIKey(key)) {
+		t.Fatalf("key store %v:\n%s", err, b)
+	}
+	t.Setenv("SBC_API_KEY", key)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, out, stderr = run("api", "-admin", admin, "GET", "/v1/status")
+		if code == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code != 0 || !strings.Contains(out, `"calls": 0`) {
+		t.Fatalf("api GET /v1/status with the key: %d %s %s", code, out, stderr)
+	}
+	if code, _, stderr := run("block", "add", "-admin", admin, "198.51.100.7"); code != 0 {
+		t.Fatalf("block add as operator: %s", stderr)
+	}
+	if code, _, stderr := run("api", "-admin", admin, "PUT", "/v1/log-level", `{"level":"debug"}`); code != 1 || !strings.Contains(stderr, "403") {
+		t.Fatalf("log level as operator: %d %s, want 403", code, stderr)
+	}
+	code, out, _ = run("admin", "key", "list", "-config", file)
+	id := key[4:20]
+	if code != 0 || !strings.Contains(out, id) || !strings.Contains(out, "noc") || strings.Contains(out, key[21:]) {
+		t.Fatalf("key list: %d\n%s", code, out)
+	}
+	if code, _, stderr := run("admin", "key", "revoke", "-config", file, id); code != 0 {
+		t.Fatalf("revoke: %s", stderr)
+	}
+	for {
+		code, _, stderr = run("api", "-admin", admin, "GET", "/v1/status")
+		if code != 0 || time.Now().After(deadline.Add(10*time.Second)) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code != 1 || !strings.Contains(stderr, "401") {
+		t.Fatalf("revoked key: %d %s", code, stderr)
+	}
+	// -print stores nothing and prints the policy entry.
+	code, out, _ = run("admin", "key", "create", "-role", "read", "-print")
+	if code != 0 || !strings.Contains(out, "api_keys entry") || !strings.Contains(out, `roles = ["read"]`) {
+		t.Fatalf("create -print: %d\n%s", code, out)
 	}
 }

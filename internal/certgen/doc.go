@@ -19,6 +19,8 @@
 //	carrier.pem, carrier-key.pem  client: CN carrier, DNS carrier.example.test
 //	backend.pem, backend-key.pem  server: CN backend, DNS backend.example.test,
 //	                              IP 127.0.0.1
+//	admin.pem, admin-key.pem      client: CN admin (the admin API's operator)
+//	monitoring.pem, monitoring-key.pem  client: CN monitoring (a scraper)
 //
 // Nothing here is meant for production: keys are made fresh on each call,
 // never stored outside the files a caller asks for, and the CA has no

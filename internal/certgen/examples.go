@@ -18,6 +18,8 @@ import (
 //	                              DNS carrier.example.test
 //	backend.pem, backend-key.pem  CN backend, server usage,
 //	                              DNS backend.example.test, IP 127.0.0.1
+//	admin.pem, admin-key.pem      CN admin, client usage (admin API)
+//	monitoring.pem, ...-key.pem   CN monitoring, client usage (admin API)
 //
 // Each call makes a new CA and new keys.
 func Examples(dir string) error {
@@ -68,5 +70,7 @@ func exampleLeaves() []exampleLeaf {
 			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
 			IsServer:    true,
 		}},
+		{"admin", LeafOptions{CN: "admin", IsClient: true}},
+		{"monitoring", LeafOptions{CN: "monitoring", IsClient: true}},
 	}
 }

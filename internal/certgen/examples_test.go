@@ -66,7 +66,8 @@ func TestExamples(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	want := []string{"backend-key.pem", "backend.pem", "ca-key.pem", "ca.pem", "carrier-key.pem", "carrier.pem", "sbc-key.pem", "sbc.pem"}
+	want := []string{"admin-key.pem", "admin.pem", "backend-key.pem", "backend.pem", "ca-key.pem", "ca.pem", "carrier-key.pem", "carrier.pem",
+		"monitoring-key.pem", "monitoring.pem", "sbc-key.pem", "sbc.pem"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("files %v, want %v", names, want)
 	}
@@ -94,6 +95,8 @@ func TestExamples(t *testing.T) {
 		{"carrier", "carrier", []string{"carrier.example.test"}, nil, client, nil},
 		{"backend", "backend", []string{"backend.example.test"}, []net.IP{net.IPv4(127, 0, 0, 1)}, server,
 			[]string{"backend.example.test", "127.0.0.1"}},
+		{"admin", "admin", nil, nil, client, nil},
+		{"monitoring", "monitoring", nil, nil, client, nil},
 	} {
 		t.Run(tc.base, func(t *testing.T) {
 			c := readCert(t, filepath.Join(dir, tc.base+".pem"))

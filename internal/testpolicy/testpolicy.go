@@ -1,6 +1,8 @@
 package testpolicy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"slices"
@@ -20,11 +22,19 @@ type Policy struct {
 	// Admin is [admin] listen; "" writes no [admin] table (no admin
 	// listener).
 	Admin string
+	// AdminTOML is the rest of the [admin] table (raw TOML lines). Empty:
+	// plain_http = true, no rate limit (tests poll) and AdminKey as an
+	// api_keys entry with role "admin", so tests reach the API with
+	// AdminKey.
+	AdminTOML string
 
 	Realms []Realm
 	Trunks []Trunk
 	Pools  []Pool
 	Routes []Route
+	// OutboundRoutes are [[outbound_route]]; Outbound is [outbound].
+	OutboundRoutes []OutboundRoute
+	Outbound       *Outbound
 
 	Routing   *Routing
 	Calls     *Calls
@@ -175,6 +185,7 @@ type Pool struct {
 	Targets         []Target
 	Health          *Health
 	TLS             *PoolTLS
+	Auth            *PoolAuth
 	// Extra is raw TOML written after the pool's targets and health
 	// table: sub-tables such as "[pool.health]" (with Health nil), not
 	// plain keys (they would belong to the last sub-table).
@@ -183,8 +194,36 @@ type Pool struct {
 
 // Target is one [[pool.target]].
 type Target struct {
-	Address string
-	Weight  *int // nil: default (1); new(0) drains the target
+	Address  string
+	Weight   *int // nil: default (1); new(0) drains the target
+	Priority int
+}
+
+// PoolAuth is [pool.auth].
+type PoolAuth struct {
+	Username, Password, Realm string
+}
+
+// OutboundRoute is one [[outbound_route]].
+type OutboundRoute struct {
+	Prefix, SourcePool string
+	Pools              []string
+	Strip              int
+	Prepend, FromUser  string
+	PAI, Privacy       string
+	MaxDuration        policy.Duration
+}
+
+// Outbound is [outbound].
+type Outbound struct {
+	DenyPrefixes, PremiumPrefixes []string
+	DenyPremium                   bool
+	HomePrefix                    string
+	DenyInternational             bool
+	PoolMaxCalls, SourceMaxCalls  int
+	PoolMaxMinutes                int
+	SourceMaxMinutes              int
+	MinutesWindow                 policy.Duration
 }
 
 // Health is [pool.health].
@@ -387,8 +426,17 @@ func (p *Policy) Clone() *Policy {
 		}
 		pl.Health = clonePtr(pl.Health)
 		pl.TLS = clonePtr(pl.TLS)
+		pl.Auth = clonePtr(pl.Auth)
 	}
 	c.Routes = slices.Clone(p.Routes)
+	c.OutboundRoutes = slices.Clone(p.OutboundRoutes)
+	for i := range c.OutboundRoutes {
+		c.OutboundRoutes[i].Pools = slices.Clone(c.OutboundRoutes[i].Pools)
+	}
+	if c.Outbound = clonePtr(p.Outbound); c.Outbound != nil {
+		c.Outbound.DenyPrefixes = slices.Clone(c.Outbound.DenyPrefixes)
+		c.Outbound.PremiumPrefixes = slices.Clone(c.Outbound.PremiumPrefixes)
+	}
 	c.Routing = clonePtr(p.Routing)
 	c.Calls = clonePtr(p.Calls)
 	if c.Headers = clonePtr(p.Headers); c.Headers != nil {
@@ -485,6 +533,11 @@ func (p *Policy) TOML() string {
 	if p.Admin != "" {
 		w.table("[admin]")
 		w.str("listen", p.Admin)
+		rest := p.AdminTOML
+		if rest == "" {
+			rest = "plain_http = true\nrate = 0\napi_keys = [{ id = \"" + AdminKeyID + "\", sha256 = \"" + AdminKeyHash() + "\", roles = [\"admin\"] }]\n"
+		}
+		w.raw(rest)
 	}
 
 	for _, r := range p.Realms {
@@ -547,6 +600,13 @@ func (p *Policy) TOML() string {
 			w.line("[[pool.target]]")
 			w.str("address", t.Address)
 			w.intp("weight", t.Weight)
+			w.int("priority", t.Priority)
+		}
+		if a := pl.Auth; a != nil {
+			w.line("[pool.auth]")
+			w.str("username", a.Username)
+			w.str("password", a.Password)
+			w.str("realm", a.Realm)
 		}
 		if h := pl.Health; h != nil {
 			w.line("[pool.health]")
@@ -572,6 +632,32 @@ func (p *Policy) TOML() string {
 		w.str("trunk", r.Trunk)
 		w.str("prefix", r.Prefix)
 		w.str("pool", r.Pool)
+	}
+
+	for _, r := range p.OutboundRoutes {
+		w.table("[[outbound_route]]")
+		w.str("prefix", r.Prefix)
+		w.str("source_pool", r.SourcePool)
+		w.strs("pools", r.Pools)
+		w.int("strip", r.Strip)
+		w.str("prepend", r.Prepend)
+		w.str("from_user", r.FromUser)
+		w.str("pai", r.PAI)
+		w.str("privacy", r.Privacy)
+		w.dur("max_duration", r.MaxDuration)
+	}
+	if o := p.Outbound; o != nil {
+		w.table("[outbound]")
+		w.strs("deny_prefixes", o.DenyPrefixes)
+		w.strs("premium_prefixes", o.PremiumPrefixes)
+		w.bool("deny_premium", o.DenyPremium)
+		w.str("home_prefix", o.HomePrefix)
+		w.bool("deny_international", o.DenyInternational)
+		w.int("pool_max_calls", o.PoolMaxCalls)
+		w.int("source_max_calls", o.SourceMaxCalls)
+		w.int("pool_max_minutes", o.PoolMaxMinutes)
+		w.int("source_max_minutes", o.SourceMaxMinutes)
+		w.dur("minutes_window", o.MinutesWindow)
 	}
 
 	if r := p.Routing; r != nil {
@@ -807,4 +893,21 @@ func quote(s string) string {
 	}
 	b.WriteByte('"')
 	return b.String()
+}
+
+// AdminKey is the API key (role admin) of every test policy with an admin
+// listener and no AdminTOML: tests send it as "Authorization: Bearer".
+// It is a test fixture, not a secret.
+const AdminKey = "sbc_" + AdminKeyID + "_dGVzdC1rZXktZm9yLXRlc3RzLW9ubHktbm90LWEtc2V"
+
+// AdminKeyID is AdminKey's id.
+const AdminKeyID = "00000000000000a1"
+
+// AdminKeyHash is the SHA-256 (hex) of AdminKey, as api_keys stores it.
+func AdminKeyHash() string { return KeyHash(AdminKey) }
+
+// KeyHash is the SHA-256 (hex) of an API key, as api_keys stores it.
+func KeyHash(key string) string {
+	s := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(s[:])
 }

@@ -23,7 +23,8 @@ func full() *Policy {
 			UDPReadBuffer: 1 << 20, UDPWriteBuffer: 2 << 20,
 			TCPIdleTimeout: policy.D(90 * time.Second), TCPMessageTimeout: policy.D(3 * time.Second), StateDir: "/tmp/sbc-state",
 		},
-		Admin: "127.0.0.1:0",
+		Admin:     "127.0.0.1:0",
+		AdminTOML: "plain_http = true\nrate = 3\n",
 		Realms: []Realm{
 			{Name: "external", Listeners: []Listener{
 				{Transport: "udp", Bind: "127.0.0.3:0", Advertise: "203.0.113.1:5060"},
@@ -54,8 +55,15 @@ func full() *Policy {
 			{Name: "reg", Realm: "internal", Targets: Targets("[::1]:5090"), MediaEncryption: "sdes"},
 			{Name: "secure", Realm: "internal", Transport: "tls", Targets: Targets("[::1]:5091"),
 				TLS: &PoolTLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem", CAFile: "ca.pem", MinVersion: "1.2", ServerName: "pbx.example.com"}},
+			{Name: "carrier-a", Realm: "external", Targets: []Target{{Address: "[::1]:5070", Priority: 2}},
+				Auth: &PoolAuth{Username: "acct", Password: "pw", Realm: "carrier.example"}},
 		},
 		Routes: []Route{{Trunk: "carrier", Prefix: "100", Pool: "reg"}},
+		OutboundRoutes: []OutboundRoute{{Prefix: "0", SourcePool: "pbx", Pools: []string{"carrier-a"}, Strip: 1, Prepend: "+44",
+			FromUser: "+441234", PAI: "from", Privacy: "id", MaxDuration: policy.D(time.Hour)}},
+		Outbound: &Outbound{DenyPrefixes: []string{"+882"}, PremiumPrefixes: []string{"+449"}, DenyPremium: true,
+			HomePrefix: "+44", DenyInternational: true, PoolMaxCalls: 10, SourceMaxCalls: 5, PoolMaxMinutes: 600,
+			SourceMaxMinutes: 300, MinutesWindow: policy.D(24 * time.Hour)},
 		Routing: &Routing{DefaultPool: "pbx", FollowRedirects: true,
 			TargetTimeout: policy.D(300 * time.Millisecond), MaxAttempts: 4, RetryAfter: 7},
 		Calls: &Calls{MaxDuration: policy.D(time.Hour), InactivityTimeout: policy.D(time.Minute),
@@ -168,6 +176,7 @@ func TestEveryOptionParses(t *testing.T) {
 	check("server.tcp_message_timeout", s.TCPMessageTimeout.Duration, 3*time.Second)
 	check("server.state_dir", s.StateDir, "/tmp/sbc-state")
 	check("admin.listen", p.Admin.Listen, "127.0.0.1:0")
+	check("admin.rate", p.Admin.Rate, 3)
 
 	check("realms", len(p.Realms), 2)
 	ext := p.Realms[0]
@@ -204,7 +213,17 @@ func TestEveryOptionParses(t *testing.T) {
 	check("trunk.register_domains", tr.RegisterDomains, []string{"pbx.example.com"})
 	check("trunk[1].transports", p.Trunks[1].Transports, []string{"tcp", "tls"})
 
-	check("pools", len(p.Pools), 3)
+	check("pools", len(p.Pools), 4)
+	ca := p.Pools[3]
+	check("carrier.priority", ca.Targets[0].Priority, 2)
+	check("carrier.auth", *ca.Auth, policy.PoolAuth{Username: "acct", Password: "pw", Realm: "carrier.example"})
+	or := p.OutboundRoutes[0]
+	check("outbound_route", [...]any{or.Prefix, or.SourcePool, or.Pools, or.Strip, or.Prepend, or.FromUser, or.PAI, or.Privacy, or.MaxDuration.Duration},
+		[...]any{"0", "pbx", []string{"carrier-a"}, 1, "+44", "+441234", "from", "id", time.Hour})
+	o := p.Outbound
+	check("outbound", [...]any{o.DenyPrefixes, o.PremiumPrefixes, o.DenyPremium, o.HomePrefix, o.DenyInternational,
+		o.PoolMaxCalls, o.SourceMaxCalls, o.PoolMaxMinutes, o.SourceMaxMinutes, o.MinutesWindow.Duration},
+		[...]any{[]string{"+882"}, []string{"+449"}, true, "+44", true, 10, 5, 600, 300, 24 * time.Hour})
 	pl := p.Pools[0]
 	check("pool.name", pl.Name, "pbx")
 	check("pool.realm", pl.Realm, "internal")
