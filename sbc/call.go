@@ -283,6 +283,9 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 	} else {
 		c.log = s.log.With("call", c.id, "trunk", p.trunk.Name, "pool", pc.Name)
 	}
+	if cm != nil {
+		cm.onConsentLost(func(realm string) { c.post(event{kind: evConsentLost, realm: realm}) })
+	}
 	c.touch()
 	from, to := req.From(), req.To()
 	c.a = &leg{
@@ -496,8 +499,18 @@ func (c *call) responseToA(res *sip.Response) *sip.Response {
 	out.AppendHeader(sip.NewHeader("Server", c.st.pol.Server.UserAgent))
 	if res.StatusCode < 300 {
 		// The answer to A's offer, or the backend's offer when A's INVITE
-		// had none.
-		_ = c.relayBody(c.b(), c.offerB == nil, out, res)
+		// had none. An answer belongs to one of the backend's (early)
+		// dialogs: the media follows the dialog that answered last, and
+		// the one whose 2xx is kept.
+		tag := tagOf(res.To().Params)
+		if c.media != nil && c.offerB != nil && res.IsSuccess() && len(res.Body()) == 0 {
+			if err := c.media.followDialog(tag); err != nil {
+				c.logf("early dialog's SDP not applied", "error", err.Error())
+			}
+		}
+		if err := c.relayBody(c.b(), c.offerB == nil, out, res); err == nil && c.offerB != nil {
+			c.media.answerFrom(tag, res.Body())
+		}
 	} else {
 		out.SetBody(nil)
 	}

@@ -280,6 +280,12 @@ func (c *call) finish() {
 		out.writeCDR(rec)
 	}
 	media.close()
+	var mst MediaStats
+	if media != nil {
+		c.mu.Lock()
+		mst = media.Stats()
+		c.mu.Unlock()
+	}
 	close(c.ended)
 	c.markFinalSent()
 	c.release()
@@ -317,6 +323,13 @@ func (c *call) finish() {
 			"duration_ms", time.Since(answered).Milliseconds(), "reason", result)
 	} else {
 		attrs = append(attrs, "setup_ms", time.Since(c.created).Milliseconds())
+	}
+	if media != nil {
+		// Packets per direction: from and to each side's peer.
+		attrs = append(attrs, "media_a", mst.A.Encryption, "media_b", mst.B.Encryption,
+			"media_from_a", mst.A.Received, "media_to_a", mst.A.Sent,
+			"media_from_b", mst.B.Received, "media_to_b", mst.B.Sent,
+			"media_dropped", mst.A.Dropped+mst.B.Dropped)
 	}
 	c.log.Info("call ended", attrs...)
 	// After the lock, as an action: never under it.

@@ -28,10 +28,11 @@ const (
 	evRelayDone                     // a relayed request's transaction ended
 	evADeliveryFailed               // a final response could not be sent to A
 	evTerminate                     // the SBC ends the call (limits, admin, shutdown)
+	evConsentLost                   // an ICE leg's consent expired (RFC 7675); realm: the leg's
 )
 
 var evNames = [...]string{"start", "cancel", "b_response", "b_done", "timer", "ack", "bye",
-	"request", "relay_response", "relay_done", "a_delivery_failed", "terminate"}
+	"request", "relay_response", "relay_done", "a_delivery_failed", "terminate", "consent_lost"}
 
 func (k evKind) String() string { return evNames[k] }
 
@@ -47,6 +48,7 @@ type event struct {
 	timer  timerKey
 	gen    uint64
 	reason string
+	realm  string // evConsentLost: the realm of the leg that lost consent
 	err    error
 	// sent is closed once the request's (tx's) final response was sent:
 	// sipgo ends a server transaction when its handler returns, so the
@@ -205,6 +207,17 @@ func (c *call) step(ev event) {
 		c.onADeliveryFailed(ev.res, ev.err)
 	case evTerminate:
 		c.terminate(ev.reason)
+	case evConsentLost:
+		// Media to the leg has already stopped (srtp.ICELite); the call
+		// ends, once, and counts on the leg's realm.
+		if c.phase == phEnded {
+			return
+		}
+		c.logf("ICE consent lost", "realm", ev.realm)
+		if c.media != nil && c.media.plane != nil {
+			c.media.plane.countEnding(resultConsentLost, ev.realm)
+		}
+		c.terminate(resultConsentLost)
 	}
 }
 
@@ -556,6 +569,9 @@ func (c *call) onTimer(k timerKey) {
 			return
 		}
 		c.logf("no media", "idle", idle.Round(time.Millisecond).String())
+		if c.phase != phEnded && c.media.plane != nil {
+			c.media.plane.countEnding(resultMediaTimeout, c.media.aRealm, c.media.bRealm)
+		}
 		c.terminate(resultMediaTimeout)
 	}
 }

@@ -88,17 +88,6 @@ func cdrLeg(p profile, s srtp.LegStats) cdr.Leg {
 	return l
 }
 
-// String names a media profile as the CDR does: none, sdes, dtls.
-func (p profile) String() string {
-	switch p {
-	case profSDES:
-		return "sdes"
-	case profDTLS:
-		return "dtls"
-	}
-	return "none"
-}
-
 // Sources of the Q.850 cause (cdr.Record.Q850Source).
 const (
 	q850FromReason = "reason" // a Reason header (RFC 3326) of the BYE or final response that ended the call

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/sdp/v3"
@@ -45,9 +47,25 @@ import (
 // a=rtcp-mux, and a=group:BUNDLE of those mids when the peer's SDP had a
 // BUNDLE group (Chrome with max-bundle refuses an answer without one).
 //
-// Not yet: m= lines added by a re-INVITE (answered with port 0), non-RTP
-// media (refused with port 0), bodies other than application/sdp (488),
-// DTLS without rtcp-mux (488).
+// Early dialogs: a forking backend's 183s and 2xx may come from several
+// dialogs (To tags) with different addresses and keys. The caller's side
+// keeps one relay and one key throughout; the backend's side follows the
+// SDP of the dialog that answered last, and the 2xx's dialog once kept,
+// also when that 2xx has no SDP (its answer was in its reliable 183:
+// answerFrom, followDialog). The caller's SRTP egress is normalised, so
+// the switch between the dialogs' sources is one continuous stream.
+//
+// A line a re-offer removes (port 0) passes as port 0 and its stream
+// stops relaying; a later offer with a port brings it back.
+//
+// A line a re-offer removes (port 0) passes as port 0 and its stream
+// stops relaying; a later offer with a port brings it back.
+//
+// Not yet: a relay for m= lines added by a re-INVITE (they are refused
+// with port 0: ports are bound before the state machine, never under the
+// call's lock), non-RTP media (refused with port 0), bodies other than
+// application/sdp (488), DTLS without rtcp-mux (488), DTLS on a forking
+// backend's early dialogs (one association per leg).
 
 // mediaPlane is the relay port pool of each realm, fixed at New (a change
 // of a realm's media addresses or ports needs a restart).
@@ -55,16 +73,37 @@ type mediaPlane struct {
 	pools map[string]*srtp.PortPool
 	cert  *srtp.Certificate // the SBC's DTLS certificate (state_dir/dtls-cert.pem, or made at start)
 
-	mu    sync.Mutex
-	live  map[*callMedia]bool     // calls whose streams are open
-	ended map[string]*mediaTotals // counters of closed streams, by realm
+	mu     sync.Mutex
+	live   map[*callMedia]bool     // calls whose streams are open
+	ended  map[string]*mediaTotals // counters of closed streams, by realm
+	events map[string]*mediaEvents // DTLS handshakes and media ends, by realm
+
+	// consent is the ICE consent timeout of new agents (RFC 7675: 30 s;
+	// tests shorten it).
+	consent atomic.Int64
 }
+
+// mediaEvents are a realm's counts of what happens to calls' media
+// rather than to packets.
+type mediaEvents struct {
+	dtls     [len(dtlsResults)]uint64  // handshakes by result
+	timeouts [len(mediaEndings)]uint64 // calls the SBC ended for their media, by reason
+}
+
+// dtlsResults are the values of srtp.DTLSResult.Reason: the result label
+// of sbc_media_dtls_handshakes_total.
+var dtlsResults = [...]string{"ok", "fingerprint", "role", "timeout", "error"}
+
+// mediaEndings are the reason label values of sbc_media_timeouts_total:
+// the call results that end a call for its media.
+var mediaEndings = [...]string{resultMediaTimeout, resultConsentLost}
 
 // newMediaPlane builds the relay's port pools and loads the DTLS
 // certificate of state_dir (its key sealed by sealer when a master key is
 // configured; see srtp.LoadOrCreateSealedCertificate), or makes one.
 func newMediaPlane(p *policy.Policy, sealer srtp.KeySealer) (*mediaPlane, error) {
-	mp := &mediaPlane{pools: map[string]*srtp.PortPool{}}
+	mp := &mediaPlane{pools: map[string]*srtp.PortPool{}, events: map[string]*mediaEvents{}}
+	mp.consent.Store(int64(srtp.DefaultConsentTimeout))
 	var err error
 	if p.Server.StateDir != "" {
 		mp.cert, err = srtp.LoadOrCreateSealedCertificate(p.Server.StateDir, sealer)
@@ -84,8 +123,38 @@ func newMediaPlane(p *policy.Policy, sealer srtp.KeySealer) (*mediaPlane, error)
 			return nil, fmt.Errorf("realm %s media: %w", r.Name, err)
 		}
 		mp.pools[r.Name] = pp
+		mp.events[r.Name] = &mediaEvents{}
 	}
 	return mp, nil
+}
+
+// countDTLS counts a finished DTLS handshake of a leg on realm.
+func (mp *mediaPlane) countDTLS(realm string, r srtp.DTLSResult) {
+	i := slices.Index(dtlsResults[:], r.Reason())
+	if i < 0 {
+		i = len(dtlsResults) - 1 // "error"
+	}
+	mp.mu.Lock()
+	if e := mp.events[realm]; e != nil {
+		e.dtls[i]++
+	}
+	mp.mu.Unlock()
+}
+
+// countEnding counts a call the SBC ends for its media (media_timeout,
+// consent_lost) once on each of the realms given.
+func (mp *mediaPlane) countEnding(reason string, realms ...string) {
+	i := slices.Index(mediaEndings[:], reason)
+	if i < 0 {
+		return
+	}
+	mp.mu.Lock()
+	defer mp.mu.Unlock()
+	for j, r := range realms {
+		if e := mp.events[r]; e != nil && !slices.Contains(realms[:j], r) {
+			e.timeouts[i]++
+		}
+	}
 }
 
 // mediaError is why a call's media cannot be set up: the answer to the
@@ -143,6 +212,10 @@ func (sd *side) sdes() bool { return sd.prof == profSDES }
 type mstream struct {
 	st   *srtp.Stream // nil for a refused line
 	a, b side
+	// off: the line was removed (port 0) by a later offer or answer: the
+	// stream relays nothing (no destination on either leg) and does not
+	// count for the media timeout.
+	off bool
 }
 
 // callMedia is a call's media: its streams and the offer/answer state.
@@ -159,10 +232,39 @@ type callMedia struct {
 	// bundled: the last SDP of the leg ("a", "b") had an a=group:BUNDLE;
 	// the SBC's SDP to it then has one too, of the mids it echoes.
 	bundled map[string]bool
+	// early is the last SDP answer of each of the backend's early
+	// dialogs, by To tag (a forking proxy's 183s), and applied the tag
+	// whose SDP the backend's leg follows now: a 2xx without SDP from
+	// another dialog (its answer was in its reliable 183) moves the leg
+	// back to that dialog's address and keys. The caller's side keeps
+	// its one relay and key whatever the backend's dialogs do.
+	early   map[string][]byte
+	applied string
 
 	plane          *mediaPlane // certificate, metrics (track, untrack)
 	log            *slog.Logger
 	aRealm, bRealm string
+	// lost is what the call does when an ICE leg's consent expires (set
+	// once the call exists; an agent's timer may fire on any goroutine).
+	lost atomic.Pointer[func(realm string)]
+}
+
+// onConsentLost sets what happens when an ICE leg of the call loses
+// consent (RFC 7675): the call posts an event and ends.
+func (cm *callMedia) onConsentLost(f func(realm string)) { cm.lost.Store(&f) }
+
+// consentLost is an ICE agent's OnConsentLost for leg ("a" or "b"); it
+// runs on the agent's timer goroutine, outside every lock.
+func (cm *callMedia) consentLost(leg string) func(srtp.LegID) {
+	realm := cm.aRealm
+	if leg == "b" {
+		realm = cm.bRealm
+	}
+	return func(srtp.LegID) {
+		if f := cm.lost.Load(); f != nil {
+			(*f)(realm)
+		}
+	}
 }
 
 // isSDP tells whether a message body is a session description.
@@ -183,7 +285,7 @@ func (s *SBC) setupMedia(st *snapshot, aRealm, bRealm string, trunk *policy.Trun
 	ra, rb := realmOf(st.pol, aRealm), realmOf(st.pol, bRealm)
 	cm := &callMedia{trunk: trunk, poolEnc: pool.MediaEncryption, aAddr: ra.Media.AdvertiseAddr, bAddr: rb.Media.AdvertiseAddr,
 		aOrig: srtp.NewOrigin("sbc", ra.Media.AdvertiseAddr), bOrig: srtp.NewOrigin("sbc", rb.Media.AdvertiseAddr),
-		timeout: st.pol.Media.Timeout.Duration, plane: s.media, log: s.log}
+		timeout: st.pol.Media.Timeout.Duration, plane: s.media, log: s.log, aRealm: aRealm, bRealm: bRealm}
 	if len(body) == 0 {
 		// Delayed offer: the backend offers in its 2xx. One stream.
 		ms, err := s.allocStream(aRealm, bRealm, legShape{}, legShape{mux: pool.MediaEncryption == "dtls", normalize: pool.MediaEncryption == "sdes" || pool.MediaEncryption == "dtls"})
@@ -192,7 +294,7 @@ func (s *SBC) setupMedia(st *snapshot, aRealm, bRealm string, trunk *policy.Trun
 		}
 		cm.streams = []*mstream{ms}
 		cm.delayed = true
-		s.media.track(cm, aRealm, bRealm)
+		s.media.track(cm)
 		return cm, nil, nil
 	}
 	if !isSDP(ct, body) {
@@ -217,7 +319,9 @@ func (s *SBC) setupMedia(st *snapshot, aRealm, bRealm string, trunk *policy.Trun
 		sec, _ := srtp.RemoteSecurity(offer, i)
 		aSRTP := sec.DTLS() || savpProto(md.MediaName.Protos)
 		bSRTP := pool.MediaEncryption == "sdes" || pool.MediaEncryption == "dtls" || (pool.MediaEncryption == "any" && aSRTP)
-		ms, err := s.allocStream(aRealm, bRealm, legShape{mux: rm.Mux, normalize: aSRTP},
+		// An ICE peer's leg does not learn: its destination is the address
+		// its checks nominated, and only while consent holds (RFC 7675).
+		ms, err := s.allocStream(aRealm, bRealm, legShape{mux: rm.Mux, normalize: aSRTP, noLearn: sec.ICE.Ufrag != ""},
 			legShape{mux: rm.Mux || pool.MediaEncryption == "dtls", normalize: bSRTP})
 		if err != nil {
 			cm.close()
@@ -230,7 +334,7 @@ func (s *SBC) setupMedia(st *snapshot, aRealm, bRealm string, trunk *policy.Trun
 		cm.close()
 		return nil, nil, err
 	}
-	s.media.track(cm, aRealm, bRealm)
+	s.media.track(cm)
 	return cm, out, nil
 }
 
@@ -254,8 +358,9 @@ func savpProto(protos []string) bool {
 }
 
 // legShape is what a leg's relay needs to know before any SDP is
-// processed: one socket (rtcp-mux) or two, and normalised egress (SRTP).
-type legShape struct{ mux, normalize bool }
+// processed: one socket (rtcp-mux) or two, normalised egress (SRTP), and
+// for the caller's leg whether it learns its source (not an ICE peer's).
+type legShape struct{ mux, normalize, noLearn bool }
 
 // allocStream opens a stream's relay sockets on both sides.
 func (s *SBC) allocStream(aRealm, bRealm string, a, b legShape) (*mstream, error) {
@@ -271,7 +376,7 @@ func (s *SBC) allocStream(aRealm, bRealm string, a, b legShape) (*mstream, error
 	st, err := srtp.NewStream(srtp.StreamConfig{
 		// The caller's leg learns its source from the first packet (NAT);
 		// the backend's accepts only the address its SDP gives.
-		A: srtp.LegConfig{Ports: ap, Learn: true, Normalize: a.normalize},
+		A: srtp.LegConfig{Ports: ap, Learn: !a.noLearn, Normalize: a.normalize},
 		B: srtp.LegConfig{Ports: bp, Normalize: b.normalize},
 	})
 	if err != nil {
@@ -312,11 +417,19 @@ func (cm *callMedia) fromLeg(from string, isOffer bool, in *sdp.SessionDescripti
 			ms = cm.streams[i]
 		}
 		if ms == nil || ms.st == nil || md.MediaName.Port.Value == 0 || !rtpProto(md.MediaName.Protos) {
-			// Refused, not RTP, or beyond the lines the call has relay
-			// ports for: port 0 towards the other side.
-			anchor.Media = append(anchor.Media, srtp.MediaAnchor{Port: 0})
+			// Refused, removed (port 0), not RTP, or beyond the lines the
+			// call has relay ports for: port 0 towards the other side,
+			// and a stream the line had relays nothing any more (until
+			// an offer brings the line back).
+			if ms != nil && ms.st != nil && !ms.off {
+				ms.off = true
+				ms.st.Expect(srtp.LegA, netip.AddrPort{}, netip.AddrPort{})
+				ms.st.Expect(srtp.LegB, netip.AddrPort{}, netip.AddrPort{})
+			}
+			anchor.Media = append(anchor.Media, srtp.MediaAnchor{Refuse: true})
 			continue
 		}
+		ms.off = false
 		rm, err := srtp.Remote(in, i)
 		if err != nil {
 			return nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
@@ -465,7 +578,7 @@ func (cm *callMedia) takeLeg(from string, isOffer bool, st *srtp.Stream, id srtp
 	}
 	if isOffer {
 		if sd.dtls != nil && sd.dtls.SetRemote(sec.Setup, sec.Fingerprints) == nil {
-			return cm.iceFrom(st, id, sd, sec) // the same association
+			return cm.iceFrom(from, st, id, sd, sec) // the same association
 		}
 		setup, err := srtp.AnswerSetup(sec.Setup, srtp.SetupPassive)
 		if err != nil {
@@ -478,7 +591,7 @@ func (cm *callMedia) takeLeg(from string, isOffer bool, st *srtp.Stream, id srtp
 		}
 		old := sd.dtls
 		sd.dtls = d
-		if err := cm.iceFrom(st, id, sd, sec); err != nil {
+		if err := cm.iceFrom(from, st, id, sd, sec); err != nil {
 			return err
 		}
 		if old != nil {
@@ -493,15 +606,19 @@ func (cm *callMedia) takeLeg(from string, isOffer bool, st *srtp.Stream, id srtp
 	if err := sd.dtls.SetRemote(sec.Setup, sec.Fingerprints); err != nil {
 		return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, err)
 	}
-	return cm.iceFrom(st, id, sd, sec)
+	return cm.iceFrom(from, st, id, sd, sec)
 }
 
 // iceFrom installs (or updates) the leg's handler: DTLS alone, or ICE-lite
 // and DTLS when the peer does ICE (WebRTC).
-func (cm *callMedia) iceFrom(st *srtp.Stream, id srtp.LegID, sd *side, sec srtp.Security) error {
+func (cm *callMedia) iceFrom(from string, st *srtp.Stream, id srtp.LegID, sd *side, sec srtp.Security) error {
 	if sec.ICE.Ufrag != "" {
 		if sd.ice == nil {
-			ice, err := srtp.NewICELite(srtp.ICEConfig{RemoteUfrag: sec.ICE.Ufrag})
+			// Consent freshness: a peer whose checks stop for the consent
+			// timeout gets no more media (the agent stops it) and its
+			// call ends (consentLost).
+			ice, err := srtp.NewICELite(srtp.ICEConfig{RemoteUfrag: sec.ICE.Ufrag,
+				ConsentTimeout: time.Duration(cm.plane.consent.Load()), OnConsentLost: cm.consentLost(from)})
 			if err != nil {
 				return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, err)
 			}
@@ -521,9 +638,16 @@ func (cm *callMedia) iceFrom(st *srtp.Stream, id srtp.LegID, sd *side, sec srtp.
 	return nil
 }
 
-// dtlsDone logs the end of a leg's DTLS handshake.
+// dtlsDone counts and logs the end of a leg's DTLS handshake.
 func (cm *callMedia) dtlsDone(leg string) func(srtp.DTLSResult) {
+	realm := cm.aRealm
+	if leg == "b" {
+		realm = cm.bRealm
+	}
 	return func(r srtp.DTLSResult) {
+		if cm.plane != nil {
+			cm.plane.countDTLS(realm, r)
+		}
 		if cm.log == nil {
 			return
 		}
@@ -704,11 +828,49 @@ func (cm *callMedia) body(from string, offer bool, ct string, b []byte) ([]byte,
 	return cm.fromLeg(from, offer, in)
 }
 
+// maxEarlyDialogs bounds the early dialogs whose answers a call keeps.
+const maxEarlyDialogs = 16
+
+// answerFrom records the SDP answer (raw, as received) of the backend's
+// dialog tag, once relayed: the leg now follows that dialog.
+func (cm *callMedia) answerFrom(tag string, b []byte) {
+	if cm == nil || len(b) == 0 {
+		return
+	}
+	if cm.early == nil {
+		cm.early = map[string][]byte{}
+	}
+	if _, ok := cm.early[tag]; ok || len(cm.early) < maxEarlyDialogs {
+		cm.early[tag] = b
+	}
+	cm.applied = tag
+}
+
+// followDialog makes the backend's leg follow dialog tag, whose answer
+// came earlier (a 2xx without SDP after that dialog's 183): its SDP is
+// applied again if another dialog's was applied since. The SDP towards
+// the caller does not change (the same relay and keys), so nothing is
+// returned.
+func (cm *callMedia) followDialog(tag string) error {
+	if cm == nil || tag == cm.applied {
+		return nil
+	}
+	b, ok := cm.early[tag]
+	if !ok {
+		return nil
+	}
+	if _, err := cm.body("b", false, "application/sdp", b); err != nil {
+		return err
+	}
+	cm.applied = tag
+	return nil
+}
+
 // idle is how long no media arrived from either side of any stream.
 func (cm *callMedia) idle(now time.Time) time.Duration {
 	var least time.Duration = -1
 	for _, ms := range cm.streams {
-		if ms.st == nil {
+		if ms.st == nil || ms.off {
 			continue
 		}
 		if d := ms.st.Idle(now); least < 0 || d < least {
@@ -719,6 +881,77 @@ func (cm *callMedia) idle(now time.Time) time.Duration {
 		return 0
 	}
 	return least
+}
+
+// MediaStats is a call's media as a CDR or the "call ended" log sees it:
+// each leg's encryption profile and counters, summed over the call's
+// streams (m= lines). Leg A faces the caller, leg B the backend.
+type MediaStats struct {
+	A, B LegMediaStats
+	// Streams is the number of m= lines relayed (refused lines excluded).
+	Streams int
+}
+
+// LegMediaStats is one leg of a call's media.
+type LegMediaStats struct {
+	Realm string
+	// Encryption is the leg's profile: "none" (plain RTP), "sdes" or
+	// "dtls" (SRTP keyed by SDES or DTLS-SRTP); "" when no SDP set it.
+	Encryption string
+	// Received counts the valid packets (RTP and RTCP) the leg's peer
+	// sent the SBC, ReceivedBytes their bytes, RTCP the RTCP among them;
+	// Sent the packets the SBC sent to the peer (relayed from the other
+	// leg).
+	Received, ReceivedBytes, RTCP, Sent uint64
+	// Dropped counts the peer's packets not relayed, AuthFailures those
+	// among them that failed SRTP authentication.
+	Dropped, AuthFailures uint64
+}
+
+// Stats returns the call's media counters and profiles. Like the other
+// methods it runs under the call's lock; the counters are final once
+// close has run.
+func (cm *callMedia) Stats() MediaStats {
+	if cm == nil {
+		return MediaStats{}
+	}
+	out := MediaStats{A: LegMediaStats{Realm: cm.aRealm}, B: LegMediaStats{Realm: cm.bRealm}}
+	for _, ms := range cm.streams {
+		if ms.st == nil {
+			continue
+		}
+		out.Streams++
+		st := ms.st.Stats()
+		for _, l := range []struct {
+			o         *LegMediaStats
+			in, other srtp.LegStats
+			sd        *side
+		}{{&out.A, st.A, st.B, &ms.a}, {&out.B, st.B, st.A, &ms.b}} {
+			l.o.Received += l.in.Packets
+			l.o.ReceivedBytes += l.in.Bytes
+			l.o.RTCP += l.in.RTCPPackets
+			l.o.Sent += l.other.Forwarded
+			for _, n := range l.in.Dropped {
+				l.o.Dropped += n
+			}
+			l.o.AuthFailures += l.in.AuthFailures()
+			if l.o.Encryption == "" && l.sd.known {
+				l.o.Encryption = l.sd.prof.String()
+			}
+		}
+	}
+	return out
+}
+
+// String is the profile's name in MediaStats and the log: none, sdes, dtls.
+func (p profile) String() string {
+	switch p {
+	case profSDES:
+		return "sdes"
+	case profDTLS:
+		return "dtls"
+	}
+	return "none"
 }
 
 // close releases every relay socket (I/O: the call's end action).
@@ -755,15 +988,16 @@ func (t *mediaTotals) add(s srtp.LegStats) {
 	}
 }
 
-// track registers a call's media for the metrics until it is closed.
-func (mp *mediaPlane) track(cm *callMedia, aRealm, bRealm string) {
+// track registers a call's media for the metrics until it is closed (its
+// realms are set when it is made: a DTLS handshake may end before this).
+func (mp *mediaPlane) track(cm *callMedia) {
 	mp.mu.Lock()
 	defer mp.mu.Unlock()
 	if mp.live == nil {
 		mp.live = map[*callMedia]bool{}
 		mp.ended = map[string]*mediaTotals{}
 	}
-	cm.plane, cm.aRealm, cm.bRealm = mp, aRealm, bRealm
+	cm.plane = mp
 	mp.live[cm] = true
 }
 
@@ -794,12 +1028,17 @@ func (mp *mediaPlane) totals(realm string) *mediaTotals {
 	return t
 }
 
-// snapshot sums ended and live streams by realm, and counts live streams.
-func (mp *mediaPlane) snapshot() (map[string]*mediaTotals, map[string]int) {
+// snapshot sums ended and live streams by realm, counts live streams, and
+// copies the realms' events.
+func (mp *mediaPlane) snapshot() (map[string]*mediaTotals, map[string]int, map[string]mediaEvents) {
 	mp.mu.Lock()
 	defer mp.mu.Unlock()
 	out := map[string]*mediaTotals{}
 	active := map[string]int{}
+	events := map[string]mediaEvents{}
+	for r, e := range mp.events {
+		events[r] = *e
+	}
 	for r, t := range mp.ended {
 		c := *t
 		out[r] = &c
@@ -822,7 +1061,7 @@ func (mp *mediaPlane) snapshot() (map[string]*mediaTotals, map[string]int) {
 			active[cm.bRealm]++
 		}
 	}
-	return out, active
+	return out, active, events
 }
 
 var (
@@ -840,6 +1079,10 @@ var (
 		"Relay port pairs of a realm's range by state: in_use, quarantined (released, resting before reuse), free.", []string{"realm", "state"}, nil)
 	mediaExhaustedDesc = prometheus.NewDesc("sbc_media_ports_exhausted_total",
 		"Relay port allocations that found the realm's range full (the call got 503).", []string{"realm"}, nil)
+	mediaDTLSDesc = prometheus.NewDesc("sbc_media_dtls_handshakes_total",
+		"DTLS-SRTP handshakes of the legs facing a realm, by result: ok, or why they failed (fingerprint, role, timeout, error).", []string{"realm", "result"}, nil)
+	mediaTimeoutsDesc = prometheus.NewDesc("sbc_media_timeouts_total",
+		"Calls with a leg on the realm that the SBC ended for their media, by reason: media_timeout (no media either way), consent_lost (an ICE peer of this realm stopped its consent checks).", []string{"realm", "reason"}, nil)
 )
 
 // mediaPortStates are the state label values of sbc_media_ports.
@@ -847,13 +1090,13 @@ var mediaPortStates = []string{"in_use", "quarantined", "free"}
 
 func (mp *mediaPlane) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mediaPacketsDesc, mediaBytesDesc, mediaForwardedDesc, mediaDroppedDesc,
-		mediaStreamsDesc, mediaPortsDesc, mediaExhaustedDesc} {
+		mediaStreamsDesc, mediaPortsDesc, mediaExhaustedDesc, mediaDTLSDesc, mediaTimeoutsDesc} {
 		ch <- d
 	}
 }
 
 func (mp *mediaPlane) Collect(ch chan<- prometheus.Metric) {
-	totals, active := mp.snapshot()
+	totals, active, events := mp.snapshot()
 	for realm, pool := range mp.pools {
 		t := totals[realm]
 		if t == nil {
@@ -871,5 +1114,12 @@ func (mp *mediaPlane) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(mediaPortsDesc, prometheus.GaugeValue, float64(n), realm, mediaPortStates[i])
 		}
 		ch <- prometheus.MustNewConstMetric(mediaExhaustedDesc, prometheus.CounterValue, float64(ps.Exhausted), realm)
+		ev := events[realm]
+		for i, r := range dtlsResults {
+			ch <- prometheus.MustNewConstMetric(mediaDTLSDesc, prometheus.CounterValue, float64(ev.dtls[i]), realm, r)
+		}
+		for i, r := range mediaEndings {
+			ch <- prometheus.MustNewConstMetric(mediaTimeoutsDesc, prometheus.CounterValue, float64(ev.timeouts[i]), realm, r)
+		}
 	}
 }

@@ -2,9 +2,12 @@ package sbc
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +31,8 @@ type phone struct {
 	seq  uint16
 	// SDES: our key (in our SDP) and the peer's (from its SDP).
 	enc, dec *pionsrtp.Context
+	// wait bounds a recv (0: 5 s).
+	wait time.Duration
 }
 
 func newPhone(t *testing.T, ip string) *phone {
@@ -102,13 +107,23 @@ func (p *phone) send(dst netip.AddrPort, n int, tag string) {
 
 // recv reads RTP until one carries tag (bounded), and returns its source.
 func (p *phone) recv(tag string) (netip.AddrPort, error) {
+	from, _, err := p.recvPkt(tag)
+	return from, err
+}
+
+// recvPkt is recv that also returns the packet's header.
+func (p *phone) recvPkt(tag string) (netip.AddrPort, rtp.Header, error) {
 	buf := make([]byte, 1500)
-	deadline := time.Now().Add(5 * time.Second)
+	wait := p.wait
+	if wait == 0 {
+		wait = 5 * time.Second
+	}
+	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
 		_ = p.conn.SetReadDeadline(deadline)
 		n, from, err := p.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
-			return netip.AddrPort{}, err
+			return netip.AddrPort{}, rtp.Header{}, err
 		}
 		b := buf[:n]
 		if p.dec != nil {
@@ -118,10 +133,10 @@ func (p *phone) recv(tag string) (netip.AddrPort, error) {
 		}
 		var pkt rtp.Packet
 		if pkt.Unmarshal(b) == nil && bytes.Equal(pkt.Payload, []byte(tag)) {
-			return netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), nil
+			return netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), pkt.Header, nil
 		}
 	}
-	return netip.AddrPort{}, fmt.Errorf("no RTP with %q", tag)
+	return netip.AddrPort{}, rtp.Header{}, fmt.Errorf("no RTP with %q", tag)
 }
 
 // exchange sends RTP both ways until each side received the other's
@@ -320,6 +335,11 @@ func TestMediaTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.eventually("no active calls", func() bool { return e.sbc.calls.len() == 0 })
+	for _, realm := range []string{"external", "internal"} {
+		if n := gathered(t, e.sbc, "sbc_media_timeouts_total", realm, "media_timeout"); n != 1 {
+			t.Errorf("sbc_media_timeouts_total{%s,media_timeout} = %v, want 1", realm, n)
+		}
+	}
 }
 
 // gathered is the value of the series of family name whose label values
@@ -350,4 +370,91 @@ func gathered(t *testing.T, s *SBC, name string, values ...string) float64 {
 		}
 	}
 	return -1
+}
+
+// TestDTLSResultLabelsKnown: every result srtp reports is a label value
+// of sbc_media_dtls_handshakes_total (the collector would count an
+// unknown one as "error").
+func TestDTLSResultLabelsKnown(t *testing.T) {
+	for _, err := range []error{nil, srtp.ErrFingerprintMismatch, srtp.ErrDTLSRole, srtp.ErrDTLSTimeout, fmt.Errorf("x")} {
+		r := srtp.DTLSResult{Err: err}
+		if !slices.Contains(dtlsResults[:], r.Reason()) {
+			t.Errorf("DTLSResult{%v}.Reason() = %q, not in dtlsResults %v", err, r.Reason(), dtlsResults)
+		}
+	}
+}
+
+// TestMediaStatsInCallEndedLog: the "call ended" line carries each side's
+// encryption profile and its packets per direction (callMedia.Stats, the
+// CDR's source): what the caller's SRTP leg received and was sent, what
+// the backend's plain leg received and was sent, equal to the realm
+// counters of that one call.
+func TestMediaStatsInCallEndedLog(t *testing.T) {
+	var buf syncBuffer
+	caller, backend := newPhone(t, callerIP), newPhone(t, backendIP)
+	a := backend.addr()
+	e := newEnv(t, envOpts{
+		backends: []sipua.BackendOptions{{MediaIP: a.Addr().String(), MediaPort: int(a.Port())}},
+		log:      slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	})
+	ours, err := srtp.GenerateCrypto(1, srtp.AES_CM_128_HMAC_SHA1_80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller.enc = contextOf(t, ours)
+	call, res := e.dial(sipua.DialOptions{SDP: caller.sdesSDP(ours)})
+	if res.StatusCode != 200 {
+		t.Fatalf("final %d", res.StatusCode)
+	}
+	ci, err := e.backends[0].WaitCall(e.ctx, func(c sipua.CallInfo) bool { return c.Acked })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd, _ := srtp.ParseSDP(res.Body())
+	rm, err := srtp.Remote(sd, 0)
+	if err != nil || len(rm.Cryptos) != 1 {
+		t.Fatalf("answer: %v", err)
+	}
+	caller.dec = contextOf(t, rm.Cryptos[0])
+	exchange(t, caller, backend, rm.RTP, remote(t, ci.Invite))
+	// Packets the backend sends after the caller stopped: counted on the
+	// backend's side only.
+	backend.send(remote(t, ci.Invite), 4, "extra")
+	if _, err := caller.recv("extra"); err != nil {
+		t.Fatal(err)
+	}
+	if err := call.Bye(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	var ended map[string]any
+	e.eventually("the call ended line", func() bool {
+		for _, l := range strings.Split(buf.String(), "\n") {
+			if strings.Contains(l, `"msg":"call ended"`) {
+				ended = map[string]any{}
+				return json.Unmarshal([]byte(l), &ended) == nil
+			}
+		}
+		return false
+	})
+	if ended["media_a"] != "sdes" || ended["media_b"] != "none" {
+		t.Errorf("profiles in the call ended line: a=%v b=%v, want sdes and none", ended["media_a"], ended["media_b"])
+	}
+	num := func(k string) float64 { v, _ := ended[k].(float64); return v }
+	for _, c := range []struct {
+		key    string
+		metric string
+		realm  string
+	}{
+		{"media_from_a", "sbc_media_packets_total", "external"},
+		{"media_to_b", "sbc_media_forwarded_packets_total", "external"},
+		{"media_from_b", "sbc_media_packets_total", "internal"},
+		{"media_to_a", "sbc_media_forwarded_packets_total", "internal"},
+	} {
+		if got, want := num(c.key), gathered(t, e.sbc, c.metric, c.realm); got != want || got == 0 {
+			t.Errorf("%s = %v in the call ended line, want %v (%s{%s}) and not 0", c.key, got, want, c.metric, c.realm)
+		}
+	}
+	if num("media_to_a") < 4 || num("media_from_b") < 4 {
+		t.Errorf("the backend's extra packets are not in its counts: %v", ended)
+	}
 }

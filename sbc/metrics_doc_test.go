@@ -262,6 +262,8 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 	}
 	add("sbc_admin_requests_total", "result", adminResults...)
 	add("sbc_admin_auth_failures_total", "reason", adminAuthReasons...)
+	add("sbc_media_dtls_handshakes_total", "result", dtlsResults[:]...)
+	add("sbc_media_timeouts_total", "reason", mediaEndings[:]...)
 	policy = map[string][]string{
 		"sbc_tls_handshakes_total":          {"realm"},
 		"sbc_tls_certificate_expiry_days":   {"file"},
@@ -275,6 +277,8 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 		"sbc_media_streams_active":          {"realm"},
 		"sbc_media_ports":                   {"realm"},
 		"sbc_media_ports_exhausted_total":   {"realm"},
+		"sbc_media_dtls_handshakes_total":   {"realm"},
+		"sbc_media_timeouts_total":          {"realm"},
 		"sbc_requests_total":                {"realm"},
 		"sbc_webhook_events_total":          {"webhook"},
 		"sbc_webhook_retries_total":         {"webhook"},

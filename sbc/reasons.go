@@ -179,6 +179,7 @@ const (
 	resultMaxDuration    = "max_duration"    // calls.max_duration (only ever reached by answered calls)
 	resultInactivity     = "inactivity"      // calls.inactivity_timeout (only ever reached by answered calls)
 	resultMediaTimeout   = "media_timeout"   // media.timeout: no media either way (only ever reached by answered calls)
+	resultConsentLost    = "consent_lost"    // an ICE peer (WebRTC) stopped its consent checks for 30 s (RFC 7675)
 	resultNoMedia        = "no_media"        // the media relay could not be set up for the INVITE (503 ports exhausted, 488 SDP or encryption refused)
 	resultSessionExpired = "session_expired" // the session timer ran out (only ever reached by answered calls)
 	resultDialogGone     = "dialog_gone"     // an in-dialog request got 481/408 or no answer: the other side's dialog is gone
@@ -193,7 +194,7 @@ var hangupBy = []string{"caller", "callee", "sbc"}
 var callResults = []string{resultAnswered, resultBusy, resultCancelled, resultRedirected,
 	resultNotFound, resultNoAnswer, resultRejected, resultFailed, resultDeclined, resultNoRoute,
 	resultNoTarget, resultTimeout, resultAckTimeout, resultUndeliverable, resultShutdown,
-	resultMaxDuration, resultInactivity, resultMediaTimeout, resultNoMedia, resultSessionExpired, resultDialogGone, resultAdminHangup}
+	resultMaxDuration, resultInactivity, resultMediaTimeout, resultConsentLost, resultNoMedia, resultSessionExpired, resultDialogGone, resultAdminHangup}
 
 // Reasons of operator events (package events) that are no drop: the
 // reason member of their audit records. Blocks carry the blocklist

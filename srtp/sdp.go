@@ -185,6 +185,10 @@ type MediaAnchor struct {
 	// Crypto.String, a=fingerprint, a=setup, ICE), appended to the
 	// m= line's kept attributes.
 	Attributes []sdp.Attribute
+	// Refuse writes the line with port 0 (refused or removed, RFC 3264
+	// 6 and 8.2) whatever its port: a line the SBC has no relay for (a
+	// non-RTP line, a line a re-offer adds). Port is then not needed.
+	Refuse bool
 }
 
 // Anchor describes the SBC towards the leg that receives the rewritten SDP.
@@ -293,7 +297,7 @@ func Rewrite(in *sdp.SessionDescription, a Anchor) (*sdp.SessionDescription, err
 		if ma.Proto != "" {
 			m.MediaName.Protos = strings.Split(ma.Proto, "/")
 		}
-		refused := md.MediaName.Port.Value == 0
+		refused := md.MediaName.Port.Value == 0 || ma.Refuse
 		if refused {
 			m.MediaName.Port.Value = 0
 		} else if ma.Port <= 0 || ma.Port > 65535 {

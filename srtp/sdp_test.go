@@ -491,3 +491,30 @@ func FuzzParseSDP(f *testing.F) {
 		}
 	})
 }
+
+// TestRewriteRefuse: an anchor that refuses a live line writes it with
+// port 0, the SBC's address, and none of the SBC's per-leg attributes.
+func TestRewriteRefuse(t *testing.T) {
+	in, err := ParseSDP([]byte("v=0\r\no=x 5 5 IN IP4 198.51.100.1\r\ns=-\r\nc=IN IP4 198.51.100.1\r\nt=0 0\r\n" +
+		"m=audio 30000 RTP/AVP 0\r\nm=application 30002 UDP/BFCP *\r\nc=IN IP4 198.51.100.1\r\na=floorctrl:c-s\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Rewrite(in, Anchor{Addr: relay4, Origin: NewOrigin("", relay4), Media: []MediaAnchor{
+		{Port: 40000}, {Refuse: true, RTCPPort: 40003, Attributes: []sdp.Attribute{{Key: "crypto", Value: "x"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := out.Marshal()
+	s := string(b)
+	for _, want := range []string{"m=audio 40000 ", "m=application 0 UDP/BFCP *", "a=floorctrl:c-s"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("no %q in:\n%s", want, s)
+		}
+	}
+	for _, bad := range []string{"198.51.100.1", "a=crypto", "a=rtcp"} {
+		if strings.Contains(s, bad) {
+			t.Errorf("%q in:\n%s", bad, s)
+		}
+	}
+}
