@@ -38,6 +38,13 @@ type Policy struct {
 	Nftables Nftables `toml:"nftables"`
 	// Media is media anchoring (the relay of RTP through the SBC).
 	Media Media `toml:"media"`
+	// CDR is the call detail records: one JSON line per call at its end.
+	CDR CDR `toml:"cdr"`
+	// HEP is the HEP3 export of every SIP message to a capture server
+	// (Homer).
+	HEP HEP `toml:"hep"`
+	// Webhooks POST selected operator events (and CDRs) as signed JSON.
+	Webhooks []Webhook `toml:"webhook"`
 	// Audit is the audit log (package audit).
 	Audit Audit `toml:"audit"`
 	// Secrets is where the master key that seals secrets at rest is
@@ -729,6 +736,83 @@ type Nftables struct {
 	// neither a trunk source nor a pool target (the backends' answers and
 	// requests come from those). Default false.
 	TrunksOnly bool `toml:"trunks_only"`
+}
+
+// CDR configures call detail records (package cdr).
+type CDR struct {
+	// Enabled: write one JSON line per call at its end. Default false.
+	Enabled bool `toml:"enabled"`
+	// File is the CDR file (JSON lines). Required when enabled; relative
+	// paths are relative to the working directory. Its directory must
+	// exist.
+	File string `toml:"file"`
+	// MaxSizeMB rotates the file when it would grow past this many MiB:
+	// FILE becomes FILE.1 (FILE.1 becomes FILE.2, ...). Default 100;
+	// 1..100000.
+	MaxSizeMB int `toml:"max_size_mb"`
+	// MaxFiles is how many rotated files are kept. Default 10; 0..1000
+	// (0: the file is truncated at rotation, nothing kept).
+	MaxFiles int `toml:"max_files"`
+	// Queue bounds the records waiting for the writer; more are dropped
+	// and counted (sbc_cdr_records_total{result="dropped"}). Default 4096;
+	// 1..1000000.
+	Queue int `toml:"queue"`
+}
+
+// HEP configures the HEP3 export (package hep).
+type HEP struct {
+	// Enabled: send every SIP message the SBC reads or writes to Address.
+	// Default false.
+	Enabled bool `toml:"enabled"`
+	// Address is the collector's UDP "ip:port" (IP literal). Required
+	// when enabled.
+	Address string `toml:"address"`
+	// AgentID is the capture agent id chunk (0x000c). Default 0;
+	// 0..4294967295.
+	AgentID int `toml:"agent_id"`
+	// Password is the auth key chunk (0x000e): sent in clear; a
+	// collector that checks it. Default "" (no chunk).
+	Password string `toml:"password"`
+	// Queue bounds the packets waiting to be sent; more are dropped and
+	// counted (sbc_hep_packets_total{result="dropped"}). Default 8192;
+	// 1..1000000.
+	Queue int `toml:"queue"`
+
+	Addr netip.AddrPort `toml:"-"` // Address parsed
+}
+
+// Webhook is one [[webhook]]: an HTTP(S) endpoint that receives the
+// selected events as signed JSON (package webhook).
+type Webhook struct {
+	// Name identifies the webhook in metrics and logs; unique; letters,
+	// digits, '_', '-', '.'.
+	Name string `toml:"name"`
+	// URL is where events are POSTed: https, or http to a loopback
+	// address only.
+	URL string `toml:"url"`
+	// Events are the event kinds sent (package events: call_started,
+	// call_terminated, config_changed, reload_failed, auth_failure,
+	// blocked, unblocked, admin_action) and "cdr" for the call detail
+	// records. At least one.
+	Events []string `toml:"events"`
+	// Secret is the HMAC-SHA256 key of the signature (at least 16 bytes).
+	// SecretEnv names an environment variable that holds it instead; one
+	// of the two is required.
+	Secret    string `toml:"secret"`
+	SecretEnv string `toml:"secret_env"`
+	// Timeout of one delivery attempt. Default "5s".
+	Timeout Duration `toml:"timeout"`
+	// MaxAttempts per event (the first included); retries back off
+	// exponentially from 500ms, doubling, capped at MaxBackoff. Default 6;
+	// 1..20.
+	MaxAttempts int `toml:"max_attempts"`
+	// MaxBackoff caps the wait between two attempts. Default "30s".
+	MaxBackoff Duration `toml:"max_backoff"`
+	// Queue bounds the events waiting for delivery; more are dropped and
+	// counted. Default 1024; 1..100000.
+	Queue int `toml:"queue"`
+
+	Key []byte `toml:"-"` // the secret, from Secret or SecretEnv
 }
 
 // DefaultAllowedHeaders is the safe default header allow-list.

@@ -128,6 +128,7 @@ func validate(p *Policy, ix *index) {
 	v.xdp()
 	v.nftables()
 	v.media()
+	v.operator()
 	v.audit()
 	if len(ix.errs) == 0 {
 		p.look = buildLookup(p)

@@ -124,8 +124,9 @@ func (s *SBC) setAudit(l *audit.Log) {
 	}
 }
 
-// setSinks sets the Mux's outputs: Options.Events and the audit log.
-// The caller holds s.out.mu.
+// setSinks sets the Mux's outputs: Options.Events, the audit log and
+// the webhooks (outputs.go, between Start and Close). The caller holds
+// s.out.mu.
 func (s *SBC) setSinks() {
 	var sinks []events.Sink
 	if s.extraSink != nil {
@@ -133,6 +134,9 @@ func (s *SBC) setSinks() {
 	}
 	if s.out.log != nil {
 		sinks = append(sinks, s.out.log)
+	}
+	if o := s.ops.Load(); o != nil {
+		sinks = append(sinks, o.sinks()...)
 	}
 	s.events.Set(sinks...)
 }

@@ -138,11 +138,18 @@ type call struct {
 	result      string
 	endedBy     string
 	answered    time.Time
-	sessExp     time.Duration // negotiated session interval (RFC 4028), 0 if none
-	media       *callMedia    // the call's relay (media.go); nil without anchoring
-	offerB      []byte        // the SDP of the B-leg INVITEs (nil: delayed offer, or no anchoring)
-	queue       []action
-	draining    bool
+	// For the CDR (cdr.go): the reason phrase of A's final response, the
+	// Reason headers of the message that ended the call (BYE, or B's
+	// final response), when it ended, whether the caller heard ringing.
+	aFinalPhrase string
+	endReasons   []string
+	endedAt      time.Time
+	alerted      bool
+	sessExp      time.Duration // negotiated session interval (RFC 4028), 0 if none
+	media        *callMedia    // the call's relay (media.go); nil without anchoring
+	offerB       []byte        // the SDP of the B-leg INVITEs (nil: delayed offer, or no anchoring)
+	queue        []action
+	draining     bool
 }
 
 // b is the B-leg in-dialog requests from A go to: the accepted dialog,

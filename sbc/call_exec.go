@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/sbc-project/sbc/cdr"
 )
 
 // The executor: events enter through post, the transition runs under the
@@ -262,6 +263,11 @@ func (c *call) finish() {
 		b = c.kept.leg
 	}
 	media := c.media
+	var rec *cdr.Record
+	out := c.s.ops.Load()
+	if out.wantsCDR() && !c.done.Load() {
+		rec = c.cdrOf(out.node) // before the relay closes: its counters
+	}
 	carrier := ""
 	if c.kept != nil {
 		carrier = c.kept.pool.cfg.Name
@@ -269,6 +275,9 @@ func (c *call) finish() {
 	c.mu.Unlock()
 	if !c.done.CompareAndSwap(false, true) {
 		return
+	}
+	if rec != nil {
+		out.writeCDR(rec)
 	}
 	media.close()
 	var mst MediaStats
@@ -291,6 +300,7 @@ func (c *call) finish() {
 		label = resultAnswered
 	}
 	c.s.metrics.Calls.WithLabelValues(label).Inc()
+	c.s.metrics.CallsEnded.WithLabelValues(result, by).Inc()
 	if c.trunk != nil {
 		c.s.trunkCall(c.trunk.Name, label)
 	}

@@ -262,7 +262,7 @@ func (c *call) finalToA(res *sip.Response) {
 	if c.aFinal != 0 {
 		return
 	}
-	c.aFinal = res.StatusCode
+	c.aFinal, c.aFinalPhrase = res.StatusCode, res.Reason
 	c.queueAct(action{kind: actRespondA, res: res})
 }
 
@@ -295,7 +295,7 @@ func (c *call) onCancel() {
 		if c.aFinal != 0 {
 			return
 		}
-		c.aFinal = 487 // sipgo answered the INVITE with 487 itself
+		c.aFinal, c.aFinalPhrase = 487, "Request Terminated" // sipgo answered the INVITE with 487 itself
 		c.logf("call cancelled by caller")
 		c.abandon(c.cur)
 		c.end(resultCancelled, "caller")
@@ -335,6 +335,7 @@ func (c *call) onBResponse(br *branch, res *sip.Response) {
 		if tag != "" {
 			br.leg.setRemote(tag, res.Contact(), recordRoutes(res, true))
 		}
+		c.alerted = true
 		c.queueAct(action{kind: actRespondA, res: c.responseToA(res)})
 		return
 	}
@@ -391,6 +392,7 @@ func (c *call) onBResponse(br *branch, res *sip.Response) {
 		return
 	}
 	c.finalToA(c.responseToA(res))
+	c.endReasons = headerValues(res, "Reason")
 	c.end(resultOf(res.StatusCode), "callee")
 }
 
@@ -442,7 +444,7 @@ func (c *call) onB2xx(br *branch, res *sip.Response, tag string) {
 	c.answered = time.Now()
 	c.sessExp = sessionInterval(res)
 	out := c.responseToA(res)
-	c.aFinal = out.StatusCode
+	c.aFinal, c.aFinalPhrase = out.StatusCode, out.Reason
 	c.ok2xx = out
 	c.queueAct(action{kind: actRespondA, res: out})
 	c.interval = sip.T1
@@ -676,6 +678,7 @@ func (c *call) onBye(from *leg, req *sip.Request, tx sip.ServerTransaction, sent
 	if h := req.GetHeader("Reason"); h != nil && c.st.headers.Allowed("Reason") {
 		reason = h.Value()
 	}
+	c.endReasons = headerValues(req, "Reason")
 	c.byeLegRaw(c.other(from), reason)
 	c.end(resultAnswered, by)
 }
@@ -744,6 +747,7 @@ func (c *call) end(result, by string) {
 	}
 	c.phase = phEnded
 	c.result, c.endedBy = result, by
+	c.endedAt = time.Now()
 	for k, e := range c.timers {
 		if k.kind != tmCancel && k.kind != tmTarget {
 			e.t.Stop()

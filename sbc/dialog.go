@@ -166,6 +166,9 @@ func (s *SBC) mapReferHeaders(h sip.HeaderParams) (sip.HeaderParams, bool) {
 type callTable struct {
 	mu sync.RWMutex
 	m  map[string]legRef
+	// ids maps the Call-ID of every leg in m to its call's A-leg
+	// Call-ID: the correlation id of both legs in the HEP export.
+	ids map[string]string
 }
 
 type legRef struct {
@@ -173,7 +176,7 @@ type legRef struct {
 	l *leg
 }
 
-func newCallTable() *callTable { return &callTable{m: map[string]legRef{}} }
+func newCallTable() *callTable { return &callTable{m: map[string]legRef{}, ids: map[string]string{}} }
 
 func dialogKey(callID, localTag string) string {
 	var b strings.Builder
@@ -187,6 +190,7 @@ func dialogKey(callID, localTag string) string {
 func (t *callTable) put(l *leg, c *call) {
 	t.mu.Lock()
 	t.m[dialogKey(l.callID, l.localTag)] = legRef{c, l}
+	t.ids[l.callID] = c.a.callID
 	t.mu.Unlock()
 }
 
@@ -196,6 +200,7 @@ func (t *callTable) del(l *leg) {
 	}
 	t.mu.Lock()
 	delete(t.m, dialogKey(l.callID, l.localTag))
+	delete(t.ids, l.callID)
 	t.mu.Unlock()
 }
 
@@ -207,6 +212,19 @@ func (t *callTable) get(callID, localTag string) (*call, *leg) {
 	r := t.m[dialogKey(callID, localTag)]
 	t.mu.RUnlock()
 	return r.c, r.l
+}
+
+// correlation returns the A-leg Call-ID of the call that has a leg with
+// Call-ID callID; callID itself when none has (an A leg's own, a message
+// outside calls).
+func (t *callTable) correlation(callID string) string {
+	t.mu.RLock()
+	a, ok := t.ids[callID]
+	t.mu.RUnlock()
+	if ok {
+		return a
+	}
+	return callID
 }
 
 // len returns the number of distinct calls not yet ended.

@@ -42,6 +42,12 @@
 //	6 watch      watch.go, trust.go,    SBC.charge (the trust model), SBC.fail, SBC.watchResponse,
 //	             register_guard.go      SBC.watchRegister: failures, trunk health, guesses, auto-block
 //
+// Beside the pipeline, the operator outputs (outputs.go), opened by Start
+// and closed by Close: the CDR of each call (cdr.go, built in the call's
+// end action), the HEP export of every message read (at the read filter)
+// and written (sipgo's write hook) (hep.go), and the webhooks, which are
+// Sinks of the events the SBC emits and take CDRs too.
+//
 // pipeline.go wires them: SBC.handle is the entry of every request but ACK.
 // An in-dialog request is matched to its call before stage 1, so that it
 // is classified with the call's snapshot.

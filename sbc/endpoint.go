@@ -58,7 +58,7 @@ func (s *SBC) newEndpoint(r policy.Realm, pol *policy.Policy) (*endpoint, error)
 		sipgo.WithUserAgenTLSConfig(ep.clientConfig()),
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerLogger(s.sipLog),
-			sip.WithTransportLayerReadFilter(s.readFilter(ep)),
+			sip.WithTransportLayerReadFilter(s.tracedFilter(ep)),
 			sip.WithTransportLayerTransports(sip.TransportsConfig{
 				TCP: stream(),
 				TLS: &sip.TransportTLS{TransportTCP: stream()},

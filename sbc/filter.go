@@ -19,6 +19,19 @@ import (
 // each message on a TCP or TLS connection is checked by streamConn
 // (stream.go), and each WebSocket message here, like a datagram.
 
+// tracedFilter is readFilter, and gives what it passes to the HEP export
+// (hep.go).
+func (s *SBC) tracedFilter(ep *endpoint) sip.TransportReadFilter {
+	f := s.readFilter(ep)
+	return func(info sip.TransportReadProps, data []byte) ([]byte, error) {
+		out, err := f(info, data)
+		if out != nil && err == nil {
+			s.hepRead(info, out)
+		}
+		return out, err
+	}
+}
+
 // readFilter runs on every datagram (and WebSocket message) of realm ep
 // before sipgo parses it. It must not allocate on the drop path and must
 // never return an error for a datagram (an error stops sipgo's UDP read

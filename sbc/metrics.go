@@ -19,6 +19,7 @@ type Metrics struct {
 
 	CallsActive  prometheus.Gauge
 	Calls        *prometheus.CounterVec // result (callResults)
+	CallsEnded   *prometheus.CounterVec // reason (callResults), by (hangupBy): what ended each call, answered or not
 	Requests     *prometheus.CounterVec // realm, method (known methods only)
 	Responses    *prometheus.CounterVec // realm, class (1xx..6xx)
 	Dropped      *prometheus.CounterVec // stage, reason (dropReasons)
@@ -107,6 +108,9 @@ func newMetrics() *Metrics {
 	m.UDPResets = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sbc_udp_peer_resets_total", Help: "Times a realm's UDP read loops were renewed to forget their source entries (over limits.udp_peers).",
 	}, []string{"realm"})
+	m.CallsEnded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_calls_ended_total", Help: "Calls that ended, by the reason that ended them (the results of sbc_calls_total, an answered call's too: max_duration, media_timeout, ...) and who ended them (caller, callee, sbc).",
+	}, []string{"reason", "by"})
 	m.TrunkCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sbc_trunk_calls_total", Help: "Finished calls of each trunk by result (the results of sbc_calls_total): the answer ratio of a carrier.",
 	}, []string{"trunk", "result"})
@@ -119,6 +123,7 @@ func newMetrics() *Metrics {
 	m.RegisterLocks = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "sbc_register_locks_total", Help: "Addresses-of-record locked for one source after autoblock.register_guesses failed guesses.",
 	})
+	r.MustRegister(m.CallsEnded)
 	m.OutboundCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sbc_outbound_calls_total", Help: "Finished outbound calls (from the backends to carriers) by result (the results of sbc_calls_total).",
 	}, []string{"result"})

@@ -23,6 +23,7 @@ import (
 	"github.com/sbc-project/sbc/acl/nft"
 	"github.com/sbc-project/sbc/ebpf"
 	"github.com/sbc-project/sbc/srtp"
+	"github.com/sbc-project/sbc/webhook"
 )
 
 // docs/METRICS.md against the code: every family the SBC registers, its
@@ -245,6 +246,14 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 		add("sbc_media_dropped_packets_total", "reason", r.String())
 	}
 	add("sbc_media_ports", "state", mediaPortStates...)
+	for _, r := range callResults {
+		for _, by := range hangupBy {
+			add("sbc_calls_ended_total", "by,reason", by+"/"+r)
+		}
+	}
+	add("sbc_cdr_records_total", "result", cdrResults...)
+	add("sbc_hep_packets_total", "result", hepResults...)
+	add("sbc_webhook_events_total", "result", webhookResults...)
 	add("sbc_audit_records_total", "output", auditOutputs...)
 	for _, o := range auditOutputs {
 		for _, r := range auditDropReasons {
@@ -271,6 +280,8 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 		"sbc_media_dtls_handshakes_total":   {"realm"},
 		"sbc_media_timeouts_total":          {"realm"},
 		"sbc_requests_total":                {"realm"},
+		"sbc_webhook_events_total":          {"webhook"},
+		"sbc_webhook_retries_total":         {"webhook"},
 		"sbc_responses_total":               {"realm"},
 		"sbc_backend_target_up":             {"pool", "target"},
 		"sbc_backend_failovers_total":       {"pool"},
@@ -302,6 +313,9 @@ func sbcRegistry(t *testing.T) *prometheus.Registry {
 		t.Fatal(err)
 	}
 	m.Registry.MustRegister(&mediaPlane{pools: map[string]*srtp.PortPool{"x": pp}})
+	m.Registry.MustRegister(outputsCollector{stats: func() outputStats {
+		return outputStats{hooks: map[string]webhook.Stats{"x": {}}}
+	}})
 	v := reflect.ValueOf(m).Elem()
 	for i := range v.NumField() {
 		if !v.Type().Field(i).IsExported() {

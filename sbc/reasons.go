@@ -186,6 +186,10 @@ const (
 	resultAdminHangup    = "admin_hangup"    // hung up through the admin API, or at the deadline of a node drain, before it was answered
 )
 
+// hangupBy are the values of who ended a call (the by label of
+// sbc_calls_ended_total, the CDR's hangup_by).
+var hangupBy = []string{"caller", "callee", "sbc"}
+
 // callResults is every value of sbc_calls_total's result label.
 var callResults = []string{resultAnswered, resultBusy, resultCancelled, resultRedirected,
 	resultNotFound, resultNoAnswer, resultRejected, resultFailed, resultDeclined, resultNoRoute,

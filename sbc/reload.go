@@ -530,6 +530,29 @@ var reloadFields = map[string]reloadRule{
 	"media.timeout":    ruleLive, // new calls
 	"media.quarantine": ruleRestart("media.quarantine"),
 
+	"cdr.enabled":     ruleRestart("cdr"), // the CDR file is opened by Start (outputs.go)
+	"cdr.file":        ruleRestart("cdr"),
+	"cdr.max_size_mb": ruleRestart("cdr"),
+	"cdr.max_files":   ruleRestart("cdr"),
+	"cdr.queue":       ruleRestart("cdr"),
+
+	"hep.enabled":  ruleRestart("hep"), // the exporter is started by Start; sipgo's write hook is process-wide
+	"hep.address":  ruleRestart("hep"),
+	"hep.agent_id": ruleRestart("hep"),
+	"hep.password": ruleRestart("hep"),
+	"hep.queue":    ruleRestart("hep"),
+	"hep.Addr":     ruleDerived,
+
+	"webhook.name":         ruleRestart("webhook"), // the webhooks are started by Start, with their queues
+	"webhook.url":          ruleRestart("webhook"),
+	"webhook.events":       ruleRestart("webhook"),
+	"webhook.secret":       ruleRestart("webhook"),
+	"webhook.secret_env":   ruleRestart("webhook"),
+	"webhook.timeout":      ruleRestart("webhook"),
+	"webhook.max_attempts": ruleRestart("webhook"),
+	"webhook.max_backoff":  ruleRestart("webhook"),
+	"webhook.queue":        ruleRestart("webhook"),
+	"webhook.Key":          ruleDerived,
 	// The audit log is rebuilt on every reload: an output named again
 	// (same file, same syslog destination and facility) keeps its queue
 	// and hash chain, others are opened or closed (audit.go).
@@ -619,6 +642,20 @@ var restartChecks = []restartCheck{
 	{"media.quarantine", func(a, b *policy.Policy) string {
 		return changed(a.Media.Quarantine.Duration, b.Media.Quarantine.Duration)
 	}},
+	{"cdr", func(a, b *policy.Policy) string { return changed(a.CDR, b.CDR) }},
+	// The HEP password and webhook secrets are not printed.
+	{"hep", func(a, b *policy.Policy) string {
+		if a.HEP == b.HEP {
+			return ""
+		}
+		return "changed"
+	}},
+	{"webhook", func(a, b *policy.Policy) string {
+		if webhooksEqual(a.Webhooks, b.Webhooks) {
+			return ""
+		}
+		return "changed"
+	}},
 	{"xdp.enabled", func(a, b *policy.Policy) string { return changed(a.XDP.Enabled, b.XDP.Enabled) }},
 	{"xdp.interfaces", func(a, b *policy.Policy) string {
 		if xdpInert(a, b) {
@@ -657,6 +694,14 @@ var restartChecks = []restartCheck{
 		}
 		return changed(a.Nftables.TrunksOnly, b.Nftables.TrunksOnly)
 	}},
+}
+
+func webhooksEqual(a, b []policy.Webhook) bool {
+	return slices.EqualFunc(a, b, func(x, y policy.Webhook) bool {
+		return x.Name == y.Name && x.URL == y.URL && slices.Equal(x.Events, y.Events) && string(x.Key) == string(y.Key) &&
+			x.SecretEnv == y.SecretEnv && x.Timeout == y.Timeout && x.MaxAttempts == y.MaxAttempts &&
+			x.MaxBackoff == y.MaxBackoff && x.Queue == y.Queue
+	})
 }
 
 // listenersChanged compares the realms and their listeners as sets (order

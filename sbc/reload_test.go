@@ -285,6 +285,16 @@ func TestRestartChecks(t *testing.T) {
 			p.Realm("internal").Media = &testpolicy.RealmMedia{Ports: []int{30000, 30999}}
 		}},
 		"media.quarantine": {nil, func(p *testpolicy.Policy) { p.Media = &testpolicy.Media{Quarantine: policy.D(time.Second)} }},
+		"cdr":              {nil, func(p *testpolicy.Policy) { p.CDR = &testpolicy.CDR{MaxFiles: 3} }},
+		"hep":              {nil, func(p *testpolicy.Policy) { p.HEP = &testpolicy.HEP{Address: "127.0.0.1:9999"} }},
+		"webhook": {
+			func(p *testpolicy.Policy) {
+				p.Webhooks = []testpolicy.Webhook{{Name: "ops", URL: "https://hooks.example/x", Events: []string{"cdr"}, Secret: "0123456789abcdef"}}
+			},
+			func(p *testpolicy.Policy) {
+				p.Webhooks = []testpolicy.Webhook{{Name: "ops", URL: "https://hooks.example/x", Events: []string{"cdr"}, Secret: "0123456789abcdeX"}}
+			},
+		},
 	}
 	for _, c := range restartChecks {
 		if _, ok := cases[c.key]; !ok {

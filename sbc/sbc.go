@@ -79,7 +79,10 @@ type SBC struct {
 	// outputs; extraSink is Options.Events, kept across output changes.
 	events    events.Mux
 	extraSink events.Sink
-	out       outputState // the audit log and the keyring (audit.go)
+	// ops are the CDR file, webhooks and HEP export (outputs.go), open
+	// between Start and Close.
+	ops atomic.Pointer[outputs]
+	out outputState // the audit log and the keyring (audit.go)
 
 	runtime runtimeState // admin API state: drain, disabled trunks, CPS meters (adminstate.go)
 	version string
@@ -195,6 +198,10 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 		return nil, err
 	}
 	s.metrics.Registry.MustRegister(s.media)
+	s.metrics.Registry.MustRegister(outputsCollector{stats: func() outputStats { return s.ops.Load().stats() }})
+	if p.HEP.Enabled {
+		enableSIPTrace()
+	}
 	for _, r := range p.Realms {
 		ep, err := s.newEndpoint(r, p)
 		if err != nil {
@@ -239,6 +246,17 @@ func (s *SBC) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	out, err := s.openOutputs(p)
+	if err != nil {
+		for _, o := range s.realms {
+			o.closeSockets()
+		}
+		return err
+	}
+	s.ops.Store(out)
+	s.out.mu.Lock()
+	s.setSinks() // the webhooks join the Mux
+	s.out.mu.Unlock()
 	ctx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
 	for _, ep := range s.realms {
@@ -261,6 +279,11 @@ func (s *SBC) Start(ctx context.Context) error {
 			for _, ep := range s.realms {
 				ep.close()
 			}
+			_ = s.ops.Load().close()
+			s.out.mu.Lock()
+			s.ops.Store(nil)
+			s.setSinks()
+			s.out.mu.Unlock()
 			return err
 		}
 		s.admin = a
@@ -295,6 +318,13 @@ func (s *SBC) Close() error {
 		ep.close()
 	}
 	s.wg.Wait()
+	if err := s.ops.Load().close(); err != nil {
+		s.log.Error("operator outputs: close", "error", err.Error())
+	}
+	s.out.mu.Lock()
+	s.ops.Store(nil)
+	s.setSinks() // the webhooks leave the Mux
+	s.out.mu.Unlock()
 	s.fast.close()
 	if err := s.def.blocklist.Close(); err != nil {
 		s.log.Error("blocklist: last save failed", "error", err.Error())

@@ -44,6 +44,9 @@ type Policy struct {
 	XDP       *XDP
 	Nftables  *Nftables
 	Media     *Media
+	CDR       *CDR
+	HEP       *HEP
+	Webhooks  []Webhook
 	Audit     *Audit
 	Secrets   *Secrets
 
@@ -101,6 +104,31 @@ type Secrets struct {
 type Media struct {
 	Anchor              *bool
 	Timeout, Quarantine policy.Duration
+}
+
+// CDR is [cdr].
+type CDR struct {
+	Enabled                    bool
+	File                       string
+	MaxSizeMB, MaxFiles, Queue int
+}
+
+// HEP is [hep].
+type HEP struct {
+	Enabled  bool
+	Address  string
+	AgentID  int
+	Password string
+	Queue    int
+}
+
+// Webhook is one [[webhook]].
+type Webhook struct {
+	Name, URL           string
+	Events              []string
+	Secret, SecretEnv   string
+	Timeout, MaxBackoff policy.Duration
+	MaxAttempts, Queue  int
 }
 
 // Listener is one [[realm.listener]].
@@ -716,6 +744,34 @@ func (p *Policy) TOML() string {
 		}
 		w.dur("timeout", m.Timeout)
 		w.dur("quarantine", m.Quarantine)
+	}
+	if c := p.CDR; c != nil {
+		w.table("[cdr]")
+		w.bool("enabled", c.Enabled)
+		w.str("file", c.File)
+		w.int("max_size_mb", c.MaxSizeMB)
+		w.int("max_files", c.MaxFiles)
+		w.int("queue", c.Queue)
+	}
+	if h := p.HEP; h != nil {
+		w.table("[hep]")
+		w.bool("enabled", h.Enabled)
+		w.str("address", h.Address)
+		w.int("agent_id", h.AgentID)
+		w.str("password", h.Password)
+		w.int("queue", h.Queue)
+	}
+	for _, wh := range p.Webhooks {
+		w.table("[[webhook]]")
+		w.str("name", wh.Name)
+		w.str("url", wh.URL)
+		w.strs("events", wh.Events)
+		w.str("secret", wh.Secret)
+		w.str("secret_env", wh.SecretEnv)
+		w.dur("timeout", wh.Timeout)
+		w.dur("max_backoff", wh.MaxBackoff)
+		w.int("max_attempts", wh.MaxAttempts)
+		w.int("queue", wh.Queue)
 	}
 	if a := p.Audit; a != nil {
 		w.table("[audit]")

@@ -82,6 +82,13 @@ func full() *Policy {
 			RatePPS: 1000, Burst: 2000},
 		Nftables: &Nftables{Enabled: true, Table: "sbctest", MediaPorts: []int{10000, 20000}, TrunksOnly: true},
 		Media:    &Media{Anchor: new(false), Timeout: policy.D(30 * time.Second), Quarantine: policy.D(time.Second)},
+		CDR:      &CDR{Enabled: true, File: "/tmp/sbctest-cdr.jsonl", MaxSizeMB: 5, MaxFiles: 3, Queue: 100},
+		HEP:      &HEP{Enabled: true, Address: "127.0.0.1:9060", AgentID: 7, Password: "hep-pw", Queue: 100},
+		Webhooks: []Webhook{
+			{Name: "ops", URL: "https://hooks.example/sbc", Events: []string{"blocked", "cdr"}, Secret: "0123456789abcdef",
+				Timeout: policy.D(2 * time.Second), MaxBackoff: policy.D(10 * time.Second), MaxAttempts: 3, Queue: 50},
+			{Name: "audit", URL: "http://127.0.0.1:8081/in", Events: []string{"config_changed"}, SecretEnv: "SBC_TESTPOLICY_HOOK"},
+		},
 		Audit: &Audit{File: "/tmp/sbc-audit/audit.log", MaxSize: new(8192), Keep: 3, Stdout: true, Syslog: "udp://127.0.0.1:514",
 			SyslogFacility: "audit", RedactFields: []string{"user_agent"}, MaskNumbers: 4, Events: []string{"blocked"}, QueueSize: 64},
 		Secrets: &Secrets{MasterKeyFile: "/etc/sbc/master.key", PreviousKeyFile: "/etc/sbc/old.key"},
@@ -146,6 +153,7 @@ func TestFullSetsEveryField(t *testing.T) {
 }
 
 func TestEveryOptionParses(t *testing.T) {
+	t.Setenv("SBC_TESTPOLICY_HOOK", "a-secret-from-the-environment")
 	b := full()
 	text := b.TOML()
 	p := b.Parse(t)
