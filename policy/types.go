@@ -772,13 +772,16 @@ type HEP struct {
 	AgentID int `toml:"agent_id"`
 	// Password is the auth key chunk (0x000e): sent in clear; a
 	// collector that checks it. Default "" (no chunk).
+	// It may be sealed under the master key ([secrets]) like every secret
+	// of the policy.
 	Password string `toml:"password"`
 	// Queue bounds the packets waiting to be sent; more are dropped and
 	// counted (sbc_hep_packets_total{result="dropped"}). Default 8192;
 	// 1..1000000.
 	Queue int `toml:"queue"`
 
-	Addr netip.AddrPort `toml:"-"` // Address parsed
+	Addr    netip.AddrPort `toml:"-"` // Address parsed
+	AuthKey string         `toml:"-"` // Password opened (set by the SBC when it applies the policy)
 }
 
 // Webhook is one [[webhook]]: an HTTP(S) endpoint that receives the
@@ -797,7 +800,9 @@ type Webhook struct {
 	Events []string `toml:"events"`
 	// Secret is the HMAC-SHA256 key of the signature (at least 16 bytes).
 	// SecretEnv names an environment variable that holds it instead; one
-	// of the two is required.
+	// of the two is required. Either may hold a value sealed under the
+	// master key ([secrets]; `sbc secrets seal`), opened when the policy
+	// is applied.
 	Secret    string `toml:"secret"`
 	SecretEnv string `toml:"secret_env"`
 	// Timeout of one delivery attempt. Default "5s".

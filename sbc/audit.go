@@ -175,6 +175,25 @@ func openSecrets(p *policy.Policy, keys *secrets.Keyring) error {
 		}
 		a.Clear = v
 	}
+	for i := range p.Webhooks {
+		w := &p.Webhooks[i]
+		if !secrets.IsSealed(string(w.Key)) {
+			continue
+		}
+		v, err := keys.Reveal(string(w.Key))
+		if err != nil {
+			return fmt.Errorf("webhook %s: secret: %w", w.Name, err)
+		}
+		if len(v) < policy.MinWebhookSecret {
+			return fmt.Errorf("webhook %s: secret: %d bytes once opened, at least %d", w.Name, len(v), policy.MinWebhookSecret)
+		}
+		w.Key = []byte(v)
+	}
+	v, err := keys.Reveal(p.HEP.Password)
+	if err != nil {
+		return fmt.Errorf("hep: password: %w", err)
+	}
+	p.HEP.AuthKey = v
 	return nil
 }
 

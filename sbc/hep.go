@@ -181,7 +181,7 @@ func (h *hepExport) capture(proto uint8, src, dst netip.AddrPort, data []byte) {
 func (h *hepExport) run() {
 	defer close(h.done)
 	buf := make([]byte, 0, 4096)
-	p := hep.Packet{ProtoType: hep.TypeSIP, AgentID: uint32(h.cfg.AgentID), AuthKey: h.cfg.Password}
+	p := hep.Packet{ProtoType: hep.TypeSIP, AgentID: uint32(h.cfg.AgentID), AuthKey: h.cfg.AuthKey}
 	for m := range h.q {
 		data := *m.buf
 		p.Src, p.Dst, p.Proto, p.Time, p.Payload = m.src, m.dst, m.proto, m.t, data

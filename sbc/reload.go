@@ -105,6 +105,16 @@ func (s *SBC) Reload(p *policy.Policy) error {
 	if p == nil {
 		return s.reloadRejected(old, "<nil>", errors.New("nil policy"))
 	}
+	// Sealed secrets are opened first: the restart checks compare what
+	// they hold, so a file re-sealed under a new master key (sbc secrets
+	// rotate) changes nothing.
+	keys, err := loadKeyring(p)
+	if err != nil {
+		return s.reloadRejected(old, p.Source, err)
+	}
+	if err := openSecrets(p, keys); err != nil {
+		return s.reloadRejected(old, p.Source, err)
+	}
 	if changes := restartChanges(old, p); len(changes) > 0 {
 		return s.reloadRejected(old, p.Source, &RestartError{Changes: changes})
 	}
@@ -120,13 +130,6 @@ func (s *SBC) Reload(p *policy.Policy) error {
 	}
 	du, err := s.def.prepare(p)
 	if err != nil {
-		return s.reloadRejected(old, p.Source, err)
-	}
-	keys, err := loadKeyring(p)
-	if err != nil {
-		return s.reloadRejected(old, p.Source, err)
-	}
-	if err := openSecrets(p, keys); err != nil {
 		return s.reloadRejected(old, p.Source, err)
 	}
 	// The audit log: new outputs are opened now, kept ones taken over
@@ -436,6 +439,7 @@ var reloadFields = map[string]reloadRule{
 	"pool.auth.username":         ruleLive, // new challenges
 	"pool.auth.password":         ruleLive,
 	"pool.auth.realm":            ruleLive,
+	"pool.auth.Clear":            ruleDerived, // password opened ([secrets])
 	"pool.target.Addr":           ruleDerived,
 	"pool.target.W":              ruleDerived,
 	"pool.health.interval":       ruleLive,
@@ -542,6 +546,7 @@ var reloadFields = map[string]reloadRule{
 	"hep.password": ruleRestart("hep"),
 	"hep.queue":    ruleRestart("hep"),
 	"hep.Addr":     ruleDerived,
+	"hep.AuthKey":  ruleDerived,
 
 	"webhook.name":         ruleRestart("webhook"), // the webhooks are started by Start, with their queues
 	"webhook.url":          ruleRestart("webhook"),
@@ -645,7 +650,11 @@ var restartChecks = []restartCheck{
 	{"cdr", func(a, b *policy.Policy) string { return changed(a.CDR, b.CDR) }},
 	// The HEP password and webhook secrets are not printed.
 	{"hep", func(a, b *policy.Policy) string {
-		if a.HEP == b.HEP {
+		// The password as opened (AuthKey), not as written: re-sealing
+		// it is no change.
+		x, y := a.HEP, b.HEP
+		x.Password, y.Password = "", ""
+		if x == y {
 			return ""
 		}
 		return "changed"

@@ -6,12 +6,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sbc-project/sbc/internal/sipua"
 	"github.com/sbc-project/sbc/internal/testpolicy"
+	"github.com/sbc-project/sbc/secrets"
 	"github.com/sbc-project/sbc/webhook"
 )
 
@@ -56,8 +58,19 @@ func TestWebhookFromPolicy(t *testing.T) {
 	srv.Start()
 	t.Cleanup(srv.Close)
 
+	// The secret is sealed in the policy (sbc secrets seal): the SBC
+	// signs with the secret it opens, at start and after the reload.
+	t.Setenv(secrets.EnvKey, secrets.GenerateKey())
+	keys, err := secrets.LoadKeyring(secrets.Sources{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := keys.Seal([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
 	e := newEnv(t, envOpts{edit: func(p *testpolicy.Policy) {
-		p.Webhooks = []testpolicy.Webhook{{Name: "ops", URL: srv.URL + "/hook", Events: []string{"cdr", "config_changed"}, Secret: secret}}
+		p.Webhooks = []testpolicy.Webhook{{Name: "ops", URL: srv.URL + "/hook", Events: []string{"cdr", "config_changed"}, Secret: sealed}}
 	}})
 	call, res := e.dial(sipua.DialOptions{})
 	if res.StatusCode != 200 {
@@ -65,6 +78,19 @@ func TestWebhookFromPolicy(t *testing.T) {
 	}
 	if err := call.Bye(e.ctx); err != nil {
 		t.Fatal(err)
+	}
+	// The policy re-sealed under a new master key (sbc secrets rotate),
+	// the old one kept as the previous key: the same secret, so the
+	// reload is no restart change.
+	oldKey := os.Getenv(secrets.EnvKey)
+	t.Setenv(secrets.EnvKey, secrets.GenerateKey())
+	t.Setenv(secrets.EnvPreviousKey, oldKey)
+	rotated, err := secrets.LoadKeyring(secrets.Sources{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.pb.Webhooks[0].Secret, err = rotated.Seal([]byte(secret)); err != nil || e.pb.Webhooks[0].Secret == sealed {
+		t.Fatalf("re-sealed: %v", err)
 	}
 	if err := e.sbc.Reload(e.pb.Parse(t)); err != nil {
 		t.Fatal(err)
