@@ -73,7 +73,7 @@ var adminRoutes = []adminRoute{
 	{pattern: "PUT /v1/log-level", role: roleAdmin, h: (*SBC).handleLogLevelSet},
 
 	{pattern: "GET /v1/audit", role: roleAudit, h: (*SBC).handleAuditRead},
-	{pattern: "GET /v1/cdrs", role: roleAudit, h: (*SBC).handleAuditRead},
+	{pattern: "GET /v1/cdrs", role: roleAudit, h: (*SBC).handleCDRRead},
 }
 
 // adminServer is the admin listener.

@@ -12,8 +12,9 @@ import (
 )
 
 // Reading the SBC's own JSON-lines files over the admin API (role audit):
-// the newest records of the audit log's current file. Rotated files are
-// not read: `sbc audit verify` and the operator's tools take those.
+// the newest records of the audit log's and the CDR file's current file.
+// Rotated files are not read: `sbc audit verify` and the operator's tools
+// take those.
 
 // maxTailBytes bounds what one request reads from the end of a file.
 const maxTailBytes = 16 << 20
@@ -121,4 +122,35 @@ func (s *SBC) handleAuditRead(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, Records{File: path, Records: recs})
+}
+
+// handleCDRRead serves the newest call detail records of [cdr] file,
+// optionally only those of one Call-ID of either leg (?call_id=).
+func (s *SBC) handleCDRRead(w http.ResponseWriter, r *http.Request) {
+	c := s.Policy().CDR
+	if !c.Enabled || c.File == "" {
+		adminError(w, http.StatusNotFound, "no CDR file: the policy's [cdr] is not enabled")
+		return
+	}
+	n, err := tailLimit(r)
+	if err != nil {
+		adminError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	var keep func(json.RawMessage) bool
+	if id := r.URL.Query().Get("call_id"); id != "" {
+		keep = func(line json.RawMessage) bool {
+			var rec struct {
+				A string `json:"call_id_a"`
+				B string `json:"call_id_b"`
+			}
+			return json.Unmarshal(line, &rec) == nil && (rec.A == id || rec.B == id)
+		}
+	}
+	recs, err := tailRecords(c.File, n, keep)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		adminError(w, http.StatusInternalServerError, "reading the CDR file: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, Records{File: c.File, Records: recs})
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/sbc-project/sbc/events"
+	"github.com/sbc-project/sbc/internal/sipua"
 	"github.com/sbc-project/sbc/internal/testpolicy"
 )
 
@@ -90,5 +91,55 @@ func TestAdminAuditRead(t *testing.T) {
 	}
 	if code, _ := get("", ""); code != http.StatusUnauthorized {
 		t.Fatalf("anonymous: %d, want 401", code)
+	}
+}
+
+// GET /v1/cdrs serves the newest CDRs of the CDR file, or the one of a
+// Call-ID of either leg; without [cdr] it says so.
+func TestAdminCDRRead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cdr.jsonl")
+	e := newEnv(t, envOpts{admin: true, edit: func(p *testpolicy.Policy) {
+		p.CDR = &testpolicy.CDR{Enabled: true, File: path}
+	}})
+	var ids []string
+	for range 2 {
+		call, res := e.dial(sipua.DialOptions{})
+		if res.StatusCode != 200 {
+			t.Fatalf("call: %d", res.StatusCode)
+		}
+		if err := call.Bye(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, call.CallID())
+	}
+	base := "http://" + e.sbc.AdminAddr().String() + "/v1/cdrs"
+	get := func(q string) (int, Records) {
+		t.Helper()
+		res, err := adminDo(http.MethodGet, base+q, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var r Records
+		_ = json.NewDecoder(res.Body).Decode(&r)
+		return res.StatusCode, r
+	}
+	e.eventually("both CDRs written", func() bool { _, r := get(""); return len(r.Records) == 2 })
+	code, r := get("?call_id=" + ids[0])
+	if code != 200 || len(r.Records) != 1 || !strings.Contains(string(r.Records[0]), ids[0]) {
+		t.Fatalf("call_id filter: %d %+v", code, r)
+	}
+	if code, r := get("?limit=1"); code != 200 || len(r.Records) != 1 || !strings.Contains(string(r.Records[0]), ids[1]) {
+		t.Fatalf("limit 1 (the newest): %d %+v", code, r)
+	}
+
+	off := newEnv(t, envOpts{admin: true})
+	res, err := adminDo(http.MethodGet, "http://"+off.sbc.AdminAddr().String()+"/v1/cdrs", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNotFound {
+		t.Fatalf("without [cdr]: %d, want 404", res.StatusCode)
 	}
 }
