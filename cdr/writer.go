@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -69,6 +70,9 @@ func Open(cfg Config) (*Writer, error) {
 }
 
 func (w *Writer) open() error {
+	if err := os.MkdirAll(filepath.Dir(w.cfg.File), 0o750); err != nil {
+		return fmt.Errorf("cdr: %w", err)
+	}
 	f, err := os.OpenFile(w.cfg.File, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		return fmt.Errorf("cdr: %w", err)

@@ -62,7 +62,8 @@ func Load(path string) (*Policy, error) {
 }
 
 // resolveFiles makes the relative file names of the policy (certificates,
-// keys, CA bundles, the admin API's key store) relative to dir, the policy file's directory, so that
+// keys, CA bundles, the admin API's key store, the audit and CDR files,
+// the master keys) relative to dir, the policy file's directory, so that
 // a policy and its certificates can move together whatever the working
 // directory of the process.
 func (p *Policy) resolveFiles(dir string) {
@@ -87,6 +88,10 @@ func (p *Policy) resolveFiles(dir string) {
 		each(p.Pools[i].TLS)
 	}
 	each(p.Admin.TLS)
+	abs(&p.Audit.File)
+	abs(&p.CDR.File)
+	abs(&p.Secrets.MasterKeyFile)
+	abs(&p.Secrets.PreviousKeyFile)
 	if p.Admin.KeysFile != "" {
 		abs(&p.Admin.KeysFile)
 		p.Admin.KeysPath = p.Admin.KeysFile

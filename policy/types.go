@@ -743,8 +743,8 @@ type CDR struct {
 	// Enabled: write one JSON line per call at its end. Default false.
 	Enabled bool `toml:"enabled"`
 	// File is the CDR file (JSON lines). Required when enabled; relative
-	// paths are relative to the working directory. Its directory must
-	// exist.
+	// paths are relative to the policy file's directory. Its directory is
+	// created if missing (mode 0750).
 	File string `toml:"file"`
 	// MaxSizeMB rotates the file when it would grow past this many MiB:
 	// FILE becomes FILE.1 (FILE.1 becomes FILE.2, ...). Default 100;

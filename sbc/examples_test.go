@@ -117,6 +117,13 @@ func TestExamplesRun(t *testing.T) {
 			if code, err := get("monitoring", http.MethodGet, "/metrics"); err != nil || code != 200 {
 				t.Errorf("metrics with the monitoring certificate: %d %v", code, err)
 			}
+			// The operator outputs are on: the audit file and the CDR file
+			// are served to the admin (audit role included).
+			for _, path := range []string{"/v1/audit?event=config_changed", "/v1/cdrs"} {
+				if code, err := get("admin", http.MethodGet, path); err != nil || code != 200 {
+					t.Errorf("%s with the admin certificate: %d %v", path, code, err)
+				}
+			}
 			if code, err := get("monitoring", http.MethodPost, "/v1/drain"); err != nil || code != http.StatusForbidden {
 				t.Errorf("drain with the monitoring certificate: %d %v, want 403", code, err)
 			}
