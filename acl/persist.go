@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sbc-project/sbc/internal/atomicfile"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 )
 
@@ -195,48 +195,8 @@ func writeState(path string, t *table, now time.Time) error {
 		buf.Write(line)
 	}
 	buf.WriteString("\n]}\n")
-	return writeFileAtomic(path, buf.Bytes(), 0o644)
-}
-
-// writeFileAtomic replaces path with data: temp file in the same directory,
-// fsync, rename, fsync of the directory.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
+	if err := atomicfile.Write(path, buf.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("acl: saving blocklist: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("acl: saving blocklist: %w", err)
-	}
-	if err = f.Chmod(perm); err != nil {
-		return fmt.Errorf("acl: saving blocklist: %w", err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("acl: saving blocklist: %w", err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("acl: saving blocklist: %w", err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("acl: saving blocklist: %w", err)
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		derr = d.Sync()
-		d.Close()
-		if derr != nil {
-			return fmt.Errorf("acl: saving blocklist: syncing %s: %w", dir, derr)
-		}
 	}
 	return nil
 }

@@ -97,16 +97,6 @@ func tailLimit(r *http.Request) (int, error) {
 // handleAuditRead serves the newest records of the audit log's file
 // ([audit] file), optionally only those of one event kind (?event=).
 func (s *SBC) handleAuditRead(w http.ResponseWriter, r *http.Request) {
-	path := s.Policy().Audit.File
-	if path == "" {
-		adminError(w, http.StatusNotFound, "no audit file: the policy's [audit] has no file output")
-		return
-	}
-	n, err := tailLimit(r)
-	if err != nil {
-		adminError(w, http.StatusBadRequest, err.Error())
-		return
-	}
 	var keep func(json.RawMessage) bool
 	if ev := r.URL.Query().Get("event"); ev != "" {
 		keep = func(line json.RawMessage) bool {
@@ -116,27 +106,12 @@ func (s *SBC) handleAuditRead(w http.ResponseWriter, r *http.Request) {
 			return json.Unmarshal(line, &rec) == nil && rec.Event == ev
 		}
 	}
-	recs, err := tailRecords(path, n, keep)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		adminError(w, http.StatusInternalServerError, "reading the audit file: "+err.Error())
-		return
-	}
-	writeJSON(w, http.StatusOK, Records{File: path, Records: recs})
+	serveRecords(w, r, "audit", s.Policy().Audit.File, "the policy's [audit] has no file output", keep)
 }
 
 // handleCDRRead serves the newest call detail records of [cdr] file,
 // optionally only those of one Call-ID of either leg (?call_id=).
 func (s *SBC) handleCDRRead(w http.ResponseWriter, r *http.Request) {
-	c := s.Policy().CDR
-	if !c.Enabled || c.File == "" {
-		adminError(w, http.StatusNotFound, "no CDR file: the policy's [cdr] is not enabled")
-		return
-	}
-	n, err := tailLimit(r)
-	if err != nil {
-		adminError(w, http.StatusBadRequest, err.Error())
-		return
-	}
 	var keep func(json.RawMessage) bool
 	if id := r.URL.Query().Get("call_id"); id != "" {
 		keep = func(line json.RawMessage) bool {
@@ -147,10 +122,29 @@ func (s *SBC) handleCDRRead(w http.ResponseWriter, r *http.Request) {
 			return json.Unmarshal(line, &rec) == nil && (rec.A == id || rec.B == id)
 		}
 	}
-	recs, err := tailRecords(c.File, n, keep)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		adminError(w, http.StatusInternalServerError, "reading the CDR file: "+err.Error())
+	path := ""
+	if c := s.Policy().CDR; c.Enabled {
+		path = c.File
+	}
+	serveRecords(w, r, "CDR", path, "the policy's [cdr] is not enabled", keep)
+}
+
+// serveRecords answers with the newest records of the what file at path
+// that keep accepts (?limit=), or 404 saying why when there is none.
+func serveRecords(w http.ResponseWriter, r *http.Request, what, path, why string, keep func(json.RawMessage) bool) {
+	if path == "" {
+		adminError(w, http.StatusNotFound, "no "+what+" file: "+why)
 		return
 	}
-	writeJSON(w, http.StatusOK, Records{File: c.File, Records: recs})
+	n, err := tailLimit(r)
+	if err != nil {
+		adminError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	recs, err := tailRecords(path, n, keep)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		adminError(w, http.StatusInternalServerError, "reading the "+what+" file: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, Records{File: path, Records: recs})
 }

@@ -9,8 +9,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/sbc-project/sbc/internal/atomicfile"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 )
@@ -311,36 +311,5 @@ func (r *Keyring) ResealFile(path string) (int, error) {
 	if n == 0 {
 		return 0, nil
 	}
-	return n, WriteFileAtomic(path, out, st.Mode().Perm())
-}
-
-// WriteFileAtomic writes data to a temporary file beside name, syncs it
-// and renames it over name.
-func WriteFileAtomic(name string, data []byte, mode os.FileMode) error {
-	dir, base := filepath.Split(name)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, ".tmp-"+base)
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, name)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
+	return n, atomicfile.Write(path, out, st.Mode().Perm())
 }

@@ -15,6 +15,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/sbc-project/sbc/internal/atomicfile"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -225,32 +226,6 @@ func writeKey(dir string, c *Certificate, s KeySealer) error {
 	return writeAtomic(filepath.Join(dir, SealedKeyFileName), []byte(sealed+"\n"), 0o600)
 }
 
-func writeAtomic(name string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(name), ".tmp-"+filepath.Base(name))
-	if err != nil {
-		return fmt.Errorf("srtp: certificate: %w", err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, name)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("srtp: certificate: %w", err)
-	}
-	return nil
-}
-
 // Fingerprint is a certificate fingerprint (RFC 8122 a=fingerprint).
 type Fingerprint struct {
 	// Hash is the lower-case hash function name ("sha-256").
@@ -391,4 +366,12 @@ func AnswerSetup(offer, prefer Setup) (Setup, error) {
 		return SetupPassive, nil
 	}
 	return SetupNone, fmt.Errorf("srtp: cannot answer a=setup:%v", offer)
+}
+
+// writeAtomic replaces name with data (internal/atomicfile).
+func writeAtomic(name string, data []byte, mode os.FileMode) error {
+	if err := atomicfile.Write(name, data, mode); err != nil {
+		return fmt.Errorf("srtp: certificate: %w", err)
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/sbc-project/sbc/internal/atomicfile"
 	"math/big"
 	"net"
 	"net/url"
@@ -240,31 +241,10 @@ func writePair(dir, base string, cert, key []byte) error {
 	return writeFile(filepath.Join(dir, base+"-key.pem"), key, 0o600)
 }
 
-// writeFile replaces name with data at mode perm: it writes a temporary
-// file in the same directory (created 0600, so a key is never readable by
-// others, even for a moment), sets the mode and renames it over name. An
-// existing file's mode is therefore not kept.
-func writeFile(name string, data []byte, perm os.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("certgen: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("certgen: %w", err)
-	}
-	if err = f.Chmod(perm); err != nil {
-		return fmt.Errorf("certgen: %w", err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("certgen: %w", err)
-	}
-	if err = os.Rename(f.Name(), name); err != nil {
+// writeFile replaces name with data at mode perm (internal/atomicfile: a
+// key is never readable by others, even for a moment).
+func writeFile(name string, data []byte, perm os.FileMode) error {
+	if err := atomicfile.Write(name, data, perm); err != nil {
 		return fmt.Errorf("certgen: %w", err)
 	}
 	return nil
