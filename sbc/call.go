@@ -177,8 +177,13 @@ const maxRedirects = 3
 
 // lingerFor is how long an ended call's dialogs stay findable, so that a
 // late ACK (a BYE can overtake it), a retransmission or a crossing BYE is
-// absorbed quietly instead of counted as a stray. Tests shorten it.
-var lingerFor = 64 * sip.T1
+// absorbed quietly instead of counted as a stray. Tests shorten it
+// (atomic: a call of an earlier test may still be ending when one does).
+var lingerFor = func() *atomic.Int64 {
+	var d atomic.Int64
+	d.Store(int64(64 * sip.T1))
+	return &d
+}()
 
 // newCall starts an inbound call from a trunk. It answers 100 Trying,
 // routes, and hands the call to its state machine; it never blocks on the

@@ -289,7 +289,7 @@ func (c *call) finish() {
 	close(c.ended)
 	c.markFinalSent()
 	c.release()
-	time.AfterFunc(lingerFor, func() {
+	time.AfterFunc(time.Duration(lingerFor.Load()), func() {
 		for _, l := range legs {
 			c.s.calls.del(l)
 		}

@@ -385,9 +385,8 @@ func TestCallRacesStress(t *testing.T) {
 	if testing.Short() {
 		t.Skip("stress")
 	}
-	old := lingerFor
-	lingerFor = 50 * time.Millisecond
-	t.Cleanup(func() { lingerFor = old })
+	old := lingerFor.Swap(int64(50 * time.Millisecond))
+	t.Cleanup(func() { lingerFor.Store(old) })
 	e := newEnv(t, envOpts{backends: []sipua.BackendOptions{{Answer: func(r *sip.Request) sipua.Plan {
 		// Vary how the backend answers: ringing then an answer it hangs
 		// up at once, busy, or an answer after early media.
