@@ -2,11 +2,13 @@ package sbc_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,12 +67,25 @@ func TestSIPpExamplePolicy50CPS(t *testing.T) {
 	waitUDPBound(t, 5080, uasDone)
 
 	logs := &syncBuffer{}
-	s, err := sbc.New(p, sbc.Options{Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
-	if err != nil {
-		t.Fatalf("sbc.New: %v", err)
-	}
-	if err := s.Start(ctx); err != nil {
-		t.Fatalf("start the SBC on the example's ports (5060, 5062, 9090 on 127.0.0.1 taken by another SBC?): %v", err)
+	// The example's ports are fixed: a test of another package running at
+	// the same moment may hold one for a while. Retry a bounded time.
+	var s *sbc.SBC
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		var err error
+		s, err = sbc.New(p, sbc.Options{Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+		if err != nil {
+			t.Fatalf("sbc.New: %v", err)
+		}
+		err = s.Start(ctx)
+		if err == nil {
+			break
+		}
+		s.Close()
+		if !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			t.Fatalf("start the SBC on the example's ports (5060, 5062, 9090 on 127.0.0.1 taken by another SBC?): %v", err)
+		}
+		t.Logf("an example port is in use, retrying: %v", err)
+		time.Sleep(500 * time.Millisecond)
 	}
 	defer s.Close()
 	metricsURL := "http://" + p.Admin.Listen + "/metrics"
