@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -42,6 +43,13 @@ type endpoint struct {
 	dialing map[netip.AddrPort]*sync.Mutex
 	cfg     policy.Realm
 	wg      sync.WaitGroup
+	// sends counts the requests being handed to sipgo; closed refuses new
+	// ones. A UDP request from the listener's address finds no socket in
+	// sipgo's pool once the listener closed, and sipgo then binds a new
+	// one there that nothing closes: close waits for the sends in flight
+	// before it closes the sockets (gate, endGate).
+	sends  atomic.Int64
+	closed atomic.Bool
 }
 
 func (s *SBC) newEndpoint(r policy.Realm, pol *policy.Policy) (*endpoint, error) {
@@ -227,6 +235,7 @@ func (ep *endpoint) closeSockets() {
 }
 
 func (ep *endpoint) close() {
+	ep.endGate()
 	ep.closeSockets()
 	ep.ua.Close()
 	ep.wg.Wait()
@@ -275,13 +284,44 @@ func (ep *endpoint) request(ctx context.Context, req *sip.Request, transport str
 			return nil, err
 		}
 	}
+	if !ep.gate() {
+		return nil, errRealmClosed
+	}
+	defer ep.sends.Add(-1)
 	return ep.cli.TransactionRequest(ctx, req, noBuild)
 }
 
 // write sends a request outside any transaction (ACK for 2xx).
 func (ep *endpoint) write(req *sip.Request, transport string, dst netip.AddrPort) error {
 	ep.prepare(req, transport, dst)
+	if !ep.gate() {
+		return errRealmClosed
+	}
+	defer ep.sends.Add(-1)
 	return ep.cli.WriteRequest(req, noBuild)
+}
+
+// errRealmClosed: a request after the realm's listeners closed.
+var errRealmClosed = errors.New("realm closed")
+
+// gate admits a send (counted until the caller decrements sends), unless
+// the realm is closing.
+func (ep *endpoint) gate() bool {
+	ep.sends.Add(1)
+	if ep.closed.Load() {
+		ep.sends.Add(-1)
+		return false
+	}
+	return true
+}
+
+// endGate refuses new sends and waits, bounded, for those in flight: a
+// send admitted before closed was set is counted before closed is read.
+func (ep *endpoint) endGate() {
+	ep.closed.Store(true)
+	for deadline := time.Now().Add(2 * time.Second); ep.sends.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // do runs a non-INVITE transaction to its final response.
