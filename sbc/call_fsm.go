@@ -70,10 +70,12 @@ const (
 	actLog                         // log msg with attrs (logging is I/O: not under the lock)
 	actTargetFailed                // br's target gave no answer (passive health)
 	actEnd                         // count and log the call's end, free its slot
+	actBury                        // replace the call's settled dialogs by tombs (tomb.go)
+	actEndTx                       // end a transaction that has done its work (tx, or br's)
 )
 
 var actNames = [...]string{"respond_a", "respond", "invite", "cancel", "write", "bye", "relay",
-	"terminate_tx", "log", "target_failed", "end"}
+	"terminate_tx", "log", "target_failed", "end", "bury", "end_tx"}
 
 func (k actKind) String() string { return actNames[k] }
 
@@ -135,7 +137,12 @@ type relay struct {
 	acked    bool
 }
 
-func (c *call) queueAct(a action) { c.queue = append(c.queue, a) }
+func (c *call) queueAct(a action) {
+	if a.kind == actRespondA {
+		a.tx = c.aTx // read under c.mu: confirm clears it
+	}
+	c.queue = append(c.queue, a)
+}
 
 func (c *call) logf(msg string, attrs ...any) {
 	c.queueAct(action{kind: actLog, msg: msg, attrs: attrs})
@@ -177,6 +184,20 @@ func (c *call) timerLive(k timerKey, gen uint64) bool {
 
 // step is the transition function.
 func (c *call) step(ev event) {
+	c.step1(ev)
+	if c.phase == phEnded && c.aBuried {
+		// The call was buried at its end with a branch still unsettled:
+		// bury the branches that settled since.
+		for _, br := range c.branches {
+			if !br.buried && br.settled() {
+				c.queueAct(action{kind: actBury})
+				break
+			}
+		}
+	}
+}
+
+func (c *call) step1(ev event) {
 	switch ev.kind {
 	case evStart:
 		if c.phase == phSetup && c.aFinal == 0 {
@@ -623,6 +644,19 @@ func (c *call) confirm() {
 		if br.state == brAnswered || br.state == brFailed || br.state == brGone {
 			br.inv = nil // the template of a CANCEL no longer needed
 		}
+	}
+	// A's INVITE transaction has done its work once the 2xx is ACKed:
+	// sipgo would keep it (and A's parsed INVITE) for 64*T1 only to
+	// absorb retransmissions of the INVITE, which the pipeline now
+	// recognises by its Call-ID (callTable.isALeg). The kept branch's
+	// INVITE transaction likewise: a retransmitted 2xx then comes as a
+	// stray response and is matched to the call (retransmitted2xx).
+	if c.aTx != nil {
+		c.queueAct(action{kind: actEndTx, tx: c.aTx})
+	}
+	c.aTx, c.aReq = nil, nil
+	if c.kept != nil {
+		c.queueAct(action{kind: actEndTx, br: c.kept})
 	}
 	lim := c.st.limits
 	if d := c.maxDuration; d > 0 {
