@@ -15,6 +15,11 @@ package bench
 //
 //	go test ./bench -run '^$' -bench CallCost -benchtime 2000x -count 5
 //	CALLCOST_HOLD=2000 go test ./bench -run HeldCallMemory -v -count 1
+//	CALLCOST_ENDED=1000 go test ./bench -run EndedCallMemory -v -count 1
+//
+// CALLCOST_ANCHOR=false measures the signalling alone (no media relay),
+// CALLCOST_MODE=sbc (or direct) one of the two runs, CALLCOST_HEAPPROFILE=dir
+// writes heap profiles there.
 
 import (
 	"context"
@@ -48,7 +53,12 @@ func ccPolicy(tb testing.TB, ext, internal, admin int, backend string) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return policyTOML(benchPorts{External: ext, Internal: internal, Admin: admin, UAS: int(ap.Port())}, "info")
+	pol := policyTOML(benchPorts{External: ext, Internal: internal, Admin: admin, UAS: int(ap.Port())}, "info")
+	if os.Getenv("CALLCOST_ANCHOR") == "false" {
+		// Signalling alone: the media relay (on by default) not anchored.
+		pol += "\n[media]\nanchor = false\n"
+	}
+	return pol
 }
 
 // ccFreePorts returns n distinct free loopback ports (UDP for the first

@@ -66,10 +66,18 @@ func (c *call) drain() {
 func (c *call) exec(a action) {
 	switch a.kind {
 	case actRespondA:
-		if a.tx == nil {
+		var err error
+		switch {
+		case a.retx:
+			// The 2xx again, until A's ACK: by the transport layer, as
+			// RFC 6026 has the accepted transaction do; sipgo's would
+			// drop it silently once Timer L ended the transaction.
+			err = c.a.ep.srv.WriteResponse(a.res)
+		case a.tx == nil:
 			return // the transaction was ended (the call is confirmed)
+		default:
+			err = a.tx.Respond(a.res)
 		}
-		err := a.tx.Respond(a.res)
 		if !a.res.IsProvisional() {
 			c.markFinalSent()
 		}

@@ -91,6 +91,9 @@ type action struct {
 	msg   string
 	attrs []any
 	sent  chan struct{} // closed after a final response was sent (actRespond)
+	// retx: a retransmission of the 2xx to A's INVITE, written by the
+	// transport layer (A's transaction may be gone: Timer L, endpoint.go).
+	retx bool
 }
 
 type timerKind uint8
@@ -539,7 +542,7 @@ func (c *call) onTimer(k timerKey) {
 	case tmRetransmit:
 		if k.id == 0 {
 			if c.phase == phAccepted && c.ok2xx != nil {
-				c.queueAct(action{kind: actRespondA, res: c.ok2xx})
+				c.queueAct(action{kind: actRespondA, res: c.ok2xx, retx: true})
 				c.interval = min(2*c.interval, sip.T2)
 				c.startTimer(k, c.interval)
 			}

@@ -267,3 +267,29 @@ func TestTombsForgotten(t *testing.T) {
 		t.Fatal("the call's Call-ID is still known after its tombs went")
 	}
 }
+
+// The 2xx to a caller that does not ACK is retransmitted until the ACK
+// (RFC 3261 13.3.1.4), also after sipgo's INVITE transaction has ended
+// (Timer L is a round trip here, endpoint.go): the retransmissions go out
+// by the transport layer. The ACK then confirms the call as usual.
+func TestCaller2xxRetransmittedAfterItsTransaction(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	caller := newRawPeer(t, callerIP+":0")
+	rc := rawDial(e, caller, "tomb-retx-1")
+	rc.ok = caller.waitResp(e, sip.INVITE, 200)
+	// T1, 2*T1 and 4*T1 later: the third copy comes 3.5 s after the
+	// first, well after Timer L (T1) ended the transaction.
+	for i := 0; i < 3; i++ {
+		again := caller.waitResp(e, sip.INVITE, 200)
+		if again.To().Value() != rc.ok.To().Value() || again.CSeq().Value() != rc.ok.CSeq().Value() {
+			t.Fatalf("retransmission %d differs: To %q CSeq %q", i+1, again.To().Value(), again.CSeq().Value())
+		}
+	}
+	rc.send("ACK " + rc.ok.Contact().Address.String() + " SIP/2.0\r\n" + rc.via() + "\r\nMax-Forwards: 70\r\n" +
+		"From: <sip:carrier@" + callerIP + ">;tag=" + rc.tag + "\r\nTo: " + rc.ok.To().Value() + "\r\nCall-ID: " + rc.callID +
+		"\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n")
+	e.backendMsg(e.backends[0], isReq("ACK"))
+	rc.inDialog(sip.BYE, 2)
+	caller.waitResp(e, sip.BYE, 200)
+	e.eventually("call counted answered", func() bool { return e.calls("answered") == 1 })
+}
