@@ -67,9 +67,9 @@ type branch struct {
 	abandoned  bool
 	cancelSent bool
 	// acks holds the ACK sent for each 2xx dialog of the branch (by To
-	// tag), resent when the 2xx is retransmitted. byed marks the dialogs
+	// tag), as bytes, resent when the 2xx is retransmitted. byed marks the dialogs
 	// the SBC does not keep and has hung up.
-	acks map[string]*sip.Request
+	acks map[string][]byte
 	byed map[string]bool
 	tx   sip.ClientTransaction // set by the executor once sent
 	// buried: the branch's dialog is a tomb in the call table (tomb.go).
@@ -419,7 +419,7 @@ func (c *call) newBranch(t *target) *branch {
 		inv = c.buildInvite(b)
 	}
 	c.attempts++
-	return &branch{n: c.attempts, tgt: t, pool: pl, leg: b, inv: inv, acks: map[string]*sip.Request{}, byed: map[string]bool{}}
+	return &branch{n: c.attempts, tgt: t, pool: pl, leg: b, inv: inv, acks: map[string][]byte{}, byed: map[string]bool{}}
 }
 
 // authBranch is the INVITE that answers br's digest challenge res with
@@ -438,7 +438,7 @@ func (c *call) authBranch(br *branch, res *sip.Response) (*branch, error) {
 	c.attempts++
 	c.attemptBase++
 	return &branch{n: c.attempts, tgt: br.tgt, pool: br.pool, authed: true, leg: b, inv: inv,
-		acks: map[string]*sip.Request{}, byed: map[string]bool{}}, nil
+		acks: map[string][]byte{}, byed: map[string]bool{}}, nil
 }
 
 // wireSize is the size of a message on the wire, counted without building

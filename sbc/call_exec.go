@@ -152,6 +152,9 @@ func (c *call) exec(a action) {
 			if btx := a.br.tx; btx != nil {
 				tx = btx
 			}
+			// The transaction holds the INVITE and its 2xx: the branch
+			// lets go of it (a CANCEL is no longer possible).
+			a.br.tx = nil
 			c.mu.Unlock()
 		}
 		if tx != nil {

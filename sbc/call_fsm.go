@@ -437,8 +437,10 @@ func (c *call) failover(code int) bool {
 func (c *call) onB2xx(br *branch, res *sip.Response, tag string) {
 	c.stopTimer(timerKey{kind: tmTarget, id: br.n})
 	c.stopTimer(timerKey{kind: tmCancel, id: br.n})
-	if ack := br.acks[tag]; ack != nil {
-		c.queueAct(action{kind: actWrite, leg: br.leg, req: ack.Clone()})
+	if raw := br.acks[tag]; raw != nil {
+		if ack := parseRequest(raw); ack != nil {
+			c.queueAct(action{kind: actWrite, leg: br.leg, req: ack})
+		}
 		return
 	}
 	keep := c.kept == nil && br == c.cur && !br.abandoned && c.phase == phSetup && c.aFinal == 0
@@ -450,13 +452,13 @@ func (c *call) onB2xx(br *branch, res *sip.Response, tag string) {
 		d := br.leg.fork(tag, res)
 		ack := d.newRequest(sip.ACK, d.inviteCSeq, c.st.pol.Server.UserAgent)
 		ack.SetBody(nil)
-		br.acks[tag] = ack
+		br.acks[tag] = []byte(ack.String())
 		br.byed[tag] = true
 		if br.state < brAnswered {
 			br.state = brAnswered
 		}
 		c.logf("hanging up a dialog the call does not keep", "branch", br.n, "kept", c.kept != nil)
-		c.queueAct(action{kind: actWrite, leg: d, req: ack.Clone()})
+		c.queueAct(action{kind: actWrite, leg: d, req: ack})
 		c.byeLeg(d, "")
 		return
 	}
@@ -495,8 +497,20 @@ func (c *call) ackKept(fromAck *sip.Request) {
 	} else {
 		ack.SetBody(nil)
 	}
-	br.acks[tag] = ack
-	c.queueAct(action{kind: actWrite, leg: br.leg, req: ack.Clone()})
+	br.acks[tag] = []byte(ack.String())
+	c.queueAct(action{kind: actWrite, leg: br.leg, req: ack})
+}
+
+// parseRequest parses a request the SBC serialised itself (an ACK kept as
+// bytes: an established call holds its ACK as a few hundred bytes, not as
+// a parsed message); nil if it does not parse.
+func parseRequest(raw []byte) *sip.Request {
+	m, err := sip.ParseMessage(raw)
+	if err != nil {
+		return nil
+	}
+	req, _ := m.(*sip.Request)
+	return req
 }
 
 func (c *call) onBDone(br *branch, err error) {

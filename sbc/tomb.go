@@ -90,8 +90,8 @@ func (c *call) tombsLocked() []*tomb {
 		l := br.leg
 		t := &tomb{key: dialogKey(l.callID, l.localTag), ep: l.ep, st: c.st, peer: l.peer.Addr().Unmap(),
 			transport: l.transport, dest: l.dest(), inviteCSeq: l.inviteCSeq}
-		for tag, ack := range br.acks {
-			t.acks = append(t.acks, tombAck{tag: tag, raw: []byte(ack.String())})
+		for tag, raw := range br.acks {
+			t.acks = append(t.acks, tombAck{tag: tag, raw: raw})
 		}
 		out = append(out, t)
 	}
@@ -210,9 +210,8 @@ func (t *tomb) answer2xx(s *SBC, res *sip.Response) {
 		if a.tag != tag {
 			continue
 		}
-		m, err := sip.ParseMessage(a.raw)
-		ack, ok := m.(*sip.Request)
-		if err != nil || !ok {
+		ack := parseRequest(a.raw)
+		if ack == nil {
 			return
 		}
 		if err := t.ep.write(ack, t.transport, t.dest); err != nil {
