@@ -309,7 +309,9 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 	from, to := req.From(), req.To()
 	c.a = &leg{
 		name: "a", ep: ep, transport: transportOf(req), peer: p.src,
-		callID: req.CallID().Value(), localTag: sip.GenerateTagN(16),
+		// A copy: a substring of the parsed INVITE would keep all of it
+		// reachable from the call table's Call-ID index until the tombs go.
+		callID: strings.Clone(req.CallID().Value()), localTag: sip.GenerateTagN(16),
 		localURI: *to.Address.Clone(), localName: to.DisplayName,
 		remoteURI: *from.Address.Clone(), remoteName: from.DisplayName,
 		inviteCSeq: req.CSeq().SeqNo, remoteTag: tagOf(from.Params),

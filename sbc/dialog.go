@@ -215,13 +215,6 @@ func (t *callTable) put(l *leg, c *call) {
 	t.mu.Unlock()
 }
 
-func (t *callTable) del(l *leg) {
-	if l == nil {
-		return
-	}
-	t.forget(dialogKey(l.callID, l.localTag))
-}
-
 // bury replaces a dialog's entry by its tomb (its Call-ID keeps its
 // correlation id).
 func (t *callTable) bury(tb *tomb) {

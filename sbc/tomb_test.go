@@ -89,22 +89,6 @@ func (rc *rawCall) inDialog(method sip.RequestMethod, cseq int) {
 		"Content-Length: 0\r\n\r\n")
 }
 
-// noResp checks that the raw peer gets no response to method within d.
-func (p *rawPeer) noResp(method sip.RequestMethod, d time.Duration) {
-	p.t.Helper()
-	deadline := time.After(d)
-	for {
-		select {
-		case r := <-p.resp:
-			if r.CSeq().MethodName == method {
-				p.t.Fatalf("unexpected %d to %s", r.StatusCode, method)
-			}
-		case <-deadline:
-			return
-		}
-	}
-}
-
 // buried waits until the call is over and all its dialogs are tombs.
 func (e *env) buried(n int) {
 	e.t.Helper()
