@@ -2,6 +2,7 @@ package sbc
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -452,7 +453,7 @@ func (c *call) onB2xx(br *branch, res *sip.Response, tag string) {
 		d := br.leg.fork(tag, res)
 		ack := d.newRequest(sip.ACK, d.inviteCSeq, c.st.pol.Server.UserAgent)
 		ack.SetBody(nil)
-		br.acks[tag] = []byte(ack.String())
+		br.acks[strings.Clone(tag)] = []byte(ack.String()) // a copy: the tag is a substring of the parsed 2xx
 		br.byed[tag] = true
 		if br.state < brAnswered {
 			br.state = brAnswered
@@ -497,7 +498,7 @@ func (c *call) ackKept(fromAck *sip.Request) {
 	} else {
 		ack.SetBody(nil)
 	}
-	br.acks[tag] = []byte(ack.String())
+	br.acks[strings.Clone(tag)] = []byte(ack.String()) // a copy: the tag is a substring of the parsed 2xx
 	c.queueAct(action{kind: actWrite, leg: br.leg, req: ack})
 }
 
