@@ -159,7 +159,7 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 
 	switch req.Method {
 	case sip.INVITE:
-		if s.calls.isALeg(req.CallID().Value()) {
+		if cid := req.CallID(); cid != nil && s.calls.isALeg(cid.Value()) {
 			// A retransmission of the INVITE of a call in progress or
 			// just ended, once its server transaction is gone (ended
 			// when the call was confirmed): the call has it already.
