@@ -200,6 +200,13 @@ type sock struct {
 	rtcpOnly bool // RTCP socket of a non-mux leg
 	mux      bool // RTP and RTCP share this socket
 	latch    atomic.Pointer[latchState]
+	stream   *Stream
+	// With a relay loop (engine_linux.go): the descriptor while the
+	// socket is in the loop's epoll (negative otherwise), its slot there,
+	// and consecutive read errors. Loop goroutine and add/remove only.
+	fd       int
+	slot     int32
+	readErrs int
 }
 
 // dest is where packets for this socket's peer go: the latched source,
@@ -240,13 +247,17 @@ type leg struct {
 
 func (l *leg) drop(r DropReason) { l.c.dropped[r].Add(1) }
 
-// Stream relays one media stream (one m= line) between two legs. It runs
-// one reader goroutine per socket (two per leg without rtcp-mux, one with
-// it); each goroutine owns a preallocated buffer and forwards what it
-// reads straight to the other leg's socket, so the relay path has no
-// channel and no allocation. See the package doc for latching.
+// Stream relays one media stream (one m= line) between two legs. On
+// Linux its sockets join one of the relay loops (engine_linux.go), which
+// each watch the sockets of many streams through an epoll instance of
+// their own; elsewhere (or with RelayOptions.PerSocket) it runs one
+// reader goroutine per socket (two per leg without rtcp-mux, one with
+// it). Either way the packet is forwarded from a preallocated buffer
+// straight to the other leg's socket: no channel and no allocation. See
+// the package doc for latching.
 type Stream struct {
 	legs    [2]*leg
+	worker  *relayWorker // nil: reader goroutines
 	created int64
 	wg      sync.WaitGroup
 	closed  atomic.Bool
@@ -281,11 +292,11 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 			l.norm = &normalizer{clockRate: cr}
 		}
 		mux := lc.Ports.RTCP == nil
-		l.rtp = &sock{conn: lc.Ports.RTP, raw: newRawConn(lc.Ports.RTP), leg: l, mux: mux}
+		l.rtp = &sock{conn: lc.Ports.RTP, raw: newRawConn(lc.Ports.RTP), leg: l, mux: mux, stream: s, fd: -1}
 		if mux {
 			l.rtcp = l.rtp
 		} else {
-			l.rtcp = &sock{conn: lc.Ports.RTCP, raw: newRawConn(lc.Ports.RTCP), leg: l, rtcpOnly: true}
+			l.rtcp = &sock{conn: lc.Ports.RTCP, raw: newRawConn(lc.Ports.RTCP), leg: l, rtcpOnly: true, stream: s, fd: -1}
 		}
 		rtpAddr, rtcpAddr := expectedPair(lc.Remote, lc.RemoteRTCP, mux)
 		l.rtp.latch.Store(&latchState{expected: rtpAddr})
@@ -300,10 +311,11 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 			b.BindStream(s, l.id)
 		}
 	}
-	for _, l := range s.legs {
-		s.start(l.rtp)
-		if l.rtcp != l.rtp {
-			s.start(l.rtcp)
+	if w := pickWorker(); w != nil && w.add(s.socks()) == nil {
+		s.worker = w
+	} else {
+		for _, k := range s.socks() {
+			s.start(k)
 		}
 	}
 	if s.idleTimeout > 0 && s.onIdle != nil {
@@ -324,6 +336,18 @@ func expectedPair(rtp, rtcp netip.AddrPort, mux bool) (netip.AddrPort, netip.Add
 		rtcp = netip.AddrPortFrom(rtp.Addr(), rtp.Port()+1)
 	}
 	return rtp, rtcp
+}
+
+// socks returns the stream's sockets.
+func (s *Stream) socks() []*sock {
+	out := make([]*sock, 0, 4)
+	for _, l := range s.legs {
+		out = append(out, l.rtp)
+		if l.rtcp != l.rtp {
+			out = append(out, l.rtcp)
+		}
+	}
+	return out
 }
 
 func (s *Stream) start(k *sock) {
@@ -492,11 +516,12 @@ func (s *Stream) Stats() StreamStats {
 }
 
 // Close closes the legs' handlers that implement io.Closer (a DTLS
-// session sends its close_notify while the socket is still open), stops
-// the readers, waits for them, and releases both legs' ports to their
+// session sends its close_notify while the socket is still open), takes
+// the sockets out of their relay loop (or stops the readers and waits for
+// them), and releases both legs' ports to their
 // pools (quarantined). It is idempotent and safe from any goroutine,
-// OnIdle included, but not from a DatagramHandler of this stream (Close
-// waits for the reader that runs it).
+// OnIdle included, but not from a DatagramHandler of any stream (Close
+// waits for the loop or reader that runs it).
 func (s *Stream) Close() error {
 	var err error
 	s.once.Do(func() {
@@ -510,6 +535,11 @@ func (s *Stream) Close() error {
 			if c, ok := l.handler.Load().h.(io.Closer); ok {
 				_ = c.Close()
 			}
+		}
+		if s.worker != nil {
+			// Out of the loop before the descriptors close (and can be
+			// reused by another socket).
+			s.worker.remove(s.socks())
 		}
 		for _, l := range s.legs {
 			_ = l.ports.RTP.Close()

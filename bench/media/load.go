@@ -53,6 +53,9 @@ type Scenario struct {
 	// phones have); otherwise plain and SDES phones of a side share one
 	// socket and only DTLS phones have their own.
 	PerCallSockets bool
+	// RelayOpts is how the SBC relay child reads its sockets (relay
+	// loops, coalescing, or reader goroutines per socket).
+	RelayOpts srtp.RelayOptions
 	// IdleWindow, if set, samples the relay's CPU for that long with no
 	// traffic before the run (Result.RelayIdle).
 	IdleWindow time.Duration
@@ -274,7 +277,7 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 			return res, err
 		}
 		relay, err = StartRelay(RelaySetup{Streams: sc.Calls, A: sc.A, B: sc.B, RemoteA: addrs(sa), RemoteB: addrs(sb),
-			PeerFingerprint: cert.Fingerprint.String()}, sc.Procs)
+			PeerFingerprint: cert.Fingerprint.String(), Relay: sc.RelayOpts}, sc.Procs)
 		if err != nil {
 			return res, err
 		}

@@ -41,6 +41,8 @@ type RelaySetup struct {
 	// PeerFingerprint is the phones' DTLS certificate fingerprint (one
 	// certificate for all DTLS phones), for DTLS legs.
 	PeerFingerprint string
+	// Relay is passed to srtp.SetRelayOptions before any stream.
+	Relay srtp.RelayOptions
 }
 
 func (s RelaySetup) remote(list []netip.AddrPort, i int) netip.AddrPort {
@@ -86,6 +88,20 @@ type RelayStats struct {
 	Dropped            map[string]uint64
 	DTLSDone           int
 	DTLSFailed         []string `json:",omitempty"`
+	// Loops is the relay loops' batching since the child started
+	// (empty with reader goroutines).
+	Loops LoopSummary
+}
+
+// LoopSummary prints srtp.RelayLoopStats for the run log.
+type LoopSummary srtp.RelayLoopStats
+
+func (l LoopSummary) String() string {
+	if l.Loops == 0 {
+		return ", reader goroutines"
+	}
+	return fmt.Sprintf(", %d loops: %.2f packets per wake-up, %.2f per poll", l.Loops,
+		float64(l.Packets)/float64(max(l.Wakeups, 1)), float64(l.Packets)/float64(max(l.Polls, 1)))
 }
 
 // ChildEnv, set to "1" in a process's environment, makes
@@ -124,6 +140,7 @@ func RelayChild(in io.Reader, out io.Writer) error {
 	if err := json.Unmarshal(sc.Bytes(), &setup); err != nil {
 		return err
 	}
+	srtp.SetRelayOptions(setup.Relay)
 	r := &relay{}
 	reply := RelayReply{Pid: os.Getpid(), Before: readMem()}
 	streams, err := r.build(setup)
@@ -284,7 +301,7 @@ func (r *relay) build(setup RelaySetup) ([]RelayStream, error) {
 }
 
 func (r *relay) stats() RelayStats {
-	st := RelayStats{Mem: readMem(), Dropped: map[string]uint64{}}
+	st := RelayStats{Mem: readMem(), Dropped: map[string]uint64{}, Loops: LoopSummary(srtp.LoopStats())}
 	for _, s := range r.streams {
 		ss := s.Stats()
 		for _, l := range []srtp.LegStats{ss.A, ss.B} {

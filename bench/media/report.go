@@ -3,6 +3,7 @@ package media
 import (
 	"context"
 	"fmt"
+	"github.com/sbc-project/sbc/srtp"
 	"io"
 	"slices"
 	"time"
@@ -21,6 +22,8 @@ type CompareConfig struct {
 	Procs, RTPEngineThreads int
 	// PerCallSockets: see Scenario.
 	PerCallSockets bool
+	// Relay: see Scenario.
+	Relay srtp.RelayOptions
 	// Log, if set, gets one line per run.
 	Log io.Writer
 }
@@ -30,7 +33,7 @@ type CompareConfig struct {
 // DTLS-SRTP (rtpengine's side of that comparison is its plain relay).
 func CompareScenarios(cfg CompareConfig) []Scenario {
 	base := Scenario{Calls: cfg.Calls, PPS: cfg.PPS, Both: true, Duration: cfg.Duration, Procs: cfg.Procs,
-		RTPEngineThreads: cfg.RTPEngineThreads, PerCallSockets: cfg.PerCallSockets, IdleWindow: 500 * time.Millisecond}
+		RTPEngineThreads: cfg.RTPEngineThreads, PerCallSockets: cfg.PerCallSockets, RelayOpts: cfg.Relay, IdleWindow: 500 * time.Millisecond}
 	var out []Scenario
 	for _, s := range []struct {
 		name  string
@@ -77,7 +80,7 @@ func (r Result) Line() string {
 	}
 	relay := ""
 	if r.Stats != nil {
-		relay = fmt.Sprintf(" (relay: in %d, forwarded %d, drops %v)", r.Stats.Packets, r.Stats.Forwarded, r.Stats.Dropped)
+		relay = fmt.Sprintf(" (relay: in %d, forwarded %d, drops %v%s)", r.Stats.Packets, r.Stats.Forwarded, r.Stats.Dropped, r.Stats.Loops)
 	}
 	return fmt.Sprintf("sent %d lost %d%s errs %d rcvbuf drops %d wall %.2fs relay %.2f µs/pkt (%.0f%% core, waited %.0f ms for a CPU; ticks %.2f µs/pkt, idle %.1f ms/s) gen %.2f µs/pkt behind %v p50 %v p99 %v max %v",
 		r.Sent, r.Lost(), relay, r.PhoneErrors, r.RcvbufErrors, r.Wall.Seconds(), r.RelayUSPerPacket(), 100*r.RelayLoad(), float64(r.RelayWait)/1e6,
