@@ -100,7 +100,9 @@ func (s *Stream) handle(k *sock, sio *sockIO, buf []byte, n int, src netip.AddrP
 	// Only a packet that passed the transform (authenticated, for SRTP)
 	// latches: a forged packet cannot steer the relay.
 	if !st.latched {
-		k.latch.CompareAndSwap(st, &latchState{expected: st.expected, source: src, latched: true})
+		if k.latch.CompareAndSwap(st, &latchState{expected: st.expected, source: src, latched: true}) && s.kernel != nil {
+			s.maybeOffload()
+		}
 	}
 	if now == 0 {
 		now = time.Now().UnixNano()

@@ -157,6 +157,10 @@ type StreamConfig struct {
 	// not end the call: the owner decides.
 	IdleTimeout time.Duration
 	OnIdle      func(idle time.Duration)
+	// Kernel, if set, relays the stream in the kernel once both legs are
+	// plain and latched (see KernelPath); nil keeps every packet in user
+	// space.
+	Kernel KernelPath
 }
 
 // LegStats are one leg's ingress counters: what its remote sent us.
@@ -171,6 +175,10 @@ type LegStats struct {
 	ReadErrors uint64
 	// SSRCSwitches counts source changes normalised on egress to this leg.
 	SSRCSwitches uint64
+	// Offloaded counts the packets among Packets (and Forwarded) that the
+	// kernel path relayed (StreamConfig.Kernel); their Bytes are UDP
+	// payload, as for the others.
+	Offloaded uint64
 }
 
 // AuthFailures is the number of SRTP/SRTCP packets whose tag failed.
@@ -229,6 +237,7 @@ type handlerBox struct{ h DatagramHandler }
 
 type counters struct {
 	packets, bytes, rtcp, forwarded, readErrors atomic.Uint64
+	offloaded                                   atomic.Uint64
 	dropped                                     [NumDropReasons]atomic.Uint64
 }
 
@@ -258,6 +267,11 @@ func (l *leg) drop(r DropReason) { l.c.dropped[r].Add(1) }
 type Stream struct {
 	legs    [2]*leg
 	worker  *relayWorker // nil: reader goroutines
+	kernel  KernelPath
+	kmu     sync.Mutex // kflows, kpair
+	kflows  []kflow
+	kpair   [2]bool // RTP pair, RTCP pair offloaded
+	kerrors atomic.Uint64
 	created int64
 	wg      sync.WaitGroup
 	closed  atomic.Bool
@@ -272,7 +286,7 @@ type Stream struct {
 // NewStream builds the stream and starts its readers. On error the ports
 // are left to the caller; on success the stream owns them.
 func NewStream(cfg StreamConfig) (*Stream, error) {
-	s := &Stream{created: time.Now().UnixNano(), idleTimeout: cfg.IdleTimeout, onIdle: cfg.OnIdle}
+	s := &Stream{created: time.Now().UnixNano(), idleTimeout: cfg.IdleTimeout, onIdle: cfg.OnIdle, kernel: cfg.Kernel}
 	for i, lc := range [2]LegConfig{cfg.A, cfg.B} {
 		if lc.Ports == nil || lc.Ports.RTP == nil {
 			return nil, fmt.Errorf("srtp: leg %v has no ports", LegID(i))
@@ -374,6 +388,9 @@ func (s *Stream) Expect(id LegID, rtp, rtcp netip.AddrPort) {
 	if l.rtcp != l.rtp {
 		expect(l.rtcp, rtcpAddr)
 	}
+	if st := l.rtp.latch.Load(); !st.latched {
+		s.unloadKernel() // the leg relatches in user space first
+	}
 }
 
 func expect(k *sock, a netip.AddrPort) {
@@ -409,6 +426,7 @@ func (s *Stream) SetTransform(id LegID, t Transform) {
 		t = Plain{}
 	}
 	s.leg(id).transform.Store(&transformBox{t})
+	s.unloadKernel()
 }
 
 // Transform returns a leg's current transform (to Rekey an *SRTP).
@@ -424,7 +442,9 @@ func (s *Stream) SetHandler(id LegID, h DatagramHandler) DatagramHandler {
 	if b, ok := h.(StreamBinder); ok {
 		b.BindStream(s, id)
 	}
-	return s.leg(id).handler.Swap(&handlerBox{h}).h
+	old := s.leg(id).handler.Swap(&handlerBox{h}).h
+	s.unloadKernel()
+	return old
 }
 
 // acceptsFrom reports whether a leg takes a datagram that is not
@@ -464,7 +484,7 @@ func (s *Stream) learns(id LegID) bool { return s.leg(id).learn }
 // LastPacket returns when the last valid packet came from a leg (zero
 // time if none yet).
 func (s *Stream) LastPacket(id LegID) time.Time {
-	n := s.leg(id).lastRx.Load()
+	n := max(s.leg(id).lastRx.Load(), s.kernelLast()[id&1])
 	if n == 0 {
 		return time.Time{}
 	}
@@ -474,7 +494,8 @@ func (s *Stream) LastPacket(id LegID) time.Time {
 // Idle returns how long no valid packet has come from either leg, counted
 // from the stream's creation when none came yet.
 func (s *Stream) Idle(now time.Time) time.Duration {
-	last := max(s.created, s.legs[0].lastRx.Load(), s.legs[1].lastRx.Load())
+	k := s.kernelLast()
+	last := max(s.created, s.legs[0].lastRx.Load(), s.legs[1].lastRx.Load(), k[0], k[1])
 	d := now.UnixNano() - last
 	if d < 0 {
 		return 0
@@ -501,16 +522,24 @@ func (s *Stream) checkIdle() {
 // Stats returns a snapshot of the counters.
 func (s *Stream) Stats() StreamStats {
 	var st StreamStats
+	// Under kmu, so that flows folded back into the counters (unload) are
+	// counted once.
+	s.kmu.Lock()
+	defer s.kmu.Unlock()
 	for i, p := range []*LegStats{&st.A, &st.B} {
 		c := &s.legs[i].c
 		p.Packets, p.Bytes, p.RTCPPackets, p.Forwarded = c.packets.Load(), c.bytes.Load(), c.rtcp.Load(), c.forwarded.Load()
 		p.ReadErrors = c.readErrors.Load()
+		p.Offloaded = c.offloaded.Load()
 		for r := range p.Dropped {
 			p.Dropped[r] = c.dropped[r].Load()
 		}
 		if n := s.legs[i].norm; n != nil {
 			p.SSRCSwitches = n.switches.Load()
 		}
+	}
+	if s.kernel != nil {
+		s.kernelStatsLocked(&st)
 	}
 	return st
 }
@@ -536,6 +565,7 @@ func (s *Stream) Close() error {
 				_ = c.Close()
 			}
 		}
+		s.unloadKernel()
 		if s.worker != nil {
 			// Out of the loop before the descriptors close (and can be
 			// reused by another socket).
