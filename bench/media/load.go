@@ -56,6 +56,9 @@ type Scenario struct {
 	// RelayOpts is how the SBC relay child reads its sockets (relay
 	// loops, coalescing, or reader goroutines per socket).
 	RelayOpts srtp.RelayOptions
+	// Kernel gives the SBC relay child the in-kernel path for plain RTP
+	// (srtp/kfwd on lo; needs root).
+	Kernel bool
 	// IdleWindow, if set, samples the relay's CPU for that long with no
 	// traffic before the run (Result.RelayIdle).
 	IdleWindow time.Duration
@@ -84,6 +87,10 @@ type Result struct {
 	// GenCPU is this process's CPU over the run: the phones (pacing,
 	// encryption, receiving, decryption). Not included in RelayCPU.
 	GenCPU time.Duration
+	// Machine is the whole machine's CPU over the run (/proc/stat): the
+	// only place where an in-kernel relay's softirq work shows, and also
+	// everything else that ran meanwhile.
+	Machine MachineCPU
 	// Behind is how far the pacer fell behind its schedule at worst.
 	Behind time.Duration
 	// Latency percentiles from send to receipt (relay and kernel both
@@ -103,6 +110,21 @@ func (r Result) RelayUSPerPacket() float64 {
 		return math.NaN()
 	}
 	return us(r.RelayCPU) / float64(r.Sent)
+}
+
+// PathUSPerPacket is the relay's and the generator's CPU per packet
+// together, in µs: on loopback the kernel's delivery work, an in-kernel
+// relay's included, runs in the sending process's system calls, so this
+// sum holds all of a relay's cost (less what ksoftirqd picked up, which
+// MachineUSPerPacket shows).
+func (r Result) PathUSPerPacket() float64 { return r.RelayUSPerPacket() + r.GenUSPerPacket() }
+
+// MachineUSPerPacket is the machine's busy CPU per packet, in µs.
+func (r Result) MachineUSPerPacket() float64 {
+	if r.Sent == 0 {
+		return math.NaN()
+	}
+	return us(r.Machine.Busy) / float64(r.Sent)
 }
 
 // GenUSPerPacket is the load generator's CPU per packet, in µs.
@@ -277,7 +299,7 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 			return res, err
 		}
 		relay, err = StartRelay(RelaySetup{Streams: sc.Calls, A: sc.A, B: sc.B, RemoteA: addrs(sa), RemoteB: addrs(sb),
-			PeerFingerprint: cert.Fingerprint.String(), Relay: sc.RelayOpts}, sc.Procs)
+			PeerFingerprint: cert.Fingerprint.String(), Relay: sc.RelayOpts, Kernel: sc.Kernel}, sc.Procs)
 		if err != nil {
 			return res, err
 		}
@@ -402,6 +424,7 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 		t0, _ = ProcCPUTicks(relayPid)
 	}
 	u0, _ := bench.ReadUDPStats()
+	m0, _ := ReadMachineCPU()
 	s0, _ := ProcCPU(os.Getpid())
 	start := time.Now()
 	sent, behind, err := g.pace(ctx)
@@ -417,6 +440,9 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 	}
 	if u1, err := bench.ReadUDPStats(); err == nil {
 		res.RcvbufErrors = u1.Sub(u0).RcvbufErrors
+	}
+	if m1, err := ReadMachineCPU(); err == nil {
+		res.Machine = MachineCPU{Busy: m1.Busy - m0.Busy, Softirq: m1.Softirq - m0.Softirq}
 	}
 	s1, _ := ProcCPU(os.Getpid())
 	res.GenCPU = s1 - s0

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sbc-project/sbc/srtp"
+	"github.com/sbc-project/sbc/srtp/kfwd"
 )
 
 // Profile is a leg's media profile.
@@ -43,6 +44,8 @@ type RelaySetup struct {
 	PeerFingerprint string
 	// Relay is passed to srtp.SetRelayOptions before any stream.
 	Relay srtp.RelayOptions
+	// Kernel: attach srtp/kfwd to lo and give it to every stream.
+	Kernel bool
 }
 
 func (s RelaySetup) remote(list []netip.AddrPort, i int) netip.AddrPort {
@@ -85,9 +88,11 @@ type RelayStats struct {
 	Mem MemStats
 	// Summed over streams and legs.
 	Packets, Forwarded uint64
-	Dropped            map[string]uint64
-	DTLSDone           int
-	DTLSFailed         []string `json:",omitempty"`
+	// Offloaded: relayed by the kernel path.
+	Offloaded  uint64
+	Dropped    map[string]uint64
+	DTLSDone   int
+	DTLSFailed []string `json:",omitempty"`
 	// Loops is the relay loops' batching since the child started
 	// (empty with reader goroutines).
 	Loops LoopSummary
@@ -172,6 +177,7 @@ func RelayChild(in io.Reader, out io.Writer) error {
 }
 
 type relay struct {
+	kernel  *kfwd.Forwarder
 	cert    *srtp.Certificate
 	streams []*srtp.Stream
 	mu      sync.Mutex
@@ -183,6 +189,9 @@ type relay struct {
 func (r *relay) close() {
 	for _, s := range r.streams {
 		_ = s.Close()
+	}
+	if r.kernel != nil {
+		_ = r.kernel.Close()
 	}
 }
 
@@ -251,6 +260,11 @@ func (r *relay) build(setup RelaySetup) ([]RelayStream, error) {
 		}
 		peerFP = []srtp.Fingerprint{fp}
 	}
+	if setup.Kernel {
+		if r.kernel, err = kfwd.Open(kfwd.Config{Interfaces: []string{"lo"}}); err != nil {
+			return nil, err
+		}
+	}
 	pool, err := poolFor(setup.Streams)
 	if err != nil {
 		return nil, err
@@ -288,7 +302,11 @@ func (r *relay) build(setup RelaySetup) ([]RelayStream, error) {
 				}
 			}
 		}
-		s, err := srtp.NewStream(srtp.StreamConfig{A: lc[0], B: lc[1]})
+		sc := srtp.StreamConfig{A: lc[0], B: lc[1]}
+		if r.kernel != nil {
+			sc.Kernel = r.kernel
+		}
+		s, err := srtp.NewStream(sc)
 		if err != nil {
 			return nil, err
 		}
@@ -307,6 +325,7 @@ func (r *relay) stats() RelayStats {
 		for _, l := range []srtp.LegStats{ss.A, ss.B} {
 			st.Packets += l.Packets
 			st.Forwarded += l.Forwarded
+			st.Offloaded += l.Offloaded
 			for reason, n := range l.Dropped {
 				if n > 0 {
 					st.Dropped[srtp.DropReason(reason).String()] += n
