@@ -169,5 +169,3 @@ func TestRelayKernelPathNotForSRTP(t *testing.T) {
 		t.Fatal("SRTP leg offloaded")
 	}
 }
-
-

@@ -114,3 +114,27 @@ func ReadMachineCPU() (MachineCPU, error) {
 	busy := v[0] + v[1] + v[2] + v[5] + v[6]
 	return MachineCPU{Busy: time.Duration(busy) * tick, Softirq: time.Duration(v[6]) * tick}, nil
 }
+
+// KsoftirqdCPU is the run time of the kernel's ksoftirqd threads (one per
+// CPU), summed from their schedstat: softirq work (packet delivery, an
+// in-kernel relay's included) that the kernel deferred to them instead of
+// running it in the sending process's system call. Other traffic on the
+// machine counts too, so it is an upper bound for one workload.
+func KsoftirqdCPU() time.Duration {
+	dirs, _ := filepath.Glob("/proc/[0-9]*/comm")
+	var sum time.Duration
+	for _, c := range dirs {
+		b, err := os.ReadFile(c)
+		if err != nil || !strings.HasPrefix(string(b), "ksoftirqd/") {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(c)))
+		if err != nil {
+			continue
+		}
+		if run, _, err := procSched(pid); err == nil {
+			sum += run
+		}
+	}
+	return sum
+}

@@ -91,6 +91,10 @@ type Result struct {
 	// only place where an in-kernel relay's softirq work shows, and also
 	// everything else that ran meanwhile.
 	Machine MachineCPU
+	// Ksoftirqd is the ksoftirqd threads' CPU over the run: softirq work
+	// the kernel did not run in the senders' system calls (the relay's
+	// and the phones'), with whatever else the machine did.
+	Ksoftirqd time.Duration
 	// Behind is how far the pacer fell behind its schedule at worst.
 	Behind time.Duration
 	// Latency percentiles from send to receipt (relay and kernel both
@@ -118,6 +122,14 @@ func (r Result) RelayUSPerPacket() float64 {
 // sum holds all of a relay's cost (less what ksoftirqd picked up, which
 // MachineUSPerPacket shows).
 func (r Result) PathUSPerPacket() float64 { return r.RelayUSPerPacket() + r.GenUSPerPacket() }
+
+// KsoftirqdUSPerPacket is the ksoftirqd threads' CPU per packet, in µs.
+func (r Result) KsoftirqdUSPerPacket() float64 {
+	if r.Sent == 0 {
+		return math.NaN()
+	}
+	return us(r.Ksoftirqd) / float64(r.Sent)
+}
 
 // MachineUSPerPacket is the machine's busy CPU per packet, in µs.
 func (r Result) MachineUSPerPacket() float64 {
@@ -425,6 +437,7 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 	}
 	u0, _ := bench.ReadUDPStats()
 	m0, _ := ReadMachineCPU()
+	k0 := KsoftirqdCPU()
 	s0, _ := ProcCPU(os.Getpid())
 	start := time.Now()
 	sent, behind, err := g.pace(ctx)
@@ -444,6 +457,7 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 	if m1, err := ReadMachineCPU(); err == nil {
 		res.Machine = MachineCPU{Busy: m1.Busy - m0.Busy, Softirq: m1.Softirq - m0.Softirq}
 	}
+	res.Ksoftirqd = KsoftirqdCPU() - k0
 	s1, _ := ProcCPU(os.Getpid())
 	res.GenCPU = s1 - s0
 	res.Sent, res.Received, res.PhoneErrors, res.Behind = sent, g.received.Load(), g.errors.Load(), behind

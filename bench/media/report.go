@@ -112,13 +112,13 @@ func median(v []float64) float64 {
 // scenario, the relay's µs/packet (median, and min–max over rounds), its
 // packets/s per core, the generator's cost, loss and latency.
 func CompareTable(w io.Writer, results [][]Result) {
-	fmt.Fprintln(w, "| scenario | relay µs/packet, median (min–max) | packets/s per core | generator µs/packet | relay+generator µs/packet | machine µs/packet | lost | p99 latency |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| scenario | relay µs/packet, median (min–max) | packets/s per core | generator µs/packet | relay+generator µs/packet | ksoftirqd µs/packet | machine µs/packet | lost | p99 latency |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
 	for _, rs := range results {
 		if len(rs) == 0 {
 			continue
 		}
-		var rel, gen, path, mach []float64
+		var rel, gen, path, ksi, mach []float64
 		var lost, sent uint64
 		var p99 time.Duration
 		for _, r := range rs {
@@ -126,6 +126,7 @@ func CompareTable(w io.Writer, results [][]Result) {
 			gen = append(gen, r.GenUSPerPacket())
 			path = append(path, r.PathUSPerPacket())
 			mach = append(mach, r.MachineUSPerPacket())
+			ksi = append(ksi, r.KsoftirqdUSPerPacket())
 			lost += r.Lost()
 			sent += r.Sent
 			p99 = max(p99, r.P99)
@@ -136,7 +137,7 @@ func CompareTable(w io.Writer, results [][]Result) {
 			relay = fmt.Sprintf("%.2f (%.2f–%.2f)", median(rel), slices.Min(rel), slices.Max(rel))
 			perCore = fmt.Sprintf("%.0f", 1e6/median(rel))
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %.2f | %.2f | %.2f | %d of %d | %v |\n", sc.Name, relay, perCore, median(gen), median(path), median(mach), lost, sent, p99)
+		fmt.Fprintf(w, "| %s | %s | %s | %.2f | %.2f | %.2f | %.2f | %d of %d | %v |\n", sc.Name, relay, perCore, median(gen), median(path), median(ksi), median(mach), lost, sent, p99)
 	}
 }
 
@@ -157,7 +158,8 @@ func Ratio(a, b []Result) float64 {
 // and in softirq): each relay's cost is taken as relay+generator CPU, or
 // as the machine's busy CPU, per packet, less the same for the phones
 // talking directly (direct), medians over rounds; the ratios are a's
-// over b's.
+// over b's. The first also adds the ksoftirqd threads' CPU (deferred
+// softirq work) to both.
 func MarginalRatios(direct, b, a []Result) (path, machine float64) {
 	med := func(rs []Result, f func(Result) float64) float64 {
 		var v []float64
@@ -166,7 +168,7 @@ func MarginalRatios(direct, b, a []Result) (path, machine float64) {
 		}
 		return median(v)
 	}
-	p := func(r Result) float64 { return r.PathUSPerPacket() }
+	p := func(r Result) float64 { return r.PathUSPerPacket() + r.KsoftirqdUSPerPacket() }
 	m := func(r Result) float64 { return r.MachineUSPerPacket() }
 	pd, md := med(direct, p), med(direct, m)
 	return (med(a, p) - pd) / (med(b, p) - pd), (med(a, m) - md) / (med(b, m) - md)

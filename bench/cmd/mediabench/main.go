@@ -84,6 +84,6 @@ func main() {
 	}
 	if *only == "" && len(rs) == 5 && len(rs[0]) > 0 && len(rs[4]) > 0 {
 		p, m := media.MarginalRatios(rs[0], rs[1], rs[4])
-		fmt.Printf("sbc plain (kernel) / rtpengine plain, each as relay+generator less the phones alone: %.2f; as machine CPU less the phones alone: %.2f (goal ≤ 0.5)\n", p, m)
+		fmt.Printf("sbc plain (kernel) / rtpengine plain, each as relay+generator+ksoftirqd less the phones alone: %.2f; as machine CPU less the phones alone: %.2f (goal ≤ 0.5)\n", p, m)
 	}
 }
