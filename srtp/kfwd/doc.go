@@ -15,6 +15,7 @@
 // Forwarder satisfies srtp.KernelPath; package srtp offloads a stream's
 // flows once both legs are latched and plain (StreamConfig.Kernel), and
 // takes them back on any change (Expect, SetTransform, SetHandler, Close).
+// The SBC turns it on with the policy key media.kernel_relay.
 //
 // Running it needs root (CAP_BPF and CAP_NET_ADMIN) and a kernel with tcx
 // (6.6 or later). IPv4 only.
