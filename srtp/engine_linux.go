@@ -255,10 +255,12 @@ func (w *relayWorker) poll(fd uintptr) bool {
 		if k == nil || k.fd < 0 {
 			continue
 		}
+		m, errno := w.batch.read(k.fd)
 		if k.stream.closed.Load() {
+			// Closing (its sockets leave the loop in a moment): drain and
+			// drop, or the level-triggered epoll would spin on them.
 			continue
 		}
-		m, errno := w.batch.read(k.fd)
 		switch errno {
 		case 0:
 			k.readErrs = 0
