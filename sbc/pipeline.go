@@ -142,6 +142,12 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 
 	switch req.Method {
 	case sip.INVITE:
+		if p.trunk == nil && isToken(req.Recipient.User) {
+			// A call from a backend to a registered user's device
+			// (regcall.go).
+			s.newUserCall(ep, st, p, req, tx)
+			return
+		}
 		if p.trunk == nil {
 			// A call from a backend: to carriers, by the outbound
 			// routes (outbound.go), under the outbound caps.
