@@ -1,6 +1,7 @@
 package sbc
 
 import (
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -41,17 +42,11 @@ func (s *SBC) newUserCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, 
 		s.act(ep, p, req, tx, answer(stageRoute, reasonUserUnknown, 404, "Not Found"))
 		return
 	}
-	bep := s.realms[b.realm]
-	why := ""
-	switch {
-	case bep == nil:
-		why = "realm gone"
-	case !time.Now().Before(b.expires):
-		why = "expired"
-	case b.unreachable || (b.transport != "udp" && !bep.connUp(b.transport, b.src)):
-		why = "connection closed"
+	var up func(string, netip.AddrPort) bool
+	if bep := s.realms[b.realm]; bep != nil {
+		up = bep.connUp
 	}
-	if why != "" {
+	if why := unreachableWhy(b, time.Now(), up); why != "" {
 		s.log.Info("call to an unreachable registration", "source_pool", p.pool, "aor", b.aor, "transport", b.transport, "why", why)
 		s.metrics.UserCalls.WithLabelValues(userCallUnreachable).Inc()
 		s.act(ep, p, req, tx, answer(stageRoute, reasonUserUnreachable, 480, "Temporarily Unavailable").with("why", why))
@@ -65,6 +60,22 @@ func (s *SBC) newUserCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, 
 	plan := &callPlan{pools: []*pool{userPool(st, b)}, srcPool: p.pool, user: b.contact.User,
 		toUser: req.To().Address.User, fromUser: req.From().Address.User, binding: &b}
 	s.startCall(ep, st, p, req, tx, func() {}, plan)
+}
+
+// unreachableWhy says why binding b cannot be called at now ("": it
+// can): it expired (not yet swept), or its connection is closed (marked
+// by the sweep, or found closed now by up, which is nil when b's realm is
+// gone).
+func unreachableWhy(b binding, now time.Time, up func(transport string, src netip.AddrPort) bool) string {
+	switch {
+	case up == nil:
+		return "realm gone"
+	case !now.Before(b.expires):
+		return "expired"
+	case b.unreachable || (b.transport != "udp" && !up(b.transport, b.src)):
+		return "connection closed"
+	}
+	return ""
 }
 
 // userPool is the one-target pool of a call to binding b: its realm, its

@@ -97,6 +97,10 @@ type regRequest struct {
 	contacts []regContact
 }
 
+// defaultExpires is the expiry of a binding the registrar's 2xx lists
+// without one, when the device asked for none either (RFC 3261 10.2.1.1).
+const defaultExpires = 3600
+
 // maxExpires is where an expiry is capped (RFC 3261 20.19: 2**32-1).
 const maxExpires = 1<<32 - 1
 
@@ -330,8 +334,8 @@ func (s *SBC) applyRegistered(ep *endpoint, p peer, req *sip.Request, aor string
 				}
 			}
 		}
-		if e > 0 {
-			granted[ct.Address.User] = e
+		if e != 0 {
+			granted[ct.Address.User] = e // -1: listed without an expiry
 		}
 	}
 	now := time.Now()
@@ -344,6 +348,14 @@ func (s *SBC) applyRegistered(ep *endpoint, p peer, req *sip.Request, aor string
 	for _, c := range rr.contacts {
 		mine[c.token] = true
 		g, ok := granted[c.token]
+		if g < 0 {
+			// Listed without an expiry (RFC 3261 10.3 step 8 says it
+			// must have one): what the device asked, or the default.
+			g = c.expires
+			if g < 0 {
+				g = defaultExpires
+			}
+		}
 		if c.expires == 0 || !ok {
 			if s.regs.remove(c.token) {
 				removed++
@@ -369,6 +381,9 @@ func (s *SBC) applyRegistered(ep *endpoint, p peer, req *sip.Request, aor string
 			s.regs.remove(b.token)
 			removed++
 			continue
+		}
+		if g < 0 {
+			g = int(time.Until(b.expires) / time.Second)
 		}
 		if len(rr.contacts) == 0 && !rr.wildcard && b.src == p.src {
 			hdrs = append(hdrs, deviceContact(b.contact, g, b.instance, b.regID))
