@@ -96,13 +96,16 @@ func (rc *regCache) bindingToken(realm, aor, device string) string {
 
 // deviceKey names a device Contact: its RFC 5626 instance and reg-id when
 // it sent them (stable across Call-IDs, addresses and restarts of the
-// device), else its REGISTER Call-ID, source and Contact URI (RFC 3261
-// 10.2.4: a UA refreshes with the same Call-ID).
+// device), else its REGISTER Call-ID, source address and Contact URI
+// (RFC 3261 10.2.4: a UA refreshes with the same Call-ID). The source
+// port is left out: a NAT that rebinds the device's UDP port, or a TCP
+// device that reconnects, keeps its binding, whose flow then moves to the
+// new port.
 func deviceKey(instance, regID, callID string, src netip.AddrPort, contact string) string {
 	if instance != "" {
 		return "i\x00" + instance + "\x00" + regID
 	}
-	return "c\x00" + callID + "\x00" + src.String() + "\x00" + contact
+	return "c\x00" + callID + "\x00" + src.Addr().Unmap().String() + "\x00" + contact
 }
 
 // isToken reports whether user has the shape of a binding token.

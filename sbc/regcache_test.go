@@ -39,9 +39,13 @@ func TestBindingTokenStable(t *testing.T) {
 	if inst("a", src) != inst("b", netip.MustParseAddrPort("198.51.100.1:1")) {
 		t.Fatal("an instance's token changes with its Call-ID or address")
 	}
+	rebound := rc.bindingToken("external", "alice@example.test", deviceKey("", "", "call-1", netip.MustParseAddrPort("192.0.2.7:40000"), "sip:alice@10.0.0.2:5060"))
+	if rebound != tok {
+		t.Fatal("a refresh from another port of the same address (NAT rebinding, TCP reconnect) changes the token")
+	}
 	others := map[string]string{
 		"other Call-ID": rc.bindingToken("external", "alice@example.test", deviceKey("", "", "call-2", src, "sip:alice@10.0.0.2:5060")),
-		"other source":  rc.bindingToken("external", "alice@example.test", deviceKey("", "", "call-1", netip.MustParseAddrPort("192.0.2.7:5061"), "sip:alice@10.0.0.2:5060")),
+		"other source":  rc.bindingToken("external", "alice@example.test", deviceKey("", "", "call-1", netip.MustParseAddrPort("192.0.2.8:5060"), "sip:alice@10.0.0.2:5060")),
 		"other Contact": rc.bindingToken("external", "alice@example.test", deviceKey("", "", "call-1", src, "sip:alice@10.0.0.3:5060")),
 		"other AoR":     rc.bindingToken("external", "bob@example.test", dk),
 		"other realm":   rc.bindingToken("access", "alice@example.test", dk),
@@ -228,5 +232,40 @@ func TestParseRegister(t *testing.T) {
 	rr, v = parseRegister(registerReq(t), 10)
 	if !v.pass() || rr.wildcard || len(rr.contacts) != 0 {
 		t.Fatalf("a query: %v %+v", v.reason, rr)
+	}
+}
+
+// BenchmarkRegCacheCallLookup is what an INVITE from a backend costs
+// before its call starts: the token check and the cache lookup, with
+// 10000 bindings held.
+func BenchmarkRegCacheCallLookup(b *testing.B) {
+	rc := newRegCache(nil)
+	exp := time.Now().Add(time.Hour)
+	var toks []string
+	for i := range 10000 {
+		bd := testBinding(rc, fmt.Sprintf("u%d@x", i), "c", fmt.Sprintf("192.0.2.1:%d", 1024+i), "udp", exp)
+		rc.put(bd)
+		toks = append(toks, bd.token)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		tok := toks[i%len(toks)]
+		if !isToken(tok) {
+			b.Fatal("not a token")
+		}
+		if _, ok := rc.get(tok); !ok {
+			b.Fatal("not found")
+		}
+	}
+}
+
+// BenchmarkBindingToken is the token of one device Contact, made for each
+// Contact of each REGISTER.
+func BenchmarkBindingToken(b *testing.B) {
+	rc := newRegCache(nil)
+	src := netip.MustParseAddrPort("192.0.2.7:5060")
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = rc.bindingToken("external", "alice@example.test", deviceKey("", "", "call-1", src, "sip:alice@10.0.0.2:5060"))
 	}
 }
