@@ -559,6 +559,14 @@ type Registrations struct {
 	// often, to keep the device's NAT binding open. Default "0s": off
 	// (most phones send their own keep-alives); "30s" suits most NATs.
 	KeepaliveInterval Duration `toml:"keepalive_interval"`
+	// ClientExpiresMax shortens the expiry the devices see (NAT bindings
+	// need refreshes more often than a registrar wants them): a device is
+	// granted at most this, and its refreshes are answered by the SBC
+	// without the registrar while the registrar's binding has more than
+	// this plus 32 s to live, provided they come from the same flow
+	// (source address and port, transport), with the same Call-ID, a
+	// higher CSeq and the same single Contact. Default "0s": off.
+	ClientExpiresMax Duration `toml:"client_expires_max"`
 	// MaxPending bounds the REGISTERs relayed to registrars at once; one
 	// more is answered 503 with Retry-After (reason register_busy).
 	// Default 256; 1 to 100,000.

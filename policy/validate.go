@@ -942,6 +942,10 @@ func (v *validator) registrations() {
 	if d := r.KeepaliveInterval.Duration; d > 0 && d < time.Second {
 		v.errf("registrations.keepalive_interval", "must be 0 (off) or at least 1s (got %s)", d)
 	}
+	v.duration("registrations.client_expires_max", &r.ClientExpiresMax, 0, false)
+	if d := r.ClientExpiresMax.Duration; d > 0 && (d < 10*time.Second || d%time.Second != 0) {
+		v.errf("registrations.client_expires_max", "must be 0 (off) or whole seconds, at least 10s (got %s)", d)
+	}
 }
 
 // outbound checks the outbound routes and the toll-fraud controls.

@@ -138,7 +138,7 @@ func newMetrics() *Metrics {
 		Name: "sbc_registrations", Help: "Bindings (device Contacts) in the registration cache, by the realm the devices registered on.",
 	}, []string{"realm"})
 	m.Registers = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sbc_registers_total", Help: "REGISTERs of remote users by result: ok (bound, refreshed or listed), unregistered, challenged (401/407 relayed), rejected (another answer of the registrar), no_answer (408 or 502 to the device), refused (by the SBC: malformed, too many contacts, cache full, busy).",
+		Name: "sbc_registers_total", Help: "REGISTERs of remote users by result: ok (bound, refreshed or listed), unregistered, challenged (401/407 relayed), rejected (another answer of the registrar), no_answer (408 or 502 to the device), refused (by the SBC: malformed, too many contacts, cache full, busy), local (a refresh answered by the SBC, client_expires_max).",
 	}, []string{"result"})
 	m.UserCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sbc_user_calls_total", Help: "Calls from the backends to registered users by result: the results of sbc_calls_total for calls that started, not_found (404, no such binding) or unreachable (480, binding expired or its connection closed).",

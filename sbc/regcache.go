@@ -41,6 +41,7 @@ type binding struct {
 	instance  string         // +sip.instance (RFC 5626), as sent; "" if none
 	regID     string         // reg-id, as sent
 	callID    string         // the device's REGISTER Call-ID
+	cseq      uint32         // the CSeq of its last REGISTER
 	expires   time.Time      // as granted by the registrar
 	// unreachable: the connection the device registered over is closed
 	// (TCP, TLS, WSS); calls to it get 480 until it registers again.
@@ -288,6 +289,23 @@ func (rc *regCache) sweep(now time.Time, down func(binding) bool) int {
 		}
 	}
 	return len(gone)
+}
+
+// absorb is a refresh answered without the registrar
+// (registrations.client_expires_max): the binding of token, if the
+// REGISTER comes from its flow (src, transport) with its Call-ID and
+// Contact and a higher CSeq, and the registrar's binding has more than
+// keep to live at now. The binding then remembers cseq.
+func (rc *regCache) absorb(token string, src netip.AddrPort, transport, callID, contact string, cseq uint32, now time.Time, keep time.Duration) (binding, bool) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	b := rc.byToken[token]
+	if b == nil || b.src != src || b.transport != transport || b.callID != callID || cseq <= b.cseq ||
+		b.unreachable || b.contact.String() != contact || b.expires.Sub(now) <= keep {
+		return binding{}, false
+	}
+	b.cseq = cseq
+	return *b, true
 }
 
 // udpFlows returns copies of the bindings over UDP (the keep-alive pings'

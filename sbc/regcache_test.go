@@ -269,3 +269,44 @@ func BenchmarkBindingToken(b *testing.B) {
 		_ = rc.bindingToken("external", "alice@example.test", deviceKey("", "", "call-1", src, "sip:alice@10.0.0.2:5060"))
 	}
 }
+
+// TestRegCacheAbsorb: a refresh is answered locally only from the
+// binding's own flow, Call-ID and Contact, with a higher CSeq, while the
+// binding outlives keep; the CSeq is remembered.
+func TestRegCacheAbsorb(t *testing.T) {
+	rc := newRegCache(nil)
+	now := time.Now()
+	b := testBinding(rc, "a@x", "c1", "192.0.2.1:5060", "udp", now.Add(10*time.Minute))
+	b.cseq = 5
+	rc.put(b)
+	ct := b.contact.String()
+	keep := time.Minute
+	cases := []struct {
+		name   string
+		src    string
+		tr     string
+		callID string
+		ct     string
+		cseq   uint32
+		keep   time.Duration
+		ok     bool
+	}{
+		{"other port", "192.0.2.1:5061", "udp", "c1", ct, 6, keep, false},
+		{"other transport", "192.0.2.1:5060", "tcp", "c1", ct, 6, keep, false},
+		{"other Call-ID", "192.0.2.1:5060", "udp", "c2", ct, 6, keep, false},
+		{"other Contact", "192.0.2.1:5060", "udp", "c1", "sip:dev@192.0.2.9:5060", 6, keep, false},
+		{"same CSeq", "192.0.2.1:5060", "udp", "c1", ct, 5, keep, false},
+		{"binding too short", "192.0.2.1:5060", "udp", "c1", ct, 6, 10 * time.Minute, false},
+		{"refresh", "192.0.2.1:5060", "udp", "c1", ct, 6, keep, true},
+		{"replayed", "192.0.2.1:5060", "udp", "c1", ct, 6, keep, false},
+	}
+	for _, c := range cases {
+		_, ok := rc.absorb(b.token, netip.MustParseAddrPort(c.src), c.tr, c.callID, c.ct, c.cseq, now, c.keep)
+		if ok != c.ok {
+			t.Errorf("%s: absorbed %v, want %v", c.name, ok, c.ok)
+		}
+	}
+	if _, ok := rc.absorb("rbunknown", netip.MustParseAddrPort("192.0.2.1:5060"), "udp", "c1", ct, 9, now, keep); ok {
+		t.Error("an unknown token absorbed")
+	}
+}

@@ -44,9 +44,15 @@ const (
 	regRejected     = "rejected"     // another final response of the registrar relayed
 	regNoAnswer     = "no_answer"    // the registrar did not answer (408 to the device), or answered invalidly (502)
 	regRefused      = "refused"      // refused by the SBC before the registrar (malformed, too many contacts, cache full, busy)
+	regLocal        = "local"        // a refresh answered by the SBC (registrations.client_expires_max)
 )
 
-var regResults = []string{regOK, regUnregistered, regChallenged, regRejected, regNoAnswer, regRefused}
+var regResults = []string{regOK, regUnregistered, regChallenged, regRejected, regNoAnswer, regRefused, regLocal}
+
+// absorbSlack is how much longer than client_expires_max the registrar's
+// binding must live for the SBC to answer a refresh itself: the device's
+// next refresh (due within client_expires_max) then still finds it.
+const absorbSlack = 32 * time.Second
 
 // regKeyFile is the token key in server.state_dir: tokens survive a
 // restart for devices that refresh from the same Call-ID and address.
@@ -203,6 +209,30 @@ func (s *SBC) relayRegister(ep *endpoint, st *snapshot, p peer, req *sip.Request
 		s.act(ep, p, req, tx, v)
 		return
 	}
+	aor := aorKey(req.To().Address)
+	callID := req.CallID().Value()
+	var adding []string
+	for i := range rr.contacts {
+		c := &rr.contacts[i]
+		c.token = s.regs.bindingToken(ep.name, aor, deviceKey(c.instance, c.regID, callID, p.src, c.uri.String()))
+		if c.expires != 0 {
+			adding = append(adding, c.token)
+		}
+	}
+	clientMax := rc.ClientExpiresMax.Duration
+	if clientMax > 0 && !rr.wildcard && len(rr.contacts) == 1 && rr.contacts[0].expires != 0 {
+		c := rr.contacts[0]
+		now := time.Now()
+		if b, ok := s.regs.absorb(c.token, p.src, transportOf(req), callID, c.uri.String(), req.CSeq().SeqNo, now, clientMax+absorbSlack); ok {
+			s.regResult(regLocal)
+			back := sip.NewResponseFromRequest(req, 200, "OK", nil)
+			back.AppendHeader(deviceContact(b.contact, clientExpiry(int(b.expires.Sub(now)/time.Second), c.expires, clientMax), b.instance, b.regID))
+			back.AppendHeader(sip.NewHeader("Server", st.pol.Server.UserAgent))
+			back.SetBody(nil)
+			_ = tx.Respond(back)
+			return
+		}
+	}
 	pc, t, v := routeRegister(st, p, req)
 	if !v.pass() {
 		s.act(ep, p, req, tx, v)
@@ -217,16 +247,6 @@ func (s *SBC) relayRegister(ep *endpoint, st *snapshot, p peer, req *sip.Request
 	}
 	defer s.regPending.Add(-1)
 
-	aor := aorKey(req.To().Address)
-	callID := req.CallID().Value()
-	var adding []string
-	for i := range rr.contacts {
-		c := &rr.contacts[i]
-		c.token = s.regs.bindingToken(ep.name, aor, deviceKey(c.instance, c.regID, callID, p.src, c.uri.String()))
-		if c.expires != 0 {
-			adding = append(adding, c.token)
-		}
-	}
 	release, ok := s.regs.reserve(aor, adding, rc.MaxBindings, rc.MaxBindingsPerAoR)
 	if !ok {
 		s.regResult(regRefused)
@@ -293,7 +313,7 @@ func (s *SBC) relayRegister(ep *endpoint, st *snapshot, p peer, req *sip.Request
 	st.headers.Copy(back, res, "content-type")
 	switch {
 	case res.IsSuccess():
-		for _, h := range s.applyRegistered(ep, p, req, aor, rr, res) {
+		for _, h := range s.applyRegistered(ep, p, req, aor, rr, res, clientMax) {
 			back.AppendHeader(h)
 		}
 	case res.StatusCode == 401 || res.StatusCode == 407:
@@ -312,7 +332,7 @@ func (s *SBC) relayRegister(ep *endpoint, st *snapshot, p peer, req *sip.Request
 // applyRegistered updates the cache from the registrar's 2xx to rr and
 // returns the Contacts of the device's answer: its own Contacts with the
 // expiry granted.
-func (s *SBC) applyRegistered(ep *endpoint, p peer, req *sip.Request, aor string, rr regRequest, res *sip.Response) []sip.Header {
+func (s *SBC) applyRegistered(ep *endpoint, p peer, req *sip.Request, aor string, rr regRequest, res *sip.Response, clientMax time.Duration) []sip.Header {
 	// The bindings the registrar holds, by token, with their expiry.
 	resExp := -1
 	if h := res.GetHeader("Expires"); h != nil {
@@ -363,10 +383,10 @@ func (s *SBC) applyRegistered(ep *endpoint, p peer, req *sip.Request, aor string
 			continue
 		}
 		s.regs.put(&binding{token: c.token, aor: aor, realm: ep.name, trunk: p.trunk.Name, transport: transportOf(req),
-			src: p.src, contact: c.uri, instance: c.instance, regID: c.regID, callID: req.CallID().Value(),
+			src: p.src, contact: c.uri, instance: c.instance, regID: c.regID, callID: req.CallID().Value(), cseq: req.CSeq().SeqNo,
 			expires: now.Add(time.Duration(g) * time.Second)})
 		bound++
-		hdrs = append(hdrs, deviceContact(c.uri, g, c.instance, c.regID))
+		hdrs = append(hdrs, deviceContact(c.uri, clientExpiry(g, c.expires, clientMax), c.instance, c.regID))
 	}
 	// The AoR's other bindings of the SBC: those the registrar no longer
 	// lists are gone there (expired, removed); the others get its expiry.
@@ -386,7 +406,7 @@ func (s *SBC) applyRegistered(ep *endpoint, p peer, req *sip.Request, aor string
 			g = int(time.Until(b.expires) / time.Second)
 		}
 		if len(rr.contacts) == 0 && !rr.wildcard && b.src == p.src {
-			hdrs = append(hdrs, deviceContact(b.contact, g, b.instance, b.regID))
+			hdrs = append(hdrs, deviceContact(b.contact, clientExpiry(g, -1, clientMax), b.instance, b.regID))
 		}
 	}
 	switch {
@@ -398,6 +418,20 @@ func (s *SBC) applyRegistered(ep *endpoint, p peer, req *sip.Request, aor string
 	s.log.Debug("registration", "aor", aor, "source", p.src.String(), "transport", transportOf(req),
 		"bound", bound, "removed", removed, "bindings", s.regs.len())
 	return hdrs
+}
+
+// clientExpiry is the expiry a device is told: what the registrar granted,
+// at most client_expires_max (0: no bound) and never more than the device
+// asked for (asked < 0: it asked nothing).
+func clientExpiry(granted, asked int, clientMax time.Duration) int {
+	e := granted
+	if m := int(clientMax / time.Second); m > 0 && e > m {
+		e = m
+	}
+	if asked > 0 && e > asked {
+		e = asked
+	}
+	return max(e, 1)
 }
 
 // deviceContact is a device's own Contact with the expiry granted (and its

@@ -217,3 +217,52 @@ func TestKeepaliveOptions(t *testing.T) {
 		t.Errorf("keep-alive %q from %s, want to the phone's Contact from %s", m.StartLine, m.Source, ext)
 	}
 }
+
+// TestClientExpiresMax: with client_expires_max 30 s the phone is granted
+// 30 s although the registrar grants 600; its refresh from the same flow
+// and Call-ID is answered by the SBC (the registrar sees nothing), while
+// an unregistration and the refresh of a binding that would not outlive
+// the device's next one (the registrar grants 40 s) go to the registrar.
+func TestClientExpiresMax(t *testing.T) {
+	e, reg, _ := regPBXEnv(t, "[registrations]\nclient_expires_max = \"30s\"\n")
+	phone := newUserPhone(t, phoneUDPIP, false, sipua.Plan{})
+	ext, _ := e.sbc.ListenAddr("external", "udp")
+	register := func(expires int) (int, string) {
+		t.Helper()
+		res, err := phone.Register(e.ctx, sipua.RegisterOptions{Registrar: ext.String(), User: "alice", Domain: "example.test",
+			Expires: expires, Username: "alice", Password: "pw-alice"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct := ""
+		if h := res.GetHeader("Contact"); h != nil {
+			ct = h.Value()
+		}
+		return res.StatusCode, ct
+	}
+	registered := func() int { _, ok := reg.counts(); return ok["alice"] }
+	if code, ct := register(600); code != 200 || !strings.Contains(ct, "expires=30") {
+		t.Fatalf("REGISTER 600 s: %d %q, want 200 with expires=30", code, ct)
+	}
+	if n := registered(); n != 1 {
+		t.Fatalf("the registrar bound %d times, want 1", n)
+	}
+	if code, ct := register(600); code != 200 || !strings.Contains(ct, "expires=30") {
+		t.Fatalf("refresh: %d %q, want 200 with expires=30", code, ct)
+	}
+	if n := registered(); n != 1 {
+		t.Fatalf("the refresh reached the registrar (%d bindings made), want it answered by the SBC", n)
+	}
+	if n := testutil.ToFloat64(e.sbc.metrics.Registers.WithLabelValues(regLocal)); n != 1 {
+		t.Errorf("sbc_registers_total{result=local} %v, want 1", n)
+	}
+	if code, _ := register(0); code != 200 || registered() != 2 || e.sbc.regs.len() != 0 {
+		t.Fatalf("unregistration: %d, registrar %d, cache %d; want it relayed and the binding gone", code, registered(), e.sbc.regs.len())
+	}
+	if code, _ := register(40); code != 200 || registered() != 3 {
+		t.Fatalf("REGISTER 40 s: %d, registrar bindings %d; want it relayed", code, registered())
+	}
+	if code, _ := register(40); code != 200 || registered() != 4 {
+		t.Fatalf("refresh of a 40 s binding: %d, registrar bindings %d; want it relayed (40 s < 30 s + 32 s)", code, registered())
+	}
+}

@@ -477,6 +477,7 @@ var reloadFields = map[string]reloadRule{
 	"registrations.max_bindings_per_aor": ruleLive, // checked per REGISTER
 	"registrations.keepalive_interval":   ruleLive, // read by the registration loop at each tick
 	"registrations.max_pending":          ruleLive, // checked per REGISTER
+	"registrations.client_expires_max":   ruleLive, // applies to the next REGISTER
 
 	"routing.default_pool":     ruleLive,
 	"routing.follow_redirects": ruleLive,
