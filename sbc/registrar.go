@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -471,10 +472,15 @@ const regSweepEvery = 2 * time.Second
 
 // regLoop sweeps the cache and, every registrations.keepalive_interval,
 // pings the bindings over UDP (OPTIONS) to keep their NAT bindings open.
+// A round of pings runs beside the sweep; the next round starts only once
+// it is over.
 func (s *SBC) regLoop(ctx context.Context) {
 	t := time.NewTicker(regSweepEvery)
 	defer t.Stop()
 	var lastPing time.Time
+	var pinging sync.WaitGroup
+	var busy atomic.Bool
+	defer pinging.Wait()
 	for {
 		select {
 		case <-ctx.Done():
@@ -485,19 +491,27 @@ func (s *SBC) regLoop(ctx context.Context) {
 				return ep == nil || !ep.connUp(b.transport, b.src)
 			})
 			iv := s.state.Load().pol.Registrations.KeepaliveInterval.Duration
-			if iv > 0 && now.Sub(lastPing) >= iv {
+			if iv > 0 && now.Sub(lastPing) >= iv && busy.CompareAndSwap(false, true) {
 				lastPing = now
-				s.pingBindings(ctx)
+				pinging.Add(1)
+				go func() {
+					defer pinging.Done()
+					defer busy.Store(false)
+					s.pingBindings(ctx)
+				}()
 			}
 		}
 	}
 }
 
+// pingTimeout bounds one keep-alive OPTIONS transaction.
+const pingTimeout = 5 * time.Second
+
 // pingConcurrency bounds the keep-alive OPTIONS in flight.
 const pingConcurrency = 16
 
 // pingBindings sends one OPTIONS to each binding over UDP and waits for
-// them (each bounded by 64*T1). An answer of any kind, or none, changes
+// them (each bounded by pingTimeout). An answer of any kind, or none, changes
 // nothing: the ping is for the NAT on the way, not a health check.
 func (s *SBC) pingBindings(ctx context.Context) {
 	flows := s.regs.udpFlows()
@@ -519,7 +533,7 @@ func (s *SBC) pingBindings(ctx context.Context) {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			req := keepaliveOptions(ep, b, ua)
-			c, cancel := context.WithTimeout(ctx, 64*sip.T1)
+			c, cancel := context.WithTimeout(ctx, pingTimeout)
 			defer cancel()
 			if _, err := ep.do(c, req, "udp", b.src); err != nil {
 				s.log.Debug("keep-alive OPTIONS not answered", "realm", b.realm, "aor", b.aor, "error", err.Error())
