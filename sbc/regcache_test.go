@@ -3,6 +3,8 @@ package sbc
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -308,5 +310,36 @@ func TestRegCacheAbsorb(t *testing.T) {
 	}
 	if _, ok := rc.absorb("rbunknown", netip.MustParseAddrPort("192.0.2.1:5060"), "udp", "c1", ct, 9, now, keep); ok {
 		t.Error("an unknown token absorbed")
+	}
+}
+
+// TestRegKeyPersists: the token key is made once in state_dir (0600) and
+// read back by the next start, so tokens survive a restart; a damaged
+// file is an error, not a silent new key; without a state_dir each start
+// has its own.
+func TestRegKeyPersists(t *testing.T) {
+	dir := t.TempDir()
+	k1, err := loadRegKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := loadRegKey(dir)
+	if err != nil || string(k1) != string(k2) || len(k1) != 32 {
+		t.Fatalf("second start: %x %v, want the first key %x", k2, err, k1)
+	}
+	st, err := os.Stat(filepath.Join(dir, regKeyFile))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v, want mode 0600", st, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, regKeyFile), []byte("not hex\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadRegKey(dir); err == nil {
+		t.Fatal("a damaged key file was accepted")
+	}
+	a, _ := loadRegKey("")
+	b, _ := loadRegKey("")
+	if string(a) == string(b) {
+		t.Fatal("two starts without state_dir share a key")
 	}
 }
