@@ -2,11 +2,13 @@ package sbc
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sbc-project/sbc/internal/sipua"
 	"github.com/sbc-project/sbc/internal/testpolicy"
@@ -264,5 +266,78 @@ func TestClientExpiresMax(t *testing.T) {
 	}
 	if code, _ := register(40); code != 200 || registered() != 4 {
 		t.Fatalf("refresh of a 40 s binding: %d, registrar bindings %d; want it relayed (40 s < 30 s + 32 s)", code, registered())
+	}
+}
+
+// TestRegisterBusy: REGISTERs waiting for a registrar are bounded by
+// registrations.max_pending: with one waiting for a registrar that never
+// answers, the next is answered 503 with Retry-After at once
+// (register_busy), without reaching the registrar.
+func TestRegisterBusy(t *testing.T) {
+	silent, err := net.ListenPacket("udp", backendIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	got := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, _, err := silent.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if m, err := sip.ParseMessage(append([]byte(nil), buf[:n]...)); err == nil {
+				if req, ok := m.(*sip.Request); ok && req.Method == sip.REGISTER {
+					got <- req.To().Address.User
+				}
+			}
+		}
+	}()
+	e := newEnv(t, envOpts{
+		targets: []string{silent.LocalAddr().String()},
+		limits:  &testpolicy.Limits{RegisterRate: new(1000)},
+		policy:  "[registrations]\nmax_pending = 1\n",
+		edit: func(p *testpolicy.Policy) {
+			p.Trunks = append(p.Trunks, testpolicy.Trunk{
+				Name: "users", Realm: "external", Sources: []string{phoneUDPIP + "/32", phoneTCPIP + "/32"},
+				AllowRegister: true, RegisterDomains: []string{"example.test"},
+			})
+			p.Routes = append(p.Routes, testpolicy.Route{Trunk: "users", Pool: "pbx"})
+		},
+	})
+	ext, _ := e.sbc.ListenAddr("external", "udp")
+	first := newUserPhone(t, phoneUDPIP, false, sipua.Plan{})
+	second := newUserPhone(t, phoneTCPIP, false, sipua.Plan{})
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	go func() {
+		_, _ = first.Register(ctx, sipua.RegisterOptions{Registrar: ext.String(), User: "alice", Domain: "example.test", Expires: 60})
+	}()
+	select {
+	case u := <-got:
+		if u != "alice" {
+			t.Fatalf("the registrar got %s", u)
+		}
+	case <-e.ctx.Done():
+		t.Fatal("the first REGISTER never reached the registrar")
+	}
+	res, err := second.Register(e.ctx, sipua.RegisterOptions{Registrar: ext.String(), User: "bob", Domain: "example.test", Expires: 60})
+	if err != nil || res.StatusCode != 503 || res.GetHeader("Retry-After") == nil {
+		t.Fatalf("a second REGISTER while one waits: %v %v, want 503 with Retry-After", res, err)
+	}
+	if n := testutil.ToFloat64(e.sbc.metrics.Dropped.WithLabelValues(string(stageAdmit), string(reasonRegisterBusy))); n != 1 {
+		t.Errorf("register_busy counted %v, want 1", n)
+	}
+	for {
+		select {
+		case u := <-got:
+			if u == "bob" {
+				t.Fatal("the refused REGISTER reached the registrar")
+			}
+			continue
+		default:
+		}
+		break
 	}
 }
