@@ -176,12 +176,6 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	s.log = slog.New(newBoundHandler(s.log.Handler()))
 	s.calls = newCallTable()
 	s.tls = newTLSFiles(s.log, s.metrics)
-	regKey, err := loadRegKey(p.Server.StateDir)
-	if err != nil {
-		return nil, fmt.Errorf("registrations: %w", err)
-	}
-	s.regs = newRegCache(regKey)
-	s.regs.count = func(realm string, d float64) { s.metrics.Registrations.WithLabelValues(realm).Add(d) }
 	s.sipLog = slog.New(&sipgoLogHandler{next: s.log.Handler(), onParse: func(err string) {
 		s.act(nil, peer{}, nil, nil, silent(stageParse, reasonMalformed).with("error", err))
 	}})
@@ -204,6 +198,13 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	if s.def, err = newDefence(p, s.log); err != nil {
 		return nil, err
 	}
+	// After the defence: it checks that state_dir is writable and says so.
+	regKey, err := loadRegKey(p.Server.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("registrations: %w", err)
+	}
+	s.regs = newRegCache(regKey)
+	s.regs.count = func(realm string, d float64) { s.metrics.Registrations.WithLabelValues(realm).Add(d) }
 	if s.media, err = newMediaPlane(p, sealer(keys)); err != nil {
 		return nil, err
 	}
