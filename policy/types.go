@@ -24,9 +24,12 @@ type Policy struct {
 	OutboundRoutes []OutboundRoute `toml:"outbound_route"`
 	// Outbound holds the toll-fraud controls of calls to carriers.
 	Outbound Outbound `toml:"outbound"`
-	Routing  Routing  `toml:"routing"`
-	Calls    Calls    `toml:"calls"`
-	Headers  Headers  `toml:"headers"`
+	// Registrations bounds the registration cache of remote users (trunks
+	// with allow_register) and keeps their NAT bindings alive.
+	Registrations Registrations `toml:"registrations"`
+	Routing       Routing       `toml:"routing"`
+	Calls         Calls         `toml:"calls"`
+	Headers       Headers       `toml:"headers"`
 	// Limits are the per-source rate limits (edge defence, stage admit and
 	// the read filter).
 	Limits Limits `toml:"limits"`
@@ -547,6 +550,35 @@ type Outbound struct {
 	// MinutesWindow: the window of the minute caps, fixed, starting with
 	// the first call counted. Default "1h"; must be positive.
 	MinutesWindow Duration `toml:"minutes_window"`
+}
+
+// Registrations configures the registration cache: the bindings of the
+// devices that registered through the SBC (sbc/regcache.go).
+type Registrations struct {
+	// MaxBindings bounds the cache (all realms, all AoRs). A REGISTER
+	// that would add bindings past it is answered 503 with Retry-After
+	// (reason registrations_full). Default 10000; 1 to 10,000,000.
+	MaxBindings int `toml:"max_bindings"`
+	// MaxBindingsPerAoR bounds the bindings of one address-of-record (the
+	// devices of one user), and the Contacts one REGISTER may carry (more
+	// is answered 400, reason register_contacts). Default 10; 1 to 1000.
+	MaxBindingsPerAoR int `toml:"max_bindings_per_aor"`
+	// KeepaliveInterval: every binding over UDP is sent an OPTIONS this
+	// often, to keep the device's NAT binding open. Default "0s": off
+	// (most phones send their own keep-alives); "30s" suits most NATs.
+	KeepaliveInterval Duration `toml:"keepalive_interval"`
+	// ClientExpiresMax shortens the expiry the devices see (NAT bindings
+	// need refreshes more often than a registrar wants them): a device is
+	// granted at most this, and its refreshes are answered by the SBC
+	// without the registrar while the registrar's binding has more than
+	// this plus 32 s to live, provided they come from the same flow
+	// (source address and port, transport), with the same Call-ID, a
+	// higher CSeq and the same single Contact. Default "0s": off.
+	ClientExpiresMax Duration `toml:"client_expires_max"`
+	// MaxPending bounds the REGISTERs relayed to registrars at once; one
+	// more is answered 503 with Retry-After (reason register_busy).
+	// Default 256; 1 to 100,000.
+	MaxPending int `toml:"max_pending"`
 }
 
 // Routing holds routing defaults.

@@ -65,6 +65,9 @@ const (
 	DefaultMediaPortMin        = 16384
 	DefaultMediaPortMax        = 32767
 	DefaultMinutesWindow       = time.Hour
+	DefaultMaxBindings         = 10000
+	DefaultMaxBindingsPerAoR   = 10
+	DefaultRegisterMaxPending  = 256
 )
 
 const (
@@ -122,6 +125,7 @@ func validate(p *Policy, ix *index) {
 	v.routing()
 	v.calls()
 	v.outbound()
+	v.registrations()
 	v.headers()
 	v.limits()
 	v.autoBlock()
@@ -925,6 +929,22 @@ func (v *validator) numberList(path string, list []string) {
 				v.errf(ip, "prefixes %s and %s overlap (first at %s): keep the shorter one", quote(x), quote(y), v.where(elemPath(path, j)))
 			}
 		}
+	}
+}
+
+// registrations checks [registrations].
+func (v *validator) registrations() {
+	r := &v.p.Registrations
+	v.intField("registrations.max_bindings", &r.MaxBindings, DefaultMaxBindings, 1, 10000000)
+	v.intField("registrations.max_bindings_per_aor", &r.MaxBindingsPerAoR, DefaultMaxBindingsPerAoR, 1, 1000)
+	v.intField("registrations.max_pending", &r.MaxPending, DefaultRegisterMaxPending, 1, 100000)
+	v.duration("registrations.keepalive_interval", &r.KeepaliveInterval, 0, false)
+	if d := r.KeepaliveInterval.Duration; d > 0 && d < time.Second {
+		v.errf("registrations.keepalive_interval", "must be 0 (off) or at least 1s (got %s)", d)
+	}
+	v.duration("registrations.client_expires_max", &r.ClientExpiresMax, 0, false)
+	if d := r.ClientExpiresMax.Duration; d > 0 && (d < 10*time.Second || d%time.Second != 0) {
+		v.errf("registrations.client_expires_max", "must be 0 (off) or whole seconds, at least 10s (got %s)", d)
 	}
 }
 

@@ -89,6 +89,9 @@ type call struct {
 	// srcPool is the backend pool it came from.
 	route   *policy.OutboundRoute
 	srcPool string
+	// binding is a call to a registered user's device (regcall.go):
+	// the B-leg's request-URI is its Contact, reached over its flow.
+	binding *binding
 	// toUser, fromUser: the To and From users of the B-leg INVITEs.
 	toUser, fromUser string
 	// maxDuration: the answered call is torn down after it (0: never).
@@ -207,7 +210,7 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 	if !v.pass() {
 		release()
 		s.act(ep, p, req, tx, v)
-		s.callRefused(p, resultNoRoute)
+		s.callRefused(p, resultNoRoute, false)
 		return
 	}
 	s.startCall(ep, st, p, req, tx, release, &callPlan{pools: []*pool{st.pools[pc.Name]},
@@ -221,18 +224,22 @@ func (s *SBC) newOutboundCall(ep *endpoint, st *snapshot, p peer, req *sip.Reque
 	if !v.pass() {
 		release()
 		s.act(ep, p, req, tx, v)
-		s.callRefused(p, resultNoRoute)
+		s.callRefused(p, resultNoRoute, false)
 		return
 	}
 	s.startCall(ep, st, p, req, tx, release, plan)
 }
 
-// callRefused counts a call refused before it started.
-func (s *SBC) callRefused(p peer, result string) {
+// callRefused counts a call refused before it started (toUser: a call
+// to a registered user, regcall.go).
+func (s *SBC) callRefused(p peer, result string, toUser bool) {
 	s.metrics.Calls.WithLabelValues(result).Inc()
-	if p.trunk != nil {
+	switch {
+	case p.trunk != nil:
 		s.trunkCall(p.trunk.Name, result)
-	} else {
+	case toUser:
+		s.metrics.UserCalls.WithLabelValues(result).Inc()
+	default:
 		s.metrics.OutboundCalls.WithLabelValues(result).Inc()
 	}
 }
@@ -247,7 +254,7 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 		if !ok {
 			release()
 			s.act(ep, p, req, tx, answer(stageDialog, reasonReplacesNoDialog, 481, "Call/Transaction Does Not Exist"))
-			s.callRefused(p, resultRejected)
+			s.callRefused(p, resultRejected, plan.binding != nil)
 			return
 		}
 		replaces = v
@@ -275,7 +282,7 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 		me := &mediaError{code: 500, phrase: "Server Internal Error", r: reasonMediaBind, err: err}
 		errors.As(err, &me)
 		s.act(ep, p, req, tx, answer(stageMedia, me.r, me.code, me.phrase).with("error", err.Error()))
-		s.callRefused(p, resultNoMedia)
+		s.callRefused(p, resultNoMedia, plan.binding != nil)
 		return
 	}
 	// 100 Trying at once: the carrier must stop retransmitting while we route.
@@ -283,13 +290,17 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 
 	c := &call{
 		s: s, id: newID(), st: st, pools: plan.pools, pool: plan.pools[0], trunk: p.trunk, aTx: tx, ref: &callRef{},
-		route: plan.route, srcPool: plan.srcPool, toUser: plan.toUser, fromUser: plan.fromUser,
+		route: plan.route, srcPool: plan.srcPool, toUser: plan.toUser, fromUser: plan.fromUser, binding: plan.binding,
 		maxDuration: st.limits.MaxDuration.Duration,
 		created:     time.Now(), ended: make(chan struct{}), finalSent: make(chan struct{}), release: release, src: p.src,
 		after: realAfter, tried: map[*target]bool{}, user: plan.user,
 		media: cm, offerB: offerB,
 	}
-	if plan.route != nil {
+	switch {
+	case plan.binding != nil:
+		c.log = s.log.With("call", c.id, "source_pool", plan.srcPool, "pool", pc.Name, "direction", "to_user",
+			"realm", plan.binding.realm, "transport", plan.binding.transport)
+	case plan.route != nil:
 		c.maxDuration = plan.route.MaxDuration.Duration
 		c.log = s.log.With("call", c.id, "source_pool", plan.srcPool, "pool", pc.Name, "direction", "outbound")
 		if len(plan.rewritten) > 0 && req.GetHeader("Identity") != nil {
@@ -299,7 +310,7 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 				"rewritten", strings.Join(plan.rewritten, ","), "ruri_user", req.Recipient.User, "number", plan.user,
 				"from_user", req.From().Address.User, "sent_from_user", plan.fromUser)
 		}
-	} else {
+	default:
 		c.log = s.log.With("call", c.id, "trunk", p.trunk.Name, "pool", pc.Name)
 	}
 	if cm != nil {
@@ -331,7 +342,7 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 		c.aReq.RemoveHeader("Replaces")
 		c.aReq.AppendHeader(sip.NewHeader("Replaces", replaces))
 	}
-	s.calls.put(c.a, c)
+	s.calls.putCaller(c, topBranch(req))
 	s.metrics.CallsActive.Inc()
 	c.log.Debug("call setup", "from", p.src.String(), "ruri_user", req.Recipient.User, "a_call_id", c.a.callID)
 	// Admitted: reported before its state machine starts (no call lock
@@ -400,6 +411,12 @@ func (c *call) newBLeg(pl *pool, t *target, tr string) *leg {
 	if tr != "udp" {
 		b.target.UriParams = sip.NewParams()
 		b.target.UriParams.Add("transport", tr)
+	}
+	if c.binding != nil {
+		// A registered device: its own Contact as request-URI, every
+		// request over its flow.
+		b.target = *c.binding.contact.Clone()
+		b.flow = true
 	}
 	b.cseq.Store(uint32(time.Now().UnixNano()%30000) + 1)
 	return b

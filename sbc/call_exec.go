@@ -336,6 +336,9 @@ func (c *call) finish() {
 	if c.trunk != nil {
 		c.s.trunkCall(c.trunk.Name, label)
 	}
+	if c.binding != nil {
+		c.s.metrics.UserCalls.WithLabelValues(label).Inc()
+	}
 	if c.route != nil {
 		c.s.metrics.OutboundCalls.WithLabelValues(label).Inc()
 		if !answered.IsZero() {

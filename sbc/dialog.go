@@ -187,6 +187,12 @@ type callTable struct {
 	// a retransmitted INVITE of a call is recognised once its server
 	// transaction is gone (isALeg).
 	ids map[string]string
+	// invites holds the top Via branch of each caller's INVITE, by its
+	// Call-ID: a retransmission carries the same branch; a fork of the
+	// same request by a proxy upstream (the registrar forking to two
+	// devices' contacts on the SBC) has the same Call-ID but its own
+	// branch, and is a call of its own.
+	invites map[string][]string
 }
 
 // legRef is an entry of the table: a live call's leg, or (c nil) the
@@ -197,7 +203,9 @@ type legRef struct {
 	t *tomb
 }
 
-func newCallTable() *callTable { return &callTable{m: map[string]legRef{}, ids: map[string]string{}} }
+func newCallTable() *callTable {
+	return &callTable{m: map[string]legRef{}, ids: map[string]string{}, invites: map[string][]string{}}
+}
 
 func dialogKey(callID, localTag string) string {
 	var b strings.Builder
@@ -215,6 +223,20 @@ func (t *callTable) put(l *leg, c *call) {
 	t.mu.Unlock()
 }
 
+// putCaller enters a caller's leg, and its INVITE's branch.
+func (t *callTable) putCaller(c *call, branch string) {
+	t.mu.Lock()
+	t.m[dialogKey(c.a.callID, c.a.localTag)] = legRef{c: c, l: c.a}
+	t.ids[c.a.callID] = c.a.callID
+	if branch != "" && len(t.invites[c.a.callID]) < maxForksPerCallID {
+		t.invites[c.a.callID] = append(t.invites[c.a.callID], branch)
+	}
+	t.mu.Unlock()
+}
+
+// maxForksPerCallID bounds the branches remembered per Call-ID.
+const maxForksPerCallID = 16
+
 // bury replaces a dialog's entry by its tomb (its Call-ID keeps its
 // correlation id).
 func (t *callTable) bury(tb *tomb) {
@@ -229,6 +251,7 @@ func (t *callTable) forget(key string) {
 	t.mu.Lock()
 	delete(t.m, key)
 	delete(t.ids, callID)
+	delete(t.invites, callID)
 	t.mu.Unlock()
 }
 
@@ -254,14 +277,25 @@ func (t *callTable) tomb(callID, localTag string) *tomb {
 	return t.lookup(callID, localTag).t
 }
 
-// isALeg reports whether callID is the Call-ID of a caller's leg of a call
-// live or lingering: an INVITE without To tag that carries it is a
-// retransmission of that call's INVITE.
-func (t *callTable) isALeg(callID string) bool {
+// isALeg reports whether an INVITE without To tag with this Call-ID and
+// top Via branch is a retransmission of the INVITE of a call live or
+// lingering. The same Call-ID with another branch is not (a fork).
+func (t *callTable) isALeg(callID, branch string) bool {
 	t.mu.RLock()
-	a, ok := t.ids[callID]
-	t.mu.RUnlock()
-	return ok && a == callID
+	defer t.mu.RUnlock()
+	if a, ok := t.ids[callID]; !ok || a != callID {
+		return false
+	}
+	bs, ok := t.invites[callID]
+	if !ok {
+		return true // no branch known: by Call-ID alone
+	}
+	for _, b := range bs {
+		if b == branch {
+			return true
+		}
+	}
+	return false
 }
 
 // correlation returns the A-leg Call-ID of the call that has a leg with

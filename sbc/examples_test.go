@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -205,6 +207,69 @@ func TestExamplesRun(t *testing.T) {
 			}
 			if _, err := pbx.WaitFor(ctx, func(m sipua.Msg) bool { return m.Method == "INVITE" }); err != nil {
 				t.Errorf("the carrier's call never reached the PBX: %v", err)
+			}
+		},
+		"remote-users.toml": func(t *testing.T, ctx context.Context) {
+			// The test is the registrar/PBX at 127.0.0.1:5080 (granting
+			// 120 s) and a phone that registers over UDP and answers.
+			var mu sync.Mutex
+			var contacts []string
+			pbx, err := sipua.NewCaller(sipua.CallerOptions{Addr: "127.0.0.1:5080", User: "2000", Logger: testLogger(),
+				OnRegister: func(req *sip.Request) *sip.Response {
+					res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+					for _, h := range req.GetHeaders("Contact") {
+						if ct, ok := h.(*sip.ContactHeader); ok && !ct.Address.Wildcard {
+							mu.Lock()
+							contacts = append(contacts, ct.Address.String())
+							mu.Unlock()
+							res.AppendHeader(&sip.ContactHeader{Address: *ct.Address.Clone(), Params: sip.HeaderParams{{K: "expires", V: "120"}}})
+						}
+					}
+					return res
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pbx.Close()
+			phone, err := sipua.NewBackend(sipua.BackendOptions{UDP: "127.0.0.1:0", User: "1001", Logger: testLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer phone.Close()
+			res, err := phone.Register(ctx, sipua.RegisterOptions{Registrar: "127.0.0.1:5060", User: "1001", Domain: "pbx.example.com", Expires: 3600})
+			if err != nil || res.StatusCode != 200 {
+				t.Fatalf("REGISTER: %v %v", res, err)
+			}
+			if ct := res.GetHeader("Contact"); ct == nil || !strings.Contains(ct.Value(), "sip:1001@"+phone.Addr()) || !strings.Contains(ct.Value(), "expires=120") {
+				t.Errorf("the phone's 200 Contact %v: want its own, expires=120", ct)
+			}
+			mu.Lock()
+			got := slices.Clone(contacts)
+			mu.Unlock()
+			var u sip.Uri
+			if len(got) != 1 || sip.ParseUri(got[0], &u) != nil || !isToken(u.User) || u.Host != "127.0.0.1" || u.Port != 5062 {
+				t.Fatalf("the registrar got Contacts %v, want one sip:<token>@127.0.0.1:5062", got)
+			}
+			if res, err := phone.Register(ctx, sipua.RegisterOptions{Registrar: "127.0.0.1:5060", User: "1001", Domain: "evil.example.com", Expires: 60}); err != nil || res.StatusCode != 403 {
+				t.Errorf("REGISTER for another domain: %v %v, want 403", res, err)
+			}
+			call, err := pbx.Dial(ctx, "127.0.0.1:5062", sipua.DialOptions{User: u.User})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res, err := call.WaitFinal(ctx); err != nil || res.StatusCode != 200 {
+				t.Fatalf("the PBX's call to the phone: %v %v", res, err)
+			}
+			_ = call.Bye(ctx)
+			if _, err := phone.WaitCall(ctx, func(ci sipua.CallInfo) bool { return ci.Acked && ci.Source == "127.0.0.1:5060" }); err != nil {
+				t.Errorf("the phone's call did not come through the SBC: %v (%+v)", err, phone.Calls())
+			}
+			call, err = pbx.Dial(ctx, "127.0.0.1:5062", sipua.DialOptions{User: tokenPrefix + strings.Repeat("z", tokenLen-2)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res, err := call.WaitFinal(ctx); err != nil || res.StatusCode != 404 {
+				t.Errorf("a call to an unknown token: %v %v, want 404", res, err)
 			}
 		},
 		"webrtc-bridge.toml": func(t *testing.T, ctx context.Context) {

@@ -19,11 +19,14 @@ import (
 type leg struct {
 	name      string // "a" or "b"
 	ep        *endpoint
-	transport string         // "udp", "tcp", "tls" or "wss"
-	sips      bool           // the peer reached us with a sips: request-URI: our URIs on this leg are sips: too (RFC 3261 12.1.1)
-	peer      netip.AddrPort // the peer's address: A's source, B's target
-	callID    string
-	localTag  string
+	transport string // "udp", "tcp", "tls" or "wss"
+	sips      bool   // the peer reached us with a sips: request-URI: our URIs on this leg are sips: too (RFC 3261 12.1.1)
+	// flow: the peer is reached only over its flow (a registered device
+	// behind NAT, regcall.go): every request goes to peer.
+	flow     bool
+	peer     netip.AddrPort // the peer's address: A's source, B's target
+	callID   string
+	localTag string
 
 	localURI   sip.Uri // our identity on this leg (From of our requests)
 	localName  string
@@ -46,6 +49,9 @@ type leg struct {
 // is still up; otherwise the first route, else the remote target, when
 // they name an IP address; else the peer's address.
 func (l *leg) dest() netip.AddrPort {
+	if l.flow {
+		return l.peer
+	}
 	switch l.transport {
 	case "wss":
 		// A browser cannot be reached but over the connection it
@@ -295,7 +301,7 @@ func (l *leg) fork(tag string, res *sip.Response) *leg {
 		callID: l.callID, localTag: l.localTag,
 		localURI: l.localURI, localName: l.localName,
 		remoteURI: l.remoteURI, remoteName: l.remoteName,
-		inviteCSeq: l.inviteCSeq, remoteTag: tag, routes: []sip.Uri{},
+		inviteCSeq: l.inviteCSeq, remoteTag: tag, routes: []sip.Uri{}, flow: l.flow,
 	}
 	l.mu.Lock()
 	d.target = l.target

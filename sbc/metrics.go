@@ -41,6 +41,9 @@ type Metrics struct {
 	RegisterGuesses *prometheus.CounterVec // proof (guessProofs): failed REGISTER guesses
 	RegisterLocks   prometheus.Counter     // AoRs locked for a source (autoblock.register_guesses)
 	OutboundCalls   *prometheus.CounterVec // result (callResults): calls from the backends to carriers
+	Registrations   *prometheus.GaugeVec   // realm: bindings in the registration cache
+	Registers       *prometheus.CounterVec // result (regResults): REGISTERs of remote users
+	UserCalls       *prometheus.CounterVec // result (userCallResults): calls from the backends to registered users
 	CarrierAuth     *prometheus.CounterVec // pool, result (authResults): carriers' digest challenges
 
 	AdminRequests     *prometheus.CounterVec // result (adminResults)
@@ -131,6 +134,22 @@ func newMetrics() *Metrics {
 		Name: "sbc_carrier_auth_total", Help: "Digest challenges of carriers to the SBC's INVITEs by pool and result: answered (with the pool's credentials), rejected (challenged again: the target failed), unusable (a realm or algorithm the SBC cannot answer: the target failed).",
 	}, []string{"pool", "result"})
 	r.MustRegister(m.TrunkCalls, m.TrunkFailures, m.RegisterGuesses, m.RegisterLocks, m.OutboundCalls, m.CarrierAuth)
+	m.Registrations = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sbc_registrations", Help: "Bindings (device Contacts) in the registration cache, by the realm the devices registered on.",
+	}, []string{"realm"})
+	m.Registers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_registers_total", Help: "REGISTERs of remote users by result: ok (bound, refreshed or listed), unregistered, challenged (401/407 relayed), rejected (another answer of the registrar), no_answer (408 or 502 to the device), refused (by the SBC: malformed, too many contacts, cache full, busy), local (a refresh answered by the SBC, client_expires_max).",
+	}, []string{"result"})
+	m.UserCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_user_calls_total", Help: "Calls from the backends to registered users by result: the results of sbc_calls_total for calls that started, not_found (404, no such binding) or unreachable (480, binding expired or its connection closed).",
+	}, []string{"result"})
+	r.MustRegister(m.Registrations, m.Registers, m.UserCalls)
+	for _, v := range regResults {
+		m.Registers.WithLabelValues(v)
+	}
+	for _, v := range userCallResults() {
+		m.UserCalls.WithLabelValues(v)
+	}
 	m.AdminRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sbc_admin_requests_total", Help: "Admin API requests by result: ok (the route's handler answered), or why they were refused before it.",
 	}, []string{"result"})

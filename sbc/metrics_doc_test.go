@@ -217,6 +217,8 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 	}
 	add("sbc_trunk_calls_total", "result", callResults...)
 	add("sbc_outbound_calls_total", "result", callResults...)
+	add("sbc_registers_total", "result", regResults...)
+	add("sbc_user_calls_total", "result", userCallResults()...)
 	add("sbc_carrier_auth_total", "result", authResults...)
 	for _, f := range trunkFailures {
 		add("sbc_trunk_failures_total", "failure", string(f))
@@ -269,6 +271,7 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 		"sbc_tls_certificate_expiry_days":   {"file"},
 		"sbc_connections_open":              {"realm"},
 		"sbc_udp_peers":                     {"realm"},
+		"sbc_registrations":                 {"realm"},
 		"sbc_udp_peer_resets_total":         {"realm"},
 		"sbc_media_packets_total":           {"realm"},
 		"sbc_media_bytes_total":             {"realm"},

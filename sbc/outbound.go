@@ -36,6 +36,8 @@ type callPlan struct {
 	// rewritten names the numbers the route changed (for the
 	// STIR/SHAKEN log line): "ruri", "to", "from".
 	rewritten []string
+	// binding: a call to a registered user's device (regcall.go).
+	binding *binding
 }
 
 // routeOutbound is stage 4 for a new call from a backend: the carriers of

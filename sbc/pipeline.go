@@ -159,11 +159,17 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 
 	switch req.Method {
 	case sip.INVITE:
-		if cid := req.CallID(); cid != nil && s.calls.isALeg(cid.Value()) {
+		if cid := req.CallID(); cid != nil && s.calls.isALeg(cid.Value(), topBranch(req)) {
 			// A retransmission of the INVITE of a call in progress or
 			// just ended, once its server transaction is gone (ended
 			// when the call was confirmed): the call has it already.
 			s.act(ep, p, req, tx, silent(stageDialog, reasonInviteRetransmission))
+			return
+		}
+		if p.trunk == nil && isToken(req.Recipient.User) {
+			// A call from a backend to a registered user's device
+			// (regcall.go).
+			s.newUserCall(ep, st, p, req, tx)
 			return
 		}
 		if p.trunk == nil {
@@ -221,4 +227,14 @@ func (s *SBC) answerOptions(req *sip.Request, tx sip.ServerTransaction) {
 	res.AppendHeader(sip.NewHeader("Server", s.state.Load().pol.Server.UserAgent))
 	res.SetBody(nil)
 	_ = tx.Respond(res)
+}
+
+// topBranch is the branch parameter of a request's top Via ("" if none).
+func topBranch(req *sip.Request) string {
+	v := req.Via()
+	if v == nil || v.Params == nil {
+		return ""
+	}
+	b, _ := v.Params.Get("branch")
+	return b
 }

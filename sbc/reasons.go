@@ -81,6 +81,12 @@ const (
 	reasonDialRefused           reason = "dial_refused"              // sipgo was to connect to an address that is no trunk source and no pool target of the realm
 	reasonDraining              reason = "draining"                  // the node is draining (admin API): no new calls
 	reasonTrunkDisabled         reason = "trunk_disabled"            // the trunk is disabled (admin API): no new calls from it
+	reasonRegisterMalformed     reason = "register_malformed"        // a REGISTER whose Contacts or expiry RFC 3261 10.3 refuses (Contact: * with others or a non-zero Expires, an expiry that is no number): 400
+	reasonRegisterContacts      reason = "register_contacts"         // a REGISTER with more Contacts than registrations.max_bindings_per_aor: 400
+	reasonRegistrationsFull     reason = "registrations_full"        // a REGISTER that would take the cache past registrations.max_bindings or the AoR past max_bindings_per_aor: 503
+	reasonRegisterBusy          reason = "register_busy"             // registrations.max_pending REGISTERs wait for the registrar already: 503
+	reasonUserUnknown           reason = "user_unknown"              // an INVITE from a backend to a binding token the cache does not hold (never registered, expired and swept, unregistered): 404
+	reasonUserUnreachable       reason = "user_unreachable"          // an INVITE to a binding that expired or whose connection (TCP, TLS, WSS) is closed: 480
 )
 
 // dropReasons is the closed set of (stage, reason) pairs sbc_dropped_total
@@ -98,8 +104,9 @@ var dropReasons = []struct {
 	{stageValidate, validateReasons()},
 	{stageClassify, []reason{reasonBadSource, reasonScannerUA, reasonUnknownSource, reasonTLSIdentity, reasonTLSNeedIdentity, reasonTrunkTransport}},
 	{stageAdmit, []reason{reasonSourceCPS, reasonTrunkCPS, reasonTrunkCalls, reasonRegisterRate, reasonAoRLocked, reasonDraining, reasonTrunkDisabled,
-		reasonOutboundPoolCalls, reasonOutboundSourceCalls, reasonOutboundPoolMinutes, reasonOutboundSourceMinutes}},
-	{stageRoute, []reason{reasonNoOutboundRoute, reasonDeniedDestination, reasonPremiumDestination, reasonInternational, reasonNoRoute, reasonNoTarget, reasonRegisterDenied, reasonMethodNotAllowed}},
+		reasonRegistrationsFull, reasonRegisterBusy, reasonOutboundPoolCalls, reasonOutboundSourceCalls, reasonOutboundPoolMinutes, reasonOutboundSourceMinutes}},
+	{stageRoute, []reason{reasonNoOutboundRoute, reasonDeniedDestination, reasonPremiumDestination, reasonInternational, reasonNoRoute, reasonNoTarget, reasonRegisterDenied, reasonMethodNotAllowed,
+		reasonRegisterMalformed, reasonRegisterContacts, reasonUserUnknown, reasonUserUnreachable}},
 	{stageDialog, []reason{reasonNoTransaction, reasonNoDialog, reasonCSeqOutOfOrder, reasonBadACK, reasonStrayACK, reasonNotDialogPeer, reasonReplacesNoDialog, reasonStrayResponse, reasonInviteRetransmission}},
 	{stageMedia, mediaReasons},
 	{stageBridge, []reason{reasonSendFailed, reasonDialRefused}},

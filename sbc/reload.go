@@ -454,25 +454,30 @@ var reloadFields = map[string]reloadRule{
 	// Outbound routes and the toll-fraud controls: new calls. The caps'
 	// counts (calls in progress, minutes of the window) carry over; a
 	// lower cap refuses new calls and ends none.
-	"outbound_route.prefix":       ruleLive,
-	"outbound_route.source_pool":  ruleLive,
-	"outbound_route.pools":        ruleLive,
-	"outbound_route.strip":        ruleLive,
-	"outbound_route.prepend":      ruleLive,
-	"outbound_route.from_user":    ruleLive,
-	"outbound_route.pai":          ruleLive,
-	"outbound_route.privacy":      ruleLive,
-	"outbound_route.max_duration": ruleLive,
-	"outbound.deny_prefixes":      ruleLive,
-	"outbound.premium_prefixes":   ruleLive,
-	"outbound.deny_premium":       ruleLive,
-	"outbound.home_prefix":        ruleLive,
-	"outbound.deny_international": ruleLive,
-	"outbound.pool_max_calls":     ruleLive,
-	"outbound.source_max_calls":   ruleLive,
-	"outbound.pool_max_minutes":   ruleLive,
-	"outbound.source_max_minutes": ruleLive,
-	"outbound.minutes_window":     ruleLive, // a window in progress keeps its start
+	"outbound_route.prefix":              ruleLive,
+	"outbound_route.source_pool":         ruleLive,
+	"outbound_route.pools":               ruleLive,
+	"outbound_route.strip":               ruleLive,
+	"outbound_route.prepend":             ruleLive,
+	"outbound_route.from_user":           ruleLive,
+	"outbound_route.pai":                 ruleLive,
+	"outbound_route.privacy":             ruleLive,
+	"outbound_route.max_duration":        ruleLive,
+	"outbound.deny_prefixes":             ruleLive,
+	"outbound.premium_prefixes":          ruleLive,
+	"outbound.deny_premium":              ruleLive,
+	"outbound.home_prefix":               ruleLive,
+	"outbound.deny_international":        ruleLive,
+	"outbound.pool_max_calls":            ruleLive,
+	"outbound.source_max_calls":          ruleLive,
+	"outbound.pool_max_minutes":          ruleLive,
+	"outbound.source_max_minutes":        ruleLive,
+	"outbound.minutes_window":            ruleLive, // a window in progress keeps its start
+	"registrations.max_bindings":         ruleLive, // checked per REGISTER; bindings over a lowered bound stay until they expire
+	"registrations.max_bindings_per_aor": ruleLive, // checked per REGISTER
+	"registrations.keepalive_interval":   ruleLive, // read by the registration loop at each tick
+	"registrations.max_pending":          ruleLive, // checked per REGISTER
+	"registrations.client_expires_max":   ruleLive, // applies to the next REGISTER
 
 	"routing.default_pool":     ruleLive,
 	"routing.follow_redirects": ruleLive,

@@ -30,6 +30,9 @@ type pool struct {
 	targets []*target
 	weights []int
 	prios   []int // the targets' priorities: the lowest available is tried first
+	// binding: the one-target pool of a call to a registered user
+	// (regcall.go): no health of its own.
+	binding bool
 }
 
 // targetSet holds every target by pool and address, across reloads.

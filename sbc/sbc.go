@@ -52,7 +52,11 @@ type SBC struct {
 	def     *defence
 	// outbound counts outbound calls and minutes for the caps (outbound.go).
 	outbound outboundCaps
-	realms   map[string]*endpoint // fixed at New: listeners change only with a restart
+	// regs is the registration cache of remote users (regcache.go);
+	// regPending counts the REGISTERs waiting for a registrar.
+	regs       *regCache
+	regPending atomic.Int64
+	realms     map[string]*endpoint // fixed at New: listeners change only with a restart
 
 	calls *callTable
 	// hangups counts the BYE and CANCEL transactions in flight, which
@@ -194,6 +198,13 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	if s.def, err = newDefence(p, s.log); err != nil {
 		return nil, err
 	}
+	// After the defence: it checks that state_dir is writable and says so.
+	regKey, err := loadRegKey(p.Server.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("registrations: %w", err)
+	}
+	s.regs = newRegCache(regKey)
+	s.regs.count = func(realm string, d float64) { s.metrics.Registrations.WithLabelValues(realm).Add(d) }
 	if s.media, err = newMediaPlane(p, sealer(keys)); err != nil {
 		return nil, err
 	}
@@ -269,7 +280,8 @@ func (s *SBC) Start(ctx context.Context) error {
 	}
 	s.fast = s.startFastPath(ctx, p)
 	s.metrics.Registry.MustRegister(blocklistCollectors(s.def.blocklist)...)
-	s.wg.Add(7)
+	s.wg.Add(8)
+	go func() { defer s.wg.Done(); s.regLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.auditBlocks(ctx) }()
 	go func() { defer s.wg.Done(); s.snapshotLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.watchBlocks(ctx) }()

@@ -247,7 +247,7 @@ func TestTombsForgotten(t *testing.T) {
 	}
 	e.eventually("call ref cleared", func() bool { return ref.c.Load() == nil })
 	e.eventually("tombs forgotten", func() bool { return e.sbc.calls.entries() == 0 })
-	if e.sbc.calls.correlation(cl.CallID()) != cl.CallID() || e.sbc.calls.isALeg(cl.CallID()) {
+	if e.sbc.calls.correlation(cl.CallID()) != cl.CallID() || e.sbc.calls.isALeg(cl.CallID(), "") {
 		t.Fatal("the call's Call-ID is still known after its tombs went")
 	}
 }
@@ -276,4 +276,26 @@ func TestCaller2xxRetransmittedAfterItsTransaction(t *testing.T) {
 	rc.inDialog(sip.BYE, 2)
 	caller.waitResp(e, sip.BYE, 200)
 	e.eventually("call counted answered", func() bool { return e.calls("answered") == 1 })
+}
+
+// A proxy that forks one INVITE to two contacts on the SBC (a registrar
+// forking to two devices) sends the same Call-ID with two branches: the
+// second is a call of its own, not a retransmission of the first.
+func TestForkedInviteIsNotARetransmission(t *testing.T) {
+	tb := newCallTable()
+	c := &call{a: &leg{callID: "fork-1", localTag: "t1"}}
+	tb.putCaller(c, "z9hG4bK-one")
+	if !tb.isALeg("fork-1", "z9hG4bK-one") {
+		t.Errorf("the same branch is a retransmission")
+	}
+	if tb.isALeg("fork-1", "z9hG4bK-two") {
+		t.Errorf("another branch of the same Call-ID was taken for a retransmission")
+	}
+	if tb.isALeg("other", "z9hG4bK-one") {
+		t.Errorf("an unknown Call-ID was taken for a retransmission")
+	}
+	tb.forget(dialogKey("fork-1", "t1"))
+	if tb.isALeg("fork-1", "z9hG4bK-one") {
+		t.Errorf("remembered after forget")
+	}
 }

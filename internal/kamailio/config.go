@@ -27,6 +27,7 @@ var modules = []string{
 	"xlog.so",
 	"usrloc.so",
 	"registrar.so",
+	"ctl.so", // kamcmd's socket (Kamailio.Contacts)
 }
 
 // cfgParams are the resolved inputs of the two configuration files.
@@ -36,6 +37,8 @@ type cfgParams struct {
 	tlsCfg     string // path of tls.cfg
 	realm      string
 	auth       map[string]string
+	maxExpires int    // registrar max_expires
+	ctl        string // path of the ctl module's unix socket
 }
 
 // tlsParams are the resolved inputs of tls.cfg.
@@ -78,7 +81,8 @@ func kamailioCfg(p cfgParams) string {
 	w("modparam(\"usrloc\", \"db_mode\", 0)\n")
 	w("modparam(\"registrar\", \"default_expires\", 3600)\n")
 	w("modparam(\"registrar\", \"min_expires\", 0)\n")
-	w("modparam(\"registrar\", \"max_expires\", 86400)\n")
+	w("modparam(\"registrar\", \"max_expires\", %d)\n", p.maxExpires)
+	w("modparam(\"ctl\", \"binrpc\", %s)\n", cfgString("unix:"+p.ctl))
 	w("modparam(\"rr\", \"enable_full_lr\", 1)\n")
 
 	w(`

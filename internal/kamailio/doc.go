@@ -46,6 +46,10 @@
 //     `kamailio-test: auth user=U result=N` (N is pv_auth_check's return
 //     code: 1 success, -2 wrong password, -3 unknown user, -5 no
 //     credentials, ...);
+//   - grants at most Options.MaxExpires seconds (registrar max_expires;
+//     default 86400) and lists every binding of the AoR in its 200;
+//     [Kamailio.Contacts] asks the running server what usrloc holds for an
+//     AoR (kamcmd ul.lookup over the ctl module's unix socket);
 //   - relays an INVITE (or another out-of-dialog request) whose
 //     Request-URI user is registered to the binding's contact with
 //     t_relay (record-routed), and answers 404 otherwise; in-dialog

@@ -43,12 +43,16 @@ type Options struct {
 	// Realm is the digest realm, also an alias of the server's domain.
 	// Empty: DefaultRealm.
 	Realm string
+	// MaxExpires is the registrar's max_expires: a longer expiry asked
+	// for is granted as this. 0: 86400.
+	MaxExpires int
 }
 
 // Kamailio is a running server started by Start.
 type Kamailio struct {
 	udp, tls netip.AddrPort
 	cfg      string // path of kamailio.cfg
+	ctl      string // the ctl module's unix socket (kamcmd -s unix:ctl)
 
 	log  *logBuffer
 	cmd  *exec.Cmd
@@ -164,12 +168,24 @@ func Start(t testing.TB, o Options) *Kamailio {
 			t.Fatalf("kamailio: %v", err)
 		}
 	}
+	// The control socket's path must fit a sockaddr_un (108 bytes): not
+	// under t.TempDir, whose names grow with the test's.
+	ctlDir, err := os.MkdirTemp("", "kamctl")
+	if err != nil {
+		t.Fatalf("kamailio: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(ctlDir) })
 	k := &Kamailio{
 		udp:  udp,
 		tls:  tlsAddr,
 		cfg:  filepath.Join(dir, "kamailio.cfg"),
+		ctl:  filepath.Join(ctlDir, "ctl"),
 		log:  &logBuffer{},
 		done: make(chan struct{}),
+	}
+	maxExpires := o.MaxExpires
+	if maxExpires <= 0 {
+		maxExpires = 86400
 	}
 	tlsPath := filepath.Join(dir, "tls.cfg")
 	if err := os.WriteFile(tlsPath, []byte(tlsCfg(tp)), 0o600); err != nil {
@@ -182,6 +198,8 @@ func Start(t testing.TB, o Options) *Kamailio {
 		tlsCfg:     tlsPath,
 		realm:      realm,
 		auth:       o.Auth,
+		maxExpires: maxExpires,
+		ctl:        k.ctl,
 	})
 	if err := os.WriteFile(k.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatalf("kamailio: %v", err)
@@ -264,6 +282,59 @@ func (k *Kamailio) WaitLog(substr string, timeout time.Duration) bool {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Contact is a binding usrloc holds.
+type Contact struct {
+	Address string // the Contact URI
+	Expires int    // seconds left
+}
+
+// Contacts returns the bindings usrloc holds for aor (a user name: the
+// script does not use domains), asking the running server with kamcmd
+// (ul.lookup over the ctl module's socket). An AoR without bindings
+// gives none and no error.
+func (k *Kamailio) Contacts(aor string) ([]Contact, error) {
+	inst, err := lookup()
+	if err != nil {
+		return nil, err
+	}
+	kamcmd := filepath.Join(filepath.Dir(inst.bin), "kamcmd")
+	if p, err := exec.LookPath("kamcmd"); err == nil {
+		kamcmd = p
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, kamcmd, "-s", "unix:"+k.ctl, "ul.lookup", "location", aor).CombinedOutput()
+	if err != nil {
+		if strings.Contains(string(out), "AOR not found") {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("kamcmd ul.lookup: %v: %s", err, bytes.TrimSpace(out))
+	}
+	return parseULookup(string(out)), nil
+}
+
+// parseULookup reads the Address and Expires lines of kamcmd's ul.lookup
+// output, one Contact per Address.
+func parseULookup(out string) []Contact {
+	var cs []Contact
+	for line := range strings.Lines(out) {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		switch k {
+		case "Address":
+			cs = append(cs, Contact{Address: v})
+		case "Expires":
+			if len(cs) > 0 {
+				fmt.Sscan(v, &cs[len(cs)-1].Expires)
+			}
+		}
+	}
+	return cs
 }
 
 // ConfigFile returns the path of the generated kamailio.cfg.

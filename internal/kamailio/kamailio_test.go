@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -393,5 +394,49 @@ func TestIPv6Loopback(t *testing.T) {
 	u := dialUDP(t, k.Addr("udp"))
 	if res, err := u.simple("OPTIONS", "sip:"+k.Addr("udp").String(), "sip:"+k.Addr("udp").String()); err != nil || res.code != 200 {
 		t.Fatalf("OPTIONS over [::1] UDP: got %v, %v; want 200", res, err)
+	}
+}
+
+// Options.MaxExpires caps the expiry Kamailio grants (the REGISTER asks
+// 300), and Contacts lists what usrloc holds: two bindings of one AoR
+// from two sockets, with the granted expiry; none for an AoR never
+// registered.
+func TestMaxExpiresAndContacts(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	o := p.options()
+	o.RequireClientCert = false
+	o.MaxExpires = 120
+	k := kamailio.Start(t, o)
+
+	var addrs []string
+	for range 2 {
+		u := dialUDP(t, k.Addr("udp"))
+		res, err := u.register(register{user: "carol", domain: realm, callID: token()})
+		if err != nil {
+			t.Fatalf("REGISTER: %v", err)
+		}
+		if res.code != 200 {
+			t.Fatalf("REGISTER: got %q, want 200\n%s", res.first, res)
+		}
+		if c := res.header("Contact"); !strings.Contains(c, "expires=120") {
+			t.Fatalf("200 Contact %q: want expires=120", c)
+		}
+		addrs = append(addrs, "sip:carol@"+u.local.String()+";transport=udp")
+	}
+	cs, err := k.Contacts("carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 2 {
+		t.Fatalf("usrloc holds %+v, want 2 contacts", cs)
+	}
+	for _, c := range cs {
+		if !slices.Contains(addrs, c.Address) || c.Expires <= 0 || c.Expires > 120 {
+			t.Errorf("contact %+v: want one of %v expiring within 120 s", c, addrs)
+		}
+	}
+	if cs, err := k.Contacts("nobody"); err != nil || len(cs) != 0 {
+		t.Fatalf("an AoR never registered: %+v, %v", cs, err)
 	}
 }

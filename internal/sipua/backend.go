@@ -143,6 +143,7 @@ type Backend struct {
 	ep      *endpoint
 	answer  func(*sip.Request) Plan
 	options atomic.Int32
+	regCSeq atomic.Uint32 // CSeq of Register's REGISTERs
 	limit   int
 
 	mu      sync.Mutex

@@ -44,6 +44,10 @@ type CallerOptions struct {
 	// LogLimit bounds the Received log (the oldest half is dropped when it
 	// is full); 0 means 10000, negative stores no messages.
 	LogLimit int
+	// OnRegister, if set, answers each REGISTER the Caller receives (a
+	// registrar playing the PBX that also calls): the response it returns
+	// is sent. Nil: REGISTER gets 405.
+	OnRegister func(req *sip.Request) *sip.Response
 }
 
 // Caller is a UAC playing a carrier: it places calls, answers what the far
@@ -66,13 +70,14 @@ func NewCaller(opts CallerOptions) (*Caller, error) {
 		opts.UserAgent = "sipua-caller"
 	}
 	cfg := epConfig{
-		name:      opts.UserAgent,
-		user:      opts.User,
-		logger:    opts.Logger,
-		logLimit:  opts.LogLimit,
-		tlsClient: opts.TLS,
-		mediaIP:   opts.MediaIP,
-		mediaPort: opts.MediaPort,
+		name:       opts.UserAgent,
+		user:       opts.User,
+		logger:     opts.Logger,
+		logLimit:   opts.LogLimit,
+		tlsClient:  opts.TLS,
+		mediaIP:    opts.MediaIP,
+		mediaPort:  opts.MediaPort,
+		onRegister: opts.OnRegister,
 	}
 	tp := strings.ToUpper(opts.Transport)
 	switch tp {

@@ -69,6 +69,8 @@ type epConfig struct {
 	options func() int
 	// onRequest sees every received request in wire order, before sipgo.
 	onRequest func(Msg)
+	// onRegister answers a REGISTER (nil: 405).
+	onRegister func(*sip.Request) *sip.Response
 }
 
 // endpoint is one sipgo user agent bound to fixed local sockets, with the
@@ -360,6 +362,9 @@ func (ep *endpoint) registerHandlers() {
 	s.OnCancel(ep.handle(ep.onStrayCancel))
 	s.OnPrack(ep.handle(ep.onPrack))
 	s.OnOptions(ep.handle(ep.onOptions))
+	if f := ep.cfg.onRegister; f != nil {
+		s.OnRegister(ep.handle(func(req *sip.Request, tx sip.ServerTransaction) { _ = tx.Respond(f(req)) }))
+	}
 	for _, m := range []sip.RequestMethod{sip.UPDATE, sip.INFO, sip.MESSAGE, sip.NOTIFY, sip.REFER} {
 		s.OnRequest(m, ep.handle(ep.onInDialog))
 	}
