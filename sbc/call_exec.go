@@ -97,18 +97,19 @@ func (c *call) exec(a action) {
 			c.log.Warn("request not sent", "method", string(a.req.Method), "leg", a.leg.name, "error", err.Error())
 			c.s.drop(stageBridge, reasonSendFailed)
 		}
-	case actBye:
+	case actBye, actSend:
 		c.s.hangups.Add(1)
 		go func() {
 			defer c.s.hangups.Add(-1)
 			ctx, cancel := context.WithTimeout(context.Background(), 64*sip.T1)
 			defer cancel()
+			m := string(a.req.Method)
 			res, err := a.leg.ep.do(ctx, a.req, a.leg.transport, a.leg.dest())
 			switch {
 			case err != nil:
-				c.log.Warn("BYE not answered", "leg", a.leg.name, "error", err.Error())
+				c.log.Warn(m+" not answered", "leg", a.leg.name, "error", err.Error())
 			case res.StatusCode >= 300:
-				c.log.Debug("BYE refused", "leg", a.leg.name, "status", res.StatusCode)
+				c.log.Debug(m+" refused", "leg", a.leg.name, "status", res.StatusCode)
 			}
 		}()
 	case actRelay:
@@ -258,6 +259,7 @@ func (c *call) finish() {
 	for _, br := range c.branches {
 		legs = append(legs, br.leg)
 	}
+	legs = append(legs, c.detached...)
 	var b *leg
 	if c.kept != nil {
 		b = c.kept.leg

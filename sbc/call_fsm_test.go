@@ -665,10 +665,10 @@ func TestMapReplaces(t *testing.T) {
 	if _, ok := s.mapReplaces("nope;to-tag=x;from-tag=y"); ok {
 		t.Fatal("an unknown dialog matched")
 	}
-	hp := sip.NewParams()
-	hp.Add("Replaces", "a-call-id%3Bto-tag%3Dsbctag%3Bfrom-tag%3Datag")
-	out, ok := s.mapReferHeaders(hp)
-	v, _ := out.Get("Replaces")
+	// From inside the call's own transition (its lock held).
+	h.c.mu.Lock()
+	v, ok := s.mapReplacesLocked(h.c, "a-call-id;to-tag=sbctag;from-tag=atag")
+	h.c.mu.Unlock()
 	if !ok || !strings.Contains(v, b.callID) || strings.Contains(v, "a-call-id") {
 		t.Fatalf("Refer-To Replaces = %q, %v", v, ok)
 	}

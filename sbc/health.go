@@ -93,6 +93,9 @@ func (t *target) passive(ok bool, h policy.Health) (changed, up bool) {
 // target_timeout (see target.passive). A change of state is logged and
 // shown in sbc_target_up like one a ping made.
 func (s *SBC) passiveHealth(pl *pool, tg *target, ok bool) {
+	if pl.hairpin {
+		return
+	}
 	changed, up := tg.passive(ok, pl.cfg.Health)
 	if !changed {
 		return

@@ -21,6 +21,7 @@ type leg struct {
 	ep        *endpoint
 	transport string         // "udp", "tcp", "tls" or "wss"
 	sips      bool           // the peer reached us with a sips: request-URI: our URIs on this leg are sips: too (RFC 3261 12.1.1)
+	placed    bool           // a leg a local transfer placed (transfer.go): its peer speaks for it, whichever side it is on
 	peer      netip.AddrPort // the peer's address: A's source, B's target
 	callID    string
 	localTag  string
@@ -256,6 +257,7 @@ func (c *call) relayBody(from *leg, offer bool, dst, src bodyMsg) error {
 		c.logf("SDP not relayed", "from", from.name, "offer", offer, "error", err.Error())
 		return err
 	}
+	c.sdpFrom(name, src.Body())
 	v := sip.ContentTypeHeader("application/sdp")
 	dst.AppendHeader(&v)
 	dst.SetBody(b)

@@ -42,6 +42,7 @@ type Metrics struct {
 	RegisterLocks   prometheus.Counter     // AoRs locked for a source (autoblock.register_guesses)
 	OutboundCalls   *prometheus.CounterVec // result (callResults): calls from the backends to carriers
 	CarrierAuth     *prometheus.CounterVec // pool, result (authResults): carriers' digest challenges
+	Transfers       *prometheus.CounterVec // mode, result (xferResults): REFERs inside calls (transfer.go)
 
 	AdminRequests     *prometheus.CounterVec // result (adminResults)
 	AdminAuthFailures *prometheus.CounterVec // reason (adminAuthReasons)
@@ -130,7 +131,10 @@ func newMetrics() *Metrics {
 	m.CarrierAuth = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sbc_carrier_auth_total", Help: "Digest challenges of carriers to the SBC's INVITEs by pool and result: answered (with the pool's credentials), rejected (challenged again: the target failed), unusable (a realm or algorithm the SBC cannot answer: the target failed).",
 	}, []string{"pool", "result"})
-	r.MustRegister(m.TrunkCalls, m.TrunkFailures, m.RegisterGuesses, m.RegisterLocks, m.OutboundCalls, m.CarrierAuth)
+	m.Transfers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_transfers_total", Help: "REFERs inside calls by refer mode (relay, local, refuse) and result.",
+	}, []string{"mode", "result"})
+	r.MustRegister(m.TrunkCalls, m.TrunkFailures, m.RegisterGuesses, m.RegisterLocks, m.OutboundCalls, m.CarrierAuth, m.Transfers)
 	m.AdminRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sbc_admin_requests_total", Help: "Admin API requests by result: ok (the route's handler answered), or why they were refused before it.",
 	}, []string{"result"})

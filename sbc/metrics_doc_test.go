@@ -218,6 +218,7 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 	add("sbc_trunk_calls_total", "result", callResults...)
 	add("sbc_outbound_calls_total", "result", callResults...)
 	add("sbc_carrier_auth_total", "result", authResults...)
+	add("sbc_transfers_total", "mode,result", xferModeResults...)
 	for _, f := range trunkFailures {
 		add("sbc_trunk_failures_total", "failure", string(f))
 	}

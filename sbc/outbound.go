@@ -36,6 +36,9 @@ type callPlan struct {
 	// rewritten names the numbers the route changed (for the
 	// STIR/SHAKEN log line): "ruri", "to", "from".
 	rewritten []string
+	// hairpin: an INVITE with Replaces to the peer of the dialog it names
+	// (transfer.go, transferHairpin).
+	hairpin bool
 }
 
 // routeOutbound is stage 4 for a new call from a backend: the carriers of

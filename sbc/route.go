@@ -30,6 +30,9 @@ type pool struct {
 	targets []*target
 	weights []int
 	prios   []int // the targets' priorities: the lowest available is tried first
+	// hairpin: the one-target pool of an INVITE with Replaces sent to the
+	// peer of the dialog it names (transfer.go): no health, no metrics.
+	hairpin bool
 }
 
 // targetSet holds every target by pool and address, across reloads.

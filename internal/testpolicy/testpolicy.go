@@ -170,6 +170,7 @@ type Trunk struct {
 	Transports      []string
 	MediaEncryption string // "any", "none", "sdes"; "" writes no key
 	MediaRequired   bool
+	Refer           string // "relay", "local", "refuse"; "" writes no key
 	// Extra is raw TOML written at the end of the trunk's table (keys).
 	Extra string
 }
@@ -182,6 +183,7 @@ type Pool struct {
 	// MediaEncryption is what the SBC offers the targets ("none",
 	// "sdes", "any"); "" writes no key.
 	MediaEncryption string
+	Refer           string // "relay", "local", "refuse"; "" writes no key
 	Targets         []Target
 	Health          *Health
 	TLS             *PoolTLS
@@ -586,6 +588,7 @@ func (p *Policy) TOML() string {
 		w.strs("transports", t.Transports)
 		w.str("media_encryption", t.MediaEncryption)
 		w.bool("media_required", t.MediaRequired)
+		w.str("refer", t.Refer)
 		w.raw(t.Extra)
 	}
 
@@ -595,6 +598,7 @@ func (p *Policy) TOML() string {
 		w.str("realm", pl.Realm)
 		w.str("transport", pl.Transport)
 		w.str("media_encryption", pl.MediaEncryption)
+		w.str("refer", pl.Refer)
 		w.ind = "  "
 		for _, t := range pl.Targets {
 			w.line("[[pool.target]]")
