@@ -412,11 +412,11 @@ func (c *call) xferLeg(pl *pool, t *target, user string, replaced, transferee *l
 	l := &leg{
 		name: replaced.name, ep: ep, transport: tr, peer: t.addr, placed: true,
 		callID: newID(), localTag: sip.GenerateTagN(16),
-		localURI:   sip.Uri{Scheme: "sip", User: transferee.remoteURI.User, Host: face.Host},
-		localName:  transferee.remoteName,
-		remoteURI:  sip.Uri{Scheme: "sip", User: user, Host: host},
-		target:     sip.Uri{Scheme: "sip", User: user, Host: host, Port: int(t.addr.Port())},
-		routes:     []sip.Uri{},
+		localURI:  sip.Uri{Scheme: "sip", User: transferee.remoteURI.User, Host: face.Host},
+		localName: transferee.remoteName,
+		remoteURI: sip.Uri{Scheme: "sip", User: user, Host: host},
+		target:    sip.Uri{Scheme: "sip", User: user, Host: host, Port: int(t.addr.Port())},
+		routes:    []sip.Uri{},
 	}
 	if tr != "udp" {
 		l.target.UriParams = sip.NewParams()
