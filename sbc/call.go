@@ -157,6 +157,7 @@ type call struct {
 	// "local"), the last SDP each side ("a", "b") sent, and the legs a
 	// transfer took out of the call (findable until it ends).
 	xfer     *xfer
+	referMap *referReplaces // the REFER being handled's mapped Replaces
 	lastSDP  map[string][]byte
 	detached []*leg
 }

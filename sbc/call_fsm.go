@@ -49,6 +49,9 @@ type event struct {
 	gen    uint64
 	reason string
 	realm  string // evConsentLost: the realm of the leg that lost consent
+	// replaces: a REFER's Refer-To Replaces, mapped before the transition
+	// (transfer.go); nil when the Refer-To has none.
+	replaces *referReplaces
 	err    error
 	// sent is closed once the request's (tx's) final response was sent:
 	// sipgo ends a server transaction when its handler returns, so the
@@ -208,7 +211,9 @@ func (c *call) step(ev event) {
 	case evBye:
 		c.onBye(ev.leg, ev.req, ev.tx, ev.sent)
 	case evRequest:
+		c.referMap = ev.replaces
 		c.onRequest(ev.leg, ev.req, ev.tx, ev.sent)
+		c.referMap = nil
 	case evRelayResponse:
 		c.onRelayResponse(ev.rel, ev.res)
 	case evRelayDone:

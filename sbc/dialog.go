@@ -51,7 +51,13 @@ func (s *SBC) inDialog(ep *endpoint, p peer, c *call, from *leg, req *sip.Reques
 		kind = evBye
 	}
 	sent := make(chan struct{})
-	c.post(event{kind: kind, leg: from, req: req, tx: tx, sent: sent})
+	ev := event{kind: kind, leg: from, req: req, tx: tx, sent: sent}
+	if req.Method == sip.REFER {
+		// A Replaces in Refer-To may name another call: mapped here, with
+		// no call's lock held (transfer.go).
+		ev.replaces = s.referReplaces(req)
+	}
+	c.post(ev)
 	// sipgo ends the server transaction when this handler returns: wait
 	// until its final response is out.
 	<-sent

@@ -161,7 +161,11 @@ func (c *call) onRefer(from, to *leg, req *sip.Request, reject func(int, string,
 	}
 	u := to.uri(h.Address.User)
 	if replaces != "" {
-		mapped, ok := c.s.mapReplacesLocked(c, replaces)
+		rm := c.referMap
+		mapped, ok := "", false
+		if rm != nil && rm.raw == replaces {
+			mapped, ok = rm.mapped, rm.ok
+		}
 		if !ok {
 			refuse(403, "Forbidden", reasonReferReplaces)
 			c.countTransfer(mode, xferInvalid)
@@ -191,26 +195,34 @@ func (c *call) referAnswered(rel *relay, code int) {
 	}
 }
 
-// mapReplacesLocked is mapReplaces for a REFER of call c, whose lock is
-// held: a Replaces naming one of c's own legs is mapped here, one naming
-// another call's through mapReplaces (which takes that call's lock).
-func (s *SBC) mapReplacesLocked(c *call, v string) (string, bool) {
-	callID, toTag, fromTag, rest := parseReplaces(v)
-	if callID == "" || toTag == "" {
-		return "", false
+// referReplaces is a REFER's Refer-To Replaces (raw: unescaped) and its
+// mapping to the receiving side (mapReplaces), made before the REFER's
+// transition: the dialog it names may be another call's, whose lock a
+// transition (under its own call's lock) must not take.
+type referReplaces struct {
+	raw, mapped string
+	ok          bool
+}
+
+// referReplaces maps the Replaces of req's Refer-To, or returns nil.
+func (s *SBC) referReplaces(req *sip.Request) *referReplaces {
+	h := req.ReferTo()
+	if h == nil || h.Address.Headers == nil {
+		return nil
 	}
-	oc, l := s.calls.get(callID, toTag)
-	if oc != c {
-		return s.mapReplaces(v)
+	for _, k := range h.Address.Headers.Keys() {
+		if !strings.EqualFold(k, "Replaces") {
+			continue
+		}
+		v, _ := h.Address.Headers.Get(k)
+		raw, err := url.QueryUnescape(v)
+		if err != nil {
+			return nil
+		}
+		mapped, ok := s.mapReplaces(raw)
+		return &referReplaces{raw: raw, mapped: mapped, ok: ok}
 	}
-	if l.getRemoteTag() != fromTag {
-		return "", false
-	}
-	o := c.other(l)
-	if o == nil || !o.hasRemote() {
-		return "", false
-	}
-	return replacesValue(o.callID, o.getRemoteTag(), o.localTag, rest), true
+	return nil
 }
 
 // parseReplaces splits a Replaces value (RFC 3891): Call-ID, to-tag,

@@ -47,7 +47,7 @@ func newXferFSM(t *testing.T, mode string) *fsmHarness {
 func (h *fsmHarness) refer(from *leg, rt string) event {
 	req := h.inDialog(sip.REFER, from)
 	req.AppendHeader(sip.NewHeader("Refer-To", rt))
-	return event{kind: evRequest, leg: from, req: req, tx: nil, sent: make(chan struct{})}
+	return event{kind: evRequest, leg: from, req: req, tx: nil, sent: make(chan struct{}), replaces: h.c.s.referReplaces(req)}
 }
 
 // xferResp is a response of the transfer target to the new leg's INVITE.
@@ -355,6 +355,9 @@ func TestReferRelayMapsReplacesAndReferredBy(t *testing.T) {
 	// The backend names its own dialog with the SBC as the target's.
 	repl := b.callID + "%3Bto-tag%3D" + b.localTag + "%3Bfrom-tag%3Dbtag"
 	e := h.refer(b, "<sip:2000@10.0.0.10?Replaces="+repl+">")
+	if e.replaces == nil || !e.replaces.ok {
+		t.Fatalf("Replaces not mapped before the transition: %+v", e.replaces)
+	}
 	e.req.AppendHeader(sip.NewHeader("Referred-By", "<sip:4000@10.0.0.10:5060;secret=1>"))
 	acts := h.ev(e)
 	var out *sip.Request
