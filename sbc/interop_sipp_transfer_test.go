@@ -1,0 +1,189 @@
+package sbc_test
+
+// Transfers against SIPp on both sides: SIPp as the carrier (a trunk,
+// 127.0.0.1) → sbc → SIPp as the PBX (pool "uas"), and SIPp as the
+// transfer target (pool "target", user 2000). The SIPps run whole
+// transfers: a REFER, the transferee's new INVITE (a second Call-ID in
+// the same SIPp call: "x///<call-id>"), the NOTIFY with sipfrag, the
+// BYEs.
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/sbc-project/sbc/internal/testpolicy"
+	"github.com/sbc-project/sbc/policy"
+	"github.com/sbc-project/sbc/sbc"
+)
+
+type xferFlow struct {
+	carrier, pbx, target string // scenarios: the carrier's (UAC), the PBX's and the target's (UAS)
+}
+
+// runTransferFlow runs the target and the PBX, then the carrier, each
+// for sippCallsPerFlow transfers, and fails unless every SIPp exits 0.
+func runTransferFlow(t *testing.T, sipp string, f xferFlow) (*sbc.SBC, map[string][]sipMessage, map[string]int) {
+	dir := t.TempDir()
+	ports := map[string]int{"carrier": freeUDPPort(t), "pbx": freeUDPPort(t), "target": freeUDPPort(t)}
+	logs := &syncBuffer{}
+	pb := testpolicy.New("127.0.0.1", "127.0.0.1", fmt.Sprintf("127.0.0.1:%d", ports["pbx"])).UDPOnly()
+	pb.Server.LogLevel = "debug"
+	pb.Trunk("carrier").Name = "sipp"
+	pb.Pool("pbx").Name = "uas"
+	pb.Routing.DefaultPool = "uas"
+	pb.Pools = append(pb.Pools, testpolicy.Pool{Name: "target", Realm: "internal", Health: &testpolicy.Health{Interval: policy.D(0)},
+		Targets: testpolicy.Targets(fmt.Sprintf("127.0.0.1:%d", ports["target"]))})
+	pb.Routes = append(pb.Routes, testpolicy.Route{Prefix: "2000", Pool: "target"})
+	pb.Limits = &testpolicy.Limits{SourcePPS: new(1000000), SourceCPS: new(1000000), TrunkPPS: new(1000000)}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s, err := sbc.New(pb.Parse(t), sbc.Options{Logger: log})
+	if err != nil {
+		t.Fatalf("sbc.New: %v", err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatalf("sbc.Start: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ext, _ := s.ListenAddr("external", "udp")
+	intl, _ := s.ListenAddr("internal", "udp")
+
+	ctx, cancel := context.WithTimeout(context.Background(), sippTimeout)
+	defer cancel()
+	common := []string{"-i", "127.0.0.1", "-m", strconv.Itoa(sippCallsPerFlow), "-nostdin",
+		"-timeout", strconv.Itoa(int(sippTimeout/time.Second) - 5), "-timeout_error", "-trace_msg", "-trace_err"}
+	type proc struct {
+		p    *sippProc
+		done chan error
+	}
+	servers := map[string]*proc{}
+	for _, side := range []string{"target", "pbx"} {
+		sc := f.target
+		if side == "pbx" {
+			sc = f.pbx
+		}
+		p := newSIPp(ctx, sipp, append([]string{
+			"-sf", filepath.Join("testdata", "sipp", sc+".xml"), "-p", strconv.Itoa(ports[side]),
+			"-message_file", filepath.Join(dir, side+"_messages.log"), "-error_file", filepath.Join(dir, side+"_errors.log"),
+		}, common...))
+		if err := p.cmd.Start(); err != nil {
+			t.Fatalf("start sipp %s: %v", side, err)
+		}
+		pr := &proc{p: p, done: make(chan error, 1)}
+		go func() { pr.done <- p.cmd.Wait() }()
+		waitUDPBound(t, ports[side], pr.done)
+		servers[side] = pr
+	}
+	uac := newSIPp(ctx, sipp, append([]string{
+		"-sf", filepath.Join("testdata", "sipp", f.carrier+".xml"), ext.String(),
+		"-p", strconv.Itoa(ports["carrier"]), "-s", "1000", "-r", "10", "-l", "1",
+		"-message_file", filepath.Join(dir, "carrier_messages.log"), "-error_file", filepath.Join(dir, "carrier_errors.log"),
+	}, common...))
+	uacErr := uac.cmd.Run()
+	if uacErr != nil {
+		cancel()
+	}
+	errs := map[string]error{"carrier": uacErr}
+	for side, pr := range servers {
+		errs[side] = <-pr.done
+	}
+	dump := func() {
+		t.Logf("sipp carrier output:\n%s", tail(uac.out.String(), 3000))
+		for side, pr := range servers {
+			t.Logf("sipp %s output:\n%s", side, tail(pr.p.out.String(), 3000))
+		}
+		for _, side := range []string{"carrier", "pbx", "target"} {
+			for _, n := range []string{side + "_errors.log", side + "_messages.log"} {
+				if b, err := os.ReadFile(filepath.Join(dir, n)); err == nil {
+					t.Logf("%s:\n%s", n, tail(string(b), 6000))
+				}
+			}
+		}
+		t.Logf("sbc log:\n%s", tail(logs.String(), 8000))
+	}
+	for side, err := range errs {
+		if err != nil {
+			dump()
+			t.Fatalf("sipp %s failed: %v (exit 0 means every call succeeded)", side, err)
+		}
+	}
+	msgs := map[string][]sipMessage{}
+	for _, side := range []string{"carrier", "pbx", "target"} {
+		msgs[side] = readSIPpLog(t, filepath.Join(dir, side+"_messages.log"))
+	}
+	ports["ext"], ports["int"] = int(ext.Port()), int(intl.Port())
+	t.Cleanup(func() {
+		if t.Failed() {
+			dump()
+		}
+	})
+	return s, msgs, ports
+}
+
+func transfers(s *sbc.SBC, mode, result string) float64 {
+	return testutil.ToFloat64(s.Metrics().Transfers.WithLabelValues(mode, result))
+}
+
+// TestSIPpBlindTransferByPBX: the PBX transfers the carrier's call to
+// user 2000. The carrier gets the REFER with Refer-To on the SBC's
+// external face (nothing of the PBX's address), calls it through the SBC,
+// which routes it to the target; the sipfrag 200 reaches the PBX, which
+// hangs up the first call.
+func TestSIPpBlindTransferByPBX(t *testing.T) {
+	sipp := requireSIPp(t)
+	s, msgs, ports := runTransferFlow(t, sipp, xferFlow{carrier: "uac_xfer_transferee", pbx: "uas_xfer_transferor", target: "uas_call"})
+	if !waitCalls(s, "answered", 2*sippCallsPerFlow, 5*time.Second) {
+		t.Fatalf("sbc_calls_total: %v, want %d answered (the first calls and the transferred ones)", callCounts(s), 2*sippCallsPerFlow)
+	}
+	if got := transfers(s, "relay", "accepted"); got != sippCallsPerFlow {
+		t.Errorf("sbc_transfers_total{relay,accepted} = %v, want %d", got, sippCallsPerFlow)
+	}
+	refers := 0
+	for _, m := range msgs["carrier"] {
+		if !m.sent && strings.HasPrefix(m.text, "REFER ") {
+			refers++
+			rt, rb := sipHeader(m.text, "Refer-To"), sipHeader(m.text, "Referred-By")
+			want := fmt.Sprintf("sip:2000@127.0.0.1:%d", ports["ext"])
+			if !strings.Contains(rt, want) || strings.Contains(rt, strconv.Itoa(ports["pbx"])) {
+				t.Errorf("carrier's Refer-To %q: want %s (the SBC's external face), nothing of the PBX", rt, want)
+			}
+			if !strings.Contains(rb, "1000@127.0.0.1:"+strconv.Itoa(ports["ext"])) {
+				t.Errorf("carrier's Referred-By %q: want user 1000 on the SBC's external face", rb)
+			}
+		}
+	}
+	if refers != sippCallsPerFlow {
+		t.Errorf("the carrier got %d REFERs, want %d", refers, sippCallsPerFlow)
+	}
+	invites := 0
+	for _, m := range msgs["target"] {
+		if !m.sent && strings.HasPrefix(m.text, "INVITE ") {
+			invites++
+		}
+	}
+	if invites != sippCallsPerFlow {
+		t.Errorf("the target got %d INVITEs, want %d", invites, sippCallsPerFlow)
+	}
+	checkTopologyHiding(t, "carrier", msgs["carrier"], "pbx", msgs["pbx"], ports["carrier"], ports["ext"])
+}
+
+// sipHeader is the value of a SIPp-logged message's first header called
+// name.
+func sipHeader(msg, name string) string {
+	for _, line := range strings.Split(strings.ReplaceAll(msg, "\r\n", "\n"), "\n") {
+		if line == "" {
+			break
+		}
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(k), name) {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
