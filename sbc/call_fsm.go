@@ -52,7 +52,7 @@ type event struct {
 	// replaces: a REFER's Refer-To Replaces, mapped before the transition
 	// (transfer.go); nil when the Refer-To has none.
 	replaces *referReplaces
-	err    error
+	err      error
 	// sent is closed once the request's (tx's) final response was sent:
 	// sipgo ends a server transaction when its handler returns, so the
 	// handler waits for it.
