@@ -43,7 +43,7 @@ func full() *Policy {
 			{Name: "carrier", Realm: "external", Sources: []string{"127.0.0.1/32", "2001:db8::/48"},
 				MaxCalls: 5, CPS: 7, AllowRegister: true, RegisterDomains: []string{"pbx.example.com"},
 				Extra: "# a comment in the trunk"},
-			{Name: "other", Realm: "external", Sources: []string{"192.0.2.1"}, MediaEncryption: "sdes", MediaRequired: true,
+			{Name: "other", Realm: "external", Sources: []string{"192.0.2.1"}, MediaEncryption: "sdes", MediaRequired: true, Refer: "local",
 				Transports: []string{"tcp", "tls"}},
 			{Name: "tlsonly", Realm: "external", TLSIdentities: []string{"dns:sip.carrier.example"}},
 		},
@@ -52,7 +52,7 @@ func full() *Policy {
 				Targets: []Target{{Address: "[::1]:5080", Weight: new(3)}, {Address: "[::1]:5081", Weight: new(0)}},
 				Health:  &Health{Interval: policy.D(50 * time.Millisecond), Timeout: policy.D(40 * time.Millisecond), Up: 4, Down: 5},
 				Extra:   "# a comment after the pool"},
-			{Name: "reg", Realm: "internal", Targets: Targets("[::1]:5090"), MediaEncryption: "sdes"},
+			{Name: "reg", Realm: "internal", Targets: Targets("[::1]:5090"), MediaEncryption: "sdes", Refer: "refuse"},
 			{Name: "secure", Realm: "internal", Transport: "tls", Targets: Targets("[::1]:5091"),
 				TLS: &PoolTLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem", CAFile: "ca.pem", MinVersion: "1.2", ServerName: "pbx.example.com"}},
 			{Name: "carrier-a", Realm: "external", Targets: []Target{{Address: "[::1]:5070", Priority: 2}},
@@ -198,6 +198,8 @@ func TestEveryOptionParses(t *testing.T) {
 	check("listener[3].origins", ext.Listeners[3].Origins, []string{"https://app.example.com"})
 	check("trunk[1].media_encryption", [2]any{p.Trunks[1].MediaEncryption, p.Trunks[1].MediaRequired}, [2]any{"sdes", true})
 	check("pool[1].media_encryption", p.Pools[1].MediaEncryption, "sdes")
+	check("trunk[1].refer", p.Trunks[1].Refer, "local")
+	check("pool[1].refer", p.Pools[1].Refer, "refuse")
 	check("trunk[2].tls_identities", p.Trunks[2].Identities, []policy.TLSIdentity{{Kind: "dns", Value: "sip.carrier.example"}})
 	check("pool[2].tls.server_name", p.Pools[2].TLS.ServerName, "pbx.example.com")
 	check("pool[2].tls.cert_file", p.Pools[2].TLS.CertFile, "sbc.pem")
