@@ -26,6 +26,13 @@ import (
 
 type xferFlow struct {
 	carrier, pbx, target string // scenarios: the carrier's (UAC), the PBX's and the target's (UAS)
+	// outbound: the target is a carrier (pool "carrier-a" on the external
+	// realm, outbound route "+" from pool "uas"); else a backend (pool
+	// "target", route "2000").
+	outbound bool
+	// targetCalls: how many calls the target takes per transfer (1 when 0).
+	targetCalls int
+	pbxRefer    string // pool "uas"'s refer
 }
 
 // runTransferFlow runs the target and the PBX, then the carrier, each
@@ -37,11 +44,19 @@ func runTransferFlow(t *testing.T, sipp string, f xferFlow) (*sbc.SBC, map[strin
 	pb := testpolicy.New("127.0.0.1", "127.0.0.1", fmt.Sprintf("127.0.0.1:%d", ports["pbx"])).UDPOnly()
 	pb.Server.LogLevel = "debug"
 	pb.Trunk("carrier").Name = "sipp"
+	pb.Pool("pbx").Refer = f.pbxRefer
 	pb.Pool("pbx").Name = "uas"
 	pb.Routing.DefaultPool = "uas"
-	pb.Pools = append(pb.Pools, testpolicy.Pool{Name: "target", Realm: "internal", Health: &testpolicy.Health{Interval: policy.D(0)},
-		Targets: testpolicy.Targets(fmt.Sprintf("127.0.0.1:%d", ports["target"]))})
-	pb.Routes = append(pb.Routes, testpolicy.Route{Prefix: "2000", Pool: "target"})
+	off := &testpolicy.Health{Interval: policy.D(0)}
+	if f.outbound {
+		pb.Pools = append(pb.Pools, testpolicy.Pool{Name: "carrier-a", Realm: "external", Health: off,
+			Targets: testpolicy.Targets(fmt.Sprintf("127.0.0.1:%d", ports["target"]))})
+		pb.OutboundRoutes = []testpolicy.OutboundRoute{{Prefix: "+", Pools: []string{"carrier-a"}}}
+	} else {
+		pb.Pools = append(pb.Pools, testpolicy.Pool{Name: "target", Realm: "internal", Health: off,
+			Targets: testpolicy.Targets(fmt.Sprintf("127.0.0.1:%d", ports["target"]))})
+		pb.Routes = append(pb.Routes, testpolicy.Route{Prefix: "2000", Pool: "target"})
+	}
 	pb.Limits = &testpolicy.Limits{SourcePPS: new(1000000), SourceCPS: new(1000000), TrunkPPS: new(1000000)}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := sbc.New(pb.Parse(t), sbc.Options{Logger: log})
@@ -66,13 +81,16 @@ func runTransferFlow(t *testing.T, sipp string, f xferFlow) (*sbc.SBC, map[strin
 	servers := map[string]*proc{}
 	for _, side := range []string{"target", "pbx"} {
 		sc := f.target
+		n := sippCallsPerFlow * max(f.targetCalls, 1)
 		if side == "pbx" {
-			sc = f.pbx
+			sc, n = f.pbx, sippCallsPerFlow
 		}
+		args := append([]string(nil), common...)
+		args[3] = strconv.Itoa(n) // -m
 		p := newSIPp(ctx, sipp, append([]string{
 			"-sf", filepath.Join("testdata", "sipp", sc+".xml"), "-p", strconv.Itoa(ports[side]),
 			"-message_file", filepath.Join(dir, side+"_messages.log"), "-error_file", filepath.Join(dir, side+"_errors.log"),
-		}, common...))
+		}, args...))
 		if err := p.cmd.Start(); err != nil {
 			t.Fatalf("start sipp %s: %v", side, err)
 		}
@@ -186,4 +204,37 @@ func sipHeader(msg, name string) string {
 		}
 	}
 	return ""
+}
+
+// TestSIPpBlindTransferByCarrier: the carrier transfers the PBX to
+// +15551234567. The PBX gets the REFER with Refer-To on the SBC's internal
+// face, calls it through the SBC, whose outbound route sends it to the
+// carrier pool; the sipfrag 200 reaches the carrier, which hangs up.
+func TestSIPpBlindTransferByCarrier(t *testing.T) {
+	sipp := requireSIPp(t)
+	s, msgs, ports := runTransferFlow(t, sipp, xferFlow{carrier: "uac_xfer_transferor", pbx: "uas_xfer_transferee", target: "uas_call", outbound: true})
+	if !waitCalls(s, "answered", 2*sippCallsPerFlow, 5*time.Second) {
+		t.Fatalf("sbc_calls_total: %v, want %d answered", callCounts(s), 2*sippCallsPerFlow)
+	}
+	if got := testutil.ToFloat64(s.Metrics().OutboundCalls.WithLabelValues("answered")); got != sippCallsPerFlow {
+		t.Errorf("sbc_outbound_calls_total{answered} = %v, want %d (the transferred calls)", got, sippCallsPerFlow)
+	}
+	if got := transfers(s, "relay", "accepted"); got != sippCallsPerFlow {
+		t.Errorf("sbc_transfers_total{relay,accepted} = %v, want %d", got, sippCallsPerFlow)
+	}
+	refers := 0
+	for _, m := range msgs["pbx"] {
+		if !m.sent && strings.HasPrefix(m.text, "REFER ") {
+			refers++
+			rt := sipHeader(m.text, "Refer-To")
+			want := fmt.Sprintf("sip:+15551234567@127.0.0.1:%d", ports["int"])
+			if !strings.Contains(rt, want) || strings.Contains(rt, strconv.Itoa(ports["carrier"])) {
+				t.Errorf("PBX's Refer-To %q: want %s (the SBC's internal face), nothing of the carrier", rt, want)
+			}
+		}
+	}
+	if refers != sippCallsPerFlow {
+		t.Errorf("the PBX got %d REFERs, want %d", refers, sippCallsPerFlow)
+	}
+	checkTopologyHiding(t, "pbx", msgs["pbx"], "carrier", msgs["carrier"], ports["pbx"], ports["int"])
 }
