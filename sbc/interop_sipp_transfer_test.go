@@ -238,3 +238,59 @@ func TestSIPpBlindTransferByCarrier(t *testing.T) {
 	}
 	checkTopologyHiding(t, "pbx", msgs["pbx"], "carrier", msgs["carrier"], ports["pbx"], ports["int"])
 }
+
+// TestSIPpAttendedTransfer: the PBX has the carrier's call and a call
+// out to +15551234567 (carrier pool "carrier-a"), and transfers the
+// first to the second with a Refer-To whose Replaces names its dialog of
+// the second call. The carrier gets Replaces mapped to the second call's
+// dialog on the carrier side (nothing of the PBX's), its INVITE with it
+// comes back through the SBC, which sends it to the holder of that
+// dialog: the target gets an INVITE whose Replaces names exactly its own
+// dialog of the second call.
+func TestSIPpAttendedTransfer(t *testing.T) {
+	sipp := requireSIPp(t)
+	s, msgs, ports := runTransferFlow(t, sipp, xferFlow{carrier: "uac_xfer_att_transferee", pbx: "uas_xfer_att_transferor",
+		target: "uas_call", outbound: true, targetCalls: 2})
+	if !waitCalls(s, "answered", 3*sippCallsPerFlow, 5*time.Second) {
+		t.Fatalf("sbc_calls_total: %v, want %d answered", callCounts(s), 3*sippCallsPerFlow)
+	}
+	if got := transfers(s, "relay", "accepted"); got != sippCallsPerFlow {
+		t.Errorf("sbc_transfers_total{relay,accepted} = %v, want %d", got, sippCallsPerFlow)
+	}
+	for _, m := range msgs["carrier"] {
+		if !m.sent && strings.HasPrefix(m.text, "REFER ") {
+			rt := sipHeader(m.text, "Refer-To")
+			if !strings.Contains(rt, fmt.Sprintf("@127.0.0.1:%d?Replaces=", ports["ext"])) || strings.Contains(rt, "c2") {
+				t.Errorf("carrier's Refer-To %q: want the SBC's external face and a Replaces of the carrier side", rt)
+			}
+		}
+	}
+	// The target's dialogs of the second calls (INVITEs without
+	// Replaces): Call-ID → the SBC's tag; the target's tag is uastag-*.
+	second := map[string]string{}
+	var replaced []string
+	for _, m := range msgs["target"] {
+		if m.sent || !strings.HasPrefix(m.text, "INVITE ") {
+			continue
+		}
+		if r := sipHeader(m.text, "Replaces"); r != "" {
+			replaced = append(replaced, r)
+			continue
+		}
+		from := sipHeader(m.text, "From")
+		_, tag, _ := strings.Cut(from, "tag=")
+		tag, _, _ = strings.Cut(tag, ";")
+		second[sipHeader(m.text, "Call-ID")] = tag
+	}
+	if len(second) != sippCallsPerFlow || len(replaced) != sippCallsPerFlow {
+		t.Fatalf("target got %d second calls and %d INVITEs with Replaces, want %d each", len(second), len(replaced), sippCallsPerFlow)
+	}
+	for _, r := range replaced {
+		cid, rest, _ := strings.Cut(r, ";")
+		sbcTag, ok := second[cid]
+		if !ok || !strings.Contains(rest, "from-tag="+sbcTag) || !strings.Contains(rest, "to-tag=uastag-") {
+			t.Errorf("target got Replaces %q: want one of its second calls' dialogs %v (to-tag its own, from-tag the SBC's)", r, second)
+		}
+	}
+	checkTopologyHiding(t, "carrier", msgs["carrier"], "pbx", msgs["pbx"], ports["carrier"], ports["ext"])
+}
