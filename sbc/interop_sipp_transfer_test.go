@@ -294,3 +294,37 @@ func TestSIPpAttendedTransfer(t *testing.T) {
 	}
 	checkTopologyHiding(t, "carrier", msgs["carrier"], "pbx", msgs["pbx"], ports["carrier"], ports["ext"])
 }
+
+// TestSIPp3PCCTransfer: the PBX's pool has refer = "local": the PBX's
+// REFER never reaches the carrier; the SBC answers 202, NOTIFYs 100,
+// calls user 2000 (pool "target") itself, NOTIFYs 200 and hangs up the
+// PBX's leg; the carrier's call goes on with the target, whose BYE
+// reaches the carrier.
+func TestSIPp3PCCTransfer(t *testing.T) {
+	sipp := requireSIPp(t)
+	s, msgs, _ := runTransferFlow(t, sipp, xferFlow{carrier: "uac_callee_bye", pbx: "uas_xfer_local_transferor",
+		target: "uas_answer_bye", pbxRefer: "local"})
+	if !waitCalls(s, "answered", sippCallsPerFlow, 5*time.Second) {
+		t.Fatalf("sbc_calls_total: %v, want %d answered (one call each, transferred)", callCounts(s), sippCallsPerFlow)
+	}
+	if got := transfers(s, "local", "completed"); got != sippCallsPerFlow {
+		t.Errorf("sbc_transfers_total{local,completed} = %v, want %d", got, sippCallsPerFlow)
+	}
+	for _, m := range msgs["carrier"] {
+		if strings.HasPrefix(m.text, "REFER ") || strings.HasPrefix(m.text, "INVITE ") && !m.sent {
+			t.Errorf("the carrier saw a transfer: %s", strings.SplitN(m.text, "\n", 2)[0])
+		}
+	}
+	invites := 0
+	for _, m := range msgs["target"] {
+		if !m.sent && strings.HasPrefix(m.text, "INVITE ") {
+			invites++
+			if !strings.Contains(m.text, "m=audio") {
+				t.Errorf("the target's INVITE has no SDP offer")
+			}
+		}
+	}
+	if invites != sippCallsPerFlow {
+		t.Errorf("the target got %d INVITEs, want %d", invites, sippCallsPerFlow)
+	}
+}
