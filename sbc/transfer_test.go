@@ -125,3 +125,72 @@ func TestLocalTransferStress(t *testing.T) {
 	}
 	e.eventually("goroutines back near the start", func() bool { return runtime.NumGoroutine() <= base+20 })
 }
+
+// TestLocalTransferMedia: refer = "local" with anchored media. After the
+// transfer the caller's RTP reaches the transfer target and the target's
+// the caller, through the same relay ports: the SBC offered the new leg
+// its relay's backend-side address, took the target's answer there, and
+// sent the caller nothing (its SDP, relay address and keys unchanged).
+func TestLocalTransferMedia(t *testing.T) {
+	caller, backend, target := newPhone(t, callerIP), newPhone(t, backendIP), newPhone(t, backendIP)
+	a := backend.addr()
+	e := newEnv(t, envOpts{
+		edit: func(p *testpolicy.Policy) { p.Pool("pbx").Refer = "local" },
+		backends: []sipua.BackendOptions{{MediaIP: a.Addr().String(), MediaPort: int(a.Port()), Answer: func(r *sip.Request) sipua.Plan {
+			if r.Recipient.User == "9000" {
+				return sipua.Plan{Body: target.sdp()}
+			}
+			return sipua.Plan{}
+		}}},
+	})
+	call, res := e.dial(sipua.DialOptions{SDP: caller.sdp()})
+	if res.StatusCode != 200 {
+		t.Fatalf("final %d", res.StatusCode)
+	}
+	ci, err := e.backends[0].WaitCall(e.ctx, func(c sipua.CallInfo) bool { return c.Acked })
+	if err != nil {
+		t.Fatal(err)
+	}
+	toExt, toInt := remote(t, res.Body()), remote(t, ci.Invite)
+	exchange(t, caller, backend, toExt, toInt)
+
+	var r *sip.Response
+	for try := 0; try < 20; try++ {
+		if r, err = e.backends[0].Request(e.ctx, ci.CallID, sip.REFER, nil, sip.NewHeader("Refer-To", "<sip:9000@192.0.2.99>")); err != nil || r.StatusCode != 491 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil || r.StatusCode != 202 {
+		t.Fatalf("REFER: %v, %v", r, err)
+	}
+	nl, err := e.backends[0].WaitCall(e.ctx, func(c sipua.CallInfo) bool { return c.CallID != ci.CallID && c.Acked })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := remote(t, nl.Invite); got != toInt {
+		t.Errorf("the new leg was offered %v, want the relay's backend side %v", got, toInt)
+	}
+	if _, err := e.backends[0].WaitCall(e.ctx, func(c sipua.CallInfo) bool { return c.CallID == ci.CallID && c.State == sipua.StateEnded }); err != nil {
+		t.Fatalf("the referrer's leg was not hung up: %v", err)
+	}
+	exchange(t, caller, target, toExt, toInt)
+	// The old backend's media is no longer the call's.
+	backend.send(toInt, 5, "stale")
+	target.send(toInt, 1, "after-stale")
+	if _, err := caller.recv("after-stale"); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range e.caller.Received() {
+		if m.Method == "INVITE" {
+			t.Errorf("the caller got an INVITE: the transferee is sent nothing")
+		}
+	}
+	if err := call.Bye(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("the new leg hung up", func() bool {
+		c, ok := e.backends[0].Call(nl.CallID)
+		return ok && c.State == sipua.StateEnded
+	})
+}
