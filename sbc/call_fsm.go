@@ -848,7 +848,7 @@ func (c *call) onRequest(from *leg, req *sip.Request, tx sip.ServerTransaction, 
 	}
 	ua := c.st.pol.Server.UserAgent
 	out := to.newRequest(req.Method, 0, ua)
-	c.st.headers.Copy(out, req, "content-type", "rack", "refer-to")
+	c.st.headers.Copy(out, req, "content-type", "rack", "refer-to", "referred-by")
 	if mf := req.MaxForwards(); mf != nil && mf.Val() > 1 && mf.Val() <= 70 {
 		v := sip.MaxForwardsHeader(mf.Val() - 1)
 		out.ReplaceHeader(&v)

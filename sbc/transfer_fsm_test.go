@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sbc-project/sbc/policy"
 	"github.com/sbc-project/sbc/srtp"
+	"github.com/sbc-project/sbc/topology"
 )
 
 // Table tests of a transfer the SBC carries out itself (refer = "local"),
@@ -349,6 +350,8 @@ func TestReferTransitions(t *testing.T) {
 func TestReferRelayMapsReplacesAndReferredBy(t *testing.T) {
 	h := newXferFSM(t, "relay")
 	c := h.c
+	// Referred-By on the allow-list: still re-homed, never copied raw.
+	c.st.headers = topology.NewHeaderFilter(append(append([]string(nil), c.st.pol.Headers.Allow...), "Referred-By"))
 	c.s.calls.put(c.a, c)
 	c.s.calls.put(c.kept.leg, c)
 	b := c.kept.leg
@@ -374,6 +377,9 @@ func TestReferRelayMapsReplacesAndReferredBy(t *testing.T) {
 	want := "a-call-id%3Bto-tag%3Datag%3Bfrom-tag%3Dsbctag"
 	if v != want {
 		t.Fatalf("Replaces %q, want %q (the caller's dialog as the caller knows it)", v, want)
+	}
+	if n := len(out.GetHeaders("Referred-By")); n != 1 {
+		t.Fatalf("%d Referred-By headers relayed, want 1", n)
 	}
 	rb := out.GetHeader("Referred-By")
 	if rb == nil || !strings.Contains(rb.Value(), "4000@192.0.2.1") || strings.Contains(rb.Value(), "10.0.0.10") || strings.Contains(rb.Value(), "secret") {
