@@ -244,6 +244,8 @@ transports = ["udp"]
 				"t.toml:8:19: autoblock.register_window: must be at least 1s (got 10ms)\n" +
 				"t.toml:9:20: autoblock.register_guesses: must be between 1 and 65535 (got 0)\n" +
 				"t.toml:10:25: autoblock.trunk_health_interval: must be \"0s\" (off) or at least 1s (got 1ms)"},
+		{minimal + "[[trunk]]\nname = \"t\"\nrealm = \"r\"\nsources = [\"10.0.0.0/8\"]\nrefer = \"bounce\"\n",
+			"t.toml:10:9: trunk[0].refer: unknown refer \"bounce\" (want \"relay\", \"local\" or \"refuse\")"},
 		{minimal + "[autoblock]\nblock_trunks = true\n",
 			"t.toml:7:1: autoblock.block_trunks: removed: trunks are never blocked or demoted for failures a forged source address can cause (see README, Edge defence: the trust model); delete the line"},
 	} {

@@ -362,6 +362,12 @@ type Trunk struct {
 	// MediaRequired: an offer without the encryption media_encryption
 	// names ("sdes" or "dtls") gets 488. Default false.
 	MediaRequired bool `toml:"media_required"`
+	// Refer is what the SBC does with a REFER (call transfer) the trunk
+	// sends inside a call: "relay" (default: to the other side, with
+	// Refer-To re-homed on the SBC), "local" (the SBC carries out the
+	// transfer itself, 3PCC: the other side never sees the REFER) or
+	// "refuse" (403).
+	Refer string `toml:"refer"`
 }
 
 // OnTransport reports whether the trunk may be recognised on transport
@@ -408,6 +414,10 @@ type Pool struct {
 	// challenges to its INVITEs with (a carrier pool). Absent: challenges
 	// are relayed to the caller as any other final response.
 	Auth *PoolAuth `toml:"auth"`
+	// Refer is what the SBC does with a REFER the pool's targets send
+	// inside a call: "relay" (default), "local" (3PCC) or "refuse", as
+	// for a trunk.
+	Refer string `toml:"refer"`
 }
 
 // PoolAuth are digest credentials towards a pool's targets (RFC 3261

@@ -1526,4 +1526,28 @@ func (v *validator) media() {
 		pl := &v.p.Pools[i]
 		enc(elemPath("pool", i)+".media_encryption", &pl.MediaEncryption, "none", "none", "sdes", "dtls", "any")
 	}
+	v.refer()
+}
+
+// ReferModes are the values of trunk and pool refer: what the SBC does
+// with a REFER the trunk or the pool's targets send inside a call.
+var ReferModes = []string{"relay", "local", "refuse"}
+
+// refer validates trunk and pool refer (default "relay").
+func (v *validator) refer() {
+	check := func(path string, val *string) {
+		if *val == "" {
+			*val = "relay"
+			return
+		}
+		if !slices.Contains(ReferModes, *val) {
+			v.errf(path, "unknown refer %s (want \"relay\", \"local\" or \"refuse\")", quote(*val))
+		}
+	}
+	for i := range v.p.Trunks {
+		check(elemPath("trunk", i)+".refer", &v.p.Trunks[i].Refer)
+	}
+	for i := range v.p.Pools {
+		check(elemPath("pool", i)+".refer", &v.p.Pools[i].Refer)
+	}
 }

@@ -74,6 +74,9 @@ type branch struct {
 	tx   sip.ClientTransaction // set by the executor once sent
 	// buried: the branch's dialog is a tomb in the call table (tomb.go).
 	buried bool
+	// xfer: the new leg of a transfer the SBC carries out (transfer.go),
+	// not a branch of the call's setup.
+	xfer bool
 }
 
 // call is one call through the SBC. Fields above mu are set at creation
@@ -167,6 +170,26 @@ type call struct {
 	offerB       []byte        // the SDP of the B-leg INVITEs (nil: delayed offer, or no anchoring)
 	queue        []action
 	draining     bool
+	// Transfers (transfer.go): the one the SBC carries out (refer =
+	// "local"), the last SDP each side ("a", "b") sent, and the legs a
+	// transfer took out of the call (findable until it ends).
+	xfer     *xfer
+	referMap *referReplaces // the REFER being handled's mapped Replaces
+	lastSDP  map[string][]byte
+	detached []*leg
+	// detachedBuried: how many of detached are tombs already (tomb.go).
+	detachedBuried int
+}
+
+// sdpFrom records the last SDP received from side name ("a", "b").
+func (c *call) sdpFrom(name string, b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	if c.lastSDP == nil {
+		c.lastSDP = map[string][]byte{}
+	}
+	c.lastSDP[name] = b
 }
 
 // b is the B-leg in-dialog requests from A go to: the accepted dialog,
@@ -206,6 +229,10 @@ var lingerFor = func() *atomic.Int64 {
 // routes, and hands the call to its state machine; it never blocks on the
 // network.
 func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx sip.ServerTransaction, release func()) {
+	if plan := s.transferHairpin(ep, req); plan != nil {
+		s.startCall(ep, st, p, req, tx, release, plan)
+		return
+	}
 	pc, v := routeCall(st, p, req)
 	if !v.pass() {
 		release()
@@ -220,6 +247,11 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 // newOutboundCall starts a call from a backend to carriers (outbound.go):
 // routed by its outbound route, then the same as an inbound call.
 func (s *SBC) newOutboundCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx sip.ServerTransaction, release func()) {
+	if plan := s.transferHairpin(ep, req); plan != nil {
+		plan.srcPool = p.pool
+		s.startCall(ep, st, p, req, tx, release, plan)
+		return
+	}
 	plan, v := routeOutbound(st, p, req)
 	if !v.pass() {
 		release()
@@ -249,7 +281,9 @@ func (s *SBC) callRefused(p peer, result string, toUser bool) {
 func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx sip.ServerTransaction, release func(), plan *callPlan) {
 	pc := plan.pools[0].cfg
 	replaces := ""
-	if h := req.GetHeader("Replaces"); h != nil {
+	if h := req.GetHeader("Replaces"); h != nil && plan.hairpin {
+		replaces = h.Value() // to the holder of the dialog it names, as it is
+	} else if h != nil {
 		v, ok := s.mapReplaces(h.Value())
 		if !ok {
 			release()
@@ -310,8 +344,13 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 				"rewritten", strings.Join(plan.rewritten, ","), "ruri_user", req.Recipient.User, "number", plan.user,
 				"from_user", req.From().Address.User, "sent_from_user", plan.fromUser)
 		}
-	default:
+	case p.trunk != nil:
 		c.log = s.log.With("call", c.id, "trunk", p.trunk.Name, "pool", pc.Name)
+	default:
+		c.log = s.log.With("call", c.id, "source_pool", plan.srcPool, "pool", pc.Name)
+	}
+	if cm != nil {
+		c.sdpFrom("a", req.Body())
 	}
 	if cm != nil {
 		cm.onConsentLost(func(realm string) { c.post(event{kind: evConsentLost, realm: realm}) })

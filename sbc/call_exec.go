@@ -108,21 +108,22 @@ func (c *call) exec(a action) {
 			c.log.Warn("request not sent", "method", string(a.req.Method), "leg", a.leg.name, "error", err.Error())
 			c.s.drop(stageBridge, reasonSendFailed)
 		}
-	case actBye:
-		// The goroutine holds the leg and the BYE, not the call: an ended
-		// call is not kept alive by a BYE waiting for its answer.
+	case actBye, actSend:
+		// The goroutine holds the leg and the request, not the call: an
+		// ended call is not kept alive by a BYE waiting for its answer.
 		s, log, l, req := c.s, c.log, a.leg, a.req
 		s.hangups.Add(1)
 		go func() {
 			defer s.hangups.Add(-1)
 			ctx, cancel := context.WithTimeout(context.Background(), 64*sip.T1)
 			defer cancel()
+			m := string(req.Method)
 			res, err := l.ep.do(ctx, req, l.transport, l.dest())
 			switch {
 			case err != nil:
-				log.Warn("BYE not answered", "leg", l.name, "error", err.Error())
+				log.Warn(m+" not answered", "leg", l.name, "error", err.Error())
 			case res.StatusCode >= 300:
-				log.Debug("BYE refused", "leg", l.name, "status", res.StatusCode)
+				log.Debug(m+" refused", "leg", l.name, "status", res.StatusCode)
 			}
 		}()
 	case actRelay:

@@ -50,7 +50,10 @@ type event struct {
 	gen    uint64
 	reason string
 	realm  string // evConsentLost: the realm of the leg that lost consent
-	err    error
+	// replaces: a REFER's Refer-To Replaces, mapped before the transition
+	// (transfer.go); nil when the Refer-To has none.
+	replaces *referReplaces
+	err      error
 	// sent is closed once the request's (tx's) final response was sent:
 	// sipgo ends a server transaction when its handler returns, so the
 	// handler waits for it.
@@ -73,10 +76,11 @@ const (
 	actEnd                         // count and log the call's end, free its slot
 	actBury                        // replace the call's settled dialogs by tombs (tomb.go)
 	actEndTx                       // end a transaction that has done its work (tx, or br's)
+	actSend                        // send req (a NOTIFY) on leg as a transaction, its answer only logged
 )
 
 var actNames = [...]string{"respond_a", "respond", "invite", "cancel", "write", "bye", "relay",
-	"terminate_tx", "log", "target_failed", "end", "bury", "end_tx"}
+	"terminate_tx", "log", "target_failed", "end", "bury", "end_tx", "send"}
 
 func (k actKind) String() string { return actNames[k] }
 
@@ -109,6 +113,7 @@ const (
 	tmInactivity                   // no in-dialog request for too long
 	tmSession                      // the session was not refreshed (RFC 4028)
 	tmMedia                        // no media either way for too long (media.timeout)
+	tmTransfer                     // a local transfer's target did not answer (id: branch)
 )
 
 type timerKey struct {
@@ -211,8 +216,16 @@ func (c *call) step1(ev event) {
 	case evCancel:
 		c.onCancel()
 	case evBResponse:
+		if ev.br.xfer {
+			c.onXferResponse(ev.br, ev.res)
+			return
+		}
 		c.onBResponse(ev.br, ev.res)
 	case evBDone:
+		if ev.br.xfer {
+			c.onXferDone(ev.br, ev.err)
+			return
+		}
 		c.onBDone(ev.br, ev.err)
 	case evTimer:
 		if c.timerLive(ev.timer, ev.gen) {
@@ -223,7 +236,9 @@ func (c *call) step1(ev event) {
 	case evBye:
 		c.onBye(ev.leg, ev.req, ev.tx, ev.sent)
 	case evRequest:
+		c.referMap = ev.replaces
 		c.onRequest(ev.leg, ev.req, ev.tx, ev.sent)
+		c.referMap = nil
 	case evRelayResponse:
 		c.onRelayResponse(ev.rel, ev.res)
 	case evRelayDone:
@@ -586,6 +601,8 @@ func (c *call) onTimer(k timerKey) {
 			c.stopTimer(timerKey{kind: tmRetransmit, id: rel.id})
 			c.ackRelay(rel, nil)
 		}
+	case tmTransfer:
+		c.xferTimeout(k.id)
 	case tmMaxDuration:
 		c.terminate(resultMaxDuration)
 	case tmInactivity:
@@ -700,6 +717,9 @@ func (c *call) onBye(from *leg, req *sip.Request, tx sip.ServerTransaction, sent
 	if from != c.a {
 		by = "callee"
 	}
+	if c.detachedLeg(from) {
+		return // a leg a transfer took out of the call (transfer.go)
+	}
 	switch c.phase {
 	case phEnded:
 		return // BYEs crossed, or a late one: the dialog is over anyway
@@ -798,6 +818,7 @@ func (c *call) end(result, by string) {
 		return
 	}
 	c.phase = phEnded
+	c.endTransfer()
 	c.result, c.endedBy = result, by
 	c.endedAt = time.Now()
 	for k, e := range c.timers {
@@ -879,7 +900,7 @@ func (c *call) onRequest(from *leg, req *sip.Request, tx sip.ServerTransaction, 
 	}
 	ua := c.st.pol.Server.UserAgent
 	out := to.newRequest(req.Method, 0, ua)
-	c.st.headers.Copy(out, req, "content-type", "rack", "refer-to")
+	c.st.headers.Copy(out, req, "content-type", "rack", "refer-to", "referred-by")
 	if mf := req.MaxForwards(); mf != nil && mf.Val() > 1 && mf.Val() <= 70 {
 		v := sip.MaxForwardsHeader(mf.Val() - 1)
 		out.ReplaceHeader(&v)
@@ -887,18 +908,17 @@ func (c *call) onRequest(from *leg, req *sip.Request, tx sip.ServerTransaction, 
 	if h := req.GetHeader("RAck"); h != nil && c.st.headers.Allowed("RAck") {
 		out.AppendHeader(sip.NewHeader("RAck", rewriteRAck(h.Value(), to.inviteCSeq)))
 	}
-	if h := req.ReferTo(); h != nil && c.st.headers.Allowed("Refer-To") {
-		// The transfer target is re-homed on the SBC's face of the
-		// receiving leg: whoever follows it comes back through the SBC.
-		// An embedded Replaces names the other leg's dialog.
-		u := to.uri(h.Address.User)
-		if hdrs, ok := c.s.mapReferHeaders(h.Address.Headers); ok {
-			u.Headers = hdrs
-		} else {
-			reject(481, "Call/Transaction Does Not Exist")
+	if req.Method == sip.REFER {
+		// Policed, and relayed, carried out or refused by the refer mode
+		// of its sender (transfer.go).
+		rt, rb, handled := c.onRefer(from, to, req, reject)
+		if handled {
 			return
 		}
-		out.AppendHeader(&sip.ReferToHeader{Address: u})
+		out.AppendHeader(rt)
+		if rb != nil {
+			out.AppendHeader(rb)
+		}
 	}
 	// An SDP in a request is an offer (re-INVITE, UPDATE), except in
 	// PRACK, which answers an offer in a reliable provisional. Other
@@ -942,6 +962,7 @@ func (c *call) onRelayResponse(rel *relay, res *sip.Response) {
 		return
 	}
 	rel.answered = true
+	c.referAnswered(rel, res.StatusCode)
 	if rel.final != nil {
 		// The call ended meanwhile and the request was answered; a 2xx
 		// to a re-INVITE still needs its ACK.
@@ -988,6 +1009,7 @@ func (c *call) onRelayDone(rel *relay, err error) {
 	}
 	rel.answered = true
 	delete(c.relays, rel.id)
+	c.referAnswered(rel, 408)
 	if rel.final != nil {
 		return
 	}

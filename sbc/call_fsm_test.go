@@ -665,12 +665,12 @@ func TestMapReplaces(t *testing.T) {
 	if _, ok := s.mapReplaces("nope;to-tag=x;from-tag=y"); ok {
 		t.Fatal("an unknown dialog matched")
 	}
-	hp := sip.NewParams()
-	hp.Add("Replaces", "a-call-id%3Bto-tag%3Dsbctag%3Bfrom-tag%3Datag")
-	out, ok := s.mapReferHeaders(hp)
-	v, _ := out.Get("Replaces")
-	if !ok || !strings.Contains(v, b.callID) || strings.Contains(v, "a-call-id") {
-		t.Fatalf("Refer-To Replaces = %q, %v", v, ok)
+	// A Refer-To's, mapped before the REFER's transition.
+	req := h.inDialog(sip.REFER, h.c.a)
+	req.AppendHeader(sip.NewHeader("Refer-To", "<sip:2000@x?Replaces=a-call-id%3Bto-tag%3Dsbctag%3Bfrom-tag%3Datag>"))
+	rm := s.referReplaces(req)
+	if rm == nil || !rm.ok || !strings.Contains(rm.mapped, b.callID) || strings.Contains(rm.mapped, "a-call-id") {
+		t.Fatalf("Refer-To Replaces = %+v", rm)
 	}
 }
 

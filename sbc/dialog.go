@@ -1,7 +1,6 @@
 package sbc
 
 import (
-	"net/url"
 	"strings"
 	"sync"
 
@@ -61,7 +60,13 @@ func (s *SBC) inDialog(ep *endpoint, p peer, c *call, from *leg, req *sip.Reques
 		kind = evBye
 	}
 	sent := make(chan struct{})
-	c.post(event{kind: kind, leg: from, req: req, tx: tx, sent: sent})
+	ev := event{kind: kind, leg: from, req: req, tx: tx, sent: sent}
+	if req.Method == sip.REFER {
+		// A Replaces in Refer-To may name another call: mapped here, with
+		// no call's lock held (transfer.go).
+		ev.replaces = s.referReplaces(req)
+	}
+	c.post(ev)
 	// sipgo ends the server transaction when this handler returns: wait
 	// until its final response is out.
 	<-sent
@@ -96,7 +101,14 @@ func (s *SBC) onAck(ep *endpoint, p peer, c *call, from *leg, req *sip.Request) 
 // with the call's snapshot). Knowing a dialog's identifiers is not enough
 // to end or change another carrier's call.
 func (c *call) sentBy(from *leg, p peer) bool {
-	if from == c.a {
+	if from.placed {
+		// A transfer's new leg (transfer.go): its peer, or a backend.
+		return p.backend || p.src.Addr().Unmap() == from.peer.Addr()
+	}
+	c.mu.Lock()
+	isA := from == c.a // a local transfer may change the A-leg (transfer.go)
+	c.mu.Unlock()
+	if isA {
 		if c.trunk == nil {
 			// An outbound call: the caller is a target of its pool.
 			return p.backend && p.pool == c.srcPool
@@ -109,29 +121,14 @@ func (c *call) sentBy(from *leg, p peer) bool {
 }
 
 // mapReplaces maps a Replaces header value (RFC 3891) naming one leg of a
-// call through the SBC to the same call's other leg, as the peer on that
-// side knows it. ok is false when no such dialog exists.
+// call through the SBC, by the SBC's own tag as the to-tag, to the same
+// call's other leg, as the peer on that side knows it (the SBC's tag
+// there is the from-tag). ok is false when no such dialog exists.
 func (s *SBC) mapReplaces(v string) (string, bool) {
-	parts := strings.Split(v, ";")
-	callID := strings.TrimSpace(parts[0])
-	var toTag, fromTag string
-	var rest []string
-	for _, p := range parts[1:] {
-		k, val, _ := strings.Cut(strings.TrimSpace(p), "=")
-		switch strings.ToLower(k) {
-		case "to-tag":
-			toTag = val
-		case "from-tag":
-			fromTag = val
-		default:
-			rest = append(rest, strings.TrimSpace(p))
-		}
-	}
+	callID, toTag, fromTag, rest := parseReplaces(v)
 	if callID == "" || toTag == "" {
 		return "", false
 	}
-	// The to-tag is the tag of the recipient of the INVITE with Replaces:
-	// the SBC's own tag on that leg.
 	c, l := s.calls.get(callID, toTag)
 	if c == nil || c.done.Load() || l.getRemoteTag() != fromTag {
 		return "", false
@@ -142,39 +139,7 @@ func (s *SBC) mapReplaces(v string) (string, bool) {
 	if o == nil || !o.hasRemote() {
 		return "", false
 	}
-	// On the other side the SBC is the one being replaced from: the
-	// peer's tag there is its to-tag.
-	out := o.callID + ";to-tag=" + o.getRemoteTag() + ";from-tag=" + o.localTag
-	for _, r := range rest {
-		out += ";" + r
-	}
-	return out, true
-}
-
-// mapReferHeaders rewrites the Replaces embedded in a Refer-To URI's
-// headers (RFC 3891 section 7) for the other leg. ok is false when it
-// names no dialog the SBC knows.
-func (s *SBC) mapReferHeaders(h sip.HeaderParams) (sip.HeaderParams, bool) {
-	if h == nil {
-		return nil, true
-	}
-	out := sip.NewParams()
-	for _, k := range h.Keys() {
-		v, _ := h.Get(k)
-		if strings.EqualFold(k, "Replaces") {
-			raw, err := url.QueryUnescape(v)
-			if err != nil {
-				return nil, false
-			}
-			mapped, ok := s.mapReplaces(raw)
-			if !ok {
-				return nil, false
-			}
-			v = url.QueryEscape(mapped)
-		}
-		out.Add(k, v)
-	}
-	return out, true
+	return replacesValue(o.callID, o.getRemoteTag(), o.localTag, rest), true
 }
 
 // callTable finds calls by (Call-ID, local tag) of either leg, and the

@@ -164,6 +164,15 @@
 // a branch that rang and never answered is CANCELled exactly once, and
 // never before a provisional.
 //
+// Transfers (transfer.go): a REFER is relayed (Refer-To re-homed,
+// Replaces mapped before the transition, outside every call's lock),
+// refused, or carried out by the SBC (refer = "local"): the new leg is a
+// branch marked xfer whose responses go to onXferResponse; on its 2xx it
+// becomes the call's leg in the referrer's place (c.kept, or c.a), the
+// referrer's leg is detached (its late BYE ends nothing) and BYEd.
+// Actions: send (a NOTIFY, answer only logged). Timer: transfer (the new
+// leg's ring timeout).
+//
 // Directions: an inbound call (A: a trunk) has one pool; an outbound
 // call (A: a backend, route: its outbound route) has the route's carrier
 // pools in order, tried by tryNext one after the other. Each branch keeps

@@ -93,7 +93,7 @@ func (t *target) passive(ok bool, h policy.Health) (changed, up bool) {
 // target_timeout (see target.passive). A change of state is logged and
 // shown in sbc_target_up like one a ping made.
 func (s *SBC) passiveHealth(pl *pool, tg *target, ok bool) {
-	if pl.binding {
+	if pl.binding || pl.hairpin {
 		return
 	}
 	changed, up := tg.passive(ok, pl.cfg.Health)

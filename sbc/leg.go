@@ -24,6 +24,7 @@ type leg struct {
 	// flow: the peer is reached only over its flow (a registered device
 	// behind NAT, regcall.go): every request goes to peer.
 	flow     bool
+	placed   bool           // a leg a local transfer placed (transfer.go): its peer speaks for it, whichever side it is on
 	peer     netip.AddrPort // the peer's address: A's source, B's target
 	callID   string
 	localTag string
@@ -262,6 +263,7 @@ func (c *call) relayBody(from *leg, offer bool, dst, src bodyMsg) error {
 		c.logf("SDP not relayed", "from", from.name, "offer", offer, "error", err.Error())
 		return err
 	}
+	c.sdpFrom(name, src.Body())
 	v := sip.ContentTypeHeader("application/sdp")
 	dst.AppendHeader(&v)
 	dst.SetBody(b)

@@ -45,6 +45,7 @@ type Metrics struct {
 	Registers       *prometheus.CounterVec // result (regResults): REGISTERs of remote users
 	UserCalls       *prometheus.CounterVec // result (userCallResults): calls from the backends to registered users
 	CarrierAuth     *prometheus.CounterVec // pool, result (authResults): carriers' digest challenges
+	Transfers       *prometheus.CounterVec // mode, result (xferResults): REFERs inside calls (transfer.go)
 
 	AdminRequests     *prometheus.CounterVec // result (adminResults)
 	AdminAuthFailures *prometheus.CounterVec // reason (adminAuthReasons)
@@ -150,6 +151,10 @@ func newMetrics() *Metrics {
 	for _, v := range userCallResults() {
 		m.UserCalls.WithLabelValues(v)
 	}
+	m.Transfers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_transfers_total", Help: "REFERs inside calls by refer mode (relay, local, refuse) and result.",
+	}, []string{"mode", "result"})
+	r.MustRegister(m.Transfers)
 	m.AdminRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sbc_admin_requests_total", Help: "Admin API requests by result: ok (the route's handler answered), or why they were refused before it.",
 	}, []string{"result"})

@@ -220,6 +220,7 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 	add("sbc_registers_total", "result", regResults...)
 	add("sbc_user_calls_total", "result", userCallResults()...)
 	add("sbc_carrier_auth_total", "result", authResults...)
+	add("sbc_transfers_total", "mode,result", xferModeResults...)
 	for _, f := range trunkFailures {
 		add("sbc_trunk_failures_total", "failure", string(f))
 	}

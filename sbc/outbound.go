@@ -38,6 +38,9 @@ type callPlan struct {
 	rewritten []string
 	// binding: a call to a registered user's device (regcall.go).
 	binding *binding
+	// hairpin: an INVITE with Replaces to the peer of the dialog it names
+	// (transfer.go, transferHairpin).
+	hairpin bool
 }
 
 // routeOutbound is stage 4 for a new call from a backend: the carriers of

@@ -31,6 +31,7 @@ const (
 	stageMedia    stage = "media"    // the media relay of a call could not be set up, or an SDP not relayed (media.go)
 	stageStream   stage = "stream"   // a message on an open TCP, TLS or WSS connection, before sipgo parses it (stream.go, filter.go)
 	stageAdmin    stage = "admin"    // a connection to the admin listener (adminauth.go)
+	stageTransfer stage = "transfer" // a REFER inside a call refused by the SBC's policing or refer mode (transfer.go)
 )
 
 // reason is why a message was dropped or rejected: the reason label of
@@ -87,6 +88,12 @@ const (
 	reasonRegisterBusy          reason = "register_busy"             // registrations.max_pending REGISTERs wait for the registrar already: 503
 	reasonUserUnknown           reason = "user_unknown"              // an INVITE from a backend to a binding token the cache does not hold (never registered, expired and swept, unregistered): 404
 	reasonUserUnreachable       reason = "user_unreachable"          // an INVITE to a binding that expired or whose connection (TCP, TLS, WSS) is closed: 480
+	reasonReferRefused          reason = "refer_refused"             // a REFER from a trunk or pool whose refer is "refuse" (403)
+	reasonReferToInvalid        reason = "refer_to_invalid"          // a REFER without exactly one Refer-To, one over 1024 bytes, unparsable, without a user part, or with a bad Replaces (400)
+	reasonReferToScheme         reason = "refer_to_scheme"           // a Refer-To that is no sip: or sips: URI (tel:, http:, ...) (416)
+	reasonReferToHeader         reason = "refer_to_header"           // a header embedded in a Refer-To URI other than Replaces: removed, the REFER goes on
+	reasonReferReplaces         reason = "refer_replaces_no_dialog"  // a Refer-To whose Replaces names no dialog through the SBC (403)
+	reasonReferLocalUnsupported reason = "refer_local_unsupported"   // a REFER refer = "local" cannot carry out: Replaces, media not anchored, the target on another realm, no SDP (501/488)
 )
 
 // dropReasons is the closed set of (stage, reason) pairs sbc_dropped_total
@@ -111,6 +118,9 @@ var dropReasons = []struct {
 	{stageMedia, mediaReasons},
 	{stageBridge, []reason{reasonSendFailed, reasonDialRefused}},
 	{stageAdmin, []reason{reasonBlocked}},
+	{stageTransfer, []reason{reasonReferRefused, reasonReferToInvalid, reasonReferToScheme, reasonReferToHeader, reasonReferReplaces,
+		reasonReferLocalUnsupported, reasonNoRoute, reasonNoOutboundRoute, reasonDeniedDestination, reasonPremiumDestination,
+		reasonInternational, reasonNoTarget}},
 }
 
 func validateReasons() []reason {

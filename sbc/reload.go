@@ -413,6 +413,7 @@ var reloadFields = map[string]reloadRule{
 	"trunk.Identities":       ruleDerived,
 	"trunk.media_encryption": ruleLive, // new calls
 	"trunk.media_required":   ruleLive,
+	"trunk.refer":            ruleLive, // new calls (a call's REFERs are handled with its snapshot)
 	"trunk.max_calls":        ruleLive, // calls in progress are counted against the new cap, none is ended
 	"trunk.cps":              ruleLive,
 	"trunk.allow_register":   ruleLive,
@@ -424,6 +425,7 @@ var reloadFields = map[string]reloadRule{
 	"pool.transport":             ruleLive,
 	"pool.tcp_for_large":         ruleLive,
 	"pool.media_encryption":      ruleLive, // new calls
+	"pool.refer":                 ruleLive, // new calls (a call's REFERs are handled with its snapshot)
 	"pool.tls.cert_file":         ruleLive, // new connections; open ones are kept
 	"pool.tls.key_file":          ruleLive,
 	"pool.tls.ca_file":           ruleLive,

@@ -33,6 +33,9 @@ type pool struct {
 	// binding: the one-target pool of a call to a registered user
 	// (regcall.go): no health of its own.
 	binding bool
+	// hairpin: the one-target pool of an INVITE with Replaces sent to the
+	// peer of the dialog it names (transfer.go): no health, no metrics.
+	hairpin bool
 }
 
 // targetSet holds every target by pool and address, across reloads.

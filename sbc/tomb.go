@@ -95,6 +95,13 @@ func (c *call) tombsLocked() []*tomb {
 		}
 		out = append(out, t)
 	}
+	// The legs a local transfer took out of the call (transfer.go): BYEd
+	// already; a BYE of theirs crossing it still gets its 200.
+	for _, l := range c.detached[c.detachedBuried:] {
+		out = append(out, &tomb{key: dialogKey(l.callID, l.localTag), ep: l.ep, st: c.st, peer: l.peer.Addr().Unmap(),
+			transport: l.transport, dest: l.dest(), inviteCSeq: l.inviteCSeq})
+	}
+	c.detachedBuried = len(c.detached)
 	return out
 }
 

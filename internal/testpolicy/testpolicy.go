@@ -171,6 +171,7 @@ type Trunk struct {
 	Transports      []string
 	MediaEncryption string // "any", "none", "sdes"; "" writes no key
 	MediaRequired   bool
+	Refer           string // "relay", "local", "refuse"; "" writes no key
 	// Extra is raw TOML written at the end of the trunk's table (keys).
 	Extra string
 }
@@ -183,6 +184,7 @@ type Pool struct {
 	// MediaEncryption is what the SBC offers the targets ("none",
 	// "sdes", "any"); "" writes no key.
 	MediaEncryption string
+	Refer           string // "relay", "local", "refuse"; "" writes no key
 	Targets         []Target
 	Health          *Health
 	TLS             *PoolTLS
@@ -587,6 +589,7 @@ func (p *Policy) TOML() string {
 		w.strs("transports", t.Transports)
 		w.str("media_encryption", t.MediaEncryption)
 		w.bool("media_required", t.MediaRequired)
+		w.str("refer", t.Refer)
 		w.raw(t.Extra)
 	}
 
@@ -596,6 +599,7 @@ func (p *Policy) TOML() string {
 		w.str("realm", pl.Realm)
 		w.str("transport", pl.Transport)
 		w.str("media_encryption", pl.MediaEncryption)
+		w.str("refer", pl.Refer)
 		w.ind = "  "
 		for _, t := range pl.Targets {
 			w.line("[[pool.target]]")

@@ -43,7 +43,7 @@ func full() *Policy {
 			{Name: "carrier", Realm: "external", Sources: []string{"127.0.0.1/32", "2001:db8::/48"},
 				MaxCalls: 5, CPS: 7, AllowRegister: true, RegisterDomains: []string{"pbx.example.com"},
 				Extra: "# a comment in the trunk"},
-			{Name: "other", Realm: "external", Sources: []string{"192.0.2.1"}, MediaEncryption: "sdes", MediaRequired: true,
+			{Name: "other", Realm: "external", Sources: []string{"192.0.2.1"}, MediaEncryption: "sdes", MediaRequired: true, Refer: "local",
 				Transports: []string{"tcp", "tls"}},
 			{Name: "tlsonly", Realm: "external", TLSIdentities: []string{"dns:sip.carrier.example"}},
 		},
@@ -52,7 +52,7 @@ func full() *Policy {
 				Targets: []Target{{Address: "[::1]:5080", Weight: new(3)}, {Address: "[::1]:5081", Weight: new(0)}},
 				Health:  &Health{Interval: policy.D(50 * time.Millisecond), Timeout: policy.D(40 * time.Millisecond), Up: 4, Down: 5},
 				Extra:   "# a comment after the pool"},
-			{Name: "reg", Realm: "internal", Targets: Targets("[::1]:5090"), MediaEncryption: "sdes"},
+			{Name: "reg", Realm: "internal", Targets: Targets("[::1]:5090"), MediaEncryption: "sdes", Refer: "refuse"},
 			{Name: "secure", Realm: "internal", Transport: "tls", Targets: Targets("[::1]:5091"),
 				TLS: &PoolTLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem", CAFile: "ca.pem", MinVersion: "1.2", ServerName: "pbx.example.com"}},
 			{Name: "carrier-a", Realm: "external", Targets: []Target{{Address: "[::1]:5070", Priority: 2}},
@@ -81,7 +81,7 @@ func full() *Policy {
 		XDP: &XDP{Enabled: true, Interfaces: []string{"veth0"}, Mode: "generic", PinDir: "/sys/fs/bpf/test", Scope: "host",
 			RatePPS: 1000, Burst: 2000},
 		Nftables: &Nftables{Enabled: true, Table: "sbctest", MediaPorts: []int{10000, 20000}, TrunksOnly: true},
-		Media:    &Media{Anchor: new(false), Timeout: policy.D(30 * time.Second), Quarantine: policy.D(time.Second)},
+		Media:    &Media{Anchor: new(false), Timeout: policy.D(30 * time.Second), Quarantine: policy.D(time.Second), KernelRelay: []string{"veth0"}},
 		CDR:      &CDR{Enabled: true, File: "/tmp/sbctest-cdr.jsonl", MaxSizeMB: 5, MaxFiles: 3, Queue: 100},
 		HEP:      &HEP{Enabled: true, Address: "127.0.0.1:9060", AgentID: 7, Password: "hep-pw", Queue: 100},
 		Webhooks: []Webhook{
@@ -190,6 +190,7 @@ func TestEveryOptionParses(t *testing.T) {
 	check("realm[1].media", [3]any{p.Realms[1].Media.Addr, p.Realms[1].Media.AdvertiseAddr, [2]int{p.Realms[1].Media.Min, p.Realms[1].Media.Max}},
 		[3]any{netip.MustParseAddr("::1"), netip.MustParseAddr("2001:db8::9"), [2]int{30000, 30099}})
 	check("media", [3]any{p.Media.Anchored(), p.Media.Timeout.Duration, p.Media.Quarantine.Duration}, [3]any{false, 30 * time.Second, time.Second})
+	check("media.kernel_relay", p.Media.KernelRelay, []string{"veth0"})
 	lt := ext.Listeners[2].TLS
 	check("listener[2].tls", *lt, policy.TLS{CertFile: "sbc.pem", KeyFile: "sbc-key.pem", CAFile: "ca.pem",
 		MinVersion: "1.3", Min: tls.VersionTLS13, ClientAuth: "require", RevokedSPKI: []string{strings.Repeat("ab", 32)},
@@ -198,6 +199,8 @@ func TestEveryOptionParses(t *testing.T) {
 	check("listener[3].origins", ext.Listeners[3].Origins, []string{"https://app.example.com"})
 	check("trunk[1].media_encryption", [2]any{p.Trunks[1].MediaEncryption, p.Trunks[1].MediaRequired}, [2]any{"sdes", true})
 	check("pool[1].media_encryption", p.Pools[1].MediaEncryption, "sdes")
+	check("trunk[1].refer", p.Trunks[1].Refer, "local")
+	check("pool[1].refer", p.Pools[1].Refer, "refuse")
 	check("trunk[2].tls_identities", p.Trunks[2].Identities, []policy.TLSIdentity{{Kind: "dns", Value: "sip.carrier.example"}})
 	check("pool[2].tls.server_name", p.Pools[2].TLS.ServerName, "pbx.example.com")
 	check("pool[2].tls.cert_file", p.Pools[2].TLS.CertFile, "sbc.pem")
