@@ -368,6 +368,10 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 		remoteCSeq: req.CSeq().SeqNo, routes: recordRoutes(req, false),
 	}
 	c.a.sips = req.Recipient.Scheme == "sips"
+	// A remote user (a trunk that may register) is often behind NAT and
+	// advertises a Contact nobody can reach: requests towards it go where
+	// its INVITE came from (its flow), like those to a registered device.
+	c.a.flow = p.trunk != nil && p.trunk.AllowRegister
 	if ct := req.Contact(); ct != nil {
 		c.a.target = *ct.Address.Clone()
 	} else {

@@ -39,6 +39,10 @@ type CallerOptions struct {
 	MediaPort int
 	// UserAgent is the User-Agent header value; default "sipua-caller".
 	UserAgent string
+	// ContactAddr, if set, is the host:port put into the Contact instead
+	// of the bound address: a device behind NAT that advertises its
+	// private address. Requests sent there never reach the Caller.
+	ContactAddr string
 	// Logger receives sipgo's logs; nil discards them.
 	Logger *slog.Logger
 	// LogLimit bounds the Received log (the oldest half is dropped when it
@@ -78,6 +82,7 @@ func NewCaller(opts CallerOptions) (*Caller, error) {
 		mediaIP:    opts.MediaIP,
 		mediaPort:  opts.MediaPort,
 		onRegister: opts.OnRegister,
+		contact:    opts.ContactAddr,
 	}
 	tp := strings.ToUpper(opts.Transport)
 	switch tp {

@@ -53,6 +53,7 @@ type epConfig struct {
 	tlsServer, tlsClient *tls.Config
 	name                 string // User-Agent and Server header value
 	user                 string // user part of our Contact and From
+	contact              string // host:port of our Contact when not the bound address (CallerOptions.ContactAddr)
 	mediaIP              string // address put into SDP; "" = the bound IP
 	// mediaPort, if set, is the port put into every SDP (a test's own
 	// media socket); 0 = a made-up port per dialog.
@@ -415,6 +416,11 @@ func (ep *endpoint) via(transport string) *sip.ViaHeader {
 
 func (ep *endpoint) contact(transport string) *sip.ContactHeader {
 	host, port := ep.hostPort(transport)
+	if ep.cfg.contact != "" {
+		h, p, _ := net.SplitHostPort(ep.cfg.contact)
+		host = h
+		port, _ = strconv.Atoi(p)
+	}
 	u := sip.Uri{Scheme: "sip", User: ep.cfg.user, Host: uriHost(host), Port: port}
 	if transport == "TCP" || transport == "TLS" {
 		u.UriParams = sip.HeaderParams{{K: "transport", V: strings.ToLower(transport)}}
