@@ -203,7 +203,7 @@ func (s *SBC) newCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx s
 // newOutboundCall starts a call from a backend to carriers (outbound.go):
 // routed by its outbound route, then the same as an inbound call.
 func (s *SBC) newOutboundCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx sip.ServerTransaction, release func()) {
-	plan, v := routeOutbound(st, p, req)
+	plan, v := routeOutbound(st, p, req, s.now())
 	if !v.pass() {
 		release()
 		s.act(ep, p, req, tx, v)

@@ -42,6 +42,11 @@ type Metrics struct {
 	RegisterLocks   prometheus.Counter     // AoRs locked for a source (autoblock.register_guesses)
 	OutboundCalls   *prometheus.CounterVec // result (callResults): calls from the backends to carriers
 	CarrierAuth     *prometheus.CounterVec // pool, result (authResults): carriers' digest challenges
+	// OutboundRegistered, OutboundRegFailures: registrations with
+	// carriers (outreg.go); DNSResolutions: host-name targets (resolve.go).
+	OutboundRegistered  *prometheus.GaugeVec   // pool, target
+	OutboundRegFailures *prometheus.CounterVec // pool, reason (regFailReasons)
+	DNSResolutions      *prometheus.CounterVec // result (dnsResults)
 
 	AdminRequests     *prometheus.CounterVec // result (adminResults)
 	AdminAuthFailures *prometheus.CounterVec // reason (adminAuthReasons)
@@ -131,6 +136,16 @@ func newMetrics() *Metrics {
 		Name: "sbc_carrier_auth_total", Help: "Digest challenges of carriers to the SBC's INVITEs by pool and result: answered (with the pool's credentials), rejected (challenged again: the target failed), unusable (a realm or algorithm the SBC cannot answer: the target failed).",
 	}, []string{"pool", "result"})
 	r.MustRegister(m.TrunkCalls, m.TrunkFailures, m.RegisterGuesses, m.RegisterLocks, m.OutboundCalls, m.CarrierAuth)
+	m.OutboundRegistered = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sbc_outbound_registration_up", Help: "1 while the SBC's registration with a carrier target is in force, else 0.",
+	}, []string{"pool", "target"})
+	m.OutboundRegFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_outbound_registration_failures_total", Help: "Failed registrations with carriers by pool and reason: timeout, transport, auth, rejected, unavailable.",
+	}, []string{"pool", "reason"})
+	m.DNSResolutions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_dns_resolutions_total", Help: "Resolutions of host-name pool targets by result: ok, failed.",
+	}, []string{"result"})
+	r.MustRegister(m.OutboundRegistered, m.OutboundRegFailures, m.DNSResolutions)
 	m.AdminRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sbc_admin_requests_total", Help: "Admin API requests by result: ok (the route's handler answered), or why they were refused before it.",
 	}, []string{"result"})

@@ -86,6 +86,14 @@ type SBC struct {
 
 	runtime runtimeState // admin API state: drain, disabled trunks, CPS meters (adminstate.go)
 	version string
+
+	// clock, when set (tests), is the time of day of outbound routes.
+	clock func() time.Time
+	// outreg runs the outbound registrations, dns the resolver of
+	// host-name targets (outreg.go, resolve.go).
+	outreg outregs
+	dns    *resolver
+	raw    atomic.Pointer[policy.Policy] // the policy in force as the file gave it (host names unresolved)
 }
 
 // snapshot is everything derived from one policy. Calls keep the snapshot
@@ -178,6 +186,13 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	// sipgo creates some loggers from its global default (set once, in
 	// init, to avoid racing with its readers); point it at this SBC.
 	sipgoTarget.Store(&handlerBox{s.sipLog.Handler()})
+	// Host-name targets: the policy in force has their addresses
+	// (resolve.go).
+	s.dns = newResolver(s.log, s.metrics)
+	raw := p
+	p = s.expand(p)
+	s.raw.Store(raw)
+	s.dns.commit(raw.DNS, raw.Hosts())
 	snap, err := s.buildSnapshot(p, &s.targets)
 	if err != nil {
 		return nil, err
@@ -264,7 +279,9 @@ func (s *SBC) Start(ctx context.Context) error {
 	}
 	s.fast = s.startFastPath(ctx, p)
 	s.metrics.Registry.MustRegister(blocklistCollectors(s.def.blocklist)...)
-	s.wg.Add(7)
+	s.wg.Add(8)
+	go func() { defer s.wg.Done(); s.dns.loop(ctx, s.reloadResolved) }()
+	s.outreg.start(ctx, s, p)
 	go func() { defer s.wg.Done(); s.auditBlocks(ctx) }()
 	go func() { defer s.wg.Done(); s.snapshotLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.watchBlocks(ctx) }()
@@ -310,6 +327,9 @@ func (s *SBC) Close() error {
 		time.Sleep(5 * time.Millisecond)
 	}
 	s.runtime.stopDrain()
+	// Outbound registrations unregister while the listeners are open
+	// (bounded).
+	s.outreg.stopAll()
 	s.cancel()
 	if s.admin != nil {
 		s.admin.close()
@@ -318,6 +338,7 @@ func (s *SBC) Close() error {
 		ep.close()
 	}
 	s.wg.Wait()
+	s.outreg.wg.Wait()
 	if err := s.ops.Load().close(); err != nil {
 		s.log.Error("operator outputs: close", "error", err.Error())
 	}
