@@ -113,10 +113,11 @@ func hostTarget(s string) (host string, port uint16, err error) {
 	if err != nil || pn == 0 {
 		return "", 0, fmt.Errorf("port must be 1..65535")
 	}
+	h = strings.TrimSuffix(h, ".") // a fully qualified name
 	if !validHostname(h) || !strings.ContainsFunc(h, func(r rune) bool { return (r < '0' || r > '9') && r != '.' }) {
 		return "", 0, fmt.Errorf("not a DNS name")
 	}
-	return strings.ToLower(strings.TrimSuffix(h, ".")), uint16(pn), nil
+	return strings.ToLower(h), uint16(pn), nil
 }
 
 // register checks a pool's [pool.register].
