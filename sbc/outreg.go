@@ -460,8 +460,8 @@ func splitHostPort(s string) (string, int, error) {
 
 // now is the time of day for outbound routes (clock in tests).
 func (s *SBC) now() time.Time {
-	if s.clock != nil {
-		return s.clock()
+	if c := s.clock.Load(); c != nil {
+		return (*c)()
 	}
 	return time.Now()
 }

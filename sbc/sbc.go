@@ -88,7 +88,7 @@ type SBC struct {
 	version string
 
 	// clock, when set (tests), is the time of day of outbound routes.
-	clock func() time.Time
+	clock atomic.Pointer[func() time.Time]
 	// outreg runs the outbound registrations, dns the resolver of
 	// host-name targets (outreg.go, resolve.go).
 	outreg outregs
