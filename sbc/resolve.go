@@ -329,3 +329,31 @@ func (s *SBC) reloadResolved() {
 	s.log.Info("dns: applying the new addresses of target names")
 	_ = s.reloadLocked(raw)
 }
+
+// loopHandle stops a goroutine and waits for it.
+type loopHandle struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// startResolveLoop runs the resolver's loop until stopResolveLoop. It is
+// not one of s.wg's goroutines: applying new addresses takes s.mu, which
+// Close holds while it waits for those.
+func (s *SBC) startResolveLoop(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	h := &loopHandle{cancel: cancel, done: make(chan struct{})}
+	s.dnsRun.Store(h)
+	go func() {
+		defer close(h.done)
+		s.dns.loop(ctx, s.reloadResolved)
+	}()
+}
+
+// stopResolveLoop ends the resolver's loop (waiting for a reload it is
+// applying), if it runs.
+func (s *SBC) stopResolveLoop() {
+	if h := s.dnsRun.Swap(nil); h != nil {
+		h.cancel()
+		<-h.done
+	}
+}

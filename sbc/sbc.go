@@ -93,6 +93,7 @@ type SBC struct {
 	// host-name targets (outreg.go, resolve.go).
 	outreg outregs
 	dns    *resolver
+	dnsRun atomic.Pointer[loopHandle] // the resolver's loop, between Start and Close
 	raw    atomic.Pointer[policy.Policy] // the policy in force as the file gave it (host names unresolved)
 }
 
@@ -279,8 +280,8 @@ func (s *SBC) Start(ctx context.Context) error {
 	}
 	s.fast = s.startFastPath(ctx, p)
 	s.metrics.Registry.MustRegister(blocklistCollectors(s.def.blocklist)...)
-	s.wg.Add(8)
-	go func() { defer s.wg.Done(); s.dns.loop(ctx, s.reloadResolved) }()
+	s.wg.Add(7)
+	s.startResolveLoop(ctx)
 	s.outreg.start(ctx, s, p)
 	go func() { defer s.wg.Done(); s.auditBlocks(ctx) }()
 	go func() { defer s.wg.Done(); s.snapshotLoop(ctx) }()
@@ -313,6 +314,9 @@ func (s *SBC) Start(ctx context.Context) error {
 // Close ends every call (BYE to both legs), stops listeners and waits for
 // the SBC's goroutines.
 func (s *SBC) Close() error {
+	// First, without s.mu: the resolver's loop may be applying new
+	// addresses (a reload, which takes s.mu).
+	s.stopResolveLoop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.started {
