@@ -13,6 +13,7 @@ import (
 	"github.com/sbc-project/sbc/internal/sipua"
 	"github.com/sbc-project/sbc/internal/testpolicy"
 	"github.com/sbc-project/sbc/policy"
+	"github.com/sbc-project/sbc/secrets"
 )
 
 // testRegistrar is a carrier's registrar (sipgo, UDP on 127.0.0.9): it
@@ -24,6 +25,9 @@ type testRegistrar struct {
 	got  []string
 	code int
 	ch   chan struct{}
+	// auth, when set before the first REGISTER, challenges each REGISTER
+	// without credentials (401) and verifies the answer (403 if wrong).
+	auth *digestCarrier
 }
 
 func newTestRegistrar(t *testing.T) *testRegistrar {
@@ -49,6 +53,22 @@ func newTestRegistrar(t *testing.T) *testRegistrar {
 		user := ""
 		if c := req.Contact(); c != nil {
 			user = c.Address.User
+		}
+		if r.auth != nil {
+			if h := req.GetHeader("Authorization"); h == nil {
+				plan := r.auth.answer(req)
+				res := sip.NewResponseFromRequest(req, plan.Final, "Unauthorized", nil)
+				for _, h := range plan.Headers {
+					res.AppendHeader(h)
+				}
+				_ = tx.Respond(res)
+				return
+			} else if !r.auth.verify(req, h.Value()) {
+				r.auth.failed.Add(1)
+				_ = tx.Respond(sip.NewResponseFromRequest(req, 403, "Forbidden", nil))
+				return
+			}
+			r.auth.verified.Add(1)
 		}
 		r.mu.Lock()
 		r.got = append(r.got, user+" "+exp)
@@ -248,5 +268,44 @@ func TestOutboundTimeOfDay(t *testing.T) {
 		if err := call.Bye(e.ctx); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestOutboundRegistrationSealedPassword: the registrar challenges; the
+// SBC answers with [pool.auth]'s password sealed under the master key
+// (opened when the policy is applied), and the registrar verifies it,
+// on the registration and on the unregistration at Close.
+func TestOutboundRegistrationSealedPassword(t *testing.T) {
+	t.Setenv(secrets.EnvKey, secrets.GenerateKey())
+	keys, err := secrets.LoadKeyring(secrets.Sources{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := keys.Seal([]byte("s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	reg := newTestRegistrar(t)
+	reg.auth = newDigestCarrier("acct", "s3cret")
+	pb := registerPolicy(reg, "127.0.0.5:5080", "u1")
+	pb.Pool("carrier-a").Auth = &testpolicy.PoolAuth{Username: "acct", Password: sealed}
+	s, err := New(pb.Parse(t), Options{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := reg.next(ctx, t, 0); got != "u1 60" {
+		t.Fatalf("REGISTER %q, want u1 60", got)
+	}
+	s.Close()
+	if got := reg.next(ctx, t, 1); got != "u1 0" {
+		t.Fatalf("REGISTER %q at Close, want the unregistration u1 0", got)
+	}
+	if v, f := reg.auth.verified.Load(), reg.auth.failed.Load(); v != 2 || f != 0 {
+		t.Fatalf("registrar verified %d digest answers, refused %d; want 2, 0", v, f)
 	}
 }
