@@ -52,7 +52,7 @@ hours = "09:00-17:00"
 	// 2026-12-07 is a Monday; London is UTC+0 in December, UTC+1 in July.
 	for _, c := range []struct {
 		when, tz, user string
-		want          string // pool of the route, "" none
+		want           string // pool of the route, "" none
 	}{
 		{"2026-12-07 08:00", "Europe/London", "+447700", "carrier-a"}, // start included
 		{"2026-12-07 17:59", "Europe/London", "+447700", "carrier-a"},

@@ -85,7 +85,9 @@ func TestSIPpOutboundRegistration(t *testing.T) {
 		t.Logf("sbc log:\n%s", tail(logs.String(), 8000))
 	}
 	target := fmt.Sprintf("127.0.0.1:%d", port)
-	up := func() float64 { return testutil.ToFloat64(s.Metrics().OutboundRegistered.WithLabelValues("carrier-a", target)) }
+	up := func() float64 {
+		return testutil.ToFloat64(s.Metrics().OutboundRegistered.WithLabelValues("carrier-a", target))
+	}
 	fails := func() float64 {
 		return testutil.ToFloat64(s.Metrics().OutboundRegFailures.WithLabelValues("carrier-a", "unavailable"))
 	}

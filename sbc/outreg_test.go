@@ -136,7 +136,9 @@ func TestOutboundRegistrationReload(t *testing.T) {
 	if got := reg.next(ctx, t, 0); got != "u1 60" {
 		t.Fatalf("REGISTER %q, want u1 60", got)
 	}
-	up := func() float64 { return testutil.ToFloat64(s.metrics.OutboundRegistered.WithLabelValues("carrier-a", reg.addr)) }
+	up := func() float64 {
+		return testutil.ToFloat64(s.metrics.OutboundRegistered.WithLabelValues("carrier-a", reg.addr))
+	}
 	waitUntil(ctx, t, "registered", func() bool { return up() == 1 })
 	// The same registration: nothing sent (the next REGISTER seen is the
 	// unregistration below).

@@ -93,7 +93,7 @@ type SBC struct {
 	// host-name targets (outreg.go, resolve.go).
 	outreg outregs
 	dns    *resolver
-	dnsRun atomic.Pointer[loopHandle] // the resolver's loop, between Start and Close
+	dnsRun atomic.Pointer[loopHandle]    // the resolver's loop, between Start and Close
 	raw    atomic.Pointer[policy.Policy] // the policy in force as the file gave it (host names unresolved)
 }
 
