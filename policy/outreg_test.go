@@ -260,3 +260,45 @@ realm = "external"
 		}
 	}
 }
+
+// windowRoutes is a policy with windowed and always-on outbound routes.
+func windowRoutes(t testing.TB) *Policy {
+	p, err := Parse("t.toml", []byte(outboundBase+`
+[[outbound_route]]
+prefix = "+44"
+pools = ["carrier-b"]
+[[outbound_route]]
+prefix = "+44"
+pools = ["carrier-a"]
+hours = "08:00-18:00"
+days = ["mon-fri"]
+timezone = "Europe/London"
+[[outbound_route]]
+prefix = "+4420"
+pools = ["carrier-a"]
+hours = "22:00-06:00"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestOutboundRouteAtAllocs: the route lookup is on the path of every
+// outbound call; with time windows it still allocates nothing.
+func TestOutboundRouteAtAllocs(t *testing.T) {
+	p := windowRoutes(t)
+	now := at(t, "UTC", "2026-12-07 10:00")
+	if n := testing.AllocsPerRun(100, func() { p.OutboundRouteAt("pbx", "+442079460000", now) }); n != 0 {
+		t.Fatalf("OutboundRouteAt allocates %v times", n)
+	}
+}
+
+func BenchmarkOutboundRouteAt(b *testing.B) {
+	p := windowRoutes(b)
+	now := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	b.ReportAllocs()
+	for b.Loop() {
+		p.OutboundRouteAt("pbx", "+442079460000", now)
+	}
+}

@@ -214,8 +214,8 @@ func (r *resolver) refreshWith(ctx context.Context, cfg policy.DNS, host string,
 			r.log.Info("dns: target name resolves again", "name", host, "addresses", addrStrings(addrs))
 		}
 		n.failing, n.good, n.next = false, now, now.Add(ttl)
-		if slices.Equal(n.addrs, addrs) {
-			return false
+		if sameAddrs(n.addrs, addrs) {
+			return false // servers that rotate their answers change nothing
 		}
 		if n.addrs != nil {
 			r.log.Warn("dns: target addresses changed", "name", host, "old", addrStrings(n.addrs), "new", addrStrings(addrs), "ttl", ttl.String())
@@ -289,6 +289,17 @@ const (
 )
 
 var dnsResults = []string{dnsOK, dnsFailed}
+
+// sameAddrs reports whether a and b hold the same addresses, in any order.
+func sameAddrs(a, b []netip.Addr) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	x, y := slices.Clone(a), slices.Clone(b)
+	slices.SortFunc(x, netip.Addr.Compare)
+	slices.SortFunc(y, netip.Addr.Compare)
+	return slices.Equal(x, y)
+}
 
 func addrStrings(as []netip.Addr) []string {
 	out := make([]string, len(as))

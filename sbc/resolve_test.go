@@ -202,6 +202,12 @@ func TestResolverCache(t *testing.T) {
 	if hosts, _ := r.due(t0.Add(31 * time.Second)); !slices.Contains(hosts, "a.test") {
 		t.Fatalf("due after the TTL: %v", hosts)
 	}
+	// The same addresses in another order (a server rotating its
+	// answers): no change, the order in service stays.
+	srv.set("a.test", "192.0.2.2", "192.0.2.1")
+	if r.refresh(ctx, "a.test", t0.Add(31*time.Second)) || !slices.Equal(addrStrings(r.addrs("a.test")), []string{"192.0.2.1", "192.0.2.2"}) {
+		t.Fatalf("a rotated answer is a change: %v", r.addrs("a.test"))
+	}
 	// Fails from t0: kept until stale_for, then gone (a change).
 	srv.failing.Store(true)
 	if r.refresh(ctx, "a.test", t0.Add(time.Minute)) || len(r.addrs("a.test")) != 2 {
