@@ -48,7 +48,8 @@ type PoolRegister struct {
 // background.
 type DNS struct {
 	// Servers: "ip" or "ip:port" of recursive resolvers, tried in order.
-	// Default: the nameservers of /etc/resolv.conf.
+	// Default: the nameservers of /etc/resolv.conf (/etc/hosts is not
+	// read).
 	Servers []string `toml:"servers"`
 	// MinTTL, MaxTTL clamp the TTL of an answer. Defaults "30s" and
 	// "1h"; MinTTL at least "1s".
