@@ -86,16 +86,23 @@ func (d *testDNS) serve(w dns.ResponseWriter, q *dns.Msg) {
 func TestHostNameTargetFollowsDNS(t *testing.T) {
 	const ip1, ip2 = carrierAIP, "127.0.0.8"
 	srv := newTestDNS(t)
-	// A second carrier on the same port at the other address.
-	first, err := sipua.NewBackend(sipua.BackendOptions{UDP: ip1 + ":0", Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := netip.MustParseAddrPort(first.Addr()).Port()
-	second, err := sipua.NewBackend(sipua.BackendOptions{UDP: netip.AddrPortFrom(netip.MustParseAddr(ip2), port).String(), Logger: testLogger()})
-	if err != nil {
-		first.Close()
-		t.Skipf("port %d not free on %s: %v", port, ip2, err)
+	// A second carrier on the same port at the other address (a few
+	// tries: the port may be taken there).
+	var first, second *sipua.Backend
+	var port uint16
+	for try := 0; second == nil; try++ {
+		var err error
+		if first, err = sipua.NewBackend(sipua.BackendOptions{UDP: ip1 + ":0", Logger: testLogger()}); err != nil {
+			t.Fatal(err)
+		}
+		port = netip.MustParseAddrPort(first.Addr()).Port()
+		second, err = sipua.NewBackend(sipua.BackendOptions{UDP: netip.AddrPortFrom(netip.MustParseAddr(ip2), port).String(), Logger: testLogger()})
+		if err != nil {
+			first.Close()
+			if try == 5 {
+				t.Fatalf("no port free on both %s and %s: %v", ip1, ip2, err)
+			}
+		}
 	}
 	t.Cleanup(func() { first.Close(); second.Close() })
 	srv.set("sip.carrier.test", ip1)
