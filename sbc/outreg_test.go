@@ -311,3 +311,47 @@ func TestOutboundRegistrationSealedPassword(t *testing.T) {
 		t.Fatalf("registrar verified %d digest answers, refused %d; want 2, 0", v, f)
 	}
 }
+
+// TestRegisteredCarrierCallsIn: the carrier the SBC registered with calls
+// the registered contact (sip:u1@the SBC's external face) from its
+// address; a trunk whose sources hold that address takes the call and
+// routes it to the PBX, like any inbound carrier call.
+func TestRegisteredCarrierCallsIn(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pbx, err := sipua.NewBackend(sipua.BackendOptions{UDP: "127.0.0.5:0", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pbx.Close()
+	reg := newTestRegistrar(t)
+	pb := registerPolicy(reg, pbx.Addr(), "u1")
+	pb.Trunks[0].Sources = []string{"127.0.0.9/32"} // the carrier's address
+	s := startSBC(t, pb.Parse(t), Options{Logger: testLogger()})
+	if got := reg.next(ctx, t, 0); got != "u1 60" {
+		t.Fatalf("REGISTER %q, want u1 60", got)
+	}
+	carrier, err := sipua.NewCaller(sipua.CallerOptions{Addr: "127.0.0.9:0", User: "+15551230000", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer carrier.Close()
+	ext, _ := s.ListenAddr("external", "udp")
+	c, err := carrier.Dial(ctx, ext.String(), sipua.DialOptions{User: "u1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.WaitFinal(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 200 || len(pbx.Calls()) != 1 {
+		t.Fatalf("call to the registered contact: %d, PBX calls %d", res.StatusCode, len(pbx.Calls()))
+	}
+	if err := c.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(ctx, t, "the call counted for the trunk", func() bool {
+		return testutil.ToFloat64(s.metrics.TrunkCalls.WithLabelValues("carrier", resultAnswered)) == 1
+	})
+}
