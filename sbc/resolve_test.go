@@ -2,6 +2,7 @@ package sbc
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"net/netip"
 	"slices"
@@ -230,5 +231,31 @@ func TestResolverCache(t *testing.T) {
 	r.commit(cfg, []string{"missing.test"})
 	if r.addrs("a.test") != nil {
 		t.Fatal("a name no longer used is still cached")
+	}
+}
+
+// TestHostNameTargetTLSName: over TLS, an address of a host-name target
+// is verified against the name (unless the pool sets server_name); an IP
+// target against its IP.
+func TestHostNameTargetTLSName(t *testing.T) {
+	// The policy as WithResolved leaves it (a TLS listener needs
+	// certificates that this test does not need).
+	p := &policy.Policy{Pools: []policy.Pool{{Name: "carrier-t", Realm: "external", Transport: "tls",
+		TLS: &policy.TLS{Min: tls.VersionTLS12},
+		Targets: []policy.Target{
+			{Addr: netip.MustParseAddrPort("127.0.0.10:5061"), Name: "sip.carrier.test"},
+			{Addr: netip.MustParseAddrPort("127.0.0.11:5061")},
+		}}}}
+	s := &SBC{log: testLogger(), metrics: newMetrics()}
+	s.tls = newTLSFiles(s.log, s.metrics)
+	tt, err := s.buildTLS(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct := tt.targets[netip.MustParseAddr("127.0.0.10")]; ct == nil || ct.serverName != "sip.carrier.test" {
+		t.Fatalf("the resolved address's TLS: %+v", ct)
+	}
+	if ct := tt.targets[netip.MustParseAddr("127.0.0.11")]; ct == nil || ct.serverName != "" {
+		t.Fatalf("the IP target's TLS: %+v", ct)
 	}
 }
