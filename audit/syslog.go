@@ -32,7 +32,7 @@ func severity(k events.Kind) int {
 	switch k {
 	case events.AuthFailure, events.Blocked, events.ReloadFailed:
 		return sevWarning
-	case events.ConfigChanged, events.AdminAction, events.Unblocked:
+	case events.ConfigChanged, events.AdminAction, events.Unblocked, events.OutboundRegistration:
 		return sevNotice
 	}
 	return sevInfo

@@ -22,10 +22,14 @@ const (
 	Unblocked      Kind = "unblocked"       // a prefix left the blocklist (expiry or manual)
 	AdminAction    Kind = "admin_action"    // an admin API call that changed something
 	LimitTripped   Kind = "limit_tripped"   // a toll-fraud cap refused calls (Reason: the cap; at most once a minute per cap and source)
+	// OutboundRegistration: the SBC's registration with a carrier changed
+	// state (Reason: registered, failed, unregistered; Detail: pool,
+	// target, code, reason).
+	OutboundRegistration Kind = "outbound_registration"
 )
 
 // Kinds lists every Kind, for validation of policy filters and docs.
-var Kinds = []Kind{CallStarted, CallTerminated, ConfigChanged, ReloadFailed, AuthFailure, Blocked, Unblocked, AdminAction, LimitTripped}
+var Kinds = []Kind{CallStarted, CallTerminated, ConfigChanged, ReloadFailed, AuthFailure, Blocked, Unblocked, AdminAction, LimitTripped, OutboundRegistration}
 
 // Valid reports whether k is one of Kinds.
 func (k Kind) Valid() bool {

@@ -3,6 +3,7 @@ package policy
 import (
 	"slices"
 	"strings"
+	"time"
 )
 
 // lookup holds the tables validation builds for the query methods. It is
@@ -206,25 +207,43 @@ func (p *Policy) Carrier(name string) bool {
 	return false
 }
 
-// OutboundRouteFor returns the outbound route for a call from a target of
-// pool source to the dialled number user, or nil when none matches: the
-// route with the longest prefix that user starts with, and at equal
-// length the one naming source over one that names no pool. Routes naming
-// another pool never match. It does not allocate; routes are few and
-// scanned.
+// OutboundRouteFor is OutboundRouteAt now.
 func (p *Policy) OutboundRouteFor(source, user string) *OutboundRoute {
+	return p.OutboundRouteAt(source, user, time.Now())
+}
+
+// OutboundRouteAt returns the outbound route for a call from a target of
+// pool source to the dialled number user at time now, or nil when none
+// matches: among the routes whose time window (hours, days, timezone)
+// holds now, the route with the longest prefix that user starts with; at
+// equal length the one naming source over one that names no pool, then
+// one with a time window over one without (a window is the exception to
+// the route that always applies), then the first in the file. Routes
+// naming another pool never match. It does not allocate; routes are few
+// and scanned.
+func (p *Policy) OutboundRouteAt(source, user string, now time.Time) *OutboundRoute {
 	var best *OutboundRoute
 	for i := range p.OutboundRoutes {
 		r := &p.OutboundRoutes[i]
-		if (r.SourcePool != "" && r.SourcePool != source) || !strings.HasPrefix(user, r.Prefix) {
+		if (r.SourcePool != "" && r.SourcePool != source) || !strings.HasPrefix(user, r.Prefix) || !r.Window.Active(now) {
 			continue
 		}
-		if best == nil || len(r.Prefix) > len(best.Prefix) ||
-			(len(r.Prefix) == len(best.Prefix) && best.SourcePool == "" && r.SourcePool != "") {
+		if best == nil || better(r, best) {
 			best = r
 		}
 	}
 	return best
+}
+
+// better reports whether route r is more specific than b.
+func better(r, b *OutboundRoute) bool {
+	if len(r.Prefix) != len(b.Prefix) {
+		return len(r.Prefix) > len(b.Prefix)
+	}
+	if (r.SourcePool != "") != (b.SourcePool != "") {
+		return r.SourcePool != ""
+	}
+	return r.Window != nil && b.Window == nil
 }
 
 // Normalise applies the route's number rules to the dialled number user

@@ -531,7 +531,7 @@ nope = 1
 			`t.toml:8:1: server.log_levl: unknown key (did you mean "log_level"?)`,
 			`t.toml:9:1: server.Log_Level: unknown key (did you mean "log_level"?)`,
 			`t.toml:10:8: realm[0].x: unknown table (known here: name, listener, media)`,
-			`t.toml:11:3: bogus: unknown table (known here: server, admin, realm, trunk, pool, route, outbound_route, outbound, registrations, routing, calls, headers, limits, autoblock, xdp, nftables, media, cdr, hep, webhook, audit, secrets)`,
+			`t.toml:11:3: bogus: unknown table (known here: server, admin, realm, trunk, pool, route, outbound_route, outbound, registrations, dns, routing, calls, headers, limits, autoblock, xdp, nftables, media, cdr, hep, webhook, audit, secrets)`,
 			`t.toml:16:1: realm[0].listener[1].nope: unknown key (known here: transport, bind, advertise, tls, path, origins)`,
 			`t.toml:17:2: pool: [pool.health] needs a [[pool]] before it`,
 		}},
@@ -712,7 +712,7 @@ name = "p"
 realm = "r"
 transport = "tcp"
 [[pool.target]]
-address = "pbx.example.com:5060"
+address = "pbx_example.com:5060"
 [[pool.target]]
 address = "127.0.0.1:0"
 weight = -1
@@ -748,7 +748,7 @@ address = "[::1]:5080"
 weight = 1000001
 `, []string{
 			`t.toml:10:13: pool[0].transport: realm "r" has no tcp listener to reach the targets from`,
-			`t.toml:12:11: pool[0].target[0].address: invalid address "pbx.example.com:5060": want ip:port with an IP literal, e.g. "127.0.0.1:5080" or "[::1]:5080" (host names are not resolved)`,
+			`t.toml:12:11: pool[0].target[0].address: invalid address "pbx_example.com:5060": want ip:port (e.g. "127.0.0.1:5080" or "[::1]:5080") or host:port with a DNS name (e.g. "sip.carrier.example:5060")`,
 			`t.toml:14:11: pool[0].target[1].address: port must not be 0`,
 			`t.toml:15:10: pool[0].target[1].weight: must be between 0 and 1000000 (got -1)`,
 			`t.toml:17:11: pool[0].target[2].address: 0.0.0.0 is not a unicast address`,

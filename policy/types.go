@@ -27,9 +27,11 @@ type Policy struct {
 	// Registrations bounds the registration cache of remote users (trunks
 	// with allow_register) and keeps their NAT bindings alive.
 	Registrations Registrations `toml:"registrations"`
-	Routing       Routing       `toml:"routing"`
-	Calls         Calls         `toml:"calls"`
-	Headers       Headers       `toml:"headers"`
+	// DNS is how host-name pool targets are resolved (outreg.go).
+	DNS     DNS     `toml:"dns"`
+	Routing Routing `toml:"routing"`
+	Calls   Calls   `toml:"calls"`
+	Headers Headers `toml:"headers"`
 	// Limits are the per-source rate limits (edge defence, stage admit and
 	// the read filter).
 	Limits Limits `toml:"limits"`
@@ -418,6 +420,9 @@ type Pool struct {
 	// inside a call: "relay" (default), "local" (3PCC) or "refuse", as
 	// for a trunk.
 	Refer string `toml:"refer"`
+	// Register: the SBC registers with each target of the pool (a
+	// carrier's registrar), with Auth's credentials (outreg.go).
+	Register *PoolRegister `toml:"register"`
 }
 
 // PoolAuth are digest credentials towards a pool's targets (RFC 3261
@@ -444,7 +449,9 @@ func (p *Pool) LargeOverTCP() bool { return p.TCPForLarge == nil || *p.TCPForLar
 // Target is one backend.
 type Target struct {
 	// Address is "ip:port" with an IP literal (IPv6 in brackets) and a
-	// non-zero port. Host names are not accepted: a policy load does no DNS.
+	// non-zero port, or "host:port" with a DNS name: the SBC resolves it
+	// (A and AAAA, [dns]) and every address becomes a target with this
+	// target's weight and priority. A policy load does no DNS.
 	Address string `toml:"address"`
 	// Weight for weighted random choice among healthy targets; default 1,
 	// 0 means "never chosen" (drained); at most 1000000.
@@ -454,8 +461,14 @@ type Target struct {
 	// down or tried. Default 0; 0..1000.
 	Priority int `toml:"priority"`
 
-	Addr netip.AddrPort `toml:"-"`
+	Addr netip.AddrPort `toml:"-"` // invalid for a host-name target
 	W    int            `toml:"-"` // Weight with default applied
+	// Host is the DNS name of a host-name target (lower case), Port its
+	// port; "" for an IP target. Name is the name a resolved address
+	// came from (set by the SBC on the targets it resolved).
+	Host string `toml:"-"`
+	Port uint16 `toml:"-"`
+	Name string `toml:"-"`
 }
 
 // Health configures OPTIONS pings to each target of a pool.
@@ -527,6 +540,12 @@ type OutboundRoute struct {
 	// MaxDuration: an answered call on this route is torn down after
 	// this long. Absent: calls.max_duration; "0s" disables.
 	MaxDuration Duration `toml:"max_duration"`
+	// Hours, Days, Timezone: the route applies only within this time
+	// window (outreg.go); all absent: always.
+	Hours    string   `toml:"hours"`
+	Days     []string `toml:"days"`
+	Timezone string   `toml:"timezone"`
+	Window   *Window  `toml:"-"`
 }
 
 // Outbound holds the toll-fraud controls of outbound calls (from the

@@ -126,6 +126,7 @@ func validate(p *Policy, ix *index) {
 	v.calls()
 	v.outbound()
 	v.registrations()
+	v.dns()
 	v.headers()
 	v.limits()
 	v.autoBlock()
@@ -766,6 +767,7 @@ func (v *validator) poolList() {
 			}
 		}
 		v.targets(pp, pl)
+		v.register(pp, pl)
 		v.health(pp+".health", &pl.Health)
 		if a := pl.Auth; a != nil {
 			if a.Username == "" || !printableASCII(a.Username, false) || strings.ContainsAny(a.Username, `"\\`) {
@@ -807,6 +809,7 @@ func (v *validator) targets(pp string, pl *Pool) {
 		return
 	}
 	addrs := map[netip.AddrPort]string{}
+	hosts := map[string]string{}
 	anyWeight, weightErr := false, false
 	for j := range pl.Targets {
 		t := &pl.Targets[j]
@@ -830,7 +833,17 @@ func (v *validator) targets(pp string, pl *Pool) {
 		}
 		ap, err := netip.ParseAddrPort(t.Address)
 		if err != nil {
-			v.errf(tp+".address", "invalid address %s: want ip:port with an IP literal, e.g. \"127.0.0.1:5080\" or \"[::1]:5080\" (host names are not resolved)", quote(t.Address))
+			host, port, herr := hostTarget(t.Address)
+			if herr != nil {
+				v.errf(tp+".address", "invalid address %s: want ip:port (e.g. \"127.0.0.1:5080\" or \"[::1]:5080\") or host:port with a DNS name (e.g. \"sip.carrier.example:5060\")", quote(t.Address))
+				continue
+			}
+			if prev, dup := hosts[host+":"+strconv.Itoa(int(port))]; dup {
+				v.errf(tp+".address", "target %s is listed twice (first at %s)", t.Address, v.where(prev+".address"))
+				continue
+			}
+			hosts[host+":"+strconv.Itoa(int(port))] = tp
+			t.Host, t.Port = host, port
 			continue
 		}
 		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
@@ -979,7 +992,7 @@ func (v *validator) outbound() {
 			carrier[n] = true
 		}
 	}
-	type key struct{ src, prefix string }
+	type key struct{ src, prefix, hours, days, tz string }
 	seen := map[key]string{}
 	for i := range v.p.OutboundRoutes {
 		r := &v.p.OutboundRoutes[i]
@@ -1051,7 +1064,8 @@ func (v *validator) outbound() {
 				v.errf(rp+".prefix", "unreachable: every number of prefix %s is refused by outbound.deny_prefixes %s", quote(r.Prefix), quote(d))
 			}
 		}
-		k := key{r.SourcePool, r.Prefix}
+		v.window(rp, r)
+		k := key{r.SourcePool, r.Prefix, r.Hours, strings.Join(r.Days, ","), r.Timezone}
 		if prev, dup := seen[k]; dup {
 			v.errf(rp, "duplicate outbound route for source_pool %q and prefix %q (first at %s)", r.SourcePool, r.Prefix, v.where(prev))
 			continue

@@ -252,7 +252,7 @@ func (s *SBC) newOutboundCall(ep *endpoint, st *snapshot, p peer, req *sip.Reque
 		s.startCall(ep, st, p, req, tx, release, plan)
 		return
 	}
-	plan, v := routeOutbound(st, p, req)
+	plan, v := routeOutbound(st, p, req, s.now())
 	if !v.pass() {
 		release()
 		s.act(ep, p, req, tx, v)

@@ -37,7 +37,7 @@
 //	             outbound.go            SBC.admitOutbound: a backend's calls out (outbound caps);
 //	             register_guard.go      SBC.registerLocked: AoRs locked for a source
 //	4 route      route.go, health.go    policy RouteFor → pool.pick (health: healthLoop, passive);
-//	             outbound.go            routeOutbound: OutboundRouteFor → carrier pools, deny lists
+//	             outbound.go            routeOutbound: OutboundRouteAt (time-of-day windows) → carrier pools, deny lists
 //	5 bridge     call*.go, dialog.go    SBC.newCall (new INVITE), SBC.inDialog / SBC.onAck
 //	6 watch      watch.go, trust.go,    SBC.charge (the trust model), SBC.fail, SBC.watchResponse,
 //	             register_guard.go      SBC.watchRegister: failures, trunk health, guesses, auto-block
@@ -47,6 +47,13 @@
 // end action), the HEP export of every message read (at the read filter)
 // and written (sipgo's write hook) (hep.go), and the webhooks, which are
 // Sinks of the events the SBC emits and take CDRs too.
+//
+// Beside the pipeline too: the SBC's own registrations with carriers
+// (outreg.go: one goroutine per [pool.register] and target, started by
+// Start and reloads, unregistered by Close and reloads), and the resolver
+// of host-name pool targets (resolve.go: A/AAAA with a TTL cache; the
+// policy in force is the file's with the names replaced by their
+// addresses, and a change of addresses is applied as a reload).
 //
 // pipeline.go wires them: SBC.handle is the entry of every request but ACK.
 // An in-dialog request is matched to its call before stage 1, so that it

@@ -46,6 +46,11 @@ type Metrics struct {
 	UserCalls       *prometheus.CounterVec // result (userCallResults): calls from the backends to registered users
 	CarrierAuth     *prometheus.CounterVec // pool, result (authResults): carriers' digest challenges
 	Transfers       *prometheus.CounterVec // mode, result (xferResults): REFERs inside calls (transfer.go)
+	// OutboundRegistered, OutboundRegFailures: registrations with
+	// carriers (outreg.go); DNSResolutions: host-name targets (resolve.go).
+	OutboundRegistered  *prometheus.GaugeVec   // pool, target
+	OutboundRegFailures *prometheus.CounterVec // pool, reason (regFailReasons)
+	DNSResolutions      *prometheus.CounterVec // result (dnsResults)
 
 	AdminRequests     *prometheus.CounterVec // result (adminResults)
 	AdminAuthFailures *prometheus.CounterVec // reason (adminAuthReasons)
@@ -155,6 +160,16 @@ func newMetrics() *Metrics {
 		Name: "sbc_transfers_total", Help: "REFERs inside calls by refer mode (relay, local, refuse) and result.",
 	}, []string{"mode", "result"})
 	r.MustRegister(m.Transfers)
+	m.OutboundRegistered = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sbc_outbound_registration_up", Help: "1 while the SBC's registration with a carrier target is in force, else 0.",
+	}, []string{"pool", "target"})
+	m.OutboundRegFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_outbound_registration_failures_total", Help: "Failed registrations with carriers by pool and reason: timeout, transport, auth, rejected, unavailable.",
+	}, []string{"pool", "reason"})
+	m.DNSResolutions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sbc_dns_resolutions_total", Help: "Resolutions of host-name pool targets by result: ok, failed.",
+	}, []string{"result"})
+	r.MustRegister(m.OutboundRegistered, m.OutboundRegFailures, m.DNSResolutions)
 	m.AdminRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sbc_admin_requests_total", Help: "Admin API requests by result: ok (the route's handler answered), or why they were refused before it.",
 	}, []string{"result"})

@@ -221,6 +221,8 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 	add("sbc_user_calls_total", "result", userCallResults()...)
 	add("sbc_carrier_auth_total", "result", authResults...)
 	add("sbc_transfers_total", "mode,result", xferModeResults...)
+	add("sbc_outbound_registration_failures_total", "reason", regFailReasons...)
+	add("sbc_dns_resolutions_total", "result", dnsResults...)
 	for _, f := range trunkFailures {
 		add("sbc_trunk_failures_total", "failure", string(f))
 	}
@@ -268,31 +270,33 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 	add("sbc_media_dtls_handshakes_total", "result", dtlsResults[:]...)
 	add("sbc_media_timeouts_total", "reason", mediaEndings[:]...)
 	policy = map[string][]string{
-		"sbc_tls_handshakes_total":          {"realm"},
-		"sbc_tls_certificate_expiry_days":   {"file"},
-		"sbc_connections_open":              {"realm"},
-		"sbc_udp_peers":                     {"realm"},
-		"sbc_registrations":                 {"realm"},
-		"sbc_udp_peer_resets_total":         {"realm"},
-		"sbc_media_packets_total":           {"realm"},
-		"sbc_media_bytes_total":             {"realm"},
-		"sbc_media_forwarded_packets_total": {"realm"},
-		"sbc_media_offloaded_packets_total": {"realm"},
-		"sbc_media_dropped_packets_total":   {"realm"},
-		"sbc_media_streams_active":          {"realm"},
-		"sbc_media_ports":                   {"realm"},
-		"sbc_media_ports_exhausted_total":   {"realm"},
-		"sbc_media_dtls_handshakes_total":   {"realm"},
-		"sbc_media_timeouts_total":          {"realm"},
-		"sbc_requests_total":                {"realm"},
-		"sbc_webhook_events_total":          {"webhook"},
-		"sbc_webhook_retries_total":         {"webhook"},
-		"sbc_responses_total":               {"realm"},
-		"sbc_backend_target_up":             {"pool", "target"},
-		"sbc_backend_failovers_total":       {"pool"},
-		"sbc_trunk_calls_total":             {"trunk"},
-		"sbc_carrier_auth_total":            {"pool"},
-		"sbc_trunk_failures_total":          {"trunk"},
+		"sbc_tls_handshakes_total":                 {"realm"},
+		"sbc_tls_certificate_expiry_days":          {"file"},
+		"sbc_connections_open":                     {"realm"},
+		"sbc_udp_peers":                            {"realm"},
+		"sbc_registrations":                        {"realm"},
+		"sbc_udp_peer_resets_total":                {"realm"},
+		"sbc_media_packets_total":                  {"realm"},
+		"sbc_media_bytes_total":                    {"realm"},
+		"sbc_media_forwarded_packets_total":        {"realm"},
+		"sbc_media_offloaded_packets_total":        {"realm"},
+		"sbc_media_dropped_packets_total":          {"realm"},
+		"sbc_media_streams_active":                 {"realm"},
+		"sbc_media_ports":                          {"realm"},
+		"sbc_media_ports_exhausted_total":          {"realm"},
+		"sbc_media_dtls_handshakes_total":          {"realm"},
+		"sbc_media_timeouts_total":                 {"realm"},
+		"sbc_requests_total":                       {"realm"},
+		"sbc_webhook_events_total":                 {"webhook"},
+		"sbc_webhook_retries_total":                {"webhook"},
+		"sbc_responses_total":                      {"realm"},
+		"sbc_backend_target_up":                    {"pool", "target"},
+		"sbc_backend_failovers_total":              {"pool"},
+		"sbc_trunk_calls_total":                    {"trunk"},
+		"sbc_carrier_auth_total":                   {"pool"},
+		"sbc_outbound_registration_up":             {"pool", "target"},
+		"sbc_outbound_registration_failures_total": {"pool"},
+		"sbc_trunk_failures_total":                 {"trunk"},
 	}
 	return values, policy
 }

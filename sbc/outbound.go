@@ -46,7 +46,7 @@ type callPlan struct {
 // routeOutbound is stage 4 for a new call from a backend: the carriers of
 // its outbound route, or the verdict on a call that has none or is to a
 // denied destination.
-func routeOutbound(st *snapshot, p peer, req *sip.Request) (*callPlan, verdict) {
+func routeOutbound(st *snapshot, p peer, req *sip.Request, now time.Time) (*callPlan, verdict) {
 	pol := st.pol
 	dialled := req.Recipient.User
 	if p.pool == "" || pol.Carrier(p.pool) {
@@ -54,7 +54,7 @@ func routeOutbound(st *snapshot, p peer, req *sip.Request) (*callPlan, verdict) 
 		// not a trunk there): calls from carriers are never routed out.
 		return nil, answer(stageRoute, reasonNoOutboundRoute, 403, "Forbidden").with("ruri_user", dialled, "source_pool", p.pool)
 	}
-	r := pol.OutboundRouteFor(p.pool, dialled)
+	r := pol.OutboundRouteAt(p.pool, dialled, now)
 	if r == nil {
 		return nil, answer(stageRoute, reasonNoOutboundRoute, 403, "Forbidden").with("ruri_user", dialled, "source_pool", p.pool)
 	}

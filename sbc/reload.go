@@ -101,6 +101,11 @@ type reloadState struct {
 func (s *SBC) Reload(p *policy.Policy) error {
 	s.reload.mu.Lock()
 	defer s.reload.mu.Unlock()
+	return s.reloadLocked(p)
+}
+
+// reloadLocked is Reload under reload.mu.
+func (s *SBC) reloadLocked(p *policy.Policy) error {
 	old := s.state.Load().pol
 	if p == nil {
 		return s.reloadRejected(old, "<nil>", errors.New("nil policy"))
@@ -115,6 +120,10 @@ func (s *SBC) Reload(p *policy.Policy) error {
 	if err := openSecrets(p, keys); err != nil {
 		return s.reloadRejected(old, p.Source, err)
 	}
+	// Host-name targets: the policy in force has their addresses
+	// (resolve.go).
+	raw := p
+	p = s.expand(p)
 	if changes := restartChanges(old, p); len(changes) > 0 {
 		return s.reloadRejected(old, p.Source, &RestartError{Changes: changes})
 	}
@@ -154,6 +163,9 @@ func (s *SBC) Reload(p *policy.Policy) error {
 	// snapshot: the gate asks it too until no call uses it.
 	s.retire(s.state.Swap(snap))
 	s.runtime.setApplied(p)
+	s.raw.Store(raw)
+	s.dns.commit(raw.DNS, raw.Hosts())
+	s.outreg.apply(s, p)
 	s.tls.retain(snap.tls.certs, snap.tls.cas)
 	s.reload.level.Set(policy.SlogLevel(p.Server.LogLevel))
 	kerr := s.reloadKernel(p)
@@ -443,6 +455,18 @@ var reloadFields = map[string]reloadRule{
 	"pool.auth.realm":            ruleLive,
 	"pool.auth.Clear":            ruleDerived, // password opened ([secrets])
 	"pool.target.Addr":           ruleDerived,
+	"pool.target.Host":           ruleDerived, // a host-name target's name (resolve.go)
+	"pool.target.Port":           ruleDerived,
+	"pool.target.Name":           ruleDerived, // set on the targets the SBC resolved
+	// Outbound registration (outreg.go): a change of what a registration
+	// sends (these, the pool's realm, transport or auth) unregisters it
+	// and registers anew; a removed one is unregistered.
+	"pool.register.user":         ruleLive,
+	"pool.register.domain":       ruleLive,
+	"pool.register.contact_user": ruleLive,
+	"pool.register.expires":      ruleLive,
+	"pool.register.retry_min":    ruleLive,
+	"pool.register.retry_max":    ruleLive,
 	"pool.target.W":              ruleDerived,
 	"pool.health.interval":       ruleLive,
 	"pool.health.timeout":        ruleLive,
@@ -456,15 +480,27 @@ var reloadFields = map[string]reloadRule{
 	// Outbound routes and the toll-fraud controls: new calls. The caps'
 	// counts (calls in progress, minutes of the window) carry over; a
 	// lower cap refuses new calls and ends none.
-	"outbound_route.prefix":              ruleLive,
-	"outbound_route.source_pool":         ruleLive,
-	"outbound_route.pools":               ruleLive,
-	"outbound_route.strip":               ruleLive,
-	"outbound_route.prepend":             ruleLive,
-	"outbound_route.from_user":           ruleLive,
-	"outbound_route.pai":                 ruleLive,
-	"outbound_route.privacy":             ruleLive,
-	"outbound_route.max_duration":        ruleLive,
+	"outbound_route.prefix":       ruleLive,
+	"outbound_route.source_pool":  ruleLive,
+	"outbound_route.pools":        ruleLive,
+	"outbound_route.strip":        ruleLive,
+	"outbound_route.prepend":      ruleLive,
+	"outbound_route.from_user":    ruleLive,
+	"outbound_route.pai":          ruleLive,
+	"outbound_route.privacy":      ruleLive,
+	"outbound_route.max_duration": ruleLive,
+	"outbound_route.hours":        ruleLive,
+	"outbound_route.days":         ruleLive,
+	"outbound_route.timezone":     ruleLive,
+	"outbound_route.Window":       ruleDerived,
+	// Host-name targets' resolver (resolve.go): names new to a reload
+	// are resolved by it; a name no longer used is forgotten.
+	"dns.servers":                        ruleLive,
+	"dns.min_ttl":                        ruleLive, // from the next answer
+	"dns.max_ttl":                        ruleLive,
+	"dns.stale_for":                      ruleLive,
+	"dns.timeout":                        ruleLive,
+	"dns.ServerAddrs":                    ruleDerived,
 	"outbound.deny_prefixes":             ruleLive,
 	"outbound.premium_prefixes":          ruleLive,
 	"outbound.deny_premium":              ruleLive,

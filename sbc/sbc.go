@@ -90,6 +90,15 @@ type SBC struct {
 
 	runtime runtimeState // admin API state: drain, disabled trunks, CPS meters (adminstate.go)
 	version string
+
+	// clock, when set (tests), is the time of day of outbound routes.
+	clock atomic.Pointer[func() time.Time]
+	// outreg runs the outbound registrations, dns the resolver of
+	// host-name targets (outreg.go, resolve.go).
+	outreg outregs
+	dns    *resolver
+	dnsRun atomic.Pointer[loopHandle]    // the resolver's loop, between Start and Close
+	raw    atomic.Pointer[policy.Policy] // the policy in force as the file gave it (host names unresolved)
 }
 
 // snapshot is everything derived from one policy. Calls keep the snapshot
@@ -182,6 +191,13 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	// sipgo creates some loggers from its global default (set once, in
 	// init, to avoid racing with its readers); point it at this SBC.
 	sipgoTarget.Store(&handlerBox{s.sipLog.Handler()})
+	// Host-name targets: the policy in force has their addresses
+	// (resolve.go).
+	s.dns = newResolver(s.log, s.metrics)
+	raw := p
+	p = s.expand(p)
+	s.raw.Store(raw)
+	s.dns.commit(raw.DNS, raw.Hosts())
 	snap, err := s.buildSnapshot(p, &s.targets)
 	if err != nil {
 		return nil, err
@@ -282,6 +298,8 @@ func (s *SBC) Start(ctx context.Context) error {
 	s.metrics.Registry.MustRegister(blocklistCollectors(s.def.blocklist)...)
 	s.wg.Add(8)
 	go func() { defer s.wg.Done(); s.regLoop(ctx) }()
+	s.startResolveLoop(ctx)
+	s.outreg.start(ctx, s, p)
 	go func() { defer s.wg.Done(); s.auditBlocks(ctx) }()
 	go func() { defer s.wg.Done(); s.snapshotLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.watchBlocks(ctx) }()
@@ -314,6 +332,9 @@ func (s *SBC) Start(ctx context.Context) error {
 // Close ends every call (BYE to both legs), stops listeners and waits for
 // the SBC's goroutines.
 func (s *SBC) Close() error {
+	// First, without s.mu: the resolver's loop may be applying new
+	// addresses (a reload, which takes s.mu).
+	s.stopResolveLoop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.started {
@@ -328,6 +349,9 @@ func (s *SBC) Close() error {
 		time.Sleep(5 * time.Millisecond)
 	}
 	s.runtime.stopDrain()
+	// Outbound registrations unregister while the listeners are open
+	// (bounded).
+	s.outreg.stopAll()
 	s.cancel()
 	if s.admin != nil {
 		s.admin.close()
@@ -336,6 +360,7 @@ func (s *SBC) Close() error {
 		ep.close()
 	}
 	s.wg.Wait()
+	s.outreg.wg.Wait()
 	if err := s.ops.Load().close(); err != nil {
 		s.log.Error("operator outputs: close", "error", err.Error())
 	}

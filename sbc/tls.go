@@ -139,6 +139,13 @@ func (s *SBC) buildTLS(p *policy.Policy) (tlsTables, error) {
 		for _, tg := range pl.Targets {
 			if _, dup := t.targets[tg.Addr.Addr()]; !dup {
 				t.targets[tg.Addr.Addr()] = ct
+				if tg.Name != "" && ct.serverName == "" {
+					// An address of a host-name target: its certificate
+					// must carry the name (resolve.go).
+					byName := *ct
+					byName.serverName = tg.Name
+					t.targets[tg.Addr.Addr()] = &byName
+				}
 			}
 		}
 	}
@@ -597,8 +604,8 @@ func (ep *endpoint) countClientHandshake(err error) {
 
 // dialTLS opens the TLS connection towards a pool target, unless one is
 // up: with the pool's CA bundle (default: the system's roots), its
-// server_name (default: the target's IP, which must then be in the
-// certificate), its client certificate and min_version. The connection
+// server_name (default: the name of a host-name target, else the
+// target's IP, which must then be in the certificate), its client certificate and min_version. The connection
 // is handed to sipgo as if accepted (ep.out), so the request and all
 // that follow to the target use it, and what the target sends on it is
 // read like anything else. Towards an address that is no TLS pool's

@@ -215,6 +215,9 @@ type OutboundRoute struct {
 	Prepend, FromUser  string
 	PAI, Privacy       string
 	MaxDuration        policy.Duration
+	// Hours, Days, Timezone: the time-of-day window ("" / nil: none).
+	Hours, Timezone string
+	Days            []string
 }
 
 // Outbound is [outbound].
@@ -435,6 +438,7 @@ func (p *Policy) Clone() *Policy {
 	c.OutboundRoutes = slices.Clone(p.OutboundRoutes)
 	for i := range c.OutboundRoutes {
 		c.OutboundRoutes[i].Pools = slices.Clone(c.OutboundRoutes[i].Pools)
+		c.OutboundRoutes[i].Days = slices.Clone(c.OutboundRoutes[i].Days)
 	}
 	if c.Outbound = clonePtr(p.Outbound); c.Outbound != nil {
 		c.Outbound.DenyPrefixes = slices.Clone(c.Outbound.DenyPrefixes)
@@ -650,6 +654,9 @@ func (p *Policy) TOML() string {
 		w.str("pai", r.PAI)
 		w.str("privacy", r.Privacy)
 		w.dur("max_duration", r.MaxDuration)
+		w.str("hours", r.Hours)
+		w.strs("days", r.Days)
+		w.str("timezone", r.Timezone)
 	}
 	if o := p.Outbound; o != nil {
 		w.table("[outbound]")

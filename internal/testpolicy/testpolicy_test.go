@@ -60,7 +60,8 @@ func full() *Policy {
 		},
 		Routes: []Route{{Trunk: "carrier", Prefix: "100", Pool: "reg"}},
 		OutboundRoutes: []OutboundRoute{{Prefix: "0", SourcePool: "pbx", Pools: []string{"carrier-a"}, Strip: 1, Prepend: "+44",
-			FromUser: "+441234", PAI: "from", Privacy: "id", MaxDuration: policy.D(time.Hour)}},
+			FromUser: "+441234", PAI: "from", Privacy: "id", MaxDuration: policy.D(time.Hour),
+			Hours: "08:00-18:00", Days: []string{"mon-fri"}, Timezone: "Europe/London"}},
 		Outbound: &Outbound{DenyPrefixes: []string{"+882"}, PremiumPrefixes: []string{"+449"}, DenyPremium: true,
 			HomePrefix: "+44", DenyInternational: true, PoolMaxCalls: 10, SourceMaxCalls: 5, PoolMaxMinutes: 600,
 			SourceMaxMinutes: 300, MinutesWindow: policy.D(24 * time.Hour)},
@@ -221,8 +222,10 @@ func TestEveryOptionParses(t *testing.T) {
 	check("carrier.priority", ca.Targets[0].Priority, 2)
 	check("carrier.auth", *ca.Auth, policy.PoolAuth{Username: "acct", Password: "pw", Realm: "carrier.example"})
 	or := p.OutboundRoutes[0]
-	check("outbound_route", [...]any{or.Prefix, or.SourcePool, or.Pools, or.Strip, or.Prepend, or.FromUser, or.PAI, or.Privacy, or.MaxDuration.Duration},
-		[...]any{"0", "pbx", []string{"carrier-a"}, 1, "+44", "+441234", "from", "id", time.Hour})
+	check("outbound_route", [...]any{or.Prefix, or.SourcePool, or.Pools, or.Strip, or.Prepend, or.FromUser, or.PAI, or.Privacy, or.MaxDuration.Duration,
+		or.Hours, or.Days, or.Timezone, or.Window != nil},
+		[...]any{"0", "pbx", []string{"carrier-a"}, 1, "+44", "+441234", "from", "id", time.Hour,
+			"08:00-18:00", []string{"mon-fri"}, "Europe/London", true})
 	o := p.Outbound
 	check("outbound", [...]any{o.DenyPrefixes, o.PremiumPrefixes, o.DenyPremium, o.HomePrefix, o.DenyInternational,
 		o.PoolMaxCalls, o.SourceMaxCalls, o.PoolMaxMinutes, o.SourceMaxMinutes, o.MinutesWindow.Duration},
