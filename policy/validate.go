@@ -123,6 +123,7 @@ func validate(p *Policy, ix *index) {
 	v.calls()
 	v.outbound()
 	v.headers()
+	v.headerRules()
 	v.limits()
 	v.autoBlock()
 	v.xdp()
