@@ -859,6 +859,7 @@ func (c *call) onRequest(from *leg, req *sip.Request, tx sip.ServerTransaction, 
 	} else {
 		copyBody(out, req)
 	}
+	c.headerRules(out, to, c.bPool(), false)
 	if isTargetRefresh(req.Method) {
 		from.refreshTarget(req.Contact())
 	}
@@ -998,6 +999,7 @@ func (c *call) inDialogResponse(from *leg, req *sip.Request, res *sip.Response) 
 	default:
 		copyBody(out, res)
 	}
+	c.headerRules(out, from, c.bPool(), false)
 	return out
 }
 
