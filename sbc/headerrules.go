@@ -520,25 +520,38 @@ func uriUserChar(c byte) bool {
 }
 
 // containsAddr reports whether v holds the address a as a whole (not
-// inside a longer number: 10.0.0.1 is not in 10.0.0.12).
+// inside a longer one: 10.0.0.1 is not in 10.0.0.12 nor in 110.0.0.1).
 func containsAddr(v, a string) bool {
+	v6 := strings.IndexByte(a, ':') >= 0
 	for off := 0; ; {
 		i := strings.Index(v[off:], a)
 		if i < 0 {
 			return false
 		}
 		i += off
-		before := i == 0 || !addrByte(v[i-1])
-		after := i+len(a) == len(v) || !addrByte(v[i+len(a)])
-		if before && after {
+		if !addrGoesOn(v, i-1, -1, v6) && !addrGoesOn(v, i+len(a), 1, v6) {
 			return true
 		}
 		off = i + 1
 	}
 }
 
-func addrByte(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' || c == '.' || c == ':'
+// addrGoesOn reports whether the byte of v at i (beside a match, in
+// direction dir) continues an address: a hex digit or ':' for IPv6; a
+// digit, or a '.' before one, for IPv4.
+func addrGoesOn(v string, i, dir int, v6 bool) bool {
+	if i < 0 || i >= len(v) {
+		return false
+	}
+	c := v[i]
+	if v6 {
+		return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' || c == ':'
+	}
+	if c == '.' {
+		j := i + dir
+		return j >= 0 && j < len(v) && '0' <= v[j] && v[j] <= '9'
+	}
+	return '0' <= c && c <= '9'
 }
 
 // expand substitutes the template's variables, read from the message as
