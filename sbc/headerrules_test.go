@@ -9,6 +9,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/sbc-project/sbc/internal/sipua"
 	"github.com/sbc-project/sbc/internal/testpolicy"
 	"github.com/sbc-project/sbc/policy"
 )
@@ -538,5 +539,146 @@ func BenchmarkHeaderRules(b *testing.B) {
 				e.c.headerRules(msgs[i], e.b, e.bp, false)
 			}
 		})
+	}
+}
+
+// TestHeaderRulesEndToEnd: the rules through the SBC, checked on what the
+// peers received. Inbound: carrier A's INVITE reaches the PBX with
+// X-Tenant and its national number in E.164 (request-URI and To); carrier
+// B's (another trunk) untouched; the PBX's X-Internal-* never reaches a
+// carrier (its 200). Outbound (PBX → carrier through outbound routing):
+// the INVITE and an INFO reach the carrier without X-Internal-*; the
+// carrier's own X-Internal-* reaches the PBX (the rule is towards
+// carriers only).
+func TestHeaderRulesEndToEnd(t *testing.T) {
+	const carrier2IP = "127.0.0.8"
+	pbxBackend, err := sipua.NewBackend(sipua.BackendOptions{UDP: pbxIP + ":0", Logger: testLogger(),
+		Answer: sipua.Always(sipua.Plan{Headers: []sip.Header{sip.NewHeader("X-Internal-Node", "pbx1"), sip.NewHeader("X-Keep", "pbx")}})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pbxBackend.Close() })
+	carrierAnswer := sipua.Always(sipua.Plan{Headers: []sip.Header{sip.NewHeader("X-Internal-Route", "r7"), sip.NewHeader("X-Keep", "carrier")}})
+	e := newOutboundEnv(t, carrierAnswer, nil, func(p *testpolicy.Policy) {
+		p.Pool("pbx").Targets = []testpolicy.Target{{Address: pbxBackend.Addr()}, {Address: p.Pool("pbx").Targets[0].Address, Weight: new(0)}}
+		p.Trunks = append(p.Trunks, testpolicy.Trunk{Name: "carrier2", Realm: "external", Sources: []string{carrier2IP + "/32"}})
+		p.Headers = &testpolicy.Headers{Allow: append(slices.Clone(policy.DefaultAllowedHeaders), "X-Internal-Node", "X-Internal-Route", "X-Keep")}
+		p.Extra = rule("tenant-from-carrier", `trunk = "carrier"
+direction = "in"
+methods = ["INVITE"]`,
+			`op = "add"
+header = "X-Tenant"
+value = "${trunk}"`,
+			`op = "rewrite"
+part = "ruri.user"
+regexp = '^0(\d{9,10})$'
+replace = "+44$1"`,
+			`op = "rewrite"
+part = "to.user"
+regexp = '^0(\d{9,10})$'
+replace = "+44$1"`) + rule("no-internal-to-carriers", `realm = "external"
+direction = "out"
+messages = "both"`,
+			`op = "remove"
+header = "X-Internal-*"`)
+	})
+	ext, _ := e.sbc.ListenAddr("external", "udp")
+	dial := func(from string) (*sipua.Caller, *sipua.Call, *sip.Response) {
+		c, err := sipua.NewCaller(sipua.CallerOptions{Addr: from + ":0", Logger: testLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		call, err := c.Dial(e.ctx, ext.String(), sipua.DialOptions{User: "02079460000",
+			Headers: []sip.Header{sip.NewHeader("X-Internal-Node", "carrier-side"), sip.NewHeader("X-Keep", "caller")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := call.WaitFinal(e.ctx)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("call from %s: %v %v", from, res, err)
+		}
+		return c, call, res
+	}
+	inviteFrom := func(b *sipua.Backend, ruri string) sipua.Msg {
+		t.Helper()
+		m, err := b.WaitFor(e.ctx, func(m sipua.Msg) bool { return m.Method == "INVITE" && strings.Contains(m.StartLine, ruri) })
+		if err != nil {
+			t.Fatalf("no INVITE with %s: %v", ruri, err)
+		}
+		return m
+	}
+
+	// Inbound from carrier A (trunk "carrier").
+	_, callA, resA := dial(callerIP)
+	m := inviteFrom(pbxBackend, "sip:+442079460000@")
+	if got := m.HeaderValues("X-Tenant"); !slices.Equal(got, []string{"carrier"}) {
+		t.Errorf("PBX got X-Tenant %q", got)
+	}
+	if to := m.Header("To"); !strings.Contains(to, "sip:+442079460000@") {
+		t.Errorf("PBX got To %q", to)
+	}
+	if got := m.HeaderValues("X-Internal-Node"); !slices.Equal(got, []string{"carrier-side"}) {
+		t.Errorf("PBX got X-Internal-Node %q: the rule is towards the external realm only", got)
+	}
+	if got := resA.GetHeader("X-Internal-Node"); got != nil {
+		t.Errorf("carrier A got the PBX's %s", got)
+	}
+	if got := resA.GetHeader("X-Keep"); got == nil || got.Value() != "pbx" {
+		t.Errorf("carrier A got X-Keep %v, want the PBX's (allowed, no rule)", got)
+	}
+	if err := callA.Bye(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Inbound from carrier2: another trunk, no tenant, no rewrite.
+	_, call2, _ := dial(carrier2IP)
+	m = inviteFrom(pbxBackend, "sip:02079460000@")
+	if got := m.HeaderValues("X-Tenant"); got != nil {
+		t.Errorf("carrier2's call got X-Tenant %q", got)
+	}
+	if err := call2.Bye(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Outbound from the PBX to carrier A, through outbound routing.
+	out, res := e.call(t, "+442079460000", sip.NewHeader("X-Internal-Node", "pbx1"), sip.NewHeader("X-Keep", "pbx-out"))
+	if res.StatusCode != 200 {
+		t.Fatalf("outbound call: %d", res.StatusCode)
+	}
+	m = inviteFrom(e.a, "sip:+442079460000@")
+	if got := m.HeaderValues("X-Internal-Node"); got != nil {
+		t.Errorf("carrier got the PBX's X-Internal-Node %q", got)
+	}
+	if got := m.HeaderValues("X-Keep"); !slices.Equal(got, []string{"pbx-out"}) {
+		t.Errorf("carrier got X-Keep %q", got)
+	}
+	if got := m.HeaderValues("X-Tenant"); got != nil {
+		t.Errorf("carrier got X-Tenant %q", got)
+	}
+	if got := res.GetHeader("X-Internal-Route"); got == nil || got.Value() != "r7" {
+		t.Errorf("PBX got X-Internal-Route %v, want the carrier's (towards the PBX no rule removes it)", got)
+	}
+	// In the dialog: an INFO from the PBX reaches the carrier without it.
+	if r, err := out.Request(e.ctx, sip.INFO, nil, sip.NewHeader("X-Internal-Node", "pbx1"), sip.NewHeader("X-Keep", "info")); err != nil || r.StatusCode != 200 {
+		t.Fatalf("INFO: %v %v", r, err)
+	}
+	m, err = e.a.WaitFor(e.ctx, func(m sipua.Msg) bool { return m.Method == "INFO" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, keep := m.HeaderValues("X-Internal-Node"), m.HeaderValues("X-Keep"); got != nil || !slices.Equal(keep, []string{"info"}) {
+		t.Errorf("carrier's INFO: X-Internal-Node %q, X-Keep %q", got, keep)
+	}
+	if err := out.Bye(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	metric := func(name string) float64 {
+		return testutil.ToFloat64(e.sbc.metrics.HeaderRuleMatches.WithLabelValues(name))
+	}
+	// tenant: carrier A's INVITE only. no-internal: carrier A's 100-less
+	// responses (its 200), the outbound INVITE and INFO, at least.
+	if metric("tenant-from-carrier") != 1 || metric("no-internal-to-carriers") < 3 {
+		t.Errorf("matches: tenant %v, no-internal %v", metric("tenant-from-carrier"), metric("no-internal-to-carriers"))
 	}
 }
