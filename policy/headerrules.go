@@ -118,8 +118,12 @@ var protectedHeaders = map[string]string{
 // CSeq, From, To, Contact, Route, Record-Route, Content-Length,
 // Max-Forwards, Content-Type.
 func ProtectedHeader(name string) bool {
-	_, ok := protectedHeaders[strings.ToLower(name)]
-	return ok
+	for p := range protectedHeaders {
+		if strings.EqualFold(p, name) { // no allocation, unlike ToLower
+			return true
+		}
+	}
+	return false
 }
 
 // HeaderTemplatePart is a piece of a parsed value: literal text, or a

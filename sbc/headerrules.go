@@ -271,7 +271,7 @@ func (hr *hdrRules) apply(c *call, m ruleMsg, to *leg, bp *pool, initial bool) {
 	if to == c.a {
 		toPeer, fromPeer = aPeer, bPeer
 	}
-	var run *ruleRun
+	var run ruleRun // on the stack: a message no rule matches allocates nothing
 	for i := range hr.rules {
 		r := &hr.rules[i]
 		switch {
@@ -284,8 +284,8 @@ func (hr *hdrRules) apply(c *call, m ruleMsg, to *leg, bp *pool, initial bool) {
 		case status != 0 && r.status != nil && !slices.Contains(r.status, status):
 			continue
 		}
-		if run == nil {
-			run = &ruleRun{c: c, m: m, req: req, bp: bp, initial: initial && req != nil, realm: toPeer.realm}
+		if run.c == nil {
+			run = ruleRun{c: c, m: m, req: req, bp: bp, initial: initial && req != nil, realm: toPeer.realm}
 		}
 		run.rule = r
 		r.matched.Inc()
@@ -293,7 +293,7 @@ func (hr *hdrRules) apply(c *call, m ruleMsg, to *leg, bp *pool, initial bool) {
 			run.act(&r.acts[j], hr.expose[toPeer.realm])
 		}
 	}
-	if run == nil {
+	if run.c == nil {
 		return
 	}
 	if run.initial {

@@ -515,8 +515,10 @@ func TestHeaderRulesNoMatchAllocs(t *testing.T) {
 	}
 }
 
-// BenchmarkHeaderRules: a B-leg INVITE through no rules, rules that do
-// not match, and one matching rule that adds a header with a variable.
+// BenchmarkHeaderRules: a B-leg INVITE through no rules, two rules that
+// do not match it, and those plus one matching rule that sets a header
+// from a variable (set: the message keeps its size from one iteration to
+// the next; an add would grow it).
 func BenchmarkHeaderRules(b *testing.B) {
 	noMatch := rule("a", "trunk = \"carrier\"\ndirection = \"out\"\nmethods = [\"BYE\"]", "op = \"remove\"\nheader = \"X-A\"") +
 		rule("b", "realm = \"external\"\ndirection = \"out\"\nmessages = \"both\"", "op = \"remove\"\nheader = \"X-B\"")
@@ -524,19 +526,15 @@ func BenchmarkHeaderRules(b *testing.B) {
 		{"none", ""},
 		{"no_match", noMatch},
 		{"one_match", noMatch + rule("tenant", "trunk = \"carrier\"\ndirection = \"in\"\nmethods = [\"INVITE\"]",
-			"op = \"add\"\nheader = \"X-Tenant\"\nvalue = \"${trunk}\"")},
+			"op = \"set\"\nheader = \"X-Tenant\"\nvalue = \"${trunk}\"")},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			e := newRuleEnv(b, c.rules, true)
-			base := invite("2000")
-			msgs := make([]*sip.Request, b.N)
-			for i := range msgs {
-				msgs[i] = base.Clone()
-			}
+			req := invite("2000", sip.NewHeader("Supported", "100rel"), sip.NewHeader("Allow", "INVITE, ACK, BYE"))
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				e.c.headerRules(msgs[i], e.b, e.bp, false)
+				e.c.headerRules(req, e.b, e.bp, false)
 			}
 		})
 	}
