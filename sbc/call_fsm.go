@@ -700,6 +700,7 @@ func (c *call) byeLegRaw(l *leg, reason string) {
 		bye.AppendHeader(sip.NewHeader("Reason", reason))
 	}
 	bye.SetBody(nil)
+	c.headerRules(bye, l, c.bPool(), false)
 	c.queueAct(action{kind: actBye, leg: l, req: bye})
 }
 

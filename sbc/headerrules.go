@@ -19,8 +19,8 @@ import (
 // no rule matches costs a few string comparisons per rule and no
 // allocation (BenchmarkHeaderRules). Hooks, one line each, sit where the
 // call builds what it sends: buildInvite (call.go: the INVITE to each
-// target), responseToA (call.go), the relay of in-dialog requests and
-// inDialogResponse (call_fsm.go). They run inside the call's transition:
+// target), responseToA (call.go), the relay of in-dialog requests,
+// inDialogResponse and byeLegRaw (call_fsm.go: every BYE of the call). They run inside the call's transition:
 // no socket, no lock of their own.
 
 // Why an action was skipped: the values of

@@ -680,3 +680,70 @@ header = "X-Internal-*"`)
 		t.Errorf("matches: tenant %v, no-internal %v", metric("tenant-from-carrier"), metric("no-internal-to-carriers"))
 	}
 }
+
+// TestHeaderRulesReload: a reload applies new rules to the next call (and
+// a call in progress keeps its snapshot's: its BYE has no rule then).
+func TestHeaderRulesReload(t *testing.T) {
+	var pb *testpolicy.Policy
+	e := newOutboundEnv(t, nil, nil, func(p *testpolicy.Policy) { pb = p })
+	tagged := func(callN int) []string {
+		t.Helper()
+		n := 0
+		m, err := e.a.WaitFor(e.ctx, func(m sipua.Msg) bool {
+			if m.Method == "INVITE" {
+				n++
+			}
+			return m.Method == "INVITE" && n == callN
+		})
+		if err != nil {
+			t.Fatalf("INVITE %d: %v", callN, err)
+		}
+		return m.HeaderValues("X-Source")
+	}
+	first, res := e.call(t, "+15551234")
+	if res.StatusCode != 200 {
+		t.Fatalf("before the reload: %d", res.StatusCode)
+	}
+	if got := tagged(1); got != nil {
+		t.Fatalf("before the reload: X-Source %q", got)
+	}
+	next := pb.Clone()
+	next.Extra = rule("source", `pool = "carrier-a"
+direction = "out"`, `op = "add"
+header = "X-Source"
+value = "${source_pool}"`)
+	if err := e.sbc.Reload(next.Parse(t)); err != nil {
+		t.Fatal(err)
+	}
+	second, res := e.call(t, "+15551235")
+	if res.StatusCode != 200 {
+		t.Fatalf("after the reload: %d", res.StatusCode)
+	}
+	if got := tagged(2); !slices.Equal(got, []string{"pbx"}) {
+		t.Fatalf("after the reload: X-Source %q, want the source pool", got)
+	}
+	for _, c := range []*sipua.Call{first, second} {
+		if err := c.Bye(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	byes := map[string][]string{}
+	_, err := e.a.WaitFor(e.ctx, func(m sipua.Msg) bool {
+		if m.Method == "BYE" {
+			byes[m.CallID()] = m.HeaderValues("X-Source")
+		}
+		return len(byes) == 2
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	with := 0
+	for _, v := range byes {
+		if slices.Equal(v, []string{"pbx"}) {
+			with++
+		}
+	}
+	if with != 1 {
+		t.Fatalf("BYEs with X-Source: %d of 2, want 1 (only the call started after the reload): %v", with, byes)
+	}
+}
