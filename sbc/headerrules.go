@@ -476,7 +476,7 @@ func uriUserSpan(v string) (int, int) {
 		return -1, -1
 	}
 	e := strings.IndexByte(rest[s:], '@')
-	if e < 0 || strings.IndexAny(rest[s:s+e], ">;") >= 0 {
+	if e < 0 || strings.ContainsAny(rest[s:s+e], ">;") {
 		return -1, -1
 	}
 	return start + s, start + s + e
