@@ -244,7 +244,7 @@ type ruleRun struct {
 	initial bool
 	realm   string // the realm the message is sent on
 	rule    *hdrRule
-	covered string // what changed that an Identity header signs
+	covered string // what changed that an Identity header signs (",rule:what"...)
 }
 
 func (hr *hdrRules) apply(c *call, m ruleMsg, to *leg, bp *pool, initial bool) {
@@ -310,7 +310,7 @@ func (hr *hdrRules) apply(c *call, m ruleMsg, to *leg, bp *pool, initial bool) {
 		// RFC 8224: the PASSporT signs the From/To (or P-Asserted-Identity)
 		// numbers; a verifier downstream sees numbers it did not sign.
 		c.log.Warn("STIR/SHAKEN: a header rule rewrote numbers an Identity header covers",
-			"rule", run.rule.name, "changed", strings.TrimPrefix(run.covered, ","))
+			"changed", strings.TrimPrefix(run.covered, ","))
 	}
 }
 
@@ -345,7 +345,7 @@ func (r *ruleRun) act(a *hdrAct, expose []string) {
 	switch a.op {
 	case opRemove:
 		if r.removeAll(a) && isPAI(a.header) {
-			r.covered += ",P-Asserted-Identity"
+			r.cover("P-Asserted-Identity")
 		}
 	case opAdd, opSet:
 		v := r.expand(a.tmpl)
@@ -361,7 +361,7 @@ func (r *ruleRun) act(a *hdrAct, expose []string) {
 			changed = true
 		}
 		if changed && isPAI(a.header) {
-			r.covered += ",P-Asserted-Identity"
+			r.cover("P-Asserted-Identity")
 		}
 	case opRewrite:
 		if a.part != "" {
@@ -384,11 +384,14 @@ func (r *ruleRun) act(a *hdrAct, expose []string) {
 			// Max-Forwards), so a generic header may replace this one.
 			hs[i] = sip.NewHeader(h.Name(), v)
 			if isPAI(a.header) {
-				r.covered += ",P-Asserted-Identity"
+				r.cover("P-Asserted-Identity")
 			}
 		}
 	}
 }
+
+// cover notes a change to what an Identity header signs: "rule:what".
+func (r *ruleRun) cover(what string) { r.covered += "," + r.rule.name + ":" + what }
 
 func isPAI(name string) bool { return strings.EqualFold(name, "P-Asserted-Identity") }
 
@@ -409,7 +412,7 @@ func (r *ruleRun) rewritePart(a *hdrAct, expose []string) {
 				continue
 			}
 			hs[i] = sip.NewHeader(h.Name(), val[:s]+u+val[e:])
-			r.covered += ",pai.user"
+			r.cover("pai.user")
 		}
 		return
 	}
@@ -448,7 +451,7 @@ func (r *ruleRun) rewritePart(a *hdrAct, expose []string) {
 	}
 	*p = v
 	if a.part == "from.user" || a.part == "to.user" {
-		r.covered += "," + a.part
+		r.cover(a.part)
 	}
 }
 

@@ -355,6 +355,9 @@ func TestHeaderRuleIdentityWarning(t *testing.T) {
 			if got := strings.Contains(e.logs.String(), "STIR/SHAKEN"); got != c.warn {
 				t.Errorf("warned = %v, want %v: %s", got, c.warn, e.logs.String())
 			}
+			if c.warn && !strings.Contains(e.logs.String(), "changed=r:") {
+				t.Errorf("the warning does not name the rule: %s", e.logs.String())
+			}
 		})
 	}
 }
