@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -265,4 +266,39 @@ func TestHeaderRulesLimits(t *testing.T) {
 	if _, err := Parse("t.toml", []byte(b.String())); err == nil || !strings.Contains(err.Error(), `rule "many": more than 16 actions`) {
 		t.Errorf("%d actions: %v", MaxHeaderRuleActions+1, err)
 	}
+}
+
+// FuzzHeaderTemplate: any text either is refused or parses into parts
+// that write back to a text of the same meaning, with known variables
+// and no control character.
+func FuzzHeaderTemplate(f *testing.F) {
+	for _, s := range []string{"", "x", "${trunk}", "$$", "a${from.user}b$${c}", "${", "$", "${nope}", "\r\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		parts, err := ParseHeaderTemplate(s)
+		if err != nil {
+			return
+		}
+		var b strings.Builder
+		for _, p := range parts {
+			if p.Var != "" {
+				if !slices.Contains(HeaderRuleVars, p.Var) {
+					t.Fatalf("unknown variable %q accepted", p.Var)
+				}
+				b.WriteString("${" + p.Var + "}")
+				continue
+			}
+			for i := 0; i < len(p.Lit); i++ {
+				if c := p.Lit[i]; c < 0x20 && c != '\t' || c == 0x7f {
+					t.Fatalf("control character in %q", p.Lit)
+				}
+			}
+			b.WriteString(strings.ReplaceAll(p.Lit, "$", "$$"))
+		}
+		again, err := ParseHeaderTemplate(b.String())
+		if err != nil || fmt.Sprint(again) != fmt.Sprint(parts) {
+			t.Fatalf("%q -> %v -> %q -> %v, %v", s, parts, b.String(), again, err)
+		}
+	})
 }

@@ -474,12 +474,15 @@ func uriUserSpan(v string) (int, int) {
 		if e < 0 {
 			e = len(rest) - 4
 		}
+		if strings.ContainsAny(rest[4:4+e], "@<") {
+			return -1, -1
+		}
 		return start + 4, start + 4 + e
 	default:
 		return -1, -1
 	}
 	e := strings.IndexByte(rest[s:], '@')
-	if e < 0 || strings.ContainsAny(rest[s:s+e], ">;") {
+	if e < 0 || strings.ContainsAny(rest[s:s+e], "<>;") {
 		return -1, -1
 	}
 	return start + s, start + s + e

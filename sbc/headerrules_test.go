@@ -750,3 +750,24 @@ value = "${source_pool}"`)
 		t.Fatalf("BYEs with X-Source: %d of 2, want 1 (only the call started after the reload): %v", with, byes)
 	}
 }
+
+// FuzzURIUserSpan: the span found in any header value lies within it
+// and holds no '@', '<', '>' or ';' of the URI around it (a tel: number
+// stops at ';' or '>').
+func FuzzURIUserSpan(f *testing.F) {
+	for _, s := range []string{"<sip:1@h>", `"x" <sips:+1@h;a=b>`, "tel:+1;x", "<sip:h>", "sip:@", "<", "<tel:"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		s, e := uriUserSpan(v)
+		if s < 0 {
+			return
+		}
+		if s > e || e > len(v) {
+			t.Fatalf("%q: span %d..%d", v, s, e)
+		}
+		if strings.ContainsAny(v[s:e], "@<>;") {
+			t.Fatalf("%q: user %q", v, v[s:e])
+		}
+	})
+}
