@@ -306,7 +306,7 @@ func (hr *hdrRules) apply(c *call, m ruleMsg, to *leg, bp *pool, initial bool) {
 		}
 		to.target.User = req.Recipient.User
 	}
-	if run.covered != "" && m.GetHeader("Identity") != nil {
+	if run.covered != "" && (m.GetHeader("Identity") != nil || m.GetHeader("y") != nil) {
 		// RFC 8224: the PASSporT signs the From/To (or P-Asserted-Identity)
 		// numbers; a verifier downstream sees numbers it did not sign.
 		c.log.Warn("STIR/SHAKEN: a header rule rewrote numbers an Identity header covers",

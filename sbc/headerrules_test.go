@@ -339,17 +339,23 @@ func TestHeaderRuleIdentityWarning(t *testing.T) {
 	for _, c := range []struct {
 		name, action string
 		warn         bool
+		compact      bool // Identity as "y"
 	}{
-		{"to.user", "op = \"rewrite\"\npart = \"to.user\"\nregexp = '^0'\nreplace = \"+44\"", true},
-		{"PAI set", "op = \"set\"\nheader = \"P-Asserted-Identity\"\nvalue = \"<sip:+441@x>\"", true},
-		{"PAI removed", "op = \"remove\"\nheader = \"P-Asserted-Identity\"", true},
-		{"ruri.user", "op = \"rewrite\"\npart = \"ruri.user\"\nregexp = '^0'\nreplace = \"+44\"", false},
-		{"unrelated header", "op = \"add\"\nheader = \"X-A\"\nvalue = \"1\"", false},
-		{"to.user unchanged", "op = \"rewrite\"\npart = \"to.user\"\nregexp = '^9'\nreplace = \"+44\"", false},
+		{"to.user", "op = \"rewrite\"\npart = \"to.user\"\nregexp = '^0'\nreplace = \"+44\"", true, false},
+		{"to.user, compact Identity", "op = \"rewrite\"\npart = \"to.user\"\nregexp = '^0'\nreplace = \"+44\"", true, true},
+		{"PAI set", "op = \"set\"\nheader = \"P-Asserted-Identity\"\nvalue = \"<sip:+441@x>\"", true, false},
+		{"PAI removed", "op = \"remove\"\nheader = \"P-Asserted-Identity\"", true, false},
+		{"ruri.user", "op = \"rewrite\"\npart = \"ruri.user\"\nregexp = '^0'\nreplace = \"+44\"", false, false},
+		{"unrelated header", "op = \"add\"\nheader = \"X-A\"\nvalue = \"1\"", false, false},
+		{"to.user unchanged", "op = \"rewrite\"\npart = \"to.user\"\nregexp = '^9'\nreplace = \"+44\"", false, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e := newRuleEnv(t, rule("r", "trunk = \"carrier\"\ndirection = \"in\"\nmethods = [\"INVITE\"]", c.action), true)
-			req := invite("02079460000", sip.NewHeader("Identity", "eyJhbGciOi.x.y;info=<https://cert.example/c.pem>"),
+			idName := "Identity"
+			if c.compact {
+				idName = "y"
+			}
+			req := invite("02079460000", sip.NewHeader(idName, "eyJhbGciOi.x.y;info=<https://cert.example/c.pem>"),
 				sip.NewHeader("P-Asserted-Identity", "<sip:02071234567@x>"))
 			e.c.headerRules(req, e.b, e.bp, true)
 			if got := strings.Contains(e.logs.String(), "STIR/SHAKEN"); got != c.warn {
