@@ -34,8 +34,8 @@ lint: ## gofmt, go vet, staticcheck, unparam (the last two are go tools pinned i
 	$(GO) tool staticcheck ./...
 	$(GO) tool unparam ./...
 
-generate: ## rebuild the XDP object and its Go bindings (needs clang, llvm, libbpf-dev)
-	$(GO) generate ./ebpf
+generate: ## rebuild the XDP and kfwd (TC) objects and their Go bindings (needs clang, llvm, libbpf-dev)
+	$(GO) generate ./ebpf ./srtp/kfwd
 
 example-certs: ## write a test CA and sbc, carrier and backend certificates to examples/certs (loopback tests only)
 	$(GO) run ./internal/certgen/mkcerts -out examples/certs

@@ -607,6 +607,14 @@ log_level = "debug"
 `, []string{
 			`t.toml:9:1: log_level: key log_level is already defined`,
 		}},
+		{"media kernel_relay", minimal + `
+[media]
+kernel_relay = ["eth0", "", "eth0", "a-name-far-too-long"]
+`, []string{
+			`t.toml:8:16: media.kernel_relay: invalid interface name ""`,
+			`t.toml:8:16: media.kernel_relay: interface "eth0" listed twice`,
+			`t.toml:8:16: media.kernel_relay: invalid interface name "a-name-far-too-long"`,
+		}},
 		{"server values", minimal + `
 [server]
 user_agent = "bad\r\nInjected: yes"

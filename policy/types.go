@@ -205,6 +205,14 @@ type Media struct {
 	// another call gets it (late packets of the old call stay out). Default
 	// "5s".
 	Quarantine Duration `toml:"quarantine"`
+	// KernelRelay names the network interfaces media arrives on whose
+	// ingress gets the SBC's in-kernel relay for plain RTP (srtp/kfwd, a
+	// TC eBPF program): once both legs of a plain↔plain call are latched,
+	// their packets are forwarded in the kernel and never reach the
+	// process. IPv4 only; needs root (CAP_BPF, CAP_NET_ADMIN) and Linux
+	// 6.6 or later, or the SBC does not start. Empty (default): every
+	// packet is relayed in user space.
+	KernelRelay []string `toml:"kernel_relay"`
 }
 
 // Anchored reports whether media anchoring is on.

@@ -1432,6 +1432,16 @@ func (v *validator) media() {
 	m := &v.p.Media
 	v.duration("media.timeout", &m.Timeout, DefaultMediaTimeout, false)
 	v.duration("media.quarantine", &m.Quarantine, DefaultMediaQuarantine, false)
+	seen := map[string]bool{}
+	for _, name := range m.KernelRelay {
+		switch {
+		case name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t"):
+			v.errf("media.kernel_relay", "invalid interface name %s", quote(name))
+		case seen[name]:
+			v.errf("media.kernel_relay", "interface %s listed twice", quote(name))
+		}
+		seen[name] = true
+	}
 	for i := range v.p.Realms {
 		r := &v.p.Realms[i]
 		mp := elemPath("realm", i) + ".media"

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sbc-project/sbc/policy"
 	"github.com/sbc-project/sbc/srtp"
+	"github.com/sbc-project/sbc/srtp/kfwd"
 )
 
 // Media anchoring: the RTP of every call flows through relay sockets of
@@ -81,6 +82,32 @@ type mediaPlane struct {
 	// consent is the ICE consent timeout of new agents (RFC 7675: 30 s;
 	// tests shorten it).
 	consent atomic.Int64
+
+	// kernel is the in-kernel relay for plain RTP (media.kernel_relay),
+	// set at Start before any call; nil without one.
+	kernel *kfwd.Forwarder
+}
+
+// openKernel attaches the in-kernel relay to media.kernel_relay's
+// interfaces, if any.
+func (mp *mediaPlane) openKernel(p *policy.Policy) error {
+	if len(p.Media.KernelRelay) == 0 {
+		return nil
+	}
+	f, err := kfwd.Open(kfwd.Config{Interfaces: p.Media.KernelRelay})
+	if err != nil {
+		return fmt.Errorf("media.kernel_relay: %w", err)
+	}
+	mp.kernel = f
+	return nil
+}
+
+// closeKernel detaches it (calls still relaying fall back to user space).
+func (mp *mediaPlane) closeKernel() {
+	if mp.kernel != nil {
+		_ = mp.kernel.Close()
+		mp.kernel = nil
+	}
 }
 
 // mediaEvents are a realm's counts of what happens to calls' media
@@ -373,12 +400,16 @@ func (s *SBC) allocStream(aRealm, bRealm string, a, b legShape) (*mstream, error
 		ap.Close()
 		return nil, allocErr(err)
 	}
-	st, err := srtp.NewStream(srtp.StreamConfig{
+	cfg := srtp.StreamConfig{
 		// The caller's leg learns its source from the first packet (NAT);
 		// the backend's accepts only the address its SDP gives.
 		A: srtp.LegConfig{Ports: ap, Learn: !a.noLearn, Normalize: a.normalize},
 		B: srtp.LegConfig{Ports: bp, Normalize: b.normalize},
-	})
+	}
+	if s.media.kernel != nil {
+		cfg.Kernel = s.media.kernel
+	}
+	st, err := srtp.NewStream(cfg)
 	if err != nil {
 		ap.Close()
 		bp.Close()
@@ -975,14 +1006,15 @@ func (cm *callMedia) close() {
 
 // mediaTotals are a realm's counters of ended streams.
 type mediaTotals struct {
-	packets, bytes, forwarded uint64
-	dropped                   [srtp.NumDropReasons]uint64
+	packets, bytes, forwarded, offloaded uint64
+	dropped                              [srtp.NumDropReasons]uint64
 }
 
 func (t *mediaTotals) add(s srtp.LegStats) {
 	t.packets += s.Packets
 	t.bytes += s.Bytes
 	t.forwarded += s.Forwarded
+	t.offloaded += s.Offloaded
 	for i, n := range s.Dropped {
 		t.dropped[i] += n
 	}
@@ -1071,6 +1103,8 @@ var (
 		"Bytes of the packets counted in sbc_media_packets_total.", []string{"realm"}, nil)
 	mediaForwardedDesc = prometheus.NewDesc("sbc_media_forwarded_packets_total",
 		"Packets received from the peers of a realm and sent on to the other side of their call.", []string{"realm"}, nil)
+	mediaOffloadedDesc = prometheus.NewDesc("sbc_media_offloaded_packets_total",
+		"Packets counted in sbc_media_forwarded_packets_total that the in-kernel relay forwarded (media.kernel_relay), without the SBC process.", []string{"realm"}, nil)
 	mediaDroppedDesc = prometheus.NewDesc("sbc_media_dropped_packets_total",
 		"Packets received from a realm's side and not relayed, by reason (srtp_auth: SRTP authentication failures).", []string{"realm", "reason"}, nil)
 	mediaStreamsDesc = prometheus.NewDesc("sbc_media_streams_active",
@@ -1089,7 +1123,7 @@ var (
 var mediaPortStates = []string{"in_use", "quarantined", "free"}
 
 func (mp *mediaPlane) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mediaPacketsDesc, mediaBytesDesc, mediaForwardedDesc, mediaDroppedDesc,
+	for _, d := range []*prometheus.Desc{mediaPacketsDesc, mediaBytesDesc, mediaForwardedDesc, mediaOffloadedDesc, mediaDroppedDesc,
 		mediaStreamsDesc, mediaPortsDesc, mediaExhaustedDesc, mediaDTLSDesc, mediaTimeoutsDesc} {
 		ch <- d
 	}
@@ -1105,6 +1139,7 @@ func (mp *mediaPlane) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(mediaPacketsDesc, prometheus.CounterValue, float64(t.packets), realm)
 		ch <- prometheus.MustNewConstMetric(mediaBytesDesc, prometheus.CounterValue, float64(t.bytes), realm)
 		ch <- prometheus.MustNewConstMetric(mediaForwardedDesc, prometheus.CounterValue, float64(t.forwarded), realm)
+		ch <- prometheus.MustNewConstMetric(mediaOffloadedDesc, prometheus.CounterValue, float64(t.offloaded), realm)
 		for r := srtp.DropReason(0); r < srtp.NumDropReasons; r++ {
 			ch <- prometheus.MustNewConstMetric(mediaDroppedDesc, prometheus.CounterValue, float64(t.dropped[r]), realm, r.String())
 		}

@@ -274,6 +274,7 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 		"sbc_media_packets_total":           {"realm"},
 		"sbc_media_bytes_total":             {"realm"},
 		"sbc_media_forwarded_packets_total": {"realm"},
+		"sbc_media_offloaded_packets_total": {"realm"},
 		"sbc_media_dropped_packets_total":   {"realm"},
 		"sbc_media_streams_active":          {"realm"},
 		"sbc_media_ports":                   {"realm"},

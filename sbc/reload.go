@@ -547,9 +547,10 @@ var reloadFields = map[string]reloadRule{
 	"nftables.media_ports": ruleRestart("nftables.media_ports"),
 	"nftables.trunks_only": ruleRestart("nftables.trunks_only"),
 
-	"media.anchor":     ruleLive, // new calls; calls in progress keep their relay (or its absence)
-	"media.timeout":    ruleLive, // new calls
-	"media.quarantine": ruleRestart("media.quarantine"),
+	"media.anchor":       ruleLive, // new calls; calls in progress keep their relay (or its absence)
+	"media.timeout":      ruleLive, // new calls
+	"media.quarantine":   ruleRestart("media.quarantine"),
+	"media.kernel_relay": ruleRestart("media.kernel_relay"),
 
 	"cdr.enabled":     ruleRestart("cdr"), // the CDR file is opened by Start (outputs.go)
 	"cdr.file":        ruleRestart("cdr"),
@@ -660,6 +661,9 @@ var restartChecks = []restartCheck{
 			return out
 		}
 		return listChanged(set(a), set(b))
+	}},
+	{"media.kernel_relay", func(a, b *policy.Policy) string {
+		return changed(strings.Join(a.Media.KernelRelay, ","), strings.Join(b.Media.KernelRelay, ","))
 	}},
 	{"media.quarantine", func(a, b *policy.Policy) string {
 		return changed(a.Media.Quarantine.Duration, b.Media.Quarantine.Duration)

@@ -284,9 +284,10 @@ func TestRestartChecks(t *testing.T) {
 		"realm.media": {nil, func(p *testpolicy.Policy) {
 			p.Realm("internal").Media = &testpolicy.RealmMedia{Ports: []int{30000, 30999}}
 		}},
-		"media.quarantine": {nil, func(p *testpolicy.Policy) { p.Media = &testpolicy.Media{Quarantine: policy.D(time.Second)} }},
-		"cdr":              {nil, func(p *testpolicy.Policy) { p.CDR = &testpolicy.CDR{MaxFiles: 3} }},
-		"hep":              {nil, func(p *testpolicy.Policy) { p.HEP = &testpolicy.HEP{Address: "127.0.0.1:9999"} }},
+		"media.quarantine":   {nil, func(p *testpolicy.Policy) { p.Media = &testpolicy.Media{Quarantine: policy.D(time.Second)} }},
+		"media.kernel_relay": {nil, func(p *testpolicy.Policy) { p.Media = &testpolicy.Media{KernelRelay: []string{"eth0"}} }},
+		"cdr":                {nil, func(p *testpolicy.Policy) { p.CDR = &testpolicy.CDR{MaxFiles: 3} }},
+		"hep":                {nil, func(p *testpolicy.Policy) { p.HEP = &testpolicy.HEP{Address: "127.0.0.1:9999"} }},
 		"webhook": {
 			func(p *testpolicy.Policy) {
 				p.Webhooks = []testpolicy.Webhook{{Name: "ops", URL: "https://hooks.example/x", Events: []string{"cdr"}, Secret: "0123456789abcdef"}}

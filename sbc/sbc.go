@@ -244,11 +244,15 @@ func (s *SBC) Start(ctx context.Context) error {
 		return errors.New("sbc: already started")
 	}
 	p := s.state.Load().pol
+	if err := s.media.openKernel(p); err != nil {
+		return err
+	}
 	for _, ep := range s.realms {
 		if err := ep.listen(p); err != nil {
 			for _, o := range s.realms {
 				o.closeSockets()
 			}
+			s.media.closeKernel()
 			return err
 		}
 	}
@@ -257,6 +261,7 @@ func (s *SBC) Start(ctx context.Context) error {
 		for _, o := range s.realms {
 			o.closeSockets()
 		}
+		s.media.closeKernel()
 		return err
 	}
 	s.ops.Store(out)
@@ -290,6 +295,7 @@ func (s *SBC) Start(ctx context.Context) error {
 			s.ops.Store(nil)
 			s.setSinks()
 			s.out.mu.Unlock()
+			s.media.closeKernel()
 			return err
 		}
 		s.admin = a
@@ -332,6 +338,7 @@ func (s *SBC) Close() error {
 	s.setSinks() // the webhooks leave the Mux
 	s.out.mu.Unlock()
 	s.fast.close()
+	s.media.closeKernel()
 	if err := s.def.blocklist.Close(); err != nil {
 		s.log.Error("blocklist: last save failed", "error", err.Error())
 	}

@@ -8,19 +8,31 @@
 //     odd one, or one port with rtcp-mux; a random start then a walk of the
 //     range; a quarantine before a released port is reused; an immediate
 //     ErrPortsExhausted when the range is full (the SBC answers 503).
-//   - Streams (Stream): one per m= line, relaying between two legs. One
-//     reader goroutine per socket (two per leg without rtcp-mux, one with
-//     it) forwards each datagram straight out of the other leg's socket,
-//     with a buffer owned by the goroutine: no channel, no allocation per
-//     packet. That is simple and enough for SIP trunks (about 50 packets/s
-//     per socket); batching (recvmmsg) or an in-kernel path for plain RTP
-//     can replace the readers later without changing the API. On Linux
-//     the reads and writes are raw recvfrom/sendto calls inside the
-//     sockets' RawConn (sockIO, rawio_linux.go): the net package still
-//     owns the descriptors and parks an idle reader in its poller, but
-//     the runtime's syscall bookkeeping, which woke its monitor thread on
-//     nearly every packet, is skipped (BENCHMARKS.md, "srtp: media
-//     relay": about a third less CPU per packet).
+//   - Streams (Stream): one per m= line, relaying between two legs, each
+//     datagram forwarded straight out of the other leg's socket from a
+//     preallocated buffer: no channel, no allocation per packet.
+//   - Relay loops (engine_linux.go): on Linux a stream's sockets join one
+//     of a few relay loops (GOMAXPROCS by default; RelayOptions), each a
+//     goroutine with an epoll instance of its own over the sockets of many
+//     streams. The epoll descriptor sits in the Go runtime's poller, so an
+//     idle loop parks like a goroutine on a socket and is woken once for
+//     every socket that became ready meanwhile; it then polls without
+//     blocking (raw epoll_pwait), reads each ready socket with one
+//     recvmmsg and sends with raw sendto (sockIO, rawio_linux.go), and
+//     reads the clock once per batch. No goroutine per stream, no park
+//     and wake-up per packet. RelayOptions.Coalesce can make a busy loop
+//     wait a little before polling again (more packets per wake-up, a
+//     little latency); RelayOptions.PerSocket, and other systems, keep
+//     the older design: a reader goroutine per socket. Stream.Close takes
+//     the sockets out of their loop before closing them.
+//   - The kernel path (StreamConfig.Kernel, a KernelPath such as
+//     srtp/kfwd's Forwarder): once both legs of a plain↔plain stream
+//     (no normalisation, no DatagramHandler) are latched, each direction
+//     of each socket pair is offloaded as an exact flow (latched source →
+//     relay socket), so its packets never reach user space; the kernel's
+//     counts and last-packet time are part of Stats, LastPacket and Idle.
+//     Expect (a moved leg), SetTransform, SetHandler and Close take the
+//     flows back; a moved leg relatches in user space first.
 //   - Latching: before the first packet a leg's destination is the address
 //     its SDP announced. The first valid packet from that address (from any
 //     address if the leg learns, for symmetric RTP behind NAT) latches the

@@ -614,6 +614,7 @@ func BenchmarkDTLSHandshake(b *testing.B) {
 func TestDTLSCloseLeaksNothing(t *testing.T) {
 	pp := newTestPool(t)
 	pb := newPhone(t)
+	_ = pickWorker() // the relay loops live for the process: start them before counting
 	before := runtime.NumGoroutine()
 	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(loopback, 0)))
 	if err != nil {

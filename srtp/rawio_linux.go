@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // sockIO is a reader goroutine's way to read its socket and write to the
@@ -37,6 +39,10 @@ type sockIO struct {
 	wv6     bool
 	werrno  syscall.Errno
 	writeFn func(fd uintptr) bool
+	// direct: a relay loop's sockIO, whose sockets' descriptors stay open
+	// while it uses them (Stream.Close takes them out of the loop first),
+	// so it calls recvfrom/sendto on them without the RawConn.
+	direct bool
 }
 
 // rawConn is what a sock keeps for sockIO: its RawConn and family.
@@ -80,7 +86,7 @@ func newSockIO() *sockIO {
 				continue
 			}
 			io.werrno = e
-			return e != syscall.EAGAIN
+			return e != syscall.EAGAIN || io.direct
 		}
 	}
 	return io
@@ -103,17 +109,7 @@ func (io *sockIO) read(k *sock, b []byte) (int, netip.AddrPort, error) {
 	return io.rn, io.from(), nil
 }
 
-func (io *sockIO) from() netip.AddrPort {
-	switch io.rsa.Addr.Family {
-	case syscall.AF_INET:
-		sa := (*syscall.RawSockaddrInet4)(unsafe.Pointer(&io.rsa))
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), port(sa.Port))
-	case syscall.AF_INET6:
-		sa := (*syscall.RawSockaddrInet6)(unsafe.Pointer(&io.rsa))
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), port(sa.Port))
-	}
-	return netip.AddrPort{}
-}
+func (io *sockIO) from() netip.AddrPort { return sockaddrAddrPort(&io.rsa) }
 
 // port converts a sockaddr's port (network byte order in memory) to a
 // number, and back with htons.
@@ -143,6 +139,16 @@ func (io *sockIO) write(k *sock, pkt []byte, dst netip.AddrPort) error {
 		io.wsa4 = syscall.RawSockaddrInet4{Family: syscall.AF_INET, Port: htons(dst.Port()), Addr: a.Unmap().As4()}
 	}
 	io.wpkt = pkt
+	if io.direct && k.fd >= 0 {
+		// Non-blocking socket: a full send buffer is a drop (EAGAIN), not
+		// a wait that would stall the loop's other streams.
+		io.writeFn(uintptr(k.fd))
+		io.wpkt = nil
+		if io.werrno != 0 {
+			return io.werrno
+		}
+		return nil
+	}
 	err := k.raw.rc.Write(io.writeFn)
 	io.wpkt = nil
 	if err != nil {
@@ -152,4 +158,73 @@ func (io *sockIO) write(k *sock, pkt []byte, dst netip.AddrPort) error {
 		return io.werrno
 	}
 	return nil
+}
+
+// mmsghdr is struct mmsghdr (x/sys/unix has the msghdr, not this).
+type mmsghdr struct {
+	hdr unix.Msghdr
+	n   uint32
+}
+
+// batchReader reads up to len(bufs) datagrams queued on a socket with one
+// recvmmsg: a relay loop drains a busy socket (a BUNDLE socket, a burst)
+// in one system call per poll instead of one per datagram, and a socket
+// with one datagram costs what a recvfrom would. Its buffers, headers and
+// addresses are allocated once.
+type batchReader struct {
+	bufs [][]byte
+	iov  []unix.Iovec
+	msgs []mmsghdr
+	sa   []syscall.RawSockaddrAny
+}
+
+func newBatchReader(n, size int) *batchReader {
+	r := &batchReader{bufs: make([][]byte, n), iov: make([]unix.Iovec, n), msgs: make([]mmsghdr, n), sa: make([]syscall.RawSockaddrAny, n)}
+	for i := range n {
+		r.bufs[i] = make([]byte, size)
+		r.iov[i].Base = &r.bufs[i][0]
+		r.iov[i].SetLen(readSize)
+		r.msgs[i].hdr.Iov = &r.iov[i]
+		r.msgs[i].hdr.SetIovlen(1)
+		r.msgs[i].hdr.Name = (*byte)(unsafe.Pointer(&r.sa[i]))
+	}
+	return r
+}
+
+// read fills the batch from a non-blocking descriptor: the number of
+// datagrams, or an errno (EAGAIN: none queued).
+func (r *batchReader) read(fd int) (int, syscall.Errno) {
+	for i := range r.msgs {
+		r.msgs[i].hdr.Namelen = uint32(unsafe.Sizeof(r.sa[i]))
+		r.msgs[i].hdr.Flags = 0
+		r.msgs[i].n = 0
+	}
+	for {
+		n, _, e := syscall.RawSyscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(len(r.msgs)),
+			unix.MSG_DONTWAIT, 0, 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(n), 0
+	}
+}
+
+// datagram returns the i-th datagram's length and source.
+func (r *batchReader) datagram(i int) (int, netip.AddrPort) {
+	return int(r.msgs[i].n), sockaddrAddrPort(&r.sa[i])
+}
+
+func sockaddrAddrPort(rsa *syscall.RawSockaddrAny) netip.AddrPort {
+	switch rsa.Addr.Family {
+	case syscall.AF_INET:
+		sa := (*syscall.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), port(sa.Port))
+	case syscall.AF_INET6:
+		sa := (*syscall.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), port(sa.Port))
+	}
+	return netip.AddrPort{}
 }

@@ -39,14 +39,16 @@ func (s *Stream) serve(k *sock) {
 			continue
 		}
 		errs = 0
-		s.handle(k, sio, buf, n, src)
+		s.handle(k, sio, buf, n, src, 0)
 	}
 }
 
 // handle runs one datagram through demux, latch, inbound transform,
 // normalisation, outbound transform and send. No allocation on the way,
-// except when the leg latches (once).
-func (s *Stream) handle(k *sock, sio *sockIO, buf []byte, n int, src netip.AddrPort) {
+// except when the leg latches (once). now is the receive time in Unix
+// nanoseconds (a relay loop reads the clock once per batch), 0 to read
+// it here.
+func (s *Stream) handle(k *sock, sio *sockIO, buf []byte, n int, src netip.AddrPort, now int64) {
 	l := k.leg
 	if n == 0 {
 		l.drop(DropMalformed)
@@ -98,9 +100,13 @@ func (s *Stream) handle(k *sock, sio *sockIO, buf []byte, n int, src netip.AddrP
 	// Only a packet that passed the transform (authenticated, for SRTP)
 	// latches: a forged packet cannot steer the relay.
 	if !st.latched {
-		k.latch.CompareAndSwap(st, &latchState{expected: st.expected, source: src, latched: true})
+		if k.latch.CompareAndSwap(st, &latchState{expected: st.expected, source: src, latched: true}) && s.kernel != nil {
+			s.maybeOffload()
+		}
 	}
-	now := time.Now().UnixNano()
+	if now == 0 {
+		now = time.Now().UnixNano()
+	}
 	l.lastRx.Store(now)
 	l.c.packets.Add(1)
 	l.c.bytes.Add(uint64(n))

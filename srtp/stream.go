@@ -157,6 +157,10 @@ type StreamConfig struct {
 	// not end the call: the owner decides.
 	IdleTimeout time.Duration
 	OnIdle      func(idle time.Duration)
+	// Kernel, if set, relays the stream in the kernel once both legs are
+	// plain and latched (see KernelPath); nil keeps every packet in user
+	// space.
+	Kernel KernelPath
 }
 
 // LegStats are one leg's ingress counters: what its remote sent us.
@@ -171,6 +175,10 @@ type LegStats struct {
 	ReadErrors uint64
 	// SSRCSwitches counts source changes normalised on egress to this leg.
 	SSRCSwitches uint64
+	// Offloaded counts the packets among Packets (and Forwarded) that the
+	// kernel path relayed (StreamConfig.Kernel); their Bytes are UDP
+	// payload, as for the others.
+	Offloaded uint64
 }
 
 // AuthFailures is the number of SRTP/SRTCP packets whose tag failed.
@@ -200,6 +208,13 @@ type sock struct {
 	rtcpOnly bool // RTCP socket of a non-mux leg
 	mux      bool // RTP and RTCP share this socket
 	latch    atomic.Pointer[latchState]
+	stream   *Stream
+	// With a relay loop (engine_linux.go): the descriptor while the
+	// socket is in the loop's epoll (negative otherwise), its slot there,
+	// and consecutive read errors. Loop goroutine and add/remove only.
+	fd       int
+	slot     int32
+	readErrs int
 }
 
 // dest is where packets for this socket's peer go: the latched source,
@@ -222,6 +237,7 @@ type handlerBox struct{ h DatagramHandler }
 
 type counters struct {
 	packets, bytes, rtcp, forwarded, readErrors atomic.Uint64
+	offloaded                                   atomic.Uint64
 	dropped                                     [NumDropReasons]atomic.Uint64
 }
 
@@ -240,13 +256,22 @@ type leg struct {
 
 func (l *leg) drop(r DropReason) { l.c.dropped[r].Add(1) }
 
-// Stream relays one media stream (one m= line) between two legs. It runs
-// one reader goroutine per socket (two per leg without rtcp-mux, one with
-// it); each goroutine owns a preallocated buffer and forwards what it
-// reads straight to the other leg's socket, so the relay path has no
-// channel and no allocation. See the package doc for latching.
+// Stream relays one media stream (one m= line) between two legs. On
+// Linux its sockets join one of the relay loops (engine_linux.go), which
+// each watch the sockets of many streams through an epoll instance of
+// their own; elsewhere (or with RelayOptions.PerSocket) it runs one
+// reader goroutine per socket (two per leg without rtcp-mux, one with
+// it). Either way the packet is forwarded from a preallocated buffer
+// straight to the other leg's socket: no channel and no allocation. See
+// the package doc for latching.
 type Stream struct {
 	legs    [2]*leg
+	worker  *relayWorker // nil: reader goroutines
+	kernel  KernelPath
+	kmu     sync.Mutex // kflows, kpair
+	kflows  []kflow
+	kpair   [2]bool // RTP pair, RTCP pair offloaded
+	kerrors atomic.Uint64
 	created int64
 	wg      sync.WaitGroup
 	closed  atomic.Bool
@@ -261,7 +286,7 @@ type Stream struct {
 // NewStream builds the stream and starts its readers. On error the ports
 // are left to the caller; on success the stream owns them.
 func NewStream(cfg StreamConfig) (*Stream, error) {
-	s := &Stream{created: time.Now().UnixNano(), idleTimeout: cfg.IdleTimeout, onIdle: cfg.OnIdle}
+	s := &Stream{created: time.Now().UnixNano(), idleTimeout: cfg.IdleTimeout, onIdle: cfg.OnIdle, kernel: cfg.Kernel}
 	for i, lc := range [2]LegConfig{cfg.A, cfg.B} {
 		if lc.Ports == nil || lc.Ports.RTP == nil {
 			return nil, fmt.Errorf("srtp: leg %v has no ports", LegID(i))
@@ -281,11 +306,11 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 			l.norm = &normalizer{clockRate: cr}
 		}
 		mux := lc.Ports.RTCP == nil
-		l.rtp = &sock{conn: lc.Ports.RTP, raw: newRawConn(lc.Ports.RTP), leg: l, mux: mux}
+		l.rtp = &sock{conn: lc.Ports.RTP, raw: newRawConn(lc.Ports.RTP), leg: l, mux: mux, stream: s, fd: -1}
 		if mux {
 			l.rtcp = l.rtp
 		} else {
-			l.rtcp = &sock{conn: lc.Ports.RTCP, raw: newRawConn(lc.Ports.RTCP), leg: l, rtcpOnly: true}
+			l.rtcp = &sock{conn: lc.Ports.RTCP, raw: newRawConn(lc.Ports.RTCP), leg: l, rtcpOnly: true, stream: s, fd: -1}
 		}
 		rtpAddr, rtcpAddr := expectedPair(lc.Remote, lc.RemoteRTCP, mux)
 		l.rtp.latch.Store(&latchState{expected: rtpAddr})
@@ -300,10 +325,11 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 			b.BindStream(s, l.id)
 		}
 	}
-	for _, l := range s.legs {
-		s.start(l.rtp)
-		if l.rtcp != l.rtp {
-			s.start(l.rtcp)
+	if w := pickWorker(); w != nil && w.add(s.socks()) == nil {
+		s.worker = w
+	} else {
+		for _, k := range s.socks() {
+			s.start(k)
 		}
 	}
 	if s.idleTimeout > 0 && s.onIdle != nil {
@@ -324,6 +350,18 @@ func expectedPair(rtp, rtcp netip.AddrPort, mux bool) (netip.AddrPort, netip.Add
 		rtcp = netip.AddrPortFrom(rtp.Addr(), rtp.Port()+1)
 	}
 	return rtp, rtcp
+}
+
+// socks returns the stream's sockets.
+func (s *Stream) socks() []*sock {
+	out := make([]*sock, 0, 4)
+	for _, l := range s.legs {
+		out = append(out, l.rtp)
+		if l.rtcp != l.rtp {
+			out = append(out, l.rtcp)
+		}
+	}
+	return out
 }
 
 func (s *Stream) start(k *sock) {
@@ -349,6 +387,9 @@ func (s *Stream) Expect(id LegID, rtp, rtcp netip.AddrPort) {
 	expect(l.rtp, rtpAddr)
 	if l.rtcp != l.rtp {
 		expect(l.rtcp, rtcpAddr)
+	}
+	if st := l.rtp.latch.Load(); !st.latched {
+		s.unloadKernel() // the leg relatches in user space first
 	}
 }
 
@@ -385,6 +426,7 @@ func (s *Stream) SetTransform(id LegID, t Transform) {
 		t = Plain{}
 	}
 	s.leg(id).transform.Store(&transformBox{t})
+	s.unloadKernel()
 }
 
 // Transform returns a leg's current transform (to Rekey an *SRTP).
@@ -400,7 +442,9 @@ func (s *Stream) SetHandler(id LegID, h DatagramHandler) DatagramHandler {
 	if b, ok := h.(StreamBinder); ok {
 		b.BindStream(s, id)
 	}
-	return s.leg(id).handler.Swap(&handlerBox{h}).h
+	old := s.leg(id).handler.Swap(&handlerBox{h}).h
+	s.unloadKernel()
+	return old
 }
 
 // acceptsFrom reports whether a leg takes a datagram that is not
@@ -440,7 +484,7 @@ func (s *Stream) learns(id LegID) bool { return s.leg(id).learn }
 // LastPacket returns when the last valid packet came from a leg (zero
 // time if none yet).
 func (s *Stream) LastPacket(id LegID) time.Time {
-	n := s.leg(id).lastRx.Load()
+	n := max(s.leg(id).lastRx.Load(), s.kernelLast()[id&1])
 	if n == 0 {
 		return time.Time{}
 	}
@@ -450,7 +494,8 @@ func (s *Stream) LastPacket(id LegID) time.Time {
 // Idle returns how long no valid packet has come from either leg, counted
 // from the stream's creation when none came yet.
 func (s *Stream) Idle(now time.Time) time.Duration {
-	last := max(s.created, s.legs[0].lastRx.Load(), s.legs[1].lastRx.Load())
+	k := s.kernelLast()
+	last := max(s.created, s.legs[0].lastRx.Load(), s.legs[1].lastRx.Load(), k[0], k[1])
 	d := now.UnixNano() - last
 	if d < 0 {
 		return 0
@@ -477,10 +522,15 @@ func (s *Stream) checkIdle() {
 // Stats returns a snapshot of the counters.
 func (s *Stream) Stats() StreamStats {
 	var st StreamStats
+	// Under kmu, so that flows folded back into the counters (unload) are
+	// counted once.
+	s.kmu.Lock()
+	defer s.kmu.Unlock()
 	for i, p := range []*LegStats{&st.A, &st.B} {
 		c := &s.legs[i].c
 		p.Packets, p.Bytes, p.RTCPPackets, p.Forwarded = c.packets.Load(), c.bytes.Load(), c.rtcp.Load(), c.forwarded.Load()
 		p.ReadErrors = c.readErrors.Load()
+		p.Offloaded = c.offloaded.Load()
 		for r := range p.Dropped {
 			p.Dropped[r] = c.dropped[r].Load()
 		}
@@ -488,15 +538,19 @@ func (s *Stream) Stats() StreamStats {
 			p.SSRCSwitches = n.switches.Load()
 		}
 	}
+	if s.kernel != nil {
+		s.kernelStatsLocked(&st)
+	}
 	return st
 }
 
 // Close closes the legs' handlers that implement io.Closer (a DTLS
-// session sends its close_notify while the socket is still open), stops
-// the readers, waits for them, and releases both legs' ports to their
+// session sends its close_notify while the socket is still open), takes
+// the sockets out of their relay loop (or stops the readers and waits for
+// them), and releases both legs' ports to their
 // pools (quarantined). It is idempotent and safe from any goroutine,
-// OnIdle included, but not from a DatagramHandler of this stream (Close
-// waits for the reader that runs it).
+// OnIdle included, but not from a DatagramHandler of any stream (Close
+// waits for the loop or reader that runs it).
 func (s *Stream) Close() error {
 	var err error
 	s.once.Do(func() {
@@ -510,6 +564,12 @@ func (s *Stream) Close() error {
 			if c, ok := l.handler.Load().h.(io.Closer); ok {
 				_ = c.Close()
 			}
+		}
+		s.unloadKernel()
+		if s.worker != nil {
+			// Out of the loop before the descriptors close (and can be
+			// reused by another socket).
+			s.worker.remove(s.socks())
 		}
 		for _, l := range s.legs {
 			_ = l.ports.RTP.Close()

@@ -83,3 +83,58 @@ func parseStatCPU(s string) (time.Duration, error) {
 	}
 	return time.Duration(u+st) * clockTick, nil
 }
+
+// MachineCPU is the machine's CPU time from /proc/stat's "cpu" line:
+// Busy is user, nice, system, irq and softirq summed (not idle, iowait or
+// steal), Softirq the softirq share. Clock ticks, converted to time with
+// the usual USER_HZ of 100. It counts every process, the kernel's
+// softirq work included (an in-kernel relay's cost), and whatever else
+// runs on the machine.
+type MachineCPU struct{ Busy, Softirq time.Duration }
+
+// ReadMachineCPU reads /proc/stat.
+func ReadMachineCPU() (MachineCPU, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return MachineCPU{}, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return MachineCPU{}, fmt.Errorf("/proc/stat: unexpected %q", line)
+	}
+	var v [7]uint64
+	for i := range v {
+		if v[i], err = strconv.ParseUint(f[i+1], 10, 64); err != nil {
+			return MachineCPU{}, err
+		}
+	}
+	const tick = 10 * time.Millisecond // USER_HZ 100
+	// user nice system idle iowait irq softirq
+	busy := v[0] + v[1] + v[2] + v[5] + v[6]
+	return MachineCPU{Busy: time.Duration(busy) * tick, Softirq: time.Duration(v[6]) * tick}, nil
+}
+
+// KsoftirqdCPU is the run time of the kernel's ksoftirqd threads (one per
+// CPU), summed from their schedstat: softirq work (packet delivery, an
+// in-kernel relay's included) that the kernel deferred to them instead of
+// running it in the sending process's system call. Other traffic on the
+// machine counts too, so it is an upper bound for one workload.
+func KsoftirqdCPU() time.Duration {
+	dirs, _ := filepath.Glob("/proc/[0-9]*/comm")
+	var sum time.Duration
+	for _, c := range dirs {
+		b, err := os.ReadFile(c)
+		if err != nil || !strings.HasPrefix(string(b), "ksoftirqd/") {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(c)))
+		if err != nil {
+			continue
+		}
+		if run, _, err := procSched(pid); err == nil {
+			sum += run
+		}
+	}
+	return sum
+}

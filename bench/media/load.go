@@ -53,6 +53,12 @@ type Scenario struct {
 	// phones have); otherwise plain and SDES phones of a side share one
 	// socket and only DTLS phones have their own.
 	PerCallSockets bool
+	// RelayOpts is how the SBC relay child reads its sockets (relay
+	// loops, coalescing, or reader goroutines per socket).
+	RelayOpts srtp.RelayOptions
+	// Kernel gives the SBC relay child the in-kernel path for plain RTP
+	// (srtp/kfwd on lo; needs root).
+	Kernel bool
 	// IdleWindow, if set, samples the relay's CPU for that long with no
 	// traffic before the run (Result.RelayIdle).
 	IdleWindow time.Duration
@@ -81,6 +87,14 @@ type Result struct {
 	// GenCPU is this process's CPU over the run: the phones (pacing,
 	// encryption, receiving, decryption). Not included in RelayCPU.
 	GenCPU time.Duration
+	// Machine is the whole machine's CPU over the run (/proc/stat): the
+	// only place where an in-kernel relay's softirq work shows, and also
+	// everything else that ran meanwhile.
+	Machine MachineCPU
+	// Ksoftirqd is the ksoftirqd threads' CPU over the run: softirq work
+	// the kernel did not run in the senders' system calls (the relay's
+	// and the phones'), with whatever else the machine did.
+	Ksoftirqd time.Duration
 	// Behind is how far the pacer fell behind its schedule at worst.
 	Behind time.Duration
 	// Latency percentiles from send to receipt (relay and kernel both
@@ -100,6 +114,29 @@ func (r Result) RelayUSPerPacket() float64 {
 		return math.NaN()
 	}
 	return us(r.RelayCPU) / float64(r.Sent)
+}
+
+// PathUSPerPacket is the relay's and the generator's CPU per packet
+// together, in µs: on loopback the kernel's delivery work, an in-kernel
+// relay's included, runs in the sending process's system calls, so this
+// sum holds all of a relay's cost (less what ksoftirqd picked up, which
+// MachineUSPerPacket shows).
+func (r Result) PathUSPerPacket() float64 { return r.RelayUSPerPacket() + r.GenUSPerPacket() }
+
+// KsoftirqdUSPerPacket is the ksoftirqd threads' CPU per packet, in µs.
+func (r Result) KsoftirqdUSPerPacket() float64 {
+	if r.Sent == 0 {
+		return math.NaN()
+	}
+	return us(r.Ksoftirqd) / float64(r.Sent)
+}
+
+// MachineUSPerPacket is the machine's busy CPU per packet, in µs.
+func (r Result) MachineUSPerPacket() float64 {
+	if r.Sent == 0 {
+		return math.NaN()
+	}
+	return us(r.Machine.Busy) / float64(r.Sent)
 }
 
 // GenUSPerPacket is the load generator's CPU per packet, in µs.
@@ -274,7 +311,7 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 			return res, err
 		}
 		relay, err = StartRelay(RelaySetup{Streams: sc.Calls, A: sc.A, B: sc.B, RemoteA: addrs(sa), RemoteB: addrs(sb),
-			PeerFingerprint: cert.Fingerprint.String()}, sc.Procs)
+			PeerFingerprint: cert.Fingerprint.String(), Relay: sc.RelayOpts, Kernel: sc.Kernel}, sc.Procs)
 		if err != nil {
 			return res, err
 		}
@@ -399,6 +436,8 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 		t0, _ = ProcCPUTicks(relayPid)
 	}
 	u0, _ := bench.ReadUDPStats()
+	m0, _ := ReadMachineCPU()
+	k0 := KsoftirqdCPU()
 	s0, _ := ProcCPU(os.Getpid())
 	start := time.Now()
 	sent, behind, err := g.pace(ctx)
@@ -415,6 +454,10 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 	if u1, err := bench.ReadUDPStats(); err == nil {
 		res.RcvbufErrors = u1.Sub(u0).RcvbufErrors
 	}
+	if m1, err := ReadMachineCPU(); err == nil {
+		res.Machine = MachineCPU{Busy: m1.Busy - m0.Busy, Softirq: m1.Softirq - m0.Softirq}
+	}
+	res.Ksoftirqd = KsoftirqdCPU() - k0
 	s1, _ := ProcCPU(os.Getpid())
 	res.GenCPU = s1 - s0
 	res.Sent, res.Received, res.PhoneErrors, res.Behind = sent, g.received.Load(), g.errors.Load(), behind

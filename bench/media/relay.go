@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sbc-project/sbc/srtp"
+	"github.com/sbc-project/sbc/srtp/kfwd"
 )
 
 // Profile is a leg's media profile.
@@ -41,6 +42,10 @@ type RelaySetup struct {
 	// PeerFingerprint is the phones' DTLS certificate fingerprint (one
 	// certificate for all DTLS phones), for DTLS legs.
 	PeerFingerprint string
+	// Relay is passed to srtp.SetRelayOptions before any stream.
+	Relay srtp.RelayOptions
+	// Kernel: attach srtp/kfwd to lo and give it to every stream.
+	Kernel bool
 }
 
 func (s RelaySetup) remote(list []netip.AddrPort, i int) netip.AddrPort {
@@ -83,9 +88,25 @@ type RelayStats struct {
 	Mem MemStats
 	// Summed over streams and legs.
 	Packets, Forwarded uint64
-	Dropped            map[string]uint64
-	DTLSDone           int
-	DTLSFailed         []string `json:",omitempty"`
+	// Offloaded: relayed by the kernel path.
+	Offloaded  uint64
+	Dropped    map[string]uint64
+	DTLSDone   int
+	DTLSFailed []string `json:",omitempty"`
+	// Loops is the relay loops' batching since the child started
+	// (empty with reader goroutines).
+	Loops LoopSummary
+}
+
+// LoopSummary prints srtp.RelayLoopStats for the run log.
+type LoopSummary srtp.RelayLoopStats
+
+func (l LoopSummary) String() string {
+	if l.Loops == 0 {
+		return ", reader goroutines"
+	}
+	return fmt.Sprintf(", %d loops: %.2f packets per wake-up, %.2f per poll", l.Loops,
+		float64(l.Packets)/float64(max(l.Wakeups, 1)), float64(l.Packets)/float64(max(l.Polls, 1)))
 }
 
 // ChildEnv, set to "1" in a process's environment, makes
@@ -124,6 +145,7 @@ func RelayChild(in io.Reader, out io.Writer) error {
 	if err := json.Unmarshal(sc.Bytes(), &setup); err != nil {
 		return err
 	}
+	srtp.SetRelayOptions(setup.Relay)
 	r := &relay{}
 	reply := RelayReply{Pid: os.Getpid(), Before: readMem()}
 	streams, err := r.build(setup)
@@ -155,6 +177,7 @@ func RelayChild(in io.Reader, out io.Writer) error {
 }
 
 type relay struct {
+	kernel  *kfwd.Forwarder
 	cert    *srtp.Certificate
 	streams []*srtp.Stream
 	mu      sync.Mutex
@@ -166,6 +189,9 @@ type relay struct {
 func (r *relay) close() {
 	for _, s := range r.streams {
 		_ = s.Close()
+	}
+	if r.kernel != nil {
+		_ = r.kernel.Close()
 	}
 }
 
@@ -234,6 +260,11 @@ func (r *relay) build(setup RelaySetup) ([]RelayStream, error) {
 		}
 		peerFP = []srtp.Fingerprint{fp}
 	}
+	if setup.Kernel {
+		if r.kernel, err = kfwd.Open(kfwd.Config{Interfaces: []string{"lo"}}); err != nil {
+			return nil, err
+		}
+	}
 	pool, err := poolFor(setup.Streams)
 	if err != nil {
 		return nil, err
@@ -271,7 +302,11 @@ func (r *relay) build(setup RelaySetup) ([]RelayStream, error) {
 				}
 			}
 		}
-		s, err := srtp.NewStream(srtp.StreamConfig{A: lc[0], B: lc[1]})
+		sc := srtp.StreamConfig{A: lc[0], B: lc[1]}
+		if r.kernel != nil {
+			sc.Kernel = r.kernel
+		}
+		s, err := srtp.NewStream(sc)
 		if err != nil {
 			return nil, err
 		}
@@ -284,12 +319,13 @@ func (r *relay) build(setup RelaySetup) ([]RelayStream, error) {
 }
 
 func (r *relay) stats() RelayStats {
-	st := RelayStats{Mem: readMem(), Dropped: map[string]uint64{}}
+	st := RelayStats{Mem: readMem(), Dropped: map[string]uint64{}, Loops: LoopSummary(srtp.LoopStats())}
 	for _, s := range r.streams {
 		ss := s.Stats()
 		for _, l := range []srtp.LegStats{ss.A, ss.B} {
 			st.Packets += l.Packets
 			st.Forwarded += l.Forwarded
+			st.Offloaded += l.Offloaded
 			for reason, n := range l.Dropped {
 				if n > 0 {
 					st.Dropped[srtp.DropReason(reason).String()] += n

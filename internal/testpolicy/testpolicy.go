@@ -104,6 +104,7 @@ type Secrets struct {
 type Media struct {
 	Anchor              *bool
 	Timeout, Quarantine policy.Duration
+	KernelRelay         []string
 }
 
 // CDR is [cdr].
@@ -744,6 +745,7 @@ func (p *Policy) TOML() string {
 		}
 		w.dur("timeout", m.Timeout)
 		w.dur("quarantine", m.Quarantine)
+		w.strs("kernel_relay", m.KernelRelay)
 	}
 	if c := p.CDR; c != nil {
 		w.table("[cdr]")

@@ -36,6 +36,11 @@ func main() {
 	flag.IntVar(&cfg.Procs, "procs", 0, "GOMAXPROCS of the SBC relay (0: Go's default)")
 	flag.IntVar(&cfg.RTPEngineThreads, "rtpengine-threads", 0, "rtpengine --num-threads (0: its default)")
 	flag.BoolVar(&cfg.PerCallSockets, "per-call-sockets", false, "give every phone a socket of its own (default: plain and SDES phones of a side share one; DTLS phones always have their own)")
+	flag.IntVar(&cfg.Relay.Workers, "relay-loops", 0, "relay loops of the SBC relay (0: its GOMAXPROCS)")
+	flag.DurationVar(&cfg.Relay.Coalesce, "relay-coalesce", 0, "SBC relay: wait this long after a busy wake-up before polling again (0: event-driven)")
+	flag.IntVar(&cfg.Relay.CoalesceMin, "relay-coalesce-min", 2, "SBC relay: packets a wake-up must relay to coalesce")
+	flag.BoolVar(&cfg.Relay.PerSocket, "relay-per-socket", false, "SBC relay: a reader goroutine per socket (the design before relay loops)")
+	flag.BoolVar(&cfg.Kernel, "kernel", false, "add the scenario \"sbc plain (kernel)\": the SBC relay with its in-kernel path for plain RTP (srtp/kfwd attached to lo: needs root; run it in a network namespace of its own, see BENCHMARKS.md)")
 	only := flag.String("only", "", "run only the comparison scenarios whose name contains this")
 	capacity := flag.String("capacity", "", "comma-separated call counts: run the SBC relay alone (plain, both directions, -pps each) at each, with -procs (default 1) instead of the comparison")
 	flag.Parse()
@@ -73,8 +78,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "mediabench:", err)
 		os.Exit(1)
 	}
-	if *only == "" && len(rs) == 4 && len(rs[1]) > 0 && len(rs[2]) > 0 && len(rs[3]) > 0 {
+	if *only == "" && len(rs) >= 4 && len(rs[1]) > 0 && len(rs[2]) > 0 && len(rs[3]) > 0 {
 		fmt.Printf("\nsbc plain / rtpengine plain: %.2f (goal ≤ 0.5); sbc SDES↔DTLS / rtpengine plain: %.2f (goal ≤ 1)\n",
 			media.Ratio(rs[2], rs[1]), media.Ratio(rs[3], rs[1]))
+	}
+	if *only == "" && len(rs) == 5 && len(rs[0]) > 0 && len(rs[4]) > 0 {
+		p, m := media.MarginalRatios(rs[0], rs[1], rs[4])
+		fmt.Printf("sbc plain (kernel) / rtpengine plain, each as relay+generator+ksoftirqd less the phones alone: %.2f; as machine CPU less the phones alone: %.2f (goal ≤ 0.5)\n", p, m)
 	}
 }

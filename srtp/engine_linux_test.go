@@ -1,0 +1,216 @@
+//go:build linux
+
+package srtp
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// withRelayOptions sets the relay options for one test and restores them.
+func withRelayOptions(t testing.TB, o RelayOptions) {
+	t.Helper()
+	old := CurrentRelayOptions()
+	SetRelayOptions(o)
+	t.Cleanup(func() { SetRelayOptions(old) })
+}
+
+func newPoolSlots(t testing.TB, slots int) *PortPool {
+	t.Helper()
+	lo, hi := testRange(slots)
+	pp, err := NewPortPool(PortPoolConfig{IP: loopback, Min: lo, Max: hi, Quarantine: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pp
+}
+
+// TestRelayLoopsCarryManyStreams: on Linux, streams join the relay loops
+// instead of starting goroutines: 40 streams (160 sockets, RTCP on its
+// own socket) add no goroutine, every stream relays both ways through the
+// loops, a stream closed while the others carry traffic leaves the loops
+// (its sockets are no longer watched, its ports are released) and the
+// others go on; closing them all returns the loops to the sockets they
+// had.
+func TestRelayLoopsCarryManyStreams(t *testing.T) {
+	withRelayOptions(t, RelayOptions{})
+	if pickWorker() == nil {
+		t.Fatal("no relay loop on Linux")
+	}
+	const n = 40
+	pp := newPoolSlots(t, 2*n+8)
+	base := LoopStats()
+	goroutines := runtime.NumGoroutine()
+	type call struct {
+		s      *Stream
+		pa, pb *phone
+		a, b   netip.AddrPort
+	}
+	calls := make([]call, n)
+	for i := range calls {
+		pa, pb := newPhone(t), newPhone(t)
+		s, err := NewStream(StreamConfig{
+			A: LegConfig{Ports: allocate(t, pp, false), Remote: pa.addr()},
+			B: LegConfig{Ports: allocate(t, pp, false), Remote: pb.addr()},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.worker == nil {
+			t.Fatal("stream did not join a relay loop")
+		}
+		a, _ := s.LocalAddr(LegA)
+		b, _ := s.LocalAddr(LegB)
+		calls[i] = call{s, pa, pb, a, b}
+	}
+	if g := runtime.NumGoroutine(); g > goroutines {
+		t.Fatalf("%d goroutines before %d streams, %d after", goroutines, n, g)
+	}
+	if st := LoopStats(); st.Sockets-base.Sockets != 4*n {
+		t.Fatalf("loops watch %d more sockets, want %d", st.Sockets-base.Sockets, 4*n)
+	}
+	// Every phone sends before anyone reads: the loops find many sockets
+	// ready at once.
+	for i, c := range calls {
+		c.pa.send(rtpPacket(uint32(100+i), 1, 0, 20), c.a)
+		c.pb.send(rtpPacket(uint32(200+i), 1, 0, 20), c.b)
+	}
+	for i, c := range calls {
+		got, _ := c.pb.recv()
+		if binary.BigEndian.Uint32(got[8:]) != uint32(100+i) {
+			t.Fatalf("call %d: B got SSRC %d", i, binary.BigEndian.Uint32(got[8:]))
+		}
+		got, _ = c.pa.recv()
+		if binary.BigEndian.Uint32(got[8:]) != uint32(200+i) {
+			t.Fatalf("call %d: A got SSRC %d", i, binary.BigEndian.Uint32(got[8:]))
+		}
+	}
+	// Close every other stream while the rest carry traffic.
+	const more = 20
+	var wg sync.WaitGroup
+	var relayed atomic.Int64
+	for i, c := range calls {
+		if i%2 == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seq := range uint16(more) {
+				c.pa.send(rtpPacket(uint32(100+i), 2+seq, 0, 20), c.a)
+				c.pb.recv()
+				relayed.Add(1)
+			}
+		}()
+	}
+	waitFor(t, "traffic", func() bool { return relayed.Load() > 0 })
+	for i, c := range calls {
+		if i%2 == 0 {
+			if err := c.s.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if st := LoopStats(); st.Sockets-base.Sockets != 4*n/2 {
+		t.Fatalf("after closing half: loops watch %d more sockets, want %d", st.Sockets-base.Sockets, 4*n/2)
+	}
+	wg.Wait()
+	for i, c := range calls {
+		if i%2 == 1 {
+			st := c.s.Stats()
+			if st.A.Forwarded != 1+more || st.A.Dropped != ([NumDropReasons]uint64{}) {
+				t.Fatalf("call %d: %+v", i, st.A)
+			}
+			if err := c.s.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if st := LoopStats(); st.Sockets != base.Sockets {
+		t.Fatalf("loops watch %d sockets after close, %d before", st.Sockets, base.Sockets)
+	}
+	if st := pp.Stats(); st.InUse != 0 {
+		t.Fatalf("%+v", st)
+	}
+}
+
+// TestRelayPerSocketOption: RelayOptions.PerSocket gives a new stream
+// its reader goroutines (the design before relay loops), and the relay
+// behaves the same there: the plain, latching and IPv6 tests run again
+// in that mode.
+func TestRelayPerSocketOption(t *testing.T) {
+	withRelayOptions(t, RelayOptions{PerSocket: true})
+	pp := newTestPool(t)
+	pa, pb := newPhone(t), newPhone(t)
+	s := newTestStream(t, StreamConfig{
+		A: LegConfig{Ports: allocate(t, pp, true), Remote: pa.addr()},
+		B: LegConfig{Ports: allocate(t, pp, true), Remote: pb.addr()},
+	})
+	if s.worker != nil {
+		t.Fatal("PerSocket stream joined a relay loop")
+	}
+	a, _ := s.LocalAddr(LegA)
+	pa.send(rtpPacket(7, 1, 0, 20), a)
+	if got, _ := pb.recv(); binary.BigEndian.Uint32(got[8:]) != 7 {
+		t.Fatal("not relayed")
+	}
+	t.Run("plain", TestRelayPlainBothWays)
+	t.Run("latch", TestRelayLatchLockInAndExpect)
+	t.Run("demux", TestRelayDemux)
+	t.Run("ipv6", TestRelayIPv6)
+}
+
+// TestRelayLoopCoalesce: with Coalesce, a loop that relayed a burst
+// waits before polling again, so packets that arrive meanwhile on many
+// sockets are relayed in one wake-up (more packets than wake-ups), and
+// every packet still arrives. A lone packet afterwards (below
+// CoalesceMin) is relayed too, the loop back to waiting on epoll.
+func TestRelayLoopCoalesce(t *testing.T) {
+	withRelayOptions(t, RelayOptions{Coalesce: 20 * time.Millisecond, CoalesceMin: 1})
+	const n = 16
+	pp := newPoolSlots(t, 2*n+8)
+	type call struct {
+		pa, pb *phone
+		a      netip.AddrPort
+	}
+	calls := make([]call, n)
+	for i := range calls {
+		pa, pb := newPhone(t), newPhone(t)
+		s := newTestStream(t, StreamConfig{
+			A: LegConfig{Ports: allocate(t, pp, true), Remote: pa.addr()},
+			B: LegConfig{Ports: allocate(t, pp, true), Remote: pb.addr()},
+		})
+		a, _ := s.LocalAddr(LegA)
+		calls[i] = call{pa, pb, a}
+	}
+	before := LoopStats()
+	const rounds = 5
+	for r := range rounds {
+		for i, c := range calls {
+			c.pa.send(rtpPacket(uint32(i), uint16(r), 0, 20), c.a)
+		}
+	}
+	for _, c := range calls {
+		for range rounds {
+			c.pb.recv()
+		}
+	}
+	after := LoopStats()
+	packets, wakeups := after.Packets-before.Packets, after.Wakeups-before.Wakeups
+	if packets < n*rounds {
+		t.Fatalf("loops relayed %d packets, want ≥ %d", packets, n*rounds)
+	}
+	if wakeups >= packets {
+		t.Fatalf("%d wake-ups for %d packets: no coalescing", wakeups, packets)
+	}
+	SetRelayOptions(RelayOptions{})
+	calls[0].pa.send(rtpPacket(0, 99, 0, 20), calls[0].a)
+	if got, _ := calls[0].pb.recv(); binary.BigEndian.Uint16(got[2:]) != 99 {
+		t.Fatal("lone packet not relayed")
+	}
+}
