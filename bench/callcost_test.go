@@ -15,6 +15,11 @@ package bench
 //
 //	go test ./bench -run '^$' -bench CallCost -benchtime 2000x -count 5
 //	CALLCOST_HOLD=2000 go test ./bench -run HeldCallMemory -v -count 1
+//	CALLCOST_ENDED=1000 go test ./bench -run EndedCallMemory -v -count 1
+//
+// CALLCOST_ANCHOR=false measures the signalling alone (no media relay),
+// CALLCOST_MODE=sbc (or direct) one of the two runs, CALLCOST_HEAPPROFILE=dir
+// writes heap profiles there.
 
 import (
 	"context"
@@ -24,8 +29,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/metrics"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,7 +53,12 @@ func ccPolicy(tb testing.TB, ext, internal, admin int, backend string) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return policyTOML(benchPorts{External: ext, Internal: internal, Admin: admin, UAS: int(ap.Port())}, "info")
+	pol := policyTOML(benchPorts{External: ext, Internal: internal, Admin: admin, UAS: int(ap.Port())}, "info")
+	if os.Getenv("CALLCOST_ANCHOR") == "false" {
+		// Signalling alone: the media relay (on by default) not anchored.
+		pol += "\n[media]\nanchor = false\n"
+	}
+	return pol
 }
 
 // ccFreePorts returns n distinct free loopback ports (UDP for the first
@@ -239,8 +251,8 @@ func ccStackStart() float64 {
 // ccMem is what the process holds: live heap after a full collection,
 // goroutine stacks, resident set size, goroutines.
 type ccMem struct {
-	heap, stack, rss uint64
-	goroutines       int
+	heap, objects, stack, rss uint64
+	goroutines                int
 }
 
 func ccHeap() ccMem {
@@ -248,7 +260,7 @@ func ccHeap() ccMem {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	m := ccMem{heap: ms.HeapAlloc, stack: ms.StackInuse, goroutines: runtime.NumGoroutine()}
+	m := ccMem{heap: ms.HeapAlloc, objects: ms.HeapObjects, stack: ms.StackInuse, goroutines: runtime.NumGoroutine()}
 	if b, err := os.ReadFile("/proc/self/status"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
@@ -258,6 +270,11 @@ func ccHeap() ccMem {
 		}
 	}
 	return m
+}
+
+// objectsPerCall is (m - base) / n of the live heap objects.
+func (m ccMem) objectsPerCall(base ccMem, n int) float64 {
+	return (float64(m.objects) - float64(base.objects)) / float64(n)
 }
 
 // perCall is (m - base) / n for each figure.
@@ -367,8 +384,12 @@ func TestHeldCallMemory(t *testing.T) {
 				m    ccMem
 			}{{"at once", at1}, {"after " + settle.String(), at2}} {
 				h, s, rss, g := r.m.perCall(base, n)
-				t.Logf("%s, %s: per held call: heap %.0f B, stacks %.0f B, RSS %.0f B, goroutines %.2f", mode, r.when, h, s, rss, g)
-				fmt.Printf("HELD %s n=%d when=%q heapB/call=%.0f stackB/call=%.0f rssB/call=%.0f goroutines/call=%.3f stack-start-B=%.0f\n", mode, n, r.when, h, s, rss, g, ccStackStart())
+				o := r.m.objectsPerCall(base, n)
+				t.Logf("%s, %s: per held call: heap %.0f B (%.1f objects), stacks %.0f B, RSS %.0f B, goroutines %.2f", mode, r.when, h, o, s, rss, g)
+				fmt.Printf("HELD %s n=%d when=%q heapB/call=%.0f objects/call=%.1f stackB/call=%.0f rssB/call=%.0f goroutines/call=%.3f stack-start-B=%.0f\n", mode, n, r.when, h, o, s, rss, g, ccStackStart())
+				if r.when != "at once" {
+					ccHeapProfile(t, mode+"-held")
+				}
 			}
 
 			// Hang up, bounded, 16 at a time.
@@ -390,6 +411,132 @@ func TestHeldCallMemory(t *testing.T) {
 			bwg.Wait()
 			if left := cs.idle(10 * time.Second); left != 0 {
 				t.Errorf("%v calls still active in the sbc after the BYEs", left)
+			}
+		})
+	}
+}
+
+// ccHeapProfile writes the heap profile (in-use and allocated, as sampled
+// at runtime.MemProfileRate: run with -test.memprofilerate=1 for every
+// allocation) to $CALLCOST_HEAPPROFILE/<name>.pprof, when that is set:
+//
+//	go tool pprof -sample_index=inuse_space -top $CALLCOST_HEAPPROFILE/sbc-ended.pprof
+func ccHeapProfile(t *testing.T, name string) {
+	dir := os.Getenv("CALLCOST_HEAPPROFILE")
+	if dir == "" {
+		return
+	}
+	runtime.GC()
+	f, err := os.Create(filepath.Join(dir, name+".pprof"))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		t.Error(err)
+	}
+	t.Logf("heap profile: %s", f.Name())
+}
+
+// TestEndedCallMemory makes CALLCOST_ENDED whole calls (INVITE … ACK, then
+// BYE and its 200; 16 at a time), directly and through the SBC, and logs
+// per ended call the live heap (bytes and objects after two runtime.GC),
+// stacks, RSS and goroutines: once right after the last BYE was answered,
+// while every ended call still lingers for late retransmissions (the SBC's
+// ended dialogs and sipgo's completed transactions: 64×T1 = 32 s at most),
+// and again after CALLCOST_SETTLE (default 40 s), when all of it should be
+// gone. The SBC's share is sbc minus direct. The setup must fit well inside
+// the linger time for the first figure to count every call: the test says
+// so when it does not. Skipped unless CALLCOST_ENDED is set (a
+// measurement, not a test); bounded by the count and a 5-minute context.
+//
+//	CALLCOST_ENDED=2000 go test ./bench -run TestEndedCallMemory -v -count 1
+func TestEndedCallMemory(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("CALLCOST_ENDED"))
+	if n <= 0 {
+		t.Skip("set CALLCOST_ENDED=N (e.g. 2000) to measure N ended calls")
+	}
+	n = min(n, 20000)
+	settle := 40 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("CALLCOST_SETTLE")); err == nil {
+		settle = d
+	}
+	modes := []string{"direct", "sbc"}
+	if m := os.Getenv("CALLCOST_MODE"); m != "" {
+		modes = []string{m}
+	}
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			cs := ccStart(t, mode == "direct")
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			for i := 0; i < 20; i++ {
+				if err := cs.oneCall(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cs.idle(5 * time.Second)
+			// Let the warm-up calls' lingering state (64×T1) go.
+			time.Sleep(min(settle, 35*time.Second))
+			base := ccHeap()
+
+			var wg sync.WaitGroup
+			errs := make(chan error, 16)
+			next := make(chan int)
+			go func() {
+				defer close(next)
+				for i := 0; i < n; i++ {
+					select {
+					case next <- i:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}()
+			t0 := time.Now()
+			for w := 0; w < 16; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range next {
+						if err := cs.oneCall(ctx); err != nil {
+							select {
+							case errs <- fmt.Errorf("call %d: %w", i, err):
+							default:
+							}
+							cancel()
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+			setup := time.Since(t0)
+			if left := cs.idle(10 * time.Second); left != 0 {
+				t.Fatalf("%v calls still active in the sbc after the BYEs", left)
+			}
+			at1 := ccHeap()
+			ccHeapProfile(t, mode+"-ended")
+			if setup > 20*time.Second {
+				t.Logf("the %d calls took %v: the first ones' lingering state may be gone already (lower N)", n, setup)
+			}
+			time.Sleep(settle)
+			at2 := ccHeap()
+			t.Logf("%s: %d calls ended (in %v); baseline heap %d B (%d objects), RSS %d B, %d goroutines",
+				mode, n, setup.Round(time.Millisecond), base.heap, base.objects, base.rss, base.goroutines)
+			for _, r := range []struct {
+				when string
+				m    ccMem
+			}{{"at once", at1}, {"after " + settle.String(), at2}} {
+				h, s, rss, g := r.m.perCall(base, n)
+				o := r.m.objectsPerCall(base, n)
+				t.Logf("%s, %s: per ended call: heap %.0f B (%.1f objects), stacks %.0f B, RSS %.0f B, goroutines %.2f", mode, r.when, h, o, s, rss, g)
+				fmt.Printf("ENDED %s n=%d when=%q heapB/call=%.0f objects/call=%.1f stackB/call=%.0f rssB/call=%.0f goroutines/call=%.3f\n", mode, n, r.when, h, o, s, rss, g)
 			}
 		})
 	}

@@ -20,6 +20,8 @@ import (
 	"github.com/sbc-project/sbc/policy"
 	"github.com/sbc-project/sbc/srtp"
 
+	"net/http/pprof"
+
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -74,6 +76,32 @@ var adminRoutes = []adminRoute{
 
 	{pattern: "GET /v1/audit", role: roleAudit, h: (*SBC).handleAuditRead},
 	{pattern: "GET /v1/cdrs", role: roleAudit, h: (*SBC).handleCDRRead},
+
+	{pattern: "GET /debug/pprof/", role: roleAdmin, h: (*SBC).handlePprof},
+	{pattern: "GET /debug/pprof/{profile}", role: roleAdmin, h: (*SBC).handlePprof},
+}
+
+// handlePprof serves Go's runtime profiles (net/http/pprof) behind the
+// admin role: the index, the named profiles (heap, allocs, goroutine,
+// block, mutex, threadcreate; ?debug=1 for text, ?gc=1 for a heap after a
+// collection), a CPU profile (profile?seconds=N, N under the listener's
+// 60 s write timeout), an execution trace (trace?seconds=N), symbol and
+// cmdline.
+func (s *SBC) handlePprof(w http.ResponseWriter, r *http.Request) {
+	switch r.PathValue("profile") {
+	case "":
+		pprof.Index(w, r)
+	case "profile":
+		pprof.Profile(w, r)
+	case "trace":
+		pprof.Trace(w, r)
+	case "symbol":
+		pprof.Symbol(w, r)
+	case "cmdline":
+		pprof.Cmdline(w, r)
+	default:
+		pprof.Handler(r.PathValue("profile")).ServeHTTP(w, r)
+	}
 }
 
 // adminServer is the admin listener.

@@ -73,6 +73,7 @@ func (r *recorder) of(k events.Kind) []events.Event {
 // blocklist, policy version; audit reads the audit log and CDRs. The
 // route table must say the same (a route missing here fails the test).
 var wantRouteRoles = map[string]string{
+	"GET /debug/pprof/": roleAdmin, "GET /debug/pprof/{profile}": roleAdmin,
 	"GET /healthz":   rolePublic,
 	"GET /metrics":   rolePublic,
 	"GET /readyz":    roleRead,
@@ -97,7 +98,7 @@ func allowed(have, need string) bool {
 // concrete turns a route pattern into a request path.
 func concrete(pattern string) (method, path string) {
 	method, path, _ = strings.Cut(pattern, " ")
-	r := strings.NewReplacer("{id}", "0123abcd", "{name}", "carrier", "{pool}", "pbx", "{target}", "127.0.0.9:5060")
+	r := strings.NewReplacer("{id}", "0123abcd", "{name}", "carrier", "{profile}", "heap", "{pool}", "pbx", "{target}", "127.0.0.9:5060")
 	path = r.Replace(path)
 	switch path {
 	case "/v1/blocklist/test":
@@ -793,5 +794,40 @@ func TestAdminPolicyReload(t *testing.T) {
 	r.Body.Close()
 	if !strings.Contains(ae.Error, "log_level") || s.Policy().Server.UserAgent != "Reloaded" {
 		t.Fatalf("bad reload: %q, policy changed: %q", ae.Error, s.Policy().Server.UserAgent)
+	}
+}
+
+// /debug/pprof serves Go's runtime profiles to the admin role only: a
+// heap profile in pprof's gzipped format, goroutines as text.
+func TestAdminPprof(t *testing.T) {
+	keys, adminTOML := roleKeys(t)
+	e := newEnv(t, envOpts{admin: true, edit: func(p *testpolicy.Policy) { p.AdminTOML = adminTOML }})
+	base := "http://" + e.sbc.AdminAddr().String()
+	get := func(who, path string) (int, []byte) {
+		t.Helper()
+		res, err := adminDoKey(keys[who], http.MethodGet, base+path, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, b
+	}
+	if code, b := get(roleAdmin, "/debug/pprof/heap?gc=1"); code != http.StatusOK || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Fatalf("heap profile as admin: %d, %d bytes, want 200 and a gzipped profile", code, len(b))
+	}
+	if code, b := get(roleAdmin, "/debug/pprof/goroutine?debug=1"); code != http.StatusOK || !strings.Contains(string(b), "goroutine profile:") {
+		t.Fatalf("goroutines as admin: %d %.80q", code, b)
+	}
+	if code, b := get(roleAdmin, "/debug/pprof/"); code != http.StatusOK || !strings.Contains(string(b), "heap") {
+		t.Fatalf("index as admin: %d %.80q", code, b)
+	}
+	if code, _ := get(roleAdmin, "/debug/pprof/nosuch"); code != http.StatusNotFound {
+		t.Fatalf("unknown profile: %d, want 404", code)
+	}
+	for _, who := range []string{roleOperator, roleRead, roleAudit} {
+		if code, _ := get(who, "/debug/pprof/heap"); code != http.StatusForbidden {
+			t.Fatalf("heap profile as %s: %d, want 403", who, code)
+		}
 	}
 }

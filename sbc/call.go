@@ -67,11 +67,13 @@ type branch struct {
 	abandoned  bool
 	cancelSent bool
 	// acks holds the ACK sent for each 2xx dialog of the branch (by To
-	// tag), resent when the 2xx is retransmitted. byed marks the dialogs
+	// tag), as bytes, resent when the 2xx is retransmitted. byed marks the dialogs
 	// the SBC does not keep and has hung up.
-	acks map[string]*sip.Request
+	acks map[string][]byte
 	byed map[string]bool
 	tx   sip.ClientTransaction // set by the executor once sent
+	// buried: the branch's dialog is a tomb in the call table (tomb.go).
+	buried bool
 }
 
 // call is one call through the SBC. Fields above mu are set at creation
@@ -93,8 +95,10 @@ type call struct {
 	maxDuration time.Duration
 	src         netip.AddrPort // the caller's source
 	a           *leg
-	aReq        *sip.Request // A's INVITE with our To tag: template of every response to it
-	aTx         sip.ServerTransaction
+	// ref is what sipgo's hooks on A's INVITE transaction hold instead of
+	// the call: cleared when the call is buried, so that a transaction
+	// lingering in sipgo does not keep the ended call alive.
+	ref *callRef
 	// release frees the trunk's concurrent-call slot.
 	release func()
 	created time.Time
@@ -113,7 +117,17 @@ type call struct {
 	ended         chan struct{} // closed when the call ended
 	activity      atomic.Int64  // unix nanos of the last in-dialog request
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// aReq is A's INVITE with our To tag: template of every response to
+	// it, and of the B-leg INVITEs. aTx is its server transaction. Both go
+	// once the call is confirmed (an established call does not keep the
+	// messages that made it; the transaction is ended then, see confirm).
+	aReq *sip.Request
+	aTx  sip.ServerTransaction
+	// from, to, ruri: A's From and To URIs and request-URI, for the CDR.
+	from, to, ruri string
+	// aBuried: the A-leg is a tomb in the call table (tomb.go).
+	aBuried  bool
 	phase    phase
 	pool     *pool // the pool being tried: pools[poolIdx]
 	poolIdx  int
@@ -268,7 +282,7 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
 
 	c := &call{
-		s: s, id: newID(), st: st, pools: plan.pools, pool: plan.pools[0], trunk: p.trunk, aTx: tx,
+		s: s, id: newID(), st: st, pools: plan.pools, pool: plan.pools[0], trunk: p.trunk, aTx: tx, ref: &callRef{},
 		route: plan.route, srcPool: plan.srcPool, toUser: plan.toUser, fromUser: plan.fromUser,
 		maxDuration: st.limits.MaxDuration.Duration,
 		created:     time.Now(), ended: make(chan struct{}), finalSent: make(chan struct{}), release: release, src: p.src,
@@ -295,7 +309,9 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 	from, to := req.From(), req.To()
 	c.a = &leg{
 		name: "a", ep: ep, transport: transportOf(req), peer: p.src,
-		callID: req.CallID().Value(), localTag: sip.GenerateTagN(16),
+		// A copy: a substring of the parsed INVITE would keep all of it
+		// reachable from the call table's Call-ID index until the tombs go.
+		callID: strings.Clone(req.CallID().Value()), localTag: sip.GenerateTagN(16),
 		localURI: *to.Address.Clone(), localName: to.DisplayName,
 		remoteURI: *from.Address.Clone(), remoteName: from.DisplayName,
 		inviteCSeq: req.CSeq().SeqNo, remoteTag: tagOf(from.Params),
@@ -307,6 +323,8 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 	} else {
 		c.a.target = *from.Address.Clone()
 	}
+	c.ref.c.Store(c)
+	c.from, c.to, c.ruri = from.Address.String(), to.Address.String(), req.Recipient.String()
 	c.aReq = req.Clone()
 	c.aReq.To().Params.Add("tag", c.a.localTag)
 	if replaces != "" {
@@ -330,13 +348,21 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 	}
 	s.emit(c.started)
 
-	if !tx.OnCancel(func(*sip.Request) { c.postAsync(event{kind: evCancel}) }) {
+	ref := c.ref
+	if !tx.OnCancel(func(*sip.Request) {
+		if c := ref.c.Load(); c != nil {
+			c.postAsync(event{kind: evCancel})
+		}
+	}) {
 		c.post(event{kind: evCancel})
 	} else {
 		c.post(event{kind: evStart})
 	}
 	<-c.finalSent
 }
+
+// callRef points to a call until it is buried.
+type callRef struct{ c atomic.Pointer[call] }
 
 func (c *call) markFinalSent() { c.finalSentOnce.Do(func() { close(c.finalSent) }) }
 
@@ -395,7 +421,7 @@ func (c *call) newBranch(t *target) *branch {
 		inv = c.buildInvite(b)
 	}
 	c.attempts++
-	return &branch{n: c.attempts, tgt: t, pool: pl, leg: b, inv: inv, acks: map[string]*sip.Request{}, byed: map[string]bool{}}
+	return &branch{n: c.attempts, tgt: t, pool: pl, leg: b, inv: inv, acks: map[string][]byte{}, byed: map[string]bool{}}
 }
 
 // authBranch is the INVITE that answers br's digest challenge res with
@@ -414,7 +440,7 @@ func (c *call) authBranch(br *branch, res *sip.Response) (*branch, error) {
 	c.attempts++
 	c.attemptBase++
 	return &branch{n: c.attempts, tgt: br.tgt, pool: br.pool, authed: true, leg: b, inv: inv,
-		acks: map[string]*sip.Request{}, byed: map[string]bool{}}, nil
+		acks: map[string][]byte{}, byed: map[string]bool{}}, nil
 }
 
 // wireSize is the size of a message on the wire, counted without building

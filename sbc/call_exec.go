@@ -66,7 +66,18 @@ func (c *call) drain() {
 func (c *call) exec(a action) {
 	switch a.kind {
 	case actRespondA:
-		err := c.aTx.Respond(a.res)
+		var err error
+		switch {
+		case a.retx:
+			// The 2xx again, until A's ACK: by the transport layer, as
+			// RFC 6026 has the accepted transaction do; sipgo's would
+			// drop it silently once Timer L ended the transaction.
+			err = c.a.ep.srv.WriteResponse(a.res)
+		case a.tx == nil:
+			return // the transaction was ended (the call is confirmed)
+		default:
+			err = a.tx.Respond(a.res)
+		}
 		if !a.res.IsProvisional() {
 			c.markFinalSent()
 		}
@@ -98,17 +109,20 @@ func (c *call) exec(a action) {
 			c.s.drop(stageBridge, reasonSendFailed)
 		}
 	case actBye:
-		c.s.hangups.Add(1)
+		// The goroutine holds the leg and the BYE, not the call: an ended
+		// call is not kept alive by a BYE waiting for its answer.
+		s, log, l, req := c.s, c.log, a.leg, a.req
+		s.hangups.Add(1)
 		go func() {
-			defer c.s.hangups.Add(-1)
+			defer s.hangups.Add(-1)
 			ctx, cancel := context.WithTimeout(context.Background(), 64*sip.T1)
 			defer cancel()
-			res, err := a.leg.ep.do(ctx, a.req, a.leg.transport, a.leg.dest())
+			res, err := l.ep.do(ctx, req, l.transport, l.dest())
 			switch {
 			case err != nil:
-				c.log.Warn("BYE not answered", "leg", a.leg.name, "error", err.Error())
+				log.Warn("BYE not answered", "leg", l.name, "error", err.Error())
 			case res.StatusCode >= 300:
-				c.log.Debug("BYE refused", "leg", a.leg.name, "status", res.StatusCode)
+				log.Debug("BYE refused", "leg", l.name, "status", res.StatusCode)
 			}
 		}()
 	case actRelay:
@@ -126,6 +140,26 @@ func (c *call) exec(a action) {
 		c.s.passiveHealth(a.br.pool, a.br.tgt, false)
 	case actEnd:
 		c.finish()
+	case actBury:
+		c.bury()
+	case actEndTx:
+		var tx interface{ Terminate() }
+		if a.tx != nil {
+			tx = a.tx
+		}
+		if a.br != nil {
+			c.mu.Lock()
+			if btx := a.br.tx; btx != nil {
+				tx = btx
+			}
+			// The transaction holds the INVITE and its 2xx: the branch
+			// lets go of it (a CANCEL is no longer possible).
+			a.br.tx = nil
+			c.mu.Unlock()
+		}
+		if tx != nil {
+			tx.Terminate()
+		}
 	}
 }
 
@@ -154,11 +188,16 @@ func (c *call) sendInvite(br *branch) {
 	}
 	c.mu.Lock()
 	br.tx = tx
+	aReq := c.aReq
 	c.mu.Unlock()
 	// sipgo hands every 2xx after the first one (retransmissions, other
-	// forks) to this hook, with no lock of its own held.
+	// forks) to this hook, with no lock of its own held. It finds the
+	// call through the call table, like a 2xx that comes after the
+	// transaction: the transaction (which lingers in sipgo) holds no
+	// reference to the call.
+	s, ep := c.s, b.ep
 	tx.OnRetransmission(func(res *sip.Response) {
-		c.post(event{kind: evBResponse, br: br, res: res})
+		s.retransmitted2xx(ep, nil, res)
 	})
 	go func() {
 		for {
@@ -169,7 +208,7 @@ func (c *call) sendInvite(br *branch) {
 					continue
 				}
 				if !res.IsProvisional() {
-					c.s.watchResponse(c.trunk, c.src, c.aReq, res)
+					c.s.watchResponse(c.trunk, c.src, aReq, res)
 				}
 				c.s.passiveHealth(br.pool, br.tgt, true) // any response: alive
 				c.post(event{kind: evBResponse, br: br, res: res})
@@ -254,10 +293,6 @@ func (c *call) finish() {
 	c.mu.Lock()
 	result, by := c.result, c.endedBy
 	answered := c.answered
-	legs := []*leg{c.a}
-	for _, br := range c.branches {
-		legs = append(legs, br.leg)
-	}
 	var b *leg
 	if c.kept != nil {
 		b = c.kept.leg
@@ -289,11 +324,8 @@ func (c *call) finish() {
 	close(c.ended)
 	c.markFinalSent()
 	c.release()
-	time.AfterFunc(time.Duration(lingerFor.Load()), func() {
-		for _, l := range legs {
-			c.s.calls.del(l)
-		}
-	})
+	c.ref.c.Store(nil)
+	c.bury()
 	c.s.metrics.CallsActive.Dec()
 	label := result
 	if !answered.IsZero() {

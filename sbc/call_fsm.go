@@ -2,6 +2,7 @@ package sbc
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -70,10 +71,12 @@ const (
 	actLog                         // log msg with attrs (logging is I/O: not under the lock)
 	actTargetFailed                // br's target gave no answer (passive health)
 	actEnd                         // count and log the call's end, free its slot
+	actBury                        // replace the call's settled dialogs by tombs (tomb.go)
+	actEndTx                       // end a transaction that has done its work (tx, or br's)
 )
 
 var actNames = [...]string{"respond_a", "respond", "invite", "cancel", "write", "bye", "relay",
-	"terminate_tx", "log", "target_failed", "end"}
+	"terminate_tx", "log", "target_failed", "end", "bury", "end_tx"}
 
 func (k actKind) String() string { return actNames[k] }
 
@@ -89,6 +92,9 @@ type action struct {
 	msg   string
 	attrs []any
 	sent  chan struct{} // closed after a final response was sent (actRespond)
+	// retx: a retransmission of the 2xx to A's INVITE, written by the
+	// transport layer (A's transaction may be gone: Timer L, endpoint.go).
+	retx bool
 }
 
 type timerKind uint8
@@ -135,7 +141,12 @@ type relay struct {
 	acked    bool
 }
 
-func (c *call) queueAct(a action) { c.queue = append(c.queue, a) }
+func (c *call) queueAct(a action) {
+	if a.kind == actRespondA {
+		a.tx = c.aTx // read under c.mu: confirm clears it
+	}
+	c.queue = append(c.queue, a)
+}
 
 func (c *call) logf(msg string, attrs ...any) {
 	c.queueAct(action{kind: actLog, msg: msg, attrs: attrs})
@@ -177,6 +188,20 @@ func (c *call) timerLive(k timerKey, gen uint64) bool {
 
 // step is the transition function.
 func (c *call) step(ev event) {
+	c.step1(ev)
+	if c.phase == phEnded && c.aBuried {
+		// The call was buried at its end with a branch still unsettled:
+		// bury the branches that settled since.
+		for _, br := range c.branches {
+			if !br.buried && br.settled() {
+				c.queueAct(action{kind: actBury})
+				break
+			}
+		}
+	}
+}
+
+func (c *call) step1(ev event) {
 	switch ev.kind {
 	case evStart:
 		if c.phase == phSetup && c.aFinal == 0 {
@@ -413,8 +438,10 @@ func (c *call) failover(code int) bool {
 func (c *call) onB2xx(br *branch, res *sip.Response, tag string) {
 	c.stopTimer(timerKey{kind: tmTarget, id: br.n})
 	c.stopTimer(timerKey{kind: tmCancel, id: br.n})
-	if ack := br.acks[tag]; ack != nil {
-		c.queueAct(action{kind: actWrite, leg: br.leg, req: ack.Clone()})
+	if raw := br.acks[tag]; raw != nil {
+		if ack := parseRequest(raw); ack != nil {
+			c.queueAct(action{kind: actWrite, leg: br.leg, req: ack})
+		}
 		return
 	}
 	keep := c.kept == nil && br == c.cur && !br.abandoned && c.phase == phSetup && c.aFinal == 0
@@ -426,13 +453,13 @@ func (c *call) onB2xx(br *branch, res *sip.Response, tag string) {
 		d := br.leg.fork(tag, res)
 		ack := d.newRequest(sip.ACK, d.inviteCSeq, c.st.pol.Server.UserAgent)
 		ack.SetBody(nil)
-		br.acks[tag] = ack
+		br.acks[strings.Clone(tag)] = []byte(ack.String()) // a copy: the tag is a substring of the parsed 2xx
 		br.byed[tag] = true
 		if br.state < brAnswered {
 			br.state = brAnswered
 		}
 		c.logf("hanging up a dialog the call does not keep", "branch", br.n, "kept", c.kept != nil)
-		c.queueAct(action{kind: actWrite, leg: d, req: ack.Clone()})
+		c.queueAct(action{kind: actWrite, leg: d, req: ack})
 		c.byeLeg(d, "")
 		return
 	}
@@ -471,8 +498,20 @@ func (c *call) ackKept(fromAck *sip.Request) {
 	} else {
 		ack.SetBody(nil)
 	}
-	br.acks[tag] = ack
-	c.queueAct(action{kind: actWrite, leg: br.leg, req: ack.Clone()})
+	br.acks[strings.Clone(tag)] = []byte(ack.String()) // a copy: the tag is a substring of the parsed 2xx
+	c.queueAct(action{kind: actWrite, leg: br.leg, req: ack})
+}
+
+// parseRequest parses a request the SBC serialised itself (an ACK kept as
+// bytes: an established call holds its ACK as a few hundred bytes, not as
+// a parsed message); nil if it does not parse.
+func parseRequest(raw []byte) *sip.Request {
+	m, err := sip.ParseMessage(raw)
+	if err != nil {
+		return nil
+	}
+	req, _ := m.(*sip.Request)
+	return req
 }
 
 func (c *call) onBDone(br *branch, err error) {
@@ -518,7 +557,7 @@ func (c *call) onTimer(k timerKey) {
 	case tmRetransmit:
 		if k.id == 0 {
 			if c.phase == phAccepted && c.ok2xx != nil {
-				c.queueAct(action{kind: actRespondA, res: c.ok2xx})
+				c.queueAct(action{kind: actRespondA, res: c.ok2xx, retx: true})
 				c.interval = min(2*c.interval, sip.T2)
 				c.startTimer(k, c.interval)
 			}
@@ -623,6 +662,19 @@ func (c *call) confirm() {
 		if br.state == brAnswered || br.state == brFailed || br.state == brGone {
 			br.inv = nil // the template of a CANCEL no longer needed
 		}
+	}
+	// A's INVITE transaction has done its work once the 2xx is ACKed:
+	// sipgo would keep it (and A's parsed INVITE) for 64*T1 only to
+	// absorb retransmissions of the INVITE, which the pipeline now
+	// recognises by its Call-ID (callTable.isALeg). The kept branch's
+	// INVITE transaction likewise: a retransmitted 2xx then comes as a
+	// stray response and is matched to the call (retransmitted2xx).
+	if c.aTx != nil {
+		c.queueAct(action{kind: actEndTx, tx: c.aTx})
+	}
+	c.aTx, c.aReq = nil, nil
+	if c.kept != nil {
+		c.queueAct(action{kind: actEndTx, br: c.kept})
 	}
 	lim := c.st.limits
 	if d := c.maxDuration; d > 0 {

@@ -515,7 +515,7 @@ func TestCallTransitions(t *testing.T) {
 		if countKind(acts, actWrite) != 1 || countKind(acts, actBye) != 1 {
 			t.Fatalf("fork 2xx: %v", acts)
 		}
-		if dialogOf(acts[len(acts)-1].req) == dialogOf(h.c.kept.acks["x"]) {
+		if dialogOf(acts[len(acts)-1].req) == dialogOf(parseRequest(h.c.kept.acks["x"])) {
 			t.Fatal("BYE sent on the kept dialog")
 		}
 		acts = h.ev(h.resp(1, 200, "x"))

@@ -38,11 +38,7 @@ func (c *call) cdrOf(node string) *cdr.Record {
 	if c.pool != nil {
 		r.TrunkOut = c.pool.cfg.Name
 	}
-	if c.aReq != nil {
-		r.From = c.aReq.From().Address.String()
-		r.To = c.aReq.To().Address.String()
-		r.RURI = c.aReq.Recipient.String()
-	}
+	r.From, r.To, r.RURI = c.from, c.to, c.ruri
 	// The B leg: the answered one, else the last one tried (its pool:
 	// outbound calls fail over between carriers' pools).
 	var br *branch

@@ -24,6 +24,15 @@ func (s *SBC) findDialog(req *sip.Request) (*call, *leg) {
 	return s.calls.get(req.CallID().Value(), tagOf(req.To().Params))
 }
 
+// findTomb matches an in-dialog request (or ACK) to the tomb of an ended
+// call's dialog (tomb.go).
+func (s *SBC) findTomb(req *sip.Request) *tomb {
+	if req.To() == nil || req.CallID() == nil {
+		return nil
+	}
+	return s.calls.tomb(req.CallID().Value(), tagOf(req.To().Params))
+}
+
 // inDialog dispatches a request carrying a To tag, already matched to its
 // call (c may be nil: no such dialog).
 func (s *SBC) inDialog(ep *endpoint, p peer, c *call, from *leg, req *sip.Request, tx sip.ServerTransaction) {
@@ -56,6 +65,12 @@ func (s *SBC) inDialog(ep *endpoint, p peer, c *call, from *leg, req *sip.Reques
 	// sipgo ends the server transaction when this handler returns: wait
 	// until its final response is out.
 	<-sent
+	if kind == evBye {
+		// The BYE ended the call: its tomb answers a retransmission with
+		// 200 as the transaction would, without sipgo keeping the parsed
+		// BYE and its 200 for 64*T1 (Timer J).
+		tx.Terminate()
+	}
 }
 
 // onAck routes an ACK for a 2xx from p to its call.
@@ -162,18 +177,24 @@ func (s *SBC) mapReferHeaders(h sip.HeaderParams) (sip.HeaderParams, bool) {
 	return out, true
 }
 
-// callTable finds calls by (Call-ID, local tag) of either leg.
+// callTable finds calls by (Call-ID, local tag) of either leg, and the
+// tombs of ended calls' dialogs (tomb.go) for lingerFor after their end.
 type callTable struct {
 	mu sync.RWMutex
 	m  map[string]legRef
 	// ids maps the Call-ID of every leg in m to its call's A-leg
-	// Call-ID: the correlation id of both legs in the HEP export.
+	// Call-ID: the correlation id of both legs in the HEP export, and how
+	// a retransmitted INVITE of a call is recognised once its server
+	// transaction is gone (isALeg).
 	ids map[string]string
 }
 
+// legRef is an entry of the table: a live call's leg, or (c nil) the
+// tomb of an ended call's dialog.
 type legRef struct {
 	c *call
 	l *leg
+	t *tomb
 }
 
 func newCallTable() *callTable { return &callTable{m: map[string]legRef{}, ids: map[string]string{}} }
@@ -189,29 +210,58 @@ func dialogKey(callID, localTag string) string {
 
 func (t *callTable) put(l *leg, c *call) {
 	t.mu.Lock()
-	t.m[dialogKey(l.callID, l.localTag)] = legRef{c, l}
+	t.m[dialogKey(l.callID, l.localTag)] = legRef{c: c, l: l}
 	t.ids[l.callID] = c.a.callID
 	t.mu.Unlock()
 }
 
-func (t *callTable) del(l *leg) {
-	if l == nil {
-		return
-	}
+// bury replaces a dialog's entry by its tomb (its Call-ID keeps its
+// correlation id).
+func (t *callTable) bury(tb *tomb) {
 	t.mu.Lock()
-	delete(t.m, dialogKey(l.callID, l.localTag))
-	delete(t.ids, l.callID)
+	t.m[tb.key] = legRef{t: tb}
 	t.mu.Unlock()
 }
 
+// forget removes a dialog, live or buried.
+func (t *callTable) forget(key string) {
+	callID, _, _ := strings.Cut(key, "\x00")
+	t.mu.Lock()
+	delete(t.m, key)
+	delete(t.ids, callID)
+	t.mu.Unlock()
+}
+
+// get finds a live call's leg.
 func (t *callTable) get(callID, localTag string) (*call, *leg) {
+	r := t.lookup(callID, localTag)
+	return r.c, r.l
+}
+
+// lookup finds a dialog, live or buried.
+func (t *callTable) lookup(callID, localTag string) legRef {
 	if localTag == "" {
-		return nil, nil
+		return legRef{}
 	}
 	t.mu.RLock()
 	r := t.m[dialogKey(callID, localTag)]
 	t.mu.RUnlock()
-	return r.c, r.l
+	return r
+}
+
+// tomb finds the tomb of an ended call's dialog (nil: none).
+func (t *callTable) tomb(callID, localTag string) *tomb {
+	return t.lookup(callID, localTag).t
+}
+
+// isALeg reports whether callID is the Call-ID of a caller's leg of a call
+// live or lingering: an INVITE without To tag that carries it is a
+// retransmission of that call's INVITE.
+func (t *callTable) isALeg(callID string) bool {
+	t.mu.RLock()
+	a, ok := t.ids[callID]
+	t.mu.RUnlock()
+	return ok && a == callID
 }
 
 // correlation returns the A-leg Call-ID of the call that has a leg with
@@ -241,6 +291,19 @@ func (t *callTable) entries() int {
 	return len(t.m)
 }
 
+// tombs is the number of buried dialogs in the table.
+func (t *callTable) tombs() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	n := 0
+	for _, r := range t.m {
+		if r.t != nil {
+			n++
+		}
+	}
+	return n
+}
+
 // each calls f once for every distinct call not yet ended, outside the
 // table's lock.
 func (t *callTable) each(f func(*call)) {
@@ -248,7 +311,7 @@ func (t *callTable) each(f func(*call)) {
 	seen := map[*call]bool{}
 	var list []*call
 	for _, r := range t.m {
-		if !seen[r.c] && !r.c.done.Load() {
+		if r.c != nil && !seen[r.c] && !r.c.done.Load() {
 			seen[r.c] = true
 			list = append(list, r.c)
 		}

@@ -125,13 +125,31 @@
 //	             inactivity, session timer), 481/408 to a relayed request ──┘
 //
 // Events (evKind): start, cancel, b_response (any response to a branch's
-// INVITE; 2xx retransmissions and other forks' 2xx come through sipgo's
-// OnRetransmission hook as the same event), b_done (the INVITE transaction
+// INVITE; 2xx retransmissions and other forks' 2xx, through sipgo's
+// OnRetransmission hook or, once the transaction is over, as a stray
+// response, are matched to the call by the call table (retransmitted2xx)
+// and come as the same event), b_done (the INVITE transaction
 // ended without a final), timer, ack, bye, request (other in-dialog
 // requests), relay_response, relay_done, a_delivery_failed, terminate.
 //
 // Actions (actKind): respond_a, respond, invite, cancel, write (ACK), bye,
-// relay, terminate_tx, log, target_failed, end.
+// relay, terminate_tx, log, target_failed, end, bury, end_tx.
+//
+// Memory (tomb.go): an established call holds its legs and dialogs, not
+// the messages that made them: once A's ACK confirms it, A's INVITE and
+// the 2xx resent to A go, and A's and the kept branch's INVITE
+// transactions are ended (end_tx); its ACK to B is kept as bytes. An
+// ended call is buried by its end action: each dialog key in the call
+// table then points to a tomb of a few hundred bytes (who may speak for
+// the dialog, the ACK bytes) that answers what comes late for lingerFor
+// (64*T1): ACK absorbed, BYE 200, other requests 481, a retransmitted 2xx
+// the same ACK, an unknown fork's 2xx ACK and BYE. An INVITE retransmitted
+// after its server transaction ended is recognised by its Call-ID
+// (callTable.isALeg) and dropped (dialog/invite_retransmission). sipgo's
+// accepted INVITE transactions last a round trip (Timer L and M = T1,
+// endpoint.go): the SBC resends its 2xx to A by the transport layer and
+// takes late 2xx itself. Nothing of sipgo's (hooks, transactions) holds
+// a call: the OnCancel hook goes through callRef, cleared at the end.
 //
 // Timers (timerKind), each numbered so that a stale firing is ignored:
 // ring, target (per branch), cancel (give up 64*T1 after a CANCEL),

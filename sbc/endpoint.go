@@ -428,4 +428,20 @@ func init() {
 	// the network fragments it (RFC 3261 18.2.2): lift the limit to what
 	// a UDP datagram can carry.
 	sip.UDPMTUSize = 65507 + 200
+	// An INVITE client transaction that passed a 2xx up stays "Accepted"
+	// for Timer M (64*T1) only to pass retransmissions of the 2xx (and
+	// other forks' 2xx) to the TU; sipgo keeps the INVITE and the 2xx for
+	// that long, even after Terminate (v1.7.3 does not stop timer_m). The
+	// SBC takes a 2xx that matches no transaction itself
+	// (retransmitted2xx, from the stray-response hook): the call, or its
+	// tomb, ACKs it. So the accepted state need not outlive a round trip.
+	sip.Timer_M = sip.T1
+	// Likewise an INVITE server transaction that sent a 2xx stays
+	// "Accepted" for Timer L (64*T1), holding the parsed INVITE and the
+	// 2xx, only to absorb retransmissions of the INVITE and pass on the
+	// TU's retransmissions of the 2xx. The SBC retransmits its 2xx by the
+	// transport layer (actRespondA) and recognises a retransmitted INVITE
+	// by its Call-ID (callTable.isALeg): a round trip is enough for the
+	// transaction to catch the INVITE retransmissions already in flight.
+	sip.Timer_L = sip.T1
 }

@@ -38,14 +38,21 @@ func (s *SBC) registerHandlers(ep *endpoint) {
 		}
 		// An ACK belongs to a call: classified with the call's snapshot.
 		c, from := s.findDialog(req)
+		var tb *tomb
 		st := s.state.Load()
 		if c != nil {
 			st = c.st
+		} else if tb = s.findTomb(req); tb != nil {
+			st = tb.st
 		}
 		p := s.classify(st, ep, src, req.Transport())
 		if p.trunk == nil && !p.backend {
 			// Counted and logged, not charged: an ACK is never answered.
 			s.act(ep, p, req, nil, silent(stageClassify, reasonUnknownSource))
+			return
+		}
+		if tb != nil {
+			s.lateAck(ep, p, tb, req)
 			return
 		}
 		s.onAck(ep, p, c, from, req)
@@ -94,6 +101,9 @@ func (ep *endpoint) strayResponse(res *sip.Response) {
 		s.act(ep, p, nil, nil, silent(stageClassify, p.why).with(attrs...))
 	case p.trunk == nil && !p.backend:
 		s.act(ep, p, nil, nil, silent(stageClassify, reasonUnknownSource).charge(failUnknownSource).with(attrs...))
+	case s.retransmitted2xx(ep, &p, res):
+		// A 2xx to an INVITE of a call whose transaction is over: the
+		// call (or its tomb) answered it.
 	default:
 		s.act(ep, p, nil, nil, silent(stageDialog, reasonStrayResponse).with(attrs...))
 	}
@@ -114,10 +124,13 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 	// trunk's sources does not orphan its calls.
 	var c *call
 	var from *leg
+	var tb *tomb
 	inDialog := req.To() != nil && tagOf(req.To().Params) != ""
 	if inDialog {
 		if c, from = s.findDialog(req); c != nil {
 			st = c.st
+		} else if tb = s.findTomb(req); tb != nil {
+			st = tb.st
 		}
 	}
 
@@ -136,12 +149,23 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 
 	// In-dialog requests go to their call.
 	if inDialog {
+		if tb != nil {
+			s.lateRequest(ep, p, tb, req, tx)
+			return
+		}
 		s.inDialog(ep, p, c, from, req, tx)
 		return
 	}
 
 	switch req.Method {
 	case sip.INVITE:
+		if cid := req.CallID(); cid != nil && s.calls.isALeg(cid.Value()) {
+			// A retransmission of the INVITE of a call in progress or
+			// just ended, once its server transaction is gone (ended
+			// when the call was confirmed): the call has it already.
+			s.act(ep, p, req, tx, silent(stageDialog, reasonInviteRetransmission))
+			return
+		}
 		if p.trunk == nil {
 			// A call from a backend: to carriers, by the outbound
 			// routes (outbound.go), under the outbound caps.

@@ -74,6 +74,7 @@ const (
 	reasonBadACK                reason = "bad_ack"                   // an ACK without a CSeq
 	reasonStrayACK              reason = "stray_ack"                 // an ACK for no dialog the SBC knows
 	reasonStrayResponse         reason = "stray_response"            // a response from a trunk or backend that matches no transaction of the SBC
+	reasonInviteRetransmission  reason = "invite_retransmission"     // an INVITE retransmitted after its call's server transaction ended (the call has it)
 	reasonNotDialogPeer         reason = "not_dialog_peer"           // an in-dialog request or ACK for a known dialog from a source that is not that leg's peer
 	reasonReplacesNoDialog      reason = "replaces_no_dialog"        // an INVITE whose Replaces names no call through the SBC
 	reasonSendFailed            reason = "send_failed"               // a response or request could not be sent
@@ -99,7 +100,7 @@ var dropReasons = []struct {
 	{stageAdmit, []reason{reasonSourceCPS, reasonTrunkCPS, reasonTrunkCalls, reasonRegisterRate, reasonAoRLocked, reasonDraining, reasonTrunkDisabled,
 		reasonOutboundPoolCalls, reasonOutboundSourceCalls, reasonOutboundPoolMinutes, reasonOutboundSourceMinutes}},
 	{stageRoute, []reason{reasonNoOutboundRoute, reasonDeniedDestination, reasonPremiumDestination, reasonInternational, reasonNoRoute, reasonNoTarget, reasonRegisterDenied, reasonMethodNotAllowed}},
-	{stageDialog, []reason{reasonNoTransaction, reasonNoDialog, reasonCSeqOutOfOrder, reasonBadACK, reasonStrayACK, reasonNotDialogPeer, reasonReplacesNoDialog, reasonStrayResponse}},
+	{stageDialog, []reason{reasonNoTransaction, reasonNoDialog, reasonCSeqOutOfOrder, reasonBadACK, reasonStrayACK, reasonNotDialogPeer, reasonReplacesNoDialog, reasonStrayResponse, reasonInviteRetransmission}},
 	{stageMedia, mediaReasons},
 	{stageBridge, []reason{reasonSendFailed, reasonDialRefused}},
 	{stageAdmin, []reason{reasonBlocked}},
