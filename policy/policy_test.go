@@ -531,7 +531,7 @@ nope = 1
 			`t.toml:8:1: server.log_levl: unknown key (did you mean "log_level"?)`,
 			`t.toml:9:1: server.Log_Level: unknown key (did you mean "log_level"?)`,
 			`t.toml:10:8: realm[0].x: unknown table (known here: name, listener, media)`,
-			`t.toml:11:3: bogus: unknown table (known here: server, admin, realm, trunk, pool, route, outbound_route, outbound, registrations, dns, routing, calls, headers, limits, autoblock, xdp, nftables, media, cdr, hep, webhook, audit, secrets)`,
+			`t.toml:11:3: bogus: unknown table (known here: server, admin, realm, trunk, pool, route, outbound_route, outbound, registrations, dns, routing, calls, headers, header_rule, limits, autoblock, xdp, nftables, media, cdr, hep, webhook, audit, secrets)`,
 			`t.toml:16:1: realm[0].listener[1].nope: unknown key (known here: transport, bind, advertise, tls, path, origins)`,
 			`t.toml:17:2: pool: [pool.health] needs a [[pool]] before it`,
 		}},

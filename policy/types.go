@@ -32,6 +32,8 @@ type Policy struct {
 	Routing Routing `toml:"routing"`
 	Calls   Calls   `toml:"calls"`
 	Headers Headers `toml:"headers"`
+	// HeaderRules manipulate the headers of call messages (headerrules.go).
+	HeaderRules []HeaderRule `toml:"header_rule"`
 	// Limits are the per-source rate limits (edge defence, stage admit and
 	// the read filter).
 	Limits Limits `toml:"limits"`

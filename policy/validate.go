@@ -128,6 +128,7 @@ func validate(p *Policy, ix *index) {
 	v.registrations()
 	v.dns()
 	v.headers()
+	v.headerRules()
 	v.limits()
 	v.autoBlock()
 	v.xdp()

@@ -557,6 +557,7 @@ func (c *call) buildInvite(b *leg) *sip.Request {
 	default:
 		inv.SetBody(nil) // delayed offer: the backend offers
 	}
+	c.headerRules(inv, b, c.pool, true)
 	return inv
 }
 
@@ -605,6 +606,7 @@ func (c *call) responseToA(res *sip.Response) *sip.Response {
 	} else {
 		out.SetBody(nil)
 	}
+	c.headerRules(out, c.a, c.bPool(), false)
 	return out
 }
 

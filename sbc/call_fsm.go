@@ -772,6 +772,7 @@ func (c *call) byeLegRaw(l *leg, reason string) {
 		bye.AppendHeader(sip.NewHeader("Reason", reason))
 	}
 	bye.SetBody(nil)
+	c.headerRules(bye, l, c.bPool(), false)
 	c.queueAct(action{kind: actBye, leg: l, req: bye})
 }
 
@@ -931,6 +932,7 @@ func (c *call) onRequest(from *leg, req *sip.Request, tx sip.ServerTransaction, 
 	} else {
 		copyBody(out, req)
 	}
+	c.headerRules(out, to, c.bPool(), false)
 	if isTargetRefresh(req.Method) {
 		from.refreshTarget(req.Contact())
 	}
@@ -1072,6 +1074,7 @@ func (c *call) inDialogResponse(from *leg, req *sip.Request, res *sip.Response) 
 	default:
 		copyBody(out, res)
 	}
+	c.headerRules(out, from, c.bPool(), false)
 	return out
 }
 

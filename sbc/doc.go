@@ -39,6 +39,7 @@
 //	4 route      route.go, health.go    policy RouteFor → pool.pick (health: healthLoop, passive);
 //	             outbound.go            routeOutbound: OutboundRouteAt (time-of-day windows) → carrier pools, deny lists
 //	5 bridge     call*.go, dialog.go    SBC.newCall (new INVITE), SBC.inDialog / SBC.onAck
+//	             headerrules.go         call.headerRules: [[header_rule]]s, last, on what the call sends
 //	6 watch      watch.go, trust.go,    SBC.charge (the trust model), SBC.fail, SBC.watchResponse,
 //	             register_guard.go      SBC.watchRegister: failures, trunk health, guesses, auto-block
 //

@@ -58,6 +58,9 @@ type Metrics struct {
 	flood [floodCounters]atomic.Pointer[prometheus.Counter] // see floodCounter
 
 	audit auditMetrics // sbc_audit_records_total, sbc_audit_dropped_total (audit.go)
+
+	HeaderRuleMatches *prometheus.CounterVec // rule (policy): messages a header rule ran on (headerrules.go)
+	HeaderRuleSkips   *prometheus.CounterVec // rule (policy), reason (hdrSkipReasons)
 }
 
 func newMetrics() *Metrics {
@@ -186,6 +189,7 @@ func newMetrics() *Metrics {
 	r.MustRegister(m.Blocks, m.FastPath, m.TLSHandshakes, m.TLSExpiry, m.TLSLoads, m.ConnsOpen)
 	r.MustRegister(m.UDPPeers, m.UDPResets)
 	m.audit = newAuditMetrics(r)
+	newHdrRuleMetrics(m)
 	r.MustRegister(m.CallsActive, m.Calls, m.Requests, m.Responses, m.Dropped,
 		m.TargetUp, m.Failovers, m.ReloadsTotal,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -269,6 +269,7 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 	add("sbc_admin_auth_failures_total", "reason", adminAuthReasons...)
 	add("sbc_media_dtls_handshakes_total", "result", dtlsResults[:]...)
 	add("sbc_media_timeouts_total", "reason", mediaEndings[:]...)
+	add("sbc_header_rule_skips_total", "reason", hdrSkipReasons...)
 	policy = map[string][]string{
 		"sbc_tls_handshakes_total":                 {"realm"},
 		"sbc_tls_certificate_expiry_days":          {"file"},
@@ -297,6 +298,8 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 		"sbc_outbound_registration_up":             {"pool", "target"},
 		"sbc_outbound_registration_failures_total": {"pool"},
 		"sbc_trunk_failures_total":                 {"trunk"},
+		"sbc_header_rule_matches_total":            {"rule"},
+		"sbc_header_rule_skips_total":              {"rule"},
 	}
 	return values, policy
 }

@@ -530,6 +530,23 @@ var reloadFields = map[string]reloadRule{
 	"headers.allow":                 ruleLive,
 	"headers.unknown_source_action": ruleLive,
 
+	// Header rules are compiled into each snapshot (headerrules.go): calls
+	// in progress keep the rules of the snapshot they started with.
+	"header_rule.name":            ruleLive,
+	"header_rule.match.trunk":     ruleLive,
+	"header_rule.match.pool":      ruleLive,
+	"header_rule.match.realm":     ruleLive,
+	"header_rule.match.direction": ruleLive,
+	"header_rule.match.methods":   ruleLive,
+	"header_rule.match.messages":  ruleLive,
+	"header_rule.match.status":    ruleLive,
+	"header_rule.action.op":       ruleLive,
+	"header_rule.action.header":   ruleLive,
+	"header_rule.action.part":     ruleLive,
+	"header_rule.action.value":    ruleLive,
+	"header_rule.action.regexp":   ruleLive,
+	"header_rule.action.replace":  ruleLive,
+
 	"limits.source_pps":                 ruleLive,
 	"limits.source_pps_burst":           ruleLive,
 	"limits.trunk_pps":                  ruleLive, // buckets keep their state, like source_pps

@@ -117,6 +117,7 @@ type snapshot struct {
 	limits   policy.Calls
 	tls      tlsTables
 	gates    map[string]*realmGate // by realm: the gate for unknown sources (gate.go)
+	rules    *hdrRules             // [[header_rule]] compiled (headerrules.go); nil: none
 }
 
 // realmAddr is an address on a realm.
@@ -140,6 +141,10 @@ func (s *SBC) buildSnapshot(p *policy.Policy, ts *targetSet) (*snapshot, error) 
 	if err != nil {
 		return nil, err
 	}
+	rules, err := compileHeaderRules(p, s.metrics)
+	if err != nil {
+		return nil, err
+	}
 	backends := map[netip.Addr]bool{}
 	targetOn := map[realmAddr]bool{}
 	for _, pl := range p.Pools {
@@ -158,6 +163,7 @@ func (s *SBC) buildSnapshot(p *policy.Policy, ts *targetSet) (*snapshot, error) 
 		limits:   p.Calls,
 		tls:      tt,
 		gates:    buildGates(p),
+		rules:    rules,
 	}, nil
 }
 
