@@ -86,7 +86,7 @@ type outreg struct {
 // Registration states (event reasons, log).
 const (
 	outRegistered   = "registered"
-	outRegFailed       = "failed"
+	outRegFailed    = "failed"
 	outUnregistered = "unregistered"
 )
 
