@@ -136,7 +136,11 @@ func (c *call) exec(a action) {
 			tx.Terminate()
 		}
 	case actLog:
-		c.log.Info(a.msg, a.attrs...)
+		if a.warn {
+			c.log.Warn(a.msg, a.attrs...)
+		} else {
+			c.log.Info(a.msg, a.attrs...)
+		}
 	case actTargetFailed:
 		c.s.passiveHealth(a.br.pool, a.br.tgt, false)
 	case actEnd:

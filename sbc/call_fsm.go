@@ -95,6 +95,7 @@ type action struct {
 	tx    sip.ServerTransaction
 	msg   string
 	attrs []any
+	warn  bool          // actLog at WARN (else INFO)
 	sent  chan struct{} // closed after a final response was sent (actRespond)
 	// retx: a retransmission of the 2xx to A's INVITE, written by the
 	// transport layer (A's transaction may be gone: Timer L, endpoint.go).
@@ -155,6 +156,11 @@ func (c *call) queueAct(a action) {
 
 func (c *call) logf(msg string, attrs ...any) {
 	c.queueAct(action{kind: actLog, msg: msg, attrs: attrs})
+}
+
+// warnf is logf at WARN.
+func (c *call) warnf(msg string, attrs ...any) {
+	c.queueAct(action{kind: actLog, msg: msg, attrs: attrs, warn: true})
 }
 
 // startTimer (re)arms a timer; a stale firing of the previous one is

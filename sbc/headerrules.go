@@ -309,7 +309,7 @@ func (hr *hdrRules) apply(c *call, m ruleMsg, to *leg, bp *pool, initial bool) {
 	if run.covered != "" && (m.GetHeader("Identity") != nil || m.GetHeader("y") != nil) {
 		// RFC 8224: the PASSporT signs the From/To (or P-Asserted-Identity)
 		// numbers; a verifier downstream sees numbers it did not sign.
-		c.log.Warn("STIR/SHAKEN: a header rule rewrote numbers an Identity header covers",
+		c.warnf("STIR/SHAKEN: a header rule rewrote numbers an Identity header covers",
 			"changed", strings.TrimPrefix(run.covered, ","))
 	}
 }
@@ -510,7 +510,7 @@ func (r *ruleRun) check(v string, expose []string, user bool) bool {
 	for _, a := range expose {
 		if containsAddr(v, a) {
 			r.rule.skipped[0].Inc()
-			r.c.log.Warn("header rule action skipped: its value names an address of another realm",
+			r.c.warnf("header rule action skipped: its value names an address of another realm",
 				"rule", r.rule.name, "realm", r.realm, "address", a)
 			return false
 		}
