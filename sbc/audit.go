@@ -244,8 +244,9 @@ const auditBlockBuffer = 1 << 16
 // list. It reads the blocklist's change feed, off the SIP path. If the
 // feed fell behind (more than auditBlockBuffer changes at once), the
 // changes in between are not reported one by one: a WARN says so.
-func (s *SBC) auditBlocks(ctx context.Context) {
-	sub, _ := s.def.blocklist.Subscribe(auditBlockBuffer)
+// The subscription is made by the caller (Start) before the goroutine
+// runs: a block made right after Start is reported too.
+func (s *SBC) auditBlocks(ctx context.Context, sub *acl.Subscription) {
 	defer sub.Close()
 	for {
 		select {

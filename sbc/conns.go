@@ -121,8 +121,7 @@ func (c *countedConn) Close() error {
 // blocklist (and, after the subscription fell behind, of every blocked
 // source), counted as stage stream, reason blocked. Messages the
 // connection delivered before are handled as usual; nothing after.
-func (s *SBC) watchBlocks(ctx context.Context) {
-	sub, _ := s.def.blocklist.Subscribe(0)
+func (s *SBC) watchBlocks(ctx context.Context, sub *acl.Subscription) {
 	defer sub.Close()
 	for {
 		var match func(netip.Addr) bool

@@ -306,9 +306,13 @@ func (s *SBC) Start(ctx context.Context) error {
 	go func() { defer s.wg.Done(); s.regLoop(ctx) }()
 	s.startResolveLoop(ctx)
 	s.outreg.start(ctx, s, p)
-	go func() { defer s.wg.Done(); s.auditBlocks(ctx) }()
+	// The blocklist feeds are subscribed before their goroutines run: a
+	// block made right after Start is audited and closes connections too.
+	blockFeed, _ := s.def.blocklist.Subscribe(auditBlockBuffer)
+	connFeed, _ := s.def.blocklist.Subscribe(0)
+	go func() { defer s.wg.Done(); s.auditBlocks(ctx, blockFeed) }()
 	go func() { defer s.wg.Done(); s.snapshotLoop(ctx) }()
-	go func() { defer s.wg.Done(); s.watchBlocks(ctx) }()
+	go func() { defer s.wg.Done(); s.watchBlocks(ctx, connFeed) }()
 	go func() { defer s.wg.Done(); s.healthLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.trunkHealthLoop(ctx) }()
 	go func() { defer s.wg.Done(); s.tlsLoop(ctx) }()
