@@ -113,7 +113,15 @@ func TestTombAnswersCallerLate(t *testing.T) {
 	ack()
 	e.backendMsg(e.backends[0], isReq("ACK"))
 	// The INVITE again, as a late retransmission: absorbed, counted.
-	rc.send("INVITE sip:1000@" + e.ext + " SIP/2.0\r\n" + rc.inv)
+	// Until the SBC ended A's INVITE transaction (an action queued with
+	// the ACK's), sipgo's transaction absorbs the retransmission itself:
+	// send again (bounded) until one reaches the SBC.
+	for i := 0; i < 100 && e.dropped("dialog", "invite_retransmission") == 0; i++ {
+		rc.send("INVITE sip:1000@" + e.ext + " SIP/2.0\r\n" + rc.inv)
+		for j := 0; j < 20 && e.dropped("dialog", "invite_retransmission") == 0; j++ {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	e.eventually("INVITE retransmission counted", func() bool { return e.dropped("dialog", "invite_retransmission") == 1 })
 	rc.inDialog(sip.BYE, 2)
 	caller.waitResp(e, sip.BYE, 200)
