@@ -564,7 +564,7 @@ func (d *DTLS) Close() error {
 // addresses the leg accepts, as ICE allows).
 type feedConn struct {
 	in    chan fedDatagram
-	w     *net.UDPConn
+	w     relayConn
 	mu    sync.Mutex
 	peer  netip.AddrPort
 	done  chan struct{}
@@ -581,7 +581,7 @@ type fedDatagram struct {
 // a few datagrams).
 const feedQueue = 32
 
-func newFeedConn(w *net.UDPConn, peer netip.AddrPort) *feedConn {
+func newFeedConn(w relayConn, peer netip.AddrPort) *feedConn {
 	return &feedConn{in: make(chan fedDatagram, feedQueue), w: w, peer: peer, done: make(chan struct{}), rdead: deadline.New()}
 }
 

@@ -4,6 +4,8 @@ package srtp
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -41,7 +43,7 @@ type relayWorker struct {
 	rc   syscall.RawConn
 
 	mu     sync.Mutex
-	socks  []*sock // by slot (epoll data); nil: free
+	ents   []*loopEntry // by slot (epoll data); nil: free
 	free   []int32
 	events []unix.EpollEvent
 	batch  *batchReader
@@ -53,6 +55,20 @@ type relayWorker struct {
 
 	nsocks                  atomic.Int64
 	wakeups, polls, packets atomic.Uint64
+}
+
+// A loopEntry is a descriptor in a loop's epoll: a stream's socket
+// (added and removed with its stream), or a pool's kept socket, which
+// stays for its life and is attached to one stream at a time.
+type loopEntry struct {
+	fd   int
+	slot int32
+	// k is the stream's socket whose packets these are; nil: a kept
+	// socket at rest (what it receives is dropped and counted in idle).
+	k        *sock
+	idle     *atomic.Uint64
+	readErrs int
+	disabled bool // taken out after maxReadErrors consecutive errors
 }
 
 const (
@@ -85,22 +101,14 @@ func (e *engine) start() error {
 	return e.err
 }
 
-// pickWorker returns the relay loop for a new stream (the one watching
-// the fewest sockets), or nil if the stream must use reader goroutines.
+// pickWorker returns the relay loop for a new stream's net.UDPConn
+// sockets (the one watching the fewest sockets), or nil if the stream
+// must use reader goroutines.
 func pickWorker() *relayWorker {
 	if relayOpts.Load().PerSocket {
 		return nil
 	}
-	if theEngine.start() != nil || len(theEngine.workers) == 0 {
-		return nil
-	}
-	best := theEngine.workers[0]
-	for _, w := range theEngine.workers[1:] {
-		if w.nsocks.Load() < best.nsocks.Load() {
-			best = w
-		}
-	}
-	return best
+	return leastLoaded()
 }
 
 // relayLoopStats sums the loops' counters.
@@ -164,26 +172,48 @@ func (w *relayWorker) add(socks []*sock) error {
 			w.removeLocked(socks[:i])
 			return fmt.Errorf("srtp: socket without raw conn")
 		}
-		_ = k.raw.rc.Control(func(fd uintptr) { k.fd = int(fd) })
-		var slot int32
-		if n := len(w.free); n > 0 {
-			slot, w.free = w.free[n-1], w.free[:n-1]
-		} else {
-			slot = int32(len(w.socks))
-			w.socks = append(w.socks, nil)
-		}
-		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: slot}
-		if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, k.fd, &ev); err != nil {
-			w.free = append(w.free, slot)
+		fd := -1
+		_ = k.raw.rc.Control(func(d uintptr) { fd = int(d) })
+		e := &loopEntry{fd: fd, k: k}
+		if err := w.insertLocked(e); err != nil {
 			w.removeLocked(socks[:i])
-			k.fd = -1
-			return fmt.Errorf("srtp: epoll_ctl add: %w", err)
+			return err
 		}
-		k.slot = slot
-		w.socks[slot] = k
-		w.nsocks.Add(1)
+		k.fd, k.ent = fd, e
 	}
 	return nil
+}
+
+// insertLocked gives e a slot and adds its descriptor to the epoll.
+func (w *relayWorker) insertLocked(e *loopEntry) error {
+	var slot int32
+	if n := len(w.free); n > 0 {
+		slot, w.free = w.free[n-1], w.free[:n-1]
+	} else {
+		slot = int32(len(w.ents))
+		w.ents = append(w.ents, nil)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: slot}
+	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, e.fd, &ev); err != nil {
+		w.free = append(w.free, slot)
+		return fmt.Errorf("srtp: epoll_ctl add: %w", err)
+	}
+	e.slot = slot
+	w.ents[slot] = e
+	w.nsocks.Add(1)
+	return nil
+}
+
+// deleteLocked takes e out of the epoll (unless the loop did already).
+func (w *relayWorker) deleteLocked(e *loopEntry) {
+	if e.disabled || w.ents[e.slot] != e {
+		return
+	}
+	_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
+	w.ents[e.slot] = nil
+	w.free = append(w.free, e.slot)
+	w.nsocks.Add(-1)
+	e.disabled = true
 }
 
 // remove takes a stream's sockets out of the loop. When it returns, the
@@ -196,15 +226,151 @@ func (w *relayWorker) remove(socks []*sock) {
 
 func (w *relayWorker) removeLocked(socks []*sock) {
 	for _, k := range socks {
-		if k.fd < 0 { // never added, or disabled by the loop
+		if k.ent == nil {
 			continue
 		}
-		_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, k.fd, nil)
-		w.socks[k.slot] = nil
-		w.free = append(w.free, k.slot)
-		w.nsocks.Add(-1)
+		w.deleteLocked(k.ent)
+		k.ent = nil
 		k.fd = -1
 	}
+}
+
+// A poolSock is a pool's relay socket made with raw system calls: bound
+// once, in one relay loop's epoll for its whole life, not in the Go
+// runtime's poller, attached to one stream's socket at a time.
+type poolSock struct {
+	fd    int
+	local netip.AddrPort
+	w     *relayWorker
+	ent   *loopEntry
+}
+
+// newPoolSock binds a non-blocking UDP socket to local and adds it to a
+// relay loop (near's, else the one with the fewest sockets), at rest.
+func newPoolSock(local netip.AddrPort, near *poolSock, idle *atomic.Uint64) (*poolSock, error) {
+	var w *relayWorker
+	if near != nil {
+		w = near.w
+	} else if w = leastLoaded(); w == nil {
+		return nil, fmt.Errorf("srtp: no relay loop: %v", theEngine.err)
+	}
+	var family int
+	var sa unix.Sockaddr
+	if a := local.Addr(); a.Is4() {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(local.Port()), Addr: a.As4()}
+	} else {
+		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(local.Port()), Addr: a.As16()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	if family == unix.AF_INET6 {
+		// As the net package does for a specific address: IPv6 only.
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			_ = unix.Close(fd)
+			return nil, os.NewSyscallError("setsockopt", err)
+		}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		_ = unix.Close(fd)
+		return nil, &net.OpError{Op: "listen", Net: "udp", Addr: net.UDPAddrFromAddrPort(local), Err: os.NewSyscallError("bind", err)}
+	}
+	ps := &poolSock{fd: fd, local: local, w: w, ent: &loopEntry{fd: fd, idle: idle}}
+	w.mu.Lock()
+	err = w.insertLocked(ps.ent)
+	w.mu.Unlock()
+	if err != nil {
+		_ = unix.Close(fd)
+		return nil, err
+	}
+	return ps, nil
+}
+
+// attach hands the socket to a stream's sock: first its queue is drained
+// (counted as idle drops), so that nothing sent before the stream had the
+// port reaches it; then the loop delivers to k.
+func (ps *poolSock) attach(k *sock) {
+	w := ps.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if attachHook != nil {
+		attachHook(ps.fd)
+	}
+	if !ps.ent.disabled {
+		for range maxDrain {
+			m, errno := w.batch.read(ps.fd)
+			if errno != 0 || m == 0 {
+				break
+			}
+			ps.ent.idle.Add(uint64(m))
+			if m < len(w.batch.msgs) {
+				break
+			}
+		}
+	}
+	ps.ent.k = k
+	ps.ent.readErrs = 0
+}
+
+// attachHook, in tests, runs in attach before the drain, the loop held
+// off: what it sends to the socket is queued when the drain begins.
+var attachHook func(fd int)
+
+// detach puts the socket at rest. When it returns, the loop is not
+// handling a packet of the stream's on it and will not again.
+func (ps *poolSock) detach() {
+	ps.w.mu.Lock()
+	ps.ent.k = nil
+	ps.w.mu.Unlock()
+}
+
+// broken reports a socket the relay loop gave up on (read errors): it is
+// closed at release rather than kept.
+func (ps *poolSock) broken() bool {
+	if ps == nil {
+		return false
+	}
+	ps.w.mu.Lock()
+	defer ps.w.mu.Unlock()
+	return ps.ent.disabled
+}
+
+// close takes the socket out of its loop and closes it.
+func (ps *poolSock) close() {
+	ps.w.mu.Lock()
+	ps.w.deleteLocked(ps.ent)
+	ps.ent.k = nil
+	ps.w.mu.Unlock()
+	_ = unix.Close(ps.fd)
+}
+
+// maxDrain bounds the batches attach reads from a socket's queue (a
+// default receive buffer holds a few hundred small datagrams).
+const maxDrain = 64
+
+// leastLoaded starts the relay loops if need be and returns the one
+// watching the fewest sockets, nil if there are none.
+func leastLoaded() *relayWorker {
+	if theEngine.start() != nil || len(theEngine.workers) == 0 {
+		return nil
+	}
+	best := theEngine.workers[0]
+	for _, w := range theEngine.workers[1:] {
+		if w.nsocks.Load() < best.nsocks.Load() {
+			best = w
+		}
+	}
+	return best
+}
+
+// defaultSockMode is how a new pool makes its sockets: kept raw sockets
+// when relay loops run streams, else net.UDPConns (RelayOptions.PerSocket).
+func defaultSockMode() sockMode {
+	if relayOpts.Load().PerSocket || leastLoaded() == nil {
+		return modeNet
+	}
+	return modeKeep
 }
 
 func (w *relayWorker) run() {
@@ -248,22 +414,30 @@ func (w *relayWorker) poll(fd uintptr) bool {
 	handled := 0
 	for i := range n {
 		slot := w.events[i].Fd
-		if slot < 0 || int(slot) >= len(w.socks) {
+		if slot < 0 || int(slot) >= len(w.ents) {
 			continue
 		}
-		k := w.socks[slot]
-		if k == nil || k.fd < 0 {
+		e := w.ents[slot]
+		if e == nil {
 			continue
 		}
-		m, errno := w.batch.read(k.fd)
-		if k.stream.closed.Load() {
+		m, errno := w.batch.read(e.fd)
+		k := e.k
+		if k == nil {
+			// A kept socket at rest: drop what a call that ended (or a
+			// scan) sent it.
+			if errno == 0 {
+				e.idle.Add(uint64(m))
+				continue
+			}
+		} else if k.stream.closed.Load() {
 			// Closing (its sockets leave the loop in a moment): drain and
 			// drop, or the level-triggered epoll would spin on them.
 			continue
 		}
 		switch errno {
 		case 0:
-			k.readErrs = 0
+			e.readErrs = 0
 			handled += m
 			for j := range m {
 				size, src := w.batch.datagram(j)
@@ -271,15 +445,16 @@ func (w *relayWorker) poll(fd uintptr) bool {
 			}
 		case syscall.EAGAIN:
 		default:
-			k.leg.c.readErrors.Add(1)
-			if k.readErrs++; k.readErrs >= maxReadErrors {
+			if k != nil {
+				k.leg.c.readErrors.Add(1)
+			}
+			if e.readErrs++; e.readErrs >= maxReadErrors {
 				// A broken socket must not spin the loop: stop reading
 				// it, as a reader goroutine would end.
-				_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, k.fd, nil)
-				w.socks[slot] = nil
-				w.free = append(w.free, slot)
-				w.nsocks.Add(-1)
-				k.fd = sockDisabled
+				w.deleteLocked(e)
+				if k != nil && k.ent == e {
+					k.fd = sockDisabled
+				}
 			}
 		}
 	}

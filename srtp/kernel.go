@@ -1,7 +1,6 @@
 package srtp
 
 import (
-	"net"
 	"net/netip"
 	"time"
 )
@@ -34,15 +33,6 @@ const kernelHeaders = 14 + 20 + 8
 type kflow struct {
 	k          *sock
 	src, local netip.AddrPort
-}
-
-func localAddrPort(c *net.UDPConn) netip.AddrPort {
-	a, _ := c.LocalAddr().(*net.UDPAddr)
-	if a == nil {
-		return netip.AddrPort{}
-	}
-	ap := a.AddrPort()
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // plainLeg: nothing of the leg's packets needs user space once latched.
@@ -78,7 +68,7 @@ func (s *Stream) maybeOffload() {
 		if !x.latched || !y.latched {
 			continue
 		}
-		lx, ly := localAddrPort(p[0].conn), localAddrPort(p[1].conn)
+		lx, ly := p[0].local, p[1].local
 		if err := s.kernel.Offload(x.source, lx, ly, y.source); err != nil {
 			s.kerrors.Add(1)
 			continue

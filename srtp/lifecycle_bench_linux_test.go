@@ -25,14 +25,15 @@ func (c *stepClock) Now() time.Time { return time.Unix(0, c.t.Add(c.step)) }
 // newLifecycleBench makes a pool wide enough for the quarantine that
 // builds up: each call takes two slots, each released slot rests for about
 // 500 calls (the clock is read a few times per call).
-func newLifecycleBench(b *testing.B) *PortPool {
+func newLifecycleBench(b *testing.B, mode sockMode) *PortPool {
 	b.Helper()
 	lo, hi := testRange(2048)
 	clk := &stepClock{step: int64(25 * time.Microsecond)}
-	pp, err := NewPortPool(PortPoolConfig{IP: loopback, Min: lo, Max: hi, Quarantine: 50 * time.Millisecond, Now: clk.Now})
+	pp, err := newPortPool(PortPoolConfig{IP: loopback, Min: lo, Max: hi, Quarantine: 50 * time.Millisecond, Now: clk.Now}, mode)
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() { _ = pp.Close() })
 	return pp
 }
 
@@ -90,18 +91,28 @@ func callMediaOnce(b *testing.B, pp *PortPool, sdpToo bool, orig *Origin) {
 }
 
 // BenchmarkCallMedia is a whole call's media lifecycle as sbc runs it
-// (setupMedia, then callMedia.close), one call per op: ns/op is the CPU
-// of the relay's set-up and tear-down per call, allocs/op its
-// allocations. "ports" is ports and stream only; "sdp" adds the SDP work
-// of the offer and the answer.
+// (setupMedia, then callMedia.close), one call per op: cpu-ns/op is the
+// process's CPU per call (the relay loops' and the collector's work
+// included), allocs/op its allocations. "ports" is ports and stream only;
+// "sdp" adds the SDP work of the offer and the answer. The pool's socket
+// modes side by side: net (net.ListenUDP per call: the design before),
+// raw (raw sockets per call), keep (kept raw sockets: the default).
 func BenchmarkCallMedia(b *testing.B) {
-	for _, sdpToo := range []bool{false, true} {
-		name := "ports"
-		if sdpToo {
-			name = "sdp"
+	for _, mode := range testModes {
+		for _, sdpToo := range []bool{false, true} {
+			name := mode.String() + "/ports"
+			if sdpToo {
+				name = mode.String() + "/sdp"
+			}
+			b.Run(name, func(b *testing.B) { benchCallMedia(b, mode, sdpToo) })
 		}
-		b.Run(name, func(b *testing.B) {
-			pp := newLifecycleBench(b)
+	}
+}
+
+func benchCallMedia(b *testing.B, mode sockMode, sdpToo bool) {
+	{
+		{
+			pp := newLifecycleBench(b, mode)
 			orig := NewOrigin("sbc", loopback)
 			b.ReportAllocs()
 			cpu0 := processCPU()
@@ -111,7 +122,7 @@ func BenchmarkCallMedia(b *testing.B) {
 				n++
 			}
 			b.ReportMetric(float64(processCPU()-cpu0)/float64(n), "cpu-ns/op")
-		})
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package srtp
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -69,61 +70,72 @@ func TestNewPortPoolValidation(t *testing.T) {
 	}
 }
 
+// bound is nil if addr is bound by someone (a bind to it fails), else
+// an error that says so.
+func bound(addr netip.AddrPort) error {
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+	if err != nil {
+		return nil
+	}
+	_ = c.Close()
+	return fmt.Errorf("%v is free", addr)
+}
+
 func TestPortPoolAllocate(t *testing.T) {
-	for _, ip := range []netip.Addr{loopback, netip.IPv6Loopback()} {
-		for _, mux := range []bool{false, true} {
-			lo, hi := testRange(8)
-			pp, err := NewPortPool(PortPoolConfig{IP: ip, Min: lo, Max: hi, Quarantine: time.Minute})
-			if err != nil {
-				t.Fatal(err)
-			}
-			p, err := pp.Allocate(mux)
-			if err != nil {
-				if ip.Is6() {
-					t.Skipf("no IPv6 loopback here: %v", err)
-				}
-				t.Fatal(err)
-			}
-			if p.Port()%2 != 0 || p.Port() < lo || p.Port() > hi {
-				t.Fatalf("port %d not even in %d-%d", p.Port(), lo, hi)
-			}
-			if got := netip.MustParseAddrPort(p.RTP.LocalAddr().String()); got != p.RTPAddr() {
-				t.Fatalf("RTP bound to %v, says %v", got, p.RTPAddr())
-			}
-			if mux {
-				if p.RTCP != nil || p.RTCPAddr() != p.RTPAddr() {
-					t.Fatal("mux opened an RTCP socket")
-				}
-			} else {
-				if got := netip.MustParseAddrPort(p.RTCP.LocalAddr().String()); got != p.RTCPAddr() || got.Port() != uint16(p.Port()+1) {
-					t.Fatalf("RTCP bound to %v", got)
-				}
-			}
-			// The socket really is open: a datagram sent to it arrives.
-			c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(p.RTPAddr()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, _ = c.Write([]byte("x"))
-			_ = p.RTP.SetReadDeadline(time.Now().Add(5 * time.Second))
-			b := make([]byte, 8)
-			if n, _, err := p.RTP.ReadFromUDPAddrPort(b); err != nil || n != 1 {
-				t.Fatalf("read %d %v", n, err)
-			}
-			_ = c.Close()
-			if s := pp.Stats(); s.InUse != 1 || s.Free != 7 || s.Allocations != 1 {
-				t.Fatalf("%+v", s)
-			}
-			if err := p.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if err := p.Close(); err != nil { // idempotent
-				t.Fatal(err)
-			}
-			if s := pp.Stats(); s.InUse != 0 || s.Quarantined != 1 || s.Free != 7 {
-				t.Fatalf("after close %+v", s)
+	for _, mode := range testModes {
+		for _, ip := range []netip.Addr{loopback, netip.IPv6Loopback()} {
+			for _, mux := range []bool{false, true} {
+				testPortPoolAllocate(t, mode, ip, mux)
 			}
 		}
+	}
+}
+
+func testPortPoolAllocate(t *testing.T, mode sockMode, ip netip.Addr, mux bool) {
+	t.Helper()
+	lo, hi := testRange(8)
+	pp, err := newPortPool(PortPoolConfig{IP: ip, Min: lo, Max: hi, Quarantine: time.Minute}, mode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pp.Close()
+	p, err := pp.Allocate(mux)
+	if err != nil {
+		if ip.Is6() {
+			t.Logf("no IPv6 loopback here: %v", err)
+			return
+		}
+		t.Fatal(err)
+	}
+	if p.Port()%2 != 0 || p.Port() < lo || p.Port() > hi {
+		t.Fatalf("port %d not even in %d-%d", p.Port(), lo, hi)
+	}
+	// The sockets really are bound: the ports are taken.
+	if bound(p.RTPAddr()) != nil {
+		t.Fatalf("RTP port %v not bound", p.RTPAddr())
+	}
+	rtcp := netip.AddrPortFrom(ip, uint16(p.Port()+1))
+	if mux {
+		if !p.Mux() || p.RTCPAddr() != p.RTPAddr() {
+			t.Fatal("mux has an RTCP address of its own")
+		}
+		if bound(rtcp) == nil {
+			t.Fatal("mux bound the RTCP port")
+		}
+	} else if p.RTCPAddr() != rtcp || bound(rtcp) != nil {
+		t.Fatalf("RTCP %v not bound", p.RTCPAddr())
+	}
+	if s := pp.Stats(); s.InUse != 1 || s.Free != 7 || s.Allocations != 1 {
+		t.Fatalf("%+v", s)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	if s := pp.Stats(); s.InUse != 0 || s.Quarantined != 1 || s.Free != 7 {
+		t.Fatalf("after close %+v", s)
 	}
 }
 

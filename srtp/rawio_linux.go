@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"os"
 	"syscall"
 	"unsafe"
 
@@ -58,6 +59,27 @@ func newRawConn(c *net.UDPConn) rawConn {
 	}
 	la, _ := c.LocalAddr().(*net.UDPAddr)
 	return rawConn{rc: rc, v6: la != nil && la.IP.To4() == nil}
+}
+
+// rawFor is what sockIO needs of a raw socket bound to local.
+func rawFor(local netip.AddrPort) rawConn { return rawConn{v6: local.Addr().Is6()} }
+
+// sendTo sends b from a raw socket (not on the hot path: the handlers'
+// writes).
+func sendTo(fd int, v6 bool, b []byte, dst netip.AddrPort) error {
+	var sa unix.Sockaddr
+	switch a := dst.Addr(); {
+	case v6:
+		sa = &unix.SockaddrInet6{Port: int(dst.Port()), Addr: a.As16()}
+	case a.Unmap().Is4():
+		sa = &unix.SockaddrInet4{Port: int(dst.Port()), Addr: a.Unmap().As4()}
+	default:
+		return &net.OpError{Op: "write", Net: "udp", Err: syscall.EAFNOSUPPORT}
+	}
+	if err := unix.Sendto(fd, b, 0, sa); err != nil {
+		return &net.OpError{Op: "write", Net: "udp", Err: os.NewSyscallError("sendto", err)}
+	}
+	return nil
 }
 
 func newSockIO() *sockIO {
@@ -128,9 +150,12 @@ func htons(p uint16) uint16 {
 // write sends pkt from k to dst.
 func (io *sockIO) write(k *sock, pkt []byte, dst netip.AddrPort) error {
 	a := dst.Addr()
-	if k.raw.rc == nil || (!k.raw.v6 && !a.Unmap().Is4()) {
+	if k.conn != nil && (k.raw.rc == nil || (!k.raw.v6 && !a.Unmap().Is4())) {
 		_, err := k.conn.WriteToUDPAddrPort(pkt, dst)
 		return err
+	}
+	if !k.raw.v6 && !a.Unmap().Is4() {
+		return syscall.EAFNOSUPPORT // an IPv6 peer for an IPv4 relay socket
 	}
 	io.wv6 = k.raw.v6
 	if io.wv6 {
@@ -139,7 +164,7 @@ func (io *sockIO) write(k *sock, pkt []byte, dst netip.AddrPort) error {
 		io.wsa4 = syscall.RawSockaddrInet4{Family: syscall.AF_INET, Port: htons(dst.Port()), Addr: a.Unmap().As4()}
 	}
 	io.wpkt = pkt
-	if io.direct && k.fd >= 0 {
+	if k.conn == nil || (io.direct && k.fd >= 0) {
 		// Non-blocking socket: a full send buffer is a drop (EAGAIN), not
 		// a wait that would stall the loop's other streams.
 		io.writeFn(uintptr(k.fd))

@@ -3,6 +3,7 @@
 package srtp
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 )
@@ -25,3 +26,8 @@ func (*sockIO) write(k *sock, pkt []byte, dst netip.AddrPort) error {
 	_, err := k.conn.WriteToUDPAddrPort(pkt, dst)
 	return err
 }
+
+func rawFor(netip.AddrPort) rawConn { return rawConn{} }
+
+// sendTo is never called: other systems have no raw sockets (modeNet).
+func sendTo(int, bool, []byte, netip.AddrPort) error { return errors.ErrUnsupported }

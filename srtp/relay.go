@@ -179,7 +179,7 @@ func (s *Stream) datagram(k *sock, kind DatagramKind, pkt []byte, src netip.Addr
 		}
 		return
 	}
-	h.HandleDatagram(l.id, kind, pkt, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), k.conn)
+	h.HandleDatagram(l.id, kind, pkt, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), k)
 }
 
 // normalizer rewrites SSRC, sequence number and timestamp of the RTP sent

@@ -202,19 +202,65 @@ type latchState struct {
 }
 
 type sock struct {
+	// conn is the socket of a net.UDPConn pool (modeNet); ps the pool's
+	// raw socket otherwise (modeRaw, modeKeep), whose descriptor is fd
+	// for the sock's life.
 	conn     *net.UDPConn
-	raw      rawConn // conn's RawConn, for sockIO
+	ps       *poolSock
+	raw      rawConn // conn's RawConn (or the raw socket's family), for sockIO
+	local    netip.AddrPort
 	leg      *leg
 	rtcpOnly bool // RTCP socket of a non-mux leg
 	mux      bool // RTP and RTCP share this socket
 	latch    atomic.Pointer[latchState]
 	stream   *Stream
-	// With a relay loop (engine_linux.go): the descriptor while the
-	// socket is in the loop's epoll (negative otherwise), its slot there,
-	// and consecutive read errors. Loop goroutine and add/remove only.
-	fd       int
-	slot     int32
-	readErrs int
+	// fd: a raw socket's descriptor; with a relay loop reading a
+	// net.UDPConn (engine_linux.go), its descriptor while the socket is
+	// in the loop's epoll (negative otherwise), and ent its entry there
+	// (loop goroutine and add/remove only).
+	fd  int
+	ent *loopEntry
+}
+
+// relayConn is what DTLS sessions write through: a leg's socket.
+type relayConn interface {
+	PacketWriter
+	LocalAddr() net.Addr
+}
+
+// WriteToUDPAddrPort sends b from the socket (the PacketWriter handed to
+// a DatagramHandler). After the stream closed it fails with
+// net.ErrClosed.
+func (k *sock) WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error) {
+	if k.conn != nil {
+		return k.conn.WriteToUDPAddrPort(b, addr)
+	}
+	if k.stream.closed.Load() {
+		return 0, net.ErrClosed
+	}
+	if err := sendTo(k.fd, k.local.Addr().Is6(), b, addr); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// LocalAddr is the socket's local address.
+func (k *sock) LocalAddr() net.Addr { return net.UDPAddrFromAddrPort(k.local) }
+
+// newSock makes a leg's socket from its ports: the RTP one, or the RTCP
+// one of a leg without rtcp-mux.
+func newSock(p *Ports, rtcp bool, l *leg, s *Stream) *sock {
+	k := &sock{leg: l, stream: s, fd: -1, mux: p.mux, rtcpOnly: rtcp, local: p.RTPAddr()}
+	conn, ps := p.rtpConn, p.rtp
+	if rtcp {
+		conn, ps, k.local = p.rtcpConn, p.rtcp, p.RTCPAddr()
+	}
+	if conn != nil {
+		k.conn, k.raw = conn, newRawConn(conn)
+	} else {
+		k.ps, k.fd, k.raw = ps, ps.fd, rawFor(k.local)
+	}
+	return k
 }
 
 // dest is where packets for this socket's peer go: the latched source,
@@ -288,7 +334,7 @@ type Stream struct {
 func NewStream(cfg StreamConfig) (*Stream, error) {
 	s := &Stream{created: time.Now().UnixNano(), idleTimeout: cfg.IdleTimeout, onIdle: cfg.OnIdle, kernel: cfg.Kernel}
 	for i, lc := range [2]LegConfig{cfg.A, cfg.B} {
-		if lc.Ports == nil || lc.Ports.RTP == nil {
+		if lc.Ports == nil || (lc.Ports.rtpConn == nil && lc.Ports.rtp == nil) {
 			return nil, fmt.Errorf("srtp: leg %v has no ports", LegID(i))
 		}
 		l := &leg{id: LegID(i), ports: lc.Ports, learn: lc.Learn}
@@ -305,12 +351,12 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 			}
 			l.norm = &normalizer{clockRate: cr}
 		}
-		mux := lc.Ports.RTCP == nil
-		l.rtp = &sock{conn: lc.Ports.RTP, raw: newRawConn(lc.Ports.RTP), leg: l, mux: mux, stream: s, fd: -1}
+		mux := lc.Ports.mux
+		l.rtp = newSock(lc.Ports, false, l, s)
 		if mux {
 			l.rtcp = l.rtp
 		} else {
-			l.rtcp = &sock{conn: lc.Ports.RTCP, raw: newRawConn(lc.Ports.RTCP), leg: l, rtcpOnly: true, stream: s, fd: -1}
+			l.rtcp = newSock(lc.Ports, true, l, s)
 		}
 		rtpAddr, rtcpAddr := expectedPair(lc.Remote, lc.RemoteRTCP, mux)
 		l.rtp.latch.Store(&latchState{expected: rtpAddr})
@@ -325,11 +371,32 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 			b.BindStream(s, l.id)
 		}
 	}
-	if w := pickWorker(); w != nil && w.add(s.socks()) == nil {
-		s.worker = w
-	} else {
-		for _, k := range s.socks() {
-			s.start(k)
+	// A pool's raw sockets are in their relay loops already: attach them
+	// (their queues drained). net.UDPConns join a loop together, or get
+	// reader goroutines.
+	var conns []*sock
+	kept := false
+	for _, k := range s.socks() {
+		if k.ps != nil {
+			kept = true
+		} else {
+			conns = append(conns, k)
+		}
+	}
+	if len(conns) > 0 {
+		if w := pickWorker(); !kept && w != nil && w.add(conns) == nil {
+			// (With a raw socket on the other leg, the loop's writes to
+			// these would race with the reader goroutine's add.)
+			s.worker = w
+		} else {
+			for _, k := range conns {
+				s.start(k)
+			}
+		}
+	}
+	for _, k := range s.socks() {
+		if k.ps != nil {
+			k.ps.attach(k)
 		}
 	}
 	if s.idleTimeout > 0 && s.onIdle != nil {
@@ -468,14 +535,14 @@ func (s *Stream) acceptsFrom(id LegID, src netip.AddrPort) bool {
 func (s *Stream) dest(id LegID) (netip.AddrPort, bool) { return s.leg(id).rtp.dest() }
 
 // rtpConn returns a leg's RTP socket.
-func (s *Stream) rtpConn(id LegID) *net.UDPConn { return s.leg(id).rtp.conn }
+func (s *Stream) rtpConn(id LegID) relayConn { return s.leg(id).rtp }
 
 // isRTCPSocket reports whether w is the RTCP socket of a leg without
 // rtcp-mux.
 func (s *Stream) isRTCPSocket(id LegID, w PacketWriter) bool {
 	l := s.leg(id)
-	c, ok := w.(*net.UDPConn)
-	return ok && l.rtcp != l.rtp && c == l.rtcp.conn
+	k, ok := w.(*sock)
+	return ok && l.rtcp != l.rtp && k == l.rtcp
 }
 
 // learns reports LegConfig.Learn of a leg.
@@ -571,10 +638,17 @@ func (s *Stream) Close() error {
 			// reused by another socket).
 			s.worker.remove(s.socks())
 		}
+		// Raw sockets: all of the stream's at rest before any is released
+		// (another call may take a released one at once).
 		for _, l := range s.legs {
-			_ = l.ports.RTP.Close()
-			if l.ports.RTCP != nil {
-				_ = l.ports.RTCP.Close()
+			l.ports.detach()
+		}
+		for _, l := range s.legs {
+			if l.ports.rtpConn != nil {
+				_ = l.ports.rtpConn.Close()
+			}
+			if l.ports.rtcpConn != nil {
+				_ = l.ports.rtcpConn.Close()
 			}
 		}
 		s.wg.Wait()
