@@ -140,19 +140,40 @@ func newMediaPlane(p *policy.Policy, sealer srtp.KeySealer) (*mediaPlane, error)
 	if err != nil {
 		return nil, fmt.Errorf("media: DTLS certificate: %w", err)
 	}
+	// Realms with the same relay address and range share one pool: the
+	// pool keeps its sockets bound (srtp.PortPool), so two pools on one
+	// range would split it for good instead of sharing it.
+	type rangeKey struct {
+		ip       netip.Addr
+		min, max int
+	}
+	shared := map[rangeKey]*srtp.PortPool{}
 	for _, r := range p.Realms {
 		if !r.Media.Addr.IsValid() || r.Media.Addr.IsUnspecified() {
 			continue // anchoring off and no address to relay on: calls of this realm pass SDP through
 		}
-		pp, err := srtp.NewPortPool(srtp.PortPoolConfig{IP: r.Media.Addr, Min: r.Media.Min, Max: r.Media.Max,
-			Quarantine: p.Media.Quarantine.Duration})
-		if err != nil {
-			return nil, fmt.Errorf("realm %s media: %w", r.Name, err)
+		key := rangeKey{r.Media.Addr.Unmap(), r.Media.Min, r.Media.Max}
+		pp := shared[key]
+		if pp == nil {
+			var err error
+			if pp, err = srtp.NewPortPool(srtp.PortPoolConfig{IP: r.Media.Addr, Min: r.Media.Min, Max: r.Media.Max,
+				Quarantine: p.Media.Quarantine.Duration}); err != nil {
+				return nil, fmt.Errorf("realm %s media: %w", r.Name, err)
+			}
+			shared[key] = pp
 		}
 		mp.pools[r.Name] = pp
 		mp.events[r.Name] = &mediaEvents{}
 	}
 	return mp, nil
+}
+
+// closePools closes the relay sockets the pools keep (those of calls
+// still relaying close when their calls end).
+func (mp *mediaPlane) closePools() {
+	for _, pp := range mp.pools {
+		_ = pp.Close() // idempotent: a shared pool is closed once
+	}
 }
 
 // countDTLS counts a finished DTLS handshake of a leg on realm.
@@ -528,11 +549,7 @@ func (cm *callMedia) fromLeg(from string, isOffer bool, in *sdp.SessionDescripti
 		}
 	}
 	cm.held = held
-	out, err := srtp.Rewrite(in, anchor)
-	if err != nil {
-		return nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
-	}
-	b, err := out.Marshal()
+	b, err := srtp.RewriteSDP(in, anchor)
 	if err != nil {
 		return nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
 	}
@@ -1140,11 +1157,15 @@ func (mp *mediaPlane) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(mediaBytesDesc, prometheus.CounterValue, float64(t.bytes), realm)
 		ch <- prometheus.MustNewConstMetric(mediaForwardedDesc, prometheus.CounterValue, float64(t.forwarded), realm)
 		ch <- prometheus.MustNewConstMetric(mediaOffloadedDesc, prometheus.CounterValue, float64(t.offloaded), realm)
+		ps := pool.Stats()
 		for r := srtp.DropReason(0); r < srtp.NumDropReasons; r++ {
-			ch <- prometheus.MustNewConstMetric(mediaDroppedDesc, prometheus.CounterValue, float64(t.dropped[r]), realm, r.String())
+			n := t.dropped[r]
+			if r == srtp.DropIdlePort {
+				n += ps.IdleDrops // the pool's, not a call's
+			}
+			ch <- prometheus.MustNewConstMetric(mediaDroppedDesc, prometheus.CounterValue, float64(n), realm, r.String())
 		}
 		ch <- prometheus.MustNewConstMetric(mediaStreamsDesc, prometheus.GaugeValue, float64(active[realm]), realm)
-		ps := pool.Stats()
 		for i, n := range []int{ps.InUse, ps.Quarantined, ps.Free} {
 			ch <- prometheus.MustNewConstMetric(mediaPortsDesc, prometheus.GaugeValue, float64(n), realm, mediaPortStates[i])
 		}

@@ -380,6 +380,7 @@ func (s *SBC) Close() error {
 	s.out.mu.Unlock()
 	s.fast.close()
 	s.media.closeKernel()
+	s.media.closePools()
 	if err := s.def.blocklist.Close(); err != nil {
 		s.log.Error("blocklist: last save failed", "error", err.Error())
 	}

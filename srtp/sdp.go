@@ -36,9 +36,12 @@ func ParseSDP(b []byte) (*sdp.SessionDescription, error) {
 	if len(b) > maxSDPSize {
 		return nil, fmt.Errorf("%w: %d bytes", ErrBadSDP, len(b))
 	}
-	fixed, err := tolerate(b)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadSDP, err)
+	fixed := b
+	if !wellFormed(b) {
+		var err error
+		if fixed, err = tolerate(b); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadSDP, err)
+		}
 	}
 	s := &sdp.SessionDescription{}
 	if err := s.Unmarshal(fixed); err != nil {
@@ -49,6 +52,61 @@ func ParseSDP(b []byte) (*sdp.SessionDescription, error) {
 
 const sessionOrder = "vosiuepcbtrzka" // RFC 4566 §5; r shares t's rank below
 const mediaOrder = "micbka"
+
+// sdpRank is a line type's place in order (r= shares t='s), -1 if the
+// type has none there.
+func sdpRank(order string, typ byte) int {
+	if typ == 'r' {
+		typ = 't'
+	}
+	return strings.IndexByte(order, typ)
+}
+
+// sessionMust are the line types a session section needs (t= apart).
+const sessionMust = 1<<('v'-'a') | 1<<('o'-'a') | 1<<('s'-'a')
+
+// wellFormed reports an SDP that tolerate would return unchanged: CRLF
+// line ends, no blank line or white space around a line, known line types
+// in RFC 4566 order, no repeated single-valued line, v=, o=, s= and t=
+// present. Most SDP is; it then goes to the parser as it is, without a
+// copy (no allocation here).
+func wellFormed(b []byte) bool {
+	order, last := sessionOrder, 0
+	var seen uint32 // line types of the section, by letter
+	media := false
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 3 || b[i-1] != '\r' {
+			return false // no LF, an empty line, a line too short for x=y, or a bare LF
+		}
+		t := b[:i-1]
+		b = b[i+1:]
+		if t[1] != '=' || t[0] < 'a' || t[0] > 'z' {
+			return false
+		}
+		if c := t[len(t)-1]; c == ' ' || c == '\t' || c == '\r' {
+			return false
+		}
+		typ := t[0]
+		if typ == 'm' {
+			if !media && (seen&sessionMust != sessionMust || seen&(1<<('t'-'a')) == 0) {
+				return false
+			}
+			order, last, seen, media = mediaOrder, 0, 0, true
+		}
+		r := sdpRank(order, typ)
+		if r < last {
+			return false // unknown here, or out of order
+		}
+		last = r
+		bit := uint32(1) << (typ - 'a')
+		if seen&bit != 0 && (strings.IndexByte("vosiuepck", typ) >= 0 || typ == 'm') {
+			return false
+		}
+		seen |= bit
+	}
+	return media || (seen&sessionMust == sessionMust && seen&(1<<('t'-'a')) != 0)
+}
 
 // tolerate rewrites an SDP into RFC 4566 line order.
 func tolerate(b []byte) ([]byte, error) {
@@ -74,12 +132,7 @@ func tolerate(b []byte) ([]byte, error) {
 		cur = append(cur, line{t[0], t})
 	}
 	sections = append(sections, cur)
-	rank := func(order string, typ byte) int {
-		if typ == 'r' {
-			typ = 't'
-		}
-		return strings.IndexByte(order, typ)
-	}
+	rank := sdpRank
 	var out bytes.Buffer
 	for i, sec := range sections {
 		order := sessionOrder
@@ -148,7 +201,9 @@ func NewOrigin(username string, addr netip.Addr) *Origin {
 	return &Origin{Username: username, SessionID: id, Version: id & 0xffff, Addr: addr}
 }
 
-func (o *Origin) stamp(s *sdp.SessionDescription, fallback netip.Addr) error {
+// stamp sets s's origin and returns s marshalled with session version 0
+// (the version is what the hash of that decides).
+func (o *Origin) stamp(s *sdp.SessionDescription, fallback netip.Addr) ([]byte, error) {
 	addr := o.Addr
 	if !addr.IsValid() {
 		addr = fallback
@@ -158,7 +213,7 @@ func (o *Origin) stamp(s *sdp.SessionDescription, fallback netip.Addr) error {
 		AddressType: addrType(addr), UnicastAddress: addr.String()}
 	body, err := s.Marshal()
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBadSDP, err)
+		return nil, fmt.Errorf("%w: %v", ErrBadSDP, err)
 	}
 	h := sha256.Sum256(body)
 	if o.stamped && h != o.last {
@@ -166,7 +221,29 @@ func (o *Origin) stamp(s *sdp.SessionDescription, fallback netip.Addr) error {
 	}
 	o.last, o.stamped = h, true
 	s.Origin.SessionVersion = o.Version
-	return nil
+	return body, nil
+}
+
+// RewriteSDP is Rewrite, marshalled: the body the other side receives.
+// It marshals once where Rewrite then Marshal do twice (Rewrite marshals
+// to decide the origin's version): the version is written into that
+// first body.
+func RewriteSDP(in *sdp.SessionDescription, a Anchor) ([]byte, error) {
+	out, body, err := rewrite(in, a)
+	if err != nil {
+		return nil, err
+	}
+	o := out.Origin
+	prefix := "o=" + o.Username + " " + strconv.FormatUint(o.SessionID, 10) + " 0 "
+	i := bytes.Index(body, []byte(prefix))
+	if i <= 0 || body[i-1] != '\n' {
+		return out.Marshal() // not where pion writes it: marshal again
+	}
+	at := i + len(prefix) - 2 // the version's "0"
+	res := make([]byte, 0, len(body)+20)
+	res = append(res, body[:at]...)
+	res = strconv.AppendUint(res, o.SessionVersion, 10)
+	return append(res, body[at+1:]...), nil
 }
 
 // MediaAnchor is the SBC's side of one m= line towards the receiving leg.
@@ -238,11 +315,16 @@ var droppedAttributes = []string{
 // no ICE keeps the unspecified address: the hold is preserved. The input
 // is not modified.
 func Rewrite(in *sdp.SessionDescription, a Anchor) (*sdp.SessionDescription, error) {
+	out, _, err := rewrite(in, a)
+	return out, err
+}
+
+func rewrite(in *sdp.SessionDescription, a Anchor) (*sdp.SessionDescription, []byte, error) {
 	if in == nil || a.Origin == nil || !a.Addr.IsValid() {
-		return nil, fmt.Errorf("%w: need an SDP, an origin and an address", ErrAnchorMismatch)
+		return nil, nil, fmt.Errorf("%w: need an SDP, an origin and an address", ErrAnchorMismatch)
 	}
 	if len(a.Media) != len(in.MediaDescriptions) {
-		return nil, fmt.Errorf("%w: %d anchors for %d m= lines", ErrAnchorMismatch, len(a.Media), len(in.MediaDescriptions))
+		return nil, nil, fmt.Errorf("%w: %d anchors for %d m= lines", ErrAnchorMismatch, len(a.Media), len(in.MediaDescriptions))
 	}
 	drop := func(key string) bool {
 		for _, d := range droppedAttributes {
@@ -301,7 +383,7 @@ func Rewrite(in *sdp.SessionDescription, a Anchor) (*sdp.SessionDescription, err
 		if refused {
 			m.MediaName.Port.Value = 0
 		} else if ma.Port <= 0 || ma.Port > 65535 {
-			return nil, fmt.Errorf("%w: m= line %d has no relay port", ErrAnchorMismatch, i)
+			return nil, nil, fmt.Errorf("%w: m= line %d has no relay port", ErrAnchorMismatch, i)
 		}
 		addr := a.Addr
 		if ma.Addr.IsValid() {
@@ -338,10 +420,11 @@ func Rewrite(in *sdp.SessionDescription, a Anchor) (*sdp.SessionDescription, err
 		}
 		out.MediaDescriptions = append(out.MediaDescriptions, m)
 	}
-	if err := a.Origin.stamp(out, a.Addr); err != nil {
-		return nil, err
+	body, err := a.Origin.stamp(out, a.Addr)
+	if err != nil {
+		return nil, nil, err
 	}
-	return out, nil
+	return out, body, nil
 }
 
 func isICE(key string) bool {

@@ -1,6 +1,7 @@
 package srtp
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
 	"os"
@@ -469,6 +470,11 @@ func FuzzParseSDP(f *testing.F) {
 		f.Add(raw)
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
+		if wellFormed(raw) {
+			if fixed, err := tolerate(raw); err != nil || !bytes.Equal(fixed, raw) {
+				t.Fatalf("wellFormed, but tolerate changes it (%v):\n%q\n%q", err, raw, fixed)
+			}
+		}
 		in, err := ParseSDP(raw)
 		if err != nil {
 			return
@@ -515,6 +521,92 @@ func TestRewriteRefuse(t *testing.T) {
 	for _, bad := range []string{"198.51.100.1", "a=crypto", "a=rtcp"} {
 		if strings.Contains(s, bad) {
 			t.Errorf("%q in:\n%s", bad, s)
+		}
+	}
+}
+
+// TestWellFormedSkipsOnlyWhatTolerateKeeps: ParseSDP skips the pre-pass
+// only for an SDP the pre-pass would return unchanged, and does skip it
+// for the common shapes (CRLF, in order).
+func TestWellFormedSkipsOnlyWhatTolerateKeeps(t *testing.T) {
+	files, _ := filepath.Glob("testdata/sdp/*.sdp")
+	fast := 0
+	for _, file := range files {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		crlf := []byte(strings.ReplaceAll(strings.ReplaceAll(string(raw), "\r\n", "\n"), "\n", "\r\n"))
+		fixed, err := tolerate(raw)
+		for _, b := range [][]byte{raw, crlf, fixed} {
+			if !wellFormed(b) {
+				continue
+			}
+			fast++
+			again, err := tolerate(b)
+			if err != nil || !bytes.Equal(again, b) {
+				t.Fatalf("%s: wellFormed, but tolerate changes it (%v)", file, err)
+			}
+		}
+		if err == nil && !wellFormed(fixed) {
+			t.Errorf("%s: tolerate's output is not wellFormed", file)
+		}
+	}
+	if fast == 0 {
+		t.Fatal("no fixture took the fast path")
+	}
+	for _, bad := range []string{
+		"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0\r\n\r\n",                                               // blank line
+		"v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nt=0 0\n",                                                           // LF only
+		"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\n",                                                            // no t=
+		"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0\r\nm=audio 1 RTP/AVP 0\r\na=x\r\nc=IN IP4 1.2.3.4\r\n", // c= after a=
+		"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\ns=x\r\nt=0 0\r\n",                                            // two s=
+		"v=0\r\no=- 1 1 IN IP4 1.2.3.4 \r\ns=-\r\nt=0 0\r\n",                                                  // trailing space
+		"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0",                                                       // no final CRLF
+	} {
+		if wellFormed([]byte(bad)) {
+			t.Errorf("wellFormed(%q)", bad)
+		}
+	}
+}
+
+// TestRewriteSDPIsRewriteMarshalled: RewriteSDP's single marshal gives the
+// bytes of Rewrite then Marshal, origin version included, for every
+// fixture, the same SDP again (version kept) and a changed one (version
+// up).
+func TestRewriteSDPIsRewriteMarshalled(t *testing.T) {
+	files, _ := filepath.Glob("testdata/sdp/*.sdp")
+	for _, file := range files {
+		raw, _ := os.ReadFile(file)
+		in, err := ParseSDP(raw)
+		if err != nil {
+			continue
+		}
+		o1 := NewOrigin("sbc", relay4)
+		o2 := *o1
+		for step, port := range []int{40000, 40000, 40002} {
+			ma := make([]MediaAnchor, len(in.MediaDescriptions))
+			for i := range ma {
+				ma[i] = MediaAnchor{Port: port + 2*i, RTCPPort: port + 2*i + 1}
+			}
+			out, err := Rewrite(in, Anchor{Addr: relay4, Origin: o1, Media: ma})
+			if err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+			want, err := out.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := RewriteSDP(in, Anchor{Addr: relay4, Origin: &o2, Media: ma})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("%s step %d:\n%s\nwant\n%s", file, step, got, want)
+			}
+		}
+		if o2.Version != o1.Version {
+			t.Fatalf("%s: versions %d %d", file, o1.Version, o2.Version)
 		}
 	}
 }

@@ -63,6 +63,10 @@ const (
 	// DropStaleRTCP: RTCP of a source the normalised egress has switched
 	// away from (its SR or BYE would confuse the receiver).
 	DropStaleRTCP
+	// DropIdlePort: a datagram on a relay port no call holds (a kept
+	// socket, quarantined or free): a late packet of an ended call, or a
+	// scan. Counted by the pool (PortStats.IdleDrops), never on a leg.
+	DropIdlePort
 	// NumDropReasons is the number of reasons (array size).
 	NumDropReasons
 )
@@ -71,6 +75,7 @@ var dropNames = [NumDropReasons]string{
 	"not_latched_source", "unexpected_source", "malformed", "unknown_type",
 	"stun_unhandled", "dtls_unhandled", "not_ready", "srtp_auth", "srtp_replay",
 	"decrypt_error", "encrypt_error", "no_destination", "send_error", "stale_rtcp",
+	"idle_port",
 }
 
 func (r DropReason) String() string {

@@ -88,6 +88,7 @@ func newTestPool(t testing.TB) *PortPool {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = pp.Close() })
 	return pp
 }
 
@@ -656,7 +657,7 @@ func TestNewStreamErrors(t *testing.T) {
 		t.Fatal("no ports accepted")
 	}
 	if LegA.String() != "A" || LegB.String() != "B" || DropAuth.String() != "srtp_auth" ||
-		NumDropReasons.String() != "DropReason(14)" || DropStaleRTCP.String() != "stale_rtcp" {
+		NumDropReasons.String() != "DropReason(15)" || DropStaleRTCP.String() != "stale_rtcp" || DropIdlePort.String() != "idle_port" {
 		t.Fatal("names")
 	}
 	if inboundReason(errors.New("x")) != DropDecrypt || inboundReason(pion.ErrFailedToVerifyAuthTag) != DropAuth ||
