@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -287,34 +288,77 @@ func newPoolSock(local netip.AddrPort, near *poolSock, idle *atomic.Uint64) (*po
 	return ps, nil
 }
 
-// attach hands the socket to a stream's sock: first its queue is drained
-// (counted as idle drops), so that nothing sent before the stream had the
-// port reaches it; then the loop delivers to k.
-func (ps *poolSock) attach(k *sock) {
-	w := ps.w
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if attachHook != nil {
-		attachHook(ps.fd)
-	}
-	if !ps.ent.disabled {
-		for range maxDrain {
-			m, errno := w.batch.read(ps.fd)
-			if errno != 0 || m == 0 {
-				break
-			}
-			ps.ent.idle.Add(uint64(m))
-			if m < len(w.batch.msgs) {
-				break
+// attachKept hands pool sockets to their streams' socks (those of socks
+// with a pool socket), one relay loop at a time. Under the loop's lock
+// (the loop reads none of its sockets meanwhile), one non-blocking
+// epoll_wait tells which of its sockets have datagrams queued: the epoll
+// is level-triggered, so a socket with a queue is on its ready list. Those
+// of ours are drained (counted as idle drops), so that nothing sent
+// before the stream had the port reaches it; then the loop delivers to
+// the socks. One system call per loop, not one per socket; a full event
+// list (a loop with more ready sockets than it returns) drains them all.
+func attachKept(socks []*sock) {
+	var done []*relayWorker
+	for i, k := range socks {
+		if k.ps == nil || slices.Contains(done, k.ps.w) {
+			continue
+		}
+		w := k.ps.w
+		done = append(done, w)
+		w.mu.Lock()
+		if attachHook != nil {
+			for _, o := range socks[i:] {
+				if o.ps != nil && o.ps.w == w {
+					attachHook(o.ps.fd)
+				}
 			}
 		}
+		ready, full := w.readyLocked()
+		for _, o := range socks[i:] {
+			if o.ps == nil || o.ps.w != w {
+				continue
+			}
+			e := o.ps.ent
+			if !e.disabled && (full || slices.ContainsFunc(ready, func(ev unix.EpollEvent) bool { return ev.Fd == e.slot })) {
+				w.drainLocked(e)
+			}
+			e.k, e.readErrs = o, 0
+		}
+		w.mu.Unlock()
 	}
-	ps.ent.k = k
-	ps.ent.readErrs = 0
 }
 
-// attachHook, in tests, runs in attach before the drain, the loop held
-// off: what it sends to the socket is queued when the drain begins.
+// readyLocked is one non-blocking epoll_wait: the sockets with something
+// to read now, and whether the list may have been cut short.
+func (w *relayWorker) readyLocked() ([]unix.EpollEvent, bool) {
+	for {
+		r, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(w.epfd), uintptr(unsafe.Pointer(&w.events[0])), uintptr(len(w.events)), 0, 0, 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			return nil, true // unknown: drain
+		}
+		return w.events[:r], int(r) == len(w.events)
+	}
+}
+
+// drainLocked reads and drops what is queued on a socket at rest.
+func (w *relayWorker) drainLocked(e *loopEntry) {
+	for range maxDrain {
+		m, errno := w.batch.read(e.fd)
+		if errno != 0 || m == 0 {
+			return
+		}
+		e.idle.Add(uint64(m))
+		if m < len(w.batch.msgs) {
+			return
+		}
+	}
+}
+
+// attachHook, in tests, runs in attachKept before the drain, the loop
+// held off: what it sends to the socket is queued when the drain begins.
 var attachHook func(fd int)
 
 // detach puts the socket at rest. When it returns, the loop is not

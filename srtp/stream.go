@@ -399,10 +399,8 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 			}
 		}
 	}
-	for _, k := range s.socks() {
-		if k.ps != nil {
-			k.ps.attach(k)
-		}
+	if kept {
+		attachKept(s.socks())
 	}
 	if s.idleTimeout > 0 && s.onIdle != nil {
 		s.timerMu.Lock()
