@@ -8,6 +8,25 @@
 //     odd one, or one port with rtcp-mux; a random start then a walk of the
 //     range; a quarantine before a released port is reused; an immediate
 //     ErrPortsExhausted when the range is full (the SBC answers 503).
+//     On Linux with relay loops a pool keeps its sockets: a slot's sockets
+//     are made with raw system calls (socket, bind: no net.UDPConn, not in
+//     the Go runtime's poller) the first time a call takes the slot, added
+//     to one relay loop's epoll, and stay there, bound, until
+//     PortPool.Close. A released slot's sockets rest: the loop reads what
+//     reaches them and drops it (DropIdlePort, PortStats.IdleDrops) while
+//     the slot is quarantined or free; a stream that takes them drains
+//     what is queued first (one epoll_wait per relay loop tells which are
+//     readable), so a call never sees a datagram sent before it had the
+//     port. A call then costs no socket, bind, close or epoll_ctl: its
+//     media set-up and tear-down cost about a sixth of the CPU they did
+//     with a net.ListenUDP per socket (BENCHMARKS.md, "srtp: media
+//     relay"). The price is descriptors: at most two per slot of the
+//     range, opened as calls first use the slots (a range of 16,384
+//     ports ends at 16,384 descriptors), which the process's limit
+//     (ulimit -n; Go raises the soft limit to the hard one) must allow
+//     beside the SIP connections. Elsewhere, and with
+//     RelayOptions.PerSocket, a pool binds a net.UDPConn per socket at
+//     each allocation and closes it at release.
 //   - Streams (Stream): one per m= line, relaying between two legs, each
 //     datagram forwarded straight out of the other leg's socket from a
 //     preallocated buffer: no channel, no allocation per packet.
@@ -24,7 +43,8 @@
 //     wait a little before polling again (more packets per wake-up, a
 //     little latency); RelayOptions.PerSocket, and other systems, keep
 //     the older design: a reader goroutine per socket. Stream.Close takes
-//     the sockets out of their loop before closing them.
+//     the sockets out of their loop (kept sockets: puts them at rest)
+//     before it releases them.
 //   - The kernel path (StreamConfig.Kernel, a KernelPath such as
 //     srtp/kfwd's Forwarder): once both legs of a plain↔plain stream
 //     (no normalisation, no DatagramHandler) are latched, each direction
@@ -53,9 +73,11 @@
 //     the owner decides to end the call.
 //   - SDES (RFC 4568): parsing and printing a=crypto, key generation,
 //     Negotiate.
-//   - SDP anchoring (ParseSDP, Rewrite, Remote): the SDP a side receives
-//     carries the SBC's origin, addresses and ports, the other side's codecs
-//     and directions, and none of its addresses, candidates or keys.
+//   - SDP anchoring (ParseSDP, Rewrite, RewriteSDP, Remote): the SDP a
+//     side receives carries the SBC's origin, addresses and ports, the
+//     other side's codecs and directions, and none of its addresses,
+//     candidates or keys. ParseSDP's tolerant pre-pass is skipped (no
+//     copy) for an SDP it would not change; RewriteSDP marshals once.
 //
 // It does not know SIP: no dialogs, no offer/answer state machine, no
 // policy. The owner (package sbc) allocates ports, tells each stream what
