@@ -20,11 +20,14 @@
 //     port. A call then costs no socket, bind, close or epoll_ctl: its
 //     media set-up and tear-down cost about a sixth of the CPU they did
 //     with a net.ListenUDP per socket (BENCHMARKS.md, "srtp: media
-//     relay"). The price is descriptors: at most two per slot of the
-//     range, opened as calls first use the slots (a range of 16,384
-//     ports ends at 16,384 descriptors), which the process's limit
-//     (ulimit -n; Go raises the soft limit to the hard one) must allow
-//     beside the SIP connections. Elsewhere, and with
+//     relay"). The price is descriptors: a new call takes one of the free
+//     slots whose sockets are kept, at random, when there are at least 32
+//     of them (else it walks the range from a random start and binds what
+//     it finds), so a pool keeps about two descriptors per slot that calls
+//     hold at once (in use or quarantined) plus 64, opened as needed,
+//     never more than two per slot of its range; the process's limit
+//     (ulimit -n; Go raises the soft limit to the hard one) must allow the
+//     peak beside the SIP connections. Elsewhere, and with
 //     RelayOptions.PerSocket, a pool binds a net.UDPConn per socket at
 //     each allocation and closes it at release.
 //   - Streams (Stream): one per m= line, relaying between two legs, each

@@ -230,3 +230,39 @@ func TestPoolDescriptorsBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestKeptPoolBindsWhatCallsNeed: in a wide range, a pool that keeps its
+// sockets binds about what the calls hold at once plus readyChoice slots,
+// not the range (a random walk would bind a new slot at most calls), and
+// still spreads the calls over at least readyChoice ports.
+func TestKeptPoolBindsWhatCallsNeed(t *testing.T) {
+	const slots, calls = 1024, 300
+	lo, hi := testRange(slots)
+	pp, err := newPortPool(PortPoolConfig{IP: loopback, Min: lo, Max: hi}, modeKeep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pp.Close()
+	ports := map[int]bool{}
+	for range calls {
+		a, err := pp.Allocate(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := pp.Allocate(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[a.Port()], ports[b.Port()] = true, true
+		_ = a.Close()
+		_ = b.Close()
+	}
+	// Bind failures (ports other processes hold) may add a few.
+	st := pp.Stats()
+	if max := 2 * (readyChoice + 2 + int(st.BindFailures)); st.Sockets > max {
+		t.Fatalf("%d sockets kept for calls of 2 slots (at most %d): %+v", st.Sockets, max, st)
+	}
+	if len(ports) < readyChoice {
+		t.Fatalf("calls used %d ports, want ≥ %d", len(ports), readyChoice)
+	}
+}

@@ -92,10 +92,13 @@ func (m sockMode) String() string { return [...]string{"net", "raw", "keep"}[m] 
 // and dropped by the loop (PortStats.IdleDrops), and a socket's queue is
 // drained when a new stream takes it, so a call never sees a packet sent
 // before it had the port. A call then costs no socket, bind, close or
-// epoll_ctl. The pool holds at most two descriptors per slot of its range,
-// opened lazily (the slots calls have used): size the range, or the
-// process's descriptor limit (ulimit -n; Go raises the soft limit to the
-// hard one), accordingly. Close closes them all.
+// epoll_ctl. A new call takes one of the free slots with kept sockets,
+// at random, when there are at least readyChoice of them, so the pool
+// binds about two descriptors per slot that calls hold at once (in use or
+// quarantined) plus readyChoice slots' worth, opened as they are first
+// needed, and never more than two per slot of its range; the process's
+// descriptor limit (ulimit -n; Go raises the soft limit to the hard one)
+// must allow the peak. Close closes them all.
 type PortPool struct {
 	cfg   PortPoolConfig
 	first int // first even port
@@ -113,6 +116,10 @@ type PortPool struct {
 	// nil otherwise). Only the allocation that holds the slot touches
 	// them, or Close under mu when the slot is not in use.
 	socks [][2]*poolSock
+	// ready is the free slots whose sockets are kept bound, in no order,
+	// and at a slot's index there (-1: not in it); modeKeep only.
+	ready []int32
+	at    []int32
 
 	allocs, exhausted, bindFails, idle atomic.Uint64
 	open                               atomic.Int64 // descriptors held
@@ -149,6 +156,12 @@ func newPortPool(cfg PortPoolConfig, mode sockMode) (*PortPool, error) {
 	}
 	if mode != modeNet {
 		pp.socks = make([][2]*poolSock, n)
+	}
+	if mode == modeKeep {
+		pp.at = make([]int32, n)
+		for i := range pp.at {
+			pp.at[i] = -1
+		}
 	}
 	return pp, nil
 }
@@ -272,8 +285,17 @@ func (pp *PortPool) Allocate(mux bool) (*Ports, error) {
 	return nil, ErrPortsExhausted
 }
 
-// reserve marks the first free slot at or after start (circularly) as in
-// use and returns it with the number of slots scanned, or -1.
+// readyChoice is how many free slots with kept sockets a pool must have
+// to take one of them (at random) rather than walk the range from a
+// random start (and bind the free slot it finds, if it has no sockets
+// yet): the sockets a pool keeps follow the calls' high-water mark (in
+// use and quarantined) plus this margin, not the size of the range, and
+// a port is still one of at least this many.
+const readyChoice = 32
+
+// reserve marks a free slot as in use and returns it with the number of
+// slots scanned, or -1: one of the ready slots at random if there are
+// enough, else the first free slot at or after start (circularly).
 func (pp *PortPool) reserve(start int) (int, int, error) {
 	pp.mu.Lock()
 	defer pp.mu.Unlock()
@@ -284,15 +306,42 @@ func (pp *PortPool) reserve(start int) (int, int, error) {
 	if pp.inUse+pp.count >= pp.n {
 		return -1, 0, nil
 	}
+	if len(pp.ready) >= readyChoice {
+		s := int(pp.ready[rand.IntN(len(pp.ready))])
+		pp.unreadyLocked(s)
+		pp.state[s] = slotInUse
+		pp.inUse++
+		return s, 1, nil
+	}
 	for i := range pp.n {
 		s := (start + i) % pp.n
 		if pp.state[s] == slotFree {
+			pp.unreadyLocked(s)
 			pp.state[s] = slotInUse
 			pp.inUse++
 			return s, i + 1, nil
 		}
 	}
 	return -1, pp.n, nil
+}
+
+// freeLocked makes a slot free, and ready if its sockets are kept.
+func (pp *PortPool) freeLocked(slot int) {
+	pp.state[slot] = slotFree
+	if pp.at != nil && pp.at[slot] < 0 && pp.socks[slot][0] != nil && !pp.closed {
+		pp.at[slot] = int32(len(pp.ready))
+		pp.ready = append(pp.ready, int32(slot))
+	}
+}
+
+func (pp *PortPool) unreadyLocked(slot int) {
+	if pp.at == nil || pp.at[slot] < 0 {
+		return
+	}
+	i, last := pp.at[slot], pp.ready[len(pp.ready)-1]
+	pp.ready[i], pp.at[last] = last, i
+	pp.ready = pp.ready[:len(pp.ready)-1]
+	pp.at[slot] = -1
 }
 
 func (pp *PortPool) bind(slot int, mux bool) (*Ports, error) {
@@ -370,7 +419,7 @@ func (pp *PortPool) release(slot int) {
 	defer pp.mu.Unlock()
 	pp.inUse--
 	if pp.cfg.Quarantine == 0 {
-		pp.state[slot] = slotFree
+		pp.freeLocked(slot)
 		return
 	}
 	pp.state[slot] = slotQuarantined
@@ -388,6 +437,10 @@ func (pp *PortPool) Close() error {
 		return nil
 	}
 	pp.closed = true
+	for _, s := range pp.ready {
+		pp.at[s] = -1
+	}
+	pp.ready = nil
 	var rest []*poolSock
 	for i := range pp.socks {
 		if pp.state[i] == slotInUse {
@@ -415,7 +468,7 @@ func (pp *PortPool) expireLocked() {
 	}
 	now := pp.cfg.Now().UnixNano()
 	for pp.count > 0 && pp.ring[pp.head].until <= now {
-		pp.state[pp.ring[pp.head].slot] = slotFree
+		pp.freeLocked(int(pp.ring[pp.head].slot))
 		pp.head = (pp.head + 1) % pp.n
 		pp.count--
 	}
