@@ -18,9 +18,11 @@
 //     what is queued first (one epoll_wait per relay loop tells which are
 //     readable), so a call never sees a datagram sent before it had the
 //     port. A call then costs no socket, bind, close or epoll_ctl: its
-//     media set-up and tear-down cost about a sixth of the CPU they did
-//     with a net.ListenUDP per socket (BENCHMARKS.md, "srtp: media
-//     relay"). The price is descriptors: a new call takes one of the free
+//     sockets and stream cost a tenth of the CPU they did with a
+//     net.ListenUDP per socket, its whole media set-up and tear-down
+//     (SDP included) a fifth (BENCHMARKS.md, "srtp: media relay").
+//     Sockets made with raw system calls at each allocation only halved
+//     it. The price is descriptors: a new call takes one of the free
 //     slots whose sockets are kept, at random, when there are at least 32
 //     of them (else it walks the range from a random start and binds what
 //     it finds), so a pool keeps about two descriptors per slot that calls
