@@ -72,7 +72,13 @@ func checkTokenContacts(t *testing.T, e *env, cs []kamailio.Contact, maxExpires 
 			t.Errorf("one contact for two devices: %s", c.Address)
 		}
 		seen[u.User] = true
+		// The SBC applies the registrar's 200 after the registrar
+		// stored the contact: wait for it (bounded).
 		b, ok := e.sbc.regs.get(u.User)
+		for deadline := time.Now().Add(regWait); !ok && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+			b, ok = e.sbc.regs.get(u.User)
+		}
 		if !ok {
 			t.Errorf("the SBC does not hold the binding %s", u.User)
 			continue
@@ -290,4 +296,108 @@ func TestRegisteredBaresipsKamailio(t *testing.T) {
 	if n := testutil.ToFloat64(e.sbc.metrics.Registers.WithLabelValues(regUnregistered)); n != 2 {
 		t.Errorf("sbc_registers_total{result=unregistered} %v, want 2", n)
 	}
+}
+
+// TestRegisteredBaresipOverTLS: calls to a user registered over TLS. A
+// baresip phone registers through the SBC's TLS listener (it checks the
+// SBC's certificate against the test CA: sip_cafile) with Kamailio
+// behind; two calls from the PBX side reach it over the TLS connection it
+// opened and are answered. The caller hangs up the first (its BYE
+// reaches the phone); the phone hangs up the second (quitting baresip
+// sends BYE over TLS, which reaches the caller, then unregisters: the SBC's
+// cache and Kamailio are empty). Nothing the phone received names an
+// internal address.
+func TestRegisteredBaresipOverTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Kamailio and baresip")
+	}
+	if err := kamailio.Available(); err != nil {
+		t.Skip(err) // kamailio.Start fails it in CI
+	}
+	const domain, password = "example.test", "Al1ce-s3cret"
+	pki := newTestPKI(t)
+	reg := kamailio.Start(t, kamailio.Options{
+		UDP:      netip.MustParseAddrPort(backendIP + ":0"),
+		CertFile: pki.file("backend"), KeyFile: pki.key("backend"),
+		Auth: map[string]string{"alice": password}, Realm: domain, MaxExpires: 600,
+	})
+	e := newEnv(t, envOpts{
+		targets: []string{reg.Addr("udp").String()},
+		limits:  &testpolicy.Limits{RegisterRate: new(1000)},
+		edit: func(p *testpolicy.Policy) {
+			ext := p.Realm("external")
+			ext.Listeners = append(ext.Listeners, testpolicy.Listener{Transport: "tls", Bind: sbcExtIP + ":0",
+				TLS: &testpolicy.ListenerTLS{CertFile: pki.file("sbc"), KeyFile: pki.key("sbc"), ClientAuth: "none"}})
+			p.Trunk("carrier").Sources = []string{strangerIP + "/32"}
+			p.Trunks = append(p.Trunks, testpolicy.Trunk{
+				Name: "users", Realm: "external", Sources: []string{baresipTCPSource + "/32"},
+				AllowRegister: true, RegisterDomains: []string{domain},
+			})
+			p.Routes = append(p.Routes, testpolicy.Route{Trunk: "users", Pool: "pbx"})
+		},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e.ctx = ctx
+	extTLS, _ := e.sbc.ListenAddr("external", "tls")
+	phone := baresip.Start(t, baresip.Options{IP: netip.MustParseAddr(phoneTCPIP), User: "alice", Quit: 5 * time.Minute,
+		Registrar: extTLS, Domain: domain, Transport: "tls", Password: password, Expires: 3600, CAFile: pki.file("ca")})
+
+	cs := waitContacts(t, reg, "alice", 1)
+	bs := checkTokenContacts(t, e, cs, 600, phoneTCPIP, baresipTCPSource)
+	if len(bs) != 1 || bs[0].transport != "tls" {
+		t.Fatalf("the SBC's bindings %+v, want one over tls", bs)
+	}
+	pbx := e.newCaller(pbxPhoneIP + ":0")
+	for i, phoneHangsUp := range []bool{false, true} {
+		call, err := pbx.Dial(ctx, reg.Addr("udp").String(), sipua.DialOptions{User: "alice"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if final, err := call.WaitFinal(ctx); err != nil || final.StatusCode != 200 {
+			t.Fatalf("call %d to alice: %v %v\n%s", i+1, final, err, reg.Log())
+		}
+		if phoneHangsUp {
+			phone.Stop() // baresip hangs up its call, unregisters and exits
+			select {
+			case <-call.Ended():
+			case <-ctx.Done():
+				t.Fatalf("call %d: the phone's BYE did not reach the caller", i+1)
+			}
+			continue
+		}
+		if err := call.Bye(ctx); err != nil {
+			t.Fatalf("call %d: BYE: %v", i+1, err)
+		}
+		waitTrace(t, phone, "the caller's BYE reached the phone", regWait, func(m []baresip.Message) bool {
+			return len(sipMessages(m, "BYE ", "")) > 0
+		})
+	}
+	trace := phone.SIPTrace()
+	invs := sipMessages(trace, "INVITE ", "")
+	if len(invs) != 2 {
+		t.Fatalf("the phone received %d INVITEs, want 2", len(invs))
+	}
+	for _, inv := range invs {
+		if !strings.EqualFold(inv.Transport, "tls") || inv.Src != extTLS {
+			t.Errorf("INVITE over %s from %s, want over TLS from the SBC's %s", inv.Transport, inv.Src, extTLS)
+		}
+	}
+	for _, m := range trace {
+		if m.Src == extTLS {
+			for _, ip := range []string{sbcIntIP, backendIP} {
+				if strings.Contains(m.Text, ip) {
+					t.Errorf("the phone received the internal address %s:\n%s", ip, m.Text)
+				}
+			}
+		}
+	}
+	if n := len(sipMessages(trace, "BYE ", "")); n != 2 {
+		t.Errorf("%d BYEs in the phone's trace, want 2 (the caller's, its own)", n)
+	}
+	waitContacts(t, reg, "alice", 0)
+	e.eventually("the SBC's cache empty", func() bool { return e.sbc.regs.len() == 0 })
+	e.eventually("two calls to users answered", func() bool {
+		return testutil.ToFloat64(e.sbc.metrics.UserCalls.WithLabelValues(resultAnswered)) == 2
+	})
 }
