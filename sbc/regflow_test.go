@@ -203,3 +203,41 @@ func TestHoldsFlow(t *testing.T) {
 		t.Errorf("removed binding still holds its flow (%d flows indexed)", len(rc.byFlow))
 	}
 }
+
+// TestOutboundNotClaimed pins a decision (README, remote users): a
+// REGISTER with Supported: outbound, +sip.instance and reg-id (RFC 5626)
+// gets a 200 that echoes them on the device's Contact but carries neither
+// Require: outbound nor Flow-Timer. The SBC does not answer STUN
+// keep-alives on its SIP UDP ports, which a UDP device that was told
+// Require: outbound would send; on connections it answers CRLF pings
+// whenever a device sends them and keeps the flow open for the binding's
+// life without them (TestRegisteredTCPFlowOutlivesIdleTimeout).
+func TestOutboundNotClaimed(t *testing.T) {
+	e, reg, _ := regPBXEnv(t, "")
+	reg.mu.Lock()
+	reg.open = true
+	reg.mu.Unlock()
+	phone := newUserPhone(t, phoneTCPIP, true, sipua.Plan{})
+	extTCP, _ := e.sbc.ListenAddr("external", "tcp")
+	const instance = "urn:uuid:00000000-0000-1000-8000-00a0c91e6bf6"
+	res, err := phone.Register(e.ctx, sipua.RegisterOptions{Registrar: extTCP.String(), Transport: "TCP", User: "alice",
+		Domain: "example.test", Expires: 600, Instance: instance})
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("REGISTER: %v %v", res, err)
+	}
+	ct := res.GetHeader("Contact")
+	if ct == nil || !strings.Contains(ct.Value(), "reg-id=1") || !strings.Contains(ct.Value(), instance) {
+		t.Errorf("200 Contact %v, want the device's with its +sip.instance and reg-id", ct)
+	}
+	for _, h := range res.GetHeaders("Require") {
+		if strings.Contains(strings.ToLower(h.Value()), "outbound") {
+			t.Errorf("the 200 claims outbound: Require: %s", h.Value())
+		}
+	}
+	if h := res.GetHeader("Flow-Timer"); h != nil {
+		t.Errorf("the 200 carries Flow-Timer: %s", h.Value())
+	}
+	if bs := e.sbc.regs.ofAoR("alice@example.test"); len(bs) != 1 || bs[0].regID != "1" {
+		t.Errorf("bindings %+v, want one with reg-id 1", bs)
+	}
+}
