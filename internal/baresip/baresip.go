@@ -66,7 +66,9 @@ type Options struct {
 	// incoming call is answered at once), "manual" (it rings, 180, until
 	// the caller gives up) or "early".
 	AnswerMode string
-	// CAFile verifies the server's certificate on TLS (sip_cafile).
+	// CAFile is the configuration's sip_cafile. baresip 1.0.0 does not
+	// refuse a server whose certificate it does not verify (a wrong CA
+	// file still registers over TLS).
 	CAFile string
 }
 

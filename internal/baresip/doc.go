@@ -42,7 +42,8 @@
 // With Options.Registrar the account registers instead (regint, digest
 // with Options.Password): its AoR is sip:User@Domain and all its requests
 // go to Registrar (baresip's outbound proxy) over Options.Transport (udp,
-// tcp, tls with Options.CAFile as sip_cafile); Options.AnswerMode
+// tcp, tls; Options.CAFile is sip_cafile, which baresip 1.0.0 does not
+// enforce); Options.AnswerMode
 // "manual" makes it ring instead of answering. It refreshes at 90 % of
 // the expiry the 200 grants its Contact, and unregisters when it quits
 // (UA.Stop). Over tcp and tls libre 1.0.0 does not bind its outgoing
