@@ -250,8 +250,9 @@ func (srv *Server) handleRequest(req *sip.Request, tx *sip.ServerTx) {
 
 	handler := srv.getHandler(req.Method)
 	handler(req, tx)
-	if tx != nil {
+	if tx != nil && !tx.Detached() {
 		// Must be called to prevent any transaction leaks
+		// (a detached transaction is ended by the handler's owner)
 		tx.TerminateGracefully()
 	}
 }

@@ -17,6 +17,22 @@ type ClientTx struct {
 	timer_m      *time.Timer
 
 	onRetransmission FnTxResponse
+
+	// onResponse, when set (OnResponse, before Init), receives the
+	// responses instead of the responses channel. fsmOut holds those the
+	// FSM passed up during one spin: they are handed to onResponse after
+	// fsmMu is released (deliver), so the handler may call any method of
+	// the transaction. Guarded by fsmMu.
+	onResponse FnTxResponse
+	fsmOut     []*Response
+	// fsmReceiving: a response is being spun (Receive). With onResponse,
+	// a deletion the spin reaches (a final response over a reliable
+	// transport) waits until the responses are delivered (fsmDelete), so
+	// that OnTerminate never comes before the final response.
+	fsmReceiving bool
+	fsmDelete    bool
+	// ackPending: a delayed resend of the ACK (actAckResend) is scheduled.
+	ackPending bool
 }
 
 func NewClientTx(key string, origin *Request, conn Connection, logger *slog.Logger) *ClientTx {
@@ -87,6 +103,22 @@ func (tx *ClientTx) Responses() <-chan *Response {
 	return tx.responses
 }
 
+// OnResponse makes the transaction hand each response it passes up (the
+// ones Responses would carry) to f instead of the Responses channel, so
+// that the caller needs no goroutine blocked on the channel. It must be set
+// before Init (before the request is sent) and only once. f runs in the
+// goroutine that delivered the response (with an inline transaction layer,
+// the transport's read loop), after the transaction's locks are released:
+// it may call the transaction's methods, but it must not block. The end of
+// the transaction is reported by OnTerminate.
+//
+// Experimental
+func (tx *ClientTx) OnResponse(f FnTxResponse) {
+	tx.fsmMu.Lock()
+	tx.onResponse = f
+	tx.fsmMu.Unlock()
+}
+
 func (tx *ClientTx) OnRetransmission(f FnTxResponse) bool {
 	tx.mu.Lock()
 	if tx.closed {
@@ -151,7 +183,28 @@ func (tx *ClientTx) Receive(res *Response) {
 	}
 	// }
 
-	tx.spinFsmWithResponse(input, res)
+	tx.fsmMu.Lock()
+	tx.fsmResp = res
+	tx.fsmReceiving = true
+	tx.spinFsmUnsafe(input)
+	tx.fsmReceiving = false
+	tx.deliverUnlock()
+}
+
+// deliverUnlock releases fsmMu, then hands the responses the spin passed
+// up to onResponse, in order, then deletes the transaction if the spin
+// reached that (fsmDelete).
+func (tx *ClientTx) deliverUnlock() {
+	out, f := tx.fsmOut, tx.onResponse
+	del, err := tx.fsmDelete, tx.fsmErr
+	tx.fsmOut, tx.fsmDelete = nil, false
+	tx.fsmMu.Unlock()
+	for _, r := range out {
+		f(r)
+	}
+	if del {
+		tx.delete(err)
+	}
 }
 
 func (tx *ClientTx) Connection() Connection {
@@ -242,6 +295,12 @@ func (tx *ClientTx) delete(err error) bool {
 	if tx.timer_d != nil {
 		tx.timer_d.Stop()
 		tx.timer_d = nil
+	}
+	// Timer M holds the transaction (the INVITE and its 2xx) for 64*T1:
+	// stopped like the others, so that Terminate lets go of it.
+	if tx.timer_m != nil {
+		tx.timer_m.Stop()
+		tx.timer_m = nil
 	}
 	tx.mu.Unlock()
 	// Maybe there is better way

@@ -357,12 +357,30 @@ func (tx *ClientTx) actAckResend() fsmInput {
 	if tx.fsmAck != nil {
 		// ACK was sent. Now delay to prevent infinite loop as temporarly fix
 		// This is not clear per RFC, but client could generate a lot requests in this case
-		tx.log.Error("ACK loop retransimission. Resending after T2", "tx", tx.Key())
-		select {
-		case <-tx.done:
+		// The resend is scheduled, not waited for: the FSM runs in the
+		// goroutine that received the response (with an inline
+		// transaction layer, the transport's read loop), which must not
+		// sleep. At most one resend is pending.
+		tx.mu.Lock()
+		if tx.ackPending || tx.closed {
+			tx.mu.Unlock()
 			return FsmInputNone
-		case <-time.After(T2):
 		}
+		tx.ackPending = true
+		tx.mu.Unlock()
+		tx.log.Error("ACK loop retransimission. Resending after T2", "tx", tx.Key())
+		time.AfterFunc(T2, func() {
+			tx.fsmMu.Lock()
+			defer tx.fsmMu.Unlock()
+			tx.mu.Lock()
+			tx.ackPending = false
+			closed := tx.closed
+			tx.mu.Unlock()
+			if !closed {
+				tx.ack()
+			}
+		})
+		return FsmInputNone
 	}
 	tx.ack()
 
@@ -426,6 +444,11 @@ func (tx *ClientTx) actDelete() fsmInput {
 	if tx.fsmErr == nil {
 		tx.fsmErr = ErrTransactionTerminated
 	}
+	if tx.fsmReceiving && tx.onResponse != nil {
+		// After the responses of this spin are delivered (deliverUnlock).
+		tx.fsmDelete = true
+		return FsmInputNone
+	}
 	tx.delete(tx.fsmErr)
 	return FsmInputNone
 }
@@ -443,6 +466,12 @@ func (tx *ClientTx) fsmPassUp() {
 	lastResp := tx.fsmResp
 
 	if lastResp == nil {
+		return
+	}
+
+	if tx.onResponse != nil {
+		// Handed over once fsmMu is released (deliverUnlock).
+		tx.fsmOut = append(tx.fsmOut, lastResp)
 		return
 	}
 

@@ -28,6 +28,10 @@ type TransactionLayer struct {
 	serverTransactions *transactionStore[*ServerTx]
 
 	terminateOnConnClose bool
+	// inlineUnreliable: messages read over unreliable transports (UDP)
+	// are handled in the transport's read goroutine
+	// (WithTransactionLayerInlineUnreliable).
+	inlineUnreliable bool
 
 	log *slog.Logger
 }
@@ -56,6 +60,27 @@ func WithTransactionLayerUnhandledResponseHandler(f func(r *Response)) Transacti
 func WithTransactionLayerTerminateOnConnClose() TransactionLayerOption {
 	return func(txl *TransactionLayer) {
 		txl.terminateOnConnClose = true
+	}
+}
+
+// WithTransactionLayerInlineUnreliable handles each message read over an
+// unreliable transport (UDP) in the goroutine that read it (the transport's
+// read loop; see WithTransportLayerUDPReaders for several per socket)
+// instead of a new goroutine per message. Messages over connections (TCP,
+// TLS, WS, WSS) keep a goroutine each.
+//
+// A goroutine per message costs its creation, stack growth and scheduling
+// on every message; upstream spawns it because client transactions block
+// while passing a response up (Responses is unbuffered). With this option
+// the application must never block in what the read loop runs: request
+// handlers, OnResponse (use it instead of Responses), OnRetransmission,
+// OnCancel, OnTerminate and the unhandled-response handler. Anything that
+// waits for a response read by the same loop deadlocks.
+//
+// Experimental
+func WithTransactionLayerInlineUnreliable() TransactionLayerOption {
+	return func(txl *TransactionLayer) {
+		txl.inlineUnreliable = true
 	}
 }
 
@@ -135,10 +160,19 @@ func (txl *TransactionLayer) handleMessage(msg Message) {
 	// Current client transactions are blocking on passUp and this may block when calling tx.Receive
 	// forking here can remove this
 
+	inline := txl.inlineUnreliable && !IsReliable(msg.Transport())
 	switch msg := msg.(type) {
 	case *Request:
+		if inline {
+			txl.handleRequestBackground(msg)
+			return
+		}
 		go txl.handleRequestBackground(msg)
 	case *Response:
+		if inline {
+			txl.handleResponseBackground(msg)
+			return
+		}
 		go txl.handleResponseBackground(msg)
 	default:
 		txl.log.Error("unsupported message, skip it")

@@ -21,6 +21,7 @@ type ServerTx struct {
 	timer_1xx    *time.Timer
 	timer_l      *time.Timer
 	reliable     bool
+	detached     bool
 }
 
 func NewServerTx(key string, origin *Request, conn Connection, logger *slog.Logger) *ServerTx {
@@ -185,6 +186,28 @@ func (tx *ServerTx) TerminateGracefully() {
 	tx.log.Debug("Server transaction retained for timer termination")
 }
 
+// Detach tells the server (sipgo.Server) that the request handler answers
+// the request after it returns: the transaction is not ended when the
+// handler returns (TerminateGracefully is not called). The handler's owner
+// must then send a final response or call Terminate or
+// TerminateGracefully itself. It lets a handler run in the transport's
+// read loop (an inline transaction layer) without waiting there for the
+// answer.
+//
+// Experimental
+func (tx *ServerTx) Detach() {
+	tx.mu.Lock()
+	tx.detached = true
+	tx.mu.Unlock()
+}
+
+// Detached reports whether Detach was called.
+func (tx *ServerTx) Detached() bool {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	return tx.detached
+}
+
 // OnCancel is experimental
 // It is racy thing if not registered after transaction creation
 func (tx *ServerTx) OnCancel(f FnTxCancel) bool {
@@ -256,6 +279,12 @@ func (tx *ServerTx) delete(err error) bool {
 	if tx.timer_1xx != nil {
 		tx.timer_1xx.Stop()
 		tx.timer_1xx = nil
+	}
+	// Timer L holds the transaction (the INVITE and its 2xx) for 64*T1:
+	// stopped like the others, so that Terminate lets go of it.
+	if tx.timer_l != nil {
+		tx.timer_l.Stop()
+		tx.timer_l = nil
 	}
 
 	key := tx.key

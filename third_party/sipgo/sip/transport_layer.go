@@ -41,6 +41,7 @@ type TransportLayer struct {
 	// connectionReuse will force connection reuse when passing request
 	connectionReuse bool
 	readFilter      TransportReadFilter
+	udpReaders      int
 
 	// dnsPreferSRV does always SRV lookup first
 	dnsPreferSRV bool
@@ -72,6 +73,20 @@ func WithTransportLayerDNSLookupSRV(preferSRV bool) TransportLayerOption {
 func WithTransportLayerReadFilter(f TransportReadFilter) TransportLayerOption {
 	return func(l *TransportLayer) {
 		l.readFilter = f
+	}
+}
+
+// WithTransportLayerUDPReaders makes n goroutines read each UDP socket
+// (default 1). With an inline transaction layer
+// (WithTransactionLayerInlineUnreliable) each message is handled in the
+// goroutine that read it: several readers keep one slow handler from
+// stalling the socket, and let the handling of one socket use several
+// cores. A read filter error stops only the reader that got it.
+//
+// Experimental
+func WithTransportLayerUDPReaders(n int) TransportLayerOption {
+	return func(l *TransportLayer) {
+		l.udpReaders = n
 	}
 }
 
@@ -182,6 +197,7 @@ func (l *TransportLayer) withTransports(conf TransportsConfig) {
 		l.udp = conf.UDP
 		l.udp.connectionReuse = l.connectionReuse
 		l.udp.readFilter = l.readFilter
+		l.udp.readers = l.udpReaders
 	}
 	if conf.TCP != nil && l.tcp == nil {
 		l.tcp = conf.TCP

@@ -24,6 +24,9 @@ type TransportUDP struct {
 	log             *slog.Logger
 	connectionReuse bool
 	readFilter      TransportReadFilter
+	// readers is the number of goroutines reading each socket
+	// (WithTransportLayerUDPReaders); below 1 means 1.
+	readers int
 }
 
 func (t *TransportUDP) init(par *Parser) {
@@ -122,7 +125,6 @@ func (t *TransportUDP) readUDPConnection(conn *UDPConnection, raddr string, ladd
 }
 
 func (t *TransportUDP) readListenerConnection(conn *UDPConnection, laddr string, handler MessageHandler) {
-	buf := make([]byte, TransportBufferReadSize)
 	defer func() {
 		if err := t.pool.CloseAndDelete(conn, laddr); err != nil {
 			t.log.Warn("connection pool not clean cleanup", "error", err)
@@ -130,31 +132,51 @@ func (t *TransportUDP) readListenerConnection(conn *UDPConnection, laddr string,
 	}()
 	defer t.log.Debug("Read listener connection stopped", "laddr", laddr)
 
-	var lastRaddr string
 	// NOTE: consider to refactor, but for cleanup
 	// We are reusing UDP listener as dial connection
-	acceptedAddr := make(map[string]struct{})
-	defer func() {
-		addrs := make([]string, 0, len(acceptedAddr))
-		for addr := range acceptedAddr {
+	// Each reader keeps the addresses it added to the pool; they are
+	// deleted once every reader of the socket stopped.
+	readers := max(t.readers, 1)
+	accepted := make([]map[string]struct{}, readers)
+	var wg sync.WaitGroup
+	for i := 1; i < readers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			accepted[i] = t.readLoop(conn, laddr, handler)
+		}()
+	}
+	accepted[0] = t.readLoop(conn, laddr, handler)
+	wg.Wait()
+
+	addrs := make([]string, 0, len(accepted[0]))
+	for _, m := range accepted {
+		for addr := range m {
 			addrs = append(addrs, addr)
 		}
-		t.pool.deleteExactN(addrs, conn)
-	}()
+	}
+	t.pool.deleteExactN(addrs, conn)
+}
 
+// readLoop reads the socket until it is closed or fails, and returns the
+// source addresses it added to the pool.
+func (t *TransportUDP) readLoop(conn *UDPConnection, laddr string, handler MessageHandler) map[string]struct{} {
+	buf := make([]byte, TransportBufferReadSize)
+	var lastRaddr string
+	acceptedAddr := make(map[string]struct{})
 	for {
 		num, raddr, err := conn.ReadFrom(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				t.log.Debug("Read connection closed", "laddr", laddr, "error", err)
-				return
+				return acceptedAddr
 			}
 			// Windows reports an error when a datagram exceeds the read buffer.
 			if isRecvMsgSizeErr(err) {
 				continue
 			}
 			t.log.Error("Read connection error", "laddr", laddr, "error", err)
-			return
+			return acceptedAddr
 		}
 
 		data := buf[:num]
@@ -170,7 +192,7 @@ func (t *TransportUDP) readListenerConnection(conn *UDPConnection, laddr string,
 			}, data)
 			if err != nil {
 				t.log.Error("Read filter error", "laddr", laddr, "raddr", rastr, "error", err)
-				return
+				return acceptedAddr
 			}
 			if len(filtered) == 0 {
 				continue
