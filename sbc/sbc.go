@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,14 +39,20 @@ type Options struct {
 	Events events.Sink
 	// Version is the build's version, reported by the admin API.
 	Version string
+	// UDPReaders is the number of goroutines reading each UDP listener
+	// socket; each handles what it read, in place (no goroutine per
+	// message: endpoint.go). Default (0): GOMAXPROCS.
+	UDPReaders int
 }
 
 // SBC is the session border controller: one endpoint per realm, the call
 // table, and the current policy snapshot.
 type SBC struct {
-	log     *slog.Logger
-	sipLog  *slog.Logger
-	metrics *Metrics
+	// udpReaders: Options.UDPReaders, defaulted.
+	udpReaders int
+	log        *slog.Logger
+	sipLog     *slog.Logger
+	metrics    *Metrics
 
 	state   atomic.Pointer[snapshot]
 	targets targetSet
@@ -175,6 +182,10 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	s := &SBC{log: opt.Logger, metrics: newMetrics(), realms: map[string]*endpoint{}}
 	s.extraSink = opt.Events
 	s.version = opt.Version
+	s.udpReaders = opt.UDPReaders
+	if s.udpReaders <= 0 {
+		s.udpReaders = runtime.GOMAXPROCS(0)
+	}
 	s.runtime.setApplied(p)
 	if s.extraSink != nil {
 		s.events.Set(s.extraSink)
