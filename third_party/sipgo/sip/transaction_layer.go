@@ -463,6 +463,18 @@ func (txl *TransactionLayer) getServerTx(key string) (*ServerTx, bool) {
 	// return tx.(*ServerTx), true
 }
 
+// Len reports how many client and server transactions the layer holds
+// (live, or kept by their timers for retransmissions).
+func (txl *TransactionLayer) Len() (client, server int) {
+	txl.clientTransactions.mu.RLock()
+	client = len(txl.clientTransactions.items)
+	txl.clientTransactions.mu.RUnlock()
+	txl.serverTransactions.mu.RLock()
+	server = len(txl.serverTransactions.items)
+	txl.serverTransactions.mu.RUnlock()
+	return client, server
+}
+
 func (txl *TransactionLayer) Close() {
 	txl.clientTransactions.terminateAll()
 	txl.serverTransactions.terminateAll()
