@@ -587,7 +587,11 @@ func init() {
 	// An INVITE client transaction that passed a 2xx up stays "Accepted"
 	// for Timer M (64*T1) only to pass retransmissions of the 2xx (and
 	// other forks' 2xx) to the TU; sipgo keeps the INVITE and the 2xx for
-	// that long, even after Terminate (v1.7.3 does not stop timer_m). The
+	// that long. (v1.7.3 kept them even after Terminate, as it did not
+	// stop timer_m, nor timer_l below: the fork in third_party/sipgo stops
+	// both, so the SBC's Terminate at the call's confirmation frees them
+	// at once. The short timers stay for the transactions the SBC has not
+	// ended yet, e.g. a 2xx whose ACK is late: nothing needs them.) The
 	// SBC takes a 2xx that matches no transaction itself
 	// (retransmitted2xx, from the stray-response hook): the call, or its
 	// tomb, ACKs it. So the accepted state need not outlive a round trip.
