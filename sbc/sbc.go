@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,8 +42,30 @@ type Options struct {
 	Version string
 	// UDPReaders is the number of goroutines reading each UDP listener
 	// socket; each handles what it read, in place (no goroutine per
-	// message: endpoint.go). Default (0): GOMAXPROCS.
+	// message: endpoint.go). Default (0): one per core spread over the
+	// policy's UDP listeners, at least one per socket
+	// (defaultUDPReaders).
 	UDPReaders int
+}
+
+// defaultUDPReaders spreads procs readers over the policy's UDP listener
+// sockets, at least one each. More readers than cores only add parking
+// and waking: at 800 calls/s on 2 cores with two UDP sockets, two readers
+// per socket cost ~25 % more CPU per call than one (BENCHMARKS.md, issue
+// 11), the scheduler's share doubling.
+func defaultUDPReaders(p *policy.Policy, procs int) int {
+	n := 0
+	for _, r := range p.Realms {
+		for _, l := range r.Listeners {
+			if strings.EqualFold(l.Transport, "udp") {
+				n++
+			}
+		}
+	}
+	if n == 0 || procs <= n {
+		return 1
+	}
+	return procs / n
 }
 
 // SBC is the session border controller: one endpoint per realm, the call
@@ -184,7 +207,7 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	s.version = opt.Version
 	s.udpReaders = opt.UDPReaders
 	if s.udpReaders <= 0 {
-		s.udpReaders = runtime.GOMAXPROCS(0)
+		s.udpReaders = defaultUDPReaders(p, runtime.GOMAXPROCS(0))
 	}
 	s.runtime.setApplied(p)
 	if s.extraSink != nil {
