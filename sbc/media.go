@@ -248,8 +248,11 @@ type mstream struct {
 // callMedia is a call's media: its streams and the offer/answer state.
 // Its methods run under the call's lock (close excepted).
 type callMedia struct {
-	trunk        *policy.Trunk
-	poolEnc      string
+	trunk   *policy.Trunk
+	poolEnc string
+	// bWebRTC: the B-leg is a WebSocket peer (a pool over wss, a user
+	// registered over WSS): an offer to it carries ICE-lite.
+	bWebRTC      bool
 	aAddr, bAddr netip.Addr // what each side's SDP gets as c=
 	aOrig, bOrig *srtp.Origin
 	streams      []*mstream
@@ -310,7 +313,7 @@ func (s *SBC) setupMedia(st *snapshot, aRealm, bRealm string, trunk *policy.Trun
 		return nil, nil, nil
 	}
 	ra, rb := realmOf(st.pol, aRealm), realmOf(st.pol, bRealm)
-	cm := &callMedia{trunk: trunk, poolEnc: pool.MediaEncryption, aAddr: ra.Media.AdvertiseAddr, bAddr: rb.Media.AdvertiseAddr,
+	cm := &callMedia{trunk: trunk, poolEnc: pool.MediaEncryption, bWebRTC: pool.Transport == "wss", aAddr: ra.Media.AdvertiseAddr, bAddr: rb.Media.AdvertiseAddr,
 		aOrig: srtp.NewOrigin("sbc", ra.Media.AdvertiseAddr), bOrig: srtp.NewOrigin("sbc", rb.Media.AdvertiseAddr),
 		timeout: st.pol.Media.Timeout.Duration, plane: s.media, log: s.log, aRealm: aRealm, bRealm: bRealm}
 	if len(body) == 0 {
@@ -737,8 +740,24 @@ func (cm *callMedia) offerTo(to string, st *srtp.Stream, id srtp.LegID, dst *sid
 				return err
 			}
 			dst.dtls = d
-			st.SetHandler(id, d)
-			dst.hDTLS = d
+		}
+		if to == "b" && cm.bWebRTC && dst.ice == nil {
+			// A WebSocket peer is a browser: it takes no offer without
+			// ICE. Our ICE-lite side goes in the offer; the peer's
+			// ufrag comes with its answer (iceFrom).
+			ice, err := srtp.NewICELite(srtp.ICEConfig{ConsentTimeout: time.Duration(cm.plane.consent.Load()), OnConsentLost: cm.consentLost(to)})
+			if err != nil {
+				return err
+			}
+			dst.ice = ice
+		}
+		var h srtp.DatagramHandler = dst.dtls
+		if dst.ice != nil {
+			h = &srtp.SecureLeg{ICE: dst.ice, DTLS: dst.dtls}
+		}
+		if dst.hDTLS != dst.dtls || dst.hICE != dst.ice {
+			st.SetHandler(id, h)
+			dst.hDTLS, dst.hICE = dst.dtls, dst.ice
 		}
 	}
 	return nil

@@ -56,6 +56,10 @@ type regCache struct {
 	key     []byte
 	byToken map[string]*binding
 	byAoR   map[string]map[string]*binding
+	// byFlow holds the bindings of each connection flow (TCP, TLS,
+	// WSS): a connection that carries a binding is kept open past
+	// server.tcp_idle_timeout (holdsFlow).
+	byFlow  map[flowKey]map[*binding]struct{}
 	pending int // bindings reserved by REGISTERs waiting for the registrar
 	// count, when set, is told each binding added (+1) or removed (-1),
 	// by realm: the sbc_registrations gauge.
@@ -67,7 +71,32 @@ func newRegCache(key []byte) *regCache {
 		key = make([]byte, 32)
 		_, _ = rand.Read(key)
 	}
-	return &regCache{key: key, byToken: map[string]*binding{}, byAoR: map[string]map[string]*binding{}}
+	return &regCache{key: key, byToken: map[string]*binding{}, byAoR: map[string]map[string]*binding{}, byFlow: map[flowKey]map[*binding]struct{}{}}
+}
+
+// flowKey names a device's connection: realm, transport, its address.
+type flowKey struct {
+	realm, transport string
+	src              netip.AddrPort
+}
+
+func (b *binding) flow() (flowKey, bool) {
+	return flowKey{b.realm, b.transport, b.src}, b.transport != "udp"
+}
+
+// holdsFlow reports whether a binding not yet expired at now was
+// registered over the connection (realm, transport, src): the SBC keeps
+// such a connection open while it is idle, since the device can be
+// called only over it (RFC 5626 3.3: the flow is the way back to it).
+func (rc *regCache) holdsFlow(realm, transport string, src netip.AddrPort, now time.Time) bool {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for b := range rc.byFlow[flowKey{realm, transport, src}] {
+		if now.Before(b.expires) {
+			return true
+		}
+	}
+	return false
 }
 
 // tokenPrefix starts every binding token: a request-URI user without it
@@ -174,6 +203,14 @@ func (rc *regCache) put(b *binding) {
 		rc.byAoR[b.aor] = m
 	}
 	m[b.token] = b
+	if k, ok := b.flow(); ok {
+		f := rc.byFlow[k]
+		if f == nil {
+			f = map[*binding]struct{}{}
+			rc.byFlow[k] = f
+		}
+		f[b] = struct{}{}
+	}
 	rc.mu.Unlock()
 	if old != nil {
 		rc.counted(old.realm, -1)
@@ -184,6 +221,12 @@ func (rc *regCache) put(b *binding) {
 // unlink removes b from both maps. Under mu.
 func (rc *regCache) unlink(b *binding) {
 	delete(rc.byToken, b.token)
+	if k, ok := b.flow(); ok {
+		delete(rc.byFlow[k], b)
+		if len(rc.byFlow[k]) == 0 {
+			delete(rc.byFlow, k)
+		}
+	}
 	if m := rc.byAoR[b.aor]; m != nil {
 		delete(m, b.token)
 		if len(m) == 0 {

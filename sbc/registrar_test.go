@@ -21,6 +21,12 @@ import (
 // appended to the policy ([registrations]).
 func regPBXEnv(t *testing.T, policyTOML string) (*env, *digestRegistrar, *sipua.Caller) {
 	t.Helper()
+	return regPBXEnvWith(t, policyTOML, nil)
+}
+
+// regPBXEnvWith is regPBXEnv with the policy changed by edit last.
+func regPBXEnvWith(t *testing.T, policyTOML string, edit func(*testpolicy.Policy)) (*env, *digestRegistrar, *sipua.Caller) {
+	t.Helper()
 	reg := newDigestRegistrar(t, "example.test", map[string]string{"alice": "pw-alice", "bob": "pw-bob"})
 	pbx, err := sipua.NewCaller(sipua.CallerOptions{Addr: backendIP + ":0", Logger: testLogger(), UserAgent: "PBX/1.0"})
 	if err != nil {
@@ -39,6 +45,9 @@ func regPBXEnv(t *testing.T, policyTOML string) (*env, *digestRegistrar, *sipua.
 			p.Pools = append(p.Pools, testpolicy.Pool{Name: "reg", Realm: "internal", Targets: testpolicy.Targets(reg.addr),
 				Health: &testpolicy.Health{Interval: policy.D(0)}})
 			p.Routes = append(p.Routes, testpolicy.Route{Trunk: "users", Pool: "reg"})
+			if edit != nil {
+				edit(p)
+			}
 		},
 	})
 	return e, reg, pbx

@@ -29,8 +29,12 @@ import (
 //     complete server.tcp_message_timeout after its first byte
 //     (stream/message_timeout), and a connection with no complete message
 //     for server.tcp_idle_timeout is closed (counted nowhere: idle is not
-//     a drop). A CRLF keep-alive (RFC 5626) counts as a message: "\r\n\r\n"
-//     is handed to sipgo alone, which answers it.
+//     a drop), unless a device registered over it and its binding has
+//     not expired (regCache.holdsFlow): the connection is the only way
+//     to call the device, so it is kept, idle, while the registration
+//     lives, and closed at the first idle timeout after it ends. A CRLF
+//     keep-alive (RFC 5626) counts as a message: "\r\n\r\n" is handed to
+//     sipgo alone, which answers it.
 //
 // sipgo's own read deadline is ignored (SetReadDeadline does nothing).
 // WebSocket connections carry whole messages: the read filter checks
@@ -194,11 +198,24 @@ func (c *streamConn) fill() {
 		c.s.act(c.ep, peer{src: c.src}, nil, nil, silent(stageStream, reasonMessageTimeout).with("bytes", len(c.buf)))
 		c.end()
 	case errors.As(err, &ne) && ne.Timeout():
+		if c.s.regs.holdsFlow(c.ep.name, c.transport(), c.src, time.Now()) {
+			// A registered device's flow: kept while its binding lives.
+			c.last = time.Now()
+			return
+		}
 		c.s.log.Debug("idle connection closed", "realm", c.ep.name, "source", c.src.String())
 		c.end()
 	default:
 		c.err = err
 	}
+}
+
+// transport is the connection's transport as bindings name it.
+func (c *streamConn) transport() string {
+	if _, ok := c.Conn.(*secureConn); ok {
+		return "tls"
+	}
+	return "tcp"
 }
 
 // end closes the connection: sipgo's next read ends the stream.

@@ -444,7 +444,29 @@ func (c *secureConn) Read(b []byte) (int, error) {
 		c.pre = c.pre[n:]
 		return n, nil
 	}
-	return c.Conn.Read(b)
+	n, err := c.Conn.Read(b)
+	for n == 0 && err != nil && c.heldIdle(err) {
+		n, err = c.Conn.Read(b)
+	}
+	return n, err
+}
+
+// heldIdle reports whether a read that ended with err on a wss
+// connection goes on: sipgo's WebSocket reader gives each message
+// server.tcp_idle_timeout (its read deadline), and a connection a device
+// registered over is kept while its binding lives, as TCP and TLS ones
+// are (stream.go). The deadline is then moved by another idle timeout. A
+// read timeout leaves a tls.Conn usable (it is a temporary error).
+func (c *secureConn) heldIdle(err error) bool {
+	var ne net.Error
+	if c.prof == nil || c.prof.transport != "wss" || !errors.As(err, &ne) || !ne.Timeout() {
+		return false
+	}
+	s := c.l.ep.sbc
+	if !s.regs.holdsFlow(c.l.ep.name, "wss", c.src, time.Now()) {
+		return false
+	}
+	return c.Conn.SetReadDeadline(time.Now().Add(s.state.Load().pol.Server.TCPIdleTimeout.Duration)) == nil
 }
 
 func (c *secureConn) Write(b []byte) (int, error) {

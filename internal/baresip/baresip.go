@@ -41,6 +41,35 @@ type Options struct {
 	// RTPPorts is the range baresip picks its RTP ports in, at random
 	// (retrying a port in use). Zero: 40000–49999.
 	RTPPorts [2]int
+
+	// Registrar, when set, makes the account register: its address of
+	// record is sip:User@Domain and every request it sends (REGISTER,
+	// and calls) goes to Registrar over Transport (baresip's outbound
+	// proxy), e.g. an SBC in front of the real registrar. Zero: the
+	// account does not register (regint=0) and its AoR is sip:User@IP.
+	Registrar netip.AddrPort
+	// Domain is the AoR's domain (the REGISTER's request-URI). Empty:
+	// Registrar's address.
+	Domain string
+	// Transport is "udp" (default), "tcp" or "tls": how the account
+	// reaches Registrar. Over tcp and tls baresip 1.0.0 (libre) connects
+	// from an address of the kernel's choice (127.0.0.1 on loopback), not
+	// from IP: it does not bind its outgoing connections.
+	Transport string
+	// Password answers the registrar's digest challenges (user: User).
+	Password string
+	// Expires is the expiry the account asks for (regint). Zero: 3600.
+	// baresip refreshes at 90 % of the expiry the registrar's 200 grants
+	// for its Contact (libre sipreg).
+	Expires int
+	// AnswerMode is the account's answermode: "auto" (default: an
+	// incoming call is answered at once), "manual" (it rings, 180, until
+	// the caller gives up) or "early".
+	AnswerMode string
+	// CAFile is the configuration's sip_cafile. baresip 1.0.0 does not
+	// refuse a server whose certificate it does not verify (a wrong CA
+	// file still registers over TLS).
+	CAFile string
 }
 
 // UA is a running baresip started by Start.
@@ -207,11 +236,42 @@ module_tmp	account.so
 module_app	menu.so
 module_app	debug_cmd.so
 snd_path	%s
-`, netip.AddrPortFrom(o.IP, 0), o.IP, o.ToneHz, o.RTPPorts[0], o.RTPPorts[1], inst.modules, filepath.Join(dir, "dump"))
+`, netip.AddrPortFrom(o.IP, 0), o.IP, o.ToneHz, o.RTPPorts[0], o.RTPPorts[1], inst.modules, filepath.Join(dir, "dump")) + cafile(o)
+}
+
+func cafile(o Options) string {
+	if o.CAFile == "" {
+		return ""
+	}
+	return "sip_cafile\t" + o.CAFile + "\n"
 }
 
 func account(o Options) string {
-	a := fmt.Sprintf("<sip:%s@%s>;regint=0;answermode=auto;audio_codecs=pcmu", o.User, o.IP)
+	mode := o.AnswerMode
+	if mode == "" {
+		mode = "auto"
+	}
+	var a string
+	if o.Registrar.IsValid() {
+		domain, tr := o.Domain, o.Transport
+		if domain == "" {
+			domain = o.Registrar.String()
+		}
+		if tr == "" {
+			tr = "udp"
+		}
+		expires := o.Expires
+		if expires == 0 {
+			expires = 3600
+		}
+		a = fmt.Sprintf("<sip:%s@%s;transport=%s>;outbound=\"sip:%s;transport=%s\";regint=%d", o.User, domain, tr, o.Registrar, tr, expires)
+		if o.Password != "" {
+			a += ";auth_pass=" + o.Password
+		}
+	} else {
+		a = fmt.Sprintf("<sip:%s@%s>;regint=0", o.User, o.IP)
+	}
+	a += ";answermode=" + mode + ";audio_codecs=pcmu"
 	if o.MediaEnc != "" {
 		a += ";mediaenc=" + o.MediaEnc
 	}

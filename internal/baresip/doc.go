@@ -39,6 +39,16 @@
 // when its -t time (Options.Quit) runs out, and exits. Without it, it
 // answers calls until [UA.Stop] or Options.Quit.
 //
+// With Options.Registrar the account registers instead (regint, digest
+// with Options.Password): its AoR is sip:User@Domain and all its requests
+// go to Registrar (baresip's outbound proxy) over Options.Transport (udp,
+// tcp, tls; Options.CAFile is sip_cafile, which baresip 1.0.0 does not
+// enforce); Options.AnswerMode
+// "manual" makes it ring instead of answering. It refreshes at 90 % of
+// the expiry the 200 grants its Contact, and unregisters when it quits
+// (UA.Stop). Over tcp and tls libre 1.0.0 does not bind its outgoing
+// connections: they come from 127.0.0.1 on loopback, whatever IP is.
+//
 // baresip 1.0.0 binds TLS as well as UDP and TCP; with port 0 for all
 // three, several agents never collide.
 package baresip

@@ -96,6 +96,48 @@ type CallOptions struct {
 	AudioFile string
 }
 
+// AnswerOptions says where the browser registers to take calls, and how
+// it ends them.
+type AnswerOptions struct {
+	// WSSURL, URI, Password, AuthUser, Origin and Expires are as in
+	// RegisterOptions.
+	WSSURL   string
+	URI      string
+	Password string
+	AuthUser string
+	Origin   string
+	Expires  int
+	// Hangups plans the calls the browser answers, in order: HangupLocal
+	// (it hangs up HoldFor after the ACK) or HangupRemote (it waits for
+	// the caller's BYE). The page reports once that many calls ended.
+	Hangups []string
+	// HoldFor is how long a HangupLocal call stays up before the BYE.
+	HoldFor time.Duration
+}
+
+// Who ends a call the browser answers (AnswerOptions.Hangups).
+const (
+	HangupLocal  = "local"
+	HangupRemote = "remote"
+)
+
+// AnsweredCall is one call the browser answered (Result.Calls).
+type AnsweredCall struct {
+	// Hangup is the plan (HangupLocal or HangupRemote).
+	Hangup string `json:"hangup"`
+	// RequestLine is the INVITE's method and request-URI.
+	RequestLine string `json:"requestLine"`
+	// EndedBy is JsSIP's originator of the end: "local" or "remote"
+	// ("system" on a failure of its own).
+	EndedBy string `json:"endedBy"`
+	// Cause is JsSIP's cause of the end ("Terminated", "BYE", or a
+	// failure's).
+	Cause string `json:"cause"`
+	// ByeStatus is the status of the browser's BYE (HangupLocal), 0 when
+	// no answer came within 5 s.
+	ByeStatus int `json:"byeStatus"`
+}
+
 // MediaStats is what RTCPeerConnection.getStats() said just before the
 // hang-up of a Call with Media.
 type MediaStats struct {
@@ -165,6 +207,8 @@ type Result struct {
 	// DroppedCandidates are the a=candidate lines of a non-loopback
 	// address the page removed from its offer (Call with Media).
 	DroppedCandidates []string `json:"droppedCandidates"`
+	// Calls are the calls an Answer took, in order.
+	Calls []AnsweredCall `json:"calls"`
 	// BrowserLog is chromium's own output (its copies of console lines
 	// left out), e.g. WebRTC's warnings of SRTP packets that failed to
 	// decrypt.
@@ -217,19 +261,41 @@ func Call(ctx context.Context, t testing.TB, opts CallOptions) (*Result, error) 
 	})
 }
 
+// Answer starts a browser that registers opts.URI over opts.WSSURL and
+// answers the calls that come to it, ending each as opts.Hangups says. It
+// returns once they all ended (Result.Calls, and every SIP message in
+// Result.Messages), or the page failed. The calls are the test's to make,
+// from another goroutine, once the registration is in place (e.g. seen at
+// the registrar): Answer blocks. A registration that fails is reported at
+// once (Status, Cause).
+func Answer(ctx context.Context, t testing.TB, opts AnswerOptions) (*Result, error) {
+	t.Helper()
+	return run(ctx, t, opts.Origin, pageConfig{
+		Action:   "answer",
+		WSSURL:   opts.WSSURL,
+		URI:      opts.URI,
+		Password: opts.Password,
+		AuthUser: opts.AuthUser,
+		Expires:  opts.Expires,
+		Hangups:  opts.Hangups,
+		HoldMS:   opts.HoldFor.Milliseconds(),
+	})
+}
+
 // pageConfig is handed to page.js as window.HARNESS.
 type pageConfig struct {
-	Action   string `json:"action"`
-	WSSURL   string `json:"wssURL"`
-	URI      string `json:"uri"`
-	Password string `json:"password,omitempty"`
-	AuthUser string `json:"authUser,omitempty"`
-	Expires  int    `json:"expires,omitempty"`
-	Target   string `json:"target,omitempty"`
-	Register bool   `json:"register,omitempty"`
-	Media    bool   `json:"media,omitempty"`
-	HoldMS   int64  `json:"holdMs,omitempty"`
-	audio    string // chromium's fake microphone file (a flag, not the page's)
+	Action   string   `json:"action"`
+	WSSURL   string   `json:"wssURL"`
+	URI      string   `json:"uri"`
+	Password string   `json:"password,omitempty"`
+	AuthUser string   `json:"authUser,omitempty"`
+	Expires  int      `json:"expires,omitempty"`
+	Target   string   `json:"target,omitempty"`
+	Register bool     `json:"register,omitempty"`
+	Media    bool     `json:"media,omitempty"`
+	HoldMS   int64    `json:"holdMs,omitempty"`
+	Hangups  []string `json:"hangups,omitempty"`
+	audio    string   // chromium's fake microphone file (a flag, not the page's)
 }
 
 //go:embed page.js

@@ -29,6 +29,12 @@
 // checks from its sockets on the machine's other addresses: a test that
 // must keep ICE on loopback runs in a network namespace with only lo.
 //
+// Answer registers and takes calls instead: it answers each incoming
+// INVITE (no media) and ends it as AnswerOptions.Hangups plans (the
+// browser hangs up, or waits for the caller's BYE), then reports
+// Result.Calls. The test places the calls from another goroutine once the
+// registration is in place.
+//
 // Without chromium or the JsSIP bundle the tests that use it skip, except
 // with CI=true where they fail.
 package browser

@@ -172,7 +172,7 @@
     let connected = false;
     ua.on('connected', () => {
       connected = true;
-      if (cfg.action === 'register' || cfg.register) {
+      if (cfg.action === 'register' || cfg.action === 'answer' || cfg.register) {
         ua.register();
       } else {
         call();
@@ -190,9 +190,69 @@
       registered = true;
       if (cfg.action === 'register') {
         report({ status: e.response.status_code, reason: e.response.reason_phrase, registered: true });
-      } else {
+      } else if (cfg.action !== 'answer') {
         call();
       }
+    });
+    // answer: each incoming call is answered (no media: no candidate) and
+    // ended as cfg.hangups says, in order: 'local' (the browser hangs up
+    // holdMs after the ACK and waits for the answer to its BYE, 5 s at
+    // most) or 'remote' (it waits for the caller's BYE). The page reports
+    // once every planned call ended.
+    const answered = [];
+    const hangups = cfg.hangups || [];
+    function answeredAll() {
+      if (answered.length >= hangups.length && answered.every((r) => r.done)) {
+        report({ status: 200, registered, calls: answered });
+      }
+    }
+    ua.on('newRTCSession', (e) => {
+      if (cfg.action !== 'answer' || e.originator !== 'remote') return;
+      const rec = {
+        hangup: hangups[answered.length] || 'remote',
+        requestLine: e.request ? e.request.method + ' ' + String(e.request.ruri) : '',
+        endedBy: '',
+        cause: '',
+        byeStatus: 0,
+        done: false,
+      };
+      answered.push(rec);
+      const session = e.session;
+      const done = () => {
+        if (rec.done) return;
+        rec.done = true;
+        answeredAll();
+      };
+      session.on('confirmed', () => {
+        if (rec.hangup !== 'local') return;
+        setTimeout(() => {
+          const timer = setTimeout(done, 5000);
+          onReceived = (text) => {
+            const s = statusOf(text);
+            if (s.method === 'BYE' && s.code >= 200) {
+              rec.byeStatus = s.code;
+              clearTimeout(timer);
+              onReceived = null;
+              done();
+            }
+          };
+          session.terminate();
+        }, cfg.holdMs || 0);
+      });
+      session.on('ended', (ev) => {
+        rec.endedBy = ev.originator;
+        rec.cause = ev.cause || '';
+        if (rec.hangup !== 'local') done();
+      });
+      session.on('failed', (ev) => {
+        rec.endedBy = ev.originator;
+        rec.cause = 'failed: ' + (ev.cause || '');
+        done();
+      });
+      session.answer({
+        mediaConstraints: { audio: true, video: false },
+        pcConfig: { iceServers: [], iceTransportPolicy: 'relay' },
+      });
     });
     // JsSIP drops a 2xx to REGISTER that does not list its Contact, and
     // then waits for nothing: report it instead of hanging.

@@ -36,7 +36,7 @@ type RegisterOptions struct {
 	// challenge is the result.
 	Username, Password string
 	// Instance, if set, is the Contact's +sip.instance (RFC 5626), with
-	// reg-id 1.
+	// reg-id 1 and Supported: outbound.
 	Instance string
 }
 
@@ -110,6 +110,7 @@ func (b *Backend) registerRequest(o RegisterOptions, tr string) *sip.Request {
 			ct.Params = sip.NewParams()
 			ct.Params.Add("+sip.instance", `"<`+o.Instance+`>"`)
 			ct.Params.Add("reg-id", "1")
+			req.AppendHeader(sip.NewHeader("Supported", "outbound"))
 		}
 		req.AppendHeader(ct)
 	}
