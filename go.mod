@@ -68,3 +68,5 @@ tool (
 	honnef.co/go/tools/cmd/staticcheck
 	mvdan.cc/unparam
 )
+
+replace github.com/emiago/sipgo => ./third_party/sipgo

@@ -225,6 +225,28 @@ func TestPolicyTOMLValid(t *testing.T) {
 	}
 }
 
+// The side-by-side harness's policy anchors media only when asked
+// (-sbc-anchor); the max-CPS policy keeps the default (anchored).
+func TestPolicyTOMLMediaAnchor(t *testing.T) {
+	pt := benchPorts{External: 40001, Internal: 40002, Admin: 40003, UAS: 40004, UAC: 40005}
+	for _, c := range []struct {
+		toml string
+		want bool
+	}{
+		{policyTOML(pt, "warn"), true},
+		{policyTOMLMedia(pt, "warn", true), true},
+		{policyTOMLMedia(pt, "warn", false), false},
+	} {
+		p, err := policy.Parse("bench.toml", []byte(c.toml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.Media.Anchored(); got != c.want {
+			t.Errorf("media anchored %v, want %v", got, c.want)
+		}
+	}
+}
+
 func TestScenariosEmbedded(t *testing.T) {
 	dir := t.TempDir()
 	uac, uas, err := writeScenarios(dir)

@@ -95,6 +95,10 @@ type CompareConfig struct {
 	// SBCLogLevel is sbc's log level. Default "warn" (Kamailio logs
 	// warnings and worse too: nothing per call).
 	SBCLogLevel string
+	// SBCAnchor anchors the media of sbc's calls (the policy's [media]
+	// anchor). Default false: Kamailio does not anchor media, so the
+	// like-for-like comparison does not either.
+	SBCAnchor bool
 	// WorkDir receives everything of the run (configurations, SIPp
 	// statistics and logs, captures, server logs). Default: a new
 	// temporary directory, kept.
@@ -517,8 +521,8 @@ func (h *harness) startServer(ctx context.Context, system, dir string) (*proc, e
 	var err error
 	switch system {
 	case SystemSBC:
-		pol := policyTOML(benchPorts{External: compareServerPort, Internal: compareInternalPort,
-			Admin: compareAdminPort, UAS: compareUASPort, UAC: compareUACPort}, h.cfg.SBCLogLevel)
+		pol := policyTOMLMedia(benchPorts{External: compareServerPort, Internal: compareInternalPort,
+			Admin: compareAdminPort, UAS: compareUASPort, UAC: compareUACPort}, h.cfg.SBCLogLevel, h.cfg.SBCAnchor)
 		path := filepath.Join(dir, "policy.toml")
 		if err := os.WriteFile(path, []byte(pol), 0o644); err != nil {
 			return nil, err

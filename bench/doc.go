@@ -29,7 +29,9 @@
 //	SIPp caller (scenarios/compare_uac.xml) ─► X ─► SIPp callee (scenarios/compare_uas.xml)
 //
 // with X the sbc binary (the max-CPS policy: defence on, per-source limits
-// raised, 4 MiB socket buffers, log level warn) or Kamailio from Debian
+// raised, 4 MiB socket buffers, log level warn; media not anchored unless
+// -sbc-anchor: Kamailio does not anchor media, so the like-for-like
+// comparison does not either) or Kamailio from Debian
 // (kamailio/kamailio.cfg: a stateful, record-routing proxy with pike and
 // topoh, tlsf allocator, pre-faulted shm, 4 MiB buffers, one UDP worker),
 // all inside a network namespace the harness makes, on fixed loopback

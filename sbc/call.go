@@ -120,8 +120,11 @@ type call struct {
 	// transaction when the INVITE handler returns, so newCall waits for it.
 	finalSent     chan struct{}
 	finalSentOnce sync.Once
-	ended         chan struct{} // closed when the call ended
-	activity      atomic.Int64  // unix nanos of the last in-dialog request
+	// aTxDetached is A's server transaction when its handler returned before
+	// the final response (endpoint.detach): markFinalSent ends it.
+	aTxDetached atomic.Pointer[sip.ServerTx]
+	ended       chan struct{} // closed when the call ended
+	activity    atomic.Int64  // unix nanos of the last in-dialog request
 
 	mu sync.Mutex
 	// aReq is A's INVITE with our To tag: template of every response to
@@ -402,6 +405,13 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 	}
 	s.emit(c.started)
 
+	// In a UDP read loop the handler returns at once: the transaction is
+	// ended once A's final response is out (markFinalSent). Elsewhere it
+	// waits for that, as sipgo ends the transaction when it returns.
+	detached := ep.detach(req, tx)
+	if detached {
+		c.aTxDetached.Store(tx.(*sip.ServerTx))
+	}
 	ref := c.ref
 	if !tx.OnCancel(func(*sip.Request) {
 		if c := ref.c.Load(); c != nil {
@@ -412,13 +422,22 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 	} else {
 		c.post(event{kind: evStart})
 	}
-	<-c.finalSent
+	if !detached {
+		<-c.finalSent
+	}
 }
 
 // callRef points to a call until it is buried.
 type callRef struct{ c atomic.Pointer[call] }
 
-func (c *call) markFinalSent() { c.finalSentOnce.Do(func() { close(c.finalSent) }) }
+func (c *call) markFinalSent() {
+	c.finalSentOnce.Do(func() {
+		close(c.finalSent)
+		if tx := c.aTxDetached.Swap(nil); tx != nil {
+			endDetached(tx)
+		}
+	})
+}
 
 func transportOf(m interface{ Transport() string }) string {
 	switch strings.ToLower(m.Transport()) {

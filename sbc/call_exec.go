@@ -2,8 +2,10 @@ package sbc
 
 import (
 	"context"
-	"github.com/sbc-project/sbc/events"
+	"sync/atomic"
 	"time"
+
+	"github.com/sbc-project/sbc/events"
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/sbc-project/sbc/cdr"
@@ -25,10 +27,11 @@ func (c *call) post(ev event) {
 }
 
 // postAsync is post for sipgo hooks that run under sipgo's own locks
-// (OnCancel): the actions run in a new goroutine.
+// (OnCancel, a client transaction's end): the actions run in a new
+// goroutine.
 func (c *call) postAsync(ev event) {
 	if c.enqueue(ev) {
-		go c.drain()
+		go c.drainOwn()
 	}
 }
 
@@ -45,7 +48,17 @@ func (c *call) enqueue(ev event) bool {
 	return true
 }
 
-func (c *call) drain() {
+// drain runs the queued actions in the calling goroutine, which may be
+// a UDP read loop (sipgo handles each datagram where it read it): at the
+// first action that may block (a send on a connection: a dial, a write
+// that waits) the rest of the queue goes on in a goroutine of its own.
+func (c *call) drain() { c.drainFrom(false) }
+
+// drainOwn drains in a goroutine of the call's own, where actions may
+// block.
+func (c *call) drainOwn() { c.drainFrom(true) }
+
+func (c *call) drainFrom(own bool) {
 	for {
 		c.mu.Lock()
 		if len(c.queue) == 0 {
@@ -55,11 +68,36 @@ func (c *call) drain() {
 			return
 		}
 		a := c.queue[0]
+		if !own && c.blocks(&a) {
+			c.mu.Unlock() // still draining: later posts only enqueue
+			go c.drainOwn()
+			return
+		}
 		c.queue[0] = action{}
 		c.queue = c.queue[1:]
 		c.mu.Unlock()
 		c.exec(a)
 	}
+}
+
+// blocks reports whether an action may block the goroutine that runs it:
+// a send over a connection (TCP, TLS, WSS) may dial, or wait for room to
+// write. Over UDP nothing waits (a BYE's or CANCEL's answer comes by
+// callback: doAsync). Called under c.mu.
+func (c *call) blocks(a *action) bool {
+	switch a.kind {
+	case actRespondA:
+		return c.a.transport != "udp"
+	case actRespond:
+		return mayBlock(a.tx)
+	case actInvite:
+		return a.br.leg.transport != "udp"
+	case actWrite:
+		return a.leg.transport != "udp"
+	case actRelay:
+		return a.rel.to.transport != "udp"
+	}
+	return false
 }
 
 // exec performs one action. It never holds c.mu.
@@ -93,6 +131,7 @@ func (c *call) exec(a action) {
 			case <-a.sent:
 			default:
 				close(a.sent) // actions run one at a time: no double close
+				endDetached(a.tx)
 			}
 		}
 		if err != nil {
@@ -111,21 +150,19 @@ func (c *call) exec(a action) {
 	case actBye, actSend:
 		// The goroutine holds the leg and the request, not the call: an
 		// ended call is not kept alive by a BYE waiting for its answer.
+		// Its answer comes by callback (doAsync), bounded by Timer F.
 		s, log, l, req := c.s, c.log, a.leg, a.req
 		s.hangups.Add(1)
-		go func() {
+		m := string(req.Method)
+		l.ep.doAsync(req, l.transport, l.dest(), func(res *sip.Response, err error) {
 			defer s.hangups.Add(-1)
-			ctx, cancel := context.WithTimeout(context.Background(), 64*sip.T1)
-			defer cancel()
-			m := string(req.Method)
-			res, err := l.ep.do(ctx, req, l.transport, l.dest())
 			switch {
 			case err != nil:
 				log.Warn(m+" not answered", "leg", l.name, "error", err.Error())
 			case res.StatusCode >= 300:
 				log.Debug(m+" refused", "leg", l.name, "status", res.StatusCode)
 			}
-		}()
+		})
 	case actRelay:
 		c.sendRelay(a.rel)
 	case actTerminateTx:
@@ -168,12 +205,12 @@ func (c *call) exec(a action) {
 	}
 }
 
-// sendInvite starts a branch's INVITE transaction and reads its responses
-// until the final one (or the transaction's end) in a goroutine.
+// sendInvite starts a branch's INVITE transaction. Its responses come by
+// callback (inviteHandlers): no goroutine waits on it.
 func (c *call) sendInvite(br *branch) {
 	b := br.leg
 	c.s.calls.put(b, c)
-	tx, err := b.ep.request(context.Background(), br.inv, b.transport, b.peer)
+	_, err := b.ep.start(context.Background(), br.inv, b.transport, b.peer, c.inviteHandlers(br, b), c.inviteCreated(br, b))
 	if err != nil && b.transport == "tcp" && br.pool.cfg.Transport == "udp" {
 		// A large INVITE could not go over TCP: send it over UDP anyway.
 		c.log.Warn("large INVITE: TCP to target failed, sending over UDP", "target", b.peer.String(), "error", err.Error())
@@ -182,50 +219,71 @@ func (c *call) sendInvite(br *branch) {
 		nb.callID, nb.localTag = b.callID, b.localTag
 		inv := c.buildInvite(nb)
 		br.leg, br.inv = nb, inv
+		br.tx = nil
 		c.mu.Unlock()
 		b = nb
-		tx, err = b.ep.request(context.Background(), inv, b.transport, b.peer)
+		_, err = b.ep.start(context.Background(), inv, b.transport, b.peer, c.inviteHandlers(br, b), c.inviteCreated(br, b))
 	}
 	if err != nil {
+		c.mu.Lock()
+		br.tx = nil
+		c.mu.Unlock()
 		c.log.Warn("invite to target failed", "target", b.peer.String(), "error", err.Error())
 		c.post(event{kind: evBDone, br: br, err: err})
-		return
 	}
+}
+
+// inviteCreated is told of a branch's INVITE transaction before the
+// INVITE is sent: the branch holds it (a response may come at once), and
+// sipgo hands every 2xx after the first one (retransmissions, other
+// forks) to the retransmission hook, with no lock of its own held. The
+// hook finds the call through the call table, like a 2xx that comes after
+// the transaction: the transaction (which lingers in sipgo) holds no
+// reference to the call.
+func (c *call) inviteCreated(br *branch, b *leg) func(*sip.ClientTx) {
+	return func(tx *sip.ClientTx) {
+		c.mu.Lock()
+		br.tx = tx
+		c.mu.Unlock()
+		s, ep := c.s, b.ep
+		tx.OnRetransmission(func(res *sip.Response) {
+			s.retransmitted2xx(ep, nil, res)
+		})
+	}
+}
+
+// inviteHandlers turn a branch's INVITE transaction's responses and end
+// into the call's events, until the final response (later 2xx come
+// through the retransmission hook). A provisional response handed over
+// after the final one (another read loop had it) is not passed on.
+func (c *call) inviteHandlers(br *branch, b *leg) txHandlers {
 	c.mu.Lock()
-	br.tx = tx
 	aReq := c.aReq
 	c.mu.Unlock()
-	// sipgo hands every 2xx after the first one (retransmissions, other
-	// forks) to this hook, with no lock of its own held. It finds the
-	// call through the call table, like a 2xx that comes after the
-	// transaction: the transaction (which lingers in sipgo) holds no
-	// reference to the call.
-	s, ep := c.s, b.ep
-	tx.OnRetransmission(func(res *sip.Response) {
-		s.retransmitted2xx(ep, nil, res)
-	})
-	go func() {
-		for {
-			select {
-			case res := <-tx.Responses():
-				c.s.countResponse(b.ep.name, res)
-				if !c.s.validResponse(res) {
-					continue
-				}
-				if !res.IsProvisional() {
-					c.s.watchResponse(c.trunk, c.src, aReq, res)
-				}
-				c.s.passiveHealth(br.pool, br.tgt, true) // any response: alive
-				c.post(event{kind: evBResponse, br: br, res: res})
-				if !res.IsProvisional() {
-					return // later 2xx come through OnRetransmission
-				}
-			case <-tx.Done():
-				c.post(event{kind: evBDone, br: br, err: tx.Err()})
+	var final atomic.Bool
+	return txHandlers{
+		response: func(res *sip.Response) {
+			c.s.countResponse(b.ep.name, res)
+			if !c.s.validResponse(res) || final.Load() {
 				return
 			}
-		}
-	}()
+			if !res.IsProvisional() {
+				if !final.CompareAndSwap(false, true) {
+					return
+				}
+				c.s.watchResponse(c.trunk, c.src, aReq, res)
+			}
+			c.s.passiveHealth(br.pool, br.tgt, true) // any response: alive
+			c.post(event{kind: evBResponse, br: br, res: res})
+		},
+		end: func(err error) {
+			if final.CompareAndSwap(false, true) {
+				// Possibly under the transaction's lock: the actions run
+				// in a goroutine of their own.
+				c.postAsync(event{kind: evBDone, br: br, err: err})
+			}
+		},
+	}
 }
 
 // sendCancel2 sends the CANCEL of a branch's INVITE; its answer is only
@@ -235,60 +293,78 @@ func (c *call) sendCancel2(br *branch) {
 	b, inv := br.leg, br.inv
 	c.mu.Unlock()
 	creq := buildCancel(inv)
-	c.s.hangups.Add(1)
-	go func() {
-		defer c.s.hangups.Add(-1)
-		ctx, cancel := context.WithTimeout(context.Background(), 64*sip.T1)
-		defer cancel()
-		if _, err := b.ep.do(ctx, creq, b.transport, b.peer); err != nil {
-			c.log.Warn("CANCEL to backend not answered", "target", b.peer.String(), "error", err.Error())
+	s, log := c.s, c.log
+	s.hangups.Add(1)
+	b.ep.doAsync(creq, b.transport, b.peer, func(_ *sip.Response, err error) {
+		defer s.hangups.Add(-1)
+		if err != nil {
+			log.Warn("CANCEL to backend not answered", "target", b.peer.String(), "error", err.Error())
 		}
-	}()
+	})
 }
 
-// sendRelay sends a relayed in-dialog request on the other leg and reads
-// its responses in a goroutine.
+// sendRelay sends a relayed in-dialog request on the other leg. Its
+// responses come by callback; the relay is bounded by 64*T1 (a timer: an
+// INVITE's transaction waits for its final without bound once it had a
+// provisional).
 func (c *call) sendRelay(rel *relay) {
 	to := rel.to
-	ctx, cancel := context.WithTimeout(context.Background(), 64*sip.T1)
-	tx, err := to.ep.request(ctx, rel.out, to.transport, to.dest())
-	if err != nil {
-		cancel()
-		c.log.Warn("in-dialog relay failed", "method", string(rel.req.Method), "error", err.Error())
-		c.post(event{kind: evRelayDone, rel: rel, err: err})
-		return
-	}
-	if rel.req.Method == sip.INVITE {
-		tx.OnRetransmission(func(res *sip.Response) {
-			c.post(event{kind: evRelayResponse, rel: rel, res: res})
-		})
-	}
-	go func() {
-		defer cancel()
-		for {
-			select {
-			case res := <-tx.Responses():
-				c.s.countResponse(to.ep.name, res)
-				if !c.s.validResponse(res) {
-					continue
-				}
-				c.post(event{kind: evRelayResponse, rel: rel, res: res})
-				if !res.IsProvisional() {
-					if rel.req.Method != sip.INVITE {
-						tx.Terminate()
-					}
-					return
-				}
-			case <-tx.Done():
-				c.post(event{kind: evRelayDone, rel: rel, err: tx.Err()})
-				return
-			case <-ctx.Done():
+	invite := rel.req.Method == sip.INVITE
+	var finished atomic.Bool
+	var txp atomic.Pointer[sip.ClientTx]
+	bound := time.AfterFunc(64*sip.T1, func() {
+		if finished.CompareAndSwap(false, true) {
+			if tx := txp.Load(); tx != nil {
 				tx.Terminate()
-				c.post(event{kind: evRelayDone, rel: rel, err: ctx.Err()})
+			}
+			c.post(event{kind: evRelayDone, rel: rel, err: context.DeadlineExceeded})
+		}
+	})
+	h := txHandlers{
+		response: func(res *sip.Response) {
+			c.s.countResponse(to.ep.name, res)
+			if !c.s.validResponse(res) || finished.Load() {
 				return
 			}
+			if !res.IsProvisional() {
+				if !finished.CompareAndSwap(false, true) {
+					return
+				}
+				bound.Stop()
+				c.post(event{kind: evRelayResponse, rel: rel, res: res})
+				if !invite {
+					if tx := txp.Load(); tx != nil {
+						tx.Terminate()
+					}
+				}
+				return
+			}
+			c.post(event{kind: evRelayResponse, rel: rel, res: res})
+		},
+		end: func(err error) {
+			if finished.CompareAndSwap(false, true) {
+				bound.Stop()
+				c.postAsync(event{kind: evRelayDone, rel: rel, err: err})
+			}
+		},
+	}
+	ctx, cancel := dialContext(to.transport)
+	defer cancel()
+	_, err := to.ep.start(ctx, rel.out, to.transport, to.dest(), h, func(tx *sip.ClientTx) {
+		txp.Store(tx)
+		if invite {
+			tx.OnRetransmission(func(res *sip.Response) {
+				c.post(event{kind: evRelayResponse, rel: rel, res: res})
+			})
 		}
-	}()
+	})
+	if err != nil {
+		bound.Stop()
+		if finished.CompareAndSwap(false, true) {
+			c.log.Warn("in-dialog relay failed", "method", string(rel.req.Method), "error", err.Error())
+			c.post(event{kind: evRelayDone, rel: rel, err: err})
+		}
+	}
 }
 
 // finish is the end of a call's life as the operator sees it: the trunk's

@@ -385,9 +385,15 @@ func TestCallRacesStress(t *testing.T) {
 	if testing.Short() {
 		t.Skip("stress")
 	}
+	callRacesStress(t, 0)
+}
+
+// callRacesStress is TestCallRacesStress with udpReaders goroutines
+// reading each UDP socket (0: the default). It returns the env.
+func callRacesStress(t *testing.T, udpReaders int) *env {
 	old := lingerFor.Swap(int64(50 * time.Millisecond))
 	t.Cleanup(func() { lingerFor.Store(old) })
-	e := newEnv(t, envOpts{backends: []sipua.BackendOptions{{Answer: func(r *sip.Request) sipua.Plan {
+	e := newEnv(t, envOpts{udpReaders: udpReaders, backends: []sipua.BackendOptions{{Answer: func(r *sip.Request) sipua.Plan {
 		// Vary how the backend answers: ringing then an answer it hangs
 		// up at once, busy, or an answer after early media.
 		switch r.CallID().Value()[0] % 3 {
@@ -435,6 +441,7 @@ func TestCallRacesStress(t *testing.T) {
 	// Goroutines: INVITE transactions end 64*T1 after their final at the
 	// latest; their readers stop at the final. Allow sipgo's timers.
 	e.eventually("goroutines back near the start", func() bool { return runtime.NumGoroutine() <= base+20 })
+	return e
 }
 
 // A request the SBC sends towards the caller follows the caller's route

@@ -66,6 +66,13 @@ func (s *SBC) inDialog(ep *endpoint, p peer, c *call, from *leg, req *sip.Reques
 		// no call's lock held (transfer.go).
 		ev.replaces = s.referReplaces(req)
 	}
+	if ep.detach(req, tx) {
+		// In a UDP read loop: the handler returns now, and the final
+		// response's action ends the transaction (endDetached; a BYE's at
+		// once, as below).
+		c.post(ev)
+		return
+	}
 	c.post(ev)
 	// sipgo ends the server transaction when this handler returns: wait
 	// until its final response is out.

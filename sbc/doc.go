@@ -105,10 +105,14 @@
 // queues actions; the actions run after the lock is released, one at a
 // time and in order (call_exec.go). Nothing calls into sipgo while holding
 // a call's lock; sipgo's OnCancel hook (which runs under sipgo's own
-// transaction lock) only posts an event and returns. Anything that waits
-// for an answer (an INVITE's responses, a relayed request's, a BYE or
-// CANCEL transaction) runs in a goroutine of its own that posts what it
-// hears as an event.
+// transaction lock) only posts an event and returns. Nothing waits for an
+// answer: an INVITE's responses, a relayed request's, a BYE's or a
+// CANCEL's come by callback (endpoint.start, doAsync) and are posted as
+// events. Over UDP these callbacks and the request handlers run in the
+// socket's read loops (third_party/sipgo: no goroutine per message), so
+// a handler that answers later detaches its transaction
+// (endpoint.detach), and an action that may block (a send over a
+// connection) moves the rest of the queue to a goroutine (call.blocks).
 //
 // Phases of the call:
 //

@@ -67,6 +67,9 @@ func (s *SBC) newEndpoint(r policy.Realm, pol *policy.Policy) (*endpoint, error)
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerLogger(s.sipLog),
 			sip.WithTransportLayerReadFilter(s.tracedFilter(ep)),
+			// Several readers per UDP socket, each handling what it read
+			// (below): one slow handler does not stall the socket.
+			sip.WithTransportLayerUDPReaders(s.udpReaders),
 			sip.WithTransportLayerTransports(sip.TransportsConfig{
 				TCP: stream(),
 				TLS: &sip.TransportTLS{TransportTCP: stream()},
@@ -74,7 +77,11 @@ func (s *SBC) newEndpoint(r policy.Realm, pol *policy.Policy) (*endpoint, error)
 			}),
 		),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(s.sipLog),
-			sip.WithTransactionLayerUnhandledResponseHandler(ep.strayResponse)),
+			sip.WithTransactionLayerUnhandledResponseHandler(ep.strayResponse),
+			// A datagram is handled in the goroutine that read it, not in
+			// a goroutine of its own (third_party/sipgo/README.md): nothing
+			// the SBC runs from sipgo may block (detach, start, drain).
+			sip.WithTransactionLayerInlineUnreliable()),
 	)
 	if err != nil {
 		return nil, err
@@ -276,21 +283,6 @@ func (ep *endpoint) prepare(req *sip.Request, transport string, dst netip.AddrPo
 // noBuild tells sipgo the request is complete: add nothing.
 func noBuild(*sipgo.Client, *sip.Request) error { return nil }
 
-// request starts a client transaction for a request the SBC built.
-func (ep *endpoint) request(ctx context.Context, req *sip.Request, transport string, dst netip.AddrPort) (sip.ClientTransaction, error) {
-	ep.prepare(req, transport, dst)
-	if strings.EqualFold(transport, "tls") {
-		if err := ep.dialTLS(ctx, dst); err != nil {
-			return nil, err
-		}
-	}
-	if !ep.gate() {
-		return nil, errRealmClosed
-	}
-	defer ep.sends.Add(-1)
-	return ep.cli.TransactionRequest(ctx, req, noBuild)
-}
-
 // write sends a request outside any transaction (ACK for 2xx).
 func (ep *endpoint) write(req *sip.Request, transport string, dst netip.AddrPort) error {
 	ep.prepare(req, transport, dst)
@@ -324,30 +316,194 @@ func (ep *endpoint) endGate() {
 	}
 }
 
-// do runs a non-INVITE transaction to its final response.
+// txHandlers receive what a client transaction started by start reports.
+// They run in the goroutine that read the response (with inline handling,
+// a UDP read loop), or in sipgo's timer or the goroutine that ended the
+// transaction: they must never block.
+type txHandlers struct {
+	// response gets every response the transaction passes up, in order,
+	// with no sipgo lock held.
+	response func(*sip.Response)
+	// end is told the transaction ended (after its final response too, and
+	// after Terminate), possibly under the transaction's lock: it may
+	// post events but must not call the transaction.
+	end func(error)
+}
+
+// start starts a client transaction for a request the SBC built, with its
+// handlers in place before the request is sent (created, if not nil, sees
+// the transaction then too): no goroutine waits on it. If start fails,
+// the handlers are not called.
+func (ep *endpoint) start(ctx context.Context, req *sip.Request, transport string, dst netip.AddrPort, h txHandlers, created func(*sip.ClientTx)) (*sip.ClientTx, error) {
+	ep.prepare(req, transport, dst)
+	if strings.EqualFold(transport, "tls") {
+		if err := ep.dialTLS(ctx, dst); err != nil {
+			return nil, err
+		}
+	}
+	if !ep.gate() {
+		return nil, errRealmClosed
+	}
+	defer ep.sends.Add(-1)
+	tx, err := ep.ua.TransactionLayer().NewClientTransaction(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if h.response != nil {
+		tx.OnResponse(h.response)
+	}
+	var failed atomic.Bool
+	if h.end != nil {
+		tx.OnTerminate(func(_ string, err error) {
+			if !failed.Load() {
+				h.end(err)
+			}
+		})
+	}
+	if created != nil {
+		created(tx)
+	}
+	if err := tx.Init(); err != nil {
+		failed.Store(true)
+		tx.Terminate()
+		return nil, err
+	}
+	return tx, nil
+}
+
+// dialContext bounds the dial (TCP, TLS) a request may need; over UDP
+// there is none and no timer is made.
+func dialContext(transport string) (context.Context, context.CancelFunc) {
+	if strings.EqualFold(transport, "udp") || transport == "" {
+		return context.Background(), func() {}
+	}
+	return context.WithTimeout(context.Background(), 64*sip.T1)
+}
+
+// do runs a non-INVITE transaction to its final response, waiting for it:
+// never from a sipgo callback (the response may be read by the goroutine
+// that waits). doAsync is the form that does not wait.
 func (ep *endpoint) do(ctx context.Context, req *sip.Request, transport string, dst netip.AddrPort) (*sip.Response, error) {
-	tx, err := ep.request(ctx, req, transport, dst)
+	type result struct {
+		res *sip.Response
+		err error
+	}
+	ch := make(chan result, 1)
+	var once atomic.Bool
+	report := func(r result) {
+		if once.CompareAndSwap(false, true) {
+			ch <- r
+		}
+	}
+	tx, err := ep.start(ctx, req, transport, dst, txHandlers{
+		response: func(res *sip.Response) {
+			ep.sbc.countResponse(ep.name, res)
+			if !res.IsProvisional() {
+				report(result{res: res})
+			}
+		},
+		end: func(err error) {
+			if err == nil {
+				err = errors.New("transaction ended without response")
+			}
+			report(result{err: err})
+		},
+	}, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Terminate()
-	for {
-		select {
-		case res := <-tx.Responses():
-			ep.sbc.countResponse(ep.name, res)
-			if res.IsProvisional() {
-				continue
-			}
-			return res, nil
-		case <-tx.Done():
-			if err := tx.Err(); err != nil {
-				return nil, err
-			}
-			return nil, errors.New("transaction ended without response")
-		case <-ctx.Done():
-			return nil, ctx.Err()
+	select {
+	case r := <-ch:
+		return r.res, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// doAsync runs a non-INVITE transaction and hands its final response, or
+// the error that ended it (Timer F bounds it), to done, once, in the
+// goroutine that got it: done must not block. Nothing waits for the
+// answer. Over a connection (TCP, TLS, WSS) the send may dial or block on
+// a write, so it starts in a goroutine of its own; over UDP it starts
+// here.
+func (ep *endpoint) doAsync(req *sip.Request, transport string, dst netip.AddrPort, done func(*sip.Response, error)) {
+	var once atomic.Bool
+	fin := func(res *sip.Response, err error) {
+		if once.CompareAndSwap(false, true) {
+			done(res, err)
 		}
 	}
+	run := func() {
+		ctx, cancel := dialContext(transport)
+		defer cancel()
+		var txp atomic.Pointer[sip.ClientTx]
+		_, err := ep.start(ctx, req, transport, dst, txHandlers{
+			response: func(res *sip.Response) {
+				ep.sbc.countResponse(ep.name, res)
+				if res.IsProvisional() {
+					return
+				}
+				fin(res, nil)
+				if tx := txp.Load(); tx != nil {
+					tx.Terminate() // the answer is in: no need to keep it for Timer K
+				}
+			},
+			end: func(err error) {
+				if err == nil {
+					err = errors.New("transaction ended without response")
+				}
+				fin(nil, err)
+			},
+		}, func(tx *sip.ClientTx) { txp.Store(tx) })
+		if err != nil {
+			fin(nil, err)
+		}
+	}
+	if strings.EqualFold(transport, "udp") || transport == "" {
+		run()
+		return
+	}
+	go run()
+}
+
+// detach lets a request handler that runs in a UDP read loop return before
+// the request is answered: sipgo then leaves the server transaction to the
+// SBC, which ends it once the final response is out (endDetached). Over a
+// connection the handler runs in a goroutine of its own and waits as
+// before. It reports whether the transaction was detached.
+func (ep *endpoint) detach(req *sip.Request, tx sip.ServerTransaction) bool {
+	if sip.IsReliable(req.Transport()) {
+		return false
+	}
+	st, ok := tx.(*sip.ServerTx)
+	if !ok {
+		return false
+	}
+	st.Detach()
+	return true
+}
+
+// endDetached does for a detached transaction, once its final response
+// was sent (or will never be), what sipgo does when a handler returns;
+// a BYE's transaction ends at once (its tomb answers retransmissions).
+func endDetached(tx sip.ServerTransaction) {
+	st, ok := tx.(*sip.ServerTx)
+	if !ok || !st.Detached() {
+		return
+	}
+	if st.Origin().Method == sip.BYE {
+		st.Terminate()
+		return
+	}
+	st.TerminateGracefully()
+}
+
+// mayBlock reports whether sending on tx's request's transport may block
+// (a write on a connection); unknown transactions are assumed to.
+func mayBlock(tx sip.ServerTransaction) bool {
+	st, ok := tx.(*sip.ServerTx)
+	return !ok || sip.IsReliable(st.Origin().Transport())
 }
 
 // acceptFilter wraps a TCP (or TLS, WSS) listener so connections from
@@ -431,7 +587,11 @@ func init() {
 	// An INVITE client transaction that passed a 2xx up stays "Accepted"
 	// for Timer M (64*T1) only to pass retransmissions of the 2xx (and
 	// other forks' 2xx) to the TU; sipgo keeps the INVITE and the 2xx for
-	// that long, even after Terminate (v1.7.3 does not stop timer_m). The
+	// that long. (v1.7.3 kept them even after Terminate, as it did not
+	// stop timer_m, nor timer_l below: the fork in third_party/sipgo stops
+	// both, so the SBC's Terminate at the call's confirmation frees them
+	// at once. The short timers stay for the transactions the SBC has not
+	// ended yet, e.g. a 2xx whose ACK is late: nothing needs them.) The
 	// SBC takes a 2xx that matches no transaction itself
 	// (retransmitted2xx, from the stray-response hook): the call, or its
 	// tomb, ACKs it. So the accepted state need not outlive a round trip.

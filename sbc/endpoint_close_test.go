@@ -43,7 +43,7 @@ func TestNoSocketBoundOnListenerAfterClose(t *testing.T) {
 	cid := sip.CallIDHeader("late-after-close")
 	req.AppendHeader(&cid)
 	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.OPTIONS})
-	if _, err := ep.request(context.Background(), req, "udp", dst); err == nil {
+	if _, err := ep.start(context.Background(), req, "udp", dst, txHandlers{}, nil); err == nil {
 		t.Errorf("a request was sent after the realm closed")
 	}
 	if err := ep.write(req, "udp", dst); err == nil {

@@ -46,6 +46,8 @@ type envOpts struct {
 	edit func(p *testpolicy.Policy)
 	// log is the SBC's logger (default testLogger).
 	log *slog.Logger
+	// udpReaders is Options.UDPReaders (default GOMAXPROCS).
+	udpReaders int
 
 	policy  string // extra TOML appended to the generated policy
 	routing string // replaces the [routing] table
@@ -120,7 +122,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if lg == nil {
 		lg = testLogger()
 	}
-	s := startSBC(t, p, Options{Logger: lg})
+	s := startSBC(t, p, Options{Logger: lg, UDPReaders: o.udpReaders})
 	e.sbc = s
 	ext, _ := s.ListenAddr("external", "udp")
 	e.ext = ext.String()

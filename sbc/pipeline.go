@@ -203,6 +203,15 @@ func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
 			s.act(ep, p, req, tx, v)
 			return
 		}
+		if ep.detach(req, tx) {
+			// The relay waits for the registrar's answer, which a UDP
+			// read loop may have to read: not in one.
+			go func() {
+				s.relayRegister(ep, st, p, req, tx)
+				endDetached(tx)
+			}()
+			return
+		}
 		s.relayRegister(ep, st, p, req, tx)
 	case sip.CANCEL:
 		// A CANCEL matching a transaction never reaches here.

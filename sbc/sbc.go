@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,14 +40,42 @@ type Options struct {
 	Events events.Sink
 	// Version is the build's version, reported by the admin API.
 	Version string
+	// UDPReaders is the number of goroutines reading each UDP listener
+	// socket; each handles what it read, in place (no goroutine per
+	// message: endpoint.go). Default (0): one per core spread over the
+	// policy's UDP listeners, at least one per socket
+	// (defaultUDPReaders).
+	UDPReaders int
+}
+
+// defaultUDPReaders spreads procs readers over the policy's UDP listener
+// sockets, at least one each. More readers than cores only add parking
+// and waking: at 800 calls/s on 2 cores with two UDP sockets, two readers
+// per socket cost ~25 % more CPU per call than one (BENCHMARKS.md, issue
+// 11), the scheduler's share doubling.
+func defaultUDPReaders(p *policy.Policy, procs int) int {
+	n := 0
+	for _, r := range p.Realms {
+		for _, l := range r.Listeners {
+			if strings.EqualFold(l.Transport, "udp") {
+				n++
+			}
+		}
+	}
+	if n == 0 || procs <= n {
+		return 1
+	}
+	return procs / n
 }
 
 // SBC is the session border controller: one endpoint per realm, the call
 // table, and the current policy snapshot.
 type SBC struct {
-	log     *slog.Logger
-	sipLog  *slog.Logger
-	metrics *Metrics
+	// udpReaders: Options.UDPReaders, defaulted.
+	udpReaders int
+	log        *slog.Logger
+	sipLog     *slog.Logger
+	metrics    *Metrics
 
 	state   atomic.Pointer[snapshot]
 	targets targetSet
@@ -175,6 +205,10 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	s := &SBC{log: opt.Logger, metrics: newMetrics(), realms: map[string]*endpoint{}}
 	s.extraSink = opt.Events
 	s.version = opt.Version
+	s.udpReaders = opt.UDPReaders
+	if s.udpReaders <= 0 {
+		s.udpReaders = defaultUDPReaders(p, runtime.GOMAXPROCS(0))
+	}
 	s.runtime.setApplied(p)
 	if s.extraSink != nil {
 		s.events.Set(s.extraSink)

@@ -1,7 +1,6 @@
 package sbc
 
 import (
-	"context"
 	"net/netip"
 	"time"
 
@@ -252,12 +251,10 @@ func (t *tomb) answer2xx(s *SBC, res *sip.Response) {
 		return
 	}
 	s.hangups.Add(1)
-	go func() {
+	t.ep.doAsync(bye, t.transport, dest, func(_ *sip.Response, err error) {
 		defer s.hangups.Add(-1)
-		ctx, cancel := context.WithTimeout(context.Background(), 64*sip.T1)
-		defer cancel()
-		if _, err := t.ep.do(ctx, bye, t.transport, dest); err != nil {
+		if err != nil {
 			s.log.Warn("BYE of a late 2xx not answered", "error", err.Error())
 		}
-	}()
+	})
 }

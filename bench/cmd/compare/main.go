@@ -41,6 +41,7 @@ func main() {
 	flag.IntVar(&cfg.LatencyRate, "latency-rate", 600, "rate of each trial's captured latency step (calls/s; negative: none)")
 	flag.DurationVar(&cfg.LatencyDuration, "latency-duration", 0, "length of the latency step (default: -duration)")
 	flag.StringVar(&cfg.SBCLogLevel, "sbc-log-level", "warn", "sbc's log level")
+	flag.BoolVar(&cfg.SBCAnchor, "sbc-anchor", false, "anchor sbc's media (Kamailio does not: off for a like-for-like comparison)")
 	flag.StringVar(&cfg.WorkDir, "workdir", "", "directory for configurations, SIPp output, captures and logs (default: a new temp dir)")
 	verbose := flag.Bool("steps", true, "print the table of every step too")
 	flag.Parse()

@@ -1,0 +1,170 @@
+package sip
+
+// Tests of the changes of this fork (../README.md).
+
+import (
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// forkConn is a Connection that records what is written.
+type forkConn struct {
+	mu  sync.Mutex
+	out []Message
+}
+
+func (c *forkConn) LocalAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5060} }
+func (c *forkConn) WriteMsg(m Message) error {
+	c.mu.Lock()
+	c.out = append(c.out, m)
+	c.mu.Unlock()
+	return nil
+}
+func (c *forkConn) Ref(int) int            { return 1 }
+func (c *forkConn) TryClose() (int, error) { return 0, nil }
+func (c *forkConn) Close() error           { return nil }
+
+// within runs f and fails the test if it has not returned by d.
+func within(t *testing.T, d time.Duration, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { f(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatalf("%s did not return within %s", what, d)
+	}
+}
+
+// OnResponse gets the responses with nobody reading Responses, in order,
+// with no lock held (the handler may call the transaction), and the end
+// comes after the final response even when the final deletes the
+// transaction at once (reliable transport: no Timer K).
+func TestForkClientTxOnResponse(t *testing.T) {
+	req := testCreateRequest(t, "OPTIONS", "sip:127.0.0.99:5060", "TCP", "127.0.0.2:5060")
+	req.SetTransport("TCP")
+	tx := NewClientTx("fork-1", req, &forkConn{}, slog.Default())
+	var mu sync.Mutex
+	var got []string
+	tx.OnResponse(func(r *Response) {
+		mu.Lock()
+		got = append(got, r.StartLine())
+		mu.Unlock()
+		_ = tx.Err() // takes the FSM lock: a deadlock if called under it
+	})
+	tx.OnTerminate(func(string, error) {
+		mu.Lock()
+		got = append(got, "end")
+		mu.Unlock()
+	})
+	require.NoError(t, tx.Init())
+	within(t, 5*time.Second, "Receive", func() {
+		tx.Receive(NewResponseFromRequest(req, 100, "Trying", nil))
+		tx.Receive(NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []string{"SIP/2.0 100 Trying", "SIP/2.0 200 OK", "end"}, got)
+}
+
+// Terminate stops Timer M of an accepted INVITE client transaction and
+// Timer L of an accepted INVITE server transaction: nothing keeps them.
+func TestForkTimersLMStopped(t *testing.T) {
+	req, _, _ := testCreateInvite(t, "sip:127.0.0.99:5060", "UDP", "127.0.0.2:5060")
+	ctx := NewClientTx("fork-2", req, &forkConn{}, slog.Default())
+	ctx.OnResponse(func(*Response) {})
+	require.NoError(t, ctx.Init())
+	ctx.Receive(NewResponseFromRequest(req, 200, "OK", nil))
+	ctx.mu.Lock()
+	require.NotNil(t, ctx.timer_m, "accepted: Timer M runs")
+	ctx.mu.Unlock()
+	ctx.Terminate()
+	ctx.mu.Lock()
+	require.Nil(t, ctx.timer_m, "Timer M left running after Terminate")
+	ctx.mu.Unlock()
+
+	stx := NewServerTx("fork-3", req, &forkConn{}, slog.Default())
+	require.NoError(t, stx.Init())
+	require.NoError(t, stx.Respond(NewResponseFromRequest(req, 200, "OK", nil)))
+	stx.mu.Lock()
+	require.NotNil(t, stx.timer_l, "accepted: Timer L runs")
+	stx.mu.Unlock()
+	stx.Terminate()
+	stx.mu.Lock()
+	require.Nil(t, stx.timer_l, "Timer L left running after Terminate")
+	stx.mu.Unlock()
+}
+
+// A retransmitted non-2xx final response after the ACK does not hold the
+// goroutine that delivered it for T2 (the ACK is resent later).
+func TestForkAckResendDoesNotSleep(t *testing.T) {
+	SetTimers(500*time.Millisecond, 30*time.Second, 5*time.Second)
+	t.Cleanup(func() { SetTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
+	req, _, _ := testCreateInvite(t, "sip:127.0.0.99:5060", "UDP", "127.0.0.2:5060")
+	req.raddr = Addr{IP: net.ParseIP("127.0.0.99"), Port: 5060}
+	conn := &forkConn{}
+	tx := NewClientTx("fork-4", req, conn, slog.Default())
+	tx.OnResponse(func(*Response) {})
+	require.NoError(t, tx.Init())
+	defer tx.Terminate()
+	busy := NewResponseFromRequest(req, 486, "Busy Here", nil)
+	tx.Receive(busy)
+	within(t, 10*time.Second, "Receive of a retransmitted 486 (T2 = 30 s)", func() {
+		tx.Receive(busy)
+		tx.Receive(busy)
+	})
+}
+
+// With WithTransactionLayerInlineUnreliable a UDP request is handled in
+// the goroutine that read it; with two readers per socket, two handlers
+// run at once (each waits for the other: with one reader, or handlers
+// that queued behind one, this would not end).
+func TestForkInlineUDPReaders(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	tpl := NewTransportLayer(net.DefaultResolver, NewParser(), nil, WithTransportLayerUDPReaders(2))
+	txl := NewTransactionLayer(tpl, WithTransactionLayerInlineUnreliable())
+	defer txl.Close()
+	var entered sync.WaitGroup
+	entered.Add(2)
+	both := make(chan struct{})
+	go func() { entered.Wait(); close(both) }()
+	stacks := make(chan string, 2)
+	txl.OnRequest(func(req *Request, tx *ServerTx) {
+		buf := make([]byte, 16<<10)
+		stacks <- string(buf[:runtime.Stack(buf, false)])
+		entered.Done()
+		select {
+		case <-both:
+		case <-time.After(10 * time.Second):
+		}
+		_ = tx.Respond(NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	go func() { _ = tpl.ServeUDP(pc) }()
+	defer pc.Close()
+
+	cl, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer cl.Close()
+	for i := 0; i < 2; i++ {
+		req := testCreateRequest(t, "OPTIONS", "sip:"+pc.LocalAddr().String(), "UDP", cl.LocalAddr().String())
+		_, err := cl.WriteTo([]byte(req.String()), pc.LocalAddr())
+		require.NoError(t, err)
+	}
+	select {
+	case <-both:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the two handlers never ran at the same time")
+	}
+	for i := 0; i < 2; i++ {
+		st := <-stacks
+		require.True(t, strings.Contains(st, "readLoop"), "handler not in the read loop:\n%s", st)
+	}
+}
