@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sbc-project/sbc/bench/attack"
+	"github.com/sbc-project/sbc/internal/netns"
 	"github.com/sbc-project/sbc/internal/testpolicy"
 )
 
@@ -115,4 +117,33 @@ func (h *harness) startFlood(ctx context.Context, system string, limit time.Dura
 		cancel()
 		return <-done
 	}
+}
+
+// newHarness sets up what Compare runs its trials in (the scenarios, the
+// namespace, the HTTP client into it) for a test that drives steps
+// itself; done deletes the namespace.
+func newHarness(cfg *CompareConfig) (h *harness, done func(), err error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, nil, err
+	}
+	h = &harness{cfg: cfg}
+	if h.uacXML, h.uasXML, err = writeCompareScenarios(cfg.WorkDir); err != nil {
+		return nil, nil, err
+	}
+	h.ns = netns.UniqueName("sbc-overload")
+	if err := netns.Add(h.ns); err != nil {
+		return nil, nil, err
+	}
+	h.http = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := netns.Do(h.ns, func() error {
+				var err error
+				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}}
+	return h, func() { h.http.CloseIdleConnections(); _ = netns.Del(h.ns) }, nil
 }

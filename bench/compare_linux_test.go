@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -346,5 +347,70 @@ func TestCompareFloodSmoke(t *testing.T) {
 				t.Errorf("sbc-flood: sent %d, user space dropped %v, XDP %v; want user space", st.FloodSent, st.FloodDropsUser, st.FloodDropsXDP)
 			}
 		}
+	}
+}
+
+// TestOverloadRecovery: sbc's read loop is stalled (SIGSTOP) for 3 s in
+// the middle of a step at 200 calls/s, so that its socket's receive queue
+// fills with requests older than limits.queue_delay (the backlog an
+// overload leaves, made deterministic: the stall is a lower bound however
+// loaded the machine). Once it runs again it sheds the stale requests
+// unparsed (filter/overload > 0) instead of working through them, and the
+// next step's calls are all answered. Needs root and SIPp (a skip without
+// them, a failure in CI).
+func TestOverloadRecovery(t *testing.T) {
+	netnstest.RequirePriv(t, "ip", "sipp")
+	bin := sbcBinaryForTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cfg := CompareConfig{SBC: bin, Systems: []string{SystemSBC}, WorkDir: t.TempDir(), LatencyRate: -1, Drain: 40 * time.Second}
+	h, done, err := newHarness(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done()
+	srv, err := h.startServer(ctx, SystemSBC, filepath.Join(cfg.WorkDir, "server"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.stop(syscall.SIGTERM, 15*time.Second)
+	overload := func() float64 {
+		m, err := ScrapeWith(ctx, h.http, h.metricsURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.ByLabel("sbc_dropped_total", "stage", "reason")["filter/overload"]
+	}
+	before := overload()
+	stalled := make(chan error, 1)
+	go func() {
+		time.Sleep(time.Second)
+		if err := syscall.Kill(srv.pid(), syscall.SIGSTOP); err != nil {
+			stalled <- err
+			return
+		}
+		time.Sleep(3 * time.Second)
+		stalled <- syscall.Kill(srv.pid(), syscall.SIGCONT)
+	}()
+	st, err := h.step(ctx, srv, SystemSBC, "stall", filepath.Join(cfg.WorkDir, "stall"), 200, 6*time.Second, false)
+	if serr := <-stalled; serr != nil {
+		t.Fatalf("stall: %v", serr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stalled step: %s", st.summary())
+	shed := overload() - before
+	if shed == 0 {
+		t.Error("no request shed after the stall (filter/overload did not count)")
+	}
+	after, err := h.step(ctx, srv, SystemSBC, "after", filepath.Join(cfg.WorkDir, "after"), 200, 3*time.Second, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("next step: %s; shed %v", after.summary(), shed)
+	if after.UAC.Successful != after.Calls || after.UAC.Failed+after.UAS.Failed != 0 || after.SBCAnswered != float64(after.Calls) {
+		t.Errorf("after the stall: %d of %d calls successful, %d failed, sbc answered %v",
+			after.UAC.Successful, after.Calls, after.UAC.Failed+after.UAS.Failed, after.SBCAnswered)
 	}
 }
