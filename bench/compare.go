@@ -264,7 +264,7 @@ type CompareStep struct {
 	FloodSent                     uint64
 	FloodRate                     float64
 	FloodDropsUser, FloodDropsXDP float64
-	Load        [2]float64 // 1-minute load average before and after
+	Load                          [2]float64 // 1-minute load average before and after
 	// Idle: the server went idle within CompareConfig.Drain after the
 	// caller finished. A server that did not is restarted (and warmed up
 	// again) before the trial's next step.
