@@ -841,11 +841,17 @@ func (c *call) end(result, by string) {
 	}
 	c.deferred = nil
 	for _, rel := range c.relays {
-		if rel.final == nil {
-			// Nothing more will be relayed: answer what is pending.
+		if rel.final == nil && rel.req.Method == sip.INVITE {
+			// A re-INVITE's dialog is being torn down: answered now (a
+			// 2xx that comes later is ACKed, onRelayResponse).
 			rel.final = sip.NewResponseFromRequest(rel.req, 481, "Call/Transaction Does Not Exist", nil)
 			c.queueAct(action{kind: actRespond, tx: rel.tx, res: rel.final, sent: rel.sent})
 		}
+		// Other requests in flight keep waiting for their answer, which
+		// is relayed when it comes: a peer that answers a NOTIFY and
+		// sends BYE at once may have its BYE handled first. The wait is
+		// bounded by the relay's transaction (64*T1, sendRelay), whose
+		// end answers 408.
 	}
 	c.queueAct(action{kind: actEnd})
 }
@@ -1021,10 +1027,13 @@ func (c *call) onRelayDone(rel *relay, err error) {
 	if rel.final != nil {
 		return
 	}
-	c.logf("in-dialog relay failed; ending call", "method", string(rel.req.Method), "leg", rel.to.name, "error", errString(err))
 	rel.final = sip.NewResponseFromRequest(rel.req, 408, "Request Timeout", nil)
 	rel.final.SetBody(nil)
 	c.queueAct(action{kind: actRespond, tx: rel.tx, res: rel.final, sent: rel.sent})
+	if c.phase == phEnded {
+		return
+	}
+	c.logf("in-dialog relay failed; ending call", "method", string(rel.req.Method), "leg", rel.to.name, "error", errString(err))
 	c.terminate(resultDialogGone)
 }
 

@@ -32,6 +32,11 @@ const (
 // request at all.
 const NoAnswer = -1
 
+// AnswerThenBye as a response code in [Plan.InDialog] means: answer the
+// request 200 and send BYE right after it, as a phone does that accepts a
+// transfer's final NOTIFY and hangs up (the two leave back to back).
+const AnswerThenBye = -2
+
 // ErrClosed is returned by operations on a closed Backend or Caller.
 var ErrClosed = errors.New("sipua: closed")
 
@@ -1138,6 +1143,15 @@ func (ep *endpoint) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	code := d.code(req.Method, def)
 	if code == NoAnswer {
+		return
+	}
+	if code == AnswerThenBye {
+		ep.respond(tx, req, 200, nil)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 64*sip.T1)
+			defer cancel()
+			_, _ = d.request(ctx, sip.BYE, nil, nil)
+		}()
 		return
 	}
 	var body []byte
