@@ -30,6 +30,11 @@ import (
 // drop is never charged to the source: overload is the SBC's state, not
 // the sender's fault, so neither a trunk nor a spoofer's victim can be
 // blocked for it (issue 12's rule).
+//
+// Limits: UDP only (a TCP or TLS peer's messages wait in its own stream,
+// and TCP pushes back on the sender); the stamp is wall-clock time, so a
+// step of the system clock forward by more than queue_delay sheds the
+// requests queued at that moment once (their senders retransmit them).
 
 // shed reports whether the datagram b from addr, stamped by the kernel at
 // at, is a request to drop for its queueing delay, and counts the drop.
