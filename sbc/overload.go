@@ -37,7 +37,9 @@ import (
 // requests queued at that moment once (their senders retransmit them).
 
 // shed reports whether the datagram b from addr, stamped by the kernel at
-// at, is a request to drop for its queueing delay, and counts the drop.
+// at, is a request to drop for its queueing delay, and counts the drop. A
+// blocked source's request is left to the read filter, so that a flood
+// from blocked sources is counted as blocked however late it is read.
 // It runs in the socket's read loop for every datagram: no allocation.
 func (u *udpPeers) shed(b []byte, addr net.Addr, at time.Time) bool {
 	s := u.ep.sbc
@@ -49,6 +51,9 @@ func (u *udpPeers) shed(b []byte, addr net.Addr, at time.Time) bool {
 	if ua, ok := addr.(*net.UDPAddr); ok {
 		ip, _ := netip.AddrFromSlice(ua.IP)
 		src = netip.AddrPortFrom(ip.Unmap(), uint16(ua.Port))
+		if s.def.blocklist.Blocked(src.Addr()) {
+			return false // the read filter drops it, counted as blocked
+		}
 	}
 	s.act(u.ep, peer{src: src}, nil, nil, silent(stageFilter, reasonOverload))
 	return true

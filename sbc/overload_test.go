@@ -81,6 +81,20 @@ func TestQueueDelaySheds(t *testing.T) {
 		t.Fatalf("the sender has %d failures: an overload drop must not be charged", st.Failures)
 	}
 
+	// A blocked source's stale request is left to the read filter (which
+	// counts it as blocked).
+	blocked := mustUDPOn(t, "127.0.0.77:0")
+	if err := e.sbc.def.blocklist.Add(acl.Entry{Prefix: netip.MustParsePrefix("127.0.0.77/32"), Reason: "test", Origin: acl.OriginManual}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := blocked.WriteTo([]byte(invite), pc.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if m := read(); m != invite {
+		t.Fatalf("a blocked source's stale INVITE: read %q, want it passed on to the read filter", m)
+	}
+
 	// A request younger than the limit passes; "0s" disables shedding.
 	for _, d := range []time.Duration{10 * time.Second, 0} {
 		pb := e.pb.Clone()
@@ -99,9 +113,11 @@ func TestQueueDelaySheds(t *testing.T) {
 	}
 }
 
-func mustUDP(t *testing.T) net.PacketConn {
+func mustUDP(t *testing.T) net.PacketConn { t.Helper(); return mustUDPOn(t, "127.0.0.1:0") }
+
+func mustUDPOn(t *testing.T, addr string) net.PacketConn {
 	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	pc, err := net.ListenPacket("udp4", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
