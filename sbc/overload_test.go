@@ -166,3 +166,40 @@ func BenchmarkShedCheck(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkUDPRead compares a plain read of a datagram with a stamped
+// one (ReadMsgUDP with the SO_TIMESTAMPNS control message), the read the
+// overload check adds to every datagram; each op writes one datagram to
+// the socket and reads it back.
+func BenchmarkUDPRead(b *testing.B) {
+	for _, stamped := range []bool{false, true} {
+		b.Run(map[bool]string{false: "plain", true: "stamped"}[stamped], func(b *testing.B) {
+			pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer pc.Close()
+			uc := pc.(*net.UDPConn)
+			if stamped && !enableRxStamps(pc) {
+				b.Skip("no SO_TIMESTAMPNS")
+			}
+			msg := []byte("INVITE sip:a@b SIP/2.0\r\n\r\n")
+			dst := pc.LocalAddr().(*net.UDPAddr)
+			buf, oob := make([]byte, 2048), make([]byte, stampOOB)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := uc.WriteToUDP(msg, dst); err != nil {
+					b.Fatal(err)
+				}
+				if stamped {
+					_, _, _, err = readStamped(uc, buf, oob)
+				} else {
+					_, _, err = uc.ReadFrom(buf)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
