@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,11 +40,26 @@ const (
 	compareAdminPort    = 19090 // sbc's admin listener (/metrics)
 )
 
-// The systems Compare measures.
+// The systems Compare measures. The two flood variants are sbc (the same
+// binary and policy) while a flood from blocked sources hits its SIP port
+// during every step (issue 11: calls/s kept under a flood): dropped by the
+// user-space read filter, or by the XDP program (generic mode) on the
+// namespace's loopback.
 const (
-	SystemSBC      = "sbc"
-	SystemKamailio = "kamailio"
+	SystemSBC         = "sbc"
+	SystemKamailio    = "kamailio"
+	SystemSBCFlood    = "sbc-flood"
+	SystemSBCXDPFlood = "sbc-xdp-flood"
 )
+
+// isSBC: the system runs the sbc binary.
+func isSBC(system string) bool {
+	return system == SystemSBC || system == SystemSBCFlood || system == SystemSBCXDPFlood
+}
+
+// floodPrefix is where the flood's spoofed sources come from; the harness
+// blocks it through the admin API before the first step.
+var floodPrefix = netip.MustParsePrefix("10.66.0.0/16")
 
 // CompareConfig configures a side-by-side comparison. Zero values take
 // the defaults shown.
@@ -99,6 +115,12 @@ type CompareConfig struct {
 	// anchor). Default false: Kamailio does not anchor media, so the
 	// like-for-like comparison does not either.
 	SBCAnchor bool
+	// FloodPPS is the rate of the flood of the flood systems: raw UDP
+	// datagrams (an OPTIONS each, ~300 B) with spoofed sources across
+	// 10.66.0.0/16, blocked, sent to the SIP port by one goroutine
+	// (bench/attack.SpoofedFlood) from the caller's start to its end,
+	// bounded by the step's time limit. Default 20000.
+	FloodPPS int
 	// WorkDir receives everything of the run (configurations, SIPp
 	// statistics and logs, captures, server logs). Default: a new
 	// temporary directory, kept.
@@ -128,8 +150,8 @@ func (c *CompareConfig) setDefaults() error {
 		c.Systems = []string{SystemSBC, SystemKamailio}
 	}
 	for _, s := range c.Systems {
-		switch s {
-		case SystemSBC:
+		switch {
+		case isSBC(s):
 			if c.SBC == "" {
 				return errors.New("compare: the sbc binary is required (CompareConfig.SBC)")
 			}
@@ -141,12 +163,12 @@ func (c *CompareConfig) setDefaults() error {
 				return fmt.Errorf("compare: sbc binary: %w (make build)", err)
 			}
 			c.SBC = abs
-		case SystemKamailio:
+		case s == SystemKamailio:
 			if err := look(&c.Kamailio, "kamailio", "/usr/sbin/kamailio", "kamailio"); err != nil {
 				return err
 			}
 		default:
-			return fmt.Errorf("compare: unknown system %q (have %s, %s)", s, SystemSBC, SystemKamailio)
+			return fmt.Errorf("compare: unknown system %q (have %s, %s, %s, %s)", s, SystemSBC, SystemKamailio, SystemSBCFlood, SystemSBCXDPFlood)
 		}
 	}
 	if err := look(&c.SIPp, "sipp", "", "sip-tester"); err != nil {
@@ -197,6 +219,9 @@ func (c *CompareConfig) setDefaults() error {
 	if c.Drain <= 0 {
 		c.Drain = 60 * time.Second
 	}
+	if c.FloodPPS <= 0 {
+		c.FloodPPS = 20000
+	}
 	if c.SBCLogLevel == "" {
 		c.SBCLogLevel = "warn"
 	}
@@ -236,7 +261,14 @@ type CompareStep struct {
 	// SBCAnswered is the delta of sbc_calls_total{result="answered"}
 	// (sbc only).
 	SBCAnswered float64
-	Load        [2]float64 // 1-minute load average before and after
+	// Flood (flood systems): datagrams the flood sent during the step and
+	// its rate, and the deltas of the SBC's drops of blocked sources in
+	// user space (sbc_dropped_total{stage="filter",reason="blocked"}) and
+	// in the XDP program (sbc_xdp_packets_total{action="drop_deny"}).
+	FloodSent                     uint64
+	FloodRate                     float64
+	FloodDropsUser, FloodDropsXDP float64
+	Load                          [2]float64 // 1-minute load average before and after
 	// Idle: the server went idle within CompareConfig.Drain after the
 	// caller finished. A server that did not is restarted (and warmed up
 	// again) before the trial's next step.
@@ -292,6 +324,9 @@ func (s CompareStep) summary() string {
 	if l := s.Latency; l != nil {
 		lat = fmt.Sprintf(", INVITE→100 p50/p99 %v/%v, INVITE→200 p50/p99 %v/%v",
 			Percentile(l.To100, 50), Percentile(l.To100, 99), Percentile(l.To200, 50), Percentile(l.To200, 99))
+	}
+	if s.FloodSent > 0 {
+		lat += fmt.Sprintf(", flood %d sent (%.0f/s), dropped in user space %.0f, by XDP %.0f", s.FloodSent, s.FloodRate, s.FloodDropsUser, s.FloodDropsXDP)
 	}
 	return fmt.Sprintf("%s %s %d calls/s: %d/%d ok, retrans %d+%d, sipp %.0f calls/s, cpu %.0f µs/call, PSS %.0f MB, sock drops %d, load %.1f→%.1f%s: %s",
 		s.System, s.Kind, s.Rate, s.UAC.Successful, s.Calls, s.UAC.Retransmissions, s.UAS.Retransmissions,
@@ -365,6 +400,19 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 		h.http.CloseIdleConnections()
 		_ = netns.Del(h.ns)
 	}()
+	if slices.Contains(cfg.Systems, SystemSBCXDPFlood) {
+		// The XDP pins go to a bpffs of the run's own (never the host's
+		// /sys/fs/bpf); each server's directory is removed when it stops,
+		// which detaches its program from the namespace's lo.
+		h.bpffs = filepath.Join(cfg.WorkDir, "bpffs")
+		if err := os.MkdirAll(h.bpffs, 0o700); err != nil {
+			return res, err
+		}
+		if err := syscall.Mount("bpf", h.bpffs, "bpf", 0, "mode=0700"); err != nil {
+			return res, fmt.Errorf("compare: mount bpffs on %s: %w", h.bpffs, err)
+		}
+		defer func() { _ = syscall.Unmount(h.bpffs, syscall.MNT_DETACH) }()
+	}
 	h.http = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var c net.Conn
@@ -412,15 +460,18 @@ type harness struct {
 	ns             string
 	http           *http.Client
 	uacXML, uasXML string
+	bpffs          string // a bpffs of the run's own, for the XDP pins (sbc-xdp-flood)
+	servers        int    // sbc servers started (each pins into a directory of its own)
 }
 
 // proc is a process started in the namespace, in a process group of its
 // own (Kamailio's workers are in it too).
 type proc struct {
-	cmd  *exec.Cmd
-	out  *os.File
-	done chan struct{}
-	err  error
+	cmd   *exec.Cmd
+	out   *os.File
+	done  chan struct{}
+	err   error
+	after func() // run once by stop, after the process group is gone
 }
 
 // start runs argv in the namespace with `ip netns exec` (which execs it:
@@ -472,6 +523,10 @@ func (p *proc) stop(sig syscall.Signal, within time.Duration) error {
 	}
 	// Workers that outlived their parent (Kamailio) go with the group.
 	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
+	if f := p.after; f != nil {
+		p.after = nil
+		f()
+	}
 	return p.err
 }
 
@@ -519,10 +574,16 @@ func (h *harness) startServer(ctx context.Context, system, dir string) (*proc, e
 	}
 	var p *proc
 	var err error
-	switch system {
-	case SystemSBC:
+	switch {
+	case isSBC(system):
 		pol := policyTOMLMedia(benchPorts{External: compareServerPort, Internal: compareInternalPort,
 			Admin: compareAdminPort, UAS: compareUASPort, UAC: compareUACPort}, h.cfg.SBCLogLevel, h.cfg.SBCAnchor)
+		pinDir := ""
+		if system == SystemSBCXDPFlood {
+			h.servers++
+			pinDir = filepath.Join(h.bpffs, fmt.Sprintf("sbc-%d", h.servers))
+			pol += xdpTOML(pinDir)
+		}
 		path := filepath.Join(dir, "policy.toml")
 		if err := os.WriteFile(path, []byte(pol), 0o644); err != nil {
 			return nil, err
@@ -530,11 +591,17 @@ func (h *harness) startServer(ctx context.Context, system, dir string) (*proc, e
 		if p, err = h.start(dir, "sbc.log", h.cfg.SBC, "run", "-config", path); err != nil {
 			return nil, err
 		}
+		if pinDir != "" {
+			p.after = func() { h.unpin(pinDir) }
+		}
 		err = waitFor(ctx, 20*time.Second, p, "sbc /metrics", func() bool {
 			_, err := ScrapeWith(ctx, h.http, h.metricsURL())
 			return err == nil
 		})
-	case SystemKamailio:
+		if err == nil && system != SystemSBC {
+			err = h.blockFlood(ctx, system)
+		}
+	case system == SystemKamailio:
 		cfgPath, runDir := filepath.Join(dir, "kamailio.cfg"), filepath.Join(dir, "run")
 		if err := os.WriteFile(cfgPath, kamailioCfg, 0o644); err != nil {
 			return nil, err
@@ -698,7 +765,7 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 		return s
 	}
 	answered := func() float64 {
-		if system != SystemSBC {
+		if !isSBC(system) {
 			return 0
 		}
 		m, err := ScrapeWith(ctx, h.http, h.metricsURL())
@@ -725,6 +792,11 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 		return n
 	}
 	udp0, ans0, drops0 := snmp(), answered(), serverDrops()
+	var fu0, fx0 float64
+	if system != SystemSBC && isSBC(system) {
+		fu0, fx0 = h.floodDrops(ctx)
+	}
+	stopFlood := h.startFlood(ctx, system, sippTimeout+20*time.Second)
 
 	// -l: room for every call of 10 s.
 	limit := max(100, rate*10)
@@ -745,6 +817,8 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 		_ = uac.stop(syscall.SIGTERM, 3*time.Second)
 	}
 	st.Wall = time.Since(t0)
+	fr := stopFlood()
+	st.FloodSent, st.FloodRate = uint64(fr.Sent), fr.Rate()
 	st.UACExit = exitCode(uac.err)
 	st.Mem, _ = GroupMem(srv.pid())
 
@@ -778,7 +852,7 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 	// would confuse the next step's callee) and its CPU use under 5% of a
 	// core, over 4 samples of 250 ms.
 	var idleErr error
-	if system == SystemSBC {
+	if isSBC(system) {
 		idleErr = waitFor(ctx, h.cfg.Drain, srv, "sbc idle", func() bool {
 			m, err := ScrapeWith(ctx, h.http, h.metricsURL())
 			return err == nil && m["sbc_calls_active"] == 0
@@ -809,6 +883,10 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 	st.CPU = cpu1 - cpu0
 	st.RcvbufErrors = snmp().Sub(udp0).RcvbufErrors
 	st.SBCAnswered = answered() - ans0
+	if system != SystemSBC && isSBC(system) {
+		fu, fx := h.floodDrops(ctx)
+		st.FloodDropsUser, st.FloodDropsXDP = fu-fu0, fx-fx0
+	}
 	st.SocketDrops = serverDrops() - drops0
 	st.Load[1], _ = LoadAvg()
 

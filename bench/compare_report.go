@@ -109,6 +109,32 @@ func (r *CompareResult) Ratio() float64 {
 	return sbc / kam
 }
 
+// FloodRatio is a flood system's median max calls/s over sbc's.
+type FloodRatio struct {
+	System string
+	Ratio  float64
+}
+
+// FloodRatios returns, for each flood system measured along with sbc,
+// its median over sbc's (the share of the unloaded calls/s kept under the
+// flood).
+func (r *CompareResult) FloodRatios() []FloodRatio {
+	sums := r.Summaries()
+	var base float64
+	for _, s := range sums {
+		if s.System == SystemSBC {
+			base = s.Median
+		}
+	}
+	var out []FloodRatio
+	for _, s := range sums {
+		if isSBC(s.System) && s.System != SystemSBC && base > 0 {
+			out = append(out, FloodRatio{s.System, s.Median / base})
+		}
+	}
+	return out
+}
+
 // LoadRange returns the lowest and highest 1-minute load average seen
 // before or after any step.
 func (r *CompareResult) LoadRange() (lo, hi float64) {
@@ -196,6 +222,9 @@ func (r *CompareResult) WriteTable(w io.Writer) error {
 	}
 	if ratio := r.Ratio(); ratio > 0 {
 		fmt.Fprintf(w, "ratio sbc/kamailio (medians): %.2f×\n", ratio)
+	}
+	for _, f := range r.FloodRatios() {
+		fmt.Fprintf(w, "ratio %s/sbc (medians; flood of %d datagrams/s from blocked sources): %.2f×\n", f.System, c.FloodPPS, f.Ratio)
 	}
 	if c.LatencyRate > 0 {
 		fmt.Fprintf(w, "\nat a fixed %d calls/s for %s (tcpdump on the namespace's lo, caller's side; median over the trials of each trial's percentile):\n", c.LatencyRate, c.LatencyDuration)

@@ -54,6 +54,19 @@
 // harness at 50 calls/s for 3 s per system (root, SIPp, Kamailio and
 // tcpdump; it skips without them, and fails instead in CI).
 //
+// Two more systems measure sbc under a flood (issue 11): sbc-flood and
+// sbc-xdp-flood are sbc with the same policy, 10.66.0.0/16 blocked through
+// the admin API, and a raw flood of spoofed OPTIONS from that prefix at
+// the SIP port during every step (bench/attack.SpoofedFlood in the
+// namespace, CompareConfig.FloodPPS, default 20,000 datagrams/s), dropped
+// by the read filter (sbc-flood) or by the XDP program, generic mode, on
+// the namespace's lo (sbc-xdp-flood; pins on a bpffs the run mounts,
+// removed when the server stops, which detaches the program). The table
+// gives each one's median max calls/s over sbc's. TestCompareFloodSmoke
+// checks where the flood is dropped; TestOverloadRecovery stalls sbc
+// (SIGSTOP) inside a step and checks that it sheds the stale backlog and
+// answers the next step's calls.
+//
 // The package's own tests are fast unit tests of the parsers and of the
 // search; the real search runs only from the command or with SBC_BENCH=1
 // (TestMaxCPSShort). Results and the commands that made them are in

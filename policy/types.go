@@ -702,6 +702,12 @@ type Limits struct {
 	// they are forgotten (the read loops are renewed), past 4x datagrams
 	// from new addresses are dropped. Default 16384; 64 to 10000000.
 	UDPPeers int `toml:"udp_peers"`
+	// QueueDelay: under overload, a UDP request other than ACK, BYE and
+	// CANCEL that waited longer than this in the socket's receive queue
+	// (the kernel's receive time against the read) is dropped before
+	// parsing (filter/overload), never charged to its source. Default
+	// "200ms"; "0s" disables.
+	QueueDelay Duration `toml:"queue_delay"`
 	// OverLimitAction: "reject" (default: 503 + Retry-After) or "drop".
 	OverLimitAction string `toml:"over_limit_action"`
 }

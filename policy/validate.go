@@ -42,6 +42,7 @@ const (
 	DefaultTCPConnsPerSource   = 16
 	DefaultTCPConns            = 4096
 	DefaultUDPPeers            = 16384
+	DefaultQueueDelay          = 200 * time.Millisecond
 	DefaultOverLimitAction     = "reject"
 	DefaultBlockThreshold      = 10
 	DefaultBlockWindow         = time.Minute
@@ -1148,6 +1149,7 @@ func (v *validator) limits() {
 	v.intField("limits.tcp_connections_per_source", &l.TCPConnectionsPerSource, DefaultTCPConnsPerSource, 0, 1e6)
 	v.intField("limits.tcp_connections", &l.TCPConnections, DefaultTCPConns, 0, 1e7)
 	v.intField("limits.udp_peers", &l.UDPPeers, DefaultUDPPeers, 64, 1e7)
+	v.duration("limits.queue_delay", &l.QueueDelay, DefaultQueueDelay, false)
 	switch l.OverLimitAction {
 	case "":
 		l.OverLimitAction = DefaultOverLimitAction

@@ -65,6 +65,7 @@ const (
 	reasonOutboundSourceCalls   reason = "outbound_source_calls"     // the source address has outbound.source_max_calls outbound calls in progress
 	reasonOutboundPoolMinutes   reason = "outbound_pool_minutes"     // the source pool used outbound.pool_max_minutes in the window
 	reasonOutboundSourceMinutes reason = "outbound_source_minutes"   // the source address used outbound.source_max_minutes in the window
+	reasonOverload              reason = "overload"                  // a UDP request (not ACK, BYE or CANCEL) that waited longer than limits.queue_delay in the socket's receive queue: dropped unparsed, never charged (overload.go)
 	reasonNoRoute               reason = "no_route"                  // no route for the trunk and request-URI user (INVITE or REGISTER)
 	reasonNoTarget              reason = "no_target"                 // the pool has no target up and not yet tried
 	reasonRegisterDenied        reason = "register_not_allowed"      // REGISTER from a source that may not register, or for a domain not its own
@@ -103,7 +104,7 @@ var dropReasons = []struct {
 	stage   stage
 	reasons []reason
 }{
-	{stageFilter, []reason{reasonBlocked, reasonSourcePPS, reasonTrunkPPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonTrunkTransport, reasonUDPPeersFull}},
+	{stageFilter, []reason{reasonBlocked, reasonSourcePPS, reasonTrunkPPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonTrunkTransport, reasonUDPPeersFull, reasonOverload}},
 	{stageAccept, []reason{reasonBlocked, reasonSourcePPS, reasonTrunkPPS, reasonUnknownSource, reasonTLSNeedIdentity, reasonTrunkTransport, reasonSourceConnections, reasonConnections}},
 	{stageTLS, tlsReasons},
 	{stageStream, []reason{reasonBlocked, reasonSourcePPS, reasonTrunkPPS, reasonMessageTimeout}},

@@ -557,6 +557,7 @@ var reloadFields = map[string]reloadRule{
 	"limits.tcp_connections_per_source": ruleLive, // new connections; open ones are not closed
 	"limits.tcp_connections":            ruleLive, // new connections; open ones are not closed
 	"limits.udp_peers":                  ruleLive, // read at each measure of the table
+	"limits.queue_delay":                ruleLive, // read for each datagram
 	"limits.over_limit_action":          ruleLive,
 
 	"autoblock.enabled":                 ruleLive,

@@ -65,9 +65,10 @@ type udpPeers struct {
 
 // udpSock is one UDP listener socket and its current generation.
 type udpSock struct {
-	pc    net.PacketConn
-	laddr string // the socket's address, its key in the pool
-	cur   atomic.Pointer[udpGen]
+	pc      net.PacketConn
+	laddr   string // the socket's address, its key in the pool
+	stamped bool   // the kernel stamps its datagrams (overload.go)
+	cur     atomic.Pointer[udpGen]
 }
 
 // udpGen is one generation of sipgo's read loop on a socket.
@@ -76,21 +77,38 @@ type udpGen struct {
 	retired atomic.Bool
 	quit    <-chan struct{}
 	done    chan struct{} // closed when sipgo's loop on it returned
+	u       *udpPeers
+	stamped *net.UDPConn // the socket, when the kernel stamps its datagrams
 }
 
+// oobBufs holds the control buffers of stamped reads: a socket may have
+// several readers (Options.UDPReaders), each read takes one.
+var oobBufs = sync.Pool{New: func() any { return new([stampOOB]byte) }}
+
 // ReadFrom reads the socket until the generation is retired; then, after
-// the grace, it ends sipgo's loop.
+// the grace, it ends sipgo's loop. On a stamped socket it drops the
+// requests that waited too long in the receive queue (shed).
 func (g *udpGen) ReadFrom(b []byte) (int, net.Addr, error) {
-	if g.retired.Load() {
-		t := time.NewTimer(udpGrace)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-g.quit:
+	for {
+		if g.retired.Load() {
+			t := time.NewTimer(udpGrace)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-g.quit:
+			}
+			return 0, nil, net.ErrClosed
 		}
-		return 0, nil, net.ErrClosed
+		if g.stamped == nil {
+			return g.PacketConn.ReadFrom(b)
+		}
+		oob := oobBufs.Get().(*[stampOOB]byte)
+		n, addr, at, err := readStamped(g.stamped, b, oob[:])
+		oobBufs.Put(oob)
+		if err != nil || at.IsZero() || !g.u.shed(b[:n], addr, at) {
+			return n, addr, err
+		}
 	}
-	return g.PacketConn.ReadFrom(b)
 }
 
 func newUDPPeers(ep *endpoint, quit <-chan struct{}) *udpPeers {
@@ -101,7 +119,7 @@ func newUDPPeers(ep *endpoint, quit <-chan struct{}) *udpPeers {
 // resets the table when it grows past the limit.
 func (u *udpPeers) serve(ctx context.Context) {
 	for _, pc := range u.ep.udp {
-		sk := &udpSock{pc: pc, laddr: pc.LocalAddr().String()}
+		sk := &udpSock{pc: pc, laddr: pc.LocalAddr().String(), stamped: enableRxStamps(pc)}
 		u.socks = append(u.socks, sk)
 		u.start(sk)
 	}
@@ -128,7 +146,10 @@ func (u *udpPeers) serve(ctx context.Context) {
 // request sent from the socket's address would make sipgo bind a second
 // socket on it (EADDRINUSE).
 func (u *udpPeers) start(sk *udpSock) {
-	g := &udpGen{PacketConn: sk.pc, quit: u.quit, done: make(chan struct{})}
+	g := &udpGen{PacketConn: sk.pc, quit: u.quit, done: make(chan struct{}), u: u}
+	if sk.stamped {
+		g.stamped = sk.pc.(*net.UDPConn)
+	}
 	sk.cur.Store(g)
 	ep := u.ep
 	ep.wg.Add(1)

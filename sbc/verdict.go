@@ -110,7 +110,7 @@ var floodDrops = [...]struct {
 }{
 	{stageFilter, reasonBlocked}, {stageFilter, reasonSourcePPS}, {stageFilter, reasonTrunkPPS},
 	{stageFilter, reasonUnknownSource}, {stageFilter, reasonTLSNeedIdentity}, {stageFilter, reasonTrunkTransport},
-	{stageFilter, reasonUDPPeersFull},
+	{stageFilter, reasonUDPPeersFull}, {stageFilter, reasonOverload},
 	{stageAccept, reasonBlocked}, {stageAccept, reasonSourcePPS}, {stageAccept, reasonTrunkPPS},
 	{stageAccept, reasonUnknownSource}, {stageAccept, reasonTLSNeedIdentity}, {stageAccept, reasonTrunkTransport},
 	{stageAccept, reasonSourceConnections},

@@ -281,6 +281,7 @@ type Limits struct {
 	TCPConnectionsPerSource *int
 	TCPConnections          *int
 	UDPPeers                int
+	QueueDelay              policy.Duration
 	OverLimitAction         string
 }
 
@@ -703,6 +704,7 @@ func (p *Policy) TOML() string {
 		w.intp("tcp_connections_per_source", l.TCPConnectionsPerSource)
 		w.intp("tcp_connections", l.TCPConnections)
 		w.int("udp_peers", l.UDPPeers)
+		w.dur("queue_delay", l.QueueDelay)
 		w.str("over_limit_action", l.OverLimitAction)
 	}
 	if a := p.AutoBlock; a != nil {

@@ -72,7 +72,7 @@ func full() *Policy {
 		Headers: &Headers{Allow: []string{"Content-Type", "X-Custom"}, UnknownSourceAction: "reject"},
 		Limits: &Limits{SourcePPS: new(300), SourcePPSBurst: 301, TrunkPPS: new(900), TrunkPPSBurst: 901,
 			SourceCPS: new(20), RegisterRate: new(3),
-			MaxSources: 256, TCPConnectionsPerSource: new(4), TCPConnections: new(64), UDPPeers: 100, OverLimitAction: "drop"},
+			MaxSources: 256, TCPConnectionsPerSource: new(4), TCPConnections: new(64), UDPPeers: 100, QueueDelay: policy.D(300 * time.Millisecond), OverLimitAction: "drop"},
 		AutoBlock: &AutoBlock{Enabled: new(false), Observe: true, Threshold: 4,
 			Window: policy.D(30 * time.Second), BlockFor: policy.D(time.Minute), Escalation: 2,
 			MaxBlock: policy.D(time.Hour), ForgetAfter: policy.D(2 * time.Hour),
@@ -270,6 +270,7 @@ func TestEveryOptionParses(t *testing.T) {
 	check("limits.tcp_connections_per_source", l.TCPConnectionsPerSource, 4)
 	check("limits.tcp_connections", l.TCPConnections, 64)
 	check("limits.udp_peers", l.UDPPeers, 100)
+	check("limits.queue_delay", l.QueueDelay.Duration, 300*time.Millisecond)
 	check("limits.over_limit_action", l.OverLimitAction, "drop")
 
 	a := p.AutoBlock

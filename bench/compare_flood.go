@@ -1,0 +1,149 @@
+//go:build linux
+
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/sbc-project/sbc/bench/attack"
+	"github.com/sbc-project/sbc/internal/netns"
+	"github.com/sbc-project/sbc/internal/testpolicy"
+)
+
+// The flood systems (sbc-flood, sbc-xdp-flood): sbc with the max-CPS
+// policy, the flood's prefix blocked through the admin API, and a flood of
+// spoofed datagrams from that prefix at the SIP port during every step.
+// Inside the comparison's namespace everything is on its loopback, so the
+// XDP program is attached (generic mode) to that lo: the kernel runs
+// generic XDP on every packet lo receives, the raw flood's included, and
+// the program's scope ("sip": UDP and TCP to the SBC's ports) leaves the
+// rest of the namespace's traffic alone.
+
+// xdpTOML is the [xdp] table of sbc-xdp-flood.
+func xdpTOML(pinDir string) string {
+	return fmt.Sprintf("\n[xdp]\nenabled = true\ninterfaces = [\"lo\"]\nmode = \"generic\"\npin_dir = %q\n", pinDir)
+}
+
+// blockFlood blocks the flood's prefix through the admin API and, for
+// sbc-xdp-flood, checks that XDP is the SBC's fast path (it falls back
+// to user space, saying why in its log, when the program cannot attach).
+func (h *harness) blockFlood(ctx context.Context, system string) error {
+	body, _ := json.Marshal(map[string]string{"prefix": floodPrefix.String(), "reason": "bench flood", "ttl": "24h"})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/v1/blocklist", compareAdminPort), bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+testpolicy.AdminKey)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := h.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("block %s: %w", floodPrefix, err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		return fmt.Errorf("block %s: %s", floodPrefix, res.Status)
+	}
+	if system != SystemSBCXDPFlood {
+		return nil
+	}
+	m, err := ScrapeWith(ctx, h.http, h.metricsURL())
+	if err != nil {
+		return err
+	}
+	if m.ByLabel("sbc_fastpath_info", "path")["xdp"] != 1 {
+		return fmt.Errorf("sbc's fast path is not XDP (sbc_fastpath_info %v): see its log", m.ByLabel("sbc_fastpath_info", "path"))
+	}
+	return nil
+}
+
+// unpin removes a stopped sbc-xdp-flood server's pins, which detaches its
+// XDP program from the namespace's lo (the pinned link held it there), and
+// waits (bounded) until lo has no program: the next trial, of whichever
+// system, runs without it.
+func (h *harness) unpin(pinDir string) {
+	_ = os.RemoveAll(pinDir)
+	err := waitFor(context.Background(), 5*time.Second, nil, "XDP detached from lo", func() bool {
+		out, err := exec.Command("ip", "-n", h.ns, "link", "show", "dev", "lo").Output()
+		return err == nil && !strings.Contains(string(out), "xdp")
+	})
+	if err != nil && h.cfg.Progress != nil {
+		fmt.Fprintf(h.cfg.Progress, "warning: %v\n", err)
+	}
+}
+
+// floodDrops reads the SBC's drops of blocked sources: in user space and
+// in the XDP program.
+func (h *harness) floodDrops(ctx context.Context) (user, xdp float64) {
+	m, err := ScrapeWith(ctx, h.http, h.metricsURL())
+	if err != nil {
+		return 0, 0
+	}
+	return m.ByLabel("sbc_dropped_total", "stage", "reason")["filter/blocked"],
+		m.ByLabel("sbc_xdp_packets_total", "action")["drop_deny"]
+}
+
+// startFlood starts the flood of a flood system's step: FloodPPS raw
+// datagrams a second at the SIP port, bounded by limit in time and count,
+// until stop is called; stop returns what was sent. For other systems it
+// does nothing.
+func (h *harness) startFlood(ctx context.Context, system string, limit time.Duration) (stop func() attack.SpoofReport) {
+	if system != SystemSBCFlood && system != SystemSBCXDPFlood {
+		return func() attack.SpoofReport { return attack.SpoofReport{} }
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	done := make(chan attack.SpoofReport, 1)
+	go func() {
+		rep, err := attack.SpoofedFlood(fctx, attack.SpoofedFloodConfig{
+			Target:  netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), compareServerPort),
+			Sources: floodPrefix, Mode: attack.SpoofRaw, NetNS: h.ns,
+			Rate: float64(h.cfg.FloodPPS), Duration: limit, Count: h.cfg.FloodPPS * int(limit.Seconds()+1),
+		})
+		if err != nil && h.cfg.Progress != nil {
+			fmt.Fprintf(h.cfg.Progress, "flood: %v\n", err)
+		}
+		done <- rep
+	}()
+	return func() attack.SpoofReport {
+		cancel()
+		return <-done
+	}
+}
+
+// newHarness sets up what Compare runs its trials in (the scenarios, the
+// namespace, the HTTP client into it) for a test that drives steps
+// itself; done deletes the namespace.
+func newHarness(cfg *CompareConfig) (h *harness, done func(), err error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, nil, err
+	}
+	h = &harness{cfg: cfg}
+	if h.uacXML, h.uasXML, err = writeCompareScenarios(cfg.WorkDir); err != nil {
+		return nil, nil, err
+	}
+	h.ns = netns.UniqueName("sbc-overload")
+	if err := netns.Add(h.ns); err != nil {
+		return nil, nil, err
+	}
+	h.http = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := netns.Do(h.ns, func() error {
+				var err error
+				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}}
+	return h, func() { h.http.CloseIdleConnections(); _ = netns.Del(h.ns) }, nil
+}
