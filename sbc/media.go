@@ -59,9 +59,6 @@ import (
 // A line a re-offer removes (port 0) passes as port 0 and its stream
 // stops relaying; a later offer with a port brings it back.
 //
-// A line a re-offer removes (port 0) passes as port 0 and its stream
-// stops relaying; a later offer with a port brings it back.
-//
 // Not yet: a relay for m= lines added by a re-INVITE (they are refused
 // with port 0: ports are bound before the state machine, never under the
 // call's lock), non-RTP media (refused with port 0), bodies other than
