@@ -28,7 +28,7 @@ var (
 	errTooShortRTCP                  = errors.New("packet is too short to be RTCP packet")
 	errPayloadDiffers                = errors.New("payload differs")
 	errStartedChannelUsedIncorrectly = errors.New("started channel used incorrectly, should only be closed")
-	errBadIVLength                   = errors.New("bad iv length in xorBytesCTR")
+	errBadIVLength                   = errors.New("bad iv length in AES counter mode")
 	errExceededMaxPackets            = errors.New("exceeded the maximum number of packets")
 	errMKIAlreadyInUse               = errors.New("MKI already in use")
 	errMKIIsNotEnabled               = errors.New("MKI is not enabled")

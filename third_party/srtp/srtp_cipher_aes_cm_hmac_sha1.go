@@ -4,8 +4,6 @@
 package srtp
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/sha1" //nolint:gosec
 	"crypto/subtle"
@@ -20,12 +18,12 @@ type srtpCipherAesCmHmacSha1 struct {
 
 	srtpSessionSalt []byte
 	srtpSessionAuth hash.Hash
-	srtpBlock       cipher.Block
+	srtpCTR         *aesCTR
 	srtpEncrypted   bool
 
 	srtcpSessionSalt []byte
 	srtcpSessionAuth hash.Hash
-	srtcpBlock       cipher.Block
+	srtcpCTR         *aesCTR
 	srtcpEncrypted   bool
 
 	mki []byte
@@ -64,14 +62,14 @@ func newSrtpCipherAesCmHmacSha1(
 	srtpSessionKey, err := aesCmKeyDerivation(labelSRTPEncryption, masterKey, masterSalt, 0, len(masterKey))
 	if err != nil {
 		return nil, err
-	} else if srtpCipher.srtpBlock, err = aes.NewCipher(srtpSessionKey); err != nil {
+	} else if srtpCipher.srtpCTR, err = newAESCTR(srtpSessionKey); err != nil {
 		return nil, err
 	}
 
 	srtcpSessionKey, err := aesCmKeyDerivation(labelSRTCPEncryption, masterKey, masterSalt, 0, len(masterKey))
 	if err != nil {
 		return nil, err
-	} else if srtpCipher.srtcpBlock, err = aes.NewCipher(srtcpSessionKey); err != nil {
+	} else if srtpCipher.srtcpCTR, err = newAESCTR(srtcpSessionKey); err != nil {
 		return nil, err
 	}
 
@@ -158,7 +156,7 @@ func (s *srtpCipherAesCmHmacSha1) doEncryptRTP(dst []byte, header *rtp.Header, h
 	encrypt := func(dst, plaintext []byte, headerLen int) error {
 		counter := generateCounter(header.SequenceNumber, roc, header.SSRC, s.srtpSessionSalt)
 
-		return xorBytesCTR(s.srtpBlock, counter[:], dst[headerLen:], plaintext[headerLen:])
+		return s.srtpCTR.xorKeyStream(counter[:], dst[headerLen:], plaintext[headerLen:])
 	}
 
 	var err error
@@ -244,7 +242,7 @@ func (s *srtpCipherAesCmHmacSha1) doDecryptRTP(dst, ciphertext []byte, header *r
 	decrypt := func(dst, ciphertext []byte, headerLen int) error {
 		counter := generateCounter(header.SequenceNumber, roc, header.SSRC, s.srtpSessionSalt)
 
-		return xorBytesCTR(s.srtpBlock, counter[:], dst[headerLen:], ciphertext[headerLen:])
+		return s.srtpCTR.xorKeyStream(counter[:], dst[headerLen:], ciphertext[headerLen:])
 	}
 
 	switch {
@@ -291,7 +289,7 @@ func (s *srtpCipherAesCmHmacSha1) encryptRTCP(dst, decrypted []byte, srtcpIndex 
 	// Encrypt everything after header
 	if s.srtcpEncrypted {
 		counter := generateCounter(uint16(srtcpIndex&0xffff), srtcpIndex>>16, ssrc, s.srtcpSessionSalt) //nolint:gosec // G115
-		if err = xorBytesCTR(s.srtcpBlock, counter[:], dst[srtcpHeaderSize:], decrypted[srtcpHeaderSize:]); err != nil {
+		if err = s.srtcpCTR.xorKeyStream(counter[:], dst[srtcpHeaderSize:], decrypted[srtcpHeaderSize:]); err != nil {
 			return nil, err
 		}
 
@@ -360,7 +358,7 @@ func (s *srtpCipherAesCmHmacSha1) decryptRTCP(dst, encrypted []byte, index, ssrc
 	isEncrypted := encrypted[decryptedLen]&srtcpEncryptionFlag != 0
 	if isEncrypted {
 		counter := generateCounter(uint16(index&0xffff), index>>16, ssrc, s.srtcpSessionSalt) //nolint:gosec // G115
-		err = xorBytesCTR(s.srtcpBlock, counter[:], dst[srtcpHeaderSize:], encrypted[srtcpHeaderSize:decryptedLen])
+		err = s.srtcpCTR.xorKeyStream(counter[:], dst[srtcpHeaderSize:], encrypted[srtcpHeaderSize:decryptedLen])
 	} else if !sameBuffer {
 		copy(dst[srtcpHeaderSize:], encrypted[srtcpHeaderSize:])
 	}

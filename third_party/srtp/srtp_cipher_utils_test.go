@@ -39,11 +39,11 @@ func newSrtpCipherAesCmHmacSha1WithDerivedKeys(
 	}
 
 	var err error
-	if srtpCipher.srtpBlock, err = aes.NewCipher(keys.srtpSessionKey); err != nil {
+	if srtpCipher.srtpCTR, err = newAESCTR(keys.srtpSessionKey); err != nil {
 		return nil, err
 	}
 
-	if srtpCipher.srtcpBlock, err = aes.NewCipher(keys.srtcpSessionKey); err != nil {
+	if srtpCipher.srtcpCTR, err = newAESCTR(keys.srtcpSessionKey); err != nil {
 		return nil, err
 	}
 
