@@ -18,11 +18,15 @@ type srtpCipherAesCmHmacSha1 struct {
 
 	srtpSessionSalt []byte
 	srtpSessionAuth hash.Hash
+	// srtpAuth, when not nil, computes the same tags as srtpSessionAuth
+	// without crypto/hmac's overhead (hmac_sha1.go).
+	srtpAuth *hmacSHA1
 	srtpCTR         *aesCTR
 	srtpEncrypted   bool
 
 	srtcpSessionSalt []byte
 	srtcpSessionAuth hash.Hash
+	srtcpAuth        *hmacSHA1
 	srtcpCTR         *aesCTR
 	srtcpEncrypted   bool
 
@@ -98,8 +102,13 @@ func newSrtpCipherAesCmHmacSha1(
 		return nil, err
 	}
 
-	srtpCipher.srtcpSessionAuth = hmac.New(sha1.New, srtcpSessionAuthTag)
-	srtpCipher.srtpSessionAuth = hmac.New(sha1.New, srtpSessionAuthTag)
+	// crypto/hmac only where hmacSHA1 is not available.
+	if srtpCipher.srtcpAuth = newHMACSHA1(srtcpSessionAuthTag); srtpCipher.srtcpAuth == nil {
+		srtpCipher.srtcpSessionAuth = hmac.New(sha1.New, srtcpSessionAuthTag)
+	}
+	if srtpCipher.srtpAuth = newHMACSHA1(srtpSessionAuthTag); srtpCipher.srtpAuth == nil {
+		srtpCipher.srtpSessionAuth = hmac.New(sha1.New, srtpSessionAuthTag)
+	}
 
 	mkiLen := len(mki)
 	if mkiLen > 0 {
@@ -381,6 +390,22 @@ func (s *srtpCipherAesCmHmacSha1) generateSrtpAuthTag(buf []byte, roc uint32, ro
 	// - Authenticated portion of the packet is everything BEFORE MKI
 	// - k_a is the session message authentication key
 	// - n_tag is the bit-length of the output authentication tag
+	authTagLen, err := s.AuthTagRTPLen()
+	if err != nil {
+		return nil, err
+	}
+	if s.srtpAuth != nil {
+		// authBuf is ROC || HMAC: the tag is either, from its start when
+		// the ROC is carried in it (RFC 4771).
+		binary.BigEndian.PutUint32(s.authBuf[:4], roc)
+		s.srtpAuth.sum((*[sha1.Size]byte)(s.authBuf[4:]), buf, s.authBuf[:4])
+		if rocInAuthTag {
+			return s.authBuf[:authTagLen], nil
+		}
+
+		return s.authBuf[4 : 4+authTagLen], nil
+	}
+
 	s.srtpSessionAuth.Reset()
 
 	if _, err := s.srtpSessionAuth.Write(buf); err != nil {
@@ -390,14 +415,7 @@ func (s *srtpCipherAesCmHmacSha1) generateSrtpAuthTag(buf []byte, roc uint32, ro
 	// For SRTP only, we need to hash the rollover counter as well.
 	binary.BigEndian.PutUint32(s.authBuf[:4], roc)
 
-	_, err := s.srtpSessionAuth.Write(s.authBuf[:4])
-	if err != nil {
-		return nil, err
-	}
-
-	// Truncate the hash to the size indicated by the profile
-	authTagLen, err := s.AuthTagRTPLen()
-	if err != nil {
+	if _, err := s.srtpSessionAuth.Write(s.authBuf[:4]); err != nil {
 		return nil, err
 	}
 
@@ -427,13 +445,19 @@ func (s *srtpCipherAesCmHmacSha1) generateSrtcpAuthTag(buf []byte) ([]byte, erro
 	// - Authenticated portion of the packet is everything BEFORE MKI
 	// - k_a is the session message authentication key
 	// - n_tag is the bit-length of the output authentication tag
+	authTagLen, err := s.AuthTagRTCPLen()
+	if err != nil {
+		return nil, err
+	}
+	if s.srtcpAuth != nil {
+		s.srtcpAuth.sum(&s.rtcpAuthBuf, buf, nil)
+
+		return s.rtcpAuthBuf[:authTagLen], nil
+	}
+
 	s.srtcpSessionAuth.Reset()
 
 	if _, err := s.srtcpSessionAuth.Write(buf); err != nil {
-		return nil, err
-	}
-	authTagLen, err := s.AuthTagRTCPLen()
-	if err != nil {
 		return nil, err
 	}
 

@@ -52,6 +52,8 @@ func newSrtpCipherAesCmHmacSha1WithDerivedKeys(
 
 	srtpCipher.srtcpSessionAuth = hmac.New(sha1.New, keys.srtcpSessionAuthTag)
 	srtpCipher.srtpSessionAuth = hmac.New(sha1.New, keys.srtpSessionAuthTag)
+	srtpCipher.srtcpAuth = newHMACSHA1(keys.srtcpSessionAuthTag)
+	srtpCipher.srtpAuth = newHMACSHA1(keys.srtpSessionAuthTag)
 
 	return srtpCipher, nil
 }
