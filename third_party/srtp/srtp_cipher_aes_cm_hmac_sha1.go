@@ -20,9 +20,9 @@ type srtpCipherAesCmHmacSha1 struct {
 	srtpSessionAuth hash.Hash
 	// srtpAuth, when not nil, computes the same tags as srtpSessionAuth
 	// without crypto/hmac's overhead (hmac_sha1.go).
-	srtpAuth *hmacSHA1
-	srtpCTR         *aesCTR
-	srtpEncrypted   bool
+	srtpAuth      *hmacSHA1
+	srtpCTR       *aesCTR
+	srtpEncrypted bool
 
 	srtcpSessionSalt []byte
 	srtcpSessionAuth hash.Hash
