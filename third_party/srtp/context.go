@@ -96,6 +96,12 @@ type Context struct {
 
 	srtpSSRCStates  map[uint32]*srtpSSRCState
 	srtcpSSRCStates map[uint32]*srtcpSSRCState
+	// lastSRTPState and lastSRTCPState are the states in the maps above
+	// that were looked up or stored last (nil before): a context usually
+	// sees one SSRC, and on a relay with many contexts the map lookup is
+	// a cache miss per packet.
+	lastSRTPState  *srtpSSRCState
+	lastSRTCPState *srtcpSSRCState
 
 	newSRTCPReplayDetector func() replaydetector.ReplayDetector
 	newSRTPReplayDetector  func() replaydetector.ReplayDetector
@@ -340,8 +346,13 @@ func (s *srtpSSRCState) updateRolloverCount(sequenceNumber uint16, difference in
 }
 
 func (c *Context) getSRTPSSRCState(ssrc uint32, keepNew bool) (*srtpSSRCState, bool) {
+	if last := c.lastSRTPState; last != nil && last.ssrc == ssrc {
+		return last, true
+	}
 	state, ok := c.srtpSSRCStates[ssrc]
 	if ok {
+		c.lastSRTPState = state
+
 		return state, true
 	}
 
@@ -351,15 +362,20 @@ func (c *Context) getSRTPSSRCState(ssrc uint32, keepNew bool) (*srtpSSRCState, b
 	}
 	state.checkAccepter, _ = state.replayDetector.(replaydetector.CheckAccepter)
 	if keepNew {
-		c.srtpSSRCStates[ssrc] = state
+		c.setSRTPSSRCState(state)
 	}
 
 	return state, false
 }
 
 func (c *Context) getSRTCPSSRCState(ssrc uint32, keepNew bool) (*srtcpSSRCState, bool) {
+	if last := c.lastSRTCPState; last != nil && last.ssrc == ssrc {
+		return last, true
+	}
 	state, ok := c.srtcpSSRCStates[ssrc]
 	if ok {
+		c.lastSRTCPState = state
+
 		return state, true
 	}
 
@@ -369,7 +385,7 @@ func (c *Context) getSRTCPSSRCState(ssrc uint32, keepNew bool) (*srtcpSSRCState,
 	}
 	state.checkAccepter, _ = state.replayDetector.(replaydetector.CheckAccepter)
 	if keepNew {
-		c.srtcpSSRCStates[ssrc] = state
+		c.setSRTCPSSRCState(state)
 	}
 
 	return state, false
@@ -377,10 +393,12 @@ func (c *Context) getSRTCPSSRCState(ssrc uint32, keepNew bool) (*srtcpSSRCState,
 
 func (c *Context) setSRTPSSRCState(state *srtpSSRCState) {
 	c.srtpSSRCStates[state.ssrc] = state
+	c.lastSRTPState = state
 }
 
 func (c *Context) setSRTCPSSRCState(state *srtcpSSRCState) {
 	c.srtcpSSRCStates[state.ssrc] = state
+	c.lastSRTCPState = state
 }
 
 // ROC returns SRTP rollover counter value of specified SSRC.

@@ -203,3 +203,60 @@ func TestAESCMAgainstReference(t *testing.T) {
 		}
 	}
 }
+
+// TestSSRCStateCacheInterleaved: with the last-SSRC cache in front of the
+// state maps, two SSRCs interleaved keep their own rollover counters and
+// replay windows, and a forged packet of a third SSRC leaves neither a map
+// entry nor the cache behind.
+func TestSSRCStateCacheInterleaved(t *testing.T) {
+	masterKey, masterSalt := make([]byte, 16), make([]byte, 14)
+	for i := range masterKey {
+		masterKey[i] = byte(i)
+	}
+	ref := newRefAESCM(t, masterKey, masterSalt)
+	dec, err := CreateContext(masterKey, masterSalt, ProtectionProfileAes128CmHmacSha1_80, SRTPReplayProtection(64))
+	require.NoError(t, err)
+
+	packet := func(ssrc uint32, seq uint16, roc uint32) ([]byte, []byte) {
+		plain := make([]byte, 12+40)
+		plain[0] = 0x80
+		binary.BigEndian.PutUint16(plain[2:], seq)
+		binary.BigEndian.PutUint32(plain[8:], ssrc)
+		plain[20] = byte(seq)
+
+		return plain, ref.rtp(t, plain, roc)
+	}
+	// SSRC 1 starts just before its sequence number wraps, SSRC 2 far
+	// from it: after 8 packets each, ROC 1 and ROC 0.
+	seqs := map[uint32]uint16{1: 65532, 2: 1000}
+	rocs := map[uint32]uint32{1: 0, 2: 0}
+	for range 8 {
+		for _, ssrc := range []uint32{1, 2} {
+			plain, wire := packet(ssrc, seqs[ssrc], rocs[ssrc])
+			got, err := dec.DecryptRTP(nil, wire, nil)
+			require.NoError(t, err, "ssrc %d seq %d", ssrc, seqs[ssrc])
+			require.Equal(t, plain, got)
+			_, err = dec.DecryptRTP(nil, wire, nil)
+			require.Error(t, err, "replay of ssrc %d seq %d", ssrc, seqs[ssrc])
+			seqs[ssrc]++
+			if seqs[ssrc] == 0 {
+				rocs[ssrc]++
+			}
+		}
+	}
+	for ssrc, want := range map[uint32]uint32{1: 1, 2: 0} {
+		roc, ok := dec.ROC(ssrc)
+		require.True(t, ok)
+		require.Equal(t, want, roc, "ssrc %d", ssrc)
+	}
+
+	_, forged := packet(3, 7, 0)
+	forged[len(forged)-1] ^= 1
+	_, err = dec.DecryptRTP(nil, forged, nil)
+	require.ErrorIs(t, err, ErrFailedToVerifyAuthTag)
+	require.Len(t, dec.srtpSSRCStates, 2)
+	require.NotNil(t, dec.lastSRTPState)
+	require.NotEqual(t, uint32(3), dec.lastSRTPState.ssrc)
+	_, ok := dec.ROC(3)
+	require.False(t, ok)
+}
