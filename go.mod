@@ -70,3 +70,5 @@ tool (
 )
 
 replace github.com/emiago/sipgo => ./third_party/sipgo
+
+replace github.com/pion/srtp/v3 => ./third_party/srtp

@@ -70,7 +70,9 @@
 //     and RTP/RTCP per RFC 5761 on a muxed socket.
 //   - Per-leg transforms (Transform): Plain, SRTP (pion/srtp v3 contexts,
 //     replay protection on decrypt, ROC kept across a rekey) and NotReady
-//     for a leg whose keys are still to come.
+//     for a leg whose keys are still to come. pion/srtp is v3.1.3 forked
+//     in third_party/srtp, whose AES-CM suites use Go's AES-NI counter-mode
+//     and SHA-NI assembly (its README).
 //   - SSRC, sequence and timestamp normalisation on a leg's egress
 //     (LegConfig.Normalize), so an SRTP receiver sees one continuous
 //     source across music on hold, transfers and early media.
