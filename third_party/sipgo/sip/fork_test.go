@@ -168,3 +168,36 @@ func TestForkInlineUDPReaders(t *testing.T) {
 		require.True(t, strings.Contains(st, "readLoop"), "handler not in the read loop:\n%s", st)
 	}
 }
+
+// Header lookups compare names ASCII case-insensitively, as lowering both
+// did, and allocate nothing (lowering a name not already lower case took
+// an allocation per header passed over).
+func TestForkHeaderLookupNoAlloc(t *testing.T) {
+	req := NewRequest(INVITE, Uri{Scheme: "sip", Host: "127.0.0.1"})
+	req.AppendHeader(NewHeader("X-First", "1"))
+	req.AppendHeader(NewHeader("User-Agent", "ua"))
+	req.AppendHeader(NewHeader("x-first", "2"))
+	req.AppendHeader(NewHeader("P-Asserted-Identity", "<sip:a@b>"))
+	for _, name := range []string{"User-Agent", "user-agent", "USER-AGENT", "uSeR-aGeNt"} {
+		h := req.GetHeader(name)
+		require.NotNil(t, h, name)
+		require.Equal(t, "ua", h.Value())
+	}
+	require.Nil(t, req.GetHeader("User-Agen"))
+	require.Nil(t, req.GetHeader("User-Agent2"))
+	require.Nil(t, req.GetHeader("User_Agent"))
+	hs := req.GetHeaders("X-FIRST")
+	require.Len(t, hs, 2)
+	require.Equal(t, "1", hs[0].Value())
+	require.Equal(t, "2", hs[1].Value())
+	// '@' and '`' are one off 'A' and 'Z': they must not fold.
+	require.False(t, asciiEqualFold("@", "`"))
+	require.False(t, asciiEqualFold("[", "{"))
+	require.True(t, asciiEqualFold("Call-ID", "call-id"))
+	allocs := testing.AllocsPerRun(100, func() {
+		if req.GetHeader("P-Asserted-Identity") == nil || req.GetHeader("Missing-Header") != nil {
+			t.Fatal("lookup")
+		}
+	})
+	require.Zero(t, allocs)
+}

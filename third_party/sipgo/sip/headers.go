@@ -233,9 +233,8 @@ func (hs *headers) Headers() []Header {
 // Headers are pointers, always Clone them for change
 func (hs *headers) GetHeaders(name string) []Header {
 	var hds []Header
-	nameLower := HeaderToLower(name)
 	for _, h := range hs.headerOrder {
-		if HeaderToLower(h.Name()) == nameLower {
+		if asciiEqualFold(h.Name(), name) {
 			hds = append(hds, h)
 		}
 	}
@@ -246,14 +245,15 @@ func (hs *headers) GetHeaders(name string) []Header {
 // Use lower case to avoid allocs
 // Headers are pointers, always Clone them for change
 func (hs *headers) GetHeader(name string) Header {
-	name = HeaderToLower(name)
 	return hs.getHeader(name)
 }
 
-// getHeader is direct access, name must be lowercase
-func (hs *headers) getHeader(nameLower string) Header {
+// getHeader is direct access. The names are compared ASCII
+// case-insensitively, as HeaderToLower(a) == HeaderToLower(b) did, without
+// lowering (an allocation for every header name not already lower case).
+func (hs *headers) getHeader(name string) Header {
 	for _, h := range hs.headerOrder {
-		if HeaderToLower(h.Name()) == nameLower {
+		if asciiEqualFold(h.Name(), name) {
 			return h
 		}
 	}
