@@ -73,3 +73,23 @@ func TestFace(t *testing.T) {
 		t.Fatalf("uri %s", u.String())
 	}
 }
+
+// canonicalBytes is CanonicalName without the string: same result for any
+// name, and no allocation for a token name (Copy runs per relayed message).
+func TestCanonicalBytes(t *testing.T) {
+	var buf [64]byte
+	for _, n := range []string{"User-Agent", "user-agent", " X-Foo ", "k", "K", "v", "Via",
+		"P-Asserted-Identity", "CONTENT-TYPE", "c", "", "Ä-Header", "x-ÄÖ", strings.Repeat("Long-", 20)} {
+		if got, want := string(canonicalBytes(buf[:0], n)), CanonicalName(n); got != want {
+			t.Errorf("canonicalBytes(%q) = %q, CanonicalName %q", n, got, want)
+		}
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		if string(canonicalBytes(buf[:0], "Supported")) != "supported" || string(canonicalBytes(buf[:0], "k")) != "supported" {
+			t.Fatal("canonical")
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per name", allocs)
+	}
+}
