@@ -3,6 +3,7 @@ package sip
 // Tests of the changes of this fork (../README.md).
 
 import (
+	"io"
 	"log/slog"
 	"net"
 	"runtime"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 )
@@ -200,4 +202,61 @@ func TestForkHeaderLookupNoAlloc(t *testing.T) {
 		}
 	})
 	require.Zero(t, allocs)
+}
+
+// inString reports whether s lies inside the memory of whole.
+func inString(s, whole string) bool {
+	if len(s) == 0 {
+		return true
+	}
+	p, w := uintptr(unsafe.Pointer(unsafe.StringData(s))), uintptr(unsafe.Pointer(unsafe.StringData(whole)))
+	return p >= w && p+uintptr(len(s)) <= w+uintptr(len(whole))
+}
+
+// The parser copies a message's start line and headers into one string:
+// the values of parsed and generic headers are substrings of it (of the
+// Call-ID's, here), not a copy each. A folded header is copied on its own,
+// and a stream's leading CRLFs are skipped; both parse as before.
+func TestForkParserHeaderValuesShareOneString(t *testing.T) {
+	raw := "\r\n\r\nINVITE sip:bob@127.0.0.2 SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1\r\n" +
+		"From: <sip:alice@127.0.0.1>;tag=a1\r\n" +
+		"To: <sip:bob@127.0.0.2>\r\n" +
+		"Call-ID: call-1@127.0.0.1\r\n" +
+		"CSeq: 1 INVITE\r\n" +
+		"User-Agent: ua one\r\n" +
+		"X-Folded: first\r\n  second\r\n" +
+		"X-Lower : after fold \r\n" +
+		"Content-Length: 0\r\n\r\n"
+	for _, stream := range []bool{false, true} {
+		data := []byte(raw)
+		if !stream {
+			data = data[4:]
+		}
+		m, n, err := NewParser().Parse(data, stream)
+		require.NoError(t, err)
+		require.Equal(t, len(data), n)
+		req := m.(*Request)
+		require.Equal(t, "INVITE sip:bob@127.0.0.2 SIP/2.0", req.StartLine())
+		callID := req.CallID().Value()
+		require.Equal(t, "call-1@127.0.0.1", callID)
+		// The section starts 11 bytes ("INVITE sip:") before the user part.
+		base := unsafe.Add(unsafe.Pointer(unsafe.StringData(req.Recipient.User)), -len("INVITE sip:"))
+		whole := unsafe.String((*byte)(base), len(raw)-4)
+		require.True(t, inString(callID, whole), "Call-ID outside the header section")
+		for _, s := range []string{req.Via().Host, req.GetHeader("User-Agent").Value(), req.GetHeader("X-Lower").Value(), req.GetHeader("X-Lower").Name(), req.To().Address.Host, req.CSeq().MethodName.String()} {
+			require.True(t, inString(s, whole), "%q outside the header section", s)
+		}
+		tag, _ := req.From().Params.Get("tag")
+		require.True(t, inString(tag, whole), "tag outside the header section")
+		require.Equal(t, "first second", req.GetHeader("X-Folded").Value())
+		require.False(t, inString(req.GetHeader("X-Folded").Value(), whole), "a folded header is its own copy")
+		require.Equal(t, "after fold", req.GetHeader("X-Lower").Value())
+		require.Equal(t, "X-Lower", req.GetHeader("X-Lower").Name())
+	}
+
+	// No end of the header section in the data: each line on its own, as
+	// before (a stream that has not got the whole section yet).
+	_, _, err := NewParser().Parse([]byte("OPTIONS sip:b@h SIP/2.0\r\nCall-ID: x\r\n"), true)
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
 }

@@ -149,6 +149,27 @@ var (
 )
 
 func headerToLower(s []byte) []byte {
+	if l := headerToLowerKnown(s); l != nil {
+		return l
+	}
+	// This creates one allocation if we really need to lower
+	return asciiToLower(s)
+}
+
+// appendASCIILower appends s lowered (ASCII) to dst.
+func appendASCIILower(dst, s []byte) []byte {
+	for _, c := range s {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// headerToLowerKnown is headerToLower for the names it has a constant
+// for, nil for the others.
+func headerToLowerKnown(s []byte) []byte {
 	if len(s) == 1 {
 		c := s[0]
 		if 'A' <= c && c <= 'Z' {
@@ -198,9 +219,7 @@ func headerToLower(s []byte) []byte {
 	case "Timestamp", "timestamp":
 		return hdrTimestamp
 	}
-
-	// This creates one allocation if we really need to lower
-	return asciiToLower(s)
+	return nil
 }
 
 // asciiEqualFold reports whether a and b are equal under ASCII case
