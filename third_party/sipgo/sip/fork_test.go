@@ -3,10 +3,12 @@ package sip
 // Tests of the changes of this fork (../README.md).
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -259,4 +261,33 @@ func TestForkParserHeaderValuesShareOneString(t *testing.T) {
 	// before (a stream that has not got the whole section yet).
 	_, _, err := NewParser().Parse([]byte("OPTIONS sip:b@h SIP/2.0\r\nCall-ID: x\r\n"), true)
 	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+}
+
+// Numbers (ports, status codes, CSeq, Content-Length) are written without
+// a string each: serialising a message takes its buffer's growth only.
+func TestForkWriteIntNoAlloc(t *testing.T) {
+	var sb strings.Builder
+	var bb bytes.Buffer
+	for _, n := range []int{0, 7, 99, 100, 5060, 65535, 2147483647, -1} {
+		sb.Reset()
+		bb.Reset()
+		writeInt(&sb, n)
+		writeInt(&bb, n)
+		require.Equal(t, strconv.Itoa(n), sb.String())
+		require.Equal(t, strconv.Itoa(n), bb.String())
+	}
+	res := NewResponse(StatusOK, "OK")
+	res.AppendHeader(&ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "127.0.0.1", Port: 5070, Params: NewParams()})
+	res.AppendHeader(&CSeqHeader{SeqNo: 12345, MethodName: INVITE})
+	cl := ContentLengthHeader(1234)
+	res.AppendHeader(&cl)
+	want := "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5070\r\nCSeq: 12345 INVITE\r\nContent-Length: 1234\r\n\r\n"
+	require.Equal(t, want, res.String())
+	bb.Grow(1024)
+	allocs := testing.AllocsPerRun(100, func() {
+		bb.Reset()
+		res.StringWrite(&bb)
+	})
+	require.Zero(t, allocs)
+	require.Equal(t, want, bb.String())
 }

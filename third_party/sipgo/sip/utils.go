@@ -9,6 +9,7 @@ import (
 	"net"
 	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 )
 
@@ -220,6 +221,23 @@ func headerToLowerKnown(s []byte) []byte {
 		return hdrTimestamp
 	}
 	return nil
+}
+
+// writeInt writes n in decimal to w. For a strings.Builder or a
+// bytes.Buffer (every writer of this package) the digits go from the stack
+// into the buffer; strconv.Itoa allocated a string for each n >= 100
+// (ports, status codes, Content-Length).
+func writeInt(w io.StringWriter, n int) {
+	var a [20]byte
+	b := strconv.AppendInt(a[:0], int64(n), 10)
+	switch w := w.(type) {
+	case *strings.Builder:
+		w.Write(b)
+	case *bytes.Buffer:
+		w.Write(b)
+	default:
+		w.WriteString(string(b))
+	}
 }
 
 // asciiEqualFold reports whether a and b are equal under ASCII case
