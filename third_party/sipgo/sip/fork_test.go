@@ -291,3 +291,37 @@ func TestForkWriteIntNoAlloc(t *testing.T) {
 	require.Zero(t, allocs)
 	require.Equal(t, want, bb.String())
 }
+
+// Params are parsed into a slice sized once (an allocation), not grown
+// per param.
+func TestForkParamsSizedOnce(t *testing.T) {
+	s := "branch=z9hG4bK-1;rport;received=127.0.0.3;alias"
+	var p HeaderParams
+	_, err := UnmarshalHeaderParams(s, ';', '\r', &p)
+	require.NoError(t, err)
+	require.Equal(t, HeaderParams{{"branch", "z9hG4bK-1"}, {"rport", ""}, {"received", "127.0.0.3"}, {"alias", ""}}, p)
+	allocs := testing.AllocsPerRun(100, func() {
+		var p HeaderParams
+		if _, err := UnmarshalHeaderParams(s, ';', '\r', &p); err != nil || len(p) != 4 {
+			t.Fatal("params")
+		}
+	})
+	require.Equal(t, 1.0, allocs)
+
+	var a Uri
+	var hp HeaderParams
+	_, err = ParseAddressValue("<sip:alice@127.0.0.1>;tag=a1;x=1;y;z=2", &a, &hp)
+	require.NoError(t, err)
+	require.Equal(t, HeaderParams{{"tag", "a1"}, {"x", "1"}, {"y", ""}, {"z", "2"}}, hp)
+	addrAllocs := func(v string) float64 {
+		return testing.AllocsPerRun(100, func() {
+			var a Uri
+			var hp HeaderParams
+			if _, err := ParseAddressValue(v, &a, &hp); err != nil || len(hp) == 0 {
+				t.Fatal("address")
+			}
+		})
+	}
+	require.Equal(t, addrAllocs("<sip:alice@127.0.0.1>;tag=a1"), addrAllocs("<sip:alice@127.0.0.1>;tag=a1;x=1;y;z=2"),
+		"four params cost what one does")
+}

@@ -146,6 +146,10 @@ func addressStateUri(a *nameAddress, s string) (addressFSM, string, error) {
 }
 
 func addressStateHeaderParams(a *nameAddress, s string) (addressFSM, string, error) {
+	if a.headerParams != nil && len(*a.headerParams) == cap(*a.headerParams) {
+		// One allocation for all of them (this state runs once per param).
+		growParams(a.headerParams, s, ';', ',')
+	}
 
 	addParam := func(equal int, s string) {
 
