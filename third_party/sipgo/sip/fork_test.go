@@ -325,3 +325,35 @@ func TestForkParamsSizedOnce(t *testing.T) {
 	require.Equal(t, addrAllocs("<sip:alice@127.0.0.1>;tag=a1"), addrAllocs("<sip:alice@127.0.0.1>;tag=a1;x=1;y;z=2"),
 		"four params cost what one does")
 }
+
+// Addr.String is net.JoinHostPort(IP.String(), Itoa(Port)) in one
+// allocation; a request's start line writes its URI into the buffer.
+func TestForkAddrStringOneAlloc(t *testing.T) {
+	for _, a := range []Addr{
+		{IP: net.IPv4(127, 0, 0, 1), Port: 5060},
+		{IP: net.IP{127, 0, 0, 2}, Port: 0},
+		{IP: net.ParseIP("::1"), Port: 5062},
+		{IP: net.ParseIP("2001:db8::1:0:0:1"), Port: 65535},
+		{IP: net.ParseIP("::ffff:10.0.0.1"), Port: 1},
+		{IP: net.IP{}, Port: 5060},
+		{IP: net.IP{1, 2, 3}, Port: 5060},
+		{Hostname: "example.com", Port: 5061},
+	} {
+		want := net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port))
+		if a.IP == nil {
+			want = net.JoinHostPort(a.Hostname, strconv.Itoa(a.Port))
+		}
+		require.Equal(t, want, a.String())
+	}
+	a := Addr{IP: net.ParseIP("127.0.0.1"), Port: 5060}
+	require.Equal(t, 1.0, testing.AllocsPerRun(100, func() { _ = a.String() }))
+
+	req := NewRequest(INVITE, Uri{Scheme: "sip", User: "bob", Host: "127.0.0.2", Port: 5070, UriParams: HeaderParams{{"transport", "udp"}}})
+	var bb bytes.Buffer
+	bb.Grow(256)
+	require.Zero(t, testing.AllocsPerRun(100, func() {
+		bb.Reset()
+		req.StartLineWrite(&bb)
+	}))
+	require.Equal(t, "INVITE sip:bob@127.0.0.2:5070;transport=udp SIP/2.0", bb.String())
+}

@@ -69,7 +69,7 @@ func (req *Request) StartLine() string {
 func (req *Request) StartLineWrite(buffer io.StringWriter) {
 	buffer.WriteString(string(req.Method))
 	buffer.WriteString(" ")
-	buffer.WriteString(req.Recipient.String())
+	req.Recipient.StringWrite(buffer)
 	buffer.WriteString(" ")
 	buffer.WriteString(req.SipVersion)
 }
