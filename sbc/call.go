@@ -157,7 +157,7 @@ type call struct {
 	relays      map[int]*relay
 	deferred    []event // re-INVITEs from A that overtook its ACK
 	relayN      int
-	timers      map[timerKey]*timerEntry
+	timers      map[timerKey]timerEntry
 	result      string
 	endedBy     string
 	answered    time.Time
