@@ -4,6 +4,7 @@ package sip
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -356,4 +357,49 @@ func TestForkAddrStringOneAlloc(t *testing.T) {
 		req.StartLineWrite(&bb)
 	}))
 	require.Equal(t, "INVITE sip:bob@127.0.0.2:5070;transport=udp SIP/2.0", bb.String())
+}
+
+// A server transaction finds the connection its request came on without a
+// context.WithTimeout: the timeout costs nothing unless the layer has to
+// resolve or dial.
+func TestForkServerConnNoTimer(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	tpl := NewTransportLayer(net.DefaultResolver, NewParser(), nil)
+	txl := NewTransactionLayer(tpl, WithTransactionLayerInlineUnreliable())
+	defer txl.Close()
+	got := make(chan *Request, 1)
+	txl.OnRequest(func(req *Request, tx *ServerTx) {
+		_ = tx.Respond(NewResponseFromRequest(req, 200, "OK", nil))
+		got <- req
+	})
+	go func() { _ = tpl.ServeUDP(pc) }()
+	defer pc.Close()
+
+	cl, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer cl.Close()
+	req := testCreateRequest(t, "OPTIONS", "sip:"+pc.LocalAddr().String(), "UDP", cl.LocalAddr().String())
+	_, err = cl.WriteTo([]byte(req.String()), pc.LocalAddr())
+	require.NoError(t, err)
+	var in *Request
+	select {
+	case in = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no request")
+	}
+	conn, err := tpl.serverRequestConnectionTimeout(context.Background(), in, serverConnTimeout)
+	require.NoError(t, err)
+	require.NotNil(t, conn)
+	conn.TryClose()
+	allocs := func(timeout time.Duration) float64 {
+		return testing.AllocsPerRun(50, func() {
+			c, err := tpl.serverRequestConnectionTimeout(context.Background(), in, timeout)
+			if err != nil || c == nil {
+				t.Fatal("no connection")
+			}
+			c.TryClose()
+		})
+	}
+	require.Equal(t, allocs(0), allocs(serverConnTimeout))
 }

@@ -477,6 +477,14 @@ func (l *TransportLayer) ClientRequestConnection(ctx context.Context, req *Reque
 //
 // NOTE: this normally should be called one time for request transaction
 func (l *TransportLayer) serverRequestConnection(ctx context.Context, req *Request) (c Connection, err error) {
+	return l.serverRequestConnectionTimeout(ctx, req, 0)
+}
+
+// serverRequestConnectionTimeout is serverRequestConnection bounded by
+// timeout (none if 0) from the point where it resolves or dials: the
+// connection a request came on is found without a context.WithTimeout
+// (a timer and two allocations per request).
+func (l *TransportLayer) serverRequestConnectionTimeout(ctx context.Context, req *Request, timeout time.Duration) (c Connection, err error) {
 	network := NetworkToLower(req.Transport())
 	transport := l.getTransport(network)
 	if transport == nil {
@@ -549,6 +557,12 @@ func (l *TransportLayer) serverRequestConnection(ctx context.Context, req *Reque
 		// Fail with via host
 		// NOTE: This can happen at any point when server sending response and we are not handling those cases.
 		// Generally this may have issue with setups where connections are closed after each response
+	}
+
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
 	}
 
 	raddr := Addr{
