@@ -403,3 +403,25 @@ func TestForkServerConnNoTimer(t *testing.T) {
 	}
 	require.Equal(t, allocs(0), allocs(serverConnTimeout))
 }
+
+// The address parser's states are dispatched by a switch: the parser's
+// state no longer escapes, and an address without params allocates
+// nothing (a nameAddress per From, To, Contact before).
+func TestForkAddressParseNoAlloc(t *testing.T) {
+	var a Uri
+	var hp HeaderParams
+	name, err := ParseAddressValue(`"Alice" <sip:alice@127.0.0.1:5060>`, &a, &hp)
+	require.NoError(t, err)
+	require.Equal(t, "Alice", name)
+	require.Equal(t, "alice", a.User)
+	require.Equal(t, 5060, a.Port)
+	require.Zero(t, testing.AllocsPerRun(100, func() {
+		if _, err := ParseAddressValue(`"Alice" <sip:alice@127.0.0.1:5060>`, &a, &hp); err != nil {
+			t.Fatal(err)
+		}
+	}))
+	for _, bad := range []string{"", `"Alice <sip:a@b>`, "<sip:a@b"} {
+		_, err := ParseAddressValue(bad, &a, &hp)
+		require.Error(t, err, bad)
+	}
+}
