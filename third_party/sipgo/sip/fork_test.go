@@ -425,3 +425,49 @@ func TestForkAddressParseNoAlloc(t *testing.T) {
 		require.Error(t, err, bad)
 	}
 }
+
+// Clones are as deep as before, with their headers put in without a
+// slice of their own; CopyHeaders copies every header of the name (any
+// case), in order, allocating only the clones.
+func TestForkCloneAndCopyHeaders(t *testing.T) {
+	raw := "INVITE sip:bob@127.0.0.2;transport=udp SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1;rport\r\n" +
+		"v: SIP/2.0/UDP 127.0.0.3:5060;branch=z9hG4bK-0\r\n" +
+		"From: <sip:alice@127.0.0.1>;tag=a1\r\n" +
+		"To: <sip:bob@127.0.0.2>\r\n" +
+		"Call-ID: c1\r\n" +
+		"CSeq: 1 INVITE\r\n" +
+		"X-1: 1\r\nX-2: 2\r\nX-3: 3\r\nX-4: 4\r\nX-5: 5\r\nX-6: 6\r\n" +
+		"Content-Length: 0\r\n\r\n"
+	m, err := ParseMessage([]byte(raw))
+	require.NoError(t, err)
+	req := m.(*Request)
+	orig := req.String()
+	c := req.Clone()
+	require.Equal(t, orig, c.String())
+	c.Recipient.UriParams.Add("transport", "tcp")
+	c.Via().Params.Add("branch", "z9hG4bK-2")
+	c.From().Params.Add("tag", "other")
+	require.Equal(t, orig, req.String(), "the clone shares nothing it may change")
+
+	res := NewResponse(200, "OK")
+	CopyHeaders("VIA", req, res)
+	vias := res.GetHeaders("Via")
+	require.Len(t, vias, 2)
+	require.Equal(t, "127.0.0.1", vias[0].(*ViaHeader).Host)
+	require.Equal(t, "127.0.0.3", vias[1].(*ViaHeader).Host)
+	require.NotSame(t, req.Via(), vias[0])
+
+	cloneOnly := testing.AllocsPerRun(100, func() {
+		for _, h := range req.headerOrder {
+			if asciiEqualFold(h.Name(), "via") {
+				_ = h.headerClone()
+			}
+		}
+	})
+	copyAll := testing.AllocsPerRun(100, func() {
+		res.headerOrder = res.headerOrder[:0]
+		CopyHeaders("Via", req, res)
+	})
+	require.Equal(t, cloneOnly, copyAll)
+}

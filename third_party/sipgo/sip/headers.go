@@ -292,7 +292,7 @@ func (hs *headers) RemoveHeader(name string) (removed bool) {
 
 // CloneHeaders returns all cloned headers in slice.
 func (hs *headers) CloneHeaders() []Header {
-	hdrs := make([]Header, 0)
+	hdrs := make([]Header, 0, len(hs.headerOrder))
 	for _, h := range hs.headerOrder {
 		hdrs = append(hdrs, h.headerClone())
 	}
@@ -1175,8 +1175,24 @@ func (h *ReferredByHeader) Clone() *ReferredByHeader {
 // Copy all headers of one type from one message to another.
 // Appending to any headers that were already there.
 func CopyHeaders(name string, from, to Message) {
-	for _, h := range from.GetHeaders(name) {
-		to.AppendHeader(h.headerClone())
+	// Without GetHeaders' slice (an allocation per call) when from is one
+	// of ours.
+	var hs *headers
+	switch m := from.(type) {
+	case *Request:
+		hs = &m.headers
+	case *Response:
+		hs = &m.headers
+	default:
+		for _, h := range from.GetHeaders(name) {
+			to.AppendHeader(h.headerClone())
+		}
+		return
+	}
+	for _, h := range hs.headerOrder {
+		if asciiEqualFold(h.Name(), name) {
+			to.AppendHeader(h.headerClone())
+		}
 	}
 }
 

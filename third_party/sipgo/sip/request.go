@@ -25,6 +25,11 @@ type Request struct {
 // No headers are added. AppendHeader should be called to add Headers.
 // r.SetBody can be called to set proper ContentLength header
 func NewRequest(method RequestMethod, recipient Uri) *Request {
+	return newRequest(method, recipient, 10)
+}
+
+// newRequest is NewRequest with room for n headers.
+func newRequest(method RequestMethod, recipient Uri, n int) *Request {
 	if recipient.UriParams != nil {
 		// mostly this are empty
 		recipient.UriParams = recipient.UriParams.clone()
@@ -37,7 +42,7 @@ func NewRequest(method RequestMethod, recipient Uri) *Request {
 	req.SipVersion = "SIP/2.0"
 	// req.headers = newHeaders()
 	req.headers = headers{
-		headerOrder: make([]Header, 0, 10), // making capacity allows faster appending headers
+		headerOrder: make([]Header, 0, n), // making capacity allows faster appending headers
 	}
 	req.Method = method
 	req.Recipient = recipient
@@ -333,14 +338,18 @@ func (r *Request) remoteAddress() Addr {
 }
 
 func cloneRequest(req *Request) *Request {
-	newReq := NewRequest(
+	// newRequest clones the URI's params and headers (Recipient.Clone()
+	// did too: twice); the headers go in at once, without a slice of their
+	// own or growing the new one.
+	newReq := newRequest(
 		req.Method,
-		*req.Recipient.Clone(),
+		req.Recipient,
+		max(10, len(req.headerOrder)),
 	)
 	newReq.SipVersion = req.SipVersion
 
-	for _, h := range req.CloneHeaders() {
-		newReq.AppendHeader(h)
+	for _, h := range req.headerOrder {
+		newReq.AppendHeader(h.headerClone())
 	}
 	newReq.SetBody(slices.Clone(req.Body()))
 	newReq.SetTransport(req.Transport())

@@ -26,11 +26,16 @@ func NewResponse(
 	statusCode int,
 	reason string,
 ) *Response {
+	return newResponse(statusCode, reason, 10)
+}
+
+// newResponse is NewResponse with room for n headers.
+func newResponse(statusCode int, reason string, n int) *Response {
 	res := &Response{}
 	res.SipVersion = "SIP/2.0"
 	res.headers = headers{
 		// headers:     make(map[string]Header),
-		headerOrder: make([]Header, 0, 10),
+		headerOrder: make([]Header, 0, n),
 	}
 	res.StatusCode = statusCode
 	res.Reason = reason
@@ -289,14 +294,15 @@ func NewSDPResponseFromRequest(req *Request, body []byte) *Response {
 }
 
 func cloneResponse(res *Response) *Response {
-	newRes := NewResponse(
+	newRes := newResponse(
 		res.StatusCode,
 		res.Reason,
+		max(10, len(res.headerOrder)),
 	)
 	newRes.SipVersion = res.SipVersion
 
-	for _, h := range res.CloneHeaders() {
-		newRes.AppendHeader(h)
+	for _, h := range res.headerOrder {
+		newRes.AppendHeader(h.headerClone())
 	}
 
 	newRes.SetBody(res.Body())
