@@ -171,7 +171,12 @@ type call struct {
 	sessExp      time.Duration // negotiated session interval (RFC 4028), 0 if none
 	media        *callMedia    // the call's relay (media.go); nil without anchoring
 	offerB       []byte        // the SDP of the B-leg INVITEs (nil: delayed offer, or no anchoring)
+	// queue holds the actions the transitions queued; queue[qhead:] are
+	// the ones not yet run. The array is reused from one drain to the
+	// next (emptied entries are zeroed): a new one per event was an
+	// allocation per message.
 	queue        []action
+	qhead        int
 	draining     bool
 	// Transfers (transfer.go): the one the SBC carries out (refer =
 	// "local"), the last SDP each side ("a", "b") sent, and the legs a
