@@ -175,9 +175,9 @@ type call struct {
 	// the ones not yet run. The array is reused from one drain to the
 	// next (emptied entries are zeroed): a new one per event was an
 	// allocation per message.
-	queue        []action
-	qhead        int
-	draining     bool
+	queue    []action
+	qhead    int
+	draining bool
 	// Transfers (transfer.go): the one the SBC carries out (refer =
 	// "local"), the last SDP each side ("a", "b") sent, and the legs a
 	// transfer took out of the call (findable until it ends).
