@@ -471,3 +471,77 @@ func TestForkCloneAndCopyHeaders(t *testing.T) {
 	})
 	require.Equal(t, cloneOnly, copyAll)
 }
+
+// The first Via, From, To, Call-ID, CSeq, Contact, Content-Length,
+// Content-Type and Max-Forwards of a message share one allocation; list
+// values after the first get their own header; a parser set by
+// WithHeadersParsers is used as it is.
+func TestForkHeaderBlock(t *testing.T) {
+	raw := "INVITE sip:bob@127.0.0.2 SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1, SIP/2.0/UDP 127.0.0.4:5060;branch=z9hG4bK-4\r\n" +
+		"v: SIP/2.0/UDP 127.0.0.3:5060;branch=z9hG4bK-0\r\n" +
+		"Max-Forwards: 70\r\n" +
+		"From: \"A\" <sip:alice@127.0.0.1>;tag=a1\r\n" +
+		"To: <sip:bob@127.0.0.2>\r\n" +
+		"Call-ID: c1\r\n" +
+		"CSeq: 7 INVITE\r\n" +
+		"Contact: <sip:alice@127.0.0.1:5060>, <sip:alice@127.0.0.5:5060>\r\n" +
+		"Content-Type: application/sdp\r\n" +
+		"Content-Length: 0\r\n\r\n"
+	m, err := ParseMessage([]byte(raw))
+	require.NoError(t, err)
+	req := m.(*Request)
+	vias := req.GetHeaders("Via")
+	require.Len(t, vias, 3)
+	for i, host := range []string{"127.0.0.1", "127.0.0.4", "127.0.0.3"} {
+		require.Equal(t, host, vias[i].(*ViaHeader).Host)
+	}
+	contacts := req.GetHeaders("Contact")
+	require.Len(t, contacts, 2)
+	require.Equal(t, "127.0.0.5", contacts[1].(*ContactHeader).Address.Host)
+	require.Equal(t, "a1", req.From().Params.GetOr("tag", ""))
+	require.Equal(t, "bob", req.To().Address.User)
+	require.Equal(t, uint32(7), req.CSeq().SeqNo)
+	require.Equal(t, "c1", req.CallID().Value())
+	require.Equal(t, "application/sdp", req.ContentType().Value())
+	require.Equal(t, 70, int(*req.MaxForwards()))
+
+	blk := (*headerBlock)(unsafe.Pointer(vias[0].(*ViaHeader)))
+	require.Same(t, &blk.from, req.From())
+	require.Same(t, &blk.to, req.To())
+	require.Same(t, &blk.cseq, req.CSeq())
+	require.Same(t, &blk.callID, req.CallID())
+	require.Same(t, &blk.contact, contacts[0])
+	require.Same(t, &blk.contentType, req.ContentType())
+	require.Same(t, &blk.maxForwards, req.MaxForwards())
+	require.NotSame(t, &blk.via, vias[1])
+	require.NotSame(t, &blk.contact, contacts[1])
+
+	// The same message with every header of its own: more allocations.
+	own := NewParser()
+	own.blockSlots = 0
+	data := []byte(raw)
+	def := NewParser()
+	withBlock := testing.AllocsPerRun(50, func() { _, _ = def.ParseSIP(data) })
+	without := testing.AllocsPerRun(50, func() { _, _ = own.ParseSIP(data) })
+	require.Equal(t, without-8, withBlock, "nine headers in one allocation")
+
+	// A parser of one's own for Via is used as it is.
+	custom := DefaultHeadersParser()
+	parsers := make(map[string]HeaderParser, len(custom))
+	for k, v := range custom {
+		parsers[k] = v
+	}
+	called := 0
+	parsers["via"] = func(name []byte, text string) (Header, error) {
+		called++
+		return headerParserVia(name, text)
+	}
+	p := NewParser(WithHeadersParsers(parsers))
+	require.Zero(t, p.blockSlots&slotVia)
+	require.NotZero(t, p.blockSlots&slotFrom)
+	m, err = p.ParseSIP(data)
+	require.NoError(t, err)
+	require.Equal(t, 3, called)
+	require.Len(t, m.(*Request).GetHeaders("Via"), 3)
+}

@@ -69,14 +69,16 @@ func DefaultHeadersParser() map[string]HeaderParser {
 
 // ParseHeader parses a SIP header from the line and appends it to out.
 func (headersParser HeadersParser) ParseHeader(out []Header, line []byte) ([]Header, error) {
-	return headersParser.parseHeader(out, line, "")
+	return headersParser.parseHeader(out, line, "", nil, 0)
 }
 
 // parseHeader is ParseHeader with, in lineText, the line as a string when
 // the caller has it (a substring of the message's header section, see
 // Parser.parseHeaders): the header's values are then substrings of it
-// rather than a copy each. lineText is "" or exactly string(line).
-func (headersParser HeadersParser) parseHeader(out []Header, line []byte, lineText string) ([]Header, error) {
+// rather than a copy each. lineText is "" or exactly string(line). With a
+// block, a header of one of the slots (which this parser parses with the
+// package's own parsers) goes into it if its slot is free.
+func (headersParser HeadersParser) parseHeader(out []Header, line []byte, lineText string, blk *headerBlock, slots blockSlots) ([]Header, error) {
 	colonIdx := bytes.IndexByte(line, ':')
 	if colonIdx == -1 {
 		return out, fmt.Errorf("field name with no value in header: %q", line)
@@ -111,11 +113,24 @@ func (headersParser HeadersParser) parseHeader(out []Header, line []byte, lineTe
 
 	// NOTE: This line is a must and this conversion must here to stay
 	fieldText := subText(line, lineText, fieldValue)
+	var slot blockSlots
+	if blk != nil {
+		if slot = slotOf(lowerFieldName) & slots; slot&blk.used != 0 {
+			slot = 0
+		}
+	}
 	// Support comma separated values
 	for {
 		// We have a registered parser for this header type - use it.
 		// headerParser should detect comma (,) and return as error
-		h, err := headerParser(lowerFieldName, fieldText)
+		var h Header
+		var err error
+		if slot != 0 {
+			h, err = blk.parse(slot, fieldText)
+			slot = 0 // the next value of a list gets a header of its own
+		} else {
+			h, err = headerParser(lowerFieldName, fieldText)
+		}
 		if err == nil {
 			out = append(out, h)
 			return out, nil

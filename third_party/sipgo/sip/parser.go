@@ -42,6 +42,10 @@ func ParseMessage(msgData []byte) (Message, error) {
 type Parser struct {
 	// HeadersParsers uses default list of headers to be parsed. Smaller list parser will be faster
 	headersParsers HeadersParser
+	// blockSlots are the headers parsed into a message's headerBlock
+	// (parse_block.go): those headersParsers parses with the package's
+	// own parsers, as NewParser found them.
+	blockSlots blockSlots
 
 	MaxMessageLength int
 }
@@ -59,6 +63,7 @@ func NewParser(options ...ParserOption) *Parser {
 	for _, o := range options {
 		o(p)
 	}
+	p.blockSlots = blockSlotsOf(p.headersParsers)
 
 	return p
 }
@@ -116,7 +121,11 @@ func (p *Parser) parseHeaders(data []byte, stream bool) (Message, *ContentLength
 		text = ""
 	}
 
-	contentLength, n, err := p.parseHeadersOnly(msg, data, text)
+	var blk *headerBlock
+	if p.blockSlots != 0 {
+		blk = new(headerBlock)
+	}
+	contentLength, n, err := p.parseHeadersOnly(msg, data, text, blk)
 	total += n
 	return msg, contentLength, total, err
 }
@@ -170,12 +179,12 @@ func (p *Parser) parseStartLineText(data []byte, stream bool, text string) (Mess
 var errParseNoMoreHeaders = errors.New("no more headers")
 
 func (p *Parser) parseNextHeader(out []Header, data []byte) ([]Header, int, error) {
-	return p.parseNextHeaderText(out, data, "")
+	return p.parseNextHeaderText(out, data, "", nil)
 }
 
 // parseNextHeaderText is parseNextHeader with, in text, data as a string
 // (or a prefix of it, or "").
-func (p *Parser) parseNextHeaderText(out []Header, data []byte, text string) ([]Header, int, error) {
+func (p *Parser) parseNextHeaderText(out []Header, data []byte, text string, blk *headerBlock) ([]Header, int, error) {
 	line, n, err := nextLine(data)
 	if err != nil {
 		if err == io.EOF {
@@ -202,7 +211,7 @@ func (p *Parser) parseNextHeaderText(out []Header, data []byte, text string) ([]
 		lineText = text[:len(line)]
 	}
 
-	out, err = p.headersParsers.parseHeader(out, line, lineText)
+	out, err = p.headersParsers.parseHeader(out, line, lineText, blk, p.blockSlots)
 	if err != nil {
 		// We might not need to return n here?
 		return out, n, err
@@ -261,7 +270,7 @@ func trimRightHeaderWhitespaceLen(line []byte) int {
 	return n
 }
 
-func (p *Parser) parseHeadersOnly(msg Message, data []byte, text string) (*ContentLengthHeader, int, error) {
+func (p *Parser) parseHeadersOnly(msg Message, data []byte, text string, blk *headerBlock) (*ContentLengthHeader, int, error) {
 	var (
 		total, n      int
 		headerBuf     []Header
@@ -269,7 +278,7 @@ func (p *Parser) parseHeadersOnly(msg Message, data []byte, text string) (*Conte
 		err           error
 	)
 	for {
-		headerBuf, n, err = p.parseNextHeaderText(headerBuf[:0], data, text)
+		headerBuf, n, err = p.parseNextHeaderText(headerBuf[:0], data, text, blk)
 		data = data[n:]
 		if n <= len(text) {
 			text = text[n:]
