@@ -545,3 +545,27 @@ func TestForkHeaderBlock(t *testing.T) {
 	require.Equal(t, 3, called)
 	require.Len(t, m.(*Request).GetHeaders("Via"), 3)
 }
+
+// A new message and the room for its first ten headers are one
+// allocation; an eleventh header moves them out, as appending did.
+func TestForkMessageHeaderRoom(t *testing.T) {
+	u := Uri{Scheme: "sip", Host: "127.0.0.1"}
+	require.Equal(t, 1.0, testing.AllocsPerRun(100, func() { _ = NewRequest(OPTIONS, u) }))
+	require.Equal(t, 1.0, testing.AllocsPerRun(100, func() { _ = NewResponse(200, "OK") }))
+	req := NewRequest(OPTIONS, u)
+	res := NewResponse(200, "OK")
+	hs := make([]Header, 12)
+	for i := range hs {
+		hs[i] = NewHeader("X-"+strconv.Itoa(i), strconv.Itoa(i))
+		req.AppendHeader(hs[i])
+		res.AppendHeader(hs[i])
+	}
+	require.Equal(t, hs, req.Headers())
+	require.Equal(t, hs, res.Headers())
+	require.True(t, req.RemoveHeader("X-3"))
+	require.Len(t, req.Headers(), 11)
+	require.Nil(t, req.GetHeader("X-3"))
+	require.Equal(t, "11", req.GetHeader("X-11").Value())
+	c := req.Clone()
+	require.Equal(t, req.Headers(), c.Headers()[:11])
+}

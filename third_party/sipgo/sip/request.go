@@ -28,6 +28,16 @@ func NewRequest(method RequestMethod, recipient Uri) *Request {
 	return newRequest(method, recipient, 10)
 }
 
+// msgHeaderRoom is the room for headers a new message has in its own
+// allocation (requestWithRoom, responseWithRoom); more headers take an
+// array of their own, as appending past it does.
+const msgHeaderRoom = 10
+
+type requestWithRoom struct {
+	Request
+	room [msgHeaderRoom]Header
+}
+
 // newRequest is NewRequest with room for n headers.
 func newRequest(method RequestMethod, recipient Uri, n int) *Request {
 	if recipient.UriParams != nil {
@@ -38,12 +48,19 @@ func newRequest(method RequestMethod, recipient Uri, n int) *Request {
 		recipient.Headers = recipient.Headers.clone()
 	}
 
-	req := &Request{}
-	req.SipVersion = "SIP/2.0"
-	// req.headers = newHeaders()
-	req.headers = headers{
-		headerOrder: make([]Header, 0, n), // making capacity allows faster appending headers
+	var req *Request
+	if n <= msgHeaderRoom {
+		// The request and room for its headers in one allocation.
+		rh := &requestWithRoom{}
+		req = &rh.Request
+		req.headers = headers{headerOrder: rh.room[:0:n]}
+	} else {
+		req = &Request{}
+		req.headers = headers{
+			headerOrder: make([]Header, 0, n), // making capacity allows faster appending headers
+		}
 	}
+	req.SipVersion = "SIP/2.0"
 	req.Method = method
 	req.Recipient = recipient
 	req.body = nil

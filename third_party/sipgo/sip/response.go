@@ -29,14 +29,24 @@ func NewResponse(
 	return newResponse(statusCode, reason, 10)
 }
 
+type responseWithRoom struct {
+	Response
+	room [msgHeaderRoom]Header
+}
+
 // newResponse is NewResponse with room for n headers.
 func newResponse(statusCode int, reason string, n int) *Response {
-	res := &Response{}
-	res.SipVersion = "SIP/2.0"
-	res.headers = headers{
-		// headers:     make(map[string]Header),
-		headerOrder: make([]Header, 0, n),
+	var res *Response
+	if n <= msgHeaderRoom {
+		// The response and room for its headers in one allocation.
+		rh := &responseWithRoom{}
+		res = &rh.Response
+		res.headers = headers{headerOrder: rh.room[:0:n]}
+	} else {
+		res = &Response{}
+		res.headers = headers{headerOrder: make([]Header, 0, n)}
 	}
+	res.SipVersion = "SIP/2.0"
 	res.StatusCode = statusCode
 	res.Reason = reason
 	res.body = nil
