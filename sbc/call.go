@@ -1,6 +1,7 @@
 package sbc
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -395,7 +396,9 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 	}
 	s.calls.putCaller(c, topBranch(req))
 	s.metrics.CallsActive.Inc()
-	c.log.Debug("call setup", "from", p.src.String(), "ruri_user", req.Recipient.User, "a_call_id", c.a.callID)
+	if c.log.Enabled(context.Background(), slog.LevelDebug) { // the attributes cost allocations
+		c.log.Debug("call setup", "from", p.src.String(), "ruri_user", req.Recipient.User, "a_call_id", c.a.callID)
+	}
 	// Admitted: reported before its state machine starts (no call lock
 	// is held here, and emitting never blocks).
 	c.started = events.Event{Kind: events.CallStarted, SessionID: c.id, CallID: c.a.callID,
