@@ -225,7 +225,7 @@ func headerParserTo(headerName []byte, headerText string) (header Header, err er
 func parseToHeader(headerText string, h *ToHeader) error {
 	var err error
 
-	h.Params = nil
+	h.Params = h.Params[:0] // nil, or room a headerBlock gave
 	h.DisplayName, err = ParseAddressValue(headerText, &h.Address, &h.Params)
 	if err != nil {
 		return err
@@ -251,7 +251,7 @@ func headerParserFrom(headerName []byte, headerText string) (header Header, err 
 func parseFromHeader(headerText string, h *FromHeader) error {
 	var err error
 
-	h.Params = nil
+	h.Params = h.Params[:0] // nil, or room a headerBlock gave
 	h.DisplayName, err = ParseAddressValue(headerText, &h.Address, &h.Params)
 	// h.DisplayName, h.Address, h.Params, err = ParseAddressValue(headerText)
 	if err != nil {
@@ -306,7 +306,7 @@ func parseContactHeader(headerText string, h *ContactHeader) error {
 	}
 
 	var e error
-	h.Params = nil
+	h.Params = h.Params[:0] // nil, or room a headerBlock gave
 	h.DisplayName, e = ParseAddressValue(headerText[:endInd], &h.Address, &h.Params)
 	if e != nil {
 		return e
@@ -356,7 +356,7 @@ func headerParserReferredBy(headerName []byte, headerText string) (header Header
 func parseReferredByHeader(headerText string, h *ReferredByHeader) error {
 	var err error
 
-	h.Params = nil
+	h.Params = h.Params[:0] // nil, or room a headerBlock gave
 	h.DisplayName, err = ParseAddressValue(headerText, &h.Address, &h.Params)
 	if err != nil {
 		return err

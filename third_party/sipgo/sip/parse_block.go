@@ -1,6 +1,9 @@
 package sip
 
-import "reflect"
+import (
+	"reflect"
+	"strings"
+)
 
 // headerBlock holds the first header of each common kind of one parsed
 // message: one allocation for them instead of one each (a message has at
@@ -17,6 +20,27 @@ type headerBlock struct {
 	contentType   ContentTypeHeader
 	maxForwards   MaxForwardsHeader
 	used          blockSlots
+	// kv is room for the params of the Via, From, To and Contact in the
+	// block, handed out in order (kvUsed) with the capacity each may need.
+	kv     [8]HeaderKV
+	kvUsed int
+}
+
+// paramsRoom returns an empty params slice with room for as many params
+// as text has ';' plus one, from b.kv while it lasts (nil: text has no
+// params, or b.kv is used up).
+func (b *headerBlock) paramsRoom(text string) HeaderParams {
+	k := strings.Count(text, ";")
+	if k == 0 {
+		return nil
+	}
+	k++
+	if b.kvUsed+k > len(b.kv) {
+		return nil
+	}
+	p := b.kv[b.kvUsed : b.kvUsed : b.kvUsed+k]
+	b.kvUsed += k
+	return p
 }
 
 // blockSlots is a set of the headers a headerBlock holds.
@@ -96,16 +120,20 @@ func (b *headerBlock) parse(slot blockSlots, text string) (Header, error) {
 	b.used |= slot
 	switch slot {
 	case slotVia:
+		b.via.Params = b.paramsRoom(text)
 		return &b.via, parseViaHeader(text, &b.via)
 	case slotFrom:
+		b.from.Params = b.paramsRoom(text)
 		return &b.from, parseFromHeader(text, &b.from)
 	case slotTo:
+		b.to.Params = b.paramsRoom(text)
 		return &b.to, parseToHeader(text, &b.to)
 	case slotCallID:
 		return &b.callID, parseCallIdHeader(text, &b.callID)
 	case slotCSeq:
 		return &b.cseq, parseCSeqHeader(text, &b.cseq)
 	case slotContact:
+		b.contact.Params = b.paramsRoom(text)
 		return &b.contact, parseContactHeader(text, &b.contact)
 	case slotContentLength:
 		return &b.contentLength, parseContentLengthHeader(text, &b.contentLength)
