@@ -93,3 +93,23 @@ func TestCanonicalBytes(t *testing.T) {
 		t.Fatalf("%v allocations per name", allocs)
 	}
 }
+
+// FillVia is Via into a header and params of the caller's; the transport
+// is upper case whatever it is.
+func TestFillVia(t *testing.T) {
+	for _, tr := range []string{"udp", "tcp", "tls", "ws", "wss", "sctp", "Udp"} {
+		f := Face{Transport: tr, Host: "127.0.0.1", Port: 5060}
+		var v sip.ViaHeader
+		var kv [2]sip.HeaderKV
+		f.FillVia(&v, kv[:0:2])
+		if v.Transport != strings.ToUpper(tr) || v.Host != "127.0.0.1" || v.Port != 5060 {
+			t.Fatalf("%s: via %s", tr, v.Value())
+		}
+		if &v.Params[0] != &kv[0] || v.Params[1].K != "rport" {
+			t.Fatalf("%s: params %v not in the room given", tr, v.Params)
+		}
+		if got := f.Via(); got.Transport != v.Transport || got.Params.Length() != 2 {
+			t.Fatalf("%s: Via %s", tr, got.Value())
+		}
+	}
+}
