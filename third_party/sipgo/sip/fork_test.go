@@ -581,3 +581,55 @@ func TestForkMessageHeaderRoom(t *testing.T) {
 	c := req.Clone()
 	require.Equal(t, req.Headers(), c.Headers()[:11])
 }
+
+// NewResponseFromRequest clones the first Via, From, To and CSeq into one
+// block, with room for rport, received and the To tag; the response is as
+// before and shares nothing it may change with the request.
+func TestForkResponseBlock(t *testing.T) {
+	raw := "INVITE sip:bob@127.0.0.2 SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1;rport\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.3:5060;branch=z9hG4bK-0\r\n" +
+		"Record-Route: <sip:127.0.0.9;lr>\r\n" +
+		"From: \"A\" <sip:alice@127.0.0.1;user=phone>;tag=a1\r\n" +
+		"To: <sip:bob@127.0.0.2>;x=1\r\n" +
+		"Call-ID: c1\r\n" +
+		"CSeq: 7 INVITE\r\n" +
+		"Content-Length: 0\r\n\r\n"
+	m, err := ParseMessage([]byte(raw))
+	require.NoError(t, err)
+	req := m.(*Request)
+	req.SetSource("127.0.0.1:5072")
+	orig := req.String()
+	res := NewResponseFromRequest(req, 180, "Ringing", nil)
+	tag, _ := res.To().Params.Get("tag")
+	require.NotEmpty(t, tag)
+	want := "SIP/2.0 180 Ringing\r\n" +
+		"Record-Route: <sip:127.0.0.9;lr>\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1;rport=5072;received=127.0.0.1\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.3:5060;branch=z9hG4bK-0\r\n" +
+		"From: \"A\" <sip:alice@127.0.0.1;user=phone>;tag=a1\r\n" +
+		"To: <sip:bob@127.0.0.2>;x=1;tag=" + tag + "\r\n" +
+		"Call-ID: c1\r\n" +
+		"CSeq: 7 INVITE\r\n" +
+		"Content-Length: 0\r\n\r\n"
+	require.Equal(t, want, res.String())
+	blk := (*responseBlock)(unsafe.Pointer(res.Via()))
+	require.Same(t, &blk.from, res.From())
+	require.Same(t, &blk.to, res.To())
+	require.Same(t, &blk.cseq, res.CSeq())
+	require.Same(t, &blk.kv[0], &res.Via().Params[0])
+
+	res.Via().Params.Add("x", "y")
+	res.From().Params.Add("tag", "changed")
+	res.From().Address.UriParams.Add("user", "ip")
+	res.To().Params.Add("z", "1")
+	res.CSeq().SeqNo = 8
+	require.Equal(t, orig, req.String(), "the response shares nothing it may change")
+	require.Equal(t, "z9hG4bK-1", res.Via().Params.GetOr("branch", ""))
+	require.Equal(t, "1", res.To().Params.GetOr("x", ""))
+
+	// 100 Trying: no tag added, no Record-Route.
+	trying := NewResponseFromRequest(req, 100, "Trying", nil)
+	require.False(t, trying.To().Params.Has("tag"))
+	require.Nil(t, trying.GetHeader("Record-Route"))
+}

@@ -206,6 +206,46 @@ func (res *Response) Destination() string {
 	return fmt.Sprintf("%v:%v", host, port)
 }
 
+// responseBlock holds the headers NewResponseFromRequest clones from its
+// request: one allocation instead of one per header and params list.
+type responseBlock struct {
+	via    ViaHeader
+	from   FromHeader
+	to     ToHeader
+	cseq   CSeqHeader
+	kv     [8]HeaderKV
+	kvUsed int
+}
+
+// params clones p (nil stays nil) with room for extra more params, in
+// the block's kv while it lasts.
+func (b *responseBlock) params(p HeaderParams, extra int) HeaderParams {
+	if p == nil {
+		return nil
+	}
+	n := len(p) + extra
+	if b.kvUsed+n > len(b.kv) {
+		return append(make(HeaderParams, 0, n), p...)
+	}
+	out := append(b.kv[b.kvUsed:b.kvUsed:b.kvUsed+n], p...)
+	b.kvUsed += n
+	return out
+}
+
+// cloneVia is b.via = *v.Clone(), with room for rport and received.
+func (b *responseBlock) cloneVia(v *ViaHeader) {
+	b.via = ViaHeader{
+		ProtocolName:    v.ProtocolName,
+		ProtocolVersion: v.ProtocolVersion,
+		Transport:       v.Transport,
+		Host:            v.Host,
+		Params:          b.params(v.Params, 2),
+	}
+	if v.Port > 0 {
+		b.via.Port = v.Port
+	}
+}
+
 // RFC 3261 - 8.2.6
 func NewResponseFromRequest(
 	req *Request,
@@ -227,13 +267,30 @@ func NewResponseFromRequest(
 	if allowedMethod && (allowedStatus || earlyInvite) {
 		CopyHeaders("Record-Route", req, res)
 	}
-	CopyHeaders("Via", req, res)
+	// The first Via, From, To and CSeq are cloned into one block, their
+	// params with room for the rport, received and tag added below.
+	blk := &responseBlock{}
+	viaDone := false
+	for _, h := range req.headerOrder {
+		if !asciiEqualFold(h.Name(), "Via") {
+			continue
+		}
+		if v, ok := h.(*ViaHeader); ok && !viaDone && v != nil {
+			blk.cloneVia(v)
+			res.AppendHeader(&blk.via)
+		} else {
+			res.AppendHeader(h.headerClone())
+		}
+		viaDone = true
+	}
 	if h := req.From(); h != nil {
-		res.AppendHeader(h.headerClone())
+		blk.from = FromHeader{DisplayName: h.DisplayName, Address: *h.Address.Clone(), Params: blk.params(h.Params, 0)}
+		res.AppendHeader(&blk.from)
 	}
 
 	if h := req.To(); h != nil {
-		res.AppendHeader(h.headerClone())
+		blk.to = ToHeader{DisplayName: h.DisplayName, Address: *h.Address.Clone(), Params: blk.params(h.Params, 1)}
+		res.AppendHeader(&blk.to)
 	}
 
 	if h := req.CallID(); h != nil {
@@ -241,7 +298,8 @@ func NewResponseFromRequest(
 	}
 
 	if h := req.CSeq(); h != nil {
-		res.AppendHeader(h.headerClone())
+		blk.cseq = CSeqHeader{SeqNo: h.SeqNo, MethodName: h.MethodName}
+		res.AppendHeader(&blk.cseq)
 	}
 
 	if h := res.Via(); h != nil {
