@@ -633,3 +633,28 @@ func TestForkResponseBlock(t *testing.T) {
 	require.False(t, trying.To().Params.Has("tag"))
 	require.Nil(t, trying.GetHeader("Record-Route"))
 }
+
+// A read loop formats a source address once for a run of datagrams from
+// it: the same string as UDPAddr.String, for any address.
+func TestForkSrcCache(t *testing.T) {
+	var c srcCache
+	addrs := []net.Addr{
+		&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5060},
+		&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1).To4(), Port: 5060},
+		&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5061},
+		&net.UDPAddr{IP: net.ParseIP("::1"), Port: 5060},
+		&net.UDPAddr{IP: net.ParseIP("fe80::1"), Port: 5060, Zone: "lo"},
+		&net.UDPAddr{IP: net.ParseIP("fe80::1"), Port: 5060},
+		&net.UDPAddr{IP: nil, Port: 5060},
+		&net.UDPAddr{IP: net.IP{1, 2, 3}, Port: 5060},
+		&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5060},
+	}
+	for _, a := range addrs {
+		for i := 0; i < 2; i++ {
+			require.Equal(t, a.String(), c.str(a))
+		}
+	}
+	a := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 5060}
+	_ = c.str(a)
+	require.Zero(t, testing.AllocsPerRun(100, func() { _ = c.str(a) }))
+}
