@@ -46,7 +46,7 @@ func (f Face) FillVia(v *sip.ViaHeader, params sip.HeaderParams) {
 	*v = sip.ViaHeader{
 		ProtocolName:    "SIP",
 		ProtocolVersion: "2.0",
-		Transport:       upperTransport(f.Transport),
+		Transport:       UpperTransport(f.Transport),
 		Host:            f.Host,
 		Port:            f.Port,
 		Params:          params,
@@ -55,9 +55,9 @@ func (f Face) FillVia(v *sip.ViaHeader, params sip.HeaderParams) {
 	v.Params.Add("rport", "")
 }
 
-// upperTransport is strings.ToUpper without an allocation for the
+// UpperTransport is strings.ToUpper without an allocation for the
 // transports the SBC has.
-func upperTransport(t string) string {
+func UpperTransport(t string) string {
 	switch t {
 	case "udp":
 		return "UDP"
