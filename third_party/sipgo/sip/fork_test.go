@@ -658,3 +658,37 @@ func TestForkSrcCache(t *testing.T) {
 	_ = c.str(a)
 	require.Zero(t, testing.AllocsPerRun(100, func() { _ = c.str(a) }))
 }
+
+// A message without Content-Length or Content-Type looks for them without
+// allocating, and SetBody allocates a header only when the length
+// changes. A response built from a request keeps the request's resolved
+// address: its remote address is the one its destination parses to.
+func TestForkLazyHeadersAndDestination(t *testing.T) {
+	req := NewRequest(OPTIONS, Uri{Scheme: "sip", Host: "127.0.0.1"})
+	require.Zero(t, testing.AllocsPerRun(100, func() {
+		if req.ContentLength() != nil || req.ContentType() != nil {
+			t.Fatal("no such header")
+		}
+	}))
+	req.SetBody([]byte("abc"))
+	require.Equal(t, 3, int(*req.ContentLength()))
+	xyz := []byte("xyz")
+	require.Zero(t, testing.AllocsPerRun(100, func() { req.SetBody(xyz) }))
+	req.SetBody([]byte("abcd"))
+	require.Equal(t, 4, int(*req.ContentLength()))
+	require.Len(t, req.GetHeaders("Content-Length"), 1)
+	req.SetBody(nil)
+	require.Equal(t, 0, int(*req.ContentLength()))
+
+	in := NewRequest(INVITE, Uri{Scheme: "sip", Host: "127.0.0.2"})
+	in.AppendHeader(&ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "127.0.0.1", Port: 5070, Params: HeaderParams{{"branch", "z9hG4bK-1"}}})
+	in.raddr = Addr{IP: net.ParseIP("127.0.0.1"), Port: 5072}
+	res := NewResponseFromRequest(in, 200, "OK", nil)
+	require.Equal(t, "127.0.0.1:5072", res.Destination())
+	got := res.remoteAddress()
+	host, port, err := ParseAddr(res.Destination())
+	require.NoError(t, err)
+	require.Equal(t, Addr{IP: net.ParseIP(host), Port: port, Hostname: res.Destination()}, got)
+	res.SetDestination("127.0.0.9:5080")
+	require.Equal(t, Addr{IP: net.ParseIP("127.0.0.9"), Port: 5080, Hostname: "127.0.0.9:5080"}, res.remoteAddress(), "a destination set later wins")
+}

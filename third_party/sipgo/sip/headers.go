@@ -369,7 +369,9 @@ func (hs *headers) MaxForwards() *MaxForwardsHeader {
 
 // ContentLength returns underlying Content-Length parsed header or nil if not exists
 func (hs *headers) ContentLength() *ContentLengthHeader {
-	if hs.contentLength == nil {
+	if hs.contentLength == nil && (hs.getHeader("content-length") != nil || hs.getHeader("l") != nil) {
+		// (Looked for first: the header parsed into escapes, an
+		// allocation for every message without one.)
 		var h ContentLengthHeader
 		if parseHeaderLazy(hs, parseContentLengthHeader, []string{"content-length", "l"}, &h) {
 			hs.contentLength = &h
@@ -381,7 +383,7 @@ func (hs *headers) ContentLength() *ContentLengthHeader {
 
 // ContentType returns underlying Content-Type parsed header or nil if not exists
 func (hs *headers) ContentType() *ContentTypeHeader {
-	if hs.contentType == nil {
+	if hs.contentType == nil && (hs.getHeader("content-type") != nil || hs.getHeader("c") != nil) {
 		var h ContentTypeHeader
 		if parseHeaderLazy(hs, parseContentTypeHeader, []string{"content-type", "c"}, &h) {
 			hs.contentType = &h

@@ -17,8 +17,11 @@ type Response struct {
 	Reason     string // e.g. "200 OK"
 	StatusCode int    // e.g. 200
 
-	// raddr is resolved address from request
-	raddr Addr
+	// raddr is resolved address from request, the destination set from
+	// it when raddrOf is that destination (remoteAddress need not parse
+	// it back).
+	raddr   Addr
+	raddrOf string
 }
 
 // NewResponse creates base structure of response.
@@ -334,7 +337,9 @@ func NewResponseFromRequest(
 
 	// If raddr is present this is resolved remote addr based on via header, otherwise use connection based source addr
 	if req.raddr.IP != nil {
-		res.SetDestination(req.raddr.String())
+		res.raddr = req.raddr
+		res.raddrOf = req.raddr.String()
+		res.SetDestination(res.raddrOf)
 	} else {
 		res.SetDestination(req.Source())
 	}
@@ -345,6 +350,9 @@ func NewResponseFromRequest(
 // TODO we may want to have resolved IP destination as seperate variable like request
 func (r *Response) remoteAddress() Addr {
 	dst := r.dest
+	if r.raddr.IP != nil && dst != "" && dst == r.raddrOf {
+		return Addr{IP: r.raddr.IP, Port: r.raddr.Port, Hostname: dst}
+	}
 	host, port, _ := ParseAddr(dst)
 	return Addr{
 		IP:       net.ParseIP(host),
