@@ -692,3 +692,26 @@ func TestForkLazyHeadersAndDestination(t *testing.T) {
 	res.SetDestination("127.0.0.9:5080")
 	require.Equal(t, Addr{IP: net.ParseIP("127.0.0.9"), Port: 5080, Hostname: "127.0.0.9:5080"}, res.remoteAddress(), "a destination set later wins")
 }
+
+// Debug lines of a transaction's life are built only when the logger
+// logs at debug level (their arguments are allocations), and still
+// logged when it does.
+func TestForkNoDebugArgsWhenOff(t *testing.T) {
+	require.True(t, debugOn(slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	require.False(t, debugOn(slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))))
+	req := testCreateRequest(t, "OPTIONS", "sip:127.0.0.99:5060", "TCP", "127.0.0.2:5060")
+	req.SetTransport("TCP")
+	debugCalls := 0
+	tx := NewServerTx("fork-debug", req, &forkConn{}, slog.New(countHandler{n: &debugCalls}))
+	require.NoError(t, tx.Init())
+	tx.Terminate()
+	require.GreaterOrEqual(t, debugCalls, 3, "initialized, terminating, destroyed")
+}
+
+// countHandler counts the records it gets (every level enabled).
+type countHandler struct{ n *int }
+
+func (h countHandler) Enabled(context.Context, slog.Level) bool  { return true }
+func (h countHandler) Handle(context.Context, slog.Record) error { *h.n++; return nil }
+func (h countHandler) WithAttrs([]slog.Attr) slog.Handler        { return h }
+func (h countHandler) WithGroup(string) slog.Handler             { return h }

@@ -86,7 +86,9 @@ func (tx *ClientTx) Init() error {
 		tx.spinFsmWithError(client_input_timer_b, fmt.Errorf("Timer_B timed out. %w", ErrTransactionTimeout))
 	})
 	tx.mu.Unlock()
-	tx.log.Debug("Client transaction initialized", "tx", tx.Key())
+	if debugOn(tx.log) {
+		tx.log.Debug("Client transaction initialized", "tx", tx.Key())
+	}
 	return nil
 }
 
@@ -267,7 +269,9 @@ func (tx *ClientTx) resend() {
 
 	err := tx.conn.WriteMsg(tx.origin)
 	if err != nil {
-		tx.log.Debug("Fail to resend request", "error", err, "req", tx.origin.StartLine())
+		if debugOn(tx.log) {
+			tx.log.Debug("Fail to resend request", "error", err, "req", tx.origin.StartLine())
+		}
 		err := wrapTransportError(err)
 		go tx.spinFsmWithError(client_input_transport_err, err)
 	}
@@ -311,6 +315,8 @@ func (tx *ClientTx) delete(err error) bool {
 	if _, err := tx.conn.TryClose(); err != nil {
 		tx.log.Info("Closing connection returned error", "error", err, "tx", tx.Key())
 	}
-	tx.log.Debug("Client transaction destroyed", "tx", tx.Key())
+	if debugOn(tx.log) {
+		tx.log.Debug("Client transaction destroyed", "tx", tx.Key())
+	}
 	return true
 }

@@ -690,7 +690,9 @@ func (l *TransportLayer) resolveAddr(ctx context.Context, network string, host s
 }
 
 func (l *TransportLayer) resolveAddrIP(ctx context.Context, hostname string, addr *Addr) error {
-	l.log.Debug("DNS Resolving", "host", hostname)
+	if debugOn(l.log) {
+		l.log.Debug("DNS Resolving", "host", hostname)
+	}
 
 	// Do local resolving
 	ips, err := l.dnsResolver.LookupIPAddr(ctx, hostname)
@@ -798,7 +800,9 @@ func (l *TransportLayer) getConnection(network, addr string) (Connection, error)
 		return nil, fmt.Errorf("transport %s is not supported", network)
 	}
 
-	l.log.Debug("getting connection", "network", network, "addr", addr)
+	if debugOn(l.log) {
+		l.log.Debug("getting connection", "network", network, "addr", addr)
+	}
 	c := transport.GetConnection(addr)
 	if c == nil {
 		return nil, errTransportConnectionDoesNotExists

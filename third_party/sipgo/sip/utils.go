@@ -2,9 +2,11 @@ package sip
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand"
 	"net"
 	"reflect"
@@ -221,6 +223,13 @@ func headerToLowerKnown(s []byte) []byte {
 		return hdrTimestamp
 	}
 	return nil
+}
+
+// debugOn reports whether l logs at debug level. A debug line's
+// arguments (a string in an interface is an allocation) are built only
+// then: several of them ran for every transaction.
+func debugOn(l *slog.Logger) bool {
+	return l.Enabled(context.Background(), slog.LevelDebug)
 }
 
 // writeInt writes n in decimal to w. For a strings.Builder or a
