@@ -473,7 +473,11 @@ func (tx *ClientTx) fsmPassUp() {
 
 	if tx.onResponse != nil {
 		// Handed over once fsmMu is released (deliverUnlock).
-		tx.fsmOut = append(tx.fsmOut, lastResp)
+		if tx.fsmFirst == nil {
+			tx.fsmFirst = lastResp
+		} else {
+			tx.fsmOut = append(tx.fsmOut, lastResp)
+		}
 		return
 	}
 
