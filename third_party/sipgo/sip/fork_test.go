@@ -410,13 +410,13 @@ func TestForkServerConnNoTimer(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no request")
 	}
-	conn, err := tpl.serverRequestConnectionTimeout(context.Background(), in, serverConnTimeout)
+	conn, err := tpl.serverRequestConnection(context.Background(), in, serverConnTimeout)
 	require.NoError(t, err)
 	require.NotNil(t, conn)
 	conn.TryClose()
 	allocs := func(timeout time.Duration) float64 {
 		return testing.AllocsPerRun(50, func() {
-			c, err := tpl.serverRequestConnectionTimeout(context.Background(), in, timeout)
+			c, err := tpl.serverRequestConnection(context.Background(), in, timeout)
 			if err != nil || c == nil {
 				t.Fatal("no connection")
 			}

@@ -272,7 +272,7 @@ func (txl *TransactionLayer) serverTxRequest(req *Request, key string) error {
 	txl.serverTransactions.unlock()
 
 	// Connections are singleflight operations
-	conn, err := txl.tpl.serverRequestConnectionTimeout(context.Background(), req, serverConnTimeout)
+	conn, err := txl.tpl.serverRequestConnection(context.Background(), req, serverConnTimeout)
 	if err != nil {
 		return fmt.Errorf("server tx get connection failed: %w", err)
 	}
@@ -319,7 +319,7 @@ const serverConnTimeout = 10 * time.Second
 func (txl *TransactionLayer) serverTxCreate(req *Request, key string) (*ServerTx, error) {
 	// Connection must exist by transport layer or it will be created
 	// What if connection setup can not be made fast enough?
-	conn, err := txl.tpl.serverRequestConnectionTimeout(context.Background(), req, serverConnTimeout)
+	conn, err := txl.tpl.serverRequestConnection(context.Background(), req, serverConnTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("server tx get connection failed: %w", err)
 	}

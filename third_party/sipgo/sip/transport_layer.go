@@ -476,15 +476,11 @@ func (l *TransportLayer) ClientRequestConnection(ctx context.Context, req *Reque
 // Based on: https://datatracker.ietf.org/doc/html/rfc3261#section-18.2.2
 //
 // NOTE: this normally should be called one time for request transaction
-func (l *TransportLayer) serverRequestConnection(ctx context.Context, req *Request) (c Connection, err error) {
-	return l.serverRequestConnectionTimeout(ctx, req, 0)
-}
-
-// serverRequestConnectionTimeout is serverRequestConnection bounded by
-// timeout (none if 0) from the point where it resolves or dials: the
-// connection a request came on is found without a context.WithTimeout
+//
+// timeout (none if 0) bounds it from the point where it resolves or dials:
+// the connection a request came on is found without a context.WithTimeout
 // (a timer and two allocations per request).
-func (l *TransportLayer) serverRequestConnectionTimeout(ctx context.Context, req *Request, timeout time.Duration) (c Connection, err error) {
+func (l *TransportLayer) serverRequestConnection(ctx context.Context, req *Request, timeout time.Duration) (c Connection, err error) {
 	network := NetworkToLower(req.Transport())
 	transport := l.getTransport(network)
 	if transport == nil {

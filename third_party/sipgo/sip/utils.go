@@ -45,32 +45,6 @@ func isASCII(c rune) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
 }
 
-func asciiToLower(s []byte) []byte {
-	// first check is ascii already low to avoid alloc
-	nonLowInd := -1
-	for i, c := range s {
-		if 'a' <= c && c <= 'z' {
-			continue
-		}
-		nonLowInd = i
-		break
-	}
-	if nonLowInd < 0 {
-		return s
-	}
-
-	b := make([]byte, len(s))
-	copy(b, s[:nonLowInd])
-	for i := nonLowInd; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		b[i] = c
-	}
-	return b
-}
-
 // ASCIIToLower is faster than go version. It avoids one more loop
 func ASCIIToLower(s string) string {
 	// first check is ascii already low to avoid alloc
@@ -151,14 +125,6 @@ var (
 	hdrTimestamp     = []byte("timestamp")
 )
 
-func headerToLower(s []byte) []byte {
-	if l := headerToLowerKnown(s); l != nil {
-		return l
-	}
-	// This creates one allocation if we really need to lower
-	return asciiToLower(s)
-}
-
 // appendASCIILower appends s lowered (ASCII) to dst.
 func appendASCIILower(dst, s []byte) []byte {
 	for _, c := range s {
@@ -170,8 +136,9 @@ func appendASCIILower(dst, s []byte) []byte {
 	return dst
 }
 
-// headerToLowerKnown is headerToLower for the names it has a constant
-// for, nil for the others.
+// headerToLowerKnown returns the lower-case constant of a common header
+// name (compact forms give the long name), nil for the others (the
+// parser lowers those on the stack: appendASCIILower).
 func headerToLowerKnown(s []byte) []byte {
 	if len(s) == 1 {
 		c := s[0]
