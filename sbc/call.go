@@ -1,6 +1,7 @@
 package sbc
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -157,7 +158,7 @@ type call struct {
 	relays      map[int]*relay
 	deferred    []event // re-INVITEs from A that overtook its ACK
 	relayN      int
-	timers      map[timerKey]*timerEntry
+	timers      map[timerKey]timerEntry
 	result      string
 	endedBy     string
 	answered    time.Time
@@ -171,8 +172,13 @@ type call struct {
 	sessExp      time.Duration // negotiated session interval (RFC 4028), 0 if none
 	media        *callMedia    // the call's relay (media.go); nil without anchoring
 	offerB       []byte        // the SDP of the B-leg INVITEs (nil: delayed offer, or no anchoring)
-	queue        []action
-	draining     bool
+	// queue holds the actions the transitions queued; queue[qhead:] are
+	// the ones not yet run. The array is reused from one drain to the
+	// next (emptied entries are zeroed): a new one per event was an
+	// allocation per message.
+	queue    []action
+	qhead    int
+	draining bool
 	// Transfers (transfer.go): the one the SBC carries out (refer =
 	// "local"), the last SDP each side ("a", "b") sent, and the legs a
 	// transfer took out of the call (findable until it ends).
@@ -390,7 +396,9 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 	}
 	s.calls.putCaller(c, topBranch(req))
 	s.metrics.CallsActive.Inc()
-	c.log.Debug("call setup", "from", p.src.String(), "ruri_user", req.Recipient.User, "a_call_id", c.a.callID)
+	if c.log.Enabled(context.Background(), slog.LevelDebug) { // the attributes cost allocations
+		c.log.Debug("call setup", "from", p.src.String(), "ruri_user", req.Recipient.User, "a_call_id", c.a.callID)
+	}
 	// Admitted: reported before its state machine starts (no call lock
 	// is held here, and emitting never blocks).
 	c.started = events.Event{Kind: events.CallStarted, SessionID: c.id, CallID: c.a.callID,

@@ -41,7 +41,7 @@ func (c *call) enqueue(ev event) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.step(ev)
-	if c.draining || len(c.queue) == 0 {
+	if c.draining || c.qhead == len(c.queue) {
 		return false
 	}
 	c.draining = true
@@ -61,20 +61,20 @@ func (c *call) drainOwn() { c.drainFrom(true) }
 func (c *call) drainFrom(own bool) {
 	for {
 		c.mu.Lock()
-		if len(c.queue) == 0 {
+		if c.qhead == len(c.queue) {
 			c.draining = false
-			c.queue = nil
+			c.queue, c.qhead = c.queue[:0], 0
 			c.mu.Unlock()
 			return
 		}
-		a := c.queue[0]
+		a := c.queue[c.qhead]
 		if !own && c.blocks(&a) {
 			c.mu.Unlock() // still draining: later posts only enqueue
 			go c.drainOwn()
 			return
 		}
-		c.queue[0] = action{}
-		c.queue = c.queue[1:]
+		c.queue[c.qhead] = action{}
+		c.qhead++
 		c.mu.Unlock()
 		c.exec(a)
 	}

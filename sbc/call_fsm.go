@@ -167,20 +167,19 @@ func (c *call) warnf(msg string, attrs ...any) {
 // recognised by its generation and ignored.
 func (c *call) startTimer(k timerKey, d time.Duration) {
 	if c.timers == nil {
-		c.timers = map[timerKey]*timerEntry{}
+		c.timers = map[timerKey]timerEntry{}
 	}
-	if e := c.timers[k]; e != nil {
+	if e, ok := c.timers[k]; ok {
 		e.t.Stop()
 	}
 	c.timerSeq++
 	gen := c.timerSeq
-	e := &timerEntry{gen: gen}
-	c.timers[k] = e
-	e.t = c.after(d, func() { c.post(event{kind: evTimer, timer: k, gen: gen}) })
+	// An entry by value: one allocation less per timer than a pointer.
+	c.timers[k] = timerEntry{gen: gen, t: c.after(d, func() { c.post(event{kind: evTimer, timer: k, gen: gen}) })}
 }
 
 func (c *call) stopTimer(k timerKey) {
-	if e := c.timers[k]; e != nil {
+	if e, ok := c.timers[k]; ok {
 		e.t.Stop()
 		delete(c.timers, k)
 	}
@@ -189,8 +188,8 @@ func (c *call) stopTimer(k timerKey) {
 // timerLive reports whether a firing is the current one of its timer, and
 // disarms it.
 func (c *call) timerLive(k timerKey, gen uint64) bool {
-	e := c.timers[k]
-	if e == nil || e.gen != gen {
+	e, ok := c.timers[k]
+	if !ok || e.gen != gen {
 		return false
 	}
 	delete(c.timers, k)

@@ -160,9 +160,9 @@ func (h *fsmHarness) resp(n, code int, tag string) event {
 // fire fires a timer if it is armed.
 func (h *fsmHarness) fire(k timerKey) bool {
 	h.c.mu.Lock()
-	e := h.c.timers[k]
+	e, ok := h.c.timers[k]
 	h.c.mu.Unlock()
-	if e == nil {
+	if !ok {
 		return false
 	}
 	h.ev(event{kind: evTimer, timer: k, gen: e.gen})
@@ -351,7 +351,7 @@ func TestCallEventOrders(t *testing.T) {
 		return func(h *fsmHarness) event {
 			h.c.mu.Lock()
 			defer h.c.mu.Unlock()
-			if e := h.c.timers[k]; e != nil {
+			if e, ok := h.c.timers[k]; ok {
 				return event{kind: evTimer, timer: k, gen: e.gen}
 			}
 			return event{}
@@ -727,7 +727,7 @@ func TestOutboundCallEventOrders(t *testing.T) {
 		"tgt2": func(h *fsmHarness) event {
 			h.c.mu.Lock()
 			defer h.c.mu.Unlock()
-			if e := h.c.timers[timerKey{kind: tmTarget, id: 2}]; e != nil {
+			if e, ok := h.c.timers[timerKey{kind: tmTarget, id: 2}]; ok {
 				return event{kind: evTimer, timer: timerKey{kind: tmTarget, id: 2}, gen: e.gen}
 			}
 			return event{}

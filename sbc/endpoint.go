@@ -271,7 +271,7 @@ func (ep *endpoint) prepare(req *sip.Request, transport string, dst netip.AddrPo
 	if t == "" {
 		t = "udp"
 	}
-	req.SetTransport(strings.ToUpper(t))
+	req.SetTransport(topology.UpperTransport(t))
 	req.SetDestination(dst.String())
 	if t == "udp" {
 		if la, ok := ep.laddr["udp"]; ok {

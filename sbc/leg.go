@@ -147,6 +147,19 @@ func (l *leg) checkCSeq(n uint32, method sip.RequestMethod) bool {
 	return true
 }
 
+// reqHeaders are the headers newRequest builds, in one allocation (eight
+// before). Each params slice has the room it needs and no more: a param
+// added later moves it out rather than into its neighbour's.
+type reqHeaders struct {
+	via  sip.ViaHeader
+	mf   sip.MaxForwardsHeader
+	from sip.FromHeader
+	to   sip.ToHeader
+	cid  sip.CallIDHeader
+	cseq sip.CSeqHeader
+	kv   [4]sip.HeaderKV // Via: branch, rport; From: tag; To: tag
+}
+
 // newRequest builds an in-dialog request on this leg. cseq 0 takes the
 // next number; ACK passes the number of the INVITE it acknowledges.
 func (l *leg) newRequest(method sip.RequestMethod, cseq uint32, ua string) *sip.Request {
@@ -157,26 +170,29 @@ func (l *leg) newRequest(method sip.RequestMethod, cseq uint32, ua string) *sip.
 	l.mu.Unlock()
 
 	req := sip.NewRequest(method, target)
-	req.AppendHeader(l.face().Via())
+	hb := &reqHeaders{}
+	l.face().FillVia(&hb.via, hb.kv[0:0:2])
+	req.AppendHeader(&hb.via)
 	for _, r := range routes {
 		req.AppendHeader(&sip.RouteHeader{Address: *r.Clone()})
 	}
-	mf := sip.MaxForwardsHeader(70)
-	req.AppendHeader(&mf)
-	from := &sip.FromHeader{DisplayName: l.localName, Address: *l.localURI.Clone(), Params: sip.NewParams()}
-	from.Params.Add("tag", l.localTag)
-	req.AppendHeader(from)
-	to := &sip.ToHeader{DisplayName: l.remoteName, Address: *l.remoteURI.Clone(), Params: sip.NewParams()}
+	hb.mf = sip.MaxForwardsHeader(70)
+	req.AppendHeader(&hb.mf)
+	hb.from = sip.FromHeader{DisplayName: l.localName, Address: *l.localURI.Clone(), Params: hb.kv[2:2:3]}
+	hb.from.Params.Add("tag", l.localTag)
+	req.AppendHeader(&hb.from)
+	hb.to = sip.ToHeader{DisplayName: l.remoteName, Address: *l.remoteURI.Clone(), Params: hb.kv[3:3:4]}
 	if remoteTag != "" {
-		to.Params.Add("tag", remoteTag)
+		hb.to.Params.Add("tag", remoteTag)
 	}
-	req.AppendHeader(to)
-	cid := sip.CallIDHeader(l.callID)
-	req.AppendHeader(&cid)
+	req.AppendHeader(&hb.to)
+	hb.cid = sip.CallIDHeader(l.callID)
+	req.AppendHeader(&hb.cid)
 	if cseq == 0 {
 		cseq = l.cseq.Add(1)
 	}
-	req.AppendHeader(&sip.CSeqHeader{SeqNo: cseq, MethodName: method})
+	hb.cseq = sip.CSeqHeader{SeqNo: cseq, MethodName: method}
+	req.AppendHeader(&hb.cseq)
 	if method != sip.ACK && method != sip.CANCEL && method != sip.BYE {
 		req.AppendHeader(l.contact(""))
 	}

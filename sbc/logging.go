@@ -155,6 +155,11 @@ func newBoundHandler(h slog.Handler) slog.Handler {
 func (h *boundHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.next.Enabled(ctx, l) }
 
 func (h *boundHandler) Handle(ctx context.Context, r slog.Record) error {
+	if !needsBound(r) {
+		// Nothing to cut: the record as it is, without copying its
+		// attributes into a new one (an allocation past five).
+		return h.next.Handle(ctx, r)
+	}
 	out := slog.NewRecord(r.Time, r.Level, truncate(r.Message), r.PC)
 	r.Attrs(func(a slog.Attr) bool {
 		out.AddAttrs(boundAttr(a))
@@ -163,7 +168,35 @@ func (h *boundHandler) Handle(ctx context.Context, r slog.Record) error {
 	return h.next.Handle(ctx, out)
 }
 
+// needsBound reports whether boundHandler.Handle changes anything of r.
+func needsBound(r slog.Record) bool {
+	if len(r.Message) > maxLogValue {
+		return true
+	}
+	need := false
+	r.Attrs(func(a slog.Attr) bool {
+		if _, changed := boundAttrChanged(a); changed {
+			need = true
+			return false
+		}
+		return true
+	})
+	return need
+}
+
 func (h *boundHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	unchanged := true
+	for _, a := range as {
+		if _, changed := boundAttrChanged(a); changed {
+			unchanged = false
+			break
+		}
+	}
+	if unchanged {
+		// The handler owns as (slog.Handler.WithAttrs): it goes on as
+		// it is when nothing in it is cut.
+		return &boundHandler{next: h.next.WithAttrs(as)}
+	}
 	bs := make([]slog.Attr, len(as))
 	for i, a := range as {
 		bs[i] = boundAttr(a)
@@ -177,14 +210,24 @@ func (h *boundHandler) WithGroup(name string) slog.Handler {
 
 // boundAttr returns a with its key and value cut to maxLogValue bytes.
 func boundAttr(a slog.Attr) slog.Attr {
+	b, _ := boundAttrChanged(a)
+	return b
+}
+
+// boundAttrChanged is boundAttr, and whether its result may differ from
+// a: a key or value cut, a LogValuer resolved, a group (rebuilt).
+func boundAttrChanged(a slog.Attr) (slog.Attr, bool) {
+	changed := len(a.Key) > maxLogValue || a.Value.Kind() == slog.KindLogValuer
 	a.Key = truncate(a.Key)
 	v := a.Value.Resolve()
 	switch v.Kind() {
 	case slog.KindString:
 		if s := v.String(); len(s) > maxLogValue {
 			v = slog.StringValue(truncate(s))
+			changed = true
 		}
 	case slog.KindGroup:
+		changed = true
 		g := v.Group()
 		bs := make([]slog.Attr, len(g))
 		for i, ga := range g {
@@ -207,10 +250,11 @@ func boundAttr(a slog.Attr) slog.Attr {
 		}
 		if len(s) > maxLogValue {
 			v = slog.StringValue(truncate(s))
+			changed = true
 		}
 	}
 	a.Value = v
-	return a
+	return a, changed
 }
 
 // truncate cuts s to maxLogValue bytes (never inside a UTF-8 sequence)

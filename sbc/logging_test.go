@@ -1,9 +1,12 @@
 package sbc
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -140,5 +143,34 @@ unknown_source_action = "reject"`})
 	})
 	if cut := checkBoundedJSON(t, buf.String()); cut == 0 {
 		t.Fatal("no value was cut: the long fields were not logged at all")
+	}
+}
+
+// A record or With with nothing to cut goes through as it is: the same
+// line as without the bound handler, and no copy of its attributes.
+func TestBoundHandlerPassesShortRecordsThrough(t *testing.T) {
+	var a, b bytes.Buffer
+	opts := &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: func(_ []string, at slog.Attr) slog.Attr {
+		if at.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return at
+	}}
+	plain := slog.New(slog.NewJSONHandler(&a, opts)).With("call", "c1", "trunk", "t")
+	bound := slog.New(newBoundHandler(slog.NewJSONHandler(&b, opts))).With("call", "c1", "trunk", "t")
+	args := []any{"result", "answered", "ended_by", "caller", "source", "127.0.0.1:5060", "a_call_id", "x@y",
+		"b_call_id", "z", "target", "127.0.0.2:5060", "setup_ms", 12, "err", errors.New("short"), "grp", slog.GroupValue(slog.Int("n", 1))}
+	plain.Info("call ended", args...)
+	bound.Info("call ended", args...)
+	if a.String() != b.String() {
+		t.Fatalf("bound line differs:\n%s\n%s", a.String(), b.String())
+	}
+	next := slog.NewJSONHandler(io.Discard, opts)
+	h := newBoundHandler(next)
+	r := slog.NewRecord(time.Time{}, slog.LevelInfo, "call ended", 0)
+	r.Add("a", 1, "b", "2", "c", 3, "d", "4", "e", 5, "f", "6", "g", 7)
+	own := testing.AllocsPerRun(50, func() { _ = next.Handle(context.Background(), r) })
+	if n := testing.AllocsPerRun(50, func() { _ = h.Handle(context.Background(), r) }); n != own {
+		t.Errorf("%v allocations handling a record with nothing to cut, the handler alone %v", n, own)
 	}
 }

@@ -1,6 +1,7 @@
 package sbc
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -397,12 +398,35 @@ func realmOf(p *policy.Policy, name string) *policy.Realm {
 
 // rtpProto: an m= line the relay carries (RTP in any profile).
 func rtpProto(protos []string) bool {
-	p := strings.ToUpper(strings.Join(protos, "/"))
-	return strings.Contains(p, "RTP/")
+	return protosHave(protos, "RTP/")
 }
 
 func savpProto(protos []string) bool {
-	return strings.Contains(strings.ToUpper(strings.Join(protos, "/")), "SAVP")
+	return protosHave(protos, "SAVP")
+}
+
+// protosHave reports whether strings.ToUpper(strings.Join(protos, "/"))
+// contains sub (upper case), joining in a stack buffer: both ran for every
+// m= line of every SDP.
+func protosHave(protos []string, sub string) bool {
+	var buf [64]byte
+	b := buf[:0]
+	for i, p := range protos {
+		if i > 0 {
+			b = append(b, '/')
+		}
+		for j := 0; j < len(p); j++ {
+			c := p[j]
+			if c >= 0x80 { // ToUpper's Unicode cases
+				return strings.Contains(strings.ToUpper(strings.Join(protos, "/")), sub)
+			}
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			b = append(b, c)
+		}
+	}
+	return bytes.Contains(b, []byte(sub))
 }
 
 // legShape is what a leg's relay needs to know before any SDP is

@@ -458,3 +458,23 @@ func TestMediaStatsInCallEndedLog(t *testing.T) {
 		t.Errorf("the backend's extra packets are not in its counts: %v", ended)
 	}
 }
+
+// protosHave is strings.Contains(strings.ToUpper(strings.Join(protos,
+// "/")), sub) without the strings.
+func TestProtosHave(t *testing.T) {
+	for _, protos := range [][]string{
+		{"RTP", "AVP"}, {"rtp", "savp"}, {"UDP", "TLS", "RTP", "SAVPF"}, {"udp"}, {"TCP", "MSRP"},
+		{"xrtp", "avp"}, {"RTP"}, {}, {"rtp/avp"}, {"ärtp", "avp"}, {strings.Repeat("a", 70), "RTP", "AVP"},
+	} {
+		for _, sub := range []string{"RTP/", "SAVP"} {
+			want := strings.Contains(strings.ToUpper(strings.Join(protos, "/")), sub)
+			if got := protosHave(protos, sub); got != want {
+				t.Errorf("protosHave(%q, %q) = %v, want %v", protos, sub, got, want)
+			}
+		}
+	}
+	p := []string{"UDP", "TLS", "RTP", "SAVP"}
+	if a := testing.AllocsPerRun(100, func() { _ = rtpProto(p) && savpProto(p) }); a != 0 {
+		t.Fatalf("%v allocations", a)
+	}
+}

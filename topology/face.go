@@ -35,15 +35,40 @@ func (f Face) URI(user string) sip.Uri {
 // Via returns a new top Via for a request sent from this face, with a fresh
 // RFC 3261 branch and rport (RFC 3581) requested.
 func (f Face) Via() *sip.ViaHeader {
-	v := &sip.ViaHeader{
+	v := &sip.ViaHeader{}
+	f.FillVia(v, sip.NewParams())
+	return v
+}
+
+// FillVia sets *v to what Via returns, its params appended to params
+// (empty; room for two saves their allocation).
+func (f Face) FillVia(v *sip.ViaHeader, params sip.HeaderParams) {
+	*v = sip.ViaHeader{
 		ProtocolName:    "SIP",
 		ProtocolVersion: "2.0",
-		Transport:       strings.ToUpper(f.Transport),
+		Transport:       UpperTransport(f.Transport),
 		Host:            f.Host,
 		Port:            f.Port,
-		Params:          sip.NewParams(),
+		Params:          params,
 	}
 	v.Params.Add("branch", sip.GenerateBranchN(16))
 	v.Params.Add("rport", "")
-	return v
+}
+
+// UpperTransport is strings.ToUpper without an allocation for the
+// transports the SBC has.
+func UpperTransport(t string) string {
+	switch t {
+	case "udp":
+		return "UDP"
+	case "tcp":
+		return "TCP"
+	case "tls":
+		return "TLS"
+	case "ws":
+		return "WS"
+	case "wss":
+		return "WSS"
+	}
+	return strings.ToUpper(t)
 }

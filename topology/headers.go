@@ -37,6 +37,26 @@ func CanonicalName(name string) string {
 	return n
 }
 
+// canonicalBytes appends CanonicalName(name) to dst: the same name, without
+// allocating a string for it (Copy runs for every relayed message).
+func canonicalBytes(dst []byte, name string) []byte {
+	name = strings.TrimSpace(name)
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c >= 0x80 { // not a token: lower it as CanonicalName does
+			return append(dst[:0], CanonicalName(name)...)
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	if long, ok := compact[string(dst)]; ok {
+		return append(dst[:0], long...)
+	}
+	return dst
+}
+
 // HeaderFilter decides which headers cross from one leg to the other.
 // It is immutable and safe for concurrent use.
 type HeaderFilter struct {
@@ -75,12 +95,13 @@ type Message interface {
 // in src's order. skip names headers (lower-case long form) the caller sets
 // itself on dst and that must not be copied even if allowed.
 func (f *HeaderFilter) Copy(dst, src Message, skip ...string) {
+	var buf [64]byte
 	for _, h := range src.Headers() {
-		n := CanonicalName(h.Name())
-		if never[n] || !f.allow[n] || contains(skip, n) {
+		n := canonicalBytes(buf[:0], h.Name())
+		if never[string(n)] || !f.allow[string(n)] || contains(skip, n) {
 			continue
 		}
-		if n == "content-type" {
+		if string(n) == "content-type" {
 			// Content-Type is a typed header: set once, never duplicated.
 			if dst.GetHeader("Content-Type") != nil {
 				continue
@@ -90,9 +111,9 @@ func (f *HeaderFilter) Copy(dst, src Message, skip ...string) {
 	}
 }
 
-func contains(list []string, s string) bool {
+func contains(list []string, s []byte) bool {
 	for _, v := range list {
-		if v == s {
+		if v == string(s) {
 			return true
 		}
 	}

@@ -73,3 +73,43 @@ func TestFace(t *testing.T) {
 		t.Fatalf("uri %s", u.String())
 	}
 }
+
+// canonicalBytes is CanonicalName without the string: same result for any
+// name, and no allocation for a token name (Copy runs per relayed message).
+func TestCanonicalBytes(t *testing.T) {
+	var buf [64]byte
+	for _, n := range []string{"User-Agent", "user-agent", " X-Foo ", "k", "K", "v", "Via",
+		"P-Asserted-Identity", "CONTENT-TYPE", "c", "", "Ä-Header", "x-ÄÖ", strings.Repeat("Long-", 20)} {
+		if got, want := string(canonicalBytes(buf[:0], n)), CanonicalName(n); got != want {
+			t.Errorf("canonicalBytes(%q) = %q, CanonicalName %q", n, got, want)
+		}
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		if string(canonicalBytes(buf[:0], "Supported")) != "supported" || string(canonicalBytes(buf[:0], "k")) != "supported" {
+			t.Fatal("canonical")
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per name", allocs)
+	}
+}
+
+// FillVia is Via into a header and params of the caller's; the transport
+// is upper case whatever it is.
+func TestFillVia(t *testing.T) {
+	for _, tr := range []string{"udp", "tcp", "tls", "ws", "wss", "sctp", "Udp"} {
+		f := Face{Transport: tr, Host: "127.0.0.1", Port: 5060}
+		var v sip.ViaHeader
+		var kv [2]sip.HeaderKV
+		f.FillVia(&v, kv[:0:2])
+		if v.Transport != strings.ToUpper(tr) || v.Host != "127.0.0.1" || v.Port != 5060 {
+			t.Fatalf("%s: via %s", tr, v.Value())
+		}
+		if &v.Params[0] != &kv[0] || v.Params[1].K != "rport" {
+			t.Fatalf("%s: params %v not in the room given", tr, v.Params)
+		}
+		if got := f.Via(); got.Transport != v.Transport || got.Params.Length() != 2 {
+			t.Fatalf("%s: Via %s", tr, got.Value())
+		}
+	}
+}

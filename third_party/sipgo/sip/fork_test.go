@@ -3,13 +3,18 @@ package sip
 // Tests of the changes of this fork (../README.md).
 
 import (
+	"bytes"
+	"context"
+	"io"
 	"log/slog"
 	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 )
@@ -30,6 +35,14 @@ func (c *forkConn) WriteMsg(m Message) error {
 func (c *forkConn) Ref(int) int            { return 1 }
 func (c *forkConn) TryClose() (int, error) { return 0, nil }
 func (c *forkConn) Close() error           { return nil }
+
+// allocChecks runs f, which checks allocation counts, unless the race
+// detector is on (it changes what escapes).
+func allocChecks(f func()) {
+	if !raceEnabled {
+		f()
+	}
+}
 
 // within runs f and fails the test if it has not returned by d.
 func within(t *testing.T, d time.Duration, what string, f func()) {
@@ -168,3 +181,575 @@ func TestForkInlineUDPReaders(t *testing.T) {
 		require.True(t, strings.Contains(st, "readLoop"), "handler not in the read loop:\n%s", st)
 	}
 }
+
+// Header lookups compare names ASCII case-insensitively, as lowering both
+// did, and allocate nothing (lowering a name not already lower case took
+// an allocation per header passed over).
+func TestForkHeaderLookupNoAlloc(t *testing.T) {
+	req := NewRequest(INVITE, Uri{Scheme: "sip", Host: "127.0.0.1"})
+	req.AppendHeader(NewHeader("X-First", "1"))
+	req.AppendHeader(NewHeader("User-Agent", "ua"))
+	req.AppendHeader(NewHeader("x-first", "2"))
+	req.AppendHeader(NewHeader("P-Asserted-Identity", "<sip:a@b>"))
+	for _, name := range []string{"User-Agent", "user-agent", "USER-AGENT", "uSeR-aGeNt"} {
+		h := req.GetHeader(name)
+		require.NotNil(t, h, name)
+		require.Equal(t, "ua", h.Value())
+	}
+	require.Nil(t, req.GetHeader("User-Agen"))
+	require.Nil(t, req.GetHeader("User-Agent2"))
+	require.Nil(t, req.GetHeader("User_Agent"))
+	hs := req.GetHeaders("X-FIRST")
+	require.Len(t, hs, 2)
+	require.Equal(t, "1", hs[0].Value())
+	require.Equal(t, "2", hs[1].Value())
+	// '@' and '`' are one off 'A' and 'Z': they must not fold.
+	require.False(t, asciiEqualFold("@", "`"))
+	require.False(t, asciiEqualFold("[", "{"))
+	require.True(t, asciiEqualFold("Call-ID", "call-id"))
+	allocChecks(func() {
+		allocs := testing.AllocsPerRun(100, func() {
+			if req.GetHeader("P-Asserted-Identity") == nil || req.GetHeader("Missing-Header") != nil {
+				t.Fatal("lookup")
+			}
+		})
+		require.Zero(t, allocs)
+	})
+}
+
+// inString reports whether s lies inside the memory of whole.
+func inString(s, whole string) bool {
+	if len(s) == 0 {
+		return true
+	}
+	p, w := uintptr(unsafe.Pointer(unsafe.StringData(s))), uintptr(unsafe.Pointer(unsafe.StringData(whole)))
+	return p >= w && p+uintptr(len(s)) <= w+uintptr(len(whole))
+}
+
+// The parser copies a message's start line and headers into one string:
+// the values of parsed and generic headers are substrings of it (of the
+// Call-ID's, here), not a copy each. A folded header is copied on its own,
+// and a stream's leading CRLFs are skipped; both parse as before.
+func TestForkParserHeaderValuesShareOneString(t *testing.T) {
+	raw := "\r\n\r\nINVITE sip:bob@127.0.0.2 SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1\r\n" +
+		"From: <sip:alice@127.0.0.1>;tag=a1\r\n" +
+		"To: <sip:bob@127.0.0.2>\r\n" +
+		"Call-ID: call-1@127.0.0.1\r\n" +
+		"CSeq: 1 INVITE\r\n" +
+		"User-Agent: ua one\r\n" +
+		"X-Folded: first\r\n  second\r\n" +
+		"X-Lower : after fold \r\n" +
+		"Content-Length: 0\r\n\r\n"
+	for _, stream := range []bool{false, true} {
+		data := []byte(raw)
+		if !stream {
+			data = data[4:]
+		}
+		m, n, err := NewParser().Parse(data, stream)
+		require.NoError(t, err)
+		require.Equal(t, len(data), n)
+		req := m.(*Request)
+		require.Equal(t, "INVITE sip:bob@127.0.0.2 SIP/2.0", req.StartLine())
+		callID := req.CallID().Value()
+		require.Equal(t, "call-1@127.0.0.1", callID)
+		// The section starts 11 bytes ("INVITE sip:") before the user part.
+		base := unsafe.Add(unsafe.Pointer(unsafe.StringData(req.Recipient.User)), -len("INVITE sip:"))
+		whole := unsafe.String((*byte)(base), len(raw)-4)
+		require.True(t, inString(callID, whole), "Call-ID outside the header section")
+		for _, s := range []string{req.Via().Host, req.GetHeader("User-Agent").Value(), req.GetHeader("X-Lower").Value(), req.GetHeader("X-Lower").Name(), req.To().Address.Host, req.CSeq().MethodName.String()} {
+			require.True(t, inString(s, whole), "%q outside the header section", s)
+		}
+		tag, _ := req.From().Params.Get("tag")
+		require.True(t, inString(tag, whole), "tag outside the header section")
+		require.Equal(t, "first second", req.GetHeader("X-Folded").Value())
+		require.False(t, inString(req.GetHeader("X-Folded").Value(), whole), "a folded header is its own copy")
+		require.Equal(t, "after fold", req.GetHeader("X-Lower").Value())
+		require.Equal(t, "X-Lower", req.GetHeader("X-Lower").Name())
+	}
+
+	// No end of the header section in the data: each line on its own, as
+	// before (a stream that has not got the whole section yet).
+	_, _, err := NewParser().Parse([]byte("OPTIONS sip:b@h SIP/2.0\r\nCall-ID: x\r\n"), true)
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+}
+
+// Numbers (ports, status codes, CSeq, Content-Length) are written without
+// a string each: serialising a message takes its buffer's growth only.
+func TestForkWriteIntNoAlloc(t *testing.T) {
+	var sb strings.Builder
+	var bb bytes.Buffer
+	for _, n := range []int{0, 7, 99, 100, 5060, 65535, 2147483647, -1} {
+		sb.Reset()
+		bb.Reset()
+		writeInt(&sb, n)
+		writeInt(&bb, n)
+		require.Equal(t, strconv.Itoa(n), sb.String())
+		require.Equal(t, strconv.Itoa(n), bb.String())
+	}
+	res := NewResponse(StatusOK, "OK")
+	res.AppendHeader(&ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "127.0.0.1", Port: 5070, Params: NewParams()})
+	res.AppendHeader(&CSeqHeader{SeqNo: 12345, MethodName: INVITE})
+	cl := ContentLengthHeader(1234)
+	res.AppendHeader(&cl)
+	want := "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5070\r\nCSeq: 12345 INVITE\r\nContent-Length: 1234\r\n\r\n"
+	require.Equal(t, want, res.String())
+	bb.Grow(1024)
+	allocChecks(func() {
+		allocs := testing.AllocsPerRun(100, func() {
+			bb.Reset()
+			res.StringWrite(&bb)
+		})
+		require.Zero(t, allocs)
+		require.Equal(t, want, bb.String())
+	})
+}
+
+// Params are parsed into a slice sized once (an allocation), not grown
+// per param.
+func TestForkParamsSizedOnce(t *testing.T) {
+	s := "branch=z9hG4bK-1;rport;received=127.0.0.3;alias"
+	var p HeaderParams
+	_, err := UnmarshalHeaderParams(s, ';', '\r', &p)
+	require.NoError(t, err)
+	require.Equal(t, HeaderParams{{"branch", "z9hG4bK-1"}, {"rport", ""}, {"received", "127.0.0.3"}, {"alias", ""}}, p)
+	allocChecks(func() {
+		allocs := testing.AllocsPerRun(100, func() {
+			var p HeaderParams
+			if _, err := UnmarshalHeaderParams(s, ';', '\r', &p); err != nil || len(p) != 4 {
+				t.Fatal("params")
+			}
+		})
+		require.Equal(t, 1.0, allocs)
+	})
+
+	var a Uri
+	var hp HeaderParams
+	_, err = ParseAddressValue("<sip:alice@127.0.0.1>;tag=a1;x=1;y;z=2", &a, &hp)
+	require.NoError(t, err)
+	require.Equal(t, HeaderParams{{"tag", "a1"}, {"x", "1"}, {"y", ""}, {"z", "2"}}, hp)
+	addrAllocs := func(v string) float64 {
+		return testing.AllocsPerRun(100, func() {
+			var a Uri
+			var hp HeaderParams
+			if _, err := ParseAddressValue(v, &a, &hp); err != nil || len(hp) == 0 {
+				t.Fatal("address")
+			}
+		})
+	}
+	allocChecks(func() {
+		require.Equal(t, addrAllocs("<sip:alice@127.0.0.1>;tag=a1"), addrAllocs("<sip:alice@127.0.0.1>;tag=a1;x=1;y;z=2"),
+			"four params cost what one does")
+	})
+}
+
+// Addr.String is net.JoinHostPort(IP.String(), Itoa(Port)) in one
+// allocation; a request's start line writes its URI into the buffer.
+func TestForkAddrStringOneAlloc(t *testing.T) {
+	for _, a := range []Addr{
+		{IP: net.IPv4(127, 0, 0, 1), Port: 5060},
+		{IP: net.IP{127, 0, 0, 2}, Port: 0},
+		{IP: net.ParseIP("::1"), Port: 5062},
+		{IP: net.ParseIP("2001:db8::1:0:0:1"), Port: 65535},
+		{IP: net.ParseIP("::ffff:10.0.0.1"), Port: 1},
+		{IP: net.IP{}, Port: 5060},
+		{IP: net.IP{1, 2, 3}, Port: 5060},
+		{Hostname: "example.com", Port: 5061},
+	} {
+		want := net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port))
+		if a.IP == nil {
+			want = net.JoinHostPort(a.Hostname, strconv.Itoa(a.Port))
+		}
+		require.Equal(t, want, a.String())
+	}
+	a := Addr{IP: net.ParseIP("127.0.0.1"), Port: 5060}
+	allocChecks(func() {
+		require.Equal(t, 1.0, testing.AllocsPerRun(100, func() { _ = a.String() }))
+	})
+
+	req := NewRequest(INVITE, Uri{Scheme: "sip", User: "bob", Host: "127.0.0.2", Port: 5070, UriParams: HeaderParams{{"transport", "udp"}}})
+	var bb bytes.Buffer
+	bb.Grow(256)
+	allocChecks(func() {
+		require.Zero(t, testing.AllocsPerRun(100, func() {
+			bb.Reset()
+			req.StartLineWrite(&bb)
+		}))
+	})
+	bb.Reset()
+	req.StartLineWrite(&bb)
+	require.Equal(t, "INVITE sip:bob@127.0.0.2:5070;transport=udp SIP/2.0", bb.String())
+}
+
+// A server transaction finds the connection its request came on without a
+// context.WithTimeout: the timeout costs nothing unless the layer has to
+// resolve or dial.
+func TestForkServerConnNoTimer(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	tpl := NewTransportLayer(net.DefaultResolver, NewParser(), nil)
+	txl := NewTransactionLayer(tpl, WithTransactionLayerInlineUnreliable())
+	defer txl.Close()
+	got := make(chan *Request, 1)
+	txl.OnRequest(func(req *Request, tx *ServerTx) {
+		_ = tx.Respond(NewResponseFromRequest(req, 200, "OK", nil))
+		got <- req
+	})
+	go func() { _ = tpl.ServeUDP(pc) }()
+	defer pc.Close()
+
+	cl, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer cl.Close()
+	req := testCreateRequest(t, "OPTIONS", "sip:"+pc.LocalAddr().String(), "UDP", cl.LocalAddr().String())
+	_, err = cl.WriteTo([]byte(req.String()), pc.LocalAddr())
+	require.NoError(t, err)
+	var in *Request
+	select {
+	case in = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no request")
+	}
+	conn, err := tpl.serverRequestConnection(context.Background(), in, serverConnTimeout)
+	require.NoError(t, err)
+	require.NotNil(t, conn)
+	conn.TryClose()
+	allocs := func(timeout time.Duration) float64 {
+		return testing.AllocsPerRun(50, func() {
+			c, err := tpl.serverRequestConnection(context.Background(), in, timeout)
+			if err != nil || c == nil {
+				t.Fatal("no connection")
+			}
+			c.TryClose()
+		})
+	}
+	allocChecks(func() {
+		require.Equal(t, allocs(0), allocs(serverConnTimeout))
+	})
+}
+
+// The address parser's states are dispatched by a switch: the parser's
+// state no longer escapes, and an address without params allocates
+// nothing (a nameAddress per From, To, Contact before).
+func TestForkAddressParseNoAlloc(t *testing.T) {
+	var a Uri
+	var hp HeaderParams
+	name, err := ParseAddressValue(`"Alice" <sip:alice@127.0.0.1:5060>`, &a, &hp)
+	require.NoError(t, err)
+	require.Equal(t, "Alice", name)
+	require.Equal(t, "alice", a.User)
+	require.Equal(t, 5060, a.Port)
+	allocChecks(func() {
+		require.Zero(t, testing.AllocsPerRun(100, func() {
+			if _, err := ParseAddressValue(`"Alice" <sip:alice@127.0.0.1:5060>`, &a, &hp); err != nil {
+				t.Fatal(err)
+			}
+		}))
+	})
+	for _, bad := range []string{"", `"Alice <sip:a@b>`, "<sip:a@b"} {
+		_, err := ParseAddressValue(bad, &a, &hp)
+		require.Error(t, err, bad)
+	}
+}
+
+// Clones are as deep as before, with their headers put in without a
+// slice of their own; CopyHeaders copies every header of the name (any
+// case), in order, allocating only the clones.
+func TestForkCloneAndCopyHeaders(t *testing.T) {
+	raw := "INVITE sip:bob@127.0.0.2;transport=udp SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1;rport\r\n" +
+		"v: SIP/2.0/UDP 127.0.0.3:5060;branch=z9hG4bK-0\r\n" +
+		"From: <sip:alice@127.0.0.1>;tag=a1\r\n" +
+		"To: <sip:bob@127.0.0.2>\r\n" +
+		"Call-ID: c1\r\n" +
+		"CSeq: 1 INVITE\r\n" +
+		"X-1: 1\r\nX-2: 2\r\nX-3: 3\r\nX-4: 4\r\nX-5: 5\r\nX-6: 6\r\n" +
+		"Content-Length: 0\r\n\r\n"
+	m, err := ParseMessage([]byte(raw))
+	require.NoError(t, err)
+	req := m.(*Request)
+	orig := req.String()
+	c := req.Clone()
+	require.Equal(t, orig, c.String())
+	c.Recipient.UriParams.Add("transport", "tcp")
+	c.Via().Params.Add("branch", "z9hG4bK-2")
+	c.From().Params.Add("tag", "other")
+	require.Equal(t, orig, req.String(), "the clone shares nothing it may change")
+
+	res := NewResponse(200, "OK")
+	CopyHeaders("VIA", req, res)
+	vias := res.GetHeaders("Via")
+	require.Len(t, vias, 2)
+	require.Equal(t, "127.0.0.1", vias[0].(*ViaHeader).Host)
+	require.Equal(t, "127.0.0.3", vias[1].(*ViaHeader).Host)
+	require.NotSame(t, req.Via(), vias[0])
+
+	allocChecks(func() {
+		cloneOnly := testing.AllocsPerRun(100, func() {
+			for _, h := range req.headerOrder {
+				if asciiEqualFold(h.Name(), "via") {
+					_ = h.headerClone()
+				}
+			}
+		})
+		copyAll := testing.AllocsPerRun(100, func() {
+			res.headerOrder = res.headerOrder[:0]
+			CopyHeaders("Via", req, res)
+		})
+		require.Equal(t, cloneOnly, copyAll)
+	})
+}
+
+// The first Via, From, To, Call-ID, CSeq, Contact, Content-Length,
+// Content-Type and Max-Forwards of a message share one allocation; list
+// values after the first get their own header; a parser set by
+// WithHeadersParsers is used as it is.
+func TestForkHeaderBlock(t *testing.T) {
+	raw := "INVITE sip:bob@127.0.0.2 SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1, SIP/2.0/UDP 127.0.0.4:5060;branch=z9hG4bK-4\r\n" +
+		"v: SIP/2.0/UDP 127.0.0.3:5060;branch=z9hG4bK-0\r\n" +
+		"Max-Forwards: 70\r\n" +
+		"From: \"A\" <sip:alice@127.0.0.1>;tag=a1\r\n" +
+		"To: <sip:bob@127.0.0.2>\r\n" +
+		"Call-ID: c1\r\n" +
+		"CSeq: 7 INVITE\r\n" +
+		"Contact: <sip:alice@127.0.0.1:5060>, <sip:alice@127.0.0.5:5060>\r\n" +
+		"Content-Type: application/sdp\r\n" +
+		"Content-Length: 0\r\n\r\n"
+	m, err := ParseMessage([]byte(raw))
+	require.NoError(t, err)
+	req := m.(*Request)
+	vias := req.GetHeaders("Via")
+	require.Len(t, vias, 3)
+	for i, host := range []string{"127.0.0.1", "127.0.0.4", "127.0.0.3"} {
+		require.Equal(t, host, vias[i].(*ViaHeader).Host)
+	}
+	contacts := req.GetHeaders("Contact")
+	require.Len(t, contacts, 2)
+	require.Equal(t, "127.0.0.5", contacts[1].(*ContactHeader).Address.Host)
+	require.Equal(t, "a1", req.From().Params.GetOr("tag", ""))
+	require.Equal(t, "bob", req.To().Address.User)
+	require.Equal(t, uint32(7), req.CSeq().SeqNo)
+	require.Equal(t, "c1", req.CallID().Value())
+	require.Equal(t, "application/sdp", req.ContentType().Value())
+	require.Equal(t, 70, int(*req.MaxForwards()))
+
+	blk := (*headerBlock)(unsafe.Pointer(vias[0].(*ViaHeader)))
+	require.Same(t, &blk.from, req.From())
+	require.Same(t, &blk.to, req.To())
+	require.Same(t, &blk.cseq, req.CSeq())
+	require.Same(t, &blk.callID, req.CallID())
+	require.Same(t, &blk.contact, contacts[0])
+	require.Same(t, &blk.contentType, req.ContentType())
+	require.Same(t, &blk.maxForwards, req.MaxForwards())
+	// Their params are in the block too, each with the room its ';'s
+	// ask for (Via: 3, the list's; From: 2), and appending past it moves
+	// them out rather than writing into the next one's.
+	via := vias[0].(*ViaHeader)
+	require.Same(t, &blk.kv[0], &via.Params[0])
+	require.Same(t, &blk.kv[3], &req.From().Params[0])
+	require.Equal(t, 5, blk.kvUsed)
+	via.Params.Add("a", "1")
+	via.Params.Add("b", "2")
+	via.Params.Add("c", "3")
+	require.Equal(t, "branch=z9hG4bK-1;a=1;b=2;c=3", via.Params.ToString(';'))
+	require.Equal(t, HeaderParams{{"tag", "a1"}}, req.From().Params)
+	require.NotSame(t, &blk.via, vias[1])
+	require.NotSame(t, &blk.contact, contacts[1])
+
+	// The same message with every header of its own: more allocations.
+	own := NewParser()
+	own.blockSlots = 0
+	data := []byte(raw)
+	def := NewParser()
+	allocChecks(func() {
+		withBlock := testing.AllocsPerRun(50, func() { _, _ = def.ParseSIP(data) })
+		without := testing.AllocsPerRun(50, func() { _, _ = own.ParseSIP(data) })
+		require.Equal(t, without-10, withBlock, "nine headers and the params of Via and From in one allocation")
+	})
+
+	// A parser of one's own for Via is used as it is.
+	custom := DefaultHeadersParser()
+	parsers := make(map[string]HeaderParser, len(custom))
+	for k, v := range custom {
+		parsers[k] = v
+	}
+	called := 0
+	parsers["via"] = func(name []byte, text string) (Header, error) {
+		called++
+		return headerParserVia(name, text)
+	}
+	p := NewParser(WithHeadersParsers(parsers))
+	require.Zero(t, p.blockSlots&slotVia)
+	require.NotZero(t, p.blockSlots&slotFrom)
+	m, err = p.ParseSIP(data)
+	require.NoError(t, err)
+	require.Equal(t, 3, called)
+	require.Len(t, m.(*Request).GetHeaders("Via"), 3)
+}
+
+// A new message and the room for its first ten headers are one
+// allocation; an eleventh header moves them out, as appending did.
+func TestForkMessageHeaderRoom(t *testing.T) {
+	u := Uri{Scheme: "sip", Host: "127.0.0.1"}
+	allocChecks(func() {
+		require.Equal(t, 1.0, testing.AllocsPerRun(100, func() { _ = NewRequest(OPTIONS, u) }))
+		require.Equal(t, 1.0, testing.AllocsPerRun(100, func() { _ = NewResponse(200, "OK") }))
+	})
+	req := NewRequest(OPTIONS, u)
+	res := NewResponse(200, "OK")
+	hs := make([]Header, 12)
+	for i := range hs {
+		hs[i] = NewHeader("X-"+strconv.Itoa(i), strconv.Itoa(i))
+		req.AppendHeader(hs[i])
+		res.AppendHeader(hs[i])
+	}
+	require.Equal(t, hs, req.Headers())
+	require.Equal(t, hs, res.Headers())
+	require.True(t, req.RemoveHeader("X-3"))
+	require.Len(t, req.Headers(), 11)
+	require.Nil(t, req.GetHeader("X-3"))
+	require.Equal(t, "11", req.GetHeader("X-11").Value())
+	c := req.Clone()
+	require.Equal(t, req.Headers(), c.Headers()[:11])
+}
+
+// NewResponseFromRequest clones the first Via, From, To and CSeq into one
+// block, with room for rport, received and the To tag; the response is as
+// before and shares nothing it may change with the request.
+func TestForkResponseBlock(t *testing.T) {
+	raw := "INVITE sip:bob@127.0.0.2 SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1;rport\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.3:5060;branch=z9hG4bK-0\r\n" +
+		"Record-Route: <sip:127.0.0.9;lr>\r\n" +
+		"From: \"A\" <sip:alice@127.0.0.1;user=phone>;tag=a1\r\n" +
+		"To: <sip:bob@127.0.0.2>;x=1\r\n" +
+		"Call-ID: c1\r\n" +
+		"CSeq: 7 INVITE\r\n" +
+		"Content-Length: 0\r\n\r\n"
+	m, err := ParseMessage([]byte(raw))
+	require.NoError(t, err)
+	req := m.(*Request)
+	req.SetSource("127.0.0.1:5072")
+	orig := req.String()
+	res := NewResponseFromRequest(req, 180, "Ringing", nil)
+	tag, _ := res.To().Params.Get("tag")
+	require.NotEmpty(t, tag)
+	want := "SIP/2.0 180 Ringing\r\n" +
+		"Record-Route: <sip:127.0.0.9;lr>\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1;rport=5072;received=127.0.0.1\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.3:5060;branch=z9hG4bK-0\r\n" +
+		"From: \"A\" <sip:alice@127.0.0.1;user=phone>;tag=a1\r\n" +
+		"To: <sip:bob@127.0.0.2>;x=1;tag=" + tag + "\r\n" +
+		"Call-ID: c1\r\n" +
+		"CSeq: 7 INVITE\r\n" +
+		"Content-Length: 0\r\n\r\n"
+	require.Equal(t, want, res.String())
+	blk := (*responseBlock)(unsafe.Pointer(res.Via()))
+	require.Same(t, &blk.from, res.From())
+	require.Same(t, &blk.to, res.To())
+	require.Same(t, &blk.cseq, res.CSeq())
+	require.Same(t, &blk.kv[0], &res.Via().Params[0])
+
+	res.Via().Params.Add("x", "y")
+	res.From().Params.Add("tag", "changed")
+	res.From().Address.UriParams.Add("user", "ip")
+	res.To().Params.Add("z", "1")
+	res.CSeq().SeqNo = 8
+	require.Equal(t, orig, req.String(), "the response shares nothing it may change")
+	require.Equal(t, "z9hG4bK-1", res.Via().Params.GetOr("branch", ""))
+	require.Equal(t, "1", res.To().Params.GetOr("x", ""))
+
+	// 100 Trying: no tag added, no Record-Route.
+	trying := NewResponseFromRequest(req, 100, "Trying", nil)
+	require.False(t, trying.To().Params.Has("tag"))
+	require.Nil(t, trying.GetHeader("Record-Route"))
+}
+
+// A read loop formats a source address once for a run of datagrams from
+// it: the same string as UDPAddr.String, for any address.
+func TestForkSrcCache(t *testing.T) {
+	var c srcCache
+	addrs := []net.Addr{
+		&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5060},
+		&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1).To4(), Port: 5060},
+		&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5061},
+		&net.UDPAddr{IP: net.ParseIP("::1"), Port: 5060},
+		&net.UDPAddr{IP: net.ParseIP("fe80::1"), Port: 5060, Zone: "lo"},
+		&net.UDPAddr{IP: net.ParseIP("fe80::1"), Port: 5060},
+		&net.UDPAddr{IP: nil, Port: 5060},
+		&net.UDPAddr{IP: net.IP{1, 2, 3}, Port: 5060},
+		&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5060},
+	}
+	for _, a := range addrs {
+		for i := 0; i < 2; i++ {
+			require.Equal(t, a.String(), c.str(a))
+		}
+	}
+	a := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 5060}
+	_ = c.str(a)
+	allocChecks(func() {
+		require.Zero(t, testing.AllocsPerRun(100, func() { _ = c.str(a) }))
+	})
+}
+
+// A message without Content-Length or Content-Type looks for them without
+// allocating, and SetBody allocates a header only when the length
+// changes. A response built from a request keeps the request's resolved
+// address: its remote address is the one its destination parses to.
+func TestForkLazyHeadersAndDestination(t *testing.T) {
+	req := NewRequest(OPTIONS, Uri{Scheme: "sip", Host: "127.0.0.1"})
+	allocChecks(func() {
+		require.Zero(t, testing.AllocsPerRun(100, func() {
+			if req.ContentLength() != nil || req.ContentType() != nil {
+				t.Fatal("no such header")
+			}
+		}))
+	})
+	req.SetBody([]byte("abc"))
+	require.Equal(t, 3, int(*req.ContentLength()))
+	xyz := []byte("xyz")
+	allocChecks(func() {
+		require.Zero(t, testing.AllocsPerRun(100, func() { req.SetBody(xyz) }))
+	})
+	req.SetBody([]byte("abcd"))
+	require.Equal(t, 4, int(*req.ContentLength()))
+	require.Len(t, req.GetHeaders("Content-Length"), 1)
+	req.SetBody(nil)
+	require.Equal(t, 0, int(*req.ContentLength()))
+
+	in := NewRequest(INVITE, Uri{Scheme: "sip", Host: "127.0.0.2"})
+	in.AppendHeader(&ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "127.0.0.1", Port: 5070, Params: HeaderParams{{"branch", "z9hG4bK-1"}}})
+	in.raddr = Addr{IP: net.ParseIP("127.0.0.1"), Port: 5072}
+	res := NewResponseFromRequest(in, 200, "OK", nil)
+	require.Equal(t, "127.0.0.1:5072", res.Destination())
+	got := res.remoteAddress()
+	host, port, err := ParseAddr(res.Destination())
+	require.NoError(t, err)
+	require.Equal(t, Addr{IP: net.ParseIP(host), Port: port, Hostname: res.Destination()}, got)
+	res.SetDestination("127.0.0.9:5080")
+	require.Equal(t, Addr{IP: net.ParseIP("127.0.0.9"), Port: 5080, Hostname: "127.0.0.9:5080"}, res.remoteAddress(), "a destination set later wins")
+}
+
+// Debug lines of a transaction's life are built only when the logger
+// logs at debug level (their arguments are allocations), and still
+// logged when it does.
+func TestForkNoDebugArgsWhenOff(t *testing.T) {
+	require.True(t, debugOn(slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	require.False(t, debugOn(slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))))
+	req := testCreateRequest(t, "OPTIONS", "sip:127.0.0.99:5060", "TCP", "127.0.0.2:5060")
+	req.SetTransport("TCP")
+	debugCalls := 0
+	tx := NewServerTx("fork-debug", req, &forkConn{}, slog.New(countHandler{n: &debugCalls}))
+	require.NoError(t, tx.Init())
+	tx.Terminate()
+	require.GreaterOrEqual(t, debugCalls, 3, "initialized, terminating, destroyed")
+}
+
+// countHandler counts the records it gets (every level enabled).
+type countHandler struct{ n *int }
+
+func (h countHandler) Enabled(context.Context, slog.Level) bool  { return true }
+func (h countHandler) Handle(context.Context, slog.Record) error { *h.n++; return nil }
+func (h countHandler) WithAttrs([]slog.Attr) slog.Handler        { return h }
+func (h countHandler) WithGroup(string) slog.Handler             { return h }

@@ -141,7 +141,17 @@ func (hp HeaderParams) ToStringWrite(sep byte, buffer io.StringWriter) {
 		return
 	}
 
-	sepstr := string(sep)
+	var sepstr string
+	switch sep { // constants: string(sep) escapes to the writer, an allocation
+	case ';':
+		sepstr = ";"
+	case '&':
+		sepstr = "&"
+	case ',':
+		sepstr = ","
+	default:
+		sepstr = string(sep)
+	}
 	i := 0
 	for _, kv := range hp {
 		if i > 0 {

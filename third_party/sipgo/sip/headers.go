@@ -233,9 +233,8 @@ func (hs *headers) Headers() []Header {
 // Headers are pointers, always Clone them for change
 func (hs *headers) GetHeaders(name string) []Header {
 	var hds []Header
-	nameLower := HeaderToLower(name)
 	for _, h := range hs.headerOrder {
-		if HeaderToLower(h.Name()) == nameLower {
+		if asciiEqualFold(h.Name(), name) {
 			hds = append(hds, h)
 		}
 	}
@@ -246,14 +245,15 @@ func (hs *headers) GetHeaders(name string) []Header {
 // Use lower case to avoid allocs
 // Headers are pointers, always Clone them for change
 func (hs *headers) GetHeader(name string) Header {
-	name = HeaderToLower(name)
 	return hs.getHeader(name)
 }
 
-// getHeader is direct access, name must be lowercase
-func (hs *headers) getHeader(nameLower string) Header {
+// getHeader is direct access. The names are compared ASCII
+// case-insensitively, as HeaderToLower(a) == HeaderToLower(b) did, without
+// lowering (an allocation for every header name not already lower case).
+func (hs *headers) getHeader(name string) Header {
 	for _, h := range hs.headerOrder {
-		if HeaderToLower(h.Name()) == nameLower {
+		if asciiEqualFold(h.Name(), name) {
 			return h
 		}
 	}
@@ -292,7 +292,7 @@ func (hs *headers) RemoveHeader(name string) (removed bool) {
 
 // CloneHeaders returns all cloned headers in slice.
 func (hs *headers) CloneHeaders() []Header {
-	hdrs := make([]Header, 0)
+	hdrs := make([]Header, 0, len(hs.headerOrder))
 	for _, h := range hs.headerOrder {
 		hdrs = append(hdrs, h.headerClone())
 	}
@@ -369,7 +369,9 @@ func (hs *headers) MaxForwards() *MaxForwardsHeader {
 
 // ContentLength returns underlying Content-Length parsed header or nil if not exists
 func (hs *headers) ContentLength() *ContentLengthHeader {
-	if hs.contentLength == nil {
+	if hs.contentLength == nil && (hs.getHeader("content-length") != nil || hs.getHeader("l") != nil) {
+		// (Looked for first: the header parsed into escapes, an
+		// allocation for every message without one.)
 		var h ContentLengthHeader
 		if parseHeaderLazy(hs, parseContentLengthHeader, []string{"content-length", "l"}, &h) {
 			hs.contentLength = &h
@@ -381,7 +383,7 @@ func (hs *headers) ContentLength() *ContentLengthHeader {
 
 // ContentType returns underlying Content-Type parsed header or nil if not exists
 func (hs *headers) ContentType() *ContentTypeHeader {
-	if hs.contentType == nil {
+	if hs.contentType == nil && (hs.getHeader("content-type") != nil || hs.getHeader("c") != nil) {
 		var h ContentTypeHeader
 		if parseHeaderLazy(hs, parseContentTypeHeader, []string{"content-type", "c"}, &h) {
 			hs.contentType = &h
@@ -780,7 +782,7 @@ func (h *CSeqHeader) Value() string {
 }
 
 func (h *CSeqHeader) valueStringWrite(buffer io.StringWriter) {
-	buffer.WriteString(strconv.Itoa(int(h.SeqNo)))
+	writeInt(buffer, int(h.SeqNo))
 	buffer.WriteString(" ")
 	buffer.WriteString(string(h.MethodName))
 }
@@ -865,11 +867,11 @@ func (h ContentLengthHeader) String() string {
 func (h ContentLengthHeader) StringWrite(buffer io.StringWriter) {
 	buffer.WriteString(h.Name())
 	buffer.WriteString(": ")
-	buffer.WriteString(h.Value())
+	writeInt(buffer, int(h))
 }
 
 func (h *ContentLengthHeader) valueStringWrite(buffer io.StringWriter) {
-	buffer.WriteString(h.Value())
+	writeInt(buffer, int(*h))
 }
 
 func (h *ContentLengthHeader) Name() string { return "Content-Length" }
@@ -931,7 +933,7 @@ func (h *ViaHeader) valueStringWrite(buffer io.StringWriter) {
 
 	if h.Port > 0 {
 		buffer.WriteString(":")
-		buffer.WriteString(strconv.Itoa(h.Port))
+		writeInt(buffer, h.Port)
 	}
 
 	if h.Params != nil && h.Params.Length() > 0 {
@@ -1175,8 +1177,24 @@ func (h *ReferredByHeader) Clone() *ReferredByHeader {
 // Copy all headers of one type from one message to another.
 // Appending to any headers that were already there.
 func CopyHeaders(name string, from, to Message) {
-	for _, h := range from.GetHeaders(name) {
-		to.AppendHeader(h.headerClone())
+	// Without GetHeaders' slice (an allocation per call) when from is one
+	// of ours.
+	var hs *headers
+	switch m := from.(type) {
+	case *Request:
+		hs = &m.headers
+	case *Response:
+		hs = &m.headers
+	default:
+		for _, h := range from.GetHeaders(name) {
+			to.AppendHeader(h.headerClone())
+		}
+		return
+	}
+	for _, h := range hs.headerOrder {
+		if asciiEqualFold(h.Name(), name) {
+			to.AppendHeader(h.headerClone())
+		}
 	}
 }
 

@@ -144,30 +144,32 @@ func (msg *MessageData) Body() []byte {
 
 // SetBody sets message body, calculates it length and add 'Content-Length' header.
 func (msg *MessageData) SetBody(body []byte) {
-	var length ContentLengthHeader
+	var n ContentLengthHeader
 	msg.body = body
 
 	// The Content-Length header field value is used to locate the end of
 	//   each SIP message in a stream.  It will always be present when SIP
 	//   messages are sent over stream-oriented transports.
 	if body == nil {
-		length = ContentLengthHeader(0)
+		n = ContentLengthHeader(0)
 	} else {
-		length = ContentLengthHeader(len(body))
+		n = ContentLengthHeader(len(body))
 	}
 
 	hdr := msg.ContentLength()
+	if hdr != nil && n == *hdr {
+		//Skip appending if value is same (without allocating a header)
+		return
+	}
+	length := new(ContentLengthHeader)
+	*length = n
 	if hdr != nil {
-		if length == *hdr {
-			//Skip appending if value is same
-			return
-		}
 		// msg.appendHeader("content-length", &length)
-		msg.ReplaceHeader(&length)
+		msg.ReplaceHeader(length)
 		return
 	}
 
-	msg.AppendHeader(&length)
+	msg.AppendHeader(length)
 }
 
 func (msg *MessageData) Transport() string {

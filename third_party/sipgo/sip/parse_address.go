@@ -12,7 +12,19 @@ type nameAddress struct {
 	headerParams *HeaderParams
 }
 
-type addressFSM func(dispName *nameAddress, s string) (addressFSM, string, error)
+// addressFSM is a state of the address parser, dispatched by a switch
+// (parseNameAddress): with function values as states the nameAddress, and
+// the Uri and params it points to, escaped to the heap on every parse.
+type addressFSM uint8
+
+const (
+	addressStateEnd addressFSM = iota
+	addressStateDisplayNameS
+	addressStateDisplayNameQuotedS
+	addressStateUriBracketS
+	addressStateUriS
+	addressStateHeaderParamsS
+)
 
 // ParseAddressValue parses an address - such as from a From, To, or
 // Contact header. It returns:
@@ -37,10 +49,23 @@ func ParseAddressValue(addressText string, uri *Uri, headerParams *HeaderParams)
 // name-addr      =  [ display-name ] LAQUOT addr-spec RAQUOT
 // addr-spec      =  SIP-URI / SIPS-URI / absoluteURI
 func parseNameAddress(addressText string, a *nameAddress) (err error) {
-	state := addressStateDisplayName
+	state := addressStateDisplayNameS
 	str := addressText
-	for state != nil {
-		state, str, err = state(a, str)
+	for state != addressStateEnd {
+		switch state {
+		case addressStateDisplayNameS:
+			state, str, err = addressStateDisplayName(a, str)
+		case addressStateDisplayNameQuotedS:
+			state, str, err = addressStateDisplayNameQuoted(a, str)
+		case addressStateUriBracketS:
+			state, str, err = addressStateUriBracket(a, str)
+		case addressStateUriS:
+			state, str, err = addressStateUri(a, str)
+		case addressStateHeaderParamsS:
+			state, str, err = addressStateHeaderParams(a, str)
+		default:
+			return fmt.Errorf("address parser: unknown state %d", state)
+		}
 		if err != nil {
 			return
 		}
@@ -51,7 +76,7 @@ func parseNameAddress(addressText string, a *nameAddress) (err error) {
 func addressStateDisplayName(a *nameAddress, s string) (addressFSM, string, error) {
 	for i, c := range s {
 		if c == '"' {
-			return addressStateDisplayNameQuoted, s[i+1:], nil
+			return addressStateDisplayNameQuotedS, s[i+1:], nil
 		}
 
 		// https://datatracker.ietf.org/doc/html/rfc3261#section-20.10
@@ -61,18 +86,18 @@ func addressStateDisplayName(a *nameAddress, s string) (addressFSM, string, erro
 		// parameters, not URI parameters.
 		if c == '<' {
 			a.displayName = strings.TrimSpace(s[:i])
-			return addressStateUriBracket, s[i+1:], nil
+			return addressStateUriBracketS, s[i+1:], nil
 		}
 
 		if c == ';' {
 			// detect early
 			// uri can be without <> in that case there all after ; are header params
-			return addressStateUri, s, nil
+			return addressStateUriS, s, nil
 		}
 	}
 
 	// No DisplayName found
-	return addressStateUri, s, nil
+	return addressStateUriS, s, nil
 }
 
 func addressStateDisplayNameQuoted(a *nameAddress, s string) (addressFSM, string, error) {
@@ -89,7 +114,7 @@ func addressStateDisplayNameQuoted(a *nameAddress, s string) (addressFSM, string
 		if escaped {
 			if c == 0xA || c == 0x0D {
 				// quoted-pair  =  "\" (%x00-09 / %x0B-0C / %x0E-7F)
-				return nil, s, fmt.Errorf("invalid display name, not allowed to escape '0x%02X' in '%s'", c, s)
+				return addressStateEnd, s, fmt.Errorf("invalid display name, not allowed to escape '0x%02X' in '%s'", c, s)
 			}
 			escaped = false
 			continue
@@ -100,52 +125,56 @@ func addressStateDisplayNameQuoted(a *nameAddress, s string) (addressFSM, string
 			s = s[i+1:]
 			for i, c := range s {
 				if c == '<' {
-					return addressStateUriBracket, s[i+1:], nil
+					return addressStateUriBracketS, s[i+1:], nil
 				}
 
 				if c == ';' {
-					return addressStateUri, s[i+1:], nil
+					return addressStateUriS, s[i+1:], nil
 				}
 			}
-			return nil, s, fmt.Errorf("no uri after display name")
+			return addressStateEnd, s, fmt.Errorf("no uri after display name")
 		}
 	}
 
-	return nil, s, fmt.Errorf("invalid uri display name inside quotes")
+	return addressStateEnd, s, fmt.Errorf("invalid uri display name inside quotes")
 }
 
 func addressStateUriBracket(a *nameAddress, s string) (addressFSM, string, error) {
 	if len(s) == 0 {
-		return nil, s, errors.New("No URI present")
+		return addressStateEnd, s, errors.New("No URI present")
 	}
 
 	for i, c := range s {
 		if c == '>' {
 			err := ParseUri(s[:i], a.uri)
-			return addressStateHeaderParams, s[i+1:], err
+			return addressStateHeaderParamsS, s[i+1:], err
 		}
 	}
-	return nil, s, fmt.Errorf("invalid uri, missing end bracket")
+	return addressStateEnd, s, fmt.Errorf("invalid uri, missing end bracket")
 }
 
 func addressStateUri(a *nameAddress, s string) (addressFSM, string, error) {
 	if len(s) == 0 {
-		return nil, s, errors.New("No URI present")
+		return addressStateEnd, s, errors.New("No URI present")
 	}
 
 	for i, c := range s {
 		if c == ';' {
 			err := ParseUri(s[:i], a.uri)
-			return addressStateHeaderParams, s[i+1:], err
+			return addressStateHeaderParamsS, s[i+1:], err
 		}
 	}
 
 	// No header params detected
 	err := ParseUri(s, a.uri)
-	return nil, s, err
+	return addressStateEnd, s, err
 }
 
 func addressStateHeaderParams(a *nameAddress, s string) (addressFSM, string, error) {
+	if a.headerParams != nil && len(*a.headerParams) == cap(*a.headerParams) {
+		// One allocation for all of them (this state runs once per param).
+		growParams(a.headerParams, s, ';', ',')
+	}
 
 	addParam := func(equal int, s string) {
 
@@ -179,12 +208,12 @@ func addressStateHeaderParams(a *nameAddress, s string) (addressFSM, string, err
 
 		if c == ';' {
 			addParam(equal, s[:i])
-			return addressStateHeaderParams, s[i+1:], nil
+			return addressStateHeaderParamsS, s[i+1:], nil
 		}
 	}
 
 	addParam(equal, s)
-	return nil, s, nil
+	return addressStateEnd, s, nil
 }
 
 // headerParserTo generates ToHeader
@@ -196,7 +225,7 @@ func headerParserTo(headerName []byte, headerText string) (header Header, err er
 func parseToHeader(headerText string, h *ToHeader) error {
 	var err error
 
-	h.Params = nil
+	h.Params = h.Params[:0] // nil, or room a headerBlock gave
 	h.DisplayName, err = ParseAddressValue(headerText, &h.Address, &h.Params)
 	if err != nil {
 		return err
@@ -222,7 +251,7 @@ func headerParserFrom(headerName []byte, headerText string) (header Header, err 
 func parseFromHeader(headerText string, h *FromHeader) error {
 	var err error
 
-	h.Params = nil
+	h.Params = h.Params[:0] // nil, or room a headerBlock gave
 	h.DisplayName, err = ParseAddressValue(headerText, &h.Address, &h.Params)
 	// h.DisplayName, h.Address, h.Params, err = ParseAddressValue(headerText)
 	if err != nil {
@@ -277,7 +306,7 @@ func parseContactHeader(headerText string, h *ContactHeader) error {
 	}
 
 	var e error
-	h.Params = nil
+	h.Params = h.Params[:0] // nil, or room a headerBlock gave
 	h.DisplayName, e = ParseAddressValue(headerText[:endInd], &h.Address, &h.Params)
 	if e != nil {
 		return e
@@ -327,7 +356,7 @@ func headerParserReferredBy(headerName []byte, headerText string) (header Header
 func parseReferredByHeader(headerText string, h *ReferredByHeader) error {
 	var err error
 
-	h.Params = nil
+	h.Params = h.Params[:0] // nil, or room a headerBlock gave
 	h.DisplayName, err = ParseAddressValue(headerText, &h.Address, &h.Params)
 	if err != nil {
 		return err

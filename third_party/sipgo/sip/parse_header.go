@@ -69,32 +69,68 @@ func DefaultHeadersParser() map[string]HeaderParser {
 
 // ParseHeader parses a SIP header from the line and appends it to out.
 func (headersParser HeadersParser) ParseHeader(out []Header, line []byte) ([]Header, error) {
+	return headersParser.parseHeader(out, line, "", nil, 0)
+}
+
+// parseHeader is ParseHeader with, in lineText, the line as a string when
+// the caller has it (a substring of the message's header section, see
+// Parser.parseHeaders): the header's values are then substrings of it
+// rather than a copy each. lineText is "" or exactly string(line). With a
+// block, a header of one of the slots (which this parser parses with the
+// package's own parsers) goes into it if its slot is free.
+func (headersParser HeadersParser) parseHeader(out []Header, line []byte, lineText string, blk *headerBlock, slots blockSlots) ([]Header, error) {
 	colonIdx := bytes.IndexByte(line, ':')
 	if colonIdx == -1 {
 		return out, fmt.Errorf("field name with no value in header: %q", line)
 	}
 
 	fieldName := bytes.TrimSpace(line[:colonIdx])
-	lowerFieldName := headerToLower(fieldName)
 	fieldValue := bytes.TrimSpace(line[colonIdx+1:])
 
-	headerParser, ok := headersParser[string(lowerFieldName)]
+	lowerFieldName := headerToLowerKnown(fieldName)
+	var headerParser HeaderParser
+	var ok bool
+	if lowerFieldName != nil {
+		headerParser, ok = headersParser[string(lowerFieldName)]
+	} else {
+		// Lowered on the stack: most names without a constant have no
+		// parser either, and need no lower-case copy at all.
+		var buf [64]byte
+		lower := appendASCIILower(buf[:0], fieldName)
+		headerParser, ok = headersParser[string(lower)]
+		if ok {
+			lowerFieldName = bytes.Clone(lower)
+		}
+	}
 	if !ok {
 		// We have no registered parser for this header type,
 		// so we encapsulate the header data in a GenericHeader struct.
 		// We do only forwarding on this with trimmed space. Validation and parsing is required by user
-		h := NewHeader(string(fieldName), string(fieldValue))
+		h := NewHeader(subText(line, lineText, fieldName), subText(line, lineText, fieldValue))
 		out = append(out, h)
 		return out, nil
 	}
 
 	// NOTE: This line is a must and this conversion must here to stay
-	fieldText := string(fieldValue)
+	fieldText := subText(line, lineText, fieldValue)
+	var slot blockSlots
+	if blk != nil {
+		if slot = slotOf(lowerFieldName) & slots; slot&blk.used != 0 {
+			slot = 0
+		}
+	}
 	// Support comma separated values
 	for {
 		// We have a registered parser for this header type - use it.
 		// headerParser should detect comma (,) and return as error
-		h, err := headerParser(lowerFieldName, fieldText)
+		var h Header
+		var err error
+		if slot != 0 {
+			h, err = blk.parse(slot, fieldText)
+			slot = 0 // the next value of a list gets a header of its own
+		} else {
+			h, err = headerParser(lowerFieldName, fieldText)
+		}
 		if err == nil {
 			out = append(out, h)
 			return out, nil
@@ -108,6 +144,16 @@ func (headersParser HeadersParser) ParseHeader(out []Header, line []byte) ([]Hea
 		out = append(out, h)
 		fieldText = fieldText[commaErr+1:]
 	}
+}
+
+// subText returns string(sub), sub being a subslice of line: a substring of
+// lineText (string(line)) when the caller has it, else a copy.
+func subText(line []byte, lineText string, sub []byte) string {
+	if lineText == "" || len(sub) == 0 {
+		return string(sub)
+	}
+	i := cap(line) - cap(sub) // sub = line[i : i+len(sub)]
+	return lineText[i : i+len(sub)]
 }
 
 func headerParserCallId(headerName []byte, headerText string) (header Header, err error) {

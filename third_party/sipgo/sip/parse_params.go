@@ -1,9 +1,28 @@
 package sip
 
 import (
+	"slices"
 	"strings"
 	"unicode"
 )
+
+// growParams makes room in p, once, for as many params as s has
+// separators before ending, plus one: appending them one by one grew the
+// slice (1, 2, 4: up to three allocations for a Via's params).
+func growParams(p *HeaderParams, s string, seperator, ending rune) {
+	k := 1
+	for _, c := range s {
+		if c == ending {
+			break
+		}
+		if c == seperator {
+			k++
+		}
+	}
+	if cap(*p)-len(*p) < k {
+		*p = slices.Grow(*p, k)
+	}
+}
 
 const (
 	paramsStateNone = iota
@@ -18,6 +37,7 @@ func UnmarshalHeaderParams(s string, seperator rune, ending rune, p *HeaderParam
 	state := paramsStateKey
 
 	s = strings.TrimLeftFunc(s, unicode.IsSpace) // Remove trailing spaces
+	growParams(p, s, seperator, ending)
 	n = len(s)
 	for i, c := range s {
 		if c == ending {

@@ -20,7 +20,7 @@ func headerParserVia(headerName []byte, headerText string) (
 // these should not be treated as separate logical Via headers, but as multiple values on a single
 // Via header.
 func parseViaHeader(headerText string, h *ViaHeader) error {
-	h.Params = nil
+	h.Params = h.Params[:0] // nil, or room a headerBlock gave
 
 	state := viaStateProtocol
 	str := headerText

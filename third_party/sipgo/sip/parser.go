@@ -42,6 +42,10 @@ func ParseMessage(msgData []byte) (Message, error) {
 type Parser struct {
 	// HeadersParsers uses default list of headers to be parsed. Smaller list parser will be faster
 	headersParsers HeadersParser
+	// blockSlots are the headers parsed into a message's headerBlock
+	// (parse_block.go): those headersParsers parses with the package's
+	// own parsers, as NewParser found them.
+	blockSlots blockSlots
 
 	MaxMessageLength int
 }
@@ -59,6 +63,7 @@ func NewParser(options ...ParserOption) *Parser {
 	for _, o := range options {
 		o(p)
 	}
+	p.blockSlots = blockSlotsOf(p.headersParsers)
 
 	return p
 }
@@ -85,19 +90,54 @@ func (p *Parser) ParseHeaders(data []byte, stream bool) (Message, int, error) {
 	return msg, n, err
 }
 
+var crlf2 = []byte("\r\n\r\n")
+
+// parseHeaders parses the start line and the headers. The section they
+// make up (up to the first empty line) is copied into one string, and the
+// start line's parts and the headers' values are substrings of it: one
+// allocation per message instead of one per header. (A header kept
+// keeps the section alive, as the message's other headers would.) When
+// the section's end is not in data, each line is copied on its own.
 func (p *Parser) parseHeaders(data []byte, stream bool) (Message, *ContentLengthHeader, int, error) {
-	msg, total, err := p.parseStartLine(data, stream)
+	start := 0
+	if stream {
+		for len(data)-start >= 2 && data[start] == '\r' && data[start+1] == '\n' {
+			start += 2
+		}
+	}
+	var text string
+	if i := bytes.Index(data[start:], crlf2); i >= 0 {
+		text = string(data[start : start+i+len(crlf2)])
+	}
+
+	msg, total, err := p.parseStartLineText(data, stream, text)
 	if err != nil {
 		return msg, nil, total, err
 	}
 	data = data[total:]
+	if consumed := total - start; consumed <= len(text) {
+		text = text[consumed:]
+	} else {
+		text = ""
+	}
 
-	contentLength, n, err := p.parseHeadersOnly(msg, data)
+	var blk *headerBlock
+	if p.blockSlots != 0 {
+		blk = new(headerBlock)
+	}
+	contentLength, n, err := p.parseHeadersOnly(msg, data, text, blk)
 	total += n
 	return msg, contentLength, total, err
 }
 
 func (p *Parser) parseStartLine(data []byte, stream bool) (Message, int, error) {
+	return p.parseStartLineText(data, stream, "")
+}
+
+// parseStartLineText is parseStartLine with, in text, the data from the
+// start line on (after the CRLFs a stream may have before it) as a string,
+// or "".
+func (p *Parser) parseStartLineText(data []byte, stream bool, text string) (Message, int, error) {
 	var (
 		total   int
 		skipped bool
@@ -123,7 +163,13 @@ func (p *Parser) parseStartLine(data []byte, stream bool) (Message, int, error) 
 	}
 	total += n
 
-	msg, err := parseLine(string(startLine))
+	var line string
+	if len(startLine) <= len(text) {
+		line = text[:len(startLine)]
+	} else {
+		line = string(startLine)
+	}
+	msg, err := parseLine(line)
 	if err != nil {
 		return nil, total, err
 	}
@@ -133,6 +179,12 @@ func (p *Parser) parseStartLine(data []byte, stream bool) (Message, int, error) 
 var errParseNoMoreHeaders = errors.New("no more headers")
 
 func (p *Parser) parseNextHeader(out []Header, data []byte) ([]Header, int, error) {
+	return p.parseNextHeaderText(out, data, "", nil)
+}
+
+// parseNextHeaderText is parseNextHeader with, in text, data as a string
+// (or a prefix of it, or "").
+func (p *Parser) parseNextHeaderText(out []Header, data []byte, text string, blk *headerBlock) ([]Header, int, error) {
 	line, n, err := nextLine(data)
 	if err != nil {
 		if err == io.EOF {
@@ -149,14 +201,17 @@ func (p *Parser) parseNextHeader(out []Header, data []byte) ([]Header, int, erro
 		return out, n, errParseNoMoreHeaders
 	}
 
+	lineText := ""
 	if n < len(data) && isHeaderContinuation(data[n]) {
 		line, n, err = foldHeaderLine(line, n, data)
 		if err != nil {
 			return out, 0, err
 		}
+	} else if len(line) <= len(text) {
+		lineText = text[:len(line)]
 	}
 
-	out, err = p.headersParsers.ParseHeader(out, line)
+	out, err = p.headersParsers.parseHeader(out, line, lineText, blk, p.blockSlots)
 	if err != nil {
 		// We might not need to return n here?
 		return out, n, err
@@ -215,7 +270,7 @@ func trimRightHeaderWhitespaceLen(line []byte) int {
 	return n
 }
 
-func (p *Parser) parseHeadersOnly(msg Message, data []byte) (*ContentLengthHeader, int, error) {
+func (p *Parser) parseHeadersOnly(msg Message, data []byte, text string, blk *headerBlock) (*ContentLengthHeader, int, error) {
 	var (
 		total, n      int
 		headerBuf     []Header
@@ -223,8 +278,13 @@ func (p *Parser) parseHeadersOnly(msg Message, data []byte) (*ContentLengthHeade
 		err           error
 	)
 	for {
-		headerBuf, n, err = p.parseNextHeader(headerBuf[:0], data)
+		headerBuf, n, err = p.parseNextHeaderText(headerBuf[:0], data, text, blk)
 		data = data[n:]
+		if n <= len(text) {
+			text = text[n:]
+		} else {
+			text = ""
+		}
 		total += n
 		for _, h := range headerBuf {
 			switch h := h.(type) {

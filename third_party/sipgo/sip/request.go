@@ -25,6 +25,21 @@ type Request struct {
 // No headers are added. AppendHeader should be called to add Headers.
 // r.SetBody can be called to set proper ContentLength header
 func NewRequest(method RequestMethod, recipient Uri) *Request {
+	return newRequest(method, recipient, 10)
+}
+
+// msgHeaderRoom is the room for headers a new message has in its own
+// allocation (requestWithRoom, responseWithRoom); more headers take an
+// array of their own, as appending past it does.
+const msgHeaderRoom = 10
+
+type requestWithRoom struct {
+	Request
+	room [msgHeaderRoom]Header
+}
+
+// newRequest is NewRequest with room for n headers.
+func newRequest(method RequestMethod, recipient Uri, n int) *Request {
 	if recipient.UriParams != nil {
 		// mostly this are empty
 		recipient.UriParams = recipient.UriParams.clone()
@@ -33,12 +48,19 @@ func NewRequest(method RequestMethod, recipient Uri) *Request {
 		recipient.Headers = recipient.Headers.clone()
 	}
 
-	req := &Request{}
-	req.SipVersion = "SIP/2.0"
-	// req.headers = newHeaders()
-	req.headers = headers{
-		headerOrder: make([]Header, 0, 10), // making capacity allows faster appending headers
+	var req *Request
+	if n <= msgHeaderRoom {
+		// The request and room for its headers in one allocation.
+		rh := &requestWithRoom{}
+		req = &rh.Request
+		req.headers = headers{headerOrder: rh.room[:0:n]}
+	} else {
+		req = &Request{}
+		req.headers = headers{
+			headerOrder: make([]Header, 0, n), // making capacity allows faster appending headers
+		}
 	}
+	req.SipVersion = "SIP/2.0"
 	req.Method = method
 	req.Recipient = recipient
 	req.body = nil
@@ -69,7 +91,7 @@ func (req *Request) StartLine() string {
 func (req *Request) StartLineWrite(buffer io.StringWriter) {
 	buffer.WriteString(string(req.Method))
 	buffer.WriteString(" ")
-	buffer.WriteString(req.Recipient.String())
+	req.Recipient.StringWrite(buffer)
 	buffer.WriteString(" ")
 	buffer.WriteString(req.SipVersion)
 }
@@ -333,14 +355,18 @@ func (r *Request) remoteAddress() Addr {
 }
 
 func cloneRequest(req *Request) *Request {
-	newReq := NewRequest(
+	// newRequest clones the URI's params and headers (Recipient.Clone()
+	// did too: twice); the headers go in at once, without a slice of their
+	// own or growing the new one.
+	newReq := newRequest(
 		req.Method,
-		*req.Recipient.Clone(),
+		req.Recipient,
+		max(10, len(req.headerOrder)),
 	)
 	newReq.SipVersion = req.SipVersion
 
-	for _, h := range req.CloneHeaders() {
-		newReq.AppendHeader(h)
+	for _, h := range req.headerOrder {
+		newReq.AppendHeader(h.headerClone())
 	}
 	newReq.SetBody(slices.Clone(req.Body()))
 	newReq.SetTransport(req.Transport())

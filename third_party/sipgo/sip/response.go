@@ -17,8 +17,11 @@ type Response struct {
 	Reason     string // e.g. "200 OK"
 	StatusCode int    // e.g. 200
 
-	// raddr is resolved address from request
-	raddr Addr
+	// raddr is resolved address from request, the destination set from
+	// it when raddrOf is that destination (remoteAddress need not parse
+	// it back).
+	raddr   Addr
+	raddrOf string
 }
 
 // NewResponse creates base structure of response.
@@ -26,12 +29,27 @@ func NewResponse(
 	statusCode int,
 	reason string,
 ) *Response {
-	res := &Response{}
-	res.SipVersion = "SIP/2.0"
-	res.headers = headers{
-		// headers:     make(map[string]Header),
-		headerOrder: make([]Header, 0, 10),
+	return newResponse(statusCode, reason, 10)
+}
+
+type responseWithRoom struct {
+	Response
+	room [msgHeaderRoom]Header
+}
+
+// newResponse is NewResponse with room for n headers.
+func newResponse(statusCode int, reason string, n int) *Response {
+	var res *Response
+	if n <= msgHeaderRoom {
+		// The response and room for its headers in one allocation.
+		rh := &responseWithRoom{}
+		res = &rh.Response
+		res.headers = headers{headerOrder: rh.room[:0:n]}
+	} else {
+		res = &Response{}
+		res.headers = headers{headerOrder: make([]Header, 0, n)}
 	}
+	res.SipVersion = "SIP/2.0"
 	res.StatusCode = statusCode
 	res.Reason = reason
 	res.body = nil
@@ -62,10 +80,9 @@ func (res *Response) StartLine() string {
 }
 
 func (res *Response) StartLineWrite(buffer io.StringWriter) {
-	statusCode := strconv.Itoa(int(res.StatusCode))
 	buffer.WriteString(res.SipVersion)
 	buffer.WriteString(" ")
-	buffer.WriteString(statusCode)
+	writeInt(buffer, int(res.StatusCode))
 	buffer.WriteString(" ")
 	buffer.WriteString(res.Reason)
 }
@@ -192,6 +209,46 @@ func (res *Response) Destination() string {
 	return fmt.Sprintf("%v:%v", host, port)
 }
 
+// responseBlock holds the headers NewResponseFromRequest clones from its
+// request: one allocation instead of one per header and params list.
+type responseBlock struct {
+	via    ViaHeader
+	from   FromHeader
+	to     ToHeader
+	cseq   CSeqHeader
+	kv     [8]HeaderKV
+	kvUsed int
+}
+
+// params clones p (nil stays nil) with room for extra more params, in
+// the block's kv while it lasts.
+func (b *responseBlock) params(p HeaderParams, extra int) HeaderParams {
+	if p == nil {
+		return nil
+	}
+	n := len(p) + extra
+	if b.kvUsed+n > len(b.kv) {
+		return append(make(HeaderParams, 0, n), p...)
+	}
+	out := append(b.kv[b.kvUsed:b.kvUsed:b.kvUsed+n], p...)
+	b.kvUsed += n
+	return out
+}
+
+// cloneVia is b.via = *v.Clone(), with room for rport and received.
+func (b *responseBlock) cloneVia(v *ViaHeader) {
+	b.via = ViaHeader{
+		ProtocolName:    v.ProtocolName,
+		ProtocolVersion: v.ProtocolVersion,
+		Transport:       v.Transport,
+		Host:            v.Host,
+		Params:          b.params(v.Params, 2),
+	}
+	if v.Port > 0 {
+		b.via.Port = v.Port
+	}
+}
+
 // RFC 3261 - 8.2.6
 func NewResponseFromRequest(
 	req *Request,
@@ -213,13 +270,30 @@ func NewResponseFromRequest(
 	if allowedMethod && (allowedStatus || earlyInvite) {
 		CopyHeaders("Record-Route", req, res)
 	}
-	CopyHeaders("Via", req, res)
+	// The first Via, From, To and CSeq are cloned into one block, their
+	// params with room for the rport, received and tag added below.
+	blk := &responseBlock{}
+	viaDone := false
+	for _, h := range req.headerOrder {
+		if !asciiEqualFold(h.Name(), "Via") {
+			continue
+		}
+		if v, ok := h.(*ViaHeader); ok && !viaDone && v != nil {
+			blk.cloneVia(v)
+			res.AppendHeader(&blk.via)
+		} else {
+			res.AppendHeader(h.headerClone())
+		}
+		viaDone = true
+	}
 	if h := req.From(); h != nil {
-		res.AppendHeader(h.headerClone())
+		blk.from = FromHeader{DisplayName: h.DisplayName, Address: *h.Address.Clone(), Params: blk.params(h.Params, 0)}
+		res.AppendHeader(&blk.from)
 	}
 
 	if h := req.To(); h != nil {
-		res.AppendHeader(h.headerClone())
+		blk.to = ToHeader{DisplayName: h.DisplayName, Address: *h.Address.Clone(), Params: blk.params(h.Params, 1)}
+		res.AppendHeader(&blk.to)
 	}
 
 	if h := req.CallID(); h != nil {
@@ -227,7 +301,8 @@ func NewResponseFromRequest(
 	}
 
 	if h := req.CSeq(); h != nil {
-		res.AppendHeader(h.headerClone())
+		blk.cseq = CSeqHeader{SeqNo: h.SeqNo, MethodName: h.MethodName}
+		res.AppendHeader(&blk.cseq)
 	}
 
 	if h := res.Via(); h != nil {
@@ -262,7 +337,9 @@ func NewResponseFromRequest(
 
 	// If raddr is present this is resolved remote addr based on via header, otherwise use connection based source addr
 	if req.raddr.IP != nil {
-		res.SetDestination(req.raddr.String())
+		res.raddr = req.raddr
+		res.raddrOf = req.raddr.String()
+		res.SetDestination(res.raddrOf)
 	} else {
 		res.SetDestination(req.Source())
 	}
@@ -273,6 +350,9 @@ func NewResponseFromRequest(
 // TODO we may want to have resolved IP destination as seperate variable like request
 func (r *Response) remoteAddress() Addr {
 	dst := r.dest
+	if r.raddr.IP != nil && dst != "" && dst == r.raddrOf {
+		return Addr{IP: r.raddr.IP, Port: r.raddr.Port, Hostname: dst}
+	}
 	host, port, _ := ParseAddr(dst)
 	return Addr{
 		IP:       net.ParseIP(host),
@@ -290,14 +370,15 @@ func NewSDPResponseFromRequest(req *Request, body []byte) *Response {
 }
 
 func cloneResponse(res *Response) *Response {
-	newRes := NewResponse(
+	newRes := newResponse(
 		res.StatusCode,
 		res.Reason,
+		max(10, len(res.headerOrder)),
 	)
 	newRes.SipVersion = res.SipVersion
 
-	for _, h := range res.CloneHeaders() {
-		newRes.AppendHeader(h)
+	for _, h := range res.headerOrder {
+		newRes.AppendHeader(h.headerClone())
 	}
 
 	newRes.SetBody(res.Body())

@@ -350,12 +350,14 @@ func makeServerTxKey(msg Message, asMethod RequestMethod) (string, error) {
 			port = firstViaHop.Port
 		}
 
-		// abuilder.Grow(len(branch) + len(firstViaHop.Host) + len(TxSeperator))
+		var portBuf [20]byte
+		portStr := strconv.AppendInt(portBuf[:0], int64(port), 10)
+		builder.Grow(len(branch) + len(firstViaHop.Host) + len(portStr) + len(method) + 3*len(TxSeperator))
 		builder.WriteString(branch)
 		builder.WriteString(TxSeperator)
 		builder.WriteString(firstViaHop.Host)
 		builder.WriteString(TxSeperator)
-		builder.WriteString(strconv.Itoa(port))
+		builder.Write(portStr)
 		builder.WriteString(TxSeperator)
 		builder.WriteString(string(method))
 
@@ -381,7 +383,7 @@ func makeServerTxKey(msg Message, asMethod RequestMethod) (string, error) {
 	builder.WriteString(TxSeperator)
 	builder.WriteString(string(method))
 	builder.WriteString(TxSeperator)
-	builder.WriteString(strconv.Itoa(int(cseq.SeqNo)))
+	writeInt(&builder, int(cseq.SeqNo))
 	builder.WriteString(TxSeperator)
 	firstViaHop.StringWrite(&builder)
 	builder.WriteString(TxSeperator)

@@ -22,8 +22,11 @@ type ClientTx struct {
 	// responses instead of the responses channel. fsmOut holds those the
 	// FSM passed up during one spin: they are handed to onResponse after
 	// fsmMu is released (deliver), so the handler may call any method of
-	// the transaction. Guarded by fsmMu.
+	// the transaction. Guarded by fsmMu. The first of them is in fsmFirst
+	// (one per spin, nearly always: no slice to allocate), the others in
+	// fsmOut.
 	onResponse FnTxResponse
+	fsmFirst   *Response
 	fsmOut     []*Response
 	// fsmReceiving: a response is being spun (Receive). With onResponse,
 	// a deletion the spin reaches (a final response over a reliable
@@ -86,7 +89,9 @@ func (tx *ClientTx) Init() error {
 		tx.spinFsmWithError(client_input_timer_b, fmt.Errorf("Timer_B timed out. %w", ErrTransactionTimeout))
 	})
 	tx.mu.Unlock()
-	tx.log.Debug("Client transaction initialized", "tx", tx.Key())
+	if debugOn(tx.log) {
+		tx.log.Debug("Client transaction initialized", "tx", tx.Key())
+	}
 	return nil
 }
 
@@ -195,10 +200,13 @@ func (tx *ClientTx) Receive(res *Response) {
 // up to onResponse, in order, then deletes the transaction if the spin
 // reached that (fsmDelete).
 func (tx *ClientTx) deliverUnlock() {
-	out, f := tx.fsmOut, tx.onResponse
+	first, out, f := tx.fsmFirst, tx.fsmOut, tx.onResponse
 	del, err := tx.fsmDelete, tx.fsmErr
-	tx.fsmOut, tx.fsmDelete = nil, false
+	tx.fsmFirst, tx.fsmOut, tx.fsmDelete = nil, nil, false
 	tx.fsmMu.Unlock()
+	if first != nil {
+		f(first)
+	}
 	for _, r := range out {
 		f(r)
 	}
@@ -267,7 +275,9 @@ func (tx *ClientTx) resend() {
 
 	err := tx.conn.WriteMsg(tx.origin)
 	if err != nil {
-		tx.log.Debug("Fail to resend request", "error", err, "req", tx.origin.StartLine())
+		if debugOn(tx.log) {
+			tx.log.Debug("Fail to resend request", "error", err, "req", tx.origin.StartLine())
+		}
 		err := wrapTransportError(err)
 		go tx.spinFsmWithError(client_input_transport_err, err)
 	}
@@ -311,6 +321,8 @@ func (tx *ClientTx) delete(err error) bool {
 	if _, err := tx.conn.TryClose(); err != nil {
 		tx.log.Info("Closing connection returned error", "error", err, "tx", tx.Key())
 	}
-	tx.log.Debug("Client transaction destroyed", "tx", tx.Key())
+	if debugOn(tx.log) {
+		tx.log.Debug("Client transaction destroyed", "tx", tx.Key())
+	}
 	return true
 }

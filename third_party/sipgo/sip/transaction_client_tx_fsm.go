@@ -97,7 +97,9 @@ func (tx *ClientTx) inviteStateAccepted(s fsmInput) fsmInput {
 		//  received while the client INVITE state machine is in the "Calling" or
 		//  "Proceeding" states, it MUST transition to the "Accepted" state, pass
 		//  the 2xx response to the TU, and set Timer M to 64*T1
-		tx.log.Debug("retransimission 2xx detected", "tx", tx.Key())
+		if debugOn(tx.log) {
+			tx.log.Debug("retransimission 2xx detected", "tx", tx.Key())
+		}
 		tx.fsmState, spinfn = tx.inviteStateAccepted, tx.actPassupRetransmission
 
 	case client_input_transport_err:
@@ -471,7 +473,11 @@ func (tx *ClientTx) fsmPassUp() {
 
 	if tx.onResponse != nil {
 		// Handed over once fsmMu is released (deliverUnlock).
-		tx.fsmOut = append(tx.fsmOut, lastResp)
+		if tx.fsmFirst == nil {
+			tx.fsmFirst = lastResp
+		} else {
+			tx.fsmOut = append(tx.fsmOut, lastResp)
+		}
 		return
 	}
 
@@ -502,7 +508,9 @@ func (tx *ClientTx) passUpRetransmission() {
 		return
 	}
 
-	tx.log.Debug("skipped response. Retransimission", "tx", tx.Key())
+	if debugOn(tx.log) {
+		tx.log.Debug("skipped response. Retransimission", "tx", tx.Key())
+	}
 
 	// Client probably left or not interested, so therefore we must not block here
 	// For proxies they should handle this retransmission

@@ -272,9 +272,7 @@ func (txl *TransactionLayer) serverTxRequest(req *Request, key string) error {
 	txl.serverTransactions.unlock()
 
 	// Connections are singleflight operations
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := txl.tpl.serverRequestConnection(ctx, req)
+	conn, err := txl.tpl.serverRequestConnection(context.Background(), req, serverConnTimeout)
 	if err != nil {
 		return fmt.Errorf("server tx get connection failed: %w", err)
 	}
@@ -314,12 +312,14 @@ func (txl *TransactionLayer) serverTxRequest(req *Request, key string) error {
 	return nil
 }
 
+// serverConnTimeout bounds finding (resolving, dialing) the connection a
+// server transaction answers on.
+const serverConnTimeout = 10 * time.Second
+
 func (txl *TransactionLayer) serverTxCreate(req *Request, key string) (*ServerTx, error) {
 	// Connection must exist by transport layer or it will be created
 	// What if connection setup can not be made fast enough?
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := txl.tpl.serverRequestConnection(ctx, req)
+	conn, err := txl.tpl.serverRequestConnection(context.Background(), req, serverConnTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("server tx get connection failed: %w", err)
 	}

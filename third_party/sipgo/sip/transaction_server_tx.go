@@ -67,7 +67,9 @@ func (tx *ServerTx) Init() error {
 		})
 		tx.mu.Unlock()
 	}
-	tx.log.Debug("Server transaction initialized", "tx", tx.Key())
+	if debugOn(tx.log) {
+		tx.log.Debug("Server transaction initialized", "tx", tx.Key())
+	}
 	return nil
 }
 
@@ -140,7 +142,9 @@ func (tx *ServerTx) ackSend(r *Request) {
 		if h := r.CallID(); h != nil {
 			callID = h.Value()
 		}
-		tx.log.Debug("ACK missed", "callid", callID, "tx", tx.Key())
+		if debugOn(tx.log) {
+			tx.log.Debug("ACK missed", "callid", callID, "tx", tx.Key())
+		}
 	case tx.acks <- r:
 	}
 }
@@ -157,7 +161,9 @@ func (tx *ServerTx) ackSendAsync(r *Request) {
 }
 
 func (tx *ServerTx) Terminate() {
-	tx.log.Debug("Server transaction terminating", "tx", tx.Key())
+	if debugOn(tx.log) {
+		tx.log.Debug("Server transaction terminating", "tx", tx.Key())
+	}
 	if tx.delete(ErrTransactionTerminated) {
 		// TODO: remove this double locking
 		tx.fsmMu.Lock()
@@ -291,7 +297,9 @@ func (tx *ServerTx) delete(err error) bool {
 	onterm := tx.onTerminate
 	tx.mu.Unlock()
 
-	tx.log.Debug("Server transaction destroyed", "tx", key)
+	if debugOn(tx.log) {
+		tx.log.Debug("Server transaction destroyed", "tx", key)
+	}
 	if onterm != nil {
 		onterm(key, err)
 	}

@@ -250,13 +250,17 @@ func (tx *ServerTx) actFinal() fsmInput {
 
 // Inform user of transport error
 func (tx *ServerTx) actTransErr() fsmInput {
-	tx.log.Debug("Transport error. Transaction will terminate", "fsmError", tx.fsmErr, "tx", tx.Key())
+	if debugOn(tx.log) {
+		tx.log.Debug("Transport error. Transaction will terminate", "fsmError", tx.fsmErr, "tx", tx.Key())
+	}
 	return server_input_delete
 }
 
 // Inform user of timeout fsmError
 func (tx *ServerTx) actTimeout() fsmInput {
-	tx.log.Debug("Timed out. Transaction will terminate", "fsmError", tx.fsmErr, "tx", tx.Key())
+	if debugOn(tx.log) {
+		tx.log.Debug("Timed out. Transaction will terminate", "fsmError", tx.fsmErr, "tx", tx.Key())
+	}
 	return server_input_delete
 }
 
@@ -300,7 +304,9 @@ func (tx *ServerTx) actCancel() fsmInput {
 		return FsmInputNone
 	}
 
-	tx.log.Debug("Passing 487 on CANCEL", "tx", tx.Key())
+	if debugOn(tx.log) {
+		tx.log.Debug("Passing 487 on CANCEL", "tx", tx.Key())
+	}
 	tx.fsmResp = NewResponseFromRequest(tx.origin, StatusRequestTerminated, "Request Terminated", nil)
 	tx.fsmErr = ErrTransactionCanceled // For now only informative
 
@@ -335,7 +341,9 @@ func (tx *ServerTx) passResp() error {
 
 	err := tx.conn.WriteMsg(lastResp)
 	if err != nil {
-		tx.log.Debug("fail to pass response", "error", err, "res", lastResp.StartLine(), "tx", tx.Key())
+		if debugOn(tx.log) {
+			tx.log.Debug("fail to pass response", "error", err, "res", lastResp.StartLine(), "tx", tx.Key())
+		}
 		tx.fsmErr = wrapTransportError(err)
 		return err
 	}

@@ -3,6 +3,7 @@ package sip
 import (
 	"context"
 	"net"
+	"net/netip"
 	"strconv"
 )
 
@@ -76,8 +77,26 @@ func (a *Addr) String() string {
 	if a.IP == nil {
 		return net.JoinHostPort(a.Hostname, strconv.Itoa(a.Port))
 	}
-
-	return net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port))
+	// net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port)) in one
+	// allocation instead of three (a response's destination is set from
+	// its request's source this way).
+	ip, ok := netip.AddrFromSlice(a.IP)
+	if !ok {
+		return net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port))
+	}
+	ip = ip.Unmap() // net.IP.String prints a v4-mapped address as IPv4
+	var buf [64]byte
+	b := buf[:0]
+	if ip.Is6() {
+		b = append(b, '[')
+		b = ip.AppendTo(b)
+		b = append(b, ']')
+	} else {
+		b = ip.AppendTo(b)
+	}
+	b = append(b, ':')
+	b = strconv.AppendInt(b, int64(a.Port), 10)
+	return string(b)
 }
 
 func (a *Addr) Copy(d *Addr) {

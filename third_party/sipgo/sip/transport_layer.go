@@ -476,7 +476,11 @@ func (l *TransportLayer) ClientRequestConnection(ctx context.Context, req *Reque
 // Based on: https://datatracker.ietf.org/doc/html/rfc3261#section-18.2.2
 //
 // NOTE: this normally should be called one time for request transaction
-func (l *TransportLayer) serverRequestConnection(ctx context.Context, req *Request) (c Connection, err error) {
+//
+// timeout (none if 0) bounds it from the point where it resolves or dials:
+// the connection a request came on is found without a context.WithTimeout
+// (a timer and two allocations per request).
+func (l *TransportLayer) serverRequestConnection(ctx context.Context, req *Request, timeout time.Duration) (c Connection, err error) {
 	network := NetworkToLower(req.Transport())
 	transport := l.getTransport(network)
 	if transport == nil {
@@ -549,6 +553,12 @@ func (l *TransportLayer) serverRequestConnection(ctx context.Context, req *Reque
 		// Fail with via host
 		// NOTE: This can happen at any point when server sending response and we are not handling those cases.
 		// Generally this may have issue with setups where connections are closed after each response
+	}
+
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
 	}
 
 	raddr := Addr{
@@ -676,7 +686,9 @@ func (l *TransportLayer) resolveAddr(ctx context.Context, network string, host s
 }
 
 func (l *TransportLayer) resolveAddrIP(ctx context.Context, hostname string, addr *Addr) error {
-	l.log.Debug("DNS Resolving", "host", hostname)
+	if debugOn(l.log) {
+		l.log.Debug("DNS Resolving", "host", hostname)
+	}
 
 	// Do local resolving
 	ips, err := l.dnsResolver.LookupIPAddr(ctx, hostname)
@@ -784,7 +796,9 @@ func (l *TransportLayer) getConnection(network, addr string) (Connection, error)
 		return nil, fmt.Errorf("transport %s is not supported", network)
 	}
 
-	l.log.Debug("getting connection", "network", network, "addr", addr)
+	if debugOn(l.log) {
+		l.log.Debug("getting connection", "network", network, "addr", addr)
+	}
 	c := transport.GetConnection(addr)
 	if c == nil {
 		return nil, errTransportConnectionDoesNotExists

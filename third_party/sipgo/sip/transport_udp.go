@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 )
 
@@ -158,11 +159,37 @@ func (t *TransportUDP) readListenerConnection(conn *UDPConnection, laddr string,
 	t.pool.deleteExactN(addrs, conn)
 }
 
+// srcCache is the string of the last source address a read loop saw:
+// consecutive datagrams from one peer (most of them, on a trunk) reuse it
+// instead of formatting it again (three allocations for a *net.UDPAddr).
+type srcCache struct {
+	ap  netip.AddrPort
+	s   string
+	set bool
+}
+
+func (c *srcCache) str(a net.Addr) string {
+	u, ok := a.(*net.UDPAddr)
+	if !ok {
+		return a.String()
+	}
+	ap := u.AddrPort()
+	if !ap.Addr().IsValid() || int(ap.Port()) != u.Port {
+		return u.String() // not a key that tells addresses apart
+	}
+	if c.set && ap == c.ap {
+		return c.s
+	}
+	c.ap, c.s, c.set = ap, u.String(), true
+	return c.s
+}
+
 // readLoop reads the socket until it is closed or fails, and returns the
 // source addresses it added to the pool.
 func (t *TransportUDP) readLoop(conn *UDPConnection, laddr string, handler MessageHandler) map[string]struct{} {
 	buf := make([]byte, TransportBufferReadSize)
 	var lastRaddr string
+	var last srcCache
 	acceptedAddr := make(map[string]struct{})
 	for {
 		num, raddr, err := conn.ReadFrom(buf)
@@ -183,7 +210,7 @@ func (t *TransportUDP) readLoop(conn *UDPConnection, laddr string, handler Messa
 		if len(bytes.Trim(data, "\x00")) == 0 {
 			continue
 		}
-		rastr := raddr.String()
+		rastr := last.str(raddr)
 		if t.readFilter != nil {
 			filtered, err := t.readFilter(TransportReadProps{
 				Transport:  t.Network(),

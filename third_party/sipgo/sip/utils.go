@@ -2,13 +2,16 @@ package sip
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand"
 	"net"
 	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 )
 
@@ -40,32 +43,6 @@ func RandStringBytesMask(sb *strings.Builder, n int) string {
 
 func isASCII(c rune) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
-}
-
-func asciiToLower(s []byte) []byte {
-	// first check is ascii already low to avoid alloc
-	nonLowInd := -1
-	for i, c := range s {
-		if 'a' <= c && c <= 'z' {
-			continue
-		}
-		nonLowInd = i
-		break
-	}
-	if nonLowInd < 0 {
-		return s
-	}
-
-	b := make([]byte, len(s))
-	copy(b, s[:nonLowInd])
-	for i := nonLowInd; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		b[i] = c
-	}
-	return b
 }
 
 // ASCIIToLower is faster than go version. It avoids one more loop
@@ -148,7 +125,21 @@ var (
 	hdrTimestamp     = []byte("timestamp")
 )
 
-func headerToLower(s []byte) []byte {
+// appendASCIILower appends s lowered (ASCII) to dst.
+func appendASCIILower(dst, s []byte) []byte {
+	for _, c := range s {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// headerToLowerKnown returns the lower-case constant of a common header
+// name (compact forms give the long name), nil for the others (the
+// parser lowers those on the stack: appendASCIILower).
+func headerToLowerKnown(s []byte) []byte {
 	if len(s) == 1 {
 		c := s[0]
 		if 'A' <= c && c <= 'Z' {
@@ -198,9 +189,55 @@ func headerToLower(s []byte) []byte {
 	case "Timestamp", "timestamp":
 		return hdrTimestamp
 	}
+	return nil
+}
 
-	// This creates one allocation if we really need to lower
-	return asciiToLower(s)
+// debugOn reports whether l logs at debug level. A debug line's
+// arguments (a string in an interface is an allocation) are built only
+// then: several of them ran for every transaction.
+func debugOn(l *slog.Logger) bool {
+	return l.Enabled(context.Background(), slog.LevelDebug)
+}
+
+// writeInt writes n in decimal to w. For a strings.Builder or a
+// bytes.Buffer (every writer of this package) the digits go from the stack
+// into the buffer; strconv.Itoa allocated a string for each n >= 100
+// (ports, status codes, Content-Length).
+func writeInt(w io.StringWriter, n int) {
+	var a [20]byte
+	b := strconv.AppendInt(a[:0], int64(n), 10)
+	switch w := w.(type) {
+	case *strings.Builder:
+		w.Write(b)
+	case *bytes.Buffer:
+		w.Write(b)
+	default:
+		w.WriteString(string(b))
+	}
+}
+
+// asciiEqualFold reports whether a and b are equal under ASCII case
+// folding: HeaderToLower(a) == HeaderToLower(b), without allocating.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		ca, cb := a[i], b[i]
+		if ca == cb {
+			continue
+		}
+		if 'A' <= ca && ca <= 'Z' {
+			ca += 'a' - 'A'
+		}
+		if 'A' <= cb && cb <= 'Z' {
+			cb += 'a' - 'A'
+		}
+		if ca != cb {
+			return false
+		}
+	}
+	return true
 }
 
 // HeaderToLower is fast ASCII lower string
