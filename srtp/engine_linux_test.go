@@ -246,6 +246,9 @@ func TestRelayLoopCoalesce(t *testing.T) {
 			c.pb.recv()
 		}
 	}
+	// A loop counts a batch's packets after relaying the whole batch:
+	// the phones can have them first.
+	waitFor(t, "loop packet count", func() bool { return LoopStats().Packets-before.Packets >= n*rounds })
 	after := LoopStats()
 	packets, wakeups := after.Packets-before.Packets, after.Wakeups-before.Wakeups
 	if packets < n*rounds {
