@@ -175,10 +175,13 @@ type call struct {
 	// queue holds the actions the transitions queued; queue[qhead:] are
 	// the ones not yet run. The array is reused from one drain to the
 	// next (emptied entries are zeroed): a new one per event was an
-	// allocation per message.
-	queue    []action
-	qhead    int
-	draining bool
+	// allocation per message. Once the call is established (setup's
+	// bursts are over) an emptied queue lets its array go: ~1 kB an
+	// established call would otherwise hold for nothing (dropQueue).
+	queue     []action
+	qhead     int
+	draining  bool
+	dropQueue bool
 	// Transfers (transfer.go): the one the SBC carries out (refer =
 	// "local"), the last SDP each side ("a", "b") sent, and the legs a
 	// transfer took out of the call (findable until it ends).
@@ -371,9 +374,9 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 		// A copy: a substring of the parsed INVITE would keep all of it
 		// reachable from the call table's Call-ID index until the tombs go.
 		callID: strings.Clone(req.CallID().Value()), localTag: sip.GenerateTagN(16),
-		localURI: *to.Address.Clone(), localName: to.DisplayName,
-		remoteURI: *from.Address.Clone(), remoteName: from.DisplayName,
-		inviteCSeq: req.CSeq().SeqNo, remoteTag: tagOf(from.Params),
+		localURI: keepURI(&to.Address), localName: strings.Clone(to.DisplayName),
+		remoteURI: keepURI(&from.Address), remoteName: strings.Clone(from.DisplayName),
+		inviteCSeq: req.CSeq().SeqNo, remoteTag: strings.Clone(tagOf(from.Params)),
 		remoteCSeq: req.CSeq().SeqNo, routes: recordRoutes(req, false),
 	}
 	c.a.sips = req.Recipient.Scheme == "sips"
@@ -382,9 +385,9 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 	// its INVITE came from (its flow), like those to a registered device.
 	c.a.flow = p.trunk != nil && p.trunk.AllowRegister
 	if ct := req.Contact(); ct != nil {
-		c.a.target = *ct.Address.Clone()
+		c.a.target = keepURI(&ct.Address)
 	} else {
-		c.a.target = *from.Address.Clone()
+		c.a.target = keepURI(&from.Address)
 	}
 	c.ref.c.Store(c)
 	c.from, c.to, c.ruri = from.Address.String(), to.Address.String(), req.Recipient.String()

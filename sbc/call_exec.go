@@ -63,7 +63,11 @@ func (c *call) drainFrom(own bool) {
 		c.mu.Lock()
 		if c.qhead == len(c.queue) {
 			c.draining = false
-			c.queue, c.qhead = c.queue[:0], 0
+			if c.dropQueue {
+				c.queue, c.qhead = nil, 0
+			} else {
+				c.queue, c.qhead = c.queue[:0], 0
+			}
 			c.mu.Unlock()
 			return
 		}

@@ -695,6 +695,7 @@ func (c *call) confirm() {
 		c.queueAct(action{kind: actEndTx, tx: c.aTx})
 	}
 	c.aTx, c.aReq = nil, nil
+	c.dropQueue = true
 	if c.kept != nil {
 		c.queueAct(action{kind: actEndTx, br: c.kept})
 	}

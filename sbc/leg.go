@@ -111,10 +111,10 @@ func (l *leg) setRemote(tag string, target *sip.ContactHeader, routes []sip.Uri)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if tag != "" {
-		l.remoteTag = tag
+		l.remoteTag = strings.Clone(tag)
 	}
 	if target != nil {
-		l.target = *target.Address.Clone()
+		l.target = keepURI(&target.Address)
 	}
 	if routes != nil {
 		l.routes = routes
@@ -128,7 +128,7 @@ func (l *leg) refreshTarget(c *sip.ContactHeader) {
 		return
 	}
 	l.mu.Lock()
-	l.target = *c.Address.Clone()
+	l.target = keepURI(&c.Address)
 	l.mu.Unlock()
 }
 
@@ -212,7 +212,7 @@ func recordRoutes(m interface{ GetHeaders(string) []sip.Header }, reverse bool) 
 	out := make([]sip.Uri, 0, len(hs))
 	for _, h := range hs {
 		if rr, ok := h.(*sip.RecordRouteHeader); ok {
-			out = append(out, *rr.Address.Clone())
+			out = append(out, keepURI(&rr.Address))
 		}
 	}
 	if reverse {
@@ -222,6 +222,11 @@ func recordRoutes(m interface{ GetHeaders(string) []sip.Header }, reverse bool) 
 	}
 	return out
 }
+
+// keepURI copies a URI a dialog keeps beyond the message it came from:
+// the values of a parsed message are substrings of its whole header
+// section (third_party/sipgo, change 9), which a plain Clone would keep.
+func keepURI(u *sip.Uri) sip.Uri { return *u.CloneStrings() }
 
 func tagOf(params sip.HeaderParams) string {
 	v, _ := params.Get("tag")
@@ -319,14 +324,14 @@ func (l *leg) fork(tag string, res *sip.Response) *leg {
 		callID: l.callID, localTag: l.localTag,
 		localURI: l.localURI, localName: l.localName,
 		remoteURI: l.remoteURI, remoteName: l.remoteName,
-		inviteCSeq: l.inviteCSeq, remoteTag: tag, routes: []sip.Uri{}, flow: l.flow,
+		inviteCSeq: l.inviteCSeq, remoteTag: strings.Clone(tag), routes: []sip.Uri{}, flow: l.flow,
 	}
 	l.mu.Lock()
 	d.target = l.target
 	l.mu.Unlock()
 	d.cseq.Store(l.cseq.Load())
 	if ct := res.Contact(); ct != nil {
-		d.target = *ct.Address.Clone()
+		d.target = keepURI(&ct.Address)
 	}
 	if rr := recordRoutes(res, true); len(rr) > 0 {
 		d.routes = rr

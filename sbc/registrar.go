@@ -384,7 +384,7 @@ func (s *SBC) applyRegistered(ep *endpoint, p peer, req *sip.Request, aor string
 			continue
 		}
 		s.regs.put(&binding{token: c.token, aor: aor, realm: ep.name, trunk: p.trunk.Name, transport: transportOf(req),
-			src: p.src, contact: c.uri, instance: c.instance, regID: c.regID, callID: req.CallID().Value(), cseq: req.CSeq().SeqNo,
+			src: p.src, contact: c.uri, instance: c.instance, regID: c.regID, callID: strings.Clone(req.CallID().Value()), cseq: req.CSeq().SeqNo,
 			expires: now.Add(time.Duration(g) * time.Second)})
 		bound++
 		hdrs = append(hdrs, deviceContact(c.uri, clientExpiry(g, c.expires, clientMax), c.instance, c.regID))

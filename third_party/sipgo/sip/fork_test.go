@@ -753,3 +753,39 @@ func (h countHandler) Enabled(context.Context, slog.Level) bool  { return true }
 func (h countHandler) Handle(context.Context, slog.Record) error { *h.n++; return nil }
 func (h countHandler) WithAttrs([]slog.Attr) slog.Handler        { return h }
 func (h countHandler) WithGroup(string) slog.Handler             { return h }
+
+// TestForkURICloneStrings: a CloneStrings copy equals the original and
+// shares no string memory with the message it was parsed from.
+func TestForkURICloneStrings(t *testing.T) {
+	raw := []byte("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n" +
+		"Contact: <sips:bob:pw@host.example:5071;transport=tls;lr?Subject=hi&X=y>\r\nContent-Length: 0\r\n\r\n")
+	msg, err := NewParser().ParseSIP(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig := msg.(*Response).Contact().Address
+	c := orig.CloneStrings()
+	if c.String() != orig.String() {
+		t.Fatalf("clone %q, original %q", c.String(), orig.String())
+	}
+	// No string of the clone points where one of the original does.
+	orig2 := orig.Clone()
+	pairs := [][2]string{{c.Scheme, orig.Scheme}, {c.User, orig.User}, {c.Password, orig.Password}, {c.Host, orig.Host},
+		{c.UriParams[0].K, orig.UriParams[0].K}, {c.Headers[1].V, orig.Headers[1].V}}
+	for _, p := range pairs {
+		if unsafe.StringData(p[0]) == unsafe.StringData(p[1]) {
+			t.Fatalf("clone's %q shares the original's memory", p[0])
+		}
+	}
+	if unsafe.StringData(orig2.Host) != unsafe.StringData(orig.Host) {
+		t.Fatal("Clone is expected to share strings (the test's premise)")
+	}
+	c.UriParams.Add("maddr", "1.2.3.4")
+	if _, ok := orig.UriParams.Get("maddr"); ok {
+		t.Fatal("clone's params share the original's array")
+	}
+	empty := (&Uri{}).CloneStrings()
+	if empty.String() != (&Uri{}).String() {
+		t.Fatal("empty URI")
+	}
+}

@@ -167,3 +167,61 @@ func (uri *Uri) HostPort() string {
 	p := strconv.Itoa(uri.Port)
 	return uri.Host + ":" + p
 }
+
+// CloneStrings is Clone with strings of its own: the values of a parsed
+// message are substrings of one copy of its header section (fork change
+// 9), so a Clone kept after the message keeps that whole section alive.
+// A URI kept for long (a dialog's remote target and route set) is copied
+// with CloneStrings: its strings then share one new allocation.
+func (uri *Uri) CloneStrings() *Uri {
+	n := len(uri.Scheme) + len(uri.raw) + len(uri.User) + len(uri.Password) + len(uri.Host)
+	for _, kv := range uri.UriParams {
+		n += len(kv.K) + len(kv.V)
+	}
+	for _, kv := range uri.Headers {
+		n += len(kv.K) + len(kv.V)
+	}
+	c := *uri
+	c.UriParams, c.Headers = nil, nil
+	if uri.UriParams != nil {
+		c.UriParams = make(HeaderParams, len(uri.UriParams))
+	}
+	if uri.Headers != nil {
+		c.Headers = make(HeaderParams, len(uri.Headers))
+	}
+	if n == 0 {
+		copy(c.UriParams, uri.UriParams)
+		copy(c.Headers, uri.Headers)
+		return &c
+	}
+	var b strings.Builder
+	b.Grow(n)
+	// Each string is replaced by its offsets in b, then by b's substring.
+	type span struct{ from, to int }
+	put := func(s string) span {
+		f := b.Len()
+		b.WriteString(s)
+		return span{f, b.Len()}
+	}
+	scheme, raw, user, pass, host := put(uri.Scheme), put(uri.raw), put(uri.User), put(uri.Password), put(uri.Host)
+	spans := make([]span, 0, 2*(len(uri.UriParams)+len(uri.Headers)))
+	for _, kv := range uri.UriParams {
+		spans = append(spans, put(kv.K), put(kv.V))
+	}
+	for _, kv := range uri.Headers {
+		spans = append(spans, put(kv.K), put(kv.V))
+	}
+	all := b.String()
+	sub := func(s span) string { return all[s.from:s.to] }
+	c.Scheme, c.raw, c.User, c.Password, c.Host = sub(scheme), sub(raw), sub(user), sub(pass), sub(host)
+	i := 0
+	for j := range uri.UriParams {
+		c.UriParams[j] = HeaderKV{K: sub(spans[i]), V: sub(spans[i+1])}
+		i += 2
+	}
+	for j := range uri.Headers {
+		c.Headers[j] = HeaderKV{K: sub(spans[i]), V: sub(spans[i+1])}
+		i += 2
+	}
+	return &c
+}
