@@ -14,8 +14,10 @@ run: build ## run the SBC on the shipped example policy
 demo: build ## place a few calls through the SBC on loopback and print what happened
 	./bin/sbc demo
 
-test: ## every test, with the race detector (root-only tests skip unless run as root)
+test: ## every test, with the race detector (root-only tests skip unless run as root); the forks' own tests too
 	$(GO) test -race -count=1 -timeout 20m ./...
+	cd third_party/sipgo && $(GO) test -race -count=1 -timeout 5m -skip '^TestTransportLayerClientConnection(Reuse|NoReuse)$$' ./sip/
+	cd third_party/srtp && $(GO) test -race -count=1 -timeout 5m ./...
 
 test-short: ## unit tests only
 	$(GO) test -short -count=1 ./...
