@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -413,17 +412,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 		}
 		defer func() { _ = syscall.Unmount(h.bpffs, syscall.MNT_DETACH) }()
 	}
-	h.http = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := netns.Do(h.ns, func() error {
-				var err error
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-	}}
+	h.http = nsHTTPClient(h.ns)
 	for round := 1; round <= cfg.Rounds; round++ {
 		order := slices.Clone(cfg.Systems)
 		if round%2 == 0 {

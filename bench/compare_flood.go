@@ -134,10 +134,17 @@ func newHarness(cfg *CompareConfig) (h *harness, done func(), err error) {
 	if err := netns.Add(h.ns); err != nil {
 		return nil, nil, err
 	}
-	h.http = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+	h.http = nsHTTPClient(h.ns)
+	return h, func() { h.http.CloseIdleConnections(); _ = netns.Del(h.ns) }, nil
+}
+
+// nsHTTPClient is an HTTP client whose connections are dialled inside the
+// network namespace ns (the servers' admin and metrics endpoints).
+func nsHTTPClient(ns string) *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var c net.Conn
-			err := netns.Do(h.ns, func() error {
+			err := netns.Do(ns, func() error {
 				var err error
 				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
 				return err
@@ -145,5 +152,4 @@ func newHarness(cfg *CompareConfig) (h *harness, done func(), err error) {
 			return c, err
 		},
 	}}
-	return h, func() { h.http.CloseIdleConnections(); _ = netns.Del(h.ns) }, nil
 }
