@@ -683,6 +683,20 @@ func (cm *callMedia) takeLeg(from string, isOffer bool, st *srtp.Stream, id srtp
 
 // iceFrom installs (or updates) the leg's handler: DTLS alone, or ICE-lite
 // and DTLS when the peer does ICE (WebRTC).
+// setHandler gives the stream's leg the side's DTLS (and ICE) handler,
+// when they changed since it last did.
+func (sd *side) setHandler(st *srtp.Stream, id srtp.LegID) {
+	if sd.hDTLS == sd.dtls && sd.hICE == sd.ice {
+		return
+	}
+	var h srtp.DatagramHandler = sd.dtls
+	if sd.ice != nil {
+		h = &srtp.SecureLeg{ICE: sd.ice, DTLS: sd.dtls}
+	}
+	st.SetHandler(id, h)
+	sd.hDTLS, sd.hICE = sd.dtls, sd.ice
+}
+
 func (cm *callMedia) iceFrom(from string, st *srtp.Stream, id srtp.LegID, sd *side, sec srtp.Security) error {
 	if sec.ICE.Ufrag != "" {
 		if sd.ice == nil {
@@ -699,14 +713,7 @@ func (cm *callMedia) iceFrom(from string, st *srtp.Stream, id srtp.LegID, sd *si
 			sd.ice.SetRemoteUfrag(sec.ICE.Ufrag)
 		}
 	}
-	var h srtp.DatagramHandler = sd.dtls
-	if sd.ice != nil {
-		h = &srtp.SecureLeg{ICE: sd.ice, DTLS: sd.dtls}
-	}
-	if sd.hDTLS != sd.dtls || sd.hICE != sd.ice {
-		st.SetHandler(id, h)
-		sd.hDTLS, sd.hICE = sd.dtls, sd.ice
-	}
+	sd.setHandler(st, id)
 	return nil
 }
 
@@ -789,14 +796,7 @@ func (cm *callMedia) offerTo(to string, st *srtp.Stream, id srtp.LegID, dst *sid
 			}
 			dst.ice = ice
 		}
-		var h srtp.DatagramHandler = dst.dtls
-		if dst.ice != nil {
-			h = &srtp.SecureLeg{ICE: dst.ice, DTLS: dst.dtls}
-		}
-		if dst.hDTLS != dst.dtls || dst.hICE != dst.ice {
-			st.SetHandler(id, h)
-			dst.hDTLS, dst.hICE = dst.dtls, dst.ice
-		}
+		dst.setHandler(st, id)
 	}
 	return nil
 }
