@@ -169,6 +169,10 @@ func (c *call) exec(a action) {
 		})
 	case actRelay:
 		c.sendRelay(a.rel)
+	case actCloseMedia:
+		for _, ms := range a.spare {
+			ms.st.Close()
+		}
 	case actTerminateTx:
 		c.mu.Lock()
 		tx := a.br.tx

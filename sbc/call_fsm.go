@@ -53,7 +53,12 @@ type event struct {
 	// replaces: a REFER's Refer-To Replaces, mapped before the transition
 	// (transfer.go); nil when the Refer-To has none.
 	replaces *referReplaces
-	err      error
+	// spare: relay streams bound before the transition for the m= lines
+	// an offer in the request adds to the call, by line index
+	// (preallocLines); what the transition does not take is closed
+	// after it.
+	spare map[int]*mstream
+	err   error
 	// sent is closed once the request's (tx's) final response was sent:
 	// sipgo ends a server transaction when its handler returns, so the
 	// handler waits for it.
@@ -77,10 +82,11 @@ const (
 	actBury                        // replace the call's settled dialogs by tombs (tomb.go)
 	actEndTx                       // end a transaction that has done its work (tx, or br's)
 	actSend                        // send req (a NOTIFY) on leg as a transaction, its answer only logged
+	actCloseMedia                  // close the relay streams of spare, which the transition did not take
 )
 
 var actNames = [...]string{"respond_a", "respond", "invite", "cancel", "write", "bye", "relay",
-	"terminate_tx", "log", "target_failed", "end", "bury", "end_tx", "send"}
+	"terminate_tx", "log", "target_failed", "end", "bury", "end_tx", "send", "close_media"}
 
 func (k actKind) String() string { return actNames[k] }
 
@@ -100,6 +106,8 @@ type action struct {
 	// retx: a retransmission of the 2xx to A's INVITE, written by the
 	// transport layer (A's transaction may be gone: Timer L, endpoint.go).
 	retx bool
+	// spare: relay streams to close (actCloseMedia).
+	spare map[int]*mstream
 }
 
 type timerKind uint8
@@ -145,6 +153,11 @@ type relay struct {
 	sent     chan struct{}
 	answered bool // a final came back from to
 	acked    bool
+	// added: the request's offer added m= lines to the call's media
+	// beyond its first linesBefore; a refusal of the offer takes them
+	// back (RFC 3264 8: the session stays as it was).
+	added       bool
+	linesBefore int
 }
 
 func (c *call) queueAct(a action) {
@@ -242,8 +255,14 @@ func (c *call) step1(ev event) {
 		c.onBye(ev.leg, ev.req, ev.tx, ev.sent)
 	case evRequest:
 		c.referMap = ev.replaces
+		if c.media != nil {
+			c.media.spare = ev.spare
+		}
 		c.onRequest(ev.leg, ev.req, ev.tx, ev.sent)
 		c.referMap = nil
+		if left := c.media.takeSpare(); len(left) > 0 {
+			c.queueAct(action{kind: actCloseMedia, spare: left})
+		}
 	case evRelayResponse:
 		c.onRelayResponse(ev.rel, ev.res)
 	case evRelayDone:
@@ -838,6 +857,9 @@ func (c *call) end(result, by string) {
 		res := sip.NewResponseFromRequest(ev.req, 481, "Call/Transaction Does Not Exist", nil)
 		res.SetBody(nil)
 		c.queueAct(action{kind: actRespond, tx: ev.tx, res: res, sent: ev.sent})
+		if len(ev.spare) > 0 {
+			c.queueAct(action{kind: actCloseMedia, spare: ev.spare})
+		}
 	}
 	c.deferred = nil
 	for _, rel := range c.relays {
@@ -892,7 +914,7 @@ func (c *call) onRequest(from *leg, req *sip.Request, tx sip.ServerTransaction, 
 			case rel.answered || rel.final != nil:
 				// Answered, its ACK not in yet (this INVITE overtook it):
 				// relay it after the ACK.
-				c.deferred = append(c.deferred, event{kind: evRequest, leg: from, req: req, tx: tx, sent: sent})
+				c.deferred = append(c.deferred, event{kind: evRequest, leg: from, req: req, tx: tx, sent: sent, spare: c.media.takeSpare()})
 			case rel.from == from:
 				reject(500, "Server Internal Error", sip.NewHeader("Retry-After", "1"))
 			default:
@@ -904,7 +926,7 @@ func (c *call) onRequest(from *leg, req *sip.Request, tx sip.ServerTransaction, 
 		case phAccepted:
 			// Sent after A's ACK, but handled first (one goroutine per
 			// message): relay it once the ACK is in.
-			c.deferred = append(c.deferred, event{kind: evRequest, leg: from, req: req, tx: tx, sent: sent})
+			c.deferred = append(c.deferred, event{kind: evRequest, leg: from, req: req, tx: tx, sent: sent, spare: c.media.takeSpare()})
 			return
 		case phSetup:
 			reject(491, "Request Pending")
@@ -936,8 +958,12 @@ func (c *call) onRequest(from *leg, req *sip.Request, tx sip.ServerTransaction, 
 	// An SDP in a request is an offer (re-INVITE, UPDATE), except in
 	// PRACK, which answers an offer in a reliable provisional. Other
 	// methods' bodies (INFO's DTMF, MESSAGE's text) are not SDP.
+	lines := c.media.lines()
 	if carriesSDP(req.Method) {
 		if err := c.relayBody(from, req.Method != sip.PRACK, out, req); err != nil {
+			if gone := c.media.dropLines(lines); len(gone) > 0 {
+				c.queueAct(action{kind: actCloseMedia, spare: gone})
+			}
 			reject(488, "Not Acceptable Here")
 			return
 		}
@@ -949,7 +975,8 @@ func (c *call) onRequest(from *leg, req *sip.Request, tx sip.ServerTransaction, 
 		from.refreshTarget(req.Contact())
 	}
 	c.relayN++
-	rel := &relay{id: c.relayN, from: from, to: to, req: req, tx: tx, out: out, sent: sent}
+	rel := &relay{id: c.relayN, from: from, to: to, req: req, tx: tx, out: out, sent: sent,
+		added: c.media.lines() > lines, linesBefore: lines}
 	if c.relays == nil {
 		c.relays = map[int]*relay{}
 	}
@@ -988,6 +1015,11 @@ func (c *call) onRelayResponse(rel *relay, res *sip.Response) {
 	}
 	rel.final = back
 	c.queueAct(action{kind: actRespond, tx: rel.tx, res: back, sent: rel.sent})
+	if rel.added && !res.IsSuccess() {
+		if gone := c.media.dropLines(rel.linesBefore); len(gone) > 0 {
+			c.queueAct(action{kind: actCloseMedia, spare: gone})
+		}
+	}
 	if res.IsSuccess() {
 		if isTargetRefresh(rel.req.Method) {
 			rel.to.refreshTarget(res.Contact())

@@ -66,6 +66,9 @@ func (s *SBC) inDialog(ep *endpoint, p peer, c *call, from *leg, req *sip.Reques
 		// no call's lock held (transfer.go).
 		ev.replaces = s.referReplaces(req)
 	}
+	// Relay ports for the m= lines a re-offer adds, bound here: the
+	// transition touches no socket (media.go).
+	ev.spare = s.preallocLines(c, from, req)
 	if ep.detach(req, tx) {
 		// In a UDP read loop: the handler returns now, and the final
 		// response's action ends the transaction (endDetached; a BYE's at

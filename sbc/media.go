@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/pion/sdp/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sbc-project/sbc/policy"
@@ -289,6 +290,11 @@ type callMedia struct {
 	// its one relay and key whatever the backend's dialogs do.
 	early   map[string][]byte
 	applied string
+	// spare: relay streams bound outside the call's lock for the m=
+	// lines the offer being handled adds, by line index
+	// (SBC.preallocLines); fromLeg takes them, the transition closes the
+	// rest.
+	spare map[int]*mstream
 
 	plane          *mediaPlane // certificate, metrics (track, untrack)
 	log            *slog.Logger
@@ -354,8 +360,17 @@ func (s *SBC) setupMedia(st *snapshot, aRealm, bRealm string, trunk *policy.Trun
 		return nil, nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
 	}
 	for i, md := range offer.MediaDescriptions {
-		if md.MediaName.Port.Value == 0 || !rtpProto(md.MediaName.Protos) {
+		switch cm.lineKind(md) {
+		case lineRefused:
 			cm.streams = append(cm.streams, &mstream{})
+			continue
+		case lineUDPTL:
+			ms, err := s.allocStream(aRealm, bRealm, legShape{mux: true}, legShape{mux: true})
+			if err != nil {
+				cm.close()
+				return nil, nil, err
+			}
+			cm.streams = append(cm.streams, ms)
 			continue
 		}
 		rm, err := srtp.Remote(offer, i)
@@ -399,6 +414,38 @@ func realmOf(p *policy.Policy, name string) *policy.Realm {
 // rtpProto: an m= line the relay carries (RTP in any profile).
 func rtpProto(protos []string) bool {
 	return protosHave(protos, "RTP/")
+}
+
+// lineKind is what the relay does with an m= line.
+type lineKind uint8
+
+const (
+	lineRefused lineKind = iota // port 0, or nothing the relay carries: refused with port 0
+	lineRTP                     // RTP in any profile (plain, SDES, DTLS)
+	lineUDPTL                   // UDPTL (T.38 fax): relayed as opaque datagrams
+)
+
+// lineKind classifies an m= line of an SDP the call received.
+func (cm *callMedia) lineKind(md *sdp.MediaDescription) lineKind {
+	switch {
+	case md.MediaName.Port.Value == 0:
+		return lineRefused
+	case rtpProto(md.MediaName.Protos):
+		return lineRTP
+	case protosHave(md.MediaName.Protos, "UDPTL") && cm.udptlOK():
+		return lineUDPTL
+	}
+	return lineRefused
+}
+
+// udptlOK: the call may carry UDPTL (T.38, ITU-T T.38 Annex D / RFC
+// 3362), which has no SRTP: not when the trunk requires encrypted media,
+// and not towards a WebRTC peer or a DTLS-only side (browsers have no
+// UDPTL). A line refused here is answered with port 0, and a fax gateway
+// falls back to G.711 pass-through.
+func (cm *callMedia) udptlOK() bool {
+	return !cm.bWebRTC && cm.poolEnc != "dtls" && cm.trunk.MediaEncryption != "dtls" &&
+		!(cm.trunk.MediaRequired && cm.trunk.MediaEncryption != "none")
 }
 
 func savpProto(protos []string) bool {
@@ -488,11 +535,25 @@ func (cm *callMedia) fromLeg(from string, isOffer bool, in *sdp.SessionDescripti
 	cm.bundled[from] = hasBundle(in)
 	var mids []string // echoed to a WebRTC leg, for its BUNDLE group
 	for i, md := range in.MediaDescriptions {
+		if i == len(cm.streams) && isOffer {
+			// A line this offer adds (RFC 3264 8.2): relayed on the
+			// streams bound for it before the transition, refused if
+			// there are none.
+			ms := cm.spare[i]
+			delete(cm.spare, i)
+			if ms == nil {
+				ms = &mstream{}
+			}
+			unlock := cm.lockStreams()
+			cm.streams = append(cm.streams, ms)
+			unlock()
+		}
 		var ms *mstream
 		if i < len(cm.streams) {
 			ms = cm.streams[i]
 		}
-		if ms == nil || ms.st == nil || md.MediaName.Port.Value == 0 || !rtpProto(md.MediaName.Protos) {
+		kind := cm.lineKind(md)
+		if ms == nil || ms.st == nil || kind == lineRefused {
 			// Refused, removed (port 0), not RTP, or beyond the lines the
 			// call has relay ports for: port 0 towards the other side,
 			// and a stream the line had relays nothing any more (until
@@ -510,6 +571,28 @@ func (cm *callMedia) fromLeg(from string, isOffer bool, in *sdp.SessionDescripti
 		if err != nil {
 			return nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
 		}
+		srcLeg, dstLeg := srtp.LegA, srtp.LegB
+		if from == "b" {
+			srcLeg, dstLeg = srtp.LegB, srtp.LegA
+		}
+		if kind == lineUDPTL {
+			// Opaque datagrams from the port the line names; the line
+			// keeps its transport and T38* attributes, with the SBC's
+			// port. The stream turns opaque once the line is agreed
+			// (the answer): until then it carries what it carried.
+			if !rm.Hold {
+				ms.st.Expect(srcLeg, rm.RTP, netip.AddrPort{})
+			}
+			if !isOffer {
+				ms.st.SetOpaque(true)
+			}
+			lrtp, _ := ms.st.LocalAddr(dstLeg)
+			anchor.Media = append(anchor.Media, srtp.MediaAnchor{Port: int(lrtp.Port())})
+			continue
+		}
+		if !isOffer {
+			ms.st.SetOpaque(false)
+		}
 		sec, err := srtp.RemoteSecurity(in, i)
 		if err != nil {
 			return nil, mediaErr(488, "Not Acceptable Here", reasonMediaBadSDP, err)
@@ -518,9 +601,8 @@ func (cm *callMedia) fromLeg(from string, isOffer bool, in *sdp.SessionDescripti
 			held = true
 		}
 		src, dst := &ms.a, &ms.b
-		srcLeg, dstLeg := srtp.LegA, srtp.LegB
 		if from == "b" {
-			src, dst, srcLeg, dstLeg = &ms.b, &ms.a, srtp.LegB, srtp.LegA
+			src, dst = &ms.b, &ms.a
 		}
 		if err := cm.takeLeg(from, isOffer, ms.st, srcLeg, src, md, rm, sec); err != nil {
 			return nil, err
@@ -1218,4 +1300,138 @@ func (mp *mediaPlane) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(mediaTimeoutsDesc, prometheus.CounterValue, float64(ev.timeouts[i]), realm, r)
 		}
 	}
+}
+
+// lines is how many m= lines the call's media has (0 without media).
+func (cm *callMedia) lines() int {
+	if cm == nil {
+		return 0
+	}
+	return len(cm.streams)
+}
+
+// dropLines takes back the m= lines after the first n, which a refused
+// offer added, and returns their streams to close (after the lock).
+func (cm *callMedia) dropLines(n int) map[int]*mstream {
+	if cm == nil || len(cm.streams) <= n {
+		return nil
+	}
+	gone := map[int]*mstream{}
+	for i, ms := range cm.streams[n:] {
+		if ms.st != nil {
+			gone[n+i] = ms
+		}
+	}
+	unlock := cm.lockStreams()
+	clear(cm.streams[n:])
+	cm.streams = cm.streams[:n]
+	unlock()
+	return gone
+}
+
+// lockStreams locks what reads a tracked call's streams outside the
+// call's lock (the media plane's metrics collector) before cm.streams
+// changes, and returns the unlock.
+func (cm *callMedia) lockStreams() func() {
+	if cm.plane == nil {
+		return func() {}
+	}
+	cm.plane.mu.Lock()
+	return cm.plane.mu.Unlock
+}
+
+// takeSpare returns the spare streams and forgets them.
+func (cm *callMedia) takeSpare() map[int]*mstream {
+	if cm == nil {
+		return nil
+	}
+	s := cm.spare
+	cm.spare = nil
+	return s
+}
+
+// preallocLines binds relay ports for the m= lines that the offer in an
+// in-dialog request (re-INVITE, UPDATE) adds to the call: a T.38 line
+// next to the audio, video added to a call. It runs before the request's
+// transition, outside the call's lock, which it takes only to read how
+// many lines the call has and the profiles of its sides: the transition
+// touches no socket. The transition (fromLeg) takes the streams by line
+// index; what it does not take (the offer was refused, or was not what
+// this parse saw) is closed after it. A line whose ports cannot be bound
+// is refused with port 0, and the rest of the offer goes on.
+func (s *SBC) preallocLines(c *call, from *leg, req *sip.Request) map[int]*mstream {
+	cm := c.media
+	body := req.Body()
+	if cm == nil || s.media == nil || len(body) == 0 || (req.Method != sip.INVITE && req.Method != sip.UPDATE) {
+		return nil
+	}
+	ct := ""
+	if h := req.ContentType(); h != nil {
+		ct = h.Value()
+	}
+	if !isSDP(ct, body) {
+		return nil
+	}
+	c.mu.Lock()
+	n := len(cm.streams)
+	fromA := from == c.a
+	// The profile of each side, from the first relayed line: a line
+	// added later gets the same.
+	var aProf, bProf profile
+	aKnown, bKnown, aICE := false, false, false
+	for _, ms := range cm.streams {
+		if ms.st != nil && (ms.a.known || ms.b.known) {
+			aProf, aKnown, bProf, bKnown, aICE = ms.a.prof, ms.a.known, ms.b.prof, ms.b.known, ms.a.ice != nil
+			break
+		}
+	}
+	c.mu.Unlock()
+	if bytes.Count(body, []byte("\nm=")) <= n {
+		return nil // no line added (the common re-INVITE)
+	}
+	offer, err := srtp.ParseSDP(body)
+	if err != nil || len(offer.MediaDescriptions) <= n {
+		return nil // the transition answers a bad SDP
+	}
+	if !aKnown {
+		aProf = profileOf(cm.trunk.MediaEncryption)
+	}
+	if !bKnown {
+		bProf = profileOf(cm.poolEnc)
+	}
+	var spare map[int]*mstream
+	for i := n; i < len(offer.MediaDescriptions); i++ {
+		md := offer.MediaDescriptions[i]
+		var a, b legShape
+		switch cm.lineKind(md) {
+		case lineRefused:
+			continue
+		case lineUDPTL:
+			a, b = legShape{mux: true}, legShape{mux: true}
+		default:
+			rm, err := srtp.Remote(offer, i)
+			if err != nil {
+				continue
+			}
+			sec, _ := srtp.RemoteSecurity(offer, i)
+			offSRTP := sec.DTLS() || savpProto(md.MediaName.Protos)
+			if fromA {
+				a = legShape{mux: rm.Mux, normalize: offSRTP, noLearn: sec.ICE.Ufrag != ""}
+				b = legShape{mux: rm.Mux || bProf == profDTLS, normalize: bProf != profPlain}
+			} else {
+				b = legShape{mux: rm.Mux, normalize: offSRTP}
+				a = legShape{mux: rm.Mux || aProf == profDTLS, normalize: aProf != profPlain, noLearn: aICE}
+			}
+		}
+		ms, err := s.allocStream(cm.aRealm, cm.bRealm, a, b)
+		if err != nil {
+			c.log.Warn("no relay for an m= line a re-offer adds; refused with port 0", "line", i, "error", err.Error())
+			continue
+		}
+		if spare == nil {
+			spare = map[int]*mstream{}
+		}
+		spare[i] = ms
+	}
+	return spare
 }

@@ -2,14 +2,20 @@ package sbc
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 	pionsrtp "github.com/pion/srtp/v3"
 	"github.com/sbc-project/sbc/internal/sipua"
+	"github.com/sbc-project/sbc/internal/testpolicy"
 	"github.com/sbc-project/sbc/srtp"
 )
 
@@ -171,13 +177,76 @@ func TestMediaReInviteRemovesLine(t *testing.T) {
 	peer.respond(bye, 200, "", nil)
 }
 
-// TestMediaReInviteAddedLineDeclined: a re-INVITE that adds an m= line to
-// a one-line call: the call has no relay for it (ports are allocated when
-// the INVITE arrives), so the new line goes to the backend as port 0 and
-// comes back to the caller as port 0 (declined, RFC 3264 6), while the
-// first line keeps its relay and its media. (Before, the SBC could not
-// write the port 0 and answered the whole re-INVITE 488 bad_sdp.)
-func TestMediaReInviteAddedLineDeclined(t *testing.T) {
+// TestMediaReInviteAddsLine: a re-INVITE that adds an m= line (video) to
+// a one-line call: the SBC binds a relay for the new line before the
+// re-INVITE's transition, offers it to the backend on its own port (not
+// the caller's), answers the caller with its port on the other side, and
+// the new line's media flows both ways while the first line's goes on.
+func TestMediaReInviteAddsLine(t *testing.T) {
+	e, peer := rawEnv(t, envOpts{})
+	cAudio, bAudio, cVideo, bVideo := newPhone(t, callerIP), newPhone(t, backendIP), newPhone(t, callerIP), newPhone(t, backendIP)
+	call, err := e.caller.Dial(e.ctx, e.ext, sipua.DialOptions{SDP: cAudio.sdp()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := peer.wait(e.ctx, sip.INVITE, nil)
+	peer.respond(inv, 200, "x", bAudio.sdp())
+	res, err := call.WaitFinal(e.ctx)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("caller: %v %v", res, err)
+	}
+	peer.wait(e.ctx, sip.ACK, nil)
+	toExt, toInt := remote(t, res.Body()), remote(t, inv.Body())
+	inUse := gathered(t, e.sbc, "sbc_media_ports", "external", "in_use")
+
+	done := make(chan *sip.Response, 1)
+	go func() {
+		r, _ := call.ReInvite(e.ctx, twoLineSDP(cAudio.addr(), cVideo.addr().Port(), 2))
+		done <- r
+	}()
+	re := peer.wait(e.ctx, sip.INVITE, nil)
+	intPorts := portsOf(t, re.Body())
+	if len(intPorts) != 2 || intPorts[0] != int(toInt.Port()) || intPorts[1] == 0 || intPorts[1] == int(cVideo.addr().Port()) {
+		t.Fatalf("the backend's re-INVITE has ports %v, want [%d, a relay port]", intPorts, toInt.Port())
+	}
+	if bytes.Contains(re.Body(), []byte(callerIP)) {
+		t.Errorf("the caller's address reached the backend:\n%s", re.Body())
+	}
+	peer.respond(re, 200, "", twoLineSDP(bAudio.addr(), bVideo.addr().Port(), 2))
+	peer.wait(e.ctx, sip.ACK, func(r *sip.Request) bool { return r.CSeq().SeqNo == re.CSeq().SeqNo })
+	r := <-done
+	if r == nil || r.StatusCode != 200 {
+		t.Fatalf("re-INVITE: %v", r)
+	}
+	extPorts := portsOf(t, r.Body())
+	if len(extPorts) != 2 || extPorts[0] != int(toExt.Port()) || extPorts[1] == 0 || extPorts[1] == int(bVideo.addr().Port()) {
+		t.Fatalf("the caller's answer has ports %v, want [%d, a relay port]", extPorts, toExt.Port())
+	}
+	if bytes.Contains(r.Body(), []byte(backendIP)) {
+		t.Errorf("the backend's address reached the caller:\n%s", r.Body())
+	}
+	if got := gathered(t, e.sbc, "sbc_media_ports", "external", "in_use"); got != inUse+1 {
+		t.Errorf("external ports in use %v after the added line, want %v", got, inUse+1)
+	}
+	vExt := netip.AddrPortFrom(toExt.Addr(), uint16(extPorts[1]))
+	vInt := netip.AddrPortFrom(toInt.Addr(), uint16(intPorts[1]))
+	flow(t, cVideo, vExt, bVideo, "video")
+	flow(t, bVideo, vInt, cVideo, "video-back")
+	flow(t, cAudio, toExt, bAudio, "audio-goes-on")
+	flow(t, bAudio, toInt, cAudio, "audio-back")
+	go call.Bye(e.ctx)
+	bye := peer.wait(e.ctx, sip.BYE, nil)
+	peer.respond(bye, 200, "", nil)
+	e.eventually("the call's ports released", func() bool {
+		return gathered(t, e.sbc, "sbc_media_ports", "external", "in_use") == inUse-1
+	})
+}
+
+// TestMediaReInviteAddedLineRefusedFreesPorts: the backend refuses (488)
+// a re-INVITE that adds a line: the call goes on as it was, on its one
+// line, and the ports bound for the new line are released at once, not
+// held until the call ends.
+func TestMediaReInviteAddedLineRefusedFreesPorts(t *testing.T) {
 	e, peer := rawEnv(t, envOpts{})
 	cAudio, bAudio, cVideo := newPhone(t, callerIP), newPhone(t, backendIP), newPhone(t, callerIP)
 	call, err := e.caller.Dial(e.ctx, e.ext, sipua.DialOptions{SDP: cAudio.sdp()})
@@ -192,30 +261,212 @@ func TestMediaReInviteAddedLineDeclined(t *testing.T) {
 	}
 	peer.wait(e.ctx, sip.ACK, nil)
 	toExt, toInt := remote(t, res.Body()), remote(t, inv.Body())
-
-	done := make(chan *sip.Response, 1)
-	go func() {
-		r, _ := call.ReInvite(e.ctx, twoLineSDP(cAudio.addr(), cVideo.addr().Port(), 2))
-		done <- r
-	}()
-	re := peer.wait(e.ctx, sip.INVITE, nil)
-	if got := portsOf(t, re.Body()); len(got) != 2 || got[0] != int(toInt.Port()) || got[1] != 0 {
-		t.Fatalf("the backend's re-INVITE has ports %v, want [%d 0]", got, toInt.Port())
+	inUse := gathered(t, e.sbc, "sbc_media_ports", "external", "in_use")
+	for v := 2; v < 5; v++ {
+		done := make(chan *sip.Response, 1)
+		go func() {
+			r, _ := call.ReInvite(e.ctx, twoLineSDP(cAudio.addr(), cVideo.addr().Port(), v))
+			done <- r
+		}()
+		re := peer.wait(e.ctx, sip.INVITE, func(r *sip.Request) bool { return r.CSeq().SeqNo > inv.CSeq().SeqNo+uint32(v-2) })
+		peer.respond(re, 488, "", nil)
+		peer.wait(e.ctx, sip.ACK, func(r *sip.Request) bool { return r.CSeq().SeqNo == re.CSeq().SeqNo })
+		if r := <-done; r == nil || r.StatusCode != 488 {
+			t.Fatalf("re-INVITE %d: %v, want the backend's 488", v, r)
+		}
 	}
-	if bytes.Contains(re.Body(), []byte(fmt.Sprint(cVideo.addr().Port()))) {
-		t.Errorf("the caller's new port reached the backend:\n%s", re.Body())
-	}
-	peer.respond(re, 200, "", twoLineSDP(bAudio.addr(), 0, 2))
-	peer.wait(e.ctx, sip.ACK, func(r *sip.Request) bool { return r.CSeq().SeqNo == re.CSeq().SeqNo })
-	r := <-done
-	if r == nil || r.StatusCode != 200 {
-		t.Fatalf("re-INVITE: %v", r)
-	}
-	if got := portsOf(t, r.Body()); len(got) != 2 || got[0] != int(toExt.Port()) || got[1] != 0 {
-		t.Fatalf("the caller's answer has ports %v, want [%d 0]", got, toExt.Port())
-	}
+	// Ports are released after a quarantine, so in_use is what counts.
+	e.eventually("the added line's ports released", func() bool {
+		return gathered(t, e.sbc, "sbc_media_ports", "external", "in_use") == inUse
+	})
 	flow(t, cAudio, toExt, bAudio, "audio-goes-on")
 	flow(t, bAudio, toInt, cAudio, "audio-back")
+	go call.Bye(e.ctx)
+	bye := peer.wait(e.ctx, sip.BYE, nil)
+	peer.respond(bye, 200, "", nil)
+}
+
+// t38SDP is an SDP of one T.38 line (ITU-T T.38 Annex D) at a, with the
+// attributes fax gateways send; audio0 puts a refused audio line first
+// (the form that adds T.38 as a second line).
+func t38SDP(a netip.AddrPort, version int, audio0 bool) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "v=0\r\no=- 77 %d IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n", version, a.Addr(), a.Addr())
+	if audio0 {
+		b.WriteString("m=audio 0 RTP/AVP 0\r\n")
+	}
+	fmt.Fprintf(&b, "m=image %d udptl t38\r\n", a.Port())
+	b.WriteString("a=T38FaxVersion:0\r\na=T38MaxBitRate:14400\r\na=T38FaxRateManagement:transferredTCF\r\n" +
+		"a=T38FaxMaxBuffer:262\r\na=T38FaxMaxDatagram:176\r\na=T38FaxUdpEC:t38UDPRedundancy\r\n")
+	return []byte(b.String())
+}
+
+// udptl sends one datagram from p to dst and waits until `to` receives
+// exactly it (bounded), from relay port via.
+func udptl(t *testing.T, p *phone, dst netip.AddrPort, to *phone, via netip.AddrPort, d []byte) {
+	t.Helper()
+	if _, err := p.conn.WriteToUDPAddrPort(d, dst); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	_ = to.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := to.conn.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("UDPTL % x: %v", d, err)
+	}
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	if !bytes.Equal(buf[:n], d) || from != via {
+		t.Fatalf("got % x from %v, want % x from %v", buf[:n], from, d, via)
+	}
+}
+
+// ifpPackets are UDPTL packets: a sequence number, then IFP bytes (their
+// first bytes look like STUN, DTLS and RTP to RFC 7983).
+var ifpPackets = [][]byte{
+	{0x00, 0x00, 0x06, 0xd0, 0x01, 0x00},
+	{0x00, 0x01, 0x06, 0xd0, 0x01, 0x00},
+	{0x16, 0x02, 0x03, 0x40},
+	{0x80, 0x03, 0x03, 0x40, 0x22},
+}
+
+// TestMediaT38ReInvite: an audio call switched to T.38 fax by a re-INVITE
+// whose single line becomes m=image udptl t38 (as Asterisk and FreeSWITCH
+// send it), from the caller and answered by the backend on a new port:
+// both sides get the line with the SBC's own address and port, the T38
+// attributes unchanged; UDPTL datagrams then cross byte for byte both
+// ways; a stranger cannot inject into the latched line; a re-INVITE back
+// to audio restores the RTP relay.
+func TestMediaT38ReInvite(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		audio0 bool
+	}{{"replaces-audio", false}, {"added-line", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, peer := rawEnv(t, envOpts{})
+			cAudio, bAudio := newPhone(t, callerIP), newPhone(t, backendIP)
+			cFax, bFax, stranger := newPhone(t, callerIP), newPhone(t, backendIP), newPhone(t, callerIP)
+			call, err := e.caller.Dial(e.ctx, e.ext, sipua.DialOptions{SDP: cAudio.sdp()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			inv := peer.wait(e.ctx, sip.INVITE, nil)
+			peer.respond(inv, 200, "x", bAudio.sdp())
+			res, err := call.WaitFinal(e.ctx)
+			if err != nil || res.StatusCode != 200 {
+				t.Fatalf("caller: %v %v", res, err)
+			}
+			peer.wait(e.ctx, sip.ACK, nil)
+			toExt, toInt := remote(t, res.Body()), remote(t, inv.Body())
+			flow(t, cAudio, toExt, bAudio, "audio")
+
+			reinvite := func(body, answer []byte) (*sip.Request, *sip.Response) {
+				t.Helper()
+				done := make(chan *sip.Response, 1)
+				go func() {
+					r, _ := call.ReInvite(e.ctx, body)
+					done <- r
+				}()
+				re := peer.wait(e.ctx, sip.INVITE, func(r *sip.Request) bool { return r.CSeq().SeqNo > inv.CSeq().SeqNo })
+				inv = re
+				peer.respond(re, 200, "", answer)
+				peer.wait(e.ctx, sip.ACK, func(r *sip.Request) bool { return r.CSeq().SeqNo == re.CSeq().SeqNo })
+				r := <-done
+				if r == nil || r.StatusCode != 200 {
+					t.Fatalf("re-INVITE: %v", r)
+				}
+				return re, r
+			}
+			re, r := reinvite(t38SDP(cFax.addr(), 2, tc.audio0), t38SDP(bFax.addr(), 2, tc.audio0))
+			line := 0
+			if tc.audio0 {
+				line = 1
+			}
+			for _, m := range []struct {
+				who  string
+				body []byte
+				ip   string
+				not  string
+			}{{"backend", re.Body(), sbcIntIP, callerIP}, {"caller", r.Body(), sbcExtIP, backendIP}} {
+				sd, err := srtp.ParseSDP(m.body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(sd.MediaDescriptions) != line+1 {
+					t.Fatalf("%s got %d m= lines:\n%s", m.who, len(sd.MediaDescriptions), m.body)
+				}
+				md := sd.MediaDescriptions[line]
+				if md.MediaName.Media != "image" || strings.Join(md.MediaName.Protos, "/") != "udptl" || md.MediaName.Port.Value == 0 {
+					t.Fatalf("%s got %v:\n%s", m.who, md.MediaName, m.body)
+				}
+				for _, want := range []string{"a=T38FaxVersion:0", "a=T38MaxBitRate:14400", "a=T38FaxUdpEC:t38UDPRedundancy", "a=T38FaxMaxDatagram:176"} {
+					if !bytes.Contains(m.body, []byte(want)) {
+						t.Errorf("%s: %s missing:\n%s", m.who, want, m.body)
+					}
+				}
+				if bytes.Contains(m.body, []byte(m.not)) || !bytes.Contains(m.body, []byte("c=IN IP4 "+m.ip)) {
+					t.Errorf("%s got another side's address, or not the SBC's %s:\n%s", m.who, m.ip, m.body)
+				}
+			}
+			fExt := netip.AddrPortFrom(toExt.Addr(), uint16(portsOf(t, r.Body())[line]))
+			fInt := netip.AddrPortFrom(toInt.Addr(), uint16(portsOf(t, re.Body())[line]))
+			for _, d := range ifpPackets {
+				udptl(t, cFax, fExt, bFax, fInt, d)
+				udptl(t, bFax, fInt, cFax, fExt, d)
+			}
+			// Latched: a stranger's datagram does not reach the backend.
+			if _, err := stranger.conn.WriteToUDPAddrPort([]byte{0x00, 0x09, 0xee}, fExt); err != nil {
+				t.Fatal(err)
+			}
+			marker := []byte{0x00, 0x0a, 0x42}
+			udptl(t, cFax, fExt, bFax, fInt, marker)
+
+			// Back to audio on the first line.
+			bAudio2 := newPhone(t, backendIP)
+			_, r = reinvite(cAudio.sdp(), bAudio2.sdp())
+			if got := portsOf(t, r.Body()); got[0] == 0 {
+				t.Fatalf("audio refused after the fax: %v", got)
+			}
+			aExt := netip.AddrPortFrom(toExt.Addr(), uint16(portsOf(t, r.Body())[0]))
+			flow(t, cAudio, aExt, bAudio2, "audio-after-fax")
+			go call.Bye(e.ctx)
+			bye := peer.wait(e.ctx, sip.BYE, nil)
+			peer.respond(bye, 200, "", nil)
+		})
+	}
+}
+
+// TestMediaT38RefusedWhenSRTPRequired: a trunk that requires SDES gets its
+// T.38 line (UDPTL has no SRTP) refused with port 0 in the offer to the
+// backend; the caller sees port 0 in the answer, and the call goes on.
+func TestMediaT38RefusedWhenSRTPRequired(t *testing.T) {
+	e, peer := rawEnv(t, envOpts{edit: func(p *testpolicy.Policy) {
+		p.Trunk("carrier").Extra = "media_encryption = \"sdes\"\nmedia_required = true\n"
+	}})
+	cAudio, bAudio := newPhone(t, callerIP), newPhone(t, backendIP)
+	c, err := srtp.GenerateCrypto(1, srtp.AES_CM_128_HMAC_SHA1_80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withT38 := func(b []byte, port int) []byte {
+		return append(b, []byte(fmt.Sprintf("m=image %d udptl t38\r\na=T38FaxVersion:0\r\n", port))...)
+	}
+	call, err := e.caller.Dial(e.ctx, e.ext, sipua.DialOptions{SDP: withT38(cAudio.sdesSDP(c), 40020)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := peer.wait(e.ctx, sip.INVITE, nil)
+	if got := portsOf(t, inv.Body()); len(got) != 2 || got[0] == 0 || got[1] != 0 {
+		t.Fatalf("the backend's offer has ports %v, want audio relayed and image 0", got)
+	}
+	peer.respond(inv, 200, "x", withT38(bAudio.sdp(), 0))
+	res, err := call.WaitFinal(e.ctx)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("caller: %v %v", res, err)
+	}
+	if got := portsOf(t, res.Body()); len(got) != 2 || got[0] == 0 || got[1] != 0 {
+		t.Fatalf("the caller's answer has ports %v, want audio relayed and image 0", got)
+	}
+	peer.wait(e.ctx, sip.ACK, nil)
 	go call.Bye(e.ctx)
 	bye := peer.wait(e.ctx, sip.BYE, nil)
 	peer.respond(bye, 200, "", nil)
@@ -251,4 +502,87 @@ func TestMediaNonRTPLineRefused(t *testing.T) {
 	go call.Bye(e.ctx)
 	bye := peer.wait(e.ctx, sip.BYE, nil)
 	peer.respond(bye, 200, "", nil)
+}
+
+// TestReInviteAddedLineByeStress: calls whose caller re-INVITEs with an
+// added m= line while the backend hangs up, so that the BYE meets the re-INVITE at
+// every stage (before its ports are bound, while they are, with its
+// transition pending, deferred, relayed, answered). The backend answers
+// the re-INVITEs 200 in one run and refuses them 488 in the other. Every
+// relay port the re-INVITEs bound is released: none is left in use once
+// the calls end.
+func TestReInviteAddedLineByeStress(t *testing.T) {
+	if testing.Short() {
+		t.Skip("stress")
+	}
+	for _, code := range []int{200, 488} {
+		t.Run(fmt.Sprint(code), func(t *testing.T) {
+			plan := sipua.Plan{InDialog: map[sip.RequestMethod]int{sip.INVITE: code}}
+			e := newEnv(t, envOpts{backends: []sipua.BackendOptions{{Answer: sipua.Always(plan)}}})
+			base := map[string]float64{}
+			for _, r := range []string{"external", "internal"} {
+				base[r] = gathered(t, e.sbc, "sbc_media_ports", r, "in_use")
+			}
+			const calls = 30
+			deadline, cancel := context.WithTimeout(e.ctx, 60*time.Second)
+			defer cancel()
+			var wg sync.WaitGroup
+			var answered atomic.Int32
+			var claimMu sync.Mutex
+			claimed := map[string]bool{}
+			claim := func() (string, bool) {
+				ci, err := e.backends[0].WaitCall(deadline, func(c sipua.CallInfo) bool {
+					claimMu.Lock()
+					defer claimMu.Unlock()
+					if c.State != sipua.StateAnswered || claimed[c.CallID] {
+						return false
+					}
+					claimed[c.CallID] = true
+					return true
+				})
+				return ci.CallID, err == nil
+			}
+			for i := range calls {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					p := newPhone(t, callerIP)
+					call, err := e.caller.Dial(deadline, e.ext, sipua.DialOptions{User: fmt.Sprint(3000 + i), SDP: p.sdp()})
+					if err != nil {
+						return
+					}
+					if res, err := call.WaitFinal(deadline); err != nil || res.StatusCode != 200 {
+						return
+					}
+					answered.Add(1)
+					var inner sync.WaitGroup
+					inner.Add(1)
+					go func() {
+						defer inner.Done()
+						_, _ = call.ReInvite(deadline, twoLineSDP(p.addr(), p.addr().Port()+2, 2))
+					}()
+					for range i % 4 { // the BYE leaves a little later or earlier
+						runtime.Gosched()
+					}
+					// The backend hangs up one of the answered calls (its
+					// own CSeq: a caller's BYE could take a lower CSeq than
+					// its re-INVITE and be refused 500, RFC 3261 12.2.2).
+					if bid, ok := claim(); ok {
+						_ = e.backends[0].Bye(deadline, bid)
+					}
+					inner.Wait()
+				}()
+			}
+			wg.Wait()
+			if n := answered.Load(); n < calls/2 {
+				t.Fatalf("only %d of %d calls answered: too few to stress the race", n, calls)
+			}
+			e.eventually("no call left", func() bool { return e.sbc.calls.len() == 0 })
+			for _, r := range []string{"external", "internal"} {
+				e.eventually(r+" relay ports released", func() bool {
+					return gathered(t, e.sbc, "sbc_media_ports", r, "in_use") == base[r]
+				})
+			}
+		})
+	}
 }

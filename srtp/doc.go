@@ -68,6 +68,12 @@
 //     Refused packets are counted by reason (DropReason).
 //   - Demultiplexing per RFC 7983 (STUN 0–3, DTLS 20–63, RTP/RTCP 128–191)
 //     and RTP/RTCP per RFC 5761 on a muxed socket.
+//   - Opaque streams (Stream.SetOpaque) for m= lines that are not RTP,
+//     UDPTL for T.38 fax: datagrams go from a leg's RTP socket to the other
+//     leg's RTP destination unchanged, latched and counted like RTP, with
+//     no demultiplexing, transform or normalisation.
+//   - ParseSDP accepts any RFC 4566 token as m= media and transport
+//     (pion/sdp v3.0.20 refuses "image" and "udptl").
 //   - Per-leg transforms (Transform): Plain, SRTP (pion/srtp v3 contexts,
 //     replay protection on decrypt, ROC kept across a rekey) and NotReady
 //     for a leg whose keys are still to come. pion/srtp is v3.1.3 forked

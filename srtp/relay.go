@@ -54,6 +54,10 @@ func (s *Stream) handle(k *sock, sio *sockIO, buf []byte, n int, src netip.AddrP
 		l.drop(DropMalformed)
 		return
 	}
+	if s.opaque.Load() {
+		s.relayOpaque(k, sio, buf[:n], src, now)
+		return
+	}
 	pkt := buf[:n]
 	// RFC 7983 demultiplexing on the first byte.
 	switch b := pkt[0]; {
@@ -150,6 +154,50 @@ func (s *Stream) handle(k *sock, sio *sockIO, buf []byte, n int, src netip.AddrP
 		return
 	}
 	if err := sio.write(out, wire, dst); err != nil {
+		l.drop(DropSendError)
+		return
+	}
+	l.c.forwarded.Add(1)
+}
+
+// relayOpaque forwards one datagram of an opaque stream (SetOpaque) from
+// the leg's RTP socket to the other leg's RTP destination, unchanged.
+func (s *Stream) relayOpaque(k *sock, sio *sockIO, pkt []byte, src netip.AddrPort, now int64) {
+	l := k.leg
+	if k != l.rtp {
+		l.drop(DropUnknownType) // the RTCP socket of a leg without rtcp-mux
+		return
+	}
+	if len(pkt) >= readSize {
+		l.drop(DropMalformed)
+		return
+	}
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	st := k.latch.Load()
+	if st.latched {
+		if src != st.source {
+			l.drop(DropNotLatchedSource)
+			return
+		}
+	} else if !l.learn && src != st.expected {
+		l.drop(DropUnexpectedSource)
+		return
+	} else if k.latch.CompareAndSwap(st, &latchState{expected: st.expected, source: src, latched: true}) && s.kernel != nil {
+		s.maybeOffload()
+	}
+	if now == 0 {
+		now = time.Now().UnixNano()
+	}
+	l.lastRx.Store(now)
+	l.c.packets.Add(1)
+	l.c.bytes.Add(uint64(len(pkt)))
+	out := l.other.rtp
+	dst, ok := out.dest()
+	if !ok {
+		l.drop(DropNoDestination)
+		return
+	}
+	if err := sio.write(out, pkt, dst); err != nil {
 		l.drop(DropSendError)
 		return
 	}

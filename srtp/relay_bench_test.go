@@ -345,4 +345,28 @@ func TestRelayZeroAllocs(t *testing.T) {
 			}
 		})
 	}
+	t.Run("opaque", func(t *testing.T) { // UDPTL (T.38): bytes through, SDES installed but skipped
+		w := newOneWay(t, kindSDES, kindPlain)
+		w.s.SetOpaque(true)
+		const runs = 200
+		wires := make([][]byte, runs+2) // AllocsPerRun runs once more to warm up
+		for j := range wires {
+			wires[j] = w.next(nil, 1, uint16(j))
+		}
+		j := 0
+		send := func() {
+			if _, err := w.src.WriteToUDPAddrPort(wires[j], w.to); err != nil {
+				t.Fatal(err)
+			}
+			j++
+			w.recv()
+		}
+		send()
+		if allocs := testing.AllocsPerRun(runs, send); allocs != 0 {
+			t.Fatalf("%.2f allocs per relayed datagram", allocs)
+		}
+		if st := w.s.Stats(); st.A.Dropped != ([NumDropReasons]uint64{}) || st.A.Forwarded != runs+2 {
+			t.Fatalf("%+v", st.A)
+		}
+	})
 }

@@ -42,11 +42,102 @@ func ParseSDP(b []byte) (*sdp.SessionDescription, error) {
 			return nil, fmt.Errorf("%w: %v", ErrBadSDP, err)
 		}
 	}
+	fixed, foreign := foreignMLines(fixed)
 	s := &sdp.SessionDescription{}
 	if err := s.Unmarshal(fixed); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadSDP, err)
 	}
+	for _, f := range foreign {
+		if f.i < len(s.MediaDescriptions) {
+			mn := &s.MediaDescriptions[f.i].MediaName
+			if f.media != "" {
+				mn.Media = f.media
+			}
+			if f.proto != "" {
+				mn.Protos = strings.Split(f.proto, "/")
+			}
+		}
+	}
 	return s, nil
+}
+
+// pion/sdp's parser (v3.0.20) accepts only these m= media types and
+// transport parts, although RFC 4566 5.14 allows any token: T.38's
+// "m=image 5000 udptl t38" (ITU-T T.38 Annex D), or an "rtp/avp" in lower
+// case, would fail the whole SDP. Marshal writes whatever the fields hold.
+var (
+	pionMedia  = []string{"audio", "video", "text", "application", "message"}
+	pionProtos = []string{"UDP", "RTP", "AVP", "SAVP", "SAVPF", "TLS", "DTLS", "SCTP", "AVPF", "TCP",
+		"MSRP", "BFCP", "UDT", "IX", "MRCPv2", "FEC"}
+)
+
+// foreignMLine is an m= line whose media or transport pion refuses: what
+// to put back after parsing (empty: that field was accepted).
+type foreignMLine struct {
+	i            int
+	media, proto string
+}
+
+// foreignMLines replaces, in the m= lines, the media types and transports
+// that pion refuses and that are RFC 4566 tokens by placeholders it
+// accepts ("application", "UDP"), and says what to put back. An SDP with
+// none is returned as it is, without a copy.
+func foreignMLines(b []byte) ([]byte, []foreignMLine) {
+	var foreign []foreignMLine
+	var out []byte
+	i, done := -1, 0
+	for rest, at := b, 0; len(rest) > 0; {
+		end := bytes.IndexByte(rest, '\n')
+		if end < 0 {
+			end = len(rest)
+		}
+		line := bytes.TrimRight(rest[:end], "\r")
+		start := at
+		at += min(end+1, len(rest))
+		rest = rest[min(end+1, len(rest)):]
+		if !bytes.HasPrefix(line, []byte("m=")) {
+			continue
+		}
+		i++
+		f := strings.Fields(string(line[2:]))
+		if len(f) < 3 {
+			continue // pion says what is wrong
+		}
+		fm := foreignMLine{i: i}
+		if !slices.Contains(pionMedia, f[0]) && isToken(f[0]) {
+			fm.media, f[0] = f[0], "application"
+		}
+		parts := strings.Split(f[2], "/")
+		if slices.ContainsFunc(parts, func(p string) bool { return !slices.Contains(pionProtos, p) }) &&
+			!slices.ContainsFunc(parts, func(p string) bool { return !isToken(p) }) {
+			fm.proto, f[2] = f[2], "UDP"
+		}
+		if fm.media == "" && fm.proto == "" {
+			continue
+		}
+		foreign = append(foreign, fm)
+		out = append(out, b[done:start]...)
+		out = append(out, "m="+strings.Join(f, " ")+"\r\n"...)
+		done = at
+	}
+	if foreign == nil {
+		return b, nil
+	}
+	return append(out, b[done:]...), foreign
+}
+
+// isToken: RFC 4566's token (RFC 3261's token characters).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`{|}~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 const sessionOrder = "vosiuepcbtrzka" // RFC 4566 §5; r shares t's rank below

@@ -610,3 +610,50 @@ func TestRewriteSDPIsRewriteMarshalled(t *testing.T) {
 		}
 	}
 }
+
+// TestParseSDPForeignMedia: m= lines whose media type or transport pion's
+// parser does not know (T.38's image/udptl, a lower-case rtp/avp) parse,
+// keep their values through Rewrite and marshal as they came; what is not
+// an RFC 4566 token is still refused.
+func TestParseSDPForeignMedia(t *testing.T) {
+	const t38 = "v=0\r\no=- 1 2 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n" +
+		"m=audio 0 rtp/avp 0\r\n" +
+		"m=image 5000 udptl t38\r\na=T38FaxVersion:0\r\na=T38FaxUdpEC:t38UDPRedundancy\r\n" +
+		"m=image 5002 UDPTL t38\r\n"
+	s, err := ParseSDP([]byte(t38))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		media, proto string
+		port         int
+	}{{"audio", "rtp/avp", 0}, {"image", "udptl", 5000}, {"image", "UDPTL", 5002}}
+	if len(s.MediaDescriptions) != len(want) {
+		t.Fatalf("%d m= lines", len(s.MediaDescriptions))
+	}
+	for i, w := range want {
+		mn := s.MediaDescriptions[i].MediaName
+		if mn.Media != w.media || strings.Join(mn.Protos, "/") != w.proto || mn.Port.Value != w.port || mn.Formats[0] != "t38" && i > 0 {
+			t.Errorf("line %d: %+v, want %+v", i, mn, w)
+		}
+	}
+	if len(s.MediaDescriptions[1].Attributes) != 2 {
+		t.Errorf("T.38 attributes: %+v", s.MediaDescriptions[1].Attributes)
+	}
+	out, err := RewriteSDP(s, Anchor{Addr: netip.MustParseAddr("203.0.113.5"), Origin: NewOrigin("sbc", netip.Addr{}),
+		Media: []MediaAnchor{{Refuse: true}, {Port: 30000}, {Port: 30002}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []string{"m=audio 0 rtp/avp 0\r\n", "m=image 30000 udptl t38\r\n", "a=T38FaxVersion:0\r\n", "m=image 30002 UDPTL t38\r\n"} {
+		if !strings.Contains(string(out), l) {
+			t.Errorf("%q missing from\n%s", l, out)
+		}
+	}
+	for _, bad := range []string{"m=im\"age 5000 udptl t38", "m=image 5000 udp\"tl t38", "m=image 5000 udptl//x t38"} {
+		sdp := strings.Replace(t38, "m=image 5000 udptl t38", bad, 1)
+		if _, err := ParseSDP([]byte(sdp)); !errors.Is(err, ErrBadSDP) {
+			t.Errorf("%q: %v, want ErrBadSDP", bad, err)
+		}
+	}
+}

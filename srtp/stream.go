@@ -323,6 +323,10 @@ type Stream struct {
 	kflows  []kflow
 	kpair   [2]bool // RTP pair, RTCP pair offloaded
 	kerrors atomic.Uint64
+	// opaque: the stream carries datagrams of a transport that is not
+	// RTP (UDPTL for T.38 fax): no demultiplexing, transform or
+	// normalisation, RTP socket to RTP socket (SetOpaque).
+	opaque  atomic.Bool
 	created int64
 	wg      sync.WaitGroup
 	closed  atomic.Bool
@@ -421,6 +425,22 @@ func expectedPair(rtp, rtcp netip.AddrPort, mux bool) (netip.AddrPort, netip.Add
 	}
 	return rtp, rtcp
 }
+
+// SetOpaque switches the stream between RTP and opaque datagrams. An
+// opaque stream relays whatever arrives on a leg's RTP socket from its
+// latched (or expected, or, on a learning leg, first) source to the other
+// leg's RTP destination, byte for byte: UDPTL (T.38 fax, RFC 3362) and
+// other non-RTP transports that an SDP negotiates on an m= line. Latching,
+// lock-in, counters and the media timeout work as for RTP; RFC 7983
+// demultiplexing (so ICE and DTLS), the legs' transforms (so SRTP) and
+// egress normalisation are skipped, and the RTCP sockets carry nothing
+// (datagrams there are dropped as unknown_type). The transforms stay
+// installed: switching back to RTP resumes SRTP where it was (the same
+// ROC). Safe to call at any time from any goroutine.
+func (s *Stream) SetOpaque(on bool) { s.opaque.Store(on) }
+
+// Opaque reports whether the stream relays opaque datagrams (SetOpaque).
+func (s *Stream) Opaque() bool { return s.opaque.Load() }
 
 // socks returns the stream's sockets.
 func (s *Stream) socks() []*sock {
