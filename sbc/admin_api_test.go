@@ -831,3 +831,85 @@ func TestAdminPprof(t *testing.T) {
 		}
 	}
 }
+
+// The shipped policy (sbc.example.toml, embedded: what "sbc run" runs
+// without a file) requires authentication on the admin API for every
+// endpoint but /metrics and /healthz. The policy is used exactly as
+// shipped; only the admin listener is opened on a free port instead of
+// 127.0.0.1:9090 (the SBC is not started: its SIP listeners would take
+// the example's fixed ports). Then the way README gives the first key
+// (sbc admin key create: the example's keys_file, ./sbc-admin-keys.json)
+// opens the API. One request per route: the example's admin.rate (20/s,
+// burst 40) lets the walk through; a 429 here means the table outgrew it.
+func TestShippedPolicyAdminRequiresAuth(t *testing.T) {
+	t.Chdir(t.TempDir()) // the example's keys_file is relative to the working directory
+	p := policy.Default()
+	if p.Source != policy.EmbeddedSource {
+		t.Fatalf("policy.Default() source %q", p.Source)
+	}
+	s, err := New(p, Options{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	a := p.Admin
+	if a.Listen == "" {
+		t.Fatal("the shipped policy has no admin listener")
+	}
+	a.Listen = "127.0.0.1:0"
+	as, err := s.startAdmin(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(as.close)
+	base := "http://" + as.ln.Addr().String()
+	do := func(key, pattern string) int {
+		t.Helper()
+		method, path := concrete(pattern)
+		body := ""
+		if method == http.MethodPost || method == http.MethodPut {
+			body = "{}"
+		}
+		res, err := adminDoKey(key, method, base+path, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode == http.StatusUnauthorized && res.Header.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s: 401 without WWW-Authenticate", pattern)
+		}
+		return res.StatusCode
+	}
+	public := map[string]bool{"GET /healthz": true, "GET /metrics": true}
+	seen := 0
+	for _, rt := range adminRoutes {
+		got := do("", rt.pattern)
+		switch {
+		case public[rt.pattern]:
+			seen++
+			if got != http.StatusOK {
+				t.Errorf("%s anonymous: %d, want 200", rt.pattern, got)
+			}
+		case got != http.StatusUnauthorized:
+			t.Errorf("%s anonymous: %d, want 401", rt.pattern, got)
+		}
+	}
+	if seen != len(public) {
+		t.Errorf("%d of the public routes in the route table, want %d", seen, len(public))
+	}
+	// The first key, as README says: written to the example's keys_file.
+	key, sk, err := NewAPIKey([]string{roleAdmin}, "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Admin.KeysPath == "" {
+		t.Fatal("the shipped policy has no key store")
+	}
+	if err := UpdateKeyFile(p.Admin.KeysPath, func(ks []StoredKey) ([]StoredKey, error) { return append(ks, sk), nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := do(key, "GET /v1/status"); got != http.StatusOK {
+		t.Errorf("GET /v1/status with the first key: %d, want 200", got)
+	}
+}
