@@ -130,8 +130,6 @@ func (s *SBC) startAdmin(a policy.Admin) (*adminServer, error) {
 	if a.TLS != nil {
 		l = tls.NewListener(l, s.adminTLSConfig(g))
 		scheme = "https"
-	} else if !a.Addr.Addr().IsLoopback() {
-		s.log.Warn("ADMIN API OVER PLAIN HTTP ON A NON-LOOPBACK ADDRESS: API keys cross the network in clear; use [admin.tls]", "listen", ln.Addr().String())
 	}
 	srv := &http.Server{
 		Handler:           s.adminMux(g),
