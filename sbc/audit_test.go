@@ -282,3 +282,32 @@ func TestSecretsSealDTLSKey(t *testing.T) {
 }
 
 func sipuaDial(from, to string) sipua.DialOptions { return sipua.DialOptions{From: from, User: to} }
+
+// TestSecretsSealedWebhookSecretEnv: a webhook secret given through
+// secret_env may be sealed too (docs/OPERATOR.md says so): it is opened
+// with the master key; without the key the policy does not apply.
+func TestSecretsSealedWebhookSecretEnv(t *testing.T) {
+	const secret = "a-webhook-secret-for-the-test"
+	t.Setenv(secrets.EnvKey, secrets.GenerateKey())
+	keys, err := secrets.LoadKeyring(secrets.Sources{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := keys.Seal([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SBC_TEST_WEBHOOK_SECRET", sealed)
+	pb := testpolicy.New(sbcExtIP, sbcIntIP, backendIP+":5999")
+	pb.Webhooks = []testpolicy.Webhook{{Name: "ops", URL: "http://127.0.0.1:9/hook", Events: []string{"cdr"}, SecretEnv: "SBC_TEST_WEBHOOK_SECRET"}}
+	p := pb.Parse(t)
+	if err := openSecrets(p, keys); err != nil {
+		t.Fatal(err)
+	}
+	if string(p.Webhooks[0].Key) != secret {
+		t.Errorf("webhook key %q, want the opened secret", p.Webhooks[0].Key)
+	}
+	if err := openSecrets(pb.Parse(t), nil); err == nil || !strings.Contains(err.Error(), "webhook ops: secret") {
+		t.Errorf("without a master key: %v, want an error naming the webhook's secret", err)
+	}
+}
