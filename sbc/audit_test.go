@@ -311,3 +311,82 @@ func TestSecretsSealedWebhookSecretEnv(t *testing.T) {
 		t.Errorf("without a master key: %v, want an error naming the webhook's secret", err)
 	}
 }
+
+// TestSecretsRotationKeepsDTLSKey: a master key rotation (new key
+// current, the old one previous; later the previous removed) keeps the
+// DTLS certificate: the SBC re-seals state_dir/dtls-key.sealed under the
+// current key when it starts, or reloads, with both keys, so the start
+// after previous_key_file is gone opens it. Before, it stayed sealed
+// under the old key and that start failed.
+func TestSecretsRotationKeepsDTLSKey(t *testing.T) {
+	t.Setenv(secrets.EnvKey, "")
+	t.Setenv(secrets.EnvPreviousKey, "")
+	dir := t.TempDir()
+	keyFile := func(name string) (string, string) {
+		p := filepath.Join(dir, name)
+		k := secrets.GenerateKey()
+		if err := os.WriteFile(p, []byte(k+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		key, err := secrets.ParseKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, key.ID()
+	}
+	k1, _ := keyFile("k1")
+	k2, id2 := keyFile("k2")
+	pol := func(state, cur, prev string) *testpolicy.Policy {
+		pb := testpolicy.New(sbcExtIP, sbcIntIP, backendIP+":5999")
+		pb.Server.StateDir = state
+		pb.Secrets = &testpolicy.Secrets{MasterKeyFile: cur, PreviousKeyFile: prev}
+		return pb
+	}
+	build := func(pb *testpolicy.Policy) (*SBC, error) {
+		s, err := New(pb.Parse(t), Options{Logger: testLogger()})
+		if err == nil {
+			t.Cleanup(func() { s.Close() })
+		}
+		return s, err
+	}
+	sealedUnder := func(state string) string {
+		b, err := os.ReadFile(filepath.Join(state, srtp.SealedKeyFileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := secrets.KeyID(strings.TrimSpace(string(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	for _, how := range []string{"restart", "reload"} {
+		t.Run(how, func(t *testing.T) {
+			state := filepath.Join(dir, how)
+			s1, err := build(pol(state, k1, ""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fp := s1.media.cert.Fingerprint.String()
+			both := pol(state, k2, k1)
+			if how == "restart" {
+				s1.Close()
+				if _, err := build(both); err != nil {
+					t.Fatalf("start with both keys: %v", err)
+				}
+			} else if err := s1.Reload(both.Parse(t)); err != nil {
+				t.Fatalf("reload with both keys: %v", err)
+			}
+			if got := sealedUnder(state); got != id2 {
+				t.Errorf("after the %s with both keys the DTLS key is sealed under %s, want the new key %s", how, got, id2)
+			}
+			s3, err := build(pol(state, k2, ""))
+			if err != nil {
+				t.Fatalf("start with the new key only: %v", err)
+			}
+			if got := s3.media.cert.Fingerprint.String(); got != fp {
+				t.Errorf("fingerprint changed across the rotation: %s, was %s", got, fp)
+			}
+		})
+	}
+}
