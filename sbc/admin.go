@@ -174,10 +174,21 @@ func adminError(w http.ResponseWriter, code int, msg string) {
 }
 
 // decodeBody reads a JSON body strictly into v; an empty body leaves v.
+// The body is one JSON value and nothing after it but white space, read
+// to its end: a body over the route's bound (the guard's MaxBytesReader)
+// is refused with 413 even when its JSON value is short.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+	err := dec.Decode(v)
+	if err == nil {
+		if _, terr := dec.Token(); terr == nil {
+			err = errors.New("data after the JSON value")
+		} else if !errors.Is(terr, io.EOF) {
+			err = terr
+		}
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			adminError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", mbe.Limit))

@@ -913,3 +913,90 @@ func TestShippedPolicyAdminRequiresAuth(t *testing.T) {
 		t.Errorf("GET /v1/status with the first key: %d, want 200", got)
 	}
 }
+
+// Request bodies are bounded: 64 KiB, and for a policy candidate the
+// largest policy file (policy.MaxFileSize) plus 64 KiB of JSON. A body
+// over its route's bound is refused with 413 and changes nothing: with a
+// Content-Length over it (before the handler, on every route), or sent
+// chunked (as the handler reads it), whether the JSON itself is too long
+// or a short JSON value is followed by more bytes. A body under the bound
+// is taken.
+func TestAdminBodyLimits(t *testing.T) {
+	e := newEnv(t, envOpts{admin: true})
+	base := "http://" + e.sbc.AdminAddr().String()
+	send := func(method, path, body string, chunked bool) (int, string) {
+		t.Helper()
+		var rd io.Reader = strings.NewReader(body)
+		if chunked {
+			rd = io.MultiReader(rd) // unknown length: sent chunked
+		}
+		r, err := http.NewRequest(method, base+path, rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", "Bearer "+testpolicy.AdminKey)
+		res, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		return res.StatusCode, string(b)
+	}
+	const small = 64 << 10
+	pad := func(n int) string { return strings.Repeat(" ", n) }
+	blocked := func(a string) bool { return e.sbc.def.blocklist.Blocked(netip.MustParseAddr(a)) }
+	type tcase struct {
+		name, method, path, body string
+		chunkedToo               bool // the handler reads the body
+		applied                  func() bool
+	}
+	for _, tc := range []tcase{
+		{"block, long reason", http.MethodPost, "/v1/blocklist",
+			`{"prefix":"192.0.2.71","reason":"` + strings.Repeat("x", small) + `"}`, true, func() bool { return blocked("192.0.2.71") }},
+		{"block, trailing bytes", http.MethodPost, "/v1/blocklist",
+			`{"prefix":"192.0.2.72"}` + pad(small), true, func() bool { return blocked("192.0.2.72") }},
+		{"log level", http.MethodPut, "/v1/log-level",
+			`{"level":"error"}` + pad(small), true, func() bool { return e.sbc.reload.level.Level() == slog.LevelError }},
+		{"drain", http.MethodPost, "/v1/drain",
+			`{"deadline":"1m"}` + pad(small), true, func() bool { return e.sbc.runtime.drain.Load() != nil }},
+		{"trunk disable", http.MethodPost, "/v1/trunks/carrier/disable",
+			`{}` + pad(small), false, func() bool { return e.sbc.runtime.trunkDisabled("carrier") }},
+		{"policy candidate", http.MethodPost, "/v1/policy/validate",
+			`{"policy":"` + strings.Repeat("#", policy.MaxFileSize+small) + `"}`, true, func() bool { return false }},
+	} {
+		for _, chunked := range []bool{false, true} {
+			if chunked && !tc.chunkedToo {
+				continue
+			}
+			tooLarge := testutil.ToFloat64(e.sbc.metrics.AdminRequests.WithLabelValues(adminTooLarge))
+			code, msg := send(tc.method, tc.path, tc.body, chunked)
+			if code != http.StatusRequestEntityTooLarge {
+				t.Errorf("%s (chunked %v): %d %.200s, want 413", tc.name, chunked, code, msg)
+			}
+			if tc.applied() {
+				t.Fatalf("%s (chunked %v): applied although refused", tc.name, chunked)
+			}
+			want := tooLarge
+			if !chunked {
+				want++ // refused before the handler, and counted so
+			}
+			if got := testutil.ToFloat64(e.sbc.metrics.AdminRequests.WithLabelValues(adminTooLarge)); got != want {
+				t.Errorf("%s (chunked %v): sbc_admin_requests_total{result=too_large} %v, want %v", tc.name, chunked, got, want)
+			}
+		}
+	}
+	// Under the bounds: taken. Another value after the JSON one: 400.
+	if code, msg := send(http.MethodPost, "/v1/blocklist", `{"prefix":"192.0.2.73"}`+pad(small-100), true); code != http.StatusCreated || !blocked("192.0.2.73") {
+		t.Errorf("block under 64 KiB: %d %s", code, msg)
+	}
+	if code, msg := send(http.MethodPost, "/v1/blocklist", `{"prefix":"192.0.2.74"} {"prefix":"192.0.2.75"}`, false); code != http.StatusBadRequest || blocked("192.0.2.74") || blocked("192.0.2.75") {
+		t.Errorf("two JSON values: %d %s, want 400 and nothing blocked", code, msg)
+	}
+	// A policy candidate of 2 MiB (comments): over 1 MiB, under the bound.
+	cand, _ := json.Marshal(PolicyCandidate{Policy: strings.Repeat("# padding\n", 2<<20/10) + e.toml})
+	if code, msg := send(http.MethodPost, "/v1/policy/validate", string(cand), false); code != http.StatusOK {
+		t.Errorf("a 2 MiB policy candidate: %d %.300s, want 200", code, msg)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"mime"
 	"net"
 	"net/http"
@@ -89,9 +90,10 @@ const (
 	adminCrossOrigin     = "cross_origin"     // 403: a cross-origin request that changes something
 	adminBadHost         = "bad_host"         // 421: a Host that is no IP literal, localhost or admin.hosts name
 	adminBadContentType  = "bad_content_type" // 415: a body that is not application/json
+	adminTooLarge        = "too_large"        // 413: a Content-Length over the route's bound (a longer body read by the handler: its own 413, counted ok)
 )
 
-var adminResults = []string{adminOK, adminUnauthenticated, adminForbidden, adminRateLimited, adminCrossOrigin, adminBadHost, adminBadContentType}
+var adminResults = []string{adminOK, adminUnauthenticated, adminForbidden, adminRateLimited, adminCrossOrigin, adminBadHost, adminBadContentType, adminTooLarge}
 
 // failAdminAuth is a failed authentication on the admin API.
 const failAdminAuth failure = ratelimit.ReasonAdminAuth
@@ -237,6 +239,13 @@ func (g *adminGuard) guard(rt *adminRoute) http.Handler {
 		if !p.may(rt.role) {
 			s.metrics.AdminRequests.WithLabelValues(adminForbidden).Inc()
 			adminError(w, http.StatusForbidden, "role "+rt.role+" required; "+p.name+" has "+strings.Join(p.roles, ", "))
+			return
+		}
+		if r.ContentLength > limit {
+			// Declared too large: refused before the handler, which may
+			// not read a body at all (the bound holds for every route).
+			s.metrics.AdminRequests.WithLabelValues(adminTooLarge).Inc()
+			adminError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", limit))
 			return
 		}
 		s.metrics.AdminRequests.WithLabelValues(adminOK).Inc()
