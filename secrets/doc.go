@@ -23,7 +23,9 @@
 //
 // During a rotation the previous key is given too (SBC_MASTER_KEY_PREVIOUS
 // or secrets.previous_key_file): values sealed under either key open; new
-// values are sealed under the current one.
+// values are sealed under the current one. Keyring.ResealFile re-seals
+// the values of a file (sbc secrets rotate); the SBC does it itself for
+// its DTLS key in state_dir when it starts or reloads with both keys.
 //
 // # Sealed values
 //
