@@ -174,9 +174,8 @@ func adminError(w http.ResponseWriter, code int, msg string) {
 }
 
 // decodeBody reads a JSON body strictly into v; an empty body leaves v.
-// The body is one JSON value and nothing after it but white space, read
-// to its end: a body over the route's bound (the guard's MaxBytesReader)
-// is refused with 413 even when its JSON value is short.
+// The body is one JSON value and nothing after it but white space (400
+// otherwise). The guard has bounded it already (413 beyond).
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()

@@ -1,11 +1,13 @@
 package sbc
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net"
 	"net/http"
@@ -90,7 +92,7 @@ const (
 	adminCrossOrigin     = "cross_origin"     // 403: a cross-origin request that changes something
 	adminBadHost         = "bad_host"         // 421: a Host that is no IP literal, localhost or admin.hosts name
 	adminBadContentType  = "bad_content_type" // 415: a body that is not application/json
-	adminTooLarge        = "too_large"        // 413: a Content-Length over the route's bound (a longer body read by the handler: its own 413, counted ok)
+	adminTooLarge        = "too_large"        // 413: a body over the route's bound
 )
 
 var adminResults = []string{adminOK, adminUnauthenticated, adminForbidden, adminRateLimited, adminCrossOrigin, adminBadHost, adminBadContentType, adminTooLarge}
@@ -241,12 +243,29 @@ func (g *adminGuard) guard(rt *adminRoute) http.Handler {
 			adminError(w, http.StatusForbidden, "role "+rt.role+" required; "+p.name+" has "+strings.Join(p.roles, ", "))
 			return
 		}
-		if r.ContentLength > limit {
-			// Declared too large: refused before the handler, which may
-			// not read a body at all (the bound holds for every route).
-			s.metrics.AdminRequests.WithLabelValues(adminTooLarge).Inc()
-			adminError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", limit))
-			return
+		// The body is read here, whole and bounded, before the handler
+		// (which may not read a body at all): one over the bound, declared
+		// or sent chunked, changes nothing on any route. Only a principal
+		// with the route's role gets this far.
+		if hasBody(r) {
+			var body []byte
+			var err error
+			if r.ContentLength > limit {
+				err = &http.MaxBytesError{Limit: limit} // declared: not read
+			} else {
+				body, err = io.ReadAll(r.Body) // r.Body: MaxBytesReader(limit)
+			}
+			var mbe *http.MaxBytesError
+			switch {
+			case errors.As(err, &mbe):
+				s.metrics.AdminRequests.WithLabelValues(adminTooLarge).Inc()
+				adminError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", limit))
+				return
+			case err != nil:
+				adminError(w, http.StatusBadRequest, "body: "+err.Error())
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
 		s.metrics.AdminRequests.WithLabelValues(adminOK).Inc()
 		sw := &statusWriter{ResponseWriter: w}

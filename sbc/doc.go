@@ -214,8 +214,8 @@
 // per-client rate limit, cross-origin and JSON-only checks, then the
 // principal (a verified client certificate that admin.client_roles maps
 // to roles, or an API key compared by SHA-256 in constant time), its
-// role, and the body bound (64 KiB, more for a policy candidate: 413 for
-// a Content-Length over it, or as the handler reads). Failed authentications are auth_failure events, counted, and
+// role, and the body, read whole and bounded before the handler (64 KiB,
+// more for a policy candidate; 413 beyond). Failed authentications are auth_failure events, counted, and
 // charged like SIP failures (charge). What the API changes at run time
 // outside the policy (node drain, disabled trunks, drained targets) is
 // runtimeState and target.drained; admit refuses new calls for the first
