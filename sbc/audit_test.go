@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -386,6 +387,17 @@ func TestSecretsRotationKeepsDTLSKey(t *testing.T) {
 			}
 			if got := s3.media.cert.Fingerprint.String(); got != fp {
 				t.Errorf("fingerprint changed across the rotation: %s, was %s", got, fp)
+			}
+			// Keys that do not open it: an error (logged), the file kept.
+			old, err := secrets.LoadKeyring(secrets.Sources{KeyFile: k1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if done, err := resealDTLSKey(state, old); done || !errors.Is(err, secrets.ErrNoKey) {
+				t.Errorf("re-seal without the key it is sealed under: %v %v, want ErrNoKey", done, err)
+			}
+			if got := sealedUnder(state); got != id2 {
+				t.Errorf("a failed re-seal changed the file: sealed under %s", got)
 			}
 		})
 	}
