@@ -424,6 +424,20 @@ burst = 0
 			`t.toml:13:10: admin.hosts[0]: invalid host name "bad host"`,
 			`t.toml:14:9: admin.burst: must be at least 1 while rate is set`,
 		}},
+		{"admin plain http off loopback", minimal + `
+[admin]
+listen = "192.0.2.10:9090"
+plain_http = true
+`, []string{
+			`t.toml:9:14: admin.plain_http: plain HTTP is for a loopback listen address only (127.0.0.0/8, ::1); on 192.0.2.10 API keys would cross the network in clear: use [admin.tls] (HTTPS, with cert_file and key_file; ca_file and client_roles for client certificates)`,
+		}},
+		{"admin plain http off loopback v6", minimal + `
+[admin]
+listen = "[2001:db8::10]:9090"
+plain_http = true
+`, []string{
+			`t.toml:9:14: admin.plain_http: plain HTTP is for a loopback listen address only (127.0.0.0/8, ::1); on 2001:db8::10 API keys would cross the network in clear: use [admin.tls] (HTTPS, with cert_file and key_file; ca_file and client_roles for client certificates)`,
+		}},
 		{"admin without transport", minimal + `
 [admin]
 listen = "127.0.0.1:9090"
@@ -993,5 +1007,25 @@ transport = "tls"
 	}
 	if got := p.Pools[0].TLS.CAFile; got != filepath.Join(filepath.Dir(dir), "ca.pem") {
 		t.Errorf("pool ca_file %q", got)
+	}
+}
+
+// plain_http is for loopback only: every loopback form is accepted, any
+// other address refused with what to do instead.
+func TestAdminPlainHTTPLoopbackOnly(t *testing.T) {
+	for _, tc := range []struct {
+		listen string
+		ok     bool
+	}{
+		{"127.0.0.1:9090", true}, {"127.0.0.2:0", true}, {"[::1]:9090", true}, {"[::ffff:127.0.0.1]:9090", true},
+		{"10.0.0.1:9090", false}, {"192.168.1.1:9090", false}, {"[fe80::1]:9090", false}, {"[::ffff:10.0.0.1]:9090", false},
+	} {
+		_, err := Parse("t.toml", []byte(minimal+"\n[admin]\nlisten = \""+tc.listen+"\"\nplain_http = true\n"))
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%s: %v", tc.listen, err)
+		case !tc.ok && (err == nil || !strings.Contains(err.Error(), "use [admin.tls]")):
+			t.Errorf("%s: %v, want refused with use [admin.tls]", tc.listen, err)
+		}
 	}
 }

@@ -105,9 +105,10 @@ type Admin struct {
 	// Listen is "ip:port" (IP literal; port 0 lets the kernel choose);
 	// empty disables the admin listener.
 	Listen string `toml:"listen"`
-	// PlainHTTP serves the API over HTTP without TLS. Refused on the
-	// unspecified address (0.0.0.0, ::); on another address than
-	// loopback the SBC warns at start. Either this or TLS is required.
+	// PlainHTTP serves the API over HTTP without TLS, on a loopback
+	// listen address only (127.0.0.0/8, ::1): any other address is a
+	// validation error (API keys would cross the network in clear; use
+	// TLS). Either this or TLS is required.
 	PlainHTTP bool `toml:"plain_http"`
 	// TLS serves the API over HTTPS: cert_file and key_file required;
 	// ca_file verifies client certificates (client_auth "request", the

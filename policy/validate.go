@@ -510,6 +510,8 @@ func (v *validator) adminAuth() {
 		v.errf("admin.plain_http", "plain_http and [admin.tls] exclude each other")
 	case a.PlainHTTP && a.Addr.Addr().IsUnspecified():
 		v.errf("admin.plain_http", "plain HTTP on %s would serve the admin API, credentials in clear, on every interface: bind it to loopback, or use [admin.tls]", a.Addr.Addr())
+	case a.PlainHTTP && !a.Addr.Addr().IsLoopback():
+		v.errf("admin.plain_http", "plain HTTP is for a loopback listen address only (127.0.0.0/8, ::1); on %s API keys would cross the network in clear: use [admin.tls] (HTTPS, with cert_file and key_file; ca_file and client_roles for client certificates)", a.Addr.Addr())
 	}
 	if t := a.TLS; t != nil {
 		v.tlsCommon("admin.tls", t)

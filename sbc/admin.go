@@ -130,8 +130,6 @@ func (s *SBC) startAdmin(a policy.Admin) (*adminServer, error) {
 	if a.TLS != nil {
 		l = tls.NewListener(l, s.adminTLSConfig(g))
 		scheme = "https"
-	} else if !a.Addr.Addr().IsLoopback() {
-		s.log.Warn("ADMIN API OVER PLAIN HTTP ON A NON-LOOPBACK ADDRESS: API keys cross the network in clear; use [admin.tls]", "listen", ln.Addr().String())
 	}
 	srv := &http.Server{
 		Handler:           s.adminMux(g),
@@ -176,10 +174,20 @@ func adminError(w http.ResponseWriter, code int, msg string) {
 }
 
 // decodeBody reads a JSON body strictly into v; an empty body leaves v.
+// The body is one JSON value and nothing after it but white space (400
+// otherwise). The guard has bounded it already (413 beyond).
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+	err := dec.Decode(v)
+	if err == nil {
+		if _, terr := dec.Token(); terr == nil {
+			err = errors.New("data after the JSON value")
+		} else if !errors.Is(terr, io.EOF) {
+			err = terr
+		}
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			adminError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", mbe.Limit))

@@ -831,3 +831,162 @@ func TestAdminPprof(t *testing.T) {
 		}
 	}
 }
+
+// The shipped policy (sbc.example.toml, embedded: what "sbc run" runs
+// without a file) requires authentication on the admin API for every
+// endpoint but /metrics and /healthz. The policy is used exactly as
+// shipped; only the admin listener is opened on a free port instead of
+// 127.0.0.1:9090 (the SBC is not started: its SIP listeners would take
+// the example's fixed ports). Then the way README gives the first key
+// (sbc admin key create: the example's keys_file, ./sbc-admin-keys.json)
+// opens the API. One request per route: the example's admin.rate (20/s,
+// burst 40) lets the walk through; a 429 here means the table outgrew it.
+func TestShippedPolicyAdminRequiresAuth(t *testing.T) {
+	t.Chdir(t.TempDir()) // the example's keys_file is relative to the working directory
+	p := policy.Default()
+	if p.Source != policy.EmbeddedSource {
+		t.Fatalf("policy.Default() source %q", p.Source)
+	}
+	s, err := New(p, Options{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	a := p.Admin
+	if a.Listen == "" {
+		t.Fatal("the shipped policy has no admin listener")
+	}
+	a.Listen = "127.0.0.1:0"
+	as, err := s.startAdmin(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(as.close)
+	base := "http://" + as.ln.Addr().String()
+	do := func(key, pattern string) int {
+		t.Helper()
+		method, path := concrete(pattern)
+		body := ""
+		if method == http.MethodPost || method == http.MethodPut {
+			body = "{}"
+		}
+		res, err := adminDoKey(key, method, base+path, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode == http.StatusUnauthorized && res.Header.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s: 401 without WWW-Authenticate", pattern)
+		}
+		return res.StatusCode
+	}
+	public := map[string]bool{"GET /healthz": true, "GET /metrics": true}
+	seen := 0
+	for _, rt := range adminRoutes {
+		got := do("", rt.pattern)
+		switch {
+		case public[rt.pattern]:
+			seen++
+			if got != http.StatusOK {
+				t.Errorf("%s anonymous: %d, want 200", rt.pattern, got)
+			}
+		case got != http.StatusUnauthorized:
+			t.Errorf("%s anonymous: %d, want 401", rt.pattern, got)
+		}
+	}
+	if seen != len(public) {
+		t.Errorf("%d of the public routes in the route table, want %d", seen, len(public))
+	}
+	// The first key, as README says: written to the example's keys_file.
+	key, sk, err := NewAPIKey([]string{roleAdmin}, "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Admin.KeysPath == "" {
+		t.Fatal("the shipped policy has no key store")
+	}
+	if err := UpdateKeyFile(p.Admin.KeysPath, func(ks []StoredKey) ([]StoredKey, error) { return append(ks, sk), nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := do(key, "GET /v1/status"); got != http.StatusOK {
+		t.Errorf("GET /v1/status with the first key: %d, want 200", got)
+	}
+}
+
+// Request bodies are bounded: 64 KiB, and for a policy candidate the
+// largest policy file (policy.MaxFileSize) plus 64 KiB of JSON. A body
+// over its route's bound is refused with 413 before the handler, on every
+// route, and changes nothing: with a Content-Length over it or sent
+// chunked, whether the JSON itself is too long or a short JSON value is
+// followed by more bytes. A body under the bound is taken.
+func TestAdminBodyLimits(t *testing.T) {
+	e := newEnv(t, envOpts{admin: true})
+	base := "http://" + e.sbc.AdminAddr().String()
+	send := func(method, path, body string, chunked bool) (int, string) {
+		t.Helper()
+		var rd io.Reader = strings.NewReader(body)
+		if chunked {
+			rd = io.MultiReader(rd) // unknown length: sent chunked
+		}
+		r, err := http.NewRequest(method, base+path, rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", "Bearer "+testpolicy.AdminKey)
+		res, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		return res.StatusCode, string(b)
+	}
+	const small = 64 << 10
+	pad := func(n int) string { return strings.Repeat(" ", n) }
+	blocked := func(a string) bool { return e.sbc.def.blocklist.Blocked(netip.MustParseAddr(a)) }
+	for _, tc := range []struct {
+		name, method, path, body string
+		applied                  func() bool
+	}{
+		{"block, long reason", http.MethodPost, "/v1/blocklist",
+			`{"prefix":"192.0.2.71","reason":"` + strings.Repeat("x", small) + `"}`, func() bool { return blocked("192.0.2.71") }},
+		{"block, trailing bytes", http.MethodPost, "/v1/blocklist",
+			`{"prefix":"192.0.2.72"}` + pad(small), func() bool { return blocked("192.0.2.72") }},
+		{"log level", http.MethodPut, "/v1/log-level",
+			`{"level":"error"}` + pad(small), func() bool { return e.sbc.reload.level.Level() == slog.LevelError }},
+		{"drain", http.MethodPost, "/v1/drain",
+			`{"deadline":"1m"}` + pad(small), func() bool { return e.sbc.runtime.drain.Load() != nil }},
+		{"trunk disable", http.MethodPost, "/v1/trunks/carrier/disable",
+			`{}` + pad(small), func() bool { return e.sbc.runtime.trunkDisabled("carrier") }},
+		{"policy candidate", http.MethodPost, "/v1/policy/validate",
+			`{"policy":"` + strings.Repeat("#", policy.MaxFileSize+small) + `"}`, func() bool { return false }},
+	} {
+		for _, chunked := range []bool{false, true} {
+			tooLarge := testutil.ToFloat64(e.sbc.metrics.AdminRequests.WithLabelValues(adminTooLarge))
+			code, msg := send(tc.method, tc.path, tc.body, chunked)
+			if code != http.StatusRequestEntityTooLarge {
+				t.Errorf("%s (chunked %v): %d %.200s, want 413", tc.name, chunked, code, msg)
+			}
+			if tc.applied() {
+				t.Fatalf("%s (chunked %v): applied although refused", tc.name, chunked)
+			}
+			if got := testutil.ToFloat64(e.sbc.metrics.AdminRequests.WithLabelValues(adminTooLarge)); got != tooLarge+1 {
+				t.Errorf("%s (chunked %v): sbc_admin_requests_total{result=too_large} %v, want %v", tc.name, chunked, got, tooLarge+1)
+			}
+		}
+	}
+	// Under the bounds: taken. Another value after the JSON one: 400.
+	if code, msg := send(http.MethodPost, "/v1/blocklist", `{"prefix":"192.0.2.73"}`+pad(small-100), true); code != http.StatusCreated || !blocked("192.0.2.73") {
+		t.Errorf("block under 64 KiB: %d %s", code, msg)
+	}
+	if code, msg := send(http.MethodPost, "/v1/blocklist", `{"prefix":"192.0.2.74"} {"prefix":"192.0.2.75"}`, false); code != http.StatusBadRequest || blocked("192.0.2.74") || blocked("192.0.2.75") {
+		t.Errorf("two JSON values: %d %s, want 400 and nothing blocked", code, msg)
+	}
+	// A policy candidate of 2 MiB (comments): over 1 MiB, under the bound.
+	cand, _ := json.Marshal(PolicyCandidate{Policy: strings.Repeat("# padding\n", 2<<20/10) + e.toml})
+	if code, msg := send(http.MethodPost, "/v1/policy/validate", string(cand), false); code != http.StatusOK {
+		t.Errorf("a 2 MiB policy candidate: %d %.300s, want 200", code, msg)
+	}
+}

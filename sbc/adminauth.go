@@ -1,10 +1,13 @@
 package sbc
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
+	"io"
 	"mime"
 	"net"
 	"net/http"
@@ -89,9 +92,10 @@ const (
 	adminCrossOrigin     = "cross_origin"     // 403: a cross-origin request that changes something
 	adminBadHost         = "bad_host"         // 421: a Host that is no IP literal, localhost or admin.hosts name
 	adminBadContentType  = "bad_content_type" // 415: a body that is not application/json
+	adminTooLarge        = "too_large"        // 413: a body over the route's bound
 )
 
-var adminResults = []string{adminOK, adminUnauthenticated, adminForbidden, adminRateLimited, adminCrossOrigin, adminBadHost, adminBadContentType}
+var adminResults = []string{adminOK, adminUnauthenticated, adminForbidden, adminRateLimited, adminCrossOrigin, adminBadHost, adminBadContentType, adminTooLarge}
 
 // failAdminAuth is a failed authentication on the admin API.
 const failAdminAuth failure = ratelimit.ReasonAdminAuth
@@ -238,6 +242,30 @@ func (g *adminGuard) guard(rt *adminRoute) http.Handler {
 			s.metrics.AdminRequests.WithLabelValues(adminForbidden).Inc()
 			adminError(w, http.StatusForbidden, "role "+rt.role+" required; "+p.name+" has "+strings.Join(p.roles, ", "))
 			return
+		}
+		// The body is read here, whole and bounded, before the handler
+		// (which may not read a body at all): one over the bound, declared
+		// or sent chunked, changes nothing on any route. Only a principal
+		// with the route's role gets this far.
+		if hasBody(r) {
+			var body []byte
+			var err error
+			if r.ContentLength > limit {
+				err = &http.MaxBytesError{Limit: limit} // declared: not read
+			} else {
+				body, err = io.ReadAll(r.Body) // r.Body: MaxBytesReader(limit)
+			}
+			var mbe *http.MaxBytesError
+			switch {
+			case errors.As(err, &mbe):
+				s.metrics.AdminRequests.WithLabelValues(adminTooLarge).Inc()
+				adminError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", limit))
+				return
+			case err != nil:
+				adminError(w, http.StatusBadRequest, "body: "+err.Error())
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
 		s.metrics.AdminRequests.WithLabelValues(adminOK).Inc()
 		sw := &statusWriter{ResponseWriter: w}

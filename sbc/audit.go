@@ -2,8 +2,12 @@ package sbc
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -195,6 +199,46 @@ func openSecrets(p *policy.Policy, keys *secrets.Keyring) error {
 	}
 	p.HEP.AuthKey = v
 	return nil
+}
+
+// resealDTLSKey re-seals the DTLS private key of state_dir
+// (srtp.SealedKeyFileName) under the current master key when it is sealed
+// under another one: during a rotation the SBC opens it with the previous
+// key, and once previous_key_file is gone the next start must still open
+// it. It is called at start and after each reload, with the keys in force;
+// the file is replaced atomically, by the SBC's own user. It reports
+// whether it re-sealed.
+func resealDTLSKey(stateDir string, keys *secrets.Keyring) (bool, error) {
+	if stateDir == "" || keys == nil {
+		return false, nil
+	}
+	path := filepath.Join(stateDir, srtp.SealedKeyFileName)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if id, err := secrets.KeyID(strings.TrimSpace(string(b))); err == nil && id == keys.CurrentID() {
+		return false, nil
+	}
+	n, err := keys.ResealFile(path)
+	return n > 0, err
+}
+
+// resealDTLS is resealDTLSKey with its outcome logged: a failure does not
+// stop the SBC (the key in service is in memory) but must be fixed before
+// the previous master key is removed.
+func (s *SBC) resealDTLS(stateDir string, keys *secrets.Keyring) {
+	done, err := resealDTLSKey(stateDir, keys)
+	switch {
+	case err != nil:
+		s.log.Error("the DTLS key in state_dir could not be re-sealed under the current master key: keep the previous master key until a start or reload re-seals it, or the next start without it fails",
+			"file", filepath.Join(stateDir, srtp.SealedKeyFileName), "error", err.Error())
+	case done:
+		s.log.Info("DTLS key re-sealed under the current master key", "file", filepath.Join(stateDir, srtp.SealedKeyFileName), "key_id", keys.CurrentID())
+	}
 }
 
 // Keyring returns the master key(s) in service, nil when none is

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -282,3 +283,122 @@ func TestSecretsSealDTLSKey(t *testing.T) {
 }
 
 func sipuaDial(from, to string) sipua.DialOptions { return sipua.DialOptions{From: from, User: to} }
+
+// TestSecretsSealedWebhookSecretEnv: a webhook secret given through
+// secret_env may be sealed too (docs/OPERATOR.md says so): it is opened
+// with the master key; without the key the policy does not apply.
+func TestSecretsSealedWebhookSecretEnv(t *testing.T) {
+	const secret = "a-webhook-secret-for-the-test"
+	t.Setenv(secrets.EnvKey, secrets.GenerateKey())
+	keys, err := secrets.LoadKeyring(secrets.Sources{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := keys.Seal([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SBC_TEST_WEBHOOK_SECRET", sealed)
+	pb := testpolicy.New(sbcExtIP, sbcIntIP, backendIP+":5999")
+	pb.Webhooks = []testpolicy.Webhook{{Name: "ops", URL: "http://127.0.0.1:9/hook", Events: []string{"cdr"}, SecretEnv: "SBC_TEST_WEBHOOK_SECRET"}}
+	p := pb.Parse(t)
+	if err := openSecrets(p, keys); err != nil {
+		t.Fatal(err)
+	}
+	if string(p.Webhooks[0].Key) != secret {
+		t.Errorf("webhook key %q, want the opened secret", p.Webhooks[0].Key)
+	}
+	if err := openSecrets(pb.Parse(t), nil); err == nil || !strings.Contains(err.Error(), "webhook ops: secret") {
+		t.Errorf("without a master key: %v, want an error naming the webhook's secret", err)
+	}
+}
+
+// TestSecretsRotationKeepsDTLSKey: a master key rotation (new key
+// current, the old one previous; later the previous removed) keeps the
+// DTLS certificate: the SBC re-seals state_dir/dtls-key.sealed under the
+// current key when it starts, or reloads, with both keys, so the start
+// after previous_key_file is gone opens it. Before, it stayed sealed
+// under the old key and that start failed.
+func TestSecretsRotationKeepsDTLSKey(t *testing.T) {
+	t.Setenv(secrets.EnvKey, "")
+	t.Setenv(secrets.EnvPreviousKey, "")
+	dir := t.TempDir()
+	keyFile := func(name string) (string, string) {
+		p := filepath.Join(dir, name)
+		k := secrets.GenerateKey()
+		if err := os.WriteFile(p, []byte(k+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		key, err := secrets.ParseKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, key.ID()
+	}
+	k1, _ := keyFile("k1")
+	k2, id2 := keyFile("k2")
+	pol := func(state, cur, prev string) *testpolicy.Policy {
+		pb := testpolicy.New(sbcExtIP, sbcIntIP, backendIP+":5999")
+		pb.Server.StateDir = state
+		pb.Secrets = &testpolicy.Secrets{MasterKeyFile: cur, PreviousKeyFile: prev}
+		return pb
+	}
+	build := func(pb *testpolicy.Policy) (*SBC, error) {
+		s, err := New(pb.Parse(t), Options{Logger: testLogger()})
+		if err == nil {
+			t.Cleanup(func() { s.Close() })
+		}
+		return s, err
+	}
+	sealedUnder := func(state string) string {
+		b, err := os.ReadFile(filepath.Join(state, srtp.SealedKeyFileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := secrets.KeyID(strings.TrimSpace(string(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	for _, how := range []string{"restart", "reload"} {
+		t.Run(how, func(t *testing.T) {
+			state := filepath.Join(dir, how)
+			s1, err := build(pol(state, k1, ""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fp := s1.media.cert.Fingerprint.String()
+			both := pol(state, k2, k1)
+			if how == "restart" {
+				s1.Close()
+				if _, err := build(both); err != nil {
+					t.Fatalf("start with both keys: %v", err)
+				}
+			} else if err := s1.Reload(both.Parse(t)); err != nil {
+				t.Fatalf("reload with both keys: %v", err)
+			}
+			if got := sealedUnder(state); got != id2 {
+				t.Errorf("after the %s with both keys the DTLS key is sealed under %s, want the new key %s", how, got, id2)
+			}
+			s3, err := build(pol(state, k2, ""))
+			if err != nil {
+				t.Fatalf("start with the new key only: %v", err)
+			}
+			if got := s3.media.cert.Fingerprint.String(); got != fp {
+				t.Errorf("fingerprint changed across the rotation: %s, was %s", got, fp)
+			}
+			// Keys that do not open it: an error (logged), the file kept.
+			old, err := secrets.LoadKeyring(secrets.Sources{KeyFile: k1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if done, err := resealDTLSKey(state, old); done || !errors.Is(err, secrets.ErrNoKey) {
+				t.Errorf("re-seal without the key it is sealed under: %v %v, want ErrNoKey", done, err)
+			}
+			if got := sealedUnder(state); got != id2 {
+				t.Errorf("a failed re-seal changed the file: sealed under %s", got)
+			}
+		})
+	}
+}

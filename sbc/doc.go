@@ -91,7 +91,9 @@
 // lock: emitting never blocks), auth_failure in watchRegister for a
 // proven REGISTER guess, blocked/unblocked from the blocklist's change
 // feed (auditBlocks). The keyring of secrets at rest lives beside the
-// audit log (SBC.Keyring).
+// audit log (SBC.Keyring); at start and after each reload the DTLS key
+// of state_dir is re-sealed under the current master key if a previous
+// one sealed it (resealDTLSKey).
 //
 // What survives a reload: the blocklist, rate-limit buckets, failure and
 // guess counts, AoR locks, learnt peers (defence.go), target health (kept per pool and address), the
@@ -211,8 +213,9 @@
 // them). In front: blocked sources closed at accept, the Host check, the
 // per-client rate limit, cross-origin and JSON-only checks, then the
 // principal (a verified client certificate that admin.client_roles maps
-// to roles, or an API key compared by SHA-256 in constant time) and its
-// role. Failed authentications are auth_failure events, counted, and
+// to roles, or an API key compared by SHA-256 in constant time), its
+// role, and the body, read whole and bounded before the handler (64 KiB,
+// more for a policy candidate; 413 beyond). Failed authentications are auth_failure events, counted, and
 // charged like SIP failures (charge). What the API changes at run time
 // outside the policy (node drain, disabled trunks, drained targets) is
 // runtimeState and target.drained; admit refuses new calls for the first

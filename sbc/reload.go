@@ -173,6 +173,9 @@ func (s *SBC) reloadLocked(p *policy.Policy) error {
 	// The new outputs take the events from here on; the ones the policy
 	// dropped write out their queues and close.
 	s.setAudit(al)
+	// A new master key (a rotation): the DTLS key of state_dir is
+	// re-sealed under it, while the previous key still opens it.
+	s.resealDTLS(p.Server.StateDir, keys)
 
 	if kerr != nil {
 		s.metrics.ReloadsTotal.WithLabelValues(ReloadPartial).Inc()

@@ -264,6 +264,7 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	if s.media, err = newMediaPlane(p, sealer(keys)); err != nil {
 		return nil, err
 	}
+	s.resealDTLS(p.Server.StateDir, keys) // opened with a previous key: re-sealed under the current one
 	s.metrics.Registry.MustRegister(s.media)
 	s.metrics.Registry.MustRegister(outputsCollector{stats: func() outputStats { return s.ops.Load().stats() }})
 	if p.HEP.Enabled {

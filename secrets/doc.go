@@ -1,6 +1,16 @@
-// Package secrets seals the secrets the SBC keeps at rest (private keys it
-// generates, webhook secrets, the API-key pepper, carrier passwords in a
-// policy) with AES-256-GCM under a master key, and opens them again.
+// Package secrets seals the secrets the SBC keeps at rest (the DTLS
+// private key it generates in state_dir, and the secrets of a policy:
+// carrier digest passwords, webhook secrets, the HEP password) with
+// AES-256-GCM under a master key, and opens them again.
+//
+// Admin API keys are not among them, and there is no pepper: the SBC
+// stores only the SHA-256 of each key (sbc/adminkeys.go), and a key
+// carries 256 random bits. A pepper (a secret mixed into the hashes and
+// kept apart from them) protects secrets of low entropy, such as
+// passwords, from offline guessing once the hash file is stolen; a
+// 256-bit random key cannot be guessed from its hash whatever the hash
+// file's fate, so a pepper would add a secret to keep and rotate for no
+// gain.
 //
 // # The master key
 //
@@ -13,7 +23,9 @@
 //
 // During a rotation the previous key is given too (SBC_MASTER_KEY_PREVIOUS
 // or secrets.previous_key_file): values sealed under either key open; new
-// values are sealed under the current one.
+// values are sealed under the current one. Keyring.ResealFile re-seals
+// the values of a file (sbc secrets rotate); the SBC does it itself for
+// its DTLS key in state_dir when it starts or reloads with both keys.
 //
 // # Sealed values
 //

@@ -26,7 +26,9 @@ const secretsUsage = `usage:
   sbc secrets rotate [-config FILE | -key-file NEW -previous-key-file OLD] FILE...
       re-seal every sealed value in each FILE under the (new) master key;
       values under the previous key need it. Each FILE is replaced
-      atomically; other text is left as it is.
+      atomically; other text is left as it is. The SBC re-seals the DTLS
+      key of its state_dir itself, at a start or reload with both keys
+      (docs/OPERATOR.md: rotating the master key).
 
 The master key comes from -key-file, else the policy's [secrets]
 master_key_file (-config), else the environment variable SBC_MASTER_KEY;
