@@ -265,6 +265,9 @@ type policyOpts struct {
 	// auto-block
 	autoblock bool
 	threshold int
+	// unknownSourceAction is headers.unknown_source_action; default
+	// "drop" (the gate drops a stranger's datagrams before the parser).
+	unknownSourceAction string
 	// path: write the policy there (a rewrite for a reload); default a
 	// new temporary file.
 	path string
@@ -283,6 +286,9 @@ func writePolicy(t testing.TB, o policyOpts) string {
 	}
 	if o.threshold == 0 {
 		o.threshold = 10
+	}
+	if o.unknownSourceAction == "" {
+		o.unknownSourceAction = "drop"
 	}
 	lo := func(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
 	internal, target := lo(5062), lo(uasPort)
@@ -305,7 +311,7 @@ func writePolicy(t testing.TB, o policyOpts) string {
 		Pools: []testpolicy.Pool{{Name: "uas", Realm: "internal", Targets: testpolicy.Targets(target),
 			Health: &testpolicy.Health{Interval: policy.D(0)}}},
 		Routing: &testpolicy.Routing{DefaultPool: "uas"},
-		Headers: &testpolicy.Headers{UnknownSourceAction: "drop"},
+		Headers: &testpolicy.Headers{UnknownSourceAction: o.unknownSourceAction},
 		Limits:  &testpolicy.Limits{SourcePPS: new(100000), SourcePPSBurst: 100000, SourceCPS: new(1000)},
 		AutoBlock: &testpolicy.AutoBlock{Enabled: new(o.autoblock), Threshold: o.threshold,
 			Window: policy.D(60 * time.Second), BlockFor: policy.D(10 * time.Minute),
