@@ -56,6 +56,9 @@
 //     charged to nobody: no block, no XDP deny entry, the trunk's calls
 //     complete; the same packets forged from the attacker's address get it
 //     blocked (auto, malformed) and denied in XDP.
+//   - TestCarrierNotChargedForCallers: the backend answers 404 to 12 of the
+//     trunk's calls (SIPp scenarios): counted for the trunk (backend_404,
+//     not_found, exact), no block; the trunk's next 6 calls all complete.
 //   - TestNftablesTrunksOnly: nftables with trunks_only lets the backend's
 //     answers in (calls complete) and drops a stranger's SIP (exact count
 //     of not_trunk); the media relay range is in the table.
