@@ -11,6 +11,10 @@
 //	  10.77.0.4 SIPp UAS, backendOnVeth only   127.0.0.1:5080 SIPp UAS (pool "uas")
 //	                                           127.0.0.1:9090 admin API and /metrics
 //
+// TestForgedTrunkJunk adds a third namespace, "spoofer" (10.78.0.2, its own
+// veth to sbc1 in ns "sbc", reverse-path filtering off there), which holds
+// none of the peers' addresses and forges them on a raw socket.
+//
 // With policyOpts.backendOnVeth the internal realm listens on
 // 10.77.0.1:5062 and the pool target is 10.77.0.4:5080 in "peer", so that
 // the backend's packets cross the veth and XDP.
@@ -44,6 +48,17 @@
 //     packet a second, the backend sits across the veth (backendIP): trunk
 //     calls complete and none of their packets is limited (trunks and
 //     pool targets are allowed), a stranger's burst is.
+//   - TestForgedTrunkJunk: datagrams forged with the trunk's source
+//     address from the spoofer's namespace (raw socket: five-byte junk,
+//     malformed SIP, Max-Forwards 0, a scanner's User-Agent, REGISTERs
+//     the trunk may not send; 33 where the auto-block threshold is 10)
+//     are counted for the trunk (exact sbc_trunk_failures_total) and
+//     charged to nobody: no block, no XDP deny entry, the trunk's calls
+//     complete; the same packets forged from the attacker's address get it
+//     blocked (auto, malformed) and denied in XDP.
+//   - TestCarrierNotChargedForCallers: the backend answers 404 to 12 of the
+//     trunk's calls (SIPp scenarios): counted for the trunk (backend_404,
+//     not_found, exact), no block; the trunk's next 6 calls all complete.
 //   - TestNftablesTrunksOnly: nftables with trunks_only lets the backend's
 //     answers in (calls complete) and drops a stranger's SIP (exact count
 //     of not_trunk); the media relay range is in the table.
@@ -55,9 +70,9 @@
 // directory instead of the host's /sys/fs/bpf; they never touch the host's
 // interfaces, bpffs or ruleset.
 //
-// The tests need root, iproute2, nsenter (util-linux), nft and sipp.
-// Without them they skip, unless SBC_REQUIRE_PRIV=1, which turns the skip
-// into a failure. SBC_E2E_LOGS=1 prints the SBC's log even when a test
+// The tests need root, iproute2, nsenter (util-linux), nft, sipp and
+// sysctl (procps). Without them they skip, unless SBC_REQUIRE_PRIV=1,
+// which turns the skip into a failure. SBC_E2E_LOGS=1 prints the SBC's log even when a test
 // passes (it is always printed when one fails).
 //
 //	go test ./e2e/                                  # about 10 s plus the build

@@ -265,6 +265,9 @@ type policyOpts struct {
 	// auto-block
 	autoblock bool
 	threshold int
+	// unknownSourceAction is headers.unknown_source_action; default
+	// "drop" (the gate drops a stranger's datagrams before the parser).
+	unknownSourceAction string
 	// path: write the policy there (a rewrite for a reload); default a
 	// new temporary file.
 	path string
@@ -283,6 +286,9 @@ func writePolicy(t testing.TB, o policyOpts) string {
 	}
 	if o.threshold == 0 {
 		o.threshold = 10
+	}
+	if o.unknownSourceAction == "" {
+		o.unknownSourceAction = "drop"
 	}
 	lo := func(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
 	internal, target := lo(5062), lo(uasPort)
@@ -305,7 +311,7 @@ func writePolicy(t testing.TB, o policyOpts) string {
 		Pools: []testpolicy.Pool{{Name: "uas", Realm: "internal", Targets: testpolicy.Targets(target),
 			Health: &testpolicy.Health{Interval: policy.D(0)}}},
 		Routing: &testpolicy.Routing{DefaultPool: "uas"},
-		Headers: &testpolicy.Headers{UnknownSourceAction: "drop"},
+		Headers: &testpolicy.Headers{UnknownSourceAction: o.unknownSourceAction},
 		Limits:  &testpolicy.Limits{SourcePPS: new(100000), SourcePPSBurst: 100000, SourceCPS: new(1000)},
 		AutoBlock: &testpolicy.AutoBlock{Enabled: new(o.autoblock), Threshold: o.threshold,
 			Window: policy.D(60 * time.Second), BlockFor: policy.D(10 * time.Minute),
@@ -679,10 +685,19 @@ func startUAS(t testing.TB, tn *testNet) {
 // policyOpts.backendOnVeth: backendIP in tn.peerNS).
 func startUASAt(t testing.TB, ns, ip string) {
 	t.Helper()
+	startSIPpUAS(t, ns, ip, "-sn", "uas")
+}
+
+// startSIPpUAS runs SIPp on ip:uasPort in namespace ns with the scenario
+// arguments given ("-sn uas", "-sf FILE") and waits until it is bound.
+// The returned function stops it (idempotent; also run at cleanup).
+func startSIPpUAS(t testing.TB, ns, ip string, scenario ...string) (stop func()) {
+	t.Helper()
 	requireTools(t, "sipp")
 	out := &syncBuffer{}
-	cmd := nsCommand(context.Background(), ns, "sipp", "-sn", "uas", "-i", ip,
-		"-p", strconv.Itoa(uasPort), "-nostdin", "-trace_err")
+	args := append([]string{"sipp"}, scenario...)
+	args = append(args, "-i", ip, "-p", strconv.Itoa(uasPort), "-nostdin", "-trace_err")
+	cmd := nsCommand(context.Background(), ns, args...)
 	cmd.Dir = t.TempDir()
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -691,16 +706,22 @@ func startUASAt(t testing.TB, ns, ip string) {
 	done := make(chan struct{})
 	var werr error
 	go func() { werr = cmd.Wait(); close(done) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
+		stop()
 		if t.Failed() {
-			t.Logf("sipp uas output:\n%s", tail(out.String(), 2000))
+			t.Logf("sipp uas %v output:\n%s", scenario, tail(out.String(), 2000))
 		}
 	})
 	// Wait until bound: /proc/PID/net/udp lists the sockets of the
@@ -710,7 +731,7 @@ func startUASAt(t testing.TB, ns, ip string) {
 	deadline := time.Now().Add(waitTimeout)
 	for {
 		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/udp", cmd.Process.Pid)); err == nil && bytes.Contains(b, []byte(want)) {
-			return
+			return stop
 		}
 		select {
 		case <-done:
@@ -727,12 +748,20 @@ func startUASAt(t testing.TB, ns, ip string) {
 // scenario (INVITE, 200, ACK, BYE) and returns nil when SIPp exits 0:
 // every call completed.
 func runUAC(tn *testNet, calls int, dir string) error {
+	return runSIPpUAC(tn, calls, dir, "-sn", "uac")
+}
+
+// runSIPpUAC places calls from the trunk address with the SIPp scenario
+// the arguments name ("-sn uac", "-sf FILE") and returns nil when SIPp
+// exits 0: every call went through its scenario.
+func runSIPpUAC(tn *testNet, calls int, dir string, scenario ...string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), sippTimeout)
 	defer cancel()
-	cmd := nsCommand(ctx, tn.peerNS, "sipp", "-sn", "uac", "-i", trunkIP, "-p", strconv.Itoa(uacPort),
+	args := append([]string{"sipp"}, scenario...)
+	cmd := nsCommand(ctx, tn.peerNS, append(args, "-i", trunkIP, "-p", strconv.Itoa(uacPort),
 		"-s", "1000", "-m", strconv.Itoa(calls), "-r", "20", "-nostdin", "-trace_err",
 		"-timeout", strconv.Itoa(int(sippTimeout/time.Second)-5), "-timeout_error",
-		fmt.Sprintf("%s:%d", sbcIP, sipPort))
+		fmt.Sprintf("%s:%d", sbcIP, sipPort))...)
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -742,7 +771,7 @@ func runUAC(tn *testNet, calls int, dir string) error {
 			b, _ := os.ReadFile(l)
 			errs += string(b)
 		}
-		return fmt.Errorf("sipp uac (%d calls from %s): %v\n%s\n%s", calls, trunkIP, err, tail(string(out), 1500), tail(errs, 1500))
+		return fmt.Errorf("sipp uac %v (%d calls from %s): %v\n%s\n%s", scenario, calls, trunkIP, err, tail(string(out), 1500), tail(errs, 1500))
 	}
 	return nil
 }

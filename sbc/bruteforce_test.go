@@ -156,6 +156,41 @@ func (e *env) register(ext, password string) bool {
 	return rep.Found
 }
 
+// bruteForceGuesses returns the password lists of the brute-force tests
+// (guessing 1002 alone, then spraying 1003…1010, on the default limits
+// register_guesses 5 and register_source_guesses 20). Each list holds the
+// real passwords of the extensions it targets, placed just past the guess
+// where the guard must have stopped the guesser, so that "0 passwords
+// found" shows the guard stopped a guess that would have succeeded:
+//
+//   - one: 1002's password is the 6th guess; the AoR lock after the 5th
+//     failed guess must drop it;
+//   - spray: each extension is guessed from the top of the list. The
+//     passwords of 1006…1010 come first: the source is blocked at its 20th
+//     failed guess (5 at 1002, then 5 each at 1003, 1004 and 1005), before
+//     1006 is challenged, so only the block keeps 1006 from its first
+//     guess. The passwords of 1003, 1004 and 1005 follow (the 6th, 7th and
+//     8th guesses), past their AoR locks.
+//
+// The rest are wrong guesses, n in all per list.
+func bruteForceGuesses(users map[string]string, n int) (one, spray []string) {
+	wrong := func(i int) string { return fmt.Sprintf("guess%02d", i) }
+	for i := range 5 {
+		one = append(one, wrong(i))
+	}
+	one = append(one, users["1002"])
+	for _, ext := range []string{"1006", "1007", "1008", "1009", "1010", "1003", "1004", "1005"} {
+		spray = append(spray, users[ext])
+	}
+	for i := 5; len(one) < n; i++ {
+		one = append(one, wrong(i))
+	}
+	for i := 0; len(spray) < n; i++ {
+		spray = append(spray, wrong(i))
+	}
+	return one, spray
+}
+
 func TestRegisterBruteForceBehindNAT(t *testing.T) {
 	users := map[string]string{}
 	for i := 1001; i <= 1010; i++ {
@@ -163,25 +198,23 @@ func TestRegisterBruteForceBehindNAT(t *testing.T) {
 	}
 	reg := newDigestRegistrar(t, "pbx.example.com", users)
 	e := registeringEnv(t, reg.addr, nil) // register_guesses 5, register_source_guesses 20
-	wrong := make([]string, 30)
-	for i := range wrong {
-		wrong[i] = fmt.Sprintf("guess%02d", i)
-	}
+	oneList, sprayList := bruteForceGuesses(users, 30)
 	if !e.register("1001", users["1001"]) {
 		t.Fatal("the phone 1001 does not register")
 	}
 
-	// One AoR guessed: locked for the NAT after 5 failed guesses, the
-	// source is not blocked, the phone next to the guesser registers.
+	// One AoR guessed: locked for the NAT after 5 failed guesses (its
+	// real password, the 6th guess, is dropped), the source is not
+	// blocked, the phone next to the guesser registers.
 	one, err := attack.DigestBruteForce(e.ctx, attack.DigestBruteForceConfig{
 		Target: e.extAddr(), Local: netip.MustParseAddrPort(strangerIP + ":0"), Domain: "pbx.example.com",
-		Extension: "1002", Passwords: wrong, UserAgent: "Zoiper rv2.10", Timeout: 2 * time.Second, MaxTimeouts: 1,
+		Extension: "1002", Passwords: oneList, UserAgent: "Zoiper rv2.10", Timeout: 2 * time.Second, MaxTimeouts: 1,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if one.Found || one.Stop != attack.StopUnanswered || one.Refused != 5 {
-		t.Fatalf("guessing 1002: %s, refused %d, found %v", one.Report, one.Refused, one.Found)
+	if one.Found || one.Stop != attack.StopUnanswered || one.Refused != 5 || one.Attempts != 6 {
+		t.Fatalf("guessing 1002: %s, refused %d of %d guesses, found %v (password %q)", one.Report, one.Refused, one.Attempts, one.Found, one.Password)
 	}
 	if _, blocked := e.blocked(strangerIP); blocked {
 		t.Fatal("the NAT blocked for one AoR's guesses")
@@ -193,14 +226,15 @@ func TestRegisterBruteForceBehindNAT(t *testing.T) {
 		t.Fatal("the phone behind the same NAT is locked out")
 	}
 
-	// Guesses spread over AoRs: the source is blocked at the 20th.
+	// Guesses spread over AoRs: the source is blocked at the 20th, before
+	// 1006 (whose password is the first guess of the list) is challenged.
 	var exts []string
 	for i := 1003; i <= 1010; i++ {
 		exts = append(exts, fmt.Sprint(i))
 	}
 	spray, err := attack.RegisterBruteForce(e.ctx, attack.RegisterBruteForceConfig{
 		Target: e.extAddr(), Local: netip.MustParseAddrPort(strangerIP + ":0"), Domain: "pbx.example.com",
-		Extensions: exts, Passwords: wrong, UserAgent: "Zoiper rv2.10", Timeout: 2 * time.Second, MaxTimeouts: 1,
+		Extensions: exts, Passwords: sprayList, UserAgent: "Zoiper rv2.10", Timeout: 2 * time.Second, MaxTimeouts: 1,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -217,7 +251,13 @@ func TestRegisterBruteForceBehindNAT(t *testing.T) {
 	for _, n := range failed {
 		total += n
 	}
-	if total != 20 || okd["1002"]+okd["1003"]+okd["1004"]+okd["1005"] != 0 {
+	accepted := 0
+	for ext, n := range okd {
+		if ext != "1001" {
+			accepted += n
+		}
+	}
+	if total != 20 || accepted != 0 {
 		t.Fatalf("the registrar saw %d failed guesses (%v), want 20; accepted %v", total, failed, okd)
 	}
 	if n := testutil.ToFloat64(e.sbc.metrics.RegisterGuesses.WithLabelValues(proofNonce)); n != 20 {
