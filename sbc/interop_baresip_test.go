@@ -42,6 +42,7 @@ const baresipCallTime = 6 * time.Second
 type baresipCase struct {
 	name                 string
 	callerEnc, calleeEnc string // baresip mediaenc ("" plain)
+	callerNoMux          bool   // the caller's rtcp_mux no (DTLS: one association per component)
 	trunkEnc             string // trunk media_encryption ("" default "any")
 	trunkRequired        bool
 	poolEnc              string // pool media_encryption ("" default "none")
@@ -57,6 +58,7 @@ var baresipCases = []baresipCase{
 	{name: "sdes_to_sdes", callerEnc: "srtp-mand", calleeEnc: "srtp-mand", trunkEnc: "sdes", trunkRequired: true,
 		poolEnc: "sdes", callerSDES: true, calleeSDES: true},
 	{name: "dtls_to_plain", callerEnc: "dtls_srtp", callerDTLS: true},
+	{name: "dtls_nomux_to_plain", callerEnc: "dtls_srtp", callerNoMux: true, callerDTLS: true},
 	{name: "sdes_to_dtls", callerEnc: "srtp-mand", calleeEnc: "dtls_srtp", poolEnc: "dtls", callerSDES: true, calleeDTLS: true},
 	{name: "dtls_to_sdes", callerEnc: "dtls_srtp", calleeEnc: "srtp-mand", trunkEnc: "dtls", trunkRequired: true,
 		poolEnc: "sdes", callerDTLS: true, calleeSDES: true},
@@ -100,7 +102,7 @@ func runBaresipCase(t *testing.T, c baresipCase) {
 		p.Pool("pbx").MediaEncryption = c.poolEnc
 	}})
 	caller := baresip.Start(t, baresip.Options{IP: netip.MustParseAddr(callerIP), User: "a",
-		MediaEnc: c.callerEnc, ToneHz: callerToneHz, Quit: baresipCallTime, Dial: "sip:b@" + e.ext})
+		MediaEnc: c.callerEnc, ToneHz: callerToneHz, Quit: baresipCallTime, Dial: "sip:b@" + e.ext, NoRTCPMux: c.callerNoMux})
 
 	// The SBC's view of the call: its relay stream, kept for after the call.
 	var st *srtp.Stream
@@ -209,6 +211,20 @@ func runBaresipCase(t *testing.T, c baresipCase) {
 	checkProfile(t, "the caller's answer", callerAnswer, callerProf)
 	checkProfile(t, "the callee's offer", calleeOffer, calleeProf)
 
+	if c.callerNoMux {
+		// Without rtcp-mux both ways, and one DTLS association per
+		// component: SRTCP from the caller came through its RTCP socket
+		// (and baresip decrypted the SBC's, checked above).
+		if strings.Contains(callerOffer, "a=rtcp-mux") || strings.Contains(callerAnswer, "a=rtcp-mux") {
+			t.Errorf("rtcp-mux in the caller's SDP:\n%s\n%s", callerOffer, callerAnswer)
+		}
+		if n := gathered(t, e.sbc, "sbc_media_dtls_handshakes_total", "external", "ok"); n != 2 {
+			t.Errorf("DTLS handshakes with the caller: %v ok, want 2 (RTP and RTCP components)", n)
+		}
+		if ss.A.RTCPPackets == 0 {
+			t.Errorf("no SRTCP from the caller's RTCP component: %s", legSummary(ss.A))
+		}
+	}
 	relayA, _ := st.LocalAddr(srtp.LegA)
 	relayB, _ := st.LocalAddr(srtp.LegB)
 	if got := remote(t, []byte(callerAnswer)); got != relayA || got.Addr() != netip.MustParseAddr(sbcExtIP) {

@@ -723,10 +723,8 @@ func (cm *callMedia) takeLeg(from string, isOffer bool, st *srtp.Stream, id srtp
 		}
 		return setKeys(st, id, sd)
 	}
-	// DTLS.
-	if !rm.Mux && len(sec.ICE.Ufrag) == 0 && rm.RTCP.IsValid() && rm.RTCP.Port() != rm.RTP.Port() {
-		return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, errors.New("DTLS-SRTP without rtcp-mux"))
-	}
+	// DTLS: one association, or one per component on a leg without
+	// rtcp-mux (srtp.DTLS).
 	if sec.ICE.Ufrag == "" && !rm.Hold {
 		st.Expect(id, rm.RTP, rm.RTCP) // no ICE: the SDP address is where the peer is
 	}
@@ -906,7 +904,7 @@ func (cm *callMedia) anchorTo(st *srtp.Stream, id srtp.LegID, dst *side, isOffer
 				ma.Attributes = append(ma.Attributes, sdp.Attribute{Key: "mid", Value: dst.mid})
 			}
 		}
-		if !hasDirection(md, "rtcp-mux") {
+		if lrtcp == lrtp && !hasDirection(md, "rtcp-mux") {
 			ma.Attributes = append(ma.Attributes, sdp.Attribute{Key: "rtcp-mux"})
 		}
 	}

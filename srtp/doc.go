@@ -104,8 +104,10 @@
 //     a=setup advertised, checks the peer's certificate against its SDP
 //     fingerprint, answers from the leg's socket to the ClientHello's
 //     source, and installs the leg's SRTP transform when the handshake
-//     completes (the leg is NotReady until then). pion/dtls v3 sits behind
-//     an internal engine interface.
+//     completes (the leg is NotReady until then); on a leg without
+//     rtcp-mux one association per component, on its RTP and its RTCP
+//     socket, each keying its own packets (RFC 5764 4.1). pion/dtls v3
+//     sits behind an internal engine interface.
 //   - ICE-lite (RFC 8445 §2.5, RFC 7675): an agent per leg (NewICELite) that
 //     answers the peer's Binding requests, makes the nominated address the
 //     leg's destination and stops media when consent expires; SecureLeg

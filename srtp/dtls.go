@@ -75,7 +75,10 @@ type DTLSResult struct {
 	Peer   netip.AddrPort // where the handshake ran
 	Client bool           // the role acted (true: active, DTLS client)
 	Suite  Suite          // negotiated profile (on success)
-	Err    error
+	// RTCP: the association of the RTCP component (a leg without
+	// rtcp-mux); false for the RTP component's.
+	RTCP bool
+	Err  error
 }
 
 // Reason is a stable metric label for the result: "ok", "fingerprint",
@@ -105,8 +108,7 @@ type DTLSStats struct {
 	// RoleConflicts: ClientHellos while we act as client, or a peer's SDP
 	// that contradicts the role acted.
 	RoleConflicts uint64
-	// Dropped: queue full, after close, on the RTCP socket of a leg
-	// without rtcp-mux (unsupported), or not DTLS.
+	// Dropped: queue full, after close, or not DTLS.
 	Dropped uint64
 }
 
@@ -120,10 +122,13 @@ type DTLSStats struct {
 // until then the leg's packets are dropped as not_ready. The stream binds
 // it (the leg starts NotReady) and closes it.
 //
-// One association per leg, on the RTP socket: DTLS-SRTP legs need
-// rtcp-mux (what browsers do); keys protect RTP and RTCP alike. A new
-// association (re-INVITE with a new fingerprint or setup) is a new DTLS
-// installed with Stream.SetHandler.
+// One association per component (RFC 5764 4.1): with rtcp-mux (what
+// browsers do) one, on the RTP socket, whose keys protect RTP and RTCP
+// alike; without it a second one on the RTCP socket, in the same role
+// and against the same fingerprints, whose keys protect RTCP (the leg's
+// RTP flows once its own association is up). A new association (re-INVITE
+// with a new fingerprint or setup) is a new DTLS installed with
+// Stream.SetHandler.
 type DTLS struct {
 	cert    *Certificate
 	setup   Setup
@@ -136,14 +141,17 @@ type DTLS struct {
 	// gate, when set (ICE), replaces the stream's source check.
 	gate func(netip.AddrPort) bool
 
-	mu         sync.Mutex
-	client     bool // role acted
-	remoteSet  bool
-	remote     Setup
-	fps        []Fingerprint
-	sess       *dtlsSession // current or established association
-	done       bool         // keys installed
-	attempts   int
+	mu        sync.Mutex
+	client    bool // role acted
+	remoteSet bool
+	remote    Setup
+	fps       []Fingerprint
+	// Per component (compRTP, and compRTCP on a leg without rtcp-mux):
+	// the current or established association, whether its keys are
+	// installed, and how many handshakes it ran.
+	sess       [2]*dtlsSession
+	done       [2]bool
+	attempts   [2]int
 	selected   netip.AddrPort // ICE-selected address (client target)
 	closed     bool
 	wg         sync.WaitGroup
@@ -154,7 +162,14 @@ type DTLS struct {
 	dropped    atomic.Uint64
 }
 
+// The components of a leg (RFC 5764 4.1).
+const (
+	compRTP  = 0
+	compRTCP = 1
+)
+
 type dtlsSession struct {
+	comp   int
 	conn   *feedConn
 	eng    dtlsEngine
 	peer   netip.AddrPort
@@ -225,18 +240,22 @@ func (d *DTLS) Stats() DTLSStats {
 func (d *DTLS) SetRemote(setup Setup, fps []Fingerprint) error {
 	d.mu.Lock()
 	err := d.setRemoteLocked(setup, fps)
-	var res *DTLSResult
+	var res [2]*DTLSResult
 	sess := d.sess
-	if err == nil && sess != nil && sess.handshook && !d.done {
-		res = d.finishLocked(sess)
-	}
-	start := err == nil && d.client && d.sess == nil
-	d.mu.Unlock()
-	if res != nil {
-		if res.Err != nil {
-			sess.close()
+	for c := range sess {
+		if err == nil && sess[c] != nil && sess[c].handshook && !d.done[c] {
+			res[c] = d.finishLocked(sess[c])
 		}
-		d.report(*res)
+	}
+	start := err == nil && d.client
+	d.mu.Unlock()
+	for c, r := range res {
+		if r != nil {
+			if r.Err != nil {
+				sess[c].close()
+			}
+			d.report(*r)
+		}
 	}
 	if start {
 		d.startClient()
@@ -272,7 +291,7 @@ func (d *DTLS) setRemoteLocked(setup Setup, fps []Fingerprint) error {
 		d.conflicts.Add(1)
 		return fmt.Errorf("%w: we said %v, the peer %v", ErrDTLSRole, d.setup, setup)
 	}
-	if client && d.sess != nil && !d.sess.client {
+	if client && ((d.sess[compRTP] != nil && !d.sess[compRTP].client) || (d.sess[compRTCP] != nil && !d.sess[compRTCP].client)) {
 		// The peer sent a ClientHello and now says passive.
 		d.conflicts.Add(1)
 		return fmt.Errorf("%w: the peer said passive after sending a ClientHello", ErrDTLSRole)
@@ -298,7 +317,7 @@ func sameFingerprints(a, b []Fingerprint) bool {
 func (d *DTLS) BindStream(s *Stream, id LegID) {
 	d.mu.Lock()
 	d.s, d.id = s, id
-	start := d.client && d.remoteSet && d.sess == nil
+	start := d.client && d.remoteSet
 	d.mu.Unlock()
 	s.SetTransform(id, NotReady{})
 	if start {
@@ -310,42 +329,54 @@ func (d *DTLS) BindStream(s *Stream, id LegID) {
 func (d *DTLS) peerSelected(a netip.AddrPort) {
 	d.mu.Lock()
 	d.selected = a
-	start := d.client && d.remoteSet && d.sess == nil
+	start := d.client && d.remoteSet
 	d.mu.Unlock()
 	if start {
 		d.startClient()
 	}
 }
 
-// startClient starts the client handshake towards the ICE-selected
-// address, else the leg's current destination.
+// startClient starts the client handshakes that are not running, towards
+// the ICE-selected address, else the component's current destination.
 func (d *DTLS) startClient() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed || d.s == nil || d.sess != nil || !d.client || d.attempts >= maxDTLSAttempts {
+	if d.closed || d.s == nil || !d.client {
 		return
 	}
-	to := d.selected
-	if d.gate == nil {
-		var ok bool
-		if to, ok = d.s.dest(d.id); !ok {
-			return // no address yet: Expect or ICE will tell
+	for c := range d.components() {
+		if d.sess[c] != nil || d.attempts[c] >= maxDTLSAttempts {
+			continue
+		}
+		to := d.selected
+		if d.gate == nil || c == compRTCP {
+			var ok bool
+			if to, ok = d.s.compDest(d.id, c == compRTCP); !ok {
+				continue // no address yet: Expect or ICE will tell
+			}
+		}
+		if usable(to) {
+			d.newSessionLocked(c, to, true)
 		}
 	}
-	if !usable(to) {
-		return
-	}
-	d.newSessionLocked(to, true)
 }
 
-func (d *DTLS) newSessionLocked(peer netip.AddrPort, client bool) *dtlsSession {
-	conn := newFeedConn(d.s.rtpConn(d.id), peer)
-	sess := &dtlsSession{conn: conn, peer: peer, client: client}
+// components is how many the leg has: 1 with rtcp-mux, else 2.
+func (d *DTLS) components() int {
+	if d.s.muxed(d.id) {
+		return 1
+	}
+	return 2
+}
+
+func (d *DTLS) newSessionLocked(comp int, peer netip.AddrPort, client bool) *dtlsSession {
+	conn := newFeedConn(d.s.compConn(d.id, comp == compRTCP), peer)
+	sess := &dtlsSession{comp: comp, conn: conn, peer: peer, client: client}
 	eng, err := newDTLSEngine(conn, net.UDPAddrFromAddrPort(peer), dtlsEngineConfig{
 		cert: d.cert, client: client, suites: d.suites,
 		verify: func(leaf []byte) error { return d.verify(sess, leaf) },
 	})
-	d.attempts++
+	d.attempts[comp]++
 	if err != nil {
 		_ = conn.Close()
 		res := DTLSResult{Leg: d.id, Peer: peer, Client: client, Err: err}
@@ -353,7 +384,7 @@ func (d *DTLS) newSessionLocked(peer netip.AddrPort, client bool) *dtlsSession {
 		return nil
 	}
 	sess.eng = eng
-	d.sess = sess
+	d.sess[comp] = sess
 	d.handshakes.Add(1)
 	d.wg.Add(1)
 	go d.run(sess)
@@ -455,10 +486,10 @@ func (d *DTLS) finishLocked(sess *dtlsSession) *DTLSResult {
 		}
 		sess.verified = true
 	}
-	d.done = true
+	d.done[sess.comp] = true
 	d.completed.Add(1)
-	d.s.SetTransform(d.id, sess.transform)
-	if d.gate == nil && d.s.learns(d.id) {
+	d.install()
+	if sess.comp == compRTP && d.gate == nil && d.s.learns(d.id) {
 		// Media to a leg behind NAT goes where the handshake ran, not to
 		// the private SDP address (SRTP authentication keeps the latch
 		// safe).
@@ -468,16 +499,51 @@ func (d *DTLS) finishLocked(sess *dtlsSession) *DTLSResult {
 			}
 		}
 	}
-	return &DTLSResult{Leg: d.id, Peer: sess.peer, Client: sess.client, Suite: sess.suite}
+	return &DTLSResult{Leg: d.id, Peer: sess.peer, Client: sess.client, Suite: sess.suite, RTCP: sess.comp == compRTCP}
+}
+
+// install gives the leg the keys of the components done: one
+// association's for RTP and RTCP with rtcp-mux; without it, each
+// component's for its own packets (NotReady until it is up).
+func (d *DTLS) install() {
+	if d.components() == 1 {
+		d.s.SetTransform(d.id, d.sess[compRTP].transform)
+		return
+	}
+	var t [2]Transform
+	for c := range t {
+		t[c] = NotReady{}
+		if d.done[c] {
+			t[c] = d.sess[c].transform
+		}
+	}
+	d.s.SetTransform(d.id, splitTransform{rtp: t[compRTP], rtcp: t[compRTCP]})
+}
+
+// splitTransform protects RTP and RTCP with different transforms: the
+// keys of two DTLS associations, on a leg without rtcp-mux.
+type splitTransform struct{ rtp, rtcp Transform }
+
+func (t splitTransform) InboundRTP(dst, pkt []byte) ([]byte, error) {
+	return t.rtp.InboundRTP(dst, pkt)
+}
+func (t splitTransform) InboundRTCP(dst, pkt []byte) ([]byte, error) {
+	return t.rtcp.InboundRTCP(dst, pkt)
+}
+func (t splitTransform) OutboundRTP(dst, pkt []byte) ([]byte, error) {
+	return t.rtp.OutboundRTP(dst, pkt)
+}
+func (t splitTransform) OutboundRTCP(dst, pkt []byte) ([]byte, error) {
+	return t.rtcp.OutboundRTCP(dst, pkt)
 }
 
 // failLocked frees the slot for another attempt; the caller closes the
 // session once unlocked.
 func (d *DTLS) failLocked(sess *dtlsSession, err error) *DTLSResult {
-	if d.sess == sess {
-		d.sess = nil
+	if d.sess[sess.comp] == sess {
+		d.sess[sess.comp] = nil
 	}
-	return &DTLSResult{Leg: d.id, Peer: sess.peer, Client: sess.client, Err: err}
+	return &DTLSResult{Leg: d.id, Peer: sess.peer, Client: sess.client, RTCP: sess.comp == compRTCP, Err: err}
 }
 
 func (s *dtlsSession) close() {
@@ -505,11 +571,15 @@ func (d *DTLS) HandleDatagram(_ LegID, kind DatagramKind, pkt []byte, from netip
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed || d.s == nil || d.s.isRTCPSocket(d.id, via) {
+	if d.closed || d.s == nil {
 		d.dropped.Add(1)
 		return
 	}
-	sess := d.sess
+	comp := compRTP
+	if d.s.isRTCPSocket(d.id, via) {
+		comp = compRTCP
+	}
+	sess := d.sess[comp]
 	if sess == nil {
 		switch {
 		case d.client:
@@ -517,14 +587,14 @@ func (d *DTLS) HandleDatagram(_ LegID, kind DatagramKind, pkt []byte, from netip
 			// (diago#174). Our own ClientHello goes out when we start.
 			d.conflicts.Add(1)
 			return
-		case !isClientHello(pkt) || !d.allowed(from) || d.attempts >= maxDTLSAttempts:
+		case !isClientHello(pkt) || !d.allowed(comp, from) || d.attempts[comp] >= maxDTLSAttempts:
 			d.refused.Add(1)
 			return
 		}
-		if sess = d.newSessionLocked(from, false); sess == nil {
+		if sess = d.newSessionLocked(comp, from, false); sess == nil {
 			return
 		}
-	} else if from != sess.peer && !d.allowed(from) {
+	} else if from != sess.peer && !d.allowed(comp, from) {
 		d.refused.Add(1)
 		return
 	}
@@ -533,11 +603,11 @@ func (d *DTLS) HandleDatagram(_ LegID, kind DatagramKind, pkt []byte, from netip
 	}
 }
 
-func (d *DTLS) allowed(from netip.AddrPort) bool {
-	if d.gate != nil {
+func (d *DTLS) allowed(comp int, from netip.AddrPort) bool {
+	if d.gate != nil && comp == compRTP {
 		return d.gate(from)
 	}
-	return d.s.acceptsFrom(d.id, from)
+	return d.s.acceptsFrom(d.id, comp == compRTCP, from)
 }
 
 // Close ends the association (close_notify to the peer) and waits for its
@@ -551,8 +621,10 @@ func (d *DTLS) Close() error {
 	d.closed = true
 	sess := d.sess
 	d.mu.Unlock()
-	if sess != nil {
-		sess.close()
+	for _, ss := range sess {
+		if ss != nil {
+			ss.close()
+		}
 	}
 	d.wg.Wait()
 	return nil

@@ -658,3 +658,106 @@ func TestDTLSCloseLeaksNothing(t *testing.T) {
 		t.Fatalf("%d goroutines before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
 	}
 }
+
+// TestDTLSWithoutRTCPMux: a leg without rtcp-mux runs one DTLS association
+// per component (RFC 5764 4.1), on its RTP and RTCP sockets, in the role
+// the SDP gave, against the peer's one certificate: RTP is keyed by the
+// RTP association and RTCP by the RTCP one (SRTCP protected with the RTP
+// association's keys is refused), both ways, with the SBC as DTLS server
+// and as client.
+func TestDTLSWithoutRTCPMux(t *testing.T) {
+	for _, sbcClient := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sbc-server", true: "sbc-client"}[sbcClient], func(t *testing.T) {
+			pp := newTestPool(t)
+			phRTP, phRTCP := newDTLSPhone(t), newDTLSPhone(t)
+			phRTCP.cert = phRTP.cert // one endpoint, one certificate
+			pb, pbRTCP := newPhone(t), newPhone(t)
+			res, onDone := newResults()
+			setup, remote := SetupPassive, SetupActive
+			if sbcClient {
+				setup, remote = SetupActive, SetupPassive
+			}
+			d := newTestDTLS(t, DTLSConfig{Setup: setup, RemoteSetup: remote,
+				RemoteFingerprints: []Fingerprint{phRTP.cert.Fingerprint}, OnDone: onDone})
+			aPorts := allocate(t, pp, false)
+			type hs struct {
+				enc, dec *pion.Context
+				err      error
+			}
+			done := [2]chan hs{make(chan hs, 1), make(chan hs, 1)}
+			for i, c := range []struct {
+				ph *dtlsPhone
+				to netip.AddrPort
+			}{{phRTP, aPorts.RTPAddr()}, {phRTCP, aPorts.RTCPAddr()}} {
+				go func() {
+					enc, dec, err := c.ph.handshake(!sbcClient, c.to, d.Fingerprint())
+					done[i] <- hs{enc, dec, err}
+				}()
+			}
+			s := newTestStream(t, StreamConfig{
+				A: LegConfig{Ports: aPorts, Remote: phRTP.addr(), RemoteRTCP: phRTCP.addr(), Handler: d},
+				B: LegConfig{Ports: allocate(t, pp, false), Remote: pb.addr(), RemoteRTCP: pbRTCP.addr()},
+			})
+			var h [2]hs
+			for i := range h {
+				select {
+				case h[i] = <-done[i]:
+				case <-time.After(waitLimit):
+					t.Fatalf("phone handshake %d", i)
+				}
+				if h[i].err != nil {
+					t.Fatal(h[i].err)
+				}
+			}
+			var sawRTP, sawRTCP bool
+			for range 2 {
+				r := res.next(t)
+				if r.Err != nil || r.Client != sbcClient {
+					t.Fatalf("%+v", r)
+				}
+				if r.RTCP {
+					sawRTCP = r.Peer == phRTCP.addr()
+				} else {
+					sawRTP = r.Peer == phRTP.addr()
+				}
+			}
+			if !sawRTP || !sawRTCP {
+				t.Fatalf("results: RTP %v RTCP %v", sawRTP, sawRTCP)
+			}
+			checkMedia(t, s, phRTP, h[0].enc, h[0].dec, pb)
+
+			// SRTCP on the RTCP sockets, keyed by the RTCP association.
+			_, aRTCP := s.LocalAddr(LegA)
+			_, bRTCP := s.LocalAddr(LegB)
+			w, err := h[1].enc.EncryptRTCP(nil, rtcpRR(0xd715), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := phRTCP.conn.WriteToUDPAddrPort(w, aRTCP); err != nil {
+				t.Fatal(err)
+			}
+			if got, from := pbRTCP.recv(); !bytes.Equal(got, rtcpRR(0xd715)) || from != bRTCP {
+				t.Fatalf("B's RTCP got % x from %v", got, from)
+			}
+			pbRTCP.send(rtcpRR(0xb0b), bRTCP)
+			if got, err := h[1].dec.DecryptRTCP(nil, phRTCP.recvMedia(), nil); err != nil || !bytes.Equal(got, rtcpRR(0xb0b)) {
+				t.Fatalf("the phone's RTCP association cannot decrypt: %v", err)
+			}
+			// The RTP association's keys do not open the RTCP component
+			// (an SRTCP index the RTCP context has not seen: its
+			// authentication fails, not its replay check).
+			for range 3 {
+				if w, err = h[0].enc.EncryptRTCP(nil, rtcpRR(0xd715), nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := phRTCP.conn.WriteToUDPAddrPort(w, aRTCP); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the wrongly keyed SRTCP refused", func() bool { return s.Stats().A.AuthFailures() == 1 })
+			if st := d.Stats(); st.Handshakes != 2 || st.Completed != 2 || st.Dropped != 0 {
+				t.Fatalf("%+v", st)
+			}
+		})
+	}
+}

@@ -541,9 +541,13 @@ func (s *Stream) SetHandler(id LegID, h DatagramHandler) DatagramHandler {
 // authenticated by itself (a DTLS ClientHello) from src: the latched
 // source once latched; before, the announced address, or any source on a
 // leg that learns.
-func (s *Stream) acceptsFrom(id LegID, src netip.AddrPort) bool {
+func (s *Stream) acceptsFrom(id LegID, rtcp bool, src netip.AddrPort) bool {
 	l := s.leg(id)
-	st := l.rtp.latch.Load()
+	k := l.rtp
+	if rtcp {
+		k = l.rtcp
+	}
+	st := k.latch.Load()
 	switch {
 	case st.latched:
 		return src == st.source
@@ -557,8 +561,28 @@ func (s *Stream) acceptsFrom(id LegID, src netip.AddrPort) bool {
 // announced address).
 func (s *Stream) dest(id LegID) (netip.AddrPort, bool) { return s.leg(id).rtp.dest() }
 
-// rtpConn returns a leg's RTP socket.
-func (s *Stream) rtpConn(id LegID) relayConn { return s.leg(id).rtp }
+// compConn returns a leg's RTP socket, or its RTCP socket (the same
+// with rtcp-mux).
+func (s *Stream) compConn(id LegID, rtcp bool) relayConn {
+	if rtcp {
+		return s.leg(id).rtcp
+	}
+	return s.leg(id).rtp
+}
+
+// compDest is dest for a leg's RTP or RTCP socket.
+func (s *Stream) compDest(id LegID, rtcp bool) (netip.AddrPort, bool) {
+	if rtcp {
+		return s.leg(id).rtcp.dest()
+	}
+	return s.leg(id).rtp.dest()
+}
+
+// muxed reports whether a leg has one socket for RTP and RTCP.
+func (s *Stream) muxed(id LegID) bool {
+	l := s.leg(id)
+	return l.rtcp == l.rtp
+}
 
 // isRTCPSocket reports whether w is the RTCP socket of a leg without
 // rtcp-mux.

@@ -66,6 +66,9 @@ type Options struct {
 	// incoming call is answered at once), "manual" (it rings, 180, until
 	// the caller gives up) or "early".
 	AnswerMode string
+	// NoRTCPMux sets rtcp_mux no: RTCP on the RTP port + 1, without
+	// a=rtcp-mux (with dtls_srtp, a DTLS association per component).
+	NoRTCPMux bool
 	// CAFile is the configuration's sip_cafile. baresip 1.0.0 does not
 	// refuse a server whose certificate it does not verify (a wrong CA
 	// file still registers over TLS).
@@ -222,7 +225,7 @@ audio_source	ausine,%d
 ausrc_srate	48000
 ausrc_channels	2
 rtp_ports	%d-%d
-rtcp_mux	yes
+rtcp_mux	%s
 rtp_stats	yes
 rtp_timeout	10
 module_path	%s
@@ -236,7 +239,7 @@ module_tmp	account.so
 module_app	menu.so
 module_app	debug_cmd.so
 snd_path	%s
-`, netip.AddrPortFrom(o.IP, 0), o.IP, o.ToneHz, o.RTPPorts[0], o.RTPPorts[1], inst.modules, filepath.Join(dir, "dump")) + cafile(o)
+`, netip.AddrPortFrom(o.IP, 0), o.IP, o.ToneHz, o.RTPPorts[0], o.RTPPorts[1], map[bool]string{false: "yes", true: "no"}[o.NoRTCPMux], inst.modules, filepath.Join(dir, "dump")) + cafile(o)
 }
 
 func cafile(o Options) string {
