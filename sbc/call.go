@@ -610,6 +610,14 @@ func buildCancel(inv *sip.Request) *sip.Request {
 
 // responseToA builds A's copy of a B response to the initial INVITE.
 func (c *call) responseToA(res *sip.Response) *sip.Response {
+	out, _ := c.responseToAChecked(res)
+	return out
+}
+
+// responseToAChecked is responseToA that also returns why the response's
+// SDP could not be relayed (a *mediaError): the copy then has no body.
+func (c *call) responseToAChecked(res *sip.Response) (*sip.Response, error) {
+	var bodyErr error
 	out := sip.NewResponseFromRequest(c.aReq, res.StatusCode, res.Reason, nil)
 	c.st.headers.Copy(out, res, "content-type")
 	if res.StatusCode > 100 && res.StatusCode < 300 {
@@ -630,14 +638,15 @@ func (c *call) responseToA(res *sip.Response) *sip.Response {
 				c.logf("early dialog's SDP not applied", "error", err.Error())
 			}
 		}
-		if err := c.relayBody(c.b(), c.offerB == nil, out, res); err == nil && c.offerB != nil {
+		bodyErr = c.relayBody(c.b(), c.offerB == nil, out, res)
+		if bodyErr == nil && c.offerB != nil {
 			c.media.answerFrom(tag, res.Body())
 		}
 	} else {
 		out.SetBody(nil)
 	}
 	c.headerRules(out, c.a, c.bPool(), false)
-	return out
+	return out, bodyErr
 }
 
 // localResponseToA builds a final response of the SBC's own to A's INVITE.

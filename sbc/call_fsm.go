@@ -1,6 +1,7 @@
 package sbc
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -502,6 +503,27 @@ func (c *call) onB2xx(br *branch, res *sip.Response, tag string) {
 		c.byeLeg(d, "")
 		return
 	}
+	out, bodyErr := c.responseToAChecked(res)
+	if bodyErr != nil {
+		// The backend's SDP in its 2xx cannot be relayed (an answer in
+		// another profile than offered, SDP the SBC cannot read): A must
+		// not get a 2xx without it. The backend's dialog is confirmed and
+		// hung up, and A gets the media error.
+		me := &mediaError{code: 488, phrase: "Not Acceptable Here", r: reasonMediaBadSDP}
+		errors.As(bodyErr, &me)
+		d := br.leg.fork(tag, res)
+		ack := d.newRequest(sip.ACK, d.inviteCSeq, c.st.pol.Server.UserAgent)
+		ack.SetBody(nil)
+		br.acks[strings.Clone(tag)] = []byte(ack.String())
+		br.byed[tag] = true
+		br.state = brAnswered
+		c.warnf("backend's 2xx refused: its SDP cannot be relayed", "branch", br.n, "error", bodyErr.Error())
+		c.queueAct(action{kind: actWrite, leg: d, req: ack})
+		c.byeLeg(d, "")
+		c.finalToA(c.localResponseToA(me.code, me.phrase, sip.NewHeader("Reason", `SIP;cause=`+strconv.Itoa(me.code)+`;text="`+string(me.r)+`"`)))
+		c.end(resultNoMedia, "sbc")
+		return
+	}
 	br.state = brAnswered
 	c.kept = br
 	br.leg.setRemote(tag, res.Contact(), recordRoutes(res, true))
@@ -509,7 +531,6 @@ func (c *call) onB2xx(br *branch, res *sip.Response, tag string) {
 	c.phase = phAccepted
 	c.answered = time.Now()
 	c.sessExp = sessionInterval(res)
-	out := c.responseToA(res)
 	c.aFinal, c.aFinalPhrase = out.StatusCode, out.Reason
 	c.ok2xx = out
 	c.queueAct(action{kind: actRespondA, res: out})

@@ -586,3 +586,41 @@ func TestReInviteAddedLineByeStress(t *testing.T) {
 		})
 	}
 }
+
+// TestMediaBackendAnswerRefused: the backend answers the SBC's SDES offer
+// in its 200 with a key for a crypto line the SBC did not offer (another
+// tag): the SBC cannot take the answer, and the caller must not get a
+// 200 without one. It gets 488 with a Reason naming
+// the media refusal; the backend's dialog is acknowledged and hung up;
+// the call counts as no_media.
+func TestMediaBackendAnswerRefused(t *testing.T) {
+	e, peer := rawEnv(t, envOpts{edit: func(p *testpolicy.Policy) { p.Pool("pbx").MediaEncryption = "sdes" }})
+	cAudio, bAudio := newPhone(t, callerIP), newPhone(t, backendIP)
+	call, err := e.caller.Dial(e.ctx, e.ext, sipua.DialOptions{SDP: cAudio.sdp()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := peer.wait(e.ctx, sip.INVITE, nil)
+	if !bytes.Contains(inv.Body(), []byte("RTP/SAVP")) {
+		t.Fatalf("the SBC's offer to the backend is not SDES:\n%s", inv.Body())
+	}
+	wrong, err := srtp.GenerateCrypto(5, srtp.AES_CM_128_HMAC_SHA1_80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer.respond(inv, 200, "x", bAudio.sdesSDP(wrong))
+	res, err := call.WaitFinal(e.ctx)
+	if err != nil || res.StatusCode != 488 {
+		t.Fatalf("caller: %v %v, want 488", res, err)
+	}
+	if r := res.GetHeader("Reason"); r == nil || !strings.Contains(r.Value(), "encryption_refused") {
+		t.Errorf("488 without a Reason naming the refusal: %v", r)
+	}
+	peer.wait(e.ctx, sip.ACK, func(r *sip.Request) bool { return toTag(r) == "x" })
+	bye := peer.wait(e.ctx, sip.BYE, func(r *sip.Request) bool { return toTag(r) == "x" })
+	peer.respond(bye, 200, "", nil)
+	e.eventually("no call left", func() bool { return e.sbc.calls.len() == 0 })
+	if n := e.calls("no_media"); n != 1 {
+		t.Errorf("sbc_calls_total{no_media} = %v, want 1", n)
+	}
+}
