@@ -199,7 +199,7 @@ const (
 	resultInactivity     = "inactivity"      // calls.inactivity_timeout (only ever reached by answered calls)
 	resultMediaTimeout   = "media_timeout"   // media.timeout: no media either way (only ever reached by answered calls)
 	resultConsentLost    = "consent_lost"    // an ICE peer (WebRTC) stopped its consent checks for 30 s (RFC 7675)
-	resultNoMedia        = "no_media"        // the media relay could not be set up for the INVITE (503 ports exhausted, 488 SDP or encryption refused)
+	resultNoMedia        = "no_media"        // the media relay could not be set up for the INVITE (503 ports exhausted, 488 SDP or encryption refused), or the backend's 2xx SDP could not be relayed (488)
 	resultSessionExpired = "session_expired" // the session timer ran out (only ever reached by answered calls)
 	resultDialogGone     = "dialog_gone"     // an in-dialog request got 481/408 or no answer: the other side's dialog is gone
 	resultAdminHangup    = "admin_hangup"    // hung up through the admin API, or at the deadline of a node drain, before it was answered
