@@ -637,6 +637,7 @@ func (c *call) responseToAChecked(res *sip.Response) (*sip.Response, error) {
 			if err := c.media.followDialog(tag); err != nil {
 				c.logf("early dialog's SDP not applied", "error", err.Error())
 			}
+			c.closeReplaced()
 		}
 		bodyErr = c.relayBody(c.b(), c.offerB == nil, out, res)
 		if bodyErr == nil && c.offerB != nil {

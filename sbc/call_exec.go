@@ -173,6 +173,9 @@ func (c *call) exec(a action) {
 		for _, ms := range a.spare {
 			ms.st.Close()
 		}
+		for _, cl := range a.closers {
+			_ = cl.Close()
+		}
 	case actTerminateTx:
 		c.mu.Lock()
 		tx := a.br.tx

@@ -2,6 +2,7 @@ package sbc
 
 import (
 	"errors"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -107,8 +108,10 @@ type action struct {
 	// retx: a retransmission of the 2xx to A's INVITE, written by the
 	// transport layer (A's transaction may be gone: Timer L, endpoint.go).
 	retx bool
-	// spare: relay streams to close (actCloseMedia).
-	spare map[int]*mstream
+	// spare: relay streams to close (actCloseMedia); closers: media
+	// handlers an offer or answer replaced, to close too.
+	spare   map[int]*mstream
+	closers []io.Closer
 }
 
 type timerKind uint8
@@ -166,6 +169,14 @@ func (c *call) queueAct(a action) {
 		a.tx = c.aTx // read under c.mu: confirm clears it
 	}
 	c.queue = append(c.queue, a)
+}
+
+// closeReplaced queues the close of what the call's media replaced in
+// this transition (an old DTLS association: its close_notify is a send).
+func (c *call) closeReplaced() {
+	if cl := c.media.takeClosers(); len(cl) > 0 {
+		c.queueAct(action{kind: actCloseMedia, closers: cl})
+	}
 }
 
 func (c *call) logf(msg string, attrs ...any) {

@@ -275,6 +275,7 @@ func (c *call) relayBody(from *leg, offer bool, dst, src bodyMsg) error {
 		name = "a"
 	}
 	b, err := c.media.body(name, offer, ct, src.Body())
+	c.closeReplaced()
 	if err != nil {
 		dst.SetBody(nil)
 		var me *mediaError

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -295,6 +296,9 @@ type callMedia struct {
 	// (SBC.preallocLines); fromLeg takes them, the transition closes the
 	// rest.
 	spare map[int]*mstream
+	// closers: what an offer or answer replaced (an old DTLS
+	// association), closed after the transition (takeClosers).
+	closers []io.Closer
 
 	plane          *mediaPlane // certificate, metrics (track, untrack)
 	log            *slog.Logger
@@ -741,24 +745,59 @@ func (cm *callMedia) takeLeg(from string, isOffer bool, st *srtp.Stream, id srtp
 		if err != nil {
 			return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, err)
 		}
-		old := sd.dtls
-		sd.dtls = d
-		if err := cm.iceFrom(from, st, id, sd, sec); err != nil {
-			return err
-		}
-		if old != nil {
-			old.Close()
-		}
-		return nil
+		return cm.replaceDTLS(from, st, id, sd, sec, d)
 	}
 	// The answer to our offer (actpass): its role and fingerprint.
 	if sd.dtls == nil {
 		return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, errors.New("DTLS answer to an offer without DTLS"))
 	}
-	if err := sd.dtls.SetRemote(sec.Setup, sec.Fingerprints); err != nil {
+	err := sd.dtls.SetRemote(sec.Setup, sec.Fingerprints)
+	if errors.Is(err, srtp.ErrDTLSChanged) {
+		// Another answer with other DTLS parameters: another early
+		// dialog of a forking backend (its 183, or the 2xx of the fork
+		// that answered), or the peer's new certificate. A new
+		// association with it, in the role its answer leaves us; the
+		// caller's side is not touched.
+		setup := srtp.SetupPassive
+		if sec.Setup == srtp.SetupPassive {
+			setup = srtp.SetupActive
+		}
+		d, derr := srtp.NewDTLS(srtp.DTLSConfig{Certificate: cm.plane.cert, Setup: setup, RemoteSetup: sec.Setup,
+			RemoteFingerprints: sec.Fingerprints, OnDone: cm.dtlsDone(from)})
+		if derr != nil {
+			return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, derr)
+		}
+		return cm.replaceDTLS(from, st, id, sd, sec, d)
+	}
+	if err != nil {
 		return mediaErr(488, "Not Acceptable Here", reasonMediaDTLS, err)
 	}
 	return cm.iceFrom(from, st, id, sd, sec)
+}
+
+// replaceDTLS makes d the side's DTLS handler; the one it replaces is
+// closed after the transition (its close_notify is a send).
+func (cm *callMedia) replaceDTLS(from string, st *srtp.Stream, id srtp.LegID, sd *side, sec srtp.Security, d *srtp.DTLS) error {
+	old := sd.dtls
+	sd.dtls = d
+	if err := cm.iceFrom(from, st, id, sd, sec); err != nil {
+		return err
+	}
+	if old != nil {
+		cm.closers = append(cm.closers, old)
+	}
+	return nil
+}
+
+// takeClosers returns what the media's last change replaced, to close
+// after the transition, and forgets it.
+func (cm *callMedia) takeClosers() []io.Closer {
+	if cm == nil {
+		return nil
+	}
+	c := cm.closers
+	cm.closers = nil
+	return c
 }
 
 // iceFrom installs (or updates) the leg's handler: DTLS alone, or ICE-lite
@@ -1131,6 +1170,9 @@ func (cm *callMedia) close() {
 		if ms.st != nil {
 			ms.st.Close()
 		}
+	}
+	for _, cl := range cm.takeClosers() {
+		_ = cl.Close()
 	}
 	if cm.plane != nil {
 		cm.plane.untrack(cm)

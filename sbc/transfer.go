@@ -344,6 +344,7 @@ func (c *call) startLocalTransfer(from, to *leg, req *sip.Request, user string, 
 		tside = "b"
 	}
 	offer, err := c.media.body(tside, true, "application/sdp", c.lastSDP[tside])
+	c.closeReplaced()
 	if err != nil || len(offer) == 0 {
 		refuse(488, "Not Acceptable Here", reasonReferLocalUnsupported, "why", "no SDP to offer the new leg", "error", errString(err))
 		return
@@ -531,7 +532,9 @@ func (c *call) onXferResponse(br *branch, res *sip.Response) {
 	if h := res.ContentType(); h != nil {
 		ct = h.Value()
 	}
-	if _, err := c.media.body(side, false, ct, res.Body()); err != nil || len(res.Body()) == 0 {
+	_, err := c.media.body(side, false, ct, res.Body())
+	c.closeReplaced()
+	if err != nil || len(res.Body()) == 0 {
 		c.logf("transfer target's answer not usable; hanging it up", "error", errString(err))
 		br.byed[tag] = true
 		c.byeLeg(nl, "")

@@ -40,6 +40,10 @@ var (
 	ErrDTLSRole = errors.New("srtp: DTLS setup roles conflict")
 	// ErrDTLSTimeout: the handshake did not complete in time.
 	ErrDTLSTimeout = errors.New("srtp: DTLS handshake timed out")
+	// ErrDTLSChanged: SetRemote with other parameters than the first
+	// time (another fingerprint or setup: a new association, so a new
+	// DTLS). It is an ErrDTLSRole too.
+	ErrDTLSChanged = errors.New("srtp: the peer's DTLS parameters changed: a new association needs a new DTLS")
 )
 
 // DTLSConfig configures NewDTLS.
@@ -268,7 +272,7 @@ func (d *DTLS) setRemoteLocked(setup Setup, fps []Fingerprint) error {
 		if setup == d.remote && sameFingerprints(fps, d.fps) {
 			return nil
 		}
-		return fmt.Errorf("%w: the peer's DTLS parameters changed: a new association needs a new DTLS", ErrDTLSRole)
+		return fmt.Errorf("%w (%w)", ErrDTLSChanged, ErrDTLSRole)
 	}
 	ok := false
 	for _, f := range fps {
