@@ -784,6 +784,7 @@ func (cm *callMedia) replaceDTLS(from string, st *srtp.Stream, id srtp.LegID, sd
 		return err
 	}
 	if old != nil {
+		old.Retire()
 		cm.closers = append(cm.closers, old)
 	}
 	return nil

@@ -158,6 +158,7 @@ type DTLS struct {
 	attempts   [2]int
 	selected   netip.AddrPort // ICE-selected address (client target)
 	closed     bool
+	retired    bool // replaced (Retire): installs nothing any more
 	wg         sync.WaitGroup
 	handshakes atomic.Uint64
 	completed  atomic.Uint64
@@ -442,7 +443,7 @@ func (d *DTLS) run(sess *dtlsSession) {
 		}
 	}
 	d.mu.Lock()
-	if d.closed {
+	if d.closed || d.retired {
 		d.mu.Unlock()
 		return
 	}
@@ -612,6 +613,16 @@ func (d *DTLS) allowed(comp int, from netip.AddrPort) bool {
 		return d.gate(from)
 	}
 	return d.s.acceptsFrom(d.id, comp == compRTCP, from)
+}
+
+// Retire makes a handler that another replaced install nothing more: a
+// handshake of its that completes later does not overwrite the new
+// association's keys. It touches no socket (the owner closes it later,
+// outside its locks).
+func (d *DTLS) Retire() {
+	d.mu.Lock()
+	d.retired = true
+	d.mu.Unlock()
 }
 
 // Close ends the association (close_notify to the peer) and waits for its

@@ -761,3 +761,25 @@ func TestDTLSWithoutRTCPMux(t *testing.T) {
 		})
 	}
 }
+
+// TestDTLSRetiredInstallsNothing: a handler replaced by a new association
+// (Retire) whose handshake completes afterwards leaves the leg's keys
+// alone: the leg stays NotReady here, where it would have been keyed.
+func TestDTLSRetiredInstallsNothing(t *testing.T) {
+	pp := newTestPool(t)
+	ph, pb := newDTLSPhone(t), newPhone(t)
+	d := newTestDTLS(t, DTLSConfig{Setup: SetupPassive, RemoteSetup: SetupActive, RemoteFingerprints: []Fingerprint{ph.cert.Fingerprint}})
+	s := newTestStream(t, StreamConfig{
+		A: LegConfig{Ports: allocate(t, pp, true), Remote: ph.addr(), Handler: d},
+		B: LegConfig{Ports: allocate(t, pp, true), Remote: pb.addr()},
+	})
+	d.Retire()
+	aAddr, _ := s.LocalAddr(LegA)
+	if _, _, err := ph.handshake(true, aAddr, d.Fingerprint()); err != nil {
+		t.Fatal(err)
+	}
+	_ = d.Close() // waits for its handshake goroutine
+	if _, ok := s.Transform(LegA).(NotReady); !ok {
+		t.Fatalf("a retired handler installed %T", s.Transform(LegA))
+	}
+}
