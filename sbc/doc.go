@@ -146,7 +146,17 @@
 // requests), relay_response, relay_done, a_delivery_failed, terminate.
 //
 // Actions (actKind): respond_a, respond, invite, cancel, write (ACK), bye,
-// relay, terminate_tx, log, target_failed, end, bury, end_tx.
+// relay, terminate_tx, log, target_failed, end, bury, end_tx, send,
+// close_media.
+//
+// Media in transitions (media.go): an offer or answer is applied under
+// the call's lock, and what needs a socket is done around it. Relay ports
+// for the m= lines an in-dialog offer adds are bound before the request's
+// event is posted (preallocLines, outside the lock) and travel in the
+// event; the transition takes them by line index, and close_media closes
+// what it did not take, the lines a refused offer added, and a DTLS
+// association an answer replaced (retired at once, so it keys nothing
+// more; its close_notify is a send).
 //
 // Memory (tomb.go): an established call holds its legs and dialogs, not
 // the messages that made them: once A's ACK confirms it, A's INVITE and
