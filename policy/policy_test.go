@@ -1029,3 +1029,55 @@ func TestAdminPlainHTTPLoopbackOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestWebRTCMediaProfile: WebRTC peers take DTLS-SRTP only. A pool over
+// wss defaults to media_encryption "dtls" and refuses another; a trunk
+// reached only over wss refuses "none" and "sdes" (every call would fail);
+// without anchoring nothing is checked (the SDP passes untouched).
+func TestWebRTCMediaProfile(t *testing.T) {
+	base := `
+[[realm]]
+name = "r"
+  [[realm.listener]]
+  bind = "127.0.0.1:5060"
+  [[realm.listener]]
+  transport = "wss"
+  bind = "127.0.0.1:8443"
+  origins = ["*"]
+    [realm.listener.tls]
+    cert_file = "c.pem"
+    key_file = "k.pem"
+[[trunk]]
+name = "browsers"
+realm = "r"
+sources = ["192.0.2.0/24"]
+transports = ["wss"]
+%s
+[[pool]]
+name = "webrtc"
+realm = "r"
+transport = "wss"
+%s
+  [[pool.target]]
+  address = "192.0.2.9:5060"
+`
+	p := mustParse(t, fmt.Sprintf(base, "", ""))
+	if got := p.Pools[0].MediaEncryption; got != "dtls" {
+		t.Errorf("a wss pool's media_encryption defaults to %q, want dtls", got)
+	}
+	_, err := Parse("t.toml", []byte(fmt.Sprintf(base, `media_encryption = "sdes"`, `media_encryption = "any"`)))
+	if err == nil {
+		t.Fatal("SDES towards WebRTC accepted")
+	}
+	for _, want := range []string{
+		`trunk[0].media_encryption: a trunk reached only over wss is WebRTC`,
+		`pool[0].media_encryption: a pool over wss reaches WebRTC peers, which take DTLS-SRTP only`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q\nlacks %q", err, want)
+		}
+	}
+	mustParse(t, fmt.Sprintf(base, `media_encryption = "dtls"`, `media_encryption = "dtls"`))
+	mustParse(t, fmt.Sprintf(base, `media_encryption = "any"`, ""))
+	mustParse(t, fmt.Sprintf(base, `media_encryption = "none"`, `media_encryption = "none"`)+"[media]\nanchor = false\n")
+}

@@ -1533,6 +1533,10 @@ func (v *validator) media() {
 			v.errf(path, "unknown media_encryption %s (want %s)", quote(*val), strings.Join(want, ", "))
 		}
 	}
+	// WebRTC peers (a pool over wss, a trunk reached only over wss) take
+	// DTLS-SRTP only (RFC 8827 forbids SDES; browsers refuse plain RTP):
+	// another profile would fail every call, so it is refused here.
+	anchored := v.p.Media.Anchored()
 	for i := range v.p.Trunks {
 		t := &v.p.Trunks[i]
 		tp := elemPath("trunk", i)
@@ -1540,10 +1544,21 @@ func (v *validator) media() {
 		if t.MediaRequired && t.MediaEncryption != "sdes" && t.MediaEncryption != "dtls" {
 			v.errf(tp+".media_required", "media_required needs media_encryption \"sdes\" or \"dtls\" (what is required)")
 		}
+		if anchored && len(t.Transports) == 1 && t.Transports[0] == "wss" && (t.MediaEncryption == "none" || t.MediaEncryption == "sdes") {
+			v.errf(tp+".media_encryption", "a trunk reached only over wss is WebRTC, whose peers offer DTLS-SRTP only (no SDES, RFC 8827; no plain RTP): media_encryption %s would refuse every call; use \"dtls\" or \"any\"", quote(t.MediaEncryption))
+		}
 	}
 	for i := range v.p.Pools {
 		pl := &v.p.Pools[i]
-		enc(elemPath("pool", i)+".media_encryption", &pl.MediaEncryption, "none", "none", "sdes", "dtls", "any")
+		pp := elemPath("pool", i) + ".media_encryption"
+		def := "none"
+		if pl.Transport == "wss" {
+			def = "dtls" // WebRTC
+		}
+		enc(pp, &pl.MediaEncryption, def, "none", "sdes", "dtls", "any")
+		if anchored && pl.Transport == "wss" && pl.MediaEncryption != "dtls" {
+			v.errf(pp, "a pool over wss reaches WebRTC peers, which take DTLS-SRTP only (no SDES, RFC 8827; no plain RTP): media_encryption must be \"dtls\" (its default there), not %s", quote(pl.MediaEncryption))
+		}
 	}
 	v.refer()
 }
