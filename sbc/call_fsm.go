@@ -500,18 +500,8 @@ func (c *call) onB2xx(br *branch, res *sip.Response, tag string) {
 		if c.kept == br && br.leg.remoteTagIs(tag) {
 			return // the kept 2xx again, before its ACK exists: absorbed
 		}
-		// A dialog the call does not keep: confirm it and hang it up.
-		d := br.leg.fork(tag, res)
-		ack := d.newRequest(sip.ACK, d.inviteCSeq, c.st.pol.Server.UserAgent)
-		ack.SetBody(nil)
-		br.acks[strings.Clone(tag)] = []byte(ack.String()) // a copy: the tag is a substring of the parsed 2xx
-		br.byed[tag] = true
-		if br.state < brAnswered {
-			br.state = brAnswered
-		}
 		c.logf("hanging up a dialog the call does not keep", "branch", br.n, "kept", c.kept != nil)
-		c.queueAct(action{kind: actWrite, leg: d, req: ack})
-		c.byeLeg(d, "")
+		c.hangUpDialog(br, tag, res)
 		return
 	}
 	out, bodyErr := c.responseToAChecked(res)
@@ -522,15 +512,8 @@ func (c *call) onB2xx(br *branch, res *sip.Response, tag string) {
 		// hung up, and A gets the media error.
 		me := &mediaError{code: 488, phrase: "Not Acceptable Here", r: reasonMediaBadSDP}
 		errors.As(bodyErr, &me)
-		d := br.leg.fork(tag, res)
-		ack := d.newRequest(sip.ACK, d.inviteCSeq, c.st.pol.Server.UserAgent)
-		ack.SetBody(nil)
-		br.acks[strings.Clone(tag)] = []byte(ack.String())
-		br.byed[tag] = true
-		br.state = brAnswered
 		c.warnf("backend's 2xx refused: its SDP cannot be relayed", "branch", br.n, "error", bodyErr.Error())
-		c.queueAct(action{kind: actWrite, leg: d, req: ack})
-		c.byeLeg(d, "")
+		c.hangUpDialog(br, tag, res)
 		c.finalToA(c.localResponseToA(me.code, me.phrase, sip.NewHeader("Reason", `SIP;cause=`+strconv.Itoa(me.code)+`;text="`+string(me.r)+`"`)))
 		c.end(resultNoMedia, "sbc")
 		return
@@ -550,6 +533,22 @@ func (c *call) onB2xx(br *branch, res *sip.Response, tag string) {
 		c.startTimer(timerKey{kind: tmRetransmit}, c.interval)
 	}
 	c.startTimer(timerKey{kind: tmAckWait}, 64*sip.T1)
+}
+
+// hangUpDialog confirms the dialog a branch's 2xx with To tag `tag`
+// created, one the call does not keep, and hangs it up: ACK (kept as
+// bytes, for the 2xx's retransmissions) and BYE.
+func (c *call) hangUpDialog(br *branch, tag string, res *sip.Response) {
+	d := br.leg.fork(tag, res)
+	ack := d.newRequest(sip.ACK, d.inviteCSeq, c.st.pol.Server.UserAgent)
+	ack.SetBody(nil)
+	br.acks[strings.Clone(tag)] = []byte(ack.String()) // a copy: the tag is a substring of the parsed 2xx
+	br.byed[tag] = true
+	if br.state < brAnswered {
+		br.state = brAnswered
+	}
+	c.queueAct(action{kind: actWrite, leg: d, req: ack})
+	c.byeLeg(d, "")
 }
 
 // ackKept sends the ACK for the kept branch's 2xx once (with the body of

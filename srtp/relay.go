@@ -54,13 +54,18 @@ func (s *Stream) handle(k *sock, sio *sockIO, buf []byte, n int, src netip.AddrP
 		l.drop(DropMalformed)
 		return
 	}
-	if s.opaque.Load() {
-		s.relayOpaque(k, sio, buf[:n], src, now)
-		return
-	}
 	pkt := buf[:n]
-	// RFC 7983 demultiplexing on the first byte.
+	// An opaque stream (SetOpaque: UDPTL) carries datagrams of any first
+	// byte, RTP socket to RTP socket, without transform or normalisation.
+	opaque := s.opaque.Load()
+	isRTCP := false
 	switch b := pkt[0]; {
+	case opaque:
+		if k != l.rtp {
+			l.drop(DropUnknownType) // the RTCP socket of a leg without rtcp-mux
+			return
+		}
+	// RFC 7983 demultiplexing on the first byte.
 	case b <= 3:
 		s.datagram(k, KindSTUN, pkt, src)
 		return
@@ -70,9 +75,14 @@ func (s *Stream) handle(k *sock, sio *sockIO, buf []byte, n int, src netip.AddrP
 	case b < 128 || b > 191:
 		l.drop(DropUnknownType)
 		return
+	default:
+		isRTCP = k.rtcpOnly || (k.mux && n >= 2 && pkt[1] >= 192 && pkt[1] <= 223) // RFC 5761 §4
+		if n < 8 || (!isRTCP && n < 12) {
+			l.drop(DropMalformed)
+			return
+		}
 	}
-	isRTCP := k.rtcpOnly || (k.mux && n >= 2 && pkt[1] >= 192 && pkt[1] <= 223) // RFC 5761 §4
-	if n >= readSize || n < 8 || (!isRTCP && n < 12) {
+	if n >= readSize {
 		l.drop(DropMalformed)
 		return
 	}
@@ -91,7 +101,10 @@ func (s *Stream) handle(k *sock, sio *sockIO, buf []byte, n int, src netip.AddrP
 
 	var plain []byte
 	var err error
-	tr := l.transform.Load().t
+	var tr, otr Transform = Plain{}, Plain{}
+	if !opaque {
+		tr, otr = l.transform.Load().t, l.other.transform.Load().t
+	}
 	if isRTCP {
 		plain, err = tr.InboundRTCP(buf[:0], pkt)
 	} else {
@@ -128,7 +141,7 @@ func (s *Stream) handle(k *sock, sio *sockIO, buf []byte, n int, src netip.AddrP
 		l.drop(DropNoDestination)
 		return
 	}
-	if o.norm != nil {
+	if o.norm != nil && !opaque {
 		if isRTCP {
 			if !o.norm.rtcp(plain) {
 				l.drop(DropStaleRTCP)
@@ -138,7 +151,6 @@ func (s *Stream) handle(k *sock, sio *sockIO, buf []byte, n int, src netip.AddrP
 			o.norm.rtp(plain, now)
 		}
 	}
-	otr := o.transform.Load().t
 	var wire []byte
 	if isRTCP {
 		wire, err = otr.OutboundRTCP(buf[:0], plain)
@@ -154,50 +166,6 @@ func (s *Stream) handle(k *sock, sio *sockIO, buf []byte, n int, src netip.AddrP
 		return
 	}
 	if err := sio.write(out, wire, dst); err != nil {
-		l.drop(DropSendError)
-		return
-	}
-	l.c.forwarded.Add(1)
-}
-
-// relayOpaque forwards one datagram of an opaque stream (SetOpaque) from
-// the leg's RTP socket to the other leg's RTP destination, unchanged.
-func (s *Stream) relayOpaque(k *sock, sio *sockIO, pkt []byte, src netip.AddrPort, now int64) {
-	l := k.leg
-	if k != l.rtp {
-		l.drop(DropUnknownType) // the RTCP socket of a leg without rtcp-mux
-		return
-	}
-	if len(pkt) >= readSize {
-		l.drop(DropMalformed)
-		return
-	}
-	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-	st := k.latch.Load()
-	if st.latched {
-		if src != st.source {
-			l.drop(DropNotLatchedSource)
-			return
-		}
-	} else if !l.learn && src != st.expected {
-		l.drop(DropUnexpectedSource)
-		return
-	} else if k.latch.CompareAndSwap(st, &latchState{expected: st.expected, source: src, latched: true}) && s.kernel != nil {
-		s.maybeOffload()
-	}
-	if now == 0 {
-		now = time.Now().UnixNano()
-	}
-	l.lastRx.Store(now)
-	l.c.packets.Add(1)
-	l.c.bytes.Add(uint64(len(pkt)))
-	out := l.other.rtp
-	dst, ok := out.dest()
-	if !ok {
-		l.drop(DropNoDestination)
-		return
-	}
-	if err := sio.write(out, pkt, dst); err != nil {
 		l.drop(DropSendError)
 		return
 	}
