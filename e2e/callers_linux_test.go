@@ -122,18 +122,7 @@ func TestCarrierNotChargedForCallers(t *testing.T) {
 	if d := after.sum("sbc_dropped_total", "stage", "dialog") - before.sum("sbc_dropped_total", "stage", "dialog"); d != 0 {
 		t.Errorf("%v messages of the 404 calls dropped at stage dialog", d)
 	}
-	if n := after.sum("sbc_blocks_total"); n != 0 {
-		t.Errorf("sbc_blocks_total = %v after the trunk's callers dialled wrong numbers", n)
-	}
-	if bl := tn.blocklist(t); len(bl) != 0 {
-		t.Errorf("blocklist: %+v", bl)
-	}
-	if l, ok := s.logLine("auto-block refused", trunkIP); ok {
-		t.Errorf("the trunk's address was charged up to a block: %s", l)
-	}
-	if at := tn.addressTest(t, trunkIP); at.Blocked || at.Chargeable || at.Trunk != "carrier" {
-		t.Errorf("the trunk's address: %+v", at)
-	}
+	trunkUncharged(t, s, tn, after, "the trunk's callers dialled wrong numbers")
 
 	// The backend answers again: all of the trunk's next calls complete
 	// (demoted, it got 4 of 6 refused).

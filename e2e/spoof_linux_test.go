@@ -143,6 +143,26 @@ func (tn *testNet) addressTest(t testing.TB, a string) addressTest {
 	return at
 }
 
+// trunkUncharged checks, after what, that nothing blocked or charged the
+// trunk's address: no block at all, an empty blocklist, no auto-block
+// the never-block list had to refuse (the failure tracker never decided
+// to block it), and the admin API's view of the address.
+func trunkUncharged(t *testing.T, s *sbcProc, tn *testNet, after metrics, what string) {
+	t.Helper()
+	if n := after.sum("sbc_blocks_total"); n != 0 {
+		t.Errorf("sbc_blocks_total = %v after %s", n, what)
+	}
+	if bl := tn.blocklist(t); len(bl) != 0 {
+		t.Errorf("blocklist after %s: %+v", what, bl)
+	}
+	if l, ok := s.logLine("auto-block refused", trunkIP); ok {
+		t.Errorf("the trunk's address was charged up to a block after %s: %s", what, l)
+	}
+	if at := tn.addressTest(t, trunkIP); at.Blocked || at.Chargeable || at.Trunk != "carrier" {
+		t.Errorf("the trunk's address after %s: %+v", what, at)
+	}
+}
+
 // TestForgedTrunkJunk is finding 1 with real forged packets: from a
 // namespace of its own that does not hold the trunk's address, a raw
 // socket sends datagrams whose IPv4 source is the trunk's: five-byte junk,
@@ -201,21 +221,7 @@ func TestForgedTrunkJunk(t *testing.T) {
 			t.Errorf("%s{failure=%q} rose by %v, want exactly %v", trunkFailure, f, d, n)
 		}
 	}
-	if n := after.sum("sbc_blocks_total"); n != 0 {
-		t.Errorf("sbc_blocks_total = %v after junk forged from the trunk", n)
-	}
-	if bl := tn.blocklist(t); len(bl) != 0 {
-		t.Errorf("blocklist after junk forged from the trunk: %+v", bl)
-	}
-	// Not charged either: the failure tracker never reached a decision
-	// to block the trunk (the never-block list would refuse it, with a
-	// line saying so).
-	if l, ok := s.logLine("auto-block refused", trunkIP); ok {
-		t.Errorf("the trunk's address was charged up to a block: %s", l)
-	}
-	if at := tn.addressTest(t, trunkIP); at.Blocked || at.Chargeable || at.Trunk != "carrier" {
-		t.Errorf("the trunk's address after the junk: %+v", at)
-	}
+	trunkUncharged(t, s, tn, after, "junk forged from the trunk")
 	m := openDenyV4(t, pinDir)
 	defer m.Close()
 	if d, err := denied(m, trunkPrefix); err != nil || d {

@@ -289,15 +289,7 @@ func sipuaDial(from, to string) sipua.DialOptions { return sipua.DialOptions{Fro
 // with the master key; without the key the policy does not apply.
 func TestSecretsSealedWebhookSecretEnv(t *testing.T) {
 	const secret = "a-webhook-secret-for-the-test"
-	t.Setenv(secrets.EnvKey, secrets.GenerateKey())
-	keys, err := secrets.LoadKeyring(secrets.Sources{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sealed, err := keys.Seal([]byte(secret))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sealed, keys := sealUnderKey(t, secrets.GenerateKey(), secret)
 	t.Setenv("SBC_TEST_WEBHOOK_SECRET", sealed)
 	pb := testpolicy.New(sbcExtIP, sbcIntIP, backendIP+":5999")
 	pb.Webhooks = []testpolicy.Webhook{{Name: "ops", URL: "http://127.0.0.1:9/hook", Events: []string{"cdr"}, SecretEnv: "SBC_TEST_WEBHOOK_SECRET"}}

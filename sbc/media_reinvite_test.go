@@ -177,6 +177,54 @@ func TestMediaReInviteRemovesLine(t *testing.T) {
 	peer.respond(bye, 200, "", nil)
 }
 
+// mediaCall is an answered one-line call from the test's caller through the
+// SBC to a raw peer (answeredCall).
+type mediaCall struct {
+	call         *sipua.Call
+	last         *sip.Request   // the last INVITE the peer got for it
+	toExt, toInt netip.AddrPort // the SBC's relay: for the caller, for the peer
+}
+
+// answeredCall dials from caller's plain SDP, has the peer answer 200 with
+// callee's, and waits for the ACK.
+func answeredCall(t *testing.T, e *env, peer *rawPeer, caller, callee *phone) *mediaCall {
+	t.Helper()
+	call, err := e.caller.Dial(e.ctx, e.ext, sipua.DialOptions{SDP: caller.sdp()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := peer.wait(e.ctx, sip.INVITE, nil)
+	peer.respond(inv, 200, "x", callee.sdp())
+	res, err := call.WaitFinal(e.ctx)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("caller: %v %v", res, err)
+	}
+	peer.wait(e.ctx, sip.ACK, nil)
+	return &mediaCall{call: call, last: inv, toExt: remote(t, res.Body()), toInt: remote(t, inv.Body())}
+}
+
+// reinvite sends a re-INVITE with body from the caller; the peer answers
+// it code (with answer). It returns the re-INVITE as the peer got it and
+// the caller's final response, once the peer has the ACK.
+func (rc *mediaCall) reinvite(t *testing.T, e *env, peer *rawPeer, body []byte, code int, answer []byte) (*sip.Request, *sip.Response) {
+	t.Helper()
+	done := make(chan *sip.Response, 1)
+	go func() {
+		r, _ := rc.call.ReInvite(e.ctx, body)
+		done <- r
+	}()
+	last := rc.last.CSeq().SeqNo
+	re := peer.wait(e.ctx, sip.INVITE, func(r *sip.Request) bool { return r.CSeq().SeqNo > last })
+	rc.last = re
+	peer.respond(re, code, "", answer)
+	peer.wait(e.ctx, sip.ACK, func(r *sip.Request) bool { return r.CSeq().SeqNo == re.CSeq().SeqNo })
+	r := <-done
+	if r == nil {
+		t.Fatal("re-INVITE: no final response")
+	}
+	return re, r
+}
+
 // TestMediaReInviteAddsLine: a re-INVITE that adds an m= line (video) to
 // a one-line call: the SBC binds a relay for the new line before the
 // re-INVITE's transition, offers it to the backend on its own port (not
@@ -185,38 +233,20 @@ func TestMediaReInviteRemovesLine(t *testing.T) {
 func TestMediaReInviteAddsLine(t *testing.T) {
 	e, peer := rawEnv(t, envOpts{})
 	cAudio, bAudio, cVideo, bVideo := newPhone(t, callerIP), newPhone(t, backendIP), newPhone(t, callerIP), newPhone(t, backendIP)
-	call, err := e.caller.Dial(e.ctx, e.ext, sipua.DialOptions{SDP: cAudio.sdp()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv := peer.wait(e.ctx, sip.INVITE, nil)
-	peer.respond(inv, 200, "x", bAudio.sdp())
-	res, err := call.WaitFinal(e.ctx)
-	if err != nil || res.StatusCode != 200 {
-		t.Fatalf("caller: %v %v", res, err)
-	}
-	peer.wait(e.ctx, sip.ACK, nil)
-	toExt, toInt := remote(t, res.Body()), remote(t, inv.Body())
+	ac := answeredCall(t, e, peer, cAudio, bAudio)
+	call, toExt, toInt := ac.call, ac.toExt, ac.toInt
 	inUse := gathered(t, e.sbc, "sbc_media_ports", "external", "in_use")
 
-	done := make(chan *sip.Response, 1)
-	go func() {
-		r, _ := call.ReInvite(e.ctx, twoLineSDP(cAudio.addr(), cVideo.addr().Port(), 2))
-		done <- r
-	}()
-	re := peer.wait(e.ctx, sip.INVITE, nil)
+	re, r := ac.reinvite(t, e, peer, twoLineSDP(cAudio.addr(), cVideo.addr().Port(), 2), 200, twoLineSDP(bAudio.addr(), bVideo.addr().Port(), 2))
+	if r.StatusCode != 200 {
+		t.Fatalf("re-INVITE: %v", r)
+	}
 	intPorts := portsOf(t, re.Body())
 	if len(intPorts) != 2 || intPorts[0] != int(toInt.Port()) || intPorts[1] == 0 || intPorts[1] == int(cVideo.addr().Port()) {
 		t.Fatalf("the backend's re-INVITE has ports %v, want [%d, a relay port]", intPorts, toInt.Port())
 	}
 	if bytes.Contains(re.Body(), []byte(callerIP)) {
 		t.Errorf("the caller's address reached the backend:\n%s", re.Body())
-	}
-	peer.respond(re, 200, "", twoLineSDP(bAudio.addr(), bVideo.addr().Port(), 2))
-	peer.wait(e.ctx, sip.ACK, func(r *sip.Request) bool { return r.CSeq().SeqNo == re.CSeq().SeqNo })
-	r := <-done
-	if r == nil || r.StatusCode != 200 {
-		t.Fatalf("re-INVITE: %v", r)
 	}
 	extPorts := portsOf(t, r.Body())
 	if len(extPorts) != 2 || extPorts[0] != int(toExt.Port()) || extPorts[1] == 0 || extPorts[1] == int(bVideo.addr().Port()) {
@@ -249,29 +279,11 @@ func TestMediaReInviteAddsLine(t *testing.T) {
 func TestMediaReInviteAddedLineRefusedFreesPorts(t *testing.T) {
 	e, peer := rawEnv(t, envOpts{})
 	cAudio, bAudio, cVideo := newPhone(t, callerIP), newPhone(t, backendIP), newPhone(t, callerIP)
-	call, err := e.caller.Dial(e.ctx, e.ext, sipua.DialOptions{SDP: cAudio.sdp()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv := peer.wait(e.ctx, sip.INVITE, nil)
-	peer.respond(inv, 200, "x", bAudio.sdp())
-	res, err := call.WaitFinal(e.ctx)
-	if err != nil || res.StatusCode != 200 {
-		t.Fatalf("caller: %v %v", res, err)
-	}
-	peer.wait(e.ctx, sip.ACK, nil)
-	toExt, toInt := remote(t, res.Body()), remote(t, inv.Body())
+	ac := answeredCall(t, e, peer, cAudio, bAudio)
+	call, toExt, toInt := ac.call, ac.toExt, ac.toInt
 	inUse := gathered(t, e.sbc, "sbc_media_ports", "external", "in_use")
 	for v := 2; v < 5; v++ {
-		done := make(chan *sip.Response, 1)
-		go func() {
-			r, _ := call.ReInvite(e.ctx, twoLineSDP(cAudio.addr(), cVideo.addr().Port(), v))
-			done <- r
-		}()
-		re := peer.wait(e.ctx, sip.INVITE, func(r *sip.Request) bool { return r.CSeq().SeqNo > inv.CSeq().SeqNo+uint32(v-2) })
-		peer.respond(re, 488, "", nil)
-		peer.wait(e.ctx, sip.ACK, func(r *sip.Request) bool { return r.CSeq().SeqNo == re.CSeq().SeqNo })
-		if r := <-done; r == nil || r.StatusCode != 488 {
+		if _, r := ac.reinvite(t, e, peer, twoLineSDP(cAudio.addr(), cVideo.addr().Port(), v), 488, nil); r.StatusCode != 488 {
 			t.Fatalf("re-INVITE %d: %v, want the backend's 488", v, r)
 		}
 	}
@@ -345,33 +357,14 @@ func TestMediaT38ReInvite(t *testing.T) {
 			e, peer := rawEnv(t, envOpts{})
 			cAudio, bAudio := newPhone(t, callerIP), newPhone(t, backendIP)
 			cFax, bFax, stranger := newPhone(t, callerIP), newPhone(t, backendIP), newPhone(t, callerIP)
-			call, err := e.caller.Dial(e.ctx, e.ext, sipua.DialOptions{SDP: cAudio.sdp()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			inv := peer.wait(e.ctx, sip.INVITE, nil)
-			peer.respond(inv, 200, "x", bAudio.sdp())
-			res, err := call.WaitFinal(e.ctx)
-			if err != nil || res.StatusCode != 200 {
-				t.Fatalf("caller: %v %v", res, err)
-			}
-			peer.wait(e.ctx, sip.ACK, nil)
-			toExt, toInt := remote(t, res.Body()), remote(t, inv.Body())
+			ac := answeredCall(t, e, peer, cAudio, bAudio)
+			call, toExt, toInt := ac.call, ac.toExt, ac.toInt
 			flow(t, cAudio, toExt, bAudio, "audio")
 
 			reinvite := func(body, answer []byte) (*sip.Request, *sip.Response) {
 				t.Helper()
-				done := make(chan *sip.Response, 1)
-				go func() {
-					r, _ := call.ReInvite(e.ctx, body)
-					done <- r
-				}()
-				re := peer.wait(e.ctx, sip.INVITE, func(r *sip.Request) bool { return r.CSeq().SeqNo > inv.CSeq().SeqNo })
-				inv = re
-				peer.respond(re, 200, "", answer)
-				peer.wait(e.ctx, sip.ACK, func(r *sip.Request) bool { return r.CSeq().SeqNo == re.CSeq().SeqNo })
-				r := <-done
-				if r == nil || r.StatusCode != 200 {
+				re, r := ac.reinvite(t, e, peer, body, 200, answer)
+				if r.StatusCode != 200 {
 					t.Fatalf("re-INVITE: %v", r)
 				}
 				return re, r

@@ -567,15 +567,7 @@ func TestOutboundMedia(t *testing.T) {
 // refuses to start and says which setting failed.
 func TestOutboundSealedCarrierPassword(t *testing.T) {
 	key := secrets.GenerateKey()
-	t.Setenv(secrets.EnvKey, key)
-	keys, err := secrets.LoadKeyring(secrets.Sources{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sealed, err := keys.Seal([]byte("s3cret"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sealed, _ := sealUnderKey(t, key, "s3cret")
 	seal := func(p *testpolicy.Policy) { p.Pool("carrier-a").Auth.Password = sealed }
 	carrier := newDigestCarrier("acct", "s3cret")
 	e := newOutboundEnv(t, carrier.answer, nil, seal)

@@ -278,15 +278,7 @@ func TestOutboundTimeOfDay(t *testing.T) {
 // (opened when the policy is applied), and the registrar verifies it,
 // on the registration and on the unregistration at Close.
 func TestOutboundRegistrationSealedPassword(t *testing.T) {
-	t.Setenv(secrets.EnvKey, secrets.GenerateKey())
-	keys, err := secrets.LoadKeyring(secrets.Sources{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sealed, err := keys.Seal([]byte("s3cret"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sealed, _ := sealUnderKey(t, secrets.GenerateKey(), "s3cret")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	reg := newTestRegistrar(t)

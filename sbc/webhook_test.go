@@ -60,15 +60,7 @@ func TestWebhookFromPolicy(t *testing.T) {
 
 	// The secret is sealed in the policy (sbc secrets seal): the SBC
 	// signs with the secret it opens, at start and after the reload.
-	t.Setenv(secrets.EnvKey, secrets.GenerateKey())
-	keys, err := secrets.LoadKeyring(secrets.Sources{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sealed, err := keys.Seal([]byte(secret))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sealed, _ := sealUnderKey(t, secrets.GenerateKey(), secret)
 	e := newEnv(t, envOpts{edit: func(p *testpolicy.Policy) {
 		p.Webhooks = []testpolicy.Webhook{{Name: "ops", URL: srv.URL + "/hook", Events: []string{"cdr", "config_changed"}, Secret: sealed}}
 	}})
@@ -125,4 +117,21 @@ func TestWebhookFromPolicy(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 	mu.Lock()
+}
+
+// sealUnderKey makes key the master key (SBC_MASTER_KEY, for the test)
+// and returns clear sealed under it, as "sbc secrets seal" writes it, and
+// the keyring.
+func sealUnderKey(t *testing.T, key, clear string) (string, *secrets.Keyring) {
+	t.Helper()
+	t.Setenv(secrets.EnvKey, key)
+	keys, err := secrets.LoadKeyring(secrets.Sources{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := keys.Seal([]byte(clear))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sealed, keys
 }
