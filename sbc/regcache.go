@@ -59,8 +59,12 @@ type regCache struct {
 	// byFlow holds the bindings of each connection flow (TCP, TLS,
 	// WSS): a connection that carries a binding is kept open past
 	// server.tcp_idle_timeout (holdsFlow).
-	byFlow  map[flowKey]map[*binding]struct{}
-	pending int // bindings reserved by REGISTERs waiting for the registrar
+	byFlow map[flowKey]map[*binding]struct{}
+	// pending holds the tokens reserved by REGISTERs waiting for the
+	// registrar, each with the number of REGISTERs holding it: a device
+	// that sends again (its credentials after a 401) while its first
+	// REGISTER still holds a reservation needs no second room.
+	pending map[string]int
 	// count, when set, is told each binding added (+1) or removed (-1),
 	// by realm: the sbc_registrations gauge.
 	count func(realm string, delta float64)
@@ -71,7 +75,7 @@ func newRegCache(key []byte) *regCache {
 		key = make([]byte, 32)
 		_, _ = rand.Read(key)
 	}
-	return &regCache{key: key, byToken: map[string]*binding{}, byAoR: map[string]map[string]*binding{}, byFlow: map[flowKey]map[*binding]struct{}{}}
+	return &regCache{key: key, byToken: map[string]*binding{}, byAoR: map[string]map[string]*binding{}, byFlow: map[flowKey]map[*binding]struct{}{}, pending: map[string]int{}}
 }
 
 // flowKey names a device's connection: realm, transport, its address.
@@ -166,24 +170,35 @@ func aorKey(u sip.Uri) string {
 func (rc *regCache) reserve(aor string, tokens []string, maxAll, maxAoR int) (release func(), ok bool) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
+	var held []string
 	n := 0
 	for _, t := range tokens {
-		if rc.byToken[t] == nil {
+		if rc.byToken[t] != nil {
+			continue
+		}
+		held = append(held, t)
+		if rc.pending[t] == 0 {
 			n++
 		}
 	}
-	if n == 0 {
+	if len(held) == 0 {
 		return func() {}, true
 	}
-	if len(rc.byToken)+rc.pending+n > maxAll || len(rc.byAoR[aor])+n > maxAoR {
+	if len(rc.byToken)+len(rc.pending)+n > maxAll || len(rc.byAoR[aor])+len(held) > maxAoR {
 		return nil, false
 	}
-	rc.pending += n
+	for _, t := range held {
+		rc.pending[t]++
+	}
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			rc.mu.Lock()
-			rc.pending -= n
+			for _, t := range held {
+				if rc.pending[t]--; rc.pending[t] <= 0 {
+					delete(rc.pending, t)
+				}
+			}
 			rc.mu.Unlock()
 		})
 	}, true

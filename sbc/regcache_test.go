@@ -118,9 +118,43 @@ func TestRegCacheBounds(t *testing.T) {
 		t.Fatal("one binding refused under max_bindings 4")
 	}
 	r()
-	if rc.pending != 0 {
-		t.Fatalf("pending %d after every release", rc.pending)
+	if len(rc.pending) != 0 {
+		t.Fatalf("pending %v after every release", rc.pending)
 	}
+}
+
+// TestRegCacheReserveSameDevice: a device whose first REGISTER still
+// holds its reservation (the registrar's 401 on its way back) and that
+// sends again with credentials takes no second room: at max_bindings 1
+// it is not refused; another device is; the room is held until the
+// last of the device's REGISTERs is released.
+func TestRegCacheReserveSameDevice(t *testing.T) {
+	rc := newRegCache(nil)
+	tok := rc.bindingToken("external", "alice@example.test", "dev-a")
+	first, ok := rc.reserve("alice@example.test", []string{tok}, 1, 1)
+	if !ok {
+		t.Fatal("the first REGISTER refused under bound 1")
+	}
+	again, ok := rc.reserve("alice@example.test", []string{tok}, 1, 1)
+	if !ok {
+		t.Fatal("the same device's second REGISTER refused while its first is pending")
+	}
+	if _, ok := rc.reserve("bob@example.test", []string{rc.bindingToken("external", "bob@example.test", "dev-b")}, 1, 1); ok {
+		t.Fatal("another device reserved past max_bindings 1")
+	}
+	first()
+	if _, ok := rc.reserve("bob@example.test", []string{rc.bindingToken("external", "bob@example.test", "dev-b")}, 1, 1); ok {
+		t.Fatal("another device reserved while the same device's second REGISTER still holds the room")
+	}
+	again()
+	if len(rc.pending) != 0 {
+		t.Fatalf("pending %v after every release", rc.pending)
+	}
+	r, ok := rc.reserve("bob@example.test", []string{rc.bindingToken("external", "bob@example.test", "dev-b")}, 1, 1)
+	if !ok {
+		t.Fatal("another device refused once the room was given back")
+	}
+	r()
 }
 
 // TestRegCacheSweep: expired bindings are forgotten, connection bindings

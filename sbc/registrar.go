@@ -324,8 +324,10 @@ func (s *SBC) relayRegister(ep *endpoint, st *snapshot, p peer, req *sip.Request
 	}
 	back.AppendHeader(sip.NewHeader("Server", st.pol.Server.UserAgent))
 	copyBody(back, res)
-	// Watched before the answer leaves: the challenge's nonce is known
-	// and a lock or block is in force before the sender can send again.
+	// Released and watched before the answer leaves: the device's next
+	// REGISTER (its credentials after a 401) finds the room given back,
+	// the challenge's nonce known and a lock or block in force.
+	release()
 	s.watchRegister(st, p, req, res)
 	_ = tx.Respond(back)
 }
