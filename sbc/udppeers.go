@@ -66,8 +66,9 @@ type udpPeers struct {
 // udpSock is one UDP listener socket and its current generation.
 type udpSock struct {
 	pc      net.PacketConn
-	laddr   string // the socket's address, its key in the pool
-	stamped bool   // the kernel stamps its datagrams (overload.go)
+	laddr   string  // the socket's address, its key in the pool
+	stamped bool    // the kernel stamps its datagrams (overload.go)
+	raw     *rawUDP // the raw path of its reads and writes, or nil
 	cur     atomic.Pointer[udpGen]
 }
 
@@ -79,6 +80,17 @@ type udpGen struct {
 	done    chan struct{} // closed when sipgo's loop on it returned
 	u       *udpPeers
 	stamped *net.UDPConn // the socket, when the kernel stamps its datagrams
+	raw     *rawUDP      // its reads and writes by raw system calls (rawudp_linux.go), or nil
+}
+
+// WriteTo sends b to addr by a raw system call where it can.
+func (g *udpGen) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if g.raw != nil {
+		if n, ok, err := g.raw.writeTo(b, addr); ok {
+			return n, err
+		}
+	}
+	return g.PacketConn.WriteTo(b, addr)
 }
 
 // oobBufs holds the control buffers of stamped reads: a socket may have
@@ -99,12 +111,22 @@ func (g *udpGen) ReadFrom(b []byte) (int, net.Addr, error) {
 			}
 			return 0, nil, net.ErrClosed
 		}
-		if g.stamped == nil {
+		var (
+			n    int
+			addr net.Addr
+			at   time.Time
+			err  error
+		)
+		switch {
+		case g.raw != nil:
+			n, addr, at, err = g.raw.read(b)
+		case g.stamped == nil:
 			return g.PacketConn.ReadFrom(b)
+		default:
+			oob := oobBufs.Get().(*[stampOOB]byte)
+			n, addr, at, err = readStamped(g.stamped, b, oob[:])
+			oobBufs.Put(oob)
 		}
-		oob := oobBufs.Get().(*[stampOOB]byte)
-		n, addr, at, err := readStamped(g.stamped, b, oob[:])
-		oobBufs.Put(oob)
 		if err != nil || at.IsZero() || !g.u.shed(b[:n], addr, at) {
 			return n, addr, err
 		}
@@ -119,7 +141,7 @@ func newUDPPeers(ep *endpoint, quit <-chan struct{}) *udpPeers {
 // resets the table when it grows past the limit.
 func (u *udpPeers) serve(ctx context.Context) {
 	for _, pc := range u.ep.udp {
-		sk := &udpSock{pc: pc, laddr: pc.LocalAddr().String(), stamped: enableRxStamps(pc)}
+		sk := &udpSock{pc: pc, laddr: pc.LocalAddr().String(), stamped: enableRxStamps(pc), raw: newRawUDP(pc)}
 		u.socks = append(u.socks, sk)
 		u.start(sk)
 	}
@@ -146,7 +168,7 @@ func (u *udpPeers) serve(ctx context.Context) {
 // request sent from the socket's address would make sipgo bind a second
 // socket on it (EADDRINUSE).
 func (u *udpPeers) start(sk *udpSock) {
-	g := &udpGen{PacketConn: sk.pc, quit: u.quit, done: make(chan struct{}), u: u}
+	g := &udpGen{PacketConn: sk.pc, quit: u.quit, done: make(chan struct{}), u: u, raw: sk.raw}
 	if sk.stamped {
 		g.stamped = sk.pc.(*net.UDPConn)
 	}

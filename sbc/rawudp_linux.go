@@ -1,0 +1,219 @@
+package sbc
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Reads and writes of the SIP UDP sockets by raw system calls.
+//
+// Go makes a system call through entersyscall/exitsyscall so that a call
+// that blocks can hand its P to another thread. The runtime's monitor
+// thread (sysmon) sleeps while every P is idle, and the first system
+// call after that wakes it; woken, it polls every 20 µs for at least a
+// millisecond. A SIP socket whose traffic comes in bursts a few hundred
+// microseconds apart (each call's messages) woke it on almost every
+// datagram: sysmon's sleeps and wake-ups were 13–15 % of the SBC's CPU
+// at 1,000 calls/s (BENCHMARKS.md, "raw UDP system calls"). The sockets
+// are non-blocking (Go's poller owns them), so recvmsg and sendto return
+// at once: made raw (no entersyscall), inside RawConn.Read/Write, which
+// wait on the poller on EAGAIN exactly as the net package does, they
+// never wake sysmon. What a call costs inside the kernel is the same.
+
+// rawUDP does one socket's reads and writes.
+type rawUDP struct {
+	rc    syscall.RawConn
+	laddr net.Addr
+	v6    bool // an AF_INET6 socket: IPv4 peers are sent to as ::ffff:a.b.c.d
+	ops   sync.Pool
+}
+
+// rawOp holds what one read or write passes to the kernel: the callbacks
+// handed to RawConn are bound once (no allocation per datagram), and the
+// kernel's structures live here rather than on a stack that the call
+// would make escape.
+type rawOp struct {
+	msg     unix.Msghdr
+	iov     unix.Iovec
+	name    unix.RawSockaddrAny
+	oob     [stampOOB]byte
+	sa      unix.RawSockaddrInet6 // the destination of a write (or an Inet4 in its first bytes)
+	salen   uint32
+	buf     []byte
+	n       int
+	errno   syscall.Errno
+	readFn  func(uintptr) bool
+	writeFn func(uintptr) bool
+}
+
+// newRawUDP returns the raw path of pc, or nil when pc is no UDP socket
+// of a family it knows.
+func newRawUDP(pc net.PacketConn) *rawUDP {
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var sa unix.Sockaddr
+	var serr error
+	if err := rc.Control(func(fd uintptr) { sa, serr = unix.Getsockname(int(fd)) }); err != nil || serr != nil {
+		return nil
+	}
+	r := &rawUDP{rc: rc, laddr: uc.LocalAddr()}
+	switch sa.(type) {
+	case *unix.SockaddrInet4:
+	case *unix.SockaddrInet6:
+		r.v6 = true
+	default:
+		return nil
+	}
+	r.ops.New = func() any {
+		op := &rawOp{}
+		op.readFn, op.writeFn = op.read, op.write
+		return op
+	}
+	return r
+}
+
+func (op *rawOp) read(fd uintptr) bool {
+	for {
+		n, _, e := unix.RawSyscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&op.msg)), 0)
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // wait on the poller, then again
+		}
+		op.n, op.errno = int(n), e
+		return true
+	}
+}
+
+func (op *rawOp) write(fd uintptr) bool {
+	var p unsafe.Pointer
+	if len(op.buf) > 0 {
+		p = unsafe.Pointer(&op.buf[0])
+	}
+	for {
+		n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(p), uintptr(len(op.buf)), 0,
+			uintptr(unsafe.Pointer(&op.sa)), uintptr(op.salen))
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // the send buffer is full: wait until writable
+		}
+		op.n, op.errno = int(n), e
+		return true
+	}
+}
+
+// udpAddr is a *net.UDPAddr and its address bytes in one allocation.
+type udpAddr struct {
+	a  net.UDPAddr
+	ip [16]byte
+}
+
+// read reads one datagram into b: its length, its source, and the
+// kernel's receive stamp (zero when the socket has none).
+func (r *rawUDP) read(b []byte) (int, net.Addr, time.Time, error) {
+	op := r.ops.Get().(*rawOp)
+	defer r.ops.Put(op)
+	if len(b) == 0 {
+		return 0, nil, time.Time{}, errors.New("sbc: read into an empty buffer")
+	}
+	op.iov.Base = &b[0]
+	op.iov.SetLen(len(b))
+	op.msg = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&op.name)), Namelen: unix.SizeofSockaddrAny, Iov: &op.iov, Iovlen: 1}
+	if len(op.oob) > 0 {
+		op.msg.Control = &op.oob[0]
+		op.msg.SetControllen(len(op.oob))
+	}
+	op.n, op.errno = 0, 0
+	err := r.rc.Read(op.readFn)
+	op.iov.Base = nil // the pool keeps no reader's buffer
+	if err == nil && op.errno != 0 {
+		err = os.NewSyscallError("recvmsg", op.errno)
+	}
+	if err != nil {
+		return 0, nil, time.Time{}, &net.OpError{Op: "read", Net: "udp", Source: r.laddr, Err: err}
+	}
+	at := parseRxStamp(op.oob[:op.msg.Controllen])
+	ua := new(udpAddr)
+	switch op.name.Addr.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&op.name))
+		copy(ua.ip[:4], sa.Addr[:])
+		ua.a.IP, ua.a.Port = ua.ip[:4], ntohs(sa.Port)
+	case unix.AF_INET6:
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&op.name))
+		copy(ua.ip[:], sa.Addr[:])
+		ua.a.IP, ua.a.Port = ua.ip[:], ntohs(sa.Port)
+		if sa.Scope_id != 0 {
+			if ifi, err := net.InterfaceByIndex(int(sa.Scope_id)); err == nil {
+				ua.a.Zone = ifi.Name
+			}
+		}
+	default:
+		return op.n, nil, at, &net.OpError{Op: "read", Net: "udp", Source: r.laddr, Err: errors.New("sbc: datagram from an unknown address family")}
+	}
+	return op.n, &ua.a, at, nil
+}
+
+// writeTo sends b to addr; ok false when addr is of no kind it sends to
+// (the caller sends through the net package instead).
+func (r *rawUDP) writeTo(b []byte, addr net.Addr) (n int, ok bool, err error) {
+	ua, isUDP := addr.(*net.UDPAddr)
+	if !isUDP || ua.Zone != "" {
+		return 0, false, nil
+	}
+	op := r.ops.Get().(*rawOp)
+	defer r.ops.Put(op)
+	ip4 := ua.IP.To4()
+	switch {
+	case ip4 != nil && !r.v6:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&op.sa))
+		*sa = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(ua.Port)}
+		copy(sa.Addr[:], ip4)
+		op.salen = unix.SizeofSockaddrInet4
+	case r.v6 && ua.IP.To16() != nil:
+		op.sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: htons(ua.Port)}
+		copy(op.sa.Addr[:], ua.IP.To16())
+		op.salen = unix.SizeofSockaddrInet6
+	default:
+		return 0, false, nil
+	}
+	op.buf, op.n, op.errno = b, 0, 0
+	err = r.rc.Write(op.writeFn)
+	op.buf = nil
+	if err == nil && op.errno != 0 {
+		err = os.NewSyscallError("sendto", op.errno)
+	}
+	if err != nil {
+		return 0, true, &net.OpError{Op: "write", Net: "udp", Source: r.laddr, Addr: addr, Err: err}
+	}
+	return op.n, true, nil
+}
+
+// htons and ntohs convert a port to and from network byte order as the
+// raw sockaddr structures hold it.
+func htons(p int) uint16 {
+	var b [2]byte
+	b[0], b[1] = byte(p>>8), byte(p)
+	return *(*uint16)(unsafe.Pointer(&b))
+}
+
+func ntohs(p uint16) int {
+	b := (*[2]byte)(unsafe.Pointer(&p))
+	return int(b[0])<<8 | int(b[1])
+}
