@@ -165,7 +165,7 @@ func (r *rawUDP) read(b []byte) (int, net.Addr, time.Time, error) {
 			}
 		}
 	default:
-		return op.n, nil, at, &net.OpError{Op: "read", Net: "udp", Source: r.laddr, Err: errors.New("sbc: datagram from an unknown address family")}
+		return op.n, nil, at, errRawFamily
 	}
 	return op.n, &ua.a, at, nil
 }

@@ -2,6 +2,7 @@ package sbc
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -93,6 +94,11 @@ func (g *udpGen) WriteTo(b []byte, addr net.Addr) (int, error) {
 	return g.PacketConn.WriteTo(b, addr)
 }
 
+// errRawFamily: a datagram whose source is neither IPv4 nor IPv6 (the
+// kernel gives none on these sockets); the reader skips it rather than
+// end the socket's read loop.
+var errRawFamily = errors.New("sbc: datagram from an unknown address family")
+
 // oobBufs holds the control buffers of stamped reads: a socket may have
 // several readers (Options.UDPReaders), each read takes one.
 var oobBufs = sync.Pool{New: func() any { return new([stampOOB]byte) }}
@@ -120,6 +126,9 @@ func (g *udpGen) ReadFrom(b []byte) (int, net.Addr, error) {
 		switch {
 		case g.raw != nil:
 			n, addr, at, err = g.raw.read(b)
+			if err == errRawFamily {
+				continue
+			}
 		case g.stamped == nil:
 			return g.PacketConn.ReadFrom(b)
 		default:
