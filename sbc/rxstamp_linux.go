@@ -37,16 +37,6 @@ func enableRxStamps(pc net.PacketConn) bool {
 	return true
 }
 
-// readStamped reads one datagram of uc with its receive stamp (zero when
-// the kernel gave none).
-func readStamped(uc *net.UDPConn, b, oob []byte) (int, net.Addr, time.Time, error) {
-	n, oobn, _, addr, err := uc.ReadMsgUDP(b, oob)
-	if err != nil {
-		return n, nil, time.Time{}, err
-	}
-	return n, addr, parseRxStamp(oob[:oobn]), nil
-}
-
 // parseRxStamp finds SCM_TIMESTAMPNS in control messages, without
 // allocating.
 func parseRxStamp(oob []byte) time.Time {

@@ -13,11 +13,6 @@ const stampOOB = 0
 // queue delay is not measured (limits.queue_delay has no effect).
 func enableRxStamps(net.PacketConn) bool { return false }
 
-func readStamped(uc *net.UDPConn, b, _ []byte) (int, net.Addr, time.Time, error) {
-	n, addr, err := uc.ReadFrom(b)
-	return n, addr, time.Time{}, err
-}
-
 // rawUDP: raw system calls for the SIP UDP sockets are Linux's here
 // (rawudp_linux.go); elsewhere the net package reads and writes.
 type rawUDP struct{}

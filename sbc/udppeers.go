@@ -66,11 +66,10 @@ type udpPeers struct {
 
 // udpSock is one UDP listener socket and its current generation.
 type udpSock struct {
-	pc      net.PacketConn
-	laddr   string  // the socket's address, its key in the pool
-	stamped bool    // the kernel stamps its datagrams (overload.go)
-	raw     *rawUDP // the raw path of its reads and writes, or nil
-	cur     atomic.Pointer[udpGen]
+	pc    net.PacketConn
+	laddr string  // the socket's address, its key in the pool
+	raw   *rawUDP // the raw path of its reads and writes, or nil
+	cur   atomic.Pointer[udpGen]
 }
 
 // udpGen is one generation of sipgo's read loop on a socket.
@@ -80,8 +79,10 @@ type udpGen struct {
 	quit    <-chan struct{}
 	done    chan struct{} // closed when sipgo's loop on it returned
 	u       *udpPeers
-	stamped *net.UDPConn // the socket, when the kernel stamps its datagrams
-	raw     *rawUDP      // its reads and writes by raw system calls (rawudp_linux.go), or nil
+	// raw reads and writes the socket by raw system calls, with the
+	// kernel's receive stamps when it gives them (rawudp_linux.go); nil:
+	// the net package does, unstamped.
+	raw *rawUDP
 }
 
 // WriteTo sends b to addr by a raw system call where it can.
@@ -99,10 +100,6 @@ func (g *udpGen) WriteTo(b []byte, addr net.Addr) (int, error) {
 // end the socket's read loop.
 var errRawFamily = errors.New("sbc: datagram from an unknown address family")
 
-// oobBufs holds the control buffers of stamped reads: a socket may have
-// several readers (Options.UDPReaders), each read takes one.
-var oobBufs = sync.Pool{New: func() any { return new([stampOOB]byte) }}
-
 // ReadFrom reads the socket until the generation is retired; then, after
 // the grace, it ends sipgo's loop. On a stamped socket it drops the
 // requests that waited too long in the receive queue (shed).
@@ -117,24 +114,12 @@ func (g *udpGen) ReadFrom(b []byte) (int, net.Addr, error) {
 			}
 			return 0, nil, net.ErrClosed
 		}
-		var (
-			n    int
-			addr net.Addr
-			at   time.Time
-			err  error
-		)
-		switch {
-		case g.raw != nil:
-			n, addr, at, err = g.raw.read(b)
-			if err == errRawFamily {
-				continue
-			}
-		case g.stamped == nil:
+		if g.raw == nil {
 			return g.PacketConn.ReadFrom(b)
-		default:
-			oob := oobBufs.Get().(*[stampOOB]byte)
-			n, addr, at, err = readStamped(g.stamped, b, oob[:])
-			oobBufs.Put(oob)
+		}
+		n, addr, at, err := g.raw.read(b)
+		if err == errRawFamily {
+			continue
 		}
 		if err != nil || at.IsZero() || !g.u.shed(b[:n], addr, at) {
 			return n, addr, err
@@ -150,7 +135,8 @@ func newUDPPeers(ep *endpoint, quit <-chan struct{}) *udpPeers {
 // resets the table when it grows past the limit.
 func (u *udpPeers) serve(ctx context.Context) {
 	for _, pc := range u.ep.udp {
-		sk := &udpSock{pc: pc, laddr: pc.LocalAddr().String(), stamped: enableRxStamps(pc), raw: newRawUDP(pc)}
+		enableRxStamps(pc)
+		sk := &udpSock{pc: pc, laddr: pc.LocalAddr().String(), raw: newRawUDP(pc)}
 		u.socks = append(u.socks, sk)
 		u.start(sk)
 	}
@@ -178,9 +164,6 @@ func (u *udpPeers) serve(ctx context.Context) {
 // socket on it (EADDRINUSE).
 func (u *udpPeers) start(sk *udpSock) {
 	g := &udpGen{PacketConn: sk.pc, quit: u.quit, done: make(chan struct{}), u: u, raw: sk.raw}
-	if sk.stamped {
-		g.stamped = sk.pc.(*net.UDPConn)
-	}
 	sk.cur.Store(g)
 	ep := u.ep
 	ep.wg.Add(1)
