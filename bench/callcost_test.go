@@ -36,6 +36,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -195,7 +196,8 @@ func (cs *ccSetup) idle(within time.Duration) float64 {
 // 100, 180, 200, ACK, BYE, 200; the SBC adds its 100 Trying), directly
 // and through the SBC. allocs/op and B/op are per call and include the
 // Caller's and the Backend's allocations: the SBC's share is sbc minus
-// direct. ns/op is the latency of a sequential call, not a capacity.
+// direct. ns/op is the latency of a sequential call, not a capacity;
+// cpu-µs/call is the process's CPU time per call.
 func BenchmarkCallCost(b *testing.B) {
 	for _, mode := range []string{"direct", "sbc"} {
 		b.Run(mode, func(b *testing.B) {
@@ -212,6 +214,7 @@ func BenchmarkCallCost(b *testing.B) {
 			cs.idle(5 * time.Second)
 			runtime.GC()
 			gcBefore := ccNumGC()
+			cpuBefore := ccCPU()
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -220,6 +223,7 @@ func BenchmarkCallCost(b *testing.B) {
 				}
 			}
 			b.StopTimer()
+			b.ReportMetric(float64(ccCPU()-cpuBefore)/float64(time.Microsecond)/float64(b.N), "cpu-µs/call")
 			b.ReportMetric(float64(ccNumGC()-gcBefore)/float64(b.N)*1000, "GCs/1000calls")
 			b.ReportMetric(ccStackStart(), "stack-start-B")
 			if left := cs.idle(10 * time.Second); left != 0 {
@@ -227,6 +231,16 @@ func BenchmarkCallCost(b *testing.B) {
 			}
 		})
 	}
+}
+
+// ccCPU is the process's CPU time so far (user and system): the SBC's
+// share of cpu-µs/call is sbc minus direct, as for allocations.
+func ccCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func ccNumGC() uint32 {
