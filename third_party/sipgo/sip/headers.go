@@ -929,7 +929,7 @@ func (h *ViaHeader) valueStringWrite(buffer io.StringWriter) {
 	buffer.WriteString("/")
 	buffer.WriteString(h.Transport)
 	buffer.WriteString(" ")
-	buffer.WriteString(uriIP(h.Host))
+	writeURIHost(buffer, h.Host)
 
 	if h.Port > 0 {
 		buffer.WriteString(":")

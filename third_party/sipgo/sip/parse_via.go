@@ -81,7 +81,7 @@ func viaStateHost(h *ViaHeader, s string) (viaFSM, int, error) {
 			return nil, 0, errors.New("Malformed IPv6 host in Via header: no closing bracket")
 		}
 		// Store the bare IPv6 address without brackets to match the
-		// convention expected by uriIP() at serialization time.
+		// convention expected by writeURIHost at serialization time.
 		h.Host = strings.TrimSpace(s[1:closeIdx])
 
 		rest := s[closeIdx+1:]

@@ -88,7 +88,7 @@ func (uri *Uri) StringWrite(buffer io.StringWriter) {
 	}
 
 	// Compulsory hostname.
-	buffer.WriteString(uriIP(uri.Host))
+	writeURIHost(buffer, uri.Host)
 
 	// Optional port number.
 	if uri.Port > 0 {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand"
 	"net"
+	"net/netip"
 	"reflect"
 	"runtime"
 	"strconv"
@@ -424,26 +425,27 @@ func compareFunctions(fsm1 any, fsm2 any) error {
 	return nil
 }
 
+// isIPV6 reports whether host is an IPv6 address literal without brackets
+// (an IPv4-mapped address or one with a zone is not: net.ParseIP's view).
+// A host without ':' is not, without parsing: the common case.
 func isIPV6(host string) bool {
-	// Quick reject (has dot)
-	for c := range host {
-		if c == '.' {
-			return false
-		}
-		if c == ':' {
-			break
-		}
+	if strings.IndexByte(host, ':') < 0 {
+		return false
 	}
-
-	ip := net.ParseIP(host)
-	return ip != nil && ip.To4() == nil
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Is6() && !a.Is4In6() && a.Zone() == ""
 }
 
-func uriIP(ip string) string {
-	if isIPV6(ip) {
-		return "[" + ip + "]"
+// writeURIHost writes host as a URI or Via needs it: an IPv6 literal in
+// brackets.
+func writeURIHost(buffer io.StringWriter, host string) {
+	if isIPV6(host) {
+		buffer.WriteString("[")
+		buffer.WriteString(host)
+		buffer.WriteString("]")
+		return
 	}
-	return ip
+	buffer.WriteString(host)
 }
 
 // uriNetIP returns parsable IP by net
