@@ -168,6 +168,8 @@ type callTable struct {
 	// devices' contacts on the SBC) has the same Call-ID but its own
 	// branch, and is a call of its own.
 	invites map[string][]string
+	// reaper forgets the tombs after lingerFor (tomb.go).
+	reaper tombReaper
 }
 
 // legRef is an entry of the table: a live call's leg, or (c nil) the
@@ -179,7 +181,9 @@ type legRef struct {
 }
 
 func newCallTable() *callTable {
-	return &callTable{m: map[string]legRef{}, ids: map[string]string{}, invites: map[string][]string{}}
+	t := &callTable{m: map[string]legRef{}, ids: map[string]string{}, invites: map[string][]string{}}
+	t.reaper.t = t
+	return t
 }
 
 func dialogKey(callID, localTag string) string {

@@ -307,3 +307,61 @@ func TestForkedInviteIsNotARetransmission(t *testing.T) {
 		t.Errorf("remembered after forget")
 	}
 }
+
+// The reaper forgets tombs in the order they were buried, once due, with
+// one timer for the table; it re-arms after running empty, and its array
+// holds at most twice what is pending.
+func TestTombReaper(t *testing.T) {
+	tbl := newCallTable()
+	bury := func(n int, prefix string, linger time.Duration) []*tomb {
+		var tombs []*tomb
+		for i := 0; i < n; i++ {
+			tb := &tomb{key: dialogKey(fmt.Sprintf("%s-%d", prefix, i), "tag")}
+			tbl.bury(tb)
+			tombs = append(tombs, tb)
+		}
+		tbl.reaper.add(tombs, linger)
+		return tombs
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not after 10 s (entries %d)", what, tbl.entries())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	pending := func() (n, head, length int, armed bool) {
+		tbl.reaper.mu.Lock()
+		defer tbl.reaper.mu.Unlock()
+		r := &tbl.reaper
+		return len(r.q) - r.head, r.head, len(r.q), r.armed
+	}
+
+	// Three batches, due in order; the last lingers long.
+	bury(150, "a", 5*time.Millisecond)
+	bury(10, "b", 10*time.Millisecond)
+	bury(50, "c", time.Hour)
+	waitFor("the due tombs forgotten", func() bool { return tbl.entries() == 50 })
+	if tbl.tomb("c-0", "tag") == nil || tbl.tomb("a-0", "tag") != nil || tbl.tomb("b-9", "tag") != nil {
+		t.Fatal("forgot the wrong tombs")
+	}
+	n, head, length, armed := pending()
+	if n != 50 || head > length/2 || !armed {
+		t.Fatalf("pending %d, head %d, len %d, armed %v; want 50, the array at most twice what is pending, armed", n, head, length, armed)
+	}
+
+	// Run empty, then bury again: the reaper arms anew.
+	tbl2 := newCallTable()
+	tbl = tbl2
+	bury(3, "d", time.Millisecond)
+	waitFor("first batch forgotten", func() bool { return tbl.entries() == 0 })
+	waitFor("reaper idle", func() bool { _, _, _, armed := pending(); return !armed })
+	bury(3, "e", time.Millisecond)
+	waitFor("batch after idle forgotten", func() bool { return tbl.entries() == 0 })
+	if n, _, length, _ := pending(); n != 0 || length != 0 {
+		t.Fatalf("pending %d, len %d after all went", n, length)
+	}
+}
