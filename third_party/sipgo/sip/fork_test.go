@@ -789,3 +789,25 @@ func TestForkURICloneStrings(t *testing.T) {
 		t.Fatal("empty URI")
 	}
 }
+
+// Over UDP a completed non-INVITE client transaction waits Timer K (T4)
+// for retransmitted final responses, an INVITE one Timer D (RFC 3261
+// 17.1.2.2, 17.1.1.2): upstream kept both for Timer D, 32 s.
+func TestForkNonInviteTimerK(t *testing.T) {
+	opt := testCreateRequest(t, "OPTIONS", "sip:127.0.0.99:5060", "UDP", "127.0.0.2:5060")
+	otx := NewClientTx("fork-k", opt, &forkConn{}, slog.Default())
+	require.NoError(t, otx.Init())
+	defer otx.Terminate()
+	inv, _, _ := testCreateInvite(t, "sip:127.0.0.99:5060", "UDP", "127.0.0.2:5060")
+	itx := NewClientTx("fork-d", inv, &forkConn{}, slog.Default())
+	require.NoError(t, itx.Init())
+	defer itx.Terminate()
+	otx.mu.Lock()
+	k := otx.timer_d_time
+	otx.mu.Unlock()
+	itx.mu.Lock()
+	d := itx.timer_d_time
+	itx.mu.Unlock()
+	require.Equal(t, Timer_K, k, "non-INVITE wait")
+	require.Equal(t, Timer_D, d, "INVITE wait")
+}

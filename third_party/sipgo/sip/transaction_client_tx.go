@@ -78,8 +78,14 @@ func (tx *ClientTx) Init() error {
 		tx.timer_a = time.AfterFunc(tx.timer_a_time, func() {
 			tx.spinFsm(client_input_timer_a)
 		})
-		// Timer D is set to 32 seconds for unreliable transports
+		// The wait in the Completed state, for retransmitted final
+		// responses: Timer D (32 s) for an INVITE, Timer K (T4) for any
+		// other request (RFC 3261 17.1.2.2; upstream used Timer D for both,
+		// keeping a non-INVITE transaction and its messages 32 s).
 		tx.timer_d_time = Timer_D
+		if !tx.origin.IsInvite() {
+			tx.timer_d_time = Timer_K
+		}
 		tx.mu.Unlock()
 	}
 
