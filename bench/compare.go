@@ -839,7 +839,12 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 	// then nothing on the namespace's wire (no UDP datagram delivered or
 	// refused: a server still retransmitting towards the gone callee
 	// would confuse the next step's callee) and its CPU use under 5% of a
-	// core, over 4 samples of 250 ms.
+	// core, over 4 samples of 250 ms; over 18 (4.5 s, more than T2, the
+	// longest gap between retransmissions) once anything was on the wire
+	// during the wait: an SBC's BYE to a peer that already left (a call
+	// the step's SIPp aborted) is retransmitted for 64×T1 after the call
+	// ended, and a copy sent after a 1 s lull reached the next step's
+	// SIPp as an unexpected BYE, failing that step.
 	var idleErr error
 	if isSBC(system) {
 		idleErr = waitFor(ctx, h.cfg.Drain, srv, "sbc idle", func() bool {
@@ -848,7 +853,7 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 		})
 	}
 	wire := func() uint64 { u := snmp(); return u.InDatagrams + u.NoPorts + u.InErrors }
-	last, lastWire, quiet := cpu0, wire(), 0
+	last, lastWire, quiet, need := cpu0, wire(), 0, 4
 	idleErr = errors.Join(idleErr, waitFor(ctx, h.cfg.Drain, srv, "server idle", func() bool {
 		time.Sleep(250 * time.Millisecond)
 		c, err := GroupCPU(srv.pid())
@@ -856,13 +861,16 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 			return false
 		}
 		w := wire()
+		if w != lastWire {
+			need = 18
+		}
 		if c-last <= 250*time.Millisecond/20 && w == lastWire {
 			quiet++
 		} else {
 			quiet = 0
 		}
 		last, lastWire = c, w
-		return quiet >= 4
+		return quiet >= need
 	}))
 	st.Idle = idleErr == nil
 	cpu1, err := GroupCPU(srv.pid())

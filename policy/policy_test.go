@@ -638,12 +638,16 @@ log_level = "verbose"
 udp_read_buffer = -1
 udp_write_buffer = 2000000000
 tcp_idle_timeout = "0s"
+gc_heap_floor = 1000
+memory_limit = 1
 `, []string{
 			`t.toml:8:14: server.user_agent: must be printable ASCII, at most 128 bytes`,
 			`t.toml:9:13: server.log_level: unknown log level "verbose" (want "debug", "info", "warn" or "error")`,
 			`t.toml:10:19: server.udp_read_buffer: must be between 0 (default, 4194304) and 1073741824 bytes (got -1)`,
 			`t.toml:11:20: server.udp_write_buffer: must be between 0 (default, 4194304) and 1073741824 bytes (got 2000000000)`,
 			`t.toml:12:20: server.tcp_idle_timeout: must be positive`,
+			`t.toml:13:17: server.gc_heap_floor: must be 0 (default, 536870912), -1 (off) or between 16777216 and 1099511627776 bytes (got 1000)`,
+			`t.toml:14:16: server.memory_limit: must be 0 (none) or at least 67108864 bytes (got 1)`,
 		}},
 		{"realms and listeners", `
 [admin]

@@ -96,6 +96,17 @@ type Server struct {
 	// (the blocklist). Empty (default): nothing is persisted. Created if
 	// missing.
 	StateDir string `toml:"state_dir"`
+	// GCHeapFloor: Go's collector is not started before the heap reaches
+	// this many bytes, however little is live (a floor under GOGC's
+	// goal, sbc/gcpace.go), capped at a quarter of the memory the
+	// process may use. Default (0) 512 MiB; -1 turns the floor off (Go's
+	// own pacing); else between 16 MiB and 1 TiB.
+	GCHeapFloor int `toml:"gc_heap_floor"`
+	// MemoryLimit is Go's soft memory limit in bytes (GOMEMLIMIT, which
+	// wins when set in the environment): near it the collector runs as
+	// often as it must, floor or not. 0 (default): none; else at least
+	// 64 MiB.
+	MemoryLimit int `toml:"memory_limit"`
 }
 
 // Admin is the admin API and metrics listener. Every endpoint but

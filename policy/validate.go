@@ -20,6 +20,7 @@ const (
 	DefaultUserAgent           = "sbc"
 	DefaultLogLevel            = "info"
 	DefaultUDPBuffer           = 4 << 20
+	DefaultGCHeapFloor         = 512 << 20
 	DefaultTCPIdleTimeout      = 10 * time.Minute
 	DefaultTCPMessageTimeout   = 10 * time.Second
 	DefaultTransport           = "udp"
@@ -73,6 +74,9 @@ const (
 
 const (
 	maxUDPBuffer      = 1 << 30
+	minGCHeapFloor    = 16 << 20
+	maxGCHeapFloor    = 1 << 40
+	minMemoryLimit    = 64 << 20
 	maxWeight         = 1000000
 	maxNameLen        = 64
 	maxUserAgentLen   = 128
@@ -224,6 +228,17 @@ func (v *validator) server() {
 		case *b.x < 0 || *b.x > maxUDPBuffer:
 			v.errf(b.path, "must be between 0 (default, %d) and %d bytes (got %d)", DefaultUDPBuffer, maxUDPBuffer, *b.x)
 		}
+	}
+	switch {
+	case s.GCHeapFloor == 0:
+		s.GCHeapFloor = DefaultGCHeapFloor
+	case s.GCHeapFloor == -1:
+	case s.GCHeapFloor < minGCHeapFloor || s.GCHeapFloor > maxGCHeapFloor:
+		v.errf("server.gc_heap_floor", "must be 0 (default, %d), -1 (off) or between %d and %d bytes (got %d)",
+			DefaultGCHeapFloor, minGCHeapFloor, maxGCHeapFloor, s.GCHeapFloor)
+	}
+	if s.MemoryLimit != 0 && s.MemoryLimit < minMemoryLimit {
+		v.errf("server.memory_limit", "must be 0 (none) or at least %d bytes (got %d)", minMemoryLimit, s.MemoryLimit)
 	}
 	v.duration("server.tcp_idle_timeout", &s.TCPIdleTimeout, DefaultTCPIdleTimeout, true)
 	v.duration("server.tcp_message_timeout", &s.TCPMessageTimeout, DefaultTCPMessageTimeout, true)

@@ -168,6 +168,7 @@ func (s *SBC) reloadLocked(p *policy.Policy) error {
 	s.outreg.apply(s, p)
 	s.tls.retain(snap.tls.certs, snap.tls.cas)
 	s.reload.level.Set(policy.SlogLevel(p.Server.LogLevel))
+	s.applyGC(p)
 	kerr := s.reloadKernel(p)
 	s.mu.Unlock()
 	// The new outputs take the events from here on; the ones the policy
@@ -365,6 +366,8 @@ var reloadFields = map[string]reloadRule{
 	"server.udp_write_buffer": ruleRestart("server.udp_write_buffer"),
 	"server.tcp_idle_timeout": ruleRestart("server.tcp_idle_timeout"), // sipgo's TCP transport reads it at construction
 	"server.state_dir":        ruleRestart("server.state_dir"),
+	"server.gc_heap_floor":    ruleLive, // applied to the process at every reload (Options.ManageGC)
+	"server.memory_limit":     ruleLive,
 
 	"server.tcp_message_timeout": ruleLive, // read for every message (stream.go)
 

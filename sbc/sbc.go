@@ -46,6 +46,11 @@ type Options struct {
 	// policy's UDP listeners, at least one per socket
 	// (defaultUDPReaders).
 	UDPReaders int
+	// ManageGC applies the policy's server.gc_heap_floor and
+	// server.memory_limit to the process's garbage collector, at Start
+	// and at every reload (gcpace.go). They are process-wide: set it on
+	// one SBC per process (sbc run does).
+	ManageGC bool
 }
 
 // defaultUDPReaders spreads procs readers over the policy's UDP listener
@@ -71,6 +76,8 @@ func defaultUDPReaders(p *policy.Policy, procs int) int {
 // SBC is the session border controller: one endpoint per realm, the call
 // table, and the current policy snapshot.
 type SBC struct {
+	// manageGC: Options.ManageGC.
+	manageGC bool
 	// udpReaders: Options.UDPReaders, defaulted.
 	udpReaders int
 	log        *slog.Logger
@@ -205,6 +212,7 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	s := &SBC{log: opt.Logger, metrics: newMetrics(), realms: map[string]*endpoint{}}
 	s.extraSink = opt.Events
 	s.version = opt.Version
+	s.manageGC = opt.ManageGC
 	s.udpReaders = opt.UDPReaders
 	if s.udpReaders <= 0 {
 		s.udpReaders = defaultUDPReaders(p, runtime.GOMAXPROCS(0))
@@ -309,6 +317,7 @@ func (s *SBC) Start(ctx context.Context) error {
 	if err := s.media.openKernel(p); err != nil {
 		return err
 	}
+	s.applyGC(p)
 	for _, ep := range s.realms {
 		if err := ep.listen(p); err != nil {
 			for _, o := range s.realms {

@@ -59,7 +59,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if *cfg == "" {
 		log.Warn("no policy file given: running the embedded example policy (loopback only); pass FILE or -config FILE", "policy", p.Source)
 	}
-	s, err := sbc.New(p, sbc.Options{Logger: log, LogLevel: level, Version: versionString()})
+	s, err := sbc.New(p, sbc.Options{Logger: log, LogLevel: level, Version: versionString(), ManageGC: true})
 	if err != nil {
 		log.Error("cannot build sbc", "error", err.Error())
 		return 1

@@ -1,0 +1,213 @@
+package sbc
+
+import (
+	"bufio"
+	"math"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/sbc-project/sbc/policy"
+)
+
+// Go's garbage collector, paced for a SIP edge (server.gc_heap_floor,
+// server.memory_limit).
+//
+// Go starts a collection when the heap has grown by GOGC % (100) over
+// what the last one left live. The SBC's live heap is small for the
+// garbage it makes: at 1,000 calls/s it is 60–100 MB (mostly the tombs of
+// the last 32 s of ended calls) against ~55 kB allocated per call, so Go
+// collected every 1.5 s, and each collection's marking (60–100 ms of CPU,
+// on the idle core when there is one) was 15–25 % of the SBC's CPU per
+// call; the extra assists and latency of a collection mid-burst failed
+// steps of the max-CPS bisection on retransmissions (BENCHMARKS.md,
+// "Pacing Go's collector"). The pacer keeps the heap's goal at least
+// gc_heap_floor: after every collection it raises the GC percentage for
+// the next cycle so that live × (1 + percent/100) ≥ floor, and leaves
+// Go's own (GOGC) once the live heap is large enough that GOGC alone
+// reaches the floor. Memory above the live heap is garbage the next
+// collection frees; RSS settles near the floor at most rates.
+//
+// The floor is capped at a quarter of the memory the process may use
+// (the cgroup's memory.max, else MemTotal), so that a small VM is not
+// given a floor it cannot hold; memory_limit, when set, is Go's soft
+// memory limit (debug.SetMemoryLimit), which wins over both.
+//
+// The settings are process-wide: an SBC applies them only when its
+// Options.ManageGC is set (sbc run does), at Start and at every reload.
+
+var gcPace struct {
+	mu      sync.Mutex
+	floor   uint64 // bytes; 0: off
+	base    int    // GOGC at the first apply (Go's own percentage)
+	percent int    // the percentage last set
+	running bool   // the per-cycle hook is armed
+	limit   int64  // the memory limit last set by the policy (0: none)
+	envLim  bool   // GOMEMLIMIT was set: the policy's limit does not apply
+	started bool
+}
+
+// gcSentinel is an object whose finalizer runs once after each
+// collection that found it dead; it re-arms itself. It holds a pointer,
+// so it is never a tiny allocation (whose finalizers may be late).
+type gcSentinel struct {
+	_ *gcSentinel
+	_ [2]uintptr
+}
+
+// applyGC applies p's GC settings to the process when the SBC manages
+// its collector (Options.ManageGC).
+func (s *SBC) applyGC(p *policy.Policy) {
+	if !s.manageGC {
+		return
+	}
+	floor := int64(p.Server.GCHeapFloor)
+	if floor < 0 {
+		floor = 0
+	}
+	setGC(floor, int64(p.Server.MemoryLimit))
+}
+
+// setGC sets the process's GC floor and memory limit (bytes; 0: none).
+func setGC(floor, limit int64) {
+	gcPace.mu.Lock()
+	defer gcPace.mu.Unlock()
+	if !gcPace.started {
+		gcPace.started = true
+		gcPace.base = debug.SetGCPercent(100)
+		debug.SetGCPercent(gcPace.base)
+		gcPace.percent = gcPace.base
+		_, gcPace.envLim = os.LookupEnv("GOMEMLIMIT")
+	}
+	if !gcPace.envLim && limit != gcPace.limit {
+		if limit > 0 {
+			debug.SetMemoryLimit(limit)
+		} else {
+			debug.SetMemoryLimit(math.MaxInt64)
+		}
+		gcPace.limit = limit
+	}
+	f := uint64(max(floor, 0))
+	if mem := memoryAvailable(); mem > 0 {
+		f = min(f, mem/4)
+	}
+	gcPace.floor = f
+	if gcPace.base < 0 {
+		return // GOGC=off: Go collects at the memory limit only
+	}
+	if f == 0 {
+		if gcPace.percent != gcPace.base {
+			debug.SetGCPercent(gcPace.base)
+			gcPace.percent = gcPace.base
+		}
+		return
+	}
+	paceLocked()
+	if !gcPace.running {
+		gcPace.running = true
+		armGCSentinel()
+	}
+}
+
+func armGCSentinel() {
+	runtime.SetFinalizer(new(gcSentinel), func(*gcSentinel) {
+		gcPace.mu.Lock()
+		defer gcPace.mu.Unlock()
+		if gcPace.floor == 0 || gcPace.base < 0 {
+			gcPace.running = false
+			return
+		}
+		paceLocked()
+		armGCSentinel()
+	})
+}
+
+// gcLiveSample reads what the last collection left live.
+var gcLiveSample = []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+
+// paceLocked sets the GC percentage for the next cycle from the live
+// heap. Under gcPace.mu.
+func paceLocked() {
+	metrics.Read(gcLiveSample)
+	live := uint64(0)
+	if gcLiveSample[0].Value.Kind() == metrics.KindUint64 {
+		live = gcLiveSample[0].Value.Uint64()
+	}
+	p := gcPercentFor(gcPace.floor, live, gcPace.base)
+	// Small changes are not worth the heap lock: within an eighth.
+	if d := p - gcPace.percent; d > gcPace.percent/8 || -d > gcPace.percent/8 {
+		debug.SetGCPercent(p)
+		gcPace.percent = p
+	}
+}
+
+// maxGCPercent bounds the percentage the floor asks for (a tiny live heap
+// right after start).
+const maxGCPercent = 10000
+
+// gcPercentFor is the GC percentage that makes the heap goal at least
+// floor over live bytes live, and never less than base.
+func gcPercentFor(floor, live uint64, base int) int {
+	if live == 0 {
+		live = 1 << 20
+	}
+	if floor <= live {
+		return base
+	}
+	p := (floor - live) * 100 / live
+	if p > maxGCPercent {
+		return maxGCPercent
+	}
+	return max(base, int(p))
+}
+
+// memoryAvailable is what the process may use: its cgroup's memory.max
+// when that is a number, else the machine's MemTotal (0: unknown).
+func memoryAvailable() uint64 {
+	var mem uint64
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		sc := bufio.NewScanner(strings.NewReader(string(b)))
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			if len(f) >= 2 && f[0] == "MemTotal:" {
+				if kb, err := strconv.ParseUint(f[1], 10, 64); err == nil {
+					mem = kb << 10
+				}
+				break
+			}
+		}
+	}
+	if cg := cgroupMemoryMax(); cg > 0 && (mem == 0 || cg < mem) {
+		mem = cg
+	}
+	return mem
+}
+
+// cgroupMemoryMax reads the cgroup v2 memory.max of this process (0:
+// none or unknown).
+func cgroupMemoryMax() uint64 {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		path, ok := strings.CutPrefix(line, "0::")
+		if !ok {
+			continue
+		}
+		v, err := os.ReadFile("/sys/fs/cgroup" + strings.TrimSpace(path) + "/memory.max")
+		if err != nil {
+			return 0
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(string(v)), 10, 64)
+		if err != nil {
+			return 0 // "max"
+		}
+		return n
+	}
+	return 0
+}
