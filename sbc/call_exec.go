@@ -63,11 +63,7 @@ func (c *call) drainFrom(own bool) {
 		c.mu.Lock()
 		if c.qhead == len(c.queue) {
 			c.draining = false
-			if c.dropQueue {
-				c.queue, c.qhead = nil, 0
-			} else {
-				c.queue, c.qhead = c.queue[:0], 0
-			}
+			c.releaseQueue()
 			c.mu.Unlock()
 			return
 		}

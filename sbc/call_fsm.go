@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -168,7 +169,36 @@ func (c *call) queueAct(a action) {
 	if a.kind == actRespondA {
 		a.tx = c.aTx // read under c.mu: confirm clears it
 	}
+	if c.qbox == nil {
+		c.qbox = actionQueues.Get().(*[]action)
+		c.queue = (*c.qbox)[:0]
+	}
 	c.queue = append(c.queue, a)
+}
+
+// actionQueueCap is the capacity of the pooled action queues: a setup's
+// busiest transition queues fewer; a longer queue grows out of the pool's
+// array and is not pooled.
+const actionQueueCap = 8
+
+// actionQueues pools the calls' action queue arrays (call.queue).
+var actionQueues = sync.Pool{New: func() any {
+	q := make([]action, 0, actionQueueCap)
+	return &q
+}}
+
+// releaseQueue gives an emptied queue's array back to the pool. Under
+// c.mu, with every entry run (and zeroed).
+func (c *call) releaseQueue() {
+	if c.qbox != nil {
+		if cap(c.queue) != actionQueueCap {
+			// The queue grew out of the pooled array, whose entries were
+			// copied, not zeroed: they would keep what they point to.
+			clear((*c.qbox)[:actionQueueCap])
+		}
+		actionQueues.Put(c.qbox)
+	}
+	c.qbox, c.queue, c.qhead = nil, nil, 0
 }
 
 // closeReplaced queues the close of what the call's media replaced in
@@ -745,7 +775,6 @@ func (c *call) confirm() {
 		c.queueAct(action{kind: actEndTx, tx: c.aTx})
 	}
 	c.aTx, c.aReq = nil, nil
-	c.dropQueue = true
 	if c.kept != nil {
 		c.queueAct(action{kind: actEndTx, br: c.kept})
 	}

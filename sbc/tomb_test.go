@@ -365,3 +365,26 @@ func TestTombReaper(t *testing.T) {
 		t.Fatalf("pending %d, len %d after all went", n, length)
 	}
 }
+
+// An established call holds no action queue: its array went back to the
+// shared pool when the drain that confirmed it emptied it.
+func TestEstablishedCallHoldsNoQueue(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	cl, res := e.dial(sipua.DialOptions{})
+	if res.StatusCode != 200 {
+		t.Fatalf("final %d", res.StatusCode)
+	}
+	var c *call
+	e.sbc.calls.each(func(x *call) { c = x })
+	if c == nil {
+		t.Fatal("no live call")
+	}
+	e.eventually("queue released", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.qbox == nil && c.queue == nil && !c.draining
+	})
+	if err := cl.Bye(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+}
