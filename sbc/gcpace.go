@@ -1,7 +1,6 @@
 package sbc
 
 import (
-	"bufio"
 	"math"
 	"os"
 	"runtime"
@@ -69,11 +68,19 @@ func (s *SBC) applyGC(p *policy.Policy) {
 	if floor < 0 {
 		floor = 0
 	}
-	setGC(floor, int64(p.Server.MemoryLimit))
+	eff, changed := setGC(floor, int64(p.Server.MemoryLimit))
+	if changed {
+		// Said once per change: the floor in force may be less than the
+		// policy's (capped by the memory available), and GOMEMLIMIT
+		// overrides memory_limit.
+		s.log.Info("garbage collector paced", "gc_heap_floor", eff, "policy_gc_heap_floor", floor,
+			"memory_limit", debug.SetMemoryLimit(-1), "gomemlimit", os.Getenv("GOMEMLIMIT"))
+	}
 }
 
-// setGC sets the process's GC floor and memory limit (bytes; 0: none).
-func setGC(floor, limit int64) {
+// setGC sets the process's GC floor and memory limit (bytes; 0: none). It
+// returns the floor in force (capped) and whether it or the limit changed.
+func setGC(floor, limit int64) (uint64, bool) {
 	gcPace.mu.Lock()
 	defer gcPace.mu.Unlock()
 	if !gcPace.started {
@@ -83,7 +90,9 @@ func setGC(floor, limit int64) {
 		gcPace.percent = gcPace.base
 		_, gcPace.envLim = os.LookupEnv("GOMEMLIMIT")
 	}
+	changed := false
 	if !gcPace.envLim && limit != gcPace.limit {
+		changed = true
 		if limit > 0 {
 			debug.SetMemoryLimit(limit)
 		} else {
@@ -95,22 +104,24 @@ func setGC(floor, limit int64) {
 	if mem := memoryAvailable(); mem > 0 {
 		f = min(f, mem/4)
 	}
+	changed = changed || f != gcPace.floor
 	gcPace.floor = f
 	if gcPace.base < 0 {
-		return // GOGC=off: Go collects at the memory limit only
+		return f, changed // GOGC=off: Go collects at the memory limit only
 	}
 	if f == 0 {
 		if gcPace.percent != gcPace.base {
 			debug.SetGCPercent(gcPace.base)
 			gcPace.percent = gcPace.base
 		}
-		return
+		return f, changed
 	}
 	paceLocked()
 	if !gcPace.running {
 		gcPace.running = true
 		armGCSentinel()
 	}
+	return f, changed
 }
 
 func armGCSentinel() {
@@ -170,9 +181,8 @@ func gcPercentFor(floor, live uint64, base int) int {
 func memoryAvailable() uint64 {
 	var mem uint64
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		sc := bufio.NewScanner(strings.NewReader(string(b)))
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
+		for line := range strings.Lines(string(b)) {
+			f := strings.Fields(line)
 			if len(f) >= 2 && f[0] == "MemTotal:" {
 				if kb, err := strconv.ParseUint(f[1], 10, 64); err == nil {
 					mem = kb << 10

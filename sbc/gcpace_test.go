@@ -68,9 +68,11 @@ func TestSetGC(t *testing.T) {
 		debug.SetGCPercent(p)
 		return p
 	}
-	t.Cleanup(func() { setGC(0, 0) })
+	t.Cleanup(func() { _, _ = setGC(0, 0) })
 
-	setGC(1<<30, 2<<30) // a test process has far less than 1 GiB live
+	if _, changed := setGC(1<<30, 2<<30); !changed { // a test process has far less than 1 GiB live
+		t.Fatal("setGC reported no change")
+	}
 	if mem := memoryAvailable(); mem > 0 && mem/4 < 1<<30 {
 		t.Logf("floor capped at %d (a quarter of %d)", mem/4, mem)
 	}
@@ -92,7 +94,12 @@ func TestSetGC(t *testing.T) {
 		t.Fatalf("after collections: hook running %v, percent %d", running, pc)
 	}
 
-	setGC(0, 0)
+	if _, changed := setGC(0, 0); !changed {
+		t.Fatal("removing the floor and limit reported no change")
+	}
+	if _, changed := setGC(0, 0); changed {
+		t.Fatal("the same settings again reported a change")
+	}
 	if p := percent(); p != base {
 		t.Fatalf("GC percent %d after the floor went, want GOGC %d", p, base)
 	}
