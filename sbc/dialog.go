@@ -1,8 +1,10 @@
 package sbc
 
 import (
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -157,19 +159,22 @@ func (s *SBC) mapReplaces(v string) (string, bool) {
 type callTable struct {
 	mu sync.RWMutex
 	m  map[string]legRef
-	// ids maps the Call-ID of every leg in m to its call's A-leg
+	// ids maps the Call-ID of every live leg in m to its call's A-leg
 	// Call-ID: the correlation id of both legs in the HEP export, and how
 	// a retransmitted INVITE of a call is recognised once its server
 	// transaction is gone (isALeg).
 	ids map[string]string
-	// invites holds the top Via branch of each caller's INVITE, by its
-	// Call-ID: a retransmission carries the same branch; a fork of the
-	// same request by a proxy upstream (the registrar forking to two
+	// invites holds the top Via branch of each live caller's INVITE, by
+	// its Call-ID: a retransmission carries the same branch; a fork of
+	// the same request by a proxy upstream (the registrar forking to two
 	// devices' contacts on the SBC) has the same Call-ID but its own
 	// branch, and is a call of its own.
 	invites map[string][]string
-	// reaper forgets the tombs after lingerFor (tomb.go).
-	reaper tombReaper
+	// dead holds the tombs, with their Call-IDs' correlation ids and
+	// branches (tombstore.go); sweep forgets them when due.
+	dead       tombStore
+	sweepTimer *time.Timer
+	sweepArmed bool
 }
 
 // legRef is an entry of the table: a live call's leg, or (c nil) the
@@ -181,9 +186,7 @@ type legRef struct {
 }
 
 func newCallTable() *callTable {
-	t := &callTable{m: map[string]legRef{}, ids: map[string]string{}, invites: map[string][]string{}}
-	t.reaper.t = t
-	return t
+	return &callTable{m: map[string]legRef{}, ids: map[string]string{}, invites: map[string][]string{}, dead: newTombStore()}
 }
 
 func dialogKey(callID, localTag string) string {
@@ -216,22 +219,92 @@ func (t *callTable) putCaller(c *call, branch string) {
 // maxForksPerCallID bounds the branches remembered per Call-ID.
 const maxForksPerCallID = 16
 
-// bury replaces a dialog's entry by its tomb (its Call-ID keeps its
-// correlation id).
-func (t *callTable) bury(tb *tomb) {
+// bury replaces dialogs' entries by their tombs, forgotten after linger:
+// each Call-ID's correlation id and INVITE branches go with them.
+func (t *callTable) bury(tombs []*tomb, linger time.Duration) {
 	t.mu.Lock()
-	t.m[tb.key] = legRef{t: tb}
-	t.mu.Unlock()
+	defer t.mu.Unlock()
+	due := tombClock() + int64(linger)
+	for _, tb := range tombs {
+		callID := tombCallID(tb.key)
+		t.dead.add(tb, t.corrLocked(callID), t.branchesLocked(callID), due)
+	}
+	// The live entries go once every tomb of the batch has what they
+	// held (two branches may share a dialog, and so a Call-ID).
+	for _, tb := range tombs {
+		callID := tombCallID(tb.key)
+		delete(t.m, tb.key)
+		delete(t.ids, callID)
+		delete(t.invites, callID)
+	}
+	if !t.sweepArmed {
+		t.armLocked(linger + sweepSlack(linger))
+	}
 }
 
-// forget removes a dialog, live or buried.
-func (t *callTable) forget(key string) {
-	callID, _, _ := strings.Cut(key, "\x00")
-	t.mu.Lock()
-	delete(t.m, key)
-	delete(t.ids, callID)
-	delete(t.invites, callID)
-	t.mu.Unlock()
+// sweepSlack is how much later than its time a tomb may go: a sweep per
+// sweepSlack at most, however many calls end.
+func sweepSlack(linger time.Duration) time.Duration {
+	return min(max(linger/64, time.Millisecond), 250*time.Millisecond)
+}
+
+// sweepBatch bounds the tombs one hold of the table's lock forgets.
+const sweepBatch = 1024
+
+// armLocked sets the sweep timer to run after d. Under t.mu.
+func (t *callTable) armLocked(d time.Duration) {
+	t.sweepArmed = true
+	if t.sweepTimer == nil {
+		t.sweepTimer = time.AfterFunc(d, t.sweep)
+		return
+	}
+	t.sweepTimer.Reset(d)
+}
+
+// sweep forgets the tombs that are due, a batch per hold of the lock,
+// and sets the timer for the next. One timer for the whole table: a
+// per-call timer kept 64*T1 × calls/s runtime timers pending (32,000 at
+// 1,000 calls/s), and every timer of the process paid for that heap's
+// depth. Should lingerFor shrink (tests), a tomb buried after it did
+// waits behind the older ones, at most the older linger.
+func (t *callTable) sweep() {
+	for {
+		now := tombClock()
+		t.mu.Lock()
+		n, next, ok := t.dead.expire(now, sweepBatch)
+		if n == sweepBatch {
+			t.mu.Unlock()
+			continue
+		}
+		if !ok {
+			t.sweepArmed = false
+		} else {
+			t.armLocked(time.Duration(next-now) + sweepSlack(time.Duration(lingerFor.Load())))
+		}
+		t.mu.Unlock()
+		return
+	}
+}
+
+// corrLocked is correlation under t.mu.
+func (t *callTable) corrLocked(callID string) string {
+	if a, ok := t.ids[callID]; ok {
+		return a
+	}
+	if a, ok := t.dead.corr(callID); ok {
+		return a
+	}
+	return callID
+}
+
+// branchesLocked returns the INVITE branches known for an A-leg Call-ID.
+// Under t.mu.
+func (t *callTable) branchesLocked(callID string) []string {
+	if bs, ok := t.invites[callID]; ok {
+		return bs
+	}
+	bs, _ := t.dead.branches(callID)
+	return bs
 }
 
 // get finds a live call's leg.
@@ -245,10 +318,13 @@ func (t *callTable) lookup(callID, localTag string) legRef {
 	if localTag == "" {
 		return legRef{}
 	}
+	key := dialogKey(callID, localTag)
 	t.mu.RLock()
-	r := t.m[dialogKey(callID, localTag)]
-	t.mu.RUnlock()
-	return r
+	defer t.mu.RUnlock()
+	if r, ok := t.m[key]; ok {
+		return r
+	}
+	return legRef{t: t.dead.tomb(key)}
 }
 
 // tomb finds the tomb of an ended call's dialog (nil: none).
@@ -262,19 +338,15 @@ func (t *callTable) tomb(callID, localTag string) *tomb {
 func (t *callTable) isALeg(callID, branch string) bool {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	if a, ok := t.ids[callID]; !ok || a != callID {
-		return false
-	}
-	bs, ok := t.invites[callID]
-	if !ok {
-		return true // no branch known: by Call-ID alone
-	}
-	for _, b := range bs {
-		if b == branch {
-			return true
+	if a, ok := t.ids[callID]; ok {
+		if a != callID {
+			return false
 		}
+		bs, ok := t.invites[callID]
+		return !ok || slices.Contains(bs, branch) // no branch known: by Call-ID alone
 	}
-	return false
+	bs, ok := t.dead.branches(callID)
+	return ok && (len(bs) == 0 || slices.Contains(bs, branch))
 }
 
 // correlation returns the A-leg Call-ID of the call that has a leg with
@@ -282,12 +354,8 @@ func (t *callTable) isALeg(callID, branch string) bool {
 // outside calls).
 func (t *callTable) correlation(callID string) string {
 	t.mu.RLock()
-	a, ok := t.ids[callID]
-	t.mu.RUnlock()
-	if ok {
-		return a
-	}
-	return callID
+	defer t.mu.RUnlock()
+	return t.corrLocked(callID)
 }
 
 // len returns the number of distinct calls not yet ended.
@@ -301,20 +369,14 @@ func (t *callTable) len() int {
 func (t *callTable) entries() int {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	return len(t.m)
+	return len(t.m) + t.dead.len()
 }
 
 // tombs is the number of buried dialogs in the table.
 func (t *callTable) tombs() int {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	n := 0
-	for _, r := range t.m {
-		if r.t != nil {
-			n++
-		}
-	}
-	return n
+	return t.dead.len()
 }
 
 // each calls f once for every distinct call not yet ended, outside the

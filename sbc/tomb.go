@@ -2,7 +2,6 @@ package sbc
 
 import (
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -115,98 +114,7 @@ func (c *call) bury() {
 	if len(tombs) == 0 {
 		return
 	}
-	t := c.s.calls
-	for _, tb := range tombs {
-		t.bury(tb)
-	}
-	t.reaper.add(tombs, time.Duration(lingerFor.Load()))
-}
-
-// tombReaper forgets tombs after lingerFor, oldest first, with one timer
-// for the whole table instead of one per ended call: every tomb lingers
-// as long, so the order they were buried in is the order they go in. A
-// per-call timer kept 64*T1 × calls/s runtime timers pending (32,000 at
-// 1,000 calls/s), and every timer of the process, sipgo's included, paid
-// for that heap's depth.
-//
-// Tombs are forgotten in batches, up to sweepSlack after their time: a
-// tomb lingering a little longer answers a little more quietly. Should
-// lingerFor shrink (tests), a tomb buried after it did waits behind the
-// older ones, at most the older linger.
-type tombReaper struct {
-	t     *callTable
-	mu    sync.Mutex
-	q     []tombDue // due times in the order buried; q[head:] pending
-	head  int
-	timer *time.Timer // armed while q has any (nil before the first)
-	armed bool
-}
-
-type tombDue struct {
-	at  time.Time
-	key string
-}
-
-// sweepSlack is how much later than its time a tomb may go: a batch per
-// sweepSlack at most, however many calls end.
-func sweepSlack(linger time.Duration) time.Duration {
-	return min(max(linger/64, time.Millisecond), 250*time.Millisecond)
-}
-
-func (r *tombReaper) add(tombs []*tomb, linger time.Duration) {
-	at := time.Now().Add(linger)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, tb := range tombs {
-		r.q = append(r.q, tombDue{at: at, key: tb.key})
-	}
-	if !r.armed {
-		r.armLocked(linger + sweepSlack(linger))
-	}
-}
-
-// armLocked sets the timer to sweep after d. Under r.mu.
-func (r *tombReaper) armLocked(d time.Duration) {
-	r.armed = true
-	if r.timer == nil {
-		r.timer = time.AfterFunc(d, r.sweep)
-		return
-	}
-	r.timer.Reset(d)
-}
-
-// sweep forgets the tombs that are due, and sets the timer for the next.
-func (r *tombReaper) sweep() {
-	now := time.Now()
-	r.mu.Lock()
-	n := r.head
-	for n < len(r.q) && !r.q[n].at.After(now) {
-		n++
-	}
-	due := r.q[r.head:n]
-	r.head = n
-	r.mu.Unlock()
-	// Forgotten outside r.mu: a call being buried meanwhile waits for
-	// neither lock on the other's behalf.
-	for _, d := range due {
-		r.t.forget(d.key)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	clear(due) // the keys go with their tombs
-	if r.head == len(r.q) {
-		r.q, r.head, r.armed = r.q[:0], 0, false
-		return
-	}
-	if r.head > len(r.q)/2 {
-		// Move the pending ones to the front: the array is reused, and
-		// what it holds is bounded by the tombs lingering.
-		m := copy(r.q, r.q[r.head:])
-		clear(r.q[m:])
-		r.q, r.head = r.q[:m], 0
-	}
-	next := r.q[r.head].at.Sub(now)
-	r.armLocked(next + sweepSlack(time.Duration(lingerFor.Load())))
+	c.s.calls.bury(tombs, time.Duration(lingerFor.Load()))
 }
 
 // lateRequest answers an in-dialog request (not ACK) for the dialog of an

@@ -302,26 +302,40 @@ func TestForkedInviteIsNotARetransmission(t *testing.T) {
 	if tb.isALeg("other", "z9hG4bK-one") {
 		t.Errorf("an unknown Call-ID was taken for a retransmission")
 	}
-	tb.forget(dialogKey("fork-1", "t1"))
+	// Buried: the same answers from the tomb, until it is forgotten.
+	tb.bury([]*tomb{{key: dialogKey("fork-1", "t1"), a: true}}, 20*time.Millisecond)
+	if tb.entries() != 1 || tb.tombs() != 1 {
+		t.Fatalf("entries %d, tombs %d after bury; want 1, 1", tb.entries(), tb.tombs())
+	}
+	if !tb.isALeg("fork-1", "z9hG4bK-one") || tb.isALeg("fork-1", "z9hG4bK-two") {
+		t.Errorf("buried: the branches are not those of the live call")
+	}
+	if tb.correlation("fork-1") != "fork-1" {
+		t.Errorf("buried: correlation %q", tb.correlation("fork-1"))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for tb.entries() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("tomb not forgotten after 10 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	if tb.isALeg("fork-1", "z9hG4bK-one") {
-		t.Errorf("remembered after forget")
+		t.Errorf("remembered after the tomb went")
 	}
 }
 
-// The reaper forgets tombs in the order they were buried, once due, with
-// one timer for the table; it re-arms after running empty, and its array
-// holds at most twice what is pending.
-func TestTombReaper(t *testing.T) {
+// The table forgets tombs in the order they were buried, once due, with
+// one timer; it re-arms after running empty, and keeps no chunk of
+// records that all went.
+func TestTombSweep(t *testing.T) {
 	tbl := newCallTable()
-	bury := func(n int, prefix string, linger time.Duration) []*tomb {
+	bury := func(n int, prefix string, linger time.Duration) {
 		var tombs []*tomb
 		for i := 0; i < n; i++ {
-			tb := &tomb{key: dialogKey(fmt.Sprintf("%s-%d", prefix, i), "tag")}
-			tbl.bury(tb)
-			tombs = append(tombs, tb)
+			tombs = append(tombs, &tomb{key: dialogKey(fmt.Sprintf("%s-%d", prefix, i), "tag")})
 		}
-		tbl.reaper.add(tombs, linger)
-		return tombs
+		tbl.bury(tombs, linger)
 	}
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
@@ -333,36 +347,37 @@ func TestTombReaper(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	pending := func() (n, head, length int, armed bool) {
-		tbl.reaper.mu.Lock()
-		defer tbl.reaper.mu.Unlock()
-		r := &tbl.reaper
-		return len(r.q) - r.head, r.head, len(r.q), r.armed
+	state := func() (chunks int, armed bool) {
+		tbl.mu.RLock()
+		defer tbl.mu.RUnlock()
+		return len(tbl.dead.chunks), tbl.sweepArmed
 	}
 
-	// Three batches, due in order; the last lingers long.
-	bury(150, "a", 5*time.Millisecond)
+	// Three batches, due in order; the last lingers long. The first is
+	// larger than a sweep's batch and than a chunk.
+	bury(3*sweepBatch, "a", 5*time.Millisecond)
 	bury(10, "b", 10*time.Millisecond)
 	bury(50, "c", time.Hour)
+	if chunks, _ := state(); chunks < 2 {
+		t.Fatalf("%d chunks for %d tombs; the test wants several", chunks, 3*sweepBatch+60)
+	}
 	waitFor("the due tombs forgotten", func() bool { return tbl.entries() == 50 })
-	if tbl.tomb("c-0", "tag") == nil || tbl.tomb("a-0", "tag") != nil || tbl.tomb("b-9", "tag") != nil {
+	if tbl.tomb("c-0", "tag") == nil || tbl.tomb("c-49", "tag") == nil || tbl.tomb("a-0", "tag") != nil || tbl.tomb("b-9", "tag") != nil {
 		t.Fatal("forgot the wrong tombs")
 	}
-	n, head, length, armed := pending()
-	if n != 50 || head > length/2 || !armed {
-		t.Fatalf("pending %d, head %d, len %d, armed %v; want 50, the array at most twice what is pending, armed", n, head, length, armed)
+	if chunks, armed := state(); chunks != 1 || !armed {
+		t.Fatalf("%d chunks kept, armed %v; want 1 (the 50 tombs left), armed", chunks, armed)
 	}
 
-	// Run empty, then bury again: the reaper arms anew.
-	tbl2 := newCallTable()
-	tbl = tbl2
+	// Run empty, then bury again: the timer is armed anew.
+	tbl = newCallTable()
 	bury(3, "d", time.Millisecond)
 	waitFor("first batch forgotten", func() bool { return tbl.entries() == 0 })
-	waitFor("reaper idle", func() bool { _, _, _, armed := pending(); return !armed })
+	waitFor("sweep idle", func() bool { _, armed := state(); return !armed })
 	bury(3, "e", time.Millisecond)
 	waitFor("batch after idle forgotten", func() bool { return tbl.entries() == 0 })
-	if n, _, length, _ := pending(); n != 0 || length != 0 {
-		t.Fatalf("pending %d, len %d after all went", n, length)
+	if tbl.dead.pending() {
+		t.Fatal("records kept after all went")
 	}
 }
 
