@@ -83,12 +83,16 @@ type branch struct {
 // call is one call through the SBC. Fields above mu are set at creation
 // and read-only afterwards; the rest belongs to the state machine.
 type call struct {
-	s     *SBC
-	id    string
-	st    *snapshot
-	log   *slog.Logger
-	pools []*pool // in order of preference: the route's carriers, or the one backend pool
-	trunk *policy.Trunk
+	s  *SBC
+	id string
+	st *snapshot
+	// logp is the call's logger, built from logAttrs the first time the
+	// call logs (logger): most calls never do, and building it formats
+	// its attributes.
+	logp     atomic.Pointer[slog.Logger]
+	logAttrs []slog.Attr
+	pools    []*pool // in order of preference: the route's carriers, or the one backend pool
+	trunk    *policy.Trunk
 	// route is an outbound call's route (nil: a call from a trunk); its
 	// srcPool is the backend pool it came from.
 	route   *policy.OutboundRoute
@@ -128,8 +132,9 @@ type call struct {
 	activity    atomic.Int64  // unix nanos of the last in-dialog request
 
 	mu sync.Mutex
-	// aReq is A's INVITE with our To tag: template of every response to
-	// it, and of the B-leg INVITEs. aTx is its server transaction. Both go
+	// aReq is A's INVITE as received (a copy when its Replaces was
+	// mapped): template of every response to it (aResponse adds our To
+	// tag), and of the B-leg INVITEs. aTx is its server transaction. Both go
 	// once the call is confirmed (an established call does not keep the
 	// messages that made it; the transaction is ended then, see confirm).
 	aReq *sip.Request
@@ -236,6 +241,35 @@ var lingerFor = func() *atomic.Int64 {
 	d.Store(int64(64 * sip.T1))
 	return &d
 }()
+
+// logger returns the call's logger (built on first use from logAttrs).
+func (c *call) logger() *slog.Logger {
+	if lg := c.logp.Load(); lg != nil {
+		return lg
+	}
+	c.logp.CompareAndSwap(nil, slog.New(c.s.log.Handler().WithAttrs(c.logAttrs)))
+	return c.logp.Load()
+}
+
+// detachedLog is what logs for the call from a goroutine that must not
+// keep the call reachable (waiting for the answer to a BYE it sent).
+func (c *call) detachedLog() callLog {
+	return callLog{s: c.s, l: c.logp.Load(), attrs: c.logAttrs}
+}
+
+// callLog is a call's logger, or what builds one when it is used.
+type callLog struct {
+	s     *SBC
+	l     *slog.Logger
+	attrs []slog.Attr
+}
+
+func (l callLog) get() *slog.Logger {
+	if l.l != nil {
+		return l.l
+	}
+	return slog.New(l.s.log.Handler().WithAttrs(l.attrs))
+}
 
 // newCall starts an inbound call from a trunk. It answers 100 Trying,
 // routes, and hands the call to its state machine; it never blocks on the
@@ -344,22 +378,23 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 	}
 	switch {
 	case plan.binding != nil:
-		c.log = s.log.With("call", c.id, "source_pool", plan.srcPool, "pool", pc.Name, "direction", "to_user",
-			"realm", plan.binding.realm, "transport", plan.binding.transport)
+		c.logAttrs = []slog.Attr{slog.String("call", c.id), slog.String("source_pool", plan.srcPool), slog.String("pool", pc.Name),
+			slog.String("direction", "to_user"), slog.String("realm", plan.binding.realm), slog.String("transport", plan.binding.transport)}
 	case plan.route != nil:
 		c.maxDuration = plan.route.MaxDuration.Duration
-		c.log = s.log.With("call", c.id, "source_pool", plan.srcPool, "pool", pc.Name, "direction", "outbound")
+		c.logAttrs = []slog.Attr{slog.String("call", c.id), slog.String("source_pool", plan.srcPool), slog.String("pool", pc.Name),
+			slog.String("direction", "outbound")}
 		if len(plan.rewritten) > 0 && req.GetHeader("Identity") != nil {
 			// RFC 8224: the PASSporT signs the From/To numbers; a verifier
 			// downstream will see numbers it did not sign.
-			c.log.Warn("STIR/SHAKEN: the route rewrote numbers an Identity header covers",
+			c.logger().Warn("STIR/SHAKEN: the route rewrote numbers an Identity header covers",
 				"rewritten", strings.Join(plan.rewritten, ","), "ruri_user", req.Recipient.User, "number", plan.user,
 				"from_user", req.From().Address.User, "sent_from_user", plan.fromUser)
 		}
 	case p.trunk != nil:
-		c.log = s.log.With("call", c.id, "trunk", p.trunk.Name, "pool", pc.Name)
+		c.logAttrs = []slog.Attr{slog.String("call", c.id), slog.String("trunk", p.trunk.Name), slog.String("pool", pc.Name)}
 	default:
-		c.log = s.log.With("call", c.id, "source_pool", plan.srcPool, "pool", pc.Name)
+		c.logAttrs = []slog.Attr{slog.String("call", c.id), slog.String("source_pool", plan.srcPool), slog.String("pool", pc.Name)}
 	}
 	if cm != nil {
 		c.sdpFrom("a", req.Body())
@@ -391,16 +426,17 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 	}
 	c.ref.c.Store(c)
 	c.from, c.to, c.ruri = from.Address.String(), to.Address.String(), req.Recipient.String()
-	c.aReq = req.Clone()
-	c.aReq.To().Params.Add("tag", c.a.localTag)
+	c.aReq = req
 	if replaces != "" {
+		// Copied: the transaction's request stays as received.
+		c.aReq = req.Clone()
 		c.aReq.RemoveHeader("Replaces")
 		c.aReq.AppendHeader(sip.NewHeader("Replaces", replaces))
 	}
 	s.calls.putCaller(c, topBranch(req))
 	s.metrics.CallsActive.Inc()
-	if c.log.Enabled(context.Background(), slog.LevelDebug) { // the attributes cost allocations
-		c.log.Debug("call setup", "from", p.src.String(), "ruri_user", req.Recipient.User, "a_call_id", c.a.callID)
+	if s.log.Enabled(context.Background(), slog.LevelDebug) { // the attributes cost allocations
+		c.logger().Debug("call setup", "from", p.src.String(), "ruri_user", req.Recipient.User, "a_call_id", c.a.callID)
 	}
 	// Admitted: reported before its state machine starts (no call lock
 	// is held here, and emitting never blocks).
@@ -618,7 +654,7 @@ func (c *call) responseToA(res *sip.Response) *sip.Response {
 // SDP could not be relayed (a *mediaError): the copy then has no body.
 func (c *call) responseToAChecked(res *sip.Response) (*sip.Response, error) {
 	var bodyErr error
-	out := sip.NewResponseFromRequest(c.aReq, res.StatusCode, res.Reason, nil)
+	out := c.aResponse(res.StatusCode, res.Reason)
 	c.st.headers.Copy(out, res, "content-type")
 	if res.StatusCode > 100 && res.StatusCode < 300 {
 		out.AppendHeader(c.a.contact(""))
@@ -650,9 +686,14 @@ func (c *call) responseToAChecked(res *sip.Response) (*sip.Response, error) {
 	return out, bodyErr
 }
 
+// aResponse is a response to A's INVITE with A's leg's tag in its To.
+func (c *call) aResponse(code int, reason string) *sip.Response {
+	return sip.NewResponseFromRequestTag(c.aReq, code, reason, nil, c.a.localTag)
+}
+
 // localResponseToA builds a final response of the SBC's own to A's INVITE.
 func (c *call) localResponseToA(code int, reason string, hdrs ...sip.Header) *sip.Response {
-	out := sip.NewResponseFromRequest(c.aReq, code, reason, nil)
+	out := c.aResponse(code, reason)
 	for _, h := range hdrs {
 		out.AppendHeader(h)
 	}

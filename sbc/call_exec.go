@@ -2,6 +2,7 @@ package sbc
 
 import (
 	"context"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -120,7 +121,7 @@ func (c *call) exec(a action) {
 			c.markFinalSent()
 		}
 		if err != nil {
-			c.log.Warn("response to caller not sent", "status", a.res.StatusCode, "error", err.Error())
+			c.logger().Warn("response to caller not sent", "status", a.res.StatusCode, "error", err.Error())
 			c.s.drop(stageBridge, reasonSendFailed)
 			c.post(event{kind: evADeliveryFailed, res: a.res, err: err})
 		}
@@ -135,7 +136,7 @@ func (c *call) exec(a action) {
 			}
 		}
 		if err != nil {
-			c.log.Warn("in-dialog response not sent", "status", a.res.StatusCode, "error", err.Error())
+			c.logger().Warn("in-dialog response not sent", "status", a.res.StatusCode, "error", err.Error())
 			c.s.drop(stageBridge, reasonSendFailed)
 		}
 	case actInvite:
@@ -144,23 +145,23 @@ func (c *call) exec(a action) {
 		c.sendCancel2(a.br)
 	case actWrite:
 		if err := a.leg.ep.write(a.req, a.leg.transport, a.leg.dest()); err != nil {
-			c.log.Warn("request not sent", "method", string(a.req.Method), "leg", a.leg.name, "error", err.Error())
+			c.logger().Warn("request not sent", "method", string(a.req.Method), "leg", a.leg.name, "error", err.Error())
 			c.s.drop(stageBridge, reasonSendFailed)
 		}
 	case actBye, actSend:
 		// The goroutine holds the leg and the request, not the call: an
 		// ended call is not kept alive by a BYE waiting for its answer.
 		// Its answer comes by callback (doAsync), bounded by Timer F.
-		s, log, l, req := c.s, c.log, a.leg, a.req
+		s, log, l, req := c.s, c.detachedLog(), a.leg, a.req
 		s.hangups.Add(1)
 		m := string(req.Method)
 		l.ep.doAsync(req, l.transport, l.dest(), func(res *sip.Response, err error) {
 			defer s.hangups.Add(-1)
 			switch {
 			case err != nil:
-				log.Warn(m+" not answered", "leg", l.name, "error", err.Error())
-			case res.StatusCode >= 300:
-				log.Debug(m+" refused", "leg", l.name, "status", res.StatusCode)
+				log.get().Warn(m+" not answered", "leg", l.name, "error", err.Error())
+			case res.StatusCode >= 300 && s.log.Enabled(context.Background(), slog.LevelDebug):
+				log.get().Debug(m+" refused", "leg", l.name, "status", res.StatusCode)
 			}
 		})
 	case actRelay:
@@ -181,9 +182,9 @@ func (c *call) exec(a action) {
 		}
 	case actLog:
 		if a.warn {
-			c.log.Warn(a.msg, a.attrs...)
+			c.logger().Warn(a.msg, a.attrs...)
 		} else {
-			c.log.Info(a.msg, a.attrs...)
+			c.logger().Info(a.msg, a.attrs...)
 		}
 	case actTargetFailed:
 		c.s.passiveHealth(a.br.pool, a.br.tgt, false)
@@ -220,7 +221,7 @@ func (c *call) sendInvite(br *branch) {
 	_, err := b.ep.start(context.Background(), br.inv, b.transport, b.peer, c.inviteHandlers(br, b), c.inviteCreated(br, b))
 	if err != nil && b.transport == "tcp" && br.pool.cfg.Transport == "udp" {
 		// A large INVITE could not go over TCP: send it over UDP anyway.
-		c.log.Warn("large INVITE: TCP to target failed, sending over UDP", "target", b.peer.String(), "error", err.Error())
+		c.logger().Warn("large INVITE: TCP to target failed, sending over UDP", "target", b.peer.String(), "error", err.Error())
 		c.mu.Lock()
 		nb := c.newBLeg(br.pool, br.tgt, "udp")
 		nb.callID, nb.localTag = b.callID, b.localTag
@@ -235,7 +236,7 @@ func (c *call) sendInvite(br *branch) {
 		c.mu.Lock()
 		br.tx = nil
 		c.mu.Unlock()
-		c.log.Warn("invite to target failed", "target", b.peer.String(), "error", err.Error())
+		c.logger().Warn("invite to target failed", "target", b.peer.String(), "error", err.Error())
 		c.post(event{kind: evBDone, br: br, err: err})
 	}
 }
@@ -300,12 +301,12 @@ func (c *call) sendCancel2(br *branch) {
 	b, inv := br.leg, br.inv
 	c.mu.Unlock()
 	creq := buildCancel(inv)
-	s, log := c.s, c.log
+	s, log := c.s, c.detachedLog()
 	s.hangups.Add(1)
 	b.ep.doAsync(creq, b.transport, b.peer, func(_ *sip.Response, err error) {
 		defer s.hangups.Add(-1)
 		if err != nil {
-			log.Warn("CANCEL to backend not answered", "target", b.peer.String(), "error", err.Error())
+			log.get().Warn("CANCEL to backend not answered", "target", b.peer.String(), "error", err.Error())
 		}
 	})
 }
@@ -368,7 +369,7 @@ func (c *call) sendRelay(rel *relay) {
 	if err != nil {
 		bound.Stop()
 		if finished.CompareAndSwap(false, true) {
-			c.log.Warn("in-dialog relay failed", "method", string(rel.req.Method), "error", err.Error())
+			c.logger().Warn("in-dialog relay failed", "method", string(rel.req.Method), "error", err.Error())
 			c.post(event{kind: evRelayDone, rel: rel, err: err})
 		}
 	}
@@ -454,7 +455,7 @@ func (c *call) finish() {
 			"media_from_b", mst.B.Received, "media_to_b", mst.B.Sent,
 			"media_dropped", mst.A.Dropped+mst.B.Dropped)
 	}
-	c.log.Info("call ended", attrs...)
+	c.logger().Info("call ended", attrs...)
 	// After the lock, as an action: never under it.
 	e := c.started
 	e.Time, e.Kind, e.Reason = time.Time{}, events.CallTerminated, label

@@ -70,7 +70,7 @@ func newFSM(t *testing.T, targets int) *fsmHarness {
 	req.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: "198.51.100.9", Port: 5060}})
 	req.SetBody(nil)
 
-	c := &call{s: s, id: "test", st: st, log: discard, pool: pl, pools: []*pool{pl}, maxDuration: time.Hour, src: netip.MustParseAddrPort("198.51.100.9:5060"),
+	c := &call{s: s, id: "test", st: st, pool: pl, pools: []*pool{pl}, maxDuration: time.Hour, src: netip.MustParseAddrPort("198.51.100.9:5060"),
 		created: time.Now(), ended: make(chan struct{}), finalSent: make(chan struct{}), release: func() {},
 		after: func(time.Duration, func()) stopper { return nopStop{} }, tried: map[*target]bool{}, user: "1000"}
 	c.a = &leg{name: "a", ep: ext, transport: "udp", peer: c.src, callID: "a-call-id", localTag: "sbctag",

@@ -48,7 +48,8 @@ func newRuleEnv(t testing.TB, rules string, inbound bool) *ruleEnv {
 		st.pools[pol.Pools[i].Name] = &pool{cfg: &pol.Pools[i]}
 	}
 	e := &ruleEnv{m: m, logs: logs, pol: pol, inbound: inbound}
-	c := &call{st: st, log: slog.New(slog.NewTextHandler(logs, nil))}
+	c := &call{st: st}
+	c.logp.Store(slog.New(slog.NewTextHandler(logs, nil)))
 	ext, in := &endpoint{name: "external"}, &endpoint{name: "internal"}
 	if inbound {
 		c.trunk = pol.Trunk("carrier")

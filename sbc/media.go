@@ -1466,7 +1466,7 @@ func (s *SBC) preallocLines(c *call, from *leg, req *sip.Request) map[int]*mstre
 		}
 		ms, err := s.allocStream(cm.aRealm, cm.bRealm, a, b)
 		if err != nil {
-			c.log.Warn("no relay for an m= line a re-offer adds; refused with port 0", "line", i, "error", err.Error())
+			c.logger().Warn("no relay for an m= line a re-offer adds; refused with port 0", "line", i, "error", err.Error())
 			continue
 		}
 		if spare == nil {

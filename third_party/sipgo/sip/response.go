@@ -256,6 +256,21 @@ func NewResponseFromRequest(
 	reason string,
 	body []byte,
 ) *Response {
+	return NewResponseFromRequestTag(req, statusCode, reason, body, "")
+}
+
+// NewResponseFromRequestTag is NewResponseFromRequest with the To tag a
+// response other than 100 gets when the request's To has none: toTag, or a
+// random one when toTag is "". A UAS answering a dialog-creating request
+// keeps one tag for all its responses (RFC 3261 8.2.6.2) without a copy
+// of the request carrying it.
+func NewResponseFromRequestTag(
+	req *Request,
+	statusCode int,
+	reason string,
+	body []byte,
+	toTag string,
+) *Response {
 	res := NewResponse(
 		statusCode,
 		reason,
@@ -327,7 +342,10 @@ func NewResponseFromRequest(
 	default:
 		if h := res.To(); h != nil {
 			if !h.Params.Has("tag") {
-				h.Params.Add("tag", uuid.NewString())
+				if toTag == "" {
+					toTag = uuid.NewString()
+				}
+				h.Params.Add("tag", toTag)
 			}
 		}
 	}
