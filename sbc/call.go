@@ -247,7 +247,7 @@ func (c *call) logger() *slog.Logger {
 	if lg := c.logp.Load(); lg != nil {
 		return lg
 	}
-	c.logp.CompareAndSwap(nil, slog.New(c.s.log.Handler().WithAttrs(c.logAttrs)))
+	c.logp.CompareAndSwap(nil, c.detachedLog().get())
 	return c.logp.Load()
 }
 
