@@ -163,8 +163,9 @@
 // the 2xx resent to A go, and A's and the kept branch's INVITE
 // transactions are ended (end_tx); its ACK to B is kept as bytes. An
 // ended call is buried by its end action: each dialog key in the call
-// table then points to a tomb of a few hundred bytes (who may speak for
-// the dialog, the ACK bytes) that answers what comes late for lingerFor
+// table then finds a tomb, a record of a few hundred bytes (who may speak
+// for the dialog, the ACK bytes) kept where the collector does not walk
+// it (tombstore.go), that answers what comes late for lingerFor
 // (64*T1): ACK absorbed, BYE 200, other requests 481, a retransmitted 2xx
 // the same ACK, an unknown fork's 2xx ACK and BYE. An INVITE retransmitted
 // after its server transaction ended is recognised by its Call-ID
