@@ -210,6 +210,13 @@ func (t *callTable) putCaller(c *call, branch string) {
 	t.mu.Lock()
 	t.m[dialogKey(c.a.callID, c.a.localTag)] = legRef{c: c, l: c.a}
 	t.ids[c.a.callID] = c.a.callID
+	if _, ok := t.invites[c.a.callID]; !ok {
+		// Another fork of this Call-ID may be buried already: its
+		// branches (its siblings' included) stay known with the new one.
+		if bs, ok := t.dead.branches(c.a.callID); ok && len(bs) > 0 {
+			t.invites[c.a.callID] = bs
+		}
+	}
 	if branch != "" && len(t.invites[c.a.callID]) < maxForksPerCallID {
 		t.invites[c.a.callID] = append(t.invites[c.a.callID], branch)
 	}

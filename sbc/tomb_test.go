@@ -302,6 +302,23 @@ func TestForkedInviteIsNotARetransmission(t *testing.T) {
 	if tb.isALeg("other", "z9hG4bK-one") {
 		t.Errorf("an unknown Call-ID was taken for a retransmission")
 	}
+	// Forks of one Call-ID: the first buried while the second lives, then
+	// a third comes; the second's INVITE is still known by its branch.
+	forks := newCallTable()
+	c1, c2, c3 := &call{a: &leg{callID: "fork-2", localTag: "f1"}}, &call{a: &leg{callID: "fork-2", localTag: "f2"}}, &call{a: &leg{callID: "fork-2", localTag: "f3"}}
+	forks.putCaller(c1, "z9hG4bK-f1")
+	forks.putCaller(c2, "z9hG4bK-f2")
+	forks.bury([]*tomb{{key: dialogKey("fork-2", "f1"), a: true}}, time.Hour)
+	forks.putCaller(c3, "z9hG4bK-f3")
+	for _, br := range []string{"z9hG4bK-f1", "z9hG4bK-f2", "z9hG4bK-f3"} {
+		if !forks.isALeg("fork-2", br) {
+			t.Errorf("fork branch %s forgotten once a sibling was buried", br)
+		}
+	}
+	if forks.isALeg("fork-2", "z9hG4bK-f4") {
+		t.Error("a fourth fork was taken for a retransmission")
+	}
+
 	// Buried: the same answers from the tomb, until it is forgotten.
 	tb.bury([]*tomb{{key: dialogKey("fork-1", "t1"), a: true}}, 20*time.Millisecond)
 	if tb.entries() != 1 || tb.tombs() != 1 {
