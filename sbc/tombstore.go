@@ -408,8 +408,3 @@ func (s *tombStore) expire(now int64, max int) (n int, next int64, ok bool) {
 	}
 	return n, 0, true
 }
-
-// pending reports whether any record is still kept.
-func (s *tombStore) pending() bool {
-	return len(s.chunks) > 1 || (len(s.chunks) == 1 && s.head < len(s.chunks[0].buf))
-}

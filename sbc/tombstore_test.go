@@ -154,3 +154,8 @@ func hasPointers(t reflect.Type) bool {
 	}
 	return false
 }
+
+// pending reports whether the store still keeps any record.
+func (s *tombStore) pending() bool {
+	return len(s.chunks) > 1 || (len(s.chunks) == 1 && s.head < len(s.chunks[0].buf))
+}
