@@ -811,3 +811,45 @@ func TestForkNonInviteTimerK(t *testing.T) {
 	require.Equal(t, Timer_K, k, "non-INVITE wait")
 	require.Equal(t, Timer_D, d, "INVITE wait")
 }
+
+// An INVITE's non-2xx final response over a reliable transport (Timer D
+// is zero) reaches OnResponse before OnTerminate: the deletion waits for
+// the delivery, as a non-INVITE's does. Upstream started Timer D with a
+// zero duration, whose goroutine could end the transaction while the
+// response was being handed over: the TU then saw the transaction end
+// without the final response (a 486 turned into a transport failure).
+// The handler here lingers, so that a deletion racing it comes first.
+func TestForkClientTxInviteFinalBeforeEnd(t *testing.T) {
+	req, _, _ := testCreateInvite(t, "sip:127.0.0.99:5060", "TCP", "127.0.0.2:5060")
+	req.SetTransport("TCP")
+	tx := NewClientTx("fork-final", req, &forkConn{}, slog.Default())
+	var mu sync.Mutex
+	var got []string
+	ended := make(chan struct{})
+	tx.OnResponse(func(r *Response) {
+		if r.StatusCode >= 300 {
+			select {
+			case <-ended:
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		mu.Lock()
+		got = append(got, r.StartLine())
+		mu.Unlock()
+	})
+	tx.OnTerminate(func(string, error) {
+		mu.Lock()
+		got = append(got, "end")
+		mu.Unlock()
+		close(ended)
+	})
+	require.NoError(t, tx.Init())
+	within(t, 5*time.Second, "Receive", func() {
+		tx.Receive(NewResponseFromRequest(req, 180, "Ringing", nil))
+		tx.Receive(NewResponseFromRequest(req, 486, "Busy Here", nil))
+	})
+	<-ended
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []string{"SIP/2.0 180 Ringing", "SIP/2.0 486 Busy Here", "end"}, got)
+}

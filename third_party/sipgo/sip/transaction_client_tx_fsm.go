@@ -72,7 +72,7 @@ func (tx *ClientTx) inviteStateCompleted(s fsmInput) fsmInput {
 		tx.fsmState, spinfn = tx.inviteStateCompleted, tx.actAckResend
 	case client_input_transport_err:
 		tx.fsmState, spinfn = tx.inviteStateTerminated, tx.actTransErr
-	case client_input_timer_d:
+	case client_input_timer_d, client_input_delete:
 		tx.fsmState, spinfn = tx.inviteStateTerminated, tx.actDelete
 	default:
 		// No changes
@@ -289,6 +289,13 @@ func (tx *ClientTx) actInviteFinal() fsmInput {
 		tx.timer_b = nil
 	}
 
+	// Over a reliable transport Timer D is zero: the transaction ends in
+	// this spin, after the final response is handed over (actDelete),
+	// not from a timer's goroutine that could overtake the hand-over.
+	if tx.timer_d_time <= 0 {
+		tx.mu.Unlock()
+		return client_input_delete
+	}
 	tx.timer_d = time.AfterFunc(tx.timer_d_time, func() {
 		tx.spinFsm(client_input_timer_d)
 	})
