@@ -434,6 +434,26 @@ func (c *call) finish() {
 			c.s.addMinutes(c.st, c.srcPool, c.src, time.Since(answered))
 		}
 	}
+	if c.s.log.Enabled(context.Background(), slog.LevelInfo) {
+		c.logEnded(result, label, by, carrier, b, answered, media, mst)
+	}
+	// After the lock, as an action: never under it.
+	e := c.started
+	e.Time, e.Kind, e.Reason = time.Time{}, events.CallTerminated, label
+	e.Detail = map[string]string{"ended_by": by, "result": result, "pool": c.started.Detail["pool"]}
+	if sp := c.started.Detail["source_pool"]; sp != "" {
+		e.Detail["source_pool"] = sp
+	}
+	if !answered.IsZero() {
+		e.Duration = time.Since(answered)
+	}
+	c.s.emit(e)
+}
+
+// logEnded logs the call's end ("call ended", at info): built only when
+// info is on, as the call's logger is made for it (lazily) and its
+// attributes box a dozen values.
+func (c *call) logEnded(result, label, by, carrier string, b *leg, answered time.Time, media *callMedia, mst MediaStats) {
 	attrs := []any{"result", label, "ended_by", by, "source", c.src.String(),
 		"a_call_id", c.a.callID}
 	if b != nil {
@@ -456,15 +476,4 @@ func (c *call) finish() {
 			"media_dropped", mst.A.Dropped+mst.B.Dropped)
 	}
 	c.logger().Info("call ended", attrs...)
-	// After the lock, as an action: never under it.
-	e := c.started
-	e.Time, e.Kind, e.Reason = time.Time{}, events.CallTerminated, label
-	e.Detail = map[string]string{"ended_by": by, "result": result, "pool": c.started.Detail["pool"]}
-	if sp := c.started.Detail["source_pool"]; sp != "" {
-		e.Detail["source_pool"] = sp
-	}
-	if !answered.IsZero() {
-		e.Duration = time.Since(answered)
-	}
-	c.s.emit(e)
 }
