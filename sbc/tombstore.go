@@ -17,13 +17,16 @@ import (
 //
 // Here a tomb is a record of bytes appended to a chunk, in the order the
 // tombs were buried, which is the order they go in (every tomb lingers as
-// long). Two maps of hashes to record locations find them: one by dialog
-// (Call-ID, local tag), one by Call-ID. Neither the chunks ([]byte) nor the
-// maps (integers) hold pointers; each chunk keeps a short list of the
-// endpoints and snapshots its records name, by index. A lookup checks the
-// record's own key, so two keys with the same 64-bit hash never answer
-// for each other: the newer record is found, and the older one is
-// forgotten early (a late message for it counted as a stray).
+// long). One map, from a hash of the Call-ID to the newest record of that
+// hash, finds them; each record links to the record it replaced there, so
+// the dialogs of one Call-ID (or of Call-IDs whose hashes collide) form a
+// chain from the newest, walked for a dialog key (at most tombChainMax
+// records). Neither the chunks ([]byte) nor the map (integers) hold
+// pointers; each chunk keeps a short list of the endpoints and snapshots
+// its records name, by index. A lookup checks the record's own key, so
+// two keys with the same 64-bit hash never answer for each other. A link
+// to a record already forgotten ends the chain: records are forgotten
+// oldest first, and a chain runs from newer to older.
 //
 // A tomb found is decoded into a *tomb, which allocates: that happens on
 // late messages only. Under the call table's lock.
@@ -31,9 +34,12 @@ type tombStore struct {
 	seed maphash.Seed
 	// mask is ANDed with every hash: all ones, except in a test that
 	// makes every key collide.
-	mask     uint64
-	byKey    map[uint64]tombLoc
+	mask uint64
+	// byCallID finds the newest record of each Call-ID hash; each record
+	// links to the one it replaced there (prev), so a dialog is found by
+	// walking from its Call-ID (tombChainMax records at most).
 	byCallID map[uint64]tombLoc
+	n        int          // records not yet forgotten
 	chunks   []*tombChunk // oldest first; records are only appended to the last
 	head     int          // offset in chunks[0] of the oldest record not forgotten
 	seq      uint32       // the sequence number of the next chunk
@@ -59,10 +65,16 @@ const (
 	tombRefsMax = 255
 	// A record: its length (4 bytes), when it is due (8, tombClock), its
 	// flags (1), endpoint and snapshot indexes (1 each), a spare byte,
-	// the B-leg INVITE's CSeq (4), then the fields below as
-	// length-prefixed bytes (uvarint lengths).
-	tombHeader = 20
-	tombFlagA  = 1
+	// the B-leg INVITE's CSeq (4), the location + 1 of the record of the
+	// same Call-ID hash it replaced in the index (8; 0: none), then the
+	// fields below as length-prefixed bytes (uvarint lengths).
+	tombHeader = 28
+	// tombChainMax bounds the records a lookup walks from a Call-ID: more
+	// dialogs than that of one Call-ID hash (forks of one call, or a
+	// sender reusing a Call-ID) and the oldest are not found (a late
+	// message for them is counted as a stray).
+	tombChainMax = 16
+	tombFlagA    = 1
 )
 
 // The variable fields of a record, in order; then the A-leg INVITE's
@@ -88,7 +100,6 @@ func newTombStore() tombStore {
 	return tombStore{
 		seed:     maphash.MakeSeed(),
 		mask:     ^uint64(0),
-		byKey:    map[uint64]tombLoc{},
 		byCallID: map[uint64]tombLoc{},
 	}
 }
@@ -104,7 +115,7 @@ func (s *tombStore) hash(v string) uint64 { return maphash.String(s.seed, v) & s
 func (s *tombStore) hashBytes(v []byte) uint64 { return maphash.Bytes(s.seed, v) & s.mask }
 
 // len is the number of dialogs the store finds.
-func (s *tombStore) len() int { return len(s.byKey) }
+func (s *tombStore) len() int { return s.n }
 
 // add appends a tomb due at `due` (tombClock), with the correlation id
 // of its Call-ID and, for an A-leg, its INVITE's branches.
@@ -145,6 +156,12 @@ func (s *tombStore) add(tb *tomb, corr string, branches []string, due int64) {
 	}
 	b[off+12], b[off+13], b[off+14], b[off+15] = flags, epi, sti, 0
 	binary.LittleEndian.PutUint32(b[off+16:], tb.inviteCSeq)
+	h := s.hash(tombCallID(tb.key))
+	var prev uint64
+	if old, ok := s.byCallID[h]; ok {
+		prev = uint64(old) + 1
+	}
+	binary.LittleEndian.PutUint64(b[off+20:], prev)
 	for i := range tfCount {
 		if i == tfPeer || i == tfDest {
 			b = appendField(b, fields[i])
@@ -164,9 +181,8 @@ func (s *tombStore) add(tb *tomb, corr string, branches []string, due int64) {
 	// The length as written (size is what was reserved).
 	binary.LittleEndian.PutUint32(b[off:], uint32(len(b)-off))
 	c.buf = b
-	loc := tombLoc(uint64(c.seq)<<32 | uint64(off))
-	s.byKey[s.hash(tb.key)] = loc
-	s.byCallID[s.hash(tombCallID(tb.key))] = loc
+	s.byCallID[h] = tombLoc(uint64(c.seq)<<32 | uint64(off))
+	s.n++
 }
 
 func uvarintLen(n int) int {
@@ -232,8 +248,8 @@ func (s *tombStore) record(loc tombLoc) (*tombChunk, []byte) {
 	}
 	c := s.chunks[i]
 	off := int(uint32(loc))
-	if off+tombHeader > len(c.buf) {
-		return nil, nil
+	if off+tombHeader > len(c.buf) || (i == 0 && off < s.head) {
+		return nil, nil // not written, or forgotten
 	}
 	n := int(binary.LittleEndian.Uint32(c.buf[off:]))
 	return c, c.buf[off : off+n]
@@ -263,37 +279,40 @@ func (f *tombFields) count() int {
 	return int(n)
 }
 
-// find returns the record of the dialog key (nil: none).
-func (s *tombStore) find(key string) (*tombChunk, []byte) {
-	loc, ok := s.byKey[s.hash(key)]
-	if !ok {
-		return nil, nil
+// walk returns the newest record, from the Call-ID's hash on, whose key
+// match accepts (nil: none within tombChainMax records).
+func (s *tombStore) walk(callID string, match func(key []byte) bool) (*tombChunk, []byte) {
+	loc, ok := s.byCallID[s.hash(callID)]
+	for range tombChainMax {
+		if !ok {
+			return nil, nil
+		}
+		c, rec := s.record(loc)
+		if rec == nil {
+			return nil, nil // the rest of the chain is older still: forgotten
+		}
+		f := tombFields{rec[tombHeader:]}
+		if match(f.next()) {
+			return c, rec
+		}
+		prev := binary.LittleEndian.Uint64(rec[20:])
+		loc, ok = tombLoc(prev-1), prev != 0
 	}
-	c, rec := s.record(loc)
-	if rec == nil {
-		return nil, nil
-	}
-	f := tombFields{rec[tombHeader:]}
-	if string(f.next()) != key {
-		return nil, nil // another key with the same hash
-	}
-	return c, rec
+	return nil, nil
 }
 
-// findCallID returns a record of a dialog with this Call-ID (nil: none).
+// find returns the record of the dialog key (nil: none).
+func (s *tombStore) find(key string) (*tombChunk, []byte) {
+	return s.walk(tombCallID(key), func(k []byte) bool { return string(k) == key })
+}
+
+// findCallID returns the newest record of a dialog with this Call-ID
+// (nil: none).
 func (s *tombStore) findCallID(callID string) []byte {
-	loc, ok := s.byCallID[s.hash(callID)]
-	if !ok {
-		return nil
-	}
-	_, rec := s.record(loc)
-	if rec == nil {
-		return nil
-	}
-	f := tombFields{rec[tombHeader:]}
-	if tombCallID(string(f.next())) != callID {
-		return nil
-	}
+	_, rec := s.walk(callID, func(k []byte) bool {
+		id, _, _ := bytes.Cut(k, []byte{0})
+		return string(id) == callID
+	})
 	return rec
 }
 
@@ -392,15 +411,12 @@ func (s *tombStore) expire(now int64, max int) (n int, next int64, ok bool) {
 		}
 		loc := tombLoc(uint64(c.seq)<<32 | uint64(s.head))
 		f := tombFields{rec[tombHeader:size]}
-		key := f.next()
-		if h := s.hashBytes(key); s.byKey[h] == loc {
-			delete(s.byKey, h)
-		}
-		callID, _, _ := bytes.Cut(key, []byte{0})
+		callID, _, _ := bytes.Cut(f.next(), []byte{0})
 		if h := s.hashBytes(callID); s.byCallID[h] == loc {
-			delete(s.byCallID, h)
+			delete(s.byCallID, h) // the newest of its chain: the chain is gone
 		}
 		s.head += size
+		s.n--
 		n++
 	}
 	if len(s.chunks) == 0 {
