@@ -114,7 +114,8 @@ func (s *tombStore) hash(v string) uint64 { return maphash.String(s.seed, v) & s
 
 func (s *tombStore) hashBytes(v []byte) uint64 { return maphash.Bytes(s.seed, v) & s.mask }
 
-// len is the number of dialogs the store finds.
+// len is the number of records kept, one per buried dialog (some past
+// tombChainMax of their Call-ID may no longer be found).
 func (s *tombStore) len() int { return s.n }
 
 // add appends a tomb due at `due` (tombClock), with the correlation id
