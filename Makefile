@@ -16,7 +16,7 @@ demo: build ## place a few calls through the SBC on loopback and print what happ
 
 test: ## every test, with the race detector (root-only tests skip unless run as root); the forks' own tests too
 	$(GO) test -race -count=1 -timeout 20m ./...
-	cd third_party/sipgo && $(GO) test -race -count=1 -timeout 5m -skip '^TestTransportLayerClientConnection(Reuse|NoReuse)$$' ./sip/
+	cd third_party/sipgo && $(GO) test -race -count=1 -timeout 5m -skip '^TestTransportLayerClientConnection(Reuse|NoReuse)$$' ./sip/ ./timing/
 	cd third_party/srtp && $(GO) test -race -count=1 -timeout 5m ./...
 
 test-short: ## unit tests only

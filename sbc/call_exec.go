@@ -9,6 +9,7 @@ import (
 	"github.com/sbc-project/sbc/events"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/emiago/sipgo/timing"
 	"github.com/sbc-project/sbc/cdr"
 )
 
@@ -320,7 +321,7 @@ func (c *call) sendRelay(rel *relay) {
 	invite := rel.req.Method == sip.INVITE
 	var finished atomic.Bool
 	var txp atomic.Pointer[sip.ClientTx]
-	bound := time.AfterFunc(64*sip.T1, func() {
+	bound := timing.AfterFunc(64*sip.T1, func() {
 		if finished.CompareAndSwap(false, true) {
 			if tx := txp.Load(); tx != nil {
 				tx.Terminate()

@@ -4,17 +4,19 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/emiago/sipgo/timing"
 )
 
 type ClientTx struct {
 	baseTx
 	responses    chan *Response
 	timer_a_time time.Duration // Current duration of timer A.
-	timer_a      *time.Timer
-	timer_b      *time.Timer
+	timer_a      *timing.Timer
+	timer_b      *timing.Timer
 	timer_d_time time.Duration // Current duration of timer D.
-	timer_d      *time.Timer
-	timer_m      *time.Timer
+	timer_d      *timing.Timer
+	timer_m      *timing.Timer
 
 	onRetransmission FnTxResponse
 
@@ -75,7 +77,7 @@ func (tx *ClientTx) Init() error {
 		tx.mu.Lock()
 		tx.timer_a_time = Timer_A
 
-		tx.timer_a = time.AfterFunc(tx.timer_a_time, func() {
+		tx.timer_a = timing.AfterFunc(tx.timer_a_time, func() {
 			tx.spinFsm(client_input_timer_a)
 		})
 		// The wait in the Completed state, for retransmitted final
@@ -91,7 +93,7 @@ func (tx *ClientTx) Init() error {
 
 	// Timer B - timeout
 	tx.mu.Lock()
-	tx.timer_b = time.AfterFunc(Timer_B, func() {
+	tx.timer_b = timing.AfterFunc(Timer_B, func() {
 		tx.spinFsmWithError(client_input_timer_b, fmt.Errorf("Timer_B timed out. %w", ErrTransactionTimeout))
 	})
 	tx.mu.Unlock()

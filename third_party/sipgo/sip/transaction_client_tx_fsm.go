@@ -1,8 +1,6 @@
 package sip
 
-import (
-	"time"
-)
+import "github.com/emiago/sipgo/timing"
 
 // TODO v2
 // Better design could by passing some context through fsm state
@@ -296,7 +294,7 @@ func (tx *ClientTx) actInviteFinal() fsmInput {
 		tx.mu.Unlock()
 		return client_input_delete
 	}
-	tx.timer_d = time.AfterFunc(tx.timer_d_time, func() {
+	tx.timer_d = timing.AfterFunc(tx.timer_d_time, func() {
 		tx.spinFsm(client_input_timer_d)
 	})
 
@@ -324,7 +322,7 @@ func (tx *ClientTx) actFinal() fsmInput {
 
 	// tx.Log().Tracef("timer_d set to %v", tx.timer_d_time)
 	if tx.timer_d_time > 0 {
-		tx.timer_d = time.AfterFunc(tx.timer_d_time, func() {
+		tx.timer_d = timing.AfterFunc(tx.timer_d_time, func() {
 			tx.spinFsm(client_input_timer_d)
 		})
 		return FsmInputNone
@@ -352,7 +350,7 @@ func (tx *ClientTx) actFinal() fsmInput {
 // 	if tx.timer_b != nil {
 // 		tx.timer_b.Stop()
 // 	}
-// 	tx.timer_b = time.AfterFunc(Timer_B, func() {
+// 	tx.timer_b = timing.AfterFunc(Timer_B, func() {
 // 		tx.spinFsm(client_input_timer_b)
 // 	})
 // 	tx.mu.Unlock()
@@ -378,7 +376,7 @@ func (tx *ClientTx) actAckResend() fsmInput {
 		tx.ackPending = true
 		tx.mu.Unlock()
 		tx.log.Error("ACK loop retransimission. Resending after T2", "tx", tx.Key())
-		time.AfterFunc(T2, func() {
+		timing.AfterFunc(T2, func() {
 			tx.fsmMu.Lock()
 			defer tx.fsmMu.Unlock()
 			tx.mu.Lock()
@@ -441,7 +439,7 @@ func (tx *ClientTx) actPassupAccept() fsmInput {
 		tx.timer_b = nil
 	}
 
-	tx.timer_m = time.AfterFunc(Timer_M, func() {
+	tx.timer_m = timing.AfterFunc(Timer_M, func() {
 		tx.spinFsm(client_input_timer_m)
 	})
 	tx.mu.Unlock()

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/emiago/sipgo/timing"
 )
 
 type ServerTx struct {
@@ -11,15 +13,15 @@ type ServerTx struct {
 	acks chan *Request
 	// cancels chan *Request
 	onCancel     func(r *Request)
-	timer_g      *time.Timer
+	timer_g      *timing.Timer
 	timer_g_time time.Duration
-	timer_h      *time.Timer
-	timer_i      *time.Timer
+	timer_h      *timing.Timer
+	timer_i      *timing.Timer
 	timer_i_time time.Duration
-	timer_j      *time.Timer
+	timer_j      *timing.Timer
 	timer_j_time time.Duration
-	timer_1xx    *time.Timer
-	timer_l      *time.Timer
+	timer_1xx    *timing.Timer
+	timer_l      *timing.Timer
 	reliable     bool
 	detached     bool
 }
@@ -53,7 +55,7 @@ func (tx *ServerTx) Init() error {
 	// RFC 3261 - 17.2.1
 	if tx.Origin().IsInvite() {
 		tx.mu.Lock()
-		tx.timer_1xx = time.AfterFunc(Timer_1xx, func() {
+		tx.timer_1xx = timing.AfterFunc(Timer_1xx, func() {
 			trying := NewResponseFromRequest(
 				tx.Origin(),
 				100,
