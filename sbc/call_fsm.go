@@ -1,6 +1,7 @@
 package sbc
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"strconv"
@@ -576,7 +577,7 @@ func (c *call) hangUpDialog(br *branch, tag string, res *sip.Response) {
 	d := br.leg.fork(tag, res)
 	ack := d.newRequest(sip.ACK, d.inviteCSeq, c.st.pol.Server.UserAgent)
 	ack.SetBody(nil)
-	br.acks[strings.Clone(tag)] = []byte(ack.String()) // a copy: the tag is a substring of the parsed 2xx
+	br.acks[strings.Clone(tag)] = requestBytes(ack) // a copy: the tag is a substring of the parsed 2xx
 	br.byed[tag] = true
 	if br.state < brAnswered {
 		br.state = brAnswered
@@ -602,8 +603,18 @@ func (c *call) ackKept(fromAck *sip.Request) {
 	} else {
 		ack.SetBody(nil)
 	}
-	br.acks[strings.Clone(tag)] = []byte(ack.String()) // a copy: the tag is a substring of the parsed 2xx
+	br.acks[strings.Clone(tag)] = requestBytes(ack) // a copy: the tag is a substring of the parsed 2xx
 	c.queueAct(action{kind: actWrite, leg: br.leg, req: ack})
+}
+
+// requestBytes serialises a request the SBC keeps as bytes (an ACK for
+// a 2xx's retransmissions) straight into a byte slice: String and a
+// conversion copied it twice.
+func requestBytes(req *sip.Request) []byte {
+	var b bytes.Buffer
+	b.Grow(512)
+	req.StringWrite(&b)
+	return b.Bytes()
 }
 
 // parseRequest parses a request the SBC serialised itself (an ACK kept as

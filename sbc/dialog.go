@@ -234,7 +234,13 @@ func (t *callTable) bury(tombs []*tomb, linger time.Duration) {
 	due := tombClock() + int64(linger)
 	for _, tb := range tombs {
 		callID := tombCallID(tb.key)
-		t.dead.add(tb, t.corrLocked(callID), t.branchesLocked(callID), due)
+		// INVITE branches matter for an A leg's record only
+		// (tombStore.branches): a B leg's Call-ID is not looked up.
+		var branches []string
+		if tb.a {
+			branches = t.branchesLocked(callID)
+		}
+		t.dead.add(tb, t.corrLocked(callID), branches, due)
 	}
 	// The live entries go once every tomb of the batch has what they
 	// held (two branches may share a dialog, and so a Call-ID).

@@ -511,7 +511,7 @@ func (c *call) onXferResponse(br *branch, res *sip.Response) {
 		br.state = brAnswered
 		ack := d.newRequest(sip.ACK, d.inviteCSeq, c.st.pol.Server.UserAgent)
 		ack.SetBody(nil)
-		br.acks[strings.Clone(tag)] = []byte(ack.String())
+		br.acks[strings.Clone(tag)] = requestBytes(ack)
 		br.byed[tag] = true
 		c.queueAct(action{kind: actWrite, leg: d, req: ack})
 		c.byeLeg(d, "")
@@ -522,7 +522,7 @@ func (c *call) onXferResponse(br *branch, res *sip.Response) {
 	nl.setRemote(tag, res.Contact(), recordRoutes(res, true))
 	ack := nl.newRequest(sip.ACK, nl.inviteCSeq, c.st.pol.Server.UserAgent)
 	ack.SetBody(nil)
-	br.acks[strings.Clone(tag)] = []byte(ack.String())
+	br.acks[strings.Clone(tag)] = requestBytes(ack)
 	c.queueAct(action{kind: actWrite, leg: nl, req: ack})
 	side := "b"
 	if x.referrer == c.a {

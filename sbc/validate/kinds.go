@@ -88,14 +88,26 @@ func kindOfName[T text](name T) kind {
 	if len(name) < 2 {
 		return kOther
 	}
-	// Only the names that start like name[0] are compared.
-	for _, ln := range longNames {
-		if ln.name[0] == name[0]|0x20 && foldEq(name, ln.name) {
+	if len(name) >= len(longByLen) {
+		return kOther
+	}
+	// Only the names of its length that start like name[0] are
+	// compared (a header is classified per field of every message).
+	for _, i := range longByLen[len(name)] {
+		if ln := longNames[i]; ln.name[0] == name[0]|0x20 && foldEq(name, ln.name) {
 			return ln.k
 		}
 	}
 	return kOther
 }
+
+// longByLen indexes longNames by the length of the name.
+var longByLen = func() (t [16][]uint8) {
+	for i, ln := range longNames {
+		t[len(ln.name)] = append(t[len(ln.name)], uint8(i))
+	}
+	return t
+}()
 
 // kindOf classifies a header sipgo produced. Typed headers are classified
 // by type; generic ones by name, so that a parser built with fewer header

@@ -853,3 +853,52 @@ func TestForkClientTxInviteFinalBeforeEnd(t *testing.T) {
 	defer mu.Unlock()
 	require.Equal(t, []string{"SIP/2.0 180 Ringing", "SIP/2.0 486 Busy Here", "end"}, got)
 }
+
+// TestForkKnownHeaderParsers: the common headers are parsed through the
+// Parser's own table (no map lookup), which follows the parsers the
+// Parser was made with: one left out gives a generic header, one replaced
+// is used, and a name written otherwise ("VIA", "max-forwards") still
+// finds its parser and its block slot through the map.
+func TestForkKnownHeaderParsers(t *testing.T) {
+	raw := "INVITE sip:bob@127.0.0.2 SIP/2.0\r\n" +
+		"VIA: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1\r\n" +
+		"max-forwards: 70\r\n" +
+		"From: <sip:alice@127.0.0.1>;tag=a1\r\n" +
+		"To: <sip:bob@127.0.0.2>\r\n" +
+		"Call-ID: c1\r\n" +
+		"CSeq: 7 INVITE\r\n" +
+		"Content-Length: 0\r\n\r\n"
+
+	m, err := NewParser().ParseSIP([]byte(raw))
+	require.NoError(t, err)
+	req := m.(*Request)
+	via := req.Via()
+	require.NotNil(t, via)
+	require.Equal(t, "127.0.0.1", via.Host)
+	require.Equal(t, 70, int(*req.MaxForwards()))
+	blk := (*headerBlock)(unsafe.Pointer(via))
+	require.Same(t, &blk.maxForwards, req.MaxForwards())
+	require.Same(t, &blk.to, req.To())
+
+	// A parser without a Call-ID parser and with its own To parser.
+	own := HeadersParser{}
+	for k, v := range DefaultHeadersParser() {
+		own[k] = v
+	}
+	delete(own, "call-id")
+	delete(own, "i")
+	var toCalls int
+	own["to"] = func(name []byte, value string) (Header, error) {
+		toCalls++
+		return headerParserTo(name, value)
+	}
+	m, err = NewParser(WithHeadersParsers(own)).ParseSIP([]byte(raw))
+	require.NoError(t, err)
+	req = m.(*Request)
+	require.Equal(t, 1, toCalls, "the Parser's own To parser")
+	h := req.GetHeader("Call-ID")
+	require.NotNil(t, h)
+	_, generic := h.(*genericHeader)
+	require.True(t, generic, "Call-ID without a parser is generic, got %T", h)
+	require.Equal(t, "c1", h.Value())
+}

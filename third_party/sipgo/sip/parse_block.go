@@ -90,6 +90,14 @@ func blockSlotsOf(m HeadersParser) blockSlots {
 }
 
 // slotOf returns the slot of a lower-case header name, 0 for none.
+// knownHdrSlot is slotOf of each known header name.
+var knownHdrSlot = func() (t [numKnownHdr]blockSlots) {
+	for id, name := range knownHdrName {
+		t[id] = slotOf(name)
+	}
+	return t
+}()
+
 func slotOf(lowerName []byte) blockSlots {
 	switch string(lowerName) {
 	case "via":

@@ -69,7 +69,7 @@ func DefaultHeadersParser() map[string]HeaderParser {
 
 // ParseHeader parses a SIP header from the line and appends it to out.
 func (headersParser HeadersParser) ParseHeader(out []Header, line []byte) ([]Header, error) {
-	return headersParser.parseHeader(out, line, "", nil, 0)
+	return headersParser.parseHeader(out, line, "", nil, 0, nil)
 }
 
 // parseHeader is ParseHeader with, in lineText, the line as a string when
@@ -78,7 +78,7 @@ func (headersParser HeadersParser) ParseHeader(out []Header, line []byte) ([]Hea
 // rather than a copy each. lineText is "" or exactly string(line). With a
 // block, a header of one of the slots (which this parser parses with the
 // package's own parsers) goes into it if its slot is free.
-func (headersParser HeadersParser) parseHeader(out []Header, line []byte, lineText string, blk *headerBlock, slots blockSlots) ([]Header, error) {
+func (headersParser HeadersParser) parseHeader(out []Header, line []byte, lineText string, blk *headerBlock, slots blockSlots, known *[numKnownHdr]HeaderParser) ([]Header, error) {
 	colonIdx := bytes.IndexByte(line, ':')
 	if colonIdx == -1 {
 		return out, fmt.Errorf("field name with no value in header: %q", line)
@@ -87,12 +87,19 @@ func (headersParser HeadersParser) parseHeader(out []Header, line []byte, lineTe
 	fieldName := bytes.TrimSpace(line[:colonIdx])
 	fieldValue := bytes.TrimSpace(line[colonIdx+1:])
 
-	lowerFieldName := headerToLowerKnown(fieldName)
+	id := headerKnown(fieldName)
+	lowerFieldName := knownHdrName[id]
 	var headerParser HeaderParser
 	var ok bool
-	if lowerFieldName != nil {
+	switch {
+	case id != hdrNone && known != nil:
+		// The parser's own table of the common headers' parsers
+		// (Parser.known): no map lookup.
+		headerParser = known[id]
+		ok = headerParser != nil
+	case lowerFieldName != nil:
 		headerParser, ok = headersParser[string(lowerFieldName)]
-	} else {
+	default:
 		// Lowered on the stack: most names without a constant have no
 		// parser either, and need no lower-case copy at all.
 		var buf [64]byte
@@ -115,7 +122,11 @@ func (headersParser HeadersParser) parseHeader(out []Header, line []byte, lineTe
 	fieldText := subText(line, lineText, fieldValue)
 	var slot blockSlots
 	if blk != nil {
-		if slot = slotOf(lowerFieldName) & slots; slot&blk.used != 0 {
+		slot = knownHdrSlot[id]
+		if id == hdrNone {
+			slot = slotOf(lowerFieldName) // a name written otherwise ("VIA")
+		}
+		if slot &= slots; slot&blk.used != 0 {
 			slot = 0
 		}
 	}

@@ -46,6 +46,9 @@ type Parser struct {
 	// (parse_block.go): those headersParsers parses with the package's
 	// own parsers, as NewParser found them.
 	blockSlots blockSlots
+	// known are headersParsers' parsers of the common header names
+	// (headerKnown), as NewParser found them, looked up without the map.
+	known [numKnownHdr]HeaderParser
 
 	MaxMessageLength int
 }
@@ -64,6 +67,11 @@ func NewParser(options ...ParserOption) *Parser {
 		o(p)
 	}
 	p.blockSlots = blockSlotsOf(p.headersParsers)
+	for id, name := range knownHdrName {
+		if name != nil {
+			p.known[id] = p.headersParsers[string(name)]
+		}
+	}
 
 	return p
 }
@@ -211,7 +219,7 @@ func (p *Parser) parseNextHeaderText(out []Header, data []byte, text string, blk
 		lineText = text[:len(line)]
 	}
 
-	out, err = p.headersParsers.parseHeader(out, line, lineText, blk, p.blockSlots)
+	out, err = p.headersParsers.parseHeader(out, line, lineText, blk, p.blockSlots, &p.known)
 	if err != nil {
 		// We might not need to return n here?
 		return out, n, err

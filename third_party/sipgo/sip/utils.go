@@ -137,10 +137,45 @@ func appendASCIILower(dst, s []byte) []byte {
 	return dst
 }
 
+// knownHdr identifies a common header name (headerKnown): its lower-case
+// constant (knownHdrName), its slot in a message's header block
+// (knownHdrSlot), and a Parser's parser for it (Parser.known).
+type knownHdr uint8
+
+const (
+	hdrNone knownHdr = iota
+	hdrIDVia
+	hdrIDFrom
+	hdrIDTo
+	hdrIDCallID
+	hdrIDContact
+	hdrIDCSeq
+	hdrIDContentType
+	hdrIDContentLength
+	hdrIDRoute
+	hdrIDRecordRoute
+	hdrIDMaxForwards
+	hdrIDTimestamp
+	numKnownHdr
+)
+
+var knownHdrName = [numKnownHdr][]byte{
+	hdrIDVia: hdrVia, hdrIDFrom: hdrFrom, hdrIDTo: hdrTo, hdrIDCallID: hdrCallID,
+	hdrIDContact: hdrContact, hdrIDCSeq: hdrCSeq, hdrIDContentType: hdrContentType,
+	hdrIDContentLength: hdrContentLength, hdrIDRoute: hdrRoute, hdrIDRecordRoute: hdrRecordRoute,
+	hdrIDMaxForwards: hdrMaxForwards, hdrIDTimestamp: hdrTimestamp,
+}
+
 // headerToLowerKnown returns the lower-case constant of a common header
 // name (compact forms give the long name), nil for the others (the
 // parser lowers those on the stack: appendASCIILower).
 func headerToLowerKnown(s []byte) []byte {
+	return knownHdrName[headerKnown(s)]
+}
+
+// headerKnown identifies a common header name as it is usually written
+// (compact forms give the long name's), hdrNone for the others.
+func headerKnown(s []byte) knownHdr {
 	if len(s) == 1 {
 		c := s[0]
 		if 'A' <= c && c <= 'Z' {
@@ -148,49 +183,49 @@ func headerToLowerKnown(s []byte) []byte {
 		}
 		switch c {
 		case 't':
-			return hdrTo
+			return hdrIDTo
 		case 'f':
-			return hdrFrom
+			return hdrIDFrom
 		case 'v':
-			return hdrVia
+			return hdrIDVia
 		case 'i':
-			return hdrCallID
+			return hdrIDCallID
 		case 'l':
-			return hdrContentLength
+			return hdrIDContentLength
 		case 'c':
-			return hdrContentType
+			return hdrIDContentType
 		case 'm':
-			return hdrContact
+			return hdrIDContact
 		}
 	}
 	// Avoid allocations
 	switch string(s) {
 	case "Via", "via":
-		return hdrVia
+		return hdrIDVia
 	case "From", "from":
-		return hdrFrom
+		return hdrIDFrom
 	case "To", "to":
-		return hdrTo
+		return hdrIDTo
 	case "Call-ID", "call-id":
-		return hdrCallID
+		return hdrIDCallID
 	case "Contact", "contact":
-		return hdrContact
+		return hdrIDContact
 	case "CSeq", "CSEQ", "cseq":
-		return hdrCSeq
+		return hdrIDCSeq
 	case "Content-Type", "content-type":
-		return hdrContentType
+		return hdrIDContentType
 	case "Content-Length", "content-length":
-		return hdrContentLength
+		return hdrIDContentLength
 	case "Route", "route":
-		return hdrRoute
+		return hdrIDRoute
 	case "Record-Route", "record-route":
-		return hdrRecordRoute
+		return hdrIDRecordRoute
 	case "Max-Forwards":
-		return hdrMaxForwards
+		return hdrIDMaxForwards
 	case "Timestamp", "timestamp":
-		return hdrTimestamp
+		return hdrIDTimestamp
 	}
-	return nil
+	return hdrNone
 }
 
 // debugOn reports whether l logs at debug level. A debug line's
