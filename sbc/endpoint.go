@@ -32,9 +32,12 @@ type endpoint struct {
 	faces map[string]topology.Face  // by transport ("udp", "tcp")
 	laddr map[string]netip.AddrPort // bound address by transport
 	udp   []net.PacketConn
-	tcp   []net.Listener
-	tls   []net.Listener // secureListeners
-	wss   []net.Listener // secureListeners
+	// udpSend are udp's companion send sockets, by index (nil: the
+	// listener sends itself; sendsock_linux.go).
+	udpSend []*sendSock
+	tcp     []net.Listener
+	tls     []net.Listener // secureListeners
+	wss     []net.Listener // secureListeners
 	// out hands the TLS connections the SBC opens towards pool targets to
 	// sipgo, which then uses them like accepted ones (tls.go dialTLS).
 	out     *connQueue
@@ -121,6 +124,9 @@ func (ep *endpoint) listen(pol *policy.Policy) error {
 			if serr == nil && pol.Server.UDPWriteBuffer > 0 {
 				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, pol.Server.UDPWriteBuffer)
 			}
+			if serr == nil {
+				serr = reusePort(fd) // for the companion that sends (sendsock_linux.go)
+			}
 		})
 		if err != nil {
 			return err
@@ -131,12 +137,17 @@ func (ep *endpoint) listen(pol *policy.Policy) error {
 		t := strings.ToLower(l.Transport)
 		switch t {
 		case "udp":
-			c, err := lc.ListenPacket(context.Background(), "udp", l.BindAddr.String())
+			c, err := listenUDP(lc, l.BindAddr)
 			if err != nil {
 				ep.closeSockets()
 				return fmt.Errorf("realm %s: listen udp %s: %w", ep.name, l.BindAddr, err)
 			}
+			ss, err := openSendSock(c)
+			if err != nil {
+				ep.sbc.log.Warn("udp listener sends through its own socket", "realm", ep.name, "addr", l.BindAddr.String(), "error", err)
+			}
 			ep.udp = append(ep.udp, c)
+			ep.udpSend = append(ep.udpSend, ss)
 			if l.BindAddr.Port() == 0 {
 				ep.rebindPort(t, c.LocalAddr())
 			}
@@ -167,6 +178,22 @@ func (ep *endpoint) listen(pol *policy.Policy) error {
 		}
 	}
 	return nil
+}
+
+// listenUDP opens a UDP listener with lc, whose Control puts it in an
+// SO_REUSEPORT group for its companion send socket. The group would let
+// another socket of the same user bind the address too (a second SBC, or
+// a second listener of this one): a plain bind first makes sure the
+// address is free, and fails as it always did when it is not.
+func listenUDP(lc net.ListenConfig, addr netip.AddrPort) (net.PacketConn, error) {
+	if addr.Port() != 0 {
+		probe, err := net.ListenPacket("udp", addr.String())
+		if err != nil {
+			return nil, err
+		}
+		probe.Close()
+	}
+	return lc.ListenPacket(context.Background(), "udp", addr.String())
 }
 
 // rebindPort fixes the advertised port of a listener bound to port 0
@@ -230,6 +257,9 @@ func (ep *endpoint) serveStream(ctx context.Context, ln net.Listener, serve func
 func (ep *endpoint) closeSockets() {
 	for _, c := range ep.udp {
 		c.Close()
+	}
+	for _, ss := range ep.udpSend {
+		ss.close()
 	}
 	for _, ls := range [][]net.Listener{ep.tcp, ep.tls, ep.wss} {
 		for _, l := range ls {

@@ -30,7 +30,7 @@ func TestQueueDelaySheds(t *testing.T) {
 	if !enableRxStamps(pc) {
 		t.Fatal("SO_TIMESTAMPNS refused")
 	}
-	g := &udpGen{PacketConn: pc, quit: make(chan struct{}), done: make(chan struct{}), u: u, raw: newRawUDP(pc)}
+	g := &udpGen{PacketConn: pc, quit: make(chan struct{}), done: make(chan struct{}), u: u, raw: newRawUDP(pc, nil)}
 	if g.raw == nil {
 		t.Fatal("no raw read path for a UDP socket")
 	}
@@ -185,7 +185,7 @@ func BenchmarkUDPRead(b *testing.B) {
 			if stamped && !enableRxStamps(pc) {
 				b.Skip("no SO_TIMESTAMPNS")
 			}
-			r := newRawUDP(pc)
+			r := newRawUDP(pc, nil)
 			msg := []byte("INVITE sip:a@b SIP/2.0\r\n\r\n")
 			dst := pc.LocalAddr().(*net.UDPAddr)
 			buf := make([]byte, 2048)

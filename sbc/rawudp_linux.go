@@ -29,6 +29,7 @@ import (
 
 // rawUDP does one socket's reads and writes.
 type rawUDP struct {
+	send  int // the companion socket that sends (sendsock_linux.go); -1: none
 	rc    syscall.RawConn
 	laddr net.Addr
 	v6    bool // an AF_INET6 socket: IPv4 peers are sent to as ::ffff:a.b.c.d
@@ -54,8 +55,8 @@ type rawOp struct {
 }
 
 // newRawUDP returns the raw path of pc, or nil when pc is no UDP socket
-// of a family it knows.
-func newRawUDP(pc net.PacketConn) *rawUDP {
+// of a family it knows; it sends through send when that is not nil.
+func newRawUDP(pc net.PacketConn, send *sendSock) *rawUDP {
 	uc, ok := pc.(*net.UDPConn)
 	if !ok {
 		return nil
@@ -69,7 +70,7 @@ func newRawUDP(pc net.PacketConn) *rawUDP {
 	if err := rc.Control(func(fd uintptr) { sa, serr = unix.Getsockname(int(fd)) }); err != nil || serr != nil {
 		return nil
 	}
-	r := &rawUDP{rc: rc, laddr: uc.LocalAddr()}
+	r := &rawUDP{rc: rc, laddr: uc.LocalAddr(), send: send.sendFD()}
 	switch sa.(type) {
 	case *unix.SockaddrInet4:
 	case *unix.SockaddrInet6:
@@ -194,7 +195,11 @@ func (r *rawUDP) writeTo(b []byte, addr net.Addr) (n int, ok bool, err error) {
 		return 0, false, nil
 	}
 	op.buf, op.n, op.errno = b, 0, 0
-	err = r.rc.Write(op.writeFn)
+	if r.send < 0 || !op.write(uintptr(r.send)) {
+		// No companion, or its buffer is full: through the listener,
+		// waiting on the poller if that one's is full too.
+		err = r.rc.Write(op.writeFn)
+	}
 	op.buf = nil
 	if err == nil && op.errno != 0 {
 		err = os.NewSyscallError("sendto", op.errno)

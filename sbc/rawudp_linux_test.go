@@ -29,7 +29,7 @@ func TestRawUDP(t *testing.T) {
 			}
 			defer pc.Close()
 			stamped := enableRxStamps(pc)
-			r := newRawUDP(pc)
+			r := newRawUDP(pc, nil)
 			if r == nil {
 				t.Fatal("no raw path for a UDP socket")
 			}
@@ -118,7 +118,7 @@ func TestRawUDPAllocs(t *testing.T) {
 	}
 	defer pc.Close()
 	enableRxStamps(pc)
-	r := newRawUDP(pc)
+	r := newRawUDP(pc, nil)
 	to := pc.LocalAddr()
 	msg, buf := []byte("SIP/2.0 200 OK\r\n\r\n"), make([]byte, 2048)
 	// Warm the pool.

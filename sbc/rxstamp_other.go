@@ -17,7 +17,16 @@ func enableRxStamps(net.PacketConn) bool { return false }
 // (rawudp_linux.go); elsewhere the net package reads and writes.
 type rawUDP struct{}
 
-func newRawUDP(net.PacketConn) *rawUDP { return nil }
+func newRawUDP(net.PacketConn, *sendSock) *rawUDP { return nil }
+
+// sendSock: the companion send socket is Linux's (sendsock_linux.go).
+type sendSock struct{}
+
+func reusePort(uintptr) error { return nil }
+
+func openSendSock(net.PacketConn) (*sendSock, error) { return nil, nil }
+
+func (*sendSock) close() {}
 
 func (*rawUDP) read([]byte) (int, net.Addr, time.Time, error) { panic("unreachable") }
 

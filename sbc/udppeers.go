@@ -134,9 +134,9 @@ func newUDPPeers(ep *endpoint, quit <-chan struct{}) *udpPeers {
 // serve starts the first generation on each socket, and the loop that
 // resets the table when it grows past the limit.
 func (u *udpPeers) serve(ctx context.Context) {
-	for _, pc := range u.ep.udp {
+	for i, pc := range u.ep.udp {
 		enableRxStamps(pc)
-		sk := &udpSock{pc: pc, laddr: pc.LocalAddr().String(), raw: newRawUDP(pc)}
+		sk := &udpSock{pc: pc, laddr: pc.LocalAddr().String(), raw: newRawUDP(pc, u.ep.udpSend[i])}
 		u.socks = append(u.socks, sk)
 		u.start(sk)
 	}
