@@ -29,7 +29,7 @@ import (
 
 // rawUDP does one socket's reads and writes.
 type rawUDP struct {
-	send  int // the companion socket that sends (sendsock_linux.go); -1: none
+	send  syscall.RawConn // the companion socket that sends (sendsock_linux.go); nil: none
 	rc    syscall.RawConn
 	laddr net.Addr
 	v6    bool // an AF_INET6 socket: IPv4 peers are sent to as ::ffff:a.b.c.d
@@ -52,6 +52,7 @@ type rawOp struct {
 	errno   syscall.Errno
 	readFn  func(uintptr) bool
 	writeFn func(uintptr) bool
+	sendFn  func(uintptr) bool // the companion's send (sendDontWait)
 }
 
 // newRawUDP returns the raw path of pc, or nil when pc is no UDP socket
@@ -70,7 +71,7 @@ func newRawUDP(pc net.PacketConn, send *sendSock) *rawUDP {
 	if err := rc.Control(func(fd uintptr) { sa, serr = unix.Getsockname(int(fd)) }); err != nil || serr != nil {
 		return nil
 	}
-	r := &rawUDP{rc: rc, laddr: uc.LocalAddr(), send: send.sendFD()}
+	r := &rawUDP{rc: rc, laddr: uc.LocalAddr(), send: send.conn()}
 	switch sa.(type) {
 	case *unix.SockaddrInet4:
 	case *unix.SockaddrInet6:
@@ -80,7 +81,7 @@ func newRawUDP(pc net.PacketConn, send *sendSock) *rawUDP {
 	}
 	r.ops.New = func() any {
 		op := &rawOp{}
-		op.readFn, op.writeFn = op.read, op.write
+		op.readFn, op.writeFn, op.sendFn = op.read, op.write, op.sendDontWait
 		return op
 	}
 	return r
@@ -113,6 +114,25 @@ func (op *rawOp) write(fd uintptr) bool {
 			continue
 		case unix.EAGAIN:
 			return false // the send buffer is full: wait until writable
+		}
+		op.n, op.errno = int(n), e
+		return true
+	}
+}
+
+// sendDontWait sends on the companion's blocking socket without blocking
+// (MSG_DONTWAIT): EAGAIN is left in op.errno for the caller, which then
+// sends through the listener.
+func (op *rawOp) sendDontWait(fd uintptr) bool {
+	var p unsafe.Pointer
+	if len(op.buf) > 0 {
+		p = unsafe.Pointer(&op.buf[0])
+	}
+	for {
+		n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(p), uintptr(len(op.buf)), unix.MSG_DONTWAIT,
+			uintptr(unsafe.Pointer(&op.sa)), uintptr(op.salen))
+		if e == unix.EINTR {
+			continue
 		}
 		op.n, op.errno = int(n), e
 		return true
@@ -195,9 +215,13 @@ func (r *rawUDP) writeTo(b []byte, addr net.Addr) (n int, ok bool, err error) {
 		return 0, false, nil
 	}
 	op.buf, op.n, op.errno = b, 0, 0
-	if r.send < 0 || !op.write(uintptr(r.send)) {
+	if r.send != nil {
+		err = r.send.Write(op.sendFn)
+	}
+	if r.send == nil || err == nil && op.errno == unix.EAGAIN {
 		// No companion, or its buffer is full: through the listener,
 		// waiting on the poller if that one's is full too.
+		op.n, op.errno = 0, 0
 		err = r.rc.Write(op.writeFn)
 	}
 	op.buf = nil

@@ -3,6 +3,8 @@ package sbc
 import (
 	"fmt"
 	"net"
+	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,9 +29,13 @@ import (
 // that finds the companion's buffer full goes through the listener as
 // before (rawUDP.writeTo).
 
-// sendSock is a listener's companion send socket.
+// sendSock is a listener's companion send socket. It is an *os.File on
+// a blocking descriptor, so that Go does not put it in the poller, and
+// sends are made with MSG_DONTWAIT through its RawConn, which keeps the
+// descriptor from being closed (and its number reused) under a send.
 type sendSock struct {
-	fd int
+	f  *os.File
+	rc syscall.RawConn
 }
 
 // reusePort puts a UDP listener's socket (before its bind) in an
@@ -88,7 +94,7 @@ func openSendSock(pc net.PacketConn) (*sendSock, error) {
 	if _, ok := sa.(*unix.SockaddrInet6); ok {
 		dom = unix.AF_INET6
 	}
-	fd, err := unix.Socket(dom, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	fd, err := unix.Socket(dom, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
@@ -116,20 +122,25 @@ func openSendSock(pc net.PacketConn) (*sendSock, error) {
 	if err := unix.Bind(fd, sa); err != nil {
 		return fail("bind", err)
 	}
-	return &sendSock{fd: fd}, nil
+	f := os.NewFile(uintptr(fd), "udp-send")
+	src, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &sendSock{f: f, rc: src}, nil
 }
 
-// sendFD is the companion's descriptor, -1 for none.
-func (s *sendSock) sendFD() int {
+// conn is the companion's RawConn, nil for none.
+func (s *sendSock) conn() syscall.RawConn {
 	if s == nil {
-		return -1
+		return nil
 	}
-	return s.fd
+	return s.rc
 }
 
 func (s *sendSock) close() {
-	if s != nil && s.fd >= 0 {
-		unix.Close(s.fd)
-		s.fd = -1
+	if s != nil {
+		s.f.Close()
 	}
 }

@@ -39,9 +39,6 @@ func TestSendSockSteersToListener(t *testing.T) {
 				t.Fatalf("openSendSock: %v", err)
 			}
 			defer ss.close()
-			if ss.sendFD() < 0 {
-				t.Fatal("no companion descriptor")
-			}
 			// Several client sockets: the group hashes by the source's
 			// address and port, so one source could always land on the
 			// listener by chance. Each client's datagrams are read
@@ -75,7 +72,7 @@ func TestSendSockSteersToListener(t *testing.T) {
 			}
 			defer peer.Close()
 			r := newRawUDP(ln, ss)
-			if r == nil || r.send != ss.sendFD() {
+			if r == nil || r.send != ss.conn() {
 				t.Fatal("the raw path does not send through the companion")
 			}
 			if _, ok, err := r.writeTo([]byte("200"), peer.LocalAddr()); !ok || err != nil {
@@ -88,6 +85,12 @@ func TestSendSockSteersToListener(t *testing.T) {
 			}
 			if string(buf[:n]) != "200" || from.String() != ln.LocalAddr().String() {
 				t.Fatalf("peer got %q from %v, want \"200\" from %v", buf[:n], from, ln.LocalAddr())
+			}
+			// Closed (the endpoint's closeSockets), the companion sends
+			// nothing: its descriptor number may be another file's now.
+			ss.close()
+			if _, _, err := r.writeTo([]byte("late"), peer.LocalAddr()); err == nil {
+				t.Fatal("a send through a closed companion succeeded")
 			}
 		})
 	}
