@@ -129,7 +129,12 @@ func (w *Wheel) now() int64 {
 	return int64(w.elapsed() / Tick)
 }
 
+// maxDelay bounds a timer's delay so that its tick cannot overflow: a
+// timer of math.MaxInt64 (never, for time.AfterFunc) fires in 146 years.
+const maxDelay = time.Duration(1 << 62)
+
 func (w *Wheel) armLocked(t *Timer, d time.Duration) {
+	d = min(d, maxDelay)
 	// The first tick at or after the deadline: never early.
 	at := int64((w.elapsed() + d + Tick - 1) / Tick)
 	if d <= 0 || at < w.cur {

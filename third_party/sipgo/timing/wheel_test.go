@@ -1,6 +1,7 @@
 package timing
 
 import (
+	"math"
 	"math/rand"
 	"sync"
 	"sync/atomic"
@@ -73,6 +74,24 @@ func TestStopAndReset(t *testing.T) {
 	wait(t, done, "timer reset after firing")
 	if fired.Load() != 0 {
 		t.Fatal("a stopped timer fired")
+	}
+}
+
+// TestNever: a timer of the largest duration (time.AfterFunc's "never")
+// is armed, does not fire on the wheel's runs, and stops.
+func TestNever(t *testing.T) {
+	w := NewWheel()
+	var fired atomic.Int32
+	tm := w.AfterFunc(time.Duration(math.MaxInt64), func() { fired.Add(1) })
+	advance(w, 3*time.Duration(nSlots)*Tick)
+	if w.Len() != 1 {
+		t.Fatalf("Len %d, want 1", w.Len())
+	}
+	if !tm.Stop() {
+		t.Fatal("Stop of a never-firing timer returned false")
+	}
+	if fired.Load() != 0 {
+		t.Fatal("a timer of math.MaxInt64 fired")
 	}
 }
 
