@@ -89,7 +89,8 @@ func TestCompareScenarios(t *testing.T) {
 	u, _ := os.ReadFile(uac)
 	s, _ := os.ReadFile(uas)
 	for _, want := range []string{`rrs="true"`, "ACK [next_url] SIP/2.0", "BYE [next_url] SIP/2.0",
-		`<recv response="180" optional="global" advance_state="false"/>`} {
+		`<recv response="180" optional="global" advance_state="false" response_txn="invite"/>`,
+		`<send retrans="500" start_txn="invite">`, `<send ack_txn="invite">`, `response_txn="bye"`} {
 		if !bytes.Contains(u, []byte(want)) {
 			t.Errorf("compare_uac.xml lacks %q", want)
 		}
