@@ -16,6 +16,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/emiago/sipgo/fakes"
 	"github.com/stretchr/testify/require"
 )
 
@@ -901,4 +902,42 @@ func TestForkKnownHeaderParsers(t *testing.T) {
 	_, generic := h.(*genericHeader)
 	require.True(t, generic, "Call-ID without a parser is generic, got %T", h)
 	require.Equal(t, "c1", h.Value())
+}
+
+// TestForkCancel487KeepsTag: the 487 a server transaction sends when its
+// INVITE is cancelled carries the To tag of the provisional response
+// already sent (RFC 3261 8.2.6.2), not a random tag of its own; before
+// any tagged provisional it gets a tag of its own as before.
+func TestForkCancel487KeepsTag(t *testing.T) {
+	for _, sent := range []int{StatusTrying, StatusRinging} {
+		req, _, _ := testCreateInvite(t, "sip:127.0.0.99:5060", "udp", "127.0.0.2:5060")
+		outgoing := &bytes.Buffer{}
+		conn := &UDPConnection{PacketConn: &fakes.UDPConn{
+			Reader:  &bytes.Buffer{},
+			Writers: map[string]io.Writer{"127.0.0.2:5060": outgoing},
+		}}
+		tx := NewServerTx("487-"+strconv.Itoa(sent), req, conn, slog.Default())
+		require.NoError(t, tx.Init())
+		require.NoError(t, tx.Respond(NewResponseFromRequestTag(req, sent, "Provisional", nil, "uas-tag-1")))
+
+		cancel := NewRequest(CANCEL, req.Recipient)
+		cancel.AppendHeader(HeaderClone(req.Via()))
+		cancel.AppendHeader(HeaderClone(req.From()))
+		cancel.AppendHeader(HeaderClone(req.To()))
+		cancel.AppendHeader(HeaderClone(req.CallID()))
+		require.NoError(t, tx.Receive(cancel))
+
+		wire := outgoing.String()
+		i := strings.Index(wire, "SIP/2.0 487")
+		require.GreaterOrEqual(t, i, 0, "no 487 written: %q", wire)
+		m, err := ParseMessage([]byte(wire[i:]))
+		require.NoError(t, err)
+		tag, _ := m.(*Response).To().Params.Get("tag")
+		if sent == StatusRinging {
+			require.Equal(t, "uas-tag-1", tag, "the 487 after a 180")
+		} else {
+			require.NotEmpty(t, tag, "the 487 after a 100 has a tag of its own")
+		}
+		tx.Terminate()
+	}
 }

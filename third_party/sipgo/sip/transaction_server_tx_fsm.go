@@ -305,7 +305,16 @@ func (tx *ServerTx) actCancel() fsmInput {
 	if debugOn(tx.log) {
 		tx.log.Debug("Passing 487 on CANCEL", "tx", tx.Key())
 	}
-	tx.fsmResp = NewResponseFromRequest(tx.origin, StatusRequestTerminated, "Request Terminated", nil)
+	// The 487 carries the To tag of the provisional responses already
+	// sent, if any: one tag for all responses to the request (RFC 3261
+	// 8.2.6.2), not a random one of its own.
+	tag := ""
+	if last := tx.fsmResp; last != nil && last.StatusCode > 100 {
+		if to := last.To(); to != nil {
+			tag, _ = to.Params.Get("tag")
+		}
+	}
+	tx.fsmResp = NewResponseFromRequestTag(tx.origin, StatusRequestTerminated, "Request Terminated", nil, tag)
 	tx.fsmErr = ErrTransactionCanceled // For now only informative
 
 	// Check is there some listener on cancel
