@@ -166,15 +166,10 @@ var knownHdrName = [numKnownHdr][]byte{
 	hdrIDMaxForwards: hdrMaxForwards, hdrIDTimestamp: hdrTimestamp,
 }
 
-// headerToLowerKnown returns the lower-case constant of a common header
-// name (compact forms give the long name), nil for the others (the
-// parser lowers those on the stack: appendASCIILower).
-func headerToLowerKnown(s []byte) []byte {
-	return knownHdrName[headerKnown(s)]
-}
-
 // headerKnown identifies a common header name as it is usually written
-// (compact forms give the long name's), hdrNone for the others.
+// (compact forms give the long name's), hdrNone for the others (the
+// parser lowers those on the stack: appendASCIILower). knownHdrName has
+// its lower-case constant.
 func headerKnown(s []byte) knownHdr {
 	if len(s) == 1 {
 		c := s[0]
