@@ -102,40 +102,36 @@ func (op *rawOp) read(fd uintptr) bool {
 }
 
 func (op *rawOp) write(fd uintptr) bool {
-	var p unsafe.Pointer
-	if len(op.buf) > 0 {
-		p = unsafe.Pointer(&op.buf[0])
+	e := op.sendto(fd, 0)
+	if e == unix.EAGAIN {
+		return false // the send buffer is full: wait until writable
 	}
-	for {
-		n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(p), uintptr(len(op.buf)), 0,
-			uintptr(unsafe.Pointer(&op.sa)), uintptr(op.salen))
-		switch e {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false // the send buffer is full: wait until writable
-		}
-		op.n, op.errno = int(n), e
-		return true
-	}
+	op.errno = e
+	return true
 }
 
 // sendDontWait sends on the companion's blocking socket without blocking
 // (MSG_DONTWAIT): EAGAIN is left in op.errno for the caller, which then
 // sends through the listener.
 func (op *rawOp) sendDontWait(fd uintptr) bool {
+	op.errno = op.sendto(fd, unix.MSG_DONTWAIT)
+	return true
+}
+
+// sendto sends op.buf to op.sa on fd, again on EINTR; it sets op.n and
+// returns the errno (0: sent).
+func (op *rawOp) sendto(fd uintptr, flags int) syscall.Errno {
 	var p unsafe.Pointer
 	if len(op.buf) > 0 {
 		p = unsafe.Pointer(&op.buf[0])
 	}
 	for {
-		n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(p), uintptr(len(op.buf)), unix.MSG_DONTWAIT,
+		n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(p), uintptr(len(op.buf)), uintptr(flags),
 			uintptr(unsafe.Pointer(&op.sa)), uintptr(op.salen))
-		if e == unix.EINTR {
-			continue
+		if e != unix.EINTR {
+			op.n = int(n)
+			return e
 		}
-		op.n, op.errno = int(n), e
-		return true
 	}
 }
 
