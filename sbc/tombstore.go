@@ -69,6 +69,7 @@ const (
 	// same Call-ID hash it replaced in the index (8; 0: none), then the
 	// fields below as length-prefixed bytes (uvarint lengths).
 	tombHeader = 28
+	tombPrevAt = 20 // offset of the replaced record's location + 1
 	// tombChainMax bounds the records a lookup walks from a Call-ID: more
 	// dialogs than that of one Call-ID hash (forks of one call, or a
 	// sender reusing a Call-ID) and the oldest are not found (a late
@@ -162,7 +163,7 @@ func (s *tombStore) add(tb *tomb, corr string, branches []string, due int64) {
 	if old, ok := s.byCallID[h]; ok {
 		prev = uint64(old) + 1
 	}
-	binary.LittleEndian.PutUint64(b[off+20:], prev)
+	binary.LittleEndian.PutUint64(b[off+tombPrevAt:], prev)
 	for i := range tfCount {
 		if i == tfPeer || i == tfDest {
 			b = appendField(b, fields[i])
@@ -296,7 +297,7 @@ func (s *tombStore) walk(callID string, match func(key []byte) bool) (*tombChunk
 		if match(f.next()) {
 			return c, rec
 		}
-		prev := binary.LittleEndian.Uint64(rec[20:])
+		prev := binary.LittleEndian.Uint64(rec[tombPrevAt:])
 		loc, ok = tombLoc(prev-1), prev != 0
 	}
 	return nil, nil
