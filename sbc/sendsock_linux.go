@@ -19,7 +19,8 @@ import (
 // finds nothing to run and parks again. Nothing ever waits for a SIP UDP
 // socket to be writable (a send that finds the buffer full is retried
 // through the poller, below), so those wake-ups are pure cost: at 500
-// calls/s two thirds of the epoll_pwait calls returned only EPOLLOUT.
+// calls/s (under strace) a third of the epoll_pwait calls, 1,198 of
+// 3,423 in 2 s, returned only EPOLLOUT.
 //
 // The companion is bound to the listener's address in the same
 // SO_REUSEPORT group and is not in Go's poller: its frees wake nobody,
