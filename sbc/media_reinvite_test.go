@@ -523,11 +523,16 @@ func TestReInviteAddedLineByeStress(t *testing.T) {
 			var answered atomic.Int32
 			var claimMu sync.Mutex
 			claimed := map[string]bool{}
-			claim := func() (string, bool) {
+			// claim finds the backend's side of the caller's own call (by
+			// the number dialled): any other answered call might be one
+			// whose 200 the SBC has not taken yet, and a BYE overtaking
+			// it ends that call early, leaving the caller's own call
+			// with no one to hang it up.
+			claim := func(user string) (string, bool) {
 				ci, err := e.backends[0].WaitCall(deadline, func(c sipua.CallInfo) bool {
 					claimMu.Lock()
 					defer claimMu.Unlock()
-					if c.State != sipua.StateAnswered || claimed[c.CallID] {
+					if c.User != user || c.State != sipua.StateAnswered || claimed[c.CallID] {
 						return false
 					}
 					claimed[c.CallID] = true
@@ -540,7 +545,8 @@ func TestReInviteAddedLineByeStress(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					p := newPhone(t, callerIP)
-					call, err := e.caller.Dial(deadline, e.ext, sipua.DialOptions{User: fmt.Sprint(3000 + i), SDP: p.sdp()})
+					user := fmt.Sprint(3000 + i)
+					call, err := e.caller.Dial(deadline, e.ext, sipua.DialOptions{User: user, SDP: p.sdp()})
 					if err != nil {
 						return
 					}
@@ -557,10 +563,10 @@ func TestReInviteAddedLineByeStress(t *testing.T) {
 					for range i % 4 { // the BYE leaves a little later or earlier
 						runtime.Gosched()
 					}
-					// The backend hangs up one of the answered calls (its
+					// The backend hangs up its side of this call (its
 					// own CSeq: a caller's BYE could take a lower CSeq than
 					// its re-INVITE and be refused 500, RFC 3261 12.2.2).
-					if bid, ok := claim(); ok {
+					if bid, ok := claim(user); ok {
 						_ = e.backends[0].Bye(deadline, bid)
 					}
 					inner.Wait()

@@ -87,6 +87,7 @@ const (
 // CallInfo is a snapshot of one call at a Backend.
 type CallInfo struct {
 	CallID    string    // Call-ID of the INVITE
+	User      string    // user part of the INVITE's Request-URI
 	Tag       string    // the backend's To tag (for topology-hiding checks)
 	State     CallState // see the State constants
 	EndedBy   Party     // who ended an ended or cancelled call
@@ -318,6 +319,7 @@ func statusError(res *sip.Response, err error) error {
 func (b *Backend) newCall(req *sip.Request, state CallState) {
 	c := &CallInfo{
 		CallID:    callIDOf(req),
+		User:      req.Recipient.User,
 		State:     state,
 		Source:    req.Source(),
 		Transport: req.Transport(),
