@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sbc-project/sbc/policy"
 )
@@ -40,14 +41,16 @@ import (
 // Options.ManageGC is set (sbc run does), at Start and at every reload.
 
 var gcPace struct {
-	mu      sync.Mutex
-	floor   uint64 // bytes; 0: off
-	base    int    // GOGC at the first apply (Go's own percentage)
-	percent int    // the percentage last set
-	running bool   // the per-cycle hook is armed
-	limit   int64  // the memory limit last set by the policy (0: none)
-	envLim  bool   // GOMEMLIMIT was set: the policy's limit does not apply
-	started bool
+	mu       sync.Mutex
+	floor    uint64 // bytes; 0: off
+	base     int    // GOGC at the first apply (Go's own percentage)
+	percent  int    // the percentage last set
+	running  bool   // the per-cycle hook is armed
+	limit    int64  // the memory limit last set by the policy (0: none)
+	touched  uint64 // bytes of heap prefaultHeap has touched (0: none yet)
+	faulting bool   // a prefaultHeap is under way
+	envLim   bool   // GOMEMLIMIT was set: the policy's limit does not apply
+	started  bool
 }
 
 // gcSentinel is an object whose finalizer runs once after each
@@ -76,6 +79,79 @@ func (s *SBC) applyGC(p *policy.Policy) {
 		s.log.Info("garbage collector paced", "gc_heap_floor", eff, "policy_gc_heap_floor", floor,
 			"memory_limit", debug.SetMemoryLimit(-1), "gomemlimit", os.Getenv("GOMEMLIMIT"))
 	}
+	if n := prefaultDue(eff); n > 0 {
+		go func() {
+			t0 := time.Now()
+			if prefaultHeap(n) {
+				s.log.Info("heap touched up to the GC floor", "bytes", n, "took", time.Since(t0).Round(time.Millisecond))
+			}
+		}()
+	}
+}
+
+// The heap up to the floor, touched once (prefaultHeap).
+//
+// A Go heap grows into fresh memory, and the first write to each fresh
+// 4 KiB page is a page fault in which the kernel zeroes the page. An SBC
+// with a floor grows its heap to the floor before it first collects, and
+// reuses that memory from then on; until it gets there, every message's
+// allocations fault. At 600 calls/s that was 28 % of the SBC's CPU
+// (clear_page under the allocator's page faults, `perf`), and the
+// faults are on the path of every message (BENCHMARKS.md, "The heap
+// touched up to the floor"). Kamailio's answer is shm_force_alloc: its
+// pool is touched at start. The SBC touches its heap up to the floor
+// once, in the background after Start (and again when a reload raises
+// the floor), so that RSS is at the floor from the start rather than
+// after the first collection, where it would settle anyway.
+
+// prefaultDue is how many bytes prefaultHeap should touch for floor: the
+// floor above what was touched already, 0 if nothing is due (no floor,
+// GOGC=off, one under way).
+func prefaultDue(floor uint64) uint64 {
+	gcPace.mu.Lock()
+	defer gcPace.mu.Unlock()
+	if lim := debug.SetMemoryLimit(-1); lim < math.MaxInt64 {
+		floor = min(floor, uint64(max(lim, 0))/2) // room for the rest under a limit
+	}
+	if floor <= gcPace.touched || gcPace.base < 0 || gcPace.faulting {
+		return 0
+	}
+	gcPace.faulting = true
+	return floor - gcPace.touched
+}
+
+// prefaultHeap touches n bytes of new heap and gives them back to the
+// heap as free memory that is already mapped. It reports whether it
+// touched them (false: the floor went meanwhile). It holds gcPace.mu
+// throughout, so that the per-cycle hook does not re-pace the collector
+// in the middle.
+//
+// The order keeps the runtime's background scavenger from handing the
+// touched pages straight back to the kernel. It aims to retain what
+// was in use at the last collection scaled by the ratio of the new heap
+// goal to the last one (runtime/mgcscavenge.go). With collection off
+// while the block is allocated and written, no cycle sees it live, and
+// the forced collection that frees it does so with the paced percentage
+// in force: both goals are then near the floor, and what was in use at
+// that collection includes the block.
+func prefaultHeap(n uint64) bool {
+	gcPace.mu.Lock()
+	defer gcPace.mu.Unlock()
+	defer func() { gcPace.faulting = false }()
+	if gcPace.floor == 0 || gcPace.base < 0 {
+		return false
+	}
+	debug.SetGCPercent(-1)
+	b := make([]byte, n)
+	page := os.Getpagesize()
+	for i := 0; i < len(b); i += page {
+		b[i] = 1
+	}
+	runtime.KeepAlive(b)
+	debug.SetGCPercent(gcPace.percent)
+	runtime.GC()
+	gcPace.touched += n
+	return true
 }
 
 // setGC sets the process's GC floor and memory limit (bytes; 0: none). It

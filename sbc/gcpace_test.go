@@ -5,6 +5,9 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -106,4 +109,94 @@ func TestSetGC(t *testing.T) {
 	if lim := debug.SetMemoryLimit(-1); lim != math.MaxInt64 {
 		t.Fatalf("memory limit %d after it went, want none", lim)
 	}
+}
+
+// prefaultHeap leaves the touched bytes in the heap as free memory (not
+// released to the kernel), restores the paced GC percentage, and is due
+// again only for a higher floor.
+func TestPrefaultHeap(t *testing.T) {
+	base := debug.SetGCPercent(100)
+	debug.SetGCPercent(base)
+	if base < 0 {
+		t.Skip("GOGC=off")
+	}
+	if _, ok := os.LookupEnv("GOMEMLIMIT"); ok {
+		t.Skip("GOMEMLIMIT is set")
+	}
+	t.Cleanup(func() {
+		_, _ = setGC(0, 0)
+		gcPace.mu.Lock()
+		gcPace.touched = 0
+		gcPace.mu.Unlock()
+	})
+	const floor = 64 << 20
+	if f, _ := setGC(floor, 0); f != floor {
+		t.Skipf("floor capped at %d", f)
+	}
+	gcPace.mu.Lock()
+	gcPace.touched = 0
+	gcPace.mu.Unlock()
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}, {Name: "/gc/heap/goal:bytes"}}
+	runtime.GC()
+	metrics.Read(sample)
+	free0 := sample[0].Value.Uint64()
+	rss0 := residentBytes()
+
+	n := prefaultDue(floor)
+	if n != floor {
+		t.Fatalf("due %d bytes, want the floor %d", n, floor)
+	}
+	if again := prefaultDue(floor); again != 0 {
+		t.Fatalf("a second prefault due (%d bytes) while one is under way", again)
+	}
+	if !prefaultHeap(n) {
+		t.Fatal("prefaultHeap touched nothing")
+	}
+	// The block may reuse memory the heap already had free and resident
+	// (free0; a second run of the test); the rest is new resident memory.
+	if rss0 > 0 && n > free0 {
+		if rss := residentBytes(); rss+n/4 < rss0+n-free0 {
+			t.Errorf("resident %d after touching %d (%d of it free in the heap before), was %d: the pages were not touched",
+				rss, n, free0, rss0)
+		}
+	}
+	metrics.Read(sample)
+	if free := sample[0].Value.Uint64(); free < n*3/4 {
+		t.Errorf("heap free (mapped, not released) %d after touching %d, was %d", free, n, free0)
+	}
+	gcPace.mu.Lock()
+	paced := gcPace.percent
+	gcPace.mu.Unlock()
+	if p := debug.SetGCPercent(paced); p != paced {
+		t.Errorf("GC percent %d after the prefault, want the paced %d", p, paced)
+	}
+	if goal := sample[1].Value.Uint64(); goal < floor/2 {
+		t.Errorf("heap goal %d after the prefault, want near the floor %d", goal, floor)
+	}
+	if again := prefaultDue(floor); again != 0 {
+		t.Errorf("prefault due again (%d bytes) for the same floor", again)
+	}
+	if more := prefaultDue(2 * floor); more != floor {
+		t.Errorf("a doubled floor is due %d bytes, want %d", more, floor)
+	}
+	gcPace.mu.Lock()
+	gcPace.faulting = false
+	gcPace.mu.Unlock()
+}
+
+// residentBytes is the process's resident set (0: unknown).
+func residentBytes() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return pages * uint64(os.Getpagesize())
 }
