@@ -162,6 +162,9 @@ func TestRelayKernelPathNotForSRTP(t *testing.T) {
 		pb.send(rtpPacket(2, uint16(1+i), 0, 160), b)
 		pa.recv()
 	}
+	// The relay counts a packet forwarded after its send returned: B may
+	// have the third one before the count does.
+	waitFor(t, "A's three packets counted forwarded", func() bool { return s.Stats().A.Forwarded == 3 })
 	if st := s.Stats(); st.A.Offloaded != 0 || st.A.Forwarded != 3 {
 		t.Fatalf("%+v", st.A)
 	}

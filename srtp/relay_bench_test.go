@@ -350,6 +350,8 @@ func TestRelayZeroAllocs(t *testing.T) {
 			if allocs != 0 {
 				t.Fatalf("%.2f allocs per relayed packet", allocs)
 			}
+			// Counted after the send: B may have the last one first.
+			waitFor(t, "every packet counted forwarded", func() bool { return w.s.Stats().A.Forwarded >= runs+2 })
 			if st := w.s.Stats(); st.A.Dropped != ([NumDropReasons]uint64{}) || st.A.Forwarded != runs+2 {
 				t.Fatalf("%+v", st.A)
 			}
