@@ -272,7 +272,7 @@ func (c *call) inviteHandlers(br *branch, b *leg) txHandlers {
 	var final atomic.Bool
 	return txHandlers{
 		response: func(res *sip.Response) {
-			c.s.countResponse(b.ep.name, res)
+			b.ep.countResponse(res.StatusCode)
 			if !c.s.validResponse(res) || final.Load() {
 				return
 			}
@@ -331,7 +331,7 @@ func (c *call) sendRelay(rel *relay) {
 	})
 	h := txHandlers{
 		response: func(res *sip.Response) {
-			c.s.countResponse(to.ep.name, res)
+			to.ep.countResponse(res.StatusCode)
 			if !c.s.validResponse(res) || finished.Load() {
 				return
 			}

@@ -26,6 +26,7 @@ import (
 type endpoint struct {
 	name  string
 	sbc   *SBC
+	msgs  *msgCounters // the realm's message counters (nil: looked up per message)
 	ua    *sipgo.UserAgent
 	srv   *sipgo.Server
 	cli   *sipgo.Client
@@ -56,7 +57,8 @@ type endpoint struct {
 }
 
 func (s *SBC) newEndpoint(r policy.Realm, pol *policy.Policy) (*endpoint, error) {
-	ep := &endpoint{name: r.Name, sbc: s, cfg: r, faces: map[string]topology.Face{}, laddr: map[string]netip.AddrPort{}}
+	ep := &endpoint{name: r.Name, sbc: s, cfg: r, faces: map[string]topology.Face{}, laddr: map[string]netip.AddrPort{},
+		msgs: newMsgCounters(s.metrics, r.Name)}
 	// Peers on a connection that send nothing for this long are
 	// disconnected (sipgo's default is to wait forever); CRLF keep-alives
 	// (RFC 5626) count, and are answered.
@@ -427,7 +429,7 @@ func (ep *endpoint) do(ctx context.Context, req *sip.Request, transport string, 
 	}
 	tx, err := ep.start(ctx, req, transport, dst, txHandlers{
 		response: func(res *sip.Response) {
-			ep.sbc.countResponse(ep.name, res)
+			ep.countResponse(res.StatusCode)
 			if !res.IsProvisional() {
 				report(result{res: res})
 			}
@@ -470,7 +472,7 @@ func (ep *endpoint) doAsync(req *sip.Request, transport string, dst netip.AddrPo
 		var txp atomic.Pointer[sip.ClientTx]
 		_, err := ep.start(ctx, req, transport, dst, txHandlers{
 			response: func(res *sip.Response) {
-				ep.sbc.countResponse(ep.name, res)
+				ep.countResponse(res.StatusCode)
 				if res.IsProvisional() {
 					return
 				}

@@ -229,33 +229,53 @@ func blocklistCollectors(bl *acl.Blocklist) []prometheus.Collector {
 	}
 }
 
-// knownMethods bounds the method label: anything else counts as "other".
-var knownMethods = map[string]bool{
-	"INVITE": true, "ACK": true, "BYE": true, "CANCEL": true, "OPTIONS": true,
-	"REGISTER": true, "PRACK": true, "SUBSCRIBE": true, "NOTIFY": true,
-	"PUBLISH": true, "INFO": true, "REFER": true, "MESSAGE": true, "UPDATE": true,
+// methodLabels bounds the method label: the known methods, then "other"
+// for anything else.
+var methodLabels = [...]string{
+	"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS",
+	"REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
+	"PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+	"other",
 }
 
-func methodLabel(m string) string {
-	if knownMethods[m] {
-		return m
+// methodIndex is m's index in methodLabels (the last: "other").
+func methodIndex(m string) int {
+	for i, l := range methodLabels[:len(methodLabels)-1] {
+		if l == m {
+			return i
+		}
 	}
-	return "other"
+	return len(methodLabels) - 1
 }
 
-func classLabel(code int) string {
-	switch {
-	case code < 200:
-		return "1xx"
-	case code < 300:
-		return "2xx"
-	case code < 400:
-		return "3xx"
-	case code < 500:
-		return "4xx"
-	case code < 600:
-		return "5xx"
-	default:
-		return "6xx"
-	}
+func methodLabel(m string) string { return methodLabels[methodIndex(m)] }
+
+// classLabels are the response class label's values, by code/100 - 1.
+var classLabels = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx", "6xx"}
+
+// classIndex is code's index in classLabels.
+func classIndex(code int) int {
+	return min(max(code/100-1, 0), len(classLabels)-1)
 }
+
+// msgCounters are one realm's children of sbc_requests_total and
+// sbc_responses_total, resolved once: WithLabelValues hashes and looks up
+// its labels on every call (0.8 % of the SBC's samples at 3,000 calls/s,
+// 1.7 % at 600). A realm's label values are never deleted.
+type msgCounters struct {
+	requests  [len(methodLabels)]prometheus.Counter
+	responses [len(classLabels)]prometheus.Counter
+}
+
+func newMsgCounters(m *Metrics, realm string) *msgCounters {
+	c := &msgCounters{}
+	for i, l := range methodLabels {
+		c.requests[i] = m.Requests.WithLabelValues(realm, l)
+	}
+	for i, l := range classLabels {
+		c.responses[i] = m.Responses.WithLabelValues(realm, l)
+	}
+	return c
+}
+
+func classLabel(code int) string { return classLabels[classIndex(code)] }

@@ -183,7 +183,7 @@ func addTable(t *testing.T, fam *docFamily, table [][]string, line int) {
 // codeLabelValues is what the code can put in each label: the values, by
 // family and set of labels given together (as in docFamily.values), and
 // the labels whose values are names from the policy. It is driven by the
-// lists the code itself uses (reasons.go, knownMethods, classLabel, …).
+// lists the code itself uses (reasons.go, methodLabels, classLabel, …).
 func codeLabelValues() (values map[string]map[string]map[string]bool, policy map[string][]string) {
 	values = map[string]map[string]map[string]bool{}
 	add := func(family, key string, tuples ...string) {
@@ -198,10 +198,7 @@ func codeLabelValues() (values map[string]map[string]map[string]bool, policy map
 		}
 	}
 	add("sbc_calls_total", "result", callResults...)
-	add("sbc_requests_total", "method", "other")
-	for m := range knownMethods {
-		add("sbc_requests_total", "method", m)
-	}
+	add("sbc_requests_total", "method", methodLabels[:]...)
 	for code := 100; code < 700; code++ {
 		add("sbc_responses_total", "class", classLabel(code))
 	}

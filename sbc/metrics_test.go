@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/sbc-project/sbc/acl"
+	"github.com/sbc-project/sbc/internal/sipua"
 	"github.com/sbc-project/sbc/policy"
 )
 
@@ -67,4 +68,61 @@ func mustPrefix(t *testing.T, s string) netip.Prefix {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// The realm's message counters are resolved once per realm
+// (msgCounters) and count what the per-message lookups did: by realm and
+// method, by realm and class; every method and class of a realm is
+// exposed from the start, at 0.
+func TestMessageCounters(t *testing.T) {
+	for _, c := range []struct {
+		m    string
+		want string
+	}{{"INVITE", "INVITE"}, {"UPDATE", "UPDATE"}, {"FOO", "other"}, {"invite", "other"}, {"", "other"}} {
+		if got := methodLabel(c.m); got != c.want {
+			t.Errorf("methodLabel(%q) = %q, want %q", c.m, got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		code int
+		want string
+	}{{0, "1xx"}, {99, "1xx"}, {100, "1xx"}, {199, "1xx"}, {200, "2xx"}, {487, "4xx"}, {599, "5xx"}, {699, "6xx"}, {700, "6xx"}, {999, "6xx"}} {
+		if got := classLabel(c.code); got != c.want {
+			t.Errorf("classLabel(%d) = %q, want %q", c.code, got, c.want)
+		}
+	}
+
+	e := newEnv(t, envOpts{backends: []sipua.BackendOptions{{Answer: sipua.Always(sipua.Plan{
+		Provisional: []sipua.Provisional{{Code: 180}},
+	})}}})
+	if n := gathered(t, e.sbc, "sbc_requests_total", "UPDATE", "external"); n != 0 {
+		t.Errorf("sbc_requests_total{UPDATE,external} = %v before any, want 0 (exposed from the start)", n)
+	}
+	call, res := e.dial(sipua.DialOptions{User: "1001"})
+	if res.StatusCode != 200 {
+		t.Fatalf("final %d", res.StatusCode)
+	}
+	e.backendMsg(e.backends[0], isReq("ACK"))
+	if err := call.Bye(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("no call left", func() bool { return e.sbc.calls.len() == 0 })
+	for _, m := range []string{"INVITE", "ACK", "BYE"} {
+		if n := gathered(t, e.sbc, "sbc_requests_total", m, "external"); n != 1 {
+			t.Errorf("sbc_requests_total{%s,external} = %v, want 1", m, n)
+		}
+	}
+	if n := gathered(t, e.sbc, "sbc_requests_total", "INVITE", "internal"); n != 0 {
+		t.Errorf("sbc_requests_total{INVITE,internal} = %v, want 0", n)
+	}
+	// From the backend: the 180, the INVITE's 200 and the BYE's 200.
+	if n := gathered(t, e.sbc, "sbc_responses_total", "1xx", "internal"); n < 1 {
+		t.Errorf("sbc_responses_total{1xx,internal} = %v, want the 180", n)
+	}
+	if n := gathered(t, e.sbc, "sbc_responses_total", "2xx", "internal"); n < 2 {
+		t.Errorf("sbc_responses_total{2xx,internal} = %v, want the INVITE's and the BYE's 200", n)
+	}
+	if n := gathered(t, e.sbc, "sbc_responses_total", "6xx", "internal"); n != 0 {
+		t.Errorf("sbc_responses_total{6xx,internal} = %v, want 0", n)
+	}
 }

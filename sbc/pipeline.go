@@ -26,7 +26,7 @@ func (s *SBC) registerHandlers(ep *endpoint) {
 	}
 	ep.srv.OnNoRoute(h)
 	ep.srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {
-		s.metrics.Requests.WithLabelValues(ep.name, "ACK").Inc()
+		ep.countRequest("ACK")
 		src, err := netip.ParseAddrPort(req.Source())
 		if err != nil {
 			s.act(ep, peer{}, req, nil, silent(stageClassify, reasonBadSource).with("source_raw", req.Source()))
@@ -112,7 +112,7 @@ func (ep *endpoint) strayResponse(res *sip.Response) {
 // handle is the entry of every request except ACK. Each stage returns a
 // verdict; act carries out the first that stops the request.
 func (s *SBC) handle(ep *endpoint, req *sip.Request, tx sip.ServerTransaction) {
-	s.metrics.Requests.WithLabelValues(ep.name, methodLabel(string(req.Method))).Inc()
+	ep.countRequest(string(req.Method))
 	st := s.state.Load()
 	if src, err := netip.ParseAddrPort(req.Source()); err == nil && s.blockedOnConn(req.Transport(), src) {
 		s.act(ep, peer{src: src}, req, tx, silent(stageStream, reasonBlocked))

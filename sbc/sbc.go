@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/emiago/sipgo/sip"
 	"github.com/sbc-project/sbc/acl"
 	"github.com/sbc-project/sbc/events"
 	"github.com/sbc-project/sbc/policy"
@@ -451,8 +450,22 @@ func (s *SBC) AdminAddr() net.Addr {
 	return s.admin.ln.Addr()
 }
 
-func (s *SBC) countResponse(realm string, res *sip.Response) {
-	s.metrics.Responses.WithLabelValues(realm, classLabel(res.StatusCode)).Inc()
+// countResponse counts a response received or sent on ep's realm.
+func (ep *endpoint) countResponse(code int) {
+	if ep.msgs != nil {
+		ep.msgs.responses[classIndex(code)].Inc()
+		return
+	}
+	ep.sbc.metrics.Responses.WithLabelValues(ep.name, classLabel(code)).Inc()
+}
+
+// countRequest counts a request received on ep's realm.
+func (ep *endpoint) countRequest(method string) {
+	if ep.msgs != nil {
+		ep.msgs.requests[methodIndex(method)].Inc()
+		return
+	}
+	ep.sbc.metrics.Requests.WithLabelValues(ep.name, methodLabel(method)).Inc()
 }
 
 func newID() string {
