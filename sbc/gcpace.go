@@ -80,12 +80,26 @@ func (s *SBC) applyGC(p *policy.Policy) {
 			"memory_limit", debug.SetMemoryLimit(-1), "gomemlimit", os.Getenv("GOMEMLIMIT"))
 	}
 	if n := prefaultDue(eff); n > 0 {
-		go func() {
-			t0 := time.Now()
-			if prefaultHeap(n) {
-				s.log.Info("heap touched up to the GC floor", "bytes", n, "took", time.Since(t0).Round(time.Millisecond))
-			}
-		}()
+		go prefaultLoop(n, func(n uint64, took time.Duration) {
+			s.log.Info("heap touched up to the GC floor", "bytes", n, "took", took.Round(time.Millisecond))
+		})
+	}
+}
+
+// prefaultLoop touches n bytes (prefaultDue's), then whatever a reload
+// that raised the floor meanwhile made due (its own prefaultDue found
+// this one under way), reporting each round.
+func prefaultLoop(n uint64, done func(n uint64, took time.Duration)) {
+	for n > 0 {
+		t0 := time.Now()
+		if !prefaultHeap(n) {
+			return
+		}
+		done(n, time.Since(t0))
+		gcPace.mu.Lock()
+		floor := gcPace.floor
+		gcPace.mu.Unlock()
+		n = prefaultDue(floor)
 	}
 }
 

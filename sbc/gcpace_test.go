@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestGCPercentFor(t *testing.T) {
@@ -199,4 +200,47 @@ func residentBytes() uint64 {
 		return 0
 	}
 	return pages * uint64(os.Getpagesize())
+}
+
+// A floor raised while the heap is being touched is touched too, once
+// the first round is done.
+func TestPrefaultLoopRaisedFloor(t *testing.T) {
+	base := debug.SetGCPercent(100)
+	debug.SetGCPercent(base)
+	if base < 0 {
+		t.Skip("GOGC=off")
+	}
+	if _, ok := os.LookupEnv("GOMEMLIMIT"); ok {
+		t.Skip("GOMEMLIMIT is set")
+	}
+	t.Cleanup(func() {
+		_, _ = setGC(0, 0)
+		gcPace.mu.Lock()
+		gcPace.touched = 0
+		gcPace.mu.Unlock()
+	})
+	const floor = 32 << 20
+	if f, _ := setGC(floor, 0); f != floor {
+		t.Skipf("floor capped at %d", f)
+	}
+	gcPace.mu.Lock()
+	gcPace.touched = 0
+	gcPace.mu.Unlock()
+	n := prefaultDue(floor)
+	// A reload doubles the floor while the first round is due: its own
+	// prefaultDue finds one under way.
+	if f, _ := setGC(2*floor, 0); f != 2*floor {
+		t.Skipf("floor capped at %d", f)
+	}
+	if again := prefaultDue(2 * floor); again != 0 {
+		t.Fatalf("second prefault due (%d bytes) while one is under way", again)
+	}
+	var rounds []uint64
+	prefaultLoop(n, func(n uint64, _ time.Duration) { rounds = append(rounds, n) })
+	gcPace.mu.Lock()
+	touched, faulting := gcPace.touched, gcPace.faulting
+	gcPace.mu.Unlock()
+	if touched != 2*floor || faulting || len(rounds) != 2 || rounds[0] != floor || rounds[1] != floor {
+		t.Fatalf("touched %d (want %d), under way %v, rounds %v", touched, 2*floor, faulting, rounds)
+	}
 }
