@@ -116,27 +116,8 @@ func TestSetGC(t *testing.T) {
 // released to the kernel), restores the paced GC percentage, and is due
 // again only for a higher floor.
 func TestPrefaultHeap(t *testing.T) {
-	base := debug.SetGCPercent(100)
-	debug.SetGCPercent(base)
-	if base < 0 {
-		t.Skip("GOGC=off")
-	}
-	if _, ok := os.LookupEnv("GOMEMLIMIT"); ok {
-		t.Skip("GOMEMLIMIT is set")
-	}
-	t.Cleanup(func() {
-		_, _ = setGC(0, 0)
-		gcPace.mu.Lock()
-		gcPace.touched = 0
-		gcPace.mu.Unlock()
-	})
 	const floor = 64 << 20
-	if f, _ := setGC(floor, 0); f != floor {
-		t.Skipf("floor capped at %d", f)
-	}
-	gcPace.mu.Lock()
-	gcPace.touched = 0
-	gcPace.mu.Unlock()
+	prefaultFloor(t, floor)
 	sample := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}, {Name: "/gc/heap/goal:bytes"}}
 	runtime.GC()
 	metrics.Read(sample)
@@ -205,27 +186,8 @@ func residentBytes() uint64 {
 // A floor raised while the heap is being touched is touched too, once
 // the first round is done.
 func TestPrefaultLoopRaisedFloor(t *testing.T) {
-	base := debug.SetGCPercent(100)
-	debug.SetGCPercent(base)
-	if base < 0 {
-		t.Skip("GOGC=off")
-	}
-	if _, ok := os.LookupEnv("GOMEMLIMIT"); ok {
-		t.Skip("GOMEMLIMIT is set")
-	}
-	t.Cleanup(func() {
-		_, _ = setGC(0, 0)
-		gcPace.mu.Lock()
-		gcPace.touched = 0
-		gcPace.mu.Unlock()
-	})
 	const floor = 32 << 20
-	if f, _ := setGC(floor, 0); f != floor {
-		t.Skipf("floor capped at %d", f)
-	}
-	gcPace.mu.Lock()
-	gcPace.touched = 0
-	gcPace.mu.Unlock()
+	prefaultFloor(t, floor)
 	n := prefaultDue(floor)
 	// A reload doubles the floor while the first round is due: its own
 	// prefaultDue finds one under way.
@@ -243,4 +205,31 @@ func TestPrefaultLoopRaisedFloor(t *testing.T) {
 	if touched != 2*floor || faulting || len(rounds) != 2 || rounds[0] != floor || rounds[1] != floor {
 		t.Fatalf("touched %d (want %d), under way %v, rounds %v", touched, 2*floor, faulting, rounds)
 	}
+}
+
+// prefaultFloor sets a floor with nothing touched yet, and restores no
+// floor after the test (skipping where GOGC, GOMEMLIMIT or the machine's
+// memory would change what the test sees).
+func prefaultFloor(t *testing.T, floor uint64) {
+	t.Helper()
+	base := debug.SetGCPercent(100)
+	debug.SetGCPercent(base)
+	if base < 0 {
+		t.Skip("GOGC=off")
+	}
+	if _, ok := os.LookupEnv("GOMEMLIMIT"); ok {
+		t.Skip("GOMEMLIMIT is set")
+	}
+	t.Cleanup(func() {
+		_, _ = setGC(0, 0)
+		gcPace.mu.Lock()
+		gcPace.touched = 0
+		gcPace.mu.Unlock()
+	})
+	if f, _ := setGC(int64(floor), 0); f != floor {
+		t.Skipf("floor capped at %d", f)
+	}
+	gcPace.mu.Lock()
+	gcPace.touched = 0
+	gcPace.mu.Unlock()
 }
