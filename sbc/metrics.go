@@ -279,3 +279,21 @@ func newMsgCounters(m *Metrics, realm string) *msgCounters {
 }
 
 func classLabel(code int) string { return classLabels[classIndex(code)] }
+
+// countResponse counts a response received on ep's realm.
+func (ep *endpoint) countResponse(code int) {
+	if ep.msgs != nil {
+		ep.msgs.responses[classIndex(code)].Inc()
+		return
+	}
+	ep.sbc.metrics.Responses.WithLabelValues(ep.name, classLabel(code)).Inc()
+}
+
+// countRequest counts a request received on ep's realm.
+func (ep *endpoint) countRequest(method string) {
+	if ep.msgs != nil {
+		ep.msgs.requests[methodIndex(method)].Inc()
+		return
+	}
+	ep.sbc.metrics.Requests.WithLabelValues(ep.name, methodLabel(method)).Inc()
+}

@@ -450,24 +450,6 @@ func (s *SBC) AdminAddr() net.Addr {
 	return s.admin.ln.Addr()
 }
 
-// countResponse counts a response received or sent on ep's realm.
-func (ep *endpoint) countResponse(code int) {
-	if ep.msgs != nil {
-		ep.msgs.responses[classIndex(code)].Inc()
-		return
-	}
-	ep.sbc.metrics.Responses.WithLabelValues(ep.name, classLabel(code)).Inc()
-}
-
-// countRequest counts a request received on ep's realm.
-func (ep *endpoint) countRequest(method string) {
-	if ep.msgs != nil {
-		ep.msgs.requests[methodIndex(method)].Inc()
-		return
-	}
-	ep.sbc.metrics.Requests.WithLabelValues(ep.name, methodLabel(method)).Inc()
-}
-
 func newID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
