@@ -89,7 +89,9 @@ func TestRelayKernelPath(t *testing.T) {
 	}
 	// Offloaded comes from the kernel's flow counters; Packets is user
 	// space's count plus the kernel's: n+1 means user space saw only the
-	// latching packet.
+	// latching packet. User space counts that one forwarded after its
+	// send returned, which B may have seen first.
+	waitFor(t, "the latching packet counted forwarded", func() bool { return s.Stats().A.Forwarded >= n+1 })
 	st := s.Stats()
 	if st.A.Offloaded != n || st.A.Packets != n+1 || st.A.Forwarded != n+1 || st.A.Bytes != (n+1)*172 {
 		t.Fatalf("after offload: %+v", st.A)
