@@ -136,9 +136,12 @@ func prefaultDue(floor uint64) uint64 {
 
 // prefaultHeap touches n bytes of new heap and gives them back to the
 // heap as free memory that is already mapped. It reports whether it
-// touched them (false: the floor went meanwhile). It holds gcPace.mu
-// throughout, so that the per-cycle hook does not re-pace the collector
-// in the middle.
+// touched them (false: the floor went meanwhile). It does not hold
+// gcPace.mu while it writes the pages (~1.4 s for 512 MiB here), so a
+// reload's setGC does not wait for it; while it runs (gcPace.faulting),
+// setPercentLocked records the percentage a reload or the per-cycle hook
+// paces and leaves collection off, and prefaultHeap applies the
+// percentage in force when it is done.
 //
 // The order keeps the runtime's background scavenger from handing the
 // touched pages straight back to the kernel. It aims to retain what
@@ -150,22 +153,47 @@ func prefaultDue(floor uint64) uint64 {
 // that collection includes the block.
 func prefaultHeap(n uint64) bool {
 	gcPace.mu.Lock()
-	defer gcPace.mu.Unlock()
-	defer func() { gcPace.faulting = false }()
 	if gcPace.floor == 0 || gcPace.base < 0 {
+		// The floor went since prefaultDue: what setGC paced
+		// meanwhile was only recorded.
+		gcPace.faulting = false
+		debug.SetGCPercent(gcPace.percent)
+		gcPace.mu.Unlock()
 		return false
 	}
 	debug.SetGCPercent(-1)
+	gcPace.mu.Unlock()
+
 	b := make([]byte, n)
 	page := os.Getpagesize()
 	for i := 0; i < len(b); i += page {
 		b[i] = 1
 	}
 	runtime.KeepAlive(b)
+	if prefaultTouchedHook != nil {
+		prefaultTouchedHook()
+	}
+
+	gcPace.mu.Lock()
+	defer gcPace.mu.Unlock()
+	gcPace.faulting = false
 	debug.SetGCPercent(gcPace.percent)
 	runtime.GC()
 	gcPace.touched += n
 	return true
+}
+
+// prefaultTouchedHook, when set (tests), runs in prefaultHeap after the
+// pages are written, before collection is back on.
+var prefaultTouchedHook func()
+
+// setPercentLocked makes p the GC percentage: at once, or, while
+// prefaultHeap has collection off, when it is done. Under gcPace.mu.
+func setPercentLocked(p int) {
+	gcPace.percent = p
+	if !gcPace.faulting {
+		debug.SetGCPercent(p)
+	}
 }
 
 // setGC sets the process's GC floor and memory limit (bytes; 0: none). It
@@ -201,8 +229,7 @@ func setGC(floor, limit int64) (uint64, bool) {
 	}
 	if f == 0 {
 		if gcPace.percent != gcPace.base {
-			debug.SetGCPercent(gcPace.base)
-			gcPace.percent = gcPace.base
+			setPercentLocked(gcPace.base)
 		}
 		return f, changed
 	}
@@ -241,8 +268,7 @@ func paceLocked() {
 	p := gcPercentFor(gcPace.floor, live, gcPace.base)
 	// Small changes are not worth the heap lock: within an eighth.
 	if d := p - gcPace.percent; d > gcPace.percent/8 || -d > gcPace.percent/8 {
-		debug.SetGCPercent(p)
-		gcPace.percent = p
+		setPercentLocked(p)
 	}
 }
 

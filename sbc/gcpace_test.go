@@ -233,3 +233,52 @@ func prefaultFloor(t *testing.T, floor uint64) {
 	gcPace.touched = 0
 	gcPace.mu.Unlock()
 }
+
+// A reload while the heap is being touched neither waits for the pages
+// to be written nor turns collection back on in the middle: what it
+// paces is applied when the prefault is done. The same if the reload
+// removes the floor.
+func TestPrefaultReloadDuring(t *testing.T) {
+	const floor = 32 << 20
+	for _, c := range []struct {
+		name     string
+		newFloor int64
+	}{{"floor raised", 2 * floor}, {"floor removed", 0}} {
+		t.Run(c.name, func(t *testing.T) {
+			prefaultFloor(t, floor)
+			n := prefaultDue(floor)
+			during := -2
+			prefaultTouchedHook = func() {
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					_, _ = setGC(c.newFloor, 0)
+				}()
+				select {
+				case <-done:
+				case <-time.After(time.Minute):
+					t.Error("setGC still waiting for the prefault after a minute")
+					return
+				}
+				during = debug.SetGCPercent(-1) // collection is off: reads -1, changes nothing
+			}
+			t.Cleanup(func() { prefaultTouchedHook = nil })
+			prefaultHeap(n)
+			if during != -1 {
+				t.Errorf("GC percent %d right after the reload, want -1 (off until the prefault is done)", during)
+			}
+			gcPace.mu.Lock()
+			paced, faulting := gcPace.percent, gcPace.faulting
+			gcPace.mu.Unlock()
+			if got := debug.SetGCPercent(paced); got != paced || faulting {
+				t.Errorf("GC percent %d after the prefault, want the reload's %d (under way: %v)", got, paced, faulting)
+			}
+			gcPace.mu.Lock()
+			base := gcPace.base
+			gcPace.mu.Unlock()
+			if c.newFloor == 0 && paced != base {
+				t.Errorf("GC percent %d after the floor went, want GOGC %d", paced, base)
+			}
+		})
+	}
+}
