@@ -295,3 +295,25 @@ func TestMaxCPSShort(t *testing.T) {
 		t.Errorf("sbc answered %v of 100", res.Steps[0].SBCCalls["answered"])
 	}
 }
+
+// Kamailio's pool is 4 GB where the machine has room for it, a third of
+// the memory available where not, and never below 256 MB.
+func TestDefaultKamailioShmMB(t *testing.T) {
+	for _, c := range []struct{ avail, want int }{
+		{0, 4096},       // unknown
+		{24000, 4096},   // this VM
+		{12288, 4096},   // exactly three times
+		{6000, 2000},    // a small machine
+		{600, 256},      // a tiny one
+		{1 << 20, 4096}, // a big one
+	} {
+		if got := defaultKamailioShmMB(c.avail); got != c.want {
+			t.Errorf("defaultKamailioShmMB(%d) = %d, want %d", c.avail, got, c.want)
+		}
+	}
+	if _, err := os.Stat("/proc/meminfo"); err == nil {
+		if mb := memAvailableMB(); mb <= 0 {
+			t.Errorf("MemAvailable not read from /proc/meminfo (%d)", mb)
+		}
+	}
+}

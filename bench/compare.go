@@ -70,7 +70,8 @@ type CompareConfig struct {
 	// /usr/sbin/kamailio.
 	Kamailio string
 	// KamailioShmMB and KamailioPkgMB are Kamailio's shared (-m) and
-	// per-process (-M) memory pools. Defaults 4096 and 16: at ~29 kB per
+	// per-process (-M) memory pools. Defaults 4096 (or a third of the
+	// memory available, if that is less: defaultKamailioShmMB) and 16: at ~29 kB per
 	// call kept 5 s by tm, 4 GB holds ~28,000 calls/s, above what SIPp
 	// generates here (~15,400), so that Kamailio's limit is its CPU and
 	// not its pool. 1.5 GB (the default before) held ~10,600 calls/s:
@@ -195,7 +196,7 @@ func (c *CompareConfig) setDefaults() error {
 		c.Rounds = 5
 	}
 	if c.KamailioShmMB <= 0 {
-		c.KamailioShmMB = 4096
+		c.KamailioShmMB = defaultKamailioShmMB(memAvailableMB())
 	}
 	if c.KamailioPkgMB <= 0 {
 		c.KamailioPkgMB = 16
@@ -930,4 +931,34 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 		return st, fmt.Errorf("%s exited during the step (%v); see %s", system, srv.err, dir)
 	}
 	return st, nil
+}
+
+// defaultKamailioShmMB is Kamailio's shared pool for a machine with
+// availMB of memory available (0: unknown): 4096 MB, or a third of what
+// is available if that is less (the pool is touched at start, and the
+// SBC and two SIPp processes need room too), never under 256 MB.
+func defaultKamailioShmMB(availMB int) int {
+	mb := 4096
+	if availMB > 0 && availMB/3 < mb {
+		mb = max(availMB/3, 256)
+	}
+	return mb
+}
+
+// memAvailableMB is MemAvailable from /proc/meminfo in MB (0: unknown).
+func memAvailableMB() int {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
+			kb, err := strconv.Atoi(f[1])
+			if err != nil {
+				return 0
+			}
+			return kb / 1024
+		}
+	}
+	return 0
 }
