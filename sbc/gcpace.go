@@ -171,7 +171,7 @@ func prefaultHeap(n uint64) bool {
 	}
 	runtime.KeepAlive(b)
 	if prefaultTouchedHook != nil {
-		prefaultTouchedHook()
+		prefaultTouchedHook(b)
 	}
 
 	gcPace.mu.Lock()
@@ -183,9 +183,9 @@ func prefaultHeap(n uint64) bool {
 	return true
 }
 
-// prefaultTouchedHook, when set (tests), runs in prefaultHeap after the
-// pages are written, before collection is back on.
-var prefaultTouchedHook func()
+// prefaultTouchedHook, when set (tests), runs in prefaultHeap with the
+// block after its pages are written, before collection is back on.
+var prefaultTouchedHook func(b []byte)
 
 // setPercentLocked makes p the GC percentage: at once, or, while
 // prefaultHeap has collection off, when it is done. Under gcPace.mu.
