@@ -71,12 +71,14 @@ type CompareConfig struct {
 	Kamailio string
 	// KamailioShmMB and KamailioPkgMB are Kamailio's shared (-m) and
 	// per-process (-M) memory pools. Defaults 4096 (or a third of the
-	// memory available, if that is less: defaultKamailioShmMB) and 16: at ~29 kB per
-	// call kept 5 s by tm, 4 GB holds ~28,000 calls/s, above what SIPp
-	// generates here (~15,400), so that Kamailio's limit is its CPU and
-	// not its pool. 1.5 GB (the default before) held ~10,600 calls/s:
-	// past that, tm's new_t fails with "out of mem" and Kamailio answers
-	// 500, which the machine's fast state reached (BENCHMARKS.md).
+	// memory available, if that is less: defaultKamailioShmMB) and 16.
+	// 1.5 GB (the default before) held the tm state of ~111,600 calls
+	// (~14 kB each, not yet freed within a 10 s step): past that tm's
+	// new_t fails with "out of mem" and Kamailio answers 500, which the
+	// machine's fast state reached at 11,500 calls/s (BENCHMARKS.md).
+	// 4 GB holds ~300,000 calls', ~29,000 calls/s over a 10 s step,
+	// above what SIPp generates here (~15,400), so that Kamailio's limit
+	// is its CPU and not its pool.
 	KamailioShmMB, KamailioPkgMB int
 	// SIPp and Tcpdump are the binaries. Default: from PATH.
 	SIPp, Tcpdump string
