@@ -50,8 +50,8 @@ func newFSM(t *testing.T, targets int) *fsmHarness {
 	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
 	s := &SBC{log: discard, metrics: newMetrics(), calls: newCallTable(), realms: map[string]*endpoint{},
 		def: &defence{logLimit: rate.NewLimiter(0, 0)}}
-	ext := &endpoint{name: "external", sbc: s, faces: map[string]topology.Face{"udp": {Realm: "external", Transport: "udp", Host: "192.0.2.1", Port: 5060}}}
-	in := &endpoint{name: "internal", sbc: s, faces: map[string]topology.Face{"udp": {Realm: "internal", Transport: "udp", Host: "10.0.0.1", Port: 5062}}}
+	ext := &endpoint{name: "external", sbc: s, msgs: newMsgCounters(s.metrics, "external"), faces: map[string]topology.Face{"udp": {Realm: "external", Transport: "udp", Host: "192.0.2.1", Port: 5060}}}
+	in := &endpoint{name: "internal", sbc: s, msgs: newMsgCounters(s.metrics, "internal"), faces: map[string]topology.Face{"udp": {Realm: "internal", Transport: "udp", Host: "10.0.0.1", Port: 5062}}}
 	s.realms["external"], s.realms["internal"] = ext, in
 	pl := &pool{cfg: &policy.Pool{Name: "pbx", Realm: "internal", Transport: "udp"}}
 	for i := 0; i < targets; i++ {

@@ -26,7 +26,7 @@ import (
 type endpoint struct {
 	name  string
 	sbc   *SBC
-	msgs  *msgCounters // the realm's message counters (nil: looked up per message)
+	msgs  *msgCounters // the realm's message counters
 	ua    *sipgo.UserAgent
 	srv   *sipgo.Server
 	cli   *sipgo.Client

@@ -248,8 +248,6 @@ func methodIndex(m string) int {
 	return len(methodLabels) - 1
 }
 
-func methodLabel(m string) string { return methodLabels[methodIndex(m)] }
-
 // classLabels are the response class label's values, by code/100 - 1.
 var classLabels = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx", "6xx"}
 
@@ -278,22 +276,12 @@ func newMsgCounters(m *Metrics, realm string) *msgCounters {
 	return c
 }
 
-func classLabel(code int) string { return classLabels[classIndex(code)] }
-
 // countResponse counts a response received on ep's realm.
 func (ep *endpoint) countResponse(code int) {
-	if ep.msgs != nil {
-		ep.msgs.responses[classIndex(code)].Inc()
-		return
-	}
-	ep.sbc.metrics.Responses.WithLabelValues(ep.name, classLabel(code)).Inc()
+	ep.msgs.responses[classIndex(code)].Inc()
 }
 
 // countRequest counts a request received on ep's realm.
 func (ep *endpoint) countRequest(method string) {
-	if ep.msgs != nil {
-		ep.msgs.requests[methodIndex(method)].Inc()
-		return
-	}
-	ep.sbc.metrics.Requests.WithLabelValues(ep.name, methodLabel(method)).Inc()
+	ep.msgs.requests[methodIndex(method)].Inc()
 }

@@ -126,3 +126,9 @@ func TestMessageCounters(t *testing.T) {
 		t.Errorf("sbc_responses_total{6xx,internal} = %v, want 0", n)
 	}
 }
+
+// methodLabel and classLabel are the label values the counters use for
+// a method and a status code.
+func methodLabel(m string) string { return methodLabels[methodIndex(m)] }
+
+func classLabel(code int) string { return classLabels[classIndex(code)] }
