@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sbc-project/sbc/internal/meminfo"
 	"github.com/sbc-project/sbc/internal/netns"
 )
 
@@ -949,18 +950,6 @@ func defaultKamailioShmMB(availMB int) int {
 
 // memAvailableMB is MemAvailable from /proc/meminfo in MB (0: unknown).
 func memAvailableMB() int {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
-			kb, err := strconv.Atoi(f[1])
-			if err != nil {
-				return 0
-			}
-			return kb / 1024
-		}
-	}
-	return 0
+	kb, _ := meminfo.KB("MemAvailable")
+	return int(kb / 1024)
 }

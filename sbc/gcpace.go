@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sbc-project/sbc/internal/meminfo"
 	"github.com/sbc-project/sbc/policy"
 )
 
@@ -296,16 +297,8 @@ func gcPercentFor(floor, live uint64, base int) int {
 // when that is a number, else the machine's MemTotal (0: unknown).
 func memoryAvailable() uint64 {
 	var mem uint64
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for line := range strings.Lines(string(b)) {
-			f := strings.Fields(line)
-			if len(f) >= 2 && f[0] == "MemTotal:" {
-				if kb, err := strconv.ParseUint(f[1], 10, 64); err == nil {
-					mem = kb << 10
-				}
-				break
-			}
-		}
+	if kb, ok := meminfo.KB("MemTotal"); ok {
+		mem = kb << 10
 	}
 	if cg := cgroupMemoryMax(); cg > 0 && (mem == 0 || cg < mem) {
 		mem = cg
