@@ -11,24 +11,12 @@ import (
 // slice (1, 2, 4: up to three allocations for a Via's params).
 func growParams(p *HeaderParams, s string, seperator, ending rune) {
 	k := 1
-	if ascii(seperator) && ascii(ending) {
-		sepB, endB := byte(seperator), byte(ending)
-		for i := 0; i < len(s); i++ {
-			if s[i] == endB {
-				break
-			}
-			if s[i] == sepB {
-				k++
-			}
+	for _, c := range s {
+		if c == ending {
+			break
 		}
-	} else {
-		for _, c := range s {
-			if c == ending {
-				break
-			}
-			if c == seperator {
-				k++
-			}
+		if c == seperator {
+			k++
 		}
 	}
 	if cap(*p)-len(*p) < k {
@@ -45,19 +33,11 @@ const (
 )
 
 func UnmarshalHeaderParams(s string, seperator rune, ending rune, p *HeaderParams) (n int, err error) {
-	s = strings.TrimLeftFunc(s, unicode.IsSpace) // Remove trailing spaces
-	growParams(p, s, seperator, ending)
-	if ascii(seperator) && ascii(ending) {
-		return unmarshalParamsASCII(s, byte(seperator), byte(ending), p), nil
-	}
-	return unmarshalParamsRunes(s, seperator, ending, p), nil
-}
-
-// unmarshalParamsRunes is UnmarshalHeaderParams's loop over runes, for
-// a separator or ending outside ASCII.
-func unmarshalParamsRunes(s string, seperator, ending rune, p *HeaderParams) (n int) {
 	var start, sep, quote int = 0, 0, -1
 	state := paramsStateKey
+
+	s = strings.TrimLeftFunc(s, unicode.IsSpace) // Remove trailing spaces
+	growParams(p, s, seperator, ending)
 	n = len(s)
 	for i, c := range s {
 		if c == ending {
@@ -115,71 +95,5 @@ func unmarshalParamsRunes(s string, seperator, ending rune, p *HeaderParams) (n 
 		p.Add(s[start:], "")
 	}
 
-	return n
-}
-
-// ascii reports a rune that is one byte in UTF-8 (and never a byte of a
-// longer sequence).
-func ascii(r rune) bool { return r >= 0 && r < 0x80 }
-
-// unmarshalParamsASCII is UnmarshalHeaderParams's loop for an ASCII
-// separator and ending, over bytes instead of runes: every byte it
-// compares is ASCII, which no byte of a multi-byte UTF-8 sequence is,
-// so it finds the same offsets without decoding runes (the rune loop
-// was ~1 % of the SBC's CPU per call, mostly on Via params).
-func unmarshalParamsASCII(s string, seperator, ending byte, p *HeaderParams) (n int) {
-	var start, sep, quote int = 0, 0, -1
-	state := paramsStateKey
-	n = len(s)
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == ending {
-			n = i
-			break
-		}
-
-		switch state {
-		case paramsStateKey:
-			sep = 0
-			start = i
-			state = paramsStateEqual
-
-		case paramsStateEqual:
-			if c == seperator {
-				p.Add(s[start:i], "")
-				state = paramsStateKey
-				continue
-			}
-			if c != '=' {
-				continue
-			}
-			sep = i
-			state = paramsStateValue
-
-		case paramsStateValue:
-			switch c {
-			case '"':
-				state = paramsStateQuote
-				quote = i
-			case seperator:
-				p.Add(s[start:sep], s[sep+1:i])
-				start = sep + 1
-				state = paramsStateKey
-			}
-		case paramsStateQuote:
-			if c != '"' {
-				continue
-			}
-			p.Add(s[start:], s[quote+1:i])
-			state = paramsStateKey
-		}
-	}
-
-	if sep > 0 && n >= 0 && (start < sep) {
-		p.Add(s[start:sep], s[sep+1:n])
-	}
-	if sep == 0 && start < n && n >= 0 {
-		p.Add(s[start:], "")
-	}
-	return n
+	return n, nil
 }
