@@ -951,3 +951,39 @@ func TestHasLWS(t *testing.T) {
 		}
 	}
 }
+
+// Fork change 32: params without a quote are parsed in jumps; the result
+// must be the rune loop's, quirks included.
+func FuzzUnmarshalParamsUnquoted(f *testing.F) {
+	for _, s := range []string{
+		"branch=z9hG4bK776asdhds;rport;received=192.0.2.1", "tag=a;x", "lr;ftag=é€;x=ü", "k=\xff\xfe;v",
+		"=;;=x;", "a;", "a;;b", ";", "a=b;", "a=;b", "lr?x=1", "a=b?c=d;e", "maddr=1\r\nNext: x", "", "==;=",
+		`name="q;v";x`, "a=b,c=d;e",
+	} {
+		for _, se := range [][2]byte{{';', '\r'}, {';', '?'}, {'&', 0}, {';', ','}} {
+			f.Add(s, se[0], se[1])
+		}
+	}
+	f.Fuzz(func(t *testing.T, s string, sep, end byte) {
+		if sep >= 0x80 || end >= 0x80 {
+			return
+		}
+		var a, b HeaderParams
+		na, ok := unmarshalParamsUnquoted(s, sep, end, &a)
+		if !ok {
+			if len(a) != 0 {
+				t.Fatalf("%q: not taken, yet %v added", s, a)
+			}
+			return
+		}
+		nb := unmarshalParamsRunes(s, rune(sep), rune(end), &b)
+		if na != nb || len(a) != len(b) {
+			t.Fatalf("%q sep %q end %q: jumps n=%d %v, runes n=%d %v", s, sep, end, na, a, nb, b)
+		}
+		for i := range a {
+			if a[i] != b[i] {
+				t.Fatalf("%q sep %q end %q: param %d: jumps %v, runes %v", s, sep, end, i, a[i], b[i])
+			}
+		}
+	})
+}
