@@ -603,7 +603,9 @@ func (c *call) ackKept(fromAck *sip.Request) {
 	} else {
 		ack.SetBody(nil)
 	}
-	br.acks[strings.Clone(tag)] = requestBytes(ack) // a copy: the tag is a substring of the parsed 2xx
+	raw := requestBytes(ack)
+	br.acks[strings.Clone(tag)] = raw // a copy: the tag is a substring of the parsed 2xx
+	setWire(ack, raw)
 	c.queueAct(action{kind: actWrite, leg: br.leg, req: ack})
 }
 
@@ -615,6 +617,15 @@ func requestBytes(req *sip.Request) []byte {
 	b.Grow(512)
 	req.StringWrite(&b)
 	return b.Bytes()
+}
+
+// setWire has the transport write raw, the request as serialised, instead
+// of serialising it again (sipgo fork, Request.SetWire), when its top Via
+// is complete: sipgo fills a Via's missing host or port at the write.
+func setWire(req *sip.Request, raw []byte) {
+	if v := req.Via(); v != nil && v.Host != "" && v.Port > 0 {
+		req.SetWire(raw)
+	}
 }
 
 // parseRequest parses a request the SBC serialised itself (an ACK kept as

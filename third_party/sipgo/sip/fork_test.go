@@ -987,3 +987,39 @@ func FuzzUnmarshalParamsUnquoted(f *testing.F) {
 		}
 	})
 }
+
+// TestForkRequestWire (fork change 33): a request given its wire is
+// written as those bytes, over UDP and a connection alike; without one,
+// or in a Clone, it is serialised.
+func TestForkRequestWire(t *testing.T) {
+	req, _, _ := testCreateInvite(t, "sip:127.0.0.99:5060", "udp", "127.0.0.2:5060")
+	req.SetDestination("127.0.0.2:5060")
+	serialised := req.String()
+	wire := []byte(strings.Replace(serialised, "INVITE sip:", "INVITE  sip:", 1)) // distinguishable
+	udpWrite := func(r *Request) string {
+		out := &bytes.Buffer{}
+		conn := &UDPConnection{PacketConn: &fakes.UDPConn{Reader: &bytes.Buffer{}, Writers: map[string]io.Writer{"127.0.0.2:5060": out}}}
+		require.NoError(t, conn.WriteMsg(r))
+		return out.String()
+	}
+	require.Equal(t, serialised, udpWrite(req))
+	req.SetWire(wire)
+	require.Equal(t, string(wire), udpWrite(req))
+	require.Equal(t, serialised, udpWrite(req.Clone()))
+
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	got := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		n, _ := b.Read(buf)
+		got <- string(buf[:n])
+	}()
+	tc := &TCPConnection{Conn: a}
+	require.NoError(t, tc.WriteMsg(req))
+	require.Equal(t, string(wire), <-got)
+
+	req.SetWire(nil)
+	require.Equal(t, serialised, udpWrite(req))
+}

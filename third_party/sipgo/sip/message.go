@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"bytes"
 	"io"
 )
 
@@ -194,4 +195,14 @@ func (msg *MessageData) Destination() string {
 
 func (msg *MessageData) SetDestination(dest string) {
 	msg.dest = dest
+}
+
+// wireOf returns the bytes to write for msg: a request's wire (SetWire),
+// else msg serialised into buf.
+func wireOf(msg Message, buf *bytes.Buffer) []byte {
+	if r, ok := msg.(*Request); ok && r.wire != nil {
+		return r.wire
+	}
+	msg.StringWrite(buf)
+	return buf.Bytes()
 }

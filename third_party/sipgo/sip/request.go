@@ -18,7 +18,20 @@ type Request struct {
 	Laddr Addr
 	// raddr is address set after resolving Via
 	raddr Addr
+	// wire is what a transport writes for the request instead of
+	// serialising it (SetWire); nil: serialised at each write.
+	wire []byte
 }
+
+// SetWire gives the request the bytes the transports write for it, so
+// that a request its sender already serialised (to keep it as bytes) is
+// not serialised again at each write. b must be what StringWrite writes
+// for the request as it is, and neither may change afterwards: a later
+// change to the request does not reach the wire (SetWire(nil) undoes it).
+// The transport layer fills a Via's empty host or zero port at the first
+// write (overrideSentBy): set it only on a request whose top Via has
+// both. A Clone has none.
+func (req *Request) SetWire(b []byte) { req.wire = b }
 
 // NewRequest creates base for building sip Request
 // A Request-Line contains a method name, a Request-URI, and the SIP/2.0 as version

@@ -339,8 +339,7 @@ func (c *TCPConnection) WriteMsg(msg Message) error {
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer bufPool.Put(buf)
 	buf.Reset()
-	msg.StringWrite(buf)
-	data := buf.Bytes()
+	data := wireOf(msg, buf)
 
 	n, err := c.Write(data)
 	if err != nil {

@@ -374,8 +374,7 @@ func (c *UDPConnection) WriteMsg(msg Message) error {
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer bufPool.Put(buf)
 	buf.Reset()
-	msg.StringWrite(buf)
-	data := buf.Bytes()
+	data := wireOf(msg, buf)
 
 	if len(data) > UDPMTUSize-200 {
 		return ErrUDPMTUCongestion

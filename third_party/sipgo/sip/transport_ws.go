@@ -495,8 +495,7 @@ func (c *WSConnection) WriteMsg(msg Message) error {
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer bufPool.Put(buf)
 	buf.Reset()
-	msg.StringWrite(buf)
-	data := buf.Bytes()
+	data := wireOf(msg, buf)
 
 	n, err := c.Write(data)
 	if err != nil {
