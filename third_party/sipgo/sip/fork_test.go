@@ -1023,3 +1023,29 @@ func TestForkRequestWire(t *testing.T) {
 	req.SetWire(nil)
 	require.Equal(t, serialised, udpWrite(req))
 }
+
+// TestForkUriStringSizedOnce (fork change 34): Uri.String sizes its
+// builder once (two allocations: the builder, which StringWrite's
+// io.StringWriter makes escape, and its bytes), and writes what
+// StringWrite writes.
+func TestForkUriStringSizedOnce(t *testing.T) {
+	for _, s := range []string{
+		"sip:+15551234567@sbc.example.com;user=phone",
+		"sips:alice:secret@[2001:db8::1]:5061;transport=tls;lr;maddr=\"a b\"?subject=x&priority=urgent",
+		"sip:127.0.0.1", "tel:+1-201-555-0123", "sip:alice@example.com:5060;ob",
+	} {
+		var u Uri
+		require.NoError(t, ParseUri(s, &u))
+		var b bytes.Buffer
+		u.StringWrite(&b)
+		require.Equal(t, b.String(), u.String())
+		if s == "sip:+15551234567@sbc.example.com;user=phone" {
+			allocChecks(func() { require.Equal(t, 2.0, testing.AllocsPerRun(100, func() { _ = u.String() })) })
+		}
+		require.LessOrEqual(t, len(u.String()), u.stringLenMax(), s)
+		allocChecks(func() {
+			// Growing it from nothing took 5 for the first.
+			require.LessOrEqual(t, testing.AllocsPerRun(100, func() { _ = u.String() }), 3.0, s)
+		})
+	}
+}
