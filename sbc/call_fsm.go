@@ -603,25 +603,27 @@ func (c *call) ackKept(fromAck *sip.Request) {
 	} else {
 		ack.SetBody(nil)
 	}
-	raw := requestBytes(ack)
-	br.acks[strings.Clone(tag)] = raw // a copy: the tag is a substring of the parsed 2xx
-	setWire(ack, raw)
+	br.acks[strings.Clone(tag)] = requestBytes(ack) // a copy: the tag is a substring of the parsed 2xx
 	c.queueAct(action{kind: actWrite, leg: br.leg, req: ack})
 }
 
 // requestBytes serialises a request the SBC keeps as bytes (an ACK for
-// a 2xx's retransmissions) straight into a byte slice: String and a
-// conversion copied it twice.
+// a 2xx's retransmissions) straight into a byte slice (String and a
+// conversion copied it twice), and has the transport send those bytes
+// rather than serialise it again (setWire).
 func requestBytes(req *sip.Request) []byte {
 	var b bytes.Buffer
 	b.Grow(512)
 	req.StringWrite(&b)
-	return b.Bytes()
+	raw := b.Bytes()
+	setWire(req, raw)
+	return raw
 }
 
 // setWire has the transport write raw, the request as serialised, instead
 // of serialising it again (sipgo fork, Request.SetWire), when its top Via
 // is complete: sipgo fills a Via's missing host or port at the write.
+// Neither may change afterwards.
 func setWire(req *sip.Request, raw []byte) {
 	if v := req.Via(); v != nil && v.Host != "" && v.Port > 0 {
 		req.SetWire(raw)
@@ -630,13 +632,17 @@ func setWire(req *sip.Request, raw []byte) {
 
 // parseRequest parses a request the SBC serialised itself (an ACK kept as
 // bytes: an established call holds its ACK as a few hundred bytes, not as
-// a parsed message); nil if it does not parse.
+// a parsed message), to be sent again as those same bytes; nil if it
+// does not parse.
 func parseRequest(raw []byte) *sip.Request {
 	m, err := sip.ParseMessage(raw)
 	if err != nil {
 		return nil
 	}
 	req, _ := m.(*sip.Request)
+	if req != nil {
+		setWire(req, raw)
+	}
 	return req
 }
 

@@ -212,7 +212,6 @@ func (t *tomb) answer2xx(s *SBC, res *sip.Response) {
 		if ack == nil {
 			return
 		}
-		setWire(ack, a.raw) // the same bytes again
 		if err := t.ep.write(ack, t.transport, t.dest); err != nil {
 			s.log.Warn("ACK of an ended call not resent", "error", err.Error())
 			s.drop(stageBridge, reasonSendFailed)
