@@ -73,7 +73,8 @@ func (s *SBC) newEndpoint(r policy.Realm, pol *policy.Policy) (*endpoint, error)
 			sip.WithTransportLayerLogger(s.sipLog),
 			sip.WithTransportLayerReadFilter(s.tracedFilter(ep)),
 			// Several readers per UDP socket, each handling what it read
-			// (below): one slow handler does not stall the socket.
+			// (below), taking turns (udppeers.go): they read alongside
+			// when the socket lags, or when one's handler is slow.
 			sip.WithTransportLayerUDPReaders(s.udpReaders),
 			sip.WithTransportLayerTransports(sip.TransportsConfig{
 				TCP: stream(),

@@ -83,29 +83,12 @@ func TestCallRacesStressOneReader(t *testing.T) {
 	}
 }
 
-// The default readers per UDP socket: the cores spread over the UDP
-// listeners, at least one each.
+// The default readers per UDP socket: one per core, at least one, at
+// most maxUDPReaders.
 func TestDefaultUDPReaders(t *testing.T) {
-	realm := func(ts ...string) policy.Realm {
-		r := policy.Realm{}
-		for _, tr := range ts {
-			r.Listeners = append(r.Listeners, policy.Listener{Transport: tr})
-		}
-		return r
-	}
-	for _, c := range []struct {
-		realms []policy.Realm
-		procs  int
-		want   int
-	}{
-		{[]policy.Realm{realm("udp"), realm("udp")}, 2, 1},
-		{[]policy.Realm{realm("udp"), realm("udp", "tcp")}, 8, 4},
-		{[]policy.Realm{realm("udp", "udp", "udp")}, 2, 1},
-		{[]policy.Realm{realm("UDP")}, 4, 4},
-		{[]policy.Realm{realm("tcp", "tls")}, 4, 1},
-	} {
-		if got := defaultUDPReaders(&policy.Policy{Realms: c.realms}, c.procs); got != c.want {
-			t.Errorf("%d cores, realms %+v: %d readers per socket, want %d", c.procs, c.realms, got, c.want)
+	for procs, want := range map[int]int{0: 1, 1: 1, 2: 2, 4: 4, 8: maxUDPReaders} {
+		if got := defaultUDPReaders(procs); got != want {
+			t.Errorf("%d cores: %d readers per socket, want %d", procs, got, want)
 		}
 	}
 }

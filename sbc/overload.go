@@ -36,15 +36,16 @@ import (
 // step of the system clock forward by more than queue_delay sheds the
 // requests queued at that moment once (their senders retransmit them).
 
-// shed reports whether the datagram b from addr, stamped by the kernel at
-// at, is a request to drop for its queueing delay, and counts the drop. A
-// blocked source's request is left to the read filter, so that a flood
-// from blocked sources is counted as blocked however late it is read.
-// It runs in the socket's read loop for every datagram: no allocation.
-func (u *udpPeers) shed(b []byte, addr net.Addr, at time.Time) bool {
+// shed reports whether the datagram b from addr, which waited in the
+// receive queue for waited (from the kernel's receive stamp), is a
+// request to drop for that delay, and counts the drop. A blocked source's
+// request is left to the read filter, so that a flood from blocked
+// sources is counted as blocked however late it is read. It runs in the
+// socket's read loop for every datagram: no allocation.
+func (u *udpPeers) shed(b []byte, addr net.Addr, waited time.Duration) bool {
 	s := u.ep.sbc
 	limit := s.state.Load().pol.Limits.QueueDelay.Duration
-	if limit <= 0 || time.Since(at) <= limit || !sheddable(b) {
+	if limit <= 0 || waited <= limit || !sheddable(b) {
 		return false
 	}
 	var src netip.AddrPort

@@ -30,7 +30,7 @@ func TestQueueDelaySheds(t *testing.T) {
 	if !enableRxStamps(pc) {
 		t.Fatal("SO_TIMESTAMPNS refused")
 	}
-	g := &udpGen{PacketConn: pc, quit: make(chan struct{}), done: make(chan struct{}), u: u, raw: newRawUDP(pc, nil)}
+	g := newUDPGen(u, pc, newRawUDP(pc, nil), make(chan struct{}))
 	if g.raw == nil {
 		t.Fatal("no raw read path for a UDP socket")
 	}

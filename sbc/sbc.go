@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,9 +40,8 @@ type Options struct {
 	Version string
 	// UDPReaders is the number of goroutines reading each UDP listener
 	// socket; each handles what it read, in place (no goroutine per
-	// message: endpoint.go). Default (0): one per core spread over the
-	// policy's UDP listeners, at least one per socket
-	// (defaultUDPReaders).
+	// message: endpoint.go), and they take turns (udppeers.go). Default
+	// (0): one per core, at most four (defaultUDPReaders).
 	UDPReaders int
 	// ManageGC applies the policy's server.gc_heap_floor and
 	// server.memory_limit to the process's garbage collector, at Start
@@ -52,25 +50,19 @@ type Options struct {
 	ManageGC bool
 }
 
-// defaultUDPReaders spreads procs readers over the policy's UDP listener
-// sockets, at least one each. More readers than cores only add parking
-// and waking: at 800 calls/s on 2 cores with two UDP sockets, two readers
-// per socket cost ~25 % more CPU per call than one (BENCHMARKS.md, issue
-// 11), the scheduler's share doubling.
-func defaultUDPReaders(p *policy.Policy, procs int) int {
-	n := 0
-	for _, r := range p.Realms {
-		for _, l := range r.Listeners {
-			if strings.EqualFold(l.Transport, "udp") {
-				n++
-			}
-		}
-	}
-	if n == 0 || procs <= n {
-		return 1
-	}
-	return procs / n
+// defaultUDPReaders is one reader per core for each UDP listener socket,
+// at least one and at most maxUDPReaders. Readers take turns
+// (udppeers.go): one reads while the socket keeps up, the others help
+// only while datagrams wait in its receive queue, so an extra reader
+// costs no wake-up while it is not needed.
+func defaultUDPReaders(procs int) int {
+	return min(max(procs, 1), maxUDPReaders)
 }
+
+// maxUDPReaders bounds the default readers per socket: past a few, more
+// helpers only contend for the socket's read (measured up to two cores,
+// BENCHMARKS.md).
+const maxUDPReaders = 4
 
 // SBC is the session border controller: one endpoint per realm, the call
 // table, and the current policy snapshot.
@@ -214,7 +206,7 @@ func New(p *policy.Policy, opt Options) (*SBC, error) {
 	s.manageGC = opt.ManageGC
 	s.udpReaders = opt.UDPReaders
 	if s.udpReaders <= 0 {
-		s.udpReaders = defaultUDPReaders(p, runtime.GOMAXPROCS(0))
+		s.udpReaders = defaultUDPReaders(runtime.GOMAXPROCS(0))
 	}
 	s.runtime.setApplied(p)
 	if s.extraSink != nil {

@@ -83,6 +83,100 @@ type udpGen struct {
 	// kernel's receive stamps when it gives them (rawudp_linux.go); nil:
 	// the net package does, unstamped.
 	raw *rawUDP
+	// The readers' turns (takeTurn): reading counts the readers inside a
+	// read of the socket, waiting those parked for their turn, lagging is
+	// set while datagrams wait in its receive queue (pace), turn wakes a
+	// parked reader, gone is closed when the generation is retired.
+	reading atomic.Int32
+	waiting atomic.Int32
+	lagging atomic.Bool
+	turn    chan struct{}
+	gone    chan struct{}
+}
+
+// newUDPGen returns a generation of the read loop on pc (raw: its raw
+// path, or nil), ended when quit closes.
+func newUDPGen(u *udpPeers, pc net.PacketConn, raw *rawUDP, quit <-chan struct{}) *udpGen {
+	return &udpGen{PacketConn: pc, quit: quit, done: make(chan struct{}), u: u, raw: raw,
+		turn: make(chan struct{}, 1), gone: make(chan struct{})}
+}
+
+// Readers of a socket take turns. sipgo runs several read loops on each
+// UDP socket (Options.UDPReaders), each handling in place what it read.
+// While the socket keeps up, one reads and the others stay parked: a
+// second reader waiting on the same socket costs a wake-up per datagram,
+// for nothing when the queue is empty (two readers always reading cost
+// 14 % more CPU per call at 11,000 calls/s, BENCHMARKS.md). Once a
+// datagram has waited in the receive queue longer than lagOn (from the
+// kernel's receive stamp), the socket lags: a parked reader is woken per
+// late datagram, and they read alongside, each on its own core, until one
+// reads a datagram within lagOff; should the reader with the turn block
+// in its handler (none should), a parked one reads once it sees that none
+// does (turnRecheck). One reader alone is the limit at the edge of
+// capacity: on a trunk's socket it handles the INVITEs, ACKs and BYEs of
+// every call; with one reader per socket the SBC was measured stuck at
+// one core's worth of CPU, a fifth of the machine idle, while that
+// socket's queue overflowed (BENCHMARKS.md, issue 11).
+// lagOn is above the few milliseconds a reader waits when the kernel
+// runs another process on its core. On a socket without receive stamps
+// only one reads at a time.
+const (
+	lagOn  = 5 * time.Millisecond
+	lagOff = time.Millisecond
+)
+
+// turnRecheck is how often a parked reader looks again whether another
+// still reads the socket: a reader whose handler blocks (none should)
+// leaves the socket unread for this long at most.
+const turnRecheck = 10 * time.Millisecond
+
+// takeTurn parks the calling reader while another reads the socket and
+// the socket is not lagging. It returns false when the generation was
+// retired or the SBC stops meanwhile.
+func (g *udpGen) takeTurn() bool {
+	if g.reading.Load() == 0 || g.lagging.Load() {
+		return true
+	}
+	t := time.NewTimer(turnRecheck)
+	defer t.Stop()
+	g.waiting.Add(1)
+	defer g.waiting.Add(-1)
+	for g.reading.Load() > 0 && !g.lagging.Load() {
+		select {
+		case <-g.turn:
+		case <-t.C:
+			t.Reset(turnRecheck)
+		case <-g.gone:
+			return false
+		case <-g.quit:
+			return false
+		}
+	}
+	return true
+}
+
+// pace notes how long the datagram just read waited in the receive
+// queue: past lagOn the socket lags and a parked reader is woken; within
+// lagOff it keeps up again.
+func (g *udpGen) pace(waited time.Duration) {
+	switch {
+	case waited > lagOn:
+		if !g.lagging.Load() {
+			g.lagging.Store(true)
+		}
+		select {
+		case g.turn <- struct{}{}:
+		default:
+		}
+	case waited < lagOff && g.lagging.Load():
+		g.lagging.Store(false)
+	}
+}
+
+// retire ends the generation: its readers stop reading (ReadFrom).
+func (g *udpGen) retire() {
+	g.retired.Store(true)
+	close(g.gone)
 }
 
 // WriteTo sends b to addr by a raw system call where it can.
@@ -114,14 +208,33 @@ func (g *udpGen) ReadFrom(b []byte) (int, net.Addr, error) {
 			}
 			return 0, nil, net.ErrClosed
 		}
-		if g.raw == nil {
-			return g.PacketConn.ReadFrom(b)
+		if !g.takeTurn() {
+			if g.retired.Load() {
+				continue
+			}
+			return 0, nil, net.ErrClosed
 		}
+		if g.raw == nil {
+			g.reading.Add(1)
+			n, addr, err := g.PacketConn.ReadFrom(b)
+			g.reading.Add(-1)
+			return n, addr, err
+		}
+		g.reading.Add(1)
 		n, addr, at, err := g.raw.read(b)
+		g.reading.Add(-1)
+		if at.IsZero() {
+			if err == errRawFamily {
+				continue
+			}
+			return n, addr, err
+		}
+		waited := time.Since(at)
+		g.pace(waited)
 		if err == errRawFamily {
 			continue
 		}
-		if err != nil || at.IsZero() || !g.u.shed(b[:n], addr, at) {
+		if err != nil || !g.u.shed(b[:n], addr, waited) {
 			return n, addr, err
 		}
 	}
@@ -163,7 +276,7 @@ func (u *udpPeers) serve(ctx context.Context) {
 // request sent from the socket's address would make sipgo bind a second
 // socket on it (EADDRINUSE).
 func (u *udpPeers) start(sk *udpSock) {
-	g := &udpGen{PacketConn: sk.pc, quit: u.quit, done: make(chan struct{}), u: u, raw: sk.raw}
+	g := newUDPGen(u, sk.pc, sk.raw, u.quit)
 	sk.cur.Store(g)
 	ep := u.ep
 	ep.wg.Add(1)
@@ -231,7 +344,7 @@ func (u *udpPeers) reset() {
 	for _, sk := range u.socks {
 		prev := sk.cur.Load()
 		u.start(sk)
-		prev.retired.Store(true)
+		prev.retire()
 		old = append(old, prev)
 	}
 	u.ep.sbc.metrics.UDPResets.WithLabelValues(u.ep.name).Inc()
