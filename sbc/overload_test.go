@@ -26,22 +26,8 @@ func TestQueueDelaySheds(t *testing.T) {
 	e := newEnv(t, envOpts{limits: &testpolicy.Limits{QueueDelay: policy.D(50 * time.Millisecond)}})
 	u := e.sbc.realms["external"].peers
 
-	pc := mustUDP(t)
-	if !enableRxStamps(pc) {
-		t.Fatal("SO_TIMESTAMPNS refused")
-	}
-	g := newUDPGen(u, pc, newRawUDP(pc, nil), make(chan struct{}))
-	if g.raw == nil {
-		t.Fatal("no raw read path for a UDP socket")
-	}
-	snd := mustUDP(t)
-	send := func(msgs ...string) {
-		for _, m := range msgs {
-			if _, err := snd.WriteTo([]byte(m), pc.LocalAddr()); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	g, send := stampedGen(t, u, make(chan struct{}))
+	pc := g.PacketConn
 	read := func() string {
 		t.Helper()
 		_ = pc.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -112,6 +98,30 @@ func TestQueueDelaySheds(t *testing.T) {
 	}
 	if d := e.dropped("filter", "overload") - before; d != 3 {
 		t.Fatalf("filter/overload drops %v after the reloads, want still 3", d)
+	}
+}
+
+// stampedGen returns a read-loop generation of u on a new stamped UDP
+// socket with its raw read path (ended when quit closes), and a func
+// sending datagrams to that socket from another.
+func stampedGen(t *testing.T, u *udpPeers, quit <-chan struct{}) (*udpGen, func(...string)) {
+	t.Helper()
+	pc := mustUDP(t)
+	if !enableRxStamps(pc) {
+		t.Fatal("SO_TIMESTAMPNS refused")
+	}
+	g := newUDPGen(u, pc, newRawUDP(pc, nil), quit)
+	if g.raw == nil {
+		t.Fatal("no raw read path for a UDP socket")
+	}
+	snd := mustUDP(t)
+	return g, func(msgs ...string) {
+		t.Helper()
+		for _, m := range msgs {
+			if _, err := snd.WriteTo([]byte(m), pc.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }
 

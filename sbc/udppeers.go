@@ -223,18 +223,15 @@ func (g *udpGen) ReadFrom(b []byte) (int, net.Addr, error) {
 		g.reading.Add(1)
 		n, addr, at, err := g.raw.read(b)
 		g.reading.Add(-1)
-		if at.IsZero() {
-			if err == errRawFamily {
-				continue
-			}
-			return n, addr, err
+		var waited time.Duration
+		if !at.IsZero() {
+			waited = time.Since(at)
+			g.pace(waited)
 		}
-		waited := time.Since(at)
-		g.pace(waited)
 		if err == errRawFamily {
 			continue
 		}
-		if err != nil || !g.u.shed(b[:n], addr, waited) {
+		if err != nil || at.IsZero() || !g.u.shed(b[:n], addr, waited) {
 			return n, addr, err
 		}
 	}

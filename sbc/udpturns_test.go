@@ -23,23 +23,9 @@ func TestUDPReadersTakeTurns(t *testing.T) {
 		msg string
 		err error
 	}
-	setup := func(t *testing.T) (*udpGen, chan struct{}, func(string), func() <-chan result) {
-		pc := mustUDP(t)
-		if !enableRxStamps(pc) {
-			t.Fatal("SO_TIMESTAMPNS refused")
-		}
+	setup := func(t *testing.T) (*udpGen, chan struct{}, func(...string), func() <-chan result) {
 		quit := make(chan struct{})
-		g := newUDPGen(u, pc, newRawUDP(pc, nil), quit)
-		if g.raw == nil {
-			t.Fatal("no raw read path for a UDP socket")
-		}
-		snd := mustUDP(t)
-		send := func(m string) {
-			t.Helper()
-			if _, err := snd.WriteTo([]byte(m), pc.LocalAddr()); err != nil {
-				t.Fatal(err)
-			}
-		}
+		g, send := stampedGen(t, u, quit)
 		// reader runs one ReadFrom, as one of sipgo's read loops does,
 		// and stops there: its "handler" never returns.
 		reader := func() <-chan result {
