@@ -75,7 +75,8 @@
 //   - ParseSDP accepts any RFC 4566 token as m= media and transport
 //     (pion/sdp v3.0.20 refuses "image" and "udptl").
 //   - Per-leg transforms (Transform): Plain, SRTP (pion/srtp v3 contexts,
-//     replay protection on decrypt, ROC kept across a rekey) and NotReady
+//     replay protection on decrypt, ROC kept across a rekey, the replaced
+//     decrypt keys tried for RekeyGrace on a failed tag) and NotReady
 //     for a leg whose keys are still to come. pion/srtp is v3.1.3 forked
 //     in third_party/srtp, whose AES-CM suites use Go's AES-NI counter-mode
 //     and SHA-NI assembly (its README).

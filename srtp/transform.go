@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
@@ -167,6 +168,14 @@ type srtpDir struct {
 	// ROC (RTP) or index (RTCP) a rekey carries over.
 	lastSSRC uint32
 	seen     bool
+	// prev is a decrypt context a rekey replaced, tried when the current
+	// one fails a packet's tag until prevUntil (unix ns): what the peer
+	// sent with its old key before it learnt the new one (see
+	// RekeyGrace). scratch holds a copy of the packet meanwhile, since
+	// an in-place decrypt that fails may have overwritten it.
+	prev      *pion.Context
+	prevUntil int64
+	scratch   []byte
 }
 
 // SRTP is a Transform that protects with one pion context per direction
@@ -231,13 +240,24 @@ func newContext(k SRTPKeys, decrypt bool) (*pion.Context, error) {
 	return c, nil
 }
 
+// RekeyGrace is how long a decrypt context keeps the keys a rekey
+// replaced, for the packets the peer sent with them: the SBC applies new
+// keys when the answer passes through it, and the peer goes on with its
+// old key until the answer (or, for the answerer, its own) reaches it
+// and packets already in flight arrive after that, one round trip and
+// the network's jitter in all. Within the grace a packet whose tag fails
+// under the new keys is tried under the old ones (with their own replay
+// window), so a rekey loses none; after it, the old keys are forgotten.
+const RekeyGrace = 2 * time.Second
+
 // Rekey replaces the keys (a re-INVITE with new a=crypto). A direction
 // whose keys did not change keeps its context, replay window included. A
 // direction that changes keeps the ROC (RTP) and SRTCP index of the last
 // SSRC it handled (RFC 3711 §3.3.1: the ROC is not reset by a rekey), so
-// an SSRC that goes on across the re-INVITE stays decryptable. When the
-// peer's address changed too (RFC 4568 §7.1.4: new SSRC, ROC 0), build a
-// new transform with NewSRTP instead.
+// an SSRC that goes on across the re-INVITE stays decryptable; a decrypt
+// direction keeps its old keys for RekeyGrace. When the peer's address
+// changed too (RFC 4568 §7.1.4: new SSRC, ROC 0), build a new transform
+// with NewSRTP instead.
 func (t *SRTP) Rekey(local, remote SRTPKeys) error {
 	// Refuse bad keys before touching anything, so a failed rekey leaves
 	// the transform as it was.
@@ -291,8 +311,45 @@ func (d *srtpDir) rekey(k SRTPKeys, decrypt, isRTCP bool) error {
 			c.SetROC(d.lastSSRC, roc)
 		}
 	}
+	if decrypt {
+		d.prev, d.prevUntil = d.ctx, time.Now().Add(RekeyGrace).UnixNano()
+	}
 	d.ctx, d.keys = c, k
 	return nil
+}
+
+// keep returns a copy of pkt while a replaced context is still in its
+// grace (nil otherwise, and forgets it once the grace is over), for
+// retry to try it on.
+func (d *srtpDir) keep(pkt []byte) []byte {
+	if d.prev == nil {
+		return nil
+	}
+	if time.Now().UnixNano() > d.prevUntil {
+		d.prev, d.scratch = nil, nil
+		return nil
+	}
+	d.scratch = append(d.scratch[:0], pkt...)
+	return d.scratch
+}
+
+// retry decrypts kept (a copy of a packet the current context refused)
+// with the replaced context, when the refusal was a failed tag.
+func (d *srtpDir) retry(dst, kept []byte, err error, isRTCP bool) ([]byte, error) {
+	if kept == nil || !isAuthFailure(err) {
+		return nil, err
+	}
+	var out []byte
+	var err2 error
+	if isRTCP {
+		out, err2 = d.prev.DecryptRTCP(dst, kept, &d.rhdr)
+	} else {
+		out, err2 = d.prev.DecryptRTP(dst, kept, &d.hdr)
+	}
+	if err2 != nil {
+		return nil, err // the packet is counted by the current keys' verdict
+	}
+	return out, nil
 }
 
 // ROC returns the rollover counter of ssrc in the given direction
@@ -311,9 +368,12 @@ func (t *SRTP) ROC(outbound bool, ssrc uint32) (uint32, bool) {
 func (t *SRTP) InboundRTP(dst, pkt []byte) ([]byte, error) {
 	d := &t.inRTP
 	d.mu.Lock()
+	kept := d.keep(pkt)
 	out, err := d.ctx.DecryptRTP(dst, pkt, &d.hdr)
 	if err == nil {
 		d.lastSSRC, d.seen = d.hdr.SSRC, true
+	} else {
+		out, err = d.retry(dst, kept, err, false)
 	}
 	d.mu.Unlock()
 	return out, err
@@ -335,9 +395,12 @@ func (t *SRTP) OutboundRTP(dst, pkt []byte) ([]byte, error) {
 func (t *SRTP) InboundRTCP(dst, pkt []byte) ([]byte, error) {
 	d := &t.inRTCP
 	d.mu.Lock()
+	kept := d.keep(pkt)
 	out, err := d.ctx.DecryptRTCP(dst, pkt, &d.rhdr)
 	if err == nil {
 		d.lastSSRC, d.seen = rtcpSSRC(pkt), true
+	} else {
+		out, err = d.retry(dst, kept, err, true)
 	}
 	d.mu.Unlock()
 	return out, err

@@ -397,3 +397,76 @@ func TestKeysFromDTLS(t *testing.T) {
 		t.Fatal("exporter error lost")
 	}
 }
+
+// TestSRTPRekeyGrace: after a rekey, packets the peer sent with its old
+// key (in flight, or sent before the answer reached it) still decrypt,
+// in place as the relay does it, RTP and RTCP, for every suite, with the
+// old keys' replay window; once the grace is over they fail their tag.
+func TestSRTPRekeyGrace(t *testing.T) {
+	for _, suite := range DefaultSuites {
+		t.Run(suite.String(), func(t *testing.T) {
+			tr, phoneEnc, _, ours, theirs := pair(t, suite)
+			in := func(w []byte, rtcp bool) ([]byte, error) {
+				b := append(make([]byte, 0, len(w)+testTrailer), w...)
+				if rtcp {
+					return tr.InboundRTCP(b[:0], b)
+				}
+				return tr.InboundRTP(b[:0], b)
+			}
+			oldRTP := func(seq uint16) []byte {
+				w, err := phoneEnc.EncryptRTP(nil, rtpPacket(7, seq, 0, 20), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return w
+			}
+			if _, err := in(oldRTP(1), false); err != nil {
+				t.Fatal(err)
+			}
+			theirs2, _ := theirs.Answer()
+			if err := tr.RekeySDES(ours, theirs2); err != nil {
+				t.Fatal(err)
+			}
+			newEnc := phoneCtx(t, theirs2, false)
+			w2, _ := newEnc.EncryptRTP(nil, rtpPacket(7, 3, 0, 20), nil)
+			if _, err := in(w2, false); err != nil {
+				t.Fatalf("new key: %v", err)
+			}
+			late := oldRTP(2) // sent before the switch, arriving after it
+			out, err := in(late, false)
+			if err != nil {
+				t.Fatalf("old key within the grace: %v", err)
+			}
+			if want := rtpPacket(7, 2, 0, 20); !bytes.Equal(out, want) {
+				t.Fatalf("old key within the grace decrypted to %x, want %x", out, want)
+			}
+			if _, err := in(late, false); err == nil {
+				t.Fatal("a replay of an old-key packet accepted")
+			}
+			wr, _ := phoneEnc.EncryptRTCP(nil, rtcpRR(7), nil)
+			if _, err := in(wr, true); err != nil {
+				t.Fatalf("old-key SRTCP within the grace: %v", err)
+			}
+			// The grace is over: the old keys are forgotten.
+			for _, d := range []*srtpDir{&tr.inRTP, &tr.inRTCP} {
+				d.mu.Lock()
+				d.prevUntil = 0
+				d.mu.Unlock()
+			}
+			if _, err := in(oldRTP(4), false); !isAuthFailure(err) {
+				t.Fatalf("old key after the grace: %v", err)
+			}
+			wr2, _ := phoneEnc.EncryptRTCP(nil, rtcpRR(7), nil)
+			if _, err := in(wr2, true); !isAuthFailure(err) {
+				t.Fatalf("old-key SRTCP after the grace: %v", err)
+			}
+			if tr.inRTP.prev != nil || tr.inRTCP.prev != nil {
+				t.Fatal("the old contexts are still held after the grace")
+			}
+			w5, _ := newEnc.EncryptRTP(nil, rtpPacket(7, 5, 0, 20), nil)
+			if _, err := in(w5, false); err != nil {
+				t.Fatalf("new key after the grace: %v", err)
+			}
+		})
+	}
+}
