@@ -1049,3 +1049,21 @@ func TestForkUriStringSizedOnce(t *testing.T) {
 		})
 	}
 }
+
+// Fork change 35: a transaction's state is a method expression, so
+// setting it (initFSM here, every transition in the state functions)
+// allocates nothing; a method value bound to the transaction allocated
+// at each.
+func TestForkTxStateNoAlloc(t *testing.T) {
+	req, _, _ := testCreateInvite(t, "sip:127.0.0.99:5060", "UDP", "127.0.0.2:5060")
+	stx := NewServerTx("fork-state-s", req, &forkConn{}, slog.Default())
+	ctx := NewClientTx("fork-state-c", req, &forkConn{}, slog.Default())
+	if n := testing.AllocsPerRun(100, stx.initFSM); n != 0 {
+		t.Fatalf("ServerTx.initFSM: %v allocations", n)
+	}
+	if n := testing.AllocsPerRun(100, ctx.initFSM); n != 0 {
+		t.Fatalf("ClientTx.initFSM: %v allocations", n)
+	}
+	require.NoError(t, compareFunctions(stx.currentFsmState(), (*ServerTx).inviteStateProcceeding))
+	require.NoError(t, compareFunctions(ctx.currentFsmState(), (*ClientTx).inviteStateCalling))
+}

@@ -160,8 +160,8 @@ type baseTx struct {
 	closed bool
 
 	//State machine control
-	fsmMu    sync.Mutex
-	fsmState fsmContextState
+	fsmMu sync.Mutex
+	fsm   fsmStepper // the concrete transaction, which holds its state
 
 	// fsmResp fsmErr fsmAck fsmCancel are set on spin FSM
 	// Use it only if tx is inside fsm State
@@ -223,27 +223,20 @@ func (tx *baseTx) OnTerminate(f FnTxTerminate) bool {
 
 // TODO
 // FSM should be moved out commontx to seperate struct
-func (tx *baseTx) currentFsmState() fsmContextState {
+func (tx *baseTx) currentFsmState() any {
 	tx.fsmMu.Lock()
 	defer tx.fsmMu.Unlock()
-	return tx.fsmState
-}
-
-// Initialises the correct kind of FSM based on request method.
-func (tx *baseTx) initFSM(fsmState fsmContextState) {
-	tx.fsmMu.Lock()
-	tx.fsmState = fsmState
-	tx.fsmMu.Unlock()
+	return tx.fsm.fsmStateFunc()
 }
 
 func (tx *baseTx) spinFsmUnsafe(in fsmInput) {
 	for i := in; i != FsmInputNone; {
 		if TransactionFSMDebug {
-			fname := runtime.FuncForPC(reflect.ValueOf(tx.fsmState).Pointer()).Name()
+			fname := runtime.FuncForPC(reflect.ValueOf(tx.fsm.fsmStateFunc()).Pointer()).Name()
 			fname = fname[strings.LastIndex(fname, ".")+1:]
 			tx.log.Debug("Changing transaction state", "key", tx.key, "input", fsmString(i), "state", fname)
 		}
-		i = tx.fsmState(i)
+		i = tx.fsm.fsmStep(i)
 	}
 }
 

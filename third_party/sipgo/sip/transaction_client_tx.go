@@ -11,7 +11,8 @@ import (
 type ClientTx struct {
 	baseTx
 	responses    chan *Response
-	timer_a_time time.Duration // Current duration of timer A.
+	fsmState     func(*ClientTx, fsmInput) fsmInput // under fsmMu
+	timer_a_time time.Duration                      // Current duration of timer A.
 	timer_a      *timing.Timer
 	timer_b      *timing.Timer
 	timer_d_time time.Duration // Current duration of timer D.
@@ -77,9 +78,7 @@ func (tx *ClientTx) Init() error {
 		tx.mu.Lock()
 		tx.timer_a_time = Timer_A
 
-		tx.timer_a = timing.AfterFunc(tx.timer_a_time, func() {
-			tx.spinFsm(client_input_timer_a)
-		})
+		tx.timer_a = timing.AfterFuncArg(tx.timer_a_time, clientTimerA, tx)
 		// The wait in the Completed state, for retransmitted final
 		// responses: Timer D (32 s) for an INVITE, Timer K (T4) for any
 		// other request (RFC 3261 17.1.2.2; upstream used Timer D for both,
@@ -93,9 +92,7 @@ func (tx *ClientTx) Init() error {
 
 	// Timer B - timeout
 	tx.mu.Lock()
-	tx.timer_b = timing.AfterFunc(Timer_B, func() {
-		tx.spinFsmWithError(client_input_timer_b, fmt.Errorf("Timer_B timed out. %w", ErrTransactionTimeout))
-	})
+	tx.timer_b = timing.AfterFuncArg(Timer_B, clientTimerB, tx)
 	tx.mu.Unlock()
 	if debugOn(tx.log) {
 		tx.log.Debug("Client transaction initialized", "tx", tx.Key())
@@ -103,14 +100,30 @@ func (tx *ClientTx) Init() error {
 	return nil
 }
 
+// The client transaction's timers: functions of the transaction rather
+// than closures over it, so that arming one allocates its Timer only
+// (fork change 36).
+func clientTimerA(a any) { a.(*ClientTx).spinFsm(client_input_timer_a) }
+func clientTimerB(a any) {
+	a.(*ClientTx).spinFsmWithError(client_input_timer_b, fmt.Errorf("Timer_B timed out. %w", ErrTransactionTimeout))
+}
+func clientTimerD(a any) { a.(*ClientTx).spinFsm(client_input_timer_d) }
+func clientTimerM(a any) { a.(*ClientTx).spinFsm(client_input_timer_m) }
+
 // Initialises the correct kind of FSM based on request method.
 func (tx *ClientTx) initFSM() {
+	tx.fsmMu.Lock()
 	if tx.origin.IsInvite() {
-		tx.baseTx.initFSM(tx.inviteStateCalling)
+		tx.fsmState = (*ClientTx).inviteStateCalling
 	} else {
-		tx.baseTx.initFSM(tx.stateCalling)
+		tx.fsmState = (*ClientTx).stateCalling
 	}
+	tx.fsm = tx
+	tx.fsmMu.Unlock()
 }
+
+func (tx *ClientTx) fsmStep(in fsmInput) fsmInput { return tx.fsmState(tx, in) }
+func (tx *ClientTx) fsmStateFunc() any            { return tx.fsmState }
 
 func (tx *ClientTx) Responses() <-chan *Response {
 	return tx.responses

@@ -10,26 +10,26 @@ func (tx *ClientTx) inviteStateCalling(s fsmInput) fsmInput {
 	var spinfn fsmState
 	switch s {
 	case client_input_1xx:
-		tx.fsmState, spinfn = tx.inviteStateProcceeding, tx.actInviteProceeding
+		tx.fsmState, spinfn = (*ClientTx).inviteStateProcceeding, tx.actInviteProceeding
 	case client_input_2xx:
-		tx.fsmState, spinfn = tx.inviteStateAccepted, tx.actPassupAccept
+		tx.fsmState, spinfn = (*ClientTx).inviteStateAccepted, tx.actPassupAccept
 	case client_input_300_plus:
-		tx.fsmState, spinfn = tx.inviteStateCompleted, tx.actInviteFinal
+		tx.fsmState, spinfn = (*ClientTx).inviteStateCompleted, tx.actInviteFinal
 
 		// NOTE
 		// https://datatracker.ietf.org/doc/html/rfc3261#section-9.1
 		// defines that no cancel should be sent unless we are in proceeding state
 		// problematic part is wait
 	// case client_input_cancel:
-	// 	tx.fsmState, spinfn = tx.inviteStateCalling, tx.actCancel
+	// 	tx.fsmState, spinfn = (*ClientTx).inviteStateCalling, tx.actCancel
 	// case client_input_canceled:
-	// 	tx.fsmState, spinfn = tx.inviteStateCalling, tx.actInviteCanceled
+	// 	tx.fsmState, spinfn = (*ClientTx).inviteStateCalling, tx.actInviteCanceled
 	case client_input_timer_a:
-		tx.fsmState, spinfn = tx.inviteStateCalling, tx.actInviteResend
+		tx.fsmState, spinfn = (*ClientTx).inviteStateCalling, tx.actInviteResend
 	case client_input_timer_b:
-		tx.fsmState, spinfn = tx.inviteStateTerminated, tx.actTimeout
+		tx.fsmState, spinfn = (*ClientTx).inviteStateTerminated, tx.actTimeout
 	case client_input_transport_err:
-		tx.fsmState, spinfn = tx.inviteStateTerminated, tx.actTransErr
+		tx.fsmState, spinfn = (*ClientTx).inviteStateTerminated, tx.actTransErr
 	default:
 		// No changes
 		return FsmInputNone
@@ -42,19 +42,19 @@ func (tx *ClientTx) inviteStateProcceeding(s fsmInput) fsmInput {
 	var spinfn fsmState
 	switch s {
 	case client_input_1xx:
-		tx.fsmState, spinfn = tx.inviteStateProcceeding, tx.actPassup
+		tx.fsmState, spinfn = (*ClientTx).inviteStateProcceeding, tx.actPassup
 	case client_input_2xx:
-		tx.fsmState, spinfn = tx.inviteStateAccepted, tx.actPassupAccept
+		tx.fsmState, spinfn = (*ClientTx).inviteStateAccepted, tx.actPassupAccept
 	case client_input_300_plus:
-		tx.fsmState, spinfn = tx.inviteStateCompleted, tx.actInviteFinal
+		tx.fsmState, spinfn = (*ClientTx).inviteStateCompleted, tx.actInviteFinal
 	// case client_input_cancel:
-	// 	tx.fsmState, spinfn = tx.inviteStateProcceeding, tx.actCancelTimeout
+	// 	tx.fsmState, spinfn = (*ClientTx).inviteStateProcceeding, tx.actCancelTimeout
 	// case client_input_canceled:
-	// 	tx.fsmState, spinfn = tx.inviteStateProcceeding, tx.actInviteCanceled
+	// 	tx.fsmState, spinfn = (*ClientTx).inviteStateProcceeding, tx.actInviteCanceled
 	case client_input_timer_b:
-		tx.fsmState, spinfn = tx.inviteStateTerminated, tx.actTimeout
+		tx.fsmState, spinfn = (*ClientTx).inviteStateTerminated, tx.actTimeout
 	case client_input_transport_err:
-		tx.fsmState, spinfn = tx.inviteStateTerminated, tx.actTransErr
+		tx.fsmState, spinfn = (*ClientTx).inviteStateTerminated, tx.actTransErr
 	default:
 		// No changes
 		return FsmInputNone
@@ -67,11 +67,11 @@ func (tx *ClientTx) inviteStateCompleted(s fsmInput) fsmInput {
 	var spinfn fsmState
 	switch s {
 	case client_input_300_plus:
-		tx.fsmState, spinfn = tx.inviteStateCompleted, tx.actAckResend
+		tx.fsmState, spinfn = (*ClientTx).inviteStateCompleted, tx.actAckResend
 	case client_input_transport_err:
-		tx.fsmState, spinfn = tx.inviteStateTerminated, tx.actTransErr
+		tx.fsmState, spinfn = (*ClientTx).inviteStateTerminated, tx.actTransErr
 	case client_input_timer_d, client_input_delete:
-		tx.fsmState, spinfn = tx.inviteStateTerminated, tx.actDelete
+		tx.fsmState, spinfn = (*ClientTx).inviteStateTerminated, tx.actDelete
 	default:
 		// No changes
 		return FsmInputNone
@@ -98,13 +98,13 @@ func (tx *ClientTx) inviteStateAccepted(s fsmInput) fsmInput {
 		if debugOn(tx.log) {
 			tx.log.Debug("retransimission 2xx detected", "tx", tx.Key())
 		}
-		tx.fsmState, spinfn = tx.inviteStateAccepted, tx.actPassupRetransmission
+		tx.fsmState, spinfn = (*ClientTx).inviteStateAccepted, tx.actPassupRetransmission
 
 	case client_input_transport_err:
 		tx.log.Warn("client transport error detected. Waiting for retransmission", "tx", tx.Key())
-		tx.fsmState, spinfn = tx.inviteStateAccepted, tx.actTranErrNoDelete
+		tx.fsmState, spinfn = (*ClientTx).inviteStateAccepted, tx.actTranErrNoDelete
 	case client_input_timer_m:
-		tx.fsmState, spinfn = tx.inviteStateTerminated, tx.actDelete
+		tx.fsmState, spinfn = (*ClientTx).inviteStateTerminated, tx.actDelete
 	default:
 		// No changes
 		return FsmInputNone
@@ -117,7 +117,7 @@ func (tx *ClientTx) inviteStateTerminated(s fsmInput) fsmInput {
 	var spinfn fsmState
 	switch s {
 	case client_input_delete:
-		tx.fsmState, spinfn = tx.inviteStateTerminated, tx.actDelete
+		tx.fsmState, spinfn = (*ClientTx).inviteStateTerminated, tx.actDelete
 	default:
 		// No changes
 		return FsmInputNone
@@ -129,17 +129,17 @@ func (tx *ClientTx) stateCalling(s fsmInput) fsmInput {
 	var spinfn fsmState
 	switch s {
 	case client_input_1xx:
-		tx.fsmState, spinfn = tx.stateProceeding, tx.actProceeding
+		tx.fsmState, spinfn = (*ClientTx).stateProceeding, tx.actProceeding
 	case client_input_2xx:
-		tx.fsmState, spinfn = tx.stateCompleted, tx.actFinal
+		tx.fsmState, spinfn = (*ClientTx).stateCompleted, tx.actFinal
 	case client_input_300_plus:
-		tx.fsmState, spinfn = tx.stateCompleted, tx.actFinal
+		tx.fsmState, spinfn = (*ClientTx).stateCompleted, tx.actFinal
 	case client_input_timer_a:
-		tx.fsmState, spinfn = tx.stateCalling, tx.actResend
+		tx.fsmState, spinfn = (*ClientTx).stateCalling, tx.actResend
 	case client_input_timer_b:
-		tx.fsmState, spinfn = tx.stateTerminated, tx.actTimeout
+		tx.fsmState, spinfn = (*ClientTx).stateTerminated, tx.actTimeout
 	case client_input_transport_err:
-		tx.fsmState, spinfn = tx.stateTerminated, tx.actTransErr
+		tx.fsmState, spinfn = (*ClientTx).stateTerminated, tx.actTransErr
 	default:
 		return FsmInputNone
 	}
@@ -151,17 +151,17 @@ func (tx *ClientTx) stateProceeding(s fsmInput) fsmInput {
 	var spinfn fsmState
 	switch s {
 	case client_input_1xx:
-		tx.fsmState, spinfn = tx.stateProceeding, tx.actProceeding
+		tx.fsmState, spinfn = (*ClientTx).stateProceeding, tx.actProceeding
 	case client_input_2xx:
-		tx.fsmState, spinfn = tx.stateCompleted, tx.actFinal
+		tx.fsmState, spinfn = (*ClientTx).stateCompleted, tx.actFinal
 	case client_input_300_plus:
-		tx.fsmState, spinfn = tx.stateCompleted, tx.actFinal
+		tx.fsmState, spinfn = (*ClientTx).stateCompleted, tx.actFinal
 	case client_input_timer_a:
-		tx.fsmState, spinfn = tx.stateProceeding, tx.actResend
+		tx.fsmState, spinfn = (*ClientTx).stateProceeding, tx.actResend
 	case client_input_timer_b:
-		tx.fsmState, spinfn = tx.stateTerminated, tx.actTimeout
+		tx.fsmState, spinfn = (*ClientTx).stateTerminated, tx.actTimeout
 	case client_input_transport_err:
-		tx.fsmState, spinfn = tx.stateTerminated, tx.actTransErr
+		tx.fsmState, spinfn = (*ClientTx).stateTerminated, tx.actTransErr
 	default:
 		return FsmInputNone
 	}
@@ -173,9 +173,9 @@ func (tx *ClientTx) stateCompleted(s fsmInput) fsmInput {
 	var spinfn fsmState
 	switch s {
 	case client_input_delete:
-		tx.fsmState, spinfn = tx.stateTerminated, tx.actDelete
+		tx.fsmState, spinfn = (*ClientTx).stateTerminated, tx.actDelete
 	case client_input_timer_d:
-		tx.fsmState, spinfn = tx.stateTerminated, tx.actDelete
+		tx.fsmState, spinfn = (*ClientTx).stateTerminated, tx.actDelete
 	default:
 		return FsmInputNone
 	}
@@ -187,7 +187,7 @@ func (tx *ClientTx) stateTerminated(s fsmInput) fsmInput {
 	var spinfn fsmState
 	switch s {
 	case client_input_delete:
-		tx.fsmState, spinfn = tx.stateTerminated, tx.actDelete
+		tx.fsmState, spinfn = (*ClientTx).stateTerminated, tx.actDelete
 	default:
 		return FsmInputNone
 	}
@@ -294,9 +294,7 @@ func (tx *ClientTx) actInviteFinal() fsmInput {
 		tx.mu.Unlock()
 		return client_input_delete
 	}
-	tx.timer_d = timing.AfterFunc(tx.timer_d_time, func() {
-		tx.spinFsm(client_input_timer_d)
-	})
+	tx.timer_d = timing.AfterFuncArg(tx.timer_d_time, clientTimerD, tx)
 
 	tx.mu.Unlock()
 
@@ -322,9 +320,7 @@ func (tx *ClientTx) actFinal() fsmInput {
 
 	// tx.Log().Tracef("timer_d set to %v", tx.timer_d_time)
 	if tx.timer_d_time > 0 {
-		tx.timer_d = timing.AfterFunc(tx.timer_d_time, func() {
-			tx.spinFsm(client_input_timer_d)
-		})
+		tx.timer_d = timing.AfterFuncArg(tx.timer_d_time, clientTimerD, tx)
 		return FsmInputNone
 	}
 
@@ -439,9 +435,7 @@ func (tx *ClientTx) actPassupAccept() fsmInput {
 		tx.timer_b = nil
 	}
 
-	tx.timer_m = timing.AfterFunc(Timer_M, func() {
-		tx.spinFsm(client_input_timer_m)
-	})
+	tx.timer_m = timing.AfterFuncArg(Timer_M, clientTimerM, tx)
 	tx.mu.Unlock()
 
 	return FsmInputNone

@@ -32,14 +32,14 @@ func TestClientTransactionInviteFSM(t *testing.T) {
 
 	err := tx.Init()
 	require.NoError(t, err)
-	require.NoError(t, compareFunctions(tx.currentFsmState(), tx.inviteStateCalling))
+	require.NoError(t, compareFunctions(tx.currentFsmState(), (*ClientTx).inviteStateCalling))
 
 	// PROCEEDING STATE
 	res100 := NewResponseFromRequest(req, StatusTrying, "Trying", nil)
 
 	go func() { <-tx.Responses() }() // this will now block our transaction until termination or 200 is consumed
 	tx.Receive(res100)
-	require.NoError(t, compareFunctions(tx.currentFsmState(), tx.inviteStateProcceeding))
+	require.NoError(t, compareFunctions(tx.currentFsmState(), (*ClientTx).inviteStateProcceeding))
 
 	// ACCEPTING STATE RFC 6026 or not allowing 2xx to kill transaction because it
 	// in case of proxy more 2xx still may need to be retransmitted as part of transaction and avoid dying imediately
@@ -48,11 +48,11 @@ func TestClientTransactionInviteFSM(t *testing.T) {
 	res200 := NewResponseFromRequest(req, StatusOK, "OK", nil)
 	go func() { <-tx.Responses() }()
 	tx.Receive(res200)
-	require.NoError(t, compareFunctions(tx.currentFsmState(), tx.inviteStateAccepted))
+	require.NoError(t, compareFunctions(tx.currentFsmState(), (*ClientTx).inviteStateAccepted))
 
 	// COMPLETED STATE
 	time.Sleep(Timer_M * 2)
-	require.NoError(t, compareFunctions(tx.currentFsmState(), tx.inviteStateTerminated))
+	require.NoError(t, compareFunctions(tx.currentFsmState(), (*ClientTx).inviteStateTerminated))
 
 	// res200 := NewResponseFromRequest(req, StatusOK, "OK", nil)
 	// incoming.WriteString(res200.String())
@@ -127,7 +127,7 @@ func TestClientTransactionFSM(t *testing.T) {
 
 		wg.Wait()
 		// State should not change from answered
-		require.NoError(t, compareFunctions(tx.currentFsmState(), tx.inviteStateAccepted))
+		require.NoError(t, compareFunctions(tx.currentFsmState(), (*ClientTx).inviteStateAccepted))
 	})
 }
 

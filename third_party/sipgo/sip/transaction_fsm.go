@@ -2,7 +2,17 @@ package sip
 
 type fsmInput int
 type fsmState func() fsmInput
-type fsmContextState func(s fsmInput) fsmInput
+
+// fsmStepper is the transaction (*ServerTx or *ClientTx) whose current
+// state function takes an input. Its state is a method expression, not a
+// method value: a method value bound to the transaction is an allocation
+// at every state change, a method expression none (fork change 35).
+type fsmStepper interface {
+	fsmStep(in fsmInput) fsmInput
+	// fsmStateFunc is the current state function, for debug logs and
+	// tests.
+	fsmStateFunc() any
+}
 
 const ()
 

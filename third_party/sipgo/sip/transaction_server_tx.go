@@ -10,7 +10,8 @@ import (
 
 type ServerTx struct {
 	baseTx
-	acks chan *Request
+	acks     chan *Request
+	fsmState func(*ServerTx, fsmInput) fsmInput // under fsmMu
 	// cancels chan *Request
 	onCancel     func(r *Request)
 	timer_g      *timing.Timer
@@ -55,18 +56,7 @@ func (tx *ServerTx) Init() error {
 	// RFC 3261 - 17.2.1
 	if tx.Origin().IsInvite() {
 		tx.mu.Lock()
-		tx.timer_1xx = timing.AfterFunc(Timer_1xx, func() {
-			trying := NewResponseFromRequest(
-				tx.Origin(),
-				100,
-				"Trying",
-				nil,
-			)
-			// tx.Log().Trace("timer_1xx fired")
-			if err := tx.Respond(trying); err != nil {
-				tx.log.Error("send '100 Trying' response failed", "error", err, "tx", tx.Key())
-			}
-		})
+		tx.timer_1xx = timing.AfterFuncArg(Timer_1xx, serverTimer1xx, tx)
 		tx.mu.Unlock()
 	}
 	if debugOn(tx.log) {
@@ -249,14 +239,39 @@ func (tx *ServerTx) registerOnCancel(f FnTxCancel) {
 	tx.onCancel = f
 }
 
-// Choose the right FSM init function depending on request method.
-func (tx *ServerTx) initFSM() {
-	if tx.Origin().IsInvite() {
-		tx.baseTx.initFSM(tx.inviteStateProcceeding)
-	} else {
-		tx.baseTx.initFSM(tx.stateTrying)
+// The server transaction's timers: functions of the transaction rather
+// than closures over it, so that arming one allocates its Timer only
+// (fork change 36).
+func serverTimerG(a any) { a.(*ServerTx).spinFsm(server_input_timer_g) }
+func serverTimerH(a any) { a.(*ServerTx).spinFsm(server_input_timer_h) }
+func serverTimerI(a any) { a.(*ServerTx).spinFsm(server_input_timer_i) }
+func serverTimerJ(a any) { a.(*ServerTx).spinFsm(server_input_timer_j) }
+func serverTimerL(a any) { a.(*ServerTx).spinFsm(server_input_timer_l) }
+
+// serverTimer1xx answers 100 Trying for an INVITE the TU has not
+// answered within Timer_1xx (RFC 3261 17.2.1).
+func serverTimer1xx(a any) {
+	tx := a.(*ServerTx)
+	trying := NewResponseFromRequest(tx.Origin(), 100, "Trying", nil)
+	if err := tx.Respond(trying); err != nil {
+		tx.log.Error("send '100 Trying' response failed", "error", err, "tx", tx.Key())
 	}
 }
+
+// Choose the right FSM init function depending on request method.
+func (tx *ServerTx) initFSM() {
+	tx.fsmMu.Lock()
+	if tx.Origin().IsInvite() {
+		tx.fsmState = (*ServerTx).inviteStateProcceeding
+	} else {
+		tx.fsmState = (*ServerTx).stateTrying
+	}
+	tx.fsm = tx
+	tx.fsmMu.Unlock()
+}
+
+func (tx *ServerTx) fsmStep(in fsmInput) fsmInput { return tx.fsmState(tx, in) }
+func (tx *ServerTx) fsmStateFunc() any            { return tx.fsmState }
 
 func (tx *ServerTx) delete(err error) bool {
 	tx.mu.Lock()

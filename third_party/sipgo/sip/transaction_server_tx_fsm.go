@@ -12,18 +12,18 @@ func (tx *ServerTx) inviteStateProcceeding(s fsmInput) fsmInput {
 	var spinfn fsmState
 	switch s {
 	case server_input_request:
-		tx.fsmState, spinfn = tx.inviteStateProcceeding, tx.actRespond
+		tx.fsmState, spinfn = (*ServerTx).inviteStateProcceeding, tx.actRespond
 	case server_input_cancel:
-		tx.fsmState, spinfn = tx.inviteStateProcceeding, tx.actCancel
+		tx.fsmState, spinfn = (*ServerTx).inviteStateProcceeding, tx.actCancel
 	case server_input_user_1xx:
-		tx.fsmState, spinfn = tx.inviteStateProcceeding, tx.actRespond
+		tx.fsmState, spinfn = (*ServerTx).inviteStateProcceeding, tx.actRespond
 	case server_input_user_2xx:
 		// https://www.rfc-editor.org/rfc/rfc6026#section-7.1
-		tx.fsmState, spinfn = tx.inviteStateAccepted, tx.actRespondAccept
+		tx.fsmState, spinfn = (*ServerTx).inviteStateAccepted, tx.actRespondAccept
 	case server_input_user_300_plus:
-		tx.fsmState, spinfn = tx.inviteStateCompleted, tx.actRespondComplete
+		tx.fsmState, spinfn = (*ServerTx).inviteStateCompleted, tx.actRespondComplete
 	case server_input_transport_err:
-		tx.fsmState, spinfn = tx.inviteStateTerminated, tx.actTransErr
+		tx.fsmState, spinfn = (*ServerTx).inviteStateTerminated, tx.actTransErr
 	default:
 		return FsmInputNone
 	}
@@ -35,15 +35,15 @@ func (tx *ServerTx) inviteStateCompleted(s fsmInput) fsmInput {
 	var spinfn fsmState
 	switch s {
 	case server_input_request:
-		tx.fsmState, spinfn = tx.inviteStateCompleted, tx.actRespond
+		tx.fsmState, spinfn = (*ServerTx).inviteStateCompleted, tx.actRespond
 	case server_input_ack:
-		tx.fsmState, spinfn = tx.inviteStateConfirmed, tx.actConfirm
+		tx.fsmState, spinfn = (*ServerTx).inviteStateConfirmed, tx.actConfirm
 	case server_input_timer_g:
-		tx.fsmState, spinfn = tx.inviteStateCompleted, tx.actRespondComplete
+		tx.fsmState, spinfn = (*ServerTx).inviteStateCompleted, tx.actRespondComplete
 	case server_input_timer_h:
-		tx.fsmState, spinfn = tx.inviteStateTerminated, tx.actDelete
+		tx.fsmState, spinfn = (*ServerTx).inviteStateTerminated, tx.actDelete
 	case server_input_transport_err:
-		tx.fsmState, spinfn = tx.inviteStateTerminated, tx.actTransErr
+		tx.fsmState, spinfn = (*ServerTx).inviteStateTerminated, tx.actTransErr
 	default:
 		// No changes
 		return FsmInputNone
@@ -56,7 +56,7 @@ func (tx *ServerTx) inviteStateConfirmed(s fsmInput) fsmInput {
 	var spinfn fsmState
 	switch s {
 	case server_input_timer_i:
-		tx.fsmState, spinfn = tx.inviteStateTerminated, tx.actDelete
+		tx.fsmState, spinfn = (*ServerTx).inviteStateTerminated, tx.actDelete
 	default:
 		// No changes
 		return FsmInputNone
@@ -69,15 +69,15 @@ func (tx *ServerTx) inviteStateAccepted(s fsmInput) fsmInput {
 	var spinfn fsmState
 	switch s {
 	case server_input_ack:
-		tx.fsmState, spinfn = tx.inviteStateAccepted, tx.actPassupAck
+		tx.fsmState, spinfn = (*ServerTx).inviteStateAccepted, tx.actPassupAck
 	case server_input_user_2xx:
 		// The server transaction MUST NOT generate 2xx retransmissions on its
 		// own.  Any retransmission of the 2xx response passed from the TU to
 		// the transaction while in the "Accepted" state MUST be passed to the
 		// transport layer for transmission.
-		tx.fsmState, spinfn = tx.inviteStateAccepted, tx.actRespond
+		tx.fsmState, spinfn = (*ServerTx).inviteStateAccepted, tx.actRespond
 	case server_input_timer_l:
-		tx.fsmState, spinfn = tx.inviteStateTerminated, tx.actDelete
+		tx.fsmState, spinfn = (*ServerTx).inviteStateTerminated, tx.actDelete
 	default:
 		return FsmInputNone
 	}
@@ -89,7 +89,7 @@ func (tx *ServerTx) inviteStateTerminated(s fsmInput) fsmInput {
 	// Terminated
 	switch s {
 	case server_input_delete:
-		tx.fsmState, spinfn = tx.inviteStateTerminated, tx.actDelete
+		tx.fsmState, spinfn = (*ServerTx).inviteStateTerminated, tx.actDelete
 	default:
 		// No changes
 		return FsmInputNone
@@ -101,13 +101,13 @@ func (tx *ServerTx) stateTrying(s fsmInput) fsmInput {
 	var spinfn fsmState
 	switch s {
 	case server_input_user_1xx:
-		tx.fsmState, spinfn = tx.stateProceeding, tx.actRespond
+		tx.fsmState, spinfn = (*ServerTx).stateProceeding, tx.actRespond
 	case server_input_user_2xx:
-		tx.fsmState, spinfn = tx.stateCompleted, tx.actFinal
+		tx.fsmState, spinfn = (*ServerTx).stateCompleted, tx.actFinal
 	case server_input_user_300_plus:
-		tx.fsmState, spinfn = tx.stateCompleted, tx.actFinal
+		tx.fsmState, spinfn = (*ServerTx).stateCompleted, tx.actFinal
 	case server_input_transport_err:
-		tx.fsmState, spinfn = tx.stateTerminated, tx.actTransErr
+		tx.fsmState, spinfn = (*ServerTx).stateTerminated, tx.actTransErr
 	default:
 		// No changes
 		return FsmInputNone
@@ -120,15 +120,15 @@ func (tx *ServerTx) stateProceeding(s fsmInput) fsmInput {
 	var spinfn fsmState
 	switch s {
 	case server_input_request:
-		tx.fsmState, spinfn = tx.stateProceeding, tx.actRespond
+		tx.fsmState, spinfn = (*ServerTx).stateProceeding, tx.actRespond
 	case server_input_user_1xx:
-		tx.fsmState, spinfn = tx.stateProceeding, tx.actRespond
+		tx.fsmState, spinfn = (*ServerTx).stateProceeding, tx.actRespond
 	case server_input_user_2xx:
-		tx.fsmState, spinfn = tx.stateCompleted, tx.actFinal
+		tx.fsmState, spinfn = (*ServerTx).stateCompleted, tx.actFinal
 	case server_input_user_300_plus:
-		tx.fsmState, spinfn = tx.stateCompleted, tx.actFinal
+		tx.fsmState, spinfn = (*ServerTx).stateCompleted, tx.actFinal
 	case server_input_transport_err:
-		tx.fsmState, spinfn = tx.stateTerminated, tx.actTransErr
+		tx.fsmState, spinfn = (*ServerTx).stateTerminated, tx.actTransErr
 	default:
 		// No changes
 		return FsmInputNone
@@ -141,11 +141,11 @@ func (tx *ServerTx) stateCompleted(s fsmInput) fsmInput {
 	var spinfn fsmState
 	switch s {
 	case server_input_request:
-		tx.fsmState, spinfn = tx.stateCompleted, tx.actRespond
+		tx.fsmState, spinfn = (*ServerTx).stateCompleted, tx.actRespond
 	case server_input_timer_j:
-		tx.fsmState, spinfn = tx.stateTerminated, tx.actDelete
+		tx.fsmState, spinfn = (*ServerTx).stateTerminated, tx.actDelete
 	case server_input_transport_err:
-		tx.fsmState, spinfn = tx.stateTerminated, tx.actTransErr
+		tx.fsmState, spinfn = (*ServerTx).stateTerminated, tx.actTransErr
 	default:
 		// No changes
 		return FsmInputNone
@@ -158,7 +158,7 @@ func (tx *ServerTx) stateTerminated(s fsmInput) fsmInput {
 	var spinfn fsmState
 	switch s {
 	case server_input_delete:
-		tx.fsmState, spinfn = tx.stateTerminated, tx.actDelete
+		tx.fsmState, spinfn = (*ServerTx).stateTerminated, tx.actDelete
 	default:
 		// No changes
 		return FsmInputNone
@@ -183,9 +183,7 @@ func (tx *ServerTx) actRespondComplete() fsmInput {
 		tx.mu.Lock()
 		if tx.timer_g == nil {
 
-			tx.timer_g = timing.AfterFunc(tx.timer_g_time, func() {
-				tx.spinFsm(server_input_timer_g)
-			})
+			tx.timer_g = timing.AfterFuncArg(tx.timer_g_time, serverTimerG, tx)
 		} else {
 			tx.timer_g_time *= 2
 			if tx.timer_g_time > T2 {
@@ -199,9 +197,7 @@ func (tx *ServerTx) actRespondComplete() fsmInput {
 
 	tx.mu.Lock()
 	if tx.timer_h == nil {
-		tx.timer_h = timing.AfterFunc(Timer_H, func() {
-			tx.spinFsm(server_input_timer_h)
-		})
+		tx.timer_h = timing.AfterFuncArg(Timer_H, serverTimerH, tx)
 	}
 	tx.mu.Unlock()
 
@@ -214,9 +210,7 @@ func (tx *ServerTx) actRespondAccept() fsmInput {
 	}
 
 	tx.mu.Lock()
-	tx.timer_l = timing.AfterFunc(Timer_L, func() {
-		tx.spinFsm(server_input_timer_l)
-	})
+	tx.timer_l = timing.AfterFuncArg(Timer_L, serverTimerL, tx)
 	tx.mu.Unlock()
 
 	return FsmInputNone
@@ -238,9 +232,7 @@ func (tx *ServerTx) actFinal() fsmInput {
 	//    Timer J to fire in 64*T1 seconds for unreliable transports, and zero
 	//    seconds for reliable transports.
 	tx.mu.Lock()
-	tx.timer_j = timing.AfterFunc(tx.timer_j_time, func() {
-		tx.spinFsm(server_input_timer_j)
-	})
+	tx.timer_j = timing.AfterFuncArg(tx.timer_j_time, serverTimerJ, tx)
 	tx.mu.Unlock()
 
 	return FsmInputNone
@@ -285,9 +277,7 @@ func (tx *ServerTx) actConfirm() fsmInput {
 	}
 
 	// If transport is reliable this will be 0 and fire imediately
-	tx.timer_i = timing.AfterFunc(tx.timer_i_time, func() {
-		tx.spinFsm(server_input_timer_i)
-	})
+	tx.timer_i = timing.AfterFuncArg(tx.timer_i_time, serverTimerI, tx)
 
 	tx.mu.Unlock()
 

@@ -61,7 +61,7 @@ func TestServerTransactionFSM(t *testing.T) {
 		require.NoError(t, tx.Respond(res100))
 		require.NoError(t, tx.Respond(res100))
 
-		require.NoError(t, compareFunctions(tx.currentFsmState(), tx.inviteStateAccepted))
+		require.NoError(t, compareFunctions(tx.currentFsmState(), (*ServerTx).inviteStateAccepted))
 	})
 
 }
@@ -92,12 +92,12 @@ func TestServerTransactionNonInviteFSM(t *testing.T) {
 
 		err = tx.Receive(req)
 		require.NoError(t, err)
-		require.NoError(t, compareFunctions(tx.currentFsmState(), tx.stateTrying))
+		require.NoError(t, compareFunctions(tx.currentFsmState(), (*ServerTx).stateTrying))
 
 		// passing 200 response
 		err = tx.Respond(NewResponseFromRequest(req, 200, "OK", nil))
 		require.NoError(t, err)
-		require.NoError(t, compareFunctions(tx.currentFsmState(), tx.stateCompleted))
+		require.NoError(t, compareFunctions(tx.currentFsmState(), (*ServerTx).stateCompleted))
 
 		// Timer j must be started
 		tx.mu.Lock()
@@ -116,7 +116,7 @@ func TestServerTransactionNonInviteFSM(t *testing.T) {
 
 		err = tx.Receive(req)
 		require.NoError(t, err)
-		require.NoError(t, compareFunctions(tx.currentFsmState(), tx.stateTrying))
+		require.NoError(t, compareFunctions(tx.currentFsmState(), (*ServerTx).stateTrying))
 
 		// passing 200 response
 		err = tx.Respond(NewResponseFromRequest(req, 200, "OK", nil))
@@ -130,7 +130,7 @@ func TestServerTransactionNonInviteFSM(t *testing.T) {
 			t.Fatal("zero Timer J did not terminate the TCP transaction")
 		}
 		require.ErrorIs(t, tx.Err(), ErrTransactionTerminated)
-		require.NoError(t, compareFunctions(tx.currentFsmState(), tx.stateTerminated))
+		require.NoError(t, compareFunctions(tx.currentFsmState(), (*ServerTx).stateTerminated))
 	})
 }
 
@@ -163,7 +163,7 @@ func TestServerTransactionFSMInvite(t *testing.T) {
 		cancelReq.AppendHeader(HeaderClone(req.CallID()))
 
 		require.NoError(t, tx.Receive(cancelReq))
-		require.NoError(t, compareFunctions(tx.currentFsmState(), tx.inviteStateCompleted))
+		require.NoError(t, compareFunctions(tx.currentFsmState(), (*ServerTx).inviteStateCompleted))
 
 		ack := NewRequest(ACK, req.Recipient)
 		ack.AppendHeader(HeaderClone(req.Via())) // Cancel request must match invite TOP via and only have that Via
@@ -173,7 +173,7 @@ func TestServerTransactionFSMInvite(t *testing.T) {
 		require.NoError(t, tx.Receive(ack))
 
 		require.Eventually(t, func() bool {
-			return compareFunctions(tx.currentFsmState(), tx.inviteStateTerminated) == nil
+			return compareFunctions(tx.currentFsmState(), (*ServerTx).inviteStateTerminated) == nil
 		}, 10*Timer_I, Timer_I)
 	})
 }

@@ -39,6 +39,8 @@ const (
 type Timer struct {
 	w          *Wheel
 	f          func()
+	fa         func(any) // AfterFuncArg's f, called with arg
+	arg        any
 	prev, next *Timer
 	at         int64 // the tick it fires at
 	armed      bool  // in a slot's list
@@ -55,7 +57,7 @@ type Wheel struct {
 	cur      int64               // the next tick to run
 	wake     *time.Timer         // runs the wheel; nil until the first timer
 	wakeAt   int64               // the tick wake is armed for; -1: not armed
-	fire     []func()            // run's scratch list, under mu
+	fire     []fired             // run's scratch list, under mu
 	skew     time.Duration       // added to the clock (tests)
 }
 
@@ -89,6 +91,30 @@ func (w *Wheel) AfterFunc(d time.Duration, f func()) *Timer {
 	w.armLocked(t, d)
 	w.mu.Unlock()
 	return t
+}
+
+// AfterFuncArg is AfterFunc calling f(arg) on the shared wheel. With f
+// a function that closes over nothing and arg a pointer, arming it
+// allocates the Timer only, where AfterFunc with a closure over arg
+// allocates the closure too.
+func AfterFuncArg(d time.Duration, f func(any), arg any) *Timer {
+	return Default().AfterFuncArg(d, f, arg)
+}
+
+// AfterFuncArg is AfterFunc calling f(arg).
+func (w *Wheel) AfterFuncArg(d time.Duration, f func(any), arg any) *Timer {
+	t := &Timer{w: w, fa: f, arg: arg}
+	w.mu.Lock()
+	w.armLocked(t, d)
+	w.mu.Unlock()
+	return t
+}
+
+// fired is a call run owes: f(), or fa(arg).
+type fired struct {
+	f   func()
+	fa  func(any)
+	arg any
 }
 
 // Stop prevents the timer from firing. It returns true if that stopped
@@ -205,7 +231,7 @@ func (w *Wheel) run() {
 				next := t.next
 				if t.at <= now {
 					w.unlinkLocked(t)
-					w.fire = append(w.fire, t.f)
+					w.fire = append(w.fire, fired{f: t.f, fa: t.fa, arg: t.arg})
 				}
 				t = next
 			}
@@ -215,9 +241,13 @@ func (w *Wheel) run() {
 	if w.n > 0 {
 		w.armWakeLocked(w.nextAt())
 	}
-	for i, f := range w.fire {
-		go f()
-		w.fire[i] = nil
+	for i, c := range w.fire {
+		if c.fa != nil {
+			go c.fa(c.arg)
+		} else {
+			go c.f()
+		}
+		w.fire[i] = fired{}
 	}
 	w.fire = w.fire[:0]
 	w.mu.Unlock()

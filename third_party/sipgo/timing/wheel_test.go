@@ -219,3 +219,43 @@ func BenchmarkArmStopRuntime(b *testing.B) {
 		t.Stop()
 	}
 }
+
+type argBox struct{ got chan *argBox }
+
+func fireArg(a any) { b := a.(*argBox); b.got <- b }
+
+// TestAfterFuncArg: the timer calls f with its arg, on firing and after a
+// Reset; Stop disarms it; arming one with a function that closes
+// over nothing and a pointer allocates only the Timer.
+func TestAfterFuncArg(t *testing.T) {
+	w := NewWheel()
+	b := &argBox{got: make(chan *argBox, 2)}
+	tm := w.AfterFuncArg(time.Hour, fireArg, b)
+	advance(w, time.Hour+Tick)
+	select {
+	case got := <-b.got:
+		if got != b {
+			t.Fatal("called with another arg")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("AfterFuncArg never fired")
+	}
+	if tm.Reset(time.Minute) {
+		t.Fatal("Reset after firing returned true")
+	}
+	advance(w, time.Minute+Tick)
+	select {
+	case <-b.got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("AfterFuncArg never fired after its Reset")
+	}
+	if !w.AfterFuncArg(time.Minute, fireArg, b).Stop() {
+		t.Fatal("Stop of an armed timer returned false")
+	}
+	if w.Len() != 0 {
+		t.Fatalf("Len %d after Stop, want 0", w.Len())
+	}
+	if n := testing.AllocsPerRun(100, func() { w.AfterFuncArg(time.Hour, fireArg, b).Stop() }); n != 1 {
+		t.Fatalf("AfterFuncArg: %v allocations, want 1 (the Timer)", n)
+	}
+}
