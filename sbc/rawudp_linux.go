@@ -34,6 +34,7 @@ type rawUDP struct {
 	laddr net.Addr
 	v6    bool // an AF_INET6 socket: IPv4 peers are sent to as ::ffff:a.b.c.d
 	ops   sync.Pool
+	q     sendQueue // writes held while a reader works through a batch (udpbatch_linux.go)
 }
 
 // rawOp holds what one read or write passes to the kernel: the callbacks
@@ -166,51 +167,53 @@ func (r *rawUDP) read(b []byte) (int, net.Addr, time.Time, error) {
 		return 0, nil, time.Time{}, &net.OpError{Op: "read", Net: "udp", Source: r.laddr, Err: err}
 	}
 	at := parseRxStamp(op.oob[:op.msg.Controllen])
-	ua := new(udpAddr)
-	switch op.name.Addr.Family {
-	case unix.AF_INET:
-		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&op.name))
-		copy(ua.ip[:4], sa.Addr[:])
-		ua.a.IP, ua.a.Port = ua.ip[:4], ntohs(sa.Port)
-	case unix.AF_INET6:
-		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&op.name))
-		copy(ua.ip[:], sa.Addr[:])
-		ua.a.IP, ua.a.Port = ua.ip[:], ntohs(sa.Port)
-		if sa.Scope_id != 0 {
-			if ifi, err := net.InterfaceByIndex(int(sa.Scope_id)); err == nil {
-				ua.a.Zone = ifi.Name
-			}
-		}
-	default:
-		return op.n, nil, at, errRawFamily
-	}
-	return op.n, &ua.a, at, nil
+	addr, err := sourceOf(&op.name)
+	return op.n, addr, at, err
 }
 
 // writeTo sends b to addr; ok false when addr is of no kind it sends to
-// (the caller sends through the net package instead).
+// (the caller sends through the net package instead). While a reader
+// works through a batch, b is queued instead (udpbatch_linux.go).
 func (r *rawUDP) writeTo(b []byte, addr net.Addr) (n int, ok bool, err error) {
 	ua, isUDP := addr.(*net.UDPAddr)
 	if !isUDP || ua.Zone != "" {
 		return 0, false, nil
 	}
-	op := r.ops.Get().(*rawOp)
-	defer r.ops.Put(op)
+	var sa unix.RawSockaddrInet6
+	var salen uint32
 	ip4 := ua.IP.To4()
 	switch {
 	case ip4 != nil && !r.v6:
-		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&op.sa))
-		*sa = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(ua.Port)}
-		copy(sa.Addr[:], ip4)
-		op.salen = unix.SizeofSockaddrInet4
+		s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
+		*s4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(ua.Port)}
+		copy(s4.Addr[:], ip4)
+		salen = unix.SizeofSockaddrInet4
 	case r.v6 && ua.IP.To16() != nil:
-		op.sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: htons(ua.Port)}
-		copy(op.sa.Addr[:], ua.IP.To16())
-		op.salen = unix.SizeofSockaddrInet6
+		sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: htons(ua.Port)}
+		copy(sa.Addr[:], ua.IP.To16())
+		salen = unix.SizeofSockaddrInet6
 	default:
 		return 0, false, nil
 	}
+	if r.q.add(b, &sa, salen) {
+		return len(b), true, nil
+	}
+	n, err = r.sendOne(b, &sa, salen)
+	if err != nil {
+		return 0, true, &net.OpError{Op: "write", Net: "udp", Source: r.laddr, Addr: addr, Err: err}
+	}
+	return n, true, nil
+}
+
+// sendOne sends b to sa through the companion, or through the listener
+// when there is none or its buffer is full, waiting on the poller if the
+// listener's is full too.
+func (r *rawUDP) sendOne(b []byte, sa *unix.RawSockaddrInet6, salen uint32) (int, error) {
+	op := r.ops.Get().(*rawOp)
+	defer r.ops.Put(op)
+	op.sa, op.salen = *sa, salen
 	op.buf, op.n, op.errno = b, 0, 0
+	var err error
 	if r.send != nil {
 		err = r.send.Write(op.sendFn)
 	}
@@ -224,10 +227,7 @@ func (r *rawUDP) writeTo(b []byte, addr net.Addr) (n int, ok bool, err error) {
 	if err == nil && op.errno != 0 {
 		err = os.NewSyscallError("sendto", op.errno)
 	}
-	if err != nil {
-		return 0, true, &net.OpError{Op: "write", Net: "udp", Source: r.laddr, Addr: addr, Err: err}
-	}
-	return op.n, true, nil
+	return op.n, err
 }
 
 // htons and ntohs convert a port to and from network byte order as the

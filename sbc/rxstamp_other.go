@@ -31,3 +31,9 @@ func (*sendSock) close() {}
 func (*rawUDP) read([]byte) (int, net.Addr, time.Time, error) { panic("unreachable") }
 
 func (*rawUDP) writeTo([]byte, net.Addr) (int, bool, error) { return 0, false, nil }
+
+// batchReader: reads in batches are Linux's (udpbatch_linux.go);
+// PacketReader never asks for one elsewhere, having no raw socket.
+type batchReader = udpGen
+
+func newBatchReader(g *udpGen) *batchReader { return g }

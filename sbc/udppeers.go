@@ -199,20 +199,8 @@ var errRawFamily = errors.New("sbc: datagram from an unknown address family")
 // requests that waited too long in the receive queue (shed).
 func (g *udpGen) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
-		if g.retired.Load() {
-			t := time.NewTimer(udpGrace)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-g.quit:
-			}
-			return 0, nil, net.ErrClosed
-		}
-		if !g.takeTurn() {
-			if g.retired.Load() {
-				continue
-			}
-			return 0, nil, net.ErrClosed
+		if err := g.mayRead(); err != nil {
+			return 0, nil, err
 		}
 		if g.raw == nil {
 			g.reading.Add(1)
@@ -223,18 +211,59 @@ func (g *udpGen) ReadFrom(b []byte) (int, net.Addr, error) {
 		g.reading.Add(1)
 		n, addr, at, err := g.raw.read(b)
 		g.reading.Add(-1)
-		var waited time.Duration
-		if !at.IsZero() {
-			waited = time.Since(at)
-			g.pace(waited)
-		}
-		if err == errRawFamily {
-			continue
-		}
-		if err != nil || at.IsZero() || !g.u.shed(b[:n], addr, waited) {
+		if g.admit(b[:n], addr, at, err) {
 			return n, addr, err
 		}
 	}
+}
+
+// PacketReader gives each of sipgo's read loops on the socket a reader of
+// its own (sip.PacketReaders): on a raw socket, one that reads datagrams
+// in batches where they queue (udpbatch_linux.go).
+func (g *udpGen) PacketReader() sip.PacketReader {
+	if g.raw == nil {
+		return g
+	}
+	return newBatchReader(g)
+}
+
+// mayRead waits for the reader's turn (takeTurn). It returns
+// net.ErrClosed, after the grace, once the generation is retired, or at
+// once when the SBC stops.
+func (g *udpGen) mayRead() error {
+	for {
+		if g.retired.Load() {
+			t := time.NewTimer(udpGrace)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-g.quit:
+			}
+			return net.ErrClosed
+		}
+		if g.takeTurn() {
+			return nil
+		}
+		if !g.retired.Load() {
+			return net.ErrClosed
+		}
+	}
+}
+
+// admit takes a datagram just read (b, from addr, stamped at, or the
+// read's error): it paces the turns by its wait in the receive queue and
+// reports whether the read loop gets it: not when its source is of no
+// known family, nor when it is a request shed for its wait.
+func (g *udpGen) admit(b []byte, addr net.Addr, at time.Time, err error) bool {
+	var waited time.Duration
+	if !at.IsZero() {
+		waited = time.Since(at)
+		g.pace(waited)
+	}
+	if err == errRawFamily {
+		return false
+	}
+	return err != nil || at.IsZero() || !g.u.shed(b, addr, waited)
 }
 
 func newUDPPeers(ep *endpoint, quit <-chan struct{}) *udpPeers {

@@ -1067,3 +1067,66 @@ func TestForkTxStateNoAlloc(t *testing.T) {
 	require.NoError(t, compareFunctions(stx.currentFsmState(), (*ServerTx).inviteStateProcceeding))
 	require.NoError(t, compareFunctions(ctx.currentFsmState(), (*ClientTx).inviteStateCalling))
 }
+
+// readersConn is a PacketConn that gives each read loop a reader of its
+// own (PacketReaders), counting them and what they read.
+type readersConn struct {
+	net.PacketConn
+	mu    sync.Mutex
+	given int
+	reads int
+}
+
+func (c *readersConn) PacketReader() PacketReader {
+	c.mu.Lock()
+	c.given++
+	c.mu.Unlock()
+	return readerFunc(func(b []byte) (int, net.Addr, error) {
+		n, a, err := c.PacketConn.ReadFrom(b)
+		if err == nil {
+			c.mu.Lock()
+			c.reads++
+			c.mu.Unlock()
+		}
+		return n, a, err
+	})
+}
+
+type readerFunc func([]byte) (int, net.Addr, error)
+
+func (f readerFunc) ReadFrom(b []byte) (int, net.Addr, error) { return f(b) }
+
+// Fork change 37: each UDP read loop reads through a PacketReader of its
+// own when the socket's PacketConn hands them out, and what it reads is
+// handled as before.
+func TestForkPacketReaders(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	rc := &readersConn{PacketConn: pc}
+	tpl := NewTransportLayer(net.DefaultResolver, NewParser(), nil, WithTransportLayerUDPReaders(3))
+	txl := NewTransactionLayer(tpl, WithTransactionLayerInlineUnreliable())
+	defer txl.Close()
+	txl.OnRequest(func(req *Request, tx *ServerTx) {
+		_ = tx.Respond(NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	go func() { _ = tpl.ServeUDP(rc) }()
+	defer pc.Close()
+
+	cl, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer cl.Close()
+	buf := make([]byte, 4096)
+	for i := 0; i < 3; i++ {
+		req := testCreateRequest(t, "OPTIONS", "sip:"+pc.LocalAddr().String(), "UDP", cl.LocalAddr().String())
+		_, err := cl.WriteTo([]byte(req.String()), pc.LocalAddr())
+		require.NoError(t, err)
+		_ = cl.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, _, err := cl.ReadFrom(buf)
+		require.NoError(t, err)
+		require.True(t, strings.HasPrefix(string(buf[:n]), "SIP/2.0 200 OK"), "response %q", buf[:n])
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	require.Equal(t, 3, rc.given, "one reader per read loop")
+	require.Equal(t, 3, rc.reads, "every datagram read through the loops' readers")
+}

@@ -186,13 +186,32 @@ func (c *srcCache) str(a net.Addr) string {
 
 // readLoop reads the socket until it is closed or fails, and returns the
 // source addresses it added to the pool.
+// PacketReaders is what a PacketConn given to ServeUDP may implement to
+// give each of the socket's read loops a reader of its own: one that
+// keeps state between reads, such as datagrams it read several at a time
+// (recvmmsg) and hands out one by one (fork change 37).
+type PacketReaders interface {
+	// PacketReader returns a new reader; one read loop uses it, from
+	// one goroutine.
+	PacketReader() PacketReader
+}
+
+// PacketReader is one read loop's reader of a UDP socket.
+type PacketReader interface {
+	ReadFrom(b []byte) (n int, addr net.Addr, err error)
+}
+
 func (t *TransportUDP) readLoop(conn *UDPConnection, laddr string, handler MessageHandler) map[string]struct{} {
 	buf := make([]byte, TransportBufferReadSize)
 	var lastRaddr string
 	var last srcCache
 	acceptedAddr := make(map[string]struct{})
+	var rd PacketReader = conn
+	if rs, ok := conn.PacketConn.(PacketReaders); ok {
+		rd = readerDebug{rs.PacketReader(), conn}
+	}
 	for {
-		num, raddr, err := conn.ReadFrom(buf)
+		num, raddr, err := rd.ReadFrom(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				t.log.Debug("Read connection closed", "laddr", laddr, "error", err)
@@ -350,6 +369,20 @@ func (c *UDPConnection) TryClose() (int, error) {
 	}
 
 	return ref, c.close()
+}
+
+// readerDebug is a PacketReader of conn's socket with conn's debug hook.
+type readerDebug struct {
+	PacketReader
+	conn *UDPConnection
+}
+
+func (r readerDebug) ReadFrom(b []byte) (n int, addr net.Addr, err error) {
+	n, addr, err = r.PacketReader.ReadFrom(b)
+	if SIPDebug && err == nil {
+		logSIPRead("UDP", r.conn.PacketConn.LocalAddr().String(), addr.String(), b[:n])
+	}
+	return n, addr, err
 }
 
 func (c *UDPConnection) ReadFrom(b []byte) (n int, addr net.Addr, err error) {

@@ -1,0 +1,318 @@
+package sbc
+
+import (
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/emiago/sipgo/sip"
+	"golang.org/x/sys/unix"
+)
+
+// Batched reads and writes of the SIP UDP sockets, where a socket has
+// datagrams queued.
+//
+// A reader reads with recvmmsg up to udpBatch datagrams at once: one
+// when the socket keeps up (each read returns the one datagram there
+// is), several once datagrams queue. While a reader works through a
+// batch of more than one, what the SBC sends on that socket (from any
+// goroutine) is queued and goes out in one sendmmsg when the batch is
+// done: two system calls for what were many, and the receiving peer is
+// woken once for several datagrams rather than for each. A datagram
+// waits at most for the rest of its batch to be handled (a few
+// datagrams' work, tens of microseconds); without a queue there is no
+// batch and nothing waits.
+
+// udpBatch is the most datagrams one recvmmsg reads.
+const udpBatch = 8
+
+// recvBatch is one reader's buffers for recvmmsg.
+type recvBatch struct {
+	hdrs  [udpBatch]mmsghdr
+	iovs  [udpBatch]unix.Iovec
+	names [udpBatch]unix.RawSockaddrAny
+	oobs  [udpBatch][stampOOB]byte
+	bufs  [udpBatch][]byte
+	n     int           // datagrams in the batch
+	errno syscall.Errno // of the last recvmmsg
+	fn    func(uintptr) bool
+}
+
+// mmsghdr is struct mmsghdr.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
+	_   [4]byte
+}
+
+func newRecvBatch(size int) *recvBatch {
+	rb := &recvBatch{}
+	mem := make([]byte, size*udpBatch) // virtual: a slot's pages are touched by what it receives
+	for i := range rb.bufs {
+		rb.bufs[i] = mem[i*size : (i+1)*size : (i+1)*size]
+	}
+	rb.fn = rb.recv
+	return rb
+}
+
+func (rb *recvBatch) recv(fd uintptr) bool {
+	for {
+		n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&rb.hdrs[0])), udpBatch, 0, 0, 0)
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // wait on the poller, then again
+		}
+		rb.n, rb.errno = int(n), e
+		return true
+	}
+}
+
+// read reads up to udpBatch datagrams, waiting on the poller for the
+// first; it returns how many.
+func (rb *recvBatch) read(r *rawUDP) (int, error) {
+	for i := range rb.hdrs {
+		rb.iovs[i].Base = &rb.bufs[i][0]
+		rb.iovs[i].SetLen(len(rb.bufs[i]))
+		h := &rb.hdrs[i]
+		h.hdr = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&rb.names[i])), Namelen: unix.SizeofSockaddrAny, Iov: &rb.iovs[i], Iovlen: 1}
+		if stampOOB > 0 {
+			h.hdr.Control = &rb.oobs[i][0]
+			h.hdr.SetControllen(stampOOB)
+		}
+		h.len = 0
+	}
+	rb.n, rb.errno = 0, 0
+	err := r.rc.Read(rb.fn)
+	if err == nil && rb.errno != 0 {
+		err = os.NewSyscallError("recvmmsg", rb.errno)
+	}
+	if err != nil {
+		return 0, &net.OpError{Op: "read", Net: "udp", Source: r.laddr, Err: err}
+	}
+	return rb.n, nil
+}
+
+// datagram returns the i-th datagram of the batch: its bytes, source and
+// receive stamp (errRawFamily for a source of no known family).
+func (rb *recvBatch) datagram(i int) ([]byte, net.Addr, time.Time, error) {
+	h := &rb.hdrs[i]
+	at := parseRxStamp(rb.oobs[i][:h.hdr.Controllen])
+	addr, err := sourceOf(&rb.names[i])
+	return rb.bufs[i][:h.len], addr, at, err
+}
+
+// sourceOf is the datagram source in name as a *net.UDPAddr (one
+// allocation).
+func sourceOf(name *unix.RawSockaddrAny) (net.Addr, error) {
+	ua := new(udpAddr)
+	switch name.Addr.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(name))
+		copy(ua.ip[:4], sa.Addr[:])
+		ua.a.IP, ua.a.Port = ua.ip[:4], ntohs(sa.Port)
+	case unix.AF_INET6:
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(name))
+		copy(ua.ip[:], sa.Addr[:])
+		ua.a.IP, ua.a.Port = ua.ip[:], ntohs(sa.Port)
+		if sa.Scope_id != 0 {
+			if ifi, err := net.InterfaceByIndex(int(sa.Scope_id)); err == nil {
+				ua.a.Zone = ifi.Name
+			}
+		}
+	default:
+		return nil, errRawFamily
+	}
+	return &ua.a, nil
+}
+
+// sendQueue holds what the SBC sends on a socket while one of its
+// readers works through a batch (open > 0), and while the last of them
+// sends it (flushing): the datagrams' bytes one after another in buf,
+// each entry its end and destination.
+type sendQueue struct {
+	mu       sync.Mutex
+	open     int
+	flushing bool
+	buf      []byte
+	ents     []queued
+	// spare buffers swapped in at a flush, so that queueing goes on
+	// while the flush sends without either allocating.
+	sbuf  []byte
+	sents []queued
+	all   []mmsghdr // a flush's headers
+	hdrs  []mmsghdr // those still to send
+	iovs  []unix.Iovec
+	fn    func(uintptr) bool
+	sent  int // of the flush in progress
+	errno syscall.Errno
+}
+
+type queued struct {
+	end   int
+	sa    unix.RawSockaddrInet6
+	salen uint32
+}
+
+// add queues b for sa when a batch is open or a flush under way (b is
+// copied); it reports whether it did.
+func (q *sendQueue) add(b []byte, sa *unix.RawSockaddrInet6, salen uint32) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.open == 0 && !q.flushing {
+		return false
+	}
+	q.buf = append(q.buf, b...)
+	q.ents = append(q.ents, queued{end: len(q.buf), sa: *sa, salen: salen})
+	return true
+}
+
+// begin opens a batch.
+func (q *sendQueue) begin() {
+	q.mu.Lock()
+	q.open++
+	q.mu.Unlock()
+}
+
+// end closes a batch and sends what is queued, and what is queued while
+// it sends, in order; a flush already under way sends it instead. Writes
+// go out directly again only once no batch is open and nothing is
+// queued, so that nothing queued is overtaken by a later direct write.
+// Each end sends all that is held, whether other batches are still open
+// or not: readers whose batches overlap one another without end (two
+// busy readers) do not hold writes for ever.
+func (q *sendQueue) end(r *rawUDP) {
+	q.mu.Lock()
+	q.open--
+	if q.flushing {
+		q.mu.Unlock()
+		return
+	}
+	q.flushing = true
+	for len(q.ents) > 0 {
+		buf, ents := q.buf, q.ents
+		q.buf, q.ents = q.sbuf[:0], q.sents[:0]
+		q.mu.Unlock()
+		r.sendAll(q, buf, ents)
+		q.mu.Lock()
+		q.sbuf, q.sents = buf[:0], ents[:0]
+	}
+	q.flushing = false
+	q.mu.Unlock()
+}
+
+// sendAll sends the queued datagrams with sendmmsg on the companion
+// socket (or the listener without one); what the companion's full
+// buffer refuses goes through the listener one by one, waiting on the
+// poller as a direct write does. A datagram the kernel refuses for
+// another reason is dropped (logged at debug): the SIP transaction's
+// retransmissions cover it as they cover a datagram lost on the way.
+func (r *rawUDP) sendAll(q *sendQueue, buf []byte, ents []queued) {
+	q.all = q.all[:0]
+	q.iovs = q.iovs[:0]
+	start := 0
+	for i := range ents {
+		q.iovs = append(q.iovs, unix.Iovec{Base: &buf[start]})
+		q.iovs[i].SetLen(ents[i].end - start)
+		start = ents[i].end
+	}
+	for i := range ents {
+		q.all = append(q.all, mmsghdr{hdr: unix.Msghdr{Name: (*byte)(unsafe.Pointer(&ents[i].sa)), Namelen: ents[i].salen, Iov: &q.iovs[i], Iovlen: 1}})
+	}
+	if q.fn == nil {
+		q.fn = q.sendmmsg
+	}
+	conn := r.send
+	if conn == nil {
+		conn = r.rc
+	}
+	for done := 0; done < len(ents); {
+		q.hdrs = q.all[done:]
+		q.sent, q.errno = 0, 0
+		err := conn.Write(q.fn)
+		switch {
+		case err != nil:
+			return // the socket is closed
+		case q.errno == 0:
+			done += q.sent
+		case q.errno == unix.EAGAIN:
+			// The buffer is full: the rest through the listener, one by
+			// one, waiting until it can take them.
+			for i := done; i < len(ents); i++ {
+				from := 0
+				if i > 0 {
+					from = ents[i-1].end
+				}
+				_, _ = r.sendOne(buf[from:ents[i].end], &ents[i].sa, ents[i].salen)
+			}
+			return
+		default:
+			// The first datagram is refused (sendmmsg reports an error
+			// only for the first): drop it, send the rest.
+			done++
+		}
+	}
+}
+
+func (q *sendQueue) sendmmsg(fd uintptr) bool {
+	flags := uintptr(unix.MSG_DONTWAIT)
+	for {
+		n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&q.hdrs[0])), uintptr(len(q.hdrs)), flags, 0, 0)
+		if e != unix.EINTR {
+			q.sent, q.errno = int(n), e
+			return true
+		}
+	}
+}
+
+// batchReader is one read loop's reader of a raw socket: it reads with
+// recvmmsg and hands the datagrams out one by one, with the checks of
+// udpGen.ReadFrom; while it holds more than one, the socket's writes are
+// queued (sendQueue) until the loop asks for the next read after the
+// last.
+type batchReader struct {
+	g       *udpGen
+	rb      *recvBatch
+	n, next int
+	open    bool // a batch of more than one is open in g.raw.q
+}
+
+func newBatchReader(g *udpGen) *batchReader {
+	return &batchReader{g: g, rb: newRecvBatch(int(sip.TransportBufferReadSize))}
+}
+
+func (r *batchReader) ReadFrom(b []byte) (int, net.Addr, error) {
+	g := r.g
+	for {
+		if r.next < r.n {
+			data, addr, at, err := r.rb.datagram(r.next)
+			r.next++
+			if !g.admit(data, addr, at, err) {
+				continue
+			}
+			return copy(b, data), addr, err
+		}
+		if r.open {
+			r.open = false
+			g.raw.q.end(g.raw)
+		}
+		if err := g.mayRead(); err != nil {
+			return 0, nil, err
+		}
+		g.reading.Add(1)
+		n, err := r.rb.read(g.raw)
+		g.reading.Add(-1)
+		if err != nil {
+			return 0, nil, err
+		}
+		r.n, r.next = n, 0
+		if n > 1 {
+			r.open = true
+			g.raw.q.begin()
+		}
+	}
+}

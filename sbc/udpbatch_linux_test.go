@@ -1,0 +1,211 @@
+package sbc
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestBatchReader: datagrams queued on the socket are read in one batch
+// and handed out one by one, in order, with their source; while the
+// batch is open what the SBC sends on the socket is held, and it goes
+// out when the read loop asks for the read after the batch's last
+// datagram. A read that finds one datagram opens no batch: writes go out
+// at once.
+func TestBatchReader(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	g, send := stampedGen(t, e.sbc.realms["external"].peers, make(chan struct{}))
+	peer := mustUDP(t)
+	r := newBatchReader(g)
+	q := &g.raw.q
+	buf := make([]byte, 2048)
+	read := func() string {
+		t.Helper()
+		_ = g.PacketConn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, from, err := r.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		if from == nil || from.(*net.UDPAddr).Port == 0 {
+			t.Fatalf("read without a source: %v", from)
+		}
+		return string(buf[:n])
+	}
+	var msgs []string
+	for i := range 6 {
+		msgs = append(msgs, fmt.Sprintf("SIP/2.0 180 Ringing\r\nX-N: %d\r\n\r\n", i))
+	}
+	send(msgs...) // on loopback each is in the receive queue when send returns
+	if got := read(); got != msgs[0] {
+		t.Fatalf("first read %q, want %q", got, msgs[0])
+	}
+	if r.n != len(msgs) || !r.open {
+		t.Fatalf("the first read took %d datagrams (open %v), want a batch of %d", r.n, r.open, len(msgs))
+	}
+	if n, ok, err := g.raw.writeTo([]byte("held"), peer.LocalAddr()); n != 4 || !ok || err != nil {
+		t.Fatalf("write during the batch: %d %v %v", n, ok, err)
+	}
+	q.mu.Lock()
+	held := len(q.ents)
+	q.mu.Unlock()
+	if held != 1 {
+		t.Fatalf("%d writes held during the batch, want 1", held)
+	}
+	for _, m := range msgs[1:] {
+		if got := read(); got != m {
+			t.Fatalf("read %q, want %q", got, m)
+		}
+	}
+	// The next read sends what was held, then waits for a datagram.
+	next := make(chan string, 1)
+	go func() {
+		_ = g.PacketConn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, _, err := r.ReadFrom(buf)
+		if err != nil {
+			next <- err.Error()
+			return
+		}
+		next <- string(buf[:n])
+	}()
+	pb := make([]byte, 64)
+	_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, from, err := peer.ReadFrom(pb); err != nil || string(pb[:n]) != "held" || from.String() != g.PacketConn.LocalAddr().String() {
+		t.Fatalf("held write: %q from %v, %v", pb[:n], from, err)
+	}
+	last := "SIP/2.0 200 OK\r\n\r\n"
+	send(last)
+	if got := <-next; got != last {
+		t.Fatalf("read after the batch: %q", got)
+	}
+	if r.n != 1 || r.open {
+		t.Fatalf("a read of one datagram: batch of %d, open %v", r.n, r.open)
+	}
+	if _, _, err := g.raw.writeTo([]byte("direct"), peer.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, err := peer.ReadFrom(pb); err != nil || string(pb[:n]) != "direct" {
+		t.Fatalf("write outside a batch: %q, %v", pb[:n], err)
+	}
+}
+
+// TestSendQueueOrder: writers on several goroutines while batches open
+// and close on two others (a -race stress, bounded): every datagram
+// arrives once, and each writer's in the order it wrote them, whether it
+// went out at once, held in a batch, or held during a flush.
+func TestSendQueueOrder(t *testing.T) {
+	ln := mustUDP(t)
+	r := newRawUDP(ln, nil)
+	rx := mustUDP(t)
+	const writers, per, window = 4, 300, 64
+	credit := make(chan struct{}, window) // bounds what is in flight: the receiver's buffer never overflows
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range per {
+				credit <- struct{}{}
+				if _, _, err := r.writeTo([]byte(fmt.Sprintf("%d %d", w, i)), rx.LocalAddr()); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	var bwg sync.WaitGroup
+	for range 2 {
+		bwg.Add(1)
+		go func() {
+			defer bwg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				r.q.begin()
+				time.Sleep(50 * time.Microsecond)
+				r.q.end(r)
+			}
+		}()
+	}
+	next := make([]int, writers)
+	buf := make([]byte, 64)
+	for got := 0; got < writers*per; got++ {
+		_ = rx.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, _, err := rx.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("after %d of %d datagrams: %v", got, writers*per, err)
+		}
+		var w, i int
+		if _, err := fmt.Sscanf(string(buf[:n]), "%d %d", &w, &i); err != nil || w >= writers {
+			t.Fatalf("datagram %q", buf[:n])
+		}
+		if i != next[w] {
+			t.Fatalf("writer %d: datagram %d arrived when %d was due", w, i, next[w])
+		}
+		next[w]++
+		<-credit
+	}
+	close(done)
+	wg.Wait()
+	bwg.Wait()
+	if r.q.open != 0 || r.q.flushing || len(r.q.ents) != 0 {
+		t.Fatalf("queue left open %d, flushing %v, %d held", r.q.open, r.q.flushing, len(r.q.ents))
+	}
+}
+
+// TestSendQueueFull: a batch's datagrams that the companion's full send
+// buffer refuses go through the listener: all arrive, in order.
+func TestSendQueueFull(t *testing.T) {
+	ln, err := listenUDP(reuseLC, netip.MustParseAddrPort("127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ss, err := openSendSock(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.close()
+	var sndbuf int
+	if err := ss.conn().Control(func(fd uintptr) {
+		_ = syscall.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 1) // the kernel's least
+		sndbuf, _ = syscall.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r := newRawUDP(ln, ss)
+	rx := mustUDP(t) // reads only once all are sent: what it holds is charged to the sender
+	const n = 40
+	body := strings.Repeat("x", 1000)
+	if n*len(body) <= 4*sndbuf {
+		t.Fatalf("the companion's send buffer (%d) would take every datagram", sndbuf)
+	}
+	r.q.begin()
+	for i := range n {
+		if _, _, err := r.writeTo([]byte(fmt.Sprintf("%02d %s", i, body)), rx.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.q.end(r)
+	buf := make([]byte, 2048)
+	for i := range n {
+		_ = rx.SetReadDeadline(time.Now().Add(5 * time.Second))
+		k, _, err := rx.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("received %d of %d: %v", i, n, err)
+		}
+		if want := fmt.Sprintf("%02d ", i); string(buf[:3]) != want {
+			t.Fatalf("datagram %d is %q", i, buf[:min(k, 8)])
+		}
+	}
+}
