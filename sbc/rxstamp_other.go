@@ -4,6 +4,7 @@ package sbc
 
 import (
 	"net"
+	"net/netip"
 	"time"
 )
 
@@ -37,3 +38,5 @@ func (*rawUDP) writeTo([]byte, net.Addr) (int, bool, error) { return 0, false, n
 type batchReader = udpGen
 
 func newBatchReader(g *udpGen) *batchReader { return g }
+
+func (*rawUDP) onRefused(func(netip.AddrPort, error)) {}

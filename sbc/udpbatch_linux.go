@@ -2,6 +2,7 @@ package sbc
 
 import (
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -150,6 +151,10 @@ type sendQueue struct {
 	fn    func(uintptr) bool
 	sent  int // of the flush in progress
 	errno syscall.Errno
+	// refused is told of each held datagram the kernel refused (set
+	// once, before the socket is read): a direct write's caller gets the
+	// error, a held one's is gone by then.
+	refused func(dst netip.AddrPort, err error)
 }
 
 type queued struct {
@@ -209,8 +214,9 @@ func (q *sendQueue) end(r *rawUDP) {
 // socket (or the listener without one); what the companion's full
 // buffer refuses goes through the listener one by one, waiting on the
 // poller as a direct write does. A datagram the kernel refuses for
-// another reason is dropped (logged at debug): the SIP transaction's
-// retransmissions cover it as they cover a datagram lost on the way.
+// another reason is dropped and reported (q.refused): the SIP
+// transaction's retransmissions cover it as they cover a datagram lost
+// on the way.
 func (r *rawUDP) sendAll(q *sendQueue, buf []byte, ents []queued) {
 	q.all = q.all[:0]
 	q.iovs = q.iovs[:0]
@@ -247,15 +253,33 @@ func (r *rawUDP) sendAll(q *sendQueue, buf []byte, ents []queued) {
 				if i > 0 {
 					from = ents[i-1].end
 				}
-				_, _ = r.sendOne(buf[from:ents[i].end], &ents[i].sa, ents[i].salen)
+				if _, err := r.sendOne(buf[from:ents[i].end], &ents[i].sa, ents[i].salen); err != nil {
+					q.refuse(&ents[i], err)
+				}
 			}
 			return
 		default:
 			// The first datagram is refused (sendmmsg reports an error
 			// only for the first): drop it, send the rest.
+			q.refuse(&ents[done], os.NewSyscallError("sendmmsg", q.errno))
 			done++
 		}
 	}
+}
+
+func (q *sendQueue) refuse(e *queued, err error) {
+	if q.refused != nil {
+		q.refused(sockaddrPort(&e.sa), err)
+	}
+}
+
+// sockaddrPort is the address in a raw sockaddr (IPv4 or IPv6).
+func sockaddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
+	if sa.Family == unix.AF_INET {
+		s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(s4.Addr), uint16(ntohs(s4.Port)))
+	}
+	return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(ntohs(sa.Port)))
 }
 
 func (q *sendQueue) sendmmsg(fd uintptr) bool {
@@ -316,3 +340,6 @@ func (r *batchReader) ReadFrom(b []byte) (int, net.Addr, error) {
 		}
 	}
 }
+
+// onRefused sets what is told of held datagrams the kernel refused.
+func (r *rawUDP) onRefused(f func(netip.AddrPort, error)) { r.q.refused = f }

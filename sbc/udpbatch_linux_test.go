@@ -1,6 +1,7 @@
 package sbc
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -206,6 +207,39 @@ func TestSendQueueFull(t *testing.T) {
 		}
 		if want := fmt.Sprintf("%02d ", i); string(buf[:3]) != want {
 			t.Fatalf("datagram %d is %q", i, buf[:min(k, 8)])
+		}
+	}
+}
+
+// TestSendQueueRefused: a held datagram the kernel refuses (port 0:
+// EINVAL) is reported and dropped; those around it go out.
+func TestSendQueueRefused(t *testing.T) {
+	ln := mustUDP(t)
+	r := newRawUDP(ln, nil)
+	var refused []netip.AddrPort
+	var why []error
+	r.onRefused(func(dst netip.AddrPort, err error) { refused, why = append(refused, dst), append(why, err) })
+	rx := mustUDP(t)
+	zero := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 0}
+	r.q.begin()
+	for _, m := range []struct {
+		b  string
+		to net.Addr
+	}{{"one", rx.LocalAddr()}, {"nowhere", zero}, {"two", rx.LocalAddr()}} {
+		if _, _, err := r.writeTo([]byte(m.b), m.to); err != nil {
+			t.Fatalf("held write %q: %v", m.b, err)
+		}
+	}
+	r.q.end(r)
+	if len(refused) != 1 || refused[0] != netip.MustParseAddrPort("127.0.0.1:0") || !errors.Is(why[0], syscall.EINVAL) {
+		t.Fatalf("refused %v (%v), want 127.0.0.1:0 with EINVAL", refused, why)
+	}
+	buf := make([]byte, 64)
+	for _, want := range []string{"one", "two"} {
+		_ = rx.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err := rx.ReadFrom(buf)
+		if err != nil || string(buf[:n]) != want {
+			t.Fatalf("received %q (%v), want %q", buf[:n], err, want)
 		}
 	}
 }

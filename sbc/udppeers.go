@@ -276,6 +276,9 @@ func (u *udpPeers) serve(ctx context.Context) {
 	for i, pc := range u.ep.udp {
 		enableRxStamps(pc)
 		sk := &udpSock{pc: pc, laddr: pc.LocalAddr().String(), raw: newRawUDP(pc, u.ep.udpSend[i])}
+		if sk.raw != nil {
+			sk.raw.onRefused(u.refused)
+		}
 		u.socks = append(u.socks, sk)
 		u.start(sk)
 	}
@@ -333,6 +336,16 @@ func (u *udpPeers) listenerIs(sk *udpSock, g *udpGen) bool {
 	defer c.TryClose() // drop the reference Get took
 	uc, ok := c.(*sip.UDPConnection)
 	return ok && uc.PacketConn == g
+}
+
+// refused counts and logs (rate limited) a datagram the kernel refused
+// to send after a batch had held it (udpbatch_linux.go).
+func (u *udpPeers) refused(dst netip.AddrPort, err error) {
+	s := u.ep.sbc
+	s.drop(stageBridge, reasonSendFailed)
+	if s.logAllowed(stageBridge) {
+		s.log.Warn("datagram not sent", "realm", u.ep.name, "destination", dst.String(), "error", err.Error())
+	}
 }
 
 // passedOne is called by the read filter for each datagram it lets
