@@ -16,10 +16,10 @@ import (
 
 // TestBatchReader: datagrams queued on the socket are read in one batch
 // and handed out one by one, in order, with their source; while the
-// batch is open what the SBC sends on the socket is held, and it goes
-// out when the read loop asks for the read after the batch's last
-// datagram. A read that finds one datagram opens no batch: writes go out
-// at once.
+// batch (whose first datagram waited holdAfter or more) is open what the
+// SBC sends on the socket is held, and it goes out when the read loop
+// asks for the read after the batch's last datagram. A read that finds
+// one datagram opens no batch: writes go out at once.
 func TestBatchReader(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	g, send := stampedGen(t, e.sbc.realms["external"].peers, make(chan struct{}))
@@ -44,6 +44,9 @@ func TestBatchReader(t *testing.T) {
 		msgs = append(msgs, fmt.Sprintf("SIP/2.0 180 Ringing\r\nX-N: %d\r\n\r\n", i))
 	}
 	send(msgs...) // on loopback each is in the receive queue when send returns
+	// Older than holdAfter when read: the socket is behind, writes are
+	// held. (Load can only make them older.)
+	time.Sleep(2 * holdAfter)
 	if got := read(); got != msgs[0] {
 		t.Fatalf("first read %q, want %q", got, msgs[0])
 	}
@@ -241,5 +244,35 @@ func TestSendQueueRefused(t *testing.T) {
 		if err != nil || string(buf[:n]) != want {
 			t.Fatalf("received %q (%v), want %q", buf[:n], err, want)
 		}
+	}
+}
+
+// TestBatchReaderClose: a read loop that ends with a batch open (sipgo
+// closes its reader) lets go of the writes the batch held.
+func TestBatchReaderClose(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	g, send := stampedGen(t, e.sbc.realms["external"].peers, make(chan struct{}))
+	peer := mustUDP(t)
+	r := newBatchReader(g)
+	send("SIP/2.0 180 Ringing\r\n\r\n", "SIP/2.0 200 OK\r\n\r\n")
+	time.Sleep(2 * holdAfter)
+	buf := make([]byte, 2048)
+	_ = g.PacketConn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := r.ReadFrom(buf); err != nil || !r.open {
+		t.Fatalf("read: %v, batch open %v", err, r.open)
+	}
+	if _, _, err := g.raw.writeTo([]byte("held"), peer.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if g.raw.q.open != 0 || len(g.raw.q.ents) != 0 {
+		t.Fatalf("after Close: %d batches open, %d writes held", g.raw.q.open, len(g.raw.q.ents))
+	}
+	pb := make([]byte, 64)
+	_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, _, err := peer.ReadFrom(pb); err != nil || string(pb[:n]) != "held" {
+		t.Fatalf("held write: %q, %v", pb[:n], err)
 	}
 }

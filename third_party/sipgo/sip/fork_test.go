@@ -1072,33 +1072,42 @@ func TestForkTxStateNoAlloc(t *testing.T) {
 // own (PacketReaders), counting them and what they read.
 type readersConn struct {
 	net.PacketConn
-	mu    sync.Mutex
-	given int
-	reads int
+	mu     sync.Mutex
+	given  int
+	reads  int
+	closed int
 }
 
 func (c *readersConn) PacketReader() PacketReader {
 	c.mu.Lock()
 	c.given++
 	c.mu.Unlock()
-	return readerFunc(func(b []byte) (int, net.Addr, error) {
-		n, a, err := c.PacketConn.ReadFrom(b)
-		if err == nil {
-			c.mu.Lock()
-			c.reads++
-			c.mu.Unlock()
-		}
-		return n, a, err
-	})
+	return &countingReader{c}
 }
 
-type readerFunc func([]byte) (int, net.Addr, error)
+// countingReader reads c's socket, counting its reads, and its Close.
+type countingReader struct{ c *readersConn }
 
-func (f readerFunc) ReadFrom(b []byte) (int, net.Addr, error) { return f(b) }
+func (r *countingReader) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, a, err := r.c.PacketConn.ReadFrom(b)
+	if err == nil {
+		r.c.mu.Lock()
+		r.c.reads++
+		r.c.mu.Unlock()
+	}
+	return n, a, err
+}
+
+func (r *countingReader) Close() error {
+	r.c.mu.Lock()
+	r.c.closed++
+	r.c.mu.Unlock()
+	return nil
+}
 
 // Fork change 37: each UDP read loop reads through a PacketReader of its
-// own when the socket's PacketConn hands them out, and what it reads is
-// handled as before.
+// own when the socket's PacketConn hands them out, what it reads is
+// handled as before, and the loop closes its reader when it ends.
 func TestForkPacketReaders(t *testing.T) {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -1133,6 +1142,13 @@ func TestForkPacketReaders(t *testing.T) {
 		return rc.given == 3
 	}, 10*time.Second, time.Millisecond, "one reader per read loop")
 	rc.mu.Lock()
-	defer rc.mu.Unlock()
 	require.Equal(t, 3, rc.reads, "every datagram read through the loops' readers")
+	rc.mu.Unlock()
+	// The loops end with the socket, each closing its reader.
+	pc.Close()
+	require.Eventually(t, func() bool {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		return rc.closed == 3
+	}, 10*time.Second, time.Millisecond, "every loop closes its reader")
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -192,7 +193,8 @@ func (c *srcCache) str(a net.Addr) string {
 // (recvmmsg) and hands out one by one (fork change 37).
 type PacketReaders interface {
 	// PacketReader returns a new reader; one read loop uses it, from
-	// one goroutine.
+	// one goroutine, and closes it when the loop ends if it is an
+	// io.Closer.
 	PacketReader() PacketReader
 }
 
@@ -208,7 +210,11 @@ func (t *TransportUDP) readLoop(conn *UDPConnection, laddr string, handler Messa
 	acceptedAddr := make(map[string]struct{})
 	var rd PacketReader = conn
 	if rs, ok := conn.PacketConn.(PacketReaders); ok {
-		rd = readerDebug{rs.PacketReader(), conn}
+		pr := rs.PacketReader()
+		if c, ok := pr.(io.Closer); ok {
+			defer c.Close() // the loop ends, whichever way: the reader lets go of what it holds
+		}
+		rd = readerDebug{pr, conn}
 	}
 	for {
 		num, raddr, err := rd.ReadFrom(buf)
