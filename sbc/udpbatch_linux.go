@@ -55,11 +55,10 @@ type recvBatch struct {
 	fn    func(uintptr) bool
 }
 
-// mmsghdr is struct mmsghdr.
+// mmsghdr is struct mmsghdr (the compiler pads it as C does).
 type mmsghdr struct {
 	hdr unix.Msghdr
 	len uint32
-	_   [4]byte
 }
 
 func newRecvBatch(size int) *recvBatch {
@@ -145,9 +144,9 @@ func sourceOf(name *unix.RawSockaddrAny) (net.Addr, error) {
 }
 
 // sendQueue holds what the SBC sends on a socket while one of its
-// readers works through a batch (open > 0), and while the last of them
-// sends it (flushing): the datagrams' bytes one after another in buf,
-// each entry its end and destination.
+// readers works through a batch (open > 0), and while a batch's end
+// sends what is held (flushing): the datagrams' bytes one after another
+// in buf, each entry its end and destination.
 type sendQueue struct {
 	mu       sync.Mutex
 	open     int
@@ -235,8 +234,11 @@ func (r *rawUDP) sendAll(q *sendQueue, buf []byte, ents []queued) {
 	q.iovs = q.iovs[:0]
 	start := 0
 	for i := range ents {
-		q.iovs = append(q.iovs, unix.Iovec{Base: &buf[start]})
-		q.iovs[i].SetLen(ents[i].end - start)
+		q.iovs = append(q.iovs, unix.Iovec{})
+		if n := ents[i].end - start; n > 0 {
+			q.iovs[i].Base = &buf[start]
+			q.iovs[i].SetLen(n)
+		}
 		start = ents[i].end
 	}
 	for i := range ents {
@@ -256,7 +258,7 @@ func (r *rawUDP) sendAll(q *sendQueue, buf []byte, ents []queued) {
 		switch {
 		case err != nil:
 			return // the socket is closed
-		case q.errno == 0:
+		case q.errno == 0 && q.sent > 0:
 			done += q.sent
 		case q.errno == unix.EAGAIN:
 			// The buffer is full: the rest through the listener, one by

@@ -215,7 +215,8 @@ func TestSendQueueFull(t *testing.T) {
 }
 
 // TestSendQueueRefused: a held datagram the kernel refuses (port 0:
-// EINVAL) is reported and dropped; those around it go out.
+// EINVAL) is reported and dropped; those around it go out, an empty one
+// too.
 func TestSendQueueRefused(t *testing.T) {
 	ln := mustUDP(t)
 	r := newRawUDP(ln, nil)
@@ -228,7 +229,7 @@ func TestSendQueueRefused(t *testing.T) {
 	for _, m := range []struct {
 		b  string
 		to net.Addr
-	}{{"one", rx.LocalAddr()}, {"nowhere", zero}, {"two", rx.LocalAddr()}} {
+	}{{"one", rx.LocalAddr()}, {"", rx.LocalAddr()}, {"nowhere", zero}, {"two", rx.LocalAddr()}} {
 		if _, _, err := r.writeTo([]byte(m.b), m.to); err != nil {
 			t.Fatalf("held write %q: %v", m.b, err)
 		}
@@ -238,7 +239,7 @@ func TestSendQueueRefused(t *testing.T) {
 		t.Fatalf("refused %v (%v), want 127.0.0.1:0 with EINVAL", refused, why)
 	}
 	buf := make([]byte, 64)
-	for _, want := range []string{"one", "two"} {
+	for _, want := range []string{"one", "", "two"} {
 		_ = rx.SetReadDeadline(time.Now().Add(5 * time.Second))
 		n, _, err := rx.ReadFrom(buf)
 		if err != nil || string(buf[:n]) != want {
