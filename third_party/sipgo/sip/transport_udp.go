@@ -185,8 +185,6 @@ func (c *srcCache) str(a net.Addr) string {
 	return c.s
 }
 
-// readLoop reads the socket until it is closed or fails, and returns the
-// source addresses it added to the pool.
 // PacketReaders is what a PacketConn given to ServeUDP may implement to
 // give each of the socket's read loops a reader of its own: one that
 // keeps state between reads, such as datagrams it read several at a time
@@ -203,6 +201,8 @@ type PacketReader interface {
 	ReadFrom(b []byte) (n int, addr net.Addr, err error)
 }
 
+// readLoop reads the socket until it is closed or fails, and returns the
+// source addresses it added to the pool.
 func (t *TransportUDP) readLoop(conn *UDPConnection, laddr string, handler MessageHandler) map[string]struct{} {
 	buf := make([]byte, TransportBufferReadSize)
 	var lastRaddr string
