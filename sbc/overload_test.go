@@ -1,6 +1,7 @@
 package sbc
 
 import (
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -28,11 +29,13 @@ func TestQueueDelaySheds(t *testing.T) {
 
 	g, send := stampedGen(t, u, make(chan struct{}))
 	pc := g.PacketConn
+	rd := g.PacketReader() // one read loop's reader, as sipgo asks for it
+	defer rd.(io.Closer).Close()
 	read := func() string {
 		t.Helper()
 		_ = pc.SetReadDeadline(time.Now().Add(5 * time.Second))
 		b := make([]byte, 2048)
-		n, _, err := g.ReadFrom(b)
+		n, _, err := rd.ReadFrom(b)
 		if err != nil {
 			t.Fatalf("read: %v", err)
 		}
@@ -176,43 +179,5 @@ func BenchmarkShedCheck(b *testing.B) {
 		if parseRxStamp(oob[:oobn]).IsZero() || !sheddable(buf[:n]) {
 			b.Fatal("check failed")
 		}
-	}
-}
-
-// BenchmarkUDPRead compares a plain read of a datagram (the net package)
-// with the SBC's: a raw recvmsg with the SO_TIMESTAMPNS control message
-// the overload check needs (rawudp_linux.go); each op writes one datagram
-// to the socket and reads it back.
-func BenchmarkUDPRead(b *testing.B) {
-	for _, stamped := range []bool{false, true} {
-		b.Run(map[bool]string{false: "plain", true: "raw-stamped"}[stamped], func(b *testing.B) {
-			pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer pc.Close()
-			uc := pc.(*net.UDPConn)
-			if stamped && !enableRxStamps(pc) {
-				b.Skip("no SO_TIMESTAMPNS")
-			}
-			r := newRawUDP(pc, nil)
-			msg := []byte("INVITE sip:a@b SIP/2.0\r\n\r\n")
-			dst := pc.LocalAddr().(*net.UDPAddr)
-			buf := make([]byte, 2048)
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := uc.WriteToUDP(msg, dst); err != nil {
-					b.Fatal(err)
-				}
-				if stamped {
-					_, _, _, err = r.read(buf)
-				} else {
-					_, _, err = uc.ReadFrom(buf)
-				}
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
 	}
 }

@@ -1,12 +1,10 @@
 package sbc
 
 import (
-	"errors"
 	"net"
 	"os"
 	"sync"
 	"syscall"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -22,7 +20,7 @@ import (
 // microseconds apart (each call's messages) woke it on almost every
 // datagram: sysmon's sleeps and wake-ups were 13–15 % of the SBC's CPU
 // at 1,000 calls/s (BENCHMARKS.md, "raw UDP system calls"). The sockets
-// are non-blocking (Go's poller owns them), so recvmsg and sendto return
+// are non-blocking (Go's poller owns them), so recvmmsg and sendto return
 // at once: made raw (no entersyscall), inside RawConn.Read/Write, which
 // wait on the poller on EAGAIN exactly as the net package does, they
 // never wake sysmon. What a call costs inside the kernel is the same.
@@ -37,21 +35,16 @@ type rawUDP struct {
 	q     sendQueue // writes held while a reader works through a batch (udpbatch_linux.go)
 }
 
-// rawOp holds what one read or write passes to the kernel: the callbacks
-// handed to RawConn are bound once (no allocation per datagram), and the
-// kernel's structures live here rather than on a stack that the call
-// would make escape.
+// rawOp holds what one write passes to the kernel: the callbacks handed
+// to RawConn are bound once (no allocation per datagram), and the
+// destination lives here rather than on a stack that the call would make
+// escape. Reads go through recvBatch (udpbatch_linux.go).
 type rawOp struct {
-	msg     unix.Msghdr
-	iov     unix.Iovec
-	name    unix.RawSockaddrAny
-	oob     [stampOOB]byte
-	sa      unix.RawSockaddrInet6 // the destination of a write (or an Inet4 in its first bytes)
+	sa      unix.RawSockaddrInet6 // the destination (or an Inet4 in its first bytes)
 	salen   uint32
 	buf     []byte
 	n       int
 	errno   syscall.Errno
-	readFn  func(uintptr) bool
 	writeFn func(uintptr) bool
 	sendFn  func(uintptr) bool // the companion's send (sendDontWait)
 }
@@ -82,24 +75,10 @@ func newRawUDP(pc net.PacketConn, send *sendSock) *rawUDP {
 	}
 	r.ops.New = func() any {
 		op := &rawOp{}
-		op.readFn, op.writeFn, op.sendFn = op.read, op.write, op.sendDontWait
+		op.writeFn, op.sendFn = op.write, op.sendDontWait
 		return op
 	}
 	return r
-}
-
-func (op *rawOp) read(fd uintptr) bool {
-	for {
-		n, _, e := unix.RawSyscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&op.msg)), 0)
-		switch e {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false // wait on the poller, then again
-		}
-		op.n, op.errno = int(n), e
-		return true
-	}
 }
 
 func (op *rawOp) write(fd uintptr) bool {
@@ -140,35 +119,6 @@ func (op *rawOp) sendto(fd uintptr, flags int) syscall.Errno {
 type udpAddr struct {
 	a  net.UDPAddr
 	ip [16]byte
-}
-
-// read reads one datagram into b: its length, its source, and the
-// kernel's receive stamp (zero when the socket has none).
-func (r *rawUDP) read(b []byte) (int, net.Addr, time.Time, error) {
-	op := r.ops.Get().(*rawOp)
-	defer r.ops.Put(op)
-	if len(b) == 0 {
-		return 0, nil, time.Time{}, errors.New("sbc: read into an empty buffer")
-	}
-	op.iov.Base = &b[0]
-	op.iov.SetLen(len(b))
-	op.msg = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&op.name)), Namelen: unix.SizeofSockaddrAny, Iov: &op.iov, Iovlen: 1}
-	if len(op.oob) > 0 {
-		op.msg.Control = &op.oob[0]
-		op.msg.SetControllen(len(op.oob))
-	}
-	op.n, op.errno = 0, 0
-	err := r.rc.Read(op.readFn)
-	op.iov.Base = nil // the pool keeps no reader's buffer
-	if err == nil && op.errno != 0 {
-		err = os.NewSyscallError("recvmsg", op.errno)
-	}
-	if err != nil {
-		return 0, nil, time.Time{}, &net.OpError{Op: "read", Net: "udp", Source: r.laddr, Err: err}
-	}
-	at := parseRxStamp(op.oob[:op.msg.Controllen])
-	addr, err := sourceOf(&op.name)
-	return op.n, addr, at, err
 }
 
 // writeTo sends b to addr; ok false when addr is of no kind it sends to

@@ -2,11 +2,26 @@ package sbc
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"testing"
 	"time"
 )
+
+// readOne reads with rb as a read loop does (recvmmsg, waiting on the
+// poller) and returns the batch's first datagram: the tests send one at a
+// time.
+func readOne(rb *recvBatch, r *rawUDP) ([]byte, net.Addr, time.Time, error) {
+	n, err := rb.read(r)
+	if err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	if n != 1 {
+		return nil, nil, time.Time{}, fmt.Errorf("read %d datagrams, want 1", n)
+	}
+	return rb.datagram(0)
+}
 
 // TestRawUDP: the raw path reads what a peer sent with its source and
 // the kernel's receive stamp, and sends to IPv4 peers from an IPv4
@@ -29,7 +44,7 @@ func TestRawUDP(t *testing.T) {
 			}
 			defer pc.Close()
 			stamped := enableRxStamps(pc)
-			r := newRawUDP(pc, nil)
+			r, rb := newRawUDP(pc, nil), newRecvBatch(2048)
 			if r == nil {
 				t.Fatal("no raw path for a UDP socket")
 			}
@@ -47,11 +62,11 @@ func TestRawUDP(t *testing.T) {
 				if _, err := peer.WriteTo([]byte("OPTIONS from "+pa), to); err != nil {
 					t.Fatal(err)
 				}
-				n, from, at, err := r.read(buf)
+				data, from, at, err := readOne(rb, r)
 				if err != nil {
 					t.Fatalf("read: %v", err)
 				}
-				if got := string(buf[:n]); got != "OPTIONS from "+pa {
+				if got := string(data); got != "OPTIONS from "+pa {
 					t.Fatalf("read %q", got)
 				}
 				fa := from.(*net.UDPAddr)
@@ -83,13 +98,13 @@ func TestRawUDP(t *testing.T) {
 			}
 
 			_ = pc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
-			if _, _, _, err := r.read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+			if _, _, _, err := readOne(rb, r); !errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Fatalf("read past the deadline: %v", err)
 			}
 			_ = pc.SetReadDeadline(time.Time{})
 			done := make(chan error, 1)
 			go func() {
-				_, _, _, err := r.read(buf)
+				_, _, _, err := readOne(rb, r)
 				done <- err
 			}()
 			time.Sleep(10 * time.Millisecond) // not a timing assertion: the read may start after the close too
@@ -118,24 +133,62 @@ func TestRawUDPAllocs(t *testing.T) {
 	}
 	defer pc.Close()
 	enableRxStamps(pc)
-	r := newRawUDP(pc, nil)
+	r, rb := newRawUDP(pc, nil), newRecvBatch(2048)
 	to := pc.LocalAddr()
-	msg, buf := []byte("SIP/2.0 200 OK\r\n\r\n"), make([]byte, 2048)
+	msg := []byte("SIP/2.0 200 OK\r\n\r\n")
 	// Warm the pool.
 	if _, _, err := r.writeTo(msg, to); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := r.read(buf); err != nil {
+	if _, _, _, err := readOne(rb, r); err != nil {
 		t.Fatal(err)
 	}
 	if a := testing.AllocsPerRun(200, func() {
 		if _, _, err := r.writeTo(msg, to); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, _, err := r.read(buf); err != nil {
+		if _, _, _, err := readOne(rb, r); err != nil {
 			t.Fatal(err)
 		}
 	}); a > 1 {
 		t.Fatalf("%v allocations per write and read, want ≤ 1", a)
+	}
+}
+
+// BenchmarkUDPRead compares a plain read of a datagram (the net package)
+// with the SBC's: a raw recvmmsg with the SO_TIMESTAMPNS control message
+// the overload check needs (udpbatch_linux.go); each op writes one
+// datagram to the socket and reads it back.
+func BenchmarkUDPRead(b *testing.B) {
+	for _, stamped := range []bool{false, true} {
+		b.Run(map[bool]string{false: "plain", true: "raw-stamped"}[stamped], func(b *testing.B) {
+			pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer pc.Close()
+			uc := pc.(*net.UDPConn)
+			if stamped && !enableRxStamps(pc) {
+				b.Skip("no SO_TIMESTAMPNS")
+			}
+			r, rb := newRawUDP(pc, nil), newRecvBatch(2048)
+			msg := []byte("INVITE sip:a@b SIP/2.0\r\n\r\n")
+			dst := pc.LocalAddr().(*net.UDPAddr)
+			buf := make([]byte, 2048)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := uc.WriteToUDP(msg, dst); err != nil {
+					b.Fatal(err)
+				}
+				if stamped {
+					_, _, _, err = readOne(rb, r)
+				} else {
+					_, _, err = uc.ReadFrom(buf)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

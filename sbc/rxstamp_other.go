@@ -5,7 +5,6 @@ package sbc
 import (
 	"net"
 	"net/netip"
-	"time"
 )
 
 const stampOOB = 0
@@ -28,8 +27,6 @@ func reusePort(uintptr) error { return nil }
 func openSendSock(net.PacketConn) (*sendSock, error) { return nil, nil }
 
 func (*sendSock) close() {}
-
-func (*rawUDP) read([]byte) (int, net.Addr, time.Time, error) { panic("unreachable") }
 
 func (*rawUDP) writeTo([]byte, net.Addr) (int, bool, error) { return 0, false, nil }
 

@@ -195,26 +195,17 @@ func (g *udpGen) WriteTo(b []byte, addr net.Addr) (int, error) {
 var errRawFamily = errors.New("sbc: datagram from an unknown address family")
 
 // ReadFrom reads the socket until the generation is retired; then, after
-// the grace, it ends sipgo's loop. On a stamped socket it drops the
-// requests that waited too long in the receive queue (shed).
+// the grace, it ends sipgo's loop. It is the reader of a socket without a
+// raw path (PacketReader); on a raw one, each of sipgo's read loops reads
+// through a batch reader of its own instead, and a caller of ReadFrom
+// gets the net package's read, unstamped, so nothing it reads is shed.
 func (g *udpGen) ReadFrom(b []byte) (int, net.Addr, error) {
-	for {
-		if err := g.mayRead(); err != nil {
-			return 0, nil, err
-		}
-		if g.raw == nil {
-			g.reading.Add(1)
-			n, addr, err := g.PacketConn.ReadFrom(b)
-			g.reading.Add(-1)
-			return n, addr, err
-		}
-		g.reading.Add(1)
-		n, addr, at, err := g.raw.read(b)
-		g.reading.Add(-1)
-		if g.admit(b[:n], addr, at, err) {
-			return n, addr, err
-		}
+	if err := g.mayRead(); err != nil {
+		return 0, nil, err
 	}
+	g.reading.Add(1)
+	defer g.reading.Add(-1)
+	return g.PacketConn.ReadFrom(b)
 }
 
 // PacketReader gives each of sipgo's read loops on the socket a reader of
