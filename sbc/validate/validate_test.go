@@ -1,6 +1,7 @@
 package validate
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"strings"
@@ -391,5 +392,31 @@ func TestWhysComplete(t *testing.T) {
 	whys[0] = "changed"
 	if Whys()[0] == "changed" {
 		t.Error("Whys() exposes its backing array")
+	}
+}
+
+// TestNextSpecial: the eight-at-a-time scan finds the first special byte
+// at every position of a word and of the tail, from every start, for
+// every byte value, as a byte-by-byte scan would.
+func TestNextSpecial(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		for n := 0; n <= 19; n++ {
+			for p := 0; p < n; p++ {
+				b := bytes.Repeat([]byte("a"), n)
+				b[p] = byte(c)
+				for k := 0; k <= n; k++ {
+					want := n
+					for i := k; i < n; i++ {
+						if isCTL(b[i]) || strings.IndexByte("\"<>?,;\\", b[i]) >= 0 {
+							want = i
+							break
+						}
+					}
+					if got := nextSpecial(b, k); got != want {
+						t.Fatalf("nextSpecial(%q, %d) = %d, want %d", b, k, got, want)
+					}
+				}
+			}
+		}
 	}
 }
