@@ -380,8 +380,8 @@ var special = func() (t [256]byte) {
 // nextSpecial returns the index of the first special byte of b at or
 // after k, or len(b). Most of a header's bytes are plain: it looks at
 // eight at a time, their table entries ORed, with one branch for the
-// eight rather than one per byte (2x faster on a typical INVITE's
-// header section, BenchmarkRaw).
+// eight rather than one per byte (Raw 36 % faster on a 1 KB INVITE,
+// BenchmarkRaw).
 func nextSpecial(b []byte, k int) int {
 	for ; k+8 <= len(b); k += 8 {
 		w := b[k : k+8 : k+8]
