@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -43,14 +44,19 @@ const (
 // The systems Compare measures. The two flood variants are sbc (the same
 // binary and policy) while a flood from blocked sources hits its SIP port
 // during every step (issue 11: calls/s kept under a flood): dropped by the
-// user-space read filter, or by the XDP program (generic mode) on the
-// namespace's loopback.
+// user-space read filter, or by the XDP program (driver mode) on the link
+// the flood comes in on (compare_flood.go).
 const (
 	SystemSBC         = "sbc"
 	SystemKamailio    = "kamailio"
 	SystemSBCFlood    = "sbc-flood"
 	SystemSBCXDPFlood = "sbc-xdp-flood"
 )
+
+// isFlood: the system's steps run under the flood.
+func isFlood(system string) bool {
+	return system == SystemSBCFlood || system == SystemSBCXDPFlood
+}
 
 // isSBC: the system runs the sbc binary.
 func isSBC(system string) bool {
@@ -407,10 +413,17 @@ func Compare(ctx context.Context, cfg CompareConfig) (*CompareResult, error) {
 		h.http.CloseIdleConnections()
 		_ = netns.Del(h.ns)
 	}()
+	if slices.ContainsFunc(cfg.Systems, isFlood) {
+		done, err := h.addFloodLink()
+		if err != nil {
+			return res, err
+		}
+		defer done()
+	}
 	if slices.Contains(cfg.Systems, SystemSBCXDPFlood) {
 		// The XDP pins go to a bpffs of the run's own (never the host's
 		// /sys/fs/bpf); each server's directory is removed when it stops,
-		// which detaches its program from the namespace's lo.
+		// which detaches its program from the flood's link.
 		h.bpffs = filepath.Join(cfg.WorkDir, "bpffs")
 		if err := os.MkdirAll(h.bpffs, 0o700); err != nil {
 			return res, err
@@ -459,6 +472,11 @@ type harness struct {
 	uacXML, uasXML string
 	bpffs          string // a bpffs of the run's own, for the XDP pins (sbc-xdp-flood)
 	servers        int    // sbc servers started (each pins into a directory of its own)
+	// The flood systems' link (compare_flood.go): the namespace the
+	// flood is sent from and the hardware address of the link's end in
+	// ns (floodLinkIn).
+	floodNS   string
+	floodPeer net.HardwareAddr
 }
 
 // proc is a process started in the namespace, in a process group of its

@@ -292,9 +292,10 @@ func sbcBinaryForTest(t *testing.T) string {
 // for 3 s under a flood of 2,000 datagrams/s from the blocked prefix:
 // both carry every call (the strict rule's rate share aside: a loaded
 // machine's SIPp may lag), the flood is dropped where each says (all of it
-// by the XDP program on the namespace's lo for sbc-xdp-flood, none of it
-// reaching user space there; by the read filter for sbc-flood), and the
-// XDP program is gone from lo once its server stopped. Needs root, SIPp
+// by the XDP program on the flood's link for sbc-xdp-flood, none of it
+// reaching user space there; by the read filter for sbc-flood, which
+// proves the link delivers it), and the XDP program is gone from the link
+// once its server stopped. Needs root, SIPp
 // and an XDP-capable kernel (a skip without them, a failure in CI).
 func TestCompareFloodSmoke(t *testing.T) {
 	netnstest.RequirePriv(t, "ip", "sipp")
@@ -318,7 +319,7 @@ func TestCompareFloodSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	if strings.Contains(progress.String(), "warning") {
-		t.Errorf("harness warning (XDP left on lo?)")
+		t.Errorf("harness warning (XDP left on the flood's link?)")
 	}
 	if len(res.Trials) != 2 {
 		t.Fatalf("%d trials, want 2", len(res.Trials))

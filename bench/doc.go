@@ -56,12 +56,14 @@
 //
 // Two more systems measure sbc under a flood (issue 11): sbc-flood and
 // sbc-xdp-flood are sbc with the same policy, 10.66.0.0/16 blocked through
-// the admin API, and a raw flood of spoofed OPTIONS from that prefix at
-// the SIP port during every step (bench/attack.SpoofedFlood in the
-// namespace, CompareConfig.FloodPPS, default 20,000 datagrams/s), dropped
-// by the read filter (sbc-flood) or by the XDP program, generic mode, on
-// the namespace's lo (sbc-xdp-flood; pins on a bpffs the run mounts,
-// removed when the server stops, which detaches the program). The table
+// the admin API, and a flood of spoofed OPTIONS from that prefix at the
+// SIP port during every step (bench/attack.SpoofedFlood,
+// CompareConfig.FloodPPS, default 20,000 datagrams/s), sent from a
+// namespace of its own over a veth pair whose other end stands for the
+// NIC the Internet comes in on, dropped by the read filter (sbc-flood) or
+// by the XDP program in driver mode on that end (sbc-xdp-flood; pins on a
+// bpffs the run mounts, removed when the server stops, which detaches the
+// program). The calls' own traffic stays on lo. The table
 // gives each one's median max calls/s over sbc's. TestCompareFloodSmoke
 // checks where the flood is dropped; TestOverloadRecovery stalls sbc
 // (SIGSTOP) inside a step and checks that it sheds the stale backlog and

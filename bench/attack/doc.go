@@ -100,6 +100,12 @@
 //	// MaxSources 256, Target the SBC's loopback listener.
 //	// rep.Sources distinct addresses were used; responses are not read.
 //
+// SpoofLink writes the same packets as frames on an AF_PACKET socket
+// bound to one end of a link (Link, to the other end's hardware address
+// LinkPeer), so that the flood enters the target's namespace through that
+// link as one from another machine does (the comparison's flood systems
+// drop it there with XDP in driver mode).
+//
 // SpoofPktinfo sends from one UDP socket and names each datagram's source
 // in an IP_PKTINFO / IPV6_PKTINFO control message: IPv4 or IPv6, any
 // prefix the namespace holds as local (an AnyIP route), e.g. a /48 spread

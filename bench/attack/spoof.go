@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/sbc-project/sbc/internal/netns"
 	"golang.org/x/sys/unix"
@@ -43,6 +44,15 @@ const (
 	// sources stay in it. Sources of an IPv6 prefix of /64 or shorter are
 	// spread over its /64s (see SpreadAddr).
 	SpoofPktinfo
+	// SpoofLink writes the same IPv4+UDP packets as SpoofRaw as frames
+	// on a packet socket (AF_PACKET) bound to the interface Link of
+	// NetNS, to the hardware address LinkPeer: no routing on the
+	// sender's side, so the flood enters the target's host through the
+	// other end of that link (a veth) as one from another machine comes
+	// in through its NIC, whatever the target address (127.0.0.1 too,
+	// where the receiving interface has route_localnet). Needs
+	// CAP_NET_RAW.
+	SpoofLink
 )
 
 func (m SpoofMode) String() string {
@@ -55,6 +65,8 @@ func (m SpoofMode) String() string {
 		return "loopback"
 	case SpoofPktinfo:
 		return "pktinfo"
+	case SpoofLink:
+		return "link"
 	}
 	return "SpoofMode(" + strconv.Itoa(int(m)) + ")"
 }
@@ -92,6 +104,11 @@ type SpoofedFloodConfig struct {
 	// NetNS names a network namespace (`ip netns add` name or path) to
 	// open the socket(s) in; empty: the current one.
 	NetNS string
+	// Link and LinkPeer (SpoofLink, required there): the interface the
+	// frames are written on and the hardware address they go to (the
+	// other end's).
+	Link     string
+	LinkPeer net.HardwareAddr
 	// Rate, Count (default 1000) and Duration (default 10s) work as in
 	// InviteFloodConfig.
 	Rate     float64
@@ -120,8 +137,9 @@ type spoofSender interface {
 
 // SpoofedFlood sends UDP datagrams to the target whose IPv4 source
 // address cycles through cfg.Sources: with a raw socket building IPv4 and
-// UDP headers itself (SpoofRaw), or from one bound loopback socket per
-// source (SpoofLoopback). It is bounded by Count and Duration, paced by
+// UDP headers itself (SpoofRaw), the same packets as frames on a link
+// (SpoofLink), or from one bound loopback socket per source
+// (SpoofLoopback). It is bounded by Count and Duration, paced by
 // Rate. The error is non-nil only when the flood could not start.
 func SpoofedFlood(ctx context.Context, cfg SpoofedFloodConfig) (SpoofReport, error) {
 	var rep SpoofReport
@@ -158,11 +176,16 @@ func SpoofedFlood(ctx context.Context, cfg SpoofedFloodConfig) (SpoofReport, err
 	mode := cfg.Mode
 	var sender spoofSender
 	var err error
-	if mode == SpoofAuto || mode == SpoofRaw {
-		sport := cfg.SourcePort
-		if sport == 0 {
-			sport = 5060
+	sport := cfg.SourcePort
+	if sport == 0 {
+		sport = 5060
+	}
+	switch mode {
+	case SpoofLink:
+		if sender, err = newLinkSender(cfg.NetNS, cfg.Link, cfg.LinkPeer, dst, sport); err != nil {
+			return rep, err
 		}
+	case SpoofAuto, SpoofRaw:
 		sender, err = newRawSender(cfg.NetNS, dst, sport)
 		switch {
 		case err == nil:
@@ -176,7 +199,7 @@ func SpoofedFlood(ctx context.Context, cfg SpoofedFloodConfig) (SpoofReport, err
 	rep.Mode = mode
 	first, n := sourceRange(pfx)
 	switch mode {
-	case SpoofRaw:
+	case SpoofRaw, SpoofLink:
 		if cfg.MaxSources > 0 && uint64(cfg.MaxSources) < n {
 			n = uint64(cfg.MaxSources)
 		}
@@ -321,6 +344,57 @@ func (s *rawSender) send(_ int, src netip.Addr, payload []byte) error {
 	s.id++
 	s.pkt = buildIPv4UDP(s.pkt[:0], src, s.dst.Addr(), s.sport, s.dst.Port(), s.id, payload)
 	return retryEINTR("sendto", func() error { return unix.Sendto(s.fd, s.pkt, 0, &s.sa) })
+}
+
+// linkSender writes IPv4 packets as Ethernet frames on a packet socket
+// (SOCK_DGRAM: the kernel writes the Ethernet header to the address in
+// sa). Its protocol is 0, so it receives nothing.
+type linkSender struct {
+	rawSender
+	ll unix.SockaddrLinklayer
+}
+
+func newLinkSender(ns, link string, peer net.HardwareAddr, dst netip.AddrPort, sport uint16) (*linkSender, error) {
+	if link == "" || len(peer) != 6 {
+		return nil, fmt.Errorf("attack: SpoofLink needs Link and a 6-byte LinkPeer (have %q, %v)", link, peer)
+	}
+	s := &linkSender{rawSender: rawSender{fd: -1, dst: dst, sport: sport}}
+	err := netns.Do(ns, func() error {
+		ifc, err := net.InterfaceByName(link)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return os.NewSyscallError("socket", err)
+		}
+		s.fd = fd
+		s.ll = unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: ifc.Index, Halen: 6}
+		copy(s.ll.Addr[:], peer)
+		return nil
+	})
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("attack: packet socket on %s: %w", link, err)
+	}
+	_ = unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_SNDBUF, socketBuffer)
+	tv := unix.NsecToTimeval(int64(100 * time.Millisecond))
+	_ = unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+	return s, nil
+}
+
+func (s *linkSender) send(_ int, src netip.Addr, payload []byte) error {
+	s.id++
+	s.pkt = buildIPv4UDP(s.pkt[:0], src, s.dst.Addr(), s.sport, s.dst.Port(), s.id, payload)
+	return retryEINTR("sendto", func() error { return unix.Sendto(s.fd, s.pkt, 0, &s.ll) })
+}
+
+// htons is v in network byte order as the kernel reads a sockaddr_ll's
+// protocol (x/sys/unix passes SockaddrLinklayer.Protocol as it is).
+func htons(v uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], v)
+	return *(*uint16)(unsafe.Pointer(&b[0]))
 }
 
 // retryEINTR runs a send system call until a signal does not interrupt

@@ -3,6 +3,7 @@ package attack
 import (
 	"context"
 	"encoding/binary"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -190,6 +191,54 @@ func TestSpoofedFloodRaw(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestSpoofedFloodLink writes the flood as frames on one end of a veth
+// pair, to 127.0.0.1 behind the other end (whose interface has
+// route_localnet, as the comparison's flood link has): the sink there
+// receiving them proves the frames, addresses and checksums good.
+func TestSpoofedFloodLink(t *testing.T) {
+	nsA, nsB := vethPair(t)
+	if _, err := netns.IP("netns", "exec", nsB, "sysctl", "-qw", "net.ipv4.conf.vb.route_localnet=1"); err != nil {
+		t.Fatal(err)
+	}
+	var peer net.HardwareAddr
+	if err := netns.Do(nsB, func() error {
+		ifc, err := net.InterfaceByName("vb")
+		if err == nil {
+			peer = ifc.HardwareAddr
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sink, err := NewSink(SinkConfig{Addr: netipAddrPort("127.0.0.1:5060"), NetNS: nsB, Keep: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	pfx := netip.MustParsePrefix("10.66.0.0/16")
+	rep, err := SpoofedFlood(testCtx(t), SpoofedFloodConfig{
+		Target: sink.Addr(), Sources: pfx, Mode: SpoofLink, Link: "va", LinkPeer: peer,
+		MaxSources: 300, Count: 900, Rate: 20000, NetNS: nsA,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Mode != SpoofLink || rep.Sources != 300 || rep.Sent != 900 || rep.Errors != 0 {
+		t.Fatalf("report %s %v %d", rep.Report, rep.Mode, rep.Sources)
+	}
+	checkSpoofed(t, sink, pfx, 900, 300, 5060)
+
+	for name, cfg := range map[string]SpoofedFloodConfig{
+		"no link":      {Target: sink.Addr(), Sources: pfx, Mode: SpoofLink, LinkPeer: peer, NetNS: nsA},
+		"no peer":      {Target: sink.Addr(), Sources: pfx, Mode: SpoofLink, Link: "va", NetNS: nsA},
+		"missing link": {Target: sink.Addr(), Sources: pfx, Mode: SpoofLink, Link: "nosuch0", LinkPeer: peer, NetNS: nsA},
+	} {
+		if _, err := SpoofedFlood(testCtx(t), cfg); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
 }
 
 func TestSpreadAddr(t *testing.T) {

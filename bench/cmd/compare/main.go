@@ -29,7 +29,7 @@ func main() {
 	flag.StringVar(&cfg.SBC, "sbc", "bin/sbc", "sbc binary (run as 'sbc run -config FILE')")
 	flag.StringVar(&cfg.Kamailio, "kamailio", "", "kamailio binary (default: from PATH or /usr/sbin/kamailio)")
 	flag.IntVar(&cfg.KamailioShmMB, "kamailio-shm", 0, "Kamailio shared memory, MB (-m; pre-faulted: shm_force_alloc); 0: 4096, or a third of the memory available if less")
-	systems := flag.String("systems", "sbc,kamailio", "systems to measure, comma-separated, in the first round's order: sbc, kamailio, sbc-flood (sbc under a flood from blocked sources, dropped in user space), sbc-xdp-flood (the same dropped by XDP on the namespace's lo)")
+	systems := flag.String("systems", "sbc,kamailio", "systems to measure, comma-separated, in the first round's order: sbc, kamailio, sbc-flood (sbc under a flood from blocked sources, dropped in user space), sbc-xdp-flood (the same dropped by XDP in driver mode on the link the flood comes in on)")
 	flag.IntVar(&cfg.Rounds, "rounds", 5, "trials per system (alternating)")
 	flag.DurationVar(&cfg.Duration, "duration", 0, "length of each bisection step (default 20s)")
 	flag.IntVar(&cfg.StartRate, "start", 500, "first rate of each bisection (calls/s)")
