@@ -866,11 +866,14 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 	// refused: a server still retransmitting towards the gone callee
 	// would confuse the next step's callee) and its CPU use under 5% of a
 	// core, over 4 samples of 250 ms; over 18 (4.5 s, more than T2, the
-	// longest gap between retransmissions) once anything was on the wire
-	// during the wait: an SBC's BYE to a peer that already left (a call
-	// the step's SIPp aborted) is retransmitted for 64×T1 after the call
-	// ended, and a copy sent after a 1 s lull reached the next step's
-	// SIPp as an unexpected BYE, failing that step.
+	// longest gap between a non-INVITE request's retransmissions) once
+	// anything was on the wire during the wait, or when the caller did
+	// not end with every call successful: an SBC's BYE to a peer that
+	// already left (a call the step's SIPp aborted) is retransmitted for
+	// 64×T1 after the call ended, and a copy sent after a 1 s lull reached
+	// the next step's SIPp as an unexpected BYE, failing that step (148
+	// BYEs and a CANCEL 1.4 s after a collapsed step, in a run where the
+	// wire had been quiet for the first second of the wait).
 	var idleErr error
 	if isSBC(system) {
 		idleErr = waitFor(ctx, h.cfg.Drain, srv, "sbc idle", func() bool {
@@ -880,6 +883,9 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 	}
 	wire := func() uint64 { u := snmp(); return u.InDatagrams + u.NoPorts + u.InErrors }
 	last, lastWire, quiet, need := cpu0, wire(), 0, 4
+	if st.UACExit != 0 {
+		need = 18
+	}
 	idleErr = errors.Join(idleErr, waitFor(ctx, h.cfg.Drain, srv, "server idle", func() bool {
 		time.Sleep(250 * time.Millisecond)
 		c, err := GroupCPU(srv.pid())
