@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"time"
-	"unsafe"
 
 	"github.com/sbc-project/sbc/internal/netns"
 	"golang.org/x/sys/unix"
@@ -394,7 +393,7 @@ func (s *linkSender) send(_ int, src netip.Addr, payload []byte) error {
 func htons(v uint16) uint16 {
 	var b [2]byte
 	binary.BigEndian.PutUint16(b[:], v)
-	return *(*uint16)(unsafe.Pointer(&b[0]))
+	return binary.NativeEndian.Uint16(b[:])
 }
 
 // retryEINTR runs a send system call until a signal does not interrupt
