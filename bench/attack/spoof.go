@@ -305,19 +305,19 @@ func spoofOptions(b []byte, src netip.Addr, port uint16, domain, ua string, ids 
 	return append(b, "\r\nContent-Length: 0\r\n\r\n"...)
 }
 
-// rawSender writes whole IPv4 packets on an IPPROTO_RAW socket.
+// rawSender writes whole IPv4 packets on an IPPROTO_RAW socket, or as
+// frames on a packet socket (SpoofLink), to sa.
 type rawSender struct {
 	fd    int
 	dst   netip.AddrPort
 	sport uint16
-	sa    unix.SockaddrInet4
+	sa    unix.Sockaddr
 	pkt   []byte
 	id    uint16
 }
 
 func newRawSender(ns string, dst netip.AddrPort, sport uint16) (*rawSender, error) {
-	s := &rawSender{fd: -1, dst: dst, sport: sport}
-	s.sa.Addr = dst.Addr().As4()
+	s := &rawSender{fd: -1, dst: dst, sport: sport, sa: &unix.SockaddrInet4{Addr: dst.Addr().As4()}}
 	err := netns.Do(ns, func() error {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 		if err != nil {
@@ -329,35 +329,18 @@ func newRawSender(ns string, dst netip.AddrPort, sport uint16) (*rawSender, erro
 	if err != nil {
 		return nil, fmt.Errorf("attack: raw socket: %w", err)
 	}
-	_ = unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_SNDBUF, socketBuffer)
-	// A send never blocks the flood for long (and so never outlives its
-	// context by much).
-	tv := unix.NsecToTimeval(int64(100 * time.Millisecond))
-	_ = unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+	s.setOpts()
 	return s, nil
 }
 
-func (s *rawSender) port(int) uint16 { return s.sport }
-
-func (s *rawSender) send(_ int, src netip.Addr, payload []byte) error {
-	s.id++
-	s.pkt = buildIPv4UDP(s.pkt[:0], src, s.dst.Addr(), s.sport, s.dst.Port(), s.id, payload)
-	return retryEINTR("sendto", func() error { return unix.Sendto(s.fd, s.pkt, 0, &s.sa) })
-}
-
-// linkSender writes IPv4 packets as Ethernet frames on a packet socket
-// (SOCK_DGRAM: the kernel writes the Ethernet header to the address in
-// sa). Its protocol is 0, so it receives nothing.
-type linkSender struct {
-	rawSender
-	ll unix.SockaddrLinklayer
-}
-
-func newLinkSender(ns, link string, peer net.HardwareAddr, dst netip.AddrPort, sport uint16) (*linkSender, error) {
+// newLinkSender opens a packet socket in ns writing IPv4 packets as
+// Ethernet frames on link to peer (SOCK_DGRAM: the kernel writes the
+// Ethernet header). Its protocol is 0, so it receives nothing.
+func newLinkSender(ns, link string, peer net.HardwareAddr, dst netip.AddrPort, sport uint16) (*rawSender, error) {
 	if link == "" || len(peer) != 6 {
 		return nil, fmt.Errorf("attack: SpoofLink needs Link and a 6-byte LinkPeer (have %q, %v)", link, peer)
 	}
-	s := &linkSender{rawSender: rawSender{fd: -1, dst: dst, sport: sport}}
+	s := &rawSender{fd: -1, dst: dst, sport: sport}
 	err := netns.Do(ns, func() error {
 		ifc, err := net.InterfaceByName(link)
 		if err != nil {
@@ -368,24 +351,34 @@ func newLinkSender(ns, link string, peer net.HardwareAddr, dst netip.AddrPort, s
 			return os.NewSyscallError("socket", err)
 		}
 		s.fd = fd
-		s.ll = unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: ifc.Index, Halen: 6}
-		copy(s.ll.Addr[:], peer)
+		ll := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: ifc.Index, Halen: 6}
+		copy(ll.Addr[:], peer)
+		s.sa = ll
 		return nil
 	})
 	if err != nil {
 		s.close()
 		return nil, fmt.Errorf("attack: packet socket on %s: %w", link, err)
 	}
-	_ = unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_SNDBUF, socketBuffer)
-	tv := unix.NsecToTimeval(int64(100 * time.Millisecond))
-	_ = unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+	s.setOpts()
 	return s, nil
 }
 
-func (s *linkSender) send(_ int, src netip.Addr, payload []byte) error {
+// setOpts gives the socket a large send buffer, and a send timeout so
+// that a send never blocks the flood for long (and so never outlives its
+// context by much).
+func (s *rawSender) setOpts() {
+	_ = unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_SNDBUF, socketBuffer)
+	tv := unix.NsecToTimeval(int64(100 * time.Millisecond))
+	_ = unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+}
+
+func (s *rawSender) port(int) uint16 { return s.sport }
+
+func (s *rawSender) send(_ int, src netip.Addr, payload []byte) error {
 	s.id++
 	s.pkt = buildIPv4UDP(s.pkt[:0], src, s.dst.Addr(), s.sport, s.dst.Port(), s.id, payload)
-	return retryEINTR("sendto", func() error { return unix.Sendto(s.fd, s.pkt, 0, &s.ll) })
+	return retryEINTR("sendto", func() error { return unix.Sendto(s.fd, s.pkt, 0, s.sa) })
 }
 
 // htons is v in network byte order as the kernel reads a sockaddr_ll's
