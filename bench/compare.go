@@ -60,7 +60,7 @@ func isFlood(system string) bool {
 
 // isSBC: the system runs the sbc binary.
 func isSBC(system string) bool {
-	return system == SystemSBC || system == SystemSBCFlood || system == SystemSBCXDPFlood
+	return system == SystemSBC || isFlood(system)
 }
 
 // floodPrefix is where the flood's spoofed sources come from; the harness
