@@ -72,14 +72,10 @@ func (h *harness) addFloodLink() (done func(), err error) {
 		"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf."+floodLinkIn+".rp_filter=0"); err != nil {
 		return nil, err
 	}
-	err = netns.Do(h.ns, func() error {
-		ifc, err := net.InterfaceByName(floodLinkIn)
-		if err == nil {
-			h.floodPeer = ifc.HardwareAddr
-		}
-		return err
-	})
-	return done, err
+	if h.floodPeer, err = netns.HardwareAddr(h.ns, floodLinkIn); err != nil {
+		return nil, err
+	}
+	return done, nil
 }
 
 // blockFlood blocks the flood's prefix through the admin API and, for

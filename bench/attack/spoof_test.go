@@ -3,7 +3,6 @@ package attack
 import (
 	"context"
 	"encoding/binary"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -202,14 +201,8 @@ func TestSpoofedFloodLink(t *testing.T) {
 	if _, err := netns.IP("netns", "exec", nsB, "sysctl", "-qw", "net.ipv4.conf.vb.route_localnet=1"); err != nil {
 		t.Fatal(err)
 	}
-	var peer net.HardwareAddr
-	if err := netns.Do(nsB, func() error {
-		ifc, err := net.InterfaceByName("vb")
-		if err == nil {
-			peer = ifc.HardwareAddr
-		}
-		return err
-	}); err != nil {
+	peer, err := netns.HardwareAddr(nsB, "vb")
+	if err != nil {
 		t.Fatal(err)
 	}
 	sink, err := NewSink(SinkConfig{Addr: netipAddrPort("127.0.0.1:5060"), NetNS: nsB, Keep: 100})

@@ -188,9 +188,19 @@ func mac(e End) (string, error) {
 	if e.MAC != "" {
 		return e.MAC, nil
 	}
+	hw, err := HardwareAddr(e.NS, e.Name)
+	if err != nil {
+		return "", err
+	}
+	return hw.String(), nil
+}
+
+// HardwareAddr returns the hardware address of the interface name in
+// the namespace ns.
+func HardwareAddr(ns, name string) (net.HardwareAddr, error) {
 	var hw net.HardwareAddr
-	err := Do(e.NS, func() error {
-		ifc, err := net.InterfaceByName(e.Name)
+	err := Do(ns, func() error {
+		ifc, err := net.InterfaceByName(name)
 		if err != nil {
 			return err
 		}
@@ -198,9 +208,9 @@ func mac(e End) (string, error) {
 		return nil
 	})
 	if err != nil {
-		return "", fmt.Errorf("netns: %s in %s: %w", e.Name, e.NS, err)
+		return nil, fmt.Errorf("netns: %s in %s: %w", name, ns, err)
 	}
-	return hw.String(), nil
+	return hw, nil
 }
 
 // waitPath sends probe datagrams from p.Src in namespace from to p.Dst:9
