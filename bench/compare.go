@@ -832,7 +832,7 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 		_ = uac.stop(syscall.SIGTERM, 3*time.Second)
 	}
 	st.Wall = time.Since(t0)
-	fr := stopFlood()
+	fr, floodErr := stopFlood()
 	st.FloodSent, st.FloodRate = uint64(fr.Sent), fr.Rate()
 	st.UACExit = exitCode(uac.err)
 	st.Mem, _ = GroupMem(srv.pid())
@@ -956,6 +956,10 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 	st.judge(h.cfg.MinRateRatio)
 	if srv.exited() {
 		return st, fmt.Errorf("%s exited during the step (%v); see %s", system, srv.err, dir)
+	}
+	if floodErr != nil {
+		// A flood system measured without its flood is not a result.
+		return st, fmt.Errorf("%s: the flood did not start, the step ran without it: %w", system, floodErr)
 	}
 	return st, nil
 }

@@ -139,27 +139,30 @@ func (h *harness) floodDrops(ctx context.Context) (user, xdp float64) {
 // startFlood starts the flood of a flood system's step: FloodPPS
 // datagrams a second at the SIP port over the flood's link, bounded by
 // limit in time and count, until stop is called; stop returns what was
-// sent. For other systems it does nothing.
-func (h *harness) startFlood(ctx context.Context, system string, limit time.Duration) (stop func() attack.SpoofReport) {
+// sent, and why the flood could not start (the step then ran without
+// it). For other systems it does nothing.
+func (h *harness) startFlood(ctx context.Context, system string, limit time.Duration) (stop func() (attack.SpoofReport, error)) {
 	if !isFlood(system) {
-		return func() attack.SpoofReport { return attack.SpoofReport{} }
+		return func() (attack.SpoofReport, error) { return attack.SpoofReport{}, nil }
 	}
 	fctx, cancel := context.WithCancel(ctx)
-	done := make(chan attack.SpoofReport, 1)
+	type result struct {
+		rep attack.SpoofReport
+		err error
+	}
+	done := make(chan result, 1)
 	go func() {
 		rep, err := attack.SpoofedFlood(fctx, attack.SpoofedFloodConfig{
 			Target:  netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), compareServerPort),
 			Sources: floodPrefix, Mode: attack.SpoofLink, NetNS: h.floodNS, Link: floodLinkOut, LinkPeer: h.floodPeer,
 			Rate: float64(h.cfg.FloodPPS), Duration: limit, Count: h.cfg.FloodPPS * int(limit.Seconds()+1),
 		})
-		if err != nil && h.cfg.Progress != nil {
-			fmt.Fprintf(h.cfg.Progress, "flood: %v\n", err)
-		}
-		done <- rep
+		done <- result{rep, err}
 	}()
-	return func() attack.SpoofReport {
+	return func() (attack.SpoofReport, error) {
 		cancel()
-		return <-done
+		r := <-done
+		return r.rep, r.err
 	}
 }
 

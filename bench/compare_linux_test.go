@@ -436,3 +436,18 @@ func TestOverloadRecovery(t *testing.T) {
 			after.UAC.Successful, after.Calls, after.UAC.Failed, after.UAS.Failed, stray, after.SBCAnswered)
 	}
 }
+
+// TestStartFloodError: a flood that cannot start (here: no link to send
+// on) is reported by stop, so that the step fails the run rather than
+// count as a step under the flood; systems without a flood report
+// nothing. No privilege needed: the flood fails on its configuration.
+func TestStartFloodError(t *testing.T) {
+	h := &harness{cfg: &CompareConfig{FloodPPS: 100}}
+	rep, err := h.startFlood(context.Background(), SystemSBCXDPFlood, time.Second)()
+	if err == nil || rep.Sent != 0 {
+		t.Fatalf("flood without a link: sent %d, error %v; want an error", rep.Sent, err)
+	}
+	if _, err := h.startFlood(context.Background(), SystemSBC, time.Second)(); err != nil {
+		t.Fatalf("sbc: %v", err)
+	}
+}
