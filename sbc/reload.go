@@ -677,10 +677,21 @@ func listChanged[T any](x, y []T) string {
 }
 
 // xdpInert: XDP is off before and after, so its other keys are unused
-// until a restart that enables it (and reads them then).
+// until a restart that enables it (and reads them then). nftInert: the
+// same for nftables.
 func xdpInert(a, b *policy.Policy) bool { return !a.XDP.Enabled && !b.XDP.Enabled }
 
 func nftInert(a, b *policy.Policy) bool { return !a.Nftables.Enabled && !b.Nftables.Enabled }
+
+// unlessInert is check, which reports no change while inert holds.
+func unlessInert(inert func(a, b *policy.Policy) bool, check func(a, b *policy.Policy) string) func(a, b *policy.Policy) string {
+	return func(a, b *policy.Policy) string {
+		if inert(a, b) {
+			return ""
+		}
+		return check(a, b)
+	}
+}
 
 var restartChecks = []restartCheck{
 	{"server.udp_read_buffer", func(a, b *policy.Policy) string {
@@ -737,43 +748,17 @@ var restartChecks = []restartCheck{
 		return "changed"
 	}},
 	{"xdp.enabled", func(a, b *policy.Policy) string { return changed(a.XDP.Enabled, b.XDP.Enabled) }},
-	{"xdp.interfaces", func(a, b *policy.Policy) string {
-		if xdpInert(a, b) {
-			return ""
-		}
-		return listChanged(a.XDP.Interfaces, b.XDP.Interfaces)
-	}},
-	{"xdp.mode", func(a, b *policy.Policy) string {
-		if xdpInert(a, b) {
-			return ""
-		}
-		return quoted(a.XDP.Mode, b.XDP.Mode)
-	}},
-	{"xdp.pin_dir", func(a, b *policy.Policy) string {
-		if xdpInert(a, b) {
-			return ""
-		}
-		return quoted(a.XDP.PinDir, b.XDP.PinDir)
-	}},
+	{"xdp.interfaces", unlessInert(xdpInert, func(a, b *policy.Policy) string { return listChanged(a.XDP.Interfaces, b.XDP.Interfaces) })},
+	{"xdp.mode", unlessInert(xdpInert, func(a, b *policy.Policy) string { return quoted(a.XDP.Mode, b.XDP.Mode) })},
+	{"xdp.pin_dir", unlessInert(xdpInert, func(a, b *policy.Policy) string { return quoted(a.XDP.PinDir, b.XDP.PinDir) })},
 	{"nftables.enabled", func(a, b *policy.Policy) string { return changed(a.Nftables.Enabled, b.Nftables.Enabled) }},
-	{"nftables.table", func(a, b *policy.Policy) string {
-		if nftInert(a, b) {
-			return ""
-		}
-		return quoted(a.Nftables.Table, b.Nftables.Table)
-	}},
-	{"nftables.media_ports", func(a, b *policy.Policy) string {
-		if nftInert(a, b) {
-			return ""
-		}
+	{"nftables.table", unlessInert(nftInert, func(a, b *policy.Policy) string { return quoted(a.Nftables.Table, b.Nftables.Table) })},
+	{"nftables.media_ports", unlessInert(nftInert, func(a, b *policy.Policy) string {
 		return listChanged(a.Nftables.MediaPorts, b.Nftables.MediaPorts)
-	}},
-	{"nftables.trunks_only", func(a, b *policy.Policy) string {
-		if nftInert(a, b) {
-			return ""
-		}
+	})},
+	{"nftables.trunks_only", unlessInert(nftInert, func(a, b *policy.Policy) string {
 		return changed(a.Nftables.TrunksOnly, b.Nftables.TrunksOnly)
-	}},
+	})},
 }
 
 func webhooksEqual(a, b []policy.Webhook) bool {
