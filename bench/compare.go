@@ -820,6 +820,7 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 		"-r", strconv.Itoa(rate), "-m", strconv.Itoa(st.Calls), "-l", strconv.Itoa(limit),
 		"-d", "0", "-recv_timeout", "10000", "-trace_stat", "-stf", "uac.csv"}, common...)...)
 	if err != nil {
+		stopFlood() // not into the teardown and the next step
 		return st, err
 	}
 	t0 := time.Now()
