@@ -82,7 +82,11 @@ func TestRegisteredUsersKamailio(t *testing.T) {
 	extTCP, _ := e.sbc.ListenAddr("external", "tcp")
 	intUDP, _ := e.sbc.ListenAddr("internal", "udp")
 
-	answers := newUserPhone(t, phoneUDPIP, false, sipua.Plan{Provisional: []sipua.Provisional{{Code: 180}}, Delay: 300 * time.Millisecond})
+	// The UDP phone answers once the TCP phone rings: answering sooner
+	// races Kamailio's CANCEL of the other branch against the SBC's INVITE
+	// to the TCP phone (which the SBC, cancelled first, never sends).
+	ring := make(chan struct{})
+	answers := newUserPhone(t, phoneUDPIP, false, sipua.Plan{Provisional: []sipua.Provisional{{Code: 180}}, Hold: ring})
 	rings := newUserPhone(t, phoneTCPIP, true, sipua.Plan{Provisional: []sipua.Provisional{{Code: 180}}, Delay: 30 * time.Second})
 
 	register := func(ph *sipua.Backend, tr, to string, expires int, wildcard bool) *sip.Response {
@@ -148,6 +152,10 @@ func TestRegisteredUsersKamailio(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := rings.WaitCall(e.ctx, func(ci sipua.CallInfo) bool { return ci.State == sipua.StateRinging }); err != nil {
+		t.Fatalf("the TCP phone did not ring: %v", err)
+	}
+	close(ring)
 	final, err := call.WaitFinal(e.ctx)
 	if err != nil || final.StatusCode != 200 {
 		t.Fatalf("the call to alice: %v %v\n%s", final, err, reg.Log())

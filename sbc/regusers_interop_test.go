@@ -132,8 +132,8 @@ var contactExpires = regexp.MustCompile(`(?mi)^(?:Contact|m):.*;expires=(\d+)`)
 //     internal face), no phone address.
 //   - A call from the PBX side (an INVITE to Kamailio, which forks to both
 //     contacts) reaches both phones through the SBC, the TCP one over the
-//     connection it opened; the auto-answer phone answers, the other one
-//     (manual answer: it rings) gets CANCEL; neither INVITE names an
+//     connection it opened; both ring, the UDP phone answers (told to
+//     once both ring), the TCP one gets CANCEL; neither INVITE names an
 //     internal address. The PBX's BYE reaches the phone that answered.
 //   - Quitting baresip unregisters (expires 0): Kamailio's location and
 //     the SBC's cache are empty, sbc_registrations is 0.
@@ -172,8 +172,13 @@ func TestRegisteredBaresipsKamailio(t *testing.T) {
 	extUDP, _ := e.sbc.ListenAddr("external", "udp")
 	extTCP, _ := e.sbc.ListenAddr("external", "tcp")
 
+	// The UDP phone answers when told to (its console): only once both
+	// phones ring. Auto-answer raced the fork: its 200 came back within
+	// milliseconds, and Kamailio's CANCEL of the other branch could reach
+	// the SBC before its INVITE to the TCP phone went out, which the SBC
+	// then rightly never sent.
 	answers := baresip.Start(t, baresip.Options{IP: netip.MustParseAddr(phoneUDPIP), User: "alice", Quit: 5 * time.Minute,
-		Registrar: extUDP, Domain: domain, Transport: "udp", Password: password, Expires: 3600})
+		Registrar: extUDP, Domain: domain, Transport: "udp", Password: password, Expires: 3600, AnswerMode: "manual", Console: true})
 	rings := baresip.Start(t, baresip.Options{IP: netip.MustParseAddr(phoneTCPIP), User: "alice", Quit: 5 * time.Minute,
 		Registrar: extTCP, Domain: domain, Transport: "tcp", Password: password, Expires: 3600, AnswerMode: "manual"})
 	phones := []struct {
@@ -213,6 +218,14 @@ func TestRegisteredBaresipsKamailio(t *testing.T) {
 	pbx := e.newCaller(pbxPhoneIP + ":0")
 	call, err := pbx.Dial(ctx, reg.Addr("udp").String(), sipua.DialOptions{User: "alice"})
 	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ph := range phones {
+		waitTrace(t, ph.ua, ph.name+" rings", regWait, func(m []baresip.Message) bool {
+			return len(sipMessages(m, "SIP/2.0 180", "INVITE")) > 0
+		})
+	}
+	if err := answers.Command("accept"); err != nil {
 		t.Fatal(err)
 	}
 	final, err := call.WaitFinal(ctx)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -66,6 +67,10 @@ type Options struct {
 	// incoming call is answered at once), "manual" (it rings, 180, until
 	// the caller gives up) or "early".
 	AnswerMode string
+	// Console loads baresip's cons module on a free port of IP, for
+	// Command: a test that must order a call's steps (answer only once
+	// something else has happened) drives the agent through it.
+	Console bool
 	// NoRTCPMux sets rtcp_mux no: RTCP on the RTP port + 1, without
 	// a=rtcp-mux (with dtls_srtp, a DTLS association per component).
 	NoRTCPMux bool
@@ -85,6 +90,7 @@ type UA struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
 	werr error         // Wait's result, set before done is closed
+	cons netip.AddrPort // the cons module's address (Options.Console)
 
 	stopOnce sync.Once
 }
@@ -96,7 +102,7 @@ const (
 
 // modules are the baresip modules the configuration loads.
 var modules = []string{"g711.so", "ausine.so", "sndfile.so", "srtp.so", "dtls_srtp.so",
-	"uuid.so", "account.so", "menu.so", "debug_cmd.so"}
+	"uuid.so", "account.so", "menu.so", "debug_cmd.so", "cons.so"}
 
 const install = "install Debian packages baresip-core and sox"
 
@@ -179,7 +185,14 @@ func Start(t testing.TB, o Options) *UA {
 	if err := os.Mkdir(filepath.Join(dir, "dump"), 0o700); err != nil {
 		t.Fatalf("baresip: %v", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "config"), []byte(config(inst, dir, o)), 0o600); err != nil {
+	var cons netip.AddrPort
+	if o.Console {
+		var err error
+		if cons, err = freePort(o.IP); err != nil {
+			t.Fatalf("baresip: a port for the console: %v", err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config"), []byte(config(inst, dir, o, cons)), 0o600); err != nil {
 		t.Fatalf("baresip: %v", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "accounts"), []byte(account(o)+"\n"), 0o600); err != nil {
@@ -190,7 +203,7 @@ func Start(t testing.TB, o Options) *UA {
 	if o.Dial != "" {
 		args = append(args, "-e", "/dial "+o.Dial)
 	}
-	u := &UA{t: t, dir: dir, out: &logBuffer{}, err: &logBuffer{}, done: make(chan struct{})}
+	u := &UA{t: t, dir: dir, out: &logBuffer{}, err: &logBuffer{}, done: make(chan struct{}), cons: cons}
 	u.cmd = exec.Command(inst.baresip, args...)
 	u.cmd.Dir = dir
 	u.cmd.Stdout = u.out
@@ -216,7 +229,7 @@ func Start(t testing.TB, o Options) *UA {
 	return u
 }
 
-func config(inst installation, dir string, o Options) string {
+func config(inst installation, dir string, o Options, cons netip.AddrPort) string {
 	return fmt.Sprintf(`poll_method	epoll
 sip_listen	%s
 net_interface	%s
@@ -239,7 +252,36 @@ module_tmp	account.so
 module_app	menu.so
 module_app	debug_cmd.so
 snd_path	%s
-`, netip.AddrPortFrom(o.IP, 0), o.IP, o.ToneHz, o.RTPPorts[0], o.RTPPorts[1], map[bool]string{false: "yes", true: "no"}[o.NoRTCPMux], inst.modules, filepath.Join(dir, "dump")) + cafile(o)
+`, netip.AddrPortFrom(o.IP, 0), o.IP, o.ToneHz, o.RTPPorts[0], o.RTPPorts[1], map[bool]string{false: "yes", true: "no"}[o.NoRTCPMux], inst.modules, filepath.Join(dir, "dump")) + cafile(o) + console(cons)
+}
+
+// console is the configuration of the cons module at addr (none when
+// addr is zero).
+func console(addr netip.AddrPort) string {
+	if !addr.IsValid() {
+		return ""
+	}
+	return "module\tcons.so\ncons_listen\t" + addr.String() + "\n"
+}
+
+// freePort finds a port of ip free for both UDP and TCP, as the cons
+// module listens on both. The port is free when freePort returns; the
+// tests that use it own their loopback address.
+func freePort(ip netip.Addr) (netip.AddrPort, error) {
+	for range 10 {
+		tl, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
+		if err != nil {
+			return netip.AddrPort{}, err
+		}
+		addr := tl.Addr().(*net.TCPAddr).AddrPort()
+		ul, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+		_ = tl.Close()
+		if err == nil {
+			_ = ul.Close()
+			return addr, nil
+		}
+	}
+	return netip.AddrPort{}, fmt.Errorf("no port of %v free for both UDP and TCP", ip)
 }
 
 func cafile(o Options) string {
@@ -305,6 +347,24 @@ func (u *UA) waitReady(ip netip.Addr) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Command runs a menu command ("accept", "hangup", ...) in the agent
+// through its console (Options.Console), as typed after '/'. It returns
+// once the command is sent: its effects show in the SIP trace.
+func (u *UA) Command(cmd string) error {
+	if !u.cons.IsValid() {
+		return errors.New("baresip: started without Options.Console")
+	}
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(u.cons))
+	if err != nil {
+		return fmt.Errorf("baresip console: %w", err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("/" + cmd + "\n")); err != nil {
+		return fmt.Errorf("baresip console: %w", err)
+	}
+	return nil
 }
 
 // SIPAddr is the agent's UDP SIP address.

@@ -67,3 +67,44 @@ func TestDirectCall(t *testing.T) {
 		})
 	}
 }
+
+// TestConsoleAnswer: a manual-answer agent rings until told to accept
+// through its console, then answers; an agent without a console refuses
+// Command.
+func TestConsoleAnswer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs baresip for seconds")
+	}
+	callee := Start(t, Options{IP: netip.MustParseAddr("127.0.0.2"), User: "b", AnswerMode: "manual", Console: true})
+	caller := Start(t, Options{User: "a", Quit: 20 * time.Second, Dial: "sip:b@" + callee.SIPAddr().String()})
+	if err := caller.Command("accept"); err == nil {
+		t.Error("Command on an agent without a console: no error")
+	}
+	sent := func(start string) bool {
+		for _, m := range callee.Sent() {
+			if strings.HasPrefix(m.StartLine(), start) && strings.Contains(m.Text, "INVITE") {
+				return true
+			}
+		}
+		return false
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !sent("SIP/2.0 180") {
+		if time.Now().After(deadline) {
+			t.Fatal("the callee did not ring")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if sent("SIP/2.0 200") {
+		t.Fatal("the manual-answer callee answered by itself")
+	}
+	if err := callee.Command("accept"); err != nil {
+		t.Fatal(err)
+	}
+	for !sent("SIP/2.0 200") {
+		if time.Now().After(deadline) {
+			t.Fatal("the callee did not answer after accept")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -22,6 +22,10 @@ type Plan struct {
 	// Delay waits this long (after the provisional responses) before the
 	// final response; a CANCEL during the wait ends the call with 487.
 	Delay time.Duration
+	// Hold, when not nil, waits after Delay until it is closed: a test
+	// answers once something else has happened (a CANCEL during the wait
+	// ends the call with 487). Shared by every INVITE the plan answers.
+	Hold <-chan struct{}
 	// Final is the final status code (200 to 699); 0 means 200.
 	Final int
 	// Headers are added to the final response (a Contact for a 3xx, a
@@ -470,6 +474,22 @@ func (b *Backend) sleep(d time.Duration, cancelled <-chan struct{}, tx sip.Serve
 	return false
 }
 
+// hold waits for release to be closed (at once when it is nil); false
+// when the INVITE was cancelled or the backend closed first.
+func (b *Backend) hold(release <-chan struct{}, cancelled <-chan struct{}, tx sip.ServerTransaction) bool {
+	if release == nil {
+		return true
+	}
+	select {
+	case <-release:
+		return true
+	case <-cancelled:
+	case <-tx.Done():
+	case <-b.ep.closed:
+	}
+	return false
+}
+
 // validInvite checks what the Backend needs of an INVITE before planning.
 func validInvite(req *sip.Request) bool {
 	return req.Contact() != nil && req.From() != nil && req.To() != nil &&
@@ -589,7 +609,7 @@ func (b *Backend) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			b.update(callID, func(c *CallInfo) { c.State = StateRinging })
 		}
 	}
-	if !b.sleep(plan.Delay, cancelled, tx) {
+	if !b.sleep(plan.Delay, cancelled, tx) || !b.hold(plan.Hold, cancelled, tx) {
 		finish(StateCancelled, 487)
 		return
 	}

@@ -278,6 +278,47 @@ func TestCancel(t *testing.T) {
 	}
 }
 
+// TestHold: a plan with Hold rings until the channel is closed, then
+// answers; a CANCEL while it holds ends the call with 487.
+func TestHold(t *testing.T) {
+	for _, release := range []bool{true, false} {
+		t.Run(map[bool]string{true: "released", false: "cancelled"}[release], func(t *testing.T) {
+			ctx := ctxT(t)
+			hold := make(chan struct{})
+			b := newBackend(t, BackendOptions{Answer: Always(Plan{Provisional: []Provisional{{Code: 180}}, Hold: hold})})
+			c := newCaller(t, CallerOptions{})
+			call, err := c.Dial(ctx, b.Addr(), DialOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.WaitCall(ctx, func(ci CallInfo) bool { return ci.State == StateRinging }); err != nil {
+				t.Fatal(err)
+			}
+			want := 200
+			if release {
+				close(hold)
+			} else {
+				want = 487
+				if err := call.Cancel(ctx); err != nil {
+					t.Fatalf("Cancel: %v", err)
+				}
+			}
+			res, err := call.WaitFinal(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.StatusCode != want {
+				t.Errorf("final = %d, want %d", res.StatusCode, want)
+			}
+			if release {
+				if err := call.Bye(ctx); err != nil {
+					t.Errorf("BYE: %v", err)
+				}
+			}
+		})
+	}
+}
+
 func TestReInviteBothWays(t *testing.T) {
 	ctx := ctxT(t)
 	b := newBackend(t, BackendOptions{})
