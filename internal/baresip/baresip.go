@@ -88,8 +88,8 @@ type UA struct {
 	out  *logBuffer // stdout: logs, the SIP trace, the statistics
 	err  *logBuffer // stderr: the status line, redrawn with \r
 	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
-	werr error         // Wait's result, set before done is closed
+	done chan struct{}  // closed when the process has exited
+	werr error          // Wait's result, set before done is closed
 	cons netip.AddrPort // the cons module's address (Options.Console)
 
 	stopOnce sync.Once
