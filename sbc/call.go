@@ -325,7 +325,6 @@ func (s *SBC) callRefused(p peer, result string, toUser bool) {
 // startCall is stage 5 for a routed call: 100 Trying, the media relay,
 // and the call's state machine.
 func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx sip.ServerTransaction, release func(), plan *callPlan) {
-	pc := plan.pools[0].cfg
 	replaces := ""
 	if h := req.GetHeader("Replaces"); h != nil && plan.hairpin {
 		replaces = h.Value() // to the holder of the dialog it names, as it is
@@ -343,7 +342,21 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 	// set up media and route, and the relay's ports and SDP (~10-20 µs
 	// when anchored) need not delay it.
 	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
+	// In a UDP read loop with more of the batch to handle (a burst), the
+	// rest waits for that: the INVITEs behind this one get their 100
+	// after its checks, not after its whole set-up (udppeers.go).
+	if !sip.IsReliable(req.Transport()) && ep.peers.afterBatch(func() { s.setupCall(ep, st, p, req, tx, release, plan, replaces, true) }) {
+		ep.detach(req, tx)
+		return
+	}
+	s.setupCall(ep, st, p, req, tx, release, plan, replaces, false)
+}
 
+// setupCall is startCall after the 100 Trying: the media, the call, its
+// state machine started. later: it runs after the handler returned
+// (afterBatch), the transaction detached.
+func (s *SBC) setupCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx sip.ServerTransaction, release func(), plan *callPlan, replaces string, later bool) {
+	pc := plan.pools[0].cfg
 	// The media relay: a call without relay ports is refused (503), one
 	// whose SDP the SBC cannot take too (488), before any leg exists.
 	var ct string
@@ -366,6 +379,9 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 		me := &mediaError{code: 500, phrase: "Server Internal Error", r: reasonMediaBind, err: err}
 		errors.As(err, &me)
 		s.act(ep, p, req, tx, answer(stageMedia, me.r, me.code, me.phrase).with("error", err.Error()))
+		if later {
+			endDetached(tx)
+		}
 		s.callRefused(p, resultNoMedia, plan.binding != nil)
 		return
 	}
@@ -456,7 +472,7 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 	// In a UDP read loop the handler returns at once: the transaction is
 	// ended once A's final response is out (markFinalSent). Elsewhere it
 	// waits for that, as sipgo ends the transaction when it returns.
-	detached := ep.detach(req, tx)
+	detached := later || ep.detach(req, tx)
 	if detached {
 		c.aTxDetached.Store(tx.(*sip.ServerTx))
 	}

@@ -337,6 +337,8 @@ func (r *batchReader) behind() bool {
 // reader when it ends, whichever way): what the socket held for it goes
 // out.
 func (r *batchReader) Close() error {
+	r.g.u.more.Store(false)
+	r.g.u.runLater()
 	if r.open {
 		r.open = false
 		r.g.raw.q.end(r.g.raw)
@@ -354,8 +356,14 @@ func (r *batchReader) ReadFrom(b []byte) (int, net.Addr, error) {
 			if !g.admit(data, addr, at, err) {
 				continue
 			}
+			// Only a reader alone on its socket: readers that read
+			// alongside (lagging) take the set-ups of one another's
+			// batches.
+			g.u.more.Store(r.next < r.n && !g.lagging.Load())
 			return copy(b, data), addr, err
 		}
+		g.u.more.Store(false)
+		g.u.runLater()
 		if r.open {
 			r.open = false
 			g.raw.q.end(g.raw)

@@ -277,3 +277,71 @@ func TestBatchReaderClose(t *testing.T) {
 		t.Fatalf("held write: %q, %v", pb[:n], err)
 	}
 }
+
+// TestAfterBatch: a call's set-up queued (afterBatch) while the reader
+// has more of its batch to hand out runs when the read loop asks for the
+// read after the batch's last datagram, before that read, in the order
+// queued; the last datagram's set-up queues behind the others rather
+// than jumping them; with nothing behind and nothing queued, nothing is
+// queued; Close runs what is queued.
+func TestAfterBatch(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	u := e.sbc.realms["external"].peers
+	g, send := stampedGen(t, u, make(chan struct{}))
+	r := newBatchReader(g)
+	buf := make([]byte, 2048)
+	read := func(want string) {
+		t.Helper()
+		_ = g.PacketConn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err := r.ReadFrom(buf)
+		if err != nil || string(buf[:n]) != want {
+			t.Fatalf("read %q, %v; want %q", buf[:n], err, want)
+		}
+	}
+	var ran []int
+	queue := func(i int) bool { return u.afterBatch(func() { ran = append(ran, i) }) }
+	msg := func(i int) string { return fmt.Sprintf("SIP/2.0 180 Ringing\r\nX-N: %d\r\n\r\n", i) }
+
+	send(msg(1), msg(2), msg(3)) // in the receive queue when send returns
+	read(msg(1))
+	if r.n != 3 {
+		t.Fatalf("the first read took %d datagrams, want 3", r.n)
+	}
+	if !queue(1) {
+		t.Fatal("a set-up with two datagrams of its batch behind it was not queued")
+	}
+	read(msg(2))
+	if !queue(2) {
+		t.Fatal("second set-up not queued")
+	}
+	read(msg(3))
+	if u.more.Load() {
+		t.Fatal("more set for the batch's last datagram")
+	}
+	if !queue(3) {
+		t.Fatal("the last datagram's set-up ran ahead of those queued")
+	}
+	if len(ran) != 0 {
+		t.Fatalf("set-ups ran before the batch was handled: %v", ran)
+	}
+	send(msg(4))
+	read(msg(4))
+	if fmt.Sprint(ran) != "[1 2 3]" {
+		t.Fatalf("set-ups run %v, want [1 2 3] before the next read", ran)
+	}
+	if queue(4) {
+		t.Fatal("a set-up with nothing behind it and nothing queued was queued")
+	}
+
+	send(msg(5), msg(6))
+	read(msg(5))
+	if !queue(5) {
+		t.Fatal("set-up not queued")
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(ran) != "[1 2 3 5]" || u.more.Load() {
+		t.Fatalf("after Close: set-ups run %v (more %v), want [1 2 3 5]", ran, u.more.Load())
+	}
+}

@@ -62,6 +62,61 @@ type udpPeers struct {
 	quit   <-chan struct{}
 	pool   *sip.ConnectionPool
 	mu     sync.Mutex // serialises resets
+
+	// The rest of a batch before a call's set-up (afterBatch): more is
+	// set while the reader handing out a datagram has more of its batch
+	// behind it; what waits for them is in later.
+	more  atomic.Bool
+	lmu   sync.Mutex
+	later []func()
+	spare []func()
+}
+
+// afterBatch queues f to run once the reader that handed out the
+// datagram being handled has handled the rest of its batch (runLater),
+// when there is a rest, or behind what is queued already (the batch's
+// last set-up keeps its place); it reports whether it queued f. A new call's
+// 100 Trying goes out at once and its set-up (media, the INVITE to B)
+// waits for the datagrams read with its INVITE: in a burst of INVITEs
+// each is answered 100 after its predecessors' checks rather than
+// after their whole set-up, and the set-ups keep their order.
+func (u *udpPeers) afterBatch(f func()) bool {
+	if u == nil {
+		return false
+	}
+	more := u.more.Load()
+	u.lmu.Lock()
+	defer u.lmu.Unlock()
+	if !more && len(u.later) == 0 {
+		return false
+	}
+	u.later = append(u.later, f)
+	return true
+}
+
+// runLater runs what afterBatch queued, in order (and what is queued
+// while it runs). Any reader may run it; each does at the end of its
+// batch, so that nothing waits for more than a batch.
+func (u *udpPeers) runLater() {
+	for {
+		u.lmu.Lock()
+		fs := u.later
+		if len(fs) == 0 {
+			u.lmu.Unlock()
+			return
+		}
+		u.later, u.spare = u.spare[:0], nil
+		u.lmu.Unlock()
+		for i, f := range fs {
+			fs[i] = nil
+			f()
+		}
+		u.lmu.Lock()
+		if u.spare == nil {
+			u.spare = fs[:0]
+		}
+		u.lmu.Unlock()
+	}
 }
 
 // udpSock is one UDP listener socket and its current generation.
