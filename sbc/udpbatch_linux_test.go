@@ -344,4 +344,21 @@ func TestAfterBatch(t *testing.T) {
 	if fmt.Sprint(ran) != "[1 2 3 5]" || u.more.Load() {
 		t.Fatalf("after Close: set-ups run %v (more %v), want [1 2 3 5]", ran, u.more.Load())
 	}
+
+	// A read loop without batches (no raw path) runs what is queued
+	// before it waits too: a handler of its own may have queued behind
+	// another reader's batch.
+	u.more.Store(true)
+	if !queue(6) {
+		t.Fatal("set-up not queued")
+	}
+	u.more.Store(false)
+	send(msg(7))
+	_ = g.PacketConn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, _, err := g.ReadFrom(buf); err != nil || string(buf[:n]) != msg(7) {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	if fmt.Sprint(ran) != "[1 2 3 5 6]" {
+		t.Fatalf("set-ups run %v, want [1 2 3 5 6] once the loop read", ran)
+	}
 }

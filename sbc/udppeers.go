@@ -96,7 +96,8 @@ func (u *udpPeers) afterBatch(f func()) bool {
 
 // runLater runs what afterBatch queued, in order (and what is queued
 // while it runs). Any reader may run it; each does at the end of its
-// batch, so that nothing waits for more than a batch.
+// batch, and every read loop before it waits for a datagram, so that a
+// set-up waits for no more than a batch, and never for the next one.
 func (u *udpPeers) runLater() {
 	for {
 		u.lmu.Lock()
@@ -255,6 +256,9 @@ var errRawFamily = errors.New("sbc: datagram from an unknown address family")
 // through a batch reader of its own instead, and a caller of ReadFrom
 // gets the net package's read, unstamped, so nothing it reads is shed.
 func (g *udpGen) ReadFrom(b []byte) (int, net.Addr, error) {
+	// Set-ups a handler of this loop queued behind another reader's
+	// batch (afterBatch) run before this loop waits for a datagram.
+	g.u.runLater()
 	if err := g.mayRead(); err != nil {
 		return 0, nil, err
 	}
