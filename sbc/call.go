@@ -345,8 +345,10 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 	// In a UDP read loop with more of the batch to handle (a burst), the
 	// rest waits for that: the INVITEs behind this one get their 100
 	// after its checks, not after its whole set-up (udppeers.go).
-	if !sip.IsReliable(req.Transport()) && ep.peers.afterBatch(func() { s.setupCall(ep, st, p, req, tx, release, plan, replaces, true) }) {
+	// (The closure is built only then: it escapes.)
+	if !sip.IsReliable(req.Transport()) && ep.peers.deferring() {
 		ep.detach(req, tx)
+		ep.peers.afterBatch(func() { s.setupCall(ep, st, p, req, tx, release, plan, replaces, true) })
 		return
 	}
 	s.setupCall(ep, st, p, req, tx, release, plan, replaces, false)

@@ -278,7 +278,7 @@ func TestBatchReaderClose(t *testing.T) {
 	}
 }
 
-// TestAfterBatch: a call's set-up queued (afterBatch) while the reader
+// TestAfterBatch: a call's set-up queued (deferring, afterBatch) while the reader
 // has more of its batch to hand out runs when the read loop asks for the
 // read after the batch's last datagram, before that read, in the order
 // queued; the last datagram's set-up queues behind the others rather
@@ -299,7 +299,13 @@ func TestAfterBatch(t *testing.T) {
 		}
 	}
 	var ran []int
-	queue := func(i int) bool { return u.afterBatch(func() { ran = append(ran, i) }) }
+	queue := func(i int) bool {
+		if !u.deferring() {
+			return false
+		}
+		u.afterBatch(func() { ran = append(ran, i) })
+		return true
+	}
 	msg := func(i int) string { return fmt.Sprintf("SIP/2.0 180 Ringing\r\nX-N: %d\r\n\r\n", i) }
 
 	send(msg(1), msg(2), msg(3)) // in the receive queue when send returns

@@ -63,7 +63,7 @@ type udpPeers struct {
 	pool   *sip.ConnectionPool
 	mu     sync.Mutex // serialises resets
 
-	// The rest of a batch before a call's set-up (afterBatch): more is
+	// The rest of a batch before a call's set-up (deferring): more is
 	// set while the reader handing out a datagram has more of its batch
 	// behind it; what waits for them is in later.
 	more  atomic.Bool
@@ -72,26 +72,34 @@ type udpPeers struct {
 	spare []func()
 }
 
-// afterBatch queues f to run once the reader that handed out the
-// datagram being handled has handled the rest of its batch (runLater),
-// when there is a rest, or behind what is queued already (the batch's
-// last set-up keeps its place); it reports whether it queued f. A new call's
-// 100 Trying goes out at once and its set-up (media, the INVITE to B)
-// waits for the datagrams read with its INVITE: in a burst of INVITEs
-// each is answered 100 after its predecessors' checks rather than
-// after their whole set-up, and the set-ups keep their order.
-func (u *udpPeers) afterBatch(f func()) bool {
+// deferring reports whether a new call's set-up handled now waits for
+// the rest of a batch (afterBatch): the reader that handed out the
+// datagram has more of its batch behind it, or set-ups are queued
+// already (the batch's last one keeps its place behind them). A new
+// call's 100 Trying goes out at once and its set-up (media, the INVITE
+// to B) waits for the datagrams read with its INVITE: in a burst of
+// INVITEs each is answered 100 after its predecessors' checks rather
+// than after their whole set-up, and the set-ups keep their order.
+func (u *udpPeers) deferring() bool {
 	if u == nil {
 		return false
 	}
-	more := u.more.Load()
-	u.lmu.Lock()
-	defer u.lmu.Unlock()
-	if !more && len(u.later) == 0 {
-		return false
+	if u.more.Load() {
+		return true
 	}
+	u.lmu.Lock()
+	n := len(u.later)
+	u.lmu.Unlock()
+	return n > 0
+}
+
+// afterBatch queues f, which runLater runs. Called by a read loop's
+// handler where deferring said so: should the queue have been run in
+// between, the loop runs it before its next read.
+func (u *udpPeers) afterBatch(f func()) {
+	u.lmu.Lock()
 	u.later = append(u.later, f)
-	return true
+	u.lmu.Unlock()
 }
 
 // runLater runs what afterBatch queued, in order (and what is queued
