@@ -464,14 +464,7 @@ func (b *Backend) sleep(d time.Duration, cancelled <-chan struct{}, tx sip.Serve
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-cancelled:
-	case <-tx.Done():
-	case <-b.ep.closed:
-	}
-	return false
+	return until(b, t.C, cancelled, tx)
 }
 
 // hold waits for release to be closed (at once when it is nil); false
@@ -480,8 +473,14 @@ func (b *Backend) hold(release <-chan struct{}, cancelled <-chan struct{}, tx si
 	if release == nil {
 		return true
 	}
+	return until(b, release, cancelled, tx)
+}
+
+// until waits for done; false if the INVITE was cancelled, its
+// transaction ended or the Backend closed first.
+func until[T any](b *Backend, done <-chan T, cancelled <-chan struct{}, tx sip.ServerTransaction) bool {
 	select {
-	case <-release:
+	case <-done:
 		return true
 	case <-cancelled:
 	case <-tx.Done():
