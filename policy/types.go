@@ -102,12 +102,21 @@ type Server struct {
 	// process may use. Default (0) 512 MiB; -1 turns the floor off (Go's
 	// own pacing); else between 16 MiB and 1 TiB.
 	GCHeapFloor int `toml:"gc_heap_floor"`
+	// HeapHugePages: the heap the SBC touches up to GCHeapFloor is
+	// advised to the kernel as transparent huge pages (madvise
+	// MADV_HUGEPAGE), so that it is mapped by 2 MiB pages rather than
+	// 4 KiB ones (sbc/gcpace.go). Default (unset) true.
+	HeapHugePages *bool `toml:"heap_huge_pages"`
 	// MemoryLimit is Go's soft memory limit in bytes (GOMEMLIMIT, which
 	// wins when set in the environment): near it the collector runs as
 	// often as it must, floor or not. 0 (default): none; else at least
 	// 64 MiB.
 	MemoryLimit int `toml:"memory_limit"`
 }
+
+// HugePages reports whether the heap touched up to the GC floor is
+// advised as transparent huge pages (server.heap_huge_pages).
+func (s Server) HugePages() bool { return s.HeapHugePages == nil || *s.HeapHugePages }
 
 // Admin is the admin API and metrics listener. Every endpoint but
 // /metrics and /healthz requires authentication: a client certificate

@@ -1,7 +1,11 @@
 package sbc
 
 import (
+	"fmt"
 	"os"
+	"strconv"
+	"strings"
+	"testing"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -34,4 +38,93 @@ func residentPages(b []byte) (resident, pages int, known bool) {
 		}
 	}
 	return resident, pages, true
+}
+
+// The block prefaultHeap touches is advised as huge pages when
+// server.heap_huge_pages is on, and not when it is off: the kernel marks
+// the block's mapping "hg" (VmFlags in /proc/self/smaps) only for the
+// former. The off case is judged only on memory this test has not
+// advised before (the heap reuses it: -count, other tests).
+func TestPrefaultHugePages(t *testing.T) {
+	const floor = 16 << 20
+	for _, huge := range []bool{false, true} {
+		prefaultFloor(t, floor)
+		gcPace.mu.Lock()
+		gcPace.huge = huge
+		gcPace.mu.Unlock()
+		var flags string
+		var err error
+		var reused bool
+		prefaultTouchedHook = func(b []byte) {
+			flags, err = vmFlags(b)
+			lo := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+			hi := lo + uintptr(len(b))
+			for _, r := range advisedRanges {
+				reused = reused || (lo < r[1] && r[0] < hi)
+			}
+			if huge {
+				advisedRanges = append(advisedRanges, [2]uintptr{lo, hi})
+			}
+		}
+		n := prefaultDue(floor)
+		ok, paged := prefaultHeap(n)
+		prefaultTouchedHook = nil
+		gcPace.mu.Lock()
+		gcPace.huge, gcPace.faulting = false, false
+		gcPace.mu.Unlock()
+		if !ok {
+			t.Fatalf("huge %v: prefaultHeap touched nothing", huge)
+		}
+		if err != nil {
+			t.Skipf("smaps: %v", err)
+		}
+		advised := strings.Contains(" "+flags+" ", " hg ")
+		switch {
+		case huge && strings.HasPrefix(paged, "not advised"):
+			t.Skipf("madvise: %s", paged)
+		case !huge && reused:
+			// judged on fresh memory only
+		case huge != advised:
+			t.Errorf("huge pages %v (%s): the block's mapping has VmFlags %q", huge, paged, flags)
+		case !huge && paged != "off":
+			t.Errorf("huge pages off, reported %q", paged)
+		}
+	}
+}
+
+// advisedRanges are the blocks TestPrefaultHugePages advised.
+var advisedRanges [][2]uintptr
+
+// vmFlags is the VmFlags line of the mapping in /proc/self/smaps that
+// holds b's first page.
+func vmFlags(b []byte) (string, error) {
+	addr := uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b))))
+	data, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		return "", err
+	}
+	in := false
+	for _, line := range strings.Split(string(data), "\n") {
+		if lo, hi, ok := smapsRange(line); ok {
+			in = lo <= addr && addr < hi
+			continue
+		}
+		if in && strings.HasPrefix(line, "VmFlags:") {
+			return strings.TrimSpace(strings.TrimPrefix(line, "VmFlags:")), nil
+		}
+	}
+	return "", fmt.Errorf("no mapping holds %#x", addr)
+}
+
+// smapsRange parses the address range that starts a mapping's entry in
+// smaps ("7f12a000-7f12c000 rw-p ...").
+func smapsRange(line string) (lo, hi uint64, ok bool) {
+	f, _, _ := strings.Cut(line, " ")
+	l, h, found := strings.Cut(f, "-")
+	if !found {
+		return 0, 0, false
+	}
+	lo, err1 := strconv.ParseUint(l, 16, 64)
+	hi, err2 := strconv.ParseUint(h, 16, 64)
+	return lo, hi, err1 == nil && err2 == nil
 }

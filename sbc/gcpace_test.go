@@ -134,7 +134,7 @@ func TestPrefaultHeap(t *testing.T) {
 	if again := prefaultDue(floor); again != 0 {
 		t.Fatalf("a second prefault due (%d bytes) while one is under way", again)
 	}
-	if !prefaultHeap(n) {
+	if ok, _ := prefaultHeap(n); !ok {
 		t.Fatal("prefaultHeap touched nothing")
 	}
 	if known && resident != pages {
@@ -180,7 +180,7 @@ func TestPrefaultLoopRaisedFloor(t *testing.T) {
 		t.Fatalf("second prefault due (%d bytes) while one is under way", again)
 	}
 	var rounds []uint64
-	prefaultLoop(n, func(n uint64, _ time.Duration) { rounds = append(rounds, n) })
+	prefaultLoop(n, func(n uint64, _ time.Duration, _ string) { rounds = append(rounds, n) })
 	gcPace.mu.Lock()
 	touched, faulting := gcPace.touched, gcPace.faulting
 	gcPace.mu.Unlock()

@@ -368,6 +368,7 @@ var reloadFields = map[string]reloadRule{
 	"server.state_dir":        ruleRestart("server.state_dir"),
 	"server.gc_heap_floor":    ruleLive, // applied to the process at every reload (Options.ManageGC)
 	"server.memory_limit":     ruleLive,
+	"server.heap_huge_pages":  ruleLive, // for the heap touched from then on (a reload that raises gc_heap_floor)
 
 	"server.tcp_message_timeout": ruleLive, // read for every message (stream.go)
 
