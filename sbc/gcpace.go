@@ -155,12 +155,11 @@ func prefaultDue(floor uint64) uint64 {
 // prefaultHeap touches n bytes of new heap and gives them back to the
 // heap as free memory that is already mapped. It reports whether it
 // touched them (false: the floor went meanwhile), and how they were
-// paged (hugePages). It does not hold
-// gcPace.mu while it writes the pages (~1.4 s for 512 MiB here), so a
-// reload's setGC does not wait for it; while it runs (gcPace.faulting),
-// setPercentLocked records the percentage a reload or the per-cycle hook
-// paces and leaves collection off, and prefaultHeap applies the
-// percentage in force when it is done.
+// paged (hugePages). It does not hold gcPace.mu while it writes the
+// pages (~1.4 s for 512 MiB here), so a reload's setGC does not wait for
+// it; while it runs (gcPace.faulting), setPercentLocked records the
+// percentage a reload or the per-cycle hook paces and leaves collection
+// off, and prefaultHeap applies the percentage in force when it is done.
 //
 // The order keeps the runtime's background scavenger from handing the
 // touched pages straight back to the kernel. It aims to retain what
