@@ -166,8 +166,11 @@ address = "127.0.0.1:5080"
 `)
 	s := p.Server
 	if s.UserAgent != "sbc" || s.LogLevel != "info" || s.UDPReadBuffer != 4<<20 || s.UDPWriteBuffer != 4<<20 ||
-		s.TCPIdleTimeout.Duration != 10*time.Minute || s.TCPIdleTimeout.IsSet() {
+		s.TCPIdleTimeout.Duration != 10*time.Minute || s.TCPIdleTimeout.IsSet() || !s.HugePages() {
 		t.Errorf("server defaults: %+v", s)
+	}
+	if off := mustParse(t, minimal+"[server]\nheap_huge_pages = false\n"); off.Server.HugePages() {
+		t.Error("heap_huge_pages = false: HugePages() still true")
 	}
 	if p.Admin.Listen != "" || p.Admin.Addr.IsValid() {
 		t.Errorf("admin: %+v", p.Admin)

@@ -129,9 +129,10 @@ func prefaultLoop(n uint64, done func(n uint64, took time.Duration, huge string)
 // allocates from is then mapped by 2 MiB pages, 256 for 512 MiB instead
 // of 131,072 of 4 KiB. At 600 calls/s that cut the SBC's CPU per call
 // by about a fifth and its latencies with it (BENCHMARKS.md, "The heap
-// on huge pages"): a Go heap between collections walks through all of
-// its free memory, so with small pages most allocations of fresh memory
-// miss the TLB. The pages stay huge while the heap keeps them; memory
+// on huge pages"). The likely reason (this VM has no hardware counters
+// to count it): a Go heap between collections walks through all of its
+// free memory, so with small pages most allocations of fresh memory miss
+// the TLB. The pages stay huge while the heap keeps them; memory
 // the runtime's scavenger hands back to the kernel is released (and
 // split) as before. The kernel must allow it: THP mode always or
 // madvise (the log line says which); never leaves 4 KiB pages.
