@@ -116,6 +116,12 @@ type CompareConfig struct {
 	// a negative LatencyRate skips it.
 	LatencyRate     int
 	LatencyDuration time.Duration
+	// CaptureLegs captures the callee's leg too in the latency step, and
+	// splits each call's INVITE→200 into the server's passage of the
+	// INVITE, the callee's answer and the server's passage of the 200
+	// (LegLatencies). Off by default: the capture then takes twice the
+	// datagrams, and its load falls on both systems' figures.
+	CaptureLegs bool
 	// Drain bounds each of the waits after a step for the server to go
 	// idle: for sbc until no call is active, then for both until its CPU
 	// use stays below 5% of a core for 1 s. A server not idle by then is
@@ -286,8 +292,9 @@ type CompareStep struct {
 	// caller finished. A server that did not is restarted (and warmed up
 	// again) before the trial's next step.
 	Idle bool
-	// Latency is set for a captured step.
+	// Latency is set for a captured step; Legs too with CaptureLegs.
 	Latency *SetupLatency
+	Legs    *LegLatency
 
 	Pass bool
 	Why  string
@@ -337,6 +344,11 @@ func (s CompareStep) summary() string {
 	if l := s.Latency; l != nil {
 		lat = fmt.Sprintf(", INVITE→100 p50/p99 %v/%v, INVITE→200 p50/p99 %v/%v",
 			Percentile(l.To100, 50), Percentile(l.To100, 99), Percentile(l.To200, 50), Percentile(l.To200, 99))
+	}
+	if l := s.Legs; l != nil {
+		lat += fmt.Sprintf(" (legs p50/p99: INVITE through %v/%v, callee %v/%v, 200 through %v/%v)",
+			Percentile(l.Through, 50), Percentile(l.Through, 99), Percentile(l.Callee, 50), Percentile(l.Callee, 99),
+			Percentile(l.Back, 50), Percentile(l.Back, 99))
 	}
 	if s.FloodSent > 0 {
 		lat += fmt.Sprintf(", flood %d sent (%.0f/s), dropped in user space %.0f, by XDP %.0f", s.FloodSent, s.FloodRate, s.FloodDropsUser, s.FloodDropsXDP)
@@ -758,7 +770,7 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 	pcapPath := filepath.Join(dir, "caller.pcap")
 	if capture {
 		dump, err = h.start(dir, "tcpdump.out", h.cfg.Tcpdump, "-i", "lo", "-n", "-U", "-s", "2048", "-B", "16384",
-			"--time-stamp-precision", "nano", "-w", pcapPath, "udp", "port", strconv.Itoa(compareUACPort))
+			"--time-stamp-precision", "nano", "-w", pcapPath, captureFilter(h.cfg.CaptureLegs))
 		if err != nil {
 			return st, err
 		}
@@ -949,6 +961,10 @@ func (h *harness) step(ctx context.Context, srv *proc, system, kind, dir string,
 		}
 		l := SetupLatencies(pkts, compareUACPort)
 		st.Latency = &l
+		if h.cfg.CaptureLegs {
+			legs := LegLatencies(pkts, compareUACPort, compareUASPort)
+			st.Legs = &legs
+		}
 	}
 	if srv.exited() {
 		notes = append(notes, fmt.Sprintf("%s exited (%v)", system, srv.err))
@@ -981,4 +997,13 @@ func defaultKamailioShmMB(availMB int) int {
 func memAvailableMB() int {
 	kb, _ := meminfo.KB("MemAvailable")
 	return int(kb / 1024)
+}
+
+// captureFilter is the latency step's tcpdump filter: the caller's
+// datagrams, and the callee's too with legs.
+func captureFilter(legs bool) string {
+	if legs {
+		return fmt.Sprintf("udp and (port %d or port %d)", compareUACPort, compareUASPort)
+	}
+	return fmt.Sprintf("udp port %d", compareUACPort)
 }

@@ -216,7 +216,7 @@ func TestCompareSmoke(t *testing.T) {
 	res, err := Compare(ctx, CompareConfig{
 		SBC: bin, Systems: []string{SystemKamailio, SystemSBC}, Rounds: 1,
 		Duration: 3 * time.Second, StartRate: 50, MaxRate: 50, MaxSteps: 1,
-		WarmupDuration: -1, LatencyRate: 50, LatencyDuration: 3 * time.Second,
+		WarmupDuration: -1, LatencyRate: 50, LatencyDuration: 3 * time.Second, CaptureLegs: true,
 		KamailioShmMB: 128, WorkDir: t.TempDir(), Progress: &progress,
 	})
 	var table strings.Builder
@@ -245,6 +245,13 @@ func TestCompareSmoke(t *testing.T) {
 		if got := l.Latency; got.Invites != 150 || len(got.To100) != 150 || len(got.To200) != 150 || got.NoFinal != 0 || got.Unparseable != 0 {
 			t.Errorf("%s capture: %d INVITEs, %d 100s, %d 200s, %d without 200, %d not SIP; want 150 of each",
 				tr.System, got.Invites, len(got.To100), len(got.To200), got.NoFinal, got.Unparseable)
+		}
+		// Both legs: a proxy's paired by Call-ID, the B2BUA's by order.
+		if g := l.Legs; g == nil {
+			t.Errorf("%s: no legs split", tr.System)
+		} else if g.Calls != 150 || len(g.Through) != 150 || g.Through[0] <= 0 || g.Callee[0] <= 0 || g.Back[0] <= 0 {
+			t.Errorf("%s legs: %d calls split (want 150), shortest parts %v %v %v (want each positive)",
+				tr.System, g.Calls, g.Through[:min(1, len(g.Through))], g.Callee[:min(1, len(g.Callee))], g.Back[:min(1, len(g.Back))])
 		}
 		st, ok := tr.AtMax()
 		if !ok {

@@ -43,6 +43,11 @@ type SystemSummary struct {
 	To200P50, To200P99            time.Duration
 	CPUPerCallAtLatencyRate       time.Duration
 	LatencyCalls, LatencyNoAnswer int // summed over the trials
+	// With CaptureLegs: medians over the trials of each trial's p50 of
+	// the server's INVITE passage, the callee's answer and the server's
+	// 200 passage (LegLatency); LegRuns counts the trials that had them.
+	LegRuns                        int
+	ThroughP50, CalleeP50, BackP50 time.Duration
 	// Restarts: server processes restarted because one did not go idle
 	// after a step, summed over the trials.
 	Restarts int
@@ -53,7 +58,7 @@ func (r *CompareResult) Summaries() []SystemSummary {
 	var out []SystemSummary
 	for _, sys := range r.Config.Systems {
 		s := SystemSummary{System: sys}
-		var maxes, cpu, pss, rss, p50a, p99a, p50b, p99b, latCPU []float64
+		var maxes, cpu, pss, rss, p50a, p99a, p50b, p99b, latCPU, thr, cal, back []float64
 		for _, t := range r.Trials {
 			if t.System != sys {
 				continue
@@ -78,6 +83,12 @@ func (r *CompareResult) Summaries() []SystemSummary {
 				latCPU = append(latCPU, float64(l.CPUPerCall()))
 				s.LatencyCalls += l.Latency.Invites
 				s.LatencyNoAnswer += l.Latency.NoFinal
+				if g := l.Legs; g != nil && g.Calls > 0 {
+					s.LegRuns++
+					thr = append(thr, float64(Percentile(g.Through, 50)))
+					cal = append(cal, float64(Percentile(g.Callee, 50)))
+					back = append(back, float64(Percentile(g.Back, 50)))
+				}
 			}
 		}
 		s.Median = median(maxes)
@@ -86,6 +97,7 @@ func (r *CompareResult) Summaries() []SystemSummary {
 		s.To100P50, s.To100P99 = time.Duration(median(p50a)), time.Duration(median(p99a))
 		s.To200P50, s.To200P99 = time.Duration(median(p50b)), time.Duration(median(p99b))
 		s.CPUPerCallAtLatencyRate = time.Duration(median(latCPU))
+		s.ThroughP50, s.CalleeP50, s.BackP50 = time.Duration(median(thr)), time.Duration(median(cal)), time.Duration(median(back))
 		out = append(out, s)
 	}
 	return out
@@ -237,6 +249,17 @@ func (r *CompareResult) WriteTable(w io.Writer) error {
 		}
 		if err := tw.Flush(); err != nil {
 			return err
+		}
+		if c.CaptureLegs {
+			fmt.Fprintf(w, "\nINVITE→200 by leg (both legs captured; median over the trials of each trial's p50):\n")
+			tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "system\truns\tINVITE through µs\tcallee µs\t200 through µs\t")
+			for _, s := range sums {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t\n", s.System, s.LegRuns, us(s.ThroughP50), us(s.CalleeP50), us(s.BackP50))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
 		}
 	}
 	lo, hi := r.LoadRange()

@@ -191,3 +191,44 @@ func TestParseSmapsRollup(t *testing.T) {
 		t.Error("no Pss: no error")
 	}
 }
+
+// TestLegLatencies: a B2BUA's legs (new Call-IDs on the callee's side)
+// are paired by order, a proxy's by Call-ID; each call's INVITE→200
+// splits into the server's INVITE passage, the callee's answer and the
+// server's 200 passage; retransmissions, provisional responses, other
+// methods' 200s and a call without the callee's 200 are left out.
+func TestLegLatencies(t *testing.T) {
+	const caller, server, server2, callee = 15070, 15060, 15062, 15080
+	t0 := time.Unix(1700000000, 0)
+	us := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Microsecond) }
+	inv := func(id string) string { return sipMsg("INVITE sip:x@127.0.0.1 SIP/2.0", id, "1 INVITE") }
+	ok := func(id string) string { return sipMsg("SIP/2.0 200 OK", id, "1 INVITE") }
+	for _, tc := range []struct {
+		name   string
+		b1, b2 string // the callee's side Call-IDs of calls a1, a2
+	}{{"b2bua", "x1", "x2"}, {"proxy", "a1", "a2"}} {
+		w := newPcap(binary.LittleEndian, true)
+		w.udp(us(0), caller, server, inv("a1"))
+		w.udp(us(50), caller, server, inv("a2"))
+		w.udp(us(100), server, caller, sipMsg("SIP/2.0 100 Trying", "a1", "1 INVITE"))
+		w.udp(us(300), server2, callee, inv(tc.b1))
+		w.udp(us(450), server2, callee, inv(tc.b2))
+		w.udp(us(500), callee, server2, sipMsg("SIP/2.0 180 Ringing", tc.b1, "1 INVITE"))
+		w.udp(us(600), callee, server2, ok(tc.b1))
+		w.udp(us(700), server, caller, ok("a1"))
+		w.udp(us(800), caller, server, inv("a1"))  // retransmission
+		w.udp(us(900), callee, server2, ok(tc.b1)) // retransmission
+		w.udp(us(950), callee, server2, sipMsg("SIP/2.0 200 OK", tc.b2, "2 BYE"))
+		w.udp(us(1000), caller, server, inv("a3")) // never reaches the callee
+		pkts, err := ReadPcap(bytes.NewReader(w.buf.Bytes()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := LegLatencies(pkts, caller, callee)
+		want := LegLatency{Calls: 1, Through: []time.Duration{300 * time.Microsecond},
+			Callee: []time.Duration{300 * time.Microsecond}, Back: []time.Duration{100 * time.Microsecond}}
+		if fmt.Sprint(l) != fmt.Sprint(want) {
+			t.Errorf("%s: got %+v, want %+v", tc.name, l, want)
+		}
+	}
+}

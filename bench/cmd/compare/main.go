@@ -40,6 +40,7 @@ func main() {
 	flag.DurationVar(&cfg.WarmupDuration, "warmup", 0, "length of the warm-up step (default: -duration; negative: none)")
 	flag.IntVar(&cfg.LatencyRate, "latency-rate", 600, "rate of each trial's captured latency step (calls/s; negative: none)")
 	flag.DurationVar(&cfg.LatencyDuration, "latency-duration", 0, "length of the latency step (default: -duration)")
+	flag.BoolVar(&cfg.CaptureLegs, "capture-legs", false, "capture the callee's leg too in the latency step and split INVITE→200 into the server's INVITE passage, the callee's answer and the server's 200 passage (twice the capture load, on both systems)")
 	flag.IntVar(&cfg.FloodPPS, "flood-pps", 20000, "rate of the flood from blocked sources in the steps of systems sbc-flood and sbc-xdp-flood (datagrams/s)")
 	flag.StringVar(&cfg.SBCLogLevel, "sbc-log-level", "warn", "sbc's log level")
 	flag.BoolVar(&cfg.SBCAnchor, "sbc-anchor", false, "anchor sbc's media (Kamailio does not: off for a like-for-like comparison)")
