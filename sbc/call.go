@@ -452,13 +452,10 @@ func (s *SBC) setupCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 		c.aReq.RemoveHeader("Replaces")
 		c.aReq.AppendHeader(sip.NewHeader("Replaces", replaces))
 	}
-	s.calls.putCaller(c, topBranch(req))
-	s.metrics.CallsActive.Inc()
-	if s.log.Enabled(context.Background(), slog.LevelDebug) { // the attributes cost allocations
-		c.logger().Debug("call setup", "from", p.src.String(), "ruri_user", req.Recipient.User, "a_call_id", c.a.callID)
-	}
 	// Admitted: reported before its state machine starts (no call lock
-	// is held here, and emitting never blocks).
+	// is held here, and emitting never blocks), and before the call is
+	// in the call table: from there on another goroutine may end it
+	// (SBC.Close ends every call it finds), and finish reads c.started.
 	c.started = events.Event{Kind: events.CallStarted, SessionID: c.id, CallID: c.a.callID,
 		Caller: capped(from.Address.User), Called: capped(req.Recipient.User), SourceIP: p.src.Addr().Unmap().String(),
 		UserAgent: headerValue(req, "User-Agent"), Realm: ep.name,
@@ -470,6 +467,11 @@ func (s *SBC) setupCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 		c.started.Detail["source_pool"] = p.pool
 	}
 	s.emit(c.started)
+	s.calls.putCaller(c, topBranch(req))
+	s.metrics.CallsActive.Inc()
+	if s.log.Enabled(context.Background(), slog.LevelDebug) { // the attributes cost allocations
+		c.logger().Debug("call setup", "from", p.src.String(), "ruri_user", req.Recipient.User, "a_call_id", c.a.callID)
+	}
 
 	// In a UDP read loop the handler returns at once: the transaction is
 	// ended once A's final response is out (markFinalSent). Elsewhere it

@@ -113,11 +113,19 @@ func TestSIPpCloseByesEveryCallPromptly(t *testing.T) {
 	uacDone := make(chan error, 1)
 	go func() { uacDone <- uac.cmd.Wait() }()
 
-	// All calls up.
+	// All calls up: in the call table, and answered (the caller has
+	// sent the ACK of each 200; sbc_calls_active counts a call from its
+	// set-up on, and a call Close ends before its answer gets a final
+	// error rather than a BYE, which the caller's scenario fails).
 	deadline := time.Now().Add(10 * time.Second)
-	for gaugeValue(s, "sbc_calls_active") != calls {
+	acks := func() int {
+		b, _ := os.ReadFile(filepath.Join(dir, "uac_messages.log"))
+		return strings.Count(string(b), "\nACK sip:")
+	}
+	for gaugeValue(s, "sbc_calls_active") != calls || acks() < calls {
 		if time.Now().After(deadline) {
-			t.Fatalf("calls active: %v, want %d; sbc log:\n%s", gaugeValue(s, "sbc_calls_active"), calls, tail(logs.String(), 4000))
+			t.Fatalf("calls active: %v, ACKs sent %d, want %d of each; sbc log:\n%s",
+				gaugeValue(s, "sbc_calls_active"), acks(), calls, tail(logs.String(), 4000))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
