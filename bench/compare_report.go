@@ -83,7 +83,7 @@ func (r *CompareResult) Summaries() []SystemSummary {
 				latCPU = append(latCPU, float64(l.CPUPerCall()))
 				s.LatencyCalls += l.Latency.Invites
 				s.LatencyNoAnswer += l.Latency.NoFinal
-				if g := l.Legs; g != nil && g.Calls > 0 {
+				if g := l.Legs; g != nil && len(g.Through) > 0 {
 					s.LegRuns++
 					thr = append(thr, float64(Percentile(g.Through, 50)))
 					cal = append(cal, float64(Percentile(g.Callee, 50)))

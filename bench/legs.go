@@ -11,9 +11,9 @@ import (
 // INVITE (caller's INVITE → the server's INVITE to the callee), Callee
 // the callee's answer (that INVITE → the callee's 200), Back the
 // server's passage of the 200 (the callee's 200 → the 200 to the
-// caller). First copies only; each slice sorted.
+// caller). First copies only; each slice sorted, one entry per call
+// seen on both legs with both 200s.
 type LegLatency struct {
-	Calls                 int // calls seen on both legs with both 200s
 	Through, Callee, Back []time.Duration
 }
 
@@ -84,7 +84,6 @@ func LegLatencies(pkts []Packet, callerPort, calleePort uint16) LegLatency {
 		if aok.IsZero() || binv.IsZero() || bok.IsZero() {
 			continue
 		}
-		res.Calls++
 		res.Through = append(res.Through, binv.Sub(ainv))
 		res.Callee = append(res.Callee, bok.Sub(binv))
 		res.Back = append(res.Back, aok.Sub(bok))

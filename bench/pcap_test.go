@@ -225,7 +225,7 @@ func TestLegLatencies(t *testing.T) {
 			t.Fatal(err)
 		}
 		l := LegLatencies(pkts, caller, callee)
-		want := LegLatency{Calls: 1, Through: []time.Duration{300 * time.Microsecond},
+		want := LegLatency{Through: []time.Duration{300 * time.Microsecond},
 			Callee: []time.Duration{300 * time.Microsecond}, Back: []time.Duration{100 * time.Microsecond}}
 		if fmt.Sprint(l) != fmt.Sprint(want) {
 			t.Errorf("%s: got %+v, want %+v", tc.name, l, want)
