@@ -166,10 +166,12 @@ func prefaultDue(floor uint64) uint64 {
 // touched pages straight back to the kernel. It aims to retain what
 // was in use at the last collection scaled by the ratio of the new heap
 // goal to the last one (runtime/mgcscavenge.go). With collection off
-// while the block is allocated and written, no cycle sees it live, and
-// the forced collection that frees it does so with the paced percentage
-// in force: both goals are then near the floor, and what was in use at
-// that collection includes the block.
+// while the block is allocated and written, no cycle sees it live; the
+// collection that frees it runs with collection still off (no goal: the
+// scavenger keeps everything) and prepareSpans fills the same memory
+// again; the last collection frees that with the paced percentage in
+// force: both goals are then near the floor, and what was in use at
+// that collection includes prepareSpans' n bytes.
 func prefaultHeap(n uint64) (bool, string) {
 	gcPace.mu.Lock()
 	if gcPace.floor == 0 || gcPace.base < 0 {
@@ -194,6 +196,12 @@ func prefaultHeap(n uint64) (bool, string) {
 	if prefaultTouchedHook != nil {
 		prefaultTouchedHook(b)
 	}
+	// The block back to the heap (collection stays off for the rest of
+	// the round), then the runtime's records of the spans a heap that
+	// size holds, made in the memory the block leaves.
+	b = nil
+	runtime.GC()
+	prepareSpans(n)
 
 	gcPace.mu.Lock()
 	defer gcPace.mu.Unlock()
@@ -222,6 +230,60 @@ func hugePages(b []byte, huge bool) string {
 	default:
 		return "advised (THP " + mode + ")"
 	}
+}
+
+// The runtime's records of the heap's spans, made before they are needed
+// (prepareSpans).
+//
+// The heap is carved into spans (8 KiB for objects up to 1 KiB, more
+// for larger ones), and the runtime keeps a record of each outside the
+// heap: its mspan (~170 bytes), an entry in the list of all spans, its
+// allocation and mark bits. Records are reused once a collection frees
+// their span, but the first time the heap holds so many spans each new
+// record is written to fresh memory, a page fault. The touched block is
+// one span; a heap that fills to a floor of 512 MiB in messages holds
+// ~65,000. At 600 calls/s the SBC took 120–160 page faults a second for
+// its first 25 s, and ~10,000 at its first collection (BENCHMARKS.md,
+// "The runtime's span records made at start"). So after the block is
+// touched and freed, prepareSpans allocates as much again in small
+// objects (garbage at once, with collection off) and the round's forced
+// collection frees them: the records are made then, in the memory the
+// block left, not on the path of the first calls.
+
+// spanSizes are the object sizes prepareSpans allocates: size classes
+// whose spans are one 8 KiB page, as the most spans a heap of a given
+// size can hold, from 16 bytes (the most allocation and mark bits a
+// span needs) up.
+var spanSizes = [...]int{16, 32, 48, 64, 96, 128, 256, 512, 1024}
+
+// prepareSpansOff skips prepareSpans (a test's baseline).
+var prepareSpansOff bool
+
+// spanSink keeps prepareSpans' allocations from being optimised away
+// (each replaces the one before, which is garbage from then on).
+var spanSink struct {
+	bytes []byte
+	ptrs  []*byte
+}
+
+// prepareSpans allocates about n bytes in small objects, an equal share
+// of each of spanSizes, half of them without pointers and half with (the
+// runtime keeps the two kinds in spans of their own). Each is garbage as soon as the next is made; the
+// caller has collection off, so they fill the heap until it collects.
+func prepareSpans(n uint64) {
+	if prepareSpansOff {
+		return
+	}
+	per := n / uint64(2*len(spanSizes))
+	for _, size := range spanSizes {
+		for done := uint64(0); done < per; done += uint64(size) {
+			spanSink.bytes = make([]byte, size)
+		}
+		for done := uint64(0); done < per; done += uint64(size) {
+			spanSink.ptrs = make([]*byte, size/8)
+		}
+	}
+	spanSink.bytes, spanSink.ptrs = nil, nil
 }
 
 // prefaultTouchedHook, when set (tests), runs in prefaultHeap with the
