@@ -53,6 +53,50 @@ type recvBatch struct {
 	n     int           // datagrams in the batch
 	errno syscall.Errno // of the last recvmmsg
 	fn    func(uintptr) bool
+	srcs  srcCache
+}
+
+// srcCache keeps the last few sources a reader saw as the *net.UDPAddr
+// it handed out for them: a socket hears from few peers (a trunk, a
+// backend), and a datagram from one of them reuses its address instead
+// of allocating one. The addresses are never changed once handed out
+// (whoever keeps one keeps a valid value).
+type srcCache struct {
+	keys  [4]srcKey
+	addrs [4]net.Addr
+	next  int
+}
+
+// srcKey is a source as the kernel gave it: family, port, address (and
+// scope for IPv6), as in struct sockaddr_in6.
+type srcKey [unix.SizeofSockaddrInet6]byte
+
+// lookup returns the address for name, from the cache or made (and
+// cached).
+func (c *srcCache) lookup(name *unix.RawSockaddrAny) (net.Addr, error) {
+	var k srcKey
+	switch name.Addr.Family {
+	case unix.AF_INET:
+		copy(k[:], (*[unix.SizeofSockaddrInet4]byte)(unsafe.Pointer(name))[:])
+	case unix.AF_INET6:
+		k = *(*srcKey)(unsafe.Pointer(name))
+		// The flow label is not part of the source.
+		k[4], k[5], k[6], k[7] = 0, 0, 0, 0
+	default:
+		return nil, errRawFamily
+	}
+	for i := range c.keys {
+		if c.addrs[i] != nil && c.keys[i] == k {
+			return c.addrs[i], nil
+		}
+	}
+	a, err := sourceOf(name)
+	if err != nil {
+		return nil, err
+	}
+	c.keys[c.next], c.addrs[c.next] = k, a
+	c.next = (c.next + 1) % len(c.keys)
+	return a, nil
 }
 
 // mmsghdr is struct mmsghdr (the compiler pads it as C does).
@@ -115,7 +159,7 @@ func (rb *recvBatch) read(r *rawUDP) (int, error) {
 func (rb *recvBatch) datagram(i int) ([]byte, net.Addr, time.Time, error) {
 	h := &rb.hdrs[i]
 	at := parseRxStamp(rb.oobs[i][:h.hdr.Controllen])
-	addr, err := sourceOf(&rb.names[i])
+	addr, err := rb.srcs.lookup(&rb.names[i])
 	return rb.bufs[i][:h.len], addr, at, err
 }
 

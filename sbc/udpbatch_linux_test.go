@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -366,5 +367,66 @@ func TestAfterBatch(t *testing.T) {
 	}
 	if fmt.Sprint(ran) != "[1 2 3 5 6]" {
 		t.Fatalf("set-ups run %v, want [1 2 3 5 6] once the loop read", ran)
+	}
+}
+
+// A reader hands out one address per source it saw lately: the same
+// pointer again for the same source (an IPv6 flow label apart), a new one
+// for another port, family or address, and the oldest is forgotten past
+// four; every address says what the kernel gave.
+func TestSourceCache(t *testing.T) {
+	v4 := func(ip string, port int) *unix.RawSockaddrAny {
+		var name unix.RawSockaddrAny
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&name))
+		sa.Family = unix.AF_INET
+		sa.Addr = netip.MustParseAddr(ip).As4()
+		sa.Port = htons(port)
+		return &name
+	}
+	v6 := func(ip string, port int, flow, scope uint32) *unix.RawSockaddrAny {
+		var name unix.RawSockaddrAny
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&name))
+		sa.Family = unix.AF_INET6
+		sa.Addr = netip.MustParseAddr(ip).As16()
+		sa.Port = htons(port)
+		sa.Flowinfo, sa.Scope_id = flow, scope
+		return &name
+	}
+	var c srcCache
+	get := func(name *unix.RawSockaddrAny, want string) net.Addr {
+		t.Helper()
+		a, err := c.lookup(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.String() != want {
+			t.Fatalf("address %s, want %s", a, want)
+		}
+		return a
+	}
+	a := get(v4("127.0.0.1", 5060), "127.0.0.1:5060")
+	if b := get(v4("127.0.0.1", 5060), "127.0.0.1:5060"); b != a {
+		t.Error("the same source got a new address")
+	}
+	if b := get(v4("127.0.0.1", 5061), "127.0.0.1:5061"); b == a {
+		t.Error("another port got the first source's address")
+	}
+	m := get(v6("::ffff:127.0.0.1", 5060, 0, 0), "127.0.0.1:5060") // net.IP prints a mapped address as IPv4
+	if m == a {
+		t.Error("an IPv6 source got the IPv4 source's address")
+	}
+	f := get(v6("2001:db8::1", 5060, 1, 0), "[2001:db8::1]:5060")
+	if g := get(v6("2001:db8::1", 5060, 7, 0), "[2001:db8::1]:5060"); g != f {
+		t.Error("another flow label got a new address")
+	}
+	// Four other sources since a: it is forgotten, and made again.
+	get(v4("10.0.0.1", 1), "10.0.0.1:1")
+	if b := get(v4("127.0.0.1", 5060), "127.0.0.1:5060"); b == a {
+		t.Error("a source four others back still cached")
+	}
+	var bad unix.RawSockaddrAny
+	bad.Addr.Family = unix.AF_UNIX
+	if _, err := c.lookup(&bad); err != errRawFamily {
+		t.Errorf("unknown family: %v, want errRawFamily", err)
 	}
 }
