@@ -268,8 +268,9 @@ var spanSink struct {
 
 // prepareSpans allocates about n bytes in small objects, an equal share
 // of each of spanSizes, half of them without pointers and half with (the
-// runtime keeps the two kinds in spans of their own). Each is garbage as soon as the next is made; the
-// caller has collection off, so they fill the heap until it collects.
+// runtime keeps the two kinds in spans of their own). Each is garbage as
+// soon as the next is made; the caller has collection off, so they fill
+// the heap until it collects.
 func prepareSpans(n uint64) {
 	if prepareSpansOff {
 		return
