@@ -136,10 +136,11 @@ func smapsRange(line string) (lo, hi uint64, ok bool) {
 // After the prefault, a heap that fills up to the floor in small objects
 // finds its spans' records made already: filling it takes under half
 // the page faults it takes without prepareSpans (a third to a quarter
-// here; what is left is mostly the runtime's own bookkeeping). Each count is taken in
-// a process of its own (the runtime reuses span records for good, so in
-// this process other tests may have made them already): this test binary
-// again, running only this test with prepareSpansEnv set to the mode.
+// here; what is left is mostly the runtime's own bookkeeping). Each
+// count is taken in a process of its own (the runtime reuses span
+// records for good, so in this process other tests may have made them
+// already): this test binary again, running only this test with
+// prepareSpansEnv set to the mode (verbose, so that a skip there shows).
 func TestPrepareSpansFaults(t *testing.T) {
 	if mode := os.Getenv(prepareSpansEnv); mode != "" {
 		prepareSpansChild(t, mode == "off")
@@ -150,7 +151,7 @@ func TestPrepareSpansFaults(t *testing.T) {
 	}
 	faults := map[string]int64{}
 	for _, mode := range []string{"off", "on"} {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestPrepareSpansFaults$", "-test.count=1")
+		cmd := exec.Command(os.Args[0], "-test.run=^TestPrepareSpansFaults$", "-test.count=1", "-test.v")
 		cmd.Env = append(os.Environ(), prepareSpansEnv+"="+mode)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
