@@ -340,13 +340,22 @@ func (s *SBC) startCall(ep *endpoint, st *snapshot, p peer, req *sip.Request, tx
 	}
 	// 100 Trying at once: the carrier must stop retransmitting while we
 	// set up media and route, and the relay's ports and SDP (~10-20 µs
-	// when anchored) need not delay it.
+	// when anchored) need not delay it. Over UDP, the reader may have
+	// sent it already, when it read the INVITE (trying.go).
+	udp := !sip.IsReliable(req.Transport())
+	if udp && ep.peers.tookTrying(p.src, req) {
+		if stx, ok := tx.(interface{ TryingSent() }); ok {
+			stx.TryingSent()
+		}
+		s.setupCall(ep, st, p, req, tx, release, plan, replaces, false)
+		return
+	}
 	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
 	// In a UDP read loop with more of the batch to handle (a burst), the
 	// rest waits for that: the INVITEs behind this one get their 100
 	// after its checks, not after its whole set-up (udppeers.go).
 	// (The closure is built only then: it escapes.)
-	if !sip.IsReliable(req.Transport()) && ep.peers.deferring() {
+	if udp && ep.peers.deferring() {
 		ep.detach(req, tx)
 		ep.peers.afterBatch(func() { s.setupCall(ep, st, p, req, tx, release, plan, replaces, true) })
 		return

@@ -31,6 +31,9 @@
 //	             udppeers.go, dial.go   closes those of a blocked source; udpPeers
 //	                                    bounds sipgo's UDP peer entries; sipgo dials
 //	                                    trunk sources and pool targets only
+//	             udpbatch_linux.go,     a batch reader filters its batch at once and
+//	             trying.go              answers a trunk's or backend's new INVITEs
+//	                                    100 Trying from their bytes (earlyTrying)
 //	1 classify   classify.go            SBC.classify: trunk by source prefix, backend, or unknown
 //	2 validate   validate.go, validate/ SBC.validateRequest: RFC 3261 checks the parser lacks
 //	3 admit      admit.go               SBC.admitInvite, SBC.admitRegister: rates and call caps;

@@ -2,6 +2,7 @@ package sbc
 
 import (
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -145,14 +146,43 @@ func (r *rawUDP) writeTo(b []byte, addr net.Addr) (n int, ok bool, err error) {
 	default:
 		return 0, false, nil
 	}
-	if r.q.add(b, &sa, salen) {
-		return len(b), true, nil
+	n, err = r.sendTo(b, &sa, salen, addr)
+	return n, true, err
+}
+
+// writeToAddrPort sends b to ap as writeTo does.
+func (r *rawUDP) writeToAddrPort(b []byte, ap netip.AddrPort) error {
+	var sa unix.RawSockaddrInet6
+	var salen uint32
+	a := ap.Addr()
+	switch {
+	case a.Unmap().Is4() && !r.v6:
+		s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
+		*s4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(int(ap.Port())), Addr: a.Unmap().As4()}
+		salen = unix.SizeofSockaddrInet4
+	case r.v6 && a.Zone() == "":
+		sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: htons(int(ap.Port())), Addr: a.As16()}
+		salen = unix.SizeofSockaddrInet6
+	default:
+		return &net.OpError{Op: "write", Net: "udp", Source: r.laddr, Addr: net.UDPAddrFromAddrPort(ap), Err: errRawFamily}
 	}
-	n, err = r.sendOne(b, &sa, salen)
+	_, err := r.sendTo(b, &sa, salen, nil)
+	return err
+}
+
+// sendTo queues b for sa while a batch is open, or sends it.
+func (r *rawUDP) sendTo(b []byte, sa *unix.RawSockaddrInet6, salen uint32, addr net.Addr) (int, error) {
+	if r.q.add(b, sa, salen) {
+		return len(b), nil
+	}
+	n, err := r.sendOne(b, sa, salen)
 	if err != nil {
-		return 0, true, &net.OpError{Op: "write", Net: "udp", Source: r.laddr, Addr: addr, Err: err}
+		if addr == nil {
+			addr = net.UDPAddrFromAddrPort(sockaddrPort(sa))
+		}
+		return 0, &net.OpError{Op: "write", Net: "udp", Source: r.laddr, Addr: addr, Err: err}
 	}
-	return n, true, nil
+	return n, nil
 }
 
 // sendOne sends b to sa through the companion, or through the listener

@@ -1,6 +1,7 @@
 package sbc
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"os"
@@ -357,15 +358,49 @@ func (q *sendQueue) sendmmsg(fd uintptr) bool {
 // udpGen.ReadFrom; while it holds more than one and the socket is behind
 // (behind), the socket's writes are queued (sendQueue) until the loop
 // asks for the next read after the last.
+//
+// Given the transport's read filter (sipgo asks it to take it:
+// sip.FilteringPacketReader), it filters the whole batch as soon as it
+// is read and sends the 100 Trying of each new INVITE that may have one
+// at once (trying.go), in one sendmmsg, before it hands out the first
+// datagram.
 type batchReader struct {
 	g       *udpGen
 	rb      *recvBatch
 	n, next int
 	open    bool // a batch of more than one is open in g.raw.q
+
+	filter sip.TransportReadFilter // nil: sipgo's loop filters
+	props  sip.TransportReadProps
+	laddr  netip.AddrPort       // the socket's, for the HEP copy of a 100
+	pass   [udpBatch][]byte     // each datagram as the filter let it through (nil: dropped)
+	errs   [udpBatch]error      // each datagram's error (its source's family, the filter's)
+	tries  []triedKey           // the INVITEs of this batch answered 100 (tried)
+	tbuf   []byte               // their 100s
+	tsent  [udpBatch]tryingSend // where each 100 in tbuf goes
+}
+
+// tryingSend is one 100 Trying of a batch: its end in tbuf, its
+// destination, and the INVITE's source and top Via branch.
+type tryingSend struct {
+	end    int
+	to     netip.AddrPort
+	src    netip.AddrPort
+	branch []byte // in the datagram
 }
 
 func newBatchReader(g *udpGen) *batchReader {
-	return &batchReader{g: g, rb: newRecvBatch(int(sip.TransportBufferReadSize))}
+	r := &batchReader{g: g, rb: newRecvBatch(int(sip.TransportBufferReadSize))}
+	if ap, ok := addrPortOf(g.LocalAddr()); ok {
+		r.laddr = ap
+	}
+	return r
+}
+
+// UseReadFilter is sip.FilteringPacketReader: the reader filters each
+// batch itself.
+func (r *batchReader) UseReadFilter(f sip.TransportReadFilter, props sip.TransportReadProps) {
+	r.filter, r.props = f, props
 }
 
 // behind reports whether the batch just read shows the socket behind:
@@ -381,6 +416,7 @@ func (r *batchReader) behind() bool {
 // reader when it ends, whichever way): what the socket held for it goes
 // out.
 func (r *batchReader) Close() error {
+	r.forgetTries()
 	r.g.u.more.Store(false)
 	r.g.u.runLater()
 	if r.open {
@@ -395,10 +431,23 @@ func (r *batchReader) ReadFrom(b []byte) (int, net.Addr, error) {
 	g := r.g
 	for {
 		if r.next < r.n {
-			data, addr, at, err := r.rb.datagram(r.next)
+			i := r.next
 			r.next++
-			if !g.admit(data, addr, at, err) {
-				continue
+			var data []byte
+			var addr net.Addr
+			var err error
+			if r.filter != nil {
+				// prepare admitted and filtered it.
+				if data, err = r.pass[i], r.errs[i]; data == nil && err == nil {
+					continue
+				}
+				_, addr, _, _ = r.rb.datagram(i)
+			} else {
+				var at time.Time
+				data, addr, at, err = r.rb.datagram(i)
+				if !g.admit(data, addr, at, err) {
+					continue
+				}
 			}
 			// Only a reader alone on its socket: readers that read
 			// alongside (lagging) take the set-ups of one another's
@@ -406,6 +455,7 @@ func (r *batchReader) ReadFrom(b []byte) (int, net.Addr, error) {
 			g.u.more.Store(r.next < r.n && !g.lagging.Load())
 			return copy(b, data), addr, err
 		}
+		r.forgetTries()
 		g.u.more.Store(false)
 		g.u.runLater()
 		if r.open {
@@ -422,6 +472,9 @@ func (r *batchReader) ReadFrom(b []byte) (int, net.Addr, error) {
 			return 0, nil, err
 		}
 		r.n, r.next = n, 0
+		if r.filter != nil {
+			r.prepare()
+		}
 		if n > 1 && r.behind() {
 			r.open = true
 			g.raw.q.begin()
@@ -431,3 +484,76 @@ func (r *batchReader) ReadFrom(b []byte) (int, net.Addr, error) {
 
 // onRefused sets what is told of held datagrams the kernel refused.
 func (r *rawUDP) onRefused(f func(netip.AddrPort, error)) { r.q.refused = f }
+
+// prepare admits and filters each datagram of the batch just read, as
+// sipgo's loop and udpGen.ReadFrom would one by one (a datagram of zeros
+// is skipped before the filter, as sipgo skips it), and sends the 100
+// Trying of each INVITE that has one at once (trying.go).
+func (r *batchReader) prepare() {
+	g := r.g
+	s := g.u.ep.sbc
+	r.tbuf = r.tbuf[:0]
+	nt := 0
+	for i := 0; i < r.n; i++ {
+		r.pass[i], r.errs[i] = nil, nil
+		data, addr, at, err := r.rb.datagram(i)
+		if !g.admit(data, addr, at, err) {
+			continue
+		}
+		if err != nil {
+			r.errs[i] = err
+			continue
+		}
+		if len(bytes.Trim(data, "\x00")) == 0 {
+			continue
+		}
+		props := r.props
+		props.RemoteAddr = addr
+		out, ferr := r.filter(props, data)
+		if ferr != nil {
+			r.errs[i] = ferr
+			continue
+		}
+		if len(out) == 0 {
+			continue
+		}
+		r.pass[i] = out
+		src := sockaddrPort((*unix.RawSockaddrInet6)(unsafe.Pointer(&r.rb.names[i])))
+		tb, t, ok := s.earlyTrying(g.u.ep, r.tbuf, out, src)
+		if !ok {
+			continue
+		}
+		r.tbuf = tb
+		r.tsent[nt] = tryingSend{end: len(tb), to: t.to, src: src, branch: t.branch}
+		nt++
+	}
+	if nt == 0 {
+		return
+	}
+	hep := s.hepOut()
+	g.raw.q.begin()
+	start := 0
+	for _, ts := range r.tsent[:nt] {
+		b := r.tbuf[start:ts.end]
+		start = ts.end
+		if err := g.raw.writeToAddrPort(b, ts.to); err != nil {
+			s.drop(stageBridge, reasonSendFailed)
+			continue // startCall sends it
+		}
+		r.tries = append(r.tries, g.u.tried.add(ts.src, ts.branch))
+		if hep != nil {
+			hep.capture(hepProto("udp"), r.laddr, ts.to, b)
+		}
+	}
+	g.raw.q.end(g.raw)
+}
+
+// forgetTries removes what is left in the realm's tried set of this
+// reader's last batch: INVITEs the pipeline refused before startCall.
+func (r *batchReader) forgetTries() {
+	if len(r.tries) > 0 {
+		r.g.u.tried.forget(r.tries)
+		clear(r.tries)
+		r.tries = r.tries[:0]
+	}
+}

@@ -67,6 +67,7 @@ type udpPeers struct {
 	// set while the reader handing out a datagram has more of its batch
 	// behind it; what waits for them is in later.
 	more  atomic.Bool
+	tried tried // INVITEs answered 100 by a reader (trying.go)
 	lmu   sync.Mutex
 	later []func()
 	spare []func()

@@ -303,6 +303,11 @@ func cookieBranch(via []byte) bool {
 
 const magicCookie = "z9hG4bK"
 
+// HeaderParam finds the header parameter name in a header field's value
+// as param does (for the SBC's readers, which answer some requests from
+// their bytes).
+func HeaderParam(v []byte, name string) ([]byte, bool) { return param(v, name) }
+
 // param finds the header parameter name (case-sensitive, as sipgo's
 // lookups are) in a field value: after a ';' outside quotes and <>, up
 // to the next ';' or ','. It returns the value (LWS trimmed; nil when

@@ -1152,3 +1152,116 @@ func TestForkPacketReaders(t *testing.T) {
 		return rc.closed == 3
 	}, 10*time.Second, time.Millisecond, "every loop closes its reader")
 }
+
+// filteringConn gives readers that filter what they read themselves
+// (FilteringPacketReader).
+type filteringConn struct {
+	net.PacketConn
+	mu    sync.Mutex
+	given int                // filters given to readers
+	props TransportReadProps // the last given
+}
+
+func (c *filteringConn) PacketReader() PacketReader { return &filteringReader{c: c} }
+
+type filteringReader struct {
+	c *filteringConn
+	f TransportReadFilter
+	p TransportReadProps
+}
+
+func (r *filteringReader) UseReadFilter(f TransportReadFilter, props TransportReadProps) {
+	r.c.mu.Lock()
+	r.c.given++
+	r.c.props = props
+	r.c.mu.Unlock()
+	r.f, r.p = f, props
+}
+
+func (r *filteringReader) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, a, err := r.c.PacketConn.ReadFrom(b)
+		if err != nil || r.f == nil {
+			return n, a, err
+		}
+		p := r.p
+		p.RemoteAddr = a
+		out, ferr := r.f(p, b[:n])
+		if ferr != nil {
+			return 0, nil, ferr
+		}
+		if len(out) > 0 {
+			return copy(b, out), a, nil
+		}
+	}
+}
+
+// TestForkFilteringPacketReader: a reader that filters itself gets the
+// transport's read filter and the socket's properties, and the loop does
+// not run the filter again on what it returns: each datagram is filtered
+// once, and what the filter drops is not handled.
+func TestForkFilteringPacketReader(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	fc := &filteringConn{PacketConn: pc}
+	var mu sync.Mutex
+	filtered := 0
+	filter := func(p TransportReadProps, data []byte) ([]byte, error) {
+		mu.Lock()
+		filtered++
+		mu.Unlock()
+		if strings.Contains(string(data), "Call-ID: drop") {
+			return nil, nil
+		}
+		return data, nil
+	}
+	tpl := NewTransportLayer(net.DefaultResolver, NewParser(), nil, WithTransportLayerReadFilter(filter))
+	txl := NewTransactionLayer(tpl, WithTransactionLayerInlineUnreliable())
+	defer txl.Close()
+	txl.OnRequest(func(req *Request, tx *ServerTx) {
+		_ = tx.Respond(NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	go func() { _ = tpl.ServeUDP(fc) }()
+	defer pc.Close()
+
+	cl, err := net.ListenPacket("udp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer cl.Close()
+	buf := make([]byte, 4096)
+	send := func(callID string) {
+		req := testCreateRequest(t, "OPTIONS", "sip:"+pc.LocalAddr().String(), "UDP", cl.LocalAddr().String())
+		req.ReplaceHeader(NewHeader("Call-ID", callID))
+		_, err := cl.WriteTo([]byte(req.String()), pc.LocalAddr())
+		require.NoError(t, err)
+	}
+	send("drop")
+	send("keep")
+	_ = cl.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, _, err := cl.ReadFrom(buf)
+	require.NoError(t, err)
+	require.Contains(t, string(buf[:n]), "Call-ID: keep", "the dropped one answered")
+	mu.Lock()
+	require.Equal(t, 2, filtered, "each datagram filtered once")
+	mu.Unlock()
+	fc.mu.Lock()
+	require.Equal(t, 1, fc.given)
+	require.Equal(t, "UDP", fc.props.Transport)
+	require.Equal(t, pc.LocalAddr().String(), fc.props.LocalAddr.String())
+	fc.mu.Unlock()
+}
+
+// TestForkTryingSent: a 100 the TU sent itself stops Timer_1xx, which
+// would send another.
+func TestForkTryingSent(t *testing.T) {
+	req := testCreateRequest(t, "INVITE", "sip:bob@127.0.0.1:5060", "UDP", "127.0.0.1:5070")
+	tx := NewServerTx("key", req, &UDPConnection{}, slog.Default())
+	require.NoError(t, tx.Init())
+	tx.mu.Lock()
+	armed := tx.timer_1xx != nil
+	tx.mu.Unlock()
+	require.True(t, armed, "Timer_1xx armed for an INVITE")
+	tx.TryingSent()
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	require.Nil(t, tx.timer_1xx, "Timer_1xx still armed")
+}

@@ -122,6 +122,23 @@ func (tx *ServerTx) Respond(res *Response) error {
 	return tx.spinFsmWithResponse(input, res)
 }
 
+// TryingSent tells an INVITE transaction that its TU sent a 100 Trying
+// for the request itself, before the transaction existed (fork change
+// 39): from the request's bytes, as soon as it was read. The transaction
+// stops Timer_1xx, which would send another 100. It holds no 100 to send
+// again: a retransmission of the request before the TU's next response
+// gets what the TU sends for it (the SBC sends a 100 for every INVITE
+// datagram it reads that way). Not for a transaction the TU responded
+// on: a response goes through Respond.
+func (tx *ServerTx) TryingSent() {
+	tx.mu.Lock()
+	if tx.timer_1xx != nil {
+		tx.timer_1xx.Stop()
+		tx.timer_1xx = nil
+	}
+	tx.mu.Unlock()
+}
+
 // Acks makes channel for sending acks. Channel is created on demand
 func (tx *ServerTx) Acks() <-chan *Request {
 	return tx.acks

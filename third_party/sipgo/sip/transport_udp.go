@@ -201,6 +201,20 @@ type PacketReader interface {
 	ReadFrom(b []byte) (n int, addr net.Addr, err error)
 }
 
+// FilteringPacketReader is a PacketReader that applies the transport's
+// read filter itself (fork change 38), e.g. to every datagram of a batch
+// as soon as it is read, before handing out the first: the loop gives it
+// the filter once, before its first read, and does not filter what it
+// returns. A datagram the filter drops is never returned; an error of the
+// filter is returned by ReadFrom, which ends the loop as the filter's
+// error would.
+type FilteringPacketReader interface {
+	PacketReader
+	// UseReadFilter sets the filter and the properties of this socket
+	// (Transport, LocalAddr; RemoteAddr is each datagram's source).
+	UseReadFilter(f TransportReadFilter, props TransportReadProps)
+}
+
 // readLoop reads the socket until it is closed or fails, and returns the
 // source addresses it added to the pool.
 func (t *TransportUDP) readLoop(conn *UDPConnection, laddr string, handler MessageHandler) map[string]struct{} {
@@ -209,10 +223,15 @@ func (t *TransportUDP) readLoop(conn *UDPConnection, laddr string, handler Messa
 	var last srcCache
 	acceptedAddr := make(map[string]struct{})
 	var rd PacketReader = conn
+	filter := t.readFilter
 	if rs, ok := conn.PacketConn.(PacketReaders); ok {
 		pr := rs.PacketReader()
 		if c, ok := pr.(io.Closer); ok {
 			defer c.Close() // the loop ends, whichever way: the reader lets go of what it holds
+		}
+		if fr, ok := pr.(FilteringPacketReader); ok && filter != nil {
+			fr.UseReadFilter(filter, TransportReadProps{Transport: t.Network(), LocalAddr: conn.LocalAddr()})
+			filter = nil
 		}
 		rd = readerDebug{pr, conn}
 	}
@@ -236,8 +255,8 @@ func (t *TransportUDP) readLoop(conn *UDPConnection, laddr string, handler Messa
 			continue
 		}
 		rastr := last.str(raddr)
-		if t.readFilter != nil {
-			filtered, err := t.readFilter(TransportReadProps{
+		if filter != nil {
+			filtered, err := filter(TransportReadProps{
 				Transport:  t.Network(),
 				LocalAddr:  conn.LocalAddr(),
 				RemoteAddr: raddr,
