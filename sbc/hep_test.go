@@ -183,10 +183,14 @@ func TestHEPExportDissectedByTshark(t *testing.T) {
 	pkts := col.packets(t)
 	type dir struct{ src, dst netip.AddrPort }
 	seen := map[string]map[dir]bool{} // first line → directions
+	trying := false                   // the A leg's 100, sent by the reader (trying.go)
 	for _, p := range pkts {
 		id := sipCallID(p.Payload)
 		if id != aID && id != bID {
 			continue // OPTIONS health checks
+		}
+		if id == aID && bytes.HasPrefix(p.Payload, []byte("SIP/2.0 100 ")) && p.Src == ext && p.Dst == caller {
+			trying = true
 		}
 		if p.CorrelationID != aID {
 			t.Errorf("%s message of %q: correlation id %q, want the A leg's %q", firstLine(p.Payload), id, p.CorrelationID, aID)
@@ -215,6 +219,9 @@ func TestHEPExportDissectedByTshark(t *testing.T) {
 	fromCaller := func(d dir) bool { return d.src == caller && d.dst == ext }
 	toCaller := func(d dir) bool { return d.src == ext && d.dst == caller }
 	fromBackend := func(d dir) bool { return d.src == backend && d.dst.Addr() == netip.MustParseAddr(sbcIntIP) }
+	if !trying {
+		t.Error("the A leg's 100 Trying (sent by the reader) not in the export")
+	}
 	check(aID, "INVITE", fromCaller, "A leg, read:")
 	check(aID, "SIP/2.0", toCaller, "A leg, written:")
 	check(aID, "BYE", fromCaller, "A leg, read:")
