@@ -223,3 +223,18 @@ func TestTriedConcurrent(t *testing.T) {
 		t.Fatalf("%d left after every reader forgot its own", len(tr.m))
 	}
 }
+
+// BenchmarkAppendTrying: the reader's 100 for an INVITE with rport.
+//
+//	go test ./sbc -run '^$' -bench AppendTrying -benchmem
+func BenchmarkAppendTrying(b *testing.B) {
+	data := tryingInvite("Via: SIP/2.0/UDP 192.0.2.10:5070;rport;branch=z9hG4bK-1-0", tyFrom, tyTo, tyCID, tySeq, "User-Agent: CarrierSwitch")
+	src := netip.MustParseAddrPort("198.51.100.7:40000")
+	buf := make([]byte, 0, 2048)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, _, ok := appendTrying(buf, data, src); !ok {
+			b.Fatal("not answered")
+		}
+	}
+}
