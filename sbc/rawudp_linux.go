@@ -127,23 +127,11 @@ type udpAddr struct {
 // works through a batch, b is queued instead (udpbatch_linux.go).
 func (r *rawUDP) writeTo(b []byte, addr net.Addr) (n int, ok bool, err error) {
 	ua, isUDP := addr.(*net.UDPAddr)
-	if !isUDP || ua.Zone != "" {
+	if !isUDP {
 		return 0, false, nil
 	}
-	var sa unix.RawSockaddrInet6
-	var salen uint32
-	ip4 := ua.IP.To4()
-	switch {
-	case ip4 != nil && !r.v6:
-		s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
-		*s4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(ua.Port)}
-		copy(s4.Addr[:], ip4)
-		salen = unix.SizeofSockaddrInet4
-	case r.v6 && ua.IP.To16() != nil:
-		sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: htons(ua.Port)}
-		copy(sa.Addr[:], ua.IP.To16())
-		salen = unix.SizeofSockaddrInet6
-	default:
+	sa, salen, ok := r.sockaddr(ua.AddrPort())
+	if !ok {
 		return 0, false, nil
 	}
 	n, err = r.sendTo(b, &sa, salen, addr)
@@ -152,22 +140,31 @@ func (r *rawUDP) writeTo(b []byte, addr net.Addr) (n int, ok bool, err error) {
 
 // writeToAddrPort sends b to ap as writeTo does.
 func (r *rawUDP) writeToAddrPort(b []byte, ap netip.AddrPort) error {
-	var sa unix.RawSockaddrInet6
-	var salen uint32
-	a := ap.Addr()
-	switch {
-	case a.Unmap().Is4() && !r.v6:
-		s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
-		*s4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(int(ap.Port())), Addr: a.Unmap().As4()}
-		salen = unix.SizeofSockaddrInet4
-	case r.v6 && a.Zone() == "":
-		sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: htons(int(ap.Port())), Addr: a.As16()}
-		salen = unix.SizeofSockaddrInet6
-	default:
+	sa, salen, ok := r.sockaddr(ap)
+	if !ok {
 		return &net.OpError{Op: "write", Net: "udp", Source: r.laddr, Addr: net.UDPAddrFromAddrPort(ap), Err: errRawFamily}
 	}
 	_, err := r.sendTo(b, &sa, salen, nil)
 	return err
+}
+
+// sockaddr is ap as the socket sends to it: IPv4 on an IPv4 socket,
+// IPv6 (IPv4-mapped for an IPv4 address) on an IPv6 one; ok false for
+// an address with a zone, an invalid one, or IPv6 on an IPv4 socket.
+func (r *rawUDP) sockaddr(ap netip.AddrPort) (sa unix.RawSockaddrInet6, salen uint32, ok bool) {
+	a := ap.Addr()
+	switch {
+	case !a.IsValid() || a.Zone() != "":
+		return sa, 0, false
+	case a.Unmap().Is4() && !r.v6:
+		s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
+		*s4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: htons(int(ap.Port())), Addr: a.Unmap().As4()}
+		return sa, unix.SizeofSockaddrInet4, true
+	case r.v6:
+		sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: htons(int(ap.Port())), Addr: a.As16()}
+		return sa, unix.SizeofSockaddrInet6, true
+	}
+	return sa, 0, false
 }
 
 // sendTo queues b for sa while a batch is open, or sends it.

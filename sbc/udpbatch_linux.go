@@ -374,6 +374,7 @@ type batchReader struct {
 	props  sip.TransportReadProps
 	laddr  netip.AddrPort       // the socket's, for the HEP copy of a 100
 	pass   [udpBatch][]byte     // each datagram as the filter let it through (nil: dropped)
+	addrs  [udpBatch]net.Addr   // each datagram's source
 	errs   [udpBatch]error      // each datagram's error (its source's family, the filter's)
 	tries  []triedKey           // the INVITEs of this batch answered 100 (tried)
 	tbuf   []byte               // their 100s
@@ -438,10 +439,9 @@ func (r *batchReader) ReadFrom(b []byte) (int, net.Addr, error) {
 			var err error
 			if r.filter != nil {
 				// prepare admitted and filtered it.
-				if data, err = r.pass[i], r.errs[i]; data == nil && err == nil {
+				if data, addr, err = r.pass[i], r.addrs[i], r.errs[i]; data == nil && err == nil {
 					continue
 				}
-				_, addr, _, _ = r.rb.datagram(i)
 			} else {
 				var at time.Time
 				data, addr, at, err = r.rb.datagram(i)
@@ -497,6 +497,7 @@ func (r *batchReader) prepare() {
 	for i := 0; i < r.n; i++ {
 		r.pass[i], r.errs[i] = nil, nil
 		data, addr, at, err := r.rb.datagram(i)
+		r.addrs[i] = addr
 		if !g.admit(data, addr, at, err) {
 			continue
 		}
